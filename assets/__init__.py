@@ -1,0 +1,1 @@
+"""Dagster software-defined assets and asset checks: thin wrappers over lake/, backtests/, trading/."""

@@ -1,0 +1,66 @@
+"""Raw bars from the configured source, validated, written to the lake."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import dagster as dg
+
+from assets.ingest import check_specs, ingest_partition
+from assets.partitions import daily_partitions, intraday_partitions
+from assets.resources import LakeResource, MarketDataResource
+from lake.calendar import session_bounds, trading_days
+from lake.errors import SourceError
+
+
+@dg.asset(
+    partitions_def=intraday_partitions,
+    check_specs=check_specs("bars_1m"),
+    group_name="market_data",
+    kinds={"polars", "parquet"},
+)
+def bars_1m(
+    context: dg.AssetExecutionContext, lake: LakeResource, market_data: MarketDataResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """1-minute bars of one symbol for one trading day, validated; failing rows go to quarantine."""
+    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    day, symbol = keys["date"], keys["symbol"]
+    start, close = session_bounds(day, market_data.exchange)
+    # Today's partition holds the bars so far: never ask a source for minutes that have not happened.
+    end = min(close, datetime.now(UTC).replace(second=0, microsecond=0))
+    if end <= start:
+        raise SourceError(f"{symbol} {day}: the session has not opened yet")
+    bars = market_data.build("1m").fetch([symbol], "1m", start, end)
+    if bars.is_empty():
+        raise SourceError(f"{market_data.source}: no 1m bars for {symbol} on {day}")
+    yield from ingest_partition(
+        context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    check_specs=check_specs("bars_1d"),
+    group_name="market_data",
+    kinds={"polars", "parquet"},
+)
+def bars_1d(
+    context: dg.AssetExecutionContext, lake: LakeResource, market_data: MarketDataResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Daily bars of one symbol for one year (up to the last closed session), validated."""
+    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    year, symbol = keys["year"], keys["symbol"]
+    days = trading_days(date(int(year), 1, 1), date(int(year), 12, 31), market_data.exchange)
+    now = datetime.now(UTC)
+    closed = [d for d in days if session_bounds(d, market_data.exchange)[1] <= now]
+    if not closed:
+        raise SourceError(f"no closed {market_data.exchange} session in {year} yet")
+    start = session_bounds(closed[0], market_data.exchange)[0]
+    end = session_bounds(closed[-1], market_data.exchange)[1]
+    bars = market_data.build("1d").fetch([symbol], "1d", start, end)
+    if bars.is_empty():
+        raise SourceError(f"{market_data.source}: no 1d bars for {symbol} in {year}")
+    yield from ingest_partition(
+        context, lake.path, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange
+    )

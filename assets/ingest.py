@@ -1,0 +1,61 @@
+"""One ingest step shared by the bar assets: validate, write clean rows and quarantine, report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from lake.store import replace_partition
+from lake.validation import RULES, ValidationReport, validate_bars
+
+from assets.metadata import bars_metadata, markdown_table
+
+QUARANTINE = "quarantine"
+
+
+def check_specs(asset_name: str) -> list[dg.AssetCheckSpec]:
+    """One asset check per validation rule; blocking ones stop downstream assets."""
+    return [
+        dg.AssetCheckSpec(name=rule.name, asset=asset_name, blocking=rule.blocking, description=rule.description)
+        for rule in RULES
+    ]
+
+
+def check_results(report: ValidationReport) -> Iterator[dg.AssetCheckResult]:
+    for outcome in report.results:
+        yield dg.AssetCheckResult(
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "failed_rows": outcome.failed_rows,
+                "examples": dg.MetadataValue.md(markdown_table(pl.DataFrame(outcome.examples)) if outcome.examples else "_none_"),
+            },
+        )
+
+
+def ingest_partition(
+    context: dg.AssetExecutionContext,
+    root: Path,
+    bars: pl.DataFrame,
+    *,
+    timeframe: str,
+    symbol: str,
+    period: str,
+    exchange: str,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Validates one partition's bars and replaces the partition (and its quarantine) atomically."""
+    report = validate_bars(bars, timeframe=timeframe, exchange=exchange)
+    paths = replace_partition(root, "bars", timeframe, symbol, period, report.clean)
+    replace_partition(root, QUARANTINE, timeframe, symbol, period, report.quarantine)
+    failed = [o.name for o in report.results if not o.passed]
+    context.log.info(
+        f"{symbol} {timeframe} {period}: {report.clean.height} rows written, "
+        f"{report.quarantine.height} quarantined, failed checks: {failed or 'none'}"
+    )
+    meta = bars_metadata(report.clean, str(paths[0]) if paths else None)
+    meta["quarantined_rows"] = report.quarantine.height
+    yield dg.MaterializeResult(metadata=meta)
+    yield from check_results(report)

@@ -1,0 +1,1 @@
+"""The one Definitions, resources, jobs, schedules, sensors and the command line."""

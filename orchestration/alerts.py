@@ -1,0 +1,33 @@
+"""Alerts: a structured log line always, and a JSON POST to a webhook when one is configured.
+
+QUANTLAKE_ALERT_WEBHOOK: the URL (Slack-compatible: the payload has a "text" field). A webhook that
+fails is logged, never raised: an alert must not fail the sensor that sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+log = logging.getLogger("quantlake.alerts")
+WEBHOOK_ENV = "QUANTLAKE_ALERT_WEBHOOK"
+
+
+def send_alert(title: str, details: dict[str, Any], url: str | None = None, timeout: float = 5.0) -> bool:
+    """Logs the alert and posts it to the webhook; True when a webhook accepted it."""
+    url = url if url is not None else os.environ.get(WEBHOOK_ENV)
+    log.error("alert: %s %s", title, json.dumps(details, default=str, sort_keys=True))
+    if not url:
+        return False
+    body = json.dumps({"text": title, **details}, default=str).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        log.warning("alert webhook %s failed: %s", url.split("?")[0], exc)
+        return False

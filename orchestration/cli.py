@@ -1,0 +1,125 @@
+"""`quantlake`: the command line over the same jobs and libraries as the UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from lake.paths import REPO_ROOT
+
+
+def _ensure_dagster_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # an empty file keeps the default SQLite storage, without a warning
+    return home
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    home = _ensure_dagster_home()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import dagster as dg
+
+    from assets.partitions import universe
+    from orchestration.definitions import defs
+    from orchestration.demo import IngestSummary, default_ranges, last_closed_session, run_partitions
+
+    end = date.fromisoformat(args.end) if args.end else last_closed_session()
+    days, years = default_ranges(end, minute_days=args.minute_days, daily_days=args.daily_days)
+    symbols = args.symbols.split(",") if args.symbols else universe()[: args.n_symbols]
+    print(f"Ingesting {len(symbols)} symbols: 1m bars for {days[0]}..{days[-1]} ({len(days)} sessions), 1d bars for {', '.join(years)}")
+    with dg.DagsterInstance.get() as instance:
+        summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
+    lake_root = defs.resources["lake"].path  # type: ignore[union-attr]
+    print("\nSummary")
+    print(f"  runs:           {summary.runs} ({len(summary.failed_runs)} failed)")
+    for asset, rows in sorted(summary.rows.items()):
+        print(f"  rows {asset:<14} {rows:,}")
+    print(f"  checks passed:  {summary.checks_passed}")
+    print(f"  checks failed:  {sum(summary.checks_failed.values())} {dict(summary.checks_failed) or ''}")
+    print(f"  lake:           {lake_root}")
+    print(f"  Dagster home:   {home}")
+    print("  Open the UI:    make ui   (then http://127.0.0.1:3000)")
+    if summary.failed_runs:
+        print(f"  failed runs:    {', '.join(summary.failed_runs[:10])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    _ensure_dagster_home()
+    import dagster as dg
+
+    from assets.partitions import universe
+    from lake.calendar import trading_days
+    from orchestration.definitions import defs
+    from orchestration.demo import IngestSummary, run_partitions
+
+    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    days = trading_days(start, end) if "1m" in args.timeframes else []
+    years = [str(y) for y in range(start.year, end.year + 1)] if "1d" in args.timeframes else []
+    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else universe()
+    unknown = sorted(set(symbols) - set(universe()))
+    if unknown:
+        print(f"error: {unknown} not in the partitioned universe {universe()} (set QUANTLAKE_UNIVERSE)", file=sys.stderr)
+        return 2
+    with dg.DagsterInstance.get() as instance:
+        summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
+    print(f"{summary.runs} runs, {len(summary.failed_runs)} failed; rows {dict(summary.rows)}; "
+          f"checks passed {summary.checks_passed}, failed {dict(summary.checks_failed) or 0}")
+    return 1 if summary.failed_runs else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lake.paths import default_lake_root
+
+    root = Path(args.lake) if args.lake else default_lake_root()
+    print(f"lake: {root}")
+    if not root.exists():
+        print("  (empty: run `quantlake demo` or `quantlake ingest`)")
+        return 0
+    for dataset in sorted(p for p in root.iterdir() if p.is_dir()):
+        for tf_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
+            files = list(tf_dir.rglob("*.parquet"))
+            symbols = sorted({p.name.split("=", 1)[1] for p in tf_dir.iterdir() if p.name.startswith("symbol=")})
+            print(f"  {dataset.name:<11} {tf_dir.name:<14} {len(files):>6} partitions  {', '.join(symbols)}")
+    print(f"Dagster home: {os.environ.get('DAGSTER_HOME', REPO_ROOT / '.dagster_home')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="ingest the default universe and range on the embedded defaults")
+    demo.add_argument("--end", help="last session (YYYY-MM-DD); default: the last closed session")
+    demo.add_argument("--minute-days", type=int, default=20, help="sessions of 1m bars (default 20)")
+    demo.add_argument("--daily-days", type=int, default=252, help="sessions of daily bars (default 252)")
+    demo.add_argument("--n-symbols", type=int, default=5, help="first N symbols of the universe (default 5)")
+    demo.add_argument("--symbols", help="comma-separated symbols instead of the universe")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    ingest = sub.add_parser("ingest", help="materialize bars (and derived data) for a range and symbols")
+    ingest.add_argument("--start", required=True, help="first day (YYYY-MM-DD)")
+    ingest.add_argument("--end", required=True, help="last day (YYYY-MM-DD)")
+    ingest.add_argument("--symbols", help="comma-separated symbols (default: the universe)")
+    ingest.add_argument("--timeframes", default="1m,1d", help="1m, 1d or both (default 1m,1d)")
+    ingest.add_argument("--no-progress", action="store_true")
+    ingest.set_defaults(func=cmd_ingest)
+
+    status = sub.add_parser("status", help="what is in the lake")
+    status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""The one Definitions of the code location (loaded by workspace.yaml and `dagster dev`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import bars, derived
+from orchestration.executors import build_executor
+from orchestration.jobs import JOBS
+from orchestration.resources import build_resources
+from orchestration.schedules import build_schedules
+from orchestration.sensors import SENSORS
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([bars, derived]),
+    jobs=JOBS,
+    schedules=build_schedules(),
+    sensors=SENSORS,
+    resources=build_resources(),
+    executor=build_executor(),
+)

@@ -1,0 +1,111 @@
+"""Schedules on the exchange calendar (America/New_York): holidays skip, half days move the close.
+
+Cron only says "weekdays at these minutes"; each tick then asks the calendar whether it is a real
+event time today, and skips with the reason when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import date, datetime, time
+
+import dagster as dg
+
+from assets.partitions import daily_key, intraday_key, universe
+from orchestration import market_times as mt
+from orchestration.jobs import ingest_daily_job, ingest_intraday_job
+
+TimesForDay = Callable[[date], list[datetime]]
+RequestsAt = Callable[[datetime], list[dg.RunRequest]]
+
+
+def _minutes_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a whole number of minutes") from exc
+    if value < 0:
+        raise ValueError(f"{name}={value} must not be negative")
+    return value
+
+
+def exchange_schedule(
+    name: str,
+    job: dg.UnresolvedAssetJobDefinition | dg.JobDefinition,
+    cron: list[str],
+    times_for_day: TimesForDay,
+    requests_at: RequestsAt,
+    description: str,
+) -> dg.ScheduleDefinition:
+    @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=mt.EXCHANGE_TZ, description=description)
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        tick = context.scheduled_execution_time
+        if tick is None:
+            return dg.SkipReason("no scheduled time on this evaluation")
+        local = tick.astimezone(mt.NY)
+        if not mt.is_session_day(local.date()):
+            return dg.SkipReason(f"{local.date()} is not a trading day")
+        if not any(abs((t - tick).total_seconds()) < 1 for t in times_for_day(local.date())):
+            return dg.SkipReason(f"{local:%Y-%m-%d %H:%M} is not a {name} time today (half day or outside the session)")
+        return requests_at(tick)
+
+    return _schedule
+
+
+def _cron_at(minutes_after_midnight: list[int]) -> list[str]:
+    return sorted({f"{m % 60} {m // 60} * * 1-5" for m in minutes_after_midnight})
+
+
+def _interval_cron(n: int) -> list[str]:
+    if n <= 0 or 30 % n:
+        raise ValueError(f"intraday interval {n} min must divide 30 so ticks align with the 9:30 open")
+    return [f"*/{n} 9-16 * * 1-5"]
+
+
+def _ingest_day_requests(tick: datetime) -> list[dg.RunRequest]:
+    day = tick.astimezone(mt.NY).date().isoformat()
+    return [
+        dg.RunRequest(run_key=f"{tick.isoformat()}|{day}|{s}", partition_key=intraday_key(day, s)) for s in universe()
+    ]
+
+
+def _ingest_year_requests(tick: datetime) -> list[dg.RunRequest]:
+    year = str(tick.astimezone(mt.NY).year)
+    return [dg.RunRequest(run_key=f"{tick.isoformat()}|{year}|{s}", partition_key=daily_key(year, s)) for s in universe()]
+
+
+def build_schedules() -> list[dg.ScheduleDefinition]:
+    open_offset = _minutes_env("QUANTLAKE_OPEN_OFFSET_MIN", 5)
+    interval = _minutes_env("QUANTLAKE_INTRADAY_MINUTES", 15)
+    close_offset = _minutes_env("QUANTLAKE_CLOSE_OFFSET_MIN", 5)
+    return [
+        exchange_schedule(
+            "market_open_schedule",
+            ingest_daily_job,
+            _cron_at([9 * 60 + 30 + open_offset]),
+            lambda d: mt.at_open(d, open_offset),
+            _ingest_year_requests,
+            "At the open (+offset): refresh this year's daily bars for the universe.",
+        ),
+        exchange_schedule(
+            "intraday_schedule",
+            ingest_intraday_job,
+            _interval_cron(interval),
+            lambda d: mt.every_n_minutes(d, interval),
+            _ingest_day_requests,
+            "Every N minutes in the session: today's 1-minute bars so far.",
+        ),
+        exchange_schedule(
+            "market_close_schedule",
+            ingest_intraday_job,
+            _cron_at([13 * 60 + close_offset, 16 * 60 + close_offset]),
+            lambda d: mt.at_close(d, close_offset),
+            _ingest_day_requests,
+            "After the close (half days at 13:00): the session's final 1-minute bars.",
+        ),
+    ]
+
+
+DEFAULT_FIXED_TIMES = (time(11, 0), time(14, 30))

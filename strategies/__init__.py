@@ -1,0 +1,1 @@
+"""Pure strategy code: signals and sizing. No Dagster, no I/O."""

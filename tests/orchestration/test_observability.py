@@ -1,0 +1,39 @@
+"""JSON logs carry the bound run context, and a canary key never reaches a log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from orchestration.observability import configure_logging, get_logger, log_context, reset_logging
+
+CANARY = "canary-secret-7f3a9c"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    yield
+    reset_logging()
+
+
+def test_json_logs_carry_context_and_mask_keys(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ALPACA_SECRET_KEY", CANARY)
+    configure_logging("json")
+    with log_context(run_id="run-1", partition="2024-11-29|AAPL", trace_id="t-9"):
+        get_logger().info("fetched bars", url=f"https://x/?key={CANARY}", rows=210)
+        logging.getLogger("lake.sources").warning("retrying after %s with %s", "500", CANARY)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["run_id"] == "run-1" and first["partition"] == "2024-11-29|AAPL" and first["trace_id"] == "t-9"
+    assert first["rows"] == 210 and first["event"] == "fetched bars"
+    assert second["run_id"] == "run-1" and second["logger"] == "lake.sources"
+    assert CANARY not in json.dumps(lines)
+
+
+def test_bad_log_format_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="QUANTLAKE_LOG_FORMAT='xml'"):
+        configure_logging("xml")

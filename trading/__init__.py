@@ -1,0 +1,1 @@
+"""Agents, risk limits, brokers and the decision ledger. No Dagster in here."""
