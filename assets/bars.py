@@ -1,6 +1,5 @@
 """Raw bars from the configured source, validated, written to the lake."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -35,7 +34,8 @@ def bars_1m(
     if bars.is_empty():
         raise SourceError(f"{market_data.source}: no 1m bars for {symbol} on {day}")
     yield from ingest_partition(
-        context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange
+        context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
+        expected_until=end,
     )
 
 

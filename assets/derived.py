@@ -1,6 +1,5 @@
 """Derived data: resampled timeframes and per-symbol features, partition by partition."""
 
-from __future__ import annotations
 
 from datetime import date, timedelta
 

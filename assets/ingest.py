@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -45,9 +46,10 @@ def ingest_partition(
     symbol: str,
     period: str,
     exchange: str,
+    expected_until: datetime | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Validates one partition's bars and replaces the partition (and its quarantine) atomically."""
-    report = validate_bars(bars, timeframe=timeframe, exchange=exchange)
+    report = validate_bars(bars, timeframe=timeframe, exchange=exchange, expected_until=expected_until)
     paths = replace_partition(root, "bars", timeframe, symbol, period, report.clean)
     replace_partition(root, QUARANTINE, timeframe, symbol, period, report.quarantine)
     failed = [o.name for o in report.results if not o.passed]

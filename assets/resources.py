@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from lake.paths import default_lake_root
+from lake.sources.base import BarSource
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -43,21 +44,23 @@ class MarketDataResource(dg.ConfigurableResource):
     files_timezone: str = "America/New_York"
     files_column_map: dict[str, str] = Field(default_factory=dict)
 
-    def build(self, timeframe: str):  # -> lake.sources.BarSource
-        from lake.sources import AlpacaSource, FallbackSource, FileSource, SyntheticSource
+    def build(self, timeframe: str) -> BarSource:
+        from lake.sources.files import FileSource
+        from lake.sources.synthetic import SyntheticSource
 
         if self.source == "synthetic":
             return SyntheticSource(seed=self.seed, exchange=self.exchange)
         if self.source == "files":
             if not self.files_glob:
-                raise dg.DagsterInvalidConfigError("market_data: source 'files' needs files_glob", [], None)
+                raise ValueError("market_data: source 'files' needs files_glob (QUANTLAKE_FILES_GLOB)")
             return FileSource(
                 self.files_glob, timeframe=timeframe, timezone=self.files_timezone, column_map=self.files_column_map
             )
         if not (self.alpaca_api_key and self.alpaca_secret_key):
-            raise dg.DagsterInvalidConfigError(
-                "market_data: source 'alpaca' needs ALPACA_API_KEY and ALPACA_SECRET_KEY", [], None
-            )
+            raise ValueError("market_data: source 'alpaca' needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
+        from lake.sources.alpaca import AlpacaSource  # imported only when used: alpaca-py is slow to import
+        from lake.sources.fallback import FallbackSource
+
         alpaca = AlpacaSource(
             api_key=self.alpaca_api_key,
             secret_key=self.alpaca_secret_key,

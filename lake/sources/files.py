@@ -1,0 +1,99 @@
+"""Bars from CSV or Parquet files a user already has.
+
+A column map renames the file's columns to ours; naive timestamps are read in the files' timezone.
+A value that does not parse is an error naming the file, line and column (never a silent drop);
+rows that parse but break a rule (high < low...) are left to validation, which quarantines them.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from lake.errors import SourceError, UnknownSymbolError
+from lake.schema import BAR_SCHEMA, REQUIRED_COLUMNS, check_timeframe, conform_bars, empty_bars
+
+_NUMERIC = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+
+
+class FileSource:
+    name = "files"
+
+    def __init__(
+        self,
+        pattern: str,
+        *,
+        timeframe: str = "1m",
+        timezone: str = "America/New_York",
+        column_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pattern = pattern
+        self.timeframe = check_timeframe(timeframe)
+        self.timezone = timezone
+        self.column_map = dict(column_map or {})
+
+    def files(self) -> list[Path]:
+        found = sorted(Path(p) for p in glob.glob(str(Path(self.pattern).expanduser()), recursive=True))
+        if not found:
+            raise SourceError(f"files: no file matches {self.pattern!r}")
+        return found
+
+    def fetch(self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
+        check_timeframe(timeframe)
+        frames = [self.read_file(path, timeframe) for path in self.files()]
+        bars = pl.concat(frames) if frames else empty_bars()
+        known = set(bars["symbol"].unique().to_list())
+        unknown = [s for s in symbols if s not in known]
+        if unknown:
+            raise UnknownSymbolError(f"files: no bars for {unknown} in {self.pattern!r} (symbols there: {sorted(known)[:10]})")
+        return bars.filter(
+            pl.col("symbol").is_in(list(symbols)) & (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col("timeframe") == timeframe)
+        ).sort("symbol", "ts")
+
+    def read_file(self, path: Path, timeframe: str) -> pl.DataFrame:
+        if path.suffix.lower() == ".parquet":
+            raw = pl.read_parquet(path)
+            line_offset = 0  # a Parquet "line" is its row number, from 0
+        else:
+            try:
+                raw = pl.read_csv(path, infer_schema=False)
+            except pl.exceptions.PolarsError as exc:
+                raise SourceError(f"files: cannot read {path}: {exc}") from exc
+            line_offset = 2  # the header is line 1
+        raw = raw.rename({k: v for k, v in self.column_map.items() if k in raw.columns})
+        if "symbol" not in raw.columns:
+            raw = raw.with_columns(pl.lit(path.stem.upper()).alias("symbol"))
+        if "timeframe" not in raw.columns:
+            raw = raw.with_columns(pl.lit(timeframe).alias("timeframe"))
+        missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+        if missing:
+            raise SourceError(f"files: {path} lacks column(s) {missing} (has {raw.columns}); map them with column_map")
+        parsed = raw.with_columns(self._ts_expr(raw), *[pl.col(c).cast(BAR_SCHEMA[c], strict=False) for c in _NUMERIC if c in raw.columns])
+        self._raise_on_unparsed(path, raw, parsed, line_offset)
+        return conform_bars(parsed, where=str(path))
+
+    def _ts_expr(self, raw: pl.DataFrame) -> pl.Expr:
+        ts = pl.col("ts")
+        dtype = raw.schema["ts"]
+        if isinstance(dtype, pl.Datetime):
+            return (ts.dt.replace_time_zone(self.timezone) if dtype.time_zone is None else ts).dt.convert_time_zone("UTC")
+        text = ts.cast(pl.String)
+        has_offset = raw["ts"].cast(pl.String).drop_nulls().str.contains(r"(Z|[+-]\d{2}:?\d{2})$").any()
+        if has_offset:
+            return text.str.to_datetime(strict=False, time_zone="UTC", time_unit="us").alias("ts")
+        return text.str.to_datetime(strict=False, time_unit="us").dt.replace_time_zone(self.timezone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC").alias("ts")
+
+    @staticmethod
+    def _raise_on_unparsed(path: Path, raw: pl.DataFrame, parsed: pl.DataFrame, line_offset: int) -> None:
+        for column in ("ts", *(c for c in _NUMERIC if c in raw.columns)):
+            bad = parsed[column].is_null() & raw[column].is_not_null() & (raw[column].cast(pl.String).str.strip_chars() != "")
+            if bad.any():
+                row = int(bad.arg_max())  # type: ignore[arg-type]
+                raise SourceError(
+                    f"files: {path} line {row + line_offset}, column {column!r}: cannot parse {raw[column][row]!r} "
+                    f"({int(bad.sum())} bad value(s) in that column)"
+                )

@@ -1,0 +1,192 @@
+"""A seeded offline market: exchange sessions, volatility regimes, overnight gaps, U-shaped volume.
+
+Determinism is per (seed, symbol, year): a year's minute grid comes from its own random stream, so
+the bars of a day never depend on the range asked for. Same seed, same bytes.
+
+The daily path (regimes, gaps, the day's open-to-close move) is drawn once per symbol over the
+whole calendar so prices are continuous across years; each day's minutes are a Brownian bridge
+from that day's open to its close with more variance at the open and the close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from lake.calendar import get_calendar
+from lake.errors import SourceError, UnknownSymbolError
+from lake.schema import check_timeframe, conform_bars, empty_bars
+
+MAX_SESSION_MINUTES = 390
+_SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+_EPOCH_YEAR = 2005  # the daily path starts here, matching the calendar's first session
+
+# Regimes: daily volatility, and the chance to stay in the regime each day.
+_REGIME_VOL = np.array([0.010, 0.028])
+_REGIME_STAY = np.array([0.985, 0.94])
+_GAP_SHARE = 0.3  # share of daily variance that happens overnight
+
+
+def _stable_int(*parts: object) -> int:
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _check_symbol(symbol: str) -> str:
+    if not _SYMBOL_RE.match(symbol):
+        raise UnknownSymbolError(f"synthetic: unknown symbol {symbol!r} (expected an upper-case ticker like 'AAPL')")
+    return symbol
+
+
+@lru_cache(maxsize=8)
+def _sessions(exchange: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All sessions of the calendar: dates (datetime64[D]), opens and closes (datetime64[us], UTC)."""
+    schedule = get_calendar(exchange).schedule
+    days = schedule.index.values.astype("datetime64[D]")
+    opens = schedule["open"].dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[us]")
+    closes = schedule["close"].dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[us]")
+    return days, opens, closes
+
+
+@lru_cache(maxsize=256)
+def _daily_path(seed: int, symbol: str, exchange: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per session: open price, close price, and the regime's volatility multiplier for volume."""
+    days, _, _ = _sessions(exchange)
+    n = len(days)
+    rng = np.random.default_rng(_stable_int("daily", seed, symbol, exchange))
+    regime = np.empty(n, dtype=np.int8)
+    stay = rng.random(n)
+    state = 0
+    for i in range(n):  # a two-state Markov chain; n is ~6k, cheap once per symbol
+        if stay[i] > _REGIME_STAY[state]:
+            state = 1 - state
+        regime[i] = state
+    vol = _REGIME_VOL[regime]
+    drift = rng.normal(0.0002, 0.0001)
+    gaps = rng.standard_normal(n) * vol * np.sqrt(_GAP_SHARE)
+    moves = drift + rng.standard_normal(n) * vol * np.sqrt(1 - _GAP_SHARE)
+    start_price = 20.0 + (_stable_int("price", symbol) % 48000) / 100.0
+    log_close = np.log(start_price) + np.cumsum(gaps + moves)
+    log_open = log_close - moves
+    return np.exp(log_open), np.exp(log_close), vol / _REGIME_VOL[0]
+
+
+def _u_curve(n: int, low: float) -> np.ndarray:
+    """Weights over the minutes of a session: high at the open and the close, `low` at midday."""
+    x = np.linspace(-1.0, 1.0, n)
+    return low + (1.0 - low) * x**2
+
+
+@dataclass(frozen=True)
+class _YearGrid:
+    """One symbol-year of minute bars on a (sessions x 390) grid; `valid` masks half-day tails."""
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    vwap: np.ndarray
+    trade_count: np.ndarray
+    valid: np.ndarray
+
+
+@lru_cache(maxsize=64)
+def _year_grid(seed: int, symbol: str, year: int, exchange: str) -> _YearGrid:
+    days, opens, closes = _sessions(exchange)
+    in_year = (days >= np.datetime64(f"{year}-01-01")) & (days < np.datetime64(f"{year + 1}-01-01"))
+    idx = np.flatnonzero(in_year)
+    day_open, day_close, vol_mult = (a[idx] for a in _daily_path(seed, symbol, exchange))
+    n_days, m = len(idx), MAX_SESSION_MINUTES
+    minutes = ((closes[idx] - opens[idx]) // np.timedelta64(1, "m")).astype(np.int64)
+    k = np.arange(m)
+    valid = k[None, :] < minutes[:, None]
+
+    rng = np.random.default_rng(_stable_int("minutes", seed, symbol, year, exchange))
+    shape = np.sqrt(_u_curve(m, 0.35))
+    steps = rng.standard_normal((n_days, m)) * shape[None, :] * valid
+    walk = np.cumsum(steps, axis=1)
+    n_valid = np.maximum(minutes, 1)[:, None]
+    frac = np.minimum(k[None, :] + 1, n_valid) / n_valid
+    bridge = walk - frac * np.take_along_axis(walk, (n_valid - 1).astype(np.int64), axis=1)
+    move = np.log(day_close / day_open)[:, None]
+    sigma = (0.012 * vol_mult / np.sqrt(m))[:, None]
+    log_close = np.log(day_open)[:, None] + frac * move + sigma * bridge
+    close = np.exp(log_close)
+    open_ = np.concatenate([day_open[:, None], close[:, :-1]], axis=1)
+    wick = np.abs(rng.standard_normal((2, n_days, m))) * sigma * 0.6
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    # Rounding is monotone, so it keeps low <= open, close <= high.
+    open_, high, low, close = (np.round(a, 2) for a in (open_, high, low, close))
+
+    base_volume = 2_000 + _stable_int("volume", symbol) % 20_000
+    volume = np.round(base_volume * _u_curve(m, 0.25)[None, :] * vol_mult[:, None] * rng.lognormal(0.0, 0.35, (n_days, m)))
+    vwap = np.round((high + low + close) / 3.0, 4)
+    trade_count = np.maximum(1, volume // 90).astype(np.int64)
+    ts = opens[idx][:, None] + k[None, :].astype("timedelta64[m]")
+    return _YearGrid(ts, open_, high, low, close, volume, vwap, trade_count, valid)
+
+
+class SyntheticSource:
+    """The offline default: any upper-case ticker has a plausible, reproducible history."""
+
+    name = "synthetic"
+
+    def __init__(self, seed: int = 7, exchange: str = "XNYS") -> None:
+        self.seed = seed
+        self.exchange = exchange
+
+    def fetch(self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
+        check_timeframe(timeframe)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise SourceError("synthetic: start and end must be timezone-aware")
+        frames = [self._minutes(_check_symbol(s), start, end) for s in symbols]
+        minutes = pl.concat(frames) if frames else empty_bars()
+        if timeframe == "1m":
+            return minutes
+        from lake.resample import resample_bars  # resampling is the one definition of coarser bars
+
+        return resample_bars(minutes, timeframe)
+
+    def _minutes(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:
+        first_year = max(start.astimezone(get_calendar(self.exchange).tz).year, _EPOCH_YEAR)
+        last_year = end.astimezone(get_calendar(self.exchange).tz).year
+        lo = np.datetime64(_naive_utc(start), "us")
+        hi = np.datetime64(_naive_utc(end), "us")
+        parts = []
+        for year in range(first_year, last_year + 1):
+            grid = _year_grid(self.seed, symbol, year, self.exchange)
+            keep = grid.valid & (grid.ts >= lo) & (grid.ts < hi)
+            if not keep.any():
+                continue
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "ts": pl.Series(grid.ts[keep]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+                        "open": grid.open[keep],
+                        "high": grid.high[keep],
+                        "low": grid.low[keep],
+                        "close": grid.close[keep],
+                        "volume": grid.volume[keep],
+                        "vwap": grid.vwap[keep],
+                        "trade_count": grid.trade_count[keep],
+                    }
+                )
+            )
+        if not parts:
+            return empty_bars()
+        df = pl.concat(parts).with_columns(pl.lit(symbol).alias("symbol"), pl.lit("1m").alias("timeframe"))
+        return conform_bars(df, where=f"synthetic {symbol}")
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,150 @@
+"""The Parquet lake: hive-partitioned files, atomic partition writes, pruned reads.
+
+Layout: <root>/<dataset>/timeframe=<tf>/symbol=<SYM>/<date=YYYY-MM-DD | year=YYYY>/part.parquet
+(one file per partition, zstd). Files keep every column, so each one is self-describing; the
+folder names are only there to prune reads. A write goes to a temporary file in the same folder and
+is renamed over the old one, so a crash mid-write leaves the previous partition intact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from lake.errors import LakeError, UnknownSymbolError
+from lake.schema import BAR_SCHEMA, check_timeframe, conform_bars
+
+PART_FILE = "part.parquet"
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_YEAR_RE = re.compile(r"^\d{4}$")
+
+TimeBound = date | datetime | None
+
+
+def period_dir(period: str) -> str:
+    """`date=YYYY-MM-DD` for a day's partition, `year=YYYY` for a year's."""
+    if _DATE_RE.match(period):
+        return f"date={period}"
+    if _YEAR_RE.match(period):
+        return f"year={period}"
+    raise LakeError(f"partition period {period!r} is neither a date (YYYY-MM-DD) nor a year (YYYY)")
+
+
+def partition_path(root: Path, dataset: str, timeframe: str, symbol: str, period: str) -> Path:
+    check_timeframe(timeframe)
+    return Path(root) / dataset / f"timeframe={timeframe}" / f"symbol={symbol}" / period_dir(period) / PART_FILE
+
+
+def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path:
+    """Writes `df` to `path` via a temp file + rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def replace_partition(root: Path, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[Path]:
+    """Makes the partition hold exactly `df` (sorted by ts); an empty frame removes the partition."""
+    path = partition_path(root, dataset, timeframe, symbol, period)
+    if df.is_empty():
+        path.unlink(missing_ok=True)
+        return []
+    return [write_frame_atomic(df.sort("ts"), path)]
+
+
+def _as_utc(bound: date | datetime) -> datetime:
+    if isinstance(bound, datetime):
+        if bound.tzinfo is None:
+            raise LakeError(f"time bound {bound} is timezone-naive; pass an aware datetime or a date")
+        return bound.astimezone(UTC)
+    return datetime.combine(bound, time(), tzinfo=UTC)
+
+
+def _period_overlaps(name: str, lo: datetime | None, hi: datetime | None) -> bool:
+    """Whether a `date=`/`year=` folder can hold rows in [lo, hi). A day's bars lie within ±1 UTC day."""
+    key, _, value = name.partition("=")
+    if key == "date":
+        first = datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC) - timedelta(days=1)
+        last = first + timedelta(days=3)
+    elif key == "year":
+        first = datetime(int(value), 1, 1, tzinfo=UTC) - timedelta(days=1)
+        last = datetime(int(value) + 1, 1, 1, tzinfo=UTC) + timedelta(days=1)
+    else:
+        return False
+    return (lo is None or last > lo) and (hi is None or first < hi)
+
+
+def partition_files(
+    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> list[Path]:
+    """The files that may hold rows of `symbols` in [start, end): pruned by folder name, not read."""
+    check_timeframe(timeframe)
+    lo = _as_utc(start) if start is not None else None
+    hi = _as_utc(end) if end is not None else None
+    base = Path(root) / dataset / f"timeframe={timeframe}"
+    files: list[Path] = []
+    for symbol in symbols:
+        folder = base / f"symbol={symbol}"
+        if not folder.is_dir():
+            raise UnknownSymbolError(f"no {timeframe} {dataset} for {symbol!r} in the lake at {root}")
+        for period in sorted(folder.iterdir()):
+            part = period / PART_FILE
+            if _period_overlaps(period.name, lo, hi) and part.is_file():
+                files.append(part)
+    return files
+
+
+def scan_dataset(
+    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> pl.LazyFrame | None:
+    """A lazy scan of the pruned files filtered to [start, end); None when no file matches."""
+    files = partition_files(root, dataset, timeframe, symbols, start, end)
+    if not files:
+        return None
+    scan = pl.scan_parquet(files, hive_partitioning=False)
+    if start is not None:
+        scan = scan.filter(pl.col("ts") >= _as_utc(start))
+    if end is not None:
+        scan = scan.filter(pl.col("ts") < _as_utc(end))
+    return scan
+
+
+def read_bars(
+    root: Path,
+    symbols: Sequence[str],
+    timeframe: str,
+    start: TimeBound = None,
+    end: TimeBound = None,
+    *,
+    dataset: str = "bars",
+) -> pl.DataFrame:
+    """Bars of `symbols` with start <= ts < end, in the bar schema, sorted by symbol and ts.
+
+    Only the partitions that can overlap the range are opened, and the ts filter is pushed into the
+    Parquet scan (row-group statistics), so a backtest never reads the whole lake. A symbol with no
+    data in the lake raises UnknownSymbolError naming it.
+    """
+    scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
+    if scan is None:
+        return pl.DataFrame(schema=BAR_SCHEMA)
+    return conform_bars(scan.collect(), where=f"lake {dataset}/{timeframe}").sort("symbol", "ts")
+
+
+def read_frame(
+    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> pl.DataFrame:
+    """Any dataset's rows (features, quarantine...) for `symbols` in [start, end), sorted."""
+    scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
+    return pl.DataFrame() if scan is None else scan.collect().sort("symbol", "ts")

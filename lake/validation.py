@@ -1,0 +1,302 @@
+"""Bar validation: great-expectations decides pass/fail, polars finds the rows to quarantine.
+
+Every row rule is a great-expectations expectation (run on the pandas view of the bars through an
+ephemeral context, since GX 1.x has no polars datasource) and the same rule as a polars mask, so we
+can name and quarantine the failing rows. Rules that need context the row does not carry (session
+hours, order, jumps) get a helper column computed in polars first, which GX then checks. A test
+keeps the two views in agreement.
+
+Blocking rules quarantine their rows (with the reason) and fail the check, which stops downstream
+assets; warning rules report only (a real 10% jump or a feed gap is news, not garbage).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from lake.calendar import EXCHANGE_TZ, sessions_frame
+from lake.errors import ValidationFailed
+from lake.schema import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMEFRAMES, check_timeframe, conform_bars
+
+EXAMPLES = 5
+JUMP_Z = 12.0  # robust z-score of a close-to-close log return that counts as an outlier
+JUMP_FLOOR = {"1m": 0.02, "5m": 0.03, "15m": 0.04, "1h": 0.06, "1d": 0.15}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    blocking: bool
+    description: str
+    failing: Callable[[], pl.Expr] | None  # row mask (True = fails); None for table-level rules
+    reason: Callable[[], pl.Expr] | None = None
+
+
+def _max_oc() -> pl.Expr:
+    return pl.max_horizontal("open", "close")
+
+
+def _min_oc() -> pl.Expr:
+    return pl.min_horizontal("open", "close")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "not_null",
+        True,
+        "Required columns (ts, OHLC, volume) are present and prices are finite.",
+        lambda: pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED_COLUMNS])
+        | pl.any_horizontal([~pl.col(c).is_finite() for c in PRICE_COLUMNS]),
+        lambda: pl.lit("null or non-finite value in a required column"),
+    ),
+    Rule(
+        "ohlc_consistent",
+        True,
+        "low > 0 and low <= min(open, close) <= max(open, close) <= high.",
+        lambda: (pl.col("high") < _max_oc()) | (pl.col("low") > _min_oc()) | (pl.col("low") <= 0),
+        lambda: pl.when(pl.col("high") < _max_oc())
+        .then(pl.format("high {} < max(open, close) {}", pl.col("high"), _max_oc()))
+        .when(pl.col("low") > _min_oc())
+        .then(pl.format("low {} > min(open, close) {}", pl.col("low"), _min_oc()))
+        .otherwise(pl.format("low {} is not positive", pl.col("low"))),
+    ),
+    Rule(
+        "volume_non_negative",
+        True,
+        "volume >= 0.",
+        lambda: pl.col("volume") < 0,
+        lambda: pl.format("volume {} < 0", pl.col("volume")),
+    ),
+    Rule(
+        "ts_unique",
+        True,
+        "One bar per (symbol, ts); repeats after the first are quarantined.",
+        lambda: ~pl.col("_first_of_ts"),
+        lambda: pl.format("duplicate bar for {} at {}", pl.col("symbol"), pl.col("ts")),
+    ),
+    Rule(
+        "ts_monotonic",
+        False,
+        "Timestamps arrive increasing per symbol (the lake stores them sorted either way).",
+        lambda: ~pl.col("_increasing"),
+    ),
+    Rule(
+        "in_session",
+        True,
+        "Intraday bars lie inside the exchange session (half days close early); daily bars fall on a session.",
+        lambda: ~pl.col("_in_session"),
+        lambda: pl.format("{} is outside the {} session hours", pl.col("ts"), pl.col("symbol")),
+    ),
+    Rule(
+        "missing_bars",
+        False,
+        "Every bar the exchange calendar expects between the session open and the data's end is present.",
+        None,
+    ),
+    Rule(
+        "outlier_jumps",
+        False,
+        f"Close-to-close moves above {JUMP_Z:g} robust standard deviations (and a per-timeframe floor).",
+        lambda: pl.col("_jump_z") > JUMP_Z,
+    ),
+)
+RULES_BY_NAME = {rule.name: rule for rule in RULES}
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    failed_rows: int
+    description: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    results: list[CheckOutcome]
+    clean: pl.DataFrame
+    quarantine: pl.DataFrame  # the failing rows plus `check` and `reason`
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results if r.blocking)
+
+    def outcome(self, name: str) -> CheckOutcome:
+        return next(r for r in self.results if r.name == name)
+
+    def raise_if_failed(self, where: str) -> None:
+        failed = [r for r in self.results if r.blocking and not r.passed]
+        if failed:
+            detail = "; ".join(f"{r.name}: {r.failed_rows} row(s), e.g. {r.examples[:1]}" for r in failed)
+            raise ValidationFailed(f"{where}: {detail}")
+
+
+def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
+    """Adds the ET date, the session open/close of that date (null when not a session) and `_in_session`."""
+    with_date = bars.with_columns(pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date().alias("_date"))
+    if bars.is_empty():
+        sessions = pl.DataFrame(schema={"date": pl.Date(), "open": pl.Datetime("us", "UTC"), "close": pl.Datetime("us", "UTC")})
+    else:
+        sessions = sessions_frame(with_date["_date"].min(), with_date["_date"].max(), exchange)  # type: ignore[arg-type]
+    joined = with_date.join(
+        sessions.rename({"date": "_date", "open": "_open", "close": "_close"}), on="_date", how="left", maintain_order="left"
+    )
+    if timeframe == "1d":
+        inside = pl.col("_open").is_not_null()
+    else:
+        inside = pl.col("_open").is_not_null() & (pl.col("ts") >= pl.col("_open")) & (pl.col("ts") < pl.col("_close"))
+    return joined.with_columns(inside.fill_null(False).alias("_in_session"))
+
+
+def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
+    df = _session_flags(bars.with_row_index("_row"), timeframe, exchange)
+    log_ret = (pl.col("close") / pl.col("close").shift(1)).log().over("symbol", order_by="ts")
+    df = df.with_columns(
+        pl.struct("symbol", "ts").is_first_distinct().alias("_first_of_ts"),
+        (pl.col("ts") > pl.col("ts").shift(1).over("symbol")).fill_null(True).alias("_increasing"),
+        log_ret.alias("_log_ret"),
+    )
+    mad = (pl.col("_log_ret") - pl.col("_log_ret").median()).abs().median().over("symbol") * 1.4826
+    scale = pl.max_horizontal(mad, pl.lit(JUMP_FLOOR[timeframe] / JUMP_Z))
+    return df.with_columns((pl.col("_log_ret").abs() / scale).fill_nan(None).fill_null(0.0).alias("_jump_z"))
+
+
+def _missing_bars(bars: pl.DataFrame, timeframe: str, expected_until: datetime | None) -> pl.DataFrame:
+    """Expected bar timestamps absent from the data, per symbol over the sessions the data touches."""
+    sessions = bars.filter(pl.col("_in_session")).select("symbol", "_open", "_close").unique()
+    if sessions.is_empty():
+        return pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
+    if timeframe == "1d":
+        days = bars.filter(pl.col("_in_session"))
+        lo, hi = days["_date"].min(), days["_date"].max()
+        span = sessions_frame(lo, hi)  # type: ignore[arg-type]
+        expected = days.select("symbol").unique().join(span.select(pl.col("open").alias("ts")), how="cross")
+    else:
+        step = TIMEFRAMES[timeframe]
+        end = pl.col("_close") if expected_until is None else pl.min_horizontal(pl.col("_close"), pl.lit(expected_until))
+        expected = (
+            sessions.with_columns(pl.datetime_ranges(pl.col("_open"), end, interval=step, closed="left").alias("ts"))
+            .explode("ts")
+            .drop_nulls("ts")
+            .select("symbol", pl.col("ts").cast(pl.Datetime("us", "UTC")))
+        )
+        if timeframe == "1h":  # open-anchored hours: the same buckets as resample_bars
+            expected = expected.unique().sort("symbol", "ts")
+    return expected.join(bars.select("symbol", "ts"), on=["symbol", "ts"], how="anti").sort("symbol", "ts")
+
+
+class _GreatExpectations:
+    """One ephemeral GX context and suite per timeframe family, built once per process."""
+
+    _lock = threading.Lock()
+    _definitions: dict[str, Any] = {}
+
+    @classmethod
+    def definition(cls) -> Any:
+        with cls._lock:
+            if "bars" not in cls._definitions:
+                cls._definitions["bars"] = cls._build()
+            return cls._definitions["bars"]
+
+    @staticmethod
+    def _build() -> Any:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        batch = context.data_sources.add_pandas("quantlake").add_dataframe_asset("bars").add_batch_definition_whole_dataframe("partition")
+        suite = context.suites.add(gx.ExpectationSuite(name="bars"))
+        ex = gx.expectations
+
+        def add(rule: str, expectation: Any) -> None:
+            expectation.meta = {"rule": rule}
+            suite.add_expectation(expectation)
+
+        for column in REQUIRED_COLUMNS:
+            add("not_null", ex.ExpectColumnValuesToNotBeNull(column=column))
+        add("not_null", ex.ExpectColumnValuesToBeInSet(column="_finite", value_set=[True]))
+        for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")):
+            add("ohlc_consistent", ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True))
+        add("ohlc_consistent", ex.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True))
+        add("volume_non_negative", ex.ExpectColumnValuesToBeBetween(column="volume", min_value=0))
+        add("ts_unique", ex.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "ts"]))
+        add("ts_monotonic", ex.ExpectColumnValuesToBeInSet(column="_increasing", value_set=[True]))
+        add("in_session", ex.ExpectColumnValuesToBeInSet(column="_in_session", value_set=[True]))
+        add("outlier_jumps", ex.ExpectColumnValuesToBeBetween(column="_jump_z", max_value=JUMP_Z))
+        return context.validation_definitions.add(gx.ValidationDefinition(name="bars", data=batch, suite=suite))
+
+
+def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
+    """Runs the suite on the bars plus helper columns; returns pass/fail per rule."""
+    view = frame.select(
+        *REQUIRED_COLUMNS,
+        pl.all_horizontal([pl.col(c).is_finite() for c in PRICE_COLUMNS]).fill_null(False).alias("_finite"),
+        "_increasing",
+        "_in_session",
+        "_jump_z",
+    ).to_pandas()
+    result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BASIC")
+    passed: dict[str, bool] = {}
+    for item in result.results:
+        rule = item.expectation_config.meta["rule"]
+        passed[rule] = passed.get(rule, True) and bool(item.success)
+    return passed
+
+
+def validate_bars(
+    bars: pl.DataFrame,
+    *,
+    timeframe: str,
+    exchange: str = "XNYS",
+    expected_until: datetime | None = None,
+    engine: str = "great_expectations",
+) -> ValidationReport:
+    """Checks `bars` against every rule; returns outcomes, the clean rows and the quarantined rows.
+
+    `expected_until` bounds the missing-bar rule for a session still in progress. `engine="polars"`
+    skips great-expectations (same masks, same outcomes; used where GX's overhead dominates).
+    """
+    check_timeframe(timeframe)
+    bars = conform_bars(bars, where=f"validate {timeframe}")
+    frame = _helper_columns(bars, timeframe, exchange)
+    masks = frame.select(
+        pl.col("_row"), *[rule.failing().fill_null(True).alias(rule.name) for rule in RULES if rule.failing is not None]
+    )
+    gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
+    missing = _missing_bars(frame, timeframe, expected_until)
+
+    results: list[CheckOutcome] = []
+    for rule in RULES:
+        if rule.failing is None:
+            failed_rows, examples = missing.height, missing.head(EXAMPLES).to_dicts()
+        else:
+            failing = frame.filter(masks[rule.name])
+            failed_rows = failing.height
+            reason = [rule.reason().alias("reason")] if rule.reason is not None else []
+            examples = failing.head(EXAMPLES).select("symbol", "ts", *PRICE_COLUMNS, "volume", *reason).to_dicts()
+        passed = failed_rows == 0
+        if gx_passed is not None and rule.name in gx_passed and gx_passed[rule.name] != passed:
+            raise AssertionError(f"great-expectations and polars disagree on {rule.name}: {gx_passed[rule.name]} vs {passed}")
+        results.append(CheckOutcome(rule.name, passed, rule.blocking, failed_rows, rule.description, examples))
+
+    blocking = [rule for rule in RULES if rule.blocking and rule.failing is not None]
+    reasons = pl.concat_str(
+        [pl.when(masks[rule.name]).then(rule.reason()) for rule in blocking if rule.reason is not None],  # type: ignore[misc]
+        separator="; ",
+        ignore_nulls=True,
+    )
+    checks = pl.concat_str([pl.when(masks[rule.name]).then(pl.lit(rule.name)) for rule in blocking], separator=",", ignore_nulls=True)
+    bad = pl.any_horizontal([masks[rule.name] for rule in blocking])
+    labelled = frame.with_columns(checks.alias("check"), reasons.alias("reason"), bad.alias("_bad"))
+    quarantine = labelled.filter(pl.col("_bad")).select(*bars.columns, "check", "reason")
+    clean = labelled.filter(~pl.col("_bad")).select(bars.columns).sort("symbol", "ts")
+    return ValidationReport(results, clean, quarantine)
