@@ -51,8 +51,10 @@ RULES: tuple[Rule, ...] = (
         "not_null",
         True,
         "Required columns (ts, OHLC, volume) are present and prices are finite.",
-        lambda: pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED_COLUMNS])
-        | pl.any_horizontal([~pl.col(c).is_finite() for c in PRICE_COLUMNS]),
+        lambda: (
+            pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED_COLUMNS])
+            | pl.any_horizontal([~pl.col(c).is_finite() for c in PRICE_COLUMNS])
+        ),
         lambda: pl.lit("null or non-finite value in a required column"),
     ),
     Rule(
@@ -60,11 +62,13 @@ RULES: tuple[Rule, ...] = (
         True,
         "low > 0 and low <= min(open, close) <= max(open, close) <= high.",
         lambda: (pl.col("high") < _max_oc()) | (pl.col("low") > _min_oc()) | (pl.col("low") <= 0),
-        lambda: pl.when(pl.col("high") < _max_oc())
-        .then(pl.format("high {} < max(open, close) {}", pl.col("high"), _max_oc()))
-        .when(pl.col("low") > _min_oc())
-        .then(pl.format("low {} > min(open, close) {}", pl.col("low"), _min_oc()))
-        .otherwise(pl.format("low {} is not positive", pl.col("low"))),
+        lambda: (
+            pl.when(pl.col("high") < _max_oc())
+            .then(pl.format("high {} < max(open, close) {}", pl.col("high"), _max_oc()))
+            .when(pl.col("low") > _min_oc())
+            .then(pl.format("low {} > min(open, close) {}", pl.col("low"), _min_oc()))
+            .otherwise(pl.format("low {} is not positive", pl.col("low")))
+        ),
     ),
     Rule(
         "volume_non_negative",
@@ -143,16 +147,25 @@ def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Data
     """Adds the ET date, the session open/close of that date (null when not a session) and `_in_session`."""
     with_date = bars.with_columns(pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date().alias("_date"))
     if bars.is_empty():
-        sessions = pl.DataFrame(schema={"date": pl.Date(), "open": pl.Datetime("us", "UTC"), "close": pl.Datetime("us", "UTC")})
+        sessions = pl.DataFrame(
+            schema={"date": pl.Date(), "open": pl.Datetime("us", "UTC"), "close": pl.Datetime("us", "UTC")}
+        )
     else:
         sessions = sessions_frame(with_date["_date"].min(), with_date["_date"].max(), exchange)  # type: ignore[arg-type]
     joined = with_date.join(
-        sessions.rename({"date": "_date", "open": "_open", "close": "_close"}), on="_date", how="left", maintain_order="left"
+        sessions.rename({"date": "_date", "open": "_open", "close": "_close"}),
+        on="_date",
+        how="left",
+        maintain_order="left",
     )
     if timeframe == "1d":
         inside = pl.col("_open").is_not_null()
     else:
-        inside = pl.col("_open").is_not_null() & (pl.col("ts") >= pl.col("_open")) & (pl.col("ts") < pl.col("_close"))
+        inside = (
+            pl.col("_open").is_not_null()
+            & (pl.col("ts") >= pl.col("_open"))
+            & (pl.col("ts") < pl.col("_close"))
+        )
     return joined.with_columns(inside.fill_null(False).alias("_in_session"))
 
 
@@ -181,9 +194,15 @@ def _missing_bars(bars: pl.DataFrame, timeframe: str, expected_until: datetime |
         expected = days.select("symbol").unique().join(span.select(pl.col("open").alias("ts")), how="cross")
     else:
         step = TIMEFRAMES[timeframe]
-        end = pl.col("_close") if expected_until is None else pl.min_horizontal(pl.col("_close"), pl.lit(expected_until))
+        end = (
+            pl.col("_close")
+            if expected_until is None
+            else pl.min_horizontal(pl.col("_close"), pl.lit(expected_until))
+        )
         expected = (
-            sessions.with_columns(pl.datetime_ranges(pl.col("_open"), end, interval=step, closed="left").alias("ts"))
+            sessions.with_columns(
+                pl.datetime_ranges(pl.col("_open"), end, interval=step, closed="left").alias("ts")
+            )
             .explode("ts")
             .drop_nulls("ts")
             .select("symbol", pl.col("ts").cast(pl.Datetime("us", "UTC")))
@@ -213,7 +232,11 @@ class _GreatExpectations:
 
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        batch = context.data_sources.add_pandas("quantlake").add_dataframe_asset("bars").add_batch_definition_whole_dataframe("partition")
+        batch = (
+            context.data_sources.add_pandas("quantlake")
+            .add_dataframe_asset("bars")
+            .add_batch_definition_whole_dataframe("partition")
+        )
         suite = context.suites.add(gx.ExpectationSuite(name="bars"))
         ex = gx.expectations
 
@@ -225,14 +248,24 @@ class _GreatExpectations:
             add("not_null", ex.ExpectColumnValuesToNotBeNull(column=column))
         add("not_null", ex.ExpectColumnValuesToBeInSet(column="_finite", value_set=[True]))
         for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")):
-            add("ohlc_consistent", ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True))
+            add(
+                "ohlc_consistent",
+                ex.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=a,
+                    column_B=b,
+                    or_equal=True,
+                    ignore_row_if="either_value_is_missing",  # nulls: not_null's job
+                ),
+            )
         add("ohlc_consistent", ex.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True))
         add("volume_non_negative", ex.ExpectColumnValuesToBeBetween(column="volume", min_value=0))
         add("ts_unique", ex.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "ts"]))
         add("ts_monotonic", ex.ExpectColumnValuesToBeInSet(column="_increasing", value_set=[True]))
         add("in_session", ex.ExpectColumnValuesToBeInSet(column="_in_session", value_set=[True]))
         add("outlier_jumps", ex.ExpectColumnValuesToBeBetween(column="_jump_z", max_value=JUMP_Z))
-        return context.validation_definitions.add(gx.ValidationDefinition(name="bars", data=batch, suite=suite))
+        return context.validation_definitions.add(
+            gx.ValidationDefinition(name="bars", data=batch, suite=suite)
+        )
 
 
 def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
@@ -269,7 +302,8 @@ def validate_bars(
     bars = conform_bars(bars, where=f"validate {timeframe}")
     frame = _helper_columns(bars, timeframe, exchange)
     masks = frame.select(
-        pl.col("_row"), *[rule.failing().fill_null(True).alias(rule.name) for rule in RULES if rule.failing is not None]
+        pl.col("_row"),
+        *[rule.failing().fill_null(True).alias(rule.name) for rule in RULES if rule.failing is not None],
     )
     gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
     missing = _missing_bars(frame, timeframe, expected_until)
@@ -282,11 +316,17 @@ def validate_bars(
             failing = frame.filter(masks[rule.name])
             failed_rows = failing.height
             reason = [rule.reason().alias("reason")] if rule.reason is not None else []
-            examples = failing.head(EXAMPLES).select("symbol", "ts", *PRICE_COLUMNS, "volume", *reason).to_dicts()
+            examples = (
+                failing.head(EXAMPLES).select("symbol", "ts", *PRICE_COLUMNS, "volume", *reason).to_dicts()
+            )
         passed = failed_rows == 0
         if gx_passed is not None and rule.name in gx_passed and gx_passed[rule.name] != passed:
-            raise AssertionError(f"great-expectations and polars disagree on {rule.name}: {gx_passed[rule.name]} vs {passed}")
-        results.append(CheckOutcome(rule.name, passed, rule.blocking, failed_rows, rule.description, examples))
+            raise AssertionError(
+                f"great-expectations and polars disagree on {rule.name}: {gx_passed[rule.name]} vs {passed}"
+            )
+        results.append(
+            CheckOutcome(rule.name, passed, rule.blocking, failed_rows, rule.description, examples)
+        )
 
     blocking = [rule for rule in RULES if rule.blocking and rule.failing is not None]
     reasons = pl.concat_str(
@@ -294,7 +334,11 @@ def validate_bars(
         separator="; ",
         ignore_nulls=True,
     )
-    checks = pl.concat_str([pl.when(masks[rule.name]).then(pl.lit(rule.name)) for rule in blocking], separator=",", ignore_nulls=True)
+    checks = pl.concat_str(
+        [pl.when(masks[rule.name]).then(pl.lit(rule.name)) for rule in blocking],
+        separator=",",
+        ignore_nulls=True,
+    )
     bad = pl.any_horizontal([masks[rule.name] for rule in blocking])
     labelled = frame.with_columns(checks.alias("check"), reasons.alias("reason"), bad.alias("_bad"))
     quarantine = labelled.filter(pl.col("_bad")).select(*bars.columns, "check", "reason")

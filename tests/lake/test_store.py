@@ -1,0 +1,80 @@
+"""The Parquet store: atomic partition replacement and pruned, pushed-down reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from lake import store
+from lake.calendar import session_bounds
+from lake.errors import LakeError, UnknownSymbolError
+from lake.sources.synthetic import SyntheticSource
+
+
+def _one_symbol(day_bars: pl.DataFrame, symbol: str = "AAPL") -> pl.DataFrame:
+    return day_bars.filter(pl.col("symbol") == symbol)
+
+
+def test_round_trip_in_hive_layout(tmp_path: Path, day_bars: pl.DataFrame) -> None:
+    aapl = _one_symbol(day_bars)
+    [path] = store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl.reverse())
+    assert path == tmp_path / "bars/timeframe=1m/symbol=AAPL/date=2024-11-27/part.parquet"
+    assert_frame_equal(store.read_bars(tmp_path, ["AAPL"], "1m"), aapl)
+
+
+def test_replacing_a_partition_replaces_it_exactly(tmp_path: Path, day_bars: pl.DataFrame) -> None:
+    aapl = _one_symbol(day_bars)
+    store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl)
+    store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl.head(10))
+    assert store.read_bars(tmp_path, ["AAPL"], "1m").height == 10
+    assert store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl.head(0)) == []
+    assert list(tmp_path.rglob("*.parquet")) == []
+
+
+def test_a_crash_mid_write_leaves_the_previous_partition(
+    tmp_path: Path, day_bars: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aapl = _one_symbol(day_bars)
+    store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl)
+    real_write = pl.DataFrame.write_parquet
+
+    def write_half_then_die(self: pl.DataFrame, file: Path, **kwargs: object) -> None:
+        real_write(self.head(5), file)  # a partial file reaches the disk...
+        raise OSError("disk full")  # ...and the process fails before the rename
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", write_half_then_die)
+    with pytest.raises(OSError, match="disk full"):
+        store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl.head(100))
+    monkeypatch.undo()
+    assert_frame_equal(store.read_bars(tmp_path, ["AAPL"], "1m"), aapl)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["part.parquet"], "no temp file left behind"
+
+
+def test_reads_open_only_the_partitions_in_range(tmp_path: Path) -> None:
+    source = SyntheticSource()
+    for day in ("2024-11-25", "2024-11-26", "2024-11-27"):
+        bars = source.fetch(["AAPL", "MSFT"], "1m", *session_bounds(day))
+        for symbol in ("AAPL", "MSFT"):
+            store.replace_partition(tmp_path, "bars", "1m", symbol, day, bars.filter(pl.col("symbol") == symbol))
+    lo, hi = datetime(2024, 11, 26, 15, tzinfo=UTC), datetime(2024, 11, 26, 16, tzinfo=UTC)
+    files = store.partition_files(tmp_path, "bars", "1m", ["MSFT"], lo, hi)
+    assert {f.parent.name for f in files} <= {"date=2024-11-25", "date=2024-11-26", "date=2024-11-27"}
+    assert all("symbol=MSFT" in str(f) for f in files) and "date=2024-11-26" in {f.parent.name for f in files}
+    assert len(store.partition_files(tmp_path, "bars", "1m", ["MSFT"], date(2024, 11, 27), None)) < 3
+    window = store.read_bars(tmp_path, ["MSFT"], "1m", lo, hi)
+    assert window.height == 60 and window["ts"].min() == lo and window["ts"].max() < hi
+    assert set(window["symbol"]) == {"MSFT"}
+
+
+def test_unknown_symbol_and_bad_period_are_named(tmp_path: Path, day_bars: pl.DataFrame) -> None:
+    store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", _one_symbol(day_bars))
+    with pytest.raises(UnknownSymbolError, match="'TSLA'"):
+        store.read_bars(tmp_path, ["TSLA"], "1m")
+    with pytest.raises(LakeError, match="'Nov-27'"):
+        store.replace_partition(tmp_path, "bars", "1m", "AAPL", "Nov-27", day_bars)
+    with pytest.raises(LakeError, match="naive"):
+        store.read_bars(tmp_path, ["AAPL"], "1m", datetime(2024, 11, 27), None)

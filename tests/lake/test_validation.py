@@ -1,0 +1,102 @@
+"""Validation rules: each catches its fault, quarantines with a reason, and GX agrees with polars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lake.calendar import session_bounds
+from lake.sources.synthetic import SyntheticSource
+from lake.validation import RULES, validate_bars
+
+Corruption = Callable[[pl.DataFrame], pl.DataFrame]
+ROW = 17
+
+
+def _at_row(column: str, value: pl.Expr) -> Corruption:
+    return lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == ROW).then(value).otherwise(pl.col(column)).alias(column))
+
+
+CASES: dict[str, tuple[Corruption, int, str]] = {
+    "not_null": (_at_row("close", pl.lit(None, pl.Float64)), 1, "null"),
+    "ohlc_consistent": (_at_row("high", pl.col("low") - 1.0), 1, "high"),
+    "volume_non_negative": (_at_row("volume", pl.lit(-5.0)), 1, "volume -5"),
+    "ts_unique": (lambda df: pl.concat([df, df.slice(ROW, 2)]), 2, "duplicate bar"),
+    "in_session": (_at_row("ts", pl.lit(datetime(2024, 11, 27, 21, 5, tzinfo=UTC))), 1, "outside"),
+}
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_blocking_rule_fails_and_quarantines_the_row(rule: str, engine: str, day_bars: pl.DataFrame) -> None:
+    corrupt, failed, reason = CASES[rule]
+    bad = corrupt(day_bars)
+    report = validate_bars(bad, timeframe="1m", engine=engine)
+    outcome = report.outcome(rule)
+    assert not outcome.passed and outcome.blocking and outcome.failed_rows == failed
+    assert reason in outcome.examples[0]["reason"]
+    assert report.quarantine.height == failed and rule in report.quarantine["check"][0]
+    assert report.clean.height + report.quarantine.height == bad.height, "no row is lost"
+    assert not report.passed
+
+
+def test_reasons_name_the_values(day_bars: pl.DataFrame) -> None:
+    bad = _at_row("high", pl.lit(1.0))(day_bars)
+    report = validate_bars(bad, timeframe="1m", engine="polars")
+    assert report.quarantine["reason"][0].startswith("high 1.0 < max(open, close) ")
+
+
+def test_warnings_report_without_quarantine(day_bars: pl.DataFrame) -> None:
+    aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    gappy = aapl.filter(~pl.int_range(pl.len()).is_between(100, 109))  # ten minutes missing
+    spiky = gappy.with_columns(
+        pl.when(pl.int_range(pl.len()) == ROW).then(pl.col(c) * 1.4).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")
+    )
+    shuffled = pl.concat([spiky.slice(200), spiky.slice(0, 200)])
+    report = validate_bars(shuffled, timeframe="1m")
+    assert report.outcome("missing_bars").failed_rows == 10
+    assert report.outcome("missing_bars").examples[0]["ts"] == session_bounds("2024-11-27")[0] + timedelta(minutes=100)
+    assert not report.outcome("outlier_jumps").passed
+    assert not report.outcome("ts_monotonic").passed
+    assert report.passed and report.quarantine.is_empty()
+    assert report.clean["ts"].is_sorted()
+
+
+def test_a_session_in_progress_is_not_missing_its_future(day_bars: pl.DataFrame) -> None:
+    open_, _ = session_bounds("2024-11-27")
+    so_far = day_bars.filter(pl.col("ts") < open_ + timedelta(minutes=45))
+    report = validate_bars(so_far, timeframe="1m", expected_until=open_ + timedelta(minutes=45))
+    assert report.outcome("missing_bars").passed
+    assert validate_bars(so_far, timeframe="1m", engine="polars").outcome("missing_bars").failed_rows == 2 * 345
+
+
+def test_daily_bars_on_a_holiday_are_outside_the_session() -> None:
+    daily = SyntheticSource().fetch(["AAPL"], "1d", datetime(2024, 11, 1, tzinfo=UTC), datetime(2024, 12, 1, tzinfo=UTC))
+    holiday = daily.tail(1).with_columns(pl.lit(datetime(2024, 11, 28, 14, 30, tzinfo=UTC)).alias("ts"))
+    report = validate_bars(pl.concat([daily, holiday]), timeframe="1d")
+    assert report.outcome("in_session").failed_rows == 1
+    assert report.outcome("missing_bars").passed
+
+
+def test_every_rule_is_a_check() -> None:
+    assert {r.name for r in RULES} == {*CASES, "ts_monotonic", "missing_bars", "outlier_jumps"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.lists(st.integers(0, 389), min_size=1, max_size=20, unique=True),
+    fault=st.sampled_from(["high", "low", "volume", "close"]),
+)
+def test_any_corruption_leaves_only_clean_rows(rows: list[int], fault: str, day_bars: pl.DataFrame) -> None:
+    aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    broken = {"high": pl.col("low") * 0.5, "low": pl.col("high") * 2.0, "volume": -pl.col("volume") - 1.0, "close": pl.lit(float("nan"))}
+    bad = aapl.with_columns(pl.when(pl.int_range(pl.len()).is_in(rows)).then(broken[fault]).otherwise(pl.col(fault)).alias(fault))
+    report = validate_bars(bad, timeframe="1m", engine="polars")
+    assert report.quarantine.height == len(rows)
+    again = validate_bars(report.clean, timeframe="1m", engine="polars")
+    assert again.quarantine.is_empty() and all(r.passed for r in again.results if r.blocking)
