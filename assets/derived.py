@@ -5,14 +5,14 @@ from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
-from lake.features import compute_features
-from lake.resample import resample_bars
-from lake.store import read_bars, replace_partition
 
 from assets.metadata import markdown_table
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.resources import LakeResource
 from lake.calendar import session_bounds, trading_days
+from lake.features import compute_features
+from lake.resample import resample_bars
+from lake.store import read_bars, replace_partition
 
 RESAMPLED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 RESAMPLED = "resampled"

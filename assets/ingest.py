@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from lake.store import replace_partition
-from lake.validation import RULES, ValidationReport, validate_bars
 
 from assets.metadata import bars_metadata, markdown_table
+from lake.store import replace_partition
+from lake.validation import RULES, ValidationReport, validate_bars
 
 QUARANTINE = "quarantine"
 

@@ -59,9 +59,8 @@ def test_daily_partition_covers_the_years_sessions(lake_root: Path) -> None:
 
 
 def test_bad_rows_fail_the_blocking_check_go_to_quarantine_and_stop_downstream(lake_root: Path, tmp_path: Path) -> None:
-    from lake.sources import SyntheticSource
-
     from lake.calendar import session_bounds
+    from lake.sources import SyntheticSource
 
     start, end = session_bounds(DAY)
     bars = SyntheticSource().fetch([SYMBOL], "1m", start, end)
