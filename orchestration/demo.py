@@ -18,6 +18,10 @@ from assets.partitions import daily_key, intraday_key
 from lake.calendar import session_bounds, trading_days
 
 
+# Step logs still reach the instance (and the UI); the terminal shows warnings and the progress bar.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass
 class IngestSummary:
     runs: int = 0
@@ -31,8 +35,7 @@ class IngestSummary:
         if not result.success:
             self.failed_runs.append(label)
         for event in result.get_asset_materialization_events():
-            mat = event.asset_materialization
-            assert mat is not None
+            mat = event.materialization
             rows = mat.metadata.get("dagster/row_count")
             if rows is not None:
                 self.rows[mat.asset_key.to_user_string()] += int(rows.value)  # type: ignore[arg-type]
@@ -72,6 +75,8 @@ def run_partitions(
     ] + [("ingest_intraday_job", f"1m {d} {s}", intraday_key(d.isoformat(), s)) for d in days for s in symbols]
     jobs = {name: defs.resolve_job_def(name) for name in {w[0] for w in work}}
     for job_name, label, key in tqdm(work, desc="ingest", unit="partition", disable=not progress):
-        result = jobs[job_name].execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        result = jobs[job_name].execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         summary.add(label, result)
     return summary
