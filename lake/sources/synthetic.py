@@ -158,12 +158,15 @@ class SyntheticSource:
         return resample_bars(minutes, timeframe)
 
     def _minutes(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:
-        first_year = max(start.astimezone(get_calendar(self.exchange).tz).year, _EPOCH_YEAR)
-        last_year = end.astimezone(get_calendar(self.exchange).tz).year
         lo = np.datetime64(_naive_utc(start), "us")
         hi = np.datetime64(_naive_utc(end), "us")
+        days, opens, closes = _sessions(self.exchange)
+        touched = days[(closes > lo) & (opens < hi)]  # only the years that hold a wanted session
+        if len(touched) == 0:
+            return empty_bars()
+        first, last = (touched[[0, -1]].astype("datetime64[Y]").astype(int) + 1970).tolist()
         parts = []
-        for year in range(first_year, last_year + 1):
+        for year in range(first, last + 1):
             grid = _year_grid(self.seed, symbol, year, self.exchange)
             keep = grid.valid & (grid.ts >= lo) & (grid.ts < hi)
             if not keep.any():
