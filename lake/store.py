@@ -148,3 +148,24 @@ def read_frame(
     """Any dataset's rows (features, quarantine...) for `symbols` in [start, end), sorted."""
     scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
     return pl.DataFrame() if scan is None else scan.collect().sort("symbol", "ts")
+
+
+def replace_partitions(
+    root: Path, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 4
+) -> list[Path]:
+    """Splits a multi-symbol frame into partitions (symbol x exchange date, or symbol x year) and
+    replaces each atomically, in parallel threads (Parquet writes release the GIL). For backfills."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lake.calendar import EXCHANGE_TZ
+
+    local = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ)
+    key = local.dt.strftime("%Y-%m-%d") if period == "date" else local.dt.year().cast(pl.String)
+    parts = df.with_columns(key.alias("_period")).partition_by("symbol", "_period", as_dict=True)
+
+    def write(item: tuple[tuple[object, ...], pl.DataFrame]) -> list[Path]:
+        (symbol, when), frame = item
+        return replace_partition(root, dataset, timeframe, str(symbol), str(when), frame.drop("_period"))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [p for paths in pool.map(write, parts.items()) for p in paths]

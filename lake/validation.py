@@ -15,8 +15,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -144,29 +145,33 @@ class ValidationReport:
 
 
 def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
-    """Adds the ET date, the session open/close of that date (null when not a session) and `_in_session`."""
-    with_date = bars.with_columns(pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date().alias("_date"))
-    if bars.is_empty():
-        sessions = pl.DataFrame(
-            schema={"date": pl.Date(), "open": pl.Datetime("us", "UTC"), "close": pl.Datetime("us", "UTC")}
+    """Adds the session each bar falls in (`_date`, `_open`, `_close`) and `_in_session`.
+
+    Intraday: the last session opening at or before the bar, found by binary search (much cheaper
+    than a timezone conversion and a join on millions of rows). Daily: the bar's exchange-local date
+    must be a session, whatever time of day the vendor stamps daily bars with.
+    """
+    empty = {"date": pl.Date(), "open": pl.Datetime("us", "UTC"), "close": pl.Datetime("us", "UTC")}
+    if bars["ts"].null_count() == bars.height:
+        return bars.with_columns(
+            *[pl.lit(None, dtype).alias(f"_{name}") for name, dtype in empty.items()], pl.lit(False).alias("_in_session")
         )
-    else:
-        sessions = sessions_frame(with_date["_date"].min(), with_date["_date"].max(), exchange)  # type: ignore[arg-type]
-    joined = with_date.join(
-        sessions.rename({"date": "_date", "open": "_open", "close": "_close"}),
-        on="_date",
-        how="left",
-        maintain_order="left",
-    )
+    local_date = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    first, last = (t.astimezone(ZoneInfo(EXCHANGE_TZ)).date() for t in (bars["ts"].min(), bars["ts"].max()))  # type: ignore[union-attr]
+    sessions = sessions_frame(first - timedelta(days=7), last, exchange)
     if timeframe == "1d":
-        inside = pl.col("_open").is_not_null()
-    else:
-        inside = (
-            pl.col("_open").is_not_null()
-            & (pl.col("ts") >= pl.col("_open"))
-            & (pl.col("ts") < pl.col("_close"))
+        joined = bars.with_columns(local_date.alias("_date")).join(
+            sessions.rename({"date": "_date", "open": "_open", "close": "_close"}), on="_date", how="left", maintain_order="left"
         )
-    return joined.with_columns(inside.fill_null(False).alias("_in_session"))
+        return joined.with_columns(pl.col("_open").is_not_null().alias("_in_session"))
+    idx = (sessions["open"].search_sorted(bars["ts"], side="right") - 1).clip(0)
+    found = sessions[idx.cast(pl.UInt32)]
+    return bars.with_columns(
+        found["date"].alias("_date"),
+        found["open"].alias("_open"),
+        found["close"].alias("_close"),
+        ((bars["ts"] >= found["open"]) & (bars["ts"] < found["close"])).fill_null(False).alias("_in_session"),
+    )
 
 
 def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:

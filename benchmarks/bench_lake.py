@@ -1,0 +1,102 @@
+"""Lake ingest benchmark: generate -> validate -> write 10 M one-minute bars, and a pruned read.
+
+Prints one markdown table. Ratios are against the raw `polars.write_parquet` of the same rows
+(one file per 10-symbol chunk), the floor any ingest pays. Run: `make bench` or
+`.venv/bin/python benchmarks/bench_lake.py [--symbols 100]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+from tqdm import tqdm  # noqa: E402
+
+from lake import store  # noqa: E402
+from lake.sources.synthetic import SyntheticSource  # noqa: E402
+from lake.validation import validate_bars  # noqa: E402
+
+YEAR = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+MONTH = (datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+CHUNK = 10  # symbols per batch: ~1 M rows, so memory stays flat whatever the universe
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def run(n_symbols: int, work: Path) -> None:
+    symbols = [f"S{i:03d}" for i in range(n_symbols)]
+    chunks = [symbols[i : i + CHUNK] for i in range(0, n_symbols, CHUNK)]
+    source = SyntheticSource(seed=1)
+    validate_bars(source.fetch(symbols[:1], "1m", *MONTH), timeframe="1m")  # warm imports and GX once
+    seconds: dict[str, float] = defaultdict(float)
+    rows = 0
+
+    def timed(label: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[label] += time.perf_counter() - start
+        return out
+
+    for chunk in tqdm(chunks, desc="bench", unit="chunk"):
+        bars = timed("generate", source.fetch, chunk, "1m", *YEAR)
+        rows += bars.height
+        clean = timed("validate (polars rules)", validate_bars, bars, timeframe="1m", engine="polars").clean
+        timed("validate (great-expectations)", validate_bars, bars, timeframe="1m")
+        timed("write: raw polars.write_parquet", bars.write_parquet, work / "raw.parquet", compression="zstd")
+        timed("write: lake, symbol x year files", store.replace_partitions, work / "yearly", "bars", "1m", clean, period="year")
+        timed("write: lake, symbol x day files", store.replace_partitions, work / "daily", "bars", "1m", clean, period="date")
+    peak = peak_rss_gb()
+
+    reads: dict[str, list[float]] = defaultdict(list)
+    for layout in ("yearly", "daily"):
+        for i in range(7):
+            start = time.perf_counter()
+            month = store.read_bars(work / layout, [symbols[i % n_symbols]], "1m", *MONTH)
+            reads[layout].append(time.perf_counter() - start)
+        assert month.height == 19 * 390, month.height  # June 2024: 19 sessions
+
+    raw = seconds["write: raw polars.write_parquet"]
+    gen, pol, gx = seconds["generate"], seconds["validate (polars rules)"], seconds["validate (great-expectations)"]
+    yearly, daily = seconds["write: lake, symbol x year files"], seconds["write: lake, symbol x day files"]
+    table = [
+        ("end-to-end: generate + validate (polars rules) + write, symbol x year", gen + pol + yearly, ">= 2.0 M/s"),
+        ("end-to-end: generate + validate (great-expectations) + write, symbol x year", gen + gx + yearly, ""),
+        ("end-to-end: generate + write, no validation, symbol x year", gen + yearly, ""),
+        ("end-to-end: generate + validate (polars rules) + write, symbol x day (Dagster layout)", gen + pol + daily, ""),
+        *((label, s, "<= raw write" if label.startswith("validate (polars") else "") for label, s in seconds.items()),
+    ]
+    print(f"\n{rows:,} one-minute bars, {n_symbols} symbols, {len(chunks)} chunks; peak RSS {peak:.2f} GB (target < 4 GB)\n")
+    print("| step | seconds | bars/s | x raw write time | target |")
+    print("|---|---:|---:|---:|---|")
+    for label, s, target in table:
+        print(f"| {label} | {s:.2f} | {rows / s / 1e6:.2f} M | {s / raw:.2f} | {target} |")
+    for layout, label in (("yearly", "symbol x year files"), ("daily", "symbol x day files")):
+        ms = statistics.median(reads[layout]) * 1e3
+        print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 50 ms |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=100)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="quantlake-bench-"))
+    try:
+        run(args.symbols, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
