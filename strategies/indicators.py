@@ -51,3 +51,17 @@ def atr(period: int = 14) -> pl.Expr:
 def rolling_volatility(window: int = 20, column: str = "close") -> pl.Expr:
     """Standard deviation of log returns over `window` bars (not annualized)."""
     return log_return(column).rolling_std(window_size=window)
+
+
+def rsi_sma(period: int = 14, column: str = "close") -> pl.Expr:
+    """Cutler's RSI: simple means of gains and losses over `period` changes. Finite memory, so a
+    trailing window of period + 1 bars gives the same value as the full history."""
+    change = pl.col(column).diff()
+    gain = change.clip(lower_bound=0.0).rolling_mean(period)
+    loss = (-change).clip(lower_bound=0.0).rolling_mean(period)
+    return pl.when(loss == 0).then(pl.lit(100.0)).otherwise(100.0 - 100.0 / (1.0 + gain / loss))
+
+
+def atr_sma(period: int = 14) -> pl.Expr:
+    """Average true range as a simple mean (finite memory, see `rsi_sma`)."""
+    return true_range().rolling_mean(period)

@@ -1,0 +1,209 @@
+"""The backtest engine on vectorbt.
+
+Signals decided on bar t become target weights (share of portfolio value, signed) filled on bar
+t+1 at its open by default; vectorbt's `Portfolio.from_orders` executes them with fees, slippage,
+whole or fractional shares, and one shared cash balance across symbols (sells before buys).
+
+Costs: `fees_bps` of traded value plus `fee_per_share`, both charged on the slipped fill price
+(the per-share fee is converted to a fraction of the bar's unslipped price, so it is exact without
+slippage and off by the slippage fraction with it). Slippage is `slippage_bps`, or, with
+`slippage_atr`, a fraction of the bar's ATR/close on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from backtests.kernels import target_weights_nb
+from backtests.metrics import compute_metrics
+from strategies.base import Strategy, StrategyError
+from strategies.indicators import atr_sma
+
+
+class BacktestError(ValueError):
+    """Bad input to a backtest; the message names what is wrong."""
+
+
+class BacktestConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    init_cash: float = Field(100_000.0, gt=0)
+    fill: Literal["next_open", "next_close"] = "next_open"
+    fees_bps: float = Field(0.0, ge=0, le=1000)
+    fee_per_share: float = Field(0.0, ge=0)
+    slippage_bps: float = Field(0.0, ge=0, le=1000)
+    slippage_atr: float = Field(0.0, ge=0, le=10, description="extra slippage as a fraction of ATR(14)/close")
+    fractional: bool = False
+    allow_short: bool = Field(False, description="long-short; otherwise short signals are ignored")
+    timeframe: str = "1d"
+
+
+@dataclass(frozen=True)
+class Market:
+    """Bars and signals as (bar x symbol) arrays, aligned on one time index."""
+
+    ts: pl.Series
+    symbols: list[str]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    signals: dict[str, np.ndarray]
+
+
+def to_market(signals: pl.DataFrame) -> Market:
+    """Pivots a long frame (symbol, ts, OHLC, signal columns) to aligned wide arrays."""
+    symbols = sorted(signals["symbol"].unique().to_list())
+    ts = signals["ts"].unique().sort()
+    counts = signals.group_by("symbol").len()
+    short = counts.filter(pl.col("len") != ts.len())
+    if short.height:
+        sym = short["symbol"][0]
+        have = signals.filter(pl.col("symbol") == sym)["ts"]
+        missing = ts.filter(~ts.is_in(have.implode()))
+        raise BacktestError(f"{sym} has {short['len'][0]} bars but the others have {ts.len()}; first missing bar {missing[0] if missing.len() else '?'}")
+
+    def wide(column: str) -> np.ndarray:
+        return signals.pivot(on="symbol", index="ts", values=column, sort_columns=True).sort("ts").select(symbols).to_numpy()
+
+    columns = ("entry_long", "exit_long", "entry_short", "exit_short", "size")
+    return Market(ts, symbols, wide("open"), wide("high"), wide("low"), wide("close"), {c: wide(c) for c in columns})
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    equity: pl.DataFrame  # ts, equity, cash
+    orders: pl.DataFrame  # ts, symbol, side, size, price, fees
+    trades: pl.DataFrame  # vectorbt's closed and open trades, one row each
+    metrics: dict[str, float]
+    portfolio: Any  # the vectorbt Portfolio, for anything else
+
+
+def fee_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
+    price = market.open if config.fill == "next_open" else market.close
+    return config.fees_bps / 1e4 + config.fee_per_share / price
+
+
+def slippage_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
+    slip = np.full(market.close.shape, config.slippage_bps / 1e4)
+    if config.slippage_atr:
+        frame = pl.DataFrame({"high": market.high.ravel("F"), "low": market.low.ravel("F"), "close": market.close.ravel("F")})
+        n = market.close.shape[0]
+        groups = np.repeat(np.arange(market.close.shape[1]), n)
+        atr = frame.with_columns(pl.Series("g", groups)).select((atr_sma(14) / pl.col("close")).over("g")).to_series().to_numpy()
+        # The ATR known at the previous bar's close: the fill bar's own range is not known yet.
+        prev = np.vstack([np.full((1, market.close.shape[1]), np.nan), atr.reshape(market.close.shape, order="F")[:-1]])
+        slip = slip + config.slippage_atr * np.nan_to_num(prev, nan=0.0)
+    return slip
+
+
+def target_weights(market: Market, allow_short: bool) -> np.ndarray:
+    s = market.signals
+    no = np.zeros_like(s["entry_short"], dtype=np.bool_)
+    return target_weights_nb(
+        s["entry_long"].astype(np.bool_),
+        s["exit_long"].astype(np.bool_),
+        s["entry_short"].astype(np.bool_) if allow_short else no,
+        s["exit_short"].astype(np.bool_) if allow_short else no,
+        np.asarray(s["size"], dtype=np.float64),
+        1,
+    )
+
+
+def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
+    """Runs vectorbt on target weights; returns the Portfolio."""
+    import vectorbt as vbt
+
+    index = market.ts.dt.replace_time_zone(None).to_pandas()
+    price = market.open if config.fill == "next_open" else market.close
+    return vbt.Portfolio.from_orders(
+        close=_frame(market.close, index, market.symbols),
+        size=_frame(weights, index, market.symbols),
+        size_type="targetpercent",
+        price=_frame(price, index, market.symbols),
+        fees=_frame(fee_fractions(market, config), index, market.symbols),
+        slippage=_frame(slippage_fractions(market, config), index, market.symbols),
+        size_granularity=None if config.fractional else 1.0,
+        init_cash=config.init_cash,
+        cash_sharing=True,
+        group_by=True,
+        call_seq="auto",
+        freq=_pandas_freq(config.timeframe),
+    )
+
+
+def _frame(values: np.ndarray, index: Any, symbols: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(values, index=index, columns=symbols)
+
+
+def _pandas_freq(timeframe: str) -> str:
+    return {"1m": "1min", "5m": "5min", "15m": "15min", "1h": "1h", "1d": "1D"}.get(timeframe, "1D")
+
+
+def run_backtest(bars: pl.DataFrame, strategy: Strategy[Any], params: Any, config: BacktestConfig | None = None) -> BacktestResult:
+    """Signals from `strategy` on `bars`, executed by vectorbt; metrics against equal-weight buy-and-hold."""
+    config = config or BacktestConfig()
+    if bars.is_empty():
+        raise BacktestError("no bars to backtest (empty range or unknown symbol?)")
+    try:
+        signals = strategy.signals(bars, params)
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from exc
+    market = to_market(signals)
+    pf = simulate(market, target_weights(market, config.allow_short), config)
+    return _result(market, pf, config)
+
+
+def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:
+    equity = np.asarray(pf.value()).ravel()
+    cash = np.asarray(pf.cash()).ravel()
+    frame = pl.DataFrame({"ts": market.ts, "equity": equity, "cash": cash})
+    orders = _orders(pf, market)
+    trades = pl.from_pandas(pf.trades.records_readable) if pf.trades.count() else pl.DataFrame()
+    benchmark = buy_and_hold(market, config.init_cash)
+    metrics = compute_metrics(equity, config.timeframe, benchmark=benchmark, trades=_trade_pnls(pf), exposure=_exposure(pf), turnover=_turnover(orders, equity))
+    return BacktestResult(frame, orders, trades, metrics, pf)
+
+
+def _orders(pf: Any, market: Market) -> pl.DataFrame:
+    rec = pf.orders.values
+    return pl.DataFrame(
+        {
+            "ts": market.ts.gather(rec["idx"]),
+            "symbol": [market.symbols[c] for c in rec["col"]],
+            "side": np.where(rec["side"] == 0, "buy", "sell"),
+            "size": rec["size"],
+            "price": rec["price"],
+            "fees": rec["fees"],
+        }
+    )
+
+
+def _trade_pnls(pf: Any) -> np.ndarray:
+    trades = pf.trades
+    closed = trades.values[trades.values["status"] == 1] if trades.count() else np.array([])
+    return np.asarray(closed["pnl"]) if len(closed) else np.array([])
+
+
+def _exposure(pf: Any) -> float:
+    held = np.asarray(pf.asset_value(group_by=False))
+    return float(np.mean(np.any(np.abs(held) > 0, axis=1)))
+
+
+def _turnover(orders: pl.DataFrame, equity: np.ndarray) -> float:
+    """Traded value over average equity (one-way, whole period)."""
+    traded = float((orders["size"] * orders["price"]).sum()) if orders.height else 0.0
+    return traded / float(np.mean(equity))
+
+
+def buy_and_hold(market: Market, init_cash: float) -> np.ndarray:
+    """Equal-weight buy-and-hold equity from the first close, no costs: the alpha/beta benchmark."""
+    growth = market.close / market.close[0]
+    return init_cash * growth.mean(axis=1)

@@ -1,0 +1,133 @@
+"""What a strategy is: typed parameters, the bars it needs, and one vectorized signal function.
+
+`signals(bars, params)` takes bars of one or more symbols (sorted by symbol, ts) and returns them
+with the signal columns below. Row t may use rows <= t of its symbol (and, for cross-sectional
+strategies, other symbols' rows at the same or earlier ts) and nothing later: the backtest fills a
+signal at t no earlier than bar t+1, and the live path reads the last row of a trailing window.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+# Booleans: act at the next bar. size: fraction of available cash to commit on an entry.
+# stop/target1/target2: price levels for a bracket (null = none).
+SIGNAL_COLUMNS: dict[str, pl.DataType] = {
+    "entry_long": pl.Boolean(),
+    "exit_long": pl.Boolean(),
+    "entry_short": pl.Boolean(),
+    "exit_short": pl.Boolean(),
+    "size": pl.Float64(),
+    "stop": pl.Float64(),
+    "target1": pl.Float64(),
+    "target2": pl.Float64(),
+}
+
+
+class StrategyError(ValueError):
+    """A strategy got bars or parameters it cannot work with; the message names which."""
+
+
+class StrategyParams(BaseModel):
+    """Frozen, validated parameters. Give fields `json_schema_extra={"sweep": [lo, hi, step]}` to
+    declare the range a sweep explores; bounds (`ge`, `le`) reject bad values at construction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def sweep_ranges(cls) -> dict[str, list[Any]]:
+        ranges: dict[str, list[Any]] = {}
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if "sweep" in extra:
+                lo, hi, step = extra["sweep"]  # type: ignore[misc]
+                values, v = [], lo
+                while v <= hi + 1e-12:
+                    values.append(v)
+                    v += step
+                ranges[name] = values
+        return ranges
+
+    @classmethod
+    def grid(cls, **overrides: list[Any]) -> Iterator[Any]:
+        """Every valid combination of the sweep ranges (overridable); invalid ones are skipped."""
+        ranges = cls.sweep_ranges() | overrides
+        names = list(ranges)
+        for combo in itertools.product(*(ranges[n] for n in names)):
+            try:
+                yield cls(**dict(zip(names, combo, strict=True)))
+            except ValueError:
+                continue  # e.g. fast >= slow: not a strategy, not an error
+
+
+P = TypeVar("P", bound=StrategyParams)
+
+
+@dataclass(frozen=True)
+class Strategy(Generic[P]):
+    """A named strategy: its parameter model, its bar needs and its signal function."""
+
+    name: str
+    params_model: type[P]
+    compute: Callable[[pl.DataFrame, P], pl.DataFrame]
+    lookback: Callable[[P], int]
+    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
+    cross_sectional: bool = False
+    description: str = ""
+
+    def params(self, **values: Any) -> P:
+        try:
+            return self.params_model(**values)
+        except ValueError as exc:
+            raise StrategyError(f"{self.name}: invalid parameters {values}: {exc}") from exc
+
+    def signals(self, bars: pl.DataFrame, params: P) -> pl.DataFrame:
+        """Bars plus the signal columns, sorted by symbol and ts."""
+        check_bars(bars, self.name)
+        out = self.compute(bars.sort("symbol", "ts"), params)
+        missing = [c for c in SIGNAL_COLUMNS if c not in out.columns]
+        if missing:
+            raise StrategyError(f"{self.name}: signal function did not produce {missing}")
+        return out.with_columns(
+            *(pl.col(c).fill_null(False).cast(pl.Boolean) for c in ("entry_long", "exit_long", "entry_short", "exit_short")),
+            *(pl.col(c).cast(pl.Float64) for c in ("size", "stop", "target1", "target2")),
+        )
+
+
+def check_bars(bars: pl.DataFrame, who: str) -> None:
+    if bars.is_empty():
+        raise StrategyError(f"{who}: no bars (empty range or unknown symbol?)")
+    missing = [c for c in ("symbol", "ts", "open", "high", "low", "close") if c not in bars.columns]
+    if missing:
+        raise StrategyError(f"{who}: bars lack column(s) {missing}")
+    bad = bars.filter(pl.any_horizontal(~pl.col(c).is_finite() | pl.col(c).is_null() for c in ("open", "high", "low", "close")))
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise StrategyError(f"{who}: {bad.height} bar(s) with NaN/null prices, first {row['symbol']} at {row['ts']}")
+
+
+def no_levels() -> list[pl.Expr]:
+    """Null stop and targets, for strategies without a bracket."""
+    return [pl.lit(None, pl.Float64).alias(c) for c in ("stop", "target1", "target2")]
+
+
+def no_shorts() -> list[pl.Expr]:
+    return [pl.lit(False).alias("entry_short"), pl.lit(False).alias("exit_short")]
+
+
+def crossed_above(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
+    """a crosses above b (a series or a level) at this row: above now, not above on the previous row."""
+    b_prev = b.shift(1) if isinstance(b, pl.Expr) else b
+    return (a > b) & (a.shift(1) <= b_prev)
+
+
+def crossed_below(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:
+    """a crosses below b at this row: below now, not below on the previous row."""
+    b_prev = b.shift(1) if isinstance(b, pl.Expr) else b
+    return (a < b) & (a.shift(1) >= b_prev)

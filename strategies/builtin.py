@@ -1,0 +1,118 @@
+"""Built-in strategies: moving-average crossover, RSI mean reversion, Donchian breakout.
+
+Every indicator here has a finite memory (rolling windows, not exponential means), so the live path
+that sees only `lookback` bars computes exactly what the backtest computed on the full history.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from strategies import indicators as ind
+from strategies.base import Strategy, StrategyParams, crossed_above, crossed_below, no_levels, no_shorts
+from strategies.sizing import SizingParams, size_expr
+
+
+class SmaCrossParams(StrategyParams, SizingParams):
+    fast: int = Field(10, ge=1, le=500, json_schema_extra={"sweep": [5, 50, 5]})
+    slow: int = Field(30, ge=2, le=2000, json_schema_extra={"sweep": [20, 200, 20]})
+    allow_short: bool = False
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> SmaCrossParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
+        return self
+
+
+def _sma_cross(bars: pl.DataFrame, p: SmaCrossParams) -> pl.DataFrame:
+    fast, slow = ind.sma(p.fast), ind.sma(p.slow)
+    up = crossed_above(fast, slow).over("symbol")
+    down = crossed_below(fast, slow).over("symbol")
+    shorts = [down.alias("entry_short"), up.alias("exit_short")] if p.allow_short else no_shorts()
+    return bars.with_columns(
+        up.alias("entry_long"), down.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
+    )
+
+
+SMA_CROSS = Strategy(
+    name="sma_cross",
+    params_model=SmaCrossParams,
+    compute=_sma_cross,
+    lookback=lambda p: max(p.slow, p.atr_period) + 1,
+    description="Long when the fast SMA crosses above the slow one; out (or short) on the cross back.",
+)
+
+
+class RsiReversionParams(StrategyParams, SizingParams):
+    period: int = Field(14, ge=2, le=200, json_schema_extra={"sweep": [5, 30, 5]})
+    lower: float = Field(30.0, gt=0, lt=50, json_schema_extra={"sweep": [15.0, 35.0, 5.0]})
+    upper: float = Field(70.0, gt=50, lt=100)
+    exit_level: float = Field(50.0, gt=0, lt=100)
+    allow_short: bool = False
+
+
+def _rsi_reversion(bars: pl.DataFrame, p: RsiReversionParams) -> pl.DataFrame:
+    rsi = ind.rsi_sma(p.period)
+    oversold = crossed_below(rsi, p.lower).over("symbol")
+    overbought = crossed_above(rsi, p.upper).over("symbol")
+    back_up = crossed_above(rsi, p.exit_level).over("symbol")
+    back_down = crossed_below(rsi, p.exit_level).over("symbol")
+    shorts = [overbought.alias("entry_short"), back_down.alias("exit_short")] if p.allow_short else no_shorts()
+    return bars.with_columns(
+        oversold.alias("entry_long"), back_up.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
+    )
+
+
+RSI_REVERSION = Strategy(
+    name="rsi_reversion",
+    params_model=RsiReversionParams,
+    compute=_rsi_reversion,
+    lookback=lambda p: max(p.period, p.atr_period) + 2,
+    description="Buy when RSI falls below `lower`, sell when it recovers above `exit_level` (mirror for shorts).",
+)
+
+
+class DonchianParams(StrategyParams, SizingParams):
+    entry_window: int = Field(20, ge=2, le=1000, json_schema_extra={"sweep": [10, 60, 10]})
+    exit_window: int = Field(10, ge=2, le=1000, json_schema_extra={"sweep": [5, 30, 5]})
+    stop_atr: float = Field(2.0, gt=0, le=20)
+    target1_atr: float = Field(2.0, gt=0, le=50)
+    target2_atr: float = Field(4.0, gt=0, le=100)
+    allow_short: bool = False
+
+
+def _donchian(bars: pl.DataFrame, p: DonchianParams) -> pl.DataFrame:
+    upper = pl.col("high").rolling_max(p.entry_window).shift(1)  # the channel of the bars before this one
+    lower = pl.col("low").rolling_min(p.entry_window).shift(1)
+    exit_low = pl.col("low").rolling_min(p.exit_window).shift(1)
+    exit_high = pl.col("high").rolling_max(p.exit_window).shift(1)
+    atr = ind.atr_sma(p.atr_period)
+    breakout_up = (pl.col("close") > upper).over("symbol")
+    breakout_down = (pl.col("close") < lower).over("symbol")
+    shorts = (
+        [breakout_down.alias("entry_short"), (pl.col("close") > exit_high).over("symbol").alias("exit_short")]
+        if p.allow_short
+        else no_shorts()
+    )
+    return bars.with_columns(
+        breakout_up.alias("entry_long"),
+        (pl.col("close") < exit_low).over("symbol").alias("exit_long"),
+        *shorts,
+        size_expr(p).over("symbol").alias("size"),
+        (pl.col("close") - p.stop_atr * atr).over("symbol").alias("stop"),
+        (pl.col("close") + p.target1_atr * atr).over("symbol").alias("target1"),
+        (pl.col("close") + p.target2_atr * atr).over("symbol").alias("target2"),
+    )
+
+
+DONCHIAN_BREAKOUT = Strategy(
+    name="donchian_breakout",
+    params_model=DonchianParams,
+    compute=_donchian,
+    lookback=lambda p: max(p.entry_window, p.exit_window, p.atr_period) + 2,
+    description="Long on a close above the prior N-bar high, out below the prior M-bar low; ATR bracket levels.",
+)
+
+BUILTINS: dict[str, Strategy] = {s.name: s for s in (SMA_CROSS, RSI_REVERSION, DONCHIAN_BREAKOUT)}
