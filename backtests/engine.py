@@ -13,6 +13,7 @@ slippage and off by the slippage fraction with it). Slippage is `slippage_bps`, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -147,8 +148,18 @@ def _pandas_freq(timeframe: str) -> str:
     return {"1m": "1min", "5m": "5min", "15m": "15min", "1h": "1h", "1d": "1D"}.get(timeframe, "1D")
 
 
-def run_backtest(bars: pl.DataFrame, strategy: Strategy[Any], params: Any, config: BacktestConfig | None = None) -> BacktestResult:
-    """Signals from `strategy` on `bars`, executed by vectorbt; metrics against equal-weight buy-and-hold."""
+def run_backtest(
+    bars: pl.DataFrame,
+    strategy: Strategy[Any],
+    params: Any,
+    config: BacktestConfig | None = None,
+    *,
+    trade_from: datetime | None = None,
+) -> BacktestResult:
+    """Signals from `strategy` on `bars`, executed by vectorbt; metrics against equal-weight buy-and-hold.
+
+    With `trade_from`, the bars before it only warm the indicators up: no signal acts before it.
+    """
     config = config or BacktestConfig()
     if bars.is_empty():
         raise BacktestError("no bars to backtest (empty range or unknown symbol?)")
@@ -156,6 +167,11 @@ def run_backtest(bars: pl.DataFrame, strategy: Strategy[Any], params: Any, confi
         signals = strategy.signals(bars, params)
     except StrategyError as exc:
         raise BacktestError(str(exc)) from exc
+    if trade_from is not None:
+        warm = pl.col("ts") < trade_from
+        signals = signals.with_columns(
+            pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
+        )
     market = to_market(signals)
     pf = simulate(market, target_weights(market, config.allow_short), config)
     return _result(market, pf, config)
