@@ -223,3 +223,13 @@ def buy_and_hold(market: Market, init_cash: float) -> np.ndarray:
     """Equal-weight buy-and-hold equity from the first close, no costs: the alpha/beta benchmark."""
     growth = market.close / market.close[0]
     return init_cash * growth.mean(axis=1)
+
+
+def trade_returns_on_equity(result: BacktestResult) -> np.ndarray:
+    """Each closed trade's PnL as a share of portfolio equity at its entry bar (for Monte Carlo)."""
+    trades = result.portfolio.trades
+    if not trades.count():
+        return np.array([])
+    rec = trades.values[trades.values["status"] == 1]
+    equity = result.equity["equity"].to_numpy()
+    return np.asarray(rec["pnl"] / equity[rec["entry_idx"]], dtype=np.float64)

@@ -20,4 +20,16 @@ ingest_daily_job = dg.define_asset_job(
     description="Daily bars for one year and symbol: fetch, validate, write, features.",
 )
 
-JOBS = [ingest_intraday_job, ingest_daily_job]
+backtest_job = dg.define_asset_job(
+    "backtest_job",
+    selection=dg.AssetSelection.assets("backtest"),
+    description="One backtest of the configured strategy over the lake's bars (configure in the launchpad).",
+)
+
+research_job = dg.define_asset_job(
+    "research_job",
+    selection=dg.AssetSelection.groups("research"),
+    description="Backtest, parameter sweep, walk-forward and Monte Carlo with one run config.",
+)
+
+JOBS = [ingest_intraday_job, ingest_daily_job, backtest_job, research_job]

@@ -1,0 +1,228 @@
+"""Research assets: backtest, parameter sweep, walk-forward, Monte Carlo. Thin over `backtests/`.
+
+Each is configured from the launchpad (strategy, parameters or grid, symbols, timeframe, range,
+costs), reads bars through the lake reader, attaches key metrics as numbers (plotted across
+materializations by the UI), a markdown table and plots, and writes its tables and report files
+under <lake>/research/<asset>/.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from assets.metadata import markdown_table, png_markdown
+from assets.partitions import universe
+from assets.resources import LakeResource
+from backtests import montecarlo, reports
+from backtests.engine import BacktestConfig, BacktestResult, run_backtest, trade_returns_on_equity
+from backtests.sweep import sweep, sweep_sma_cross
+from backtests.walkforward import walk_forward
+from lake.store import read_bars, write_frame_atomic
+from strategies.builtin import SMA_CROSS
+from strategies.registry import load_strategy
+
+GROUP = "research"
+KEY_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "win_rate", "trade_count", "exposure")
+
+
+class ResearchConfig(dg.Config):
+    strategy: str = Field("sma_cross", description="A built-in name or 'package.module:ATTRIBUTE'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Strategy parameters; unset ones take defaults.")
+    symbols: list[str] = Field(default_factory=list, description="Empty: the first three symbols of the universe.")
+    timeframe: Literal["1m", "5m", "15m", "1h", "1d"] = "1d"
+    start: str = Field("2025-01-01", description="First bar (ISO date, UTC).")
+    end: str = Field("", description="End, exclusive (ISO date, UTC); empty: now.")
+    init_cash: float = 100_000.0
+    fees_bps: float = 1.0
+    fee_per_share: float = 0.0
+    slippage_bps: float = 2.0
+    allow_short: bool = False
+    fractional: bool = False
+
+    def backtest_config(self) -> BacktestConfig:
+        return BacktestConfig(
+            init_cash=self.init_cash,
+            fees_bps=self.fees_bps,
+            fee_per_share=self.fee_per_share,
+            slippage_bps=self.slippage_bps,
+            allow_short=self.allow_short,
+            fractional=self.fractional,
+            timeframe=self.timeframe,
+        )
+
+    def load_bars(self, lake: LakeResource) -> pl.DataFrame:
+        symbols = self.symbols or universe()[:3]
+        dataset = "resampled" if self.timeframe in ("5m", "15m", "1h") else "bars"
+        start = datetime.fromisoformat(self.start).replace(tzinfo=UTC)
+        end = datetime.fromisoformat(self.end).replace(tzinfo=UTC) if self.end else datetime.now(UTC)
+        bars = read_bars(lake.path, symbols, self.timeframe, start, end, dataset=dataset)
+        if bars.is_empty():
+            raise dg.Failure(f"no {self.timeframe} bars for {symbols} in [{start:%Y-%m-%d}, {end:%Y-%m-%d}): ingest them first")
+        return bars
+
+
+def _out_dir(lake: LakeResource, name: str) -> Path:
+    return lake.path / "research" / name
+
+
+def _numbers(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k in KEY_METRICS and np.isfinite(v)}
+
+
+def _run(config: ResearchConfig, lake: LakeResource) -> tuple[BacktestResult, Any]:
+    strategy = load_strategy(config.strategy)
+    params = strategy.params(**(config.params | ({"allow_short": True} if config.allow_short else {})))
+    return run_backtest(config.load_bars(lake), strategy, params, config.backtest_config()), params
+
+
+@dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"vectorbt", "polars"})
+def backtest(context: dg.AssetExecutionContext, config: ResearchConfig, lake: LakeResource) -> dg.MaterializeResult:
+    """One strategy on a portfolio of symbols (shared cash): equity, orders, trades and metrics."""
+    result, params = _run(config, lake)
+    out = _out_dir(lake, "backtest")
+    write_frame_atomic(result.equity, out / "equity.parquet")
+    write_frame_atomic(result.orders, out / "orders.parquet")
+    png = reports.equity_drawdown_png(result.equity["ts"].to_list(), result.equity["equity"].to_numpy(), title=f"{config.strategy} {params.model_dump()}")
+    reports.save_report(out / "report", {"equity_drawdown": png})
+    context.log.info(f"{config.strategy}: {result.orders.height} orders, total return {result.metrics['total_return']:.2%}")
+    metrics_table = pl.DataFrame({"metric": list(result.metrics), "value": [float(v) for v in result.metrics.values()]})
+    return dg.MaterializeResult(
+        metadata={
+            **_numbers(result.metrics),
+            "summary": dg.MetadataValue.md(markdown_table(metrics_table, max_rows=40)),
+            "equity_and_drawdown": png_markdown(png, "equity and drawdown"),
+            "orders": result.orders.height,
+            "report": dg.MetadataValue.path(str(out / "report" / "index.html")),
+        }
+    )
+
+
+class SweepConfig(ResearchConfig):
+    grid: dict[str, list[float]] = Field(default_factory=dict, description="Values per parameter; empty: the strategy's declared sweep ranges.")
+    x: str = Field("", description="Heatmap column parameter (default: the first in the grid).")
+    y: str = Field("", description="Heatmap row parameter (default: the second).")
+
+
+def _grid(strategy: Any, config: SweepConfig) -> list[Any]:
+    ranges = strategy.params_model.sweep_ranges() | config.grid
+    ints = {name for name, f in strategy.params_model.model_fields.items() if f.annotation is int}
+    typed = {k: [int(v) if k in ints else v for v in vals] for k, vals in ranges.items()}
+    return list(strategy.params_model.grid(**typed, **{k: [v] for k, v in config.params.items() if k not in typed}))
+
+
+@dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"numba", "polars"})
+def parameter_sweep(context: dg.AssetExecutionContext, config: SweepConfig, lake: LakeResource) -> dg.MaterializeResult:
+    """Every grid combination on the first symbol, simulated in one compiled pass, with a heatmap."""
+    strategy = load_strategy(config.strategy)
+    bars = config.load_bars(lake)
+    symbol = bars["symbol"].unique().sort()[0]
+    one = bars.filter(pl.col("symbol") == symbol)
+    grid = _grid(strategy, config)
+    context.log.info(f"sweeping {len(grid)} combinations of {config.strategy} on {symbol} ({one.height} bars)")
+    if strategy is SMA_CROSS:
+        table = sweep_sma_cross(one, sorted({p.fast for p in grid}), sorted({p.slow for p in grid}), config.backtest_config())
+    else:
+        table = sweep(one, strategy, grid, config.backtest_config(), progress=lambda d, t: context.log.info(f"sweep {d}/{t}"))
+    names = [c for c in table.columns if c not in ("final_equity", "total_return", "max_drawdown", "orders")]
+    x, y = config.x or names[0], config.y or (names[1] if len(names) > 1 else names[0])
+    png = reports.heatmap_png(table, x=x, y=y, value="total_return", title=f"{config.strategy} on {symbol}: total return")
+    out = _out_dir(lake, "parameter_sweep")
+    write_frame_atomic(table, out / "results.parquet")
+    reports.save_report(out / "report", {"heatmap": png})
+    best = table.sort("total_return", descending=True).row(0, named=True)
+    return dg.MaterializeResult(
+        metadata={
+            "combinations": table.height,
+            "best_total_return": float(best["total_return"]),
+            "best_params": dg.MetadataValue.json({k: best[k] for k in names}),
+            "top": dg.MetadataValue.md(markdown_table(table.sort("total_return", descending=True), max_rows=15)),
+            "heatmap": png_markdown(png, "sweep heatmap"),
+        }
+    )
+
+
+class WalkForwardConfig(SweepConfig):
+    folds: int = Field(5, ge=1, le=100)
+    mode: Literal["rolling", "anchored"] = "rolling"
+    is_bars: int = Field(0, ge=0, description="In-sample length in bars; 0: bars / (folds + 1).")
+    objective: Literal["total_return", "return_over_drawdown"] = "total_return"
+
+
+@dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"numba", "polars"})
+def walk_forward_analysis(context: dg.AssetExecutionContext, config: WalkForwardConfig, lake: LakeResource) -> dg.MaterializeResult:
+    """Optimize in-sample, trade out-of-sample, fold after fold; stitched OOS equity and efficiency."""
+    strategy = load_strategy(config.strategy)
+    bars = config.load_bars(lake)
+    symbol = bars["symbol"].unique().sort()[0]
+    one = bars.filter(pl.col("symbol") == symbol)
+    wf = walk_forward(
+        one,
+        strategy,
+        _grid(strategy, config),
+        config.backtest_config(),
+        folds=config.folds,
+        is_bars=config.is_bars or None,
+        mode=config.mode,
+        objective=config.objective,
+        progress=lambda d, t: context.log.info(f"walk-forward fold {d}/{t} done"),
+    )
+    bounds = [(int(i), int(j)) for i, j in _fold_bounds(wf.oos_equity["ts"], wf.folds["oos_start"])]
+    png = reports.walk_forward_png(wf.oos_equity["ts"].to_list(), wf.oos_equity["equity"].to_numpy(), bounds)
+    out = _out_dir(lake, "walk_forward_analysis")
+    write_frame_atomic(wf.folds, out / "folds.parquet")
+    reports.save_report(out / "report", {"walk_forward": png})
+    oos_return = float(wf.oos_equity["equity"][-1] / config.init_cash - 1)
+    return dg.MaterializeResult(
+        metadata={
+            "oos_total_return": oos_return,
+            "efficiency": wf.efficiency if np.isfinite(wf.efficiency) else 0.0,
+            "stability": dg.MetadataValue.json(wf.stability),
+            "folds": dg.MetadataValue.md(markdown_table(wf.folds, max_rows=50)),
+            "oos_equity": png_markdown(png, "walk-forward"),
+        }
+    )
+
+
+def _fold_bounds(ts: pl.Series, starts: pl.Series) -> list[tuple[int, int]]:
+    idx = [int(ts.search_sorted(s)) for s in starts] + [ts.len()]
+    return list(zip(idx[:-1], idx[1:], strict=True))
+
+
+class MonteCarloConfig(ResearchConfig):
+    method: Literal["trade_reshuffle", "iid_bootstrap", "block_bootstrap"] = "block_bootstrap"
+    paths: int = Field(10_000, ge=1, le=1_000_000)
+    block: int = Field(20, ge=1)
+    ruin_loss: float = Field(0.3, gt=0, lt=1)
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"numpy"})
+def monte_carlo(context: dg.AssetExecutionContext, config: MonteCarloConfig, lake: LakeResource) -> dg.MaterializeResult:
+    """Resampled futures of the backtest: final return and drawdown distributions, ruin odds, a fan chart."""
+    result, _ = _run(config, lake)
+    equity = result.equity["equity"].to_numpy()
+    if config.method == "trade_reshuffle":
+        trade_returns = trade_returns_on_equity(result)
+        if trade_returns.size < 2:
+            raise dg.Failure(f"trade_reshuffle needs at least two closed trades; the backtest closed {trade_returns.size}")
+        mc = montecarlo.trade_reshuffle(trade_returns, config.paths, ruin_loss=config.ruin_loss, seed=config.seed)
+    else:
+        returns = np.diff(equity) / equity[:-1]
+        block = 1 if config.method == "iid_bootstrap" else min(config.block, returns.size)
+        mc = montecarlo.bootstrap_returns(returns, config.paths, block=block, ruin_loss=config.ruin_loss, seed=config.seed)
+    png = reports.fan_chart_png(mc.percentiles())
+    reports.save_report(_out_dir(lake, "monte_carlo") / "report", {"fan_chart": png})
+    summary = mc.summary()
+    context.log.info(f"{config.method}: {config.paths} paths, ruin probability {mc.ruin_probability:.2%}")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: float(v) for k, v in summary.items()},
+            "summary": dg.MetadataValue.md(markdown_table(pl.DataFrame({"statistic": list(summary), "value": list(summary.values())}))),
+            "fan_chart": png_markdown(png, "Monte Carlo fan chart"),
+        }
+    )
