@@ -182,7 +182,7 @@ def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:
     cash = np.asarray(pf.cash()).ravel()
     frame = pl.DataFrame({"ts": market.ts, "equity": equity, "cash": cash})
     orders = _orders(pf, market)
-    trades = pl.from_pandas(pf.trades.records_readable) if pf.trades.count() else pl.DataFrame()
+    trades = _trades(pf, market)
     benchmark = buy_and_hold(market, config.init_cash)
     metrics = compute_metrics(equity, config.timeframe, benchmark=benchmark, trades=_trade_pnls(pf), exposure=_exposure(pf), turnover=_turnover(orders, equity))
     return BacktestResult(frame, orders, trades, metrics, pf)
@@ -198,6 +198,26 @@ def _orders(pf: Any, market: Market) -> pl.DataFrame:
             "size": rec["size"],
             "price": rec["price"],
             "fees": rec["fees"],
+        }
+    )
+
+
+def _trades(pf: Any, market: Market) -> pl.DataFrame:
+    """vectorbt's trade records, with timestamps and symbols (records_readable is slow on long runs)."""
+    rec = pf.trades.values
+    return pl.DataFrame(
+        {
+            "symbol": [market.symbols[c] for c in rec["col"]],
+            "entry_ts": market.ts.gather(rec["entry_idx"]),
+            "exit_ts": market.ts.gather(rec["exit_idx"]),
+            "direction": np.where(rec["direction"] == 0, "long", "short"),
+            "size": rec["size"],
+            "entry_price": rec["entry_price"],
+            "exit_price": rec["exit_price"],
+            "fees": rec["entry_fees"] + rec["exit_fees"],
+            "pnl": rec["pnl"],
+            "return": rec["return"],
+            "closed": rec["status"] == 1,
         }
     )
 

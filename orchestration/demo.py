@@ -17,7 +17,6 @@ from tqdm import tqdm
 from assets.partitions import daily_key, intraday_key
 from lake.calendar import session_bounds, trading_days
 
-
 # Step logs still reach the instance (and the UI); the terminal shows warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
