@@ -90,6 +90,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+RESEARCH_ASSETS = ("backtest", "parameter_sweep", "walk_forward_analysis", "monte_carlo")
+
+
+def cmd_research(args: argparse.Namespace) -> int:
+    """Materializes one research asset with a run config, on the same instance the UI reads."""
+    import json
+
+    _ensure_dagster_home()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import dagster as dg
+
+    from assets import research
+    from orchestration.resources import build_resources
+
+    config: dict[str, object] = {}
+    if args.config:
+        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
+        config = json.loads(text)
+    for key in ("strategy", "start", "end", "timeframe"):
+        if getattr(args, key):
+            config[key] = getattr(args, key)
+    if args.params:
+        config["params"] = json.loads(args.params)
+    if args.symbols:
+        config["symbols"] = [s.strip().upper() for s in args.symbols.split(",")]
+    asset = getattr(research, args.asset)
+    lake = build_resources()["lake"]  # from the environment now, not when the code location loaded
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            [asset],
+            instance=instance,
+            resources={"lake": lake},
+            run_config={"ops": {args.asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+    if not result.success:
+        print(f"{args.asset} failed; see the run {result.run_id} in the UI", file=sys.stderr)
+        return 1
+    for event in result.get_asset_materialization_events():
+        for key, value in event.materialization.metadata.items():
+            if isinstance(value.value, float | int):
+                print(f"  {key:<22} {value.value:,.4f}" if isinstance(value.value, float) else f"  {key:<22} {value.value}")
+    print(f"report files: {lake.path / 'research' / args.asset}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--timeframes", default="1m,1d", help="1m, 1d or both (default 1m,1d)")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
+
+    research = sub.add_parser("research", help="materialize a research asset (backtest, sweep, walk-forward, Monte Carlo)")
+    research.add_argument("asset", choices=RESEARCH_ASSETS)
+    research.add_argument("--config", help="run config as JSON text or a JSON file (the launchpad's 'config' block)")
+    research.add_argument("--strategy", help="built-in name or package.module:ATTRIBUTE")
+    research.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\'')
+    research.add_argument("--symbols", help="comma-separated symbols")
+    research.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d")
+    research.add_argument("--start", help="first bar (YYYY-MM-DD)")
+    research.add_argument("--end", help="end, exclusive (YYYY-MM-DD)")
+    research.set_defaults(func=cmd_research)
 
     status = sub.add_parser("status", help="what is in the lake")
     status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")
