@@ -33,6 +33,7 @@ from backtests.engine import BacktestConfig, run_backtest  # noqa: E402
 from backtests.sweep import sweep_sma_cross  # noqa: E402
 from backtests.walkforward import walk_forward  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
+from strategies import indicators as ind  # noqa: E402
 from strategies.builtin import SMA_CROSS, SmaCrossParams  # noqa: E402
 from tests.backtests.reference import reference_backtest  # noqa: E402
 
@@ -64,9 +65,10 @@ def vectorbt_sweep(bars: pl.DataFrame, pairs: list[tuple[int, int]]) -> np.ndarr
 
     close = pd.Series(bars["close"].to_numpy())
     open_ = pd.Series(bars["open"].to_numpy())
-    fast = pd.concat([close.rolling(f).mean() for f, _ in pairs], axis=1)
-    slow = pd.concat([close.rolling(s).mean() for _, s in pairs], axis=1)
-    fast.columns = slow.columns = range(len(pairs))
+    # The strategy's own moving averages (polars): pandas' rolling mean drifts by ~1e-12 over a
+    # million bars, which flips a few near-tie crossings and would compare two different signals.
+    fast = pd.DataFrame(bars.select(ind.sma(f).alias(str(i)) for i, (f, _) in enumerate(pairs)).to_numpy())
+    slow = pd.DataFrame(bars.select(ind.sma(s).alias(str(i)) for i, (_, s) in enumerate(pairs)).to_numpy())
     entries = ((fast > slow) & (fast.shift(1) <= slow.shift(1))).shift(1, fill_value=False)
     exits = ((fast < slow) & (fast.shift(1) >= slow.shift(1))).shift(1, fill_value=False)
     pf = vbt.Portfolio.from_signals(
