@@ -2,6 +2,7 @@
 
 
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -40,7 +41,7 @@ def bars_resampled(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     )
 
 
-def _features_metadata(features: pl.DataFrame) -> dict[str, object]:
+def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
     last = features.tail(1)
     return {
         "dagster/row_count": features.height,

@@ -107,5 +107,5 @@ def walk_forward(
     mean_is = float(table["is_annualized"].mean())  # type: ignore[arg-type]
     efficiency = float(table["oos_annualized"].mean()) / mean_is if mean_is else float("nan")  # type: ignore[arg-type]
     varying = [c for c in table.columns if c.startswith("param_") and pl.DataFrame([p.model_dump() for p in grid])[c.removeprefix("param_")].n_unique() > 1]
-    stability = {c.removeprefix("param_"): float(table[c].value_counts()["count"].max()) / folds for c in varying}
+    stability = {c.removeprefix("param_"): float(table[c].value_counts()["count"].max()) / folds for c in varying}  # type: ignore[arg-type]
     return WalkForwardResult(table, pl.concat(pieces), efficiency, stability)

@@ -33,7 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Ingesting {len(symbols)} symbols: 1m bars for {days[0]}..{days[-1]} ({len(days)} sessions), 1d bars for {', '.join(years)}")
     with dg.DagsterInstance.get() as instance:
         summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
-    lake_root = defs.resources["lake"].path  # type: ignore[union-attr]
+    lake_root = defs.resources["lake"].path  # type: ignore[union-attr,index]
     print("\nSummary")
     print(f"  runs:           {summary.runs} ({len(summary.failed_runs)} failed)")
     for asset, rows in sorted(summary.rows.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -46,8 +46,9 @@ class StrategyParams(BaseModel):
         for name, field in cls.model_fields.items():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             if "sweep" in extra:
-                lo, hi, step = extra["sweep"]  # type: ignore[misc]
-                values, v = [], lo
+                lo, hi, step = cast(tuple[float, float, float], extra["sweep"])
+                values: list[Any] = []
+                v = lo
                 while v <= hi + 1e-12:
                     values.append(v)
                     v += step

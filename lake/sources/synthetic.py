@@ -155,7 +155,7 @@ class SyntheticSource:
             return minutes
         from lake.resample import resample_bars  # resampling is the one definition of coarser bars
 
-        return resample_bars(minutes, timeframe)
+        return resample_bars(minutes, timeframe)  # type: ignore[arg-type]  # checked above
 
     def _minutes(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:
         lo = np.datetime64(_naive_utc(start), "us")

@@ -1,0 +1,113 @@
+"""Agents are registered types: a name, a role, a cost class and a config model (its JSON schema).
+
+A pipeline names agents by type in config; `build_agent` validates the config at load and builds
+the agent. User agents register through the `quantlake.agents` entry-point group: the entry point
+is an `AgentType`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trading.agents.base import CostClass, Role
+from trading.agents.cache import CacheMode, ResponseCache
+from trading.agents.llm import LLMSettings, StructuredCaller
+from trading.agents.llm_agents import LLMAnalyst, LLMRiskReviewer, LLMValidator
+from trading.agents.rules import (
+    RuleAnalyst,
+    RuleAnalystConfig,
+    RuleRiskConfig,
+    RuleRiskReviewer,
+    RuleValidator,
+)
+from trading.cost import PriceTable
+
+
+class AgentConfigError(ValueError):
+    """A pipeline names an agent that does not exist, in the wrong role, or with bad settings."""
+
+
+class _NoConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class BuildEnv:
+    prices: PriceTable
+    cache: ResponseCache | None = None
+
+
+@dataclass(frozen=True)
+class AgentType:
+    name: str
+    role: Role
+    cost_class: CostClass
+    config_model: type[BaseModel]
+    factory: Callable[[str, Any, BuildEnv], Any]
+    description: str = ""
+
+    def config_schema(self) -> dict[str, Any]:
+        return self.config_model.model_json_schema()
+
+
+class AgentSpec(BaseModel):
+    """One agent of a pipeline, as written in config."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    name: str | None = None  # defaults to the type's name; names key costs and events
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+def _caller(name: str, cfg: LLMSettings, env: BuildEnv) -> StructuredCaller:
+    if env.cache is None or env.cache.mode != CacheMode.REPLAY:
+        cfg.api_key()  # a missing key fails at load; a replay needs no model at all
+    return StructuredCaller(name, cfg, env.prices, env.cache)
+
+
+BUILTIN_AGENTS: dict[str, AgentType] = {
+    t.name: t
+    for t in (
+        AgentType("rules_analyst", Role.ANALYST, CostClass.FREE, RuleAnalystConfig, lambda n, c, e: RuleAnalyst(c), "Strategy signal with ATR levels."),
+        AgentType("rules_risk", Role.RISK, CostClass.FREE, RuleRiskConfig, lambda n, c, e: RuleRiskReviewer(c), "Rejects low confidence."),
+        AgentType("rules_validator", Role.VALIDATOR, CostClass.FREE, _NoConfig, lambda n, c, e: RuleValidator(), "Checks level order."),
+        AgentType("llm_analyst", Role.ANALYST, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMAnalyst(n, _caller(n, c, e)), "Model judges the signal."),
+        AgentType("llm_risk", Role.RISK, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMRiskReviewer(n, _caller(n, c, e)), "Model soft risk review."),
+        AgentType("llm_validator", Role.VALIDATOR, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMValidator(n, _caller(n, c, e)), "Model final check."),
+    )
+}
+
+
+def agent_types() -> dict[str, AgentType]:
+    """Built-ins plus plugins from the `quantlake.agents` entry-point group."""
+    found = dict(BUILTIN_AGENTS)
+    for ep in entry_points(group="quantlake.agents"):
+        plugin = ep.load()
+        if not isinstance(plugin, AgentType):
+            raise AgentConfigError(f"entry point {ep.name!r} ({ep.value}) is not an AgentType")
+        found[plugin.name] = plugin
+    return found
+
+
+def build_agent(spec: AgentSpec, role: Role, env: BuildEnv) -> Any:
+    types = agent_types()
+    kind = types.get(spec.type)
+    if kind is None:
+        raise AgentConfigError(f"unknown agent type {spec.type!r}; known: {sorted(types)}")
+    if kind.role != role:
+        raise AgentConfigError(f"agent {spec.type!r} is a {kind.role.value} agent, not a {role.value} agent")
+    try:
+        config = kind.config_model.model_validate(spec.config)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in exc.errors())
+        raise AgentConfigError(f"agent {spec.name or spec.type!r} ({spec.type}): bad config: {fields}") from None
+    try:
+        return kind.factory(spec.name or spec.type, config, env)
+    except ValueError as exc:  # e.g. a model missing from the price table
+        raise AgentConfigError(f"agent {spec.name or spec.type!r} ({spec.type}): {exc}") from None
