@@ -35,6 +35,7 @@ class EventType(StrEnum):
     COST = "cost"
     RECONCILIATION = "reconciliation"
     FALLBACK = "fallback"
+    DEPOSIT = "deposit"  # cash in (payload {"amount": float}); the ledger's portfolio starts here
 
 
 class Event(Frozen):

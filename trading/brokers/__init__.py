@@ -1,0 +1,1 @@
+"""Brokers behind one interface: the seeded simulated broker and Alpaca (paper by default)."""
