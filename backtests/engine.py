@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from backtests.kernels import target_weights_nb
+from backtests.kernels import PERCENT, bracket_orders_nb, target_weights_nb
 from backtests.metrics import compute_metrics
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
@@ -41,6 +41,9 @@ class BacktestConfig(BaseModel):
     slippage_atr: float = Field(0.0, ge=0, le=10, description="extra slippage as a fraction of ATR(14)/close")
     fractional: bool = False
     allow_short: bool = Field(False, description="long-short; otherwise short signals are ignored")
+    brackets: bool = Field(
+        True, description="act on the strategy's stop/target levels (long-only runs), see strategies/brackets.py"
+    )
     timeframe: str = "1d"
 
 
@@ -70,9 +73,11 @@ def to_market(signals: pl.DataFrame) -> Market:
         raise BacktestError(f"{sym} has {short['len'][0]} bars but the others have {ts.len()}; first missing bar {missing[0] if missing.len() else '?'}")
 
     def wide(column: str) -> np.ndarray:
+        if column not in signals.columns:  # levels are optional for callers that build signals by hand
+            return np.full((ts.len(), len(symbols)), np.nan)
         return signals.pivot(on="symbol", index="ts", values=column, sort_columns=True).sort("ts").select(symbols).to_numpy()
 
-    columns = ("entry_long", "exit_long", "entry_short", "exit_short", "size")
+    columns = ("entry_long", "exit_long", "entry_short", "exit_short", "size", "stop", "target1", "target2")
     return Market(ts, symbols, wide("open"), wide("high"), wide("low"), wide("close"), {c: wide(c) for c in columns})
 
 
@@ -85,8 +90,12 @@ class BacktestResult:
     portfolio: Any  # the vectorbt Portfolio, for anything else
 
 
-def fee_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
-    price = market.open if config.fill == "next_open" else market.close
+def fill_prices(market: Market, config: BacktestConfig) -> np.ndarray:
+    return market.open if config.fill == "next_open" else market.close
+
+
+def fee_fractions(market: Market, config: BacktestConfig, price: np.ndarray | None = None) -> np.ndarray:
+    price = fill_prices(market, config) if price is None else price
     return config.fees_bps / 1e4 + config.fee_per_share / price
 
 
@@ -116,18 +125,54 @@ def target_weights(market: Market, allow_short: bool) -> np.ndarray:
     )
 
 
-def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
-    """Runs vectorbt on target weights; returns the Portfolio."""
+def has_levels(market: Market) -> bool:
+    return any(bool(np.isfinite(market.signals[c].astype(np.float64)).any()) for c in ("stop", "target1", "target2"))
+
+
+def bracket_orders(market: Market, config: BacktestConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(size, size type, price) arrays with the brackets' exits placed among the signals' orders."""
+    s = market.signals
+    no = np.zeros_like(s["entry_short"], dtype=np.bool_)
+
+    def levels(column: str) -> np.ndarray:
+        return np.ascontiguousarray(s[column], dtype=np.float64)
+
+    return bracket_orders_nb(
+        s["entry_long"].astype(np.bool_),
+        s["exit_long"].astype(np.bool_),
+        s["entry_short"].astype(np.bool_) if config.allow_short else no,
+        s["exit_short"].astype(np.bool_) if config.allow_short else no,
+        np.asarray(s["size"], dtype=np.float64),
+        levels("stop"),
+        levels("target1"),
+        levels("target2"),
+        np.ascontiguousarray(fill_prices(market, config), dtype=np.float64),
+        market.open,
+        market.high,
+        market.low,
+    )
+
+
+def simulate(
+    market: Market, weights: np.ndarray, config: BacktestConfig, *, size_type: Any = "targetpercent", price: np.ndarray | None = None
+) -> Any:
+    """Runs vectorbt on orders (target weights by default); returns the Portfolio."""
     import vectorbt as vbt
 
     index = market.ts.dt.replace_time_zone(None).to_pandas()
-    price = market.open if config.fill == "next_open" else market.close
+    price = fill_prices(market, config) if price is None else price
+    direction: Any = "both"
+    if not isinstance(size_type, str):
+        # A Percent sell is a share of the position only for long-only orders (in "both" it may go short).
+        direction = _frame(np.where(size_type == PERCENT, 0, 2), index, market.symbols)
+        size_type = _frame(size_type, index, market.symbols)
     return vbt.Portfolio.from_orders(
+        direction=direction,
         close=_frame(market.close, index, market.symbols),
         size=_frame(weights, index, market.symbols),
-        size_type="targetpercent",
+        size_type=size_type,
         price=_frame(price, index, market.symbols),
-        fees=_frame(fee_fractions(market, config), index, market.symbols),
+        fees=_frame(fee_fractions(market, config, price), index, market.symbols),
         slippage=_frame(slippage_fractions(market, config), index, market.symbols),
         size_granularity=None if config.fractional else 1.0,
         init_cash=config.init_cash,
@@ -173,7 +218,13 @@ def run_backtest(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
     market = to_market(signals)
-    pf = simulate(market, target_weights(market, config.allow_short), config)
+    # Brackets are long-only and only in long-only runs: vectorbt's half exit (a long-only Percent
+    # order) fails on a leftover short that a cash-limited cover can leave behind.
+    if config.brackets and not config.allow_short and has_levels(market):
+        sizes, size_types, prices = bracket_orders(market, config)
+        pf = simulate(market, sizes, config, size_type=size_types, price=prices)
+    else:
+        pf = simulate(market, target_weights(market, config.allow_short), config)
     return _result(market, pf, config)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from strategies.brackets import bracket_step
 from strategies.positions import next_direction
 
 next_direction_nb = njit(cache=True)(next_direction)
@@ -34,3 +35,76 @@ def target_weights_nb(
             out[t + delay, j] = nxt * size[t, j] if nxt != 0 else 0.0
             held = nxt
     return out
+
+
+bracket_step_nb = njit(cache=True)(bracket_step)
+
+# vectorbt's SizeType codes used below.
+TARGET_PERCENT = 5
+PERCENT = 2
+
+
+@njit(cache=True)
+def bracket_orders_nb(
+    entry_long: np.ndarray,
+    exit_long: np.ndarray,
+    entry_short: np.ndarray,
+    exit_short: np.ndarray,
+    size: np.ndarray,
+    stop: np.ndarray,
+    target1: np.ndarray,
+    target2: np.ndarray,
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orders per (bar, column) as (size, vectorbt size type, price), NaN size where none.
+
+    Signals act as in `target_weights_nb` (decided on t, filled on t+1). Long entries from flat (not
+    reversals of a short, whose cover may not have filled in full) carry their
+    signal bar's levels; from the bar after the fill, `bracket_step` may exit half (a Percent order
+    of -0.5: half the position, rounded down by vectorbt's share granularity) or all, at the level's
+    price. A bar with a signal fill has no bracket exit (the open comes first and settles it).
+    """
+    n, m = entry_long.shape
+    out_size = np.full((n, m), np.nan)
+    out_type = np.full((n, m), TARGET_PERCENT, dtype=np.int64)
+    out_price = fill_price.copy()
+    for j in range(m):
+        held = 0
+        phase = 0
+        fill_bar = -1
+        entry = np.nan
+        lv_stop, lv_t1, lv_t2 = np.nan, np.nan, np.nan
+        pending = np.nan
+        pending_from_flat = False
+        pending_levels = (np.nan, np.nan, np.nan)
+        for t in range(n):
+            if not np.isnan(pending):
+                out_size[t, j] = pending
+                if pending > 0 and held == 1 and pending_from_flat:
+                    phase, fill_bar, entry = 1, t, fill_price[t, j]
+                    lv_stop, lv_t1, lv_t2 = pending_levels
+                else:
+                    phase = 0
+                pending = np.nan
+            elif held == 1 and phase > 0 and t > fill_bar:
+                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t, j], high[t, j], low[t, j])
+                if action == 1:
+                    out_size[t, j], out_type[t, j], out_price[t, j] = -0.5, PERCENT, price
+                elif action == 2:
+                    out_size[t, j], out_price[t, j] = 0.0, price
+                    held = 0
+            if t == n - 1:
+                continue
+            nxt = next_direction_nb(held, entry_long[t, j], exit_long[t, j], entry_short[t, j], exit_short[t, j])
+            if nxt == held:
+                continue
+            if nxt != 0 and not np.isfinite(size[t, j]):
+                continue
+            pending = nxt * size[t, j] if nxt != 0 else 0.0
+            pending_from_flat = held == 0
+            pending_levels = (stop[t, j], target1[t, j], target2[t, j])
+            held = nxt
+    return out_size, out_type, out_price

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from backtests.engine import BacktestConfig, BacktestError, fee_fractions, to_market
+from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
 from backtests.sweep_nb import signals_sweep_nb, sma_cross_sweep_nb
 from strategies import indicators as ind
 from strategies.base import Strategy, StrategyParams
@@ -93,6 +93,8 @@ def sweep(
         raise BacktestError("sweep: empty parameter grid")
     ordered = bars.sort("ts")
     base = to_market(strategy.signals(ordered, grid[0]))
+    if config.brackets and not config.allow_short and has_levels(base):
+        return _engine_sweep(ordered, strategy, grid, config, progress)
     fill = np.ascontiguousarray((base.open if config.fill == "next_open" else base.close)[:, 0])
     close = np.ascontiguousarray(base.close[:, 0])
     fee = np.ascontiguousarray(fee_fractions(base, config)[:, 0])
@@ -123,4 +125,23 @@ def sweep(
         if progress:
             progress(min(start + CHUNK, len(grid)), len(grid))
     final, max_dd, orders = (np.concatenate([r[i] for r in results]) for i in range(3))
+    return _table(grid, final, max_dd, orders, config)
+
+
+def _engine_sweep(
+    bars: pl.DataFrame,
+    strategy: Strategy[Any],
+    grid: Sequence[StrategyParams],
+    config: BacktestConfig,
+    progress: Callable[[int, int], None] | None,
+) -> pl.DataFrame:
+    """Strategies with bracket levels: one engine run per combination (brackets are not in the fused loop)."""
+    final, max_dd, orders = np.empty(len(grid)), np.empty(len(grid)), np.zeros(len(grid), dtype=np.int64)
+    for k, params in enumerate(grid):
+        result = run_backtest(bars, strategy, params, config)
+        final[k] = result.equity["equity"][-1]
+        max_dd[k] = result.metrics["max_drawdown"]
+        orders[k] = result.orders.height
+        if progress and ((k + 1) % CHUNK == 0 or k + 1 == len(grid)):
+            progress(k + 1, len(grid))
     return _table(grid, final, max_dd, orders, config)

@@ -4,6 +4,15 @@ Same rules as the engine, written independently: a signal on bar t sets a target
 portfolio value, signed) that is filled on bar t+1 at the open; orders of one bar go sells-first;
 the slipped price pays fees; whole shares round the traded amount toward zero; a buy that cash
 cannot cover buys as many shares as the cash covers.
+
+Brackets, in long-only runs (long entries from flat whose signal bar has stop/target levels), from the bar after the entry fill:
+the stop (low at or below it) exits everything at the stop, or at the open if the bar opened below
+it; otherwise target 1 (high at or above it) sells half the shares (rounded down) at the target or
+a higher open, and the stop moves to the entry price; then target 2 sells the rest the same way.
+One bracket exit per bar, none on a bar that fills a signal's order. Bracket exits are sells, so
+they go first; the bar's portfolio value counts a bracketed symbol at its exit price. Like the
+signal rules, a bracket follows the side the signals hold, filled or not: an entry that cash could
+not buy still runs its bracket (selling nothing), and the bracket's end frees the symbol.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ def reference_backtest(
     slippage_bps: float = 0.0,
     fractional: bool = False,
     allow_short: bool = False,
+    brackets: bool = True,
 ) -> tuple[list[float], list[Fill]]:
     symbols = sorted(signals["symbol"].unique().to_list())
     by_ts = signals.sort("ts", "symbol").partition_by("ts", maintain_order=True)
@@ -56,17 +66,53 @@ def reference_backtest(
     position = dict.fromkeys(symbols, 0.0)
     held = dict.fromkeys(symbols, 0)
     pending: dict[str, float] = {}
+    pending_levels: dict[str, tuple[float, float, float]] = {}
+    # symbol -> [phase (1 whole, 2 half left), entry price, stop, target1, target2, bar index of the fill]
+    bracket: dict[str, list] = {}
     equity: list[float] = []
     fills: list[Fill] = []
     slip = slippage_bps / 1e4
 
-    for bar in by_ts:
+    for index, bar in enumerate(by_ts):
         rows = {r["symbol"]: r for r in bar.iter_rows(named=True)}
         ts = bar["ts"][0]
 
+        # 0. Bracket exits of symbols with no order at this open: (symbol, shares to sell, price).
+        exits = []
+        for s, (phase, entry, stop, target1, target2, fill_index) in list(bracket.items()):
+            if s in pending or index <= fill_index:
+                continue
+            o, h, lo = rows[s]["open"], rows[s]["high"], rows[s]["low"]
+            live_stop = stop if phase == 1 else entry
+            if not math.isnan(live_stop) and lo <= live_stop:
+                exits.append((s, position[s], min(o, live_stop)))
+                del bracket[s]
+            elif phase == 1 and not math.isnan(target1):
+                if h >= target1:
+                    half = position[s] / 2 if fractional else math.floor(position[s] / 2)
+                    exits.append((s, half, max(o, target1)))
+                    bracket[s][0] = 2
+            elif not math.isnan(target2) and h >= target2:
+                exits.append((s, position[s], max(o, target2)))
+                del bracket[s]
+        exit_price = {s: price for s, _, price in exits}
+        # The bar's portfolio value is taken once, before any of its orders (costs of the bar's
+        # earlier orders do not shrink the value later target weights are sized on).
+        value = cash + sum(position[s] * exit_price.get(s, rows[s]["open"]) for s in symbols)
+        for s, shares, price in exits:
+            if shares <= 1e-12:
+                continue
+            fill_price = price * (1 - slip)
+            fee = shares * fill_price * (fees_bps / 1e4 + fee_per_share / price)
+            cash += shares * fill_price - fee
+            position[s] -= shares
+            fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
+        for s, _, _ in exits:
+            if s not in bracket:  # the bracket is done: the side is flat, as after an exit signal
+                held[s] = 0
+
         # 1. Fill yesterday's decisions at this bar's open.
         if pending:
-            value = cash + sum(position[s] * rows[s]["open"] for s in symbols)
             orders = []
             for column, s in enumerate(symbols):
                 if s in pending:
@@ -83,7 +129,7 @@ def reference_backtest(
                     if cost > cash and not math.isclose(cost, cash):
                         affordable = cash / (1 + fee_rate) / fill_price
                         shares = affordable if fractional else math.floor(affordable)
-                    if shares <= 0:
+                    if shares <= 0 or shares * fill_price < 1e-9:  # float dust of cash buys nothing
                         continue
                     fee = shares * fill_price * fee_rate
                     cash -= shares * fill_price + fee
@@ -98,7 +144,13 @@ def reference_backtest(
                     cash += shares * fill_price - fee
                     position[s] -= shares
                     fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
+            for s, weight in pending.items():
+                bracket.pop(s, None)
+                stop, target1, target2 = pending_levels.get(s, (math.nan, math.nan, math.nan))
+                if weight > 0 and brackets and not allow_short and not all(math.isnan(x) for x in (stop, target1, target2)):
+                    bracket[s] = [1, rows[s]["open"], stop, target1, target2, index]
             pending = {}
+            pending_levels = {}
 
         # 2. Mark to the close.
         equity.append(cash + sum(position[s] * rows[s]["close"] for s in symbols))
@@ -114,5 +166,8 @@ def reference_backtest(
             if side != 0 and (r["size"] is None or not math.isfinite(r["size"])):
                 continue
             pending[s] = side * r["size"] if side else 0.0
+            flat_before = held[s] == 0  # brackets only on entries from flat, not on reversals
+            levels = tuple(math.nan if r.get(c) is None else r[c] for c in ("stop", "target1", "target2"))
+            pending_levels[s] = levels if flat_before else (math.nan, math.nan, math.nan)
             held[s] = side
     return equity, fills

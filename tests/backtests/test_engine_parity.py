@@ -42,7 +42,9 @@ def test_engine_matches_reference(
     )
     assert len(fills) > 10, "the case must trade to prove anything"
     assert result.orders.height == len(fills)
-    got = result.orders.rows()
+    # Within a bar, orders of different symbols may execute in either order when cash does not bind.
+    got = sorted(result.orders.rows(), key=lambda o: (o[0], o[1], o[2]))
+    fills = sorted(fills, key=lambda f: (f.ts, f.symbol, f.side))
     for (ts, symbol, side, size, price, fee), want in zip(got, fills, strict=True):
         assert (ts, symbol, side) == (want.ts, want.symbol, want.side)
         assert size == pytest.approx(want.size, rel=1e-9) and price == pytest.approx(want.price, rel=1e-12)

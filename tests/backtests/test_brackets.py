@@ -1,0 +1,132 @@
+"""Bracket exits: the shared rule, the engine on hand-made bars, and the sweep agreeing with the engine."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from backtests.engine import BacktestConfig, run_backtest
+from backtests.sweep import sweep
+from strategies.base import SIGNAL_COLUMNS, Strategy, StrategyParams
+from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, HALF_LEFT, NO_EXIT, bracket_step, half_of
+from strategies.builtin import DONCHIAN_BREAKOUT
+from tests.backtests.reference import reference_backtest
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("phase", "bar", "expected"),
+    [
+        (FULL, (100, 101, 99), (FULL, NO_EXIT, NAN)),  # inside the bracket
+        (FULL, (100, 101, 94), (FLAT, EXIT_ALL, 95.0)),  # stop touched
+        (FULL, (90, 92, 88), (FLAT, EXIT_ALL, 90.0)),  # gapped below the stop: the open
+        (FULL, (100, 106, 99), (HALF_LEFT, EXIT_HALF, 105.0)),  # target 1: half out
+        (FULL, (107, 108, 106), (HALF_LEFT, EXIT_HALF, 107.0)),  # gapped above target 1
+        (FULL, (100, 111, 94), (FLAT, EXIT_ALL, 95.0)),  # stop and targets in one bar: stop first
+        (FULL, (100, 111, 99), (HALF_LEFT, EXIT_HALF, 105.0)),  # one exit per bar: target 2 waits
+        (HALF_LEFT, (101, 102, 99.5), (FLAT, EXIT_ALL, 100.0)),  # the stop moved to breakeven
+        (HALF_LEFT, (101, 110, 100.5), (FLAT, EXIT_ALL, 110.0)),  # target 2
+    ],
+)
+def test_bracket_step(phase: int, bar: tuple[float, float, float], expected: tuple[int, int, float]) -> None:
+    got = bracket_step(phase, 100.0, 95.0, 105.0, 110.0, *bar)
+    assert got[:2] == expected[:2]
+    assert (math.isnan(got[2]) and math.isnan(expected[2])) or got[2] == expected[2]
+
+
+def test_missing_levels() -> None:
+    assert bracket_step(FULL, 100.0, NAN, NAN, NAN, 100, 200, 1)[:2] == (FULL, NO_EXIT)
+    assert bracket_step(FULL, 100.0, NAN, NAN, 110.0, 100, 111, 99) == (FLAT, EXIT_ALL, 110.0)  # no target 1: all at 2
+    assert half_of(7, fractional=False) == 3 and half_of(7, fractional=True) == 3.5
+
+
+class _Params(StrategyParams):
+    pass
+
+
+def _scripted(bars: pl.DataFrame) -> pl.DataFrame:
+    """Enters long on bar 1 with stop 95, targets 105/110; nothing else."""
+    n = bars.height
+    first = [i == 1 for i in range(n)]
+    return bars.with_columns(
+        pl.Series("entry_long", first),
+        pl.lit(False).alias("exit_long"),
+        pl.lit(False).alias("entry_short"),
+        pl.lit(False).alias("exit_short"),
+        pl.lit(0.5).alias("size"),
+        pl.Series("stop", [95.0 if f else None for f in first], dtype=pl.Float64),
+        pl.Series("target1", [105.0 if f else None for f in first], dtype=pl.Float64),
+        pl.Series("target2", [110.0 if f else None for f in first], dtype=pl.Float64),
+    ).select([*bars.columns, *SIGNAL_COLUMNS])
+
+
+SCRIPTED = Strategy(name="scripted", params_model=_Params, compute=lambda b, p: _scripted(b), lookback=lambda p: 1)
+
+
+def _bars(ohlc: list[tuple[float, float, float, float]]) -> pl.DataFrame:
+    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "symbol": "AAA",
+            "timeframe": "1d",
+            "ts": [start + timedelta(days=i) for i in range(len(ohlc))],
+            "open": [float(b[0]) for b in ohlc],
+            "high": [float(b[1]) for b in ohlc],
+            "low": [float(b[2]) for b in ohlc],
+            "close": [float(b[3]) for b in ohlc],
+            "volume": 1000.0,
+        }
+    )
+
+
+def test_engine_exits_half_at_target1_then_the_rest_at_breakeven() -> None:
+    bars = _bars(
+        [
+            (100, 101, 99, 100),
+            (100, 101, 99, 100),  # bar 1: signal
+            (100, 106, 94, 100),  # bar 2: entry fills at the open; its own range is not checked
+            (100, 106, 99, 104),  # bar 3: target 1 -> half out at 105, stop to 100
+            (104, 104, 99.5, 101),  # bar 4: breakeven stop -> the rest at 100
+            (101, 120, 100, 118),  # bar 5: flat, nothing
+        ]
+    )
+    result = run_backtest(bars, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000))
+    orders = result.orders.select("side", "size", "price").rows()
+    assert orders == [("buy", 50.0, 100.0), ("sell", 25.0, 105.0), ("sell", 25.0, 100.0)]
+    assert result.equity["equity"][-1] == pytest.approx(10_000 + 25 * 5)
+    plain = run_backtest(bars, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000, brackets=False))
+    assert plain.orders.select("side", "size").rows() == [("buy", 50.0)]  # levels ignored: still long
+
+
+def test_engine_gap_through_the_stop_fills_at_the_open() -> None:
+    bars = _bars([(100, 101, 99, 100), (100, 101, 99, 100), (100, 101, 99, 100), (90, 92, 88, 91)])
+    result = run_backtest(bars, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000, fees_bps=10))
+    assert result.orders.select("side", "size", "price").rows() == [("buy", 50.0, 100.0), ("sell", 50.0, 90.0)]
+    equity, fills = reference_backtest(SCRIPTED.signals(bars, _Params()), init_cash=10_000, fees_bps=10)
+    assert [(f.side, f.size, f.price) for f in fills] == [("buy", 50, 100.0), ("sell", 50, 90.0)]
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
+
+
+def test_donchian_run_uses_half_exits_and_matches_the_reference(daily_bars: pl.DataFrame) -> None:
+    p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8)
+    result = run_backtest(daily_bars, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=100_000))
+    equity, fills = reference_backtest(DONCHIAN_BREAKOUT.signals(daily_bars, p), init_cash=100_000)
+    sells = result.orders.filter(pl.col("side") == "sell")
+    buys = result.orders.filter(pl.col("side") == "buy")
+    assert sells.height > buys.height  # some positions left in two pieces: half at target 1
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-9)
+    assert len(fills) == result.orders.height
+
+
+def test_sweep_of_a_bracketed_strategy_equals_the_engine(daily_bars: pl.DataFrame) -> None:
+    one = daily_bars.filter(pl.col("symbol") == "AAPL")
+    grid = [DONCHIAN_BREAKOUT.params(entry_window=w, exit_window=8) for w in (10, 20)]
+    table = sweep(one, DONCHIAN_BREAKOUT, grid, BacktestConfig(init_cash=50_000))
+    for row, p in zip(table.iter_rows(named=True), grid, strict=True):
+        result = run_backtest(one, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=50_000))
+        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-12)
