@@ -1,0 +1,291 @@
+"""Hard risk limits, enforced in code between a proposal and any broker.
+
+`assess` is pure: proposal + portfolio snapshot + limits -> the quantity that may be traded (possibly
+cut, possibly zero) and why. Trades that only shrink a position always pass, so a tripped breaker can
+never trap the book in a position; everything that adds risk is gated and then cut to the tightest cap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
+
+UNKNOWN_SECTOR = "unknown"
+# Slack for float noise only: a cap computed by division can land an ulp over when multiplied back.
+_REL_TOL = 1e-12
+# 199.9999999997 shares of room is 200 shares, not 199 (re-checked against the caps after rounding).
+_WHOLE_EPS = 1e-9
+
+Pct = Annotated[float, Field(gt=0, le=1)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class RiskLimitsError(ValueError):
+    """Risk limits that cannot be used as configured."""
+
+
+class RiskLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_position_pct: Pct = 0.20  # of equity, absolute market value in one symbol
+    max_sector_pct: Pct = 0.30  # of equity, gross market value in one sector
+    sector_map: dict[str, str] = Field(default_factory=dict)  # symbol -> sector; others are "unknown"
+    max_open_positions: Count = 10
+    max_trades_per_day: Count = 20
+    daily_loss_limit_pct: Pct = 0.03  # below start_of_day_equity * (1 - x): no new risk today
+    max_drawdown_pct: Pct = 0.15  # below peak_equity * (1 - x): circuit breaker, no new risk
+    allow_short: bool = False
+
+    def sector_of(self, symbol: str) -> str:
+        return self.sector_map.get(symbol, UNKNOWN_SECTOR)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RiskLimits:
+        """Build from config; any problem is a `RiskLimitsError` naming the offending fields."""
+        try:
+            return cls.model_validate(dict(data) if isinstance(data, Mapping) else data)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in err["loc"]) or "<root>" for err in exc.errors()})
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+            )
+            raise RiskLimitsError(f"invalid risk limits ({', '.join(fields)}): {details}") from exc
+
+
+@dataclass(frozen=True)
+class _Cap:
+    """One sizing limit: the largest additional quantity it allows and how to describe its usage."""
+
+    name: str
+    max_qty: float
+    fits: Callable[[float], bool]  # exact re-check, used after rounding to whole shares
+    usage: Callable[[float], str]  # usage after adding q, e.g. "position AAPL 31.2%"
+    limit: str  # e.g. "20.0% of equity"
+
+
+def assess(
+    proposal: TradeProposal,
+    snapshot: PortfolioSnapshot,
+    limits: RiskLimits,
+    *,
+    price: float | None = None,
+    fractional: bool = False,
+) -> RiskAssessment:
+    """Approve, cut or reject one proposal against the hard limits."""
+    symbol = proposal.symbol
+    if proposal.action is Action.HOLD:
+        return _result(symbol, 0.0, reasons=["hold"])
+    px = _resolve_price(proposal, snapshot, price)
+    if px is None:
+        return _result(symbol, 0.0, violations=[f"no price for {symbol}"])
+    position = snapshot.positions.get(symbol, 0.0)
+    if not math.isfinite(position):
+        return _result(symbol, 0.0, violations=[f"position {symbol} is not a finite number"])
+    if proposal.quantity == 0:
+        return _result(symbol, 0.0, reasons=["zero quantity requested"])
+    direction = 1.0 if proposal.action is Action.BUY else -1.0
+    if position * direction < 0:
+        return _assess_reducing(symbol, proposal.quantity, abs(position), fractional)
+    return _assess_increasing(proposal, snapshot, limits, px, direction, fractional)
+
+
+def _resolve_price(proposal: TradeProposal, snapshot: PortfolioSnapshot, price: float | None) -> float | None:
+    for candidate in (price, proposal.entry, snapshot.prices.get(proposal.symbol)):
+        if candidate is not None:
+            # The first price given is the one that counts; a bad one is not silently replaced.
+            return candidate if math.isfinite(candidate) and candidate > 0 else None
+    return None
+
+
+def _assess_reducing(symbol: str, requested: float | None, held: float, fractional: bool) -> RiskAssessment:
+    """Shrinking |position| is always allowed (no breaker may block an exit), but never past flat."""
+    reasons = ["risk-reducing"]
+    violations: list[str] = []
+    if requested is None:
+        qty = held
+        reasons.append("sized to limits")
+    elif requested >= held:
+        qty = held  # closing exactly, even a fractional position, so nothing dangles
+        if requested > held:
+            violations.append(
+                f"no flip {symbol}: capped at the position: cut {_fmt(requested)} -> {_fmt(held)}"
+            )
+    else:
+        qty = requested if fractional else float(math.floor(requested))
+        if qty < requested:
+            reasons.append("floored to whole shares")
+    return _result(symbol, qty, reasons=reasons, violations=violations)
+
+
+def _assess_increasing(
+    proposal: TradeProposal,
+    snapshot: PortfolioSnapshot,
+    limits: RiskLimits,
+    px: float,
+    direction: float,
+    fractional: bool,
+) -> RiskAssessment:
+    symbol = proposal.symbol
+    gates = _gate_violations(symbol, snapshot, limits, direction)
+    if gates:
+        return _result(symbol, 0.0, violations=gates)
+    caps, missing = _caps(symbol, snapshot, limits, px, direction)
+    if missing:
+        return _result(symbol, 0.0, violations=missing)
+
+    cap_qty = min(c.max_qty for c in caps)
+    if cap_qty == math.inf:  # a vanishing price leaves the caps unbounded: size nothing blindly
+        return _result(
+            symbol, 0.0, violations=[f"price {px:g} for {symbol} too small to size against limits"]
+        )
+    if not fractional:
+        whole = math.floor(cap_qty + _WHOLE_EPS) if cap_qty > 0 else 0
+        if whole > 0 and not all(c.fits(whole) for c in caps):
+            whole = math.floor(cap_qty)
+        cap_qty = float(max(whole, 0))
+    cap_qty = max(cap_qty, 0.0)
+
+    requested = proposal.quantity
+    reasons: list[str] = []
+    violations: list[str] = []
+    if requested is None:
+        qty = cap_qty
+        binding = [c for c in caps if c.max_qty <= min(x.max_qty for x in caps) * (1 + _REL_TOL) + _REL_TOL]
+        reasons += ["sized to limits", f"bound by {', '.join(c.name for c in binding)} limit"]
+        if qty <= 0:
+            violations += [f"{c.usage(0.0)} vs limit {c.limit}: no room for {symbol}" for c in binding]
+    else:
+        wanted = requested if fractional or not math.isfinite(requested) else float(math.floor(requested))
+        qty = min(wanted, cap_qty)
+        if wanted < requested:
+            reasons.append("floored to whole shares")
+        violations += [
+            f"{c.usage(requested)} > {c.limit}: cut {_fmt(requested)} -> {_fmt(qty)}"
+            for c in caps
+            if c.max_qty < requested
+        ]
+        if qty <= 0 and not violations:
+            violations.append(f"{symbol}: less than one whole share requested")
+    return _result(symbol, qty, reasons=reasons, violations=violations)
+
+
+def _gate_violations(
+    symbol: str, snapshot: PortfolioSnapshot, limits: RiskLimits, direction: float
+) -> list[str]:
+    """Conditions under which no new risk may be taken at all, whatever the size."""
+    out: list[str] = []
+    equity = snapshot.equity
+    if not (math.isfinite(equity) and equity > 0):
+        out.append(f"equity {equity} <= 0: no new risk in {symbol}")
+    if snapshot.trades_today >= limits.max_trades_per_day:
+        out.append(
+            f"trades per day: {snapshot.trades_today} >= {limits.max_trades_per_day}: no new risk in {symbol}"
+        )
+    sod = snapshot.start_of_day_equity
+    if sod is not None and equity <= sod * (1 - limits.daily_loss_limit_pct):
+        out.append(
+            f"daily loss limit: equity {equity:,.2f} <= {sod:,.2f} less {limits.daily_loss_limit_pct:.1%}: "
+            f"no new risk in {symbol}"
+        )
+    peak = snapshot.peak_equity
+    if peak is not None and equity <= peak * (1 - limits.max_drawdown_pct):
+        out.append(
+            f"drawdown breaker: equity {equity:,.2f} <= peak {peak:,.2f} less {limits.max_drawdown_pct:.1%}: "
+            f"no new risk in {symbol}"
+        )
+    if snapshot.positions.get(symbol, 0.0) == 0:
+        open_count = sum(1 for s, q in snapshot.positions.items() if q != 0 and s != symbol)
+        if open_count >= limits.max_open_positions:
+            out.append(
+                f"max open positions: {open_count} >= {limits.max_open_positions}: cannot open {symbol}"
+            )
+    if direction < 0 and not limits.allow_short:
+        out.append(f"short {symbol} not allowed (allow_short=False)")
+    return out
+
+
+def _caps(
+    symbol: str, snapshot: PortfolioSnapshot, limits: RiskLimits, px: float, direction: float
+) -> tuple[list[_Cap], list[str]]:
+    """The sizing caps for adding q to |position|; also the prices missing to value the sector."""
+    equity = snapshot.equity
+    held = abs(snapshot.positions.get(symbol, 0.0))
+
+    pos_limit = limits.max_position_pct * equity
+    caps = [
+        _Cap(
+            name="position",
+            max_qty=pos_limit / px - held,
+            fits=lambda q: (held + q) * px <= pos_limit * (1 + _REL_TOL),
+            usage=lambda q: f"position {symbol} {(held + q) * px / equity:.1%}",
+            limit=f"{limits.max_position_pct:.1%} of equity",
+        )
+    ]
+
+    sector = limits.sector_of(symbol)
+    others, missing = _sector_gross_excluding(symbol, sector, snapshot, limits)
+    sec_limit = limits.max_sector_pct * equity
+    caps.append(
+        _Cap(
+            name="sector",
+            max_qty=(sec_limit - others) / px - held,
+            fits=lambda q: others + (held + q) * px <= sec_limit * (1 + _REL_TOL),
+            usage=lambda q: f"sector {sector} with {symbol} {(others + (held + q) * px) / equity:.1%}",
+            limit=f"{limits.max_sector_pct:.1%} of equity",
+        )
+    )
+
+    if direction > 0:  # short sales bring cash in; only buys can overdraw
+        cash = snapshot.cash if not math.isnan(snapshot.cash) else 0.0
+        caps.append(
+            _Cap(
+                name="cash",
+                max_qty=cash / px,
+                fits=lambda q: q * px <= cash * (1 + _REL_TOL) if cash > 0 else q <= 0,
+                usage=lambda q: f"cash: {symbol} buy costs {q * px:,.2f}",
+                limit=f"cash {cash:,.2f}",
+            )
+        )
+    return caps, missing
+
+
+def _sector_gross_excluding(
+    symbol: str, sector: str, snapshot: PortfolioSnapshot, limits: RiskLimits
+) -> tuple[float, list[str]]:
+    """Gross value of the other holdings in `sector`; a holding we cannot value blocks new risk."""
+    gross = 0.0
+    missing: list[str] = []
+    for other, qty in snapshot.positions.items():
+        if other == symbol or qty == 0 or limits.sector_of(other) != sector:
+            continue
+        other_px = snapshot.prices.get(other)
+        if other_px is None or not (math.isfinite(other_px) and other_px > 0) or not math.isfinite(qty):
+            missing.append(f"no price for {other} to value sector {sector} before adding {symbol}")
+            continue
+        gross += abs(qty) * other_px
+    return gross, missing
+
+
+def _result(
+    symbol: str, qty: float, *, reasons: list[str] | None = None, violations: list[str] | None = None
+) -> RiskAssessment:
+    qty = max(float(qty), 0.0)
+    return RiskAssessment(
+        symbol=symbol,
+        approved=qty > 0,
+        quantity=qty,
+        reasons=reasons or [],
+        hard_violations=violations or [],
+    )
+
+
+def _fmt(q: float) -> str:
+    if math.isfinite(q) and q.is_integer() and abs(q) < 1e15:
+        return str(int(q))
+    return f"{q:.6g}"
