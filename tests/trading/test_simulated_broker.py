@@ -1,0 +1,140 @@
+"""The simulated broker: next-bar fills, costs, partial fills, rejections, and the backtest's brackets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backtests.engine import BacktestConfig, run_backtest
+from lake.sources.synthetic import SyntheticSource
+from strategies.builtin import DONCHIAN_BREAKOUT
+from strategies.positions import next_direction
+from trading.brokers.base import OrderRequest, OrderStatus, client_order_id
+from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.models import Side
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+def _bar(i: int, o: float, h: float | None = None, lo: float | None = None, c: float | None = None) -> dict[str, Any]:
+    return {"ts": T0 + timedelta(days=i), "open": o, "high": h or o, "low": lo or o, "close": c or o}
+
+
+def _order(cid: str, side: Side = Side.BUY, qty: float = 10, symbol: str = "AAA", **kw: Any) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol=symbol, side=side, quantity=qty, **kw)
+
+
+def test_orders_fill_at_the_next_bar_open_with_costs() -> None:
+    broker = SimulatedBroker(SimConfig(slippage_bps=10, commission_per_share=0.01), cash=10_000)
+    broker.on_bar({"AAA": _bar(0, 100, 101, 99, 100)})
+    broker.submit(_order("a"))
+    assert broker.positions() == {}  # nothing fills on the bar the decision was made
+    [fill] = broker.on_bar({"AAA": _bar(1, 102, 103, 101, 102)})
+    assert (fill.ts, fill.price, fill.quantity, fill.commission) == (T0 + timedelta(days=1), pytest.approx(102 * 1.001), 10, pytest.approx(0.1))
+    assert broker.cash == pytest.approx(10_000 - 10 * 102 * 1.001 - 0.1)
+    assert broker.get_order("a").status == OrderStatus.FILLED  # type: ignore[union-attr]
+
+
+def test_the_same_client_id_is_one_order() -> None:
+    broker = SimulatedBroker(cash=10_000)
+    first = broker.submit(_order("same"))
+    again = broker.submit(_order("same", qty=999))
+    assert again == first
+    assert len(broker.on_bar({"AAA": _bar(1, 100)})) == 1 and broker.positions() == {"AAA": 10}
+
+
+def test_rejections_and_partial_fills_are_seeded() -> None:
+    def run(seed: int) -> tuple[list[str], list[float]]:
+        broker = SimulatedBroker(SimConfig(seed=seed, reject_prob=0.4, partial_fill_prob=0.5), cash=1e9)
+        states = [broker.submit(_order(f"o{i}", symbol=f"S{i}", qty=100)) for i in range(30)]
+        fills = broker.on_bar({f"S{i}": _bar(1, 10) for i in range(30)})
+        return [s.client_order_id for s in states if s.status == OrderStatus.REJECTED], [f.quantity for f in fills]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+    rejected, quantities = run(1)
+    assert 0 < len(rejected) < 30 and any(q < 100 for q in quantities)
+
+
+def test_partial_fills_complete_on_later_bars() -> None:
+    broker = SimulatedBroker(SimConfig(partial_fill_prob=1.0, partial_fill_min=0.3), cash=1e6)
+    broker.submit(_order("p", qty=100))
+    filled = [f.quantity for i in range(1, 30) for f in broker.on_bar({"AAA": _bar(i, 10)})]
+    assert len(filled) > 1 and sum(filled) == 100
+    assert broker.get_order("p").filled_quantity == sum(filled)  # type: ignore[union-attr]
+
+
+def test_no_cash_no_naked_short() -> None:
+    broker = SimulatedBroker(cash=500)
+    broker.submit(_order("big", qty=100))
+    broker.submit(_order("short", side=Side.SELL, qty=5, symbol="BBB"))
+    fills = broker.on_bar({"AAA": _bar(1, 10), "BBB": _bar(1, 10)})
+    assert [(f.symbol, f.quantity) for f in fills] == [("AAA", 50)]  # what cash buys; no short sale
+    assert broker.cash == pytest.approx(0) and broker.get_order("short").status == OrderStatus.REJECTED  # type: ignore[union-attr]
+
+
+def test_close_all_flattens_at_the_next_open() -> None:
+    broker = SimulatedBroker(cash=10_000)
+    broker.submit(_order("a"))
+    broker.on_bar({"AAA": _bar(1, 100)})
+    broker.close_all()
+    broker.on_bar({"AAA": _bar(2, 90)})
+    assert broker.positions() == {} and broker.cash == pytest.approx(10_000 - 100)
+
+
+def test_brackets_match_the_backtest_engine_bar_for_bar() -> None:
+    """Donchian with ATR brackets on one symbol: the broker's fills are the engine's orders."""
+    bars = SyntheticSource(seed=5).fetch(["AAPL"], "1d", datetime(2022, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8)
+    engine = run_backtest(bars, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=100_000))
+    engine_buys = {r["ts"]: r["size"] for r in engine.orders.filter(pl.col("side") == "buy").iter_rows(named=True)}
+    signals = DONCHIAN_BREAKOUT.signals(bars, p).sort("ts").to_dicts()
+    broker = SimulatedBroker(cash=100_000)
+    for t, row in enumerate(signals):
+        broker.on_bar({"AAPL": row})
+        held = 1 if broker.positions().get("AAPL", 0) > 0 else 0
+        if t + 1 == len(signals):
+            break
+        nxt = next_direction(held, row["entry_long"], row["exit_long"], False, False)
+        fill_ts = signals[t + 1]["ts"]
+        if nxt == 1 and held == 0 and fill_ts in engine_buys:
+            levels = {"stop": row["stop"], "target1": row["target1"], "target2": row["target2"]}
+            broker.submit(OrderRequest(client_order_id=client_order_id("d", "AAPL", row["ts"], Side.BUY), symbol="AAPL", side=Side.BUY, quantity=engine_buys[fill_ts], **levels))
+        elif nxt == 0 and held == 1:
+            qty = broker.positions()["AAPL"]
+            broker.submit(OrderRequest(client_order_id=client_order_id("d", "AAPL", row["ts"], Side.SELL), symbol="AAPL", side=Side.SELL, quantity=qty))
+    want = engine.orders.select("ts", "side", "size", "price").rows()
+    got = [(f.ts, f.side.value, f.quantity, f.price) for f in broker.fills]
+    assert len(want) > 10 and any(w[2] != want[i - 1][2] for i, w in enumerate(want) if w[1] == "sell")
+    assert got == [(ts, side, size, pytest.approx(price, rel=1e-12)) for ts, side, size, price in want]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["AAA", "BBB", "CCC"]),
+            st.sampled_from([Side.BUY, Side.SELL]),
+            st.integers(min_value=1, max_value=400),
+            st.floats(min_value=5, max_value=200),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    partial=st.floats(min_value=0, max_value=1),
+)
+def test_cash_never_negative_and_positions_are_the_sum_of_fills(steps: list[tuple[str, Side, int, float]], partial: float) -> None:
+    broker = SimulatedBroker(SimConfig(partial_fill_prob=partial, commission_bps=5, slippage_bps=5), cash=20_000)
+    for i, (symbol, side, qty, price) in enumerate(steps):
+        broker.submit(_order(f"o{i}", side=side, qty=qty, symbol=symbol))
+        broker.on_bar({s: _bar(i, price * (1 + 0.01 * j), price * 1.02, price * 0.98, price) for j, s in enumerate(["AAA", "BBB", "CCC"])})
+        assert broker.cash >= -1e-9
+        assert all(q >= 0 for q in broker.positions().values())
+    for symbol in ("AAA", "BBB", "CCC"):
+        total = sum(f.signed_quantity for f in broker.fills if f.symbol == symbol)
+        assert broker.positions().get(symbol, 0.0) == pytest.approx(total)

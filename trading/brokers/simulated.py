@@ -1,0 +1,252 @@
+"""A seeded simulated broker on lake prices: next-bar fills, costs, partial fills, rejections, brackets.
+
+Orders sent before a bar fill at that bar's open (slipped, with commission), so a decision at bar t
+fills at t+1 at the earliest. Randomness (rejections, partial fills) is drawn from a generator seeded
+by the broker's seed and the order's client id: the same orders give the same fills on every run.
+Brackets follow `strategies.brackets`, the rule the backtest engine compiles: from the bar after the
+entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
+from trading.brokers.base import Account, Clock, Fill, OrderRequest, OrderState, OrderStatus, OrderType
+from trading.models import Side
+
+
+class SimConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 7
+    slippage_bps: float = Field(0.0, ge=0, le=1000)
+    commission_bps: float = Field(0.0, ge=0, le=1000)
+    commission_per_share: float = Field(0.0, ge=0)
+    partial_fill_prob: float = Field(0.0, ge=0, le=1, description="Chance an order fills only in part on a bar.")
+    partial_fill_min: float = Field(0.25, gt=0, le=1, description="Smallest part of the remainder a partial fill takes.")
+    reject_prob: float = Field(0.0, ge=0, le=1, description="Chance the broker rejects an order outright.")
+    fractional: bool = False
+    allow_short: bool = False
+
+
+@dataclass
+class _Bracket:
+    entry_id: str
+    phase: int
+    entry: float
+    stop: float
+    target1: float
+    target2: float
+    armed_after: datetime  # the entry's fill bar: checks start on the next one
+
+
+@dataclass
+class _Order:
+    request: OrderRequest
+    state: OrderState
+    rng: random.Random
+
+
+@dataclass
+class SimulatedBroker:
+    """In-memory broker state; `on_bar` advances time by one bar of every symbol given."""
+
+    config: SimConfig = field(default_factory=SimConfig)
+    cash: float = 100_000.0
+    name: str = "simulated"
+    now: datetime | None = None
+    _positions: dict[str, float] = field(default_factory=dict)
+    _marks: dict[str, float] = field(default_factory=dict)
+    _orders: dict[str, _Order] = field(default_factory=dict)
+    _brackets: dict[str, _Bracket] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+
+    # -- the Broker interface
+    def account(self) -> Account:
+        equity = self.cash + sum(q * self._marks.get(s, 0.0) for s, q in self._positions.items())
+        return Account(cash=self.cash, equity=equity, buying_power=max(self.cash, 0.0))
+
+    def positions(self) -> dict[str, float]:
+        return {s: q for s, q in self._positions.items() if q != 0}
+
+    def submit(self, order: OrderRequest) -> OrderState:
+        known = self._orders.get(order.client_order_id)
+        if known is not None:
+            return known.state  # the same decision sent again: nothing new
+        rng = random.Random(_seed(self.config.seed, order.client_order_id))
+        state = OrderState(
+            client_order_id=order.client_order_id,
+            broker_order_id=f"sim-{len(self._orders) + 1}",
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            status=OrderStatus.NEW,
+            submitted_at=self.now,
+        )
+        if rng.random() < self.config.reject_prob:
+            state = state.model_copy(update={"status": OrderStatus.REJECTED, "reason": "rejected by the simulated venue"})
+        self._orders[order.client_order_id] = _Order(order, state, rng)
+        return state
+
+    def get_order(self, client_order_id: str) -> OrderState | None:
+        known = self._orders.get(client_order_id)
+        return known.state if known else None
+
+    def open_orders(self) -> list[OrderState]:
+        return [o.state for o in self._orders.values() if o.state.status.is_open]
+
+    def cancel_all(self) -> int:
+        count = 0
+        for order in self._orders.values():
+            if order.state.status.is_open:
+                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
+                count += 1
+        return count
+
+    def close_all(self) -> list[OrderState]:
+        """Market orders that flatten every position at the next bar's open."""
+        self.cancel_all()
+        self._brackets.clear()
+        stamp = self.now.isoformat() if self.now else "start"
+        out = []
+        for symbol, qty in sorted(self.positions().items()):
+            side = Side.SELL if qty > 0 else Side.BUY
+            cid = f"close-{hashlib.sha256(f'{symbol}|{stamp}'.encode()).hexdigest()[:24]}"
+            out.append(self.submit(OrderRequest(client_order_id=cid, symbol=symbol, side=side, quantity=abs(qty), reduce_only=True)))
+        return out
+
+    def clock(self) -> Clock:
+        now = self.now or datetime.fromtimestamp(0).astimezone()
+        return Clock(timestamp=now, is_open=True, next_open=now, next_close=now)
+
+    # -- time
+    def on_bar(self, bars: dict[str, dict[str, Any]]) -> list[Fill]:
+        """One bar per symbol (ts, open, high, low, close): fills open orders, then runs brackets."""
+        if not bars:
+            return []
+        ts = max(b["ts"] for b in bars.values())
+        new: list[Fill] = []
+        filled_now: set[str] = set()
+        # Sells first: cash they free pays for the bar's buys, as in the backtest.
+        for order in sorted(self._open(), key=lambda o: o.request.side != Side.SELL):
+            bar = bars.get(order.request.symbol)
+            if bar is not None:
+                fill = self._fill_order(order, bar)
+                if fill is not None:
+                    new.append(fill)
+                    filled_now.add(order.request.symbol)
+        for symbol, bracket in list(self._brackets.items()):
+            bar = bars.get(symbol)
+            if bar is None or symbol in filled_now or bar["ts"] <= bracket.armed_after:
+                continue
+            fill = self._bracket_bar(symbol, bracket, bar)
+            if fill is not None:
+                new.append(fill)
+        for symbol, bar in bars.items():
+            self._marks[symbol] = float(bar["close"])
+        self.now = ts
+        self.fills.extend(new)
+        return new
+
+    def _open(self) -> list[_Order]:
+        return [o for o in self._orders.values() if o.state.status.is_open]
+
+    def _fill_order(self, order: _Order, bar: dict[str, Any]) -> Fill | None:
+        req, state = order.request, order.state
+        remaining = req.quantity - state.filled_quantity
+        if req.type == OrderType.LIMIT and req.limit_price is not None:
+            reachable = bar["low"] <= req.limit_price if req.side == Side.BUY else bar["high"] >= req.limit_price
+            if not reachable:
+                return None
+        qty = remaining
+        if order.rng.random() < self.config.partial_fill_prob:
+            qty = remaining * (self.config.partial_fill_min + (1 - self.config.partial_fill_min) * order.rng.random())
+            if not self.config.fractional:
+                qty = min(remaining, max(1.0, math.floor(qty)))  # a partial fill is at least one share
+        held = self._positions.get(req.symbol, 0.0)
+        if req.reduce_only:
+            qty = min(qty, abs(held)) if (held > 0) == (req.side == Side.SELL) else 0.0
+        price = self._slipped(float(bar["open"]), req.side)
+        if req.type == OrderType.LIMIT and req.limit_price is not None:
+            price = min(price, req.limit_price) if req.side == Side.BUY else max(price, req.limit_price)
+        if req.side == Side.BUY:
+            qty = min(qty, self._affordable(price))
+        elif not self.config.allow_short:
+            qty = min(qty, max(held, 0.0))  # no naked shorts without a margin account
+        qty = qty if self.config.fractional else float(math.floor(qty + 1e-9))
+        if qty <= 0:
+            why = "insufficient cash" if req.side == Side.BUY else "nothing to sell (no shorting)"
+            order.state = state.model_copy(update={"status": OrderStatus.REJECTED, "reason": why})
+            return None
+        fill = self._book(req.client_order_id, req.symbol, req.side, qty, price, bar["ts"], suffix=str(len(self.fills)))
+        done = state.filled_quantity + qty
+        avg = ((state.avg_fill_price or 0.0) * state.filled_quantity + price * qty) / done
+        full = done >= req.quantity - 1e-9
+        order.state = state.model_copy(
+            update={"filled_quantity": done, "avg_fill_price": avg, "status": OrderStatus.FILLED if full else OrderStatus.PARTIALLY_FILLED}
+        )
+        if req.side == Side.BUY and (req.stop or req.target1 or req.target2) and held == 0:
+            self._brackets[req.symbol] = _Bracket(
+                req.client_order_id, FULL, float(bar["open"]), _nan(req.stop), _nan(req.target1), _nan(req.target2), bar["ts"]
+            )
+        elif req.side == Side.SELL and self._positions.get(req.symbol, 0.0) <= 0:
+            self._brackets.pop(req.symbol, None)  # an exit signal closed it: the bracket goes with it
+        return fill
+
+    def _bracket_bar(self, symbol: str, b: _Bracket, bar: dict[str, Any]) -> Fill | None:
+        phase, action, price = bracket_step(
+            b.phase, b.entry, b.stop, b.target1, b.target2, float(bar["open"]), float(bar["high"]), float(bar["low"])
+        )
+        b.phase = phase
+        if phase == FLAT:
+            del self._brackets[symbol]
+        held = max(self._positions.get(symbol, 0.0), 0.0)
+        qty = half_of(held, self.config.fractional) if action == EXIT_HALF else held if action == EXIT_ALL else 0.0
+        if qty <= 0:
+            return None
+        leg = "t1" if action == EXIT_HALF else "exit"
+        return self._book(f"{b.entry_id}-{leg}", symbol, Side.SELL, qty, self._slipped(price, Side.SELL), bar["ts"], suffix=leg)
+
+    def _book(self, cid: str, symbol: str, side: Side, qty: float, price: float, ts: datetime, suffix: str) -> Fill:
+        commission = qty * price * self.config.commission_bps / 1e4 + qty * self.config.commission_per_share
+        fill = Fill(
+            fill_id=f"{cid}-{suffix}-{ts.isoformat()}",
+            client_order_id=cid,
+            symbol=symbol,
+            side=side,
+            quantity=qty,
+            price=price,
+            commission=commission,
+            ts=ts,
+        )
+        self.cash -= fill.signed_quantity * price + commission
+        self._positions[symbol] = self._positions.get(symbol, 0.0) + fill.signed_quantity
+        if abs(self._positions[symbol]) < 1e-12:
+            self._positions[symbol] = 0.0
+        return fill
+
+    def _slipped(self, price: float, side: Side) -> float:
+        slip = self.config.slippage_bps / 1e4
+        return price * (1 + slip) if side == Side.BUY else price * (1 - slip)
+
+    def _affordable(self, price: float) -> float:
+        per_share = price * (1 + self.config.commission_bps / 1e4) + self.config.commission_per_share
+        return max(self.cash, 0.0) / per_share
+
+
+def _seed(seed: int, client_order_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}|{client_order_id}".encode()).digest()[:8], "big")
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
