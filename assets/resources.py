@@ -7,13 +7,18 @@ from the environment (keys only through `dg.EnvVar`, never in code or logs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 from pydantic import Field
 
 from lake.paths import default_lake_root
 from lake.sources.base import BarSource
+
+if TYPE_CHECKING:
+    from trading.brokers.base import Broker
+    from trading.ledger import Ledger
+    from trading.pipeline import PipelineConfig
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -71,3 +76,52 @@ class MarketDataResource(dg.ConfigurableResource):
         if self.fallback_to_synthetic:
             return FallbackSource([alpaca, SyntheticSource(seed=self.seed, exchange=self.exchange)])
         return alpaca
+
+
+class TradingResource(dg.ConfigurableResource):
+    """Where decisions go: the ledger, the mode, the agent pipeline, and (for paper/live) the broker."""
+
+    mode: Literal["validation", "simulation", "paper", "live"] = Field(
+        default="validation", description="validation decides and sends nothing; paper uses Alpaca's paper account."
+    )
+    ledger_url: str = Field(default="", description="SQLAlchemy URL; empty: QUANTLAKE_LEDGER_PATH or data/ledger.sqlite.")
+    pipeline_file: str = Field(default="", description="A JSON/YAML pipeline config; empty: the rule-based default.")
+    llm_model: str = Field(default="", description="Use the model analyst with this model (needs OPENAI_API_KEY or a base URL).")
+    llm_base_url: str = Field(default="", description="An OpenAI-compatible server, e.g. a local model.")
+    cache_dir: str = Field(default="", description="Keep model answers here, so past cycles can be replayed.")
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    live_opt_in: bool = False
+    alpaca_api_key: str | None = None
+    alpaca_secret_key: str | None = None
+    alpaca_trading_url: str | None = None
+
+    def ledger(self) -> Ledger:
+        from trading.ledger import Ledger
+
+        return Ledger(self.ledger_url or None)
+
+    def pipeline(self) -> PipelineConfig:
+        from trading.pipeline import load_pipeline_config
+
+        return load_pipeline_config(
+            self.pipeline_file or None,
+            llm_model=self.llm_model or None,
+            llm_base_url=self.llm_base_url or None,
+            daily_budget_usd=self.daily_budget_usd,
+        )
+
+    def broker(self) -> Broker | None:
+        from trading.execution import check_mode
+        from trading.models import Mode
+
+        mode = Mode(self.mode)
+        check_mode(mode, live_opt_in=self.live_opt_in)
+        if mode in (Mode.VALIDATION, Mode.SIMULATION):
+            return None
+        if not (self.alpaca_api_key and self.alpaca_secret_key):
+            raise ValueError(f"trading: mode {self.mode!r} needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
+        from trading.brokers.alpaca import AlpacaBroker
+
+        return AlpacaBroker(
+            self.alpaca_api_key, self.alpaca_secret_key, paper=mode == Mode.PAPER, url_override=self.alpaca_trading_url
+        )

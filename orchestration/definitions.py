@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bars, derived, research
+from assets import bars, derived, research, trading
 from orchestration.executors import build_executor
 from orchestration.jobs import JOBS
 from orchestration.resources import build_resources
@@ -12,7 +12,7 @@ from orchestration.schedules import build_schedules
 from orchestration.sensors import SENSORS
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([bars, derived, research]),
+    assets=dg.load_assets_from_modules([bars, derived, research, trading]),
     jobs=JOBS,
     schedules=build_schedules(),
     sensors=SENSORS,

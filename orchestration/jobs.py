@@ -32,4 +32,11 @@ research_job = dg.define_asset_job(
     description="Backtest, parameter sweep, walk-forward and Monte Carlo with one run config.",
 )
 
-JOBS = [ingest_intraday_job, ingest_daily_job, backtest_job, research_job]
+decide_job = dg.define_asset_job(
+    "decide_job",
+    selection=dg.AssetSelection.assets("decision_cycle"),
+    description="One decision cycle for the universe: agents and hard limits decide, the ledger records (paper/live: orders).",
+    tags={"quantlake/kind": "trading"},
+)
+
+JOBS = [ingest_intraday_job, ingest_daily_job, backtest_job, research_job, decide_job]

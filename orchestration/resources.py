@@ -6,6 +6,10 @@
 - QUANTLAKE_FALLBACK: "1" to fall back to the generator when Alpaca fails (each fallback is counted).
 - QUANTLAKE_FILES_GLOB / QUANTLAKE_FILES_TZ: a user's own CSV/Parquet files.
 - QUANTLAKE_LAKE_DIR: the lake root (default data/lake); QUANTLAKE_SEED: the generator's seed.
+- QUANTLAKE_MODE: validation (default) | simulation | paper | live (live also needs
+  QUANTLAKE_LIVE_OPT_IN=1 and QUANTLAKE_LIVE_TRADING=yes); QUANTLAKE_LEDGER_URL: the ledger database.
+- QUANTLAKE_PIPELINE: a pipeline config file; OPENAI_MODEL / OPENAI_BASE_URL: the model analyst;
+  QUANTLAKE_DAILY_BUDGET_USD; QUANTLAKE_LLM_CACHE: where model answers are kept for replays.
 Keys go through `dg.EnvVar`, so Dagster never shows or logs their values.
 """
 
@@ -17,7 +21,7 @@ from typing import Any
 import dagster as dg
 
 from assets.partitions import exchange
-from assets.resources import LakeResource, MarketDataResource
+from assets.resources import LakeResource, MarketDataResource, TradingResource
 
 
 def _source() -> str:
@@ -53,8 +57,27 @@ def market_data_resource() -> MarketDataResource:
     return MarketDataResource(**kwargs)
 
 
+def trading_resource() -> TradingResource:
+    kwargs: dict[str, Any] = {
+        "mode": os.environ.get("QUANTLAKE_MODE", "validation"),
+        "ledger_url": os.environ.get("QUANTLAKE_LEDGER_URL", ""),
+        "pipeline_file": os.environ.get("QUANTLAKE_PIPELINE", ""),
+        "llm_model": os.environ.get("OPENAI_MODEL", ""),
+        "llm_base_url": os.environ.get("OPENAI_BASE_URL", ""),
+        "cache_dir": os.environ.get("QUANTLAKE_LLM_CACHE", ""),
+        "live_opt_in": os.environ.get("QUANTLAKE_LIVE_OPT_IN", "0") == "1",
+        "alpaca_trading_url": os.environ.get("ALPACA_TRADING_URL") or None,
+    }
+    if budget := os.environ.get("QUANTLAKE_DAILY_BUDGET_USD"):
+        kwargs["daily_budget_usd"] = float(budget)
+    if os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"):
+        kwargs |= {"alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"), "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY")}
+    return TradingResource(**kwargs)
+
+
 def build_resources() -> dict[str, Any]:
     return {
         "lake": LakeResource(root=os.environ.get("QUANTLAKE_LAKE_DIR", "")),
         "market_data": market_data_resource(),
+        "trading": trading_resource(),
     }

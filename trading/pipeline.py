@@ -11,6 +11,7 @@ Every step is an event on the sink; the ledger persists them.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import uuid
@@ -18,9 +19,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import AgentRun, Role
 from trading.agents.cache import ResponseCache
@@ -28,7 +30,14 @@ from trading.agents.registry import AgentSpec, BuildEnv, build_agent
 from trading.agents.rules import reduces_position
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
-from trading.cost import Budget, BudgetExceeded, CostTracker, PriceTable
+from trading.cost import (
+    Budget,
+    BudgetExceeded,
+    CostTracker,
+    PriceTable,
+    estimate_call_cost,
+    estimate_run_cost,
+)
 from trading.events import Event, EventSink, EventType, MemorySink
 from trading.models import (
     Action,
@@ -83,6 +92,18 @@ class DecisionPipeline:
         self.analyst = build_agent(config.analyst, Role.ANALYST, env)
         self.risk = build_agent(config.risk, Role.RISK, env)
         self.validator = build_agent(config.validator, Role.VALIDATOR, env)
+
+    def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = ()) -> dict[str, float]:
+        """Before a run: at most one call per model agent per signalled symbol, priced from recent runs'
+        mean cost per call, else from the prompt sizes and each agent's output cap."""
+        signalled = [c for c in contexts if c.wants is not None]
+        callers = [a.caller for a in (self.analyst, self.risk, self.validator) if hasattr(a, "caller")]
+        calls = len(signalled) * len(callers)
+        if not calls:
+            return {"model_calls_max": 0, "usd": 0.0}
+        prompt_chars = max(len(json.dumps(c.prompt_view(), default=str)) for c in signalled) + 1_500
+        by_prompt = sum(estimate_call_cost(self.prices, c.settings.model, prompt_chars, c.settings.max_output_tokens) for c in callers) / len(callers)
+        return {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
 
     def model_calls(self) -> int:
         return sum(getattr(getattr(a, "caller", None), "calls", 0) for a in (self.analyst, self.risk, self.validator))
@@ -267,3 +288,42 @@ def _decision(
     return Decision(
         run_id=run_id, strategy=ctx.strategy, symbol=ctx.symbol, decided_at=ctx.as_of, verdict=verdict, side=side, quantity=quantity, rationale=rationale, **levels
     )
+
+
+def load_pipeline_config(
+    path: str | Path | None = None,
+    *,
+    llm_model: str | None = None,
+    llm_base_url: str | None = None,
+    daily_budget_usd: float | None = None,
+) -> PipelineConfig:
+    """A pipeline from a JSON or YAML file (or the rule-based default), with quick overrides.
+
+    `llm_model` swaps the analyst for the model analyst on that model; a bad file or field raises
+    `ValueError` naming the file and the field.
+    """
+    raw: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ValueError(f"pipeline config {file}: {exc.strerror}") from None
+        import yaml  # JSON is YAML too
+
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"pipeline config {file}: expected a mapping at the top, got {type(loaded).__name__}")
+        raw = loaded
+    if llm_model:
+        settings: dict[str, Any] = {"model": llm_model}
+        if llm_base_url:
+            settings["base_url"] = llm_base_url
+        raw["analyst"] = {"type": "llm_analyst", "config": settings}
+    if daily_budget_usd is not None:
+        raw["budget"] = {**raw.get("budget", {}), "per_day": daily_budget_usd}
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        fields = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        raise ValueError(f"pipeline config {path or '(default)'}: {fields}") from None

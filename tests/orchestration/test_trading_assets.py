@@ -1,0 +1,116 @@
+"""The decision_cycle asset in-process: decisions as metadata, every event in the ledger, replays exact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from assets import trading
+from assets.resources import LakeResource, TradingResource
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
+from tests.fakes.openai_server import OpenAIServer, Reply
+from trading.events import EventType
+from trading.ledger import Ledger
+
+SYMBOLS = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT", "NVDA", "TSLA"]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
+    root: Path = tmp_path_factory.mktemp("lake")
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(root, "bars", "1d", bars, period="year")
+    return LakeResource(root=str(root))
+
+
+def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any]) -> dg.AssetMaterialization:
+    result = dg.materialize(
+        [trading.decision_cycle],
+        resources={"lake": lake, "trading": resource},
+        run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS, **config}}}},
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    return event.materialization  # type: ignore[return-value]
+
+
+def _decisions(ledger_url: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    with Ledger(ledger_url) as ledger:
+        return [
+            {k: v for k, v in e.payload.items() if k != "run_id"}
+            for e in ledger.events(types=[EventType.DECISION.value])
+            if run_id is None or e.run_id == run_id
+        ]
+
+
+def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    resource = TradingResource(ledger_url=url)
+    mat = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"})
+    meta = mat.metadata
+    assert meta["mode"].value == "validation" and meta["as_of"].value == "2024-03-06T14:30:00+00:00"
+    assert meta["execute"].value + meta["hold"].value == len(SYMBOLS)  # type: ignore[operator]
+    assert meta["model_calls"].value == 0 and meta["cost_usd"].value == 0.0 and meta["execute"].value >= 1
+    assert "| symbol | verdict |" in meta["decisions"].value  # type: ignore[operator]
+    decisions = _decisions(url)
+    assert len(decisions) == len(SYMBOLS)
+    assert meta["ledger_events_written"].value > len(SYMBOLS)  # type: ignore[operator]
+    with Ledger(url) as ledger:
+        [deposit] = ledger.events(types=[EventType.DEPOSIT.value])
+        assert deposit.payload["amount"] == 100_000.0
+
+
+def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    def answer(body: dict[str, Any]) -> Reply:
+        payload = json.loads(next(m["content"] for m in body["messages"] if m["role"] == "user"))
+        close = payload["close"]
+        content = {"action": "BUY", "confidence": 0.9, "rationale": "model", "entry": close, "stop": close * 0.9, "target1": close * 1.1, "target2": close * 1.2}
+        return Reply(content=json.dumps(content), prompt_tokens=500, completion_tokens=50)
+
+    config = {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"}
+    with OpenAIServer(responder=answer) as server:
+        recorded_url = f"sqlite:///{tmp_path / 'recorded.sqlite'}"
+        live = TradingResource(ledger_url=recorded_url, llm_model="gpt-4o-mini", llm_base_url=server.base_url, cache_dir=str(tmp_path / "cache"))
+        mat = _run(lake, live, config)
+        calls = server.calls
+    assert calls > 0 and mat.metadata["model_calls"].value == calls
+    assert mat.metadata["cost_usd"].value > 0  # type: ignore[operator]
+    replay_url = f"sqlite:///{tmp_path / 'replay.sqlite'}"
+    replay = TradingResource(ledger_url=replay_url, llm_model="gpt-4o-mini", llm_base_url="http://127.0.0.1:9/v1", cache_dir=str(tmp_path / "cache"))
+    again = _run(lake, replay, config | {"replay": True})
+    assert again.metadata["model_calls"].value == 0
+    assert _decisions(replay_url) == _decisions(recorded_url)
+
+
+def test_bad_config_fails_with_the_reason(lake: LakeResource, tmp_path: Path) -> None:
+    resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", pipeline_file=str(tmp_path / "missing.yaml"))
+    with pytest.raises(dg.Failure, match="missing.yaml"):
+        dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})
+    with pytest.raises(dg.Failure, match="ZZZZ"):
+        dg.materialize(
+            [trading.decision_cycle],
+            resources={"lake": lake, "trading": TradingResource(ledger_url=f"sqlite:///{tmp_path / 'm.sqlite'}")},
+            run_config={"ops": {"decision_cycle": {"config": {"symbols": ["ZZZZ"]}}}},
+        )
+
+
+@pytest.fixture
+def _no_live(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("QUANTLAKE_LIVE_TRADING", raising=False)
+    yield
+
+
+@pytest.mark.usefixtures("_no_live")
+def test_live_mode_without_opt_in_is_refused(lake: LakeResource, tmp_path: Path) -> None:
+    resource = TradingResource(mode="live", ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", alpaca_api_key="k", alpaca_secret_key="s")
+    with pytest.raises(Exception, match="real money"):
+        dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})

@@ -1,0 +1,161 @@
+"""Decisions to orders: once only, reconciled first, halted by the safety controls, replayable from the ledger."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trading.brokers.base import BrokerError, OrderRequest, client_order_id
+from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.events import EventType
+from trading.execution import ExecutionError, Executor, ReconciliationFailed, SafetyConfig, check_mode
+from trading.ledger import Ledger, replay_portfolio
+from trading.models import Decision, Mode, Side, Verdict
+
+OPEN = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)  # 10:00 New York: inside the trading window
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+
+def _decision(symbol: str, side: Side, qty: float, at: datetime = OPEN, **levels: float) -> Decision:
+    return Decision(run_id="r", strategy="sma", symbol=symbol, decided_at=at, verdict=Verdict.EXECUTE, side=side, quantity=qty, **levels)
+
+
+def _bar(price: float, at: datetime) -> dict[str, Any]:
+    return {"ts": at, "open": price, "high": price * 1.01, "low": price * 0.99, "close": price}
+
+
+def _executor(broker: SimulatedBroker, ledger: Ledger, run_id: str = "run-1", mode: Mode = Mode.SIMULATION) -> Executor:
+    ex = Executor(broker, ledger, mode=mode, run_id=run_id)
+    ex.ensure_funded()
+    return ex
+
+
+def test_each_decision_is_sent_once_across_reruns(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    decisions = [_decision("AAA", Side.BUY, 10), _decision("BBB", Side.BUY, 5)]
+    first = _executor(broker, ledger).execute(decisions, {}, now=OPEN)
+    rerun = _executor(broker, ledger, run_id="run-2").execute(decisions, {}, now=OPEN)
+    assert len(first) == 2 and rerun == []
+    assert len(list(ledger.events(types=["order_submitted"]))) == 2
+
+
+def test_a_crash_between_send_and_ledger_write_sends_nothing_twice(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    d = _decision("AAA", Side.BUY, 10)
+    # The previous run sent the order and died before writing it down.
+    broker.submit(OrderRequest(client_order_id=client_order_id("sma", "AAA", OPEN, Side.BUY), symbol="AAA", side=Side.BUY, quantity=10))
+    ex = _executor(broker, ledger, run_id="after-crash")
+    report = ex.reconcile({})
+    assert len(report["unknown_orders"]) == 1  # the reconciliation notices the order the ledger lacks
+    [state] = ex.execute([d], {}, now=OPEN)
+    assert len(broker.open_orders()) == 1 and state.broker_order_id == "sim-1"
+    broker.on_bar({"AAA": _bar(100, OPEN + timedelta(days=1))})
+    assert broker.positions() == {"AAA": 10}
+
+
+def test_validation_mode_sends_nothing(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    assert _executor(broker, ledger, mode=Mode.VALIDATION).execute([_decision("AAA", Side.BUY, 10)], {}) == []
+    assert broker.open_orders() == []
+
+
+def test_unreadable_broker_fails_closed(ledger: Ledger) -> None:
+    class Down(SimulatedBroker):
+        def positions(self) -> dict[str, float]:
+            raise BrokerError("alpaca: HTTP 503 on GET /v2/positions")
+
+    ex = _executor(SimulatedBroker(cash=1), ledger)
+    ex.broker = Down(cash=1)
+    with pytest.raises(ReconciliationFailed, match="nothing was sent"):
+        ex.reconcile({})
+    [event] = ledger.events(types=["reconciliation"])
+    assert event.payload["ok"] is False and "503" in event.payload["error"]
+
+
+def test_kill_switch_flattens_halts_and_lets_only_exits_through_until_resumed(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger)
+    ex.execute([_decision("AAA", Side.BUY, 10)], {}, now=OPEN)
+    broker.on_bar({"AAA": _bar(100, OPEN + timedelta(days=1))})
+    ex.kill_switch("trader pressed the button")
+    broker.on_bar({"AAA": _bar(101, OPEN + timedelta(days=2))})
+    assert broker.positions() == {}
+    assert ex.halted() == "kill_switch: trader pressed the button"
+    later = OPEN + timedelta(days=2)
+    assert ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {}, now=later) == []
+    blocked = [e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert blocked[0].payload["symbol"] == "BBB"
+    # An exit is a risk-reducing order: it goes through a halt.
+    assert len(ex.execute([_decision("CCC", Side.SELL, 3, at=later)], {"CCC": 3}, now=later)) == 1
+    ex.resume("alice")
+    assert ex.halted() is None
+    assert len(ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {}, now=later)) == 1
+    with pytest.raises(ExecutionError, match="not halted"):
+        ex.resume("alice")
+
+
+def test_breakers_halt_until_resumed(ledger: Ledger) -> None:
+    ex = _executor(SimulatedBroker(cash=100_000), ledger)
+    assert ex.check_breakers(equity=98_000, start_of_day_equity=100_000, peak_equity=100_000) is None
+    assert "daily loss 3.00%" in (ex.check_breakers(equity=97_000, start_of_day_equity=100_000, peak_equity=100_000) or "")
+    assert ex.halted() is not None
+    assert ex.check_breakers(equity=50_000, start_of_day_equity=100_000, peak_equity=100_000) is None  # one trip recorded
+
+
+def test_trading_window_blocks_entries_and_flattens_at_its_end(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="w", safety=SafetyConfig())
+    early = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)  # 09:00 New York
+    assert ex.execute([_decision("AAA", Side.BUY, 10, at=early)], {}, now=early) == []
+    ex.execute([_decision("AAA", Side.BUY, 10)], {}, now=OPEN)
+    broker.on_bar({"AAA": _bar(100, OPEN + timedelta(minutes=1))})
+    assert ex.end_of_window(datetime(2024, 3, 5, 20, 0, tzinfo=UTC)) == []  # 15:00 NY: still open
+    closing = datetime(2024, 3, 5, 20, 56, tzinfo=UTC)  # 15:56 New York
+    assert len(ex.end_of_window(closing)) == 1
+    broker.on_bar({"AAA": _bar(100, closing + timedelta(minutes=1))})
+    assert broker.positions() == {}
+
+
+def test_live_mode_needs_both_opt_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QUANTLAKE_LIVE_TRADING", raising=False)
+    check_mode(Mode.PAPER, live_opt_in=False)
+    with pytest.raises(ExecutionError, match="real money"):
+        check_mode(Mode.LIVE, live_opt_in=True)
+    monkeypatch.setenv("QUANTLAKE_LIVE_TRADING", "yes")
+    with pytest.raises(ExecutionError, match="real money"):
+        check_mode(Mode.LIVE, live_opt_in=False)
+    check_mode(Mode.LIVE, live_opt_in=True)
+
+
+def test_ledger_replay_equals_the_broker_after_a_long_random_session(ledger: Ledger) -> None:
+    rng = random.Random(11)
+    broker = SimulatedBroker(SimConfig(seed=3, slippage_bps=5, commission_per_share=0.005, partial_fill_prob=0.3, reject_prob=0.05), cash=250_000)
+    ex = _executor(broker, ledger)
+    symbols = ["AAA", "BBB", "CCC", "DDD"]
+    prices = dict.fromkeys(symbols, 100.0)
+    at = OPEN
+    for step in range(400):
+        at += timedelta(minutes=1)
+        decisions = []
+        for s in symbols:
+            prices[s] *= 1 + rng.gauss(0, 0.01)
+            if rng.random() < 0.2:
+                side = rng.choice([Side.BUY, Side.SELL])
+                decisions.append(_decision(s, side, rng.randint(1, 200), at=at))
+        ex.execute(decisions, broker.positions())
+        ex.record_fills(broker.on_bar({s: _bar(prices[s], at + timedelta(seconds=30)) for s in symbols}))
+        if step % 50 == 0:
+            ex.record_fills(broker.fills[-3:])  # recording a fill twice writes it once
+    portfolio = replay_portfolio(ledger)
+    assert len(broker.fills) > 300
+    assert portfolio.cash == pytest.approx(broker.cash, rel=1e-12)
+    assert {s: q for s, q in portfolio.positions.items() if q} == pytest.approx(broker.positions())
+    assert len(list(ledger.events(types=[EventType.FILL.value]))) == len(broker.fills)

@@ -1,0 +1,157 @@
+"""One decision cycle over the lake: point-in-time bars -> contexts -> pipeline -> ledger (-> broker).
+
+The cycle's events are written to the ledger in one transaction at the end: a cycle is recorded
+whole or not at all. With a broker (paper/live/simulation), the broker is reconciled first (fail
+closed) and each EXECUTE decision becomes one order, never two.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lake.schema import TIMEFRAMES
+from lake.store import read_bars
+from strategies.base import Strategy
+from trading.agents.cache import ResponseCache
+from trading.agents.tools import standard_tools
+from trading.brokers.base import Broker, OrderState
+from trading.context import build_contexts
+from trading.events import Event, EventType, MemorySink
+from trading.execution import Executor
+from trading.ledger import Ledger, replay_portfolio
+from trading.models import Decision, Mode, PortfolioSnapshot
+from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
+
+
+class CycleError(ValueError):
+    """The cycle cannot run (no bars, unknown symbols); the message names what is missing."""
+
+
+@dataclass
+class CycleReport:
+    run_id: str
+    as_of: datetime
+    mode: Mode
+    result: CycleResult
+    snapshot: PortfolioSnapshot
+    skipped: dict[str, str]
+    estimate: dict[str, float]
+    events_written: int
+    orders: list[OrderState] = field(default_factory=list)
+
+    def decisions_frame(self) -> pl.DataFrame:
+        rows = [d.model_dump(mode="json", exclude={"run_id", "strategy"}) for d in self.result.decisions]
+        return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def load_window(lake_root: Path, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int) -> pl.DataFrame:
+    """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or now), from the lake."""
+    bar = TIMEFRAMES[timeframe]
+    end = (as_of + bar) if as_of else datetime.now().astimezone()
+    per_day = 1 if timeframe == "1d" else max(1, int(timedelta(minutes=390) / bar))
+    days = int(lookback_bars / per_day * 1.6) + 10  # weekends and holidays
+    dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"
+    bars = read_bars(lake_root, symbols, timeframe, end - timedelta(days=days), end, dataset=dataset)
+    if bars.is_empty():
+        raise CycleError(f"no {timeframe} bars for {symbols} before {end.isoformat()}: ingest them first")
+    return bars
+
+
+def latest_common_bar(bars: pl.DataFrame) -> datetime:
+    """The newest bar time every symbol has reached (a decision waits for the slowest symbol)."""
+    value: datetime = bars.group_by("symbol").agg(pl.col("ts").max())["ts"].min()  # type: ignore[assignment]
+    return value
+
+
+def spent_on(ledger: Ledger, day: date) -> tuple[float, list[float]]:
+    """Money the day's earlier cycles spent, and recent costs per model call (for estimates)."""
+    spent, per_call = 0.0, []
+    for event in ledger.events(types=[EventType.COST.value]):
+        if event.payload.get("scope") != "run":
+            continue
+        calls = event.payload.get("model_calls", 0)
+        if calls:
+            per_call.append(event.payload["run_cost_usd"] / calls)
+        if event.as_of is not None and event.as_of.date() == day:
+            spent += float(event.payload.get("run_cost_usd", 0.0))
+    return spent, per_call[-20:]
+
+
+def snapshot_from_ledger(ledger: Ledger, marks: dict[str, float], as_of: datetime, *, initial_cash: float, run_id: str, mode: Mode) -> tuple[PortfolioSnapshot, list[Event]]:
+    """The portfolio as the ledger has it, marked at `marks`; funds an empty ledger with `initial_cash`."""
+    new: list[Event] = []
+    portfolio = replay_portfolio(ledger)
+    if not any(True for _ in ledger.events(types=[EventType.DEPOSIT.value])):
+        new.append(Event(type=EventType.DEPOSIT, run_id=run_id, mode=mode, as_of=as_of, payload={"amount": initial_cash, "source": "initial"}))
+        portfolio.apply_deposit(initial_cash)
+    equity = portfolio.equity(marks)
+    trades_today = sum(
+        1 for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if e.as_of is not None and e.as_of.date() == as_of.date()
+    )
+    snapshot = PortfolioSnapshot(
+        cash=portfolio.cash,
+        equity=equity,
+        positions={s: q for s, q in portfolio.positions.items() if q},
+        prices=marks,
+        start_of_day_equity=equity,
+        peak_equity=max(equity, initial_cash),
+        trades_today=trades_today,
+    )
+    return snapshot, new
+
+
+def run_decision_cycle(
+    *,
+    lake_root: Path,
+    ledger: Ledger,
+    strategy: Strategy[Any],
+    params: Any,
+    symbols: list[str],
+    timeframe: str,
+    pipeline: PipelineConfig,
+    as_of: datetime | None = None,
+    mode: Mode = Mode.VALIDATION,
+    initial_cash: float = 100_000.0,
+    cache: ResponseCache | None = None,
+    broker: Broker | None = None,
+    run_id: str | None = None,
+) -> CycleReport:
+    run_id = run_id or uuid.uuid4().hex
+    bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1)
+    as_of = as_of or latest_common_bar(bars)
+    past = bars.filter(pl.col("ts") <= as_of)
+    marks = {r["symbol"]: r["close"] for r in past.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
+    snapshot, pre_events = snapshot_from_ledger(ledger, marks, as_of, initial_cash=initial_cash, run_id=run_id, mode=mode)
+    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot)
+    decider = DecisionPipeline(pipeline, cache=cache)
+    spent, per_call = spent_on(ledger, as_of.date())
+    estimate = decider.estimate(contexts, per_call)
+    sink = MemorySink()
+    for event in pre_events:
+        sink.emit(event)
+    tools = standard_tools(past, {c.symbol: c.features for c in contexts}, snapshot.positions, _recent_decisions(ledger))
+    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent, tools=tools, skipped=skipped)
+    written = ledger.append_many(sink.events)
+    orders: list[OrderState] = []
+    if broker is not None and mode != Mode.VALIDATION:
+        orders = _execute(broker, ledger, result.decisions, mode=mode, run_id=run_id)
+    return CycleReport(run_id, as_of, mode, result, snapshot, skipped, estimate, written, orders)
+
+
+def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode: Mode, run_id: str) -> list[OrderState]:
+    executor = Executor(broker, ledger, mode=mode, run_id=run_id)
+    executor.ensure_funded()
+    positions = {s: q for s, q in replay_portfolio(ledger).positions.items() if q}
+    executor.reconcile(positions)  # raises before anything is sent when the broker cannot be read
+    return executor.execute(decisions, broker.positions())
+
+
+def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:
+    recent = [e.payload for e in ledger.events(types=[EventType.DECISION.value])]
+    return recent[-limit:]

@@ -1,0 +1,417 @@
+"""The append-only, event-sourced ledger: every `Event` in one table, in the order it was written.
+
+SQLite (one file, the default) or PostgreSQL (a URL; may share the Dagster database: the table and
+the Alembic version table have their own names). The schema is owned by the Alembic migrations in
+`migrations/`; `Ledger()` brings the database to head. Nothing is ever updated or deleted: there is
+no API for it and a database trigger rejects it. Appending an event whose `event_id` is already
+stored is a no-op, so a re-run that emits the same events writes nothing twice.
+
+`seq` is the order of writing. On PostgreSQL, sequence values of concurrent transactions can
+commit out of order, so a reader polling with `after_seq` may see seq 101 before seq 100 exists;
+readers that need "exactly once" should re-read a small window or run after the writers finish.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from trading.events import Event, EventType
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "ledger_alembic_version"
+TABLE = "ledger_events"
+EVENT_ID_MAX = 32
+_MIGRATE_LOCK_KEY = 0x51_4C_45_44  # "QLED": serialises concurrent migrations on PostgreSQL
+
+
+class LedgerError(RuntimeError):
+    """The ledger could not be opened or written; the message names the URL (never its password)."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend: stored as UTC, read back as UTC.
+
+    SQLite has no timezone type (SQLAlchemy stores a naive string), so values are converted to UTC
+    before storing and UTC is re-attached on read. Naive datetimes are taken to be UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+# Mirrors migrations/versions/0001_ledger_events.py (the migration is what creates it).
+ledger_events = sa.Table(
+    TABLE,
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(EVENT_ID_MAX), nullable=False),
+    sa.Column("type", sa.String(), nullable=False),
+    sa.Column("run_id", sa.String(), nullable=False),
+    sa.Column("trace_id", sa.String(), nullable=False),
+    sa.Column("mode", sa.String(), nullable=False),
+    sa.Column("symbol", sa.String(), nullable=True),
+    sa.Column("as_of", UTCDateTime(), nullable=True),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    sa.UniqueConstraint("event_id", name="uq_ledger_events_event_id"),
+    sa.Index("ix_ledger_events_run_id", "run_id"),
+    sa.Index("ix_ledger_events_symbol", "symbol"),
+    sa.Index("ix_ledger_events_type_seq", "type", "seq"),
+)
+
+_EVENT_COLUMNS = [c for c in ledger_events.c if c.name != "seq"]
+
+# Strict JSON: NaN/inf are rejected on every backend (PostgreSQL's JSONB would refuse them anyway).
+_json_dumps = functools.partial(json.dumps, allow_nan=False, separators=(",", ":"))
+
+try:  # orjson (installed with langchain/langsmith) parses ~5x faster: it is what makes replays quick
+    import orjson
+
+    def _json_loads(text: str | bytes) -> Any:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits, which json reads
+            return json.loads(text)
+
+except ImportError:  # pragma: no cover - the standard library is the fallback
+    _json_loads = json.loads
+
+
+def default_url() -> str:
+    """`sqlite:///` + `$QUANTLAKE_LEDGER_PATH`, or `data/ledger.sqlite` under the repository root."""
+    path = Path(os.environ.get("QUANTLAKE_LEDGER_PATH") or REPO_ROOT / "data" / "ledger.sqlite")
+    return f"sqlite:///{path.expanduser().resolve()}"
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with its password replaced by `***`; works on URLs SQLAlchemy cannot parse too."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except Exception:
+        found = re.search(r"://[^/@:]*:([^/@]*)@", url)
+        return found.group(1) if found else None
+
+
+def _reason(exc: BaseException, password: str | None) -> str:
+    """A one-paragraph cause without SQLAlchemy's statement/parameter dump and without the password."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0].strip()
+    if password:
+        text = text.replace(password, "***")
+    return f"{type(orig if orig is not None else exc).__name__}: {text}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    """SQLAlchemy's SQLite DATETIME storage format ("YYYY-MM-DD HH:MM:SS.ffffff"), in UTC."""
+    utc = _utc(value)
+    return None if utc is None else utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _check_id(event: Event) -> None:
+    if len(event.event_id) > EVENT_ID_MAX:
+        raise LedgerError(f"event_id {event.event_id!r} is longer than {EVENT_ID_MAX} characters")
+
+
+def _sqlite_row(e: Event) -> tuple[Any, ...]:
+    _check_id(e)
+    payload = _json_dumps(e.payload)
+    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, _sqlite_ts(e.as_of), _sqlite_ts(e.recorded_at), payload)
+
+
+def _postgres_row(e: Event) -> tuple[Any, ...]:
+    _check_id(e)
+    payload = _json_dumps(e.payload)
+    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, _utc(e.as_of), _utc(e.recorded_at), payload)
+
+
+_COLUMN_LIST = ", ".join(c.name for c in _EVENT_COLUMNS)
+# The write path goes to the driver directly (rows serialised once, here): SQLAlchemy's per-row
+# parameter processing costs more than the database's own insert work. Reads use the Core table.
+_SQLITE_INSERT = (
+    f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))}) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+# psycopg2's execute_values: multi-row VALUES pages; RETURNING yields exactly the rows inserted.
+_POSTGRES_INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES %s ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+_POSTGRES_TEMPLATE = "(" + ", ".join(["%s"] * (len(_EVENT_COLUMNS) - 1)) + ", %s::jsonb)"
+
+
+class Ledger:
+    """The event store. An `EventSink`: `emit` appends one event, `append_many` a batch atomically."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        raw = url or default_url()
+        self._password = _password(raw)
+        self.url = redact_url(raw)
+        try:
+            parsed = make_url(raw)
+            backend = parsed.get_backend_name()
+            if backend not in ("sqlite", "postgresql"):
+                raise ValueError(f"unsupported backend {backend!r} (sqlite or postgresql)")
+            kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+            if backend == "postgresql":
+                kwargs["insertmanyvalues_page_size"] = 5_000  # rows per multi-row INSERT
+            if backend == "sqlite":
+                database = parsed.database
+                if not database or database == ":memory:":
+                    # One shared connection, or every connection would see its own empty database.
+                    kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+                elif not database.startswith("file:"):
+                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(parsed, **kwargs)
+        except Exception as exc:
+            raise LedgerError(f"invalid ledger URL {self.url}: {_reason(exc, self._password)}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        if migrate:
+            self.migrate()
+        else:
+            self._check_connection()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _error(self, what: str, exc: BaseException) -> LedgerError:
+        return LedgerError(f"{what} ledger at {self.url}: {_reason(exc, self._password)}")
+
+    def _check_connection(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+        except Exception as exc:
+            raise self._error("cannot open", exc) from None
+
+    def _write_connection(self, conn: Connection) -> Connection:
+        # SQLite: take the write lock at BEGIN, so a read-then-write transaction cannot fail mid-way.
+        return conn.execution_options(sqlite_begin="IMMEDIATE") if self.dialect == "sqlite" else conn
+
+    # -- schema --------------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Runs the Alembic migrations to head in one transaction (a no-op when already there)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        config.set_main_option("path_separator", "os")
+        try:
+            with self.engine.connect() as conn:
+                conn = self._write_connection(conn)
+                with conn.begin():
+                    if self.dialect == "postgresql":
+                        conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK_KEY})
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+        except Exception as exc:
+            raise self._error("cannot migrate", exc) from None
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        self.append_many([event])
+
+    def append_many(self, events: Iterable[Event], *, batch: int = 10_000) -> int:
+        """Appends `events` in one transaction (executemany per `batch`); returns how many were new.
+
+        Events whose `event_id` is already stored (or repeated in `events`) are skipped. If anything
+        fails, nothing of the call is written and `LedgerError` says why.
+        """
+        written = 0
+        iterator = iter(events)
+        try:
+            with self.engine.connect() as conn:
+                conn = self._write_connection(conn)
+                with conn.begin():
+                    while chunk := list(islice(iterator, batch)):
+                        written += self._insert(conn, chunk)
+        except LedgerError:
+            raise
+        except Exception as exc:
+            raise self._error("append failed (nothing written) to", exc) from exc
+        return written
+
+    def _insert(self, conn: Connection, events: list[Event]) -> int:
+        if self.dialect == "sqlite":
+            # executemany; SQLite's rowcount counts only the rows actually inserted.
+            return int(conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(e) for e in events]).rowcount)
+        from psycopg2.extras import execute_values
+
+        rows = [_postgres_row(e) for e in events]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            inserted = execute_values(cursor, _POSTGRES_INSERT, rows, template=_POSTGRES_TEMPLATE, page_size=5_000, fetch=True)
+        finally:
+            cursor.close()
+        return len(inserted)
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        run_id: str | None = None,
+        types: EventType | str | Iterable[EventType | str] | None = None,
+        symbol: str | None = None,
+        after_seq: int = 0,
+        batch: int = 10_000,
+    ) -> Iterator[Event]:
+        """Events in `seq` order, read `batch` at a time (no connection is held between batches)."""
+        for _seq, event in self.events_with_seq(
+            run_id=run_id, types=types, symbol=symbol, after_seq=after_seq, batch=batch
+        ):
+            yield event
+
+    def events_with_seq(
+        self,
+        *,
+        run_id: str | None = None,
+        types: EventType | str | Iterable[EventType | str] | None = None,
+        symbol: str | None = None,
+        after_seq: int = 0,
+        batch: int = 10_000,
+    ) -> Iterator[tuple[int, Event]]:
+        """Like `events`, with each event's `seq` (to resume from with `after_seq`)."""
+        t = ledger_events
+        where = _filters(run_id=run_id, types=types, symbol=symbol)
+        last = after_seq
+        while True:
+            stmt = sa.select(t.c.seq, *_EVENT_COLUMNS).where(t.c.seq > last, *where).order_by(t.c.seq).limit(batch)
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+            for row in rows:
+                data = row._asdict()
+                yield data.pop("seq"), Event.model_validate(data)
+            if len(rows) < batch:
+                return
+            last = rows[-1].seq
+
+    def payloads(
+        self,
+        types: Iterable[EventType | str],
+        *,
+        run_id: str | None = None,
+        until_seq: int | None = None,
+        chunk: int = 50_000,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, payload) in `seq` order, streamed from one cursor: the fast path for replays."""
+        t = ledger_events
+        # The payload comes as text (SQLite) or as psycopg2's already-decoded dict (PostgreSQL): decoding
+        # it here is ~2x faster than SQLAlchemy's JSON result processing, the bulk of a replay.
+        payload = sa.type_coerce(t.c.payload, sa.Text)
+        where = _filters(run_id=run_id, types=types, symbol=None)
+        if self.dialect == "sqlite" and run_id is None:
+            # Scan in seq order rather than the (type, seq) index + a sort of most of the table:
+            # `type || ''` is not indexable (replaying ~1 M events, 2x faster).
+            where = _filters(run_id=None, types=types, symbol=None, type_column=t.c.type + "")
+        stmt = sa.select(t.c.type, payload).where(*where)
+        if until_seq is not None:
+            stmt = stmt.where(t.c.seq <= until_seq)
+        loads = _json_loads
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt.order_by(t.c.seq))
+            for type_, value in result.tuples():
+                yield type_, (value if isinstance(value, dict) else loads(value))
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(ledger_events)).scalar_one())
+
+    def last_seq(self) -> int:
+        """The highest `seq` written, 0 for an empty ledger."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(ledger_events.c.seq), 0))).scalar_one())
+
+
+def _filters(
+    *,
+    run_id: str | None,
+    types: EventType | str | Iterable[EventType | str] | None,
+    symbol: str | None,
+    type_column: sa.ColumnElement[str] | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    t = ledger_events
+    where: list[sa.ColumnElement[bool]] = []
+    if run_id is not None:
+        where.append(t.c.run_id == run_id)
+    if types is not None:
+        wanted: Sequence[EventType | str] = [types] if isinstance(types, str) else list(types)
+        where.append((t.c.type if type_column is None else type_column).in_([EventType(x).value for x in wanted]))
+    if symbol is not None:
+        where.append(t.c.symbol == symbol)
+    return where
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL + synchronous=NORMAL, and real transactions (pysqlite's own BEGIN handling skips DDL)."""
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: the event_id index of a big ledger stays hot
+        finally:
+            cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
