@@ -136,6 +136,85 @@ def cmd_research(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    """Materializes decision_cycle (decide_job's asset) on the same instance the UI reads."""
+    import json
+
+    _ensure_dagster_home()
+    import dagster as dg
+
+    from assets import trading
+    from orchestration.resources import build_resources
+
+    config: dict[str, object] = {"strategy": args.strategy, "replay": args.replay}
+    if args.params:
+        config["params"] = json.loads(args.params)
+    if args.symbols:
+        config["symbols"] = [s.strip().upper() for s in args.symbols.split(",")]
+    if args.timeframe:
+        config["timeframe"] = args.timeframe
+    if args.as_of:
+        config["as_of"] = args.as_of
+    resources = build_resources()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            [trading.decision_cycle],
+            instance=instance,
+            resources={"lake": resources["lake"], "trading": resources["trading"]},
+            run_config={"ops": {"decision_cycle": {"config": config}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
+        print(f"decision_cycle failed: {reason or 'see the run ' + result.run_id + ' in the UI'}", file=sys.stderr)
+        return 1
+    [event] = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    print(meta["decisions"].value)
+    for key in ("mode", "as_of", "execute", "hold", "orders_sent", "model_calls", "cost_usd", "equity"):
+        print(f"  {key:<14} {meta[key].value}")
+    return 0
+
+
+def _executor() -> tuple[object, object]:
+    from orchestration.resources import trading_resource
+    from trading.brokers.simulated import SimulatedBroker
+    from trading.execution import Executor
+    from trading.models import Mode
+
+    resource = trading_resource()
+    ledger = resource.ledger()
+    broker = resource.broker() or SimulatedBroker(cash=0.0, name="none")  # validation: nothing to cancel or close
+    return Executor(broker, ledger, mode=Mode(resource.mode), run_id=f"cli-{os.getpid()}"), ledger
+
+
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    """Cancel open orders, flatten, and halt trading until `quantlake resume`."""
+    executor, ledger = _executor()
+    try:
+        closing = executor.kill_switch(args.reason)  # type: ignore[attr-defined]
+    finally:
+        ledger.close()  # type: ignore[attr-defined]
+    print(f"halted: {args.reason}; {len(closing)} closing order(s) sent. Resume with: quantlake resume --by NAME")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from trading.execution import ExecutionError
+
+    executor, ledger = _executor()
+    try:
+        executor.resume(args.by, args.reason or "")  # type: ignore[attr-defined]
+    except ExecutionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()  # type: ignore[attr-defined]
+    print(f"trading resumed by {args.by}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     research.add_argument("--start", help="first bar (YYYY-MM-DD)")
     research.add_argument("--end", help="end, exclusive (YYYY-MM-DD)")
     research.set_defaults(func=cmd_research)
+
+    decide = sub.add_parser("decide", help="run one decision cycle (agents, hard limits, ledger; orders in paper/live)")
+    decide.add_argument("--strategy", default="sma_cross", help="built-in name or package.module:ATTRIBUTE")
+    decide.add_argument("--params", help="strategy parameters as JSON")
+    decide.add_argument("--symbols", help="comma-separated symbols (default: the universe)")
+    decide.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d (default 1d)")
+    decide.add_argument("--as-of", dest="as_of", help="replay the cycle of a past bar (ISO time)")
+    decide.add_argument("--replay", action="store_true", help="cached model answers only (QUANTLAKE_LLM_CACHE)")
+    decide.set_defaults(func=cmd_decide)
+
+    kill = sub.add_parser("kill-switch", help="cancel open orders, flatten all positions, halt until resume")
+    kill.add_argument("--reason", required=True, help="why (recorded in the ledger)")
+    kill.set_defaults(func=cmd_kill_switch)
+
+    resume = sub.add_parser("resume", help="lift a kill switch or circuit-breaker halt")
+    resume.add_argument("--by", required=True, help="who resumes (recorded in the ledger)")
+    resume.add_argument("--reason", help="why")
+    resume.set_defaults(func=cmd_resume)
 
     status = sub.add_parser("status", help="what is in the lake")
     status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from lake.schema import TIMEFRAMES
-from lake.store import read_bars
+from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
 from trading.agents.cache import ResponseCache
 from trading.agents.tools import standard_tools
@@ -51,12 +51,18 @@ class CycleReport:
 
 
 def load_window(lake_root: Path, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int) -> pl.DataFrame:
-    """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or now), from the lake."""
+    """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or the lake's latest bar)."""
     bar = TIMEFRAMES[timeframe]
-    end = (as_of + bar) if as_of else datetime.now().astimezone()
+    dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"
+    latest: datetime | None = as_of
+    if latest is None:
+        scan = scan_dataset(lake_root, dataset, timeframe, symbols)
+        latest = scan.select(pl.col("ts").max()).collect().item() if scan is not None else None
+        if latest is None:
+            raise CycleError(f"no {timeframe} bars for {symbols} in the lake at {lake_root}: ingest them first")
+    end: datetime = latest + bar
     per_day = 1 if timeframe == "1d" else max(1, int(timedelta(minutes=390) / bar))
     days = int(lookback_bars / per_day * 1.6) + 10  # weekends and holidays
-    dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"
     bars = read_bars(lake_root, symbols, timeframe, end - timedelta(days=days), end, dataset=dataset)
     if bars.is_empty():
         raise CycleError(f"no {timeframe} bars for {symbols} before {end.isoformat()}: ingest them first")
