@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
@@ -71,7 +72,9 @@ metadata = sa.MetaData()
 ledger_events = sa.Table(
     TABLE,
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("event_id", sa.String(EVENT_ID_MAX), nullable=False),
     sa.Column("type", sa.String(), nullable=False),
     sa.Column("run_id", sa.String(), nullable=False),
@@ -94,15 +97,17 @@ _json_dumps = functools.partial(json.dumps, allow_nan=False, separators=(",", ":
 
 try:  # orjson (installed with langchain/langsmith) parses ~5x faster: it is what makes replays quick
     import orjson
-
-    def _json_loads(text: str | bytes) -> Any:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits, which json reads
-            return json.loads(text)
-
 except ImportError:  # pragma: no cover - the standard library is the fallback
-    _json_loads = json.loads
+    orjson = None  # type: ignore[assignment]
+
+
+def _json_loads(text: str | bytes) -> Any:
+    if orjson is None:  # pragma: no cover
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits, which json reads
+        return json.loads(text)
 
 
 def default_url() -> str:
@@ -159,13 +164,33 @@ def _check_id(event: Event) -> None:
 def _sqlite_row(e: Event) -> tuple[Any, ...]:
     _check_id(e)
     payload = _json_dumps(e.payload)
-    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, _sqlite_ts(e.as_of), _sqlite_ts(e.recorded_at), payload)
+    return (
+        e.event_id,
+        e.type.value,
+        e.run_id,
+        e.trace_id,
+        e.mode.value,
+        e.symbol,
+        _sqlite_ts(e.as_of),
+        _sqlite_ts(e.recorded_at),
+        payload,
+    )
 
 
 def _postgres_row(e: Event) -> tuple[Any, ...]:
     _check_id(e)
     payload = _json_dumps(e.payload)
-    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, _utc(e.as_of), _utc(e.recorded_at), payload)
+    return (
+        e.event_id,
+        e.type.value,
+        e.run_id,
+        e.trace_id,
+        e.mode.value,
+        e.symbol,
+        _utc(e.as_of),
+        _utc(e.recorded_at),
+        payload,
+    )
 
 
 _COLUMN_LIST = ", ".join(c.name for c in _EVENT_COLUMNS)
@@ -176,7 +201,9 @@ _SQLITE_INSERT = (
     "ON CONFLICT (event_id) DO NOTHING"
 )
 # psycopg2's execute_values: multi-row VALUES pages; RETURNING yields exactly the rows inserted.
-_POSTGRES_INSERT = f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES %s ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+_POSTGRES_INSERT = (
+    f"INSERT INTO {TABLE} ({_COLUMN_LIST}) VALUES %s ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+)
 _POSTGRES_TEMPLATE = "(" + ", ".join(["%s"] * (len(_EVENT_COLUMNS) - 1)) + ", %s::jsonb)"
 
 
@@ -193,18 +220,18 @@ class Ledger:
             if backend not in ("sqlite", "postgresql"):
                 raise ValueError(f"unsupported backend {backend!r} (sqlite or postgresql)")
             kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
-            if backend == "postgresql":
-                kwargs["insertmanyvalues_page_size"] = 5_000  # rows per multi-row INSERT
-            if backend == "sqlite":
-                database = parsed.database
-                if not database or database == ":memory:":
-                    # One shared connection, or every connection would see its own empty database.
-                    kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-                elif not database.startswith("file:"):
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            in_memory = backend == "sqlite" and parsed.database in (None, "", ":memory:")
+            if in_memory:  # one shared connection, or every connection would see its own empty database
+                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
             self.engine: Engine = sa.create_engine(parsed, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # the cause may quote the raw URL: not chained
             raise LedgerError(f"invalid ledger URL {self.url}: {_reason(exc, self._password)}") from None
+        database = parsed.database
+        if backend == "sqlite" and not in_memory and database and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"cannot create the directory of the ledger at {self.url}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -250,15 +277,21 @@ class Ledger:
         config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         config.set_main_option("path_separator", "os")
         try:
-            with self.engine.connect() as conn:
+            connection = self.engine.connect()
+        except Exception as exc:  # connection errors can quote the DSN: not chained
+            raise self._error("cannot open", exc) from None
+        try:
+            with connection as conn:
                 conn = self._write_connection(conn)
                 with conn.begin():
                     if self.dialect == "postgresql":
-                        conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK_KEY})
+                        conn.execute(
+                            sa.text("select pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK_KEY}
+                        )
                     config.attributes["connection"] = conn
                     command.upgrade(config, "head")
         except Exception as exc:
-            raise self._error("cannot migrate", exc) from None
+            raise self._error("cannot migrate", exc) from exc
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -292,9 +325,13 @@ class Ledger:
         from psycopg2.extras import execute_values
 
         rows = [_postgres_row(e) for e in events]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        cursor = driver.cursor()
         try:
-            inserted = execute_values(cursor, _POSTGRES_INSERT, rows, template=_POSTGRES_TEMPLATE, page_size=5_000, fetch=True)
+            inserted = execute_values(
+                cursor, _POSTGRES_INSERT, rows, template=_POSTGRES_TEMPLATE, page_size=5_000, fetch=True
+            )
         finally:
             cursor.close()
         return len(inserted)
@@ -330,7 +367,12 @@ class Ledger:
         where = _filters(run_id=run_id, types=types, symbol=symbol)
         last = after_seq
         while True:
-            stmt = sa.select(t.c.seq, *_EVENT_COLUMNS).where(t.c.seq > last, *where).order_by(t.c.seq).limit(batch)
+            stmt = (
+                sa.select(t.c.seq, *_EVENT_COLUMNS)
+                .where(t.c.seq > last, *where)
+                .order_by(t.c.seq)
+                .limit(batch)
+            )
             with self.engine.connect() as conn:
                 rows = conn.execute(stmt).all()
             for row in rows:
@@ -348,24 +390,48 @@ class Ledger:
         until_seq: int | None = None,
         chunk: int = 50_000,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(type, payload) in `seq` order, streamed from one cursor: the fast path for replays."""
+        """(type, payload) in `seq` order, streamed from one cursor: the fast path for replays.
+
+        The Core statement is run on the driver's own cursor (server-side on PostgreSQL, `chunk` rows
+        per fetch) and the payload is fetched as JSON text and decoded here: SQLAlchemy's row and JSON
+        processing would otherwise be most of a replay's time.
+        """
         t = ledger_events
-        # The payload comes as text (SQLite) or as psycopg2's already-decoded dict (PostgreSQL): decoding
-        # it here is ~2x faster than SQLAlchemy's JSON result processing, the bulk of a replay.
-        payload = sa.type_coerce(t.c.payload, sa.Text)
-        where = _filters(run_id=run_id, types=types, symbol=None)
-        if self.dialect == "sqlite" and run_id is None:
-            # Scan in seq order rather than the (type, seq) index + a sort of most of the table:
-            # `type || ''` is not indexable (replaying ~1 M events, 2x faster).
-            where = _filters(run_id=None, types=types, symbol=None, type_column=t.c.type + "")
-        stmt = sa.select(t.c.type, payload).where(*where)
+        text_type = sa.Text()
+        payload = (
+            sa.cast(t.c.payload, text_type)
+            if self.dialect == "postgresql"
+            else sa.type_coerce(t.c.payload, text_type)
+        )
+        # SQLite: scan in seq order rather than the (type, seq) index plus a sort of most of the table
+        # (`type || ''` is not indexable; replaying ~1 M events this is 2x faster).
+        type_column = t.c.type + "" if self.dialect == "sqlite" and run_id is None else None
+        stmt = sa.select(t.c.type, payload).where(
+            *_filters(run_id=run_id, types=types, symbol=None, type_column=type_column)
+        )
         if until_seq is not None:
             stmt = stmt.where(t.c.seq <= until_seq)
+        compiled = stmt.order_by(t.c.seq).compile(
+            dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params = compiled.params
+        args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
         loads = _json_loads
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(stmt.order_by(t.c.seq))
-            for type_, value in result.tuples():
-                yield type_, (value if isinstance(value, dict) else loads(value))
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            if self.dialect == "postgresql":
+                cursor = driver.cursor(name=f"ledger_payloads_{uuid.uuid4().hex}")
+                cursor.itersize = chunk
+            else:
+                cursor = driver.cursor()
+            try:
+                cursor.execute(str(compiled), args)
+                while rows := cursor.fetchmany(chunk):
+                    for type_, text in rows:
+                        yield type_, loads(text)
+            finally:
+                cursor.close()
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -374,7 +440,9 @@ class Ledger:
     def last_seq(self) -> int:
         """The highest `seq` written, 0 for an empty ledger."""
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(ledger_events.c.seq), 0))).scalar_one())
+            return int(
+                conn.execute(sa.select(sa.func.coalesce(sa.func.max(ledger_events.c.seq), 0))).scalar_one()
+            )
 
 
 def _filters(
@@ -390,7 +458,9 @@ def _filters(
         where.append(t.c.run_id == run_id)
     if types is not None:
         wanted: Sequence[EventType | str] = [types] if isinstance(types, str) else list(types)
-        where.append((t.c.type if type_column is None else type_column).in_([EventType(x).value for x in wanted]))
+        where.append(
+            (t.c.type if type_column is None else type_column).in_([EventType(x).value for x in wanted])
+        )
     if symbol is not None:
         where.append(t.c.symbol == symbol)
     return where

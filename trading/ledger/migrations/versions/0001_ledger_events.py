@@ -48,7 +48,9 @@ def _dialect() -> str:
 def upgrade() -> None:
     op.create_table(
         "ledger_events",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
         sa.Column("event_id", sa.String(32), nullable=False),
         sa.Column("type", sa.String(), nullable=False),
         sa.Column("run_id", sa.String(), nullable=False),
