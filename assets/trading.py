@@ -5,9 +5,10 @@ risk review -> validator, writes every event to the ledger in one transaction an
 live mode) sends one order per EXECUTE decision after reconciling with the broker.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
@@ -16,12 +17,15 @@ from assets.metadata import markdown_table
 from assets.partitions import universe
 from assets.resources import LakeResource, TradingResource
 from lake.errors import LakeError
+from lake.store import write_text_atomic
 from strategies.registry import load_strategy
 from trading.agents.cache import CacheMode, ResponseCache
-from trading.cycle import CycleError, run_decision_cycle
+from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
+from trading.execution import Executor
 from trading.models import Mode
 
 GROUP = "trading"
+NY = ZoneInfo("America/New_York")
 
 
 class DecisionConfig(dg.Config):
@@ -93,3 +97,67 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "positions": dg.MetadataValue.json(report.snapshot.positions),
         }
     )
+
+
+class EndOfDayConfig(dg.Config):
+    day: str = Field("", description="Trading day (YYYY-MM-DD, New York); empty: today.")
+    symbols: list[str] = Field(default_factory=list, description="Symbols to mark positions with; empty: the universe.")
+
+
+@dg.asset(group_name=GROUP, kinds={"python"}, deps=["decision_cycle"])
+def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
+    """End of day: flatten when the trading window says so (paper/live), then the day's report from the ledger."""
+    day = date.fromisoformat(config.day) if config.day else datetime.now(NY).date()
+    symbols = config.symbols or universe()
+    try:
+        marks = last_closes(lake.path, symbols, day)
+    except LakeError:
+        marks = {}
+    ledger = trading.ledger()
+    try:
+        broker = trading.broker()
+        flattened = 0
+        if broker is not None:
+            executor = Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id)
+            flattened = len(executor.end_of_window(datetime.combine(day, time(23, 59), tzinfo=NY)))
+        summary = day_summary(ledger, day, marks)
+    finally:
+        ledger.close()
+    report = _eod_markdown(summary, flattened)
+    out = lake.path / "reports" / "eod" / f"{day.isoformat()}.md"
+    write_text_atomic(out, report)
+    context.log.info(f"end of day {day}: {summary['decisions']} decisions, {summary['orders']} orders, equity {summary['equity']:,.2f}")
+    return dg.MaterializeResult(
+        metadata={
+            "day": day.isoformat(),
+            "report": dg.MetadataValue.md(report),
+            "report_file": dg.MetadataValue.path(str(out)),
+            "decisions": summary["decisions"],
+            "orders": summary["orders"],
+            "fills": summary["fills"],
+            "flattened_orders": flattened,
+            "equity": float(summary["equity"]),
+            "realized_pnl": float(summary["realized_pnl"]),
+            "unrealized_pnl": float(summary["unrealized_pnl"]),
+            "model_cost_usd": float(summary["model_cost_usd"]),
+        }
+    )
+
+
+def _eod_markdown(s: dict[str, Any], flattened: int) -> str:
+    lines = [
+        f"# End of day {s['day']}",
+        "",
+        f"- equity **{s['equity']:,.2f}** (cash {s['cash']:,.2f}); realized P&L {s['realized_pnl']:,.2f}, unrealized {s['unrealized_pnl']:,.2f}",
+        f"- {s['decisions']} decisions, {len(s['executed'])} to execute; {s['orders']} orders, {s['fills']} fills, {s['rejections']} rejections",
+        f"- model cost ${s['model_cost_usd']:.4f}",
+        f"- flattened at the window's end: {flattened} order(s)" if flattened else "- no flatten needed",
+    ]
+    if s["interventions"]:
+        lines += ["", "## Interventions", *[f"- {i}" for i in s["interventions"]]]
+    if s["executed"]:
+        lines += ["", "## Executed decisions", "", "| symbol | side | quantity | entry | stop | why |", "|---|---|---:|---:|---:|---|"]
+        lines += [f"| {e['symbol']} | {e['side']} | {e['quantity']} | {e['entry']} | {e['stop']} | {str(e['rationale'])[:60]} |" for e in s["executed"]]
+    if s["positions"]:
+        lines += ["", "## Positions", *[f"- {sym}: {qty:g}" for sym, qty in sorted(s["positions"].items())]]
+    return "\n".join(lines) + "\n"

@@ -55,6 +55,21 @@ def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """A text file (a report) written the same way: the old version or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def replace_partition(root: Path, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[Path]:
     """Makes the partition hold exactly `df` (sorted by ts); an empty frame removes the partition."""
     path = partition_path(root, dataset, timeframe, symbol, period)

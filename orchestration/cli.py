@@ -178,15 +178,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def _executor() -> tuple[object, object]:
+    from orchestration.jobs import trading_executor
     from orchestration.resources import trading_resource
-    from trading.brokers.simulated import SimulatedBroker
-    from trading.execution import Executor
-    from trading.models import Mode
 
-    resource = trading_resource()
-    ledger = resource.ledger()
-    broker = resource.broker() or SimulatedBroker(cash=0.0, name="none")  # validation: nothing to cancel or close
-    return Executor(broker, ledger, mode=Mode(resource.mode), run_id=f"cli-{os.getpid()}"), ledger
+    return trading_executor(trading_resource(), f"cli-{os.getpid()}")
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:

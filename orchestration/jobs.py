@@ -1,10 +1,15 @@
 """Jobs. Each partitioned job covers assets that share one partitions definition."""
 
-from __future__ import annotations
 
 import dagster as dg
+from pydantic import Field
 
 from assets.partitions import daily_partitions, intraday_partitions
+from assets.resources import TradingResource
+from trading.brokers.simulated import SimulatedBroker
+from trading.execution import ExecutionError, Executor
+from trading.ledger import Ledger
+from trading.models import Mode
 
 ingest_intraday_job = dg.define_asset_job(
     "ingest_intraday_job",
@@ -39,4 +44,69 @@ decide_job = dg.define_asset_job(
     tags={"quantlake/kind": "trading"},
 )
 
-JOBS = [ingest_intraday_job, ingest_daily_job, backtest_job, research_job, decide_job]
+end_of_day_job = dg.define_asset_job(
+    "end_of_day_job",
+    selection=dg.AssetSelection.assets("end_of_day_report"),
+    description="At the close: flatten when the trading window says so (paper/live), then the day's report.",
+    tags={"quantlake/kind": "trading"},
+)
+
+
+class KillSwitchConfig(dg.Config):
+    reason: str = Field(description="Why trading stops (recorded in the ledger).")
+
+
+class ResumeConfig(dg.Config):
+    by: str = Field(description="Who resumes trading (recorded in the ledger).")
+    reason: str = ""
+
+
+@dg.op(description="Cancel open orders, flatten every position, halt trading until resumed.")
+def kill_switch_op(context: dg.OpExecutionContext, config: KillSwitchConfig, trading: TradingResource) -> None:
+    executor, ledger = trading_executor(trading, context.run_id)
+    try:
+        closing = executor.kill_switch(config.reason)
+    finally:
+        ledger.close()
+    context.log.warning(f"KILL SWITCH: {config.reason}; {len(closing)} closing order(s); trading halted until resume_job")
+
+
+@dg.op(description="Lift a kill switch or circuit-breaker halt.")
+def resume_op(context: dg.OpExecutionContext, config: ResumeConfig, trading: TradingResource) -> None:
+    executor, ledger = trading_executor(trading, context.run_id)
+    try:
+        executor.resume(config.by, config.reason)
+    except ExecutionError as exc:
+        raise dg.Failure(str(exc)) from exc
+    finally:
+        ledger.close()
+    context.log.info(f"trading resumed by {config.by}")
+
+
+@dg.job(description="Kill switch: cancel, flatten, halt (until resume_job).", tags={"quantlake/kind": "trading"})
+def kill_switch_job() -> None:
+    kill_switch_op()
+
+
+@dg.job(description="Resume trading after a kill switch or circuit breaker.", tags={"quantlake/kind": "trading"})
+def resume_job() -> None:
+    resume_op()
+
+
+def trading_executor(trading: TradingResource, run_id: str) -> tuple[Executor, Ledger]:
+    """The executor on the configured broker; validation mode has none, so only the halt is recorded."""
+    ledger = trading.ledger()
+    broker = trading.broker() or SimulatedBroker(cash=0.0, name="none")
+    return Executor(broker, ledger, mode=Mode(trading.mode), run_id=run_id), ledger
+
+
+JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [
+    ingest_intraday_job,
+    ingest_daily_job,
+    backtest_job,
+    research_job,
+    decide_job,
+    end_of_day_job,
+    kill_switch_job,
+    resume_job,
+]

@@ -14,10 +14,10 @@ import dagster as dg
 
 from assets.partitions import daily_key, intraday_key, universe
 from orchestration import market_times as mt
-from orchestration.jobs import ingest_daily_job, ingest_intraday_job
+from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job
 
 TimesForDay = Callable[[date], list[datetime]]
-RequestsAt = Callable[[datetime], list[dg.RunRequest]]
+RequestsAt = Callable[[datetime], list[dg.RunRequest] | dg.SkipReason]
 
 
 def _minutes_env(name: str, default: int) -> int:
@@ -105,7 +105,63 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
             _ingest_day_requests,
             "After the close (half days at 13:00): the session's final 1-minute bars.",
         ),
+        exchange_schedule(
+            "decision_schedule",
+            decide_job,
+            _cron_at([t.hour * 60 + t.minute for t in decision_times()]),
+            lambda d: mt.at_times(d, decision_times()),
+            _decision_requests,
+            "At fixed times in the session (default 11:00 and 14:30 New York): one decision cycle; skipped while halted.",
+        ),
+        exchange_schedule(
+            "end_of_day_schedule",
+            end_of_day_job,
+            _cron_at([13 * 60 + close_offset, 16 * 60 + close_offset]),
+            lambda d: mt.at_close(d, close_offset),
+            _end_of_day_requests,
+            "After the close (half days at 13:00): flatten if configured, and the day's report.",
+        ),
     ]
 
 
 DEFAULT_FIXED_TIMES = (time(11, 0), time(14, 30))
+
+
+def decision_times() -> tuple[time, ...]:
+    """QUANTLAKE_DECISION_TIMES as HH:MM,HH:MM (New York), default 11:00 and 14:30."""
+    raw = os.environ.get("QUANTLAKE_DECISION_TIMES", "")
+    if not raw.strip():
+        return DEFAULT_FIXED_TIMES
+    try:
+        return tuple(sorted(time.fromisoformat(part.strip()) for part in raw.split(",") if part.strip()))
+    except ValueError as exc:
+        raise ValueError(f"QUANTLAKE_DECISION_TIMES={raw!r}: expected HH:MM,HH:MM ({exc})") from exc
+
+
+def trading_halted() -> str | None:
+    """The ledger's halt (kill switch or breaker not yet resumed), read at the tick."""
+    from orchestration.jobs import trading_executor
+    from orchestration.resources import trading_resource
+
+    executor, ledger = trading_executor(trading_resource(), "schedule")
+    try:
+        return executor.halted()
+    finally:
+        ledger.close()
+
+
+def _trading_tags() -> dict[str, str]:
+    return {"quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation")}
+
+
+def _decision_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
+    halted = trading_halted()
+    if halted:
+        return dg.SkipReason(f"trading is halted ({halted}); resume_job lifts it")
+    return [dg.RunRequest(run_key=f"decide|{tick.isoformat()}", tags=_trading_tags())]
+
+
+def _end_of_day_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
+    day = tick.astimezone(mt.NY).date().isoformat()
+    config = {"ops": {"end_of_day_report": {"config": {"day": day}}}}
+    return [dg.RunRequest(run_key=f"eod|{day}", run_config=config, tags=_trading_tags())]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +161,64 @@ def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode:
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:
     recent = [e.payload for e in ledger.events(types=[EventType.DECISION.value])]
     return recent[-limit:]
+
+
+def day_summary(ledger: Ledger, day: date, marks: dict[str, float]) -> dict[str, Any]:
+    """What happened on `day` (by decision time, New York date): decisions, orders, fills, costs, halts."""
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    counts: dict[str, int] = {}
+    cost = 0.0
+    interventions: list[str] = []
+    executed: list[dict[str, Any]] = []
+    for event in ledger.events():
+        stamp = event.as_of or event.recorded_at
+        if stamp.astimezone(ny).date() != day:
+            continue
+        counts[event.type.value] = counts.get(event.type.value, 0) + 1
+        if event.type == EventType.COST and event.payload.get("scope") == "run":
+            cost += float(event.payload.get("run_cost_usd", 0.0))
+        elif event.type == EventType.INTERVENTION:
+            interventions.append(f"{event.payload.get('kind')}: {event.payload.get('reason', '')}")
+        elif event.type == EventType.DECISION and event.payload.get("verdict") == "EXECUTE":
+            executed.append({k: event.payload.get(k) for k in ("symbol", "side", "quantity", "entry", "stop", "rationale")})
+    portfolio = replay_portfolio(ledger)
+    return {
+        "day": day.isoformat(),
+        "events": counts,
+        "decisions": counts.get(EventType.DECISION.value, 0),
+        "executed": executed,
+        "orders": counts.get(EventType.ORDER_SUBMITTED.value, 0),
+        "fills": counts.get(EventType.FILL.value, 0),
+        "rejections": counts.get(EventType.REJECTION.value, 0),
+        "model_cost_usd": round(cost, 6),
+        "interventions": interventions,
+        "cash": portfolio.cash,
+        "positions": {s: q for s, q in portfolio.positions.items() if q},
+        "equity": portfolio.equity(marks),
+        "realized_pnl": portfolio.realized_pnl,
+        "unrealized_pnl": portfolio.unrealized_pnl(marks),
+    }
+
+
+def last_closes(lake_root: Path, symbols: list[str], day: date) -> dict[str, float]:
+    """Each symbol's last daily close on or before `day` (marks for the end-of-day report)."""
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    bars = read_bars(lake_root, symbols, "1d", end - timedelta(days=14), end)
+    return {r["symbol"]: r["close"] for r in bars.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
+
+
+def latest_closes(lake_root: Path, symbols: list[str], timeframe: str = "1m") -> dict[str, tuple[str, float]]:
+    """Each symbol's newest bar in the lake: (bar time ISO, close); symbols with no bars are left out."""
+    recent = datetime.now(UTC) - timedelta(days=10)
+    out: dict[str, tuple[str, float]] = {}
+    for symbol in symbols:
+        # Recent partitions first (cheap); the whole history only for a lake that stopped updating.
+        for since in (recent, None):
+            scan = scan_dataset(lake_root, "bars", timeframe, [symbol], since)
+            row = scan.sort("ts").select("ts", "close").tail(1).collect() if scan is not None else pl.DataFrame()
+            if row.height:
+                out[symbol] = (row["ts"][0].isoformat(), float(row["close"][0]))
+                break
+    return out
