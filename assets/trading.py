@@ -5,6 +5,7 @@ risk review -> validator, writes every event to the ledger in one transaction an
 live mode) sends one order per EXECUTE decision after reconciling with the broker.
 """
 
+import math
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
@@ -13,16 +14,21 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import Field
 
-from assets.metadata import markdown_table
+from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
 from assets.resources import LakeResource, TradingResource
+from backtests.engine import BacktestConfig, run_backtest
+from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
 from strategies.registry import load_strategy
 from trading.agents.cache import CacheMode, ResponseCache
+from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
+from trading.brokers.simulated import SimConfig
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
 from trading.execution import Executor
 from trading.models import Mode
+from trading.session import run_simulated_session, session_bars
 
 GROUP = "trading"
 NY = ZoneInfo("America/New_York")
@@ -161,3 +167,77 @@ def _eod_markdown(s: dict[str, Any], flattened: int) -> str:
     if s["positions"]:
         lines += ["", "## Positions", *[f"- {sym}: {qty:g}" for sym, qty in sorted(s["positions"].items())]]
     return "\n".join(lines) + "\n"
+
+
+class PaperSessionConfig(dg.Config):
+    strategy: str = Field("donchian_breakout", description="A built-in name or 'package.module:ATTRIBUTE'.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    symbols: list[str] = Field(default_factory=list, description="Empty: the first three symbols of the universe.")
+    timeframe: Literal["1m", "5m", "15m", "1h", "1d"] = "1d"
+    start: str = Field("2024-01-01", description="First bar (ISO date, UTC); the strategy's lookback warms up from here.")
+    end: str = Field("", description="End, exclusive (ISO date, UTC); empty: now.")
+    initial_cash: float = Field(100_000.0, gt=0)
+    slippage_bps: float = Field(2.0, ge=0)
+    commission_per_share: float = Field(0.005, ge=0)
+    partial_fill_prob: float = Field(0.0, ge=0, le=1)
+    reject_prob: float = Field(0.0, ge=0, le=1)
+    seed: int = 7
+
+
+@dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"])
+def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
+    """Simulated paper trading over the lake's bars (pipeline, limits, executor, simulated broker, ledger), with analytics and drift against the backtest."""
+    strategy = load_strategy(config.strategy)
+    params = strategy.params(**config.params)
+    symbols = config.symbols or universe()[:3]
+    start = datetime.fromisoformat(config.start).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(config.end).replace(tzinfo=UTC) if config.end else datetime.now(UTC)
+    try:
+        bars = session_bars(lake.path, symbols, config.timeframe, start, end)
+    except LakeError as exc:
+        raise dg.Failure(str(exc)) from exc
+    if bars.is_empty():
+        raise dg.Failure(f"no {config.timeframe} bars for {symbols} in [{config.start}, {config.end or 'now'}): ingest them first")
+    sim = SimConfig(
+        seed=config.seed,
+        slippage_bps=config.slippage_bps,
+        commission_per_share=config.commission_per_share,
+        partial_fill_prob=config.partial_fill_prob,
+        reject_prob=config.reject_prob,
+    )
+    ledger = trading.ledger()
+    try:
+        session = run_simulated_session(
+            bars=bars,
+            ledger=ledger,
+            strategy=strategy,
+            params=params,
+            pipeline=trading.pipeline(),
+            sim=sim,
+            initial_cash=config.initial_cash,
+            run_id=context.run_id,
+            progress=lambda done, total: context.log.info(f"paper session: bar {done}/{total}"),
+        )
+        fills = fills_from_ledger(ledger, run_id=context.run_id)
+    finally:
+        ledger.close()
+    marks = bars.select("ts", "symbol", "close")
+    perf = performance(fills, marks, config.initial_cash, config.timeframe)
+    expected = run_backtest(bars, strategy, params, BacktestConfig(init_cash=config.initial_cash, timeframe=config.timeframe))
+    drift = drift_report(fills, expected.orders)
+    trips = round_trips(fills)
+    png = equity_drawdown_png(session.equity["ts"].to_list(), session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), "Paper session (solid) vs backtest (dashed)")
+    numbers = {k: float(v) for k, v in perf.items() if isinstance(v, int | float) and math.isfinite(v)}
+    return dg.MaterializeResult(
+        metadata={
+            **{k: numbers[k] for k in ("total_pnl", "realized_pnl", "sharpe", "max_drawdown", "win_rate", "profit_factor", "commissions") if k in numbers},
+            "bars": session.bars,
+            "orders": session.orders,
+            "fills": session.fills,
+            "equity_vs_backtest": png_markdown(png, "equity"),
+            "drift": dg.MetadataValue.md(drift.markdown()),
+            "by_symbol": dg.MetadataValue.md(markdown_table(breakdown(trips, "symbol"))),
+            "by_weekday": dg.MetadataValue.md(markdown_table(breakdown(trips, "weekday"))),
+            "backtest_total_return": float(expected.metrics["total_return"]),
+        }
+    )

@@ -44,6 +44,13 @@ decide_job = dg.define_asset_job(
     tags={"quantlake/kind": "trading"},
 )
 
+paper_session_job = dg.define_asset_job(
+    "paper_session_job",
+    selection=dg.AssetSelection.assets("paper_session"),
+    description="Simulated paper trading over the lake's bars with the live loop; analytics and drift against the backtest.",
+    tags={"quantlake/kind": "trading", "quantlake/mode": "simulation"},
+)
+
 end_of_day_job = dg.define_asset_job(
     "end_of_day_job",
     selection=dg.AssetSelection.assets("end_of_day_report"),
@@ -106,6 +113,7 @@ JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [
     backtest_job,
     research_job,
     decide_job,
+    paper_session_job,
     end_of_day_job,
     kill_switch_job,
     resume_job,

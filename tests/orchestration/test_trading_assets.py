@@ -114,3 +114,27 @@ def test_live_mode_without_opt_in_is_refused(lake: LakeResource, tmp_path: Path)
     resource = TradingResource(mode="live", ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", alpaca_api_key="k", alpaca_secret_key="s")
     with pytest.raises(Exception, match="real money"):
         dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})
+
+
+def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(lake: LakeResource, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'paper.sqlite'}"
+    config = {"strategy": "donchian_breakout", "params": {"entry_window": 15, "exit_window": 8}, "symbols": ["AAPL", "MSFT"], "start": "2023-01-01", "end": "2024-07-01"}
+    result = dg.materialize([trading.paper_session], resources={"lake": lake, "trading": TradingResource(ledger_url=url)}, run_config={"ops": {"paper_session": {"config": config}}})
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["fills"].value > 10 and meta["orders"].value > 5  # type: ignore[operator]
+    assert "data:image/png;base64," in meta["equity_vs_backtest"].value  # type: ignore[operator]
+    assert "slippage" in meta["drift"].value and "commission" in meta["drift"].value  # type: ignore[operator]
+    from trading.ledger import replay_portfolio
+
+    with Ledger(url) as ledger:
+        fills = list(ledger.events(types=[EventType.FILL.value]))
+        decisions = list(ledger.events(types=[EventType.DECISION.value]))
+        portfolio = replay_portfolio(ledger)
+    assert len(fills) == meta["fills"].value
+    # Point in time: every fill comes after an EXECUTE decision on its symbol (next bar's open or later).
+    executed = [(d.symbol, d.as_of) for d in decisions if d.payload["verdict"] == "EXECUTE"]
+    for fill in fills:
+        assert any(sym == fill.symbol and at is not None and fill.as_of is not None and at < fill.as_of for sym, at in executed)
+    assert portfolio.cash < 100_000 or portfolio.realized_pnl != 0
