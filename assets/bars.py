@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.ingest import check_specs, ingest_partition
 from assets.partitions import daily_partitions, intraday_partitions
+from assets.policies import MARKET_DATA_POOL, TRANSIENT_RETRY
 from assets.resources import LakeResource, MarketDataResource
 from lake.calendar import session_bounds, trading_days
 from lake.errors import SourceError
@@ -18,6 +19,8 @@ from lake.errors import SourceError
     check_specs=check_specs("bars_1m"),
     group_name="market_data",
     kinds={"polars", "parquet"},
+    retry_policy=TRANSIENT_RETRY,
+    pool=MARKET_DATA_POOL,
 )
 def bars_1m(
     context: dg.AssetExecutionContext, lake: LakeResource, market_data: MarketDataResource
@@ -44,6 +47,8 @@ def bars_1m(
     check_specs=check_specs("bars_1d"),
     group_name="market_data",
     kinds={"polars", "parquet"},
+    retry_policy=TRANSIENT_RETRY,
+    pool=MARKET_DATA_POOL,
 )
 def bars_1d(
     context: dg.AssetExecutionContext, lake: LakeResource, market_data: MarketDataResource

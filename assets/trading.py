@@ -16,6 +16,7 @@ from pydantic import Field
 
 from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
+from assets.policies import TRADING_POOL, TRANSIENT_RETRY
 from assets.resources import LakeResource, TradingResource
 from backtests.engine import BacktestConfig, run_backtest
 from backtests.reports import equity_drawdown_png
@@ -44,7 +45,7 @@ class DecisionConfig(dg.Config):
     replay: bool = Field(False, description="Use only cached model answers (no model calls); needs cache_dir.")
 
 
-@dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"])
+@dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"], retry_policy=TRANSIENT_RETRY, pool=TRADING_POOL)
 def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
     """One decision cycle for the universe: signals -> analysts -> hard limits -> risk review -> validator -> decisions (and orders in paper/live)."""
     strategy = load_strategy(config.strategy)
@@ -72,7 +73,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             run_id=context.run_id,
         )
     except (CycleError, LakeError, ValueError) as exc:
-        raise dg.Failure(str(exc)) from exc
+        raise dg.Failure(str(exc), allow_retries=False) from exc  # bad input: a retry cannot fix it
     finally:
         ledger.close()
     result = report.result

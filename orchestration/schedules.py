@@ -6,6 +6,7 @@ event time today, and skips with the reason when it is not.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import date, datetime, time
@@ -151,14 +152,25 @@ def trading_halted() -> str | None:
 
 
 def _trading_tags() -> dict[str, str]:
-    return {"quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation")}
+    return {"quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation"), "quantlake/strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross")}
+
+
+def decision_run_config() -> dict[str, object]:
+    """The scheduled strategy: QUANTLAKE_STRATEGY (default sma_cross) and QUANTLAKE_STRATEGY_PARAMS (JSON)."""
+    raw = os.environ.get("QUANTLAKE_STRATEGY_PARAMS", "") or "{}"
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"QUANTLAKE_STRATEGY_PARAMS is not JSON: {exc}") from exc
+    config = {"strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross"), "params": params}
+    return {"ops": {"decision_cycle": {"config": config}}}
 
 
 def _decision_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
     halted = trading_halted()
     if halted:
         return dg.SkipReason(f"trading is halted ({halted}); resume_job lifts it")
-    return [dg.RunRequest(run_key=f"decide|{tick.isoformat()}", tags=_trading_tags())]
+    return [dg.RunRequest(run_key=f"decide|{tick.isoformat()}", run_config=decision_run_config(), tags=_trading_tags())]
 
 
 def _end_of_day_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:

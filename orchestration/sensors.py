@@ -8,7 +8,7 @@ import dagster as dg
 from assets.partitions import universe
 from orchestration.alerts import send_alert
 from orchestration.jobs import decide_job
-from orchestration.schedules import trading_halted
+from orchestration.schedules import decision_run_config, trading_halted
 
 
 @dg.run_failure_sensor(name="run_failure_alert_sensor", description="Raises an alert (log + webhook) for every failed run.")
@@ -27,7 +27,11 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
 
 
 def _tags() -> dict[str, str]:
-    return {"quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation"), "quantlake/trigger": "sensor"}
+    return {
+        "quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation"),
+        "quantlake/strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross"),
+        "quantlake/trigger": "sensor",
+    }
 
 
 @dg.asset_sensor(
@@ -50,7 +54,7 @@ def new_daily_bars_sensor(context: dg.SensorEvaluationContext, asset_event: dg.E
     if halted:
         return dg.SkipReason(f"trading is halted ({halted})")
     # Every symbol's partition reports the same new bar: one run per bar, never two.
-    return dg.RunRequest(run_key=f"decide|1d|{meta['last_ts'].value}", tags=_tags())
+    return dg.RunRequest(run_key=f"decide|1d|{meta['last_ts'].value}", run_config=decision_run_config(), tags=_tags())
 
 
 @dg.sensor(
@@ -83,7 +87,7 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
         return dg.SkipReason(f"trading is halted ({halted})")
     context.update_cursor(json.dumps({s: [ts, c] for s, (ts, c) in closes.items()}))
     key = "|".join(f"{s}@{closes[s][0]}" for s in sorted(moved))
-    return dg.RunRequest(run_key=f"move|{key}", tags={**_tags(), "quantlake/moved": ",".join(f"{s}:{moved[s]:+.2%}" for s in sorted(moved))})
+    return dg.RunRequest(run_key=f"move|{key}", run_config=decision_run_config(), tags={**_tags(), "quantlake/moved": ",".join(f"{s}:{moved[s]:+.2%}" for s in sorted(moved))})
 
 
 SENSORS = [run_failure_alert_sensor, new_daily_bars_sensor, price_move_sensor]
