@@ -210,6 +210,18 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", help="run config as JSON text or a JSON file (the launchpad's 'config' block)")
+    parser.add_argument("--strategy", help="built-in name or package.module:ATTRIBUTE")
+    parser.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\'')
+    parser.add_argument("--symbols", help="comma-separated symbols")
+    parser.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d")
+    parser.add_argument("--start", help="first bar (YYYY-MM-DD)")
+    parser.add_argument("--end", help="end, exclusive (YYYY-MM-DD)")
+    parser.set_defaults(func=cmd_research)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,14 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     research = sub.add_parser("research", help="materialize a research asset (backtest, sweep, walk-forward, Monte Carlo)")
     research.add_argument("asset", choices=RESEARCH_ASSETS)
-    research.add_argument("--config", help="run config as JSON text or a JSON file (the launchpad's 'config' block)")
-    research.add_argument("--strategy", help="built-in name or package.module:ATTRIBUTE")
-    research.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\'')
-    research.add_argument("--symbols", help="comma-separated symbols")
-    research.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d")
-    research.add_argument("--start", help="first bar (YYYY-MM-DD)")
-    research.add_argument("--end", help="end, exclusive (YYYY-MM-DD)")
-    research.set_defaults(func=cmd_research)
+    _research_arguments(research)
+    # The same, one subcommand per research asset.
+    for command, asset in (("backtest", "backtest"), ("sweep", "parameter_sweep"), ("walk-forward", "walk_forward_analysis"), ("monte-carlo", "monte_carlo")):
+        _research_arguments(sub.add_parser(command, help=f"materialize {asset} (same options as research)")).set_defaults(asset=asset)
 
     decide = sub.add_parser("decide", help="run one decision cycle (agents, hard limits, ledger; orders in paper/live)")
     decide.add_argument("--strategy", default="sma_cross", help="built-in name or package.module:ATTRIBUTE")

@@ -27,6 +27,10 @@ def test_research_backtest_from_the_command_line(
         records = instance.fetch_materializations(dg.AssetKey("backtest"), limit=5).records
     assert len(records) == 1
     assert main(["research", "backtest", "--symbols", "NOPE", "--start", "2024-01-01"]) == 1
+    # `quantlake backtest` is the same as `quantlake research backtest`.
+    assert main(["backtest", "--symbols", "MSFT", "--start", "2024-01-01", "--end", "2025-01-01"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.fetch_materializations(dg.AssetKey("backtest"), limit=5).records) == 2
 
 
 def test_decide_kill_switch_and_resume_from_the_command_line(
