@@ -6,6 +6,8 @@ that sees only `lookback` bars computes exactly what the backtest computed on th
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 from pydantic import Field, model_validator
 
@@ -115,4 +117,42 @@ DONCHIAN_BREAKOUT = Strategy(
     description="Long on a close above the prior N-bar high, out below the prior M-bar low; ATR bracket levels.",
 )
 
-BUILTINS: dict[str, Strategy] = {s.name: s for s in (SMA_CROSS, RSI_REVERSION, DONCHIAN_BREAKOUT)}
+class MomentumParams(StrategyParams):
+    lookback: int = Field(60, ge=2, le=1000, json_schema_extra={"sweep": [20, 120, 20]})
+    skip: int = Field(1, ge=0, le=100, description="Most recent bars left out of the momentum return (short-term reversal).")
+    top_k: int = Field(3, ge=1, le=500, json_schema_extra={"sweep": [1, 5, 1]})
+    vol_window: int = Field(20, ge=2, le=500)
+    vol_target: float = Field(0.15, gt=0, le=2, description="Annualized volatility target per position (252 bars a year).")
+    max_weight: float = Field(0.5, gt=0, le=1, description="Cap on one position's share of equity.")
+    allow_short: bool = False  # long-only: the weakest names are simply not held
+
+
+def _momentum(bars: pl.DataFrame, p: MomentumParams) -> pl.DataFrame:
+    past_return = (pl.col("close").shift(p.skip) / pl.col("close").shift(p.skip + p.lookback) - 1).over("symbol")
+    ranked = bars.sort("symbol", "ts").with_columns(past_return.alias("_momentum"))
+    # Rank across the universe at each bar (ties by symbol order); a symbol without a return yet is out.
+    rank = pl.col("_momentum").rank("ordinal", descending=True).over("ts")
+    in_top = (pl.col("_momentum").is_not_null() & (rank <= p.top_k)).alias("_in_top")
+    ranked = ranked.with_columns(in_top)
+    was_in = pl.col("_in_top").shift(1).over("symbol").fill_null(False)
+    vol = ind.rolling_volatility(p.vol_window).over("symbol") * math.sqrt(252)
+    weight = pl.min_horizontal(p.vol_target / vol / p.top_k, pl.lit(p.max_weight))
+    return ranked.with_columns(
+        (pl.col("_in_top") & ~was_in).alias("entry_long"),
+        (~pl.col("_in_top") & was_in).alias("exit_long"),
+        *no_shorts(),
+        pl.when(vol > 0).then(weight).alias("size"),
+        *no_levels(),
+    ).drop("_momentum", "_in_top")
+
+
+MOMENTUM = Strategy(
+    name="cross_sectional_momentum",
+    params_model=MomentumParams,
+    compute=_momentum,
+    lookback=lambda p: max(p.lookback + p.skip, p.vol_window + 1) + 1,
+    cross_sectional=True,
+    description="Holds the top-K symbols by past return (skipping the last bars), each sized to a volatility target.",
+)
+
+BUILTINS: dict[str, Strategy] = {s.name: s for s in (SMA_CROSS, RSI_REVERSION, DONCHIAN_BREAKOUT, MOMENTUM)}

@@ -10,13 +10,14 @@ import pytest
 
 from backtests.engine import BacktestConfig, run_backtest
 from strategies.base import Strategy
-from strategies.builtin import DONCHIAN_BREAKOUT, RSI_REVERSION, SMA_CROSS
+from strategies.builtin import DONCHIAN_BREAKOUT, MOMENTUM, RSI_REVERSION, SMA_CROSS
 from tests.backtests.reference import reference_backtest
 
 CASES: list[tuple[Strategy[Any], dict[str, Any]]] = [
     (SMA_CROSS, {"fast": 5, "slow": 20}),
     (RSI_REVERSION, {"period": 10, "lower": 35.0, "upper": 65.0}),
     (DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8, "sizing": "volatility", "vol_target": 0.02, "fraction": 0.5}),
+    (MOMENTUM, {"lookback": 20, "top_k": 1, "vol_window": 10, "vol_target": 0.3}),
 ]
 COSTS = [
     {},
@@ -50,7 +51,7 @@ def test_engine_matches_reference(
         assert size == pytest.approx(want.size, rel=1e-9) and price == pytest.approx(want.price, rel=1e-12)
         assert fee == pytest.approx(want.fees, rel=1e-9, abs=1e-12)
     np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-9)
-    if allow_short and strategy is not DONCHIAN_BREAKOUT:
+    if allow_short and strategy not in (DONCHIAN_BREAKOUT, MOMENTUM):
         assert (result.orders["side"] == "sell").sum() > (result.orders["side"] == "buy").sum() - 3
 
 

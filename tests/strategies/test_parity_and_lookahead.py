@@ -13,13 +13,14 @@ from polars.testing import assert_frame_equal
 from backtests.engine import BacktestConfig, run_backtest
 from lake.sources.synthetic import SyntheticSource
 from strategies.base import SIGNAL_COLUMNS, Strategy
-from strategies.builtin import DONCHIAN_BREAKOUT, RSI_REVERSION, SMA_CROSS
-from strategies.live import SignalWindow
+from strategies.builtin import DONCHIAN_BREAKOUT, MOMENTUM, RSI_REVERSION, SMA_CROSS
+from strategies.live import SignalWindow, UniverseWindow
 
 CASES: list[tuple[Strategy[Any], dict[str, Any]]] = [
     (SMA_CROSS, {"fast": 5, "slow": 20, "allow_short": True, "sizing": "volatility"}),
     (RSI_REVERSION, {"period": 10, "lower": 35.0, "upper": 65.0, "allow_short": True}),
     (DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8, "sizing": "risk"}),
+    (MOMENTUM, {"lookback": 30, "skip": 1, "top_k": 1, "vol_window": 10}),
 ]
 IDS = [c[0].name for c in CASES]
 
@@ -34,8 +35,13 @@ def bars() -> pl.DataFrame:
 def test_bar_by_bar_replay_gives_the_vectorized_signals(strategy: Strategy[Any], params: dict[str, Any], bars: pl.DataFrame) -> None:
     p = strategy.params(**params)
     vectorized = strategy.signals(bars, p)
-    window = SignalWindow(strategy, p)
-    replayed = [window.push(row) for row in bars.sort("ts", "symbol").iter_rows(named=True)]
+    if strategy.cross_sectional:
+        universe = UniverseWindow(strategy, p)
+        steps = bars.sort("ts", "symbol").partition_by("ts", maintain_order=True)
+        replayed = [row for step in steps for row in universe.push(step.to_dicts())]
+    else:
+        window = SignalWindow(strategy, p)
+        replayed = [window.push(row) for row in bars.sort("ts", "symbol").iter_rows(named=True)]
     live = pl.DataFrame(replayed, schema=vectorized.schema).sort("symbol", "ts")
     assert_frame_equal(live, vectorized)
     assert vectorized["entry_long"].sum() > 5, "the strategy must act for the comparison to mean anything"
