@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
-from backtests.sweep_nb import signals_sweep_nb, sma_cross_sweep_nb
+from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, to_market
+from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb, sma_cross_sweep_nb
 from strategies import indicators as ind
 from strategies.base import Strategy, StrategyParams
 from strategies.builtin import SmaCrossParams
@@ -94,7 +94,7 @@ def sweep(
     ordered = bars.sort("ts")
     base = to_market(strategy.signals(ordered, grid[0]))
     if config.brackets and not config.allow_short and has_levels(base):
-        return _engine_sweep(ordered, strategy, grid, config, progress)
+        return _bracket_sweep(ordered, strategy, grid, config, progress)
     fill = np.ascontiguousarray((base.open if config.fill == "next_open" else base.close)[:, 0])
     close = np.ascontiguousarray(base.close[:, 0])
     fee = np.ascontiguousarray(fee_fractions(base, config)[:, 0])
@@ -128,20 +128,47 @@ def sweep(
     return _table(grid, final, max_dd, orders, config)
 
 
-def _engine_sweep(
+def _bracket_sweep(
     bars: pl.DataFrame,
     strategy: Strategy[Any],
     grid: Sequence[StrategyParams],
     config: BacktestConfig,
     progress: Callable[[int, int], None] | None,
 ) -> pl.DataFrame:
-    """Strategies with bracket levels: one engine run per combination (brackets are not in the fused loop)."""
-    final, max_dd, orders = np.empty(len(grid)), np.empty(len(grid)), np.zeros(len(grid), dtype=np.int64)
-    for k, params in enumerate(grid):
-        result = run_backtest(bars, strategy, params, config)
-        final[k] = result.equity["equity"][-1]
-        max_dd[k] = result.metrics["max_drawdown"]
-        orders[k] = result.orders.height
-        if progress and ((k + 1) % CHUNK == 0 or k + 1 == len(grid)):
-            progress(k + 1, len(grid))
+    """Long-only strategies with bracket levels: the compiled loop with the engine's bracket rules."""
+    base = to_market(strategy.signals(bars, grid[0]))
+
+    def col(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values[:, 0], dtype=np.float64)
+
+    prices = (col(base.open if config.fill == "next_open" else base.close), col(base.open), col(base.high), col(base.low), col(base.close))
+    fee = np.ascontiguousarray(fee_fractions(base, config)[:, 0])
+    results = []
+    for start in range(0, len(grid), CHUNK):
+        chunk = grid[start : start + CHUNK]
+        frames = [strategy.signals(bars, p) for p in chunk]
+
+        def stack(column: str, frames: list[pl.DataFrame] = frames) -> np.ndarray:
+            return np.ascontiguousarray(np.column_stack([f[column].to_numpy() for f in frames]))
+
+        results.append(
+            bracket_sweep_nb(
+                *prices,
+                stack("entry_long").astype(np.bool_),
+                stack("exit_long").astype(np.bool_),
+                stack("size").astype(np.float64),
+                stack("stop").astype(np.float64),
+                stack("target1").astype(np.float64),
+                stack("target2").astype(np.float64),
+                fee,
+                config.fees_bps / 1e4,
+                config.fee_per_share,
+                config.slippage_bps / 1e4,
+                config.init_cash,
+                not config.fractional,
+            )
+        )
+        if progress:
+            progress(min(start + CHUNK, len(grid)), len(grid))
+    final, max_dd, orders = (np.concatenate([r[i] for r in results]) for i in range(3))
     return _table(grid, final, max_dd, orders, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import next_direction_nb
+from backtests.kernels import bracket_step_nb, next_direction_nb
 
 REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
@@ -123,6 +123,84 @@ def signals_sweep_nb(
             nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k])
             if nxt != held and (nxt == 0 or np.isfinite(size[t, k])):
                 pending = nxt * size[t, k] if nxt != 0 else 0.0
+                held = nxt
+        final[k] = equity
+        max_dd[k] = dd
+    return final, max_dd, orders
+
+
+@njit(cache=True, inline="always")
+def _sell_nb(cash: float, pos: float, size: float, price: float, fee: float, slip: float) -> tuple[float, float, int]:
+    """Sells `size` shares (at most the position) at `price`, slipped, paying fees."""
+    size = min(size, pos)
+    if size <= 0:
+        return cash, pos, 0
+    adj = price * (1.0 - slip)
+    return cash + size * adj - size * adj * fee, pos - size, 1
+
+
+@njit(cache=True, parallel=True)
+def bracket_sweep_nb(
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    entry_long: np.ndarray,
+    exit_long: np.ndarray,
+    size: np.ndarray,
+    stop: np.ndarray,
+    target1: np.ndarray,
+    target2: np.ndarray,
+    fee: np.ndarray,
+    fee_bps: float,
+    fee_per_share: float,
+    slip: float,
+    init_cash: float,
+    whole: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-combination loop for long-only strategies with bracket levels (the engine's
+    `bracket_orders_nb` rules: one bracket exit per bar, none on a bar that fills a signal)."""
+    n, k_total = entry_long.shape
+    final = np.empty(k_total)
+    max_dd = np.empty(k_total)
+    orders = np.zeros(k_total, dtype=np.int64)
+    for k in prange(k_total):
+        cash, pos, held, pending = init_cash, 0.0, 0, np.nan
+        phase, fill_bar, entry = 0, -1, np.nan
+        lv_stop, lv_t1, lv_t2 = np.nan, np.nan, np.nan
+        p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, False
+        peak, dd, equity = init_cash, 0.0, init_cash
+        for t in range(n):
+            if not np.isnan(pending):
+                cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
+                orders[k] += filled
+                if pending > 0 and held == 1 and from_flat:
+                    phase, fill_bar, entry = 1, t, fill_price[t]
+                    lv_stop, lv_t1, lv_t2 = p_stop, p_t1, p_t2
+                else:
+                    phase = 0
+                pending = np.nan
+            elif held == 1 and phase > 0 and t > fill_bar:
+                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t])
+                if action > 0:
+                    part = pos * 0.5 if action == 1 else pos
+                    if whole and action == 1:
+                        part = np.floor(part)
+                    cash, pos, filled = _sell_nb(cash, pos, part, price, fee_bps + fee_per_share / price, slip)
+                    orders[k] += filled
+                    if action == 2:
+                        held = 0
+            equity = cash + pos * close[t]
+            peak = max(peak, equity)
+            dd = max(dd, 1.0 - equity / peak)
+            if t == n - 1:
+                continue
+            nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], False, False)
+            if nxt != held and (nxt == 0 or np.isfinite(size[t, k])):
+                pending = nxt * size[t, k] if nxt != 0 else 0.0
+                from_flat = held == 0
+                p_stop, p_t1, p_t2 = stop[t, k], target1[t, k], target2[t, k]
                 held = nxt
         final[k] = equity
         max_dd[k] = dd

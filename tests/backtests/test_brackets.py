@@ -123,10 +123,19 @@ def test_donchian_run_uses_half_exits_and_matches_the_reference(daily_bars: pl.D
     assert len(fills) == result.orders.height
 
 
-def test_sweep_of_a_bracketed_strategy_equals_the_engine(daily_bars: pl.DataFrame) -> None:
+@pytest.mark.parametrize(
+    "costs", [{}, {"fees_bps": 5.0, "fee_per_share": 0.01, "slippage_bps": 3.0}, {"fees_bps": 2.0, "fractional": True}], ids=["free", "costs", "fractional"]
+)
+def test_sweep_of_a_bracketed_strategy_equals_the_engine(daily_bars: pl.DataFrame, costs: dict[str, float]) -> None:
+    """The compiled sweep loop follows the engine's bracket rules, combination by combination."""
     one = daily_bars.filter(pl.col("symbol") == "AAPL")
-    grid = [DONCHIAN_BREAKOUT.params(entry_window=w, exit_window=8) for w in (10, 20)]
-    table = sweep(one, DONCHIAN_BREAKOUT, grid, BacktestConfig(init_cash=50_000))
+    grid = [DONCHIAN_BREAKOUT.params(entry_window=w, exit_window=x, target1_atr=t) for w in (10, 20) for x in (5, 10) for t in (1.0, 2.0)]
+    config = BacktestConfig(init_cash=50_000, **costs)  # type: ignore[arg-type]
+    table = sweep(one, DONCHIAN_BREAKOUT, grid, config)
+    half_exits = 0
     for row, p in zip(table.iter_rows(named=True), grid, strict=True):
-        result = run_backtest(one, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=50_000))
-        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-12)
+        result = run_backtest(one, DONCHIAN_BREAKOUT, p, config)
+        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-9)
+        assert row["orders"] == result.orders.height
+        half_exits += (result.orders["side"] == "sell").sum() - (result.orders["side"] == "buy").sum()
+    assert half_exits > 0  # target 1 was reached: the brackets were exercised
