@@ -27,6 +27,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from lake.calendar import sessions_frame
 from lake.errors import BarSchemaError, SourceError, UnknownSymbolError
+from lake.http import install_timeout
 from lake.schema import check_timeframe, conform_bars, empty_bars
 
 # Timeframes Alpaca serves in the lake's own alignment; 1h is resampled from 1m (see module doc).
@@ -56,6 +57,7 @@ class AlpacaSource:
         exchange: str = "XNYS",
         retry_attempts: int = 3,
         retry_wait: float = 3.0,
+        timeout_s: float = 30.0,
     ) -> None:
         if not (api_key and secret_key):
             raise SourceError("alpaca: api_key and secret_key are both required")
@@ -74,6 +76,7 @@ class AlpacaSource:
         # The client retries 429/504 itself; these knobs are private attributes in alpaca-py 0.44.
         self._client._retry = retry_attempts
         self._client._retry_wait = retry_wait  # type: ignore[assignment]  # alpaca-py types it int
+        install_timeout(self._client._session, timeout_s)  # alpaca-py sets none: a silent server would hang the run
 
     def fetch(self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
         check_timeframe(timeframe)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class AlpacaDataState:
     page_size: int = 10_000
     # request number (1-based) -> (status, body) to answer instead of bars.
     failures: dict[int, tuple[int, str]] = field(default_factory=dict)
+    hangs: dict[int, float] = field(default_factory=dict)  # request number -> seconds to stall first
     requests: list[dict[str, Any]] = field(default_factory=list)  # query params (first value each) + headers
 
     def page(self, params: dict[str, str]) -> dict[str, Any]:
@@ -65,6 +67,8 @@ def alpaca_data_server(state: AlpacaDataState) -> Iterator[str]:
             with lock:
                 state.requests.append({"path": url.path, **params, "_headers": dict(self.headers)})
                 number = len(state.requests)
+            if number in state.hangs:
+                time.sleep(state.hangs[number])
             if number in state.failures:
                 status, body = state.failures[number]
                 return self._send(status, body)
@@ -86,6 +90,7 @@ def alpaca_data_server(state: AlpacaDataState) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.block_on_close = False  # a stalled handler must not hold up the test's exit
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -140,6 +141,14 @@ def test_bad_arguments_are_named() -> None:
         _source("http://127.0.0.1:9", feed="nasdaq")
     with pytest.raises(SourceError, match="api_key and secret_key"):
         AlpacaSource("", SECRET)
+
+
+def test_a_stalled_server_times_out_instead_of_hanging(minute_bars: pl.DataFrame) -> None:
+    state = _state(minute_bars, hangs={1: 3.0})
+    started = time.monotonic()
+    with alpaca_data_server(state) as url, pytest.raises(SourceError, match="Timeout"):
+        _source(url, timeout_s=0.3, retry_attempts=0).fetch(SYMBOLS, "1m", START, END)
+    assert time.monotonic() - started < 2.5
 
 
 def test_unreachable_server_is_a_source_error() -> None:

@@ -42,8 +42,8 @@ from alpaca.trading.requests import (
     TakeProfitRequest,
 )
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
-from requests.adapters import HTTPAdapter
 
+from lake.http import install_timeout
 from trading.brokers.base import (
     Account,
     BrokerError,
@@ -70,32 +70,6 @@ _STATUS = {
     AlpacaStatus.REJECTED: OrderStatus.REJECTED,
 }
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's maximum page; more open orders than this is not a state we run in
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request a timeout: alpaca-py passes none, so a silent server would hang us forever."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(max_retries=0)  # no transport retries either: a retried POST is our decision
-        self._timeout_s = timeout_s
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: dict[str, str] | None = None,
-    ) -> requests.Response:
-        return super().send(
-            request,
-            stream=stream,
-            timeout=self._timeout_s if timeout is None else timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
 
 
 class _Transient(Exception):
@@ -178,9 +152,7 @@ class AlpacaBroker:
         self._url = url_override or ("paper-api.alpaca.markets" if paper else "api.alpaca.markets")
         self._client = TradingClient(api_key, secret_key, paper=paper, url_override=url_override)
         self._client._retry = 0  # its retry re-POSTs blindly on 504; we retry after a lookup instead
-        adapter = _TimeoutAdapter(timeout_s)
-        self._client._session.mount("https://", adapter)
-        self._client._session.mount("http://", adapter)
+        install_timeout(self._client._session, timeout_s)
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._sleep = sleep
