@@ -17,6 +17,7 @@ from lake.sources.base import BarSource
 
 if TYPE_CHECKING:
     from trading.brokers.base import Broker
+    from trading.brokers.simulated import SimulatedBroker
     from trading.ledger import Ledger
     from trading.pipeline import PipelineConfig
 
@@ -94,6 +95,31 @@ class TradingResource(dg.ConfigurableResource):
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None
     alpaca_trading_url: str | None = None
+    sim_state_file: str = Field(default="", description="simulation mode: the simulated broker's state between runs.")
+    initial_cash: float = Field(default=100_000.0, gt=0, description="simulation mode: the simulated account's cash.")
+
+    def _sim_path(self) -> Path:
+        from lake.paths import REPO_ROOT
+
+        return Path(self.sim_state_file) if self.sim_state_file else REPO_ROOT / "data" / "sim_broker.json"
+
+    def simulated_broker(self) -> SimulatedBroker:
+        """The simulated account as the last run left it (a new one the first time)."""
+        import json
+
+        from trading.brokers.simulated import SimulatedBroker
+
+        path = self._sim_path()
+        if path.exists():
+            return SimulatedBroker.from_state(json.loads(path.read_text()))
+        return SimulatedBroker(cash=self.initial_cash)
+
+    def save_simulated(self, broker: SimulatedBroker) -> None:
+        import json
+
+        from lake.store import write_text_atomic
+
+        write_text_atomic(self._sim_path(), json.dumps(broker.to_state()))
 
     def ledger(self) -> Ledger:
         from trading.ledger import Ledger
@@ -116,8 +142,10 @@ class TradingResource(dg.ConfigurableResource):
 
         mode = Mode(self.mode)
         check_mode(mode, live_opt_in=self.live_opt_in)
-        if mode in (Mode.VALIDATION, Mode.SIMULATION):
+        if mode == Mode.VALIDATION:
             return None
+        if mode == Mode.SIMULATION:
+            return self.simulated_broker()
         if not (self.alpaca_api_key and self.alpaca_secret_key):
             raise ValueError(f"trading: mode {self.mode!r} needs ALPACA_API_KEY and ALPACA_SECRET_KEY")
         from trading.brokers.alpaca import AlpacaBroker

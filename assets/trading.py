@@ -25,7 +25,7 @@ from lake.store import write_text_atomic
 from strategies.registry import load_strategy
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
-from trading.brokers.simulated import SimConfig
+from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
 from trading.execution import Executor
 from trading.models import Mode
@@ -56,6 +56,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
         cache = ResponseCache(Path(trading.cache_dir), CacheMode.REPLAY if config.replay else CacheMode.RECORD)
     as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
     ledger = trading.ledger()
+    broker = trading.broker()
     try:
         report = run_decision_cycle(
             lake_root=lake.path,
@@ -69,9 +70,11 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             mode=mode,
             initial_cash=config.initial_cash,
             cache=cache,
-            broker=trading.broker(),
+            broker=broker,
             run_id=context.run_id,
         )
+        if isinstance(broker, SimulatedBroker):
+            trading.save_simulated(broker)  # after the ledger has the cycle: the account continues next run
     except (CycleError, LakeError, ValueError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc  # bad input: a retry cannot fix it
     finally:

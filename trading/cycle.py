@@ -21,6 +21,7 @@ from strategies.base import Strategy
 from trading.agents.cache import ResponseCache
 from trading.agents.tools import standard_tools
 from trading.brokers.base import Broker, OrderState
+from trading.brokers.simulated import SimulatedBroker
 from trading.context import build_contexts
 from trading.events import Event, EventType, MemorySink
 from trading.execution import Executor
@@ -132,6 +133,8 @@ def run_decision_cycle(
     bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1)
     as_of = as_of or latest_common_bar(bars)
     past = bars.filter(pl.col("ts") <= as_of)
+    if isinstance(broker, SimulatedBroker) and mode == Mode.SIMULATION:
+        advance_simulation(broker, ledger, past, run_id=run_id)
     marks = {r["symbol"]: r["close"] for r in past.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
     snapshot, pre_events = snapshot_from_ledger(ledger, marks, as_of, initial_cash=initial_cash, run_id=run_id, mode=mode)
     contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot)
@@ -150,12 +153,45 @@ def run_decision_cycle(
     return CycleReport(run_id, as_of, mode, result, snapshot, skipped, estimate, written, orders)
 
 
+def advance_simulation(broker: SimulatedBroker, ledger: Ledger, bars: pl.DataFrame, *, run_id: str) -> int:
+    """Lets the simulated broker live through the bars since its last one (fills at their opens, brackets)."""
+    executor = Executor(broker, ledger, mode=Mode.SIMULATION, run_id=run_id)
+    executor.ensure_funded()
+    new = bars.filter(pl.col("ts") > broker.now) if broker.now is not None else bars.tail(0)
+    fills = 0
+    for frame in new.sort("ts", "symbol").partition_by("ts", maintain_order=True):
+        fills += executor.record_fills(broker.on_bar({r["symbol"]: r for r in frame.iter_rows(named=True)}))
+    if broker.now is None and not bars.is_empty():
+        broker.now = bars["ts"].max()  # type: ignore[assignment]  # a new simulation starts at the decision bar
+    return fills
+
+
 def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode: Mode, run_id: str) -> list[OrderState]:
     executor = Executor(broker, ledger, mode=mode, run_id=run_id)
     executor.ensure_funded()
     positions = {s: q for s, q in replay_portfolio(ledger).positions.items() if q}
-    executor.reconcile(positions)  # raises before anything is sent when the broker cannot be read
+    report = executor.reconcile(positions)  # raises before anything is sent when the broker cannot be read
+    start_of_day, peak = _equity_marks(ledger, report["equity"])
+    executor.check_breakers(report["equity"], start_of_day, peak)  # a trip halts: only exits go out
     return executor.execute(decisions, broker.positions())
+
+
+def _equity_marks(ledger: Ledger, equity: float) -> tuple[float, float]:
+    """(start-of-day equity, peak equity) from the broker equity every reconciliation recorded."""
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    today = datetime.now(ny).date()
+    start, peak = equity, equity
+    seen_today = False
+    for event in ledger.events(types=[EventType.RECONCILIATION.value]):
+        value = event.payload.get("equity")
+        if value is None:
+            continue
+        peak = max(peak, float(value))
+        if not seen_today and event.recorded_at.astimezone(ny).date() == today:
+            start, seen_today = float(value), True
+    return start, peak
 
 
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:

@@ -21,14 +21,12 @@ from trading.ledger import Ledger
 
 SYMBOLS = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT", "NVDA", "TSLA"]
 
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
     root: Path = tmp_path_factory.mktemp("lake")
     bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
     replace_partitions(root, "bars", "1d", bars, period="year")
     return LakeResource(root=str(root))
-
 
 def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any]) -> dg.AssetMaterialization:
     result = dg.materialize(
@@ -40,7 +38,6 @@ def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any]) 
     [event] = result.get_asset_materialization_events()
     return event.materialization  # type: ignore[return-value]
 
-
 def _decisions(ledger_url: str, run_id: str | None = None) -> list[dict[str, Any]]:
     with Ledger(ledger_url) as ledger:
         return [
@@ -48,7 +45,6 @@ def _decisions(ledger_url: str, run_id: str | None = None) -> list[dict[str, Any
             for e in ledger.events(types=[EventType.DECISION.value])
             if run_id is None or e.run_id == run_id
         ]
-
 
 def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
@@ -65,7 +61,6 @@ def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, tmp
     with Ledger(url) as ledger:
         [deposit] = ledger.events(types=[EventType.DEPOSIT.value])
         assert deposit.payload["amount"] == 100_000.0
-
 
 def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -90,7 +85,6 @@ def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: 
     assert again.metadata["model_calls"].value == 0
     assert _decisions(replay_url) == _decisions(recorded_url)
 
-
 def test_bad_config_fails_with_the_reason(lake: LakeResource, tmp_path: Path) -> None:
     resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", pipeline_file=str(tmp_path / "missing.yaml"))
     with pytest.raises(dg.Failure, match="missing.yaml"):
@@ -102,19 +96,16 @@ def test_bad_config_fails_with_the_reason(lake: LakeResource, tmp_path: Path) ->
             run_config={"ops": {"decision_cycle": {"config": {"symbols": ["ZZZZ"]}}}},
         )
 
-
 @pytest.fixture
 def _no_live(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("QUANTLAKE_LIVE_TRADING", raising=False)
     yield
-
 
 @pytest.mark.usefixtures("_no_live")
 def test_live_mode_without_opt_in_is_refused(lake: LakeResource, tmp_path: Path) -> None:
     resource = TradingResource(mode="live", ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", alpaca_api_key="k", alpaca_secret_key="s")
     with pytest.raises(Exception, match="real money"):
         dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})
-
 
 def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(lake: LakeResource, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'paper.sqlite'}"
@@ -138,3 +129,21 @@ def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(la
     for fill in fills:
         assert any(sym == fill.symbol and at is not None and fill.as_of is not None and at < fill.as_of for sym, at in executed)
     assert portfolio.cash < 100_000 or portfolio.realized_pnl != 0
+
+def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(lake: LakeResource, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sim.sqlite'}"
+    resource = TradingResource(mode="simulation", ledger_url=url, sim_state_file=str(tmp_path / "sim.json"))
+    first = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"})
+    assert first.metadata["orders_sent"].value >= 1  # type: ignore[operator]
+    with Ledger(url) as ledger:
+        assert not list(ledger.events(types=[EventType.FILL.value]))  # nothing fills on the decision bar
+    second = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-08T14:30:00+00:00"})
+    with Ledger(url) as ledger:
+        fills = list(ledger.events(types=[EventType.FILL.value]))
+        from trading.ledger import replay_portfolio
+
+        portfolio = replay_portfolio(ledger)
+
+    assert len(fills) == first.metadata["orders_sent"].value
+    assert all(f.as_of == datetime(2024, 3, 7, 14, 30, tzinfo=UTC) for f in fills)  # the next bar's open
+    assert second.metadata["positions"].value == {s: q for s, q in portfolio.positions.items() if q}

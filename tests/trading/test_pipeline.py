@@ -35,8 +35,11 @@ def test_rule_based_cycle_is_deterministic_and_follows_the_signals(market: Marke
             assert (d.verdict, d.rationale) == (Verdict.HOLD, "no signal")
     for d in first.executed():
         assert d.decided_at == market.as_of
-        assert d.stop is not None and d.entry is not None and d.stop < d.entry < d.target1 < d.target2  # type: ignore[operator]
+        assert (d.stop, d.target1, d.target2) == (None, None, None)  # sma_cross has no levels: none invented
         assert d.quantity > 0 and d.quantity == int(d.quantity)
+    atr = PipelineConfig(analyst=AgentSpec(type="rules_analyst", config={"default_levels": True}))
+    for d in DecisionPipeline(atr).run(contexts, market.snapshot, as_of=market.as_of).executed():
+        assert d.stop is not None and d.entry is not None and d.stop < d.entry < d.target1 < d.target2  # type: ignore[operator]
     assert first.model_calls == 0 and first.costs["run_cost_usd"] == 0
 
 

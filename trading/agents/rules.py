@@ -1,6 +1,7 @@
 """Deterministic rule-based agents: the offline default and the fallback when a model fails.
 
-The analyst turns the strategy's signal into a proposal with ATR-based levels; the risk reviewer
+The analyst turns the strategy's signal into a proposal with the strategy's own levels (so paper
+trading follows the backtest; ATR levels on request); the risk reviewer
 keeps the hard-limited quantity unless confidence is low; the validator checks the levels' order.
 """
 
@@ -16,6 +17,9 @@ from trading.models import Action, RiskAssessment, TradeProposal, ValidationResu
 class RuleAnalystConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    default_levels: bool = Field(
+        False, description="Invent ATR stop/targets when the strategy gives none (off: trade exactly as the backtest)."
+    )
     stop_atr: float = Field(2.0, gt=0, description="Stop distance in ATRs when the strategy gives no stop.")
     target1_atr: float = Field(2.0, gt=0)
     target2_atr: float = Field(4.0, gt=0)
@@ -46,18 +50,20 @@ class RuleAnalyst:
                 quantity=abs(ctx.position),
             )
         sign = 1.0 if want == "BUY" else -1.0
-        stop = ctx.signal.get("stop") or price - sign * c.stop_atr * atr
-        t1 = ctx.signal.get("target1") or price + sign * c.target1_atr * atr
-        t2 = ctx.signal.get("target2") or price + sign * c.target2_atr * atr
+        stop, t1, t2 = (ctx.signal.get(k) for k in ("stop", "target1", "target2"))
+        if c.default_levels:
+            stop = stop or max(price - sign * c.stop_atr * atr, 1e-9)
+            t1 = t1 or max(price + sign * c.target1_atr * atr, 1e-9)
+            t2 = t2 or max(price + sign * c.target2_atr * atr, 1e-9)
         return TradeProposal(
             symbol=ctx.symbol,
             action=Action(want),
             confidence=c.confidence,
             rationale=f"{ctx.strategy}: entry signal at {ctx.as_of.isoformat()}; ATR {atr:.4g}",
             entry=price,
-            stop=max(stop, 1e-9),
-            target1=max(t1, 1e-9),
-            target2=max(t2, 1e-9),
+            stop=stop,
+            target1=t1,
+            target2=t2,
         )
 
 

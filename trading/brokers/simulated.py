@@ -127,6 +127,37 @@ class SimulatedBroker:
         now = self.now or datetime.fromtimestamp(0).astimezone()
         return Clock(timestamp=now, is_open=True, next_open=now, next_close=now)
 
+    # -- persistence: a scheduled simulation continues where the last run stopped
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue later (not the fill history: the ledger has it)."""
+        return {
+            "config": self.config.model_dump(),
+            "cash": self.cash,
+            "now": self.now.isoformat() if self.now else None,
+            "positions": self._positions,
+            "marks": self._marks,
+            "orders": [
+                {"request": o.request.model_dump(mode="json"), "state": o.state.model_dump(mode="json"), "rng": _rng_state(o.rng)}
+                for o in self._orders.values()
+            ],
+            "brackets": {s: {**vars(b), "armed_after": b.armed_after.isoformat()} for s, b in self._brackets.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SimulatedBroker:
+        broker = cls(SimConfig(**state["config"]), cash=float(state["cash"]))
+        broker.now = datetime.fromisoformat(state["now"]) if state["now"] else None
+        broker._positions = {k: float(v) for k, v in state["positions"].items()}
+        broker._marks = {k: float(v) for k, v in state["marks"].items()}
+        for item in state["orders"]:
+            rng = random.Random()
+            rng.setstate(_rng_from(item["rng"]))
+            request = OrderRequest.model_validate(item["request"])
+            broker._orders[request.client_order_id] = _Order(request, OrderState.model_validate(item["state"]), rng)
+        for symbol, b in state["brackets"].items():
+            broker._brackets[symbol] = _Bracket(**{**b, "armed_after": datetime.fromisoformat(b["armed_after"])})
+        return broker
+
     # -- time
     def on_bar(self, bars: dict[str, dict[str, Any]]) -> list[Fill]:
         """One bar per symbol (ts, open, high, low, close): fills open orders, then runs brackets."""
@@ -240,6 +271,15 @@ class SimulatedBroker:
     def _affordable(self, price: float) -> float:
         per_share = price * (1 + self.config.commission_bps / 1e4) + self.config.commission_per_share
         return max(self.cash, 0.0) / per_share
+
+
+def _rng_state(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from(saved: list[Any]) -> tuple[Any, ...]:
+    return (saved[0], tuple(saved[1]), saved[2])
 
 
 def _seed(seed: int, client_order_id: str) -> int:
