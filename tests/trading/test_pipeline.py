@@ -135,3 +135,34 @@ def test_decision_time_is_the_bar_not_the_wall_clock(market: Market) -> None:
     result = DecisionPipeline(PipelineConfig()).run(market.contexts(), market.snapshot, as_of=market.as_of)
     assert {d.decided_at for d in result.decisions} == {market.as_of}
     assert market.as_of < market.bars["ts"].max() - timedelta(days=30)  # a past bar: replayable
+
+
+def test_user_agents_load_as_plugins(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import BaseModel
+
+    from trading.agents import registry
+    from trading.agents.base import CostClass, Role
+    from trading.models import Action, TradeProposal
+
+    class Contrarian:
+        name = "contrarian"
+
+        def propose(self, ctx, run):  # type: ignore[no-untyped-def]
+            return TradeProposal(symbol=ctx.symbol, action=Action.HOLD, confidence=1.0, rationale="never chase")
+
+    class NoConfig(BaseModel):
+        pass
+
+    plugin = registry.AgentType("contrarian", Role.ANALYST, CostClass.FREE, NoConfig, lambda n, c, e: Contrarian())
+
+    class EntryPoint:
+        name, value = "contrarian", "user_pkg.agents:CONTRARIAN"
+
+        def load(self) -> registry.AgentType:
+            return plugin
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint()] if group == "quantlake.agents" else [])
+    assert registry.agent_types()["contrarian"].config_schema() == {"properties": {}, "title": "NoConfig", "type": "object"}
+    result = DecisionPipeline(PipelineConfig(analyst=AgentSpec(type="contrarian"))).run(market.contexts(), market.snapshot, as_of=market.as_of)
+    assert not result.executed()
+    assert any(d.rationale == "analyst: never chase" for d in result.decisions)
