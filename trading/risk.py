@@ -20,7 +20,9 @@ UNKNOWN_SECTOR = "unknown"
 # Slack for float noise only: a cap computed by division can land an ulp over when multiplied back.
 _REL_TOL = 1e-12
 # 199.9999999997 shares of room is 200 shares, not 199 (re-checked against the caps after rounding).
-_WHOLE_EPS = 1e-9
+_ROUND_EPS = 1e-9
+# Smallest fractional lot (brokers take 9 decimals); also keeps float dust out of sized orders.
+FRACTION_STEP = 1e-9
 
 Pct = Annotated[float, Field(gt=0, le=1)]
 Count = Annotated[int, Field(ge=1)]
@@ -64,7 +66,7 @@ class _Cap:
 
     name: str
     max_qty: float
-    fits: Callable[[float], bool]  # exact re-check, used after rounding to whole shares
+    fits: Callable[[float], bool]  # re-check after rounding to lots
     usage: Callable[[float], str]  # usage after adding q, e.g. "position AAPL 31.2%"
     limit: str  # e.g. "20.0% of equity"
 
@@ -144,12 +146,7 @@ def _assess_increasing(
         return _result(
             symbol, 0.0, violations=[f"price {px:g} for {symbol} too small to size against limits"]
         )
-    if not fractional:
-        whole = math.floor(cap_qty + _WHOLE_EPS) if cap_qty > 0 else 0
-        if whole > 0 and not all(c.fits(whole) for c in caps):
-            whole = math.floor(cap_qty)
-        cap_qty = float(max(whole, 0))
-    cap_qty = max(cap_qty, 0.0)
+    cap_qty = _round_down(cap_qty, 1.0 if not fractional else FRACTION_STEP, caps)
 
     requested = proposal.quantity
     reasons: list[str] = []
@@ -173,6 +170,18 @@ def _assess_increasing(
         if qty <= 0 and not violations:
             violations.append(f"{symbol}: less than one whole share requested")
     return _result(symbol, qty, reasons=reasons, violations=violations)
+
+
+def _round_down(qty: float, step: float, caps: list[_Cap]) -> float:
+    """Largest multiple of `step` within the caps; float noise just under a step still counts."""
+    if qty <= 0:
+        return 0.0
+    if qty / step >= 2.0**53:  # beyond float precision every value is already a whole lot
+        return qty
+    lots = math.floor(qty / step + _ROUND_EPS)
+    if lots > 0 and not all(c.fits(lots * step) for c in caps):
+        lots = math.floor(qty / step)
+    return max(lots * step, 0.0)
 
 
 def _gate_violations(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
-from trading.risk import RiskLimits, RiskLimitsError, assess
+from trading.risk import FRACTION_STEP, RiskLimits, RiskLimitsError, assess
 
 TOL = 1e-9  # relative slack for float comparisons
 
@@ -241,9 +241,7 @@ proposals = st.builds(
     action=st.sampled_from([Action.BUY, Action.BUY, Action.SELL, Action.SELL, Action.HOLD]),
     confidence=st.floats(0, 1),
     rationale=st.just("property"),
-    entry=st.one_of(
-        st.none(), prices_st, prices_st, st.floats(min_value=1e-4, max_value=1e7), st.just(math.inf)
-    ),
+    entry=st.one_of(st.none(), prices_st, prices_st, st.floats(min_value=1e-4, max_value=math.inf)),
     quantity=quantities,
 )
 equities = st.floats(min_value=1e4, max_value=1e7) | st.floats(min_value=1.0, max_value=1e9)
@@ -291,6 +289,30 @@ def _sector_gross(
     return others + abs(new_pos) * px
 
 
+@st.composite
+def plausible_books(draw: st.DrawFn) -> PortfolioSnapshot:
+    """Books with no breaker tripped, so sizing against the caps gets most of the examples."""
+    held = draw(st.lists(st.sampled_from(SYMBOLS), unique=True, max_size=8))
+    equity = draw(st.floats(min_value=1e4, max_value=1e7))
+    return PortfolioSnapshot(
+        cash=draw(st.floats(min_value=0, max_value=1.2)) * equity,
+        equity=equity,
+        positions={s: float(draw(st.integers(-300, 1_000).filter(bool))) for s in held},
+        prices={s: draw(st.floats(min_value=1, max_value=1_000)) for s in SYMBOLS},
+    )
+
+
+plausible_proposals = st.builds(
+    TradeProposal,
+    symbol=st.sampled_from(SYMBOLS),
+    action=st.sampled_from([Action.BUY, Action.SELL]),
+    confidence=st.just(0.5),
+    rationale=st.just("plausible"),
+    entry=st.none() | st.floats(min_value=1, max_value=1_000),
+    quantity=st.none() | st.integers(0, 5_000).map(float) | st.floats(min_value=0, max_value=5_000),
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     proposal=proposals,
@@ -306,6 +328,25 @@ def test_approved_trades_never_breach_the_limits(
     explicit: float | None,
     fractional: bool,
 ) -> None:
+    _check(proposal, book, limits, explicit, fractional)
+
+
+@settings(max_examples=300, deadline=None)
+@given(proposal=plausible_proposals, book=plausible_books(), limits=limits_st, fractional=st.booleans())
+def test_plausible_trades_are_sized_to_the_tightest_cap(
+    proposal: TradeProposal, book: PortfolioSnapshot, limits: RiskLimits, fractional: bool
+) -> None:
+    _check(proposal, book, limits, None, fractional)
+
+
+def _check(
+    proposal: TradeProposal,
+    book: PortfolioSnapshot,
+    limits: RiskLimits,
+    explicit: float | None,
+    fractional: bool,
+) -> None:
+    """Apply the approved quantity to the book and check every limit, exits and breakers."""
     res = assess(proposal, book, limits, price=explicit, fractional=fractional)
     q = res.quantity
     assert res.symbol == proposal.symbol
@@ -339,8 +380,7 @@ def test_approved_trades_never_breach_the_limits(
         or (sod is not None and equity <= sod * (1 - limits.daily_loss_limit_pct))
         or (peak is not None and equity <= peak * (1 - limits.max_drawdown_pct))
         or (pos == 0 and sum(1 for v in book.positions.values() if v != 0) >= limits.max_open_positions)
-        or (new_pos < 0 and not limits.allow_short)
-        or (sign < 0 and not limits.allow_short)
+        or (sign < 0 and not limits.allow_short)  # flat or short already: selling shorts (more)
     )
     if tripped:
         assert q == 0, res
@@ -368,8 +408,8 @@ def test_approved_trades_never_breach_the_limits(
     if pos == 0 and q > 0:  # opened a new position: there was room for it
         assert sum(1 for v in book.positions.values() if v != 0) < limits.max_open_positions
 
-    # And it is not cut more than needed: one more share (or any more, fractionally) would not fit.
+    # And it is not cut more than needed: one more share (or fractional lot) would not fit.
     wanted = requested if fractional or not math.isfinite(requested) else math.floor(requested)
     if q < wanted:
-        bump = 0.0 if fractional else 1.0
+        bump = FRACTION_STEP if fractional else 1.0
         assert any(value >= cap - abs(cap) * TOL - 1e-12 for value, cap in usage(bump)), res
