@@ -15,13 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import polars as pl
 
-from lake.calendar import EXCHANGE_TZ, sessions_frame
+from lake.calendar import EXCHANGE_TZ, get_calendar, sessions_frame
 from lake.errors import ValidationFailed
 from lake.schema import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMEFRAMES, check_timeframe, conform_bars
 
@@ -144,6 +145,22 @@ class ValidationReport:
             raise ValidationFailed(f"{where}: {detail}")
 
 
+_SESSIONS_LOCK = threading.Lock()
+_SESSIONS: dict[str, pl.DataFrame] = {}
+
+
+def _sessions_between(first: date, last: date, exchange: str) -> pl.DataFrame:
+    """`sessions_frame(first, last, exchange)`, sliced from the exchange's whole calendar built once."""
+    with _SESSIONS_LOCK:
+        table = _SESSIONS.get(exchange)
+        if table is None:
+            cal = get_calendar(exchange)
+            table = _SESSIONS[exchange] = sessions_frame(cal.first_session.date(), cal.last_session.date(), exchange)
+    if last < first:
+        return sessions_frame(first, last, exchange)  # raises the calendar's own error
+    return table.filter(pl.col("date").is_between(first, last))
+
+
 def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
     """Adds the session each bar falls in (`_date`, `_open`, `_close`) and `_in_session`.
 
@@ -158,14 +175,14 @@ def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Data
         )
     local_date = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
     first, last = (t.astimezone(ZoneInfo(EXCHANGE_TZ)).date() for t in (bars["ts"].min(), bars["ts"].max()))  # type: ignore[union-attr]
-    sessions = sessions_frame(first - timedelta(days=7), last, exchange)
+    sessions = _sessions_between(first - timedelta(days=7), last, exchange)
     if timeframe == "1d":
         joined = bars.with_columns(local_date.alias("_date")).join(
             sessions.rename({"date": "_date", "open": "_open", "close": "_close"}), on="_date", how="left", maintain_order="left"
         )
         return joined.with_columns(pl.col("_open").is_not_null().alias("_in_session"))
-    idx = (sessions["open"].search_sorted(bars["ts"], side="right") - 1).clip(0)
-    found = sessions[idx.cast(pl.UInt32)]
+    idx = (sessions["open"].search_sorted(bars["ts"], side="right") - 1).clip(0).cast(pl.UInt32)
+    found = sessions.select(pl.all().gather(idx))
     return bars.with_columns(
         found["date"].alias("_date"),
         found["open"].alias("_open"),
@@ -174,31 +191,62 @@ def _session_flags(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Data
     )
 
 
+def _sorted_unique(bars: pl.DataFrame) -> bool:
+    """Whether rows already run in strictly increasing (symbol, ts) order with neither null: the
+    usual case (sources emit per-symbol sorted bars), where the sorts below would change nothing."""
+    if bars["symbol"].null_count() or bars["ts"].null_count():
+        return False
+    sym, ts = pl.col("symbol"), pl.col("ts")
+    ordered = (sym.shift(1) < sym) | ((sym.shift(1) == sym) & (ts.shift(1) < ts))
+    return bool(bars.select(ordered.slice(1).all()).item())
+
+
 def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
     """Session flags, order, duplicates and jump scores; returned sorted by (symbol, ts, arrival).
 
     Shifts with a same-symbol guard instead of window expressions: sorting once is much cheaper
-    than grouping several times on millions of rows.
+    than grouping several times on millions of rows. Input that is already in (symbol, ts) order
+    with no repeats (what sources produce) skips the sorts: every bar is then increasing and the
+    first of its timestamp by construction.
     """
-    arrival = bars.with_row_index("_row").sort("symbol", maintain_order=True)
     same = pl.col("symbol") == pl.col("symbol").shift(1)
-    arrival = arrival.with_columns((~same | (pl.col("ts") > pl.col("ts").shift(1))).fill_null(True).alias("_increasing"))
-    df = _session_flags(arrival.sort("symbol", "ts", "_row"), timeframe, exchange)
-    df = df.with_columns(
-        (~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"),
-        pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
-    )
+    if _sorted_unique(bars):
+        ordered = bars.with_row_index("_row").with_columns(pl.lit(True).alias("_increasing"))
+        df = _session_flags(ordered, timeframe, exchange).with_columns(
+            pl.lit(True).alias("_first_of_ts"),
+            pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
+        )
+    else:
+        arrival = bars.with_row_index("_row").sort("symbol", maintain_order=True)
+        arrival = arrival.with_columns((~same | (pl.col("ts") > pl.col("ts").shift(1))).fill_null(True).alias("_increasing"))
+        df = _session_flags(arrival.sort("symbol", "ts", "_row"), timeframe, exchange)
+        df = df.with_columns(
+            (~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"),
+            pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
+        )
+    # Rows are grouped by symbol (nulls first), so each symbol is one run: number the runs and take
+    # the robust scale per run on (run, return) only, instead of grouping and joining on strings.
+    # A null symbol gets no scale (as a join on a null key would not match).
+    run = df.select(pl.col("symbol").ne_missing(pl.col("symbol").shift(1)).cum_sum().alias("_run"), "_log_ret")
     deviation = (pl.col("_log_ret") - pl.col("_log_ret").median()).abs()
-    scale = df.group_by("symbol").agg((deviation.median() * 1.4826).alias("_scale"))
+    scale = run.group_by("_run").agg((deviation.median() * 1.4826).alias("_scale")).sort("_run")
+    first_run = scale["_run"][0] if scale.height else 0  # runs are numbered consecutively from here
+    row_scale = scale["_scale"].gather(run["_run"] - first_run) if scale.height else pl.Series("_scale", [], pl.Float64)
     floor = JUMP_FLOOR[timeframe] / JUMP_Z
-    return df.join(scale, on="symbol", how="left", maintain_order="left").with_columns(
+    return df.with_columns(
+        pl.when(pl.col("symbol").is_not_null()).then(row_scale).alias("_scale"),
+    ).with_columns(
         (pl.col("_log_ret").abs() / pl.max_horizontal(pl.col("_scale"), pl.lit(floor))).fill_nan(None).fill_null(0.0).alias("_jump_z")
     )
 
 
 def _missing_bars(bars: pl.DataFrame, timeframe: str, expected_until: datetime | None) -> pl.DataFrame:
-    """Expected bar timestamps absent from the data, per symbol over the sessions the data touches."""
-    present = bars.filter(pl.col("_in_session"))
+    """Expected bar timestamps absent from the data, per symbol over the sessions the data touches.
+
+    `bars` comes sorted by (symbol, ts), so a (symbol, session) is one run of in-session rows and
+    its distinct timestamps are the rows whose ts differs from the previous row's.
+    """
+    present = bars.select("symbol", "ts", "_date", "_open", "_close", "_in_session").filter(pl.col("_in_session"))
     if present.is_empty():
         return pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
     if timeframe == "1d":
@@ -207,7 +255,12 @@ def _missing_bars(bars: pl.DataFrame, timeframe: str, expected_until: datetime |
         return expected.join(present.select("symbol", "ts"), on=["symbol", "ts"], how="anti").sort("symbol", "ts")
     step = TIMEFRAMES[timeframe]
     end = pl.col("_close") if expected_until is None else pl.min_horizontal(pl.col("_close"), pl.lit(expected_until))
-    sessions = present.group_by("symbol", "_open", "_close").agg(pl.col("ts").n_unique().alias("_have"))
+    first_row = pl.int_range(pl.len()) == 0
+    new_run = first_row | pl.col("symbol").ne_missing(pl.col("symbol").shift(1)) | pl.col("_open").ne_missing(pl.col("_open").shift(1))
+    flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))
+    starts = flags["new"].arg_true()
+    have = np.add.reduceat(flags["distinct"].to_numpy().astype(np.int64), starts.to_numpy())
+    sessions = present.select("symbol", "_open", "_close").gather(starts).with_columns(pl.Series("_have", have))
     sessions = sessions.with_columns(((end - pl.col("_open")).dt.total_microseconds() / step.total_seconds() / 1e6).ceil().alias("_want"))
     short = sessions.filter(pl.col("_have") < pl.col("_want"))  # only these are enumerated, minute by minute
     if short.is_empty():
@@ -310,23 +363,28 @@ def validate_bars(
     check_timeframe(timeframe)
     bars = conform_bars(bars, where=f"validate {timeframe}")
     frame = _helper_columns(bars, timeframe, exchange)
-    masks = frame.select(
-        pl.col("_row"),
-        *[rule.failing().fill_null(True).alias(rule.name) for rule in RULES if rule.failing is not None],
-    )
     gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
     missing = _missing_bars(frame, timeframe, expected_until)
+
+    # Every row rule's mask in one pass, kept as columns so the failing rows are only ever
+    # gathered (for examples and the quarantine) when a rule actually fails.
+    row_rules = [rule for rule in RULES if rule.failing is not None]
+    mask = {rule.name: pl.col(f"_fails_{rule.name}") for rule in row_rules}
+    frame = frame.with_columns(rule.failing().fill_null(True).alias(f"_fails_{rule.name}") for rule in row_rules)  # type: ignore[misc]
+    counts = frame.select(m.sum() for m in mask.values()).row(0)
+    failed_by_rule = dict(zip(mask, counts, strict=True))
 
     results: list[CheckOutcome] = []
     for rule in RULES:
         if rule.failing is None:
             failed_rows, examples = missing.height, missing.head(EXAMPLES).to_dicts()
         else:
-            failing = frame.filter(masks[rule.name])
-            failed_rows = failing.height
+            failed_rows = failed_by_rule[rule.name]
             reason = [rule.reason().alias("reason")] if rule.reason is not None else []
             examples = (
-                failing.head(EXAMPLES).select("symbol", "ts", *PRICE_COLUMNS, "volume", *reason).to_dicts()
+                frame.filter(mask[rule.name]).head(EXAMPLES).rechunk().select("symbol", "ts", *PRICE_COLUMNS, "volume", *reason).to_dicts()
+                if failed_rows
+                else []
             )
         passed = failed_rows == 0
         if gx_passed is not None and rule.name in gx_passed and gx_passed[rule.name] != passed:
@@ -337,19 +395,25 @@ def validate_bars(
             CheckOutcome(rule.name, passed, rule.blocking, failed_rows, rule.description, examples)
         )
 
-    blocking = [rule for rule in RULES if rule.blocking and rule.failing is not None]
+    blocking = [rule for rule in row_rules if rule.blocking]
     reasons = pl.concat_str(
-        [pl.when(masks[rule.name]).then(rule.reason()) for rule in blocking if rule.reason is not None],  # type: ignore[misc]
+        [pl.when(mask[rule.name]).then(rule.reason()) for rule in blocking if rule.reason is not None],  # type: ignore[misc]
         separator="; ",
         ignore_nulls=True,
     )
     checks = pl.concat_str(
-        [pl.when(masks[rule.name]).then(pl.lit(rule.name)) for rule in blocking],
+        [pl.when(mask[rule.name]).then(pl.lit(rule.name)) for rule in blocking],
         separator=",",
         ignore_nulls=True,
     )
-    bad = pl.any_horizontal([masks[rule.name] for rule in blocking])
-    labelled = frame.with_columns(checks.alias("check"), reasons.alias("reason"), bad.alias("_bad"))
-    quarantine = labelled.filter(pl.col("_bad")).select(*bars.columns, "check", "reason")
-    clean = labelled.filter(~pl.col("_bad")).select(bars.columns).sort("symbol", "ts")
+    bad = pl.any_horizontal([mask[rule.name] for rule in blocking])
+    # Both come out in (symbol, ts) order: the frame is sorted by (symbol, ts, arrival), and clean
+    # rows have neither a null key nor a repeated one. The failing rows are gathered into one chunk
+    # before formatting reasons: polars' string formatting can panic on a filter's empty chunks.
+    if any(failed_by_rule[rule.name] for rule in blocking):
+        quarantine = frame.filter(bad).rechunk().select(*bars.columns, checks.alias("check"), reasons.alias("reason"))
+        clean = frame.filter(~bad).select(bars.columns)
+    else:
+        quarantine = frame.clear().select(*bars.columns, checks.alias("check"), reasons.alias("reason"))
+        clean = frame.select(bars.columns)
     return ValidationReport(results, clean, quarantine)
