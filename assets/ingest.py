@@ -10,10 +10,8 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import bars_metadata, markdown_table
-from lake.store import replace_partition
+from lake.store import QUARANTINE, replace_partition
 from lake.validation import RULES, ValidationReport, validate_bars
-
-QUARANTINE = "quarantine"
 
 
 def check_specs(asset_name: str) -> list[dg.AssetCheckSpec]:

@@ -21,6 +21,7 @@ from lake.errors import LakeError, UnknownSymbolError
 from lake.schema import BAR_SCHEMA, check_timeframe, conform_bars
 
 PART_FILE = "part.parquet"
+QUARANTINE = "quarantine"  # the dataset failing rows go to, with their check and reason
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _YEAR_RE = re.compile(r"^\d{4}$")
 
@@ -166,21 +167,49 @@ def read_frame(
 
 
 def replace_partitions(
-    root: Path, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 4
+    root: Path, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 2
 ) -> list[Path]:
     """Splits a multi-symbol frame into partitions (symbol x exchange date, or symbol x year) and
     replaces each atomically, in parallel threads (Parquet writes release the GIL). For backfills."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lake.calendar import EXCHANGE_TZ
-
-    local = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ)
-    key = local.dt.strftime("%Y-%m-%d") if period == "date" else local.dt.year().cast(pl.String)
-    parts = df.with_columns(key.alias("_period")).partition_by("symbol", "_period", as_dict=True)
-
-    def write(item: tuple[tuple[object, ...], pl.DataFrame]) -> list[Path]:
-        (symbol, when), frame = item
-        return replace_partition(root, dataset, timeframe, str(symbol), str(when), frame.drop("_period"))
+    def write(part: tuple[str, str, pl.DataFrame]) -> list[Path]:
+        symbol, when, frame = part
+        return replace_partition(root, dataset, timeframe, symbol, when, frame)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [p for paths in pool.map(write, parts.items()) for p in paths]
+        return [p for paths in pool.map(write, _split_partitions(df, period)) for p in paths]
+
+
+def _split_partitions(df: pl.DataFrame, period: str) -> list[tuple[str, str, pl.DataFrame]]:
+    """(symbol, period, rows) per partition. Rows already in (symbol, ts) order (what validation
+    hands over) are cut into zero-copy slices; anything else is grouped, which copies."""
+    if df.is_empty():
+        return []
+    keys = df.select(pl.col("symbol"), _period_key(period).alias("_period"))
+    sym, ts = pl.col("symbol"), pl.col("ts")
+    ordered = df.select(((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (ts.shift(1) <= ts))).slice(1).all()).item()
+    if not ordered or keys["symbol"].null_count():
+        parts = df.with_columns(keys["_period"]).partition_by("symbol", "_period", as_dict=True)
+        return [(str(s), str(w), frame.drop("_period")) for (s, w), frame in parts.items()]
+    first = pl.int_range(pl.len()) == 0
+    new = first | sym.ne_missing(sym.shift(1)) | pl.col("_period").ne_missing(pl.col("_period").shift(1))
+    starts = keys.select(new).to_series().arg_true().to_list()
+    bounds = zip(starts, [*starts[1:], df.height], strict=True)
+    return [(str(keys["symbol"][a]), str(keys["_period"][a]), df.slice(a, b - a)) for a, b in bounds]
+
+
+def _period_key(period: str) -> pl.Expr:
+    """The partition a bar belongs to: its exchange-local date (YYYY-MM-DD) or year (YYYY)."""
+    from lake.calendar import EXCHANGE_TZ
+
+    if period not in ("date", "year"):
+        raise LakeError(f"partition period must be 'date' or 'year', got {period!r}")
+    local = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ)
+    return local.dt.strftime("%Y-%m-%d") if period == "date" else local.dt.year().cast(pl.String)
+
+
+def partition_keys(df: pl.DataFrame, period: str) -> set[tuple[str, str]]:
+    """The (symbol, period) partitions `df`'s rows fall in (rows missing either are ignored)."""
+    keys = df.select(pl.col("symbol"), _period_key(period).alias("_period")).drop_nulls().unique()
+    return set(keys.iter_rows())

@@ -1,0 +1,128 @@
+"""Bulk backfill outside Dagster runs: fetch -> validate -> write, the three stages overlapped.
+
+Dagster materializes one partition per run, which is right for schedules, retries and the UI, but a
+first backfill of years x hundreds of symbols is thousands of runs. This writes the same datasets
+(clean bars and quarantine, each partition replaced atomically, re-runs idempotent) chunk by chunk,
+fetching the next chunk and writing the previous one while the current one is validated, so both
+cores stay busy. A chunk whose blocking checks fail still writes: its bad rows go to quarantine,
+exactly as the Dagster ingest does, and the summary counts them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from lake.errors import LakeError
+from lake.sources.base import BarSource
+from lake.store import QUARANTINE, partition_path, replace_partitions
+from lake.validation import validate_bars
+
+
+@dataclass
+class BulkSummary:
+    rows: int = 0
+    clean_rows: int = 0
+    quarantined_rows: int = 0
+    partitions: int = 0
+    failed_checks: Counter[str] = field(default_factory=Counter)  # rule -> failing rows
+
+    def add(self, other: BulkSummary) -> None:
+        self.rows += other.rows
+        self.clean_rows += other.clean_rows
+        self.quarantined_rows += other.quarantined_rows
+        self.partitions += other.partitions
+        self.failed_checks.update(other.failed_checks)
+
+
+def bulk_ingest(
+    source: BarSource,
+    symbols: Sequence[str],
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    root: Path,
+    *,
+    period: str = "date",
+    chunk_symbols: int = 10,
+    engine: str = "polars",
+    exchange: str = "XNYS",
+    on_chunk: Callable[[BulkSummary], None] | None = None,
+) -> BulkSummary:
+    """Ingests `symbols` over [start, end) into the lake at `root`, `chunk_symbols` at a time.
+
+    `period` is the partition layout: "date" (one file per symbol and exchange day, what the Dagster
+    assets use) or "year". Every (symbol, period) the source returned rows for is replaced whole, so
+    ranges should cover whole periods. `on_chunk` gets each chunk's summary (for a progress bar).
+    """
+    if chunk_symbols < 1:
+        raise LakeError(f"bulk ingest: chunk_symbols must be >= 1, got {chunk_symbols}")
+    if period not in ("date", "year"):
+        raise LakeError(f"bulk ingest: period must be 'date' or 'year', got {period!r}")
+    chunks = [list(symbols[i : i + chunk_symbols]) for i in range(0, len(symbols), chunk_symbols)]
+    total = BulkSummary()
+
+    def fetch(chunk: list[str]) -> pl.DataFrame:
+        return source.fetch(chunk, timeframe, start, end)
+
+    def write(clean: pl.DataFrame, quarantine: pl.DataFrame) -> int:
+        # Validation puts every row in exactly one of the two, so together they name every
+        # partition touched; one that lost all its clean (or all its bad) rows must not keep old ones.
+        written = {
+            dataset: {_key_of(path) for path in replace_partitions(root, dataset, timeframe, rows, period=period)}
+            for dataset, rows in (("bars", clean), (QUARANTINE, quarantine))
+        }
+        keys = written["bars"] | written[QUARANTINE]
+        for dataset, have in written.items():
+            for symbol, when in keys - have:
+                partition_path(root, dataset, timeframe, symbol, when).unlink(missing_ok=True)
+        return len(keys)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="bulk-fetch") as fetcher, ThreadPoolExecutor(
+        1, thread_name_prefix="bulk-write"
+    ) as writer:
+        next_fetch: Future[pl.DataFrame] | None = fetcher.submit(fetch, chunks[0]) if chunks else None
+        pending: tuple[Future[int], BulkSummary] | None = None
+        for i in range(len(chunks)):
+            assert next_fetch is not None
+            raw = next_fetch.result()
+            next_fetch = fetcher.submit(fetch, chunks[i + 1]) if i + 1 < len(chunks) else None
+            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine)
+            _check_placeable(report.quarantine, chunks[i])
+            if pending is not None:
+                _finish(pending, total, on_chunk)
+            part = BulkSummary(raw.height, report.clean.height, report.quarantine.height)
+            part.failed_checks.update({o.name: o.failed_rows for o in report.results if not o.passed})
+            pending = (writer.submit(write, report.clean, report.quarantine), part)
+        if pending is not None:
+            _finish(pending, total, on_chunk)
+    return total
+
+
+def _finish(pending: tuple[Future[int], BulkSummary], total: BulkSummary, on_chunk: Callable[[BulkSummary], None] | None) -> None:
+    written, part = pending
+    part.partitions = written.result()  # re-raises a failed write here, before the next chunk starts
+    total.add(part)
+    if on_chunk is not None:
+        on_chunk(part)
+
+
+def _key_of(path: Path) -> tuple[str, str]:
+    """(symbol, period) back from <dataset>/timeframe=../symbol=SYM/(date|year)=P/part.parquet."""
+    return path.parent.parent.name.partition("=")[2], path.parent.name.partition("=")[2]
+
+
+def _check_placeable(quarantine: pl.DataFrame, chunk: list[str]) -> None:
+    """Rows without a symbol or timestamp belong to no partition: refuse rather than drop them."""
+    unplaced = quarantine.filter(pl.col("symbol").is_null() | pl.col("ts").is_null()).height
+    if unplaced:
+        raise LakeError(
+            f"bulk ingest of {chunk}: {unplaced} row(s) have no symbol or timestamp and fit no partition; "
+            "fix the source rows (the file source can quarantine them with their line numbers)"
+        )
