@@ -32,6 +32,7 @@ class BulkSummary:
     quarantined_rows: int = 0
     partitions: int = 0
     failed_checks: Counter[str] = field(default_factory=Counter)  # rule -> failing rows
+    written: set[tuple[str, str]] = field(default_factory=set)  # (symbol, period) of the bars written
 
     def add(self, other: BulkSummary) -> None:
         self.rows += other.rows
@@ -39,6 +40,7 @@ class BulkSummary:
         self.quarantined_rows += other.quarantined_rows
         self.partitions += other.partitions
         self.failed_checks.update(other.failed_checks)
+        self.written |= other.written
 
 
 def bulk_ingest(
@@ -71,7 +73,7 @@ def bulk_ingest(
     def fetch(chunk: list[str]) -> pl.DataFrame:
         return source.fetch(chunk, timeframe, start, end)
 
-    def write(clean: pl.DataFrame, quarantine: pl.DataFrame) -> int:
+    def write(clean: pl.DataFrame, quarantine: pl.DataFrame) -> tuple[int, set[tuple[str, str]]]:
         # Validation puts every row in exactly one of the two, so together they name every
         # partition touched; one that lost all its clean (or all its bad) rows must not keep old ones.
         written = {
@@ -82,18 +84,19 @@ def bulk_ingest(
         for dataset, have in written.items():
             for symbol, when in keys - have:
                 partition_path(root, dataset, timeframe, symbol, when).unlink(missing_ok=True)
-        return len(keys)
+        return len(keys), written["bars"]
 
     with ThreadPoolExecutor(1, thread_name_prefix="bulk-fetch") as fetcher, ThreadPoolExecutor(
         1, thread_name_prefix="bulk-write"
     ) as writer:
         next_fetch: Future[pl.DataFrame] | None = fetcher.submit(fetch, chunks[0]) if chunks else None
-        pending: tuple[Future[int], BulkSummary] | None = None
+        pending: tuple[Future[tuple[int, set[tuple[str, str]]]], BulkSummary] | None = None
         for i in range(len(chunks)):
             assert next_fetch is not None
             raw = next_fetch.result()
             next_fetch = fetcher.submit(fetch, chunks[i + 1]) if i + 1 < len(chunks) else None
-            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine)
+            # Nothing at or after `end` was asked for, so none of it counts as missing.
+            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_until=end)
             _check_placeable(report.quarantine, chunks[i])
             if pending is not None:
                 _finish(pending, total, on_chunk)
@@ -105,9 +108,9 @@ def bulk_ingest(
     return total
 
 
-def _finish(pending: tuple[Future[int], BulkSummary], total: BulkSummary, on_chunk: Callable[[BulkSummary], None] | None) -> None:
+def _finish(pending: tuple[Future[tuple[int, set[tuple[str, str]]]], BulkSummary], total: BulkSummary, on_chunk: Callable[[BulkSummary], None] | None) -> None:
     written, part = pending
-    part.partitions = written.result()  # re-raises a failed write here, before the next chunk starts
+    part.partitions, part.written = written.result()  # re-raises a failed write here, before the next chunk starts
     total.add(part)
     if on_chunk is not None:
         on_chunk(part)

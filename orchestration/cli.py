@@ -66,6 +66,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: {unknown} not in the partitioned universe {universe()} (set QUANTLAKE_UNIVERSE)", file=sys.stderr)
         return 2
+    if args.bulk:
+        from orchestration.bulk import bulk_backfill
+
+        with dg.DagsterInstance.get() as instance:
+            return bulk_backfill(defs, instance, days, years, symbols, progress=not args.no_progress)
     with dg.DagsterInstance.get() as instance:
         summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
     print(f"{summary.runs} runs, {len(summary.failed_runs)} failed; rows {dict(summary.rows)}; "
@@ -239,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--end", required=True, help="last day (YYYY-MM-DD)")
     ingest.add_argument("--symbols", help="comma-separated symbols (default: the universe)")
     ingest.add_argument("--timeframes", default="1m,1d", help="1m, 1d or both (default 1m,1d)")
+    ingest.add_argument(
+        "--bulk", action="store_true",
+        help="write the partitions directly (fetch, validate, write overlapped) instead of one Dagster run each; "
+        "for first backfills. The UI then shows them as reported materializations.",
+    )
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
 

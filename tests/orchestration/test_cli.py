@@ -55,3 +55,26 @@ def test_decide_kill_switch_and_resume_from_the_command_line(
     assert kinds == ["kill_switch", "resume"]
     assert main(["decide", "--symbols", "NOPE"]) == 1
     assert "NOPE" in capsys.readouterr().err
+
+
+def test_bulk_ingest_writes_partitions_the_ui_shows_as_materialized(
+    lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lake.store import read_bars
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    args = ["ingest", "--start", "2024-11-26", "--end", "2024-11-29", "--symbols", "AAPL,MSFT", "--bulk", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1m: 1,980 rows, 1,980 written to 6 partitions, 0 quarantined" in out  # 2 x (390 + 390 + 210)
+    assert "1d: 504 rows" in out and str(lake_root) in out  # all of 2024, whole year partitions
+    minutes = read_bars(lake_root, ["AAPL", "MSFT"], "1m")
+    assert minutes.height == 1980
+    assert read_bars(lake_root, ["AAPL"], "1d")["ts"].dt.year().unique().to_list() == [2024]
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(dg.AssetKey("bars_1m"), limit=20).records
+        keys = {str(r.partition_key) for r in records}
+        assert keys == {f"{d}|{s}" for d in ("2024-11-26", "2024-11-27", "2024-11-29") for s in ("AAPL", "MSFT")}
+        assert len(instance.fetch_materializations(dg.AssetKey("bars_1d"), limit=20).records) == 2
+    assert main(args) == 0  # a re-run replaces the same partitions
+    assert read_bars(lake_root, ["AAPL", "MSFT"], "1m").equals(minutes)
