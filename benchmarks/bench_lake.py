@@ -51,6 +51,7 @@ def run(n_symbols: int, work: Path) -> None:
         return out
 
     # Each step alone, chunk by chunk, on the same frames.
+    os.sync()
     for chunk in tqdm(chunks, desc="steps", unit="chunk"):
         bars = timed("generate", source.fetch, chunk, "1m", *YEAR)
         rows += bars.height
@@ -63,6 +64,7 @@ def run(n_symbols: int, work: Path) -> None:
     # The real ingest path, on the wall clock: lake.bulk overlaps fetch, validate and write.
     walls: dict[str, float] = {}
     for engine, period in (("polars", "year"), ("great_expectations", "year"), ("polars", "date")):
+        os.sync()  # the previous pass's dirty pages must not be flushed on this one's clock
         bar = tqdm(total=rows, desc=f"bulk {engine} {period}", unit="bar", unit_scale=True)
         start = time.perf_counter()
         bulk_ingest(source, symbols, "1m", *YEAR, work / f"bulk-{engine}-{period}", period=period,

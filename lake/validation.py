@@ -201,6 +201,26 @@ def _sorted_unique(bars: pl.DataFrame) -> bool:
     return bool(bars.select(ordered.slice(1).all()).item())
 
 
+SCALE_SAMPLE = 16_384  # returns per symbol the robust scale is estimated from, at most
+
+
+def _robust_scales(symbol: pl.Series, log_ret: pl.Series) -> pl.Series:
+    """Per row, its symbol's robust standard deviation of returns: 1.4826 x the median absolute
+    deviation of its finite returns. Rows come grouped by symbol, so each symbol is one contiguous
+    run. A long run is estimated from evenly spaced returns (at most SCALE_SAMPLE): the MAD's
+    sampling error at that size is about 1 %, far inside the JUMP_Z threshold, and the medians
+    stop dominating validation time on years of minute bars."""
+    starts = symbol.ne_missing(symbol.shift(1)).fill_null(True).arg_true().to_numpy()
+    values = log_ret.cast(pl.Float64).to_numpy()
+    out = np.full(len(values), np.nan)
+    for a, b in zip(starts, [*starts[1:], len(values)], strict=True):
+        seg = values[a:b : max(1, (b - a) // SCALE_SAMPLE)]
+        seg = seg[np.isfinite(seg)]
+        if seg.size:
+            out[a:b] = np.median(np.abs(seg - np.median(seg))) * 1.4826
+    return pl.Series("_scale", out, nan_to_null=True)
+
+
 def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
     """Session flags, order, duplicates and jump scores; returned sorted by (symbol, ts, arrival).
 
@@ -224,14 +244,7 @@ def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Dat
             (~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"),
             pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
         )
-    # Rows are grouped by symbol (nulls first), so each symbol is one run: number the runs and take
-    # the robust scale per run on (run, return) only, instead of grouping and joining on strings.
-    # A null symbol gets no scale (as a join on a null key would not match).
-    run = df.select(pl.col("symbol").ne_missing(pl.col("symbol").shift(1)).cum_sum().alias("_run"), "_log_ret")
-    deviation = (pl.col("_log_ret") - pl.col("_log_ret").median()).abs()
-    scale = run.group_by("_run").agg((deviation.median() * 1.4826).alias("_scale")).sort("_run")
-    first_run = scale["_run"][0] if scale.height else 0  # runs are numbered consecutively from here
-    row_scale = scale["_scale"].gather(run["_run"] - first_run) if scale.height else pl.Series("_scale", [], pl.Float64)
+    row_scale = _robust_scales(df["symbol"], df["_log_ret"])
     floor = JUMP_FLOOR[timeframe] / JUMP_Z
     return df.with_columns(
         pl.when(pl.col("symbol").is_not_null()).then(row_scale).alias("_scale"),
