@@ -100,3 +100,24 @@ def test_any_corruption_leaves_only_clean_rows(rows: list[int], fault: str, day_
     assert report.quarantine.height == len(rows)
     again = validate_bars(report.clean, timeframe="1m", engine="polars")
     assert again.quarantine.is_empty() and all(r.passed for r in again.results if r.blocking)
+
+
+def test_long_runs_estimate_the_return_scale_from_a_sample_within_two_percent() -> None:
+    from lake.validation import SCALE_SAMPLE, _robust_scales
+
+    months = SyntheticSource(seed=8).fetch(["AAPL", "MSFT"], "1m", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    returns = months.with_columns(
+        pl.when(pl.col("symbol") == pl.col("symbol").shift(1)).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("r")
+    )
+    assert returns.filter(pl.col("symbol") == "AAPL").height > 2 * SCALE_SAMPLE  # the sampled path runs
+    exact = returns.group_by("symbol").agg(((pl.col("r") - pl.col("r").median()).abs().median() * 1.4826).alias("mad"))
+    got = returns.with_columns(_robust_scales(returns["symbol"], returns["r"])).group_by("symbol").agg(pl.col("_scale").first())
+    both = exact.join(got, on="symbol")
+    assert both.height == 2
+    assert ((both["_scale"] / both["mad"] - 1).abs() < 0.02).all(), both
+
+    spike = months.with_columns(
+        pl.when(pl.int_range(pl.len()) == 20_000).then(pl.col(c) * 1.05).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")
+    )
+    jumps = validate_bars(spike, timeframe="1m", engine="polars").outcome("outlier_jumps")
+    assert {row["ts"] for row in jumps.examples} >= {spike["ts"][20_000]}
