@@ -189,14 +189,16 @@ def _split_partitions(df: pl.DataFrame, period: str) -> list[tuple[str, str, pl.
     keys = df.select(pl.col("symbol"), _period_key(period).alias("_period"))
     sym, ts = pl.col("symbol"), pl.col("ts")
     ordered = df.select(((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (ts.shift(1) <= ts))).slice(1).all()).item()
-    if not ordered or keys["symbol"].null_count():
+    if not ordered or keys["symbol"].null_count() or df["ts"].null_count():
         parts = df.with_columns(keys["_period"]).partition_by("symbol", "_period", as_dict=True)
         return [(str(s), str(w), frame.drop("_period")) for (s, w), frame in parts.items()]
     first = pl.int_range(pl.len()) == 0
     new = first | sym.ne_missing(sym.shift(1)) | pl.col("_period").ne_missing(pl.col("_period").shift(1))
     starts = keys.select(new).to_series().arg_true().to_list()
     bounds = zip(starts, [*starts[1:], df.height], strict=True)
-    return [(str(keys["symbol"][a]), str(keys["_period"][a]), df.slice(a, b - a)) for a, b in bounds]
+    # Within a run ts never decreases (checked above): flag it, so the per-partition sort is free.
+    sorted_ts = pl.col("ts").set_sorted()
+    return [(str(keys["symbol"][a]), str(keys["_period"][a]), df.slice(a, b - a).with_columns(sorted_ts)) for a, b in bounds]
 
 
 def _period_key(period: str) -> pl.Expr:
