@@ -77,7 +77,8 @@ def trading_resource() -> TradingResource:
 
 def build_resources() -> dict[str, Any]:
     return {
-        "lake": LakeResource(root=os.environ.get("QUANTLAKE_LAKE_DIR", "")),
+        # Empty root: the path is resolved from QUANTLAKE_LAKE_DIR when used, not frozen at load.
+        "lake": LakeResource(),
         "market_data": market_data_resource(),
         "trading": trading_resource(),
     }
