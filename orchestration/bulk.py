@@ -23,7 +23,7 @@ def _ranges(days: list[date], years: list[str], exchange: str) -> list[tuple[str
     """(timeframe, layout, start, end) for the 1m sessions and the 1d years, closed sessions only."""
     now = datetime.now(UTC)
     out: list[tuple[str, str, datetime, datetime]] = []
-    if days:
+    if days and session_bounds(days[0], exchange)[0] < now:  # never ask for minutes yet to come
         out.append(("1m", "date", session_bounds(days[0], exchange)[0], min(session_bounds(days[-1], exchange)[1], now)))
     if years:
         sessions = trading_days(date(int(years[0]), 1, 1), date(int(years[-1]), 12, 31), exchange)
@@ -40,7 +40,11 @@ def bulk_backfill(
     lake: LakeResource = defs.resources["lake"]  # type: ignore[assignment,index]
     market_data: MarketDataResource = defs.resources["market_data"]  # type: ignore[assignment,index]
     status = 0
-    for timeframe, period, start, end in _ranges(days, years, market_data.exchange):
+    ranges = _ranges(days, years, market_data.exchange)
+    if not ranges:
+        print("nothing to ingest: no session in the range has opened yet")
+        return 2
+    for timeframe, period, start, end in ranges:
         with tqdm(desc=f"bulk {timeframe}", unit="bar", unit_scale=True, disable=not progress) as bar:
             summary = bulk_ingest(
                 market_data.build(timeframe), symbols, timeframe, start, end, lake.path,

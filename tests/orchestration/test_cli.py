@@ -78,3 +78,14 @@ def test_bulk_ingest_writes_partitions_the_ui_shows_as_materialized(
         assert len(instance.fetch_materializations(dg.AssetKey("bars_1d"), limit=20).records) == 2
     assert main(args) == 0  # a re-run replaces the same partitions
     assert read_bars(lake_root, ["AAPL", "MSFT"], "1m").equals(minutes)
+
+
+def test_bulk_ingest_of_sessions_yet_to_come_is_refused(lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import date, timedelta
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    soon = date.today() + timedelta(days=40)
+    later = soon + timedelta(days=7)
+    args = ["ingest", "--start", soon.isoformat(), "--end", later.isoformat(), "--timeframes", "1m", "--symbols", "AAPL", "--bulk", "--no-progress"]
+    assert main(args) == 2
+    assert not lake_root.exists()
