@@ -20,7 +20,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from backtests.kernels import PERCENT, bracket_orders_nb, target_weights_nb
+from backtests.bracket_sim import simulate_brackets
+from backtests.kernels import bracket_orders_nb, target_weights_nb
 from backtests.metrics import compute_metrics
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
@@ -42,7 +43,7 @@ class BacktestConfig(BaseModel):
     fractional: bool = False
     allow_short: bool = Field(False, description="long-short; otherwise short signals are ignored")
     brackets: bool = Field(
-        True, description="act on the strategy's stop/target levels (long-only runs), see strategies/brackets.py"
+        True, description="act on the strategy's stop/target levels, long and short, see strategies/brackets.py"
     )
     timeframe: str = "1d"
 
@@ -153,24 +154,33 @@ def bracket_orders(market: Market, config: BacktestConfig) -> tuple[np.ndarray, 
     )
 
 
-def simulate(
-    market: Market, weights: np.ndarray, config: BacktestConfig, *, size_type: Any = "targetpercent", price: np.ndarray | None = None
-) -> Any:
-    """Runs vectorbt on orders (target weights by default); returns the Portfolio."""
+def simulate_with_brackets(market: Market, config: BacktestConfig) -> Any:
+    """The signals' orders with the brackets' exits among them, on the order-function simulation."""
+    sizes, size_types, prices = bracket_orders(market, config)
+    index = market.ts.dt.replace_time_zone(None).to_pandas()
+    return simulate_brackets(
+        _frame(market.close, index, market.symbols),
+        sizes,
+        size_types,
+        prices,
+        fee_fractions(market, config, prices),
+        slippage_fractions(market, config),
+        init_cash=config.init_cash,
+        fractional=config.fractional,
+        freq=_pandas_freq(config.timeframe),
+    )
+
+
+def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
+    """Runs vectorbt on target weights; returns the Portfolio."""
     import vectorbt as vbt
 
     index = market.ts.dt.replace_time_zone(None).to_pandas()
-    price = fill_prices(market, config) if price is None else price
-    direction: Any = "both"
-    if not isinstance(size_type, str):
-        # A Percent sell is a share of the position only for long-only orders (in "both" it may go short).
-        direction = _frame(np.where(size_type == PERCENT, 0, 2), index, market.symbols)
-        size_type = _frame(size_type, index, market.symbols)
+    price = fill_prices(market, config)
     return vbt.Portfolio.from_orders(
-        direction=direction,
         close=_frame(market.close, index, market.symbols),
         size=_frame(weights, index, market.symbols),
-        size_type=size_type,
+        size_type="targetpercent",
         price=_frame(price, index, market.symbols),
         fees=_frame(fee_fractions(market, config, price), index, market.symbols),
         slippage=_frame(slippage_fractions(market, config), index, market.symbols),
@@ -218,11 +228,8 @@ def run_backtest(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
     market = to_market(signals)
-    # Brackets are long-only and only in long-only runs: vectorbt's half exit (a long-only Percent
-    # order) fails on a leftover short that a cash-limited cover can leave behind.
-    if config.brackets and not config.allow_short and has_levels(market):
-        sizes, size_types, prices = bracket_orders(market, config)
-        pf = simulate(market, sizes, config, size_type=size_types, price=prices)
+    if config.brackets and has_levels(market):
+        pf = simulate_with_brackets(market, config)
     else:
         pf = simulate(market, target_weights(market, config.allow_short), config)
     return _result(market, pf, config)

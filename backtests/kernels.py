@@ -39,9 +39,10 @@ def target_weights_nb(
 
 bracket_step_nb = njit(cache=True)(bracket_step)
 
-# vectorbt's SizeType codes used below.
+# vectorbt's SizeType codes used below, and our own for "half the position actually held".
 TARGET_PERCENT = 5
 PERCENT = 2
+HALF_POSITION = -1
 
 
 @njit(cache=True)
@@ -59,13 +60,13 @@ def bracket_orders_nb(
     high: np.ndarray,
     low: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Orders per (bar, column) as (size, vectorbt size type, price), NaN size where none.
+    """Orders per (bar, column) as (size, size type, price), NaN size where none.
 
-    Signals act as in `target_weights_nb` (decided on t, filled on t+1). Long entries from flat (not
-    reversals of a short, whose cover may not have filled in full) carry their
-    signal bar's levels; from the bar after the fill, `bracket_step` may exit half (a Percent order
-    of -0.5: half the position, rounded down by vectorbt's share granularity) or all, at the level's
-    price. A bar with a signal fill has no bracket exit (the open comes first and settles it).
+    Signals act as in `target_weights_nb` (decided on t, filled on t+1). Entries from flat, long or
+    short (not reversals, whose cover may not have filled in full), carry their signal bar's levels;
+    from the bar after the fill, `bracket_step` may exit half (HALF_POSITION, size = the bracket's
+    side: half the position actually held, resolved during the simulation) or all (target 0), at the
+    level's price. A bar with a signal fill has no bracket exit (the open comes first and settles it).
     """
     n, m = entry_long.shape
     out_size = np.full((n, m), np.nan)
@@ -83,16 +84,18 @@ def bracket_orders_nb(
         for t in range(n):
             if not np.isnan(pending):
                 out_size[t, j] = pending
-                if pending > 0 and held == 1 and pending_from_flat:
+                if pending != 0 and held != 0 and pending_from_flat:
                     phase, fill_bar, entry = 1, t, fill_price[t, j]
                     lv_stop, lv_t1, lv_t2 = pending_levels
                 else:
                     phase = 0
                 pending = np.nan
-            elif held == 1 and phase > 0 and t > fill_bar:
-                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t, j], high[t, j], low[t, j])
+            elif held != 0 and phase > 0 and t > fill_bar:
+                phase, action, price = bracket_step_nb(
+                    phase, entry, lv_stop, lv_t1, lv_t2, open_[t, j], high[t, j], low[t, j], held
+                )
                 if action == 1:
-                    out_size[t, j], out_type[t, j], out_price[t, j] = -0.5, PERCENT, price
+                    out_size[t, j], out_type[t, j], out_price[t, j] = held, HALF_POSITION, price
                 elif action == 2:
                     out_size[t, j], out_price[t, j] = 0.0, price
                     held = 0

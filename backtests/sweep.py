@@ -93,7 +93,7 @@ def sweep(
         raise BacktestError("sweep: empty parameter grid")
     ordered = bars.sort("ts")
     base = to_market(strategy.signals(ordered, grid[0]))
-    if config.brackets and not config.allow_short and has_levels(base):
+    if config.brackets and has_levels(base):
         return _bracket_sweep(ordered, strategy, grid, config, progress)
     fill = np.ascontiguousarray((base.open if config.fill == "next_open" else base.close)[:, 0])
     close = np.ascontiguousarray(base.close[:, 0])
@@ -135,7 +135,7 @@ def _bracket_sweep(
     config: BacktestConfig,
     progress: Callable[[int, int], None] | None,
 ) -> pl.DataFrame:
-    """Long-only strategies with bracket levels: the compiled loop with the engine's bracket rules."""
+    """Strategies with bracket levels: the compiled loop with the engine's bracket rules."""
     base = to_market(strategy.signals(bars, grid[0]))
 
     def col(values: np.ndarray) -> np.ndarray:
@@ -151,11 +151,14 @@ def _bracket_sweep(
         def stack(column: str, frames: list[pl.DataFrame] = frames) -> np.ndarray:
             return np.ascontiguousarray(np.column_stack([f[column].to_numpy() for f in frames]))
 
+        no_short = np.zeros((prices[0].shape[0], len(chunk)), dtype=np.bool_)
         results.append(
             bracket_sweep_nb(
                 *prices,
                 stack("entry_long").astype(np.bool_),
                 stack("exit_long").astype(np.bool_),
+                stack("entry_short").astype(np.bool_) if config.allow_short else no_short,
+                stack("exit_short").astype(np.bool_) if config.allow_short else no_short,
                 stack("size").astype(np.float64),
                 stack("stop").astype(np.float64),
                 stack("target1").astype(np.float64),

@@ -17,10 +17,8 @@ REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
 
 @njit(cache=True, inline="always")
-def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, slip: float, whole: bool) -> tuple[float, float, int]:
-    """Moves the position toward `target` (share of value) at `price`; returns cash, position, filled."""
-    value = cash + pos * price
-    delta = target * value / price - pos
+def _trade_nb(cash: float, pos: float, delta: float, price: float, fee: float, slip: float, whole: bool) -> tuple[float, float, int]:
+    """Trades `delta` shares (signed) at `price`; returns cash, position, filled."""
     if delta > 0:
         adj = price * (1.0 + slip)
         size = np.floor(delta) if whole else delta
@@ -39,6 +37,13 @@ def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, s
             return cash, pos, 0
         return cash + size * adj - size * adj * fee, pos - size, 1
     return cash, pos, 0
+
+
+@njit(cache=True, inline="always")
+def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, slip: float, whole: bool) -> tuple[float, float, int]:
+    """Moves the position toward `target` (share of value) at `price`; returns cash, position, filled."""
+    value = cash + pos * price
+    return _trade_nb(cash, pos, target * value / price - pos, price, fee, slip, whole)
 
 
 @njit(cache=True, parallel=True)
@@ -129,16 +134,6 @@ def signals_sweep_nb(
     return final, max_dd, orders
 
 
-@njit(cache=True, inline="always")
-def _sell_nb(cash: float, pos: float, size: float, price: float, fee: float, slip: float) -> tuple[float, float, int]:
-    """Sells `size` shares (at most the position) at `price`, slipped, paying fees."""
-    size = min(size, pos)
-    if size <= 0:
-        return cash, pos, 0
-    adj = price * (1.0 - slip)
-    return cash + size * adj - size * adj * fee, pos - size, 1
-
-
 @njit(cache=True, parallel=True)
 def bracket_sweep_nb(
     fill_price: np.ndarray,
@@ -148,6 +143,8 @@ def bracket_sweep_nb(
     close: np.ndarray,
     entry_long: np.ndarray,
     exit_long: np.ndarray,
+    entry_short: np.ndarray,
+    exit_short: np.ndarray,
     size: np.ndarray,
     stop: np.ndarray,
     target1: np.ndarray,
@@ -159,7 +156,7 @@ def bracket_sweep_nb(
     init_cash: float,
     whole: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The per-combination loop for long-only strategies with bracket levels (the engine's
+    """The per-combination loop for strategies with bracket levels, long and short (the engine's
     `bracket_orders_nb` rules: one bracket exit per bar, none on a bar that fills a signal)."""
     n, k_total = entry_long.shape
     final = np.empty(k_total)
@@ -175,19 +172,19 @@ def bracket_sweep_nb(
             if not np.isnan(pending):
                 cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
                 orders[k] += filled
-                if pending > 0 and held == 1 and from_flat:
+                if pending != 0 and held != 0 and from_flat:
                     phase, fill_bar, entry = 1, t, fill_price[t]
                     lv_stop, lv_t1, lv_t2 = p_stop, p_t1, p_t2
                 else:
                     phase = 0
                 pending = np.nan
-            elif held == 1 and phase > 0 and t > fill_bar:
-                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t])
+            elif held != 0 and phase > 0 and t > fill_bar:
+                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t], held)
                 if action > 0:
-                    part = pos * 0.5 if action == 1 else pos
-                    if whole and action == 1:
-                        part = np.floor(part)
-                    cash, pos, filled = _sell_nb(cash, pos, part, price, fee_bps + fee_per_share / price, slip)
+                    delta = -pos  # all of it; half only of a position on the bracket's side
+                    if action == 1:
+                        delta = -np.sign(pos) * (np.floor(abs(pos) * 0.5) if whole else abs(pos) * 0.5) if pos * held > 0 else 0.0
+                    cash, pos, filled = _trade_nb(cash, pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
                     orders[k] += filled
                     if action == 2:
                         held = 0
@@ -196,7 +193,7 @@ def bracket_sweep_nb(
             dd = max(dd, 1.0 - equity / peak)
             if t == n - 1:
                 continue
-            nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], False, False)
+            nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k])
             if nxt != held and (nxt == 0 or np.isfinite(size[t, k])):
                 pending = nxt * size[t, k] if nxt != 0 else 0.0
                 from_flat = held == 0

@@ -98,14 +98,16 @@ def _donchian(bars: pl.DataFrame, p: DonchianParams) -> pl.DataFrame:
         if p.allow_short
         else no_shorts()
     )
+    # The levels face the bar's entry: below/above for a long, mirrored for a short.
+    side = pl.when(breakout_down & ~breakout_up).then(-1.0).otherwise(1.0) if p.allow_short else pl.lit(1.0)
     return bars.with_columns(
         breakout_up.alias("entry_long"),
         (pl.col("close") < exit_low).over("symbol").alias("exit_long"),
         *shorts,
         size_expr(p).over("symbol").alias("size"),
-        (pl.col("close") - p.stop_atr * atr).over("symbol").alias("stop"),
-        (pl.col("close") + p.target1_atr * atr).over("symbol").alias("target1"),
-        (pl.col("close") + p.target2_atr * atr).over("symbol").alias("target2"),
+        (pl.col("close") - side * p.stop_atr * atr).over("symbol").alias("stop"),
+        (pl.col("close") + side * p.target1_atr * atr).over("symbol").alias("target1"),
+        (pl.col("close") + side * p.target2_atr * atr).over("symbol").alias("target2"),
     )
 
 
@@ -114,7 +116,7 @@ DONCHIAN_BREAKOUT = Strategy(
     params_model=DonchianParams,
     compute=_donchian,
     lookback=lambda p: max(p.entry_window, p.exit_window, p.atr_period) + 2,
-    description="Long on a close above the prior N-bar high, out below the prior M-bar low; ATR bracket levels.",
+    description="Long on a close above the prior N-bar high, out below the prior M-bar low (mirror for shorts); ATR bracket levels.",
 )
 
 class MomentumParams(StrategyParams):

@@ -5,12 +5,14 @@ portfolio value, signed) that is filled on bar t+1 at the open; orders of one ba
 the slipped price pays fees; whole shares round the traded amount toward zero; a buy that cash
 cannot cover buys as many shares as the cash covers.
 
-Brackets, in long-only runs (long entries from flat whose signal bar has stop/target levels), from the bar after the entry fill:
-the stop (low at or below it) exits everything at the stop, or at the open if the bar opened below
-it; otherwise target 1 (high at or above it) sells half the shares (rounded down) at the target or
-a higher open, and the stop moves to the entry price; then target 2 sells the rest the same way.
-One bracket exit per bar, none on a bar that fills a signal's order. Bracket exits are sells, so
-they go first; the bar's portfolio value counts a bracketed symbol at its exit price. Like the
+Brackets (entries from flat, long or short, whose signal bar has stop/target levels), from the bar
+after the entry fill, for a long: the stop (low at or below it) exits everything at the stop, or at
+the open if the bar opened below it; otherwise target 1 (high at or above it) sells half the shares
+held (rounded down) at the target or a higher open, and the stop moves to the entry price; then
+target 2 sells the rest the same way. A short's bracket is the mirror: stop above, targets below,
+half of the short bought back. One bracket exit per bar, none on a bar that fills a signal's order.
+Bracket exits join the bar's orders, sells first; the bar's portfolio value counts a bracketed symbol
+at its exit price. Like the
 signal rules, a bracket follows the side the signals hold, filled or not: an entry that cash could
 not buy still runs its bracket (selling nothing), and the bracket's end frees the symbol.
 """
@@ -67,7 +69,7 @@ def reference_backtest(
     held = dict.fromkeys(symbols, 0)
     pending: dict[str, float] = {}
     pending_levels: dict[str, tuple[float, float, float]] = {}
-    # symbol -> [phase (1 whole, 2 half left), entry price, stop, target1, target2, bar index of the fill]
+    # symbol -> [side (1 long, -1 short), phase (1 whole, 2 half left), entry price, stop, target1, target2, bar index of the fill]
     bracket: dict[str, list] = {}
     equity: list[float] = []
     fills: list[Fill] = []
@@ -77,80 +79,76 @@ def reference_backtest(
         rows = {r["symbol"]: r for r in bar.iter_rows(named=True)}
         ts = bar["ts"][0]
 
-        # 0. Bracket exits of symbols with no order at this open: (symbol, shares to sell, price).
+        # 0. Bracket exits of symbols with no order at this open: (symbol, shares to trade (signed), price).
         exits = []
-        for s, (phase, entry, stop, target1, target2, fill_index) in list(bracket.items()):
+        for s, (side, phase, entry, stop, target1, target2, fill_index) in list(bracket.items()):
             if s in pending or index <= fill_index:
                 continue
             o, h, lo = rows[s]["open"], rows[s]["high"], rows[s]["low"]
             live_stop = stop if phase == 1 else entry
-            if not math.isnan(live_stop) and lo <= live_stop:
-                exits.append((s, position[s], min(o, live_stop)))
+            # A short's bracket: stop above (hit when the high reaches it), targets below.
+            stop_hit = not math.isnan(live_stop) and (lo <= live_stop if side > 0 else h >= live_stop)
+            worse = min if side > 0 else max  # a gap through the stop fills at the (worse) open
+            better = max if side > 0 else min  # a gap through a target fills at the (better) open
+            if stop_hit:
+                exits.append((s, -position[s], worse(o, live_stop)))
                 del bracket[s]
             elif phase == 1 and not math.isnan(target1):
-                if h >= target1:
-                    half = position[s] / 2 if fractional else math.floor(position[s] / 2)
-                    exits.append((s, half, max(o, target1)))
-                    bracket[s][0] = 2
-            elif not math.isnan(target2) and h >= target2:
-                exits.append((s, position[s], max(o, target2)))
+                if (h >= target1) if side > 0 else (lo <= target1):
+                    held_on_side = position[s] if position[s] * side > 0 else 0.0
+                    half = abs(held_on_side) / 2 if fractional else math.floor(abs(held_on_side) / 2)
+                    exits.append((s, -side * half, better(o, target1)))
+                    bracket[s][1] = 2
+            elif not math.isnan(target2) and ((h >= target2) if side > 0 else (lo <= target2)):
+                exits.append((s, -position[s], better(o, target2)))
                 del bracket[s]
         exit_price = {s: price for s, _, price in exits}
         # The bar's portfolio value is taken once, before any of its orders (costs of the bar's
         # earlier orders do not shrink the value later target weights are sized on).
         value = cash + sum(position[s] * exit_price.get(s, rows[s]["open"]) for s in symbols)
-        for s, shares, price in exits:
-            if shares <= 1e-12:
-                continue
-            fill_price = price * (1 - slip)
-            fee = shares * fill_price * (fees_bps / 1e4 + fee_per_share / price)
-            cash += shares * fill_price - fee
-            position[s] -= shares
-            fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
+
+        # 1. This bar's orders: bracket exits at their levels, yesterday's decisions at the open,
+        # all of them sells first (then by traded value; ties by column).
+        orders = [(shares * price, symbols.index(s), s, shares, price) for s, shares, price in exits]
+        for column, s in enumerate(symbols):
+            if s in pending:
+                price = rows[s]["open"]
+                delta = pending[s] * value / price - position[s]
+                orders.append((delta * price, column, s, delta, price))
+        for _, _, s, delta, price in sorted(orders, key=lambda o: (o[0], o[1])):
+            fee_rate = fees_bps / 1e4 + fee_per_share / price
+            if delta > 0:
+                fill_price = price * (1 + slip)
+                shares = delta if fractional else math.floor(delta)
+                cost = shares * fill_price * (1 + fee_rate)
+                if cost > cash and not math.isclose(cost, cash):
+                    affordable = cash / (1 + fee_rate) / fill_price
+                    shares = affordable if fractional else math.floor(affordable)
+                if shares <= 0 or shares * fill_price < 1e-9:  # float dust of cash buys nothing
+                    continue
+                fee = shares * fill_price * fee_rate
+                cash -= shares * fill_price + fee
+                position[s] += shares
+                fills.append(Fill(ts, s, "buy", shares, fill_price, fee))
+            elif delta < 0:
+                fill_price = price * (1 - slip)
+                shares = -delta if fractional else math.floor(-delta)
+                if shares <= 0:
+                    continue
+                fee = shares * fill_price * fee_rate
+                cash += shares * fill_price - fee
+                position[s] -= shares
+                fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
         for s, _, _ in exits:
             if s not in bracket:  # the bracket is done: the side is flat, as after an exit signal
                 held[s] = 0
-
-        # 1. Fill yesterday's decisions at this bar's open.
-        if pending:
-            orders = []
-            for column, s in enumerate(symbols):
-                if s in pending:
-                    target_value = pending[s] * value
-                    orders.append((target_value - position[s] * rows[s]["open"], column, s))
-            for _, _, s in sorted(orders, key=lambda o: o[0]):  # sells first; ties by column
-                price = rows[s]["open"]
-                fee_rate = fees_bps / 1e4 + fee_per_share / price
-                delta = pending[s] * value / price - position[s]
-                if delta > 0:
-                    fill_price = price * (1 + slip)
-                    shares = delta if fractional else math.floor(delta)
-                    cost = shares * fill_price * (1 + fee_rate)
-                    if cost > cash and not math.isclose(cost, cash):
-                        affordable = cash / (1 + fee_rate) / fill_price
-                        shares = affordable if fractional else math.floor(affordable)
-                    if shares <= 0 or shares * fill_price < 1e-9:  # float dust of cash buys nothing
-                        continue
-                    fee = shares * fill_price * fee_rate
-                    cash -= shares * fill_price + fee
-                    position[s] += shares
-                    fills.append(Fill(ts, s, "buy", shares, fill_price, fee))
-                elif delta < 0:
-                    fill_price = price * (1 - slip)
-                    shares = -delta if fractional else math.floor(-delta)
-                    if shares <= 0:
-                        continue
-                    fee = shares * fill_price * fee_rate
-                    cash += shares * fill_price - fee
-                    position[s] -= shares
-                    fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
-            for s, weight in pending.items():
-                bracket.pop(s, None)
-                stop, target1, target2 = pending_levels.get(s, (math.nan, math.nan, math.nan))
-                if weight > 0 and brackets and not allow_short and not all(math.isnan(x) for x in (stop, target1, target2)):
-                    bracket[s] = [1, rows[s]["open"], stop, target1, target2, index]
-            pending = {}
-            pending_levels = {}
+        for s, weight in pending.items():
+            bracket.pop(s, None)
+            stop, target1, target2 = pending_levels.get(s, (math.nan, math.nan, math.nan))
+            if weight != 0 and brackets and not all(math.isnan(x) for x in (stop, target1, target2)):
+                bracket[s] = [1 if weight > 0 else -1, 1, rows[s]["open"], stop, target1, target2, index]
+        pending = {}
+        pending_levels = {}
 
         # 2. Mark to the close.
         equity.append(cash + sum(position[s] * rows[s]["close"] for s in symbols))

@@ -39,6 +39,25 @@ def test_bracket_step(phase: int, bar: tuple[float, float, float], expected: tup
     assert (math.isnan(got[2]) and math.isnan(expected[2])) or got[2] == expected[2]
 
 
+@pytest.mark.parametrize(
+    ("phase", "bar", "expected"),
+    [
+        (FULL, (100, 101, 99), (FULL, NO_EXIT, NAN)),
+        (FULL, (100, 106, 99), (FLAT, EXIT_ALL, 105.0)),  # stop above, touched
+        (FULL, (110, 112, 108), (FLAT, EXIT_ALL, 110.0)),  # gapped above the stop: the open
+        (FULL, (100, 101, 94), (HALF_LEFT, EXIT_HALF, 95.0)),  # target 1 below: half covered
+        (FULL, (93, 94, 92), (HALF_LEFT, EXIT_HALF, 93.0)),  # gapped below target 1
+        (FULL, (100, 106, 89), (FLAT, EXIT_ALL, 105.0)),  # both in one bar: stop first
+        (HALF_LEFT, (99, 100.5, 98), (FLAT, EXIT_ALL, 100.0)),  # breakeven stop
+        (HALF_LEFT, (99, 99.5, 90), (FLAT, EXIT_ALL, 90.0)),  # target 2
+    ],
+)
+def test_short_bracket_is_the_mirror(phase: int, bar: tuple[float, float, float], expected: tuple[int, int, float]) -> None:
+    got = bracket_step(phase, 100.0, 105.0, 95.0, 90.0, *bar, side=-1)
+    assert got[:2] == expected[:2]
+    assert (math.isnan(got[2]) and math.isnan(expected[2])) or got[2] == expected[2]
+
+
 def test_missing_levels() -> None:
     assert bracket_step(FULL, 100.0, NAN, NAN, NAN, 100, 200, 1)[:2] == (FULL, NO_EXIT)
     assert bracket_step(FULL, 100.0, NAN, NAN, 110.0, 100, 111, 99) == (FLAT, EXIT_ALL, 110.0)  # no target 1: all at 2
@@ -112,6 +131,79 @@ def test_engine_gap_through_the_stop_fills_at_the_open() -> None:
     np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
 
 
+def _scripted_short(bars: pl.DataFrame) -> pl.DataFrame:
+    """Enters short on bar 1 with stop 105, targets 95/90; nothing else."""
+    first = [i == 1 for i in range(bars.height)]
+    return bars.with_columns(
+        pl.lit(False).alias("entry_long"),
+        pl.lit(False).alias("exit_long"),
+        pl.Series("entry_short", first),
+        pl.lit(False).alias("exit_short"),
+        pl.lit(0.5).alias("size"),
+        pl.Series("stop", [105.0 if f else None for f in first], dtype=pl.Float64),
+        pl.Series("target1", [95.0 if f else None for f in first], dtype=pl.Float64),
+        pl.Series("target2", [90.0 if f else None for f in first], dtype=pl.Float64),
+    ).select([*bars.columns, *SIGNAL_COLUMNS])
+
+
+SCRIPTED_SHORT = Strategy(name="scripted_short", params_model=_Params, compute=lambda b, p: _scripted_short(b), lookback=lambda p: 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (  # target 1 covers half at 95 and moves the stop to 100; target 2 covers the rest at 90
+            [(100, 101, 96, 96), (95, 96, 94, 95), (94, 95, 89, 90)],
+            [("sell", 50.0, 100.0), ("buy", 25.0, 95.0), ("buy", 25.0, 90.0)],
+        ),
+        (  # after target 1, the breakeven stop (above) covers the rest at 100
+            [(100, 101, 99, 100), (97, 98, 94, 95), (97, 100.5, 96, 100)],
+            [("sell", 50.0, 100.0), ("buy", 25.0, 95.0), ("buy", 25.0, 100.0)],
+        ),
+        (  # gapped above the stop: all covered at the open
+            [(100, 101, 99, 100), (108, 110, 107, 109), (109, 110, 108, 109)],
+            [("sell", 50.0, 100.0), ("buy", 50.0, 108.0)],
+        ),
+    ],
+    ids=["targets", "breakeven", "gap-through-stop"],
+)
+def test_short_brackets_mirror_the_long_ones(path: list[tuple[float, float, float, float]], expected: list[tuple[str, float, float]]) -> None:
+    # bar 1 signals; bar 2 fills the short at its open (its own range is not checked).
+    bars = _bars([(100, 101, 99, 100), (100, 101, 99, 100), *path, (100, 101, 99, 100)])
+    config = BacktestConfig(init_cash=10_000, allow_short=True)
+    result = run_backtest(bars, SCRIPTED_SHORT, _Params(), config)
+    assert result.orders.select("side", "size", "price").rows() == expected
+    equity, fills = reference_backtest(SCRIPTED_SHORT.signals(bars, _Params()), init_cash=10_000, allow_short=True)
+    assert [(f.side, float(f.size), f.price) for f in fills] == expected
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
+    plain = run_backtest(bars, SCRIPTED_SHORT, _Params(), BacktestConfig(init_cash=10_000, allow_short=True, brackets=False))
+    assert plain.orders.select("side", "size").rows() == [("sell", 50.0)]  # levels ignored: still short
+
+
+def _partial_exits(orders: list[tuple[str, str, float]], side: str | None = None) -> int:
+    """Orders (of `side`, or any) that shrank a position without closing or flipping it: half exits."""
+    position: dict[str, float] = {}
+    count = 0
+    for symbol, order_side, size in orders:
+        before = position.get(symbol, 0.0)
+        after = position[symbol] = before + (size if order_side == "buy" else -size)
+        count += before * after > 0 and abs(after) < abs(before) and side in (None, order_side)
+    return count
+
+
+def test_long_short_donchian_brackets_both_sides_and_matches_the_reference(daily_bars: pl.DataFrame) -> None:
+    p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8, allow_short=True)
+    config = BacktestConfig(init_cash=100_000, allow_short=True, fees_bps=2.0, slippage_bps=1.0)
+    result = run_backtest(daily_bars, DONCHIAN_BREAKOUT, p, config)
+    equity, fills = reference_backtest(
+        DONCHIAN_BREAKOUT.signals(daily_bars, p), init_cash=100_000, allow_short=True, fees_bps=2.0, slippage_bps=1.0
+    )
+    np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-9)
+    assert len(fills) == result.orders.height
+    # Half covers: a buy that left the symbol still short, so a short's target 1 was hit.
+    assert _partial_exits([(f.symbol, f.side, f.size) for f in fills], side="buy") > 0
+
+
 def test_donchian_run_uses_half_exits_and_matches_the_reference(daily_bars: pl.DataFrame) -> None:
     p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8)
     result = run_backtest(daily_bars, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=100_000))
@@ -124,12 +216,25 @@ def test_donchian_run_uses_half_exits_and_matches_the_reference(daily_bars: pl.D
 
 
 @pytest.mark.parametrize(
-    "costs", [{}, {"fees_bps": 5.0, "fee_per_share": 0.01, "slippage_bps": 3.0}, {"fees_bps": 2.0, "fractional": True}], ids=["free", "costs", "fractional"]
+    "costs",
+    [
+        {},
+        {"fees_bps": 5.0, "fee_per_share": 0.01, "slippage_bps": 3.0},
+        {"fees_bps": 2.0, "fractional": True},
+        {"fees_bps": 2.0, "slippage_bps": 1.0, "allow_short": True},
+    ],
+    ids=["free", "costs", "fractional", "long-short"],
 )
 def test_sweep_of_a_bracketed_strategy_equals_the_engine(daily_bars: pl.DataFrame, costs: dict[str, float]) -> None:
     """The compiled sweep loop follows the engine's bracket rules, combination by combination."""
     one = daily_bars.filter(pl.col("symbol") == "AAPL")
-    grid = [DONCHIAN_BREAKOUT.params(entry_window=w, exit_window=x, target1_atr=t) for w in (10, 20) for x in (5, 10) for t in (1.0, 2.0)]
+    shorts = bool(costs.get("allow_short", False))
+    grid = [
+        DONCHIAN_BREAKOUT.params(entry_window=w, exit_window=x, target1_atr=t, allow_short=shorts)
+        for w in (10, 20)
+        for x in (5, 10)
+        for t in (1.0, 2.0)
+    ]
     config = BacktestConfig(init_cash=50_000, **costs)  # type: ignore[arg-type]
     table = sweep(one, DONCHIAN_BREAKOUT, grid, config)
     half_exits = 0
@@ -137,5 +242,5 @@ def test_sweep_of_a_bracketed_strategy_equals_the_engine(daily_bars: pl.DataFram
         result = run_backtest(one, DONCHIAN_BREAKOUT, p, config)
         assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-9)
         assert row["orders"] == result.orders.height
-        half_exits += (result.orders["side"] == "sell").sum() - (result.orders["side"] == "buy").sum()
+        half_exits += _partial_exits(result.orders.select("symbol", "side", "size").rows())
     assert half_exits > 0  # target 1 was reached: the brackets were exercised
