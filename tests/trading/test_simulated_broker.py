@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,31 +86,40 @@ def test_close_all_flattens_at_the_next_open() -> None:
     assert broker.positions() == {} and broker.cash == pytest.approx(10_000 - 100)
 
 
-def test_brackets_match_the_backtest_engine_bar_for_bar() -> None:
+@pytest.mark.parametrize("allow_short", [False, True], ids=["long-only", "long-short"])
+def test_brackets_match_the_backtest_engine_bar_for_bar(allow_short: bool) -> None:
     """Donchian with ATR brackets on one symbol: the broker's fills are the engine's orders."""
     bars = SyntheticSource(seed=5).fetch(["AAPL"], "1d", datetime(2022, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
-    p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8)
-    engine = run_backtest(bars, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=100_000))
-    engine_buys = {r["ts"]: r["size"] for r in engine.orders.filter(pl.col("side") == "buy").iter_rows(named=True)}
+    p = DONCHIAN_BREAKOUT.params(entry_window=15, exit_window=8, allow_short=allow_short)
+    engine = run_backtest(bars, DONCHIAN_BREAKOUT, p, BacktestConfig(init_cash=100_000, allow_short=allow_short))
+    engine_orders = {r["ts"]: (r["side"], r["size"]) for r in engine.orders.iter_rows(named=True)}
     signals = DONCHIAN_BREAKOUT.signals(bars, p).sort("ts").to_dicts()
-    broker = SimulatedBroker(cash=100_000)
-    for t, row in enumerate(signals):
+    broker = SimulatedBroker(config=SimConfig(allow_short=allow_short), cash=100_000)
+    for t, row in enumerate(signals[:-1]):
         broker.on_bar({"AAPL": row})
-        held = 1 if broker.positions().get("AAPL", 0) > 0 else 0
-        if t + 1 == len(signals):
-            break
-        nxt = next_direction(held, row["entry_long"], row["exit_long"], False, False)
-        fill_ts = signals[t + 1]["ts"]
-        if nxt == 1 and held == 0 and fill_ts in engine_buys:
-            levels = {"stop": row["stop"], "target1": row["target1"], "target2": row["target2"]}
-            broker.submit(OrderRequest(client_order_id=client_order_id("d", "AAPL", row["ts"], Side.BUY), symbol="AAPL", side=Side.BUY, quantity=engine_buys[fill_ts], **levels))
-        elif nxt == 0 and held == 1:
-            qty = broker.positions()["AAPL"]
-            broker.submit(OrderRequest(client_order_id=client_order_id("d", "AAPL", row["ts"], Side.SELL), symbol="AAPL", side=Side.SELL, quantity=qty))
+        position = broker.positions().get("AAPL", 0)
+        held = (position > 0) - (position < 0)
+        nxt = next_direction(held, row["entry_long"], row["exit_long"], row["entry_short"], row["exit_short"])
+        order = engine_orders.get(signals[t + 1]["ts"])
+        if nxt == held or order is None:
+            continue
+        side, size = Side(order[0]), order[1]
+        levels = {"stop": row["stop"], "target1": row["target1"], "target2": row["target2"]} if held == 0 else {}
+        cid = client_order_id("d", "AAPL", row["ts"], side)
+        broker.submit(OrderRequest(client_order_id=cid, symbol="AAPL", side=side, quantity=size, **levels))
+    broker.on_bar({"AAPL": signals[-1]})
     want = engine.orders.select("ts", "side", "size", "price").rows()
     got = [(f.ts, f.side.value, f.quantity, f.price) for f in broker.fills]
-    assert len(want) > 10 and any(w[2] != want[i - 1][2] for i, w in enumerate(want) if w[1] == "sell")
+    assert len(want) > 10
     assert got == [(ts, side, size, pytest.approx(price, rel=1e-12)) for ts, side, size, price in want]
+    # Half exits happened on every side the run trades.
+    position_now, halves = 0.0, set()
+    for _, side, size, _ in want:
+        after = position_now + (size if side == "buy" else -size)
+        if position_now * after > 0 and abs(after) < abs(position_now):
+            halves.add("long" if position_now > 0 else "short")
+        position_now = after
+    assert halves == ({"long", "short"} if allow_short else {"long"})
 
 
 @settings(max_examples=60, deadline=None)

@@ -4,7 +4,8 @@ Orders sent before a bar fill at that bar's open (slipped, with commission), so 
 fills at t+1 at the earliest. Randomness (rejections, partial fills) is drawn from a generator seeded
 by the broker's seed and the order's client id: the same orders give the same fills on every run.
 Brackets follow `strategies.brackets`, the rule the backtest engine compiles: from the bar after the
-entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2.
+entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2; a short entry's
+bracket (with `allow_short`) is the mirror image, its exits buys that cash must cover.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _Bracket:
     target1: float
     target2: float
     armed_after: datetime  # the entry's fill bar: checks start on the next one
+    side: int = 1  # 1 a long's bracket, -1 a short's (stop above, targets below)
 
 
 @dataclass
@@ -224,27 +226,35 @@ class SimulatedBroker:
         order.state = state.model_copy(
             update={"filled_quantity": done, "avg_fill_price": avg, "status": OrderStatus.FILLED if full else OrderStatus.PARTIALLY_FILLED}
         )
-        if req.side == Side.BUY and (req.stop or req.target1 or req.target2) and held == 0:
+        side = 1 if req.side == Side.BUY else -1
+        if (req.stop or req.target1 or req.target2) and held == 0:  # an entry from flat, either side
             self._brackets[req.symbol] = _Bracket(
-                req.client_order_id, FULL, float(bar["open"]), _nan(req.stop), _nan(req.target1), _nan(req.target2), bar["ts"]
+                req.client_order_id, FULL, float(bar["open"]), _nan(req.stop), _nan(req.target1), _nan(req.target2), bar["ts"], side
             )
-        elif req.side == Side.SELL and self._positions.get(req.symbol, 0.0) <= 0:
-            self._brackets.pop(req.symbol, None)  # an exit signal closed it: the bracket goes with it
+        else:
+            bracket = self._brackets.get(req.symbol)
+            if bracket is not None and self._positions.get(req.symbol, 0.0) * bracket.side <= 0:
+                self._brackets.pop(req.symbol)  # an exit signal closed it: the bracket goes with it
         return fill
 
     def _bracket_bar(self, symbol: str, b: _Bracket, bar: dict[str, Any]) -> Fill | None:
         phase, action, price = bracket_step(
-            b.phase, b.entry, b.stop, b.target1, b.target2, float(bar["open"]), float(bar["high"]), float(bar["low"])
+            b.phase, b.entry, b.stop, b.target1, b.target2, float(bar["open"]), float(bar["high"]), float(bar["low"]), b.side
         )
         b.phase = phase
         if phase == FLAT:
             del self._brackets[symbol]
-        held = max(self._positions.get(symbol, 0.0), 0.0)
+        held = max(self._positions.get(symbol, 0.0) * b.side, 0.0)  # shares on the bracket's side
         qty = half_of(held, self.config.fractional) if action == EXIT_HALF else held if action == EXIT_ALL else 0.0
+        side = Side.SELL if b.side > 0 else Side.BUY
+        fill_price = self._slipped(price, side)
+        if side == Side.BUY:  # covering a short takes cash, like any buy
+            qty = min(qty, self._affordable(fill_price))
+            qty = qty if self.config.fractional else float(math.floor(qty + 1e-9))
         if qty <= 0:
             return None
         leg = "t1" if action == EXIT_HALF else "exit"
-        return self._book(f"{b.entry_id}-{leg}", symbol, Side.SELL, qty, self._slipped(price, Side.SELL), bar["ts"], suffix=leg)
+        return self._book(f"{b.entry_id}-{leg}", symbol, side, qty, fill_price, bar["ts"], suffix=leg)
 
     def _book(self, cid: str, symbol: str, side: Side, qty: float, price: float, ts: datetime, suffix: str) -> Fill:
         commission = qty * price * self.config.commission_bps / 1e4 + qty * self.config.commission_per_share
