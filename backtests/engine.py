@@ -3,6 +3,8 @@
 Signals decided on bar t become target weights (share of portfolio value, signed) filled on bar
 t+1 at its open by default; vectorbt's `Portfolio.from_orders` executes them with fees, slippage,
 whole or fractional shares, and one shared cash balance across symbols (sells before buys).
+Strategies with stop/target levels add bracket exits (`strategies/brackets.py`, long and short); those
+runs go through `backtests/bracket_sim.py`, the same order rules on vectorbt's order function.
 
 Costs: `fees_bps` of traded value plus `fee_per_share`, both charged on the slipped fill price
 (the per-share fee is converted to a fraction of the bar's unslipped price, so it is exact without
