@@ -39,9 +39,8 @@ def target_weights_nb(
 
 bracket_step_nb = njit(cache=True)(bracket_step)
 
-# vectorbt's SizeType codes used below, and our own for "half the position actually held".
+# vectorbt's SizeType code used below, and our own for "half the position actually held".
 TARGET_PERCENT = 5
-PERCENT = 2
 HALF_POSITION = -1
 
 
