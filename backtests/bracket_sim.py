@@ -1,12 +1,14 @@
-"""Bracket runs on vectorbt's order-function simulation.
+"""Bracket runs: vectorbt's order processing in our own compiled loop.
 
 `Portfolio.from_orders` cannot say "cover half the short actually held" (a Percent buy is a share of
 cash), and a long half exit as a long-only Percent order breaks on a leftover short. So bracket runs
-go through `Portfolio.from_order_func`, reproducing `from_orders` step for step: every bar values
-each column at its order price, sorts the bar's orders sells-first by approximate value (cash
-sharing's "auto" call sequence), then executes them; HALF_POSITION orders become an amount — half
-the position held at that moment, on the bracket's side, rounded down to whole shares unless
-fractional — and nothing when the position is not on that side.
+go through this loop, which reproduces `from_orders` step for step around vectorbt's own
+`process_order_nb` — every bar values each column at its order price, sorts the bar's orders
+sells-first by approximate value (cash sharing's "auto" call sequence), then executes them — except
+that HALF_POSITION orders become an amount: half the position held at that moment, on the bracket's
+side, rounded down to whole shares unless fractional, and nothing when the position is not on that
+side. The records make an ordinary vectorbt Portfolio. (`from_order_func` does the same but compiles
+its simulator anew in every process, ~4 s; this loop is cached like the other kernels.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 from vectorbt.portfolio import nb as vnb
-from vectorbt.portfolio.enums import Direction, SizeType
+from vectorbt.portfolio.enums import Direction, ProcessOrderState, SizeType, log_dt, order_dt
 
 from backtests.kernels import HALF_POSITION
 
@@ -37,57 +39,65 @@ def _resolve_half_nb(side: float, position: float, whole_shares: bool) -> float:
 
 
 @njit(cache=True)
-def _pre_segment_nb(
-    c: Any,
+def simulate_brackets_nb(
     size: np.ndarray,
     size_type: np.ndarray,
     price: np.ndarray,
-    whole_shares: bool,
-    size_now: np.ndarray,
-    type_now: np.ndarray,
-    order_value: np.ndarray,
-) -> tuple[()]:
-    i = c.i
-    for col in range(c.from_col, c.to_col):
-        c.last_val_price[col] = price[i, col]  # as from_orders: value each column at its order price
-        s, t = size[i, col], size_type[i, col]
-        if t == HALF_POSITION and not np.isnan(s):
-            s, t = _resolve_half_nb(s, c.last_position[col], whole_shares), SizeType.Amount
-        size_now[col], type_now[col] = s, t
-    value = c.last_cash[c.group]
-    for col in range(c.from_col, c.to_col):
-        if c.last_position[col] != 0:
-            value += c.last_position[col] * c.last_val_price[col]
-    for k in range(c.group_len):
-        col = c.from_col + k
-        order_value[k] = vnb.approx_order_value_nb(
-            size_now[col], int(type_now[col]), Direction.Both, c.last_cash[c.group], c.last_position[col],
-            c.last_free_cash[c.group], c.last_val_price[col], value,
-        )
-    vnb.insert_argsort_nb(order_value[: c.group_len], c.call_seq_now)
-    return ()
-
-
-@njit(cache=True)
-def _order_nb(
-    c: Any,
-    price: np.ndarray,
     fees: np.ndarray,
     slippage: np.ndarray,
-    granularity: float,
-    size_now: np.ndarray,
-    type_now: np.ndarray,
-) -> Any:
-    return vnb.order_nb(
-        size=size_now[c.col],
-        price=price[c.i, c.col],
-        size_type=int(type_now[c.col]),
-        direction=Direction.Both,
-        fees=fees[c.i, c.col],
-        slippage=slippage[c.i, c.col],
-        min_size=MIN_SIZE,
-        size_granularity=granularity,
-    )
+    init_cash: float,
+    whole_shares: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order and log records for one cash-sharing group, as `simulate_from_orders_nb` makes them."""
+    n, m = size.shape
+    order_records = np.empty(n * m, dtype=order_dt)
+    log_records = np.empty(1, dtype=log_dt)
+    position = np.zeros(m)
+    debt = np.zeros(m)
+    val_price = np.full(m, np.nan)
+    size_now = np.empty(m)
+    type_now = np.empty(m, dtype=np.int64)
+    order_value = np.empty(m)
+    call_seq = np.empty(m, dtype=np.int64)
+    granularity = 1.0 if whole_shares else np.nan
+    cash, free_cash, oidx, lidx = init_cash, init_cash, 0, 0
+    for i in range(n):
+        for col in range(m):
+            if not np.isnan(price[i, col]):  # valued at the order price; forward-filled when missing
+                val_price[col] = price[i, col]
+            s, t = size[i, col], size_type[i, col]
+            if t == HALF_POSITION:
+                s, t = (_resolve_half_nb(s, position[col], whole_shares) if not np.isnan(s) else s), SizeType.Amount
+            size_now[col], type_now[col] = s, t
+        value = cash
+        for col in range(m):
+            if position[col] != 0:
+                value += position[col] * val_price[col]
+        for col in range(m):
+            call_seq[col] = col
+            order_value[col] = vnb.approx_order_value_nb(
+                size_now[col], type_now[col], Direction.Both, cash, position[col], free_cash, val_price[col], value
+            )
+        vnb.insert_argsort_nb(order_value, call_seq)  # sells first, to free cash for the buys
+        for k in range(m):
+            col = call_seq[k]
+            order = vnb.order_nb(
+                size=size_now[col],
+                price=price[i, col],
+                size_type=type_now[col],
+                direction=Direction.Both,
+                fees=fees[i, col],
+                slippage=slippage[i, col],
+                min_size=MIN_SIZE,
+                size_granularity=granularity,
+            )
+            state = ProcessOrderState(cash, position[col], debt[col], free_cash, val_price[col], value, oidx, lidx)
+            _, state = vnb.process_order_nb(i, col, 0, state, False, order, order_records, log_records)
+            cash, position[col], debt[col], free_cash = state.cash, state.position, state.debt, state.free_cash
+            value, oidx, lidx = state.value, state.oidx, state.lidx
+            if not np.isnan(state.val_price):
+                val_price[col] = state.val_price
+    return order_records[:oidx], log_records[:lidx]
 
 
 def simulate_brackets(
@@ -104,33 +114,13 @@ def simulate_brackets(
 ) -> Any:
     """A vectorbt Portfolio (shared cash, one group) from bracket_orders_nb's orders."""
     import vectorbt as vbt
+    from vectorbt.base.array_wrapper import ArrayWrapper
 
-    n_cols = size.shape[1]
-    size_now = np.full(n_cols, np.nan)
-    type_now = np.zeros(n_cols)
-    order_value = np.empty(n_cols)
-    return vbt.Portfolio.from_order_func(
-        close,
-        _order_nb,
-        np.ascontiguousarray(price, dtype=np.float64),
-        np.ascontiguousarray(fees, dtype=np.float64),
-        np.ascontiguousarray(slippage, dtype=np.float64),
-        np.nan if fractional else 1.0,
-        size_now,
-        type_now,
-        pre_segment_func_nb=_pre_segment_nb,
-        pre_segment_args=(
-            np.ascontiguousarray(size, dtype=np.float64),
-            np.ascontiguousarray(size_type, dtype=np.float64),
-            np.ascontiguousarray(price, dtype=np.float64),
-            not fractional,
-            size_now,
-            type_now,
-            order_value,
-        ),
-        init_cash=init_cash,
-        cash_sharing=True,
-        group_by=True,
-        call_seq="default",
-        freq=freq,
+    def f64(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=np.float64)
+
+    orders, logs = simulate_brackets_nb(
+        f64(size), np.ascontiguousarray(size_type, dtype=np.int64), f64(price), f64(fees), f64(slippage), init_cash, not fractional
     )
+    wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
+    return vbt.Portfolio(wrapper, close, orders, logs, np.array([init_cash]), True)
