@@ -4,7 +4,7 @@ Signals decided on bar t become target weights (share of portfolio value, signed
 t+1 at its open by default; vectorbt's `Portfolio.from_orders` executes them with fees, slippage,
 whole or fractional shares, and one shared cash balance across symbols (sells before buys).
 Strategies with stop/target levels add bracket exits (`strategies/brackets.py`, long and short); those
-runs go through `backtests/bracket_sim.py`, the same order rules on vectorbt's order function.
+runs go through `backtests/bracket_sim.py`: the same order rules around vectorbt's process_order_nb.
 
 Costs: `fees_bps` of traded value plus `fee_per_share`, both charged on the slipped fill price
 (the per-share fee is converted to a fraction of the bar's unslipped price, so it is exact without
@@ -157,7 +157,7 @@ def bracket_orders(market: Market, config: BacktestConfig) -> tuple[np.ndarray, 
 
 
 def simulate_with_brackets(market: Market, config: BacktestConfig) -> Any:
-    """The signals' orders with the brackets' exits among them, on the order-function simulation."""
+    """The signals' orders with the brackets' exits among them, simulated by backtests/bracket_sim.py."""
     sizes, size_types, prices = bracket_orders(market, config)
     index = market.ts.dt.replace_time_zone(None).to_pandas()
     return simulate_brackets(
