@@ -68,19 +68,22 @@ class _Params(StrategyParams):
     pass
 
 
-def _scripted(bars: pl.DataFrame) -> pl.DataFrame:
-    """Enters long on bar 1 with stop 95, targets 105/110; nothing else."""
-    n = bars.height
-    first = [i == 1 for i in range(n)]
+def _scripted(bars: pl.DataFrame, side: int = 1) -> pl.DataFrame:
+    """Enters on bar 1 (long: stop 95, targets 105/110; short: the mirror 105, 95/90); nothing else."""
+    first = [i == 1 for i in range(bars.height)]
+
+    def level(distance: float, name: str) -> pl.Series:
+        return pl.Series(name, [100.0 + side * distance if f else None for f in first], dtype=pl.Float64)
+
     return bars.with_columns(
-        pl.Series("entry_long", first),
+        pl.Series("entry_long", first) if side > 0 else pl.lit(False).alias("entry_long"),
         pl.lit(False).alias("exit_long"),
-        pl.lit(False).alias("entry_short"),
+        pl.Series("entry_short", first) if side < 0 else pl.lit(False).alias("entry_short"),
         pl.lit(False).alias("exit_short"),
         pl.lit(0.5).alias("size"),
-        pl.Series("stop", [95.0 if f else None for f in first], dtype=pl.Float64),
-        pl.Series("target1", [105.0 if f else None for f in first], dtype=pl.Float64),
-        pl.Series("target2", [110.0 if f else None for f in first], dtype=pl.Float64),
+        level(-5.0, "stop"),
+        level(5.0, "target1"),
+        level(10.0, "target2"),
     ).select([*bars.columns, *SIGNAL_COLUMNS])
 
 
@@ -131,22 +134,7 @@ def test_engine_gap_through_the_stop_fills_at_the_open() -> None:
     np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
 
 
-def _scripted_short(bars: pl.DataFrame) -> pl.DataFrame:
-    """Enters short on bar 1 with stop 105, targets 95/90; nothing else."""
-    first = [i == 1 for i in range(bars.height)]
-    return bars.with_columns(
-        pl.lit(False).alias("entry_long"),
-        pl.lit(False).alias("exit_long"),
-        pl.Series("entry_short", first),
-        pl.lit(False).alias("exit_short"),
-        pl.lit(0.5).alias("size"),
-        pl.Series("stop", [105.0 if f else None for f in first], dtype=pl.Float64),
-        pl.Series("target1", [95.0 if f else None for f in first], dtype=pl.Float64),
-        pl.Series("target2", [90.0 if f else None for f in first], dtype=pl.Float64),
-    ).select([*bars.columns, *SIGNAL_COLUMNS])
-
-
-SCRIPTED_SHORT = Strategy(name="scripted_short", params_model=_Params, compute=lambda b, p: _scripted_short(b), lookback=lambda p: 1)
+SCRIPTED_SHORT = Strategy(name="scripted_short", params_model=_Params, compute=lambda b, p: _scripted(b, side=-1), lookback=lambda p: 1)
 
 
 @pytest.mark.parametrize(
