@@ -21,6 +21,7 @@ from strategies.base import Strategy, StrategyParams
 from strategies.builtin import SmaCrossParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
+SIDES = ("entry_long", "exit_long", "entry_short", "exit_short")
 
 
 def _check(bars: pl.DataFrame, config: BacktestConfig) -> None:
@@ -98,30 +99,46 @@ def sweep(
     fill = np.ascontiguousarray((base.open if config.fill == "next_open" else base.close)[:, 0])
     close = np.ascontiguousarray(base.close[:, 0])
     fee = np.ascontiguousarray(fee_fractions(base, config)[:, 0])
+
+    def run(signals: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        *sides, size = signals
+        return _kernel(signals_sweep_nb)(
+            fill, close, *sides, size, fee, config.slippage_bps / 1e4, config.init_cash, not config.fractional
+        )
+
+    return _in_chunks(ordered, strategy, grid, config, progress, run, levels=False)
+
+
+def _kernel(fn: Any) -> Callable[..., tuple[np.ndarray, ...]]:
+    """A numba kernel as a plain callable for the type checker (its stubs reject star arguments)."""
+    return fn  # type: ignore[no-any-return]
+
+
+def _in_chunks(
+    bars: pl.DataFrame,
+    strategy: Strategy[Any],
+    grid: Sequence[StrategyParams],
+    config: BacktestConfig,
+    progress: Callable[[int, int], None] | None,
+    run: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]],
+    *,
+    levels: bool,
+) -> pl.DataFrame:
+    """Signals of CHUNK combinations at a time, stacked (bar x combination) and handed to `run`:
+    entry/exit long, entry/exit short (all False unless the run allows shorts), size, and with
+    `levels` stop, target 1, target 2."""
     results = []
     for start in range(0, len(grid), CHUNK):
         chunk = grid[start : start + CHUNK]
-        frames = [strategy.signals(ordered, p) for p in chunk]
+        frames = [strategy.signals(bars, p) for p in chunk]
 
-        def stack(column: str, frames: list[pl.DataFrame] = frames) -> np.ndarray:
-            return np.ascontiguousarray(np.column_stack([f[column].to_numpy() for f in frames]))
+        def stack(column: str, dtype: type, frames: list[pl.DataFrame] = frames) -> np.ndarray:
+            return np.ascontiguousarray(np.column_stack([f[column].to_numpy() for f in frames]), dtype=dtype)
 
-        no_short = np.zeros((close.shape[0], len(chunk)), dtype=np.bool_)
-        results.append(
-            signals_sweep_nb(
-                fill,
-                close,
-                stack("entry_long").astype(np.bool_),
-                stack("exit_long").astype(np.bool_),
-                stack("entry_short").astype(np.bool_) if config.allow_short else no_short,
-                stack("exit_short").astype(np.bool_) if config.allow_short else no_short,
-                stack("size").astype(np.float64),
-                fee,
-                config.slippage_bps / 1e4,
-                config.init_cash,
-                not config.fractional,
-            )
-        )
+        no_short = np.zeros((bars.height, len(chunk)), dtype=np.bool_)
+        sides = [stack(c, np.bool_) if config.allow_short or "short" not in c else no_short for c in SIDES]
+        extra = [stack(c, np.float64) for c in ("size", *(("stop", "target1", "target2") if levels else ()))]
+        results.append(run((*sides, *extra)))
         if progress:
             progress(min(start + CHUNK, len(grid)), len(grid))
     final, max_dd, orders = (np.concatenate([r[i] for r in results]) for i in range(3))
@@ -143,35 +160,11 @@ def _bracket_sweep(
 
     prices = (col(base.open if config.fill == "next_open" else base.close), col(base.open), col(base.high), col(base.low), col(base.close))
     fee = np.ascontiguousarray(fee_fractions(base, config)[:, 0])
-    results = []
-    for start in range(0, len(grid), CHUNK):
-        chunk = grid[start : start + CHUNK]
-        frames = [strategy.signals(bars, p) for p in chunk]
 
-        def stack(column: str, frames: list[pl.DataFrame] = frames) -> np.ndarray:
-            return np.ascontiguousarray(np.column_stack([f[column].to_numpy() for f in frames]))
-
-        no_short = np.zeros((prices[0].shape[0], len(chunk)), dtype=np.bool_)
-        results.append(
-            bracket_sweep_nb(
-                *prices,
-                stack("entry_long").astype(np.bool_),
-                stack("exit_long").astype(np.bool_),
-                stack("entry_short").astype(np.bool_) if config.allow_short else no_short,
-                stack("exit_short").astype(np.bool_) if config.allow_short else no_short,
-                stack("size").astype(np.float64),
-                stack("stop").astype(np.float64),
-                stack("target1").astype(np.float64),
-                stack("target2").astype(np.float64),
-                fee,
-                config.fees_bps / 1e4,
-                config.fee_per_share,
-                config.slippage_bps / 1e4,
-                config.init_cash,
-                not config.fractional,
-            )
+    def run(signals: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        return _kernel(bracket_sweep_nb)(
+            *prices, *signals, fee, config.fees_bps / 1e4, config.fee_per_share, config.slippage_bps / 1e4,
+            config.init_cash, not config.fractional,
         )
-        if progress:
-            progress(min(start + CHUNK, len(grid)), len(grid))
-    final, max_dd, orders = (np.concatenate([r[i] for r in results]) for i in range(3))
-    return _table(grid, final, max_dd, orders, config)
+
+    return _in_chunks(bars, strategy, grid, config, progress, run, levels=True)
