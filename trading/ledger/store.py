@@ -18,7 +18,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -161,36 +161,19 @@ def _check_id(event: Event) -> None:
         raise LedgerError(f"event_id {event.event_id!r} is longer than {EVENT_ID_MAX} characters")
 
 
-def _sqlite_row(e: Event) -> tuple[Any, ...]:
+def _row(e: Event, ts: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
+    """One event as an insert row; `ts` renders its times the way the dialect stores them."""
     _check_id(e)
-    payload = _json_dumps(e.payload)
-    return (
-        e.event_id,
-        e.type.value,
-        e.run_id,
-        e.trace_id,
-        e.mode.value,
-        e.symbol,
-        _sqlite_ts(e.as_of),
-        _sqlite_ts(e.recorded_at),
-        payload,
-    )
+    times = (ts(e.as_of), ts(e.recorded_at))
+    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, *times, _json_dumps(e.payload))
+
+
+def _sqlite_row(e: Event) -> tuple[Any, ...]:
+    return _row(e, _sqlite_ts)
 
 
 def _postgres_row(e: Event) -> tuple[Any, ...]:
-    _check_id(e)
-    payload = _json_dumps(e.payload)
-    return (
-        e.event_id,
-        e.type.value,
-        e.run_id,
-        e.trace_id,
-        e.mode.value,
-        e.symbol,
-        _utc(e.as_of),
-        _utc(e.recorded_at),
-        payload,
-    )
+    return _row(e, _utc)
 
 
 _COLUMN_LIST = ", ".join(c.name for c in _EVENT_COLUMNS)
