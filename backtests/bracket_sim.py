@@ -20,22 +20,9 @@ from numba import njit
 from vectorbt.portfolio import nb as vnb
 from vectorbt.portfolio.enums import Direction, ProcessOrderState, SizeType, log_dt, order_dt
 
-from backtests.kernels import HALF_POSITION
+from backtests.kernels import HALF_POSITION, half_exit_nb
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
-
-
-@njit(cache=True)
-def _resolve_half_nb(side: float, position: float, whole_shares: bool) -> float:
-    """The signed amount that takes half of `position` off, if it is on `side`; else NaN."""
-    if position * side <= 0:
-        return np.nan
-    half = abs(position) * 0.5
-    if whole_shares:
-        half = np.floor(half)
-    if half <= 0:
-        return np.nan
-    return -np.sign(position) * half
 
 
 @njit(cache=True)
@@ -67,7 +54,10 @@ def simulate_brackets_nb(
                 val_price[col] = price[i, col]
             s, t = size[i, col], size_type[i, col]
             if t == HALF_POSITION:
-                s, t = (_resolve_half_nb(s, position[col], whole_shares) if not np.isnan(s) else s), SizeType.Amount
+                if not np.isnan(s):
+                    s = half_exit_nb(position[col], int(s), whole_shares)
+                    s = s if s != 0 else np.nan  # nothing on the bracket's side: no order
+                t = SizeType.Amount
             size_now[col], type_now[col] = s, t
         value = cash
         for col in range(m):

@@ -5,10 +5,30 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from strategies.brackets import bracket_step
+from strategies.brackets import bracket_step, half_of
 from strategies.positions import next_direction
 
 next_direction_nb = njit(cache=True)(next_direction)
+half_of_nb = njit(cache=True)(half_of)
+
+
+@njit(cache=True, inline="always")
+def next_order_nb(held: int, el: bool, xl: bool, es: bool, xs: bool, size: float) -> tuple[int, float]:
+    """(side after bar t's signals, target weight to fill on a later bar; NaN: no order). An entry
+    whose size is not warmed up yet is skipped: no entry rather than a guess."""
+    nxt = next_direction_nb(held, el, xl, es, xs)
+    if nxt == held or (nxt != 0 and not np.isfinite(size)):
+        return held, np.nan
+    return nxt, nxt * size if nxt != 0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def half_exit_nb(position: float, side: int, whole: bool) -> float:
+    """The signed amount a target 1 trades: half of `position` off (strategies.brackets.half_of),
+    only when it is on the bracket's `side`; 0 otherwise."""
+    if position * side <= 0:
+        return 0.0
+    return -np.sign(position) * half_of_nb(abs(position), not whole)
 
 
 @njit(cache=True)
@@ -27,13 +47,8 @@ def target_weights_nb(
     for j in range(m):
         held = 0
         for t in range(n - delay):
-            nxt = next_direction_nb(held, entry_long[t, j], exit_long[t, j], entry_short[t, j], exit_short[t, j])
-            if nxt == held:
-                continue
-            if nxt != 0 and not np.isfinite(size[t, j]):
-                continue  # sizing not warmed up yet: no entry rather than a guess
-            out[t + delay, j] = nxt * size[t, j] if nxt != 0 else 0.0
-            held = nxt
+            held, order = next_order_nb(held, entry_long[t, j], exit_long[t, j], entry_short[t, j], exit_short[t, j], size[t, j])
+            out[t + delay, j] = order
     return out
 
 
@@ -100,13 +115,10 @@ def bracket_orders_nb(
                     held = 0
             if t == n - 1:
                 continue
-            nxt = next_direction_nb(held, entry_long[t, j], exit_long[t, j], entry_short[t, j], exit_short[t, j])
-            if nxt == held:
+            nxt, order = next_order_nb(held, entry_long[t, j], exit_long[t, j], entry_short[t, j], exit_short[t, j], size[t, j])
+            if np.isnan(order):
                 continue
-            if nxt != 0 and not np.isfinite(size[t, j]):
-                continue
-            pending = nxt * size[t, j] if nxt != 0 else 0.0
-            pending_from_flat = held == 0
+            pending, pending_from_flat = order, held == 0
             pending_levels = (stop[t, j], target1[t, j], target2[t, j])
             held = nxt
     return out_size, out_type, out_price

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import bracket_step_nb, next_direction_nb
+from backtests.kernels import bracket_step_nb, half_exit_nb, next_direction_nb, next_order_nb
 
 REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
@@ -46,6 +46,14 @@ def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, s
     return _trade_nb(cash, pos, target * value / price - pos, price, fee, slip, whole)
 
 
+@njit(cache=True, inline="always")
+def _mark_nb(cash: float, pos: float, close: float, peak: float, dd: float) -> tuple[float, float, float]:
+    """Equity at the close, and the running peak and max drawdown after it."""
+    equity = cash + pos * close
+    peak = max(peak, equity)
+    return equity, peak, max(dd, 1.0 - equity / peak)
+
+
 @njit(cache=True, parallel=True)
 def sma_cross_sweep_nb(
     fill_price: np.ndarray,
@@ -77,9 +85,7 @@ def sma_cross_sweep_nb(
                 cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
                 orders[k] += filled
                 pending = np.nan
-            equity = cash + pos * close[t]
-            peak = max(peak, equity)
-            dd = max(dd, 1.0 - equity / peak)
+            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
             if t == 0 or t == n - 1:
                 continue
             up = fast[t] > slow[t] and fast[t - 1] <= slow[t - 1]
@@ -120,15 +126,12 @@ def signals_sweep_nb(
                 cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
                 orders[k] += filled
                 pending = np.nan
-            equity = cash + pos * close[t]
-            peak = max(peak, equity)
-            dd = max(dd, 1.0 - equity / peak)
+            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
             if t == n - 1:
                 continue
-            nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k])
-            if nxt != held and (nxt == 0 or np.isfinite(size[t, k])):
-                pending = nxt * size[t, k] if nxt != 0 else 0.0
-                held = nxt
+            held, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
+            if not np.isnan(order):
+                pending = order
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders
@@ -181,22 +184,17 @@ def bracket_sweep_nb(
             elif held != 0 and phase > 0 and t > fill_bar:
                 phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t], held)
                 if action > 0:
-                    delta = -pos  # all of it; half only of a position on the bracket's side
-                    if action == 1:
-                        delta = -np.sign(pos) * (np.floor(abs(pos) * 0.5) if whole else abs(pos) * 0.5) if pos * held > 0 else 0.0
+                    delta = half_exit_nb(pos, held, whole) if action == 1 else -pos
                     cash, pos, filled = _trade_nb(cash, pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
                     orders[k] += filled
                     if action == 2:
                         held = 0
-            equity = cash + pos * close[t]
-            peak = max(peak, equity)
-            dd = max(dd, 1.0 - equity / peak)
+            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
             if t == n - 1:
                 continue
-            nxt = next_direction_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k])
-            if nxt != held and (nxt == 0 or np.isfinite(size[t, k])):
-                pending = nxt * size[t, k] if nxt != 0 else 0.0
-                from_flat = held == 0
+            nxt, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
+            if not np.isnan(order):
+                pending, from_flat = order, held == 0
                 p_stop, p_t1, p_t2 = stop[t, k], target1[t, k], target2[t, k]
                 held = nxt
         final[k] = equity
