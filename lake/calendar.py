@@ -18,12 +18,15 @@ from lake.schema import TS_DTYPE
 DEFAULT_EXCHANGE = "XNYS"
 EXCHANGE_TZ = "America/New_York"
 _CAL_START = "2005-01-01"
+# Bounded explicitly: exchange-calendars' default end is a year after today, so anything sized by
+# "the whole calendar" would change from day to day. Sessions past this date are simply not there.
+CAL_END = "2049-12-31"
 
 
 @lru_cache(maxsize=4)
 def get_calendar(exchange: str = DEFAULT_EXCHANGE) -> xcals.ExchangeCalendar:
     try:
-        return xcals.get_calendar(exchange, start=_CAL_START)
+        return xcals.get_calendar(exchange, start=_CAL_START, end=CAL_END)
     except xcals.errors.InvalidCalendarName as exc:
         raise LakeError(f"unknown exchange calendar {exchange!r}") from exc
 

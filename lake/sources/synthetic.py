@@ -1,10 +1,11 @@
 """A seeded offline market: exchange sessions, volatility regimes, overnight gaps, U-shaped volume.
 
-Determinism is per (seed, symbol, year): a year's minute grid comes from its own random stream, so
-the bars of a day never depend on the range asked for. Same seed, same bytes.
+Determinism is per (seed, symbol, year): a year's minute grid and its daily draws come from their
+own random streams, so the bars of a day never depend on the range asked for, nor on how far the
+exchange calendar reaches (which moves with today's date). Same seed, same bytes, on any day.
 
-The daily path (regimes, gaps, the day's open-to-close move) is drawn once per symbol over the
-whole calendar so prices are continuous across years; each day's minutes are a Brownian bridge
+The daily path (regimes, gaps, the day's open-to-close move) is chained over the years so prices
+are continuous; each day's minutes are a Brownian bridge
 from that day's open to its close with more variance at the open and the close.
 """
 
@@ -26,12 +27,12 @@ from lake.schema import check_timeframe, conform_bars, empty_bars
 
 MAX_SESSION_MINUTES = 390
 _SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
-_EPOCH_YEAR = 2005  # the daily path starts here, matching the calendar's first session
 
 # Regimes: daily volatility, and the chance to stay in the regime each day.
 _REGIME_VOL = np.array([0.010, 0.028])
 _REGIME_STAY = np.array([0.985, 0.94])
 _GAP_SHARE = 0.3  # share of daily variance that happens overnight
+_SLOTS = 366  # daily draws per calendar year: one slot per session, more than any year has
 
 
 def _stable_int(*parts: object) -> int:
@@ -57,23 +58,35 @@ def _sessions(exchange: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=256)
 def _daily_path(seed: int, symbol: str, exchange: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per session: open price, close price, and the regime's volatility multiplier for volume."""
+    """Per session: open price, close price, and the regime's volatility multiplier for volume.
+
+    Each calendar year draws a fixed block of `_SLOTS` numbers from its own stream and session k of
+    the year takes slot k, so a session's draws never depend on how far the calendar reaches: the
+    path up to any day is the same bytes whatever today's date is.
+    """
     days, _, _ = _sessions(exchange)
     n = len(days)
-    rng = np.random.default_rng(_stable_int("daily", seed, symbol, exchange))
+    years = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    slot = np.arange(n) - np.searchsorted(years, years, side="left")
+    stay, gap_draw, move_draw = np.empty(n), np.empty(n), np.empty(n)
+    for year in np.unique(years).tolist():
+        rng = np.random.default_rng(_stable_int("daily", seed, symbol, exchange, year))
+        block = rng.random(_SLOTS), rng.standard_normal(_SLOTS), rng.standard_normal(_SLOTS)
+        in_year = years == year
+        for out, draws in zip((stay, gap_draw, move_draw), block, strict=True):
+            out[in_year] = draws[slot[in_year]]
     regime = np.empty(n, dtype=np.int8)
-    stay = rng.random(n)
     state = 0
-    for i in range(n):  # a two-state Markov chain; n is ~6k, cheap once per symbol
+    for i in range(n):  # a two-state Markov chain; n is ~11k, cheap once per symbol
         if stay[i] > _REGIME_STAY[state]:
             state = 1 - state
         regime[i] = state
     vol = _REGIME_VOL[regime]
-    drift = rng.normal(0.0002, 0.0001)
-    gaps = rng.standard_normal(n) * vol * np.sqrt(_GAP_SHARE)
-    moves = drift + rng.standard_normal(n) * vol * np.sqrt(1 - _GAP_SHARE)
+    drift = np.random.default_rng(_stable_int("drift", seed, symbol, exchange)).normal(0.0002, 0.0001)
+    gaps = gap_draw * vol * np.sqrt(_GAP_SHARE)
+    moves = drift + move_draw * vol * np.sqrt(1 - _GAP_SHARE)
     start_price = 20.0 + (_stable_int("price", symbol) % 48000) / 100.0
-    log_close = np.log(start_price) + np.cumsum(gaps + moves)
+    log_close = np.log(start_price) + np.cumsum(gaps + moves)  # sequential: day t depends on days <= t only
     log_open = log_close - moves
     return np.exp(log_open), np.exp(log_close), vol / _REGIME_VOL[0]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+import time_machine
 from polars.testing import assert_frame_equal
 
 from lake.calendar import session_bounds, trading_days
@@ -69,3 +71,54 @@ def test_it_looks_like_a_market() -> None:
 def test_unknown_symbol_is_named() -> None:
     with pytest.raises(UnknownSymbolError, match="'not a ticker'"):
         SyntheticSource().fetch(["not a ticker"], "1m", *session_bounds("2024-06-03"))
+
+
+def _content_hash(df: pl.DataFrame) -> str:
+    """A digest of the values themselves (not of a file format whose metadata names a version)."""
+    digest = hashlib.sha256()
+    for name in df.columns:
+        column = df[name]
+        if column.dtype == pl.String:
+            digest.update("\x00".join(column.to_list()).encode())
+        elif column.dtype == pl.Datetime("us", "UTC"):
+            digest.update(column.dt.epoch("us").to_numpy().astype("<i8").tobytes())
+        else:
+            digest.update(column.to_numpy().astype("<f8").tobytes())
+    return digest.hexdigest()[:16]
+
+
+# (seed, symbols, timeframe, start, end) -> digest. Pinned once; any change to these bytes is a
+# change to every user's offline history and must be deliberate.
+GOLDEN = [
+    (7, ("AAPL", "MSFT"), "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), "f737a676df5b8931"),
+    (7, ("NVDA",), "1m", datetime(2024, 11, 27, tzinfo=UTC), datetime(2024, 12, 3, tzinfo=UTC), "4e00e3c5b2650dcc"),
+    (11, ("XOM",), "1d", datetime(2005, 1, 1, tzinfo=UTC), datetime(2009, 1, 1, tzinfo=UTC), "f0c604f6f44d203a"),
+    (7, ("JPM",), "1m", datetime(2031, 3, 7, tzinfo=UTC), datetime(2031, 3, 12, tzinfo=UTC), "2bed79abe97511a1"),
+]
+
+
+def _clear_caches() -> None:
+    from lake import calendar
+    from lake.sources import synthetic
+
+    for cached in (calendar.get_calendar, synthetic._sessions, synthetic._daily_path, synthetic._year_grid):
+        cached.cache_clear()
+
+
+@pytest.mark.parametrize(("seed", "symbols", "timeframe", "start", "end", "expected"), GOLDEN)
+def test_golden_ranges_give_the_same_bytes(seed: int, symbols: tuple[str, ...], timeframe: str, start: datetime, end: datetime, expected: str) -> None:
+    bars = SyntheticSource(seed=seed).fetch(list(symbols), timeframe, start, end)
+    assert bars.height > 0
+    assert _content_hash(bars) == expected
+
+
+@pytest.mark.parametrize("today", ["2026-11-29", "2026-11-23", "2027-07-04", "2031-01-01", "2044-06-15"])
+def test_the_bars_do_not_depend_on_todays_date(today: str) -> None:
+    """The calendar's default end moves with today; the generator must not care."""
+    _clear_caches()
+    try:
+        with time_machine.travel(datetime.fromisoformat(today).replace(tzinfo=UTC), tick=False):
+            for seed, symbols, timeframe, start, end, expected in GOLDEN:
+                assert _content_hash(SyntheticSource(seed=seed).fetch(list(symbols), timeframe, start, end)) == expected
+    finally:
+        _clear_caches()
