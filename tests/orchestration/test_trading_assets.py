@@ -15,7 +15,9 @@ from assets import trading
 from assets.resources import LakeResource, TradingResource
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
+from strategies.builtin import SMA_CROSS
 from tests.fakes.openai_server import OpenAIServer, Reply
+from tests.trading.conftest import busiest_entry_bar
 from trading.events import EventType
 from trading.ledger import Ledger
 
@@ -27,6 +29,14 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
     bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
     replace_partitions(root, "bars", "1d", bars, period="year")
     return LakeResource(root=str(root))
+
+
+@pytest.fixture(scope="module")
+def sessions() -> list[datetime]:
+    """The daily bar times from the busiest entry bar on: [decision bar, next bar, the one after]."""
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    as_of = busiest_entry_bar(bars, SMA_CROSS.params(fast=5, slow=20))
+    return sorted(t for t in bars["ts"].unique().to_list() if t >= as_of)[:3]
 
 def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any]) -> dg.AssetMaterialization:
     result = dg.materialize(
@@ -46,12 +56,12 @@ def _decisions(ledger_url: str, run_id: str | None = None) -> list[dict[str, Any
             if run_id is None or e.run_id == run_id
         ]
 
-def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, tmp_path: Path) -> None:
+def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, sessions: list[datetime], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     resource = TradingResource(ledger_url=url)
-    mat = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"})
+    mat = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": sessions[0].isoformat()})
     meta = mat.metadata
-    assert meta["mode"].value == "validation" and meta["as_of"].value == "2024-03-06T14:30:00+00:00"
+    assert meta["mode"].value == "validation" and meta["as_of"].value == sessions[0].isoformat()
     assert meta["execute"].value + meta["hold"].value == len(SYMBOLS)  # type: ignore[operator]
     assert meta["model_calls"].value == 0 and meta["cost_usd"].value == 0.0 and meta["execute"].value >= 1
     assert "| symbol | verdict |" in meta["decisions"].value  # type: ignore[operator]
@@ -62,7 +72,7 @@ def test_rule_based_cycle_records_decisions_and_metadata(lake: LakeResource, tmp
         [deposit] = ledger.events(types=[EventType.DEPOSIT.value])
         assert deposit.payload["amount"] == 100_000.0
 
-def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: LakeResource, sessions: list[datetime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
     def answer(body: dict[str, Any]) -> Reply:
@@ -71,7 +81,7 @@ def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: 
         content = {"action": "BUY", "confidence": 0.9, "rationale": "model", "entry": close, "stop": close * 0.9, "target1": close * 1.1, "target2": close * 1.2}
         return Reply(content=json.dumps(content), prompt_tokens=500, completion_tokens=50)
 
-    config = {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"}
+    config = {"params": {"fast": 5, "slow": 20}, "as_of": sessions[0].isoformat()}
     with OpenAIServer(responder=answer) as server:
         recorded_url = f"sqlite:///{tmp_path / 'recorded.sqlite'}"
         live = TradingResource(ledger_url=recorded_url, llm_model="gpt-4o-mini", llm_base_url=server.base_url, cache_dir=str(tmp_path / "cache"))
@@ -130,14 +140,15 @@ def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(la
         assert any(sym == fill.symbol and at is not None and fill.as_of is not None and at < fill.as_of for sym, at in executed)
     assert portfolio.cash < 100_000 or portfolio.realized_pnl != 0
 
-def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(lake: LakeResource, tmp_path: Path) -> None:
+def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(lake: LakeResource, sessions: list[datetime], tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sim.sqlite'}"
     resource = TradingResource(mode="simulation", ledger_url=url, sim_state_file=str(tmp_path / "sim.json"))
-    first = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-06T14:30:00+00:00"})
+    decision_bar, next_bar, later_bar = sessions
+    first = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": decision_bar.isoformat()})
     assert first.metadata["orders_sent"].value >= 1  # type: ignore[operator]
     with Ledger(url) as ledger:
         assert not list(ledger.events(types=[EventType.FILL.value]))  # nothing fills on the decision bar
-    second = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": "2024-03-08T14:30:00+00:00"})
+    second = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": later_bar.isoformat()})
     with Ledger(url) as ledger:
         fills = list(ledger.events(types=[EventType.FILL.value]))
         from trading.ledger import replay_portfolio
@@ -145,5 +156,5 @@ def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(
         portfolio = replay_portfolio(ledger)
 
     assert len(fills) == first.metadata["orders_sent"].value
-    assert all(f.as_of == datetime(2024, 3, 7, 14, 30, tzinfo=UTC) for f in fills)  # the next bar's open
+    assert fills and all(f.as_of == next_bar for f in fills)  # the next bar's open
     assert second.metadata["positions"].value == {s: q for s, q in portfolio.positions.items() if q}

@@ -32,13 +32,20 @@ class Market:
         return contexts
 
 
+def busiest_entry_bar(bars: pl.DataFrame, params: Any = PARAMS, *, at_least: int = 2) -> datetime:
+    """The bar where the most symbols get an entry signal (the earliest of equals), found in the data
+    rather than pinned as a date, so the fixtures hold whatever bars the generator makes."""
+    signals = SMA_CROSS.signals(bars, params)
+    counts = signals.filter(pl.col("entry_long")).group_by("ts").len().sort(["len", "ts"], descending=[True, False])
+    assert counts.height and counts["len"][0] >= at_least, f"no bar with {at_least} entry signals in the fixture's bars"
+    return counts["ts"][0]  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="session")
 def market() -> Market:
     bars = SyntheticSource(seed=7).fetch(UNIVERSE, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC))
-    signals = SMA_CROSS.signals(bars, PARAMS)
-    busy = signals.filter(pl.col("entry_long")).group_by("ts").len().filter(pl.col("len") >= 2).sort("ts")
     snapshot = PortfolioSnapshot(cash=100_000.0, equity=100_000.0, start_of_day_equity=100_000.0, peak_equity=100_000.0)
-    return Market(bars=bars, as_of=busy["ts"][0], snapshot=snapshot)
+    return Market(bars=bars, as_of=busiest_entry_bar(bars), snapshot=snapshot)
 
 
 def schema_name(body: dict[str, Any]) -> str:

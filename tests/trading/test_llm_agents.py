@@ -19,6 +19,7 @@ from trading.cost import Budget
 from trading.events import EventType, MemorySink
 from trading.models import Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
+from trading.risk import RiskLimits
 
 PRICES = {"fake-small": (1.0, 4.0), "fake-large": (10.0, 40.0)}
 
@@ -75,12 +76,19 @@ def test_a_good_answer_flows_through_every_model_agent_with_costs_from_usage(ser
 
 def test_the_risk_model_can_cut_but_never_enlarge(server: OpenAIServer, market: Market) -> None:
     contexts = market.contexts()
-    rules = DecisionPipeline(_config(server)).run(contexts, market.snapshot, as_of=market.as_of)
-    halved = DecisionPipeline(_config(server, risk=True)).run(contexts, market.snapshot, as_of=market.as_of)
+    # An account where the dearest buyer fits exactly one share under the 20 % position cap (no
+    # sector cap in the way).
+    dearest = max(c.close for c in contexts if c.wants == "BUY")
+    equity = 7.5 * dearest
+    small = market.snapshot.model_copy(update={"cash": equity, "equity": equity, "start_of_day_equity": equity, "peak_equity": equity})
+    contexts = market.contexts(small)
+    limits = RiskLimits(max_position_pct=0.2, max_sector_pct=1.0)
+    rules = DecisionPipeline(_config(server, limits=limits)).run(contexts, small, as_of=market.as_of)
+    halved = DecisionPipeline(_config(server, risk=True, limits=limits)).run(contexts, small, as_of=market.as_of)
     full = {d.symbol: d.quantity for d in rules.executed()}
     kept = {s: float(int(q * 0.5)) for s, q in full.items()}
     assert {d.symbol: d.quantity for d in halved.executed()} == {s: q for s, q in kept.items() if q > 0}
-    assert any(q == 0 for q in kept.values())  # one share halved is no shares: that symbol is held
+    assert any(q == 1 for q in full.values()) and any(q == 0 for q in kept.values())  # one share halved is none: held
 
 
 @pytest.mark.parametrize(
