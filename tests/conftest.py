@@ -43,3 +43,49 @@ def pg_schema_url() -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
         engine.dispose()
+
+
+# Frozen clocks: `QUANTLAKE_FROZEN_NOW=2026-12-25T15:00:00+00:00 pytest -m date_sensitive` runs the
+# session with every wall-clock read (datetime.now, date.today, time.time) starting from that
+# instant and ticking on from there. scripts/test.sh reruns the date-sensitive tests on a weekend,
+# an exchange holiday, a half day, a DST switch day and two years ahead.
+FROZEN_NOW = os.environ.get("QUANTLAKE_FROZEN_NOW")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_clock() -> Iterator[None]:
+    if not FROZEN_NOW:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(FROZEN_NOW, tick=True):
+        yield
+
+
+def pytest_report_header() -> str | None:
+    return f"clock frozen at {FROZEN_NOW} (ticking)" if FROZEN_NOW else None
+
+
+# What reads the clock or the calendar near today: the trading wing, and the orchestration that
+# schedules, partitions, ingests and decides. Research and deployment configs are not rerun.
+DATE_SENSITIVE = (
+    "tests/trading/",
+    "tests/orchestration/test_schedules.py",
+    "tests/orchestration/test_trading_orchestration.py",
+    "tests/orchestration/test_trading_assets.py",
+    "tests/orchestration/test_cli.py",
+    "tests/orchestration/test_ingest_assets.py",
+    "tests/orchestration/test_definitions.py",
+    "tests/orchestration/test_alerts.py",
+    "tests/orchestration/test_metrics.py",
+    "tests/lake/test_synthetic.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).relative_to(root).as_posix()
+        if where.startswith(DATE_SENSITIVE):
+            item.add_marker(pytest.mark.date_sensitive)
