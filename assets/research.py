@@ -20,10 +20,10 @@ from assets.partitions import universe
 from assets.resources import LakeResource
 from backtests import montecarlo, reports
 from backtests.engine import BacktestConfig, BacktestResult, run_backtest, trade_returns_on_equity
-from backtests.sweep import sweep, sweep_sma_cross
+from backtests.sweep import expand_grid, sweep
 from backtests.walkforward import walk_forward
 from lake.store import read_bars, write_frame_atomic
-from strategies.builtin import SMA_CROSS
+from strategies.base import Strategy, StrategyParams
 from strategies.registry import load_strategy
 
 GROUP = "research"
@@ -32,7 +32,9 @@ KEY_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "cal
 
 class ResearchConfig(dg.Config):
     strategy: str = Field("sma_cross", description="A built-in name or 'package.module:ATTRIBUTE'.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Strategy parameters; unset ones take defaults.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Strategy parameters (fixed in a sweep); unset ones take defaults, unknown ones are refused."
+    )
     symbols: list[str] = Field(default_factory=list, description="Empty: the first three symbols of the universe.")
     timeframe: Literal["1m", "5m", "15m", "1h", "1d"] = "1d"
     start: str = Field("2025-01-01", description="First bar (ISO date, UTC).")
@@ -74,9 +76,22 @@ def _numbers(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k in KEY_METRICS and np.isfinite(v)}
 
 
+def _fixed(strategy: Strategy[Any], config: ResearchConfig, swept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The given parameters, plus allow_short when the run allows shorts and nobody set it."""
+    named = set(config.params) | set(swept or {})
+    shorts = config.allow_short and "allow_short" in strategy.params_model.model_fields and "allow_short" not in named
+    return config.params | ({"allow_short": True} if shorts else {})
+
+
+def _no_ignored_shorts(grid: list[StrategyParams], config: ResearchConfig) -> list[StrategyParams]:
+    if not config.allow_short and any(getattr(p, "allow_short", False) for p in grid):
+        raise dg.Failure("parameter allow_short=True, but the run's allow_short is false: its short signals would be ignored; set allow_short: true")
+    return grid
+
+
 def _run(config: ResearchConfig, lake: LakeResource) -> tuple[BacktestResult, Any]:
     strategy = load_strategy(config.strategy)
-    params = strategy.params(**(config.params | ({"allow_short": True} if config.allow_short else {})))
+    [params] = _no_ignored_shorts([strategy.params(**_fixed(strategy, config))], config)
     return run_backtest(config.load_bars(lake), strategy, params, config.backtest_config()), params
 
 
@@ -103,43 +118,41 @@ def backtest(context: dg.AssetExecutionContext, config: ResearchConfig, lake: La
 
 
 class SweepConfig(ResearchConfig):
-    grid: dict[str, list[float]] = Field(default_factory=dict, description="Values per parameter; empty: the strategy's declared sweep ranges.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Values per swept parameter (the others come from `params` or defaults); empty: the strategy's declared sweep ranges.",
+    )
     x: str = Field("", description="Heatmap column parameter (default: the first in the grid).")
     y: str = Field("", description="Heatmap row parameter (default: the second).")
 
 
-def _grid(strategy: Any, config: SweepConfig) -> list[Any]:
-    ranges = strategy.params_model.sweep_ranges() | config.grid
-    ints = {name for name, f in strategy.params_model.model_fields.items() if f.annotation is int}
-    typed = {k: [int(v) if k in ints else v for v in vals] for k, vals in ranges.items()}
-    return list(strategy.params_model.grid(**typed, **{k: [v] for k, v in config.params.items() if k not in typed}))
+def _grid(strategy: Strategy[Any], config: SweepConfig) -> list[StrategyParams]:
+    """Full parameter objects: `params` fixed, `grid` swept; unknown names and bad values are refused."""
+    return _no_ignored_shorts(expand_grid(strategy, _fixed(strategy, config, config.grid), config.grid), config)
 
 
 @dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"numba", "polars"})
 def parameter_sweep(context: dg.AssetExecutionContext, config: SweepConfig, lake: LakeResource) -> dg.MaterializeResult:
-    """Every grid combination on the first symbol, simulated in one compiled pass, with a heatmap."""
+    """Every grid combination on the first symbol (cross-sectional strategies: on all symbols), with a heatmap."""
     strategy = load_strategy(config.strategy)
     bars = config.load_bars(lake)
-    symbol = bars["symbol"].unique().sort()[0]
-    one = bars.filter(pl.col("symbol") == symbol)
     grid = _grid(strategy, config)
-    context.log.info(f"sweeping {len(grid)} combinations of {config.strategy} on {symbol} ({one.height} bars)")
-    if strategy is SMA_CROSS:
-        table = sweep_sma_cross(one, sorted({p.fast for p in grid}), sorted({p.slow for p in grid}), config.backtest_config())
-    else:
-        table = sweep(one, strategy, grid, config.backtest_config(), progress=lambda d, t: context.log.info(f"sweep {d}/{t}"))
+    on = bars if strategy.cross_sectional else bars.filter(pl.col("symbol") == bars["symbol"].min())
+    symbols = ",".join(on["symbol"].unique().sort())
+    context.log.info(f"sweeping {len(grid)} combinations of {config.strategy} on {symbols} ({on.height} bars)")
+    table = sweep(on, strategy, grid, config.backtest_config(), progress=lambda d, t: context.log.info(f"sweep {d}/{t}"))
     names = [c for c in table.columns if c not in ("final_equity", "total_return", "max_drawdown", "orders")]
     x, y = config.x or names[0], config.y or (names[1] if len(names) > 1 else names[0])
-    png = reports.heatmap_png(table, x=x, y=y, value="total_return", title=f"{config.strategy} on {symbol}: total return")
+    png = reports.heatmap_png(table, x=x, y=y, value="total_return", title=f"{config.strategy} on {symbols}: total return")
     out = _out_dir(lake, "parameter_sweep")
     write_frame_atomic(table, out / "results.parquet")
     reports.save_report(out / "report", {"heatmap": png})
-    best = table.sort("total_return", descending=True).row(0, named=True)
+    best = int(table["total_return"].fill_nan(None).arg_max() or 0)
     return dg.MaterializeResult(
         metadata={
             "combinations": table.height,
-            "best_total_return": float(best["total_return"]),
-            "best_params": dg.MetadataValue.json({k: best[k] for k in names}),
+            "best_total_return": float(table["total_return"][best]),
+            "best_params": dg.MetadataValue.json(grid[best].model_dump()),
             "top": dg.MetadataValue.md(markdown_table(table.sort("total_return", descending=True), max_rows=15)),
             "heatmap": png_markdown(png, "sweep heatmap"),
         }
@@ -158,8 +171,7 @@ def walk_forward_analysis(context: dg.AssetExecutionContext, config: WalkForward
     """Optimize in-sample, trade out-of-sample, fold after fold; stitched OOS equity and efficiency."""
     strategy = load_strategy(config.strategy)
     bars = config.load_bars(lake)
-    symbol = bars["symbol"].unique().sort()[0]
-    one = bars.filter(pl.col("symbol") == symbol)
+    one = bars.filter(pl.col("symbol") == bars["symbol"].min())
     wf = walk_forward(
         one,
         strategy,

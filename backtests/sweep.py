@@ -1,83 +1,82 @@
-"""Parameter sweeps: every combination of a grid, simulated in one compiled, parallel pass.
+"""Parameter sweeps: one entry point, `sweep(bars, strategy, grid, config)`, over full parameter objects.
 
-`sweep` works for any single-symbol strategy: signals are computed per combination with the
-strategy's own function, stacked into (bar x combination) arrays a chunk at a time, and simulated
-together. `sweep_sma_cross` is the fused path for the moving-average crossover: each distinct
-average is computed once and the signal arrays never exist, which makes million-bar grids cheap.
+Every field of every combination is honoured; the route depends only on what the strategy declares:
+- a declared `fast_path` whose fields the fused kernel can all honour (`strategies.base.MovingAverageCross`):
+  each distinct average and each distinct size column is computed once and the crossings are taken
+  inside the compiled loop (`sweep_fused_nb.py`), which makes million-bar grids cheap;
+- otherwise, one symbol: signals per combination with the strategy's own function, stacked into
+  (bar x combination) arrays a chunk at a time and simulated together (`sweep_nb.py`), with the
+  engine's bracket rules when the strategy sets stop/target levels;
+- cross-sectional strategies (they rank symbols against each other, so they need the universe):
+  the engine itself, once per combination, on every symbol with shared cash.
+Each route equals `run_backtest` per combination (tests/backtests/test_sweep.py).
+
+`expand_grid` builds the grid from fixed values and swept values, refusing unknown names and bad values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
+from pydantic import TypeAdapter, ValidationError
 
-from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, to_market
-from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb, sma_cross_sweep_nb
-from strategies import indicators as ind
-from strategies.base import Strategy, StrategyParams
-from strategies.builtin import SmaCrossParams
+from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
+from backtests.sweep_fused_nb import ma_cross_sweep_nb
+from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
+from strategies.base import MovingAverageCross, P, Strategy, StrategyParams
+from strategies.builtin import SMA_CROSS
+from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
 SIDES = ("entry_long", "exit_long", "entry_short", "exit_short")
+Progress = Callable[[int, int], None]
 
 
-def _check(bars: pl.DataFrame, config: BacktestConfig) -> None:
-    if bars.is_empty():
-        raise BacktestError("sweep: no bars (empty range or unknown symbol?)")
-    if bars["symbol"].n_unique() != 1:
-        raise BacktestError(f"sweep: one symbol at a time, got {sorted(bars['symbol'].unique().to_list())}")
-    if config.slippage_atr:
-        raise BacktestError("sweep: slippage_atr is not supported; use slippage_bps")
-
-
-def _table(grid: Sequence[StrategyParams], final: np.ndarray, max_dd: np.ndarray, orders: np.ndarray, config: BacktestConfig) -> pl.DataFrame:
-    params = pl.DataFrame([p.model_dump() for p in grid])
-    varying = [c for c in params.columns if params[c].n_unique() > 1] or params.columns[:1]
-    return params.select(varying).with_columns(
-        pl.Series("final_equity", final),
-        pl.Series("total_return", final / config.init_cash - 1.0),
-        pl.Series("max_drawdown", max_dd),
-        pl.Series("orders", orders),
-    )
-
-
-def sweep_sma_cross(
-    bars: pl.DataFrame,
-    fast: Sequence[int],
-    slow: Sequence[int],
-    config: BacktestConfig | None = None,
-    *,
-    fraction: float = 1.0,
-) -> pl.DataFrame:
-    """Every (fast < slow) pair on one symbol's bars: final equity, return, drawdown, order count."""
-    config = config or BacktestConfig()
-    _check(bars, config)
-    grid = [SmaCrossParams(fast=f, slow=s, fraction=fraction, allow_short=config.allow_short) for f in fast for s in slow if f < s]
+def expand_grid(strategy: Strategy[P], fixed: Mapping[str, Any] | None = None, swept: Mapping[str, Sequence[Any]] | None = None) -> list[P]:
+    """Every combination of `swept` (empty: the strategy's declared sweep ranges, minus the fixed
+    fields) on top of `fixed`, as full parameter objects. Unknown names, a name both fixed and swept,
+    an empty value list and a value its field rejects are errors naming them; combinations the model
+    rejects as a whole (fast >= slow) are skipped, and none left is an error."""
+    model = strategy.params_model
+    fixed, swept = dict(fixed or {}), dict(swept or {})
+    unknown = sorted((set(fixed) | set(swept)) - set(model.model_fields))
+    if unknown:
+        raise BacktestError(f"{strategy.name}: unknown parameter(s) {unknown}; its parameters are {sorted(model.model_fields)}")
+    both = sorted(set(fixed) & set(swept))
+    if both:
+        raise BacktestError(f"{strategy.name}: {both} given both as fixed params and in the grid; give each once")
+    empty = sorted(k for k, v in swept.items() if not v)
+    if empty:
+        raise BacktestError(f"{strategy.name}: no values to sweep for {empty}")
+    if not swept:
+        swept = {k: v for k, v in model.sweep_ranges().items() if k not in fixed}
+    base = {k: _field_value(strategy, k, v) for k, v in fixed.items()}
+    names = list(swept)
+    values = [[_field_value(strategy, k, v) for v in swept[k]] for k in names]
+    grid: list[P] = []
+    first_error = ""
+    for combo in itertools.product(*values):
+        try:
+            grid.append(model(**base, **dict(zip(names, combo, strict=True))))
+        except ValidationError as exc:
+            first_error = first_error or f"{dict(zip(names, combo, strict=True))}: {exc.errors()[0]['msg']}"
     if not grid:
-        raise BacktestError(f"sweep: no valid (fast < slow) pair in fast={list(fast)}, slow={list(slow)}")
-    ordered = bars.sort("ts")
-    windows = sorted({p.fast for p in grid} | {p.slow for p in grid})
-    means = ordered.select(ind.sma(w).alias(str(w)) for w in windows).to_numpy().T.copy()
-    row = {w: i for i, w in enumerate(windows)}
-    market = to_market(ordered.with_columns(*(pl.lit(False).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")), pl.lit(1.0).alias("size")))
-    fill = market.open[:, 0] if config.fill == "next_open" else market.close[:, 0]
-    final, max_dd, orders = sma_cross_sweep_nb(
-        np.ascontiguousarray(fill),
-        np.ascontiguousarray(market.close[:, 0]),
-        means,
-        np.array([row[p.fast] for p in grid]),
-        np.array([row[p.slow] for p in grid]),
-        np.ascontiguousarray(fee_fractions(market, config)[:, 0]),
-        config.slippage_bps / 1e4,
-        config.init_cash,
-        fraction,
-        not config.fractional,
-        config.allow_short,
-    )
-    return _table(grid, final, max_dd, orders, config)
+        raise BacktestError(f"{strategy.name}: no valid combination of grid {swept} with params {fixed} (first: {first_error})")
+    return grid
+
+
+def _field_value(strategy: Strategy[Any], name: str, value: Any) -> Any:
+    """`value` checked and converted by field `name`'s own type and bounds (so 5.0 is the int 5)."""
+    field = strategy.params_model.model_fields[name]
+    kind: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise BacktestError(f"{strategy.name}: {name}={value!r} is invalid: {exc.errors()[0]['msg']}") from exc
 
 
 def sweep(
@@ -85,14 +84,32 @@ def sweep(
     strategy: Strategy[Any],
     grid: Sequence[StrategyParams],
     config: BacktestConfig | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """Any strategy over an explicit grid on one symbol; `progress(done, total)` after each chunk."""
+    """Final equity, return, max drawdown and order count per combination, in grid order, with the
+    parameters that vary across the grid; `progress(done, total)` as combinations finish."""
     config = config or BacktestConfig()
-    _check(bars, config)
+    grid = list(grid)
     if not grid:
         raise BacktestError("sweep: empty parameter grid")
+    wrong = next((p for p in grid if not isinstance(p, strategy.params_model)), None)
+    if wrong is not None:
+        raise BacktestError(f"sweep: {strategy.name} takes {strategy.params_model.__name__}, got a {type(wrong).__name__} in the grid")
+    if bars.is_empty():
+        raise BacktestError("sweep: no bars (empty range or unknown symbol?)")
+    if strategy.cross_sectional:
+        return _engine_sweep(bars, strategy, grid, config, progress)
+    if bars["symbol"].n_unique() != 1:
+        raise BacktestError(f"sweep: {strategy.name} runs on one symbol at a time, got {sorted(bars['symbol'].unique().to_list())}")
+    if config.slippage_atr:
+        raise BacktestError("sweep: slippage_atr is not supported; use slippage_bps")
     ordered = bars.sort("ts")
+    if isinstance(strategy.fast_path, MovingAverageCross) and _fusable(strategy, strategy.fast_path):
+        table = _ma_cross_sweep(ordered, strategy, strategy.fast_path, grid, config)
+        if table is not None:
+            if progress:
+                progress(len(grid), len(grid))
+            return table
     base = to_market(strategy.signals(ordered, grid[0]))
     if config.brackets and has_levels(base):
         return _bracket_sweep(ordered, strategy, grid, config, progress)
@@ -109,6 +126,96 @@ def sweep(
     return _in_chunks(ordered, strategy, grid, config, progress, run, levels=False)
 
 
+def sweep_sma_cross(
+    bars: pl.DataFrame,
+    fast: Sequence[int],
+    slow: Sequence[int],
+    config: BacktestConfig | None = None,
+    *,
+    fraction: float = 1.0,
+) -> pl.DataFrame:
+    """Every (fast < slow) pair of the built-in crossover, the rest at defaults: `sweep` over that
+    grid (kept for the benchmark script; new code calls `sweep` with full parameters)."""
+    config = config or BacktestConfig()
+    grid = [
+        SMA_CROSS.params(fast=f, slow=s, fraction=fraction, allow_short=config.allow_short) for f in fast for s in slow if f < s
+    ]
+    if not grid:
+        raise BacktestError(f"sweep: no valid (fast < slow) pair in fast={list(fast)}, slow={list(slow)}")
+    return sweep(bars, SMA_CROSS, grid, config)
+
+
+def _fusable(strategy: Strategy[Any], shape: MovingAverageCross) -> bool:
+    """The fused kernel honours the two windows, the short switch and the sizing fields (through the
+    strategy's own size column); a model with any other field goes the generic way."""
+    fields = set(strategy.params_model.model_fields)
+    windows = {shape.fast, shape.slow}
+    return windows <= fields and not fields - windows - {shape.short} - set(SizingParams.model_fields)
+
+
+def _ma_cross_sweep(
+    bars: pl.DataFrame, strategy: Strategy[Any], shape: MovingAverageCross, grid: list[StrategyParams], config: BacktestConfig
+) -> pl.DataFrame | None:
+    """The fused route; None when the strategy's own frame breaks its declaration (levels set)."""
+    windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.fast, shape.slow)})
+    means = np.ascontiguousarray(bars.select(shape.average(w).alias(str(w)) for w in windows).to_numpy(), dtype=np.float64).T
+    row = {w: i for i, w in enumerate(windows)}
+    # One size column per distinct setting of everything but the windows, from the strategy itself.
+    keys = [tuple(sorted(p.model_dump(exclude={shape.fast, shape.slow}).items())) for p in grid]
+    sizes_of: dict[tuple[Any, ...], int] = {}
+    columns: list[np.ndarray] = []
+    market = None
+    for key, p in zip(keys, grid, strict=True):
+        if key in sizes_of:
+            continue
+        market = to_market(strategy.signals(bars, p))
+        if has_levels(market):
+            return None
+        sizes_of[key] = len(columns)
+        columns.append(np.asarray(market.signals["size"][:, 0], dtype=np.float64))
+    assert market is not None
+    final, max_dd, orders = _kernel(ma_cross_sweep_nb)(
+        np.ascontiguousarray((market.open if config.fill == "next_open" else market.close)[:, 0]),
+        np.ascontiguousarray(market.close[:, 0]),
+        np.ascontiguousarray(means),
+        np.array([row[int(getattr(p, shape.fast))] for p in grid], dtype=np.int64),
+        np.array([row[int(getattr(p, shape.slow))] for p in grid], dtype=np.int64),
+        np.ascontiguousarray(np.vstack(columns)),
+        np.array([sizes_of[k] for k in keys], dtype=np.int64),
+        np.array([bool(getattr(p, shape.short, False)) and config.allow_short for p in grid], dtype=np.bool_),
+        np.ascontiguousarray(fee_fractions(market, config)[:, 0]),
+        config.slippage_bps / 1e4,
+        config.init_cash,
+        not config.fractional,
+    )
+    return _table(grid, final, max_dd, orders, config)
+
+
+def _engine_sweep(
+    bars: pl.DataFrame, strategy: Strategy[Any], grid: list[StrategyParams], config: BacktestConfig, progress: Progress | None
+) -> pl.DataFrame:
+    """Cross-sectional strategies: the engine (vectorbt's compiled simulation, shared cash across
+    symbols) once per combination."""
+    final, max_dd, orders = np.empty(len(grid)), np.empty(len(grid)), np.zeros(len(grid), dtype=np.int64)
+    for i, p in enumerate(grid):
+        result = run_backtest(bars, strategy, p, config)
+        final[i], max_dd[i], orders[i] = result.equity["equity"][-1], result.metrics["max_drawdown"], result.orders.height
+        if progress:
+            progress(i + 1, len(grid))
+    return _table(grid, final, max_dd, orders, config)
+
+
+def _table(grid: Sequence[StrategyParams], final: np.ndarray, max_dd: np.ndarray, orders: np.ndarray, config: BacktestConfig) -> pl.DataFrame:
+    params = pl.DataFrame([p.model_dump() for p in grid])
+    varying = [c for c in params.columns if params[c].n_unique() > 1] or params.columns[:1]
+    return params.select(varying).with_columns(
+        pl.Series("final_equity", final),
+        pl.Series("total_return", final / config.init_cash - 1.0),
+        pl.Series("max_drawdown", max_dd),
+        pl.Series("orders", orders),
+    )
+
+
 def _kernel(fn: Any) -> Callable[..., tuple[np.ndarray, ...]]:
     """A numba kernel as a plain callable for the type checker (its stubs reject star arguments)."""
     return fn  # type: ignore[no-any-return]
@@ -119,7 +226,7 @@ def _in_chunks(
     strategy: Strategy[Any],
     grid: Sequence[StrategyParams],
     config: BacktestConfig,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress | None,
     run: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, ...]],
     *,
     levels: bool,
@@ -150,7 +257,7 @@ def _bracket_sweep(
     strategy: Strategy[Any],
     grid: Sequence[StrategyParams],
     config: BacktestConfig,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress | None,
 ) -> pl.DataFrame:
     """Strategies with bracket levels: the compiled loop with the engine's bracket rules."""
     base = to_market(strategy.signals(bars, grid[0]))

@@ -20,9 +20,8 @@ import polars as pl
 
 from backtests.engine import BacktestConfig, BacktestError, run_backtest
 from backtests.metrics import periods_per_year
-from backtests.sweep import sweep, sweep_sma_cross
+from backtests.sweep import sweep
 from strategies.base import Strategy, StrategyParams
-from strategies.builtin import SMA_CROSS
 
 Objective = Literal["total_return", "return_over_drawdown"]
 
@@ -33,6 +32,7 @@ class WalkForwardResult:
     oos_equity: pl.DataFrame  # ts, equity: the stitched out-of-sample curve
     efficiency: float
     stability: dict[str, float]  # per parameter: share of folds that chose the most common value
+    chosen: list[StrategyParams]  # per fold: the winning grid entry, every field as given
 
 
 def _score(table: pl.DataFrame, objective: Objective) -> pl.Series:
@@ -42,12 +42,7 @@ def _score(table: pl.DataFrame, objective: Objective) -> pl.Series:
 
 
 def _optimize(bars: pl.DataFrame, strategy: Strategy[Any], grid: Sequence[StrategyParams], config: BacktestConfig, objective: Objective) -> tuple[StrategyParams, float]:
-    if strategy is SMA_CROSS:
-        fast = sorted({p.fast for p in grid})  # type: ignore[attr-defined]
-        slow = sorted({p.slow for p in grid})  # type: ignore[attr-defined]
-        table = sweep_sma_cross(bars, fast, slow, config, fraction=grid[0].fraction)  # type: ignore[attr-defined]
-        chosen = table.with_columns(_score(table, objective).alias("score")).sort("score", descending=True, maintain_order=True).row(0, named=True)
-        return SMA_CROSS.params(**(grid[0].model_dump() | {"fast": chosen["fast"], "slow": chosen["slow"]})), float(chosen["total_return"])
+    """The grid's best combination in-sample (first of equals), as given: every field kept."""
     table = sweep(bars, strategy, grid, config)
     best = int(np.argmax(_score(table, objective).fill_nan(-np.inf).to_numpy()))
     return grid[best], float(table["total_return"][best])
@@ -66,6 +61,12 @@ def walk_forward(
     progress: Callable[[int, int], None] | None = None,
 ) -> WalkForwardResult:
     config = config or BacktestConfig()
+    if not grid:
+        raise BacktestError("walk_forward: empty parameter grid")
+    if strategy.cross_sectional:
+        raise BacktestError(f"walk_forward: {strategy.name} ranks symbols against each other; walk-forward runs on one symbol")
+    if bars["symbol"].n_unique() > 1:
+        raise BacktestError(f"walk_forward: one symbol at a time, got {sorted(bars['symbol'].unique().to_list())}")
     ordered = bars.sort("ts")
     n = ordered.height
     if folds < 1:
@@ -76,12 +77,13 @@ def walk_forward(
         raise BacktestError(f"walk_forward: {n} bars are too few for {folds} folds with {is_len} in-sample bars")
     warmup = max(strategy.lookback(p) for p in grid)
     ts = ordered["ts"]
-    rows, pieces, level = [], [], config.init_cash
+    rows, pieces, winners, level = [], [], [], config.init_cash
     for k in range(folds):
         oos_start = is_len + k * oos_len
         oos_end = n if k == folds - 1 else oos_start + oos_len
         is_start = 0 if mode == "anchored" else oos_start - is_len
         chosen, is_return = _optimize(ordered.slice(is_start, oos_start - is_start), strategy, grid, config, objective)
+        winners.append(chosen)
         window = ordered.slice(max(0, oos_start - warmup), oos_end - max(0, oos_start - warmup))
         oos = run_backtest(window, strategy, chosen, config, trade_from=ts[oos_start]).equity.filter(pl.col("ts") >= ts[oos_start])
         growth = oos["equity"] / config.init_cash
@@ -108,4 +110,4 @@ def walk_forward(
     efficiency = float(table["oos_annualized"].mean()) / mean_is if mean_is else float("nan")  # type: ignore[arg-type]
     varying = [c for c in table.columns if c.startswith("param_") and pl.DataFrame([p.model_dump() for p in grid])[c.removeprefix("param_")].n_unique() > 1]
     stability = {c.removeprefix("param_"): float(table[c].value_counts()["count"].max()) / folds for c in varying}  # type: ignore[arg-type]
-    return WalkForwardResult(table, pl.concat(pieces), efficiency, stability)
+    return WalkForwardResult(table, pl.concat(pieces), efficiency, stability, winners)

@@ -118,6 +118,11 @@ def cmd_research(args: argparse.Namespace) -> int:
             config[key] = getattr(args, key)
     if args.params:
         config["params"] = json.loads(args.params)
+    if args.grid:
+        if args.asset not in ("parameter_sweep", "walk_forward_analysis"):
+            print(f"--grid is for sweep and walk-forward, not {args.asset}", file=sys.stderr)
+            return 2
+        config["grid"] = json.loads(args.grid)
     if args.symbols:
         config["symbols"] = [s.strip().upper() for s in args.symbols.split(",")]
     asset = getattr(research, args.asset)
@@ -218,7 +223,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="run config as JSON text or a JSON file (the launchpad's 'config' block)")
     parser.add_argument("--strategy", help="built-in name or package.module:ATTRIBUTE")
-    parser.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\'')
+    parser.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\' (fixed in a sweep)')
+    parser.add_argument("--grid", help='sweep/walk-forward: values per swept parameter as JSON, e.g. \'{"fast": [5, 10], "slow": [40, 80]}\'')
     parser.add_argument("--symbols", help="comma-separated symbols")
     parser.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d")
     parser.add_argument("--start", help="first bar (YYYY-MM-DD)")

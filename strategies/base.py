@@ -71,8 +71,30 @@ P = TypeVar("P", bound=StrategyParams)
 
 
 @dataclass(frozen=True)
+class MovingAverageCross:
+    """A declaration that a strategy's signals have one well-known shape, so a sweep may use a fused
+    kernel for it (the backtests layer interprets this; nothing here runs it).
+
+    For one symbol: `entry_long` where `average(params.<fast>)` crosses above `average(params.<slow>)`
+    (`crossed_above`), `exit_long` where it crosses back below (`crossed_below`); when
+    `params.<short>` is true, `entry_short`/`exit_short` are the mirror, otherwise no short signals;
+    `size` depends on neither window; no bracket levels. Any other parameter field must only affect
+    `size` (the sweep checks which fields it can honour and falls back to the generic path otherwise).
+    """
+
+    average: Callable[[int], pl.Expr]
+    fast: str = "fast"
+    slow: str = "slow"
+    short: str = "allow_short"
+
+
+FastPath = MovingAverageCross  # the shapes a strategy can declare; more may join (a Union then)
+
+
+@dataclass(frozen=True)
 class Strategy(Generic[P]):
-    """A named strategy: its parameter model, its bar needs and its signal function."""
+    """A named strategy: its parameter model, its bar needs and its signal function. `fast_path`
+    optionally declares the signals' shape (see `MovingAverageCross`) so sweeps can fuse them."""
 
     name: str
     params_model: type[P]
@@ -81,6 +103,7 @@ class Strategy(Generic[P]):
     timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
     cross_sectional: bool = False
     description: str = ""
+    fast_path: FastPath | None = None
 
     def params(self, **values: Any) -> P:
         try:

@@ -12,7 +12,15 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from strategies import indicators as ind
-from strategies.base import Strategy, StrategyParams, crossed_above, crossed_below, no_levels, no_shorts
+from strategies.base import (
+    MovingAverageCross,
+    Strategy,
+    StrategyParams,
+    crossed_above,
+    crossed_below,
+    no_levels,
+    no_shorts,
+)
 from strategies.sizing import SizingParams, size_expr
 
 
@@ -44,6 +52,7 @@ SMA_CROSS = Strategy(
     compute=_sma_cross,
     lookback=lambda p: max(p.slow, p.atr_period) + 1,
     description="Long when the fast SMA crosses above the slow one; out (or short) on the cross back.",
+    fast_path=MovingAverageCross(average=ind.sma, fast="fast", slow="slow", short="allow_short"),
 )
 
 

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from backtests.engine import BacktestConfig, BacktestError, run_backtest
-from backtests.sweep import sweep_sma_cross
+from backtests.sweep import expand_grid, sweep
 from backtests.walkforward import walk_forward
-from strategies.builtin import RSI_REVERSION, SMA_CROSS, RsiReversionParams, SmaCrossParams
+from strategies.builtin import MOMENTUM, RSI_REVERSION, SMA_CROSS, RsiReversionParams, SmaCrossParams
 
 
 @pytest.mark.parametrize("mode", ["rolling", "anchored"])
@@ -22,7 +22,7 @@ def test_sma_walk_forward(mode: str, daily_bars: pl.DataFrame) -> None:
     assert oos_ts.is_sorted() and oos_ts.n_unique() == oos_ts.len() == one.height - 120  # OOS segments tile the rest
     first = wf.folds.row(0, named=True)
     in_sample = one.filter(pl.col("ts") < first["oos_start"]).tail(120 if mode == "rolling" else 10_000)
-    table = sweep_sma_cross(in_sample, [3, 5, 8], [15, 30], config)
+    table = sweep(in_sample, SMA_CROSS, grid, config)
     best = table.sort("total_return", descending=True, maintain_order=True).row(0, named=True)
     assert (first["param_fast"], first["param_slow"]) == (best["fast"], best["slow"])
     # The stitched curve is the product of the folds' out-of-sample growth.
@@ -47,3 +47,27 @@ def test_generic_strategy_and_errors(daily_bars: pl.DataFrame) -> None:
     assert wf.folds.height == 3 and wf.oos_equity.height == one.height - one.height // 4
     with pytest.raises(BacktestError, match="too few"):
         walk_forward(one.head(20), RSI_REVERSION, grid, folds=10)
+
+
+@pytest.mark.parametrize("sizing", [{"sizing": "volatility", "vol_target": 0.02, "atr_period": 10}, {"sizing": "risk", "fraction": 0.5, "atr_period": 7}])
+def test_walk_forward_keeps_every_field_of_the_chosen_parameters(sizing: dict[str, object], daily_bars: pl.DataFrame) -> None:
+    one = daily_bars.filter(pl.col("symbol") == "JPM")
+    config = BacktestConfig(fees_bps=2.0, slippage_bps=3.0, allow_short=True)
+    grid = expand_grid(SMA_CROSS, sizing | {"allow_short": True}, {"fast": [3, 5], "slow": [15, 30]})
+    wf = walk_forward(one, SMA_CROSS, grid, config, folds=3, is_bars=150)
+    assert len(wf.chosen) == 3 and all(p in grid for p in wf.chosen)
+    for field, value in sizing.items():
+        assert wf.folds[f"param_{field}"].to_list() == [value] * 3
+    # Each fold's winner is the in-sample best of the full-parameter sweep, and trades with those parameters.
+    first = wf.folds.row(0, named=True)
+    in_sample = one.filter(pl.col("ts") < first["oos_start"]).tail(150)
+    table = sweep(in_sample, SMA_CROSS, grid, config)
+    assert wf.chosen[0] == grid[int(table["total_return"].arg_max() or 0)]
+    assert first["is_return"] == pytest.approx(float(table["total_return"].max()), rel=1e-12)  # type: ignore[arg-type]
+
+
+def test_cross_sectional_strategy_is_refused_by_name(daily_bars: pl.DataFrame) -> None:
+    with pytest.raises(BacktestError, match="cross_sectional_momentum ranks symbols against each other"):
+        walk_forward(daily_bars, MOMENTUM, [MOMENTUM.params()], folds=2)
+    with pytest.raises(BacktestError, match="one symbol at a time"):
+        walk_forward(daily_bars, SMA_CROSS, [SMA_CROSS.params()], folds=2)
