@@ -1,15 +1,23 @@
 """The backtest engine on vectorbt.
 
-Signals decided on bar t become target weights (share of portfolio value, signed) filled on bar
-t+1 at its open by default; vectorbt's `Portfolio.from_orders` executes them with fees, slippage,
-whole or fractional shares, and one shared cash balance across symbols (sells before buys).
-Strategies with stop/target levels add bracket exits (`strategies/brackets.py`, long and short); those
-runs go through `backtests/bracket_sim.py`: the same order rules around vectorbt's process_order_nb.
+Signals decided on bar t become orders filled on bar t+1 at its open by default: an entry to a side
+with the signal's `size`, an exit to flat. Every run executes in `backtests/order_sim.py`, vectorbt's
+own order processing in a compiled loop (the records make a vectorbt Portfolio), with fees,
+slippage, whole or fractional shares, and one shared cash balance across symbols (sells before buys).
+Strategies with stop/target levels add bracket exits (`strategies/brackets.py`, long and short).
+
+Entry sizing (`strategies/entries.py`, the rule the sweeps, the reference loop and the simulated
+broker share): an entry never commits more than the cash there is. On a reversal the closing trade
+is paid first (its fee and slippage); the entry then takes floor(available x size / (price x (1 +
+fee))) shares (unfloored when fractional), where available is the bar's equity (valued at the order
+prices, once before the bar's orders) less that closing trade's costs, price the slipped fill price
+and fee the proportional fee below. From flat, available is the equity; with one symbol, the cash.
+A buy is in any case capped by the cash there is.
 
 Costs: `fees_bps` of traded value plus `fee_per_share`, both charged on the slipped fill price
 (the per-share fee is converted to a fraction of the bar's unslipped price, so it is exact without
-slippage and off by the slippage fraction with it). Slippage is `slippage_bps`, or, with
-`slippage_atr`, a fraction of the bar's ATR/close on top.
+slippage and off by the slippage fraction with it; the entry size divides by the same fee).
+Slippage is `slippage_bps`, or, with `slippage_atr`, a fraction of the bar's ATR/close on top.
 """
 
 from __future__ import annotations
@@ -22,9 +30,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from backtests.bracket_sim import simulate_brackets
-from backtests.kernels import bracket_orders_nb, target_weights_nb
+from backtests.kernels import ENTRY, TARGET_PERCENT, bracket_orders_nb, target_weights_nb
 from backtests.metrics import compute_metrics
+from backtests.order_sim import simulate_orders
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
 
@@ -157,10 +165,21 @@ def bracket_orders(market: Market, config: BacktestConfig) -> tuple[np.ndarray, 
 
 
 def simulate_with_brackets(market: Market, config: BacktestConfig) -> Any:
-    """The signals' orders with the brackets' exits among them, simulated by backtests/bracket_sim.py."""
+    """The signals' orders with the brackets' exits among them, simulated by backtests/order_sim.py."""
     sizes, size_types, prices = bracket_orders(market, config)
+    return _simulate(market, config, sizes, size_types, prices)
+
+
+def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
+    """Target weights (NaN: no order) as orders: a nonzero weight is an entry (ENTRY, sized by
+    `strategies.entries`), 0 an exit. Returns the vectorbt Portfolio."""
+    size_types = np.where(np.nan_to_num(weights) != 0, ENTRY, TARGET_PERCENT)
+    return _simulate(market, config, weights, size_types, fill_prices(market, config))
+
+
+def _simulate(market: Market, config: BacktestConfig, sizes: np.ndarray, size_types: np.ndarray, prices: np.ndarray) -> Any:
     index = market.ts.dt.replace_time_zone(None).to_pandas()
-    return simulate_brackets(
+    return simulate_orders(
         _frame(market.close, index, market.symbols),
         sizes,
         size_types,
@@ -169,28 +188,6 @@ def simulate_with_brackets(market: Market, config: BacktestConfig) -> Any:
         slippage_fractions(market, config),
         init_cash=config.init_cash,
         fractional=config.fractional,
-        freq=_pandas_freq(config.timeframe),
-    )
-
-
-def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
-    """Runs vectorbt on target weights; returns the Portfolio."""
-    import vectorbt as vbt
-
-    index = market.ts.dt.replace_time_zone(None).to_pandas()
-    price = fill_prices(market, config)
-    return vbt.Portfolio.from_orders(
-        close=_frame(market.close, index, market.symbols),
-        size=_frame(weights, index, market.symbols),
-        size_type="targetpercent",
-        price=_frame(price, index, market.symbols),
-        fees=_frame(fee_fractions(market, config, price), index, market.symbols),
-        slippage=_frame(slippage_fractions(market, config), index, market.symbols),
-        size_granularity=None if config.fractional else 1.0,
-        init_cash=config.init_cash,
-        cash_sharing=True,
-        group_by=True,
-        call_seq="auto",
         freq=_pandas_freq(config.timeframe),
     )
 
@@ -213,7 +210,7 @@ def run_backtest(
     *,
     trade_from: datetime | None = None,
 ) -> BacktestResult:
-    """Signals from `strategy` on `bars`, executed by vectorbt; metrics against equal-weight buy-and-hold.
+    """Signals from `strategy` on `bars`, executed on vectorbt; metrics against equal-weight buy-and-hold.
 
     With `trade_from`, the bars before it only warm the indicators up: no signal acts before it.
     """

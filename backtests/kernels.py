@@ -6,10 +6,13 @@ import numpy as np
 from numba import njit
 
 from strategies.brackets import bracket_step, half_of
+from strategies.entries import after_closing, entry_shares
 from strategies.positions import next_direction
 
 next_direction_nb = njit(cache=True)(next_direction)
 half_of_nb = njit(cache=True)(half_of)
+after_closing_nb = njit(cache=True)(after_closing)
+entry_shares_nb = njit(cache=True)(entry_shares)
 
 
 @njit(cache=True, inline="always")
@@ -20,6 +23,18 @@ def next_order_nb(held: int, el: bool, xl: bool, es: bool, xs: bool, size: float
     if nxt == held or (nxt != 0 and not np.isfinite(size)):
         return held, np.nan
     return nxt, nxt * size if nxt != 0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def entry_amount_nb(weight: float, position: float, value: float, price: float, fee: float, slip: float, whole: bool) -> float:
+    """The signed amount an entry to `weight` (side x size) trades at `price` (before slippage), on a
+    portfolio worth `value` with `position` valued at `price`: to side x `strategies.entries.entry_shares`
+    of the equity left after closing an opposite position (`after_closing`). `fee` is a fraction of
+    the slipped price (the engine's per-share fee included)."""
+    side = 1 if weight > 0 else -1
+    fill = price * (1.0 + side * slip)
+    available = after_closing_nb(value, position, side, fill, price, fee, 0.0)
+    return side * entry_shares_nb(available, abs(weight), fill, fee, 0.0, whole) - position
 
 
 @njit(cache=True, inline="always")
@@ -54,9 +69,11 @@ def target_weights_nb(
 
 bracket_step_nb = njit(cache=True)(bracket_step)
 
-# vectorbt's SizeType code used below, and our own for "half the position actually held".
+# vectorbt's SizeType code used below, and our own: "half the position actually held" and "an
+# entry to this weight (side x size), sized by strategies.entries", resolved during the simulation.
 TARGET_PERCENT = 5
 HALF_POSITION = -1
+ENTRY = -2
 
 
 @njit(cache=True)
@@ -76,8 +93,9 @@ def bracket_orders_nb(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Orders per (bar, column) as (size, size type, price), NaN size where none.
 
-    Signals act as in `target_weights_nb` (decided on t, filled on t+1). Entries from flat, long or
-    short (not reversals, whose cover may not have filled in full), carry their signal bar's levels;
+    Signals act as in `target_weights_nb` (decided on t, filled on t+1): entries as ENTRY of their
+    signed weight, exits as target 0. Entries from flat, long or short (not reversals, whose cover
+    may not have filled in full), carry their signal bar's levels;
     from the bar after the fill, `bracket_step` may exit half (HALF_POSITION, size = the bracket's
     side: half the position actually held, resolved during the simulation) or all (target 0), at the
     level's price. A bar with a signal fill has no bracket exit (the open comes first and settles it).
@@ -98,6 +116,8 @@ def bracket_orders_nb(
         for t in range(n):
             if not np.isnan(pending):
                 out_size[t, j] = pending
+                if pending != 0:
+                    out_type[t, j] = ENTRY
                 if pending != 0 and held != 0 and pending_from_flat:
                     phase, fill_bar, entry = 1, t, fill_price[t, j]
                     lv_stop, lv_t1, lv_t2 = pending_levels

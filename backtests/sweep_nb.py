@@ -1,9 +1,9 @@
 """Compiled sweep kernels: one single-symbol portfolio per parameter combination, in parallel.
 
-The order rules are the engine's (targets as a share of value, fills at the next bar's price,
-sells and buys with slippage then fees, whole shares toward zero, buys capped by cash), written
-once here for the per-combination loop; `tests/backtests/test_sweep.py` checks every combination
-against the vectorbt engine.
+The order rules are the engine's (entries sized by `strategies.entries` on the equity left after
+closing an opposite position, exits to flat, fills at the next bar's price, sells and buys with
+slippage then fees, whole shares toward zero, buys capped by cash), written once here for the
+per-combination loop; `tests/backtests/test_sweep.py` checks every combination against the engine.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import bracket_step_nb, half_exit_nb, next_direction_nb, next_order_nb
+from backtests.kernels import bracket_step_nb, entry_amount_nb, half_exit_nb, next_direction_nb, next_order_nb
 
 REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
@@ -41,9 +41,11 @@ def _trade_nb(cash: float, pos: float, delta: float, price: float, fee: float, s
 
 @njit(cache=True, inline="always")
 def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, slip: float, whole: bool) -> tuple[float, float, int]:
-    """Moves the position toward `target` (share of value) at `price`; returns cash, position, filled."""
-    value = cash + pos * price
-    return _trade_nb(cash, pos, target * value / price - pos, price, fee, slip, whole)
+    """An entry to `target` (side x size, sized by `strategies.entries`), or an exit if 0, at `price`;
+    returns cash, position, filled."""
+    if target == 0:
+        return _trade_nb(cash, pos, -pos, price, fee, slip, whole)
+    return _trade_nb(cash, pos, entry_amount_nb(target, pos, cash + pos * price, price, fee, slip, whole), price, fee, slip, whole)
 
 
 @njit(cache=True, inline="always")

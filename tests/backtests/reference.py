@@ -1,9 +1,12 @@
 """A plain event-loop backtester, to check the vectorbt engine against. Read it top to bottom.
 
-Same rules as the engine, written independently: a signal on bar t sets a target weight (share of
-portfolio value, signed) that is filled on bar t+1 at the open; orders of one bar go sells-first;
-the slipped price pays fees; whole shares round the traded amount toward zero; a buy that cash
-cannot cover buys as many shares as the cash covers.
+Same rules as the engine, written independently: a signal on bar t sets an entry (a side and a size)
+or an exit, filled on bar t+1 at the open; orders of one bar go sells-first; the slipped price pays
+fees; whole shares round the traded amount toward zero; a buy that cash cannot cover buys as many
+shares as the cash covers. An entry is sized by the shared rule (`strategies/entries.py`, called as
+it is): a reversal first pays for closing the position held (fee and slippage), then takes
+floor(available x size / (fill price x (1 + fee))) shares, available being the bar's portfolio value
+less that closing cost.
 
 Brackets (entries from flat, long or short, whose signal bar has stop/target levels), from the bar
 after the entry fill, for a long: the stop (low at or below it) exits everything at the stop, or at
@@ -23,6 +26,8 @@ import math
 from dataclasses import dataclass
 
 import polars as pl
+
+from strategies.entries import after_closing, entry_shares
 
 
 @dataclass
@@ -108,13 +113,22 @@ def reference_backtest(
         value = cash + sum(position[s] * exit_price.get(s, rows[s]["open"]) for s in symbols)
 
         # 1. This bar's orders: bracket exits at their levels, yesterday's decisions at the open,
-        # all of them sells first (then by traded value; ties by column).
+        # all of them sells first (then by traded value, an entry's before costs; ties by column).
         orders = [(shares * price, symbols.index(s), s, shares, price) for s, shares, price in exits]
         for column, s in enumerate(symbols):
             if s in pending:
                 price = rows[s]["open"]
-                delta = pending[s] * value / price - position[s]
-                orders.append((delta * price, column, s, delta, price))
+                if pending[s] == 0:  # an exit: to flat
+                    delta = -position[s]
+                    orders.append((delta * price, column, s, delta, price))
+                else:  # an entry: close what is held against it, then size it on what is left
+                    side = 1 if pending[s] > 0 else -1
+                    fill_price = price * (1 + side * slip)
+                    fee_rate = fees_bps / 1e4 + fee_per_share / price
+                    available = after_closing(value, position[s], side, fill_price, price, fee_rate, 0.0)
+                    delta = side * entry_shares(available, abs(pending[s]), fill_price, fee_rate, 0.0, not fractional) - position[s]
+                    # Sorted by its value before costs: entries of equal size tie and go by column.
+                    orders.append((pending[s] * value - position[s] * price, column, s, delta, price))
         for _, _, s, delta, price in sorted(orders, key=lambda o: (o[0], o[1])):
             fee_rate = fees_bps / 1e4 + fee_per_share / price
             if delta > 0:
@@ -165,7 +179,7 @@ def reference_backtest(
                 continue
             pending[s] = side * r["size"] if side else 0.0
             flat_before = held[s] == 0  # brackets only on entries from flat, not on reversals
-            levels = tuple(math.nan if r.get(c) is None else r[c] for c in ("stop", "target1", "target2"))
-            pending_levels[s] = levels if flat_before else (math.nan, math.nan, math.nan)
+            stop, target1, target2 = (math.nan if r.get(c) is None else r[c] for c in ("stop", "target1", "target2"))
+            pending_levels[s] = (stop, target1, target2) if flat_before else (math.nan, math.nan, math.nan)
             held[s] = side
     return equity, fills

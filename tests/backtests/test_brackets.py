@@ -128,9 +128,10 @@ def test_engine_exits_half_at_target1_then_the_rest_at_breakeven() -> None:
 def test_engine_gap_through_the_stop_fills_at_the_open() -> None:
     bars = _bars([(100, 101, 99, 100), (100, 101, 99, 100), (100, 101, 99, 100), (90, 92, 88, 91)])
     result = run_backtest(bars, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000, fees_bps=10))
-    assert result.orders.select("side", "size", "price").rows() == [("buy", 50.0, 100.0), ("sell", 50.0, 90.0)]
+    # Half the cash, the entry fee included: floor(5,000 / (100 x 1.001)) = 49 shares, not 50.
+    assert result.orders.select("side", "size", "price").rows() == [("buy", 49.0, 100.0), ("sell", 49.0, 90.0)]
     equity, fills = reference_backtest(SCRIPTED.signals(bars, _Params()), init_cash=10_000, fees_bps=10)
-    assert [(f.side, f.size, f.price) for f in fills] == [("buy", 50, 100.0), ("sell", 50, 90.0)]
+    assert [(f.side, f.size, f.price) for f in fills] == [("buy", 49, 100.0), ("sell", 49, 90.0)]
     np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
 
 

@@ -1,14 +1,20 @@
-"""Bracket runs: vectorbt's order processing in our own compiled loop.
+"""Every backtest's orders: vectorbt's order processing in our own compiled loop.
 
-`Portfolio.from_orders` cannot say "cover half the short actually held" (a Percent buy is a share of
-cash), and a long half exit as a long-only Percent order breaks on a leftover short. So bracket runs
-go through this loop, which reproduces `from_orders` step for step around vectorbt's own
+`Portfolio.from_orders` cannot size an entry by our rule (`strategies/entries.py`: the closing
+trade's fee and slippage paid first, then `size` of the equity left over the price with its fee; a
+TargetPercent reversal sizes on the equity before the closing fee and puts the entry fee on top), nor
+say "cover half the short actually held" (a Percent buy is a share of cash). So every run goes
+through this loop, which reproduces `from_orders` step for step around vectorbt's own
 `process_order_nb` — every bar values each column at its order price, sorts the bar's orders
-sells-first by approximate value (cash sharing's "auto" call sequence), then executes them — except
-that HALF_POSITION orders become an amount: half the position held at that moment, on the bracket's
-side, rounded down to whole shares unless fractional, and nothing when the position is not on that
-side. The records make an ordinary vectorbt Portfolio. (`from_order_func` does the same but compiles
-its simulator anew in every process, ~4 s; this loop is cached like the other kernels.)
+sells-first by approximate value (cash sharing's "auto" call sequence), then executes them (a buy
+capped by the cash there is) — except for two order types of ours, both resolved to an amount from
+the state at that bar: ENTRY (size: the signed weight) trades to side x `entry_shares` of the
+equity left after closing an opposite position (the bar's value, taken once before its orders, less
+that closing trade's fee and slippage); HALF_POSITION becomes half the position held at that moment,
+on the bracket's side, rounded down to whole shares unless fractional, and nothing when the position
+is not on that side. The records make an ordinary vectorbt Portfolio. (`from_order_func` could do
+the same but compiles its simulator anew in every process, ~4 s; this loop is cached like the
+other kernels.)
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ from numba import njit
 from vectorbt.portfolio import nb as vnb
 from vectorbt.portfolio.enums import Direction, ProcessOrderState, SizeType, log_dt, order_dt
 
-from backtests.kernels import HALF_POSITION, half_exit_nb
+from backtests.kernels import ENTRY, HALF_POSITION, entry_amount_nb, half_exit_nb
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
 
 
 @njit(cache=True)
-def simulate_brackets_nb(
+def simulate_orders_nb(
     size: np.ndarray,
     size_type: np.ndarray,
     price: np.ndarray,
@@ -52,22 +58,28 @@ def simulate_brackets_nb(
         for col in range(m):
             if not np.isnan(price[i, col]):  # valued at the order price; forward-filled when missing
                 val_price[col] = price[i, col]
+        value = cash
+        for col in range(m):
+            if position[col] != 0:
+                value += position[col] * val_price[col]
+        for col in range(m):
             s, t = size[i, col], size_type[i, col]
             if t == HALF_POSITION:
                 if not np.isnan(s):
                     s = half_exit_nb(position[col], int(s), whole_shares)
                     s = s if s != 0 else np.nan  # nothing on the bracket's side: no order
                 t = SizeType.Amount
+            order_value[col] = vnb.approx_order_value_nb(s, t, Direction.Both, cash, position[col], free_cash, val_price[col], value)
+            if t == ENTRY:
+                # Sorted as the TargetPercent order it replaces (weight x value less the value held),
+                # so that entries of equal weight tie exactly and go by column, not by the last bit.
+                order_value[col] = s * value - position[col] * val_price[col]
+                if not np.isnan(s):
+                    s = entry_amount_nb(s, position[col], value, price[i, col], fees[i, col], slippage[i, col], whole_shares)
+                    s = s if s != 0 else np.nan  # already there: no order
+                t = SizeType.Amount
             size_now[col], type_now[col] = s, t
-        value = cash
-        for col in range(m):
-            if position[col] != 0:
-                value += position[col] * val_price[col]
-        for col in range(m):
             call_seq[col] = col
-            order_value[col] = vnb.approx_order_value_nb(
-                size_now[col], type_now[col], Direction.Both, cash, position[col], free_cash, val_price[col], value
-            )
         vnb.insert_argsort_nb(order_value, call_seq)  # sells first, to free cash for the buys
         for k in range(m):
             col = call_seq[k]
@@ -90,7 +102,7 @@ def simulate_brackets_nb(
     return order_records[:oidx], log_records[:lidx]
 
 
-def simulate_brackets(
+def simulate_orders(
     close: Any,
     size: np.ndarray,
     size_type: np.ndarray,
@@ -102,14 +114,15 @@ def simulate_brackets(
     fractional: bool,
     freq: str,
 ) -> Any:
-    """A vectorbt Portfolio (shared cash, one group) from bracket_orders_nb's orders."""
+    """A vectorbt Portfolio (shared cash, one group) from orders as (size, size type, price) arrays:
+    vectorbt's size types, ENTRY or HALF_POSITION."""
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
 
     def f64(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float64)
 
-    orders, logs = simulate_brackets_nb(
+    orders, logs = simulate_orders_nb(
         f64(size), np.ascontiguousarray(size_type, dtype=np.int64), f64(price), f64(fees), f64(slippage), init_cash, not fractional
     )
     wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
