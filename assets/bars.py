@@ -2,10 +2,11 @@
 
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 
 import dagster as dg
 
+from assets.clock import run_now
 from assets.ingest import check_specs, ingest_partition
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.policies import MARKET_DATA_POOL, TRANSIENT_RETRY
@@ -30,7 +31,7 @@ def bars_1m(
     day, symbol = keys["date"], keys["symbol"]
     start, close = session_bounds(day, market_data.exchange)
     # Today's partition holds the bars so far: never ask a source for minutes that have not happened.
-    end = min(close, datetime.now(UTC).replace(second=0, microsecond=0))
+    end = min(close, run_now(context).replace(second=0, microsecond=0))
     if end <= start:
         raise SourceError(f"{symbol} {day}: the session has not opened yet")
     bars = market_data.build("1m").fetch([symbol], "1m", start, end)
@@ -57,7 +58,7 @@ def bars_1d(
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     year, symbol = keys["year"], keys["symbol"]
     days = trading_days(date(int(year), 1, 1), date(int(year), 12, 31), market_data.exchange)
-    now = datetime.now(UTC)
+    now = run_now(context)
     closed = [d for d in days if session_bounds(d, market_data.exchange)[1] <= now]
     if not closed:
         raise SourceError(f"no closed {market_data.exchange} session in {year} yet")

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import Field
 
+from assets.clock import run_now
 from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
 from assets.policies import TRADING_POOL, TRANSIENT_RETRY
@@ -72,6 +73,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             cache=cache,
             broker=broker,
             run_id=context.run_id,
+            now=run_now(context),
         )
         if isinstance(broker, SimulatedBroker):
             trading.save_simulated(broker)  # after the ledger has the cycle: the account continues next run
@@ -117,7 +119,7 @@ class EndOfDayConfig(dg.Config):
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["decision_cycle"])
 def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
     """End of day: flatten when the trading window says so (paper/live), then the day's report from the ledger."""
-    day = date.fromisoformat(config.day) if config.day else datetime.now(NY).date()
+    day = date.fromisoformat(config.day) if config.day else run_now(context).astimezone(NY).date()
     symbols = config.symbols or universe()
     try:
         marks = last_closes(lake.path, symbols, day)
@@ -195,7 +197,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     params = strategy.params(**config.params)
     symbols = config.symbols or universe()[:3]
     start = datetime.fromisoformat(config.start).replace(tzinfo=UTC)
-    end = datetime.fromisoformat(config.end).replace(tzinfo=UTC) if config.end else datetime.now(UTC)
+    end = datetime.fromisoformat(config.end).replace(tzinfo=UTC) if config.end else run_now(context)
     try:
         bars = session_bars(lake.path, symbols, config.timeframe, start, end)
     except LakeError as exc:

@@ -19,9 +19,8 @@ from lake.bulk import BulkSummary, bulk_ingest
 from lake.calendar import session_bounds, trading_days
 
 
-def _ranges(days: list[date], years: list[str], exchange: str) -> list[tuple[str, str, datetime, datetime]]:
+def _ranges(days: list[date], years: list[str], exchange: str, now: datetime) -> list[tuple[str, str, datetime, datetime]]:
     """(timeframe, layout, start, end) for the 1m sessions and the 1d years, closed sessions only."""
-    now = datetime.now(UTC)
     out: list[tuple[str, str, datetime, datetime]] = []
     if days and session_bounds(days[0], exchange)[0] < now:  # never ask for minutes yet to come
         out.append(("1m", "date", session_bounds(days[0], exchange)[0], min(session_bounds(days[-1], exchange)[1], now)))
@@ -34,13 +33,15 @@ def _ranges(days: list[date], years: list[str], exchange: str) -> list[tuple[str
 
 
 def bulk_backfill(
-    defs: dg.Definitions, instance: dg.DagsterInstance, days: list[date], years: list[str], symbols: list[str], *, progress: bool = True
+    defs: dg.Definitions, instance: dg.DagsterInstance, days: list[date], years: list[str], symbols: list[str], *, progress: bool = True,
+    now: datetime | None = None,
 ) -> int:
-    """Backfills `symbols` over the 1m `days` and 1d `years`; prints a summary; the exit code."""
+    """Backfills `symbols` over the 1m `days` and 1d `years`; prints a summary; the exit code.
+    `now` (default: the wall clock, read here at the edge) bounds what counts as closed."""
     lake: LakeResource = defs.resources["lake"]  # type: ignore[assignment,index]
     market_data: MarketDataResource = defs.resources["market_data"]  # type: ignore[assignment,index]
     status = 0
-    ranges = _ranges(days, years, market_data.exchange)
+    ranges = _ranges(days, years, market_data.exchange, now or datetime.now(UTC))
     if not ranges:
         print("nothing to ingest: no session in the range has opened yet")
         return 2

@@ -2,6 +2,7 @@
 
 import json
 import os
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -69,7 +70,7 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
 
     threshold = float(os.environ.get("QUANTLAKE_MOVE_PCT", "2")) / 100
     lake = build_resources()["lake"]
-    closes = latest_closes(lake.path, universe(), os.environ.get("QUANTLAKE_MOVE_TIMEFRAME", "1m"))
+    closes = latest_closes(lake.path, universe(), datetime.now(UTC), os.environ.get("QUANTLAKE_MOVE_TIMEFRAME", "1m"))
     if not closes:
         return dg.SkipReason("no bars in the lake yet")
     seen: dict[str, list] = json.loads(context.cursor) if context.cursor else {}

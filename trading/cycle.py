@@ -128,6 +128,7 @@ def run_decision_cycle(
     cache: ResponseCache | None = None,
     broker: Broker | None = None,
     run_id: str | None = None,
+    now: datetime,
 ) -> CycleReport:
     run_id = run_id or uuid.uuid4().hex
     bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1)
@@ -149,7 +150,7 @@ def run_decision_cycle(
     written = ledger.append_many(sink.events)
     orders: list[OrderState] = []
     if broker is not None and mode != Mode.VALIDATION:
-        orders = _execute(broker, ledger, result.decisions, mode=mode, run_id=run_id)
+        orders = _execute(broker, ledger, result.decisions, mode=mode, run_id=run_id, now=now)
     return CycleReport(run_id, as_of, mode, result, snapshot, skipped, estimate, written, orders)
 
 
@@ -166,22 +167,22 @@ def advance_simulation(broker: SimulatedBroker, ledger: Ledger, bars: pl.DataFra
     return fills
 
 
-def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode: Mode, run_id: str) -> list[OrderState]:
+def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode: Mode, run_id: str, now: datetime) -> list[OrderState]:
     executor = Executor(broker, ledger, mode=mode, run_id=run_id)
     executor.ensure_funded()
     positions = {s: q for s, q in replay_portfolio(ledger).positions.items() if q}
     report = executor.reconcile(positions)  # raises before anything is sent when the broker cannot be read
-    start_of_day, peak = _equity_marks(ledger, report["equity"])
+    start_of_day, peak = _equity_marks(ledger, report["equity"], now)
     executor.check_breakers(report["equity"], start_of_day, peak)  # a trip halts: only exits go out
     return executor.execute(decisions, broker.positions())
 
 
-def _equity_marks(ledger: Ledger, equity: float) -> tuple[float, float]:
+def _equity_marks(ledger: Ledger, equity: float, now: datetime) -> tuple[float, float]:
     """(start-of-day equity, peak equity) from the broker equity every reconciliation recorded."""
     from zoneinfo import ZoneInfo
 
     ny = ZoneInfo("America/New_York")
-    today = datetime.now(ny).date()
+    today = now.astimezone(ny).date()
     start, peak = equity, equity
     seen_today = False
     for event in ledger.events(types=[EventType.RECONCILIATION.value]):
@@ -245,9 +246,9 @@ def last_closes(lake_root: Path, symbols: list[str], day: date) -> dict[str, flo
     return {r["symbol"]: r["close"] for r in bars.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
 
 
-def latest_closes(lake_root: Path, symbols: list[str], timeframe: str = "1m") -> dict[str, tuple[str, float]]:
+def latest_closes(lake_root: Path, symbols: list[str], now: datetime, timeframe: str = "1m") -> dict[str, tuple[str, float]]:
     """Each symbol's newest bar in the lake: (bar time ISO, close); symbols with no bars are left out."""
-    recent = datetime.now(UTC) - timedelta(days=10)
+    recent = now - timedelta(days=10)
     out: dict[str, tuple[str, float]] = {}
     for symbol in symbols:
         # Recent partitions first (cheap); the whole history only for a lake that stopped updating.

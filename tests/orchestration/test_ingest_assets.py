@@ -15,12 +15,12 @@ from assets.resources import LakeResource, MarketDataResource
 DAY, SYMBOL = "2024-11-29", "AAPL"  # a half day: 210 one-minute bars
 
 
-def _run(job_name: str, key: dg.MultiPartitionKey, resources: dict[str, object]) -> dg.ExecuteInProcessResult:
+def _run(job_name: str, key: dg.MultiPartitionKey, resources: dict[str, object], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
     from orchestration.definitions import defs
 
     job = defs.resolve_job_def(job_name)
     with dg.instance_for_test() as instance:
-        return job.execute_in_process(partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+        return job.execute_in_process(partition_key=key, instance=instance, resources=resources, raise_on_error=False, tags=tags)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -83,3 +83,26 @@ def test_bad_rows_fail_the_blocking_check_go_to_quarantine_and_stop_downstream(l
     from lake.store import read_bars
 
     assert read_bars(lake_root, [SYMBOL], "1m", None, None).height == 209
+
+
+def test_a_run_as_of_a_moment_ingests_only_what_had_happened_by_then(lake_root: Path) -> None:
+    """The `quantlake/now` tag (or a schedule's firing time) is the run's clock, not the machine's."""
+    from lake.calendar import session_bounds, trading_days
+    from lake.store import read_bars
+
+    resources = {"lake": LakeResource(root=str(lake_root)), "market_data": MarketDataResource()}
+    opened = session_bounds(DAY)[0]  # 14:30 UTC
+    mid = _run("ingest_intraday_job", intraday_key(DAY, SYMBOL), resources, tags={"quantlake/now": f"{DAY}T15:00:30+00:00"})
+    assert mid.success
+    bars = read_bars(lake_root, [SYMBOL], "1m", None, None)
+    assert bars.height == 30 and bars["ts"].min() == opened  # 14:30 to 14:59: the minutes that had closed
+
+    early = _run("ingest_daily_job", daily_key("2024", "MSFT"), resources, tags={"dagster/scheduled_execution_time": "2024-06-03T12:00:00+00:00"})
+    assert early.success
+    daily = read_bars(lake_root, ["MSFT"], "1d", None, None)
+    assert daily.height == len(trading_days("2024-01-01", "2024-05-31"))  # sessions closed before that morning
+
+    bad = _run("ingest_daily_job", daily_key("2024", "MSFT"), resources, tags={"quantlake/now": "2024-06-03 noon"})
+    assert not bad.success
+    [failure] = bad.get_step_failure_events()
+    assert "is not an ISO time" in failure.step_failure_data.error.message  # type: ignore[union-attr]
