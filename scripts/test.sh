@@ -7,7 +7,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_system.sh || echo "warning: system packages (chromium) could not be installed; browser tests will skip"
 export GX_ANALYTICS_ENABLED=false
-export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.numba_cache}"
+# numba's cache notices edits to a kernel's own file only, not to the compiled helpers it calls from
+# other files (strategies/entries.py, backtests/kernels.py): key the cache on all their sources, so
+# a stale kernel can never run, and drop the caches of older sources.
+kernels=$(cat strategies/*.py backtests/*.py | sha256sum | cut -c1-16)
+if [ -z "${NUMBA_CACHE_DIR:-}" ]; then
+  mkdir -p .numba_cache
+  find .numba_cache -mindepth 1 -maxdepth 1 ! -name "$kernels" -exec rm -rf {} +
+  export NUMBA_CACHE_DIR="$PWD/.numba_cache/$kernels"
+fi
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 
