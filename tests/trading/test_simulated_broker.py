@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtests.engine import BacktestConfig, run_backtest
 from lake.sources.synthetic import SyntheticSource
+from strategies.base import Strategy, StrategyParams, no_levels
 from strategies.builtin import DONCHIAN_BREAKOUT
 from strategies.positions import next_direction
 from trading.brokers.base import OrderRequest, OrderStatus, client_order_id
@@ -146,3 +148,90 @@ def test_cash_never_negative_and_positions_are_the_sum_of_fills(steps: list[tupl
     for symbol in ("AAA", "BBB", "CCC"):
         total = sum(f.signed_quantity for f in broker.fills if f.symbol == symbol)
         assert broker.positions().get(symbol, 0.0) == pytest.approx(total)
+
+
+# (config, orders per bar as (side, quantity) sent before that bar's open, opens, expected fills)
+# The naive entry (the equity before the closing commission, the entry's on top) is one share more.
+REVERSALS: list[tuple[dict[str, Any], list[tuple[Side, float] | None], list[float], list[tuple[Side, float]]]] = [
+    # Long 99 at 100, cash 80.2; at 250 the long's sale leaves 24,780.7 = 98.9 x 250.5: short 98, not 99.
+    ({"commission_bps": 20}, [(Side.BUY, 99), (Side.SELL, 99 + 99)], [100, 250], [(Side.BUY, 99), (Side.SELL, 197)]),
+    # Short from flat with slippage: 10,000 / (99.9 x 1.002) = 99.9 -> 99, not 100.
+    ({"commission_bps": 20, "slippage_bps": 10}, [(Side.SELL, 100)], [100], [(Side.SELL, 99)]),
+    # Short 99 at 100, cash 19,880.2; at 50 the cover leaves 14,920.3 = 297.8 x 50.1: long 297, not 298.
+    ({"commission_bps": 20}, [(Side.SELL, 99), (Side.BUY, 99 + 298)], [100, 50], [(Side.SELL, 99), (Side.BUY, 99 + 297)]),
+    # A per-share commission: long 99 at 100 (cash 50.5); at 250, 24,751 / 250.5 = 98.8: short 98.
+    ({"commission_per_share": 0.5}, [(Side.BUY, 99), (Side.SELL, 99 + 99)], [100, 250], [(Side.BUY, 99), (Side.SELL, 197)]),
+    # Fractional: the unfloored size, the commission paid from what the long's sale left.
+    (
+        {"commission_bps": 20, "fractional": True},
+        [(Side.BUY, 10_000 / 100.2), (Side.SELL, 10_000 / 100.2 + 100)],
+        [100, 250],
+        [(Side.BUY, 10_000 / 100.2), (Side.SELL, 10_000 / 100.2 + 10_000 / 100.2 * 250 * 0.998 / 250.5)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "orders", "opens", "expected"),
+    REVERSALS,
+    ids=["long-to-short", "short-from-flat-slippage", "short-to-long", "per-share", "fractional"],
+)
+def test_an_entry_never_commits_more_than_the_cash_there_is(
+    config: dict[str, Any], orders: list[tuple[Side, float]], opens: list[float], expected: list[tuple[Side, float]]
+) -> None:
+    broker = SimulatedBroker(SimConfig(allow_short=True, **config), cash=10_000)
+    for i, ((side, qty), o) in enumerate(zip(orders, opens, strict=True)):
+        broker.submit(_order(f"o{i}", side=side, qty=qty))
+        broker.on_bar({"AAA": _bar(i, o)})
+        assert broker.cash >= 0
+        held = broker.positions().get("AAA", 0.0)
+        # What the position would cost to close, its commission included, never exceeds the cash.
+        close_cost = abs(held) * o * (1 + config.get("slippage_bps", 0) / 1e4) * (1 + config.get("commission_bps", 0) / 1e4)
+        assert held >= 0 or close_cost + abs(held) * config.get("commission_per_share", 0) <= broker.cash + 1e-9
+    assert [f.side for f in broker.fills] == [s for s, _ in expected]
+    assert [f.quantity for f in broker.fills] == [pytest.approx(q, rel=1e-12) for _, q in expected]
+
+
+def test_the_broker_fills_the_engines_reversals_and_cuts_naive_ones() -> None:
+    """Long, short, long on one symbol with commission and slippage: the engine's orders fill as they
+    are; the same orders one share larger are cut back to the engine's sizes."""
+    opens = [100.0, 100.0, 100.0, 250.0, 200.0, 200.0]
+    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    bars = pl.DataFrame(
+        {
+            "symbol": "AAA",
+            "timeframe": "1d",
+            "ts": [start + timedelta(days=i) for i in range(len(opens))],
+            "open": opens,
+            "high": opens,
+            "low": opens,
+            "close": opens,
+            "volume": 1000.0,
+            "entry_long": [False, True, False, True, False, False],
+            "entry_short": [False, False, True, False, False, False],
+        }
+    )
+    strategy = Strategy(
+        name="scripted",
+        params_model=StrategyParams,
+        compute=lambda b, p: b.with_columns(
+            pl.lit(False).alias("exit_long"), pl.lit(False).alias("exit_short"), pl.lit(1.0).alias("size"), *no_levels()
+        ),
+        lookback=lambda p: 1,
+    )
+    costs = {"fees_bps": 20.0, "slippage_bps": 10.0}
+    engine = run_backtest(bars, strategy, StrategyParams(), BacktestConfig(init_cash=10_000, allow_short=True, **costs))
+    want = engine.orders.select("ts", "side", "size", "price").rows()
+    assert [(side, size) for _, side, size, _ in want] == [("buy", 99.0), ("sell", 197.0), ("buy", 245.0)]
+    for extra in (0.0, 1.0):
+        broker = SimulatedBroker(SimConfig(allow_short=True, commission_bps=20, slippage_bps=10), cash=10_000)
+        sent = {ts: (Side(side), size + extra) for ts, side, size, _ in want}
+        for i, row in enumerate(bars.iter_rows(named=True)):
+            if row["ts"] in sent:
+                side, qty = sent[row["ts"]]
+                broker.submit(_order(f"{extra}-{i}", side=side, qty=qty))
+            broker.on_bar({"AAA": row})
+            broker.cancel_all()  # a cut order's remainder would stay open: each bar decides afresh
+            assert broker.cash >= 0
+        got = [(f.ts, f.side.value, f.quantity, f.price) for f in broker.fills]
+        assert got == [(ts, side, size, pytest.approx(price, rel=1e-12)) for ts, side, size, price in want]

@@ -6,6 +6,13 @@ by the broker's seed and the order's client id: the same orders give the same fi
 Brackets follow `strategies.brackets`, the rule the backtest engine compiles: from the bar after the
 entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2; a short entry's
 bracket (with `allow_short`) is the mirror image, its exits buys that cash must cover.
+
+Entries follow `strategies.entries`, the rule the backtest compiles: the part of an order that opens
+a position (from flat, or beyond the opposite position it closes first) or adds to a short is cut to
+what the equity after that closing part pays for, commission included: at most
+floor(available / (fill price x (1 + commission_bps) + commission_per_share)) shares on the order's
+side in all (unfloored when fractional). The equity values positions at the bar's open. A buy is in
+any case capped by the cash there is.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
+from strategies.entries import after_closing, entry_shares
 from trading.brokers.base import Account, Clock, Fill, OrderRequest, OrderState, OrderStatus, OrderType
 from trading.models import Side
 
@@ -166,6 +174,8 @@ class SimulatedBroker:
         if not bars:
             return []
         ts = max(b["ts"] for b in bars.values())
+        for symbol in bars:
+            self._marks[symbol] = float(bars[symbol]["open"])  # the equity an entry may use is valued at the open
         new: list[Fill] = []
         filled_now: set[str] = set()
         # Sells first: cash they free pays for the bar's buys, as in the backtest.
@@ -214,9 +224,10 @@ class SimulatedBroker:
             qty = min(qty, self._affordable(price))
         elif not self.config.allow_short:
             qty = min(qty, max(held, 0.0))  # no naked shorts without a margin account
+        qty = self._entry_cap(req.symbol, req.side, qty, held, price, float(bar["open"]))
         qty = qty if self.config.fractional else float(math.floor(qty + 1e-9))
         if qty <= 0:
-            why = "insufficient cash" if req.side == Side.BUY else "nothing to sell (no shorting)"
+            why = "insufficient cash" if req.side == Side.BUY else "insufficient equity to short" if self.config.allow_short else "nothing to sell (no shorting)"
             order.state = state.model_copy(update={"status": OrderStatus.REJECTED, "reason": why})
             return None
         fill = self._book(req.client_order_id, req.symbol, req.side, qty, price, bar["ts"], suffix=str(len(self.fills)))
@@ -277,6 +288,19 @@ class SimulatedBroker:
     def _slipped(self, price: float, side: Side) -> float:
         slip = self.config.slippage_bps / 1e4
         return price * (1 + slip) if side == Side.BUY else price * (1 - slip)
+
+    def _entry_cap(self, symbol: str, side: Side, qty: float, held: float, price: float, open_: float) -> float:
+        """`qty` cut so that its entry part follows `strategies.entries` (module docstring); an order
+        that only closes, or a buy adding to a long (capped by the cash), is left as it is."""
+        sign = 1 if side == Side.BUY else -1
+        closing = min(qty, max(-sign * held, 0.0))  # shares that close a position held against the order
+        if qty <= closing or (sign > 0 and held > 0):
+            return qty
+        bps, per_share = self.config.commission_bps / 1e4, self.config.commission_per_share
+        equity = self.cash + sum(q * self._marks.get(s, 0.0) for s, q in self._positions.items())
+        available = after_closing(equity, held, sign, price, open_, bps, per_share)
+        most = entry_shares(available, 1.0, price, bps, per_share, not self.config.fractional)
+        return min(qty, closing + max(most - max(sign * held, 0.0), 0.0))
 
     def _affordable(self, price: float) -> float:
         per_share = price * (1 + self.config.commission_bps / 1e4) + self.config.commission_per_share
