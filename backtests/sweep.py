@@ -28,7 +28,6 @@ from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_l
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
 from strategies.base import MovingAverageCross, P, Strategy, StrategyParams
-from strategies.builtin import SMA_CROSS
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
@@ -124,25 +123,6 @@ def sweep(
         )
 
     return _in_chunks(ordered, strategy, grid, config, progress, run, levels=False)
-
-
-def sweep_sma_cross(
-    bars: pl.DataFrame,
-    fast: Sequence[int],
-    slow: Sequence[int],
-    config: BacktestConfig | None = None,
-    *,
-    fraction: float = 1.0,
-) -> pl.DataFrame:
-    """Every (fast < slow) pair of the built-in crossover, the rest at defaults: `sweep` over that
-    grid (kept for the benchmark script; new code calls `sweep` with full parameters)."""
-    config = config or BacktestConfig()
-    grid = [
-        SMA_CROSS.params(fast=f, slow=s, fraction=fraction, allow_short=config.allow_short) for f in fast for s in slow if f < s
-    ]
-    if not grid:
-        raise BacktestError(f"sweep: no valid (fast < slow) pair in fast={list(fast)}, slow={list(slow)}")
-    return sweep(bars, SMA_CROSS, grid, config)
 
 
 def _fusable(strategy: Strategy[Any], shape: MovingAverageCross) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import bracket_step_nb, entry_amount_nb, half_exit_nb, next_direction_nb, next_order_nb
+from backtests.kernels import bracket_step_nb, entry_amount_nb, half_exit_nb, next_order_nb
 
 REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
@@ -54,51 +54,6 @@ def _mark_nb(cash: float, pos: float, close: float, peak: float, dd: float) -> t
     equity = cash + pos * close
     peak = max(peak, equity)
     return equity, peak, max(dd, 1.0 - equity / peak)
-
-
-@njit(cache=True, parallel=True)
-def sma_cross_sweep_nb(
-    fill_price: np.ndarray,
-    close: np.ndarray,
-    means: np.ndarray,
-    fast_row: np.ndarray,
-    slow_row: np.ndarray,
-    fee: np.ndarray,
-    slip: float,
-    init_cash: float,
-    fraction: float,
-    whole: bool,
-    allow_short: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Final equity, max drawdown and order count per (fast, slow) pair; `means` holds one moving
-    average per distinct window (rows), so each is computed once for all pairs."""
-    n = close.shape[0]
-    k_total = fast_row.shape[0]
-    final = np.empty(k_total)
-    max_dd = np.empty(k_total)
-    orders = np.zeros(k_total, dtype=np.int64)
-    for k in prange(k_total):
-        fast = means[fast_row[k]]
-        slow = means[slow_row[k]]
-        cash, pos, held, pending = init_cash, 0.0, 0, np.nan
-        peak, dd, equity = init_cash, 0.0, init_cash
-        for t in range(n):
-            if not np.isnan(pending):
-                cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
-                orders[k] += filled
-                pending = np.nan
-            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
-            if t == 0 or t == n - 1:
-                continue
-            up = fast[t] > slow[t] and fast[t - 1] <= slow[t - 1]
-            down = fast[t] < slow[t] and fast[t - 1] >= slow[t - 1]
-            nxt = next_direction_nb(held, up, down, down and allow_short, up and allow_short)
-            if nxt != held:
-                pending = nxt * fraction
-                held = nxt
-        final[k] = equity
-        max_dd[k] = dd
-    return final, max_dd, orders
 
 
 @njit(cache=True, parallel=True)

@@ -30,7 +30,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 
 from backtests import montecarlo  # noqa: E402
 from backtests.engine import BacktestConfig, run_backtest  # noqa: E402
-from backtests.sweep import sweep_sma_cross  # noqa: E402
+from backtests.sweep import expand_grid, sweep  # noqa: E402
 from backtests.walkforward import walk_forward  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
 from strategies import indicators as ind  # noqa: E402
@@ -89,8 +89,8 @@ def main() -> None:
     pairs = [(f, s) for f in FAST for s in SLOW if f < s]
     rows: list[tuple[str, float, str, str]] = []
 
-    _, compile_s = timed(sweep_sma_cross, bars.head(500), [2, 3], [10, 20], CONFIG)
-    table, ours_s = timed(sweep_sma_cross, bars, FAST, SLOW, CONFIG)
+    _, compile_s = timed(sweep, bars.head(500), SMA_CROSS, expand_grid(SMA_CROSS, {}, {"fast": [2, 3], "slow": [10, 20]}), CONFIG)
+    table, ours_s = timed(sweep, bars, SMA_CROSS, expand_grid(SMA_CROSS, {}, {"fast": FAST, "slow": SLOW}), CONFIG)
     ours_rate = n * len(pairs) / ours_s
     peak_after_sweep = peak_gb()
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from backtests.engine import BacktestConfig, run_backtest
-from backtests.sweep import sweep, sweep_sma_cross
+from backtests.sweep import sweep
 from lake.sources.synthetic import SyntheticSource
 from strategies.base import SIGNAL_COLUMNS, Strategy, StrategyParams, no_levels
 from strategies.builtin import SMA_CROSS
@@ -166,7 +166,7 @@ def test_nine_years_long_short_all_in_engine_equals_reference_and_sweep() -> Non
     assert bars.height > 2_000 and len(fills) == result.orders.height > 50
     np.testing.assert_allclose(result.equity["equity"].to_numpy(), equity, rtol=1e-12)
     assert result.equity["cash"].to_numpy().min() >= 0 and min(_cash_path(fills, 100_000)) >= 0
-    table = sweep_sma_cross(bars, fast=[10], slow=[30], config=config)
+    table = sweep(bars, SMA_CROSS, [p], config)
     assert table["final_equity"][0] == pytest.approx(result.equity["equity"][-1], rel=1e-12)
     assert table["orders"][0] == result.orders.height
 

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 
 from backtests import sweep as sweep_module
 from backtests.engine import BacktestConfig, BacktestError, run_backtest
-from backtests.sweep import expand_grid, sweep, sweep_sma_cross
+from backtests.sweep import expand_grid, sweep
 from strategies.base import Strategy, StrategyParams
 from strategies.builtin import BUILTINS, MOMENTUM, RSI_REVERSION, SMA_CROSS, SmaCrossParams
 
@@ -147,7 +147,7 @@ def test_sweep_errors_are_named(daily_bars: pl.DataFrame) -> None:
         sweep(daily_bars, SMA_CROSS, [SMA_CROSS.params()])
     one = daily_bars.filter(pl.col("symbol") == "XOM")
     with pytest.raises(BacktestError, match="no valid"):
-        sweep_sma_cross(one, [30], [20])
+        expand_grid(SMA_CROSS, {}, {"fast": [30], "slow": [20]})
     with pytest.raises(BacktestError, match="empty parameter grid"):
         sweep(one, RSI_REVERSION, [])
     with pytest.raises(BacktestError, match="rsi_reversion takes RsiReversionParams, got a SmaCrossParams"):
