@@ -212,10 +212,8 @@ def test_replay_of_an_unrecorded_moment_falls_back_instead_of_calling(server: Op
 def test_model_calls_run_concurrently_up_to_the_limit(market: Market) -> None:
     contexts = [c.model_copy(update={"signal": {**c.signal, "entry_long": True}}) for c in market.contexts()]
     with OpenAIServer(responder=good_answers, default_delay=0.2) as slow:
-        started = time.monotonic()
         result = DecisionPipeline(_config(slow, max_in_flight=4)).run(contexts, market.snapshot, as_of=market.as_of)
-        elapsed = time.monotonic() - started
     assert slow.calls == len(contexts) == 10
+    # Concurrency observed by the server, not by a stopwatch: 200 ms replies overlap 4 deep, never 5.
     assert slow.max_in_flight == 4
-    assert elapsed < 0.2 * len(contexts) * 0.6  # 10 calls of 200 ms, 4 at a time: ~0.6 s, not 2 s
     assert len(result.decisions) == 10 and all(d.verdict in (Verdict.EXECUTE, Verdict.HOLD) for d in result.decisions)
