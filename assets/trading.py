@@ -19,7 +19,7 @@ from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
 from assets.policies import TRADING_POOL, TRANSIENT_RETRY
 from assets.resources import LakeResource, TradingResource
-from backtests.engine import BacktestConfig, run_backtest
+from backtests.engine import run_backtest
 from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
@@ -30,7 +30,7 @@ from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
 from trading.execution import Executor
 from trading.models import Mode
-from trading.session import run_simulated_session, session_bars
+from trading.session import backtest_config, run_simulated_session, session_bars
 
 GROUP = "trading"
 NY = ZoneInfo("America/New_York")
@@ -192,7 +192,7 @@ class PaperSessionConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"])
 def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
-    """Simulated paper trading over the lake's bars (pipeline, limits, executor, simulated broker, ledger), with analytics and drift against the backtest."""
+    """Simulated paper trading over the lake's bars (pipeline, limits, executor, simulated broker, ledger), with analytics and drift against the backtest with the same costs."""
     strategy = load_strategy(config.strategy)
     params = strategy.params(**config.params)
     symbols = config.symbols or universe()[:3]
@@ -229,10 +229,16 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
         ledger.close()
     marks = bars.select("ts", "symbol", "close")
     perf = performance(fills, marks, config.initial_cash, config.timeframe)
-    expected = run_backtest(bars, strategy, params, BacktestConfig(init_cash=config.initial_cash, timeframe=config.timeframe))
-    drift = drift_report(fills, expected.orders)
+    expected = run_backtest(bars, strategy, params, backtest_config(sim, config.initial_cash, config.timeframe))
+    drift = drift_report(fills, expected.orders, orders=session.order_log)
     trips = round_trips(fills)
-    png = equity_drawdown_png(session.equity["ts"].to_list(), session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), "Paper session (solid) vs backtest (dashed)")
+    png = equity_drawdown_png(
+        session.equity["ts"].to_list(),
+        session.equity["equity"].to_numpy(),
+        expected.equity["equity"].to_numpy(),
+        "Paper session (solid) vs backtest (dashed)",
+        labels=("paper", "backtest"),
+    )
     numbers = {k: float(v) for k, v in perf.items() if isinstance(v, int | float) and math.isfinite(v)}
     return dg.MaterializeResult(
         metadata={
@@ -245,5 +251,6 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             "by_symbol": dg.MetadataValue.md(markdown_table(breakdown(trips, "symbol"))),
             "by_weekday": dg.MetadataValue.md(markdown_table(breakdown(trips, "weekday"))),
             "backtest_total_return": float(expected.metrics["total_return"]),
+            "drift_shortfall": float(drift.summary["shortfall"]),
         }
     )

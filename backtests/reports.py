@@ -139,18 +139,20 @@ def equity_drawdown_png(
     equity: np.ndarray,
     benchmark: np.ndarray | None = None,
     title: str = "Equity and drawdown",
+    labels: tuple[str, str] = ("Strategy", "Benchmark"),
 ) -> bytes:
-    """Equity (and a dashed benchmark, in the same units) on top; drawdown in percent below."""
+    """Equity (and a dashed benchmark, in the same units) on top, named in the legend by `labels`;
+    drawdown in percent below."""
     eq = _as_1d("equity", equity)
     x, is_dates = _as_x(ts, len(eq))
     fig = _new_figure()
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-    top.plot(x, eq, color="tab:blue", linewidth=1.4, label="Strategy")
+    top.plot(x, eq, color="tab:blue", linewidth=1.4, label=labels[0])
     if benchmark is not None:
         bench = _as_1d("benchmark", benchmark)
         if len(bench) != len(eq):
             raise ValueError(f"benchmark has {len(bench)} points but equity has {len(eq)}")
-        top.plot(x, bench, color="tab:gray", linestyle="--", linewidth=1.2, label="Benchmark")
+        top.plot(x, bench, color="tab:gray", linestyle="--", linewidth=1.2, label=labels[1])
         top.legend(loc="upper left")
     top.set_ylabel("Equity")
     top.set_title(title)

@@ -60,25 +60,54 @@ TRIP_SCHEMA = pl.Schema(
     }
 )
 ORDER_COLUMNS = ("ts", "symbol", "side", "size", "price", "fees")  # BacktestResult.orders
-CAUSES = ("slippage", "commission", "missed_trades", "extra_trades", "quantity", "residual")
+# What a shortfall is put down to, in the order the report lists them (see `drift_report`).
+CAUSES = (
+    "slippage",
+    "commission",
+    "risk_limits",
+    "rejections",
+    "partial_fills",
+    "missed_trades",
+    "extra_trades",
+    "quantity",
+    "residual",
+)
+# The paper orders behind the fills, one row per signal the live step acted on (`trading.session`
+# writes it): what was meant to fill on which bar, and what became of it.
+ORDER_LOG_SCHEMA = pl.Schema(
+    {
+        "client_order_id": pl.String(),  # null: no order was sent (held or blocked)
+        "symbol": pl.String(),
+        "side": pl.String(),
+        "ts": UTC_TS,  # the bar it was meant to fill on (the decision's next bar): the backtest's order bar
+        "quantity": pl.Float64(),  # ordered (an entry sized at the fill: what it sized to); 0 if not sent
+        "status": pl.String(),  # the broker's order status, or "held" / "blocked"
+        "limited": pl.Boolean(),  # a hard limit, the risk review or a breaker held or cut it
+        "reason": pl.String(),
+    }
+)
 DRIFT_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
         "side": pl.String(),
-        "ts": UTC_TS,  # the backtest order's bar; the fill's time for extra fills
-        "fill_ts": UTC_TS,  # first matched fill
+        "ts": UTC_TS,  # the backtest order's bar; the first fill's time for extra orders
+        "fill_ts": UTC_TS,  # first fill of the paper order(s) paired with it
         "expected_qty": pl.Float64(),
         "filled_qty": pl.Float64(),
         "expected_price": pl.Float64(),
-        "fill_price": pl.Float64(),  # volume-weighted over the matched fills
+        "fill_price": pl.Float64(),  # volume-weighted over the paired orders' fills
         "price_diff_bps": pl.Float64(),  # positive = worse for the paper account
         "qty_diff": pl.Float64(),  # filled - expected
         "fees": pl.Float64(),  # the backtest's
-        "commission": pl.Float64(),  # the paper fills' (pro rata to the matched quantity)
-        "slippage_cost": pl.Float64(),  # (fill - expected price) * signed filled qty
-        # (expected - filled signed qty) * (mark - expected price), or -(the paper P&L) of an extra fill.
+        "commission": pl.Float64(),  # the paper fills'
+        "slippage_cost": pl.Float64(),  # (fill - expected price) * signed qty, over the fills on the order's bar
+        # Everything else the row costs the paper account: (expected - filled signed qty) * (mark -
+        # expected price), plus later fills' price difference; -(the paper P&L) of an extra order.
         # Marked to the end, so an entry's and its exit's values offset: read it summed, not per row.
         "quantity_cost": pl.Float64(),
+        "ordered_qty": pl.Float64(),  # the paper order's quantity (from the order log; else the filled)
+        "cause": pl.String(),  # what quantity_cost is put down to (the larger part when two)
+        "client_order_ids": pl.String(),  # the paper orders paired with the row, comma-separated
         "status": pl.String(),  # matched / missing / extra
     }
 )
@@ -295,15 +324,18 @@ def _metrics(equity: np.ndarray, timeframe: str, pnl: np.ndarray, exposure: floa
     return {k: v if k in _TRADE_KEYS else math.nan for k, v in flat.items()}
 
 
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 def breakdown(trips: pl.DataFrame, by: Literal["symbol", "weekday", "hour"]) -> pl.DataFrame:
-    """Trades, win rate, P&L and mean return (percent) per symbol, or per weekday (1 = Monday) or
-    hour of the exit in New York time."""
+    """Trades, win rate, P&L and mean return (percent) per symbol, or per weekday (named, Monday
+    first) or hour of the exit in New York time."""
     exit_ny = pl.col("exit_ts").dt.convert_time_zone(NEW_YORK)
     keys = {"symbol": pl.col("symbol"), "weekday": exit_ny.dt.weekday(), "hour": exit_ny.dt.hour()}
     if by not in keys:
         raise ValueError(f"breakdown by {by!r}: use one of {sorted(keys)}")
     frame = _utc_column(trips, "exit_ts")
-    return (
+    table = (
         frame.group_by(keys[by].alias(by))
         .agg(
             pl.len().cast(pl.Int64).alias("trades"),
@@ -313,6 +345,9 @@ def breakdown(trips: pl.DataFrame, by: Literal["symbol", "weekday", "hour"]) -> 
         )
         .sort(by)
     )
+    if by == "weekday":  # ISO numbers (1 = Monday) sort the days; the table shows their names
+        table = table.with_columns(pl.col(by).map_elements(lambda d: WEEKDAYS[d - 1], return_dtype=pl.String))
+    return table
 
 
 # -- drift: paper vs backtest ------------------------------------------------------------------------
@@ -324,7 +359,8 @@ class DriftReport:
 
     Sign convention: amounts are costs to the paper account, positive = paper did worse.
     `summary["shortfall"] = backtest_pnl - paper_pnl` and the causes (CAUSES, with the residual)
-    add up to it exactly, i.e. paper_pnl - backtest_pnl = -(sum of the causes).
+    add up to it exactly, i.e. paper_pnl - backtest_pnl = -(sum of the causes). `summary` also
+    counts the rows: `matched`, `missing`, `extra`.
     """
 
     rows: pl.DataFrame
@@ -332,7 +368,7 @@ class DriftReport:
 
     def markdown(self, top: int = 5) -> str:
         s = self.summary
-        counts = {status: self.rows.filter(pl.col("status") == status).height for status in ("matched", "missing", "extra")}
+        counts = {status: int(s[status]) for status in ("matched", "missing", "extra")}
         lines = [
             f"Paper P&L {_money(s['paper_pnl'])} vs backtest {_money(s['backtest_pnl'])}: "
             f"shortfall {_money(s['shortfall'])} (positive = paper did worse).",
@@ -342,7 +378,7 @@ class DriftReport:
             *(f"| {cause.replace('_', ' ')} | {_money(s[cause])} |" for cause in CAUSES),
             f"| **shortfall** | **{_money(s['shortfall'])}** |",
             "",
-            f"Orders: {counts['matched']} matched, {counts['missing']} missing, {counts['extra']} extra fills.",
+            f"Orders: {counts['matched']} matched, {counts['missing']} missing, {counts['extra']} extra paper orders.",
         ]
         # Unmatched and short-filled orders first, then the costliest fills.
         worst = self.rows.sort(
@@ -351,11 +387,11 @@ class DriftReport:
             descending=[False, True],
         ).head(top)
         if worst.height:
-            lines += ["", "| ts | symbol | side | status | expected | filled | diff bps | slippage |", "|---|---|---|---|---:|---:|---:|---:|"]
+            lines += ["", "| ts | symbol | side | status | cause | expected | filled | diff bps | slippage |", "|---|---|---|---|---|---:|---:|---:|---:|"]
             for r in worst.iter_rows(named=True):
                 bps = "" if r["price_diff_bps"] is None else f"{r['price_diff_bps']:.1f}"
                 lines.append(
-                    f"| {r['ts']:%Y-%m-%d %H:%M} | {r['symbol']} | {r['side']} | {r['status']} | "
+                    f"| {r['ts']:%Y-%m-%d %H:%M} | {r['symbol']} | {r['side']} | {r['status']} | {r['cause'] or ''} | "
                     f"{r['expected_qty']:g} | {r['filled_qty']:g} | {bps} | {_money(r['slippage_cost'])} |"
                 )
         return "\n".join(lines)
@@ -366,124 +402,147 @@ def _money(value: float) -> str:
 
 
 @dataclass
-class _Piece:
-    """The part of one paper fill matched to one order (or left over as extra)."""
+class _Execution:
+    """One paper order as its fills show it: all fills with its client order id."""
 
-    fill: dict[str, Any]
-    qty: float
-
-    @property
-    def signed(self) -> float:
-        return self.qty if self.fill["side"] == "buy" else -self.qty
+    key: str
+    fills: list[dict[str, Any]]
 
     @property
-    def commission(self) -> float:
-        return float(self.fill["commission"]) * self.qty / float(self.fill["quantity"])
+    def symbol(self) -> str:
+        return str(self.fills[0]["symbol"])
+
+    @property
+    def side(self) -> str:
+        return str(self.fills[0]["side"])
+
+    @property
+    def first_ts(self) -> datetime:
+        return min(f["ts"] for f in self.fills)  # type: ignore[no-any-return]
 
 
 def drift_report(
     paper_fills: pl.DataFrame,
     backtest_orders: pl.DataFrame,
     *,
+    orders: pl.DataFrame | None = None,
     match_on: Sequence[str] = ("symbol", "side"),
     marks: Mapping[str, float] | None = None,
     tolerance: timedelta | None = None,
 ) -> DriftReport:
     """What paper trading did against what the backtest of the same strategy on the same bars expected.
 
-    Matching: each backtest order takes the paper fills with the same `match_on` values at or after
-    its time (and before the next such order; within `tolerance` if given), earliest first, up to
-    its size; a fill that overshoots is split. Orders with no fill are missing; fills (or parts)
-    left over are extra.
+    Pairing, order with order: a paper order is its fills with one client order id. A backtest
+    order at bar T pairs with the paper orders meant to fill at T (`orders`, the session's order
+    log, ORDER_LOG_SCHEMA), else with those whose first fill is at T, with the same `match_on`
+    values; it takes all of those orders' fills (a partial fill completing on a later bar included;
+    with `tolerance`, only fills up to T + tolerance) and never a fill of another order. Backtest
+    orders without one are missing; paper orders (or fills past the tolerance) left over are extra.
 
     Both sides are valued the same way, linearly per fill: P&L = sum(signed_qty * (mark - price)) -
     costs, with open positions at `marks` (a symbol not in it: its latest backtest order price, else
     its latest paper fill price; flat books do not depend on it). That makes the attribution exact:
-    - slippage = sum over matched fills of (fill_price - expected_price) * signed filled qty
-    - commission = paper commissions - backtest fees (all of them, missed and extra trades included)
-    - missed_trades = the backtest's P&L on missing orders (its round trips' when both legs are missing)
-    - extra_trades = -(the paper P&L of extra fills): negative when the extra trades made money
-    - quantity = sum over matched orders of (expected - filled signed qty) * (mark - expected_price):
-      what the backtest made on the size paper did not trade (partial fills, other sizing)
-    - residual = shortfall - the above (float rounding only)
+    - slippage: over fills on the order's own bar, (fill_price - expected_price) * signed qty
+    - commission: paper commissions - backtest fees (all of them, missed and extra trades included)
+    - risk_limits: the backtest's P&L on the size a hard limit, the risk review or a breaker kept
+      paper from ordering (expected - ordered), and on orders they held or blocked
+    - rejections: the backtest's P&L on orders the broker rejected
+    - partial_fills: on the size ordered but not filled (partial fills, cuts at the fill), plus the
+      price difference of fills that came on a later bar than the order's
+    - missed_trades: the backtest's P&L on orders paper has no order or reason for
+    - extra_trades: -(the paper P&L of extra orders): negative when they made money
+    - quantity: on the rest of (expected - ordered) size: paper sized from an equity that had
+      already drifted, or (without an order log) any size difference
+    - residual: shortfall - the above (float rounding only)
     """
     keys = tuple(match_on)
     if "symbol" not in keys or not set(keys) <= {"symbol", "side"}:
         raise ValueError(f"match_on must be ('symbol',) or ('symbol', 'side'), not {match_on!r}")
     _require(backtest_orders, ORDER_COLUMNS, "backtest orders")
-    orders = _utc_column(backtest_orders.select(ORDER_COLUMNS), "ts").sort("ts", maintain_order=True).to_dicts()
+    expected = _utc_column(backtest_orders.select(ORDER_COLUMNS), "ts").sort("ts", maintain_order=True).to_dicts()
     fills = _fills(paper_fills).to_dicts()
-    matched, extra = _match(orders, fills, keys, tolerance)
-    mark = _default_marks(orders, fills) | dict(marks or {})
+    log = _order_log(orders)
+    executions = _executions(fills)
+    mark = _default_marks(expected, fills) | dict(marks or {})
 
-    order_rows = [_order_row(o, pieces, mark[o["symbol"]]) for o, pieces in zip(orders, matched, strict=True)]
-    extra_rows = [_extra_row(p, mark[p.fill["symbol"]]) for p in extra]
-    rows = order_rows + extra_rows
+    paired = _pair(expected, executions, log, keys)
+    rows: list[dict[str, Any]] = []
+    parts = dict.fromkeys(CAUSES, 0.0)
+    taken: set[str] = set()
+    for order, execs in zip(expected, paired, strict=True):
+        own = [f for e in execs for f in e.fills if tolerance is None or f["ts"] <= order["ts"] + tolerance]
+        taken.update(f["fill_id"] for f in own)
+        row, row_parts = _order_row(order, own, [e.key for e in execs], _log_for(order, execs, log, keys), mark[order["symbol"]])
+        rows.append(row)
+        for cause, amount in row_parts.items():
+            parts[cause] += amount
+    for execution in executions:
+        left = [f for f in execution.fills if f["fill_id"] not in taken]
+        if left:
+            row = _extra_row(execution.key, left, mark[execution.symbol])
+            rows.append(row)
+            parts["extra_trades"] += row["quantity_cost"]
     frame = pl.DataFrame(rows, schema=DRIFT_SCHEMA).sort("ts", "symbol", maintain_order=True)
 
     paper_commission = sum(float(f["commission"]) for f in fills)
-    fees = sum(float(o["fees"]) for o in orders)
+    fees = sum(float(o["fees"]) for o in expected)
     paper_pnl = sum(_sign(f["side"]) * f["quantity"] * (mark[f["symbol"]] - f["price"]) for f in fills) - paper_commission
-    backtest_pnl = sum(_sign(o["side"]) * o["size"] * (mark[o["symbol"]] - o["price"]) for o in orders) - fees
-    summary = {
-        "paper_pnl": paper_pnl,
-        "backtest_pnl": backtest_pnl,
-        "shortfall": backtest_pnl - paper_pnl,
-        "slippage": _total(order_rows, "slippage_cost"),
-        "commission": paper_commission - fees,
-        # A missing order's quantity term (nothing filled) is what the backtest made on it.
-        "missed_trades": _total(order_rows, "quantity_cost", "missing"),
-        "extra_trades": _total(extra_rows, "quantity_cost"),
-        "quantity": _total(order_rows, "quantity_cost", "matched"),
-    }
+    backtest_pnl = sum(_sign(o["side"]) * o["size"] * (mark[o["symbol"]] - o["price"]) for o in expected) - fees
+    summary = {"paper_pnl": paper_pnl, "backtest_pnl": backtest_pnl, "shortfall": backtest_pnl - paper_pnl}
+    summary |= {c: float(parts[c]) for c in CAUSES if c != "residual"}
+    summary["commission"] = paper_commission - fees
     summary["residual"] = summary["shortfall"] - sum(summary[c] for c in CAUSES if c != "residual")
+    statuses = frame["status"].to_list()
+    summary |= {status: float(statuses.count(status)) for status in ("matched", "missing", "extra")}
     return DriftReport(frame, summary)
-
-
-def _total(rows: list[dict[str, Any]], column: str, status: str | None = None) -> float:
-    return float(sum(r[column] for r in rows if status is None or r["status"] == status))
 
 
 def _sign(side: str) -> float:
     return 1.0 if side == "buy" else -1.0
 
 
-def _match(
-    orders: list[dict[str, Any]], fills: list[dict[str, Any]], keys: tuple[str, ...], tolerance: timedelta | None
-) -> tuple[list[list[_Piece]], list[_Piece]]:
-    """Per order (in `orders`' order) its matched pieces of fills, and the pieces left over."""
-    pieces: list[list[_Piece]] = [[] for _ in orders]
-    left = [float(f["quantity"]) for f in fills]
-    fills_by_key: dict[tuple[Any, ...], list[int]] = {}
-    for j, f in enumerate(fills):
-        fills_by_key.setdefault(tuple(f[k] for k in keys), []).append(j)
-    orders_by_key: dict[tuple[Any, ...], list[int]] = {}
-    for i, o in enumerate(orders):
-        orders_by_key.setdefault(tuple(o[k] for k in keys), []).append(i)
-    for key, order_ids in orders_by_key.items():
-        candidates = fills_by_key.get(key, [])
-        times = [orders[i]["ts"] for i in order_ids]
-        for n, i in enumerate(order_ids):
-            start, size = times[n], float(orders[i]["size"])
-            # The window closes at the next later order of the same key: fills from then on are its.
-            end = next((t for t in times[n + 1 :] if t > start), None)
-            need = size
-            for j in candidates:
-                ts = fills[j]["ts"]
-                if (end is not None and ts >= end) or (tolerance is not None and ts > start + tolerance):
-                    break
-                if ts < start or left[j] <= 0:
-                    continue
-                take = min(left[j], need)
-                pieces[i].append(_Piece(fills[j], take))
-                left[j] -= take
-                need -= take
-                if left[j] <= _EPS * float(fills[j]["quantity"]):
-                    left[j] = 0.0
-                if need <= _EPS * size:
-                    break
-    extra = [_Piece(f, left[j]) for j, f in enumerate(fills) if left[j] > 0]
-    return pieces, extra
+def _order_log(orders: pl.DataFrame | None) -> list[dict[str, Any]]:
+    if orders is None:
+        return []
+    _require(orders, ORDER_LOG_SCHEMA.names(), "order log")
+    frame = _utc_column(orders, "ts").select(pl.col(name).cast(dtype) for name, dtype in ORDER_LOG_SCHEMA.items())
+    return frame.to_dicts()
+
+
+def _executions(fills: list[dict[str, Any]]) -> list[_Execution]:
+    """Fills grouped by client order id (a fill without one is its own order), in first-fill order."""
+    by_key: dict[str, _Execution] = {}
+    for f in fills:
+        key = f["client_order_id"] or f"fill:{f['fill_id']}:{len(by_key)}"
+        by_key.setdefault(key, _Execution(key, [])).fills.append(f)
+    return sorted(by_key.values(), key=lambda e: e.first_ts)
+
+
+def _pair(
+    expected: list[dict[str, Any]], executions: list[_Execution], log: list[dict[str, Any]], keys: tuple[str, ...]
+) -> list[list[_Execution]]:
+    """Per backtest order, the paper orders paired with it (see `drift_report`); each at most once."""
+    by_id = {e.key: e for e in executions}
+    meant = {row["client_order_id"]: row for row in log if row["client_order_id"]}
+    free = [e for e in executions if e.key not in meant]  # orders the log does not place (brackets' exits, no log)
+    used: set[str] = set()
+    out: list[list[_Execution]] = []
+    for order in expected:
+        key = tuple(order[k] for k in keys)
+        mine = [by_id[cid] for cid, row in meant.items() if cid in by_id and row["ts"] == order["ts"] and tuple(row[k] for k in keys) == key]
+        mine += [e for e in free if e.first_ts == order["ts"] and tuple(getattr(e, k) for k in keys) == key]
+        mine = [e for e in mine if e.key not in used]
+        used.update(e.key for e in mine)
+        out.append(mine)
+    return out
+
+
+def _log_for(order: dict[str, Any], execs: list[_Execution], log: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The log rows of the paired orders, or of what was held, blocked or rejected for the order's bar."""
+    ids = {e.key for e in execs}
+    if ids:
+        return [row for row in log if row["client_order_id"] in ids]
+    return [row for row in log if row["ts"] == order["ts"] and all(row[k] == order[k] for k in keys)]
 
 
 def _default_marks(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> dict[str, float]:
@@ -493,18 +552,35 @@ def _default_marks(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) ->
     return mark
 
 
-def _order_row(order: dict[str, Any], pieces: list[_Piece], mark: float) -> dict[str, Any]:
-    sign, size, price = _sign(order["side"]), float(order["size"]), float(order["price"])
-    filled = sum(p.qty for p in pieces)
-    signed_filled = sum(p.signed for p in pieces)
-    vwap = sum(p.qty * float(p.fill["price"]) for p in pieces) / filled if pieces else None
-    slippage = sum((float(p.fill["price"]) - price) * p.signed for p in pieces)
-    quantity = (sign * size - signed_filled) * (mark - price)
-    return {
+def _order_row(
+    order: dict[str, Any], fills: list[dict[str, Any]], ids: list[str], log: list[dict[str, Any]], mark: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    sign, size, price, ts = _sign(order["side"]), float(order["size"]), float(order["price"]), order["ts"]
+    filled = sum(float(f["quantity"]) for f in fills)
+    signed_filled = sum(_sign(f["side"]) * float(f["quantity"]) for f in fills)
+    vwap = sum(float(f["quantity"]) * float(f["price"]) for f in fills) / filled if fills else None
+    slippage = sum((float(f["price"]) - price) * _sign(f["side"]) * float(f["quantity"]) for f in fills if f["ts"] == ts)
+    late = sum((float(f["price"]) - price) * _sign(f["side"]) * float(f["quantity"]) for f in fills if f["ts"] != ts)
+    unit = mark - price  # the backtest's P&L per share of this order on its side
+    sent = [row for row in log if row["client_order_id"]]
+    ordered = sum(float(row["quantity"]) for row in sent) if sent else filled
+    parts = dict.fromkeys(CAUSES, 0.0)
+    parts["slippage"] = slippage
+    if not fills and not sent:
+        # Nothing was ordered: a limit or breaker held it (the log says so), or paper simply has no such trade.
+        cause = "risk_limits" if any(row["limited"] for row in log) else "missed_trades"
+        parts[cause] = sign * size * unit
+    else:
+        limited = any(row["limited"] for row in sent)
+        rejected = bool(sent) and all(row["status"] == "rejected" for row in sent)
+        parts["risk_limits" if limited else "quantity"] += sign * (size - ordered) * unit
+        parts["rejections" if rejected else "partial_fills"] += (sign * ordered - signed_filled) * unit + late
+    costs = {c: a for c, a in parts.items() if c != "slippage" and abs(a) > _EPS * size * price}  # float dust is no cause
+    row = {
         "symbol": order["symbol"],
         "side": order["side"],
-        "ts": order["ts"],
-        "fill_ts": min((p.fill["ts"] for p in pieces), default=None),
+        "ts": ts,
+        "fill_ts": min((f["ts"] for f in fills), default=None),
         "expected_qty": size,
         "filled_qty": filled,
         "expected_price": price,
@@ -512,29 +588,36 @@ def _order_row(order: dict[str, Any], pieces: list[_Piece], mark: float) -> dict
         "price_diff_bps": None if vwap is None else sign * (vwap - price) / price * 1e4,
         "qty_diff": filled - size,
         "fees": float(order["fees"]),
-        "commission": sum(p.commission for p in pieces),
+        "commission": sum(float(f["commission"]) for f in fills),
         "slippage_cost": slippage,
-        "quantity_cost": quantity,  # the backtest's P&L on the size not filled
-        "status": "matched" if pieces else "missing",
+        "quantity_cost": sum(costs.values()),
+        "ordered_qty": ordered,
+        "cause": max(costs, key=lambda c: abs(costs[c])) if costs else None,
+        "client_order_ids": ",".join(ids) or None,
+        "status": "matched" if fills else "missing",
     }
+    return row, parts
 
 
-def _extra_row(piece: _Piece, mark: float) -> dict[str, Any]:
-    price = float(piece.fill["price"])
+def _extra_row(key: str, fills: list[dict[str, Any]], mark: float) -> dict[str, Any]:
+    qty = sum(float(f["quantity"]) for f in fills)
     return {
-        "symbol": piece.fill["symbol"],
-        "side": piece.fill["side"],
-        "ts": piece.fill["ts"],
-        "fill_ts": piece.fill["ts"],
+        "symbol": fills[0]["symbol"],
+        "side": fills[0]["side"],
+        "ts": fills[0]["ts"],
+        "fill_ts": fills[0]["ts"],
         "expected_qty": 0.0,
-        "filled_qty": piece.qty,
+        "filled_qty": qty,
         "expected_price": None,
-        "fill_price": price,
+        "fill_price": sum(float(f["quantity"]) * float(f["price"]) for f in fills) / qty,
         "price_diff_bps": None,
-        "qty_diff": piece.qty,
+        "qty_diff": qty,
         "fees": 0.0,
-        "commission": piece.commission,
+        "commission": sum(float(f["commission"]) for f in fills),
         "slippage_cost": 0.0,
-        "quantity_cost": -piece.signed * (mark - price),
+        "quantity_cost": -sum(_sign(f["side"]) * float(f["quantity"]) * (mark - float(f["price"])) for f in fills),
+        "ordered_qty": qty,
+        "cause": "extra_trades",
+        "client_order_ids": None if key.startswith("fill:") else key,
         "status": "extra",
     }

@@ -171,7 +171,9 @@ class Executor:
                 self.intervene("blocked", why, as_of=d.decided_at, symbol=d.symbol, client_order_id=cid)
                 continue
             levels = {"stop": d.stop, "target1": d.target1, "target2": d.target2} if d.side == Side.BUY else {}
-            request = OrderRequest(client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, **levels)
+            request = OrderRequest(
+                client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size, **levels
+            )
             states.extend(self._send(request, d.decided_at))
         return states
 

@@ -76,6 +76,7 @@ class Decision(Frozen):
     verdict: Verdict
     side: Side | None = None
     quantity: float = Field(default=0.0, ge=0)
+    size: float | None = Field(default=None, gt=0, le=1)  # an uncut entry: the strategy's share of equity (OrderRequest.size)
     entry: float | None = None
     stop: float | None = None
     target1: float | None = None

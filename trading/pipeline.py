@@ -190,7 +190,7 @@ class DecisionPipeline:
                 hold(ctx, "validation: " + "; ".join(validation.issues))
                 continue
             decisions[ctx.symbol] = _decision(
-                run_id, ctx, Verdict.EXECUTE, proposal=proposal, quantity=soft.quantity, rationale=proposal.rationale
+                run_id, ctx, Verdict.EXECUTE, proposal=proposal, quantity=soft.quantity, rationale=proposal.rationale, size=_uncut_size(ctx, proposal, soft.quantity)
             )
         ordered = [decisions[s] for s in sorted(decisions)]
         for d in ordered:
@@ -227,6 +227,15 @@ class DecisionPipeline:
         with ThreadPoolExecutor(max_workers=min(self.config.max_in_flight, len(items))) as pool:
             results = list(pool.map(guarded, items))
         return {symbol: value for symbol, value in results if value is not None}
+
+
+def _uncut_size(ctx: SymbolContext, proposal: TradeProposal, quantity: float) -> float | None:
+    """The strategy's size for an entry that no limit or review cut: the broker may size it at the
+    fill by the backtest's rule (OrderRequest.size); a cut entry keeps its fixed quantity."""
+    size = ctx.signal.get("size")
+    if reduces_position(proposal, ctx.position) or proposal.quantity is None or quantity < proposal.quantity:
+        return None
+    return float(size) if size is not None and math.isfinite(size) and 0 < size <= 1 else None
 
 
 class _Stop:
@@ -279,6 +288,7 @@ def _decision(
     proposal: TradeProposal | None = None,
     quantity: float = 0.0,
     rationale: str = "",
+    size: float | None = None,
 ) -> Decision:
     levels: dict[str, Any] = {}
     side = None
@@ -286,7 +296,7 @@ def _decision(
         side = Side.BUY if proposal.action == Action.BUY else Side.SELL
         levels = {"entry": proposal.entry, "stop": proposal.stop, "target1": proposal.target1, "target2": proposal.target2}
     return Decision(
-        run_id=run_id, strategy=ctx.strategy, symbol=ctx.symbol, decided_at=ctx.as_of, verdict=verdict, side=side, quantity=quantity, rationale=rationale, **levels
+        run_id=run_id, strategy=ctx.strategy, symbol=ctx.symbol, decided_at=ctx.as_of, verdict=verdict, side=side, quantity=quantity, size=size, rationale=rationale, **levels
     )
 
 

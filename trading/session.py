@@ -5,6 +5,14 @@ ledger; the breakers are checked; the decision pipeline decides on bars up to t;
 one order per EXECUTE decision. The same strategy functions, pipeline, limits, executor and ledger
 as paper trading on Alpaca, with a broker that fills from the lake, so the session can be compared
 with the backtest of the same strategy over the same bars (see `trading.analytics.drift_report`).
+
+Paper = backtest: `backtest_config(sim, ...)` is the backtest with the session's costs and fills. An
+entry no limit cut is sent with the strategy's size and the simulated broker sizes it at the fill
+by the backtest's rule (`strategies.entries`), so when no limit binds the session makes the
+backtest's orders, fills and equity. What the limits do is in the order log (`SessionReport.order_log`,
+`trading.analytics.ORDER_LOG_SCHEMA`): what each signal was meant to fill, held, cut or blocked, so
+the drift report can put each shortfall down to its cause. The breakers (daily loss, drawdown) are
+the pipeline's `limits`, one knob for both.
 """
 
 from __future__ import annotations
@@ -18,14 +26,19 @@ from typing import Any
 
 import polars as pl
 
+from backtests.engine import BacktestConfig
 from strategies.base import Strategy
+from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
+from trading.brokers.base import client_order_id
 from trading.brokers.simulated import SimConfig, SimulatedBroker
-from trading.context import build_contexts
+from trading.context import SymbolContext, build_contexts
 from trading.events import EventType, MemorySink
 from trading.execution import Executor
 from trading.ledger import Ledger
-from trading.models import Mode, PortfolioSnapshot
+from trading.models import Decision, Mode, PortfolioSnapshot, Side, Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
+
+LIMITING = ("hard limits", "risk review")  # HOLD rationales of the limits (pipeline.DecisionPipeline.run)
 
 
 @dataclass
@@ -37,6 +50,22 @@ class SessionReport:
     fills: int
     broker: SimulatedBroker
     equity: pl.DataFrame  # ts, cash, equity
+    order_log: pl.DataFrame  # what each signal acted on became: trading.analytics.ORDER_LOG_SCHEMA
+
+
+def backtest_config(sim: SimConfig, init_cash: float, timeframe: str = "1d") -> BacktestConfig:
+    """The backtest with the simulated broker's costs and fill model (next open, the same share
+    rounding and sides): one vocabulary, so a session and its backtest cannot be configured apart."""
+    return BacktestConfig(
+        init_cash=init_cash,
+        fill="next_open",
+        fees_bps=sim.commission_bps,
+        fee_per_share=sim.commission_per_share,
+        slippage_bps=sim.slippage_bps,
+        fractional=sim.fractional,
+        allow_short=sim.allow_short,
+        timeframe=timeframe,
+    )
 
 
 def run_simulated_session(
@@ -56,7 +85,10 @@ def run_simulated_session(
     run_id = run_id or uuid.uuid4().hex
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
     executor = Executor(broker, ledger, mode=Mode.SIMULATION, run_id=run_id)
-    executor.safety = executor.safety.model_copy(update={"flatten_at_end": False})
+    limits = pipeline.limits  # the breakers are the limits': one knob
+    executor.safety = executor.safety.model_copy(
+        update={"flatten_at_end": False, "daily_loss_limit_pct": limits.daily_loss_limit_pct, "max_drawdown_pct": limits.max_drawdown_pct}
+    )
     executor.ensure_funded()
     decider = DecisionPipeline(pipeline)
     ordered = bars.sort("ts", "symbol")
@@ -65,6 +97,7 @@ def run_simulated_session(
     peak = initial_cash
     decisions = orders = 0
     curve: list[tuple[datetime, float, float]] = []
+    log: list[dict[str, Any]] = []
     by_ts = {key[0]: frame for key, frame in ordered.partition_by("ts", as_dict=True).items()}
     for index, ts in enumerate(stamps):
         now = by_ts[ts]
@@ -93,8 +126,41 @@ def run_simulated_session(
         ledger.append_many(e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in {d.symbol for d in result.executed()})
         decisions += len(result.decisions)
         orders += len(executor.execute(result.decisions, broker.positions()))
+        if index + 1 < len(stamps):
+            log += _intents(result.decisions, {c.symbol: c for c in contexts}, broker, executor, stamps[index + 1])
     equity = pl.DataFrame(curve, schema={"ts": ordered.schema["ts"], "cash": pl.Float64, "equity": pl.Float64}, orient="row")
-    return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity)
+    return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity, _order_log(log, broker))
+
+
+def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], broker: SimulatedBroker, executor: Executor, fill_ts: datetime) -> list[dict[str, Any]]:
+    """One order-log row per signal acted on at this bar: the order sent, or why none was."""
+    rows = []
+    for d in decisions:
+        ctx = contexts.get(d.symbol)
+        if ctx is None or ctx.wants is None:
+            continue
+        side = Side.BUY if ctx.wants == "BUY" else Side.SELL
+        row: dict[str, Any] = {"client_order_id": None, "symbol": d.symbol, "side": side.value, "ts": fill_ts, "quantity": 0.0}
+        if d.verdict == Verdict.EXECUTE:
+            cid = client_order_id(d.strategy, d.symbol, d.decided_at, side)
+            reducing = (side == Side.SELL and ctx.position > 0) or (side == Side.BUY and ctx.position < 0)
+            if broker.get_order(cid) is None:  # not sent: the executor blocked it (a halt)
+                row |= {"status": "blocked", "limited": True, "reason": executor.halted() or "blocked by the executor"}
+            else:  # quantity and status are read when the session ends
+                row |= {"client_order_id": cid, "status": "", "limited": not reducing and d.size is None, "reason": d.rationale}
+        else:
+            row |= {"status": "held", "limited": d.rationale.startswith(LIMITING), "reason": d.rationale}
+        rows.append(row)
+    return rows
+
+
+def _order_log(rows: list[dict[str, Any]], broker: SimulatedBroker) -> pl.DataFrame:
+    for row in rows:
+        state = broker.get_order(row["client_order_id"]) if row["client_order_id"] else None
+        if state is not None:
+            row |= {"quantity": state.quantity, "status": state.status.value, "reason": state.reason or row["reason"]}
+    frame = pl.DataFrame(rows, schema={**ORDER_LOG_SCHEMA, "ts": pl.Datetime("us", "UTC")}, orient="row") if rows else pl.DataFrame(schema=ORDER_LOG_SCHEMA)
+    return frame.with_columns(pl.col("ts").cast(UTC_TS))
 
 
 def session_bars(lake_root: Path, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:

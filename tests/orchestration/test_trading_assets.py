@@ -127,6 +127,10 @@ def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(la
     assert meta["fills"].value > 10 and meta["orders"].value > 5  # type: ignore[operator]
     assert "data:image/png;base64," in meta["equity_vs_backtest"].value  # type: ignore[operator]
     assert "slippage" in meta["drift"].value and "commission" in meta["drift"].value  # type: ignore[operator]
+    # The backtest pays the session's costs; what is left is the default limits (20 % a position) cutting its all-in entries.
+    drift = str(meta["drift"].value)
+    assert "| risk limits |" in drift and "| slippage | 0.00 |" in drift and "| commission |" in drift
+    assert "Monday" in str(meta["by_weekday"].value) or "Tuesday" in str(meta["by_weekday"].value)
     from trading.ledger import replay_portfolio
 
     with Ledger(url) as ledger:

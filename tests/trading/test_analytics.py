@@ -165,7 +165,10 @@ def test_breakdown_uses_new_york_time() -> None:
     late = Fill(fill_id="late", client_order_id="late", symbol="BBB", side=Side.SELL, quantity=10, price=45, ts=datetime(2024, 1, 9, 3, 0, tzinfo=UTC))
     trips = round_trips(fills_frame([*fills, late]))  # Tuesday 03:00 UTC = Monday 22:00 New York
     by_day = breakdown(trips, "weekday")
-    assert by_day.rows() == [(1, 2, 0.5, pytest.approx(50.0), pytest.approx((10 - 10) / 2))]
+    assert by_day.rows() == [("Monday", 2, 0.5, pytest.approx(50.0), pytest.approx((10 - 10) / 2))]
+    tuesday = _fill("AAA", "buy", 10, 100, 1), _fill("AAA", "sell", 10, 90, 8)  # exits on Tuesday, then on Monday
+    days = breakdown(round_trips(fills_frame([*fills, late, *tuesday])), "weekday")
+    assert days["weekday"].to_list() == ["Monday", "Tuesday"]  # named, in week order
     assert breakdown(trips, "hour").select("hour", "trades", "pnl").rows() == [(9, 1, 100.0), (22, 1, -50.0)]
     by_symbol = breakdown(trips, "symbol")
     assert by_symbol.select("symbol", "win_rate", "mean_return_pct").rows() == [("AAA", 1.0, 10.0), ("BBB", 0.0, -10.0)]
@@ -219,7 +222,7 @@ DRIFT_CASES: dict[str, tuple[pl.DataFrame, pl.DataFrame, dict[str, float], dict[
         _paper([*_PARTIAL[:1], (1, "AAA", "buy", 40, 50.2), *_PARTIAL[2:3], (7, "AAA", "sell", 40, 56.0), (8, "DDD", "sell", 3, 9.0)], commission=0.5, worse_bps=3),
         _orders(_BACKTEST, fees=0.1),
         {},
-        {"matched": 2, "missing": 2, "extra": 1},  # the day-7 sell completes the day-5 order
+        {"matched": 2, "missing": 2, "extra": 2},  # the day-7 sell is an order of its own, not the day-5 order's
     ),
 }
 
@@ -261,19 +264,27 @@ def test_drift_rows_for_worse_fills_and_a_missing_trade() -> None:
     assert report.summary["missed_trades"] == pytest.approx(500)
 
 
-def test_drift_splits_an_overshooting_fill_and_matches_later_partial_fills() -> None:
+def test_drift_pairs_each_order_with_its_own_fills_only() -> None:
+    """A later fill of another order on the same symbol is never taken as this order's (the GOOGL buy
+    "matched" at 1,034 bps); an order's own partial fills on later bars are, as partial-fill cost."""
     orders = _orders([(1, "AAA", "buy", 100, 50.0), (4, "AAA", "sell", 100, 52.0)])
-    paper = _paper([(1, "AAA", "buy", 70, 50.0), (2, "AAA", "buy", 50, 50.0), (4, "AAA", "sell", 120, 52.0)])
-    report = drift_report(paper, orders)
-    assert report.rows.select("side", "filled_qty", "status").rows() == [
-        ("buy", 100, "matched"),  # 70 at its bar, 30 of the next bar's 50
-        ("buy", 20, "extra"),
-        ("sell", 100, "matched"),
-        ("sell", 20, "extra"),
-    ]
-    assert report.summary["extra_trades"] == pytest.approx(-20 * 2) and report.summary["quantity"] == 0
-    late = drift_report(paper, orders, tolerance=timedelta(hours=1))
-    assert late.rows.filter(pl.col("side") == "buy").select("filled_qty", "status").rows() == [(70, "matched"), (50, "extra")]
+    other = _paper([(1, "AAA", "buy", 70, 50.0), (2, "AAA", "buy", 50, 60.0), (4, "AAA", "sell", 120, 52.0)])
+    report = drift_report(other, orders)
+    assert report.rows.select("side", "filled_qty", "status").rows() == [("buy", 70, "matched"), ("buy", 50, "extra"), ("sell", 120, "matched")]
+    assert report.rows.filter(pl.col("status") == "matched")["price_diff_bps"].to_list() == [0.0, 0.0]
+    own = fills_frame(
+        [
+            Fill(fill_id="a", client_order_id="o1", symbol="AAA", side=Side.BUY, quantity=70, price=50.0, ts=T0 + timedelta(days=1)),
+            Fill(fill_id="b", client_order_id="o1", symbol="AAA", side=Side.BUY, quantity=30, price=51.0, ts=T0 + timedelta(days=2)),
+            Fill(fill_id="c", client_order_id="o2", symbol="AAA", side=Side.SELL, quantity=100, price=52.0, ts=T0 + timedelta(days=4)),
+        ]
+    )
+    report = drift_report(own, orders)
+    assert report.rows.select("filled_qty", "status", "client_order_ids").rows() == [(100, "matched", "o1"), (100, "matched", "o2")]
+    s = report.summary
+    assert s["slippage"] == 0 and s["partial_fills"] == pytest.approx(30 * 1.0) and s["residual"] == pytest.approx(0, abs=1e-9)
+    late = drift_report(own, orders, tolerance=timedelta(hours=1))
+    assert late.rows.select("filled_qty", "status").rows() == [(70, "matched"), (30, "extra"), (100, "matched")]
     assert sum(late.summary[c] for c in CAUSES) == pytest.approx(late.summary["shortfall"])
 
 

@@ -36,7 +36,7 @@ def test_orders_fill_at_the_next_bar_open_with_costs() -> None:
     broker.submit(_order("a"))
     assert broker.positions() == {}  # nothing fills on the bar the decision was made
     [fill] = broker.on_bar({"AAA": _bar(1, 102, 103, 101, 102)})
-    assert (fill.ts, fill.price, fill.quantity, fill.commission) == (T0 + timedelta(days=1), pytest.approx(102 * 1.001), 10, pytest.approx(0.1))
+    assert (fill.ts, fill.price, fill.quantity, fill.commission) == (T0 + timedelta(days=1), pytest.approx(102 * 1.001), 10, pytest.approx(0.1 * 1.001))  # per share as the backtest charges it: of the unslipped price
     assert broker.cash == pytest.approx(10_000 - 10 * 102 * 1.001 - 0.1)
     assert broker.get_order("a").status == OrderStatus.FILLED  # type: ignore[union-attr]
 

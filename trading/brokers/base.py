@@ -55,6 +55,9 @@ class OrderRequest(Frozen):
     target1: float | None = Field(default=None, gt=0)
     target2: float | None = Field(default=None, gt=0)
     reduce_only: bool = False  # exits: allowed through a halt
+    # An entry sized at the fill by `strategies.entries` (the backtest's rule): `size` of the equity
+    # then. A broker that can size at the fill (the simulated one) trades that; others trade `quantity`.
+    size: float | None = Field(default=None, gt=0, le=1)
 
 
 class OrderState(Frozen):

@@ -7,12 +7,22 @@ Brackets follow `strategies.brackets`, the rule the backtest engine compiles: fr
 entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2; a short entry's
 bracket (with `allow_short`) is the mirror image, its exits buys that cash must cover.
 
-Entries follow `strategies.entries`, the rule the backtest compiles: the part of an order that opens
-a position (from flat, or beyond the opposite position it closes first) or adds to a short is cut to
-what the equity after that closing part pays for, commission included: at most
-floor(available / (fill price x (1 + commission_bps) + commission_per_share)) shares on the order's
-side in all (unfloored when fractional). The equity values positions at the bar's open. A buy is in
-any case capped by the cash there is.
+Entries follow `strategies.entries`, the rule the backtest compiles. An entry that carries a `size`
+(`OrderRequest.size`: the decision's limits did not cut it) is sized at its fill exactly as the
+backtest sizes it: side x floor(available x size / (fill price x (1 + fee))) shares in all, available
+being the equity after closing an opposite position (its fee and slippage paid). Any other order's
+part that opens a position or adds to a short is cut to that with size 1. The equity values
+positions at the bar's open, once before the bar's orders, as the backtest does. A buy is in any
+case capped by the cash there is. An order cut at its fill (by the rule or the cash) does not carry
+its remainder to later bars: the remainder is canceled, with the reason. A random partial fill's
+remainder stays open and fills on later bars.
+
+Costs are the backtest's (`trading.session.backtest_config` maps a `SimConfig` to its `BacktestConfig`): slippage in
+bps against the trade; commission = traded value x fee, where fee = commission_bps + the per-share
+commission as a fraction of the order's unslipped price (the bar's open, or a bracket's level), the
+engine's own conversion. With slippage the per-share part is thus off a true per-share charge by
+the slippage fraction (2 bps of half a cent a share), and equal to the backtest's to the cent.
+Within a bar, sells go first, then buys by value (ties by symbol), as the backtest orders them.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ class SimulatedBroker:
     _marks: dict[str, float] = field(default_factory=dict)
     _orders: dict[str, _Order] = field(default_factory=dict)
     _brackets: dict[str, _Bracket] = field(default_factory=dict)
+    _bar_equity: float = 0.0  # the equity at the bar's open, before its orders: what entries are sized on
     fills: list[Fill] = field(default_factory=list)
 
     # -- the Broker interface
@@ -176,21 +187,16 @@ class SimulatedBroker:
         ts = max(b["ts"] for b in bars.values())
         for symbol in bars:
             self._marks[symbol] = float(bars[symbol]["open"])  # the equity an entry may use is valued at the open
+        self._bar_equity = self.account().equity
         new: list[Fill] = []
-        filled_now: set[str] = set()
-        # Sells first: cash they free pays for the bar's buys, as in the backtest.
-        for order in sorted(self._open(), key=lambda o: o.request.side != Side.SELL):
-            bar = bars.get(order.request.symbol)
-            if bar is not None:
-                fill = self._fill_order(order, bar)
-                if fill is not None:
-                    new.append(fill)
-                    filled_now.add(order.request.symbol)
-        for symbol, bracket in list(self._brackets.items()):
-            bar = bars.get(symbol)
-            if bar is None or symbol in filled_now or bar["ts"] <= bracket.armed_after:
-                continue
-            fill = self._bracket_bar(symbol, bracket, bar)
+        orders = [o for o in self._open() if o.request.symbol in bars]
+        busy = {o.request.symbol for o in orders}  # a bar with an order on the symbol has no bracket exit (the open settles it)
+        armed = [(sym, b) for sym, b in self._brackets.items() if sym in bars and sym not in busy and bars[sym]["ts"] > b.armed_after]
+        # Sells first, so the cash they free pays for the bar's buys; then buys by value, ties by symbol: the backtest's order.
+        work: list[tuple[float, str, _Order | _Bracket]] = [(self._order_value(o), o.request.symbol, o) for o in orders]
+        work += [(-b.side * abs(self._positions.get(sym, 0.0)) * self._marks[sym], sym, b) for sym, b in armed]
+        for _value, symbol, item in sorted(work, key=lambda w: (w[0], w[1])):
+            fill = self._fill_order(item, bars[symbol]) if isinstance(item, _Order) else self._bracket_bar(symbol, item, bars[symbol])
             if fill is not None:
                 new.append(fill)
         for symbol, bar in bars.items():
@@ -202,41 +208,70 @@ class SimulatedBroker:
     def _open(self) -> list[_Order]:
         return [o for o in self._orders.values() if o.state.status.is_open]
 
+    def _order_value(self, order: _Order) -> float:
+        """Signed value of what `order` would trade at the mark (sells negative): the sort key."""
+        req, mark = order.request, self._marks.get(order.request.symbol, 0.0)
+        if req.size is not None and order.state.filled_quantity == 0:
+            sign = 1 if req.side == Side.BUY else -1
+            return sign * req.size * self._bar_equity - self._positions.get(req.symbol, 0.0) * mark
+        qty = order.state.quantity - order.state.filled_quantity
+        return (qty if req.side == Side.BUY else -qty) * mark
+
+    def _fee(self, price: float) -> float:
+        """Commission as a fraction of the traded value at `price`, the order's unslipped price."""
+        return self.config.commission_bps / 1e4 + self.config.commission_per_share / price
+
     def _fill_order(self, order: _Order, bar: dict[str, Any]) -> Fill | None:
         req, state = order.request, order.state
-        remaining = req.quantity - state.filled_quantity
         if req.type == OrderType.LIMIT and req.limit_price is not None:
             reachable = bar["low"] <= req.limit_price if req.side == Side.BUY else bar["high"] >= req.limit_price
             if not reachable:
                 return None
+        held = self._positions.get(req.symbol, 0.0)
+        open_ = float(bar["open"])
+        fee = self._fee(open_)
+        price = self._slipped(open_, req.side)
+        if req.size is not None and state.filled_quantity == 0:
+            sized = self._sized_entry(req.side, req.size, held, price, open_, fee)
+            if req.side == Side.BUY:  # the rule's own cap: a buy never takes more than the cash there is
+                sized = min(sized, self._whole(self._affordable(price, fee)))
+            if sized <= 0:
+                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "the entry sizes to 0 shares at the fill"})
+                return None
+            state = order.state = state.model_copy(update={"quantity": sized})
+        remaining = state.quantity - state.filled_quantity
         qty = remaining
         if order.rng.random() < self.config.partial_fill_prob:
             qty = remaining * (self.config.partial_fill_min + (1 - self.config.partial_fill_min) * order.rng.random())
             if not self.config.fractional:
                 qty = min(remaining, max(1.0, math.floor(qty)))  # a partial fill is at least one share
-        held = self._positions.get(req.symbol, 0.0)
+        wanted = qty
         if req.reduce_only:
             qty = min(qty, abs(held)) if (held > 0) == (req.side == Side.SELL) else 0.0
-        price = self._slipped(float(bar["open"]), req.side)
         if req.type == OrderType.LIMIT and req.limit_price is not None:
             price = min(price, req.limit_price) if req.side == Side.BUY else max(price, req.limit_price)
         if req.side == Side.BUY:
-            qty = min(qty, self._affordable(price))
+            qty = min(qty, self._affordable(price, fee))
         elif not self.config.allow_short:
             qty = min(qty, max(held, 0.0))  # no naked shorts without a margin account
-        qty = self._entry_cap(req.symbol, req.side, qty, held, price, float(bar["open"]))
-        qty = qty if self.config.fractional else float(math.floor(qty + 1e-9))
+        if req.size is None:
+            qty = self._entry_cap(req.side, qty, held, price, open_, fee)
+        qty = self._whole(qty)
         if qty <= 0:
             why = "insufficient cash" if req.side == Side.BUY else "insufficient equity to short" if self.config.allow_short else "nothing to sell (no shorting)"
             order.state = state.model_copy(update={"status": OrderStatus.REJECTED, "reason": why})
             return None
-        fill = self._book(req.client_order_id, req.symbol, req.side, qty, price, bar["ts"], suffix=str(len(self.fills)))
+        fill = self._book(req.client_order_id, req.symbol, req.side, qty, price, fee, bar["ts"], suffix=str(len(self.fills)))
         done = state.filled_quantity + qty
         avg = ((state.avg_fill_price or 0.0) * state.filled_quantity + price * qty) / done
-        full = done >= req.quantity - 1e-9
-        order.state = state.model_copy(
-            update={"filled_quantity": done, "avg_fill_price": avg, "status": OrderStatus.FILLED if full else OrderStatus.PARTIALLY_FILLED}
-        )
+        update: dict[str, Any] = {"filled_quantity": done, "avg_fill_price": avg}
+        if done >= state.quantity - 1e-9:
+            update["status"] = OrderStatus.FILLED
+        elif qty < wanted - 1e-9:  # cut to what the equity or the cash pays for: no remainder later
+            update |= {"status": OrderStatus.CANCELED, "reason": f"remainder {state.quantity - done:g} canceled: cut at the fill to what the account pays for"}
+        else:
+            update["status"] = OrderStatus.PARTIALLY_FILLED  # a partial fill: the rest fills on later bars
+        order.state = state.model_copy(update=update)
         side = 1 if req.side == Side.BUY else -1
         if (req.stop or req.target1 or req.target2) and held == 0:  # an entry from flat, either side
             self._brackets[req.symbol] = _Bracket(
@@ -259,16 +294,17 @@ class SimulatedBroker:
         qty = half_of(held, self.config.fractional) if action == EXIT_HALF else held if action == EXIT_ALL else 0.0
         side = Side.SELL if b.side > 0 else Side.BUY
         fill_price = self._slipped(price, side)
+        fee = self._fee(price)
         if side == Side.BUY:  # covering a short takes cash, like any buy
-            qty = min(qty, self._affordable(fill_price))
+            qty = min(qty, self._affordable(fill_price, fee))
             qty = qty if self.config.fractional else float(math.floor(qty + 1e-9))
         if qty <= 0:
             return None
         leg = "t1" if action == EXIT_HALF else "exit"
-        return self._book(f"{b.entry_id}-{leg}", symbol, side, qty, fill_price, bar["ts"], suffix=leg)
+        return self._book(f"{b.entry_id}-{leg}", symbol, side, qty, fill_price, fee, bar["ts"], suffix=leg)
 
-    def _book(self, cid: str, symbol: str, side: Side, qty: float, price: float, ts: datetime, suffix: str) -> Fill:
-        commission = qty * price * self.config.commission_bps / 1e4 + qty * self.config.commission_per_share
+    def _book(self, cid: str, symbol: str, side: Side, qty: float, price: float, fee: float, ts: datetime, suffix: str) -> Fill:
+        commission = qty * price * fee
         fill = Fill(
             fill_id=f"{cid}-{suffix}-{ts.isoformat()}",
             client_order_id=cid,
@@ -289,22 +325,29 @@ class SimulatedBroker:
         slip = self.config.slippage_bps / 1e4
         return price * (1 + slip) if side == Side.BUY else price * (1 - slip)
 
-    def _entry_cap(self, symbol: str, side: Side, qty: float, held: float, price: float, open_: float) -> float:
-        """`qty` cut so that its entry part follows `strategies.entries` (module docstring); an order
-        that only closes, or a buy adding to a long (capped by the cash), is left as it is."""
+    def _sized_entry(self, side: Side, size: float, held: float, price: float, open_: float, fee: float) -> float:
+        """Shares an entry of `size` trades at the fill: to side x `entry_shares` of the bar's equity
+        after closing an opposite position (the backtest's `entry_amount_nb`)."""
+        sign = 1 if side == Side.BUY else -1
+        available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
+        return sign * (sign * entry_shares(available, size, price, fee, 0.0, not self.config.fractional) - held)
+
+    def _entry_cap(self, side: Side, qty: float, held: float, price: float, open_: float, fee: float) -> float:
+        """`qty` cut so that its entry part follows `strategies.entries` with size 1 (module
+        docstring); an order that only closes, or a buy adding to a long (capped by the cash), is left as it is."""
         sign = 1 if side == Side.BUY else -1
         closing = min(qty, max(-sign * held, 0.0))  # shares that close a position held against the order
         if qty <= closing or (sign > 0 and held > 0):
             return qty
-        bps, per_share = self.config.commission_bps / 1e4, self.config.commission_per_share
-        equity = self.cash + sum(q * self._marks.get(s, 0.0) for s, q in self._positions.items())
-        available = after_closing(equity, held, sign, price, open_, bps, per_share)
-        most = entry_shares(available, 1.0, price, bps, per_share, not self.config.fractional)
+        available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
+        most = entry_shares(available, 1.0, price, fee, 0.0, not self.config.fractional)
         return min(qty, closing + max(most - max(sign * held, 0.0), 0.0))
 
-    def _affordable(self, price: float) -> float:
-        per_share = price * (1 + self.config.commission_bps / 1e4) + self.config.commission_per_share
-        return max(self.cash, 0.0) / per_share
+    def _whole(self, qty: float) -> float:
+        return qty if self.config.fractional else float(math.floor(qty + 1e-9))
+
+    def _affordable(self, price: float, fee: float) -> float:
+        return max(self.cash, 0.0) / (1 + fee) / price  # vectorbt's own cap on a buy
 
 
 def _rng_state(rng: random.Random) -> list[Any]:
