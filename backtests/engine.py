@@ -83,10 +83,17 @@ def to_market(signals: pl.DataFrame) -> Market:
         missing = ts.filter(~ts.is_in(have.implode()))
         raise BacktestError(f"{sym} has {short['len'][0]} bars but the others have {ts.len()}; first missing bar {missing[0] if missing.len() else '?'}")
 
+    if signals.select(pl.struct("ts", "symbol").is_duplicated().any()).item():
+        dup = signals.filter(pl.struct("ts", "symbol").is_duplicated()).row(0, named=True)
+        raise BacktestError(f"{dup['symbol']} has two bars at {dup['ts']}")
+    # Every symbol has every bar once: sorted by (ts, symbol) the long frame is the wide one, row-major.
+    ordered = signals.sort("ts", "symbol")
+    shape = (ts.len(), len(symbols))
+
     def wide(column: str) -> np.ndarray:
         if column not in signals.columns:  # levels are optional for callers that build signals by hand
-            return np.full((ts.len(), len(symbols)), np.nan)
-        return signals.pivot(on="symbol", index="ts", values=column, sort_columns=True).sort("ts").select(symbols).to_numpy()
+            return np.full(shape, np.nan)
+        return ordered[column].to_numpy().reshape(shape)
 
     columns = ("entry_long", "exit_long", "entry_short", "exit_short", "size", "stop", "target1", "target2")
     return Market(ts, symbols, wide("open"), wide("high"), wide("low"), wide("close"), {c: wide(c) for c in columns})

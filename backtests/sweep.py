@@ -138,7 +138,12 @@ def _ma_cross_sweep(
 ) -> pl.DataFrame | None:
     """The fused route; None when the strategy's own frame breaks its declaration (levels set)."""
     windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.fast, shape.slow)})
-    means = np.ascontiguousarray(bars.select(shape.average(w).alias(str(w)) for w in windows).to_numpy(), dtype=np.float64).T
+    # Computed together (the kernels release the GIL, polars runs them side by side), copied row by row:
+    # a (window x bar) array straight from the columns, no transposed copy of the whole table.
+    frame = bars.select(shape.average(w).alias(str(w)) for w in windows)
+    means = np.empty((len(windows), bars.height))
+    for i, w in enumerate(windows):
+        means[i] = frame[str(w)].to_numpy()
     row = {w: i for i, w in enumerate(windows)}
     # One size column per distinct setting of everything but the windows, from the strategy itself.
     keys = [tuple(sorted(p.model_dump(exclude={shape.fast, shape.slow}).items())) for p in grid]
@@ -157,7 +162,7 @@ def _ma_cross_sweep(
     final, max_dd, orders = _kernel(ma_cross_sweep_nb)(
         np.ascontiguousarray((market.open if config.fill == "next_open" else market.close)[:, 0]),
         np.ascontiguousarray(market.close[:, 0]),
-        np.ascontiguousarray(means),
+        means,
         np.array([row[int(getattr(p, shape.fast))] for p in grid], dtype=np.int64),
         np.array([row[int(getattr(p, shape.slow))] for p in grid], dtype=np.int64),
         np.ascontiguousarray(np.vstack(columns)),

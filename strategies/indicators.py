@@ -22,7 +22,7 @@ from numba import njit
 _BLOCK = 256  # outputs per block: the block's accumulators stay in L1 while the window is added in
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def window_sums_nb(x: np.ndarray, window: int) -> np.ndarray:
     """out[t] = x[t-window+1] + x[t-window+2] + ... + x[t], added in that order; NaN before
     t = window - 1. Blocks of outputs are summed side by side (one add per window and bar, in SIMD
@@ -43,7 +43,7 @@ def window_sums_nb(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def window_stds_nb(x: np.ndarray, window: int, ddof: int) -> np.ndarray:
     """Standard deviation of each window (two passes over the window: its mean, then the squared
     deviations from it, each added from the oldest bar); NaN before t = window - 1."""
