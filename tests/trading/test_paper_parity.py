@@ -39,7 +39,7 @@ def _run(bars: pl.DataFrame, strategy: Strategy[Any], params: Any, sim: SimConfi
     return session, expected, drift_report(fills_frame(session.broker.fills), expected.orders, orders=session.order_log)
 
 
-CASES = {
+CASES: dict[str, tuple[Strategy[Any], dict[str, Any], list[str]]] = {
     "sma_cross, 3 symbols, 30 % each": (SMA_CROSS, {"fast": 5, "slow": 20, "fraction": 0.3}, ["AAPL", "JPM", "MSFT"]),
     "sma_cross, 1 symbol, all in": (SMA_CROSS, {"fast": 5, "slow": 20}, ["AAPL"]),
     "donchian_breakout (brackets), 1 symbol, all in": (DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8}, ["AAPL"]),
@@ -66,10 +66,10 @@ def test_the_session_is_the_backtest_order_for_order_when_no_limit_binds(case: s
         assert session.fills > 2 * session.orders * 0.5 and (paper["quantity"] != paper["quantity"].shift(1)).any()
 
 
-FAULTS = {
-    "partial fills": SimConfig(slippage_bps=2.0, commission_per_share=0.005, partial_fill_prob=0.4),
-    "rejections": SimConfig(slippage_bps=2.0, commission_per_share=0.005, reject_prob=0.3),
-    "extra slippage": SimConfig(slippage_bps=2.0, commission_per_share=0.005),
+FAULTS = {  # the paper broker's config; the backtest is always the configured COSTS'
+    "partial fills": COSTS.model_copy(update={"partial_fill_prob": 0.4}),
+    "rejections": COSTS.model_copy(update={"reject_prob": 0.3}),
+    "extra slippage": COSTS.model_copy(update={"slippage_bps": 10.0}),  # paper pays 8 bps more than expected
 }
 
 
@@ -80,13 +80,7 @@ def test_with_faults_each_unit_of_shortfall_has_its_cause_and_each_row_its_own_o
     sim = FAULTS[fault]
     with Ledger("sqlite:///:memory:") as ledger:
         session = run_simulated_session(bars=bars, ledger=ledger, strategy=SMA_CROSS, params=params, pipeline=PipelineConfig(limits=OPEN), sim=sim)
-    # The backtest of the configured costs; "extra slippage" is paper paying 8 bps more than that.
-    expected = run_backtest(bars, SMA_CROSS, params, backtest_config(sim if fault != "extra slippage" else COSTS, 100_000.0))
-    if fault == "extra slippage":
-        with Ledger("sqlite:///:memory:") as ledger:
-            session = run_simulated_session(
-                bars=bars, ledger=ledger, strategy=SMA_CROSS, params=params, pipeline=PipelineConfig(limits=OPEN), sim=sim.model_copy(update={"slippage_bps": 10.0})
-            )
+    expected = run_backtest(bars, SMA_CROSS, params, backtest_config(COSTS, 100_000.0))
     fills = fills_frame(session.broker.fills)
     drift = drift_report(fills, expected.orders, orders=session.order_log, marks={"AAPL": float(bars["close"][-1])})
     s = drift.summary
