@@ -52,15 +52,23 @@ def pg_schema_url() -> Iterator[str]:
 FROZEN_NOW = os.environ.get("QUANTLAKE_FROZEN_NOW")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _frozen_clock() -> Iterator[None]:
-    if not FROZEN_NOW:
-        yield
-        return
-    import time_machine
+_TRAVEL: list[object] = []
 
-    with time_machine.travel(FROZEN_NOW, tick=True):
-        yield
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection, not in a fixture: modules that read the date at import (the partition
+    # lists) must see the frozen day too.
+    if FROZEN_NOW and not _TRAVEL:
+        import time_machine
+
+        travel = time_machine.travel(FROZEN_NOW, tick=True)
+        travel.start()
+        _TRAVEL.append(travel)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _TRAVEL:
+        _TRAVEL.pop().stop()  # type: ignore[attr-defined]
 
 
 def pytest_report_header() -> str | None:
