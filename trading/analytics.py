@@ -469,10 +469,19 @@ def drift_report(
     rows: list[dict[str, Any]] = []
     parts = dict.fromkeys(CAUSES, 0.0)
     taken: set[str] = set()
+    held: dict[str, float] = {}  # the backtest's position per symbol
+    opened_by: dict[str, str] = {}  # the size cause of the order that opened it: its exit's size follows from it
     for order, execs in zip(expected, paired, strict=True):
         own = [f for e in execs for f in e.fills if tolerance is None or f["ts"] <= order["ts"] + tolerance]
         taken.update(f["fill_id"] for f in own)
-        row, row_parts = _order_row(order, own, [e.key for e in execs], _log_for(order, execs, log, keys), mark[order["symbol"]])
+        symbol, signed = order["symbol"], _sign(order["side"]) * float(order["size"])
+        closing = held.get(symbol, 0.0) * signed < 0
+        row, row_parts = _order_row(
+            order, own, [e.key for e in execs], _log_for(order, execs, log, keys), mark[symbol], opened_by.get(symbol) if closing else None
+        )
+        if not closing:
+            opened_by[symbol] = "risk_limits" if row_parts["risk_limits"] else "quantity"
+        held[symbol] = held.get(symbol, 0.0) + signed
         rows.append(row)
         for cause, amount in row_parts.items():
             parts[cause] += amount
@@ -553,8 +562,10 @@ def _default_marks(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) ->
 
 
 def _order_row(
-    order: dict[str, Any], fills: list[dict[str, Any]], ids: list[str], log: list[dict[str, Any]], mark: float
+    order: dict[str, Any], fills: list[dict[str, Any]], ids: list[str], log: list[dict[str, Any]], mark: float, inherited: str | None = None
 ) -> tuple[dict[str, Any], dict[str, float]]:
+    """The row of one backtest order and its costs by cause; an exit's size difference goes to
+    `inherited`, the cause of its entry's (a capped entry makes a smaller exit)."""
     sign, size, price, ts = _sign(order["side"]), float(order["size"]), float(order["price"]), order["ts"]
     filled = sum(float(f["quantity"]) for f in fills)
     signed_filled = sum(_sign(f["side"]) * float(f["quantity"]) for f in fills)
@@ -573,7 +584,7 @@ def _order_row(
     else:
         limited = any(row["limited"] for row in sent)
         rejected = bool(sent) and all(row["status"] == "rejected" for row in sent)
-        parts["risk_limits" if limited else "quantity"] += sign * (size - ordered) * unit
+        parts["risk_limits" if limited else inherited or "quantity"] += sign * (size - ordered) * unit
         parts["rejections" if rejected else "partial_fills"] += (sign * ordered - signed_filled) * unit + late
     costs = {c: a for c, a in parts.items() if c != "slippage" and abs(a) > _EPS * size * price}  # float dust is no cause
     row = {
