@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent, cached by a stamp).
-.PHONY: setup demo test lint bench ui
+.PHONY: setup demo test lint bench ui mutate
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,11 @@ lint: setup
 
 bench: setup
 	.venv/bin/python benchmarks/run_all.py
+
+# Mutation testing (cosmic-ray; not in CI): `make mutate`, or `make mutate MODULES=backtests/metrics.py`,
+# MUTATE_LIMIT=seconds per module (default 900). Reports in artifacts/mutation/.
+mutate: setup
+	.venv/bin/python scripts/mutate.py $(MODULES)
 
 ui: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c 'mkdir -p "$$DAGSTER_HOME" && touch "$$DAGSTER_HOME/dagster.yaml" && .venv/bin/dagster dev'

@@ -58,6 +58,55 @@ def test_short_bracket_is_the_mirror(phase: int, bar: tuple[float, float, float]
     assert (math.isnan(got[2]) and math.isnan(expected[2])) or got[2] == expected[2]
 
 
+@pytest.mark.parametrize(
+    ("side", "phase", "bar", "expected"),
+    [
+        # A level is touched when the bar's range reaches it: low <= stop, high >= target.
+        (1, FULL, (100, 101, 95), (FLAT, EXIT_ALL, 95.0)),  # low exactly at the stop
+        (1, FULL, (100, 105, 99), (HALF_LEFT, EXIT_HALF, 105.0)),  # high exactly at target 1
+        (1, HALF_LEFT, (101, 102, 100), (FLAT, EXIT_ALL, 100.0)),  # low exactly at breakeven
+        (1, HALF_LEFT, (101, 110, 100.5), (FLAT, EXIT_ALL, 110.0)),  # high exactly at target 2
+        (1, FULL, (95, 96, 94), (FLAT, EXIT_ALL, 95.0)),  # opens exactly at the stop
+        (1, FULL, (105, 106, 104), (HALF_LEFT, EXIT_HALF, 105.0)),  # opens exactly at target 1
+        (1, FULL, (100, 104.99, 95.01), (FULL, NO_EXIT, NAN)),  # a cent inside both
+        (-1, FULL, (100, 105, 99), (FLAT, EXIT_ALL, 105.0)),  # short: high exactly at the stop
+        (-1, FULL, (100, 101, 95), (HALF_LEFT, EXIT_HALF, 95.0)),  # short: low exactly at target 1
+        (-1, HALF_LEFT, (99, 100, 98), (FLAT, EXIT_ALL, 100.0)),  # short: high exactly at breakeven
+        (-1, HALF_LEFT, (99, 99.5, 90), (FLAT, EXIT_ALL, 90.0)),  # short: low exactly at target 2
+        (-1, FULL, (100, 104.99, 95.01), (FULL, NO_EXIT, NAN)),
+    ],
+)
+def test_an_exact_touch_triggers_the_level(side: int, phase: int, bar: tuple[float, float, float], expected: tuple[int, int, float]) -> None:
+    levels = (95.0, 105.0, 110.0) if side > 0 else (105.0, 95.0, 90.0)
+    got = bracket_step(phase, 100.0, *levels, *bar, side=side)
+    assert got[:2] == expected[:2]
+    assert (math.isnan(got[2]) and math.isnan(expected[2])) or got[2] == expected[2]
+
+
+def test_an_exact_touch_of_target2_without_target1_exits_all() -> None:
+    assert bracket_step(FULL, 100.0, 95.0, NAN, 110.0, 100, 110, 99) == (FLAT, EXIT_ALL, 110.0)
+    assert bracket_step(FULL, 100.0, 95.0, NAN, 110.0, 100, 109.99, 99)[:2] == (FULL, NO_EXIT)
+    assert bracket_step(FULL, 100.0, 105.0, NAN, 90.0, 100, 101, 90, side=-1) == (FLAT, EXIT_ALL, 90.0)
+
+
+def test_engine_exact_touches_of_the_levels() -> None:
+    """The compiled rule in the engine: a low exactly at the stop exits, a high exactly at a target fills it."""
+    bars = _bars(
+        [
+            (100, 101, 99, 100),
+            (100, 101, 99, 100),  # bar 1: signal (stop 95, targets 105 / 110)
+            (100, 101, 99, 100),  # bar 2: entry at the open
+            (100, 105, 99, 104),  # bar 3: high exactly 105 -> half out at 105, stop to 100
+            (104, 110, 100.5, 109),  # bar 4: high exactly at target 2 -> the rest at 110
+        ]
+    )
+    result = run_backtest(bars, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000))
+    assert result.orders.select("side", "size", "price").rows() == [("buy", 50.0, 100.0), ("sell", 25.0, 105.0), ("sell", 25.0, 110.0)]
+    stopped = _bars([(100, 101, 99, 100), (100, 101, 99, 100), (100, 101, 99, 100), (100, 101, 95, 97), (97, 98, 96, 97)])
+    result = run_backtest(stopped, SCRIPTED, _Params(), BacktestConfig(init_cash=10_000))
+    assert result.orders.select("side", "size", "price").rows() == [("buy", 50.0, 100.0), ("sell", 50.0, 95.0)]
+
+
 def test_missing_levels() -> None:
     assert bracket_step(FULL, 100.0, NAN, NAN, NAN, 100, 200, 1)[:2] == (FULL, NO_EXIT)
     assert bracket_step(FULL, 100.0, NAN, NAN, 110.0, 100, 111, 99) == (FLAT, EXIT_ALL, 110.0)  # no target 1: all at 2

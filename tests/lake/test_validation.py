@@ -121,3 +121,71 @@ def test_long_runs_estimate_the_return_scale_from_a_sample_within_two_percent() 
     )
     jumps = validate_bars(spike, timeframe="1m", engine="polars").outcome("outlier_jumps")
     assert {row["ts"] for row in jumps.examples} >= {spike["ts"][20_000]}
+
+
+def _one_bar(day_bars: pl.DataFrame, **values: float | datetime) -> pl.DataFrame:
+    """AAPL's day with bar ROW replaced by `values` (the rest of the row as it was)."""
+    aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    return aapl.with_columns(
+        pl.when(pl.int_range(pl.len()) == ROW).then(pl.lit(v)).otherwise(pl.col(c)).alias(c) for c, v in values.items()
+    )
+
+
+# (open, high, low, close): valid exactly at each boundary, invalid just past it.
+OHLC_BOUNDARIES: list[tuple[tuple[float, float, float, float], bool]] = [
+    ((100.0, 102.0, 100.0, 102.0), True),  # low = open = min(open, close), high = close
+    ((102.0, 102.0, 100.0, 100.0), True),  # high = open, low = close
+    ((100.0, 100.0, 100.0, 100.0), True),  # a flat bar
+    ((100.0, 102.0, 101.0, 102.0), False),  # low above min(open, close) but below max(open, close)
+    ((102.0, 102.0, 101.0, 100.0), False),  # the same with a falling bar
+    ((100.0, 101.0, 99.0, 102.0), False),  # high below close but above open
+    ((102.0, 101.0, 99.0, 100.0), False),  # high below open but above close
+    ((0.5, 1.0, 0.01, 0.5), True),  # a penny low is a price
+    ((0.5, 1.0, 0.0, 0.5), False),  # the documented rule: low > 0 (an equity never trades at 0)
+    ((0.5, 1.0, -0.01, 0.5), False),
+]
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+@pytest.mark.parametrize(("ohlc", "valid"), OHLC_BOUNDARIES, ids=[f"{o}-{'ok' if v else 'bad'}" for o, v in OHLC_BOUNDARIES])
+def test_ohlc_boundaries(ohlc: tuple[float, float, float, float], valid: bool, engine: str, day_bars: pl.DataFrame) -> None:
+    """Each of low <= min(open, close), max(open, close) <= high and low > 0 holds at equality and
+    fails one step past it, in polars and in the GX suite (which must agree or validation raises)."""
+    o, h, lo, c = ohlc
+    report = validate_bars(_one_bar(day_bars, open=o, high=h, low=lo, close=c), timeframe="1m", engine=engine)
+    outcome = report.outcome("ohlc_consistent")
+    assert outcome.passed is valid
+    assert outcome.failed_rows == (0 if valid else 1)
+    if not valid:
+        assert report.quarantine["ts"].to_list() == [day_bars.filter(pl.col("symbol") == "AAPL")["ts"][ROW]]
+
+
+def test_ohlc_reasons_name_the_broken_bound(day_bars: pl.DataFrame) -> None:
+    def reason(o: float, h: float, lo: float, c: float) -> str:
+        report = validate_bars(_one_bar(day_bars, open=o, high=h, low=lo, close=c), timeframe="1m", engine="polars")
+        return str(report.quarantine["reason"][0])
+
+    assert reason(100.0, 102.0, 101.0, 102.0) == "low 101.0 > min(open, close) 100.0"
+    assert reason(100.0, 101.0, 99.0, 102.0) == "high 101.0 < max(open, close) 102.0"
+    assert reason(0.5, 1.0, 0.0, 0.5) == "low 0.0 is not positive"
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+@pytest.mark.parametrize(
+    ("day", "minutes_from_open", "inside"),
+    [
+        ("2024-11-27", 0, True),  # the first bar opens at the session open
+        ("2024-11-27", 389, True),  # the last bar opens a minute before the close
+        ("2024-11-27", 390, False),  # a bar stamped at the close would be a bar after it
+        ("2024-11-27", -1, False),
+        ("2024-11-29", 209, True),  # half day: closes 13:00 New York
+        ("2024-11-29", 210, False),
+    ],
+)
+def test_bars_open_before_the_session_closes(day: str, minutes_from_open: int, inside: bool, engine: str, day_bars: pl.DataFrame) -> None:
+    """Bar timestamps are bar opens: in session means open <= ts < close."""
+    open_, close = session_bounds(day)
+    ts = open_ + timedelta(minutes=minutes_from_open)
+    assert (open_ <= ts < close) is inside
+    report = validate_bars(_one_bar(day_bars, ts=ts), timeframe="1m", engine=engine)
+    assert report.outcome("in_session").failed_rows == (0 if inside else 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -89,3 +89,31 @@ def test_bulk_ingest_of_sessions_yet_to_come_is_refused(lake_root: Path, tmp_pat
     args = ["ingest", "--start", soon.isoformat(), "--end", later.isoformat(), "--timeframes", "1m", "--symbols", "AAPL", "--bulk", "--no-progress"]
     assert main(args) == 2
     assert not lake_root.exists()
+
+
+def test_bulk_backfill_with_quarantined_rows_exits_1(lake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README: exit code 1 when rows were quarantined; the clean rows are written all the same.
+    (`quantlake ingest --bulk` returns what bulk_backfill returns; its source is the files source.)"""
+    import polars as pl
+
+    from assets.resources import LakeResource, MarketDataResource
+    from lake.calendar import session_bounds
+    from lake.store import read_bars
+    from orchestration.bulk import bulk_backfill
+
+    day = SyntheticSource().fetch(["AAPL"], "1m", *session_bounds("2024-11-27"))
+    broken = day.with_columns(pl.when(pl.int_range(pl.len()) == 100).then(pl.col("low") - 1.0).otherwise(pl.col("high")).alias("high"))
+    files = tmp_path / "files"
+    files.mkdir()
+    broken.drop("symbol").write_parquet(files / "aapl.parquet")
+    defs = dg.Definitions(
+        resources={"lake": LakeResource(root=str(lake_root)), "market_data": MarketDataResource(source="files", files_glob=str(files / "*.parquet"))}
+    )
+    now = datetime(2024, 12, 2, tzinfo=UTC)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert bulk_backfill(defs, instance, [date(2024, 11, 27)], [], ["AAPL"], progress=False, now=now) == 1
+        out = capsys.readouterr().out
+        assert "1m: 390 rows, 389 written to 1 partitions, 1 quarantined; failing rows by check: {'ohlc_consistent': 1}" in out
+        assert read_bars(lake_root, ["AAPL"], "1m").height == 389
+        day.drop("symbol").write_parquet(files / "aapl.parquet")
+        assert bulk_backfill(defs, instance, [date(2024, 11, 27)], [], ["AAPL"], progress=False, now=now) == 0  # clean
