@@ -133,3 +133,35 @@ def test_exposure_counts_short_positions() -> None:
     assert result.orders.select("side", "size").rows() == [("sell", 100.0), ("buy", 100.0)]
     assert result.metrics["exposure"] == pytest.approx(0.4)
     assert result.metrics["turnover"] == pytest.approx(21_000 / np.mean([10_000.0, 10_000.0, 9_000.0, 9_000.0, 9_000.0]))
+
+
+@pytest.mark.parametrize(("timeframe", "bars"), [("1m", 252 * 390), ("5m", 252 * 78), ("15m", 252 * 26), ("1h", 252 * 7), ("1d", 252), ("1w", 252)])
+def test_periods_per_year(timeframe: str, bars: int) -> None:
+    assert periods_per_year(timeframe) == bars
+
+
+def test_two_returns_and_two_points_by_hand() -> None:
+    m = compute_metrics(np.array([100.0, 110.0, 99.0]))
+    assert m["volatility"] == pytest.approx(math.sqrt(0.02) * math.sqrt(252))  # std of (0.1, -0.1), ddof 1
+    assert m["sharpe"] == pytest.approx(0.0)
+    two = compute_metrics(np.array([100.0, 110.0]))  # the fewest points there are metrics for
+    assert two["total_return"] == pytest.approx(0.1) and two["cagr"] == pytest.approx(1.1**252 - 1)
+    assert math.isnan(two["volatility"]) and math.isnan(two["sharpe"])
+
+
+def test_an_account_wiped_out_has_cagr_minus_one() -> None:
+    # A short squeezed past the account's equity ends below zero: everything lost, not a complex power.
+    m = compute_metrics(np.array([100.0, 120.0, 90.0, 40.0, 10.0, -20.0]))
+    assert m["cagr"] == -1.0 and m["total_return"] == pytest.approx(-1.2)
+
+
+def test_a_break_even_trade_is_neither_a_win_nor_a_loss() -> None:
+    m = compute_metrics(EQUITY, trades=np.array([0.5, 0.0, -0.25]))
+    assert m["win_rate"] == pytest.approx(1 / 3)
+    assert m["profit_factor"] == pytest.approx(2.0)
+    assert m["expectancy"] == pytest.approx(0.25 / 3)
+
+
+def test_never_under_water() -> None:
+    assert longest_underwater(np.array([1.0, 2.0, 2.0, 3.0])) == 0
+    assert compute_metrics(np.array([1.0, 2.0, 2.0, 3.0]))["max_drawdown"] == 0.0
