@@ -1,14 +1,21 @@
-"""Model cost: tokens from the responses' usage, money from a price table, budgets that stop a run.
+"""Model cost: tokens always, money when a price is known, budgets in USD and in tokens that stop a run.
 
-Prices are per million tokens (input, output) and live in config; a model missing from the table is
-a configuration error, not a silent zero.
+Prices are per million tokens (input, output) and live in config. A model missing from the table
+takes the pipeline's `default_price` when one is set; otherwise it runs *unpriced*: its tokens are
+counted and recorded as unpriced (no made-up dollars), and only the token budgets can bind on it.
+
+Tokens come from the responses' `usage`. A server that sends none gets a local estimate, marked
+`estimated`: ceil(characters / 4) of the prompt and of the answer (OpenAI's rule of thumb for
+English text and JSON; tokenizers are not used because they need a download at first use).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,13 +29,22 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "rules": (0.0, 0.0),  # the rule-based agents cost nothing
 }
 
+CHARS_PER_TOKEN = 4
+
+Pricing = Literal["table", "default", "unpriced"]
+
 
 class CostError(ValueError):
-    """A price is missing or a budget is malformed."""
+    """A price or a budget is malformed."""
 
 
 class BudgetExceeded(RuntimeError):
     """The next model call would take the run or the day over its budget."""
+
+
+def estimate_tokens(chars: int) -> int:
+    """The documented local estimate when a server reports no usage: ceil(characters / 4), at least 1."""
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
 
 
 class Usage(BaseModel):
@@ -36,6 +52,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
+    estimated: bool = False  # counted locally: the server sent no usage
 
     @property
     def total_tokens(self) -> int:
@@ -43,41 +60,58 @@ class Usage(BaseModel):
 
 
 class PriceTable:
-    def __init__(self, prices: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def __init__(self, prices: Mapping[str, tuple[float, float]] | None = None, default: tuple[float, float] | None = None) -> None:
         self.prices = dict(DEFAULT_PRICES if prices is None else prices)
-        for model, (inp, out) in self.prices.items():
+        self.default = default
+        named = [*self.prices.items(), *([("default_price", default)] if default is not None else [])]
+        for model, (inp, out) in named:
             if inp < 0 or out < 0:
                 raise CostError(f"price for model {model!r} is negative: {inp}, {out}")
 
-    def check(self, model: str) -> None:
-        if model not in self.prices:
-            raise CostError(f"no price for model {model!r}; known models: {sorted(self.prices)} (add it to the price table)")
+    def pricing(self, model: str) -> Pricing:
+        if model in self.prices:
+            return "table"
+        return "default" if self.default is not None else "unpriced"
 
-    def cost(self, model: str, usage: Usage) -> float:
-        self.check(model)
-        inp, out = self.prices[model]
+    def price(self, model: str) -> tuple[float, float] | None:
+        return self.prices.get(model, self.default)
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """USD for `usage`, or None when the model has no price (unpriced: tokens only)."""
+        price = self.price(model)
+        if price is None:
+            return None
+        inp, out = price
         return (usage.prompt_tokens * inp + usage.completion_tokens * out) / 1_000_000
 
 
 class Budget(BaseModel):
-    """Money limits in USD; None means unlimited."""
+    """Limits per run and per day, in USD (priced calls) and in tokens (every call); None means unlimited."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     per_run: float | None = Field(default=None, ge=0)
     per_day: float | None = Field(default=None, ge=0)
+    tokens_per_run: int | None = Field(default=None, ge=0)
+    tokens_per_day: int | None = Field(default=None, ge=0)
+
+
+def _agent_totals() -> dict[str, int]:
+    return {"prompt": 0, "completion": 0, "calls": 0, "estimated_tokens": 0, "unpriced_tokens": 0}
 
 
 class CostTracker:
     """Tokens and money per agent for one run, on top of what the day already spent (thread-safe)."""
 
-    def __init__(self, prices: PriceTable, budget: Budget | None = None, *, spent_today: float = 0.0) -> None:
+    def __init__(self, prices: PriceTable, budget: Budget | None = None, *, spent_today: float = 0.0, tokens_today: int = 0) -> None:
         self.prices = prices
         self.budget = budget or Budget()
         self.spent_before_run = spent_today
+        self.tokens_before_run = tokens_today
         self._lock = threading.Lock()
-        self.tokens: dict[str, dict[str, int]] = defaultdict(lambda: {"prompt": 0, "completion": 0, "calls": 0})
+        self.tokens: dict[str, dict[str, int]] = defaultdict(_agent_totals)
         self.money: dict[str, float] = defaultdict(float)
+        self.unpriced_models: set[str] = set()
 
     @property
     def run_cost(self) -> float:
@@ -87,42 +121,70 @@ class CostTracker:
     def day_cost(self) -> float:
         return self.spent_before_run + self.run_cost
 
-    def reserve(self, estimate: float) -> None:
-        """Raises BudgetExceeded if a call expected to cost `estimate` would break a budget."""
-        with self._lock:
-            if self.budget.per_run is not None and self.run_cost + estimate > self.budget.per_run:
-                raise BudgetExceeded(
-                    f"run budget ${self.budget.per_run:.4f} would be exceeded: spent ${self.run_cost:.4f} + next call ~${estimate:.4f}"
-                )
-            if self.budget.per_day is not None and self.day_cost + estimate > self.budget.per_day:
-                raise BudgetExceeded(
-                    f"daily budget ${self.budget.per_day:.4f} would be exceeded: spent today ${self.day_cost:.4f} + next call ~${estimate:.4f}"
-                )
+    @property
+    def run_tokens(self) -> int:
+        return sum(t["prompt"] + t["completion"] for t in self.tokens.values())
 
-    def record(self, agent: str, model: str, usage: Usage) -> float:
+    @property
+    def day_tokens(self) -> int:
+        return self.tokens_before_run + self.run_tokens
+
+    def reserve(self, estimate: float, tokens: int = 0) -> None:
+        """Raises BudgetExceeded if a call expected to cost `estimate` USD and `tokens` tokens would break a budget."""
+        b = self.budget
+        with self._lock:
+            if b.per_run is not None and self.run_cost + estimate > b.per_run:
+                raise BudgetExceeded(f"run budget ${b.per_run:.4f} would be exceeded: spent ${self.run_cost:.4f} + next call ~${estimate:.4f}")
+            if b.per_day is not None and self.day_cost + estimate > b.per_day:
+                raise BudgetExceeded(f"daily budget ${b.per_day:.4f} would be exceeded: spent today ${self.day_cost:.4f} + next call ~${estimate:.4f}")
+            if b.tokens_per_run is not None and self.run_tokens + tokens > b.tokens_per_run:
+                raise BudgetExceeded(f"run token budget {b.tokens_per_run} would be exceeded: used {self.run_tokens} + next call ~{tokens}")
+            if b.tokens_per_day is not None and self.day_tokens + tokens > b.tokens_per_day:
+                raise BudgetExceeded(f"daily token budget {b.tokens_per_day} would be exceeded: used today {self.day_tokens} + next call ~{tokens}")
+
+    def record(self, agent: str, model: str, usage: Usage) -> float | None:
+        """Counts the tokens always; returns the USD charged, or None when the model is unpriced."""
         money = self.prices.cost(model, usage)
         with self._lock:
             t = self.tokens[agent]
             t["prompt"] += usage.prompt_tokens
             t["completion"] += usage.completion_tokens
             t["calls"] += 1
-            self.money[agent] += money
+            if usage.estimated:
+                t["estimated_tokens"] += usage.total_tokens
+            if money is None:
+                t["unpriced_tokens"] += usage.total_tokens
+                self.unpriced_models.add(model)
+            else:
+                self.money[agent] += money
         return money
 
     def summary(self) -> dict[str, object]:
+        per_agent = {a: {**self.tokens[a], "usd": round(self.money[a], 6)} for a in sorted(self.tokens)}
         return {
-            "run_cost_usd": round(self.run_cost, 6),
+            "run_cost_usd": round(self.run_cost, 6),  # priced calls only: see unpriced_tokens
             "day_cost_usd": round(self.day_cost, 6),
             "prompt_tokens": sum(t["prompt"] for t in self.tokens.values()),
             "completion_tokens": sum(t["completion"] for t in self.tokens.values()),
+            "total_tokens": self.run_tokens,
+            "day_tokens": self.day_tokens,
+            "estimated_tokens": sum(t["estimated_tokens"] for t in self.tokens.values()),
+            "unpriced_tokens": sum(t["unpriced_tokens"] for t in self.tokens.values()),
+            "unpriced_models": sorted(self.unpriced_models),
             "model_calls": sum(t["calls"] for t in self.tokens.values()),
-            "per_agent": {a: {**self.tokens[a], "usd": round(self.money[a], 6)} for a in sorted(self.tokens)},
+            "per_agent": per_agent,
         }
 
 
+def estimate_call_tokens(prompt_chars: int, max_output_tokens: int) -> int:
+    """Before a call: ~4 characters per token for the prompt, the output cap for the answer."""
+    return estimate_tokens(prompt_chars) + max_output_tokens
+
+
 def estimate_call_cost(prices: PriceTable, model: str, prompt_chars: int, max_output_tokens: int) -> float:
-    """Before any history: ~4 characters per token for the prompt, the output cap for the answer."""
-    return prices.cost(model, Usage(prompt_tokens=max(1, prompt_chars // 4), completion_tokens=max_output_tokens))
+    """Before any history: the prompt at ~4 characters a token, the output cap for the answer; 0 if unpriced."""
+    usage = Usage(prompt_tokens=estimate_tokens(prompt_chars), completion_tokens=max_output_tokens)
+    return prices.cost(model, usage) or 0.0
 
 
 def estimate_run_cost(recent_costs_per_call: Iterable[float], calls: int, fallback_per_call: float) -> float:

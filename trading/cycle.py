@@ -90,6 +90,15 @@ def spent_on(ledger: Ledger, day: date) -> tuple[float, list[float]]:
     return spent, per_call[-20:]
 
 
+def tokens_on(ledger: Ledger, day: date) -> int:
+    """Model tokens the day's earlier cycles used (priced or not, reported or estimated)."""
+    return sum(
+        int(e.payload.get("prompt_tokens", 0)) + int(e.payload.get("completion_tokens", 0))
+        for e in ledger.events(types=[EventType.COST.value])
+        if e.payload.get("scope") == "run" and e.as_of is not None and e.as_of.date() == day
+    )
+
+
 def snapshot_from_ledger(ledger: Ledger, marks: dict[str, float], as_of: datetime, *, initial_cash: float, run_id: str, mode: Mode) -> tuple[PortfolioSnapshot, list[Event]]:
     """The portfolio as the ledger has it, marked at `marks`; funds an empty ledger with `initial_cash`."""
     new: list[Event] = []
@@ -146,7 +155,7 @@ def run_decision_cycle(
     for event in pre_events:
         sink.emit(event)
     tools = standard_tools(past, {c.symbol: c.features for c in contexts}, snapshot.positions, _recent_decisions(ledger))
-    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent, tools=tools, skipped=skipped)
+    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent, tokens_today=tokens_on(ledger, as_of.date()), tools=tools, skipped=skipped)
     written = ledger.append_many(sink.events)
     orders: list[OrderState] = []
     if broker is not None and mode != Mode.VALIDATION:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import AgentRun, Role
 from trading.agents.cache import ResponseCache
-from trading.agents.registry import AgentSpec, BuildEnv, build_agent
+from trading.agents.registry import AgentSpec, BuildEnv, build_agent, fill_model_defaults
 from trading.agents.rules import reduces_position
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
@@ -67,6 +67,7 @@ class PipelineConfig(BaseModel):
     limits: RiskLimits = Field(default_factory=RiskLimits)
     budget: Budget = Field(default_factory=Budget)
     prices: dict[str, tuple[float, float]] | None = Field(None, description="USD per 1M tokens (input, output) per model.")
+    default_price: tuple[float, float] | None = Field(None, description="USD per 1M tokens for models not in prices; None: they run unpriced.")
     max_in_flight: int = Field(8, ge=1, le=256, description="Agent calls running at once.")
     fractional: bool = False
 
@@ -87,7 +88,7 @@ class CycleResult:
 class DecisionPipeline:
     def __init__(self, config: PipelineConfig, *, cache: ResponseCache | None = None) -> None:
         self.config = config
-        self.prices = PriceTable(config.prices)
+        self.prices = PriceTable(config.prices, config.default_price)
         env = BuildEnv(prices=self.prices, cache=cache)
         self.analyst = build_agent(config.analyst, Role.ANALYST, env)
         self.risk = build_agent(config.risk, Role.RISK, env)
@@ -118,12 +119,13 @@ class DecisionPipeline:
         mode: Mode = Mode.VALIDATION,
         sink: EventSink | None = None,
         spent_today: float = 0.0,
+        tokens_today: int = 0,
         tools: ToolRegistry | None = None,
         skipped: dict[str, str] | None = None,
     ) -> CycleResult:
         run_id = run_id or uuid.uuid4().hex
         calls_before = self.model_calls()
-        costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today)
+        costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today, tokens_today=tokens_today)
         run = AgentRun(run_id=run_id, mode=mode, sink=sink or MemorySink(), costs=costs, tools=tools)
         stop = _Stop()
         decisions: dict[str, Decision] = {}
@@ -306,10 +308,11 @@ def load_pipeline_config(
     llm_model: str | None = None,
     llm_base_url: str | None = None,
     daily_budget_usd: float | None = None,
+    daily_budget_tokens: int | None = None,
 ) -> PipelineConfig:
     """A pipeline from a JSON or YAML file (or the rule-based default), with quick overrides.
 
-    `llm_model` swaps the analyst for the model analyst on that model; a bad file or field raises
+    `llm_model` / `llm_base_url` fill in what the file leaves open (`fill_model_defaults`); a bad file or field raises
     `ValueError` naming the file and the field.
     """
     raw: dict[str, Any] = {}
@@ -325,13 +328,11 @@ def load_pipeline_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"pipeline config {file}: expected a mapping at the top, got {type(loaded).__name__}")
         raw = loaded
-    if llm_model:
-        settings: dict[str, Any] = {"model": llm_model}
-        if llm_base_url:
-            settings["base_url"] = llm_base_url
-        raw["analyst"] = {"type": "llm_analyst", "config": settings}
+    raw = fill_model_defaults(raw, model=llm_model, base_url=llm_base_url)
     if daily_budget_usd is not None:
         raw["budget"] = {**raw.get("budget", {}), "per_day": daily_budget_usd}
+    if daily_budget_tokens is not None:
+        raw["budget"] = {**raw.get("budget", {}), "tokens_per_day": daily_budget_tokens}
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:

@@ -8,6 +8,11 @@ Drives the real ``openai`` / ``langchain-openai`` clients in tests:
 
 Scripted replies are consumed FIFO; when the queue is empty ``responder`` answers
 (by default ``auto_reply``: a minimal schema-valid answer for json_schema / forced tools).
+
+Server behaviours of real OpenAI-compatible servers: ``send_usage=False`` leaves ``usage`` out of
+every body; ``refuse_formats={"json_schema"}`` answers a request with that ``response_format`` type
+with OpenAI's HTTP 400 (before any reply is consumed); ``fenced(...)`` wraps an answer in prose and a
+```json fence, as local servers that ignore ``json_schema`` do.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -44,6 +49,7 @@ class Reply:
     delay: float = 0.0  # seconds to wait before answering
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    usage: bool = True  # False: no "usage" in the body (many local servers)
 
 
 # ---- default responder ------------------------------------------------------------------------
@@ -110,6 +116,11 @@ def auto_reply(body: dict[str, Any]) -> Reply:
     return Reply(content="ok")
 
 
+def fenced(reply: Reply, prose: str = "Sure! Here is my analysis of the setup.") -> Reply:
+    """The same answer the way servers ignoring ``json_schema`` send it: a sentence, then a ```json fence."""
+    return replace(reply, content=f"{prose}\n\n```json\n{reply.content}\n```\nLet me know if you need more.")
+
+
 # ---- server ---------------------------------------------------------------------------------
 
 
@@ -128,7 +139,13 @@ class OpenAIServer:
         self,
         responder: Callable[[dict[str, Any]], Reply] | None = auto_reply,
         default_delay: float = 0.0,
+        *,
+        send_usage: bool = True,
+        refuse_formats: set[str] | frozenset[str] = frozenset(),
     ) -> None:
+        self.send_usage = send_usage
+        self.refuse_formats = set(refuse_formats)  # response_format types answered with HTTP 400
+        self.refused = 0  # requests refused for their response_format
         self.responder = responder  # used when the script queue is empty; None → 400 error
         self.default_delay = default_delay  # added to every reply's delay
         self.requests: list[dict[str, Any]] = []  # every parsed JSON body (POST)
@@ -219,7 +236,7 @@ class OpenAIServer:
         completion = reply.completion_tokens
         if completion is None:
             completion = max(1, len(produced) // 4)
-        return {
+        completion_body: dict[str, Any] = {
             "id": f"chatcmpl-{n}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -237,13 +254,15 @@ class OpenAIServer:
                     "logprobs": None,
                 }
             ],
-            "usage": {
+            "system_fingerprint": "fake",
+        }
+        if reply.usage and self.send_usage:
+            completion_body["usage"] = {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
-            },
-            "system_fingerprint": "fake",
-        }
+            }
+        return completion_body
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -303,6 +322,14 @@ class OpenAIServer:
                     return
                 if body.get("stream"):
                     self._error(400, "fake OpenAI server does not support stream=true")
+                    return
+                fmt = (body.get("response_format") or {}).get("type")
+                if fmt in fake.refuse_formats:
+                    with fake._lock:
+                        fake.calls += 1
+                        fake.refused += 1
+                    # OpenAI's wording for a model without structured outputs
+                    self._error(400, f"Invalid parameter: 'response_format' of type '{fmt}' is not supported with this model.")
                     return
                 with fake._lock:
                     fake.calls += 1

@@ -14,7 +14,7 @@ from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import OpenAIRefusalError
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from tests.fakes.openai_server import OpenAIServer, Reply, example_for_schema
+from tests.fakes.openai_server import OpenAIServer, Reply, example_for_schema, fenced
 
 PROPOSAL_JSON = '{"symbol": "AAPL", "action": "BUY", "confidence": 0.8}'
 
@@ -73,6 +73,35 @@ def test_default_usage_estimate_and_models_listing(server: OpenAIServer) -> None
     assert resp.usage.prompt_tokens >= 1
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
     assert [m.id for m in client(server).models.list()] == ["m-1"]
+
+
+def test_a_server_without_usage_sends_none() -> None:
+    with OpenAIServer(send_usage=False) as srv:
+        resp = client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        msg = chat(srv).invoke("go")
+    assert resp.usage is None and resp.choices[0].message.content == "ok"
+    assert msg.usage_metadata is None  # langchain has nothing to report either
+    with OpenAIServer() as srv:
+        srv.script(Reply(content="x", usage=False))
+        assert client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).usage is None
+
+
+def test_a_refused_response_format_is_openais_400_and_other_formats_pass() -> None:
+    with OpenAIServer(refuse_formats={"json_schema"}) as srv:
+        with pytest.raises(openai.BadRequestError, match="'response_format' of type 'json_schema' is not supported") as info:
+            chat(srv).with_structured_output(Proposal, method="json_schema").invoke("go")
+        assert info.value.status_code == 400
+        resp = client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"})
+    assert resp.choices[0].message.content == "{}"
+    assert (srv.calls, srv.refused) == (2, 1)
+
+
+def test_fenced_answer_is_prose_then_a_json_fence(server: OpenAIServer) -> None:
+    server.script(fenced(Reply(content=PROPOSAL_JSON, prompt_tokens=5, completion_tokens=9)))
+    resp = client(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    content = resp.choices[0].message.content or ""
+    assert content.startswith("Sure!") and f"```json\n{PROPOSAL_JSON}\n```" in content
+    assert resp.usage is not None and resp.usage.completion_tokens == 9
 
 
 def test_stream_is_rejected(server: OpenAIServer) -> None:

@@ -118,7 +118,7 @@ def test_exit_signal_closes_the_whole_position_even_with_breakers_tripped(market
         ({"analyst": {"type": "oracle"}}, "unknown agent type 'oracle'"),
         ({"analyst": {"type": "rules_risk"}}, "is a risk agent, not a analyst agent"),
         ({"analyst": {"type": "rules_analyst", "config": {"stop_atr": -1}}}, "stop_atr"),
-        ({"analyst": {"type": "llm_analyst", "config": {"model": "gpt-9-ultra", "base_url": "http://x/v1"}}}, "no price for model 'gpt-9-ultra'"),
+        ({"analyst": {"type": "llm_analyst", "config": {"model": "llama3.1", "base_url": "http://x/v1", "timeout_s": 0}}}, "timeout_s"),
     ],
 )
 def test_bad_pipeline_config_is_named(config: dict, message: str) -> None:

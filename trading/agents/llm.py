@@ -1,29 +1,42 @@
 """One structured model call, done carefully: budget, cache, timeout, retries, usage, and honest failure.
 
-Calls go through langchain-openai's `ChatOpenAI(...).with_structured_output(schema, method="json_schema")`
-on chat completions, so any OpenAI-compatible server works through `base_url`. The openai client
-retries 429, 5xx and timeouts with exponential backoff (`max_retries`). Whatever still goes wrong
-(an error, a timeout, a refusal, a cut-off answer, JSON that does not validate) raises `ModelFailure`
-with a kind, and the agent falls back to its rule-based twin, recorded as a `fallback` event.
+Calls go through langchain-openai's `ChatOpenAI` on chat completions, so any OpenAI-compatible server
+works through `base_url`. The answer format degrades per (server, model), remembered for the process:
+`json_schema` first; a server that refuses it (HTTP 400/422 naming the response format) gets JSON mode
+with the schema in the prompt, then a plain prompt with the schema. Whatever the format, the answer
+is read by `trading.agents.structured.read_answer` (the JSON alone, in a ```json fence, or after
+prose) and validated against the same schema.
+
+Every response is a `response` event with its usage and outcome (used, rejected, cut_off, refused)
+and is charged: by the server's usage, or by a local estimate marked `estimated` when it sent none.
+The openai client retries 429, 5xx and timeouts with exponential backoff (`max_retries`). Whatever
+still goes wrong raises `ModelFailure` with a kind, and the agent falls back to its rule-based twin,
+recorded as a `fallback` event.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, TypeVar
+import threading
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import AgentRun
 from trading.agents.cache import CacheMode, ResponseCache, cache_key
+from trading.agents.structured import json_schema_format, read_answer, schema_instruction
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
-from trading.cost import PriceTable, Usage, estimate_call_cost
+from trading.cost import PriceTable, Usage, estimate_call_cost, estimate_call_tokens, estimate_tokens
 from trading.events import EventType
 
 T = TypeVar("T", bound=BaseModel)
+
+Format = Literal["json_schema", "json_object", "prompt"]
+FORMATS: tuple[Format, ...] = ("json_schema", "json_object", "prompt")
 
 
 class LLMConfigError(ValueError):
@@ -62,17 +75,58 @@ class LLMSettings(BaseModel):
         raise LLMConfigError(f"model agent ({self.model}) needs an API key in ${self.api_key_env}, or a base_url of a local server")
 
 
+class FormatMemory:
+    """The answer format each (base_url, model) accepts, learnt from refusals; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._formats: dict[tuple[str, str], Format] = {}
+
+    def get(self, key: tuple[str, str]) -> Format:
+        with self._lock:
+            return self._formats.get(key, "json_schema")
+
+    def forget(self) -> None:
+        with self._lock:
+            self._formats.clear()
+
+    def downgrade(self, key: tuple[str, str], refused: Format) -> Format:
+        """The next format after `refused` (another thread may already have moved further)."""
+        with self._lock:
+            current = self._formats.get(key, "json_schema")
+            nxt = FORMATS[min(FORMATS.index(refused) + 1, len(FORMATS) - 1)]
+            if FORMATS.index(nxt) > FORMATS.index(current):
+                self._formats[key] = nxt
+            return self._formats.get(key, nxt)
+
+
+FORMAT_MEMORY = FormatMemory()  # per process: a server that refused json_schema is not asked again
+
+
+class _FormatRefused(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 class StructuredCaller:
     """Makes one agent's structured calls; thread-safe, so a cycle can keep several in flight."""
 
-    def __init__(self, agent: str, settings: LLMSettings, prices: PriceTable, cache: ResponseCache | None = None) -> None:
-        prices.check(settings.model)  # an unknown model fails at load, not mid-run
+    def __init__(
+        self, agent: str, settings: LLMSettings, prices: PriceTable, cache: ResponseCache | None = None, formats: FormatMemory | None = None
+    ) -> None:
         self.agent = agent
         self.settings = settings
-        self.prices = prices
+        self.prices = prices  # a model without a price runs unpriced: tokens counted, no USD
         self.cache = cache
+        self.formats = formats or FORMAT_MEMORY
         self._chat: Any = None
+        self._calls_lock = threading.Lock()
         self.calls = 0  # model calls actually sent (cache hits excluded)
+
+    @property
+    def format_key(self) -> tuple[str, str]:
+        return (self.settings.base_url or "", self.settings.model)
 
     def _client(self) -> Any:
         if self._chat is None:
@@ -92,50 +146,100 @@ class StructuredCaller:
         return self._chat
 
     def call(
-        self, schema: type[T], messages: list[dict[str, Any]], ctx: SymbolContext, run: AgentRun, tools: ToolRegistry | None = None
+        self,
+        schema: type[T],
+        messages: list[dict[str, Any]],
+        ctx: SymbolContext,
+        run: AgentRun,
+        tools: ToolRegistry | None = None,
+        check: Callable[[T], object] | None = None,
     ) -> T:
+        """The parsed answer; `check` (raising ValueError) rejects a schema-valid answer the caller cannot use."""
         key = cache_key(self.agent, self.settings.model, schema.__name__, messages)
         cached = self.cache.get(key) if self.cache else None
         if cached is not None:
-            run.emit(EventType.RESPONSE, ctx, {"agent": self.agent, "model": self.settings.model, "cached": True, "parsed": cached})
+            run.emit(EventType.RESPONSE, ctx, {"agent": self.agent, "model": self.settings.model, "cached": True, "outcome": "used", "parsed": cached})
             return schema.model_validate(cached)
         if self.cache is not None and self.cache.mode == CacheMode.REPLAY:
             raise ModelFailure("replay_miss", f"{self.agent}: no cached answer for {ctx.symbol} at {ctx.as_of.isoformat()}")
-        prompt_chars = len(json.dumps(messages, default=str))
-        run.costs.reserve(estimate_call_cost(self.prices, self.settings.model, prompt_chars, self.settings.max_output_tokens))
+        self._reserve(messages, run)
         run.emit(EventType.PROMPT, ctx, {"agent": self.agent, "model": self.settings.model, "schema": schema.__name__, "messages": messages})
-        convo = list(messages)
+        convo: list[Any] = list(messages)
         if tools is not None and self.settings.max_tool_rounds:
             convo = self._tool_rounds(convo, tools, ctx, run)
-        parsed = self._structured(schema, convo, ctx, run)
+        parsed = self._structured(schema, convo, ctx, run, check, check_budget=len(convo) > len(messages))
         if self.cache is not None:
             self.cache.put(key, parsed.model_dump(mode="json"))
         return parsed
 
-    def _structured(self, schema: type[T], messages: list[Any], ctx: SymbolContext, run: AgentRun) -> T:
-        runnable = self._client().with_structured_output(schema, method="json_schema", include_raw=True)
-        out = self._invoke(runnable, messages, ctx, run)
-        raw = out.get("raw")
-        self._record(raw, ctx, run)
-        finish = (getattr(raw, "response_metadata", None) or {}).get("finish_reason")
-        refusal = (getattr(raw, "additional_kwargs", None) or {}).get("refusal")
+    def _reserve(self, messages: list[Any], run: AgentRun) -> None:
+        chars = _prompt_chars(messages)
+        s = self.settings
+        run.costs.reserve(estimate_call_cost(self.prices, s.model, chars, s.max_output_tokens), estimate_call_tokens(chars, s.max_output_tokens))
+
+    def _structured(
+        self, schema: type[T], messages: list[Any], ctx: SymbolContext, run: AgentRun, check: Callable[[T], object] | None, *, check_budget: bool
+    ) -> T:
+        while True:
+            fmt = self.formats.get(self.format_key)
+            convo = messages if fmt == "json_schema" else _with_instruction(messages, schema_instruction(schema))
+            if check_budget:
+                self._reserve(convo, run)
+            chat = self._client()
+            runnable = chat.bind(response_format=json_schema_format(schema) if fmt == "json_schema" else {"type": "json_object"}) if fmt != "prompt" else chat
+            try:
+                message = self._invoke(runnable, convo, ctx, run, fmt=fmt)
+            except _FormatRefused as refused:
+                nxt = self.formats.downgrade(self.format_key, fmt)
+                run.emit(
+                    EventType.FALLBACK,
+                    ctx,
+                    {"agent": self.agent, "model": self.settings.model, "kind": "format", "from": fmt, "to": nxt, "detail": refused.detail},
+                )
+                check_budget = True
+                continue
+            break
+        meta = getattr(message, "response_metadata", None) or {}
+        refusal = (getattr(message, "additional_kwargs", None) or {}).get("refusal")
+        content = message.content if isinstance(message.content, str) else json.dumps(message.content, default=str)
+        finish = meta.get("finish_reason")
+        failure: ModelFailure | None = None
+        extra: dict[str, Any] = {"format": fmt}
+        parsed: T | None = None
         if refusal:
-            raise ModelFailure("refusal", str(refusal)[:300])
-        if finish == "length":
-            raise ModelFailure("length", f"answer cut off at {self.settings.max_output_tokens} tokens")
-        if out.get("parsing_error") is not None or out.get("parsed") is None:
-            raise ModelFailure("invalid", f"answer does not match {schema.__name__}: {out.get('parsing_error')}"[:400])
-        parsed = out["parsed"]
-        return parsed if isinstance(parsed, schema) else schema.model_validate(parsed)
+            failure = ModelFailure("refusal", str(refusal)[:300])
+        elif finish == "length":
+            failure = ModelFailure("length", f"answer cut off at {self.settings.max_output_tokens} tokens")
+        else:
+            answer = read_answer(schema, content)
+            parsed = answer.parsed
+            extra["found"] = answer.found
+            if parsed is None:
+                failure = ModelFailure("invalid", answer.error or "no answer")
+            elif check is not None:
+                try:
+                    check(parsed)
+                except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                    parsed, failure = None, ModelFailure("invalid", _short(str(exc)))
+        outcome = {None: "used", "refusal": "refused", "length": "cut_off", "invalid": "rejected"}[failure.kind if failure else None]
+        self._record(content, finish, getattr(message, "usage_metadata", None), convo, ctx, run, outcome=outcome, reason=failure.detail if failure else None, **extra)
+        if failure is not None:
+            raise failure
+        assert parsed is not None
+        return parsed
 
     def _tool_rounds(self, messages: list[Any], tools: ToolRegistry, ctx: SymbolContext, run: AgentRun) -> list[Any]:
         from langchain_core.messages import ToolMessage
 
         bound = self._client().bind_tools(tools.schemas())
         convo = list(messages)
-        for _ in range(self.settings.max_tool_rounds):
+        for i in range(self.settings.max_tool_rounds):
+            if i:
+                self._reserve(convo, run)
             reply = self._invoke(bound, convo, ctx, run)
-            self._record(reply, ctx, run)
+            content = reply.content if isinstance(reply.content, str) else json.dumps(reply.content, default=str)
+            finish = (getattr(reply, "response_metadata", None) or {}).get("finish_reason")
+            self._record(content, finish, getattr(reply, "usage_metadata", None), convo, ctx, run, outcome="tool_round", tool_calls=getattr(reply, "tool_calls", None))
             if not getattr(reply, "tool_calls", None):
                 break
             convo.append(reply)
@@ -145,49 +249,99 @@ class StructuredCaller:
                 convo.append(ToolMessage(content=json.dumps(result, default=str), tool_call_id=call["id"]))
         return convo
 
-    def _invoke(self, runnable: Any, messages: list[Any], ctx: SymbolContext, run: AgentRun) -> Any:
-        self.calls += 1
+    def _invoke(self, runnable: Any, messages: list[Any], ctx: SymbolContext, run: AgentRun, *, fmt: Format | None = None) -> Any:
+        with self._calls_lock:
+            self.calls += 1
         try:
             return runnable.invoke(messages)
         except openai.APITimeoutError as exc:
             raise ModelFailure("timeout", f"no answer within {self.settings.timeout_s}s after {self.settings.max_retries} retries") from exc
-        except openai.LengthFinishReasonError as exc:
-            usage = getattr(exc.completion, "usage", None)
-            if usage is not None:
-                self._charge(Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens), ctx, run)
-            raise ModelFailure("length", f"answer cut off at {self.settings.max_output_tokens} tokens") from exc
-        except openai.ContentFilterFinishReasonError as exc:
-            raise ModelFailure("refusal", "content filter") from exc
+        except (openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError) as exc:
+            # Raised by the client's parse of a json_schema/json_object answer: the response still counts.
+            kind, outcome = ("length", "cut_off") if isinstance(exc, openai.LengthFinishReasonError) else ("refusal", "refused")
+            detail = f"answer cut off at {self.settings.max_output_tokens} tokens" if kind == "length" else "content filter"
+            completion = exc.completion
+            choice = completion.choices[0] if completion is not None and completion.choices else None
+            content = choice.message.content if choice is not None else None
+            usage = completion.usage if completion is not None else None
+            reported = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens} if usage is not None else None
+            self._record(content, choice.finish_reason if choice else None, reported, messages, ctx, run, outcome=outcome, reason=detail, format=fmt)
+            raise ModelFailure(kind, detail) from exc
         except openai.APIStatusError as exc:
+            if fmt in ("json_schema", "json_object") and exc.status_code in (400, 422) and _names_format(exc.message, fmt):
+                raise _FormatRefused(f"HTTP {exc.status_code}: {_short(exc.message)}") from exc
             raise ModelFailure("error", f"HTTP {exc.status_code}: {_short(exc.message)}") from exc
         except openai.APIError as exc:
             raise ModelFailure("error", f"{type(exc).__name__}: {_short(str(exc))}") from exc
         except (ValidationError, ValueError) as exc:  # langchain raises on some unparsable answers
             raise ModelFailure("invalid", _short(str(exc))) from exc
 
-    def _record(self, message: Any, ctx: SymbolContext, run: AgentRun) -> None:
-        usage = getattr(message, "usage_metadata", None)
-        money = 0.0
-        if usage:
-            money = self._charge(Usage(prompt_tokens=usage["input_tokens"], completion_tokens=usage["output_tokens"]), ctx, run)
+    def _record(
+        self,
+        content: str | None,
+        finish: str | None,
+        reported: Any,
+        prompt: list[Any],
+        ctx: SymbolContext,
+        run: AgentRun,
+        *,
+        outcome: str,
+        reason: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """One response event with its usage; charged by the server's usage, else by a marked estimate."""
+        if reported:
+            usage = Usage(prompt_tokens=int(reported["input_tokens"]), completion_tokens=int(reported["output_tokens"]))
+        else:
+            calls = extra.get("tool_calls")
+            answer_chars = len(content or "") + (len(json.dumps(calls, default=str)) if calls else 0)
+            usage = Usage(prompt_tokens=estimate_tokens(_prompt_chars(prompt)), completion_tokens=estimate_tokens(answer_chars), estimated=True)
+        money = self._charge(usage, ctx, run)
         run.emit(
             EventType.RESPONSE,
             ctx,
             {
                 "agent": self.agent,
                 "model": self.settings.model,
-                "content": getattr(message, "content", None),
-                "tool_calls": getattr(message, "tool_calls", None),
-                "finish_reason": (getattr(message, "response_metadata", None) or {}).get("finish_reason"),
-                "usage": dict(usage) if usage else None,
+                "outcome": outcome,
+                "reason": reason,
+                "content": content,
+                "finish_reason": finish,
+                "usage": usage.model_dump(),
+                "estimated": usage.estimated,
                 "cost_usd": money,
+                "pricing": self.prices.pricing(self.settings.model),
+                **extra,
             },
         )
 
-    def _charge(self, usage: Usage, ctx: SymbolContext, run: AgentRun) -> float:
+    def _charge(self, usage: Usage, ctx: SymbolContext, run: AgentRun) -> float | None:
         money = run.costs.record(self.agent, self.settings.model, usage)
-        run.emit(EventType.COST, ctx, {"agent": self.agent, "model": self.settings.model, **usage.model_dump(), "usd": money})
+        pricing = self.prices.pricing(self.settings.model)
+        run.emit(EventType.COST, ctx, {"agent": self.agent, "model": self.settings.model, **usage.model_dump(), "usd": money, "pricing": pricing})
         return money
+
+
+def _prompt_chars(messages: list[Any]) -> int:
+    """Characters of the messages' contents (what the local token estimate counts)."""
+    total = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else getattr(m, "content", "")
+        total += len(content) if isinstance(content, str) else len(json.dumps(content, default=str))
+    return total
+
+
+def _with_instruction(messages: list[Any], instruction: str) -> list[Any]:
+    """The schema in words at the end of the first system message (or as a new first one)."""
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") == "system":
+        return [{**first, "content": f"{first['content']}\n\n{instruction}"}, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _names_format(message: str, fmt: str) -> bool:
+    text = message.lower()
+    return "response_format" in text or fmt in text or "json_schema" in text or "structured output" in text
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -68,7 +68,11 @@ def _messages(system: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fallback(run: AgentRun, ctx: SymbolContext, agent: str, failure: ModelFailure) -> None:
-    run.emit(EventType.FALLBACK, ctx, {"agent": agent, "kind": failure.kind, "detail": failure.detail})
+    run.emit(EventType.FALLBACK, ctx, {"agent": agent, "kind": failure.kind, "detail": failure.detail, "to": "rules"})
+
+
+def _proposal(ctx: SymbolContext, out: ProposalOut) -> TradeProposal:
+    return TradeProposal(symbol=ctx.symbol, **out.model_dump())
 
 
 class LLMAnalyst:
@@ -81,8 +85,8 @@ class LLMAnalyst:
     def propose(self, ctx: SymbolContext, run: AgentRun) -> TradeProposal:
         tools = run.tools if isinstance(run.tools, ToolRegistry) else self.tools
         try:
-            out = self.caller.call(ProposalOut, _messages(ANALYST_PROMPT, ctx.prompt_view()), ctx, run, tools)
-            return TradeProposal(symbol=ctx.symbol, **out.model_dump())
+            out = self.caller.call(ProposalOut, _messages(ANALYST_PROMPT, ctx.prompt_view()), ctx, run, tools, check=lambda o: _proposal(ctx, o))
+            return _proposal(ctx, out)
         except ModelFailure as failure:
             _fallback(run, ctx, self.name, failure)
         except ValidationError as exc:  # e.g. a negative stop: the answer parsed but is not a valid proposal

@@ -68,7 +68,7 @@ class AgentSpec(BaseModel):
 def _caller(name: str, cfg: LLMSettings, env: BuildEnv) -> StructuredCaller:
     if env.cache is None or env.cache.mode != CacheMode.REPLAY:
         cfg.api_key()  # a missing key fails at load; a replay needs no model at all
-    return StructuredCaller(name, cfg, env.prices, env.cache)
+    return StructuredCaller(name, cfg, env.prices, env.cache)  # an unknown model runs unpriced, tokens counted
 
 
 BUILTIN_AGENTS: dict[str, AgentType] = {
@@ -109,5 +109,35 @@ def build_agent(spec: AgentSpec, role: Role, env: BuildEnv) -> Any:
         raise AgentConfigError(f"agent {spec.name or spec.type!r} ({spec.type}): bad config: {fields}") from None
     try:
         return kind.factory(spec.name or spec.type, config, env)
-    except ValueError as exc:  # e.g. a model missing from the price table
+    except ValueError as exc:  # e.g. a missing API key
         raise AgentConfigError(f"agent {spec.name or spec.type!r} ({spec.type}): {exc}") from None
+
+
+ROLES = (Role.ANALYST, Role.RISK, Role.VALIDATOR)
+
+
+def fill_model_defaults(raw: dict[str, Any], *, model: str | None = None, base_url: str | None = None) -> dict[str, Any]:
+    """A pipeline mapping (as read from a file) with `model` / `base_url` filled in where it leaves them open.
+
+    What the file says is never replaced: an analyst it does not name becomes the model analyst on
+    `model`; every model agent it names (a type configured by `LLMSettings`) gets `model` and
+    `base_url` only for the keys its config lacks, so its `timeout_s`, `max_retries`, ... stay.
+    """
+    out = dict(raw)
+    if model and Role.ANALYST.value not in out:
+        out[Role.ANALYST.value] = {"type": "llm_analyst", "config": {}}
+    known = agent_types()
+    for role in ROLES:
+        spec = out.get(role.value)
+        if not isinstance(spec, dict):
+            continue
+        kind = known.get(str(spec.get("type")))
+        if kind is None or not issubclass(kind.config_model, LLMSettings):
+            continue
+        config = dict(spec.get("config") or {})
+        if model:
+            config.setdefault("model", model)
+        if base_url:
+            config.setdefault("base_url", base_url)
+        out[role.value] = {**spec, "config": config}
+    return out
