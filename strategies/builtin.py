@@ -37,13 +37,15 @@ class SmaCrossParams(StrategyParams, SizingParams):
 
 
 def _sma_cross(bars: pl.DataFrame, p: SmaCrossParams) -> pl.DataFrame:
-    fast, slow = ind.sma(p.fast), ind.sma(p.slow)
+    # The averages once, as columns: polars does not share a UDF-backed expression used four times.
+    with_means = bars.with_columns(ind.sma(p.fast).over("symbol").alias("_fast"), ind.sma(p.slow).over("symbol").alias("_slow"))
+    fast, slow = pl.col("_fast"), pl.col("_slow")
     up = crossed_above(fast, slow).over("symbol")
     down = crossed_below(fast, slow).over("symbol")
     shorts = [down.alias("entry_short"), up.alias("exit_short")] if p.allow_short else no_shorts()
-    return bars.with_columns(
+    return with_means.with_columns(
         up.alias("entry_long"), down.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
-    )
+    ).drop("_fast", "_slow")
 
 
 SMA_CROSS = Strategy(
@@ -65,7 +67,8 @@ class RsiReversionParams(StrategyParams, SizingParams):
 
 
 def _rsi_reversion(bars: pl.DataFrame, p: RsiReversionParams) -> pl.DataFrame:
-    rsi = ind.rsi_sma(p.period)
+    bars = bars.with_columns(ind.rsi_sma(p.period).over("symbol").alias("_rsi"))  # once, read four times
+    rsi = pl.col("_rsi")
     oversold = crossed_below(rsi, p.lower).over("symbol")
     overbought = crossed_above(rsi, p.upper).over("symbol")
     back_up = crossed_above(rsi, p.exit_level).over("symbol")
@@ -73,7 +76,7 @@ def _rsi_reversion(bars: pl.DataFrame, p: RsiReversionParams) -> pl.DataFrame:
     shorts = [overbought.alias("entry_short"), back_down.alias("exit_short")] if p.allow_short else no_shorts()
     return bars.with_columns(
         oversold.alias("entry_long"), back_up.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
-    )
+    ).drop("_rsi")
 
 
 RSI_REVERSION = Strategy(
@@ -99,7 +102,8 @@ def _donchian(bars: pl.DataFrame, p: DonchianParams) -> pl.DataFrame:
     lower = pl.col("low").rolling_min(p.entry_window).shift(1)
     exit_low = pl.col("low").rolling_min(p.exit_window).shift(1)
     exit_high = pl.col("high").rolling_max(p.exit_window).shift(1)
-    atr = ind.atr_sma(p.atr_period)
+    bars = bars.with_columns(ind.atr_sma(p.atr_period).over("symbol").alias("_atr"))  # once, read three times
+    atr = pl.col("_atr")
     breakout_up = (pl.col("close") > upper).over("symbol")
     breakout_down = (pl.col("close") < lower).over("symbol")
     shorts = (
@@ -117,7 +121,7 @@ def _donchian(bars: pl.DataFrame, p: DonchianParams) -> pl.DataFrame:
         (pl.col("close") - side * p.stop_atr * atr).over("symbol").alias("stop"),
         (pl.col("close") + side * p.target1_atr * atr).over("symbol").alias("target1"),
         (pl.col("close") + side * p.target2_atr * atr).over("symbol").alias("target2"),
-    )
+    ).drop("_atr")
 
 
 DONCHIAN_BREAKOUT = Strategy(
