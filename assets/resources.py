@@ -87,10 +87,11 @@ class TradingResource(dg.ConfigurableResource):
     )
     ledger_url: str = Field(default="", description="SQLAlchemy URL; empty: QUANTLAKE_LEDGER_PATH or data/ledger.sqlite.")
     pipeline_file: str = Field(default="", description="A JSON/YAML pipeline config; empty: the rule-based default.")
-    llm_model: str = Field(default="", description="Use the model analyst with this model (needs OPENAI_API_KEY or a base URL).")
-    llm_base_url: str = Field(default="", description="An OpenAI-compatible server, e.g. a local model.")
+    llm_model: str = Field(default="", description="The model for model agents the pipeline file leaves open (no file analyst: the model analyst).")
+    llm_base_url: str = Field(default="", description="An OpenAI-compatible server for model agents the file gives none, e.g. a local model.")
     cache_dir: str = Field(default="", description="Keep model answers here, so past cycles can be replayed.")
     daily_budget_usd: float | None = Field(default=None, ge=0)
+    daily_budget_tokens: int | None = Field(default=None, ge=0, description="Model tokens a day (priced or not).")
     live_opt_in: bool = False
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None
@@ -134,6 +135,7 @@ class TradingResource(dg.ConfigurableResource):
             llm_model=self.llm_model or None,
             llm_base_url=self.llm_base_url or None,
             daily_budget_usd=self.daily_budget_usd,
+            daily_budget_tokens=self.daily_budget_tokens,
         )
 
     def broker(self) -> Broker | None:

@@ -8,8 +8,10 @@
 - QUANTLAKE_LAKE_DIR: the lake root (default data/lake); QUANTLAKE_SEED: the generator's seed.
 - QUANTLAKE_MODE: validation (default) | simulation | paper | live (live also needs
   QUANTLAKE_LIVE_OPT_IN=1 and QUANTLAKE_LIVE_TRADING=yes); QUANTLAKE_LEDGER_URL: the ledger database.
-- QUANTLAKE_PIPELINE: a pipeline config file; OPENAI_MODEL / OPENAI_BASE_URL: the model analyst;
-  QUANTLAKE_DAILY_BUDGET_USD; QUANTLAKE_LLM_CACHE: where model answers are kept for replays.
+- QUANTLAKE_PIPELINE: a pipeline config file; OPENAI_MODEL / OPENAI_BASE_URL: fill in the model and
+  server the file leaves open (no analyst in the file: the model analyst), never replacing what it says;
+  QUANTLAKE_DAILY_BUDGET_USD / QUANTLAKE_DAILY_BUDGET_TOKENS; QUANTLAKE_LLM_CACHE: where model answers
+  are kept for replays.
 Keys go through `dg.EnvVar`, so Dagster never shows or logs their values.
 """
 
@@ -70,6 +72,8 @@ def trading_resource() -> TradingResource:
     }
     if budget := os.environ.get("QUANTLAKE_DAILY_BUDGET_USD"):
         kwargs["daily_budget_usd"] = float(budget)
+    if tokens := os.environ.get("QUANTLAKE_DAILY_BUDGET_TOKENS"):
+        kwargs["daily_budget_tokens"] = int(tokens)
     if os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"):
         kwargs |= {"alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"), "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY")}
     return TradingResource(**kwargs)

@@ -1,0 +1,87 @@
+"""The README's two-variable route: OPENAI_MODEL=llama3.1 and OPENAI_BASE_URL, nothing else, end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from assets import trading
+from assets.resources import LakeResource
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
+from orchestration.resources import trading_resource
+from strategies.builtin import SMA_CROSS
+from tests.fakes.openai_server import OpenAIServer, Reply, fenced
+from tests.trading.conftest import busiest_entry_bar
+from trading.events import EventType
+from trading.ledger import Ledger
+
+SYMBOLS = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT"]
+ENV = ("OPENAI_API_KEY", "QUANTLAKE_PIPELINE", "QUANTLAKE_DAILY_BUDGET_USD", "QUANTLAKE_DAILY_BUDGET_TOKENS", "QUANTLAKE_LLM_CACHE", "QUANTLAKE_MODE")
+
+
+@pytest.fixture(scope="module")
+def lake_and_bar(tmp_path_factory: pytest.TempPathFactory) -> tuple[LakeResource, datetime]:
+    root: Path = tmp_path_factory.mktemp("lake")
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(root, "bars", "1d", bars, period="year")
+    return LakeResource(root=str(root)), busiest_entry_bar(bars, SMA_CROSS.params(fast=5, slow=20))
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    return monkeypatch
+
+
+def local_model(body: dict[str, Any]) -> Reply:
+    """A local server that ignores json_schema: prose, then the answer in a fence, and no usage."""
+    payload = json.loads(next(m["content"] for m in body["messages"] if m["role"] == "user"))
+    close = payload["close"]
+    answer = {"action": "BUY", "confidence": 0.7, "rationale": "llama likes it", "entry": close, "stop": close * 0.95, "target1": close * 1.05, "target2": close * 1.1}
+    return fenced(Reply(content=json.dumps(answer)))
+
+
+def test_openai_model_and_base_url_alone_run_the_model_end_to_end(lake_and_bar: tuple[LakeResource, datetime], env: pytest.MonkeyPatch) -> None:
+    lake, as_of = lake_and_bar
+    with OpenAIServer(responder=local_model, send_usage=False) as server:
+        env.setenv("OPENAI_MODEL", "llama3.1")
+        env.setenv("OPENAI_BASE_URL", server.base_url)
+        resource = trading_resource()
+        result = dg.materialize(
+            [trading.decision_cycle],
+            resources={"lake": lake, "trading": resource},
+            run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS, "params": {"fast": 5, "slow": 20}, "as_of": as_of.isoformat()}}}},
+        )
+        calls, models = server.calls, list(server.models_seen)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert calls > 0 and meta["model_calls"].value == calls and models == ["llama3.1"]
+    assert meta["execute"].value >= 1 and "llama likes it" in str(meta["decisions"].value)
+    analyst = meta["cost_per_agent"].value["llm_analyst"]  # type: ignore[index]
+    assert analyst["calls"] == calls and analyst["unpriced_tokens"] == analyst["estimated_tokens"] > 0 and analyst["usd"] == 0
+    with Ledger(resource.ledger_url) as ledger:
+        [run_cost] = [e for e in ledger.events(types=[EventType.COST.value]) if e.payload.get("scope") == "run"]
+        responses = list(ledger.events(types=[EventType.RESPONSE.value]))
+    assert run_cost.payload["unpriced_models"] == ["llama3.1"] and run_cost.payload["unpriced_tokens"] == analyst["unpriced_tokens"]
+    assert [(e.payload["outcome"], e.payload["found"], e.payload["estimated"], e.payload["pricing"]) for e in responses] == [("used", "fence", True, "unpriced")] * calls
+
+
+def test_the_pipeline_file_keeps_what_it_says_under_the_env(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    file = tmp_path / "pipeline.yaml"
+    file.write_text("analyst: {type: llm_analyst, config: {timeout_s: 3, max_retries: 0}}\nvalidator: {type: llm_validator, config: {model: gpt-4o-mini, base_url: 'https://api.openai.com/v1'}}\nbudget: {tokens_per_run: 50000}\n")
+    env.setenv("QUANTLAKE_PIPELINE", str(file))
+    env.setenv("OPENAI_MODEL", "llama3.1")
+    env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    env.setenv("QUANTLAKE_DAILY_BUDGET_TOKENS", "2000000")
+    config = trading_resource().pipeline()
+    assert config.analyst.config == {"timeout_s": 3, "max_retries": 0, "model": "llama3.1", "base_url": "http://127.0.0.1:11434/v1"}
+    assert config.validator.config == {"model": "gpt-4o-mini", "base_url": "https://api.openai.com/v1"}
+    assert (config.budget.tokens_per_run, config.budget.tokens_per_day) == (50_000, 2_000_000)
