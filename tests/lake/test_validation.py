@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -189,3 +190,30 @@ def test_bars_open_before_the_session_closes(day: str, minutes_from_open: int, i
     assert (open_ <= ts < close) is inside
     report = validate_bars(_one_bar(day_bars, ts=ts), timeframe="1m", engine=engine)
     assert report.outcome("in_session").failed_rows == (0 if inside else 1)
+
+
+@pytest.mark.parametrize(("timeframe", "floor"), [("1m", 0.02), ("1d", 0.15)])
+def test_jump_floor_per_timeframe(timeframe: str, floor: float, day_bars: pl.DataFrame) -> None:
+    """On a flat series (robust scale 0) a close-to-close log move is an outlier exactly when it
+    exceeds the timeframe's floor: 1 % under it passes, 1 % over it is reported (there and back)."""
+    if timeframe == "1m":
+        bars = day_bars.filter(pl.col("symbol") == "AAPL")
+    else:
+        bars = SyntheticSource().fetch(["AAPL"], "1d", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    for factor, flagged in ((0.99, 0), (1.01, 2)):
+        price = pl.when(pl.int_range(pl.len()) == ROW).then(100.0 * math.exp(floor * factor)).otherwise(100.0)
+        flat = bars.with_columns(price.alias(c) for c in ("open", "high", "low", "close"))
+        report = validate_bars(flat, timeframe=timeframe, engine="polars")
+        assert report.outcome("outlier_jumps").failed_rows == flagged, factor
+
+
+def test_arrival_order_does_not_change_the_returns(day_bars: pl.DataFrame) -> None:
+    """Shuffled input takes the sorting path; its returns and jump scores equal the sorted input's."""
+    from lake.validation import _helper_columns
+
+    aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    shuffled = pl.concat([aapl.slice(200), aapl.slice(0, 200)])
+    columns = ["ts", "_log_ret", "_scale", "_jump_z"]
+    in_order = _helper_columns(aapl, "1m", "XNYS").select(columns)
+    assert in_order["_log_ret"][1] == pytest.approx(math.log(aapl["close"][1] / aapl["close"][0]))
+    assert in_order.equals(_helper_columns(shuffled, "1m", "XNYS").select(columns))
