@@ -51,6 +51,7 @@ from trading.models import (
     Verdict,
 )
 from trading.risk import RiskLimits, assess
+from trading.sanity import SanityLimits, price_sanity
 
 R = TypeVar("R")
 
@@ -65,6 +66,7 @@ class PipelineConfig(BaseModel):
     risk: AgentSpec = AgentSpec(type="rules_risk")
     validator: AgentSpec = AgentSpec(type="rules_validator")
     limits: RiskLimits = Field(default_factory=RiskLimits)
+    sanity: SanityLimits = Field(default_factory=SanityLimits)
     budget: Budget = Field(default_factory=Budget)
     prices: dict[str, tuple[float, float]] | None = Field(None, description="USD per 1M tokens (input, output) per model.")
     default_price: tuple[float, float] | None = Field(None, description="USD per 1M tokens for models not in prices; None: they run unpriced.")
@@ -156,6 +158,11 @@ class DecisionPipeline:
             run.emit(EventType.PROPOSAL, ctx, proposal.model_dump(mode="json"))
             if proposal.action == Action.HOLD:
                 hold(ctx, f"analyst: {proposal.rationale}")
+                continue
+            insane = price_sanity(proposal, ctx.close, ctx.features.get("atr_14"), self.config.sanity)
+            if insane:
+                run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "sanity", "approved": False, "hard_violations": insane})
+                hold(ctx, "price sanity: " + "; ".join(insane))
                 continue
             proposal = self._with_quantity(ctx, proposal, book.snapshot)
             verdict = assess(proposal, book.snapshot, self.config.limits, price=ctx.close, fractional=self.config.fractional)
