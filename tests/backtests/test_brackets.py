@@ -111,6 +111,9 @@ def test_missing_levels() -> None:
     assert bracket_step(FULL, 100.0, NAN, NAN, NAN, 100, 200, 1)[:2] == (FULL, NO_EXIT)
     assert bracket_step(FULL, 100.0, NAN, NAN, 110.0, 100, 111, 99) == (FLAT, EXIT_ALL, 110.0)  # no target 1: all at 2
     assert half_of(7, fractional=False) == 3 and half_of(7, fractional=True) == 3.5
+    # After target 1 without a target 2: only the breakeven stop can end it.
+    got = bracket_step(HALF_LEFT, 100.0, 95.0, 105.0, NAN, 101, 150, 100.5)
+    assert got[:2] == (HALF_LEFT, NO_EXIT) and math.isnan(got[2])
 
 
 class _Params(StrategyParams):
