@@ -1,15 +1,15 @@
 """The decision cycle as an asset: one run of the agent pipeline over a universe, recorded in the ledger.
 
-Thin over `trading.cycle`: reads point-in-time bars from the lake, runs analysts -> hard limits ->
-risk review -> validator, writes every event to the ledger in one transaction and (in paper or
-live mode) sends one order per EXECUTE decision after reconciling with the broker.
+Thin over `trading.cycle` (one `trading.step.trading_step` at the run's now): reconciles with the
+broker, checks the breakers, reads point-in-time bars from the lake, runs analysts -> hard limits ->
+risk review -> validator, writes every event to the ledger and (simulation, paper, live) sends one
+order per EXECUTE decision, under the trading window and the breakers of the pipeline's limits.
 """
 
 import math
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
@@ -30,10 +30,10 @@ from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
 from trading.execution import Executor
 from trading.models import Mode
+from trading.safety import session_of
 from trading.session import backtest_config, run_simulated_session, session_bars
 
 GROUP = "trading"
-NY = ZoneInfo("America/New_York")
 
 
 class DecisionConfig(dg.Config):
@@ -102,7 +102,9 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "prompt_tokens": int(costs["prompt_tokens"]),  # type: ignore[call-overload]
             "completion_tokens": int(costs["completion_tokens"]),  # type: ignore[call-overload]
             "cost_per_agent": dg.MetadataValue.json(costs["per_agent"]),
-            "interventions": dg.MetadataValue.json(result.interventions),
+            "interventions": dg.MetadataValue.json(result.interventions + (report.step.trips if report.step else [])),
+            "blocked": (report.step.blocked if report.step else None) or "",
+            "flattened_orders": len(report.step.flattened) if report.step else 0,
             "ledger_events_written": report.events_written,
             "equity": float(report.snapshot.equity),
             "cash": float(report.snapshot.cash),
@@ -112,14 +114,16 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
 
 
 class EndOfDayConfig(dg.Config):
-    day: str = Field("", description="Trading day (YYYY-MM-DD, New York); empty: today.")
+    day: str = Field("", description="Trading day (YYYY-MM-DD, the exchange's date); empty: the run's day.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to mark positions with; empty: the universe.")
 
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["decision_cycle"])
 def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
-    """End of day: flatten when the trading window says so (paper/live), then the day's report from the ledger."""
-    day = date.fromisoformat(config.day) if config.day else run_now(context).astimezone(NY).date()
+    """End of day: flatten what the window's end left open (paper/live/simulation), then the day's report from the ledger."""
+    now = run_now(context)
+    limits = trading.pipeline().limits
+    day = date.fromisoformat(config.day) if config.day else session_of(now, limits)
     symbols = config.symbols or universe()
     try:
         marks = last_closes(lake.path, symbols, day)
@@ -130,9 +134,10 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
         broker = trading.broker()
         flattened = 0
         if broker is not None:
-            executor = Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id)
-            flattened = len(executor.end_of_window(datetime.combine(day, time(23, 59), tzinfo=NY)))
-        summary = day_summary(ledger, day, marks)
+            flattened = len(Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id, now=now, limits=limits).flatten_if_due())
+            if isinstance(broker, SimulatedBroker):
+                trading.save_simulated(broker)  # the closing orders fill on the simulation's next bar
+        summary = day_summary(ledger, day, marks, limits.exchange)
     finally:
         ledger.close()
     report = _eod_markdown(summary, flattened)

@@ -187,37 +187,31 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _executor() -> tuple[object, object]:
-    from orchestration.jobs import trading_executor
-    from orchestration.resources import trading_resource
-
-    return trading_executor(trading_resource(), f"cli-{os.getpid()}")
-
-
 def cmd_kill_switch(args: argparse.Namespace) -> int:
     """Cancel open orders, flatten, and halt trading until `quantlake resume`."""
-    executor, ledger = _executor()
-    try:
-        closing = executor.kill_switch(args.reason)  # type: ignore[attr-defined]
-    finally:
-        ledger.close()  # type: ignore[attr-defined]
+    from orchestration.jobs import kill_switch
+    from orchestration.resources import trading_resource
+
+    closing = kill_switch(trading_resource(), f"cli-{os.getpid()}", args.reason)
     print(f"halted: {args.reason}; {len(closing)} closing order(s) sent. Resume with: quantlake resume --by NAME")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestration.jobs import resume
+    from orchestration.resources import trading_resource
     from trading.execution import ExecutionError
 
-    executor, ledger = _executor()
     try:
-        executor.resume(args.by, args.reason or "")  # type: ignore[attr-defined]
+        resume(trading_resource(), f"cli-{os.getpid()}", args.by, args.reason or "")
     except ExecutionError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    finally:
-        ledger.close()  # type: ignore[attr-defined]
     print(f"trading resumed by {args.by}")
     return 0
+
+
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 
 
 def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

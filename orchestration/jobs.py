@@ -1,15 +1,21 @@
 """Jobs. Each partitioned job covers assets that share one partitions definition."""
 
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
 import dagster as dg
 from pydantic import Field
 
+from assets.clock import run_now
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.resources import TradingResource
+from trading.brokers.base import OrderState
 from trading.brokers.simulated import SimulatedBroker
 from trading.execution import ExecutionError, Executor
-from trading.ledger import Ledger
 from trading.models import Mode
+from trading.risk import RiskLimits
 
 ingest_intraday_job = dg.define_asset_job(
     "ingest_intraday_job",
@@ -70,23 +76,16 @@ class ResumeConfig(dg.Config):
 
 @dg.op(description="Cancel open orders, flatten every position, halt trading until resumed.")
 def kill_switch_op(context: dg.OpExecutionContext, config: KillSwitchConfig, trading: TradingResource) -> None:
-    executor, ledger = trading_executor(trading, context.run_id)
-    try:
-        closing = executor.kill_switch(config.reason)
-    finally:
-        ledger.close()
+    closing = kill_switch(trading, context.run_id, config.reason, run_now(context))
     context.log.warning(f"KILL SWITCH: {config.reason}; {len(closing)} closing order(s); trading halted until resume_job")
 
 
-@dg.op(description="Lift a kill switch or circuit-breaker halt.")
+@dg.op(description="Lift a kill switch, drawdown or daily-loss halt.")
 def resume_op(context: dg.OpExecutionContext, config: ResumeConfig, trading: TradingResource) -> None:
-    executor, ledger = trading_executor(trading, context.run_id)
     try:
-        executor.resume(config.by, config.reason)
+        resume(trading, context.run_id, config.by, config.reason, run_now(context))
     except ExecutionError as exc:
         raise dg.Failure(str(exc)) from exc
-    finally:
-        ledger.close()
     context.log.info(f"trading resumed by {config.by}")
 
 
@@ -100,11 +99,48 @@ def resume_job() -> None:
     resume_op()
 
 
-def trading_executor(trading: TradingResource, run_id: str) -> tuple[Executor, Ledger]:
-    """The executor on the configured broker; validation mode has none, so only the halt is recorded."""
+def _limits(trading: TradingResource) -> RiskLimits:
+    """The pipeline file's limits; a file that does not load must not stop a kill switch."""
+    try:
+        return trading.pipeline().limits
+    except ValueError:
+        return RiskLimits()
+
+
+@contextmanager
+def trading_executor(trading: TradingResource, run_id: str, now: datetime | None = None) -> Iterator[Executor]:
+    """The executor on the configured broker at `now` (default: the wall clock); validation mode has
+    none, so only the halt is recorded. A simulated account is saved afterwards (its orders persist)."""
     ledger = trading.ledger()
-    broker = trading.broker() or SimulatedBroker(cash=0.0, name="none")
-    return Executor(broker, ledger, mode=Mode(trading.mode), run_id=run_id), ledger
+    broker = trading.broker()
+    try:
+        yield Executor(broker or SimulatedBroker(cash=0.0, name="none"), ledger, mode=Mode(trading.mode), run_id=run_id, now=now or datetime.now(UTC), limits=_limits(trading))
+        if isinstance(broker, SimulatedBroker):
+            trading.save_simulated(broker)
+    finally:
+        ledger.close()
+
+
+def kill_switch(trading: TradingResource, run_id: str, reason: str, now: datetime | None = None) -> list[OrderState]:
+    """Cancel, flatten, halt: the closing orders are in the ledger (and the simulated account)."""
+    with trading_executor(trading, run_id, now) as executor:
+        return executor.kill_switch(reason)
+
+
+def resume(trading: TradingResource, run_id: str, by: str, reason: str = "", now: datetime | None = None) -> None:
+    with trading_executor(trading, run_id, now) as executor:
+        executor.resume(by, reason)
+
+
+def trading_halted(trading: TradingResource, now: datetime | None = None) -> str | None:
+    """The ledger's halt (kill switch or drawdown not yet resumed), read without a broker."""
+    from trading.safety import Safety
+
+    ledger = trading.ledger()
+    try:
+        return Safety(ledger, _limits(trading), now or datetime.now(UTC), "schedule", Mode(trading.mode)).halted()
+    finally:
+        ledger.close()
 
 
 JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [

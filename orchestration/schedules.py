@@ -81,6 +81,7 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
     open_offset = _minutes_env("QUANTLAKE_OPEN_OFFSET_MIN", 5)
     interval = _minutes_env("QUANTLAKE_INTRADAY_MINUTES", 15)
     close_offset = _minutes_env("QUANTLAKE_CLOSE_OFFSET_MIN", 5)
+    flatten_lead = _flatten_lead()
     return [
         exchange_schedule(
             "market_open_schedule",
@@ -109,10 +110,11 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
         exchange_schedule(
             "decision_schedule",
             decide_job,
-            _cron_at([t.hour * 60 + t.minute for t in decision_times()]),
-            lambda d: mt.at_times(d, decision_times()),
-            _decision_requests,
-            "At fixed times in the session (default 11:00 and 14:30 New York): one decision cycle; skipped while halted.",
+            _cron_at([t.hour * 60 + t.minute for t in decision_times()] + [13 * 60 - flatten_lead, 16 * 60 - flatten_lead]),
+            lambda d: mt.at_times(d, decision_times()) + mt.at_close(d, -flatten_lead),
+            lambda tick: _decision_requests(tick, flatten_at=mt.at_close(tick.astimezone(mt.NY).date(), -flatten_lead)),
+            "At fixed times in the session (default 11:00 and 14:30 New York): one decision cycle, skipped while halted; "
+            "and at the trading window's end (the limits' flatten_before_close_min before the close, half days too): the cycle that flattens.",
         ),
         exchange_schedule(
             "end_of_day_schedule",
@@ -139,16 +141,12 @@ def decision_times() -> tuple[time, ...]:
         raise ValueError(f"QUANTLAKE_DECISION_TIMES={raw!r}: expected HH:MM,HH:MM ({exc})") from exc
 
 
-def trading_halted() -> str | None:
-    """The ledger's halt (kill switch or breaker not yet resumed), read at the tick."""
-    from orchestration.jobs import trading_executor
+def trading_halted(now: datetime | None = None) -> str | None:
+    """The ledger's halt (kill switch or drawdown not yet resumed), read at the tick."""
+    from orchestration.jobs import trading_halted as halted
     from orchestration.resources import trading_resource
 
-    executor, ledger = trading_executor(trading_resource(), "schedule")
-    try:
-        return executor.halted()
-    finally:
-        ledger.close()
+    return halted(trading_resource(), now)
 
 
 def _trading_tags() -> dict[str, str]:
@@ -166,11 +164,21 @@ def decision_run_config() -> dict[str, object]:
     return {"ops": {"decision_cycle": {"config": config}}}
 
 
-def _decision_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
-    halted = trading_halted()
-    if halted:
+def _flatten_lead() -> int:
+    """The pipeline file's `limits.flatten_before_close_min` (the decision run that flattens)."""
+    from orchestration.jobs import _limits
+    from orchestration.resources import trading_resource
+
+    return _limits(trading_resource()).flatten_before_close_min
+
+
+def _decision_requests(tick: datetime, flatten_at: list[datetime] | None = None) -> list[dg.RunRequest] | dg.SkipReason:
+    flattening = any(abs((t - tick).total_seconds()) < 1 for t in flatten_at or [])
+    halted = trading_halted(tick)
+    if halted and not flattening:  # a halt keeps positions a drawdown left: the window's end still flattens them
         return dg.SkipReason(f"trading is halted ({halted}); resume_job lifts it")
-    return [dg.RunRequest(run_key=f"decide|{tick.isoformat()}", run_config=decision_run_config(), tags=_trading_tags())]
+    tags = _trading_tags() | ({"quantlake/purpose": "flatten"} if flattening else {})
+    return [dg.RunRequest(run_key=f"decide|{tick.isoformat()}", run_config=decision_run_config(), tags=tags)]
 
 
 def _end_of_day_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:

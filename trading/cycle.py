@@ -1,8 +1,8 @@
-"""One decision cycle over the lake: point-in-time bars -> contexts -> pipeline -> ledger (-> broker).
+"""One decision cycle over the lake: one `trading.step.trading_step` at the run's `now`.
 
-The cycle's events are written to the ledger in one transaction at the end: a cycle is recorded
-whole or not at all. With a broker (paper/live/simulation), the broker is reconciled first (fail
-closed) and each EXECUTE decision becomes one order, never two.
+The decision bar is the newest bar complete by `now` (or a given `as_of`, never after `now`). The
+step reconciles with the broker first (fail closed), checks the breakers, decides and sends one
+order per EXECUTE decision, never two; the pipeline's events go to the ledger in one transaction.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
 from trading.agents.cache import ResponseCache
-from trading.agents.tools import standard_tools
+from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
-from trading.brokers.simulated import SimulatedBroker
-from trading.context import build_contexts
-from trading.events import Event, EventType, MemorySink
-from trading.execution import Executor
+from trading.context import SymbolContext
+from trading.events import EventType
 from trading.ledger import Ledger, replay_portfolio
-from trading.models import Decision, Mode, PortfolioSnapshot
+from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
+from trading.step import StepReport, trading_step
 
 
 class CycleError(ValueError):
@@ -45,22 +44,26 @@ class CycleReport:
     estimate: dict[str, float]
     events_written: int
     orders: list[OrderState] = field(default_factory=list)
+    step: StepReport | None = None
 
     def decisions_frame(self) -> pl.DataFrame:
         rows = [d.model_dump(mode="json", exclude={"run_id", "strategy"}) for d in self.result.decisions]
         return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def load_window(lake_root: Path, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int) -> pl.DataFrame:
-    """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or the lake's latest bar)."""
+def load_window(lake_root: Path, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int, now: datetime | None = None) -> pl.DataFrame:
+    """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or the newest bar complete by `now`)."""
     bar = TIMEFRAMES[timeframe]
     dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"
     latest: datetime | None = as_of
     if latest is None:
         scan = scan_dataset(lake_root, dataset, timeframe, symbols)
+        if scan is not None and now is not None:
+            scan = scan.filter(pl.col("ts") + bar <= now)  # a bar is known once its period is over
         latest = scan.select(pl.col("ts").max()).collect().item() if scan is not None else None
         if latest is None:
-            raise CycleError(f"no {timeframe} bars for {symbols} in the lake at {lake_root}: ingest them first")
+            by = f" complete by {now.isoformat()}" if now is not None else ""
+            raise CycleError(f"no {timeframe} bars for {symbols}{by} in the lake at {lake_root}: ingest them first")
     end: datetime = latest + bar
     per_day = 1 if timeframe == "1d" else max(1, int(timedelta(minutes=390) / bar))
     days = int(lookback_bars / per_day * 1.6) + 10  # weekends and holidays
@@ -99,29 +102,6 @@ def tokens_on(ledger: Ledger, day: date) -> int:
     )
 
 
-def snapshot_from_ledger(ledger: Ledger, marks: dict[str, float], as_of: datetime, *, initial_cash: float, run_id: str, mode: Mode) -> tuple[PortfolioSnapshot, list[Event]]:
-    """The portfolio as the ledger has it, marked at `marks`; funds an empty ledger with `initial_cash`."""
-    new: list[Event] = []
-    portfolio = replay_portfolio(ledger)
-    if not any(True for _ in ledger.events(types=[EventType.DEPOSIT.value])):
-        new.append(Event(type=EventType.DEPOSIT, run_id=run_id, mode=mode, as_of=as_of, payload={"amount": initial_cash, "source": "initial"}))
-        portfolio.apply_deposit(initial_cash)
-    equity = portfolio.equity(marks)
-    trades_today = sum(
-        1 for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if e.as_of is not None and e.as_of.date() == as_of.date()
-    )
-    snapshot = PortfolioSnapshot(
-        cash=portfolio.cash,
-        equity=equity,
-        positions={s: q for s, q in portfolio.positions.items() if q},
-        prices=marks,
-        start_of_day_equity=equity,
-        peak_equity=max(equity, initial_cash),
-        trades_today=trades_today,
-    )
-    return snapshot, new
-
-
 def run_decision_cycle(
     *,
     lake_root: Path,
@@ -139,69 +119,39 @@ def run_decision_cycle(
     run_id: str | None = None,
     now: datetime,
 ) -> CycleReport:
+    """One `trading_step` at the run's `now`, on the newest bar complete by then (or `as_of`)."""
     run_id = run_id or uuid.uuid4().hex
-    bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1)
-    as_of = as_of or latest_common_bar(bars)
-    past = bars.filter(pl.col("ts") <= as_of)
-    if isinstance(broker, SimulatedBroker) and mode == Mode.SIMULATION:
-        advance_simulation(broker, ledger, past, run_id=run_id)
-    marks = {r["symbol"]: r["close"] for r in past.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
-    snapshot, pre_events = snapshot_from_ledger(ledger, marks, as_of, initial_cash=initial_cash, run_id=run_id, mode=mode)
-    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot)
-    decider = DecisionPipeline(pipeline, cache=cache)
+    if as_of is not None and as_of > now:
+        raise CycleError(f"decision bar {as_of.isoformat()} is after the run's now {now.isoformat()}: a decision cannot see the future")
+    bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1, now)
+    if as_of is None:
+        bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)
+        as_of = latest_common_bar(bars)
     spent, per_call = spent_on(ledger, as_of.date())
-    estimate = decider.estimate(contexts, per_call)
-    sink = MemorySink()
-    for event in pre_events:
-        sink.emit(event)
-    tools = standard_tools(past, {c.symbol: c.features for c in contexts}, snapshot.positions, _recent_decisions(ledger))
-    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent, tokens_today=tokens_on(ledger, as_of.date()), tools=tools, skipped=skipped)
-    written = ledger.append_many(sink.events)
-    orders: list[OrderState] = []
-    if broker is not None and mode != Mode.VALIDATION:
-        orders = _execute(broker, ledger, result.decisions, mode=mode, run_id=run_id, now=now)
-    return CycleReport(run_id, as_of, mode, result, snapshot, skipped, estimate, written, orders)
+    decider = DecisionPipeline(pipeline, cache=cache)
 
+    def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
+        past = bars.filter(pl.col("ts") <= as_of)
+        return standard_tools(past, {c.symbol: c.features for c in contexts}, snapshot.positions, _recent_decisions(ledger))
 
-def advance_simulation(broker: SimulatedBroker, ledger: Ledger, bars: pl.DataFrame, *, run_id: str) -> int:
-    """Lets the simulated broker live through the bars since its last one (fills at their opens, brackets)."""
-    executor = Executor(broker, ledger, mode=Mode.SIMULATION, run_id=run_id)
-    executor.ensure_funded()
-    new = bars.filter(pl.col("ts") > broker.now) if broker.now is not None else bars.tail(0)
-    fills = 0
-    for frame in new.sort("ts", "symbol").partition_by("ts", maintain_order=True):
-        fills += executor.record_fills(broker.on_bar({r["symbol"]: r for r in frame.iter_rows(named=True)}))
-    if broker.now is None and not bars.is_empty():
-        broker.now = bars["ts"].max()  # type: ignore[assignment]  # a new simulation starts at the decision bar
-    return fills
-
-
-def _execute(broker: Broker, ledger: Ledger, decisions: list[Decision], *, mode: Mode, run_id: str, now: datetime) -> list[OrderState]:
-    executor = Executor(broker, ledger, mode=mode, run_id=run_id)
-    executor.ensure_funded()
-    positions = {s: q for s, q in replay_portfolio(ledger).positions.items() if q}
-    report = executor.reconcile(positions)  # raises before anything is sent when the broker cannot be read
-    start_of_day, peak = _equity_marks(ledger, report["equity"], now)
-    executor.check_breakers(report["equity"], start_of_day, peak)  # a trip halts: only exits go out
-    return executor.execute(decisions, broker.positions())
-
-
-def _equity_marks(ledger: Ledger, equity: float, now: datetime) -> tuple[float, float]:
-    """(start-of-day equity, peak equity) from the broker equity every reconciliation recorded."""
-    from zoneinfo import ZoneInfo
-
-    ny = ZoneInfo("America/New_York")
-    today = now.astimezone(ny).date()
-    start, peak = equity, equity
-    seen_today = False
-    for event in ledger.events(types=[EventType.RECONCILIATION.value]):
-        value = event.payload.get("equity")
-        if value is None:
-            continue
-        peak = max(peak, float(value))
-        if not seen_today and event.recorded_at.astimezone(ny).date() == today:
-            start, seen_today = float(value), True
-    return start, peak
+    step = trading_step(
+        ledger=ledger,
+        broker=broker,
+        decider=decider,
+        strategy=strategy,
+        params=params,
+        bars=bars,
+        as_of=as_of,
+        now=now,
+        mode=mode,
+        run_id=run_id,
+        initial_cash=initial_cash,
+        spent_today=spent,
+        tokens_today=tokens_on(ledger, as_of.date()),
+        per_call_costs=per_call,
+        tools_for=tools_for,
+    )
+    return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, step.estimate, step.events_written, step.orders, step)
 
 
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:
@@ -209,11 +159,11 @@ def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:
     return recent[-limit:]
 
 
-def day_summary(ledger: Ledger, day: date, marks: dict[str, float]) -> dict[str, Any]:
-    """What happened on `day` (by decision time, New York date): decisions, orders, fills, costs, halts."""
-    from zoneinfo import ZoneInfo
+def day_summary(ledger: Ledger, day: date, marks: dict[str, float], exchange: str = "XNYS") -> dict[str, Any]:
+    """What happened on `day` (by event time, the exchange's date): decisions, orders, fills, costs, halts."""
+    from lake.calendar import get_calendar
 
-    ny = ZoneInfo("America/New_York")
+    ny = get_calendar(exchange).tz
     counts: dict[str, int] = {}
     cost = 0.0
     interventions: list[str] = []

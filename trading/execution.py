@@ -5,8 +5,9 @@
   sends a second order.
 - `reconcile` runs before anything is sent: the broker is the source of truth; what the ledger does
   not know is recorded; if the broker cannot be read the run fails closed and sends nothing.
-- Safety: a kill switch (cancel, flatten, halt until an explicit resume), a trading window with a
-  flatten at its end, a daily loss limit and a drawdown breaker (halt until resumed). While halted,
+- Safety (`trading.safety`, configured by the pipeline's `RiskLimits`): a kill switch (cancel,
+  flatten, halt until an explicit resume), the trading window with a flatten before the close, the
+  daily loss limit, the drawdown breaker and the trades per day. While any of them blocks new risk,
   only orders that reduce a position go through. Every trip is an intervention event.
 - Live trading needs an opt-in in config and in the environment.
 """
@@ -17,11 +18,8 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable
-from datetime import datetime, time
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo
-
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime
+from typing import Any
 
 from trading.brokers.base import (
     Broker,
@@ -32,14 +30,15 @@ from trading.brokers.base import (
     UnknownOutcome,
     client_order_id,
 )
-from trading.events import Event, EventType
+from trading.events import EventType
 from trading.models import Decision, Mode, Side, Verdict
+from trading.risk import RiskLimits
+from trading.safety import EventLog, Safety, flatten_due, outside_window, window
 
 log = logging.getLogger(__name__)
 
 LIVE_ENV = "QUANTLAKE_LIVE_TRADING"
 LIVE_ENV_VALUE = "yes"
-HALTING = {"kill_switch", "breaker"}
 
 
 class ExecutionError(RuntimeError):
@@ -48,24 +47,6 @@ class ExecutionError(RuntimeError):
 
 class ReconciliationFailed(ExecutionError):
     """The broker could not be read before trading: nothing is sent (fail closed)."""
-
-
-class EventLog(Protocol):
-    def emit(self, event: Event) -> None: ...
-
-    def events(self, *, run_id: str | None = None, types: Iterable[str] | None = None, symbol: str | None = None) -> Iterable[Event]: ...
-
-
-class SafetyConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    timezone: str = "America/New_York"
-    window_start: time = time(9, 30)
-    window_end: time = time(15, 55)
-    flatten_at_end: bool = Field(True, description="No overnight positions: flatten when the window ends.")
-    daily_loss_limit_pct: float = Field(0.03, gt=0, le=1)
-    max_drawdown_pct: float = Field(0.15, gt=0, le=1)
-    max_trades_per_day: int = Field(20, ge=1)
 
 
 def check_mode(mode: Mode, *, live_opt_in: bool) -> None:
@@ -86,51 +67,35 @@ def fill_event_id(fill_id: str) -> str:
 
 
 class Executor:
-    def __init__(self, broker: Broker, ledger: EventLog, *, mode: Mode, run_id: str, safety: SafetyConfig | None = None) -> None:
+    """Sends orders for one step at the run's `now`, under the limits' controls (`trading.safety`)."""
+
+    def __init__(self, broker: Broker, ledger: EventLog, *, mode: Mode, run_id: str, now: datetime, limits: RiskLimits | None = None) -> None:
         self.broker = broker
         self.ledger = ledger
         self.mode = mode
         self.run_id = run_id
-        self.safety = safety or SafetyConfig()
+        self.now = now
+        self.limits = limits or RiskLimits()
+        self.safety = Safety(ledger, self.limits, now, run_id, mode)
+        self.blocked: str | None = None  # why the last `execute` refused new risk
 
-    # -- events
     def _emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str | None = None, as_of: datetime | None = None, event_id: str | None = None) -> None:
-        extra = {"event_id": event_id} if event_id else {}
-        self.ledger.emit(Event(type=type_, run_id=self.run_id, mode=self.mode, symbol=symbol, as_of=as_of, payload=payload, **extra))
+        self.safety.emit(type_, payload, symbol=symbol, as_of=as_of, event_id=event_id)
 
-    def intervene(self, kind: str, reason: str, *, as_of: datetime | None = None, **details: Any) -> None:
-        log.warning("intervention %s: %s", kind, reason)
-        self._emit(EventType.INTERVENTION, {"kind": kind, "reason": reason, **details}, as_of=as_of)
+    def intervene(self, kind: str, reason: str, **details: Any) -> None:
+        self.safety.intervene(kind, reason, **details)
 
-    # -- state read back from the ledger
     def halted(self) -> str | None:
-        """The reason trading is halted (kill switch or breaker not yet resumed), else None."""
-        reason = None
-        for event in self.ledger.events(types=[EventType.INTERVENTION.value]):
-            kind = event.payload.get("kind")
-            if kind in HALTING:
-                reason = f"{kind}: {event.payload.get('reason', '')}"
-            elif kind == "resume":
-                reason = None
-        return reason
+        """The reason trading is halted (kill switch or drawdown not yet resumed), else None."""
+        return self.safety.halted()
 
     def sent_order_ids(self) -> set[str]:
         """Client ids the broker confirmed (an unknown outcome is not confirmed: the broker is asked again)."""
-        return {
-            e.payload["client_order_id"]
-            for e in self.ledger.events(types=[EventType.ORDER_SUBMITTED.value])
-            if e.payload.get("broker_order_id")
-        }
-
-    def ensure_funded(self) -> None:
-        """The ledger's portfolio starts from a deposit of the broker's cash on the first run."""
-        if not any(True for _ in self.ledger.events(types=[EventType.DEPOSIT.value])):
-            cash = self.broker.account().cash
-            self._emit(EventType.DEPOSIT, {"amount": cash, "source": self.broker.name}, event_id=hashlib.sha256(f"deposit|{self.broker.name}".encode()).hexdigest()[:32])
+        return set(self.safety.state().sent_orders)
 
     # -- reconciliation
     def reconcile(self, ledger_positions: dict[str, float]) -> dict[str, Any]:
-        """Compares the broker (truth) with the ledger; records differences; raises if the broker is unreadable."""
+        """Compares the broker (truth) with the ledger; records differences and the mark; raises if the broker is unreadable."""
         try:
             positions = self.broker.positions()
             open_orders = self.broker.open_orders()
@@ -138,25 +103,29 @@ class Executor:
         except (BrokerError, OSError) as exc:
             self._emit(EventType.RECONCILIATION, {"ok": False, "error": str(exc)})
             raise ReconciliationFailed(f"cannot read {self.broker.name} before trading ({exc}); nothing was sent") from exc
-        known = {e.payload["client_order_id"] for e in self.ledger.events(types=[EventType.ORDER_SUBMITTED.value])}
+        known = self.safety.state().known_orders
         unknown_orders = [o.model_dump(mode="json") for o in open_orders if o.client_order_id not in known]
         mismatches = {
             s: {"broker": positions.get(s, 0.0), "ledger": ledger_positions.get(s, 0.0)}
             for s in sorted(set(positions) | set(ledger_positions))
             if abs(positions.get(s, 0.0) - ledger_positions.get(s, 0.0)) > 1e-9
         }
-        report = {"ok": True, "cash": account.cash, "equity": account.equity, "positions": positions, "unknown_orders": unknown_orders, "position_mismatches": mismatches}
-        self._emit(EventType.RECONCILIATION, report)
+        report = {"ok": True, "source": self.broker.name, "cash": account.cash, "equity": account.equity, "positions": positions, "unknown_orders": unknown_orders, "position_mismatches": mismatches}
+        self.safety.mark(report)
         return report
 
     # -- orders
-    def execute(self, decisions: Iterable[Decision], positions: dict[str, float], *, now: datetime | None = None) -> list[OrderState]:
-        """Sends one order per EXECUTE decision not already sent; validation mode sends nothing."""
+    def execute(self, decisions: Iterable[Decision], positions: dict[str, float]) -> list[OrderState]:
+        """Sends one order per EXECUTE decision not already sent; validation mode sends nothing.
+
+        New risk is refused, with an intervention, while halted, after the session's daily loss,
+        at the trades per day, or outside the trading window; exits always go through."""
         if self.mode == Mode.VALIDATION:
             return []
-        halted = self.halted()
-        sent = self.sent_order_ids()
-        in_window = now is None or self.in_window(now)
+        state = self.safety.state()
+        self.blocked = state.no_new_risk(self.limits) or outside_window(self.now, self.limits)
+        sent = set(state.sent_orders)
+        trades = state.trades_today
         states = []
         for d in decisions:
             if d.verdict != Verdict.EXECUTE or d.side is None or d.quantity <= 0:
@@ -166,15 +135,18 @@ class Executor:
                 continue  # this decision's order is already at the broker
             held = positions.get(d.symbol, 0.0)
             reducing = (d.side == Side.SELL and held > 0) or (d.side == Side.BUY and held < 0)
-            if not reducing and (halted or not in_window):
-                why = halted or f"outside the trading window {self.safety.window_start}-{self.safety.window_end} {self.safety.timezone}"
-                self.intervene("blocked", why, as_of=d.decided_at, symbol=d.symbol, client_order_id=cid)
+            if not reducing and trades >= self.limits.max_trades_per_day:
+                self.blocked = self.blocked or f"trades_per_day: {trades} orders in the session {self.safety.session} >= {self.limits.max_trades_per_day}"
+            if not reducing and self.blocked:
+                self.intervene("blocked", self.blocked, symbol=d.symbol, client_order_id=cid, decided_at=d.decided_at.isoformat())
                 continue
             levels = {"stop": d.stop, "target1": d.target1, "target2": d.target2} if d.side == Side.BUY else {}
             request = OrderRequest(
                 client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size, **levels
             )
-            states.extend(self._send(request, d.decided_at))
+            out = self._send(request, d.decided_at)
+            trades += len(out)
+            states.extend(out)
         return states
 
     def _send(self, request: OrderRequest, as_of: datetime | None) -> list[OrderState]:
@@ -201,46 +173,28 @@ class Executor:
         return count
 
     # -- safety
-    def in_window(self, now: datetime) -> bool:
-        local = now.astimezone(ZoneInfo(self.safety.timezone)).time()
-        return self.safety.window_start <= local < self.safety.window_end
+    def _close_all(self) -> list[OrderState]:
+        closing = self.broker.close_all()
+        for state in closing:
+            self._emit(EventType.ORDER_SUBMITTED, state.model_dump(mode="json"), symbol=state.symbol)
+        return closing
 
     def kill_switch(self, reason: str) -> list[OrderState]:
         """Cancel everything, flatten everything, halt until `resume`."""
         self.intervene("kill_switch", reason)
         canceled = self.broker.cancel_all()
-        closing = self.broker.close_all()
-        for state in closing:
-            self._emit(EventType.ORDER_SUBMITTED, state.model_dump(mode="json"), symbol=state.symbol)
+        closing = self._close_all()
         self._emit(EventType.CANCEL, {"canceled": canceled, "reason": reason})
         return closing
 
     def resume(self, who: str, reason: str = "") -> None:
-        if self.halted() is None:
-            raise ExecutionError("trading is not halted: nothing to resume")
-        self.intervene("resume", reason or f"resumed by {who}", by=who)
+        self.safety.resume(who, reason)
 
-    def check_breakers(self, equity: float, start_of_day_equity: float, peak_equity: float) -> str | None:
-        """Trips the daily loss limit or the drawdown breaker (a halt) when crossed; returns the reason."""
-        if self.halted():
-            return None
-        s = self.safety
-        reason = None
-        if start_of_day_equity > 0 and equity <= start_of_day_equity * (1 - s.daily_loss_limit_pct):
-            reason = f"daily loss {1 - equity / start_of_day_equity:.2%} >= limit {s.daily_loss_limit_pct:.2%}"
-        elif peak_equity > 0 and equity <= peak_equity * (1 - s.max_drawdown_pct):
-            reason = f"drawdown {1 - equity / peak_equity:.2%} >= breaker {s.max_drawdown_pct:.2%}"
-        if reason:
-            self.intervene("breaker", reason, equity=equity)
-        return reason
-
-    def end_of_window(self, now: datetime) -> list[OrderState]:
-        """At or after the window's end, flattens when configured (no overnight positions)."""
-        local = now.astimezone(ZoneInfo(self.safety.timezone)).time()
-        if not self.safety.flatten_at_end or local < self.safety.window_end or not self.broker.positions():
+    def flatten_if_due(self) -> list[OrderState]:
+        """From `flatten_before_close_min` before the close (half days too), closes every position."""
+        if not flatten_due(self.now, self.limits) or not self.broker.positions():
             return []
-        self.intervene("flatten", f"end of trading window {self.safety.window_end} {self.safety.timezone}", as_of=now)
-        closing = self.broker.close_all()
-        for state in closing:
-            self._emit(EventType.ORDER_SUBMITTED, state.model_dump(mode="json"), symbol=state.symbol, as_of=now)
-        return closing
+        bounds = window(self.now, self.limits)
+        when = f"{self.limits.flatten_before_close_min} min before the close {bounds[2].isoformat()}" if bounds else "no session today"
+        self.intervene("flatten", f"end of the trading window ({when})")
+        return self._close_all()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
 
@@ -33,6 +33,9 @@ class RiskLimitsError(ValueError):
 
 
 class RiskLimits(BaseModel):
+    """The one risk configuration (the pipeline file's `limits`): the hard limits `assess` applies
+    to each proposal and the controls the executor applies at send time (`trading.safety`)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_position_pct: Pct = 0.20  # of equity, absolute market value in one symbol
@@ -43,6 +46,22 @@ class RiskLimits(BaseModel):
     daily_loss_limit_pct: Pct = 0.03  # below start_of_day_equity * (1 - x): no new risk today
     max_drawdown_pct: Pct = 0.15  # below peak_equity * (1 - x): circuit breaker, no new risk
     allow_short: bool = False
+    # The trading window, on the exchange's calendar (its timezone, holidays and half days):
+    # entries from the open + window_open_delay_min until flatten_before_close_min before the
+    # close; from then on no new risk and, with flatten_at_close, every position is closed.
+    exchange: str = "XNYS"
+    window_open_delay_min: int = Field(0, ge=0, le=390)
+    flatten_before_close_min: int = Field(5, ge=0, le=390)
+    flatten_at_close: bool = True
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, value: str) -> str:
+        import exchange_calendars as xcals
+
+        if value not in xcals.get_calendar_names(include_aliases=True):
+            raise ValueError(f"unknown exchange calendar {value!r} (e.g. XNYS, XLON)")
+        return value
 
     def sector_of(self, symbol: str) -> str:
         return self.sector_map.get(symbol, UNKNOWN_SECTOR)

@@ -1,7 +1,8 @@
 """A simulated paper-trading session over the lake's bars: the live loop, bar by bar, on the simulated broker.
 
-At each bar t: the broker fills what was sent at t-1 (at t's open) and runs brackets; fills go to the
-ledger; the breakers are checked; the decision pipeline decides on bars up to t; the executor sends
+At each bar t, one `trading.step.trading_step` with the clock at t: the broker fills what was sent
+at t-1 (at t's open) and runs brackets; fills go to the ledger; the account is reconciled and
+marked; the breakers are checked; the decision pipeline decides on bars up to t; the executor sends
 one order per EXECUTE decision. The same strategy functions, pipeline, limits, executor and ledger
 as paper trading on Alpaca, with a broker that fills from the lake, so the session can be compared
 with the backtest of the same strategy over the same bars (see `trading.analytics.drift_report`).
@@ -11,8 +12,8 @@ entry no limit cut is sent with the strategy's size and the simulated broker siz
 by the backtest's rule (`strategies.entries`), so when no limit binds the session makes the
 backtest's orders, fills and equity. What the limits do is in the order log (`SessionReport.order_log`,
 `trading.analytics.ORDER_LOG_SCHEMA`): what each signal was meant to fill, held, cut or blocked, so
-the drift report can put each shortfall down to its cause. The breakers (daily loss, drawdown) are
-the pipeline's `limits`, one knob for both.
+the drift report can put each shortfall down to its cause. Every control (breakers, trading window,
+trades per day) is the pipeline's `limits`, as in the decision cycle: the same step.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ from strategies.base import Strategy
 from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
 from trading.brokers.simulated import SimConfig, SimulatedBroker
-from trading.context import SymbolContext, build_contexts
-from trading.events import EventType, MemorySink
-from trading.execution import Executor
+from trading.context import SymbolContext
 from trading.ledger import Ledger
-from trading.models import Decision, Mode, PortfolioSnapshot, Side, Verdict
+from trading.models import Decision, Mode, Side, Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
+from trading.step import trading_step
 
 LIMITING = ("hard limits", "risk review")  # HOLD rationales of the limits (pipeline.DecisionPipeline.run)
 
@@ -84,55 +84,37 @@ def run_simulated_session(
     """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up."""
     run_id = run_id or uuid.uuid4().hex
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
-    executor = Executor(broker, ledger, mode=Mode.SIMULATION, run_id=run_id)
-    limits = pipeline.limits  # the breakers are the limits': one knob
-    executor.safety = executor.safety.model_copy(
-        update={"flatten_at_end": False, "daily_loss_limit_pct": limits.daily_loss_limit_pct, "max_drawdown_pct": limits.max_drawdown_pct}
-    )
-    executor.ensure_funded()
     decider = DecisionPipeline(pipeline)
     ordered = bars.sort("ts", "symbol")
     stamps = ordered["ts"].unique().sort().to_list()
     lookback = strategy.lookback(params) + 1
-    peak = initial_cash
     decisions = orders = 0
     curve: list[tuple[datetime, float, float]] = []
     log: list[dict[str, Any]] = []
     by_ts = {key[0]: frame for key, frame in ordered.partition_by("ts", as_dict=True).items()}
     for index, ts in enumerate(stamps):
-        now = by_ts[ts]
-        executor.record_fills(broker.on_bar({r["symbol"]: r for r in now.iter_rows(named=True)}))
-        account = broker.account()
-        curve.append((ts, account.cash, account.equity))
-        peak = max(peak, account.equity)
         if progress and (index % 25 == 0 or index + 1 == len(stamps)):
             progress(index + 1, len(stamps))
         if (trade_from is not None and ts < trade_from) or index + 1 < lookback:
+            broker.on_bar({r["symbol"]: r for r in by_ts[ts].iter_rows(named=True)})  # warm-up: nothing is sent yet
+            account = broker.account()
+            curve.append((ts, account.cash, account.equity))
             continue
-        executor.check_breakers(account.equity, curve[max(0, index - 1)][2], peak)
         window = ordered.filter((pl.col("ts") <= ts) & (pl.col("ts") >= stamps[max(0, index - lookback - 1)]))
-        snapshot = PortfolioSnapshot(
-            cash=account.cash,
-            equity=account.equity,
-            positions=broker.positions(),
-            prices={r["symbol"]: r["close"] for r in now.iter_rows(named=True)},
-            start_of_day_equity=curve[max(0, index - 1)][2],
-            peak_equity=peak,
-        )
-        contexts, skipped = build_contexts(window, strategy, params, ts, snapshot)
-        sink = MemorySink()
-        result = decider.run(contexts, snapshot, as_of=ts, run_id=run_id, mode=Mode.SIMULATION, sink=sink, skipped=skipped)
-        # Only what a trader reads later: signals, decisions, costs (proposals etc. of HOLDs are noise here).
-        ledger.append_many(e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in {d.symbol for d in result.executed()})
-        decisions += len(result.decisions)
-        orders += len(executor.execute(result.decisions, broker.positions()))
+        step = trading_step(
+            ledger=ledger, broker=broker, decider=decider, strategy=strategy, params=params, bars=window,
+            as_of=ts, now=ts, mode=Mode.SIMULATION, run_id=run_id, initial_cash=initial_cash, record_all=False,
+        )  # fmt: skip
+        curve.append((ts, step.snapshot.cash, step.snapshot.equity))
+        decisions += len(step.result.decisions)
+        orders += len(step.orders)
         if index + 1 < len(stamps):
-            log += _intents(result.decisions, {c.symbol: c for c in contexts}, broker, executor, stamps[index + 1])
+            log += _intents(step.result.decisions, {c.symbol: c for c in step.contexts}, broker, step.blocked, stamps[index + 1])
     equity = pl.DataFrame(curve, schema={"ts": ordered.schema["ts"], "cash": pl.Float64, "equity": pl.Float64}, orient="row")
     return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity, _order_log(log, broker))
 
 
-def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], broker: SimulatedBroker, executor: Executor, fill_ts: datetime) -> list[dict[str, Any]]:
+def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], broker: SimulatedBroker, blocked: str | None, fill_ts: datetime) -> list[dict[str, Any]]:
     """One order-log row per signal acted on at this bar: the order sent, or why none was."""
     rows = []
     for d in decisions:
@@ -145,7 +127,7 @@ def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], brok
             cid = client_order_id(d.strategy, d.symbol, d.decided_at, side)
             reducing = (side == Side.SELL and ctx.position > 0) or (side == Side.BUY and ctx.position < 0)
             if broker.get_order(cid) is None:  # not sent: the executor blocked it (a halt)
-                row |= {"status": "blocked", "limited": True, "reason": executor.halted() or "blocked by the executor"}
+                row |= {"status": "blocked", "limited": True, "reason": blocked or "blocked by the executor"}
             else:  # quantity and status are read when the session ends
                 row |= {"client_order_id": cid, "status": "", "limited": not reducing and d.size is None, "reason": d.rationale}
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from assets import trading
+from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
@@ -38,15 +39,24 @@ def sessions() -> list[datetime]:
     as_of = busiest_entry_bar(bars, SMA_CROSS.params(fast=5, slow=20))
     return sorted(t for t in bars["ts"].unique().to_list() if t >= as_of)[:3]
 
-def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any]) -> dg.AssetMaterialization:
+def _run(lake: LakeResource, resource: TradingResource, config: dict[str, Any], now: datetime | None = None) -> dg.AssetMaterialization:
     result = dg.materialize(
         [trading.decision_cycle],
         resources={"lake": lake, "trading": resource},
         run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS, **config}}}},
+        tags={NOW_TAG: now.isoformat()} if now else None,
     )
     assert result.success
     [event] = result.get_asset_materialization_events()
     return event.materialization  # type: ignore[return-value]
+
+def at_eleven_after(bar: datetime) -> datetime:
+    """11:00 New York in the session after the daily bar's (the bar is complete by then)."""
+    from lake.calendar import get_calendar, trading_days
+
+    day = next(d for d in trading_days(bar.date(), bar.date() + timedelta(days=10)) if d > bar.date())
+    return datetime.combine(day, time(11, 0), tzinfo=get_calendar().tz)
+
 
 def _decisions(ledger_url: str, run_id: str | None = None) -> list[dict[str, Any]]:
     with Ledger(ledger_url) as ledger:
@@ -148,11 +158,12 @@ def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(
     url = f"sqlite:///{tmp_path / 'sim.sqlite'}"
     resource = TradingResource(mode="simulation", ledger_url=url, sim_state_file=str(tmp_path / "sim.json"))
     decision_bar, next_bar, later_bar = sessions
-    first = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": decision_bar.isoformat()})
+    # Each run at 11:00 on the exchange's clock the session after its bar's: inside the trading window.
+    first = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": decision_bar.isoformat()}, at_eleven_after(decision_bar))
     assert first.metadata["orders_sent"].value >= 1  # type: ignore[operator]
     with Ledger(url) as ledger:
         assert not list(ledger.events(types=[EventType.FILL.value]))  # nothing fills on the decision bar
-    second = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": later_bar.isoformat()})
+    second = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": later_bar.isoformat()}, at_eleven_after(later_bar))
     with Ledger(url) as ledger:
         fills = list(ledger.events(types=[EventType.FILL.value]))
         from trading.ledger import replay_portfolio

@@ -53,13 +53,15 @@ def _fired(name: str) -> list[datetime]:
 
 
 @pytest.mark.usefixtures("ledger_url")
-def test_decision_schedule_fires_at_fixed_times_and_skips_the_holiday() -> None:
-    days = (25, 26, 27, 29)  # the half day (29th) closes at 13:00: its 14:30 tick is dropped
+def test_decision_schedule_fires_at_fixed_times_and_at_the_windows_end_and_skips_the_holiday() -> None:
+    days = (25, 26, 27, 29)  # the half day (29th) closes at 13:00: its 14:30 tick is dropped, its window ends at 12:55
     expected = [datetime(2024, 11, d, 11, 0) for d in days] + [datetime(2024, 11, d, 14, 30) for d in (25, 26, 27)]
-    assert _fired("decision_schedule") == sorted(expected)
+    flatten = [datetime(2024, 11, d, 15, 55) for d in (25, 26, 27)] + [datetime(2024, 11, 29, 12, 55)]
+    assert _fired("decision_schedule") == sorted(expected + flatten)
     requests = [r for _, data in _ticks("decision_schedule") for r in (data.run_requests or [])]  # type: ignore[union-attr]
-    assert len({r.run_key for r in requests}) == len(requests) == 7
+    assert len({r.run_key for r in requests}) == len(requests) == 11
     assert all(r.tags["quantlake/mode"] == "validation" for r in requests)
+    assert sum(r.tags.get("quantlake/purpose") == "flatten" for r in requests) == 4
 
 
 @pytest.mark.usefixtures("ledger_url")
@@ -77,8 +79,11 @@ def test_a_halt_skips_trading_runs_with_the_reason_until_resumed(ledger_url: str
         run_config={"ops": {"kill_switch_op": {"config": {"reason": "broker outage"}}}}, resources={"trading": TradingResource(ledger_url=ledger_url)}
     )
     assert kill.success
-    skipped = [data for t, data in _ticks("decision_schedule") if t.day == 25]
+    skipped = [data for t, data in _ticks("decision_schedule") if t.day == 25 and t.hour in (11, 14)]
     assert skipped and all(not d.run_requests and "broker outage" in (d.skip_message or "") for d in skipped)  # type: ignore[union-attr]
+    # The window's end still runs while halted: it flattens what a halt left open.
+    [(_, flattening)] = [(t, data) for t, data in _ticks("decision_schedule") if t == datetime(2024, 11, 25, 15, 55)]
+    assert flattening.run_requests  # type: ignore[union-attr]
     resume = defs.resolve_job_def("resume_job").execute_in_process(
         run_config={"ops": {"resume_op": {"config": {"by": "alice"}}}}, resources={"trading": TradingResource(ledger_url=ledger_url)}
     )

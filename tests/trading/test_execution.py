@@ -12,9 +12,11 @@ import pytest
 from trading.brokers.base import BrokerError, OrderRequest, client_order_id
 from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.events import EventType
-from trading.execution import ExecutionError, Executor, ReconciliationFailed, SafetyConfig, check_mode
+from trading.execution import ExecutionError, Executor, ReconciliationFailed, check_mode
 from trading.ledger import Ledger, replay_portfolio
 from trading.models import Decision, Mode, Side, Verdict
+from trading.risk import RiskLimits
+from trading.step import fund
 
 OPEN = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)  # 10:00 New York: inside the trading window
 
@@ -32,17 +34,16 @@ def _bar(price: float, at: datetime) -> dict[str, Any]:
     return {"ts": at, "open": price, "high": price * 1.01, "low": price * 0.99, "close": price}
 
 
-def _executor(broker: SimulatedBroker, ledger: Ledger, run_id: str = "run-1", mode: Mode = Mode.SIMULATION) -> Executor:
-    ex = Executor(broker, ledger, mode=mode, run_id=run_id)
-    ex.ensure_funded()
-    return ex
+def _executor(broker: SimulatedBroker, ledger: Ledger, run_id: str = "run-1", mode: Mode = Mode.SIMULATION, now: datetime = OPEN, limits: RiskLimits | None = None) -> Executor:
+    fund(ledger, broker.account().cash, source=broker.name, run_id=run_id, mode=mode, now=now)
+    return Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits)
 
 
 def test_each_decision_is_sent_once_across_reruns(ledger: Ledger) -> None:
     broker = SimulatedBroker(cash=100_000)
     decisions = [_decision("AAA", Side.BUY, 10), _decision("BBB", Side.BUY, 5)]
-    first = _executor(broker, ledger).execute(decisions, {}, now=OPEN)
-    rerun = _executor(broker, ledger, run_id="run-2").execute(decisions, {}, now=OPEN)
+    first = _executor(broker, ledger).execute(decisions, {})
+    rerun = _executor(broker, ledger, run_id="run-2").execute(decisions, {})
     assert len(first) == 2 and rerun == []
     assert len(list(ledger.events(types=["order_submitted"]))) == 2
 
@@ -55,7 +56,7 @@ def test_a_crash_between_send_and_ledger_write_sends_nothing_twice(ledger: Ledge
     ex = _executor(broker, ledger, run_id="after-crash")
     report = ex.reconcile({})
     assert len(report["unknown_orders"]) == 1  # the reconciliation notices the order the ledger lacks
-    [state] = ex.execute([d], {}, now=OPEN)
+    [state] = ex.execute([d], {})
     assert len(broker.open_orders()) == 1 and state.broker_order_id == "sim-1"
     broker.on_bar({"AAA": _bar(100, OPEN + timedelta(days=1))})
     assert broker.positions() == {"AAA": 10}
@@ -83,45 +84,74 @@ def test_unreadable_broker_fails_closed(ledger: Ledger) -> None:
 def test_kill_switch_flattens_halts_and_lets_only_exits_through_until_resumed(ledger: Ledger) -> None:
     broker = SimulatedBroker(cash=100_000)
     ex = _executor(broker, ledger)
-    ex.execute([_decision("AAA", Side.BUY, 10)], {}, now=OPEN)
+    ex.execute([_decision("AAA", Side.BUY, 10)], {})
     broker.on_bar({"AAA": _bar(100, OPEN + timedelta(days=1))})
     ex.kill_switch("trader pressed the button")
     broker.on_bar({"AAA": _bar(101, OPEN + timedelta(days=2))})
     assert broker.positions() == {}
     assert ex.halted() == "kill_switch: trader pressed the button"
-    later = OPEN + timedelta(days=2)
-    assert ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {}, now=later) == []
+    later = OPEN + timedelta(days=1)  # Wednesday, inside the window
+    ex = _executor(broker, ledger, now=later)
+    assert ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {}) == []
     blocked = [e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
     assert blocked[0].payload["symbol"] == "BBB"
     # An exit is a risk-reducing order: it goes through a halt.
-    assert len(ex.execute([_decision("CCC", Side.SELL, 3, at=later)], {"CCC": 3}, now=later)) == 1
+    assert len(ex.execute([_decision("CCC", Side.SELL, 3, at=later)], {"CCC": 3})) == 1
     ex.resume("alice")
     assert ex.halted() is None
-    assert len(ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {}, now=later)) == 1
+    assert len(ex.execute([_decision("BBB", Side.BUY, 5, at=later)], {})) == 1
     with pytest.raises(ExecutionError, match="not halted"):
         ex.resume("alice")
 
 
-def test_breakers_halt_until_resumed(ledger: Ledger) -> None:
+def test_drawdown_halts_until_resumed_and_daily_loss_blocks_until_the_next_session(ledger: Ledger) -> None:
     ex = _executor(SimulatedBroker(cash=100_000), ledger)
-    assert ex.check_breakers(equity=98_000, start_of_day_equity=100_000, peak_equity=100_000) is None
-    assert "daily loss 3.00%" in (ex.check_breakers(equity=97_000, start_of_day_equity=100_000, peak_equity=100_000) or "")
-    assert ex.halted() is not None
-    assert ex.check_breakers(equity=50_000, start_of_day_equity=100_000, peak_equity=100_000) is None  # one trip recorded
+    mark = {"ok": True, "cash": 0.0}
+    ex.safety.mark({**mark, "equity": 100_000.0})  # the session's opening mark and the peak
+    assert ex.safety.check_breakers(98_000) == []
+    [trip] = ex.safety.check_breakers(97_000)
+    assert trip.startswith("daily_loss: daily loss 3.00%")
+    assert ex.halted() is None and ex.safety.state().no_new_risk(ex.limits) is not None
+    assert ex.safety.check_breakers(96_000) == []  # one trip a session
+    tomorrow = _executor(SimulatedBroker(cash=1), ledger, now=OPEN + timedelta(days=1))
+    tomorrow.safety.mark({**mark, "equity": 96_000.0})
+    assert tomorrow.safety.state().no_new_risk(tomorrow.limits) is None  # a new session
+    drawdown, daily = tomorrow.safety.check_breakers(85_000)
+    assert drawdown.startswith("drawdown: drawdown 15.00%")  # from the ledger's peak, 100,000
+    assert daily.startswith("daily_loss: daily loss 11.46%")  # from this session's opening mark, 96,000
+    assert tomorrow.halted() is not None
+    later = _executor(SimulatedBroker(cash=1), ledger, now=OPEN + timedelta(days=2))
+    assert later.halted() is not None  # held across sessions
+    later.resume("alice")
+    assert later.halted() is None
 
 
-def test_trading_window_blocks_entries_and_flattens_at_its_end(ledger: Ledger) -> None:
+def test_trading_window_is_the_calendars_and_flattens_before_the_close(ledger: Ledger) -> None:
     broker = SimulatedBroker(cash=100_000)
-    ex = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="w", safety=SafetyConfig())
     early = datetime(2024, 3, 5, 14, 0, tzinfo=UTC)  # 09:00 New York
-    assert ex.execute([_decision("AAA", Side.BUY, 10, at=early)], {}, now=early) == []
-    ex.execute([_decision("AAA", Side.BUY, 10)], {}, now=OPEN)
+    assert _executor(broker, ledger, now=early).execute([_decision("AAA", Side.BUY, 10, at=early)], {}) == []
+    _executor(broker, ledger).execute([_decision("AAA", Side.BUY, 10)], {})
     broker.on_bar({"AAA": _bar(100, OPEN + timedelta(minutes=1))})
-    assert ex.end_of_window(datetime(2024, 3, 5, 20, 0, tzinfo=UTC)) == []  # 15:00 NY: still open
-    closing = datetime(2024, 3, 5, 20, 56, tzinfo=UTC)  # 15:56 New York
-    assert len(ex.end_of_window(closing)) == 1
-    broker.on_bar({"AAA": _bar(100, closing + timedelta(minutes=1))})
-    assert broker.positions() == {}
+    assert _executor(broker, ledger, now=datetime(2024, 3, 5, 20, 54, tzinfo=UTC)).flatten_if_due() == []  # 15:54 New York
+    assert len(_executor(broker, ledger, now=datetime(2024, 3, 5, 20, 55, tzinfo=UTC)).flatten_if_due()) == 1  # 15:55
+    # The day after Thanksgiving closes at 13:00: the window ends at 12:55.
+    half_day = datetime(2024, 11, 29, 17, 55, tzinfo=UTC)
+    assert _executor(broker, ledger, now=half_day - timedelta(minutes=1)).execute([_decision("BBB", Side.BUY, 1, at=half_day)], {})
+    assert _executor(broker, ledger, now=half_day).execute([_decision("CCC", Side.BUY, 1, at=half_day)], {}) == []
+    reasons = [e.payload["reason"] for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert reasons == [
+        "outside the trading window 09:30-15:55 America/New_York on 2024-03-05 (now 09:00)",
+        "outside the trading window 09:30-12:55 America/New_York on 2024-11-29 (now 12:55)",
+    ]
+
+
+def test_trades_per_day_refuse_new_risk_but_not_exits(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger, limits=RiskLimits(max_trades_per_day=2))
+    sent = ex.execute([_decision(s, Side.BUY, 1) for s in ("AAA", "BBB", "CCC")] + [_decision("DDD", Side.SELL, 1)], {"DDD": 1})
+    assert sorted(o.symbol for o in sent) == ["AAA", "BBB", "DDD"]
+    tomorrow = _executor(broker, ledger, now=OPEN + timedelta(days=1), limits=RiskLimits(max_trades_per_day=2))
+    assert len(tomorrow.execute([_decision("CCC", Side.BUY, 1, at=OPEN + timedelta(days=1))], {})) == 1
 
 
 def test_live_mode_needs_both_opt_ins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +168,7 @@ def test_live_mode_needs_both_opt_ins(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_ledger_replay_equals_the_broker_after_a_long_random_session(ledger: Ledger) -> None:
     rng = random.Random(11)
     broker = SimulatedBroker(SimConfig(seed=3, slippage_bps=5, commission_per_share=0.005, partial_fill_prob=0.3, reject_prob=0.05), cash=250_000)
-    ex = _executor(broker, ledger)
+    ex = _executor(broker, ledger, limits=RiskLimits(max_trades_per_day=10_000))
     symbols = ["AAA", "BBB", "CCC", "DDD"]
     prices = dict.fromkeys(symbols, 100.0)
     at = OPEN

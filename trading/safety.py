@@ -1,0 +1,203 @@
+"""The safety controls' state, read from the ledger, and the trading window, read from the calendar.
+
+Every control reads `RiskLimits` (the pipeline file's `limits`), the same object the hard limits use:
+- **Marks**: each step records the account's equity as a reconciliation event stamped with the run's
+  `now` and its exchange session (the exchange-local date of `now`). The session's opening equity is
+  the first mark of that session, the peak the highest mark; both count from the last `resume`.
+- **Daily loss**: equity at or below the session's opening equity less `daily_loss_limit_pct` trips
+  once per session and blocks new risk until the next session (or a resume).
+- **Drawdown**: equity at or below the peak less `max_drawdown_pct` halts, like the kill switch,
+  until an explicit resume.
+- **Trades per day**: orders sent in the session at or over `max_trades_per_day` block new risk.
+- **Window**: entries from the open (+ `window_open_delay_min`) until `flatten_before_close_min`
+  before the close, half days included; from then on positions are flattened (`flatten_at_close`).
+Every trip is an intervention event. Exits always go through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from lake.calendar import get_calendar, is_trading_day, session_bounds
+from trading.events import Event, EventType
+from trading.models import Mode
+from trading.risk import RiskLimits
+
+log = logging.getLogger(__name__)
+
+HALTS = frozenset({"kill_switch", "drawdown", "breaker"})  # until resume ("breaker": ledgers before the split)
+_TYPES = [EventType.INTERVENTION.value, EventType.RECONCILIATION.value, EventType.ORDER_SUBMITTED.value]
+
+
+class EventLog(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def events(self, *, run_id: str | None = None, types: Iterable[str] | None = None, symbol: str | None = None) -> Iterable[Event]: ...
+
+
+def session_of(now: datetime, limits: RiskLimits) -> date:
+    """The exchange-local date of `now`: the session its marks, trades and daily loss belong to."""
+    return now.astimezone(get_calendar(limits.exchange).tz).date()
+
+
+def window(now: datetime, limits: RiskLimits) -> tuple[datetime, datetime, datetime] | None:
+    """(entries from, entries until = flatten at, close) of `now`'s session; None on a day without one."""
+    day = session_of(now, limits)
+    if not is_trading_day(day, limits.exchange):
+        return None
+    open_, close = session_bounds(day, limits.exchange)
+    return open_ + timedelta(minutes=limits.window_open_delay_min), close - timedelta(minutes=limits.flatten_before_close_min), close
+
+
+def outside_window(now: datetime, limits: RiskLimits) -> str | None:
+    """Why an entry at `now` is refused by the trading window, else None."""
+    bounds = window(now, limits)
+    tz = get_calendar(limits.exchange).tz
+    local = now.astimezone(tz)
+    if bounds is None:
+        return f"outside the trading window: {local:%Y-%m-%d} is not a {limits.exchange} session"
+    start, end, _close = bounds
+    if start <= now < end:
+        return None
+    return f"outside the trading window {start.astimezone(tz):%H:%M}-{end.astimezone(tz):%H:%M} {tz.key} on {local:%Y-%m-%d} (now {local:%H:%M})"
+
+
+def flatten_due(now: datetime, limits: RiskLimits) -> bool:
+    """From `flatten_before_close_min` before the close (and on a day without a session), when configured."""
+    if not limits.flatten_at_close:
+        return False
+    bounds = window(now, limits)
+    return bounds is None or now >= bounds[1]
+
+
+@dataclass(frozen=True)
+class SafetyState:
+    """One pass over the ledger's interventions, marks and orders, as of one session."""
+
+    session: date
+    halted: str | None = None  # kill switch or drawdown, until resume
+    daily_loss: str | None = None  # tripped in this session
+    session_open_equity: float | None = None
+    peak_equity: float | None = None
+    trades_today: int = 0
+    tripped_today: frozenset[str] = frozenset()  # intervention kinds recorded in this session
+    known_orders: frozenset[str] = frozenset()  # client ids in the ledger
+    sent_orders: frozenset[str] = frozenset()  # client ids the broker confirmed
+
+    def no_new_risk(self, limits: RiskLimits) -> str | None:
+        """Why no position may be opened or added to now (ledger state only), else None."""
+        if self.halted:
+            return self.halted
+        if self.daily_loss:
+            return self.daily_loss
+        if self.trades_today >= limits.max_trades_per_day:
+            return f"trades_per_day: {self.trades_today} orders in the session {self.session} >= {limits.max_trades_per_day}"
+        return None
+
+
+def _payloads(ledger: EventLog) -> Iterator[tuple[str, dict[str, Any]]]:
+    fast = getattr(ledger, "payloads", None)
+    if fast is not None:  # the Ledger's streaming path: no Event models built
+        yield from fast(_TYPES)
+        return
+    for event in ledger.events(types=_TYPES):
+        yield event.type.value, event.payload
+
+
+def read_state(ledger: EventLog, session: date) -> SafetyState:
+    key = session.isoformat()
+    halted = daily = None
+    opening = peak = None
+    trades = 0
+    tripped: set[str] = set()
+    known: set[str] = set()
+    sent: set[str] = set()
+    for type_, p in _payloads(ledger):
+        if type_ == EventType.ORDER_SUBMITTED.value:
+            cid = p.get("client_order_id")
+            if cid:
+                known.add(cid)
+                if p.get("broker_order_id"):
+                    sent.add(cid)
+            trades += p.get("session") == key
+        elif type_ == EventType.RECONCILIATION.value:
+            equity = p.get("equity")
+            if not p.get("ok") or equity is None:
+                continue
+            peak = equity if peak is None else max(peak, equity)
+            if opening is None and p.get("session") == key:
+                opening = equity
+        else:
+            kind = p.get("kind")
+            if kind == "resume":
+                halted = daily = opening = peak = None
+                tripped.clear()
+            elif kind in HALTS:
+                halted = f"{kind}: {p.get('reason', '')}"
+            elif p.get("session") == key and kind in ("daily_loss", "trades_per_day"):
+                tripped.add(kind)
+                if kind == "daily_loss":
+                    daily = f"daily_loss: {p.get('reason', '')}"
+    return SafetyState(session, halted, daily, opening, peak, trades, frozenset(tripped), frozenset(known), frozenset(sent))
+
+
+@dataclass
+class Safety:
+    """The controls that read the ledger: marks, breakers, halts and resumes, as of the run's `now`."""
+
+    ledger: EventLog
+    limits: RiskLimits
+    now: datetime
+    run_id: str
+    mode: Mode
+    session: date = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.session = session_of(self.now, self.limits)
+
+    def emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str | None = None, as_of: datetime | None = None, event_id: str | None = None) -> None:
+        extra = {"event_id": event_id} if event_id else {}
+        if type_.value in _TYPES:  # what the state is read from carries its session
+            payload = {**payload, "session": self.session.isoformat()}
+        self.ledger.emit(Event(type=type_, run_id=self.run_id, mode=self.mode, symbol=symbol, as_of=as_of or self.now, payload=payload, **extra))
+
+    def intervene(self, kind: str, reason: str, **details: Any) -> None:
+        log.warning("intervention %s: %s", kind, reason)
+        self.emit(EventType.INTERVENTION, {"kind": kind, "reason": reason, **details})
+
+    def state(self) -> SafetyState:
+        return read_state(self.ledger, self.session)
+
+    def halted(self) -> str | None:
+        return self.state().halted
+
+    def mark(self, payload: dict[str, Any]) -> None:
+        """The account as reconciled (`ok`, `cash`, `equity`, ...): a mark for the breakers."""
+        self.emit(EventType.RECONCILIATION, payload)
+
+    def check_breakers(self, equity: float) -> list[str]:
+        """Records a trip of the drawdown breaker, the daily loss limit or the trades per day; returns them."""
+        state, lim = self.state(), self.limits
+        trips = []
+        peak, opening = state.peak_equity, state.session_open_equity
+        if state.halted is None and peak and equity <= peak * (1 - lim.max_drawdown_pct):
+            trips.append(("drawdown", f"drawdown {1 - equity / peak:.2%} >= {lim.max_drawdown_pct:.2%} from the peak {peak:,.2f}: halted until resumed"))
+        if state.daily_loss is None and opening and equity <= opening * (1 - lim.daily_loss_limit_pct):
+            trips.append(("daily_loss", f"daily loss {1 - equity / opening:.2%} >= {lim.daily_loss_limit_pct:.2%} of the session's opening equity {opening:,.2f}: no new risk until the next session"))
+        if "trades_per_day" not in state.tripped_today and state.trades_today >= lim.max_trades_per_day:
+            trips.append(("trades_per_day", f"{state.trades_today} orders in the session >= {lim.max_trades_per_day}: no new risk until the next session"))
+        for kind, reason in trips:
+            self.intervene(kind, reason, equity=equity)
+        return [f"{kind}: {reason}" for kind, reason in trips]
+
+    def resume(self, who: str, reason: str = "") -> None:
+        from trading.execution import ExecutionError
+
+        state = self.state()
+        if state.halted is None and state.daily_loss is None:
+            raise ExecutionError("trading is not halted: nothing to resume")
+        self.intervene("resume", reason or f"resumed by {who}", by=who)

@@ -1,0 +1,152 @@
+"""One trading step: the same code for a decision cycle (one step) and a paper session (a step per bar).
+
+In every mode, at the run's `now` on the decision bar `as_of`:
+1. fund an empty ledger (one rule: the account's cash: the broker's, else `initial_cash`);
+   in simulation the simulated broker first lives through the bars since its last one, and its
+   fills go to the ledger (the market moved);
+2. reconcile with the broker, failing closed (validation: the ledger's portfolio at the closes),
+   and record the account as a mark;
+3. the breakers on that mark (drawdown, daily loss, trades per day); a flatten when the window ends;
+4. point-in-time contexts (bars up to `as_of` only);
+5. the decision pipeline (hard limits read the same `RiskLimits`);
+6. the executor (one order per EXECUTE decision; new risk refused while a control blocks it);
+7. the ledger has every event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from strategies.base import Strategy
+from trading.agents.tools import ToolRegistry
+from trading.brokers.base import Broker, OrderState
+from trading.brokers.simulated import SimulatedBroker
+from trading.context import SymbolContext, build_contexts
+from trading.events import Event, EventType, MemorySink
+from trading.execution import Executor
+from trading.ledger import Ledger, replay_portfolio
+from trading.models import Mode, PortfolioSnapshot
+from trading.pipeline import CycleResult, DecisionPipeline
+from trading.safety import EventLog, Safety, flatten_due
+
+ToolsFor = Callable[[list[SymbolContext], PortfolioSnapshot], ToolRegistry | None]
+
+
+@dataclass
+class StepReport:
+    as_of: datetime
+    now: datetime
+    snapshot: PortfolioSnapshot
+    result: CycleResult
+    skipped: dict[str, str]
+    contexts: list[SymbolContext]
+    estimate: dict[str, float]
+    events_written: int
+    orders: list[OrderState] = field(default_factory=list)
+    flattened: list[OrderState] = field(default_factory=list)
+    trips: list[str] = field(default_factory=list)
+    blocked: str | None = None  # why new risk was refused at send time
+
+
+def fund(ledger: EventLog, cash: float, *, source: str, run_id: str, mode: Mode, now: datetime) -> bool:
+    """The one funding rule: an empty ledger starts with a deposit of the account's cash."""
+    if any(True for _ in ledger.events(types=[EventType.DEPOSIT.value])):
+        return False
+    event_id = hashlib.sha256(b"deposit|initial").hexdigest()[:32]
+    ledger.emit(Event(type=EventType.DEPOSIT, run_id=run_id, mode=mode, as_of=now, payload={"amount": cash, "source": source}, event_id=event_id))
+    return True
+
+
+def advance_simulation(broker: SimulatedBroker, executor: Executor, bars: pl.DataFrame) -> int:
+    """The simulated broker lives through the bars since its last one (fills at their opens, brackets)."""
+    new = bars.filter(pl.col("ts") > broker.now) if broker.now is not None else bars.tail(0)
+    fills = 0
+    for frame in new.sort("ts", "symbol").partition_by("ts", maintain_order=True):
+        fills += executor.record_fills(broker.on_bar({r["symbol"]: r for r in frame.iter_rows(named=True)}))
+    if broker.now is None and not bars.is_empty():
+        broker.now = bars["ts"].max()  # type: ignore[assignment]  # a new simulation starts at the decision bar
+    return fills
+
+
+def last_marks(bars: pl.DataFrame) -> dict[str, float]:
+    return {r["symbol"]: r["close"] for r in bars.sort("ts").group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
+
+
+def trading_step(
+    *,
+    ledger: Ledger,
+    broker: Broker | None,
+    decider: DecisionPipeline,
+    strategy: Strategy[Any],
+    params: Any,
+    bars: pl.DataFrame,
+    as_of: datetime,
+    now: datetime,
+    mode: Mode,
+    run_id: str,
+    initial_cash: float = 100_000.0,
+    spent_today: float = 0.0,
+    tokens_today: int = 0,
+    per_call_costs: list[float] | None = None,
+    tools_for: ToolsFor | None = None,
+    record_all: bool = True,
+) -> StepReport:
+    """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order."""
+    limits = decider.config.limits
+    past = bars.filter(pl.col("ts") <= as_of)
+    trading = broker is not None and mode != Mode.VALIDATION
+    # 1. Funding, and the simulated market up to the decision bar.
+    account_cash = broker.account().cash if trading and broker is not None else initial_cash
+    fund(ledger, account_cash, source=broker.name if trading and broker is not None else "initial", run_id=run_id, mode=mode, now=now)
+    executor = Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits) if trading and broker is not None else None
+    safety = executor.safety if executor is not None else Safety(ledger, limits, now, run_id, mode)
+    if executor is not None and isinstance(broker, SimulatedBroker):
+        advance_simulation(broker, executor, past)
+    # 2. Reconcile (fail closed: ReconciliationFailed before anything is sent) and mark.
+    marks = last_marks(past)
+    portfolio = replay_portfolio(ledger)
+    if executor is not None:
+        report = executor.reconcile({s: q for s, q in portfolio.positions.items() if q})
+        cash, equity, positions = float(report["cash"]), float(report["equity"]), dict(report["positions"])
+    else:
+        cash, equity, positions = portfolio.cash, portfolio.equity(marks), {s: q for s, q in portfolio.positions.items() if q}
+        safety.mark({"ok": True, "source": "ledger", "cash": cash, "equity": equity, "positions": positions})
+    # 3. Breakers on this mark; the flatten when the window ends.
+    trips = safety.check_breakers(equity)
+    flattened = executor.flatten_if_due() if executor is not None else []
+    state = safety.state()
+    snapshot = PortfolioSnapshot(
+        cash=cash,
+        equity=equity,
+        positions=positions,
+        prices=marks,
+        start_of_day_equity=state.session_open_equity,
+        peak_equity=state.peak_equity,
+        trades_today=state.trades_today,
+    )
+    # 4. Point-in-time contexts; 5. the pipeline.
+    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot)
+    estimate = decider.estimate(contexts, per_call_costs or [])
+    sink = MemorySink()
+    tools = tools_for(contexts, snapshot) if tools_for is not None else None
+    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent_today, tokens_today=tokens_today, tools=tools, skipped=skipped)
+    executed = {d.symbol for d in result.executed()}
+    events = sink.events if record_all else [e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in executed]
+    written = ledger.append_many(events)
+    # 6. The executor: nothing more once the window's flatten is due (the flatten closes everything).
+    orders: list[OrderState] = []
+    blocked = None
+    if executor is not None and broker is not None:
+        if executor.limits.flatten_at_close and (flattened or flatten_due(now, limits)):
+            blocked = "the trading window's flatten is due"
+        else:
+            orders = executor.execute(result.decisions, broker.positions())
+            blocked = executor.blocked
+    return StepReport(as_of, now, snapshot, result, skipped, contexts, estimate, written, orders, flattened, trips, blocked)
+
