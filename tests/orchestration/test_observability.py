@@ -63,8 +63,8 @@ def test_every_key_variable_is_masked_on_every_logging_path(
 def test_values_of_six_characters_are_masked_shorter_ones_are_not(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Very short values (a placeholder like "x" or "none") would mask ordinary words everywhere."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-abc")
-    monkeypatch.setenv("ALPACA_API_KEY", "k-12")
+    monkeypatch.setenv("ALPACA_API_KEY", "k-123")
     configure_logging("json")
-    get_logger().info("keys", openai="sk-abc", alpaca="k-12")
+    get_logger().info("keys", openai="sk-abc", alpaca="k-123")
     line = json.loads(capsys.readouterr().err)
-    assert line["openai"] == "***" and line["alpaca"] == "k-12"
+    assert line["openai"] == "***" and line["alpaca"] == "k-123"
