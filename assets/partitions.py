@@ -1,22 +1,35 @@
-"""Partitions on the exchange's trading days and on symbols.
+"""Partitions on the exchange's sessions, on years and on symbols; all of them grow without a reload.
 
-Read once at load time from the environment (documented in the README):
-- QUANTLAKE_UNIVERSE: comma-separated symbols (default: the offline generator's universe).
-- QUANTLAKE_PARTITION_START: first trading day with partitions (default 2022-01-03).
-- QUANTLAKE_EXCHANGE: exchange calendar (default XNYS).
-Trading-day keys run up to 30 days ahead so that a schedule firing today always finds its partition.
+- Trading days: a daily time window on the exchange's time zone whose non-session days (the
+  weekmask's days off and the calendar's holidays) are exclusions. Dagster computes the keys when
+  asked, up to today's session (or the next one on a day off): a code location loaded in January
+  still has March's partitions in March.
+- Years: a yearly time window up to the current year.
+- Symbols: dynamic partitions named `symbols`, registered in the instance wherever runs are launched
+  (`add_symbols`: schedules, the CLI, the demo, the bulk backfill). Keys are only ever added: a symbol
+  dropped from QUANTLAKE_UNIVERSE keeps its partitions and its history.
+
+Settings (README): QUANTLAKE_UNIVERSE, the symbols the schedules ingest, read at every tick;
+QUANTLAKE_PARTITION_START, the first trading day (and its year) with partitions; by default where
+the demo's data starts as of loading: the first of its last 20 sessions of 1-minute bars, and the
+year of the first of its last 252 sessions of daily bars. QUANTLAKE_EXCHANGE, the calendar.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import date, timedelta
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import pandas as pd
 
-from lake.calendar import DEFAULT_EXCHANGE, trading_days
+from lake.calendar import CAL_END, DEFAULT_EXCHANGE, get_calendar, session_bounds, trading_days
 
 DEFAULT_UNIVERSE = ("AAPL", "MSFT", "AMZN", "GOOGL", "NVDA", "META", "JPM", "XOM")
+SYMBOLS = "symbols"  # the dynamic partitions' name in the instance
+DEMO_MINUTE_SESSIONS = 20
+DEMO_DAILY_SESSIONS = 252
 
 
 def universe() -> list[str]:
@@ -29,26 +42,78 @@ def exchange() -> str:
     return os.environ.get("QUANTLAKE_EXCHANGE", DEFAULT_EXCHANGE)
 
 
-def partition_start() -> date:
-    return date.fromisoformat(os.environ.get("QUANTLAKE_PARTITION_START", "2022-01-03"))
+def configured_start() -> date | None:
+    raw = os.environ.get("QUANTLAKE_PARTITION_START", "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"QUANTLAKE_PARTITION_START={raw!r} is not a date (YYYY-MM-DD)") from exc
 
 
-def _day_keys() -> list[str]:
-    return [d.isoformat() for d in trading_days(partition_start(), date.today() + timedelta(days=30), exchange())]
+def last_closed_session(now: datetime, exchange: str = DEFAULT_EXCHANGE) -> date:
+    days = trading_days(now.date() - timedelta(days=10), now.date(), exchange)
+    return [d for d in days if session_bounds(d, exchange)[1] <= now][-1]
 
 
-def _year_keys() -> list[str]:
-    return [str(y) for y in range(partition_start().year, date.today().year + 1)]
+def recent_sessions(end: date, n: int, exchange: str = DEFAULT_EXCHANGE) -> list[date]:
+    """The last `n` sessions up to `end` (inclusive)."""
+    return trading_days(end - timedelta(days=int(n * 1.6) + 10), end, exchange)[-n:]
 
 
-symbol_partitions = dg.StaticPartitionsDefinition(universe())
-trading_day_partitions = dg.StaticPartitionsDefinition(_day_keys())
-year_partitions = dg.StaticPartitionsDefinition(_year_keys())
+def default_starts(now: datetime, exchange: str = DEFAULT_EXCHANGE) -> tuple[date, int]:
+    """Where the demo's data starts as of `now`: its first 1-minute session and its first year."""
+    end = last_closed_session(now, exchange)
+    return recent_sessions(end, DEMO_MINUTE_SESSIONS, exchange)[0], recent_sessions(end, DEMO_DAILY_SESSIONS, exchange)[0].year
+
+
+def _days_off(start: date, exchange: str) -> list[str | datetime]:
+    """Exclusions: the weekmask's days off as crons, and weekdays that are not sessions (holidays)."""
+    cal = get_calendar(exchange)
+    off = [i for i, on in enumerate(cal.weekmask) if on == "0"]  # Monday = 0
+    crons: list[str | datetime] = [f"0 0 * * {(i + 1) % 7}" for i in off]  # cron: Sunday = 0
+    weekdays = pd.bdate_range(start, CAL_END, freq="C", weekmask=cal.weekmask)
+    holidays = weekdays.difference(cal.sessions)
+    return crons + [ts.to_pydatetime() for ts in holidays]
+
+
+def session_partitions(start: date, exchange: str = DEFAULT_EXCHANGE) -> dg.TimeWindowPartitionsDefinition:
+    """One partition per session from `start` on, up to today's (end_offset=1: the open window)."""
+    first = trading_days(start, start + timedelta(days=10), exchange)[0]
+    return dg.TimeWindowPartitionsDefinition(
+        start=datetime(first.year, first.month, first.day),
+        fmt="%Y-%m-%d",
+        cron_schedule="0 0 * * *",
+        timezone=get_calendar(exchange).tz.key,
+        end_offset=1,
+        exclusions=_days_off(first, exchange),
+    )
+
+
+def year_partitions(first_year: int, exchange: str = DEFAULT_EXCHANGE) -> dg.TimeWindowPartitionsDefinition:
+    """One partition per year from `first_year` on, up to the current one."""
+    return dg.TimeWindowPartitionsDefinition(
+        start=datetime(first_year, 1, 1), fmt="%Y", cron_schedule="0 0 1 1 *", timezone=get_calendar(exchange).tz.key, end_offset=1
+    )
+
+
+def _starts() -> tuple[date, int]:
+    start = configured_start()
+    if start is not None:
+        return start, start.year
+    return default_starts(datetime.now(UTC), exchange())
+
+
+_DAY_START, _FIRST_YEAR = _starts()
+symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOLS)
+trading_day_partitions = session_partitions(_DAY_START, exchange())
+years_partitions = year_partitions(_FIRST_YEAR, exchange())
 
 # Intraday data: one partition per (trading day, symbol). Daily bars: one per (year, symbol), since a
 # trading-day partition of daily bars would hold a single row.
 intraday_partitions = dg.MultiPartitionsDefinition({"date": trading_day_partitions, "symbol": symbol_partitions})
-daily_partitions = dg.MultiPartitionsDefinition({"year": year_partitions, "symbol": symbol_partitions})
+daily_partitions = dg.MultiPartitionsDefinition({"year": years_partitions, "symbol": symbol_partitions})
 
 
 def intraday_key(day: str, symbol: str) -> dg.MultiPartitionKey:
@@ -57,3 +122,17 @@ def intraday_key(day: str, symbol: str) -> dg.MultiPartitionKey:
 
 def daily_key(year: str, symbol: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"year": year, "symbol": symbol})
+
+
+def add_symbols(instance: dg.DagsterInstance, symbols: Iterable[str]) -> list[str]:
+    """Registers `symbols` as partitions (only those missing: idempotent); returns the new ones."""
+    new = sorted(set(symbols) - set(instance.get_dynamic_partitions(SYMBOLS)))
+    if new:
+        instance.add_dynamic_partitions(SYMBOLS, new)
+    return new
+
+
+def unknown_periods(partitions_def: dg.MultiPartitionsDefinition, keys: Iterable[dg.MultiPartitionKey]) -> list[str]:
+    """The keys whose day or year `partitions_def` does not have as of now (e.g. before the start)."""
+    [time_dim] = [d for d in partitions_def.partitions_defs if isinstance(d.partitions_def, dg.TimeWindowPartitionsDefinition)]
+    return [str(k) for k in keys if not time_dim.partitions_def.has_partition_key(k.keys_by_dimension[time_dim.name])]

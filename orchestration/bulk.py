@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 from tqdm import tqdm
 
-from assets.partitions import daily_key, intraday_key
+from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from lake.bulk import BulkSummary, bulk_ingest
 from lake.calendar import session_bounds, trading_days
@@ -64,6 +64,7 @@ def bulk_backfill(
 
 def _report(instance: dg.DagsterInstance, timeframe: str, summary: BulkSummary) -> None:
     asset, key = ("bars_1m", intraday_key) if timeframe == "1m" else ("bars_1d", daily_key)
+    add_symbols(instance, {symbol for symbol, _ in summary.written})
     for symbol, period in sorted(summary.written):
         instance.report_runless_asset_event(
             dg.AssetMaterialization(

@@ -9,13 +9,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 from tqdm import tqdm
 
-from assets.partitions import daily_key, intraday_key
-from lake.calendar import session_bounds, trading_days
+from assets.partitions import (
+    DEMO_DAILY_SESSIONS,
+    DEMO_MINUTE_SESSIONS,
+    add_symbols,
+    daily_key,
+    intraday_key,
+    recent_sessions,
+    unknown_periods,
+)
+from assets.partitions import last_closed_session as _last_closed_session
 
 # Step logs still reach the instance (and the UI); the terminal shows warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -46,17 +54,14 @@ class IngestSummary:
 
 
 def last_closed_session(now: datetime | None = None, exchange: str = "XNYS") -> date:
-    now = now or datetime.now(UTC)
-    days = trading_days(now.date() - timedelta(days=10), now.date(), exchange)
-    closed = [d for d in days if session_bounds(d, exchange)[1] <= now]
-    return closed[-1]
+    return _last_closed_session(now or datetime.now(UTC), exchange)
 
 
-def default_ranges(end: date, minute_days: int = 20, daily_days: int = 252) -> tuple[list[date], list[str]]:
-    """The last `minute_days` sessions for 1m bars, and the years covering the last `daily_days` sessions."""
-    sessions = trading_days(end - timedelta(days=int(daily_days * 1.6) + 10), end)
-    minute_sessions = sessions[-minute_days:]
-    years = sorted({str(d.year) for d in sessions[-daily_days:]})
+def default_ranges(end: date, minute_days: int = DEMO_MINUTE_SESSIONS, daily_days: int = DEMO_DAILY_SESSIONS) -> tuple[list[date], list[str]]:
+    """The last `minute_days` sessions for 1m bars, and the years covering the last `daily_days` sessions
+    (by default where the partitions start: assets.partitions.default_starts)."""
+    minute_sessions = recent_sessions(end, minute_days)
+    years = sorted({str(d.year) for d in recent_sessions(end, daily_days)})
     return minute_sessions, years
 
 
@@ -73,6 +78,14 @@ def run_partitions(
         ("ingest_daily_job", f"1d {y} {s}", daily_key(y, s)) for y in years for s in symbols
     ] + [("ingest_intraday_job", f"1m {d} {s}", intraday_key(d.isoformat(), s)) for d in days for s in symbols]
     jobs = {name: defs.resolve_job_def(name) for name in {w[0] for w in work}}
+    for name, job in jobs.items():
+        missing = unknown_periods(job.partitions_def, [key for job_name, _, key in work if job_name == name])  # type: ignore[arg-type]
+        if missing:
+            raise ValueError(
+                f"{name}: no partition {missing[0]} ({len(missing)} missing): it is before QUANTLAKE_PARTITION_START "
+                f"(default: where the demo's data starts) or after today; set QUANTLAKE_PARTITION_START and reload"
+            )
+    add_symbols(instance, symbols)
     for job_name, label, key in tqdm(work, desc="ingest", unit="partition", disable=not progress):
         result = jobs[job_name].execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET

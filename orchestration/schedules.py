@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 
 import dagster as dg
 
-from assets.partitions import daily_key, intraday_key, universe
+from assets.partitions import add_symbols, daily_key, exchange, intraday_key, last_closed_session, universe
 from orchestration import market_times as mt
 from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job
 
@@ -50,9 +50,19 @@ def exchange_schedule(
             return dg.SkipReason(f"{local.date()} is not a trading day")
         if not any(abs((t - tick).total_seconds()) < 1 for t in times_for_day(local.date())):
             return dg.SkipReason(f"{local:%Y-%m-%d %H:%M} is not a {name} time today (half day or outside the session)")
-        return requests_at(tick)
+        requests = requests_at(tick)
+        symbols = _requested_symbols(requests)
+        if symbols:  # dynamic partitions: registered before the requests are resolved against them
+            add_symbols(context.instance, symbols)
+        return requests
 
     return _schedule
+
+
+def _requested_symbols(requests: list[dg.RunRequest] | dg.SkipReason) -> set[str]:
+    if isinstance(requests, dg.SkipReason):
+        return set()
+    return {r.partition_key.keys_by_dimension["symbol"] for r in requests if isinstance(r.partition_key, dg.MultiPartitionKey)}
 
 
 def _cron_at(minutes_after_midnight: list[int]) -> list[str]:
@@ -73,7 +83,8 @@ def _ingest_day_requests(tick: datetime) -> list[dg.RunRequest]:
 
 
 def _ingest_year_requests(tick: datetime) -> list[dg.RunRequest]:
-    year = str(tick.astimezone(mt.NY).year)
+    # The year of the last closed session: on a year's first session, the last year's final bar.
+    year = str(last_closed_session(tick, exchange()).year)
     return [dg.RunRequest(run_key=f"{tick.isoformat()}|{year}|{s}", partition_key=daily_key(year, s)) for s in universe()]
 
 
@@ -89,7 +100,7 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
             _cron_at([9 * 60 + 30 + open_offset]),
             lambda d: mt.at_open(d, open_offset),
             _ingest_year_requests,
-            "At the open (+offset): refresh this year's daily bars for the universe.",
+            "At the open (+offset): the daily bars of the last closed session's year (a new year's first open: the old year's last bar).",
         ),
         exchange_schedule(
             "intraday_schedule",

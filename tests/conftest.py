@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# The fixtures' sessions go back to 2024; the default start (where the demo's data starts, as of
+# loading) moves with the clock. tests/orchestration/test_partitions.py loads the default too.
+os.environ.setdefault("QUANTLAKE_PARTITION_START", "2022-01-03")
 
 PG_URL = os.environ.get("QUANTLAKE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.partitions import daily_key, intraday_key
+from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 
 DAY, SYMBOL = "2024-11-29", "AAPL"  # a half day: 210 one-minute bars
@@ -20,6 +20,7 @@ def _run(job_name: str, key: dg.MultiPartitionKey, resources: dict[str, object],
 
     job = defs.resolve_job_def(job_name)
     with dg.instance_for_test() as instance:
+        add_symbols(instance, [key.keys_by_dimension["symbol"]])
         return job.execute_in_process(partition_key=key, instance=instance, resources=resources, raise_on_error=False, tags=tags)
 
 

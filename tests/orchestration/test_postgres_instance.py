@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.partitions import intraday_key
+from assets.partitions import add_symbols, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from tests.orchestration.dagster_server import ROOT
 
@@ -26,6 +26,7 @@ def test_ingest_partition_on_postgres_instance(
     monkeypatch.setenv("DAGSTER_PG_URL", pg_schema_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        add_symbols(instance, ["MSFT"])
         result = defs.resolve_job_def("ingest_intraday_job").execute_in_process(
             partition_key=intraday_key("2024-11-27", "MSFT"),
             instance=instance,

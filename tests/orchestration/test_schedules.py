@@ -29,15 +29,17 @@ def _fired_ticks(schedule: dg.ScheduleDefinition) -> list[datetime]:
                 break
             ticks.add(tick)
     fired = []
-    for tick in sorted(ticks):
-        with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repo) as ctx:
-            data = schedule.evaluate_tick(ctx)
-        if data.run_requests:
-            assert len(data.run_requests) == len(universe())
-            assert len({r.run_key for r in data.run_requests}) == len(universe())
-            fired.append(tick.astimezone(NY).replace(tzinfo=None))
-        else:
-            assert data.skip_message, f"{schedule.name} at {tick}: neither runs nor a reason"
+    with dg.instance_for_test() as instance:
+        for tick in sorted(ticks):
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=repo) as ctx:
+                data = schedule.evaluate_tick(ctx)
+            if data.run_requests:
+                assert len(data.run_requests) == len(universe())
+                assert len({r.run_key for r in data.run_requests}) == len(universe())
+                assert set(instance.get_dynamic_partitions("symbols")) == set(universe())  # registered by the tick
+                fired.append(tick.astimezone(NY).replace(tzinfo=None))
+            else:
+                assert data.skip_message, f"{schedule.name} at {tick}: neither runs nor a reason"
     return fired
 
 

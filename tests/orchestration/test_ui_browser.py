@@ -42,6 +42,18 @@ def _skip_community_dialog(page) -> None:  # type: ignore[no-untyped-def]
         page.get_by_role("button", name="Skip").click(timeout=5_000)
 
 
+def _register_symbol(home: Path, symbol: str) -> None:
+    """Symbols are dynamic partitions: registered in the instance, as the CLI and the schedules do."""
+    import dagster as dg
+
+    from assets.partitions import add_symbols
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        add_symbols(instance, [symbol])
+
+
 def test_ui_shows_assets_and_materializes_a_partition(tmp_path: Path) -> None:
     _require_chromium()
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
@@ -49,6 +61,7 @@ def test_ui_shows_assets_and_materializes_a_partition(tmp_path: Path) -> None:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {"QUANTLAKE_LAKE_DIR": str(tmp_path / "lake"), "GX_ANALYTICS_ENABLED": "false"}
+    _register_symbol(tmp_path / "home", PARTITION["symbol"])
     with dagster_dev(tmp_path / "home", env, ARTIFACTS / "dagster_dev.log") as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
