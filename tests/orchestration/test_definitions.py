@@ -36,3 +36,12 @@ def test_alpaca_is_chosen_only_with_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     resource = market_data_resource()
     assert resource.source == "alpaca"
     assert "canary-secret" not in repr(resource)
+
+
+def test_partitions_are_computed_when_asked_not_listed_at_load() -> None:
+    """Days and years are time windows (they grow with the clock), symbols are dynamic (the instance's)."""
+    from assets.partitions import daily_partitions, intraday_partitions
+
+    for multi in (intraday_partitions, daily_partitions):
+        kinds = {type(d.partitions_def) for d in multi.partitions_defs}
+        assert kinds == {dg.TimeWindowPartitionsDefinition, dg.DynamicPartitionsDefinition}
