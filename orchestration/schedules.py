@@ -172,6 +172,8 @@ def decision_run_config() -> dict[str, object]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"QUANTLAKE_STRATEGY_PARAMS is not JSON: {exc}") from exc
     config = {"strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross"), "params": params}
+    if timeframe := os.environ.get("QUANTLAKE_DECISION_TIMEFRAME"):  # e.g. 1m for intraday decisions
+        config["timeframe"] = timeframe
     return {"ops": {"decision_cycle": {"config": config}}}
 
 

@@ -126,6 +126,7 @@ class Executor:
         self.blocked = state.no_new_risk(self.limits) or outside_window(self.now, self.limits)
         sent = set(state.sent_orders)
         trades = state.trades_today
+        closing = flatten_due(self.now, self.limits)  # the window's flatten closes positions: no exit twice
         states = []
         for d in decisions:
             if d.verdict != Verdict.EXECUTE or d.side is None or d.quantity <= 0:
@@ -135,6 +136,8 @@ class Executor:
                 continue  # this decision's order is already at the broker
             held = positions.get(d.symbol, 0.0)
             reducing = (d.side == Side.SELL and held > 0) or (d.side == Side.BUY and held < 0)
+            if reducing and closing:
+                continue
             if not reducing and trades >= self.limits.max_trades_per_day:
                 self.blocked = self.blocked or f"trades_per_day: {trades} orders in the session {self.safety.session} >= {self.limits.max_trades_per_day}"
             if not reducing and self.blocked:
@@ -192,8 +195,8 @@ class Executor:
 
     def flatten_if_due(self) -> list[OrderState]:
         """From `flatten_before_close_min` before the close (half days too), closes every position."""
-        if not flatten_due(self.now, self.limits) or not self.broker.positions():
-            return []
+        if not flatten_due(self.now, self.limits) or not self.broker.positions() or "flatten" in self.safety.state().tripped_today:
+            return []  # once a session: its orders are at the broker
         bounds = window(self.now, self.limits)
         when = f"{self.limits.flatten_before_close_min} min before the close {bounds[2].isoformat()}" if bounds else "no session today"
         self.intervene("flatten", f"end of the trading window ({when})")

@@ -138,7 +138,7 @@ def read_state(ledger: EventLog, session: date) -> SafetyState:
                 tripped.clear()
             elif kind in HALTS:
                 halted = f"{kind}: {p.get('reason', '')}"
-            elif p.get("session") == key and kind in ("daily_loss", "trades_per_day"):
+            elif p.get("session") == key and kind in ("daily_loss", "trades_per_day", "flatten"):
                 tripped.add(kind)
                 if kind == "daily_loss":
                     daily = f"daily_loss: {p.get('reason', '')}"

@@ -33,7 +33,7 @@ from trading.execution import Executor
 from trading.ledger import Ledger, replay_portfolio
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline
-from trading.safety import EventLog, Safety, flatten_due
+from trading.safety import EventLog, Safety
 
 ToolsFor = Callable[[list[SymbolContext], PortfolioSnapshot], ToolRegistry | None]
 
@@ -139,14 +139,11 @@ def trading_step(
     executed = {d.symbol for d in result.executed()}
     events = sink.events if record_all else [e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in executed]
     written = ledger.append_many(events)
-    # 6. The executor: nothing more once the window's flatten is due (the flatten closes everything).
+    # 6. The executor (after a flatten, exits are left to it; entries outside the window are refused).
     orders: list[OrderState] = []
     blocked = None
     if executor is not None and broker is not None:
-        if executor.limits.flatten_at_close and (flattened or flatten_due(now, limits)):
-            blocked = "the trading window's flatten is due"
-        else:
-            orders = executor.execute(result.decisions, broker.positions())
-            blocked = executor.blocked
+        orders = executor.execute(result.decisions, broker.positions())
+        blocked = executor.blocked
     return StepReport(as_of, now, snapshot, result, skipped, contexts, estimate, written, orders, flattened, trips, blocked)
 
