@@ -3,48 +3,99 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from lake.paths import REPO_ROOT
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: `message` says what is wrong, `hint` what to do (exit code 2)."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+FILL_THE_LAKE = "fill the lake first: `make demo` (the default universe), or `quantlake ingest --start YYYY-MM-DD --end YYYY-MM-DD --symbols A,B`"
 
 
 def _ensure_dagster_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # an empty file keeps the default SQLite storage, without a warning
+    config = home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        # The default SQLite storage, without the "no dagster.yaml" warning and without Dagster's
+        # telemetry banner printing into the middle of a progress bar.
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     return home
 
 
+def _json(option: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON ({exc.msg} at character {exc.pos}): {text[:80]}",
+                         "quote it for the shell, e.g. --params '{\"fast\": 10, \"slow\": 40}'") from exc
+
+
+def _day(option: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r} is not a date", "write it as YYYY-MM-DD, e.g. 2025-01-02") from exc
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise UsageError(f"--symbols {text!r} names no symbol", "give them comma-separated, e.g. --symbols AAPL,MSFT")
+    return symbols
+
+
+def _range(start: str | None, end: str | None) -> None:
+    first, last = (_day("--start", start) if start else None), (_day("--end", end) if end else None)
+    if first and last and first >= last:
+        raise UsageError(f"empty range: --start {first} is not before --end {last} (the end is exclusive)", "give an --end after --start")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Ingest, validate, backtest, sweep, decide and trade on paper, through the real jobs; one summary."""
+    began = time.perf_counter()
     home = _ensure_dagster_home()
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if os.environ.get("QUANTLAKE_MODE", "validation") not in ("validation", "simulation"):
+        print(f"note: the demo sends no orders; QUANTLAKE_MODE={os.environ['QUANTLAKE_MODE']} is ignored here (validation mode)")
+        os.environ["QUANTLAKE_MODE"] = "validation"
     import dagster as dg
 
     from assets.partitions import universe
     from orchestration.definitions import defs
-    from orchestration.demo import IngestSummary, default_ranges, last_closed_session, run_partitions
+    from orchestration.demo import default_ranges, format_summary, last_closed_session, run_demo
+    from trading.ledger.store import default_url, redact_url
 
-    end = date.fromisoformat(args.end) if args.end else last_closed_session()
+    end = _day("--end", args.end) if args.end else last_closed_session()
+    if args.minute_days < 1 or args.daily_days < 1:
+        raise UsageError("--minute-days and --daily-days must be at least 1")
     days, years = default_ranges(end, minute_days=args.minute_days, daily_days=args.daily_days)
-    symbols = args.symbols.split(",") if args.symbols else universe()[: args.n_symbols]
-    print(f"Ingesting {len(symbols)} symbols: 1m bars for {days[0]}..{days[-1]} ({len(days)} sessions), 1d bars for {', '.join(years)}")
+    symbols = _symbols(args.symbols) if args.symbols else universe()
     with dg.DagsterInstance.get() as instance:
-        summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
+        report = run_demo(defs, instance, symbols=symbols, days=days, years=years, progress=not args.no_progress)
     lake_root = defs.resources["lake"].path  # type: ignore[union-attr,index]
-    print("\nSummary")
-    print(f"  runs:           {summary.runs} ({len(summary.failed_runs)} failed)")
-    for asset, rows in sorted(summary.rows.items()):
-        print(f"  rows {asset:<14} {rows:,}")
-    print(f"  checks passed:  {summary.checks_passed}")
-    print(f"  checks failed:  {sum(summary.checks_failed.values())} {dict(summary.checks_failed) or ''}")
-    print(f"  lake:           {lake_root}")
-    print(f"  Dagster home:   {home}")
-    print("  Open the UI:    make ui   (then http://127.0.0.1:3000)")
-    if summary.failed_runs:
-        print(f"  failed runs:    {', '.join(summary.failed_runs[:10])}", file=sys.stderr)
+    ledger = redact_url(os.environ.get("QUANTLAKE_LEDGER_URL") or default_url())
+    report.seconds = time.perf_counter() - began  # the whole command, imports included
+    print()
+    print(format_summary(report, lake=lake_root, home=home, ledger=ledger))
+    if report.failures:
+        print(f"\n{len(report.failures)} step(s) failed:", file=sys.stderr)
+        for line in report.failures[:10]:
+            print(f"  {line}", file=sys.stderr)
         return 1
     return 0
 
@@ -58,14 +109,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from orchestration.definitions import defs
     from orchestration.demo import IngestSummary, run_partitions
 
-    start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
-    days = trading_days(start, end) if "1m" in args.timeframes else []
-    years = [str(y) for y in range(start.year, end.year + 1)] if "1d" in args.timeframes else []
-    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else universe()
+    start, end = _day("--start", args.start), _day("--end", args.end)
+    if start > end:
+        raise UsageError(f"empty range: --start {start} is after --end {end}", "give an --end on or after --start")
+    timeframes = {t.strip() for t in args.timeframes.split(",") if t.strip()}
+    if not timeframes or timeframes - {"1m", "1d"}:
+        raise UsageError(f"--timeframes {args.timeframes!r}: expected 1m, 1d or 1m,1d")
+    days = trading_days(start, end) if "1m" in timeframes else []
+    years = [str(y) for y in range(start.year, end.year + 1)] if "1d" in timeframes else []
+    if "1m" in timeframes and not days:
+        raise UsageError(f"no trading session from {start} to {end} (weekend or holiday)", "widen the range, or ingest --timeframes 1d")
+    symbols = _symbols(args.symbols) if args.symbols else universe()
     unknown = sorted(set(symbols) - set(universe()))
     if unknown:
-        print(f"error: {unknown} not in the partitioned universe {universe()} (set QUANTLAKE_UNIVERSE)", file=sys.stderr)
-        return 2
+        raise UsageError(f"{', '.join(unknown)} not in the universe {','.join(universe())}", "add them to QUANTLAKE_UNIVERSE, or leave them out")
     if args.bulk:
         from orchestration.bulk import bulk_backfill
 
@@ -75,6 +132,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         summary = run_partitions(defs, instance, days, years, symbols, IngestSummary(), progress=not args.no_progress)
     print(f"{summary.runs} runs, {len(summary.failed_runs)} failed; rows {dict(summary.rows)}; "
           f"checks passed {summary.checks_passed}, failed {dict(summary.checks_failed) or 0}")
+    for line in summary.errors[:5]:
+        print(f"  failed {line}", file=sys.stderr)
+    if len(summary.errors) > 5:
+        print(f"  ... and {len(summary.errors) - 5} more; each run's log is in the UI (make ui)", file=sys.stderr)
     return 1 if summary.failed_runs else 0
 
 
@@ -98,87 +159,125 @@ def cmd_status(args: argparse.Namespace) -> int:
 RESEARCH_ASSETS = ("backtest", "parameter_sweep", "walk_forward_analysis", "monte_carlo")
 
 
+PERCENT = frozenset({"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "best_total_return", "oos_total_return"})
+
+
+def _config_file(text: str) -> dict[str, Any]:
+    path = Path(text)
+    if path.is_file():
+        config = _json(f"--config {path}", path.read_text())
+    elif text.lstrip().startswith("{"):
+        config = _json("--config", text)
+    else:
+        raise UsageError(f"--config {text!r}: no such file, and not JSON text", "give a JSON file or the launchpad's config block as JSON")
+    if not isinstance(config, dict):
+        raise UsageError("--config must be a JSON object: the launchpad's config block, e.g. {\"strategy\": \"sma_cross\"}")
+    return config
+
+
+def _check_strategy(asset: str, config: dict[str, Any]) -> list[str]:
+    """The strategy loads and its parameters (and grid) are valid, before a run starts; the swept names."""
+    from pydantic import ValidationError
+
+    from backtests.sweep import expand_grid
+    from orchestration.demo import swept_names
+    from strategies.registry import load_strategy
+
+    strategy = load_strategy(str(config.get("strategy", "sma_cross")))
+    params, grid = config.get("params") or {}, config.get("grid") or {}
+    if not isinstance(params, dict) or not isinstance(grid, dict):
+        raise UsageError("--params and --grid must be JSON objects", "e.g. --params '{\"fast\": 10}' --grid '{\"slow\": [40, 80]}'")
+    if asset in ("parameter_sweep", "walk_forward_analysis"):
+        expand_grid(strategy, params, grid)  # names the bad parameter or value
+        return swept_names(strategy.name, params, grid)
+    names = ", ".join(sorted(strategy.params_model.model_fields))
+    unknown = sorted(set(params) - set(strategy.params_model.model_fields))
+    if unknown:
+        raise UsageError(f"{strategy.name}: unknown parameter {', '.join(unknown)}", f"its parameters are {names}")
+    try:
+        strategy.params(**params)
+    except ValueError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ValidationError) else None
+        what = "; ".join(f"{e['loc'][0]}={params.get(str(e['loc'][0]))}: {e['msg']}" if e["loc"] else str(e["msg"]).removeprefix("Value error, ")
+                         for e in cause.errors()[:2]) if cause else str(exc)
+        raise UsageError(f"{strategy.name}: bad parameters: {what}", f"its parameters are {names}") from exc
+    return []
+
+
+def _number(key: str, value: float | int) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.2%}" if key in PERCENT else f"{value:,.3f}"
+
+
 def cmd_research(args: argparse.Namespace) -> int:
     """Materializes one research asset with a run config, on the same instance the UI reads."""
-    import json
-
     _ensure_dagster_home()
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import dagster as dg
 
     from assets import research
+    from orchestration.demo import winning
     from orchestration.resources import build_resources
+    from orchestration.runs import materialize
 
-    config: dict[str, object] = {}
-    if args.config:
-        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
-        config = json.loads(text)
+    config: dict[str, Any] = _config_file(args.config) if args.config else {}
     for key in ("strategy", "start", "end", "timeframe"):
         if getattr(args, key):
             config[key] = getattr(args, key)
     if args.params:
-        config["params"] = json.loads(args.params)
+        config["params"] = _json("--params", args.params)
     if args.grid:
         if args.asset not in ("parameter_sweep", "walk_forward_analysis"):
-            print(f"--grid is for sweep and walk-forward, not {args.asset}", file=sys.stderr)
-            return 2
-        config["grid"] = json.loads(args.grid)
+            raise UsageError(f"--grid is for sweep and walk-forward, not {args.asset}", "use --params for the backtest's parameters")
+        config["grid"] = _json("--grid", args.grid)
     if args.symbols:
-        config["symbols"] = [s.strip().upper() for s in args.symbols.split(",")]
+        config["symbols"] = _symbols(args.symbols)
+    _range(config.get("start"), config.get("end"))
+    swept = _check_strategy(args.asset, config)
     asset = getattr(research, args.asset)
     lake = build_resources()["lake"]  # from the environment now, not when the code location loaded
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            [asset],
-            instance=instance,
-            resources={"lake": lake},
-            run_config={"ops": {args.asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
+        result = materialize(
+            [asset], instance=instance, resources={"lake": lake}, config={args.asset: config},
+            label=args.asset, progress=False if args.no_progress else None, debug=args.debug,
         )
-    if not result.success:
-        print(f"{args.asset} failed; see the run {result.run_id} in the UI", file=sys.stderr)
-        return 1
-    for event in result.get_asset_materialization_events():
-        for key, value in event.materialization.metadata.items():
-            if isinstance(value.value, float | int):
-                print(f"  {key:<22} {value.value:,.4f}" if isinstance(value.value, float) else f"  {key:<22} {value.value}")
+    values: dict[str, Any] = {k: v.value for e in result.get_asset_materialization_events() for k, v in e.materialization.metadata.items()}
+    for key, value in values.items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            print(f"  {key:<22} {_number(key, value)}")
+    if "best_params" in values:
+        print(f"best parameters: {winning(values, swept)} (total return {_number('total_return', float(values['best_total_return']))}; "
+              f"every combination in results.parquet)")
     print(f"report files: {lake.path / 'research' / args.asset}")
     return 0
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
     """Materializes decision_cycle (decide_job's asset) on the same instance the UI reads."""
-    import json
-
     _ensure_dagster_home()
     import dagster as dg
 
     from assets import trading
     from orchestration.resources import build_resources
+    from orchestration.runs import materialize
 
     config: dict[str, object] = {"strategy": args.strategy, "replay": args.replay}
     if args.params:
-        config["params"] = json.loads(args.params)
+        config["params"] = _json("--params", args.params)
     if args.symbols:
-        config["symbols"] = [s.strip().upper() for s in args.symbols.split(",")]
+        config["symbols"] = _symbols(args.symbols)
     if args.timeframe:
         config["timeframe"] = args.timeframe
     if args.as_of:
         config["as_of"] = args.as_of
     resources = build_resources()
+    if resources["trading"].mode in ("paper", "live"):
+        resources["trading"].broker()  # a missing key or opt-in is told now, not after the step's retries
     with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            [trading.decision_cycle],
-            instance=instance,
-            resources={"lake": resources["lake"], "trading": resources["trading"]},
-            run_config={"ops": {"decision_cycle": {"config": config}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
+        result = materialize(
+            [trading.decision_cycle], instance=instance, resources={"lake": resources["lake"], "trading": resources["trading"]},
+            config={"decision_cycle": config}, label="decision_cycle", progress=False, debug=args.debug,
         )
-    if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        reason = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
-        print(f"decision_cycle failed: {reason or 'see the run ' + result.run_id + ' in the UI'}", file=sys.stderr)
-        return 1
     [event] = result.get_asset_materialization_events()
     meta = event.materialization.metadata
     print(meta["decisions"].value)
@@ -220,23 +319,26 @@ def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--params", help='strategy parameters as JSON, e.g. \'{"fast": 10, "slow": 40}\' (fixed in a sweep)')
     parser.add_argument("--grid", help='sweep/walk-forward: values per swept parameter as JSON, e.g. \'{"fast": [5, 10], "slow": [40, 80]}\'')
     parser.add_argument("--symbols", help="comma-separated symbols")
-    parser.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d")
+    parser.add_argument("--timeframe", choices=TIMEFRAMES, help="1m, 5m, 15m, 1h or 1d")
     parser.add_argument("--start", help="first bar (YYYY-MM-DD)")
     parser.add_argument("--end", help="end, exclusive (YYYY-MM-DD)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal only)")
     parser.set_defaults(func=cmd_research)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="on an error, the stack trace and Dagster's log too")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="ingest the default universe and range on the embedded defaults")
+    demo = sub.add_parser(
+        "demo", help="the platform end to end on the embedded defaults: ingest, validate, backtest, sweep, decide, paper session"
+    )
     demo.add_argument("--end", help="last session (YYYY-MM-DD); default: the last closed session")
-    demo.add_argument("--minute-days", type=int, default=20, help="sessions of 1m bars (default 20)")
-    demo.add_argument("--daily-days", type=int, default=252, help="sessions of daily bars (default 252)")
-    demo.add_argument("--n-symbols", type=int, default=5, help="first N symbols of the universe (default 5)")
-    demo.add_argument("--symbols", help="comma-separated symbols instead of the universe")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--minute-days", type=int, default=20, help="sessions of 1m bars (default 20; the last one through the Dagster job, the others in bulk)")
+    demo.add_argument("--daily-days", type=int, default=252, help="sessions of daily bars, ingested as whole years (default 252)")
+    demo.add_argument("--symbols", help="comma-separated symbols instead of the whole universe (faster; README commands need the universe)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
     ingest = sub.add_parser("ingest", help="materialize bars (and derived data) for a range and symbols")
@@ -263,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--strategy", default="sma_cross", help="built-in name or package.module:ATTRIBUTE")
     decide.add_argument("--params", help="strategy parameters as JSON")
     decide.add_argument("--symbols", help="comma-separated symbols (default: the universe)")
-    decide.add_argument("--timeframe", help="1m, 5m, 15m, 1h or 1d (default 1d)")
+    decide.add_argument("--timeframe", choices=TIMEFRAMES, help="1m, 5m, 15m, 1h or 1d (default 1d)")
     decide.add_argument("--as-of", dest="as_of", help="replay the cycle of a past bar (ISO time)")
     decide.add_argument("--replay", action="store_true", help="cached model answers only (QUANTLAKE_LLM_CACHE)")
     decide.set_defaults(func=cmd_decide)
@@ -280,12 +382,59 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what is in the lake")
     status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")
     status.set_defaults(func=cmd_status)
+    for subparser in sub.choices.values():  # `quantlake backtest ... --debug` as well as `quantlake --debug backtest ...`
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, the stack trace and Dagster's log too")
     return parser
 
 
+def explain(exc: Exception) -> tuple[int, str, str]:
+    """(exit code, what is wrong, what to do) for an exception that reached the command line."""
+    from dagster import DagsterInvalidConfigError
+    from pydantic import ValidationError
+
+    from orchestration.runs import EXPECTED, RunFailed
+
+    if isinstance(exc, UsageError):
+        return 2, exc.message, exc.hint
+    if isinstance(exc, RunFailed):
+        if re.search(r"\bno \w+ bars\b", exc.message):
+            return 2, f"{exc.what}: {exc.message}", FILL_THE_LAKE
+        hint = f"the run {exc.run_id} in the UI (make ui) has its log; --debug prints the stack trace"
+        return (2 if exc.expected else 1), f"{exc.what}: {exc.message}", hint
+    if isinstance(exc, DagsterInvalidConfigError):
+        unset = sorted({m for e in exc.errors for m in re.findall(r'environment variable "(\w+)" which is not set', e.message)})
+        if unset:
+            return 2, f"missing setting: {', '.join(unset)} not set", "set it in the environment (keys are read through dg.EnvVar), or QUANTLAKE_DATA_SOURCE=synthetic to run offline"
+        found = [ln.strip() for ln in str(exc).splitlines() if re.match(r"\s*Error \d+:", ln)]
+        what = "; ".join(re.sub(r"^Error \d+: |\. Expected: .*$", "", ln) for ln in found[:2]) or str(exc).splitlines()[0]
+        return 2, f"bad run config: {what}", "the fields and their defaults are in the launchpad (make ui) and in --help"
+    if isinstance(exc, ValidationError):
+        what = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:2])
+        return 2, f"{exc.title}: {what}", "--debug prints the stack trace"
+    if isinstance(exc, EXPECTED):
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return 2, "; ".join(lines[:2]) or type(exc).__name__, ""
+    return 1, f"{type(exc).__name__}: {exc}", "unexpected: run again with --debug for the stack trace, and report it"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; expected errors are one or two lines on stderr and exit code 2 (1: a bug or
+    a failed run), the stack trace only with --debug."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        from orchestration.runs import RunFailed
+
+        if args.debug and not isinstance(exc, RunFailed):
+            raise
+        code, what, hint = explain(exc)
+        if args.debug and isinstance(exc, RunFailed):
+            print(exc.details, file=sys.stderr)
+        print(f"error: {what}", file=sys.stderr)
+        if hint:
+            print(f"  {hint}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -26,7 +27,11 @@ def test_research_backtest_from_the_command_line(
     with dg.DagsterInstance.get() as instance:
         records = instance.fetch_materializations(dg.AssetKey("backtest"), limit=5).records
     assert len(records) == 1
-    assert main(["research", "backtest", "--symbols", "NOPE", "--start", "2024-01-01"]) == 1
+    capsys.readouterr()
+    assert main(["research", "backtest", "--symbols", "NOPE", "--start", "2024-01-01"]) == 2  # bad input: exit 2, no trace
+    err = capsys.readouterr().err
+    assert err.startswith("error: backtest: no 1d bars for 'NOPE' in the lake") and "make demo" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 2
     # `quantlake backtest` is the same as `quantlake research backtest`.
     assert main(["backtest", "--symbols", "MSFT", "--start", "2024-01-01", "--end", "2025-01-01"]) == 0
     with dg.DagsterInstance.get() as instance:
@@ -53,8 +58,9 @@ def test_decide_kill_switch_and_resume_from_the_command_line(
     with Ledger(ledger_url) as ledger:
         kinds = [e.payload["kind"] for e in ledger.events(types=["intervention"])]
     assert kinds == ["kill_switch", "resume"]
-    assert main(["decide", "--symbols", "NOPE"]) == 1
-    assert "NOPE" in capsys.readouterr().err
+    assert main(["decide", "--symbols", "NOPE"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: decision_cycle: no 1d bars for") and "NOPE" in err and "Traceback" not in err
 
 
 def test_bulk_ingest_writes_partitions_the_ui_shows_as_materialized(
@@ -117,3 +123,78 @@ def test_bulk_backfill_with_quarantined_rows_exits_1(lake_root: Path, tmp_path: 
         assert read_bars(lake_root, ["AAPL"], "1m").height == 389
         day.drop("symbol").write_parquet(files / "aapl.parquet")
         assert bulk_backfill(defs, instance, [date(2024, 11, 27)], [], ["AAPL"], progress=False, now=now) == 0  # clean
+
+
+BAD_INPUT = [
+    (["backtest", "--params", "{fast: 10}"], "error: --params is not valid JSON"),
+    (["backtest", "--params", '{"fastt": 10}'], "error: sma_cross: unknown parameter fastt"),
+    (["backtest", "--params", '{"fast": 50, "slow": 10}'], "error: sma_cross: bad parameters: fast (50) must be below slow (10)"),
+    (["backtest", "--strategy", "nope"], "error: unknown strategy 'nope'"),
+    (["backtest", "--start", "2024-13-01"], "error: --start '2024-13-01' is not a date"),
+    (["backtest", "--start", "2024-06-01", "--end", "2024-01-01"], "error: empty range: --start 2024-06-01 is not before --end 2024-01-01"),
+    (["sweep", "--grid", '{"fast": []}'], "error: sma_cross: no values to sweep for ['fast']"),
+    (["backtest", "--config", '{"bogus": 1}'], 'error: bad run config: Received unexpected config entry "bogus"'),
+    (["ingest", "--start", "2024-11-30", "--end", "2024-12-01", "--timeframes", "1m"], "error: no trading session from 2024-11-30 to 2024-12-01"),
+    (["ingest", "--start", "2024-12-02", "--end", "2024-11-01"], "error: empty range: --start 2024-12-02 is after --end 2024-11-01"),
+]
+
+
+@pytest.mark.parametrize(("argv", "first_line"), BAD_INPUT, ids=[" ".join(a[:3]) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_or_two_lines_and_exit_code_2(
+    argv: list[str], first_line: str, lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0].startswith(first_line), err
+    assert len(err.splitlines()) <= 2 and "Traceback" not in err + out
+
+
+def test_a_malformed_config_file_and_missing_keys_are_told_plainly(
+    lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    config = tmp_path / "run.json"
+    config.write_text('{"strategy": "sma_cross",')
+    assert main(["backtest", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --config {config} is not valid JSON")
+    for name in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QUANTLAKE_MODE", "paper")
+    assert main(["decide", "--symbols", "AAPL"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: trading: mode 'paper' needs ALPACA_API_KEY and ALPACA_SECRET_KEY"]
+
+
+def test_debug_shows_the_stack_trace(lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestration.cli import UsageError
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    with pytest.raises(UsageError, match="not valid JSON"):
+        main(["backtest", "--params", "{", "--debug"])
+    assert main(["--debug", "backtest", "--symbols", "NOPE", "--start", "2024-01-01"]) == 2  # a failed run: its error in full, then the line
+    err = capsys.readouterr().err
+    assert "Stack Trace" in err and err.splitlines()[-2].startswith("error: backtest: no 1d bars for 'NOPE'")
+
+
+def test_sweep_prints_the_winning_parameters(
+    lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    bars = SyntheticSource().fetch(["AAPL"], "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    replace_partitions(lake_root, "bars", "1d", bars, period="year")
+    grid = '{"fast": [5, 10], "slow": [20, 40]}'
+    assert main(["sweep", "--grid", grid, "--symbols", "AAPL", "--start", "2023-01-01", "--end", "2025-01-01", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    [line] = [ln for ln in out.splitlines() if ln.startswith("best parameters:")]
+    assert re.fullmatch(r"best parameters: fast=(5|10), slow=(20|40) \(total return -?[\d.]+%; every combination in results.parquet\)", line), line
+
+
+def test_progress_follows_the_counts_a_step_logs() -> None:
+    from orchestration.runs import RunProgress
+
+    with RunProgress("sweep", enabled=False) as progress:
+        progress.seen("sweep 3/9")
+        assert (progress.bar.n, progress.bar.total) == (3, 9)
+        progress.seen("wrote /lake/research/2024/12 files")  # a path is not a count
+        progress.seen("paper session: bar 25/100")
+        assert (progress.bar.n, progress.bar.total) == (25, 100)
