@@ -136,7 +136,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"  failed {line}", file=sys.stderr)
     if len(summary.errors) > 5:
         print(f"  ... and {len(summary.errors) - 5} more; each run's log is in the UI (make ui)", file=sys.stderr)
-    return 1 if summary.failed_runs else 0
+    if not summary.failed_runs:
+        return 0
+    return 2 if summary.unexpected == 0 else 1  # 2: every failure was bad input, told above
 
 
 def cmd_status(args: argparse.Namespace) -> int:

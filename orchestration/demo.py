@@ -34,8 +34,9 @@ from assets.partitions import last_closed_session as _last_closed_session
 from lake.bulk import BulkSummary
 from orchestration.runs import RunFailed, materialize, step_failure
 
-# Step logs still reach the instance (and the UI); the terminal shows warnings and the progress bar.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Step logs still reach the instance (and the UI); the terminal shows the progress bar, and a failed
+# run is told in one line from its error (IngestSummary.errors), without Dagster's stack trace.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -46,6 +47,7 @@ class IngestSummary:
     checks_passed: int = 0
     checks_failed: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # "<partition>: <what went wrong>" per failed run
+    unexpected: int = 0  # failed runs whose error is not bad input (a bug, a crash)
 
     def add(self, label: str, result: dg.ExecuteInProcessResult) -> None:
         self.runs += 1
@@ -53,6 +55,7 @@ class IngestSummary:
             self.failed_runs.append(label)
             failure = step_failure(result)
             self.errors.append(f"{label}: {failure.message if failure else 'failed'}")
+            self.unexpected += 0 if failure and failure.expected else 1
         for event in result.get_asset_materialization_events():
             mat = event.materialization
             rows = mat.metadata.get("dagster/row_count")
@@ -284,7 +287,7 @@ def format_summary(report: DemoReport, *, lake: Path, home: Path, ledger: str) -
         f"{v.get('orders_sent')} orders sent ({v.get('mode')} mode)",
     ])
     section("paper_session", f"Paper session (simulated broker, {research_symbols})", lambda v: [
-        f"  {v.get('bars')} bars, {v.get('orders')} orders, {v.get('fills')} fills; P&L {float(v.get('total_pnl', 0.0)):,.2f}",
+        f"  {v.get('bars')} bars, {v.get('orders')} orders, {v.get('fills')} fills",
         f"  drift: {_first_line(str(v.get('drift', '')))}",
         "  equity vs backtest, trades by symbol and weekday, the drift report: UI > Assets > paper_session",
     ])
@@ -296,10 +299,19 @@ def format_summary(report: DemoReport, *, lake: Path, home: Path, ledger: str) -
         f"  ledger         {ledger}",
         "",
         "Next",
-        "  make ui        then http://127.0.0.1:3000 (Assets: the runs, materializations and checks above)",
+        f"  {_ui_command(lake, home)}   then http://127.0.0.1:3000 (Assets: the runs, materializations and checks above)",
         "  .venv/bin/quantlake research backtest --strategy sma_cross --params '{\"fast\": 10, \"slow\": 40}' --symbols AAPL,MSFT",
     ]
     return "\n".join(lines)
+
+
+def _ui_command(lake: Path, home: Path) -> str:
+    """`make ui`, with the settings the demo ran with when they are not the defaults the UI would use."""
+    from lake.paths import REPO_ROOT
+
+    env = [f"QUANTLAKE_LAKE_DIR={lake}"] if lake.resolve() != (REPO_ROOT / "data" / "lake").resolve() else []
+    env += [f"DAGSTER_HOME={home}"] if home.resolve() != (REPO_ROOT / ".dagster_home").resolve() else []
+    return " ".join([*env, "make ui"])
 
 
 def _first_line(markdown: str) -> str:

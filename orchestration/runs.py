@@ -51,8 +51,8 @@ class RunFailed(Exception):
 
 def root_error(error: SerializableErrorInfo) -> SerializableErrorInfo:
     """The exception the asset raised, under Dagster's step-execution and retry wrappers."""
-    while error.cause is not None and ((error.cls_name or "").startswith("Dagster") or error.cls_name == "RetryRequested"):
-        error = error.cause  # "Exceeded max_retries of 3" is a RetryRequested whose cause is the error
+    while error.cause is not None and (error.cls_name or "").startswith(("Dagster", "RetryRequested")):
+        error = error.cause  # "Exceeded max_retries of 3" is a RetryRequestedFromPolicy caused by the error
     return error
 
 
