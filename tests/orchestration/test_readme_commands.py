@@ -2,7 +2,8 @@
 `make demo` on a fresh lake and instance: the README and the command line cannot drift apart.
 
 The demo runs as a new user runs it (its own process, the whole default universe, offline); the
-README's commands then run in process through `orchestration.cli.main`, one after the other.
+README's commands then run in process through `orchestration.cli.main`, one after the other, and
+`decide_job` runs as the UI launches it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def test_every_readme_command_works_right_after_the_demo(
         assert "Traceback" not in err
         if words[1] == "sweep":
             assert "best parameters: fast=" in out
+
+    # decide_job as the UI launches it (the job the schedules and sensors run): a fresh process loading
+    # the code location, the launchpad's default config (the whole universe on daily bars).
+    ui_run = (
+        "import dagster as dg; from orchestration.definitions import defs; "
+        "instance = dg.DagsterInstance.get(); "
+        "result = defs.resolve_job_def('decide_job').execute_in_process(instance=instance, raise_on_error=False); "
+        "raise SystemExit(0 if result.success else 1)"
+    )
+    done = subprocess.run([sys.executable, "-c", ui_run], cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
 
     from assets.partitions import universe
     from lake.store import read_bars
