@@ -29,6 +29,7 @@ from trading.analytics import breakdown, drift_report, fills_from_ledger, perfor
 from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
 from trading.execution import Executor
+from trading.ledger import Ledger
 from trading.models import Mode
 from trading.safety import session_of
 from trading.session import backtest_config, run_simulated_session, session_bars
@@ -216,7 +217,11 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
         partial_fill_prob=config.partial_fill_prob,
         reject_prob=config.reject_prob,
     )
-    ledger = trading.ledger()
+    # A session over history is its own account: its own ledger per run, never the trading ledger
+    # (whose portfolio, halts and peak would otherwise take in a simulation's fills and marks).
+    ledger_path = lake.path / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(f"sqlite:///{ledger_path}")
     try:
         session = run_simulated_session(
             bars=bars,
@@ -257,5 +262,6 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             "by_weekday": dg.MetadataValue.md(markdown_table(breakdown(trips, "weekday"))),
             "backtest_total_return": float(expected.metrics["total_return"]),
             "drift_shortfall": float(drift.summary["shortfall"]),
+            "ledger": dg.MetadataValue.path(str(ledger_path)),
         }
     )

@@ -128,12 +128,24 @@ def test_live_mode_without_opt_in_is_refused(lake: LakeResource, tmp_path: Path)
         dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})
 
 def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(lake: LakeResource, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'paper.sqlite'}"
+    trading_url = f"sqlite:///{tmp_path / 'trading.sqlite'}"
     config = {"strategy": "donchian_breakout", "params": {"entry_window": 15, "exit_window": 8}, "symbols": ["AAPL", "MSFT"], "start": "2023-01-01", "end": "2024-07-01"}
-    result = dg.materialize([trading.paper_session], resources={"lake": lake, "trading": TradingResource(ledger_url=url)}, run_config={"ops": {"paper_session": {"config": config}}})
-    assert result.success
-    [event] = result.get_asset_materialization_events()
-    meta = event.materialization.metadata
+
+    def session() -> dict[str, Any]:
+        result = dg.materialize([trading.paper_session], resources={"lake": lake, "trading": TradingResource(ledger_url=trading_url)}, run_config={"ops": {"paper_session": {"config": config}}})
+        assert result.success
+        [event] = result.get_asset_materialization_events()
+        return dict(event.materialization.metadata)
+
+    meta = session()
+    # Its own account: a second session over the same bars does the same, whatever the first left
+    # behind, and the trading ledger (the decision cycles' portfolio, halts and peak) never sees it.
+    again = session()
+    assert (again["orders"].value, again["fills"].value, again["drift_shortfall"].value) == (meta["orders"].value, meta["fills"].value, meta["drift_shortfall"].value)
+    assert again["ledger"].value != meta["ledger"].value
+    with Ledger(trading_url) as trading_ledger:
+        assert not list(trading_ledger.events())
+    url = f"sqlite:///{meta['ledger'].value}"
     assert meta["fills"].value > 10 and meta["orders"].value > 5  # type: ignore[operator]
     assert "data:image/png;base64," in meta["equity_vs_backtest"].value  # type: ignore[operator]
     assert "slippage" in meta["drift"].value and "commission" in meta["drift"].value  # type: ignore[operator]
