@@ -28,7 +28,7 @@ from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
-from trading.execution import Executor
+from trading.execution import ExecutionError, Executor
 from trading.ledger import Ledger
 from trading.models import Mode
 from trading.safety import session_of
@@ -50,15 +50,18 @@ class DecisionConfig(dg.Config):
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"], retry_policy=TRANSIENT_RETRY, pool=TRADING_POOL)
 def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
     """One decision cycle for the universe: signals -> analysts -> hard limits -> risk review -> validator -> decisions (and orders in paper/live)."""
-    strategy = load_strategy(config.strategy)
-    params = strategy.params(**config.params)
-    mode = Mode(trading.mode)
+    try:  # bad configuration (strategy, parameters, mode, missing keys): a retry cannot fix it
+        strategy = load_strategy(config.strategy)
+        params = strategy.params(**config.params)
+        mode = Mode(trading.mode)
+        as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
+        broker = trading.broker()
+    except (ValueError, ExecutionError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
     cache = None
     if trading.cache_dir:
         cache = ResponseCache(Path(trading.cache_dir), CacheMode.REPLAY if config.replay else CacheMode.RECORD)
-    as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
     ledger = trading.ledger()
-    broker = trading.broker()
     try:
         report = run_decision_cycle(
             lake_root=lake.path,

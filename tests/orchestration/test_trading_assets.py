@@ -122,10 +122,22 @@ def _no_live(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 @pytest.mark.usefixtures("_no_live")
-def test_live_mode_without_opt_in_is_refused(lake: LakeResource, tmp_path: Path) -> None:
-    resource = TradingResource(mode="live", ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", alpaca_api_key="k", alpaca_secret_key="s")
-    with pytest.raises(Exception, match="real money"):
-        dg.materialize([trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}})
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"mode": "live", "alpaca_api_key": "k", "alpaca_secret_key": "s"}, "real money"),
+        ({"mode": "paper"}, "needs ALPACA_API_KEY and ALPACA_SECRET_KEY"),
+    ],
+)
+def test_a_refused_mode_fails_once_with_the_reason_never_retried(lake: LakeResource, tmp_path: Path, settings: dict[str, str], reason: str) -> None:
+    resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", **settings)
+    result = dg.materialize(
+        [trading.decision_cycle], resources={"lake": lake, "trading": resource}, run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS}}}}, raise_on_error=False
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert reason in failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]  # bad config: no retry
 
 def test_paper_session_trades_the_lake_and_reports_drift_against_the_backtest(lake: LakeResource, tmp_path: Path) -> None:
     trading_url = f"sqlite:///{tmp_path / 'trading.sqlite'}"
