@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from backtests.kernels import next_order_nb
-from backtests.sweep_nb import _fill_nb, _mark_nb
+from backtests.sweep_nb import _settle_nb
 
 
 @njit(cache=True, parallel=True)
@@ -47,18 +47,12 @@ def ma_cross_sweep_nb(
         cash, pos, held, pending = init_cash, 0.0, 0, np.nan
         peak, dd, equity = init_cash, 0.0, init_cash
         for t in range(n):
-            if not np.isnan(pending):
-                cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
-                orders[k] += filled
-                pending = np.nan
-            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
-            if t == n - 1:
-                continue
-            up = t > 0 and fast[t] > slow[t] and fast[t - 1] <= slow[t - 1]
-            down = t > 0 and fast[t] < slow[t] and fast[t - 1] >= slow[t - 1]
-            held, order = next_order_nb(held, up, down, down and shorts, up and shorts, size[t])
-            if not np.isnan(order):
-                pending = order
+            cash, pos, filled, equity, peak, dd = _settle_nb(cash, pos, pending, fill_price[t], close[t], fee[t], slip, whole, peak, dd)
+            orders[k] += filled
+            if t < n - 1:  # the order decided now fills on the next bar (NaN: none)
+                up = t > 0 and fast[t] > slow[t] and fast[t - 1] <= slow[t - 1]
+                down = t > 0 and fast[t] < slow[t] and fast[t - 1] >= slow[t - 1]
+                held, pending = next_order_nb(held, up, down, down and shorts, up and shorts, size[t])
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders

@@ -56,6 +56,20 @@ def _mark_nb(cash: float, pos: float, close: float, peak: float, dd: float) -> t
     return equity, peak, max(dd, 1.0 - equity / peak)
 
 
+@njit(cache=True, inline="always")
+def _settle_nb(
+    cash: float, pos: float, pending: float, fill_price: float, close: float, fee: float, slip: float, whole: bool, peak: float, dd: float
+) -> tuple[float, float, int, float, float, float]:
+    """One bar of a signal-driven portfolio before its signals are read: the order decided on the
+    bar before (`pending`, NaN: none) fills, then the close marks it. Returns cash, position,
+    filled, equity, peak, max drawdown."""
+    filled = 0
+    if not np.isnan(pending):
+        cash, pos, filled = _fill_nb(cash, pos, pending, fill_price, fee, slip, whole)
+    equity, peak, dd = _mark_nb(cash, pos, close, peak, dd)
+    return cash, pos, filled, equity, peak, dd
+
+
 @njit(cache=True, parallel=True)
 def signals_sweep_nb(
     fill_price: np.ndarray,
@@ -79,16 +93,10 @@ def signals_sweep_nb(
         cash, pos, held, pending = init_cash, 0.0, 0, np.nan
         peak, dd, equity = init_cash, 0.0, init_cash
         for t in range(n):
-            if not np.isnan(pending):
-                cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
-                orders[k] += filled
-                pending = np.nan
-            equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
-            if t == n - 1:
-                continue
-            held, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
-            if not np.isnan(order):
-                pending = order
+            cash, pos, filled, equity, peak, dd = _settle_nb(cash, pos, pending, fill_price[t], close[t], fee[t], slip, whole, peak, dd)
+            orders[k] += filled
+            if t < n - 1:  # the order decided now fills on the next bar (NaN: none)
+                held, pending = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders
