@@ -105,6 +105,31 @@ def test_a_past_cycle_replays_from_cached_model_answers_without_the_model(lake: 
     assert again.metadata["model_calls"].value == 0
     assert _decisions(replay_url) == _decisions(recorded_url)
 
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_absurd_model_levels_never_reach_an_order_through_the_job(lake: LakeResource, sessions: list[datetime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scale: float) -> None:
+    """The price-sanity limit fires on the path users run: a model quoting 1000x the market in
+    simulation mode sends no order; the same model at the market does (the control, not the setup)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    def answer(body: dict[str, Any]) -> Reply:
+        payload = json.loads(next(m["content"] for m in body["messages"] if m["role"] == "user"))
+        level = payload["close"] * scale
+        content = {"action": "BUY", "confidence": 0.9, "rationale": "model", "entry": level, "stop": level * 0.95, "target1": level * 1.05, "target2": level * 1.1}
+        return Reply(content=json.dumps(content), prompt_tokens=500, completion_tokens=50)
+
+    url = f"sqlite:///{tmp_path / 'sanity.sqlite'}"
+    with OpenAIServer(responder=answer) as server:
+        resource = TradingResource(mode="simulation", ledger_url=url, sim_state_file=str(tmp_path / "sim.json"), llm_model="gpt-4o-mini", llm_base_url=server.base_url)
+        mat = _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": sessions[0].isoformat()}, at_eleven_after(sessions[0]))
+        assert server.calls > 0
+    held = [d for d in _decisions(url) if "price sanity" in str(d.get("rationale", ""))]
+    if scale == 1.0:
+        assert mat.metadata["orders_sent"].value >= 1 and not held  # type: ignore[operator]
+    else:
+        assert mat.metadata["orders_sent"].value == 0 and mat.metadata["execute"].value == 0
+        assert held  # the decisions say why: the price-sanity limit
+
+
 def test_bad_config_fails_with_the_reason(lake: LakeResource, tmp_path: Path) -> None:
     resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", pipeline_file=str(tmp_path / "missing.yaml"))
     with pytest.raises(dg.Failure, match="missing.yaml"):
