@@ -121,8 +121,10 @@ def run_decision_cycle(
 ) -> CycleReport:
     """One `trading_step` at the run's `now`, on the newest bar complete by then (or `as_of`)."""
     run_id = run_id or uuid.uuid4().hex
-    if as_of is not None and as_of > now:
-        raise CycleError(f"decision bar {as_of.isoformat()} is after the run's now {now.isoformat()}: a decision cannot see the future")
+    if as_of is not None and as_of + TIMEFRAMES[timeframe] > now:  # the same rule as the latest bar's
+        raise CycleError(
+            f"decision bar {as_of.isoformat()} ({timeframe}) is not complete by the run's now {now.isoformat()}: a decision cannot see the future"
+        )
     bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1, now)
     if as_of is None:
         bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)

@@ -130,6 +130,22 @@ def test_absurd_model_levels_never_reach_an_order_through_the_job(lake: LakeReso
         assert held  # the decisions say why: the price-sanity limit
 
 
+def test_a_decision_bar_not_yet_complete_at_the_runs_now_is_refused(lake: LakeResource, sessions: list[datetime], tmp_path: Path) -> None:
+    """No lookahead on replays either: an explicit daily bar an hour after its open is still forming."""
+    resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}")
+    result = dg.materialize(
+        [trading.decision_cycle],
+        resources={"lake": lake, "trading": resource},
+        run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS, "params": {"fast": 5, "slow": 20}, "as_of": sessions[0].isoformat()}}}},
+        tags={NOW_TAG: (sessions[0] + timedelta(hours=1)).isoformat()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert "is not complete by the run's now" in failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert _run(lake, resource, {"params": {"fast": 5, "slow": 20}, "as_of": sessions[0].isoformat()}, at_eleven_after(sessions[0])).metadata["as_of"].value == sessions[0].isoformat()
+
+
 def test_bad_config_fails_with_the_reason(lake: LakeResource, tmp_path: Path) -> None:
     resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}", pipeline_file=str(tmp_path / "missing.yaml"))
     with pytest.raises(dg.Failure, match="missing.yaml"):
