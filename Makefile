@@ -22,4 +22,4 @@ mutate: setup
 	.venv/bin/python scripts/mutate.py $(MODULES)
 
 ui: setup
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c 'mkdir -p "$$DAGSTER_HOME" && touch "$$DAGSTER_HOME/dagster.yaml" && .venv/bin/dagster dev'
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c '.venv/bin/python -m orchestration.home >/dev/null && .venv/bin/dagster dev'

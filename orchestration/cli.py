@@ -27,15 +27,11 @@ FILL_THE_LAKE = "fill the lake first: `make demo` (the default universe), or `qu
 
 
 def _ensure_dagster_home() -> Path:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() or not config.read_text().strip():
-        # The default SQLite storage, without the "no dagster.yaml" warning and without Dagster's
-        # telemetry banner printing into the middle of a progress bar.
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    return home
+    # The default instance (SQLite, run monitoring and run retries on, no telemetry banner in the
+    # middle of a progress bar): orchestration/default_instance.yaml, unless the home has its own.
+    from orchestration.home import ensure_dagster_home
+
+    return ensure_dagster_home()
 
 
 def _json(option: str, text: str) -> Any:
