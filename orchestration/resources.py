@@ -7,7 +7,8 @@
 - QUANTLAKE_FILES_GLOB / QUANTLAKE_FILES_TZ: a user's own CSV/Parquet files.
 - QUANTLAKE_LAKE_DIR: the lake root (default data/lake); QUANTLAKE_SEED: the generator's seed.
 - QUANTLAKE_MODE: validation (default) | simulation | paper | live (live also needs
-  QUANTLAKE_LIVE_OPT_IN=1 and QUANTLAKE_LIVE_TRADING=yes); QUANTLAKE_LEDGER_URL: the ledger database.
+  QUANTLAKE_LIVE_OPT_IN=1 and QUANTLAKE_LIVE_TRADING=yes); QUANTLAKE_LEDGER_URL: the ledger database;
+  QUANTLAKE_SIM_STATE: the simulated account's state file (default data/sim_broker.json).
 - QUANTLAKE_PIPELINE: a pipeline config file; OPENAI_MODEL / OPENAI_BASE_URL: fill in the model and
   server the file leaves open (no analyst in the file: the model analyst), never replacing what it says;
   QUANTLAKE_DAILY_BUDGET_USD / QUANTLAKE_DAILY_BUDGET_TOKENS; QUANTLAKE_LLM_CACHE: where model answers
@@ -69,6 +70,7 @@ def trading_resource() -> TradingResource:
         "cache_dir": os.environ.get("QUANTLAKE_LLM_CACHE", ""),
         "live_opt_in": os.environ.get("QUANTLAKE_LIVE_OPT_IN", "0") == "1",
         "alpaca_trading_url": os.environ.get("ALPACA_TRADING_URL") or None,
+        "sim_state_file": os.environ.get("QUANTLAKE_SIM_STATE", ""),  # simulation mode's account between runs
     }
     if budget := os.environ.get("QUANTLAKE_DAILY_BUDGET_USD"):
         kwargs["daily_budget_usd"] = float(budget)
