@@ -14,10 +14,21 @@ A fault can refuse (any status), hang (sleep, then answer), drop the connection,
 fail*: do the work (the order exists afterwards) and still answer with an error or hang - the case
 that duplicates orders in clients which retry blindly. `orders_created_by_client_id` counts every
 order created per client id, so tests can assert that nothing was sent twice.
+
+Exits rest and fill when the market moves (`set_price`): sell limits at or above their price, sell
+stops at or below theirs (buys mirrored), at the new price (a gap fills beyond the level). OCO
+orders (a take-profit limit with a stop leg) and bracket legs cancel their sibling when one fills.
+`fill_order` fills an order (partly) by hand. PATCH /v2/orders/{id} replaces an open order (the old
+one becomes "replaced"). Every change is pushed on the trade_updates websocket (`stream_url`), in the
+protocol alpaca-py's `TradingStream` speaks: authenticate, listen, then `{"stream": "trade_updates",
+"data": {...}}` frames (binary JSON like Alpaca; msgpack when the client asks with Content-Type
+application/msgpack). `stream_down()` drops every stream connection and refuses new ones until
+`stream_up()`; updates while down are lost, as on Alpaca (no replay).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -26,6 +37,10 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+import msgpack
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
 
 OPEN_STATUSES = {
     "new",
@@ -144,6 +159,13 @@ class AlpacaTradingServer:
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._server: _Server | None = None
+        # the trade_updates stream
+        self.trade_updates: list[dict[str, Any]] = []  # every update generated (delivered or lost)
+        self.stream_connections = 0  # authenticated connections so far
+        self._listeners: list[asyncio.Queue[dict[str, Any] | None]] = []
+        self._stream_is_down = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws: WsServer | None = None
 
     # -- lifecycle
     @property
@@ -158,9 +180,126 @@ class AlpacaTradingServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         thread.start()
+        self._start_stream()
         return self
 
+    @property
+    def stream_url(self) -> str:
+        assert self._ws is not None, "server not started"
+        port = next(iter(self._ws.sockets)).getsockname()[1]
+        return f"ws://127.0.0.1:{port}/stream"
+
+    def _start_stream(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def _open() -> None:
+            self._ws = await serve(self._stream_handler, "127.0.0.1", 0)
+            ready.set()
+
+        def _run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(_open())
+            loop.run_forever()
+
+        threading.Thread(target=_run, daemon=True).start()
+        ready.wait(10)
+        self._loop = loop
+
+    def _stop_stream(self) -> None:
+        loop, ws = self._loop, self._ws
+        if loop is None or ws is None:
+            return
+
+        async def _close() -> None:
+            ws.close()
+            await ws.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(_close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._loop = self._ws = None
+
+    def stream_down(self) -> None:
+        """Drops every stream connection now and refuses new ones; updates meanwhile are lost."""
+        with self._lock:
+            self._stream_is_down = True
+            for queue in self._listeners:
+                self._push(queue, None)  # None: abort that connection
+            self._listeners.clear()
+
+    def stream_up(self) -> None:
+        with self._lock:
+            self._stream_is_down = False
+
+    def _push(self, queue: asyncio.Queue[dict[str, Any] | None], item: dict[str, Any] | None) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(queue.put_nowait, item)  # FIFO: updates keep their order
+
+    async def _stream_handler(self, ws: ServerConnection) -> None:
+        packed = (ws.request.headers.get("Content-Type") if ws.request else None) == "application/msgpack"
+
+        def encode(message: dict[str, Any]) -> bytes:
+            return msgpack.packb(message) if packed else json.dumps(message).encode()  # type: ignore[no-any-return]
+
+        def decode(raw: str | bytes) -> Any:
+            return msgpack.unpackb(raw) if packed and isinstance(raw, bytes) else json.loads(raw)
+
+        if self._stream_is_down:
+            await ws.close(1013, "try again later")
+            return
+        try:
+            auth = decode(await ws.recv())
+        except Exception:
+            return
+        data = (auth.get("data") or {}) if isinstance(auth, dict) else {}
+        ok = (
+            isinstance(auth, dict)
+            and auth.get("action") in ("authenticate", "auth")
+            and bool(data.get("key_id"))
+            and bool(data.get("secret_key"))
+            and (self.api_key is None or (data.get("key_id"), data.get("secret_key")) == (self.api_key, self.secret_key))
+        )
+        status = "authorized" if ok else "unauthorized"
+        await ws.send(encode({"stream": "authorization", "data": {"action": "authenticate", "status": status}}))
+        if not ok:
+            await ws.close(1008, "unauthorized")
+            return
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        with self._lock:
+            self.stream_connections += 1
+
+        async def sender() -> None:
+            while (item := await queue.get()) is not None:
+                await ws.send(encode(item))
+            ws.transport.abort()  # a dropped network, not a clean close
+
+        task = asyncio.create_task(sender())
+        try:
+            async for raw in ws:
+                message = decode(raw)
+                if isinstance(message, dict) and message.get("action") == "listen":
+                    streams = [s for s in (message.get("data") or {}).get("streams", []) if s == "trade_updates"]
+                    with self._lock:
+                        if streams and queue not in self._listeners and not self._stream_is_down:
+                            self._listeners.append(queue)
+                    await ws.send(encode({"stream": "listening", "data": {"streams": streams}}))
+        except Exception:
+            pass
+        finally:
+            with self._lock:
+                if queue in self._listeners:
+                    self._listeners.remove(queue)
+            task.cancel()
+
+    def _update(self, event: str, order: dict[str, Any], **fields: Any) -> None:
+        """One trade update to every listening stream connection (under the lock: in order)."""
+        update = {"event": event, "order": self._public(order), "timestamp": _now(), **fields}
+        self.trade_updates.append(update)
+        for queue in self._listeners:
+            self._push(queue, {"stream": "trade_updates", "data": update})
+
     def stop(self) -> None:
+        self._stop_stream()
         self._closing.set()  # wakes hanging handlers, which then drop their connection
         if self._server is not None:
             self._server.shutdown()
@@ -194,6 +333,38 @@ class AlpacaTradingServer:
         with self._lock:
             return self._create_order(body)
 
+    def set_price(self, symbol: str, price: float) -> None:
+        """The market moves: resting limits and stops of `symbol` that it reaches fill at `price`."""
+        with self._lock:
+            self.prices[symbol] = price
+            for order in list(self.orders.values()):
+                if order["symbol"] == symbol and self._live(order) and self._reached(order, price):
+                    self._fill(order, price)
+
+    def fill_order(self, client_order_id: str, qty: float | None = None, price: float | None = None) -> None:
+        """Fills `qty` (default: the rest) of an open order at `price` (default: the symbol's price)."""
+        with self._lock:
+            order = self.order_by_client_id(client_order_id)
+            assert order is not None and self._live(order), f"no open order {client_order_id}"
+            self._fill(order, self._price(order["symbol"]) if price is None else price, qty)
+
+    def _live(self, order: dict[str, Any]) -> bool:
+        if order["status"] in ("new", "accepted", "partially_filled"):
+            return True
+        parent = self.orders.get(order["_parent"]) if order["_parent"] else None
+        return order["status"] == "held" and parent is not None and parent["status"] == "filled"
+
+    @staticmethod
+    def _reached(order: dict[str, Any], price: float) -> bool:
+        sell = order["side"] == "sell"
+        if order["type"] == "limit":
+            limit = float(order["limit_price"])
+            return price >= limit if sell else price <= limit
+        if order["type"] == "stop":
+            stop = float(order["stop_price"])
+            return price <= stop if sell else price >= stop
+        return False
+
     def order_by_client_id(self, client_order_id: str) -> dict[str, Any] | None:
         with self._lock:
             return next((o for o in self.orders.values() if o["client_order_id"] == client_order_id), None)
@@ -220,18 +391,20 @@ class AlpacaTradingServer:
                 return 200, self._create_order(body if isinstance(body, dict) else {})
             if method == "GET" and path == "/v2/orders":
                 return 200, self._list_orders(query)
+            if method == "PATCH" and path.startswith("/v2/orders/"):
+                return 200, self._replace(path.removeprefix("/v2/orders/"), body if isinstance(body, dict) else {})
             if method == "DELETE" and path == "/v2/orders":
                 return 207, self._cancel_all()
             if method == "GET" and path == "/v2/orders:by_client_order_id":
                 order = self.order_by_client_id(query.get("client_order_id", ""))
                 if order is None:
                     raise _Reject(404, f"order not found for {query.get('client_order_id')}")
-                return 200, order
+                return 200, self._public(order)
             if method == "GET" and path.startswith("/v2/orders/"):
                 order_id = path.removeprefix("/v2/orders/")
                 if order_id not in self.orders:
                     raise _Reject(404, f"order not found for {order_id}")
-                return 200, self.orders[order_id]
+                return 200, self._public(self.orders[order_id])
             if method == "GET" and path == "/v2/positions":
                 return 200, [self._position(symbol) for symbol in sorted(self.positions)]
             if method == "DELETE" and path == "/v2/positions":
@@ -338,8 +511,18 @@ class AlpacaTradingServer:
                 raise _Reject(422, f"{name} is required")
         if body["side"] not in ("buy", "sell"):
             raise _Reject(422, f"invalid side: {body['side']}")
-        if body["type"] not in ("market", "limit"):
+        if body["type"] not in ("market", "limit", "stop"):
             raise _Reject(422, f"unsupported order type: {body['type']}")
+        if body["type"] == "stop" and body.get("stop_price") is None:
+            raise _Reject(422, "stop_price is required for stop orders")
+        if body.get("order_class") == "oco":
+            if body["type"] != "limit":
+                raise _Reject(422, "oco orders must be limit orders")
+            if not (body.get("take_profit") or {}).get("limit_price"):
+                raise _Reject(422, "oco orders require take_profit.limit_price")
+            if not (body.get("stop_loss") or {}).get("stop_price"):
+                raise _Reject(422, "oco orders require stop_loss.stop_price")
+            body.setdefault("limit_price", body["take_profit"]["limit_price"])
         if float(body["qty"]) <= 0:
             raise _Reject(422, "qty must be > 0")
         if body["type"] == "limit" and body.get("limit_price") is None:
@@ -355,7 +538,8 @@ class AlpacaTradingServer:
         client_id = str(body.get("client_order_id") or uuid.uuid4())
         if self.order_by_client_id(client_id) is not None:
             raise _Reject(422, "client_order_id must be unique", code=40010001)
-        price = float(body["limit_price"]) if body["type"] == "limit" else self._price(body["symbol"])
+        price = {"limit": body.get("limit_price"), "stop": body.get("stop_price")}.get(body["type"])
+        price = float(price) if price is not None else self._price(body["symbol"])
         if body["side"] == "buy" and float(body["qty"]) * price > max(self.cash, 0.0):
             raise _Reject(403, "insufficient buying power")
         order = self._new_order(body, client_order_id=client_id, status="new", parent=None)
@@ -388,12 +572,28 @@ class AlpacaTradingServer:
                 self.orders[leg["id"]] = leg
                 legs.append(leg)
             order["legs"] = legs
+        if body.get("order_class") == "oco":  # the take-profit is this order; the stop is its live leg
+            stop_body = {
+                "symbol": body["symbol"],
+                "qty": body["qty"],
+                "side": body["side"],
+                "type": "stop",
+                "time_in_force": order["time_in_force"],
+                "stop_price": body["stop_loss"]["stop_price"],
+            }
+            leg = self._new_order(stop_body, client_order_id=str(uuid.uuid4()), status="new", parent=order["id"])
+            leg["order_class"] = "oco"
+            self.orders[leg["id"]] = leg
+            order["legs"] = [leg]
+        self._update("new", order)
         if body["type"] == "market" and self.fill_market_orders:
             self._fill(order, self._price(body["symbol"]))
         return self._public(order)
 
-    def _fill(self, order: dict[str, Any], price: float) -> None:
-        qty = float(order["qty"])
+    def _fill(self, order: dict[str, Any], price: float, part: float | None = None) -> None:
+        done = float(order["filled_qty"])
+        qty = float(order["qty"]) - done if part is None else min(part, float(order["qty"]) - done)
+        assert qty > 0, f"nothing left to fill in {order['client_order_id']}"
         signed = qty if order["side"] == "buy" else -qty
         old_qty, old_avg = self.positions.get(order["symbol"], (0.0, 0.0))
         new_qty = old_qty + signed
@@ -409,16 +609,40 @@ class AlpacaTradingServer:
             self.positions[order["symbol"]] = (new_qty, avg)
         self.cash -= signed * price
         now = _now()
+        old_avg_fill = float(order["filled_avg_price"] or 0.0)
+        cum = done + qty
+        full = abs(cum - float(order["qty"])) < 1e-12
         order.update(
-            status="filled",
-            filled_qty=order["qty"],
-            filled_avg_price=_dec(price),
-            filled_at=now,
+            status="filled" if full else "partially_filled",
+            filled_qty=_dec(cum),
+            filled_avg_price=_dec((old_avg_fill * done + price * qty) / cum),
+            filled_at=now if full else None,
             updated_at=now,
         )
-        for leg in order.get("legs") or []:
-            if leg["type"] == "limit":
-                leg.update(status="new", updated_at=now)  # the take-profit goes live; the stop stays held
+        position = self.positions.get(order["symbol"], (0.0, 0.0))[0]
+        self._update(
+            "fill" if full else "partial_fill",
+            order,
+            execution_id=str(uuid.uuid4()),
+            price=_dec(price),
+            qty=_dec(qty),
+            position_qty=_dec(position),
+        )
+        if not full:
+            return
+        if order["order_class"] == "bracket" and order["_parent"] is None:
+            for leg in order.get("legs") or []:
+                if leg["type"] == "limit":
+                    leg.update(status="new", updated_at=now)  # the take-profit goes live; the stop stays held
+            return
+        # one-cancels-other: an OCO's or a bracket's exit leg filled -> its siblings are canceled
+        parent = self.orders.get(order["_parent"]) if order["_parent"] else None
+        group = [parent, *(parent.get("legs") or [])] if parent is not None else list(order.get("legs") or [])
+        if order["order_class"] == "bracket" and parent is not None:
+            group = list(parent.get("legs") or [])  # the filled entry is not canceled
+        for other in group:
+            if other is not None and other is not order and other["status"] in (*OPEN_STATUSES, "held"):
+                self._cancel(other)
 
     def _public(self, order: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in order.items() if not k.startswith("_")}
@@ -450,6 +674,39 @@ class AlpacaTradingServer:
     def _cancel(self, order: dict[str, Any]) -> None:
         now = _now()
         order.update(status="canceled", canceled_at=now, updated_at=now)
+        self._update("canceled", order)
+
+    def _replace(self, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH: a new order with the changed fields takes the old one's place (and its OCO/bracket slot)."""
+        old = self.orders.get(order_id)
+        if old is None:
+            raise _Reject(404, f"order not found for {order_id}")
+        if old["status"] not in ("new", "accepted", "held"):
+            raise _Reject(422, f"order is not replaceable (status {old['status']})", code=42210000)
+        client_id = str(body.get("client_order_id") or uuid.uuid4())
+        if self.order_by_client_id(client_id) is not None:
+            raise _Reject(422, "client_order_id must be unique", code=40010001)
+        now = _now()
+        new = {**old, "id": str(uuid.uuid4()), "client_order_id": client_id, "replaces": old["id"]}
+        new.update(created_at=now, updated_at=now, submitted_at=now, replaced_by=None, replaced_at=None)
+        for name in ("limit_price", "stop_price"):
+            if body.get(name) is not None:
+                new[name] = _dec(float(body[name]))
+        if body.get("qty") is not None:
+            new["qty"] = _dec(float(body["qty"]))
+        if body.get("time_in_force"):
+            new["time_in_force"] = body["time_in_force"]
+        old.update(status="replaced", replaced_by=new["id"], replaced_at=now, updated_at=now)
+        self.orders[new["id"]] = new
+        self.orders_created_by_client_id[client_id] = self.orders_created_by_client_id.get(client_id, 0) + 1
+        parent = self.orders.get(old["_parent"]) if old["_parent"] else None
+        if parent is not None:
+            parent["legs"] = [new if leg is old else leg for leg in parent["legs"]]
+        for leg in new.get("legs") or []:
+            leg["_parent"] = new["id"]
+        self._update("replaced", old)
+        self._update("new", new)
+        return self._public(new)
 
     def _cancel_all(self) -> list[dict[str, Any]]:
         answers = []
@@ -523,6 +780,9 @@ class AlpacaTradingServer:
 
             def do_DELETE(self) -> None:  # noqa: N802
                 self._handle("DELETE")
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._handle("PATCH")
 
             def _handle(self, method: str) -> None:
                 url = urlparse(self.path)
