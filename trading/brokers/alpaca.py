@@ -15,9 +15,11 @@ Out of attempts: only 429s -> `BrokerError` (nothing was created); otherwise `Un
 alpaca-py sends requests without a timeout and retries 429/504 on its own (blindly, sleeping 3 s);
 both are replaced here: a default timeout on the session, the client's own retries off.
 
-Brackets: Alpaca's bracket order has one take-profit and one stop-loss leg, so `target1` becomes the
-take-profit and `target2` is not sent. The two-target exit (half at target1, the rest at target2) is
-the simulated broker's logic; on Alpaca a second target would need its own exit orders.
+Brackets: an entry is sent as a plain order; its stop and targets are not an Alpaca bracket (which
+has one take-profit for the whole quantity). `trading.trade_manager` places the exits once the entry
+has filled (`submit_exit`: OCO orders and stops, good till canceled) and moves the stop to breakeven
+(`replace_stop`), following `strategies/brackets.py`. Exits and replacements carry deterministic
+client ids too and go through the same look-up-first path, so neither is ever sent twice.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -38,10 +41,13 @@ from alpaca.trading.requests import (
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
+    ReplaceOrderRequest,
     StopLossRequest,
+    StopOrderRequest,
     TakeProfitRequest,
 )
 from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
+from alpaca.trading.stream import TradingStream
 
 from lake.http import install_timeout
 from trading.brokers.base import (
@@ -70,6 +76,17 @@ _STATUS = {
     AlpacaStatus.REJECTED: OrderStatus.REJECTED,
 }
 _OPEN_ORDERS_LIMIT = 500  # Alpaca's maximum page; more open orders than this is not a state we run in
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order with what the trade manager needs beyond `OrderState`: its type, levels and legs."""
+
+    state: OrderState
+    type: str  # market | limit | stop | ...
+    limit_price: float | None
+    stop_price: float | None
+    legs: tuple[OrderView, ...] = ()
 
 
 class _Transient(Exception):
@@ -112,6 +129,13 @@ def _float(value: str | float | None) -> float:
     return 0.0 if value in (None, "") else float(value)  # type: ignore[arg-type]
 
 
+def _view(order: Order) -> OrderView:
+    kind = order.type.value if order.type is not None else ""
+    limit, stop = _float(order.limit_price), _float(order.stop_price)
+    legs = tuple(_view(leg) for leg in order.legs or [])
+    return OrderView(_state(order), kind, limit or None, stop or None, legs)
+
+
 def _state(order: Order) -> OrderState:
     filled = _float(order.filled_qty)
     status = _STATUS.get(order.status)
@@ -151,6 +175,8 @@ class AlpacaBroker:
         self.name = "alpaca-paper" if paper else "alpaca-live"
         self._url = url_override or ("paper-api.alpaca.markets" if paper else "api.alpaca.markets")
         self._client = TradingClient(api_key, secret_key, paper=paper, url_override=url_override)
+        self._keys = (api_key, secret_key)  # for the trade updates stream; never shown (see __repr__)
+        self._paper = paper
         self._client._retry = 0  # its retry re-POSTs blindly on 504; we retry after a lookup instead
         install_timeout(self._client._session, timeout_s)
         self._max_attempts = max_attempts
@@ -224,11 +250,7 @@ class AlpacaBroker:
             "time_in_force": TimeInForce.DAY,
             "client_order_id": order.client_order_id,
         }
-        if order.stop is not None and order.target1 is not None:
-            # One take-profit per Alpaca bracket: target1 here, target2 is not sent (see module doc).
-            fields["order_class"] = OrderClass.BRACKET
-            fields["take_profit"] = TakeProfitRequest(limit_price=order.target1)
-            fields["stop_loss"] = StopLossRequest(stop_price=order.stop)
+        # The levels (stop, target1, target2) are not sent: the trade manager places the exits.
         if order.type == OrderType.LIMIT:
             if order.limit_price is None:
                 raise BrokerError(
@@ -240,10 +262,16 @@ class AlpacaBroker:
     def submit(self, order: OrderRequest) -> OrderState:
         cid = order.client_order_id
         label = f"order {cid} ({order.side.value} {order.quantity:g} {order.symbol})"
+        return self._send(cid, label, lambda: self._request(order), self._client.submit_order)
+
+    def _send(
+        self, cid: str, label: str, build: Callable[[], Any], call: Callable[[Any], Any]
+    ) -> OrderState:
+        """Creates the order `cid` once: look it up first, retry only after a look-up says it is not there."""
         existing = self._lookup(cid, label)  # UnknownOutcome here: nothing sent now, an earlier send unknown
         if existing is not None:
             return existing  # sent before (an earlier run or attempt): never send it again
-        request = self._request(order)
+        request = build()
         maybe_sent = False  # did any attempt possibly reach Alpaca?
         detail = ""
         for attempt in range(self._max_attempts):
@@ -253,7 +281,7 @@ class AlpacaBroker:
                 if existing is not None:
                     return existing  # an earlier attempt landed after all
             try:
-                created = self._once(lambda: self._client.submit_order(request))
+                created = self._once(lambda: call(request))
                 assert isinstance(created, Order)
                 return _state(created)
             except _Transient as failure:
@@ -276,6 +304,63 @@ class AlpacaBroker:
 
     def get_order(self, client_order_id: str) -> OrderState | None:
         return self._lookup(client_order_id)
+
+    # -- exits (the trade manager's legs)
+    def submit_exit(
+        self, client_order_id: str, symbol: str, side: Side, quantity: float, *, stop: float, target: float | None
+    ) -> OrderState:
+        """An exit, good till canceled: OCO (take-profit limit at `target`, stop leg at `stop`) or a stop."""
+        label = f"exit {client_order_id} ({side.value} {quantity:g} {symbol})"
+        fields: dict[str, Any] = {
+            "symbol": symbol,
+            "qty": quantity,
+            "side": OrderSide.BUY if side == Side.BUY else OrderSide.SELL,
+            "time_in_force": TimeInForce.GTC,
+            "client_order_id": client_order_id,
+        }
+
+        def build() -> AlpacaOrderRequest:
+            if target is None:
+                return StopOrderRequest(stop_price=stop, **fields)
+            return LimitOrderRequest(
+                order_class=OrderClass.OCO,
+                limit_price=target,
+                take_profit=TakeProfitRequest(limit_price=target),
+                stop_loss=StopLossRequest(stop_price=stop),
+                **fields,
+            )
+
+        return self._send(client_order_id, label, build, self._client.submit_order)
+
+    def replace_stop(self, broker_order_id: str, client_order_id: str, stop_price: float) -> OrderState:
+        """Moves the open stop `broker_order_id` to `stop_price`; the replacement is `client_order_id`.
+
+        Alpaca replaces by creating a new order: it is looked up by its client id first and after any
+        unknown outcome, so a 504 after Alpaca accepted never replaces twice. A stop that is no longer
+        open (filled, canceled) cannot be replaced: BrokerError.
+        """
+        label = f"stop {broker_order_id} -> {client_order_id} at {stop_price:g}"
+        request = ReplaceOrderRequest(stop_price=stop_price, client_order_id=client_order_id)
+        return self._send(
+            client_order_id, label, lambda: request, lambda r: self._client.replace_order_by_id(broker_order_id, r)
+        )
+
+    def order_view(self, client_order_id: str) -> OrderView | None:
+        """The order with this client id, with its type, levels and legs; None if Alpaca has none."""
+        label = f"order {client_order_id}"
+        try:
+            order = self._read(label, lambda: self._client.get_order_by_client_id(client_order_id))
+        except BrokerError as error:
+            if "HTTP 404" in str(error):
+                return None
+            raise
+        assert isinstance(order, Order)
+        return _view(order)
+
+    def trading_stream(self, url_override: str | None = None) -> TradingStream:
+        """alpaca-py's trade updates websocket for this account (paper or live, like the client)."""
+        # alpaca-py annotates url_override as str (default None)
+        return TradingStream(*self._keys, paper=self._paper, url_override=url_override)  # type: ignore[arg-type]
 
     def open_orders(self) -> list[OrderState]:
         request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=_OPEN_ORDERS_LIMIT)
