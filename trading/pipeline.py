@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import AgentRun, Role
 from trading.agents.cache import ResponseCache
+from trading.agents.llm import FormatMemory
 from trading.agents.registry import AgentSpec, BuildEnv, build_agent, fill_model_defaults
 from trading.agents.rules import reduces_position
 from trading.agents.tools import ToolRegistry
@@ -88,10 +89,11 @@ class CycleResult:
 
 
 class DecisionPipeline:
-    def __init__(self, config: PipelineConfig, *, cache: ResponseCache | None = None) -> None:
+    def __init__(self, config: PipelineConfig, *, cache: ResponseCache | None = None, formats: FormatMemory | None = None) -> None:
+        """`formats`: the answer formats servers accepted before (e.g. `FormatMemory.from_events` of the ledger)."""
         self.config = config
         self.prices = PriceTable(config.prices, config.default_price)
-        env = BuildEnv(prices=self.prices, cache=cache)
+        env = BuildEnv(prices=self.prices, cache=cache, formats=formats)
         self.analyst = build_agent(config.analyst, Role.ANALYST, env)
         self.risk = build_agent(config.risk, Role.RISK, env)
         self.validator = build_agent(config.validator, Role.VALIDATOR, env)

@@ -242,3 +242,77 @@ def test_env_model_fills_in_what_the_pipeline_file_leaves_open() -> None:
     assert fill_model_defaults({"analyst": {"type": "rules_analyst"}}, model="llama3.1") == {"analyst": {"type": "rules_analyst"}}
     assert fill_model_defaults({}, base_url="http://x/v1") == {}  # a base URL alone names no model
     assert file["analyst"]["config"] == {"timeout_s": 3}  # the input is not changed
+
+
+# ---- provider fallback chain: model A, then model B (another server), then the rules -----------------
+
+
+def _chain(a: OpenAIServer, b: OpenAIServer, **kw: Any) -> PipelineConfig:
+    llm = {"model": "fake-small", "base_url": a.base_url, "api_key_env": "QL_TEST_KEY", "max_retries": 0, "timeout_s": 5.0}
+    return PipelineConfig(
+        analyst=AgentSpec(type="llm_analyst", config={**llm, "fallbacks": [{"model": "llama3.1", "base_url": b.base_url}]}), prices=PRICED, max_in_flight=1, **kw
+    )
+
+
+def test_a_failing_provider_falls_back_to_the_next_server_and_is_skipped_for_the_run(market: Market) -> None:
+    contexts = [c for c in market.contexts() if c.wants]
+    n = len(contexts)
+    with OpenAIServer(responder=lambda body: Reply(status=500, content="model overloaded")) as a, OpenAIServer(responder=good_answers) as b:
+        pipeline = DecisionPipeline(_chain(a, b))
+        sink = MemorySink()
+        result = pipeline.run(contexts, market.snapshot, as_of=market.as_of, sink=sink)
+        a_calls, b_calls = a.calls, b.calls
+        again = pipeline.run(contexts, market.snapshot, as_of=market.as_of, sink=MemorySink())  # a new run asks A again
+        a_again = a.calls - a_calls
+        b_models = list(b.models_seen)
+        first, second = f"fake-small@{a.base_url}", f"llama3.1@{b.base_url}"
+    assert n >= 2 and (a_calls, b_calls, a_again) == (1, n, 1) and b_models == ["llama3.1"]
+    assert len(result.executed()) == n and all(d.rationale.startswith("model likes") for d in result.executed())
+    assert [d.model_dump(exclude={"run_id"}) for d in again.decisions] == [d.model_dump(exclude={"run_id"}) for d in result.decisions]
+    steps = [(e.payload["kind"], e.payload["from"], e.payload["to"]) for e in sink.of_type(EventType.FALLBACK)]
+    assert steps == [("error", first, second)] + [("skipped", first, second)] * (n - 1)
+    skipped = sink.of_type(EventType.FALLBACK)[1].payload["detail"]
+    assert "failed earlier in this run" in skipped and "HTTP 500" in skipped and "model overloaded" in skipped
+    # Which provider answered: every used response is B's, charged as B (unpriced, tokens counted).
+    responses = _agent_events(sink, EventType.RESPONSE)
+    assert [(e.payload["outcome"], e.payload["provider"], e.payload["pricing"]) for e in responses] == [("used", second, "unpriced")] * n
+    assert result.costs["unpriced_tokens"] == result.costs["total_tokens"] == 1100 * n and result.costs["run_cost_usd"] == 0
+
+
+def test_when_every_provider_fails_the_rules_decide_and_each_step_says_why(market: Market) -> None:
+    contexts = [c for c in market.contexts() if c.wants][:1]
+    with OpenAIServer(responder=lambda body: Reply(status=503, content="down")) as a, OpenAIServer(
+        responder=lambda body: Reply(content="I would rather not say.", prompt_tokens=1000, completion_tokens=100)
+    ) as b:
+        sink = MemorySink()
+        result = DecisionPipeline(_chain(a, b)).run(contexts, market.snapshot, as_of=market.as_of, sink=sink)
+        calls = (a.calls, b.calls)
+        first, second = f"fake-small@{a.base_url}", f"llama3.1@{b.base_url}"
+    assert calls == (1, 1)
+    steps = [(e.payload["kind"], e.payload.get("from"), e.payload["to"]) for e in sink.of_type(EventType.FALLBACK)]
+    assert steps == [("error", first, second), ("invalid", second, "rules")]
+    [response] = _agent_events(sink, EventType.RESPONSE)  # B's answer is recorded and charged though unusable
+    assert (response.payload["outcome"], response.payload["provider"]) == ("rejected", second)
+    [decision] = result.decisions
+    assert decision.rationale.startswith("sma_cross: entry signal")  # the rule analyst's proposal
+
+
+def test_a_pipeline_file_names_the_chain_and_fallbacks_inherit_the_rest(tmp_path: Any) -> None:
+    from trading.agents.llm import LLMSettings
+    from trading.pipeline import load_pipeline_config
+
+    file = tmp_path / "pipeline.yaml"
+    file.write_text(
+        "analyst:\n  type: llm_analyst\n  config:\n    model: gpt-4o-mini\n    timeout_s: 3\n    fallbacks:\n"
+        "      - {model: llama3.1, base_url: 'http://127.0.0.1:11434/v1'}\n      - {model: qwen2.5, timeout_s: 30}\n"
+    )
+    config = load_pipeline_config(file)
+    chain = LLMSettings.model_validate(config.analyst.config).chain()
+    assert [(s.provider, s.timeout_s) for s in chain] == [
+        ("gpt-4o-mini@openai", 3.0),
+        ("llama3.1@http://127.0.0.1:11434/v1", 3.0),
+        ("qwen2.5@openai", 30.0),
+    ]
+    file.write_text("analyst: {type: llm_analyst, config: {model: m, fallbacks: [{timeout_s: 3}]}}\n")
+    with pytest.raises(ValueError, match="fallbacks.0: Value error, a fallback names a model or a base_url"):
+        DecisionPipeline(load_pipeline_config(file))

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trading.agents.base import AgentRun
 from trading.agents.cache import CacheMode, ResponseCache, cache_key
@@ -31,7 +31,7 @@ from trading.agents.structured import json_schema_format, read_answer, schema_in
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
 from trading.cost import PriceTable, Usage, estimate_call_cost, estimate_call_tokens, estimate_tokens
-from trading.events import EventType
+from trading.events import Event, EventType
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -44,12 +44,33 @@ class LLMConfigError(ValueError):
 
 
 class ModelFailure(Exception):
-    """The model gave no usable answer; `kind` is error | timeout | refusal | length | invalid | replay_miss."""
+    """The model gave no usable answer; `kind` is error | timeout | refusal | length | invalid | replay_miss | skipped."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, provider: str | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+        self.provider = provider  # the last provider asked (a chain's), when known
+
+
+class ProviderOverride(BaseModel):
+    """One fallback provider: what differs from the agent's own settings (at least the model or the server)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    timeout_s: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=10)
+    max_output_tokens: int | None = Field(None, ge=16)
+
+    @model_validator(mode="after")
+    def _names_a_provider(self) -> ProviderOverride:
+        if self.model is None and self.base_url is None:
+            raise ValueError("a fallback names a model or a base_url (else it is the same provider again)")
+        return self
 
 
 class LLMSettings(BaseModel):
@@ -65,6 +86,20 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(2, ge=0, le=10)
     max_output_tokens: int = Field(600, ge=16)
     max_tool_rounds: int = Field(0, ge=0, le=5, description="Rounds of tool lookups before the final answer.")
+    fallbacks: tuple[ProviderOverride, ...] = Field(
+        (), description="Providers tried in order after this one fails (another model, another base_url); then the rules."
+    )
+
+    @property
+    def provider(self) -> str:
+        """How events name this provider: model@server (the default server is OpenAI's)."""
+        return f"{self.model}@{self.base_url or 'openai'}"
+
+    def chain(self) -> list[LLMSettings]:
+        """This provider, then each fallback: these settings with what the fallback names replaced."""
+        first = self.model_copy(update={"fallbacks": ()})
+        base = first.model_dump()
+        return [first, *(LLMSettings.model_validate({**base, **f.model_dump(exclude_none=True)}) for f in self.fallbacks)]
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env, "")
@@ -76,11 +111,36 @@ class LLMSettings(BaseModel):
 
 
 class FormatMemory:
-    """The answer format each (base_url, model) accepts, learnt from refusals; thread-safe."""
+    """The answer format each (base_url, model) accepts, learnt from refusals; thread-safe.
+
+    Each refusal is a `fallback` event of kind `format` naming the server and the model, so the
+    ledger keeps what was learnt: `from_events` rebuilds the memory from it, and the next cycle (a new
+    process) does not ask that server for `json_schema` again.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._formats: dict[tuple[str, str], Format] = {}
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> FormatMemory:
+        """The formats the `fallback` events of kind `format` (e.g. from the ledger) moved to."""
+        memory = cls()
+        for event in events:
+            p = event.payload
+            if event.type == EventType.FALLBACK and p.get("kind") == "format" and p.get("to") in FORMATS and "base_url" in p:
+                memory.learn((str(p["base_url"]), str(p["model"])), p["to"])
+        return memory
+
+    def learn(self, key: tuple[str, str], fmt: Format) -> None:
+        """At least `fmt` for `key` (a memory never moves back to a format already refused)."""
+        with self._lock:
+            if FORMATS.index(fmt) > FORMATS.index(self._formats.get(key, "json_schema")):
+                self._formats[key] = fmt
+
+    def known(self) -> dict[tuple[str, str], Format]:
+        with self._lock:
+            return dict(self._formats)
 
     def get(self, key: tuple[str, str]) -> Format:
         with self._lock:
@@ -158,7 +218,11 @@ class StructuredCaller:
         key = cache_key(self.agent, self.settings.model, schema.__name__, messages)
         cached = self.cache.get(key) if self.cache else None
         if cached is not None:
-            run.emit(EventType.RESPONSE, ctx, {"agent": self.agent, "model": self.settings.model, "cached": True, "outcome": "used", "parsed": cached})
+            run.emit(
+                EventType.RESPONSE,
+                ctx,
+                {"agent": self.agent, "model": self.settings.model, "provider": self.settings.provider, "cached": True, "outcome": "used", "parsed": cached},
+            )
             return schema.model_validate(cached)
         if self.cache is not None and self.cache.mode == CacheMode.REPLAY:
             raise ModelFailure("replay_miss", f"{self.agent}: no cached answer for {ctx.symbol} at {ctx.as_of.isoformat()}")
@@ -194,7 +258,16 @@ class StructuredCaller:
                 run.emit(
                     EventType.FALLBACK,
                     ctx,
-                    {"agent": self.agent, "model": self.settings.model, "kind": "format", "from": fmt, "to": nxt, "detail": refused.detail},
+                    {
+                        "agent": self.agent,
+                        "model": self.settings.model,
+                        "base_url": self.settings.base_url or "",
+                        "provider": self.settings.provider,
+                        "kind": "format",
+                        "from": fmt,
+                        "to": nxt,
+                        "detail": refused.detail,
+                    },
                 )
                 check_budget = True
                 continue
@@ -303,6 +376,7 @@ class StructuredCaller:
             {
                 "agent": self.agent,
                 "model": self.settings.model,
+                "provider": self.settings.provider,
                 "outcome": outcome,
                 "reason": reason,
                 "content": content,

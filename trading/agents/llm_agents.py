@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import AgentRun
-from trading.agents.llm import ModelFailure, StructuredCaller
+from trading.agents.chain import ProviderChain
+from trading.agents.llm import ModelFailure
 from trading.agents.rules import RuleAnalyst, RuleRiskReviewer, RuleValidator, level_issues
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
@@ -68,7 +69,8 @@ def _messages(system: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fallback(run: AgentRun, ctx: SymbolContext, agent: str, failure: ModelFailure) -> None:
-    run.emit(EventType.FALLBACK, ctx, {"agent": agent, "kind": failure.kind, "detail": failure.detail, "to": "rules"})
+    step: dict[str, object] = {"agent": agent, "kind": failure.kind, "detail": failure.detail, "to": "rules"}
+    run.emit(EventType.FALLBACK, ctx, {**step, "from": failure.provider} if failure.provider else step)
 
 
 def _proposal(ctx: SymbolContext, out: ProposalOut) -> TradeProposal:
@@ -76,7 +78,7 @@ def _proposal(ctx: SymbolContext, out: ProposalOut) -> TradeProposal:
 
 
 class LLMAnalyst:
-    def __init__(self, name: str, caller: StructuredCaller, tools: ToolRegistry | None = None) -> None:
+    def __init__(self, name: str, caller: ProviderChain, tools: ToolRegistry | None = None) -> None:
         self.name = name
         self.caller = caller
         self.tools = tools
@@ -95,7 +97,7 @@ class LLMAnalyst:
 
 
 class LLMRiskReviewer:
-    def __init__(self, name: str, caller: StructuredCaller) -> None:
+    def __init__(self, name: str, caller: ProviderChain) -> None:
         self.name = name
         self.caller = caller
         self.fallback = RuleRiskReviewer()
@@ -116,7 +118,7 @@ class LLMRiskReviewer:
 
 
 class LLMValidator:
-    def __init__(self, name: str, caller: StructuredCaller) -> None:
+    def __init__(self, name: str, caller: ProviderChain) -> None:
         self.name = name
         self.caller = caller
         self.fallback = RuleValidator()

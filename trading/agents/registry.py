@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trading.agents.base import CostClass, Role
 from trading.agents.cache import CacheMode, ResponseCache
-from trading.agents.llm import LLMSettings, StructuredCaller
+from trading.agents.chain import ProviderChain
+from trading.agents.llm import FormatMemory, LLMSettings, StructuredCaller
 from trading.agents.llm_agents import LLMAnalyst, LLMRiskReviewer, LLMValidator
 from trading.agents.rules import (
     RuleAnalyst,
@@ -40,6 +41,7 @@ class _NoConfig(BaseModel):
 class BuildEnv:
     prices: PriceTable
     cache: ResponseCache | None = None
+    formats: FormatMemory | None = None  # None: the process-wide memory
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,13 @@ class AgentSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-def _caller(name: str, cfg: LLMSettings, env: BuildEnv) -> StructuredCaller:
+def _caller(name: str, cfg: LLMSettings, env: BuildEnv) -> ProviderChain:
+    """The agent's provider, then its fallbacks; an unknown model runs unpriced, tokens counted."""
+    providers = cfg.chain()
     if env.cache is None or env.cache.mode != CacheMode.REPLAY:
-        cfg.api_key()  # a missing key fails at load; a replay needs no model at all
-    return StructuredCaller(name, cfg, env.prices, env.cache)  # an unknown model runs unpriced, tokens counted
+        for settings in providers:
+            settings.api_key()  # a missing key fails at load; a replay needs no model at all
+    return ProviderChain(name, [StructuredCaller(name, s, env.prices, env.cache, env.formats) for s in providers])
 
 
 BUILTIN_AGENTS: dict[str, AgentType] = {
