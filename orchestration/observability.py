@@ -12,35 +12,100 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
 SECRET_ENV_VARS = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "DAGSTER_PG_URL", "QUANTLAKE_ALERT_WEBHOOK")
+SECRET_SUFFIXES = ("_API_KEY", "_SECRET_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
 MASK = "***"
+LOGGERS = ("quantlake", "lake", "trading", "backtests")
+MIN_SECRET = 6  # shorter values (a placeholder like "x" or "none") would mask ordinary words everywhere
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _secrets() -> list[str]:
-    return [v for name in SECRET_ENV_VARS if len(v := os.environ.get(name, "")) >= 6]
+    """Values to mask: the key variables, anything named like a key, and every *_URL with a password
+    (the whole URL and the password alone, e.g. QUANTLAKE_LEDGER_URL=postgresql://u:pw@host/db)."""
+    found: list[str] = []
+    for name, value in os.environ.items():
+        if name in SECRET_ENV_VARS or name.endswith(SECRET_SUFFIXES):
+            found.append(value)
+        if name.endswith("_URL") and (password := _url_password(value)):
+            found += [value, password]
+    # Longest first: a URL is masked whole before its password is.
+    return sorted({v for v in found if len(v) >= MIN_SECRET}, key=len, reverse=True)
+
+
+def _mask(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v, secrets) for v in value]
+    return value
 
 
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     secrets = _secrets()
-    if not secrets:
-        return event
-    for key, value in list(event.items()):
-        text = value if isinstance(value, str) else None
-        if text is None:
-            continue
-        for secret in secrets:
-            text = text.replace(secret, MASK)
-        event[key] = text
+    if secrets:
+        for key, value in list(event.items()):
+            if not key.startswith("_"):  # structlog's own record/logger objects
+                event[key] = _mask(value, secrets)
     return event
 
 
-def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None:
-    fmt = (fmt or os.environ.get("QUANTLAKE_LOG_FORMAT", "console")).lower()
+class SecretFilter(logging.Filter):
+    """Masks a record before any handler sees it, ours or one a host put on the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = _secrets()
+        if secrets:
+            if isinstance(record.msg, str):
+                record.msg, record.args = _mask(record.getMessage(), secrets), ()
+            elif isinstance(record.msg, dict):  # structlog's event, already redacted by the processor chain
+                record.msg = _mask(record.msg, secrets)
+        return True
+
+
+_FILTER = SecretFilter()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current sys.stderr (a test's capture, a daemon's redirect), not the one at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def configure_logging(fmt: str | None = None, level: int | str | None = None) -> None:
+    """Called by the CLI and by every run's resources at startup (orchestration/run_context.py).
+
+    fmt: console | json (default QUANTLAKE_LOG_FORMAT, else console); level: QUANTLAKE_LOG_LEVEL, else INFO.
+    """
+    fmt = (fmt or os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower()
     if fmt not in {"console", "json"}:
         raise ValueError(f"QUANTLAKE_LOG_FORMAT={fmt!r}: expected console or json")
+    level = level if level is not None else os.environ.get("QUANTLAKE_LOG_LEVEL") or logging.INFO
+    if isinstance(level, str):
+        named = logging.getLevelName(level.upper())
+        if not isinstance(named, int):
+            raise ValueError(f"QUANTLAKE_LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        level = named
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -55,19 +120,18 @@ def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     # Library code logs through stdlib logging; this formats those lines the same way.
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
         structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
-    root = logging.getLogger("quantlake")
-    root.handlers = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    for name in ("lake", "trading", "backtests"):
-        lib = logging.getLogger(name)
-        lib.handlers = [handler]
-        lib.setLevel(level)
-        lib.propagate = False
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.filters = [_FILTER]
+        logger.setLevel(level)
+        # Propagation stays on: a host that logs from the root (pytest, an embedding app) still sees the
+        # records; the root has no handler in our own processes, so nothing prints twice.
+        logger.propagate = True
 
 
 @contextmanager
@@ -86,9 +150,10 @@ def get_logger(name: str = "quantlake") -> Any:
 
 def reset_logging() -> None:
     """Undoes configure_logging (tests, or embedding in another app's logging)."""
-    for name in ("quantlake", "lake", "trading", "backtests"):
+    for name in LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = []
+        logger.filters = []
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
     structlog.reset_defaults()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,91 @@ def test_values_of_six_characters_are_masked_shorter_ones_are_not(monkeypatch: p
     get_logger().info("keys", openai="sk-abc", alpaca="k-123")
     line = json.loads(capsys.readouterr().err)
     assert line["openai"] == "***" and line["alpaca"] == "k-123"
+
+
+@pytest.mark.parametrize(
+    "name, url, password",
+    [
+        ("QUANTLAKE_LEDGER_URL", "postgresql://quant:pg-pass-41d9@db.internal:5432/ledger", "pg-pass-41d9"),
+        ("DAGSTER_PG_URL", "postgresql://dagster:dg-pass-77ab@db/dagster", "dg-pass-77ab"),
+        ("OPENAI_BASE_URL", "https://user:oa-pass-9c1e@llm.example/v1", "oa-pass-9c1e"),
+    ],
+)
+def test_urls_with_a_password_are_masked_whole_and_the_password_alone(
+    name: str, url: str, password: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, url)
+    configure_logging("json")
+    get_logger().info("connecting", url=url, details={"dsn": url, "hosts": [f"password {password} refused"]})
+    logging.getLogger("trading.ledger").error("ledger unreachable: %s (auth %s)", url, password)
+    err = capsys.readouterr().err
+    assert password not in err and url not in err
+    first, second = (json.loads(line) for line in err.splitlines())
+    assert first["url"] == "***" and first["details"] == {"dsn": "***", "hosts": ["password *** refused"]}
+    assert second["event"] == "ledger unreachable: *** (auth ***)"
+
+
+def test_a_url_without_a_password_is_left_readable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The SQLite ledger's path is what a user needs to see; only credentials are secrets."""
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", "sqlite:////srv/quantlake/ledger.sqlite")
+    configure_logging("json")
+    get_logger().info("ledger", url="sqlite:////srv/quantlake/ledger.sqlite")
+    assert json.loads(capsys.readouterr().err)["url"] == "sqlite:////srv/quantlake/ledger.sqlite"
+
+
+def test_log_level_from_the_environment_and_a_bad_one_named(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("QUANTLAKE_LOG_LEVEL", "warning")
+    configure_logging("json")
+    get_logger().info("hidden")
+    get_logger().warning("shown")
+    assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == ["shown"]
+    monkeypatch.setenv("QUANTLAKE_LOG_LEVEL", "loud")
+    with pytest.raises(ValueError, match="QUANTLAKE_LOG_LEVEL='loud'"):
+        configure_logging("json")
+
+
+def test_the_application_resources_set_up_the_run_context() -> None:
+    """What the code location registers (not what a test builds) binds the ids at a run's start."""
+    from orchestration.resources import build_resources
+    from orchestration.run_context import RunContextMixin
+
+    built = build_resources()
+    assert isinstance(built["lake"], RunContextMixin) and isinstance(built["trading"], RunContextMixin)
+
+
+def test_a_decide_job_run_logs_json_lines_with_its_run_cycle_and_trace_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """QUANTLAKE_LOG_FORMAT=json and no configure_logging call here: the run's resources configure it."""
+    import dagster as dg
+
+    from tests.orchestration.observed_runs import NY, decide, resources, write_lake
+
+    monkeypatch.setenv("QUANTLAKE_LOG_FORMAT", "json")
+    res = resources(write_lake(tmp_path / "lake"), tmp_path)
+    capsys.readouterr()
+    with dg.instance_for_test() as instance:
+        # 15:57 New York is past the window's end: the step flattens, and trading.safety logs it.
+        result = decide(res, datetime(2024, 11, 25, 15, 57, tzinfo=NY), instance, **{"dagster/run_key": "decide|tick-1557"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    ours = [line for line in lines if line.get("run_id") == result.run_id]
+    assert {line["logger"] for line in ours} >= {"quantlake.run", "trading.safety"}
+    assert {line["event"] for line in ours} >= {"run step started", "run step finished"}
+    for line in ours:
+        assert line["cycle_id"] == "decide|tick-1557" and line["job"] == "decide_job"
+        assert len(line["trace_id"]) == 32
+    flatten = next(line for line in ours if line["logger"] == "trading.safety")
+    assert flatten["level"] == "warning" and "flatten" in flatten["event"]
+    # The context ends with the run: a later line carries none of it.
+    get_logger().info("after the run")
+    after = json.loads(capsys.readouterr().err)
+    assert "run_id" not in after and "cycle_id" not in after
+
+
+def test_cycle_id_is_what_a_rerun_repeats() -> None:
+    from orchestration.run_context import cycle_id
+
+    assert cycle_id("r2", "decide_job", {"dagster/run_key": "decide|1d|x", "quantlake/now": "t"}) == "decide|1d|x"
+    assert cycle_id("r2", "decide_job", {"dagster/scheduled_execution_time": "2024-11-25T11:00:00-05:00"}) == "decide_job@2024-11-25T11:00:00-05:00"
+    assert cycle_id("r2", "decide_job", {"dagster/root_run_id": "r1"}) == "r1"
+    assert cycle_id("r2", "decide_job", {}) == "r2"

@@ -1,0 +1,77 @@
+"""Every log line of a run carries its run, cycle and trace ids, set when the run's resources start.
+
+The lake and trading resources are built here as subclasses whose `setup_for_execution` configures
+logging (QUANTLAKE_LOG_FORMAT) and binds the ids to structlog's context, so the application's own
+loggers (`quantlake.*`, `trading.*`, `lake.*`, `backtests.*`) print them in the run's process, in
+process or in a multiprocess step alike. Every asset and op uses one of these resources.
+
+- run_id: the Dagster run.
+- cycle_id: what the run is one attempt at, the same for a retry or a re-execution: the run key of
+  the schedule tick or sensor that launched it, else `<job>@<run's now>` (the `quantlake/now` tag or the
+  scheduled time), else the first run of a re-execution, else the run id.
+- trace_id: the cycle id as 32 hex digits (W3C trace-id shape), for a tracing backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import dagster as dg
+import structlog
+
+from assets.resources import LakeResource, TradingResource
+from orchestration.observability import configure_logging, get_logger
+
+_IDS = ("run_id", "cycle_id", "trace_id", "job", "partition")
+
+
+def cycle_id(run_id: str, job: str, tags: Mapping[str, str]) -> str:
+    if key := tags.get("dagster/run_key"):
+        return key
+    if when := tags.get("quantlake/now") or tags.get("dagster/scheduled_execution_time"):
+        return f"{job}@{when}"
+    return tags.get("dagster/root_run_id") or run_id
+
+
+def run_ids(run: dg.DagsterRun) -> dict[str, str]:
+    cycle = cycle_id(run.run_id, run.job_name, run.tags)
+    ids = {
+        "run_id": run.run_id,
+        "cycle_id": cycle,
+        "trace_id": hashlib.sha256(cycle.encode()).hexdigest()[:32],
+        "job": run.job_name,
+    }
+    if partition := run.tags.get("dagster/partition"):
+        ids["partition"] = partition
+    return ids
+
+
+class RunContextMixin:
+    """Configures logging and binds the run's ids for the rest of the step (unbound at teardown)."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        configure_logging()
+        run = context.dagster_run
+        if run is None:  # a resource built outside a run (tests, the CLI's own reads)
+            return
+        ids = run_ids(run)
+        bound = structlog.contextvars.get_contextvars()
+        if bound.get("run_id") != run.run_id:  # two observed resources in one step bind once
+            structlog.contextvars.bind_contextvars(**ids)
+            mode = {"mode": run.tags["quantlake/mode"]} if "quantlake/mode" in run.tags else {}
+            get_logger("quantlake.run").info("run step started", **mode)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.dagster_run
+        if run is not None and structlog.contextvars.get_contextvars().get("run_id") == run.run_id:
+            get_logger("quantlake.run").info("run step finished")
+            structlog.contextvars.unbind_contextvars(*_IDS)
+
+
+class ObservedLakeResource(RunContextMixin, LakeResource):
+    """`LakeResource` that sets up the run's logging context."""
+
+
+class ObservedTradingResource(RunContextMixin, TradingResource):
+    """`TradingResource` that sets up the run's logging context."""

@@ -1,0 +1,51 @@
+"""decide_job runs on the application's resources (orchestration/run_context.py), for the logging,
+metrics and alert tests: a small offline lake, a simulated account, a run clock per run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from assets import trading
+from assets.clock import NOW_TAG
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
+from orchestration.jobs import decide_job
+from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
+
+NY = ZoneInfo("America/New_York")
+SYMBOLS = ["AAPL", "MSFT"]
+STRATEGY = "tests.trading.always_long:ALWAYS_LONG"
+
+
+def write_lake(root: Path) -> Path:
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1m", datetime(2024, 11, 25, tzinfo=UTC), datetime(2024, 11, 27, tzinfo=UTC))
+    replace_partitions(root, "bars", "1m", bars, period="date")
+    return root
+
+
+def resources(lake_root: Path, tmp: Path, mode: str = "simulation") -> dict[str, Any]:
+    return {
+        "lake": ObservedLakeResource(root=str(lake_root)),
+        "trading": ObservedTradingResource(mode=mode, ledger_url=ledger_url(tmp), sim_state_file=str(tmp / "sim.json")),
+    }
+
+
+def ledger_url(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'ledger.sqlite'}"
+
+
+def decide(res: dict[str, Any], now: datetime, instance: dg.DagsterInstance, **tags: str) -> dg.ExecuteInProcessResult:
+    """One decide_job run (in process) at the run clock `now`."""
+    job = dg.Definitions(assets=[trading.decision_cycle], jobs=[decide_job], resources=res).resolve_job_def("decide_job")
+    result = job.execute_in_process(
+        run_config={"ops": {"decision_cycle": {"config": {"strategy": STRATEGY, "symbols": SYMBOLS, "timeframe": "1m"}}}},
+        tags={NOW_TAG: now.isoformat(), **tags},
+        instance=instance,
+    )
+    assert result.success
+    return result
