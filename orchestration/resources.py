@@ -24,7 +24,8 @@ from typing import Any
 import dagster as dg
 
 from assets.partitions import exchange
-from assets.resources import LakeResource, MarketDataResource, TradingResource
+from assets.resources import MarketDataResource, TradingResource
+from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
 
 
 def _source() -> str:
@@ -78,13 +79,13 @@ def trading_resource() -> TradingResource:
         kwargs["daily_budget_tokens"] = int(tokens)
     if os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"):
         kwargs |= {"alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"), "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY")}
-    return TradingResource(**kwargs)
+    return ObservedTradingResource(**kwargs)  # its runs log with their run/cycle/trace ids
 
 
 def build_resources() -> dict[str, Any]:
     return {
         # Empty root: the path is resolved from QUANTLAKE_LAKE_DIR when used, not frozen at load.
-        "lake": LakeResource(),
+        "lake": ObservedLakeResource(),
         "market_data": market_data_resource(),
         "trading": trading_resource(),
     }
