@@ -52,7 +52,7 @@ from trading.models import (
     Verdict,
 )
 from trading.risk import RiskLimits, assess
-from trading.sanity import SanityLimits, price_sanity
+from trading.sanity import SanityLimits, StrategyLevels, price_sanity
 
 R = TypeVar("R")
 
@@ -161,7 +161,9 @@ class DecisionPipeline:
             if proposal.action == Action.HOLD:
                 hold(ctx, f"analyst: {proposal.rationale}")
                 continue
-            insane = price_sanity(proposal, ctx.close, ctx.features.get("atr_14"), self.config.sanity)
+            own = StrategyLevels(ctx.close, *(_level(ctx.signal.get(k)) for k in ("stop", "target1", "target2")))
+            last = book.snapshot.prices.get(ctx.symbol) or ctx.close  # the market's mark, else the decision bar's close
+            insane = price_sanity(proposal, last, ctx.features.get("atr_14"), self.config.sanity, own)
             if insane:
                 run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "sanity", "approved": False, "hard_violations": insane})
                 hold(ctx, "price sanity: " + "; ".join(insane))
@@ -238,6 +240,10 @@ class DecisionPipeline:
         with ThreadPoolExecutor(max_workers=min(self.config.max_in_flight, len(items))) as pool:
             results = list(pool.map(guarded, items))
         return {symbol: value for symbol, value in results if value is not None}
+
+
+def _level(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _uncut_size(ctx: SymbolContext, proposal: TradeProposal, quantity: float) -> float | None:
