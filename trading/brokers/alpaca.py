@@ -357,10 +357,12 @@ class AlpacaBroker:
         assert isinstance(order, Order)
         return _view(order)
 
-    def trading_stream(self, url_override: str | None = None) -> TradingStream:
+    def trading_stream(
+        self, url_override: str | None = None, *, stream_class: type[TradingStream] = TradingStream, **kwargs: Any
+    ) -> TradingStream:
         """alpaca-py's trade updates websocket for this account (paper or live, like the client)."""
         # alpaca-py annotates url_override as str (default None)
-        return TradingStream(*self._keys, paper=self._paper, url_override=url_override)  # type: ignore[arg-type]
+        return stream_class(*self._keys, paper=self._paper, url_override=url_override, **kwargs)  # type: ignore[arg-type]
 
     def open_orders(self) -> list[OrderState]:
         request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=_OPEN_ORDERS_LIMIT)

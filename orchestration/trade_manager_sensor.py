@@ -1,0 +1,54 @@
+"""The trade manager's polling fallback: one pass over the open brackets per tick (paper/live only).
+
+The stream (`trading.trade_manager.TradeManager.stream`) reacts within the second; this sensor makes
+sure nothing is left unprotected when no stream runs or an update was lost: it reads the orders and
+positions through alpaca-py's `TradingClient` and sends what is missing. Passes are idempotent (leg
+ids derived from the entry), so the stream and the sensor may run at the same time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.resources import TradingResource
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)  # the tick's clock (tests freeze it)
+
+
+@dg.sensor(
+    name="trade_manager_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Paper/live: follows each bracketed entry on Alpaca (target 1 exits half, the stop moves to "
+        "breakeven, target 2 exits the rest) by polling orders; launches no run."
+    ),
+)
+def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingResource) -> dg.SkipReason:
+    from trading.brokers.alpaca import AlpacaBroker
+    from trading.models import Mode
+    from trading.trade_manager import TradeManager
+
+    if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
+        return dg.SkipReason(f"mode {trading.mode}: no Alpaca orders to manage")
+    broker = trading.broker()
+    assert isinstance(broker, AlpacaBroker)
+    with trading.ledger() as ledger:
+        manager = TradeManager(
+            broker, ledger, run_id=f"trade_manager_sensor:{context.cursor or 'first'}", mode=Mode(trading.mode), clock=_now
+        )
+        done = manager.sync_all()
+    context.update_cursor(_now().isoformat())
+    acted = {entry: actions for entry, actions in done.items() if actions}
+    if not acted:
+        return dg.SkipReason(f"{len(done)} open bracket(s), nothing to do")
+    lines = [f"{entry}: {'; '.join(actions)}" for entry, actions in sorted(acted.items())]
+    context.log.info("trade manager: %s", " | ".join(lines))
+    return dg.SkipReason(f"{len(done)} open bracket(s): " + " | ".join(lines))
+
+
+TRADE_MANAGER_SENSORS = [trade_manager_sensor]

@@ -1,0 +1,282 @@
+"""The trade manager on Alpaca: real alpaca-py clients (TradingClient, TradingStream) against the loopback
+server. The bracket rule of strategies/brackets.py (target 1 exits half, the stop moves to the entry
+price, target 2 exits the rest), faults included: each ends with the position protected and no order
+sent twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import time_machine
+
+from assets.resources import TradingResource
+from orchestration.trade_manager_sensor import trade_manager_sensor
+from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
+from trading.brokers.alpaca import AlpacaBroker
+from trading.brokers.base import client_order_id
+from trading.events import EventType
+from trading.execution import Executor
+from trading.ledger import Ledger
+from trading.ledger.portfolio import replay_portfolio
+from trading.models import Decision, Mode, Side, Verdict
+from trading.trade_manager import BREAKEVEN, REST, T1, TradeManager, leg_id
+
+KEY, SECRET = "PKTESTKEY", "test-secret"
+NOW = datetime(2024, 3, 15, 15, 0, tzinfo=UTC)  # a Friday, 11:00 New York: inside the trading window
+ENTRY = client_order_id("brackets", "AAPL", NOW, Side.BUY)
+STOP, TARGET1, TARGET2 = 95.0, 110.0, 120.0
+
+
+@pytest.fixture
+def server() -> Iterator[AlpacaTradingServer]:
+    with AlpacaTradingServer(prices={"AAPL": 100.0}, api_key=KEY, secret_key=SECRET) as srv:
+        yield srv
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as led:
+        yield led
+
+
+def make_broker(srv: AlpacaTradingServer, **kwargs: float) -> AlpacaBroker:
+    return AlpacaBroker(KEY, SECRET, url_override=srv.base_url, timeout_s=5.0, backoff_s=0.0, sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
+
+
+def make_manager(srv: AlpacaTradingServer, ledger: Ledger, run_id: str = "tm") -> tuple[TradeManager, AlpacaBroker]:
+    broker = make_broker(srv)
+    return TradeManager(broker, ledger, run_id=run_id, mode=Mode.PAPER, clock=lambda: NOW), broker
+
+
+def enter(srv: AlpacaTradingServer, ledger: Ledger, quantity: float = 10) -> None:
+    """The decision cycle's way in: the executor sends the entry with its levels and records it."""
+    decision = Decision(
+        run_id="decide", strategy="brackets", symbol="AAPL", decided_at=NOW, verdict=Verdict.EXECUTE, side=Side.BUY,
+        quantity=quantity, stop=STOP, target1=TARGET1, target2=TARGET2,
+    )
+    [state] = Executor(make_broker(srv), ledger, mode=Mode.PAPER, run_id="decide", now=NOW).execute([decision], {})
+    assert state.client_order_id == ENTRY
+
+
+def live(srv: AlpacaTradingServer, kind: str) -> list[tuple[float, float]]:
+    """(quantity, level) of every live exit of `kind` ("stop" or "limit") at the fake."""
+    field = "stop_price" if kind == "stop" else "limit_price"
+    with srv._lock:
+        return sorted(
+            (float(o["qty"]), float(o[field]))
+            for o in srv.orders.values()
+            if o["type"] == kind and o["side"] == "sell" and srv._live(o)
+        )
+
+
+def position(srv: AlpacaTradingServer) -> float:
+    return srv.positions.get("AAPL", (0.0, 0.0))[0]
+
+
+def assert_protected(srv: AlpacaTradingServer) -> None:
+    """Every share held is covered by a live stop, and no exit sells more than is held."""
+    stops = live(srv, "stop")
+    assert sum(q for q, _ in stops) == position(srv) > 0, (stops, position(srv))
+    assert sum(q for q, _ in live(srv, "limit")) <= position(srv)
+
+
+def assert_nothing_twice(srv: AlpacaTradingServer) -> None:
+    assert srv.orders_created_by_client_id and set(srv.orders_created_by_client_id.values()) == {1}
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Waits for the stream's thread to act (a deadline against a hang, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def streaming(manager: TradeManager, broker: AlpacaBroker, srv: AlpacaTradingServer) -> Iterator[None]:
+    stream = manager.stream(broker, srv.stream_url, reconnect_backoff_s=0.05)
+    passes: list[object] = []  # the pass each (re)connection makes; the test starts after the first
+    resync = stream.on_connect  # type: ignore[attr-defined]  # the manager's own hook, observed
+    stream.on_connect = lambda: passes.append(resync())  # type: ignore[attr-defined]
+    thread = threading.Thread(target=stream.run, daemon=True)
+    thread.start()
+    wait_until("the stream listens and made its first pass", lambda: bool(srv._listeners) and bool(passes))
+    try:
+        yield
+    finally:
+        stream.stop()
+        thread.join(10)
+
+
+def leg_events(ledger: Ledger) -> list[str]:
+    return sorted(
+        e.payload["bracket_leg"] for e in ledger.events(types=[EventType.ORDER_SUBMITTED]) if e.payload.get("bracket_leg")
+    )
+
+
+def fills(ledger: Ledger) -> list[tuple[str, float, float]]:
+    return [(e.payload["client_order_id"], e.payload["quantity"], e.payload["price"]) for e in ledger.events(types=[EventType.FILL])]
+
+
+def test_stream_follows_the_bracket_and_a_504_after_accept_on_the_stop_move_sends_it_once(
+    server: AlpacaTradingServer, ledger: Ledger
+) -> None:
+    server.fill_market_orders = False  # the entry fills after the executor recorded it, as on a live market
+    enter(server, ledger)
+    manager, broker = make_manager(server, ledger)
+    with streaming(manager, broker, server):
+        server.fill_order(ENTRY, price=100.0)
+        # phase 1: half at target 1 (OCO with the stop), the rest at target 2 (OCO with the stop)
+        wait_until("both exits placed", lambda: len(live(server, "stop")) == 2)
+        assert live(server, "stop") == [(5.0, STOP), (5.0, STOP)]
+        assert live(server, "limit") == [(5.0, TARGET1), (5.0, TARGET2)]
+        assert_protected(server)
+
+        rest = server.order_by_client_id(leg_id(ENTRY, REST))
+        assert rest is not None
+        stop_leg = rest["legs"][0]["id"]
+        server.fail("PATCH", f"/v2/orders/{stop_leg}", Fault.accept_then_fail(504))
+        server.set_price("AAPL", 111.0)  # target 1 (a gap: fills at 111); its OCO stop is canceled
+        wait_until("the stop moved to breakeven", lambda: live(server, "stop") == [(5.0, 100.0)])
+        assert_protected(server)
+        assert live(server, "limit") == [(5.0, TARGET2)]
+        assert len(server.calls("PATCH", f"/v2/orders/{stop_leg}")) == 1  # the 504 was looked up, not resent
+        assert server.orders_created_by_client_id[leg_id(ENTRY, BREAKEVEN)] == 1
+
+        server.set_price("AAPL", 121.0)  # target 2 exits the rest; the breakeven stop is canceled
+        wait_until("flat", lambda: position(server) == 0 and not live(server, "stop"))
+        wait_until("rest's fill recorded", lambda: len(fills(ledger)) == 3)
+
+    assert_nothing_twice(server)
+    assert leg_events(ledger) == [BREAKEVEN, REST, T1]
+    assert sorted(fills(ledger)) == sorted(
+        [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, 111.0), (leg_id(ENTRY, REST), 5.0, 121.0)]
+    )
+    book = replay_portfolio(ledger)
+    assert book.positions == {} and book.realized_pnl == pytest.approx(5 * 11 + 5 * 21)
+    assert manager.brackets() == []  # closed: no more passes over it
+
+
+def test_breakeven_stop_ends_the_rest_at_the_entry_price(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    enter(server, ledger)  # fills at once at 100
+    manager, _ = make_manager(server, ledger)
+    manager.sync_all()
+    server.set_price("AAPL", 110.0)
+    assert manager.sync_all() == {ENTRY: ["stop moved to breakeven 100"]}
+    server.set_price("AAPL", 100.0)  # back to the entry: the breakeven stop, not the original one, fires
+    manager.sync_all()
+    assert position(server) == 0
+    assert sorted(fills(ledger)) == sorted(
+        [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, 110.0), (leg_id(ENTRY, BREAKEVEN), 5.0, 100.0)]
+    )
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(50.0)
+    assert_nothing_twice(server)
+
+
+def test_stop_before_target1_exits_everything_at_the_stop(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    enter(server, ledger, quantity=7)  # half of 7 is 3 (whole shares, rounded down)
+    manager, _ = make_manager(server, ledger)
+    manager.sync_all()
+    assert live(server, "stop") == [(3.0, STOP), (4.0, STOP)]
+    server.set_price("AAPL", 94.0)  # gaps through the stop: both stops fill at 94, both targets canceled
+    assert manager.sync_all() == {ENTRY: ["bracket closed"]}
+    assert position(server) == 0 and not live(server, "limit")
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(-7 * 6)
+    assert manager.sync_all() == {}
+    assert_nothing_twice(server)
+
+
+def test_stream_disconnect_mid_fill_resyncs_on_reconnect(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    server.fill_market_orders = False
+    enter(server, ledger)
+    manager, broker = make_manager(server, ledger)
+    with streaming(manager, broker, server):
+        server.fill_order(ENTRY, 4, price=100.0)  # delivered: the manager records it and waits for the rest
+        wait_until("the partial fill recorded", lambda: fills(ledger) == [(ENTRY, 4.0, 100.0)])
+        assert live(server, "stop") == []
+        server.stream_down()
+        server.fill_order(ENTRY, price=101.0)  # the rest fills while the stream is down: that update is lost
+        assert server.trade_updates[-1]["event"] == "fill"
+        assert not server._listeners
+        server.stream_up()
+        wait_until("exits placed after the reconnection", lambda: len(live(server, "stop")) == 2)
+        assert server.stream_connections == 2
+    assert live(server, "stop") == [(5.0, STOP), (5.0, STOP)]
+    assert_protected(server)
+    assert_nothing_twice(server)
+    assert sorted(fills(ledger)) == [(ENTRY, 4.0, 100.0), (ENTRY, 6.0, 101.0)]
+    assert leg_events(ledger) == [REST, T1]
+
+
+@pytest.mark.parametrize("died", ["before the stop move", "after the stop move landed, before the ledger"])
+def test_restart_between_target1_fill_and_stop_move(server: AlpacaTradingServer, tmp_path: Path, died: str) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as first_ledger:
+        enter(server, first_ledger)
+        first, first_broker = make_manager(server, first_ledger, run_id="first")
+        first.sync_all()
+        server.set_price("AAPL", 110.0)  # target 1 fills while (or after) the first process dies
+        if died != "before the stop move":
+            rest = server.order_by_client_id(leg_id(ENTRY, REST))
+            assert rest is not None
+            first_broker.replace_stop(rest["legs"][0]["id"], leg_id(ENTRY, BREAKEVEN), 100.0)
+    assert live(server, "stop") == ([(5.0, STOP)] if died == "before the stop move" else [(5.0, 100.0)])
+
+    with Ledger(url) as ledger:  # a new process: new clients, the same ledger and account
+        second, _ = make_manager(server, ledger, run_id="second")
+        second.sync_all()
+        again, _ = make_manager(server, ledger, run_id="third")
+        assert again.sync_all() == {ENTRY: []}  # nothing left to send
+        assert live(server, "stop") == [(5.0, 100.0)]
+        assert_protected(server)
+        assert_nothing_twice(server)
+        assert len([c for c in server.requests if c["method"] == "PATCH"]) == 1
+        assert leg_events(ledger) == [BREAKEVEN, REST, T1]
+        assert sorted(fills(ledger)) == [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, 110.0)]
+
+
+def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    trading = TradingResource(
+        mode="paper",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        alpaca_api_key=KEY,
+        alpaca_secret_key=SECRET,
+        alpaca_trading_url=server.base_url,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    with time_machine.travel(NOW, tick=False):
+        with trading.ledger() as ledger:
+            enter(server, ledger)
+
+        def tick(cursor: str | None = None) -> str:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"trading": trading})
+            result = trade_manager_sensor(context)
+            assert isinstance(result, dg.SkipReason) and result.skip_message
+            return result.skip_message
+
+        assert tick() == f"1 open bracket(s): {ENTRY}: t1: sell 5 placed; rest: sell 5 placed"
+        assert_protected(server)
+        server.set_price("AAPL", 112.0)
+        assert tick() == f"1 open bracket(s): {ENTRY}: stop moved to breakeven 100"
+        assert tick() == "1 open bracket(s), nothing to do"
+    assert live(server, "stop") == [(5.0, 100.0)]
+    assert_protected(server)
+    assert_nothing_twice(server)
+    with trading.ledger() as ledger:
+        legs = [e for e in ledger.events(types=[EventType.ORDER_SUBMITTED]) if e.payload.get("bracket_leg")]
+        assert sorted(e.payload["bracket_leg"] for e in legs) == [BREAKEVEN, REST, T1]
+        assert {e.recorded_at for e in legs} == {NOW}  # the frozen clock, not the wall clock
+
+
+def test_sensor_skips_outside_paper_and_live() -> None:
+    context = dg.build_sensor_context(resources={"trading": TradingResource(mode="simulation")})
+    result = trade_manager_sensor(context)
+    assert isinstance(result, dg.SkipReason) and result.skip_message == "mode simulation: no Alpaca orders to manage"

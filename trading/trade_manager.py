@@ -1,0 +1,335 @@
+"""The trade manager on Alpaca: an entry's bracket followed exactly as `strategies/brackets.py` says.
+
+Once an entry with a stop (`OrderRequest.stop`, recorded by the executor) has filled `F` shares at
+`E`, its exits are (long shown; a short's are mirrored, buys):
+- leg `t1`: half of `F` (rounded down, `brackets.half_of`) as an OCO order: take-profit at target 1,
+  stop leg at the stop;
+- leg `rest`: the other shares as an OCO order at target 2 and the stop (a plain stop without
+  target 2; without target 1 this leg is everything and target 2 exits it all, as in phase 1);
+- when `t1`'s take-profit has filled: the rest's stop is replaced by a stop at `E` (leg `be`, the
+  breakeven stop of phase 2); target 2 or that stop then ends the position.
+Each exit quantity is reserved once at Alpaca (no sell can exceed the position), and the stop always
+covers every share. On a broker the levels fire within the bar, so one bar may see target 1 and
+target 2 both (the backtest spreads them over two bars); with one share there is no half to sell:
+target 1 cannot be seen, the stop stays where it is.
+
+Idempotent and restartable: the manager keeps no state. Every pass reads the entry and its legs
+from Alpaca by client order ids derived from the entry's id and the leg (`leg_id`), sends what is
+missing and records what happened. A restart, a second process (the stream and the polling
+sensor) or a 504 after Alpaca accepted cannot send a leg twice: the id is looked up before any send.
+The ledger gets one ORDER_SUBMITTED per leg and one FILL per new filled quantity of every order
+(entry included; fill id `<broker order id>@<cumulative quantity>`), so replaying it gives the
+broker's position. A bracket whose legs are all over is closed with a CANCEL event.
+
+Driven by alpaca-py's `TradingStream` (each trade update triggers a pass for its symbol; every
+(re)connection triggers a full pass, since Alpaca does not replay updates missed while disconnected)
+and by polling (`sync_all`, run by `orchestration/trade_manager_sensor.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from alpaca.trading.models import TradeUpdate
+from alpaca.trading.stream import TradingStream
+
+from strategies.brackets import half_of
+from trading.brokers.alpaca import OrderView
+from trading.brokers.base import BrokerError, Fill, OrderState, OrderStatus
+from trading.events import Event, EventType
+from trading.execution import fill_event_id
+from trading.ledger.store import Ledger
+from trading.models import Mode, Side
+
+log = logging.getLogger(__name__)
+
+T1, REST, BREAKEVEN = "t1", "rest", "be"
+_EPS = 1e-9
+_MANAGED_MODES = {Mode.PAPER.value, Mode.LIVE.value}
+
+
+def leg_id(entry_id: str, leg: str) -> str:
+    """The client order id of an entry's leg: the same entry and leg always give the same id."""
+    return f"{entry_id}-{leg}"
+
+
+def _event_id(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+class ExitBroker(Protocol):
+    """What the manager needs from the broker (`AlpacaBroker`)."""
+
+    name: str
+
+    def order_view(self, client_order_id: str) -> OrderView | None: ...
+
+    def submit_exit(
+        self, client_order_id: str, symbol: str, side: Side, quantity: float, *, stop: float, target: float | None
+    ) -> OrderState: ...
+
+    def replace_stop(self, broker_order_id: str, client_order_id: str, stop_price: float) -> OrderState: ...
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """An entry to manage: its client order id (the position's identity), side and levels."""
+
+    entry_id: str
+    symbol: str
+    side: Side
+    stop: float
+    target1: float | None = None
+    target2: float | None = None
+
+    @property
+    def exit_side(self) -> Side:
+        return Side.SELL if self.side == Side.BUY else Side.BUY
+
+
+@dataclass
+class _Recorded:
+    """What the ledger already holds: fills per broker order, legs, closed brackets."""
+
+    filled: dict[str, tuple[float, float]] = field(default_factory=dict)  # broker id -> (qty, notional)
+    legs: set[str] = field(default_factory=set)
+
+
+class TradeManager:
+    """Places and moves the exits of the ledger's bracketed entries on Alpaca; see the module doc."""
+
+    def __init__(
+        self,
+        broker: ExitBroker,
+        ledger: Ledger,
+        *,
+        run_id: str,
+        mode: Mode = Mode.PAPER,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.broker = broker
+        self.ledger = ledger
+        self.run_id = run_id
+        self.mode = mode
+        self.clock = clock
+        self._lock = threading.Lock()  # the stream's passes and a reconnection's pass never interleave
+
+    # -- reading the ledger
+    def brackets(self, symbol: str | None = None) -> list[Bracket]:
+        """Entries with a stop sent in paper or live mode whose bracket is not closed yet."""
+        found: dict[str, Bracket] = {}
+        closed: set[str] = set()
+        for event in self.ledger.events(types=[EventType.ORDER_SUBMITTED, EventType.CANCEL], symbol=symbol):
+            p = event.payload
+            if event.type == EventType.CANCEL:
+                if p.get("bracket_closed"):
+                    closed.add(str(p["bracket_closed"]))
+                continue
+            if event.mode.value not in _MANAGED_MODES or p.get("bracket_leg") or not p.get("stop"):
+                continue
+            cid = p.get("client_order_id")
+            if not cid or cid in found:
+                continue
+            found[cid] = Bracket(
+                entry_id=cid,
+                symbol=p["symbol"],
+                side=Side(p["side"]),
+                stop=float(p["stop"]),
+                target1=float(p["target1"]) if p.get("target1") else None,
+                target2=float(p["target2"]) if p.get("target2") else None,
+            )
+        return [b for cid, b in found.items() if cid not in closed]
+
+    def _recorded(self, symbol: str) -> _Recorded:
+        out = _Recorded()
+        for event in self.ledger.events(types=[EventType.FILL, EventType.ORDER_SUBMITTED], symbol=symbol):
+            p = event.payload
+            if event.type == EventType.ORDER_SUBMITTED:
+                if p.get("bracket_leg"):
+                    out.legs.add(str(p["client_order_id"]))
+                continue
+            broker_id, sep, _cum = str(p.get("fill_id", "")).rpartition("@")
+            if not sep:
+                continue
+            qty, notional = out.filled.get(broker_id, (0.0, 0.0))
+            out.filled[broker_id] = (qty + float(p["quantity"]), notional + float(p["quantity"]) * float(p["price"]))
+        return out
+
+    # -- writing the ledger
+    def _emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str, event_id: str) -> None:
+        now = self.clock()
+        self.ledger.emit(
+            Event(
+                type=type_,
+                run_id=self.run_id,
+                mode=self.mode,
+                payload=payload,
+                symbol=symbol,
+                as_of=now,
+                recorded_at=now,
+                event_id=event_id,
+            )
+        )
+
+    def _record_fills(self, view: OrderView, booked_as: str, recorded: _Recorded) -> None:
+        """A FILL for what `view` filled beyond what the ledger has (its average gives the new part's price)."""
+        state = view.state
+        cum, avg = state.filled_quantity, state.avg_fill_price
+        done_qty, done_notional = recorded.filled.get(state.broker_order_id, (0.0, 0.0))
+        if avg is None or cum <= done_qty + _EPS:
+            return
+        qty = cum - done_qty
+        price = (avg * cum - done_notional) / qty
+        fill = Fill(
+            fill_id=f"{state.broker_order_id}@{cum:g}",
+            client_order_id=booked_as,
+            symbol=state.symbol,
+            side=state.side,
+            quantity=qty,
+            price=price,
+            ts=self.clock(),
+        )
+        self._emit(EventType.FILL, fill.model_dump(mode="json"), symbol=state.symbol, event_id=fill_event_id(fill.fill_id))
+        recorded.filled[state.broker_order_id] = (cum, avg * cum)
+
+    def _record_leg(self, bracket: Bracket, leg: str, view: OrderView, recorded: _Recorded, **extra: Any) -> None:
+        cid = leg_id(bracket.entry_id, leg)
+        if cid in recorded.legs:
+            return
+        state = view.state
+        payload = {
+            "client_order_id": cid,
+            "broker_order_id": state.broker_order_id,
+            "symbol": state.symbol,
+            "side": state.side.value,
+            "quantity": state.quantity,
+            "status": state.status.value,
+            "bracket_leg": leg,
+            "position": bracket.entry_id,
+            "limit_price": view.limit_price,
+            "stop_price": view.stop_price if view.type == "stop" else (view.legs[0].stop_price if view.legs else None),
+            "reduce_only": True,
+            **extra,
+        }
+        self._emit(EventType.ORDER_SUBMITTED, payload, symbol=state.symbol, event_id=_event_id("leg", cid))
+        recorded.legs.add(cid)
+
+    # -- one pass
+    def sync_all(self, symbol: str | None = None) -> dict[str, list[str]]:
+        """One pass over every open bracket (of `symbol`): what each did, by entry id."""
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            for bracket in self.brackets(symbol):
+                try:
+                    out[bracket.entry_id] = self._sync(bracket)
+                except BrokerError as error:  # the next pass asks again: the ids make that safe
+                    log.warning("trade manager: %s %s: %s", bracket.symbol, bracket.entry_id, error)
+                    out[bracket.entry_id] = [f"error: {error}"]
+        return out
+
+    def sync(self, bracket: Bracket) -> list[str]:
+        with self._lock:
+            return self._sync(bracket)
+
+    def _exit(self, bracket: Bracket, leg: str, qty: float, target: float | None, recorded: _Recorded) -> OrderView | None:
+        cid = leg_id(bracket.entry_id, leg)
+        self.broker.submit_exit(cid, bracket.symbol, bracket.exit_side, qty, stop=bracket.stop, target=target)
+        view = self.broker.order_view(cid)
+        if view is not None:
+            self._record_leg(bracket, leg, view, recorded, target=target)
+        return view
+
+    def _sync(self, bracket: Bracket) -> list[str]:
+        actions: list[str] = []
+        recorded = self._recorded(bracket.symbol)
+        entry = self.broker.order_view(bracket.entry_id)
+        if entry is None:
+            return ["entry not at the broker"]
+        self._record_fills(entry, bracket.entry_id, recorded)
+        filled, fill_price = entry.state.filled_quantity, entry.state.avg_fill_price
+        if entry.state.status.is_open:
+            return [f"entry open ({filled:g} filled): exits wait for it to finish"]
+        if filled <= 0 or fill_price is None:
+            self._close(bracket, "entry ended unfilled")
+            return ["entry ended unfilled"]
+        half = half_of(filled, False) if bracket.target1 is not None else 0.0
+        legs: dict[str, OrderView | None] = {}
+        for leg, qty, target in ((T1, half, bracket.target1), (REST, filled - half, bracket.target2)):
+            if qty <= 0:
+                continue
+            view = self.broker.order_view(leg_id(bracket.entry_id, leg))
+            if view is None:
+                view = self._exit(bracket, leg, qty, target, recorded)
+                actions.append(f"{leg}: {bracket.exit_side.value} {qty:g} placed")
+            elif leg_id(bracket.entry_id, leg) not in recorded.legs:
+                self._record_leg(bracket, leg, view, recorded, target=target)  # sent by a pass that died
+            legs[leg] = view
+        t1, rest = legs.get(T1), legs.get(REST)
+        breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
+        t1_hit = t1 is not None and t1.state.status == OrderStatus.FILLED
+        if t1_hit and breakeven is None and rest is not None:
+            stop = rest if rest.type == "stop" else next(iter(rest.legs), None)
+            if stop is not None and stop.state.status.is_open:
+                self.broker.replace_stop(stop.state.broker_order_id, leg_id(bracket.entry_id, BREAKEVEN), fill_price)
+                breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
+                actions.append(f"stop moved to breakeven {fill_price:g}")
+                rest = self.broker.order_view(leg_id(bracket.entry_id, REST))
+        if breakeven is not None:
+            self._record_leg(bracket, BREAKEVEN, breakeven, recorded, replaces=leg_id(bracket.entry_id, REST))
+        for leg, view in ((BREAKEVEN, breakeven), (T1, t1), (REST, rest)):  # be first: it may be rest's leg
+            if view is None:
+                continue
+            # the stop leg of an OCO is booked under its order's leg id (its own id is Alpaca's)
+            for order in (view, *view.legs):
+                self._record_fills(order, leg_id(bracket.entry_id, leg), recorded)
+        orders = [o for v in (t1, rest, breakeven) if v is not None for o in (v, *v.legs)]
+        if orders and not any(o.state.status.is_open for o in orders):
+            self._close(bracket, "every exit is over")
+            actions.append("bracket closed")
+        return actions
+
+    def _close(self, bracket: Bracket, reason: str) -> None:
+        payload = {"bracket_closed": bracket.entry_id, "reason": reason}
+        self._emit(EventType.CANCEL, payload, symbol=bracket.symbol, event_id=_event_id("closed", bracket.entry_id))
+
+    # -- the stream
+    def on_trade_update(self, update: TradeUpdate) -> dict[str, list[str]]:
+        """Any update of the account: a pass over that symbol's brackets (the update is a trigger, Alpaca the truth)."""
+        return self.sync_all(update.order.symbol)
+
+    def stream(self, broker: Any, url_override: str | None = None, *, reconnect_backoff_s: float = 1.0) -> TradingStream:
+        """alpaca-py's `TradingStream` (from `AlpacaBroker.trading_stream`) wired to this manager; `run()` it."""
+        stream: TradingStream = broker.trading_stream(url_override, stream_class=_ResyncingStream)
+        assert isinstance(stream, _ResyncingStream)
+        stream.on_connect = self.sync_all
+        stream._reconnect_min_backoff = reconnect_backoff_s
+
+        async def handler(update: TradeUpdate) -> None:
+            try:
+                await asyncio.to_thread(self.on_trade_update, update)
+            except Exception:  # the stream must go on; the next pass or poll retries
+                log.exception("trade manager: pass after %s %s failed", update.event, update.order.symbol)
+
+        stream.subscribe_trade_updates(handler)
+        return stream
+
+
+class _ResyncingStream(TradingStream):
+    """`TradingStream` with a full pass after each (re)connection: Alpaca does not replay missed updates."""
+
+    on_connect: Callable[[], object] | None = None
+
+    async def _start_ws(self) -> None:
+        await super()._start_ws()
+        if self.on_connect is not None:
+            try:
+                await asyncio.to_thread(self.on_connect)
+            except Exception:
+                log.exception("trade manager: pass after the stream connected failed")
