@@ -10,12 +10,13 @@ from orchestration.jobs import JOBS
 from orchestration.resources import build_resources
 from orchestration.schedules import build_schedules
 from orchestration.sensors import SENSORS
+from orchestration.trade_manager_sensor import TRADE_MANAGER_SENSORS
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([bars, derived, research, trading]),
     jobs=JOBS,
     schedules=build_schedules(),
-    sensors=SENSORS,
+    sensors=[*SENSORS, *TRADE_MANAGER_SENSORS],
     resources=build_resources(),
     executor=build_executor(),
 )
