@@ -78,6 +78,7 @@ class SecretFilter(logging.Filter):
 
 
 _FILTER = SecretFilter()
+_state = {"configured": False}
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -132,6 +133,13 @@ def configure_logging(fmt: str | None = None, level: int | str | None = None) ->
         # Propagation stays on: a host that logs from the root (pytest, an embedding app) still sees the
         # records; the root has no handler in our own processes, so nothing prints twice.
         logger.propagate = True
+    _state["configured"] = True
+
+
+def ensure_logging() -> None:
+    """configure_logging from the environment unless this process already did (the CLI's choice stays)."""
+    if not _state["configured"]:
+        configure_logging()
 
 
 @contextmanager
@@ -157,3 +165,4 @@ def reset_logging() -> None:
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
     structlog.reset_defaults()
+    _state["configured"] = False

@@ -21,7 +21,7 @@ import dagster as dg
 import structlog
 
 from assets.resources import LakeResource, TradingResource
-from orchestration.observability import configure_logging, get_logger
+from orchestration.observability import ensure_logging, get_logger
 
 _IDS = ("run_id", "cycle_id", "trace_id", "job", "partition")
 
@@ -51,7 +51,7 @@ class RunContextMixin:
     """Configures logging and binds the run's ids for the rest of the step (unbound at teardown)."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        configure_logging()
+        ensure_logging()
         run = context.dagster_run
         if run is None:  # a resource built outside a run (tests, the CLI's own reads)
             return
