@@ -311,6 +311,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    _ensure_dagster_home()
+    from orchestration.metrics import run_metrics
+
+    return run_metrics(args.port, args.addr, once=args.once)
+
+
 def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="run config as JSON text or a JSON file (the launchpad's 'config' block)")
     parser.add_argument("--strategy", help="built-in name or package.module:ATTRIBUTE")
@@ -377,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--reason", help="why")
     resume.set_defaults(func=cmd_resume)
 
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics over the ledger and the Dagster instance")
+    metrics.add_argument("--port", type=int, default=9108, help="port (default 9108)")
+    metrics.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    metrics.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
+    metrics.set_defaults(func=cmd_metrics)
+
     status = sub.add_parser("status", help="what is in the lake")
     status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")
     status.set_defaults(func=cmd_status)
@@ -420,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     a failed run), the stack trace only with --debug."""
     args = build_parser().parse_args(argv)
     try:
+        from orchestration.observability import configure_logging
+
+        # JSON (QUANTLAKE_LOG_FORMAT=json) at INFO for a log shipper; on a terminal warnings only, as before.
+        configure_logging(level=None if os.environ.get("QUANTLAKE_LOG_FORMAT") == "json" or os.environ.get("QUANTLAKE_LOG_LEVEL") else "WARNING")
         return int(args.func(args))
     except Exception as exc:
         from orchestration.runs import RunFailed
