@@ -1,22 +1,31 @@
 """Metrics a monitoring stack can scrape (Prometheus text format), collected at scrape time.
 
-The collector reads what already records everything — the Dagster instance (runs, durations, data
-fallbacks in materialization metadata) and, when given, the decision ledger (orders, fills, limit
-violations, agent latency) — so no code path has to remember to bump a counter.
+The collectors read what already records everything — the Dagster instance (runs, durations,
+decision latency) and the decision ledger (equity, the session's P&L, positions, orders, fills,
+rejections, interventions, halt and breaker state, model cost) — so no code path has to remember to
+bump a counter, and a scrape says what the ledger says. `quantlake metrics` serves them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+if TYPE_CHECKING:
+    from trading.ledger import Ledger
+    from trading.risk import RiskLimits
+
 LedgerCounts = Callable[[], dict[str, float]]
+Clock = Callable[[], datetime]
+DECISION_JOB = "decide_job"
 
 
 class DagsterRunCollector(Collector):
@@ -30,11 +39,15 @@ class DagsterRunCollector(Collector):
         runs = self.instance.get_run_records(limit=self.recent_runs)
         counts: Counter[tuple[str, str]] = Counter()
         last_duration: dict[str, float] = {}
+        decisions: list[float] = []
         for record in runs:  # newest first
             run = record.dagster_run
             counts[(run.job_name, run.status.value)] += 1
-            if run.job_name not in last_duration and record.start_time and record.end_time:
-                last_duration[run.job_name] = record.end_time - record.start_time
+            if record.start_time and record.end_time:
+                if run.job_name not in last_duration:
+                    last_duration[run.job_name] = record.end_time - record.start_time
+                if run.job_name == DECISION_JOB and run.status.value == "SUCCESS":
+                    decisions.append(record.end_time - record.start_time)
         total = CounterMetricFamily("quantlake_runs", "Dagster runs by job and status (recent window)", labels=["job", "status"])
         for (job, status), n in sorted(counts.items()):
             total.add_metric([job, status], n)
@@ -43,6 +56,14 @@ class DagsterRunCollector(Collector):
         for job, seconds in sorted(last_duration.items()):
             duration.add_metric([job], seconds)
         yield duration
+        # Run start to end of successful decision runs: what a decision takes, scheduling aside.
+        latency = SummaryMetricFamily("quantlake_decision_latency_seconds", "Duration of successful decide_job runs (recent window)")
+        latency.add_metric([], count_value=len(decisions), sum_value=sum(decisions))
+        yield latency
+        last = GaugeMetricFamily("quantlake_last_decision_latency_seconds", "Duration of the last successful decide_job run")
+        if decisions:
+            last.add_metric([], decisions[0])
+        yield last
 
 
 class LedgerCollector(Collector):
@@ -58,14 +79,166 @@ class LedgerCollector(Collector):
             yield family
 
 
-def build_registry(instance: dg.DagsterInstance, ledger_counts: LedgerCounts | None = None) -> CollectorRegistry:
+@dataclass
+class LedgerReading:
+    """The ledger at one moment: one pass over its money events, plus the safety controls' state."""
+
+    equity: float | None = None  # the last reconciled mark
+    cash: float | None = None
+    session_open_equity: float | None = None
+    positions: dict[str, float] = field(default_factory=dict)
+    realized_pnl: float = 0.0
+    commissions: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)  # events by type
+    interventions: Counter[str] = field(default_factory=Counter)  # by kind
+    llm_cost_usd: float = 0.0
+    llm_tokens: Counter[str] = field(default_factory=Counter)  # prompt / completion
+    halted: str | None = None
+    tripped_today: frozenset[str] = frozenset()
+    trades_today: int = 0
+
+    @property
+    def pnl_day(self) -> float:
+        """The last mark against the session's first (0 before the session has one)."""
+        if self.equity is None or self.session_open_equity is None:
+            return 0.0
+        return self.equity - self.session_open_equity
+
+
+_READ = ("deposit", "fill", "reconciliation", "order_submitted", "rejection", "intervention", "cost")
+
+
+def read_ledger(ledger: Ledger, now: datetime, limits: RiskLimits) -> LedgerReading:
+    """What the metrics report, read from the ledger as of `now` (its session: the exchange's date)."""
+    from trading.ledger import Portfolio
+    from trading.safety import read_state, session_of
+
+    reading = LedgerReading()
+    portfolio = Portfolio()
+    for type_, payload in ledger.payloads(_READ):
+        reading.counts[type_] += 1
+        if type_ in ("deposit", "fill"):
+            portfolio.apply_payload(type_, payload)
+        elif type_ == "reconciliation" and payload.get("ok") and payload.get("equity") is not None:
+            reading.equity, reading.cash = float(payload["equity"]), payload.get("cash")
+        elif type_ == "intervention":
+            reading.interventions[str(payload.get("kind"))] += 1
+        elif type_ == "cost" and payload.get("scope") == "run":
+            reading.llm_cost_usd += float(payload.get("run_cost_usd", 0.0))
+            for kind in ("prompt", "completion"):
+                reading.llm_tokens[kind] += int(payload.get(f"{kind}_tokens", 0))
+    state = read_state(ledger, session_of(now, limits))
+    reading.session_open_equity, reading.halted = state.session_open_equity, state.halted
+    reading.tripped_today, reading.trades_today = state.tripped_today, state.trades_today
+    reading.positions = {s: q for s, q in portfolio.positions.items() if q}
+    reading.realized_pnl, reading.commissions = portfolio.realized_pnl, portfolio.commissions
+    return reading
+
+
+BREAKERS = ("daily_loss", "trades_per_day", "flatten")
+
+
+class LedgerStateCollector(Collector):
+    """The trading account and its controls, from the ledger at scrape time (`clock` gives now)."""
+
+    def __init__(self, ledger: Ledger, clock: Clock, limits: RiskLimits) -> None:
+        self.ledger, self.clock, self.limits = ledger, clock, limits
+
+    def collect(self) -> Iterator[Metric]:
+        r = read_ledger(self.ledger, self.clock(), self.limits)
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(f"quantlake_{name}", doc)
+            if value is not None:  # no sample rather than a made-up 0 (no mark yet)
+                family.add_metric([], value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"quantlake_{name}", doc, value=value)
+
+        yield gauge("equity", "Account equity at the last reconciled mark", r.equity)
+        yield gauge("cash", "Cash at the last reconciled mark", r.cash)
+        yield gauge("pnl_day", "Equity at the last mark less the session's opening mark", r.pnl_day)
+        yield gauge("realized_pnl", "Realized P&L before commissions, replayed from the fills", r.realized_pnl)
+        yield gauge("open_positions", "Symbols with a position", len(r.positions))
+        position = GaugeMetricFamily("quantlake_position", "Signed quantity held", labels=["symbol"])
+        for symbol, qty in sorted(r.positions.items()):
+            position.add_metric([symbol], qty)
+        yield position
+        yield counter("orders", "Orders submitted (ledger)", r.counts["order_submitted"])
+        yield counter("fills", "Fills (ledger)", r.counts["fill"])
+        yield counter("rejections", "Orders rejected (ledger)", r.counts["rejection"])
+        yield counter("commissions", "Commissions paid", r.commissions)
+        interventions = CounterMetricFamily("quantlake_interventions", "Interventions by kind (breaker trips, kill switch, resume, ...)", labels=["kind"])
+        for kind, n in sorted(r.interventions.items()):
+            interventions.add_metric([kind], n)
+        yield interventions
+        yield gauge("trading_halted", "1 while a kill switch or drawdown halt is in force (until resume)", float(r.halted is not None))
+        tripped = GaugeMetricFamily("quantlake_breaker_tripped", "1 when the breaker tripped in the current session", labels=["breaker"])
+        for breaker in BREAKERS:
+            tripped.add_metric([breaker], float(breaker in r.tripped_today))
+        yield tripped
+        yield gauge("trades_today", "Orders sent in the current session", r.trades_today)
+        yield counter("llm_cost_usd", "Model spend recorded by the decision cycles", r.llm_cost_usd)
+        tokens = CounterMetricFamily("quantlake_llm_tokens", "Model tokens (reported or estimated)", labels=["kind"])
+        for kind in ("prompt", "completion"):
+            tokens.add_metric([kind], r.llm_tokens[kind])
+        yield tokens
+
+
+def build_registry(
+    instance: dg.DagsterInstance,
+    ledger_counts: LedgerCounts | None = None,
+    *,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    limits: RiskLimits | None = None,
+) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(DagsterRunCollector(instance))
     if ledger_counts is not None:
         registry.register(LedgerCollector(ledger_counts))
+    if ledger is not None:
+        from trading.risk import RiskLimits
+
+        registry.register(LedgerStateCollector(ledger, clock or _wall_clock, limits or RiskLimits()))
     return registry
+
+
+def _wall_clock() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:
     """Starts the scrape endpoint in a background thread; returns (server, thread)."""
     return start_http_server(port, addr=addr, registry=registry)
+
+
+def run_metrics(port: int, addr: str = "127.0.0.1", once: bool = False) -> int:
+    """`quantlake metrics`: the instance at DAGSTER_HOME and the configured ledger, served (or printed once)."""
+    import sys
+    import time
+
+    from prometheus_client import generate_latest
+
+    from orchestration.resources import trading_resource
+
+    trading = trading_resource()
+    ledger = trading.ledger()
+    registry = build_registry(dg.DagsterInstance.get(), ledger=ledger, limits=trading.pipeline().limits)
+    try:
+        if once:
+            sys.stdout.write(generate_latest(registry).decode())
+            return 0
+        server, thread = serve(registry, port, addr)
+        print(f"serving Prometheus metrics on http://{addr}:{port}/metrics (Ctrl-C stops)", flush=True)
+        try:
+            while thread.is_alive():
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            server.shutdown()
+        return 0
+    finally:
+        ledger.close()
