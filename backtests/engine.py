@@ -1,18 +1,21 @@
 """The backtest engine on vectorbt.
 
 Signals decided on bar t become orders filled on bar t+1 at its open by default: an entry to a side
-with the signal's `size`, an exit to flat. Every run executes in `backtests/order_sim.py`, vectorbt's
+with the signal's `size`, an exit to flat. Signals act on the side the fills left (an entry that
+got no shares leaves the symbol flat). Every run executes in `backtests/order_sim.py`, vectorbt's
 own order processing in a compiled loop (the records make a vectorbt Portfolio), with fees,
-slippage, whole or fractional shares, and one shared cash balance across symbols (sells before buys).
-Strategies with stop/target levels add bracket exits (`strategies/brackets.py`, long and short).
+slippage, whole or fractional shares, and one shared cash balance across symbols (a bar's exits
+before its entries, so a rotation's entry is paid by its exit). Strategies with stop/target levels
+add bracket exits (`strategies/brackets.py`, long and short).
 
 Entry sizing (`strategies/entries.py`, the rule the sweeps, the reference loop and the simulated
 broker share): an entry never commits more than the cash there is. On a reversal the closing trade
-is paid first (its fee and slippage); the entry then takes floor(available x size / (price x (1 +
-fee))) shares (unfloored when fractional), where available is the bar's equity (valued at the order
-prices, once before the bar's orders) less that closing trade's costs, price the slipped fill price
-and fee the proportional fee below. From flat, available is the equity; with one symbol, the cash.
-A buy is in any case capped by the cash there is.
+is paid first (its fee and slippage); the entry then takes floor(min(available x size, free) /
+(price x (1 + fee))) shares (unfloored when fractional), where available is the bar's equity
+(positions at the bar's fill price, once before the bar's orders) less that closing trade's costs,
+free the same less the gross value of the other symbols' positions when the entry executes, price
+the slipped fill price and fee the proportional fee below. From flat, available is the equity; with
+one symbol, the cash, and free never binds.
 
 Costs: `fees_bps` of traded value plus `fee_per_share`, both charged on the slipped fill price
 (the per-share fee is converted to a fraction of the bar's unslipped price, so it is exact without
@@ -30,9 +33,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from backtests.kernels import ENTRY, TARGET_PERCENT, bracket_orders_nb, target_weights_nb
 from backtests.metrics import compute_metrics
-from backtests.order_sim import simulate_orders
+from backtests.order_sim import simulate_signals
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
 
@@ -130,71 +132,29 @@ def slippage_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
     return slip
 
 
-def target_weights(market: Market, allow_short: bool) -> np.ndarray:
-    s = market.signals
-    no = np.zeros_like(s["entry_short"], dtype=np.bool_)
-    return target_weights_nb(
-        s["entry_long"].astype(np.bool_),
-        s["exit_long"].astype(np.bool_),
-        s["entry_short"].astype(np.bool_) if allow_short else no,
-        s["exit_short"].astype(np.bool_) if allow_short else no,
-        np.asarray(s["size"], dtype=np.float64),
-        1,
-    )
-
-
 def has_levels(market: Market) -> bool:
     return any(bool(np.isfinite(market.signals[c].astype(np.float64)).any()) for c in ("stop", "target1", "target2"))
 
 
-def bracket_orders(market: Market, config: BacktestConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(size, size type, price) arrays with the brackets' exits placed among the signals' orders."""
-    s = market.signals
-    no = np.zeros_like(s["entry_short"], dtype=np.bool_)
-
-    def levels(column: str) -> np.ndarray:
-        return np.ascontiguousarray(s[column], dtype=np.float64)
-
-    return bracket_orders_nb(
-        s["entry_long"].astype(np.bool_),
-        s["exit_long"].astype(np.bool_),
-        s["entry_short"].astype(np.bool_) if config.allow_short else no,
-        s["exit_short"].astype(np.bool_) if config.allow_short else no,
-        np.asarray(s["size"], dtype=np.float64),
-        levels("stop"),
-        levels("target1"),
-        levels("target2"),
-        np.ascontiguousarray(fill_prices(market, config), dtype=np.float64),
+def simulate(market: Market, config: BacktestConfig) -> Any:
+    """The signals' orders, with the brackets' exits among them when `config.brackets`, simulated by
+    backtests/order_sim.py. Returns the vectorbt Portfolio."""
+    index = market.ts.dt.replace_time_zone(None).to_pandas()
+    prices = fill_prices(market, config)
+    return simulate_signals(
+        _frame(market.close, index, market.symbols),
+        market.signals,
+        prices,
         market.open,
         market.high,
         market.low,
-    )
-
-
-def simulate_with_brackets(market: Market, config: BacktestConfig) -> Any:
-    """The signals' orders with the brackets' exits among them, simulated by backtests/order_sim.py."""
-    sizes, size_types, prices = bracket_orders(market, config)
-    return _simulate(market, config, sizes, size_types, prices)
-
-
-def simulate(market: Market, weights: np.ndarray, config: BacktestConfig) -> Any:
-    """Target weights (NaN: no order) as orders: a nonzero weight is an entry (ENTRY, sized by
-    `strategies.entries`), 0 an exit. Returns the vectorbt Portfolio."""
-    size_types = np.where(np.nan_to_num(weights) != 0, ENTRY, TARGET_PERCENT)
-    return _simulate(market, config, weights, size_types, fill_prices(market, config))
-
-
-def _simulate(market: Market, config: BacktestConfig, sizes: np.ndarray, size_types: np.ndarray, prices: np.ndarray) -> Any:
-    index = market.ts.dt.replace_time_zone(None).to_pandas()
-    return simulate_orders(
-        _frame(market.close, index, market.symbols),
-        sizes,
-        size_types,
-        prices,
-        fee_fractions(market, config, prices),
         slippage_fractions(market, config),
+        fee_rate=config.fees_bps / 1e4,
+        fee_per_share=config.fee_per_share,
         init_cash=config.init_cash,
         fractional=config.fractional,
+        allow_short=config.allow_short,
+        brackets=config.brackets and has_levels(market),
         freq=_pandas_freq(config.timeframe),
     )
 
@@ -234,11 +194,7 @@ def run_backtest(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
     market = to_market(signals)
-    if config.brackets and has_levels(market):
-        pf = simulate_with_brackets(market, config)
-    else:
-        pf = simulate(market, target_weights(market, config.allow_short), config)
-    return _result(market, pf, config)
+    return _result(market, simulate(market, config), config)
 
 
 def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:

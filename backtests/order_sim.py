@@ -1,20 +1,26 @@
-"""Every backtest's orders: vectorbt's order processing in our own compiled loop.
+"""Every backtest's orders: signals to fills in one compiled loop, around vectorbt's order processing.
 
-`Portfolio.from_orders` cannot size an entry by our rule (`strategies/entries.py`: the closing
-trade's fee and slippage paid first, then `size` of the equity left over the price with its fee; a
-TargetPercent reversal sizes on the equity before the closing fee and puts the entry fee on top), nor
-say "cover half the short actually held" (a Percent buy is a share of cash). So every run goes
-through this loop, which reproduces `from_orders` step for step around vectorbt's own
-`process_order_nb` — every bar values each column at its order price, sorts the bar's orders
-sells-first by approximate value (cash sharing's "auto" call sequence), then executes them (a buy
-capped by the cash there is) — except for two order types of ours, both resolved to an amount from
-the state at that bar: ENTRY (size: the signed weight) trades to side x `entry_shares` of the
-equity left after closing an opposite position (the bar's value, taken once before its orders, less
-that closing trade's fee and slippage); HALF_POSITION becomes half the position held at that moment,
-on the bracket's side, rounded down to whole shares unless fractional, and nothing when the position
-is not on that side. The records make an ordinary vectorbt Portfolio. (`from_order_func` could do
-the same but compiles its simulator anew in every process, ~4 s; this loop is cached like the
-other kernels.)
+Per bar, for every symbol (one shared cash balance):
+1. its order: the one decided on the bar before (an entry to side x size, or an exit to flat), else,
+   with brackets, `strategies.brackets` on the bar (from the bar after an entry from flat filled):
+   half the position actually held (whole shares: rounded down) or all of it, at the level's price;
+2. the bar's equity, once, before any order: cash plus every position at the bar's fill price (the
+   open, or the close with `next_close`), never at a bracket's level, which is only reached later
+   in the bar;
+3. exits first (signal exits and bracket exits, sells before buys by value), so the cash they free
+   pays for the bar's entries; then entries (reversals included), sells before buys by value, ties by
+   column. Each entry is sized by `strategies.entries` when it executes: `size` of the equity left
+   after its own closing trade (the bar's equity), at most the free cash then (`free_cash`: the equity
+   less the gross value of the other positions), so several entries competing for cash on one bar
+   take it in that order and the gross exposure never exceeds the equity;
+4. the signals of the bar decide the next bar's orders (`strategies.positions.next_direction`) from
+   the side the fills left (the position's sign), not the side earlier signals asked for: an entry
+   that sized to 0 shares leaves the symbol flat, free to enter on a later signal, as the live path is.
+
+vectorbt's own `process_order_nb` executes each order (slippage, fees, whole shares, a buy capped by
+the cash there is), and the records make an ordinary vectorbt Portfolio. (`from_order_func` could do
+the same but compiles its simulator anew in every process, ~4 s; this loop is cached like the other
+kernels.)
 """
 
 from __future__ import annotations
@@ -26,104 +32,193 @@ from numba import njit
 from vectorbt.portfolio import nb as vnb
 from vectorbt.portfolio.enums import Direction, ProcessOrderState, SizeType, log_dt, order_dt
 
-from backtests.kernels import ENTRY, HALF_POSITION, entry_amount_nb, half_exit_nb
+from backtests.kernels import (
+    after_closing_nb,
+    bracket_step_nb,
+    entry_shares_nb,
+    free_cash_nb,
+    half_exit_nb,
+    next_order_nb,
+    side_of_nb,
+)
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
+NONE, EXIT, HALF, ENTRY = 0, 1, 2, 3  # a bar's order per column
 
 
 @njit(cache=True)
-def simulate_orders_nb(
+def _execute_nb(
+    i: int, col: int, amount: float, price: float, fee: float, slip: float, granularity: float,
+    state: ProcessOrderState, order_records: np.ndarray, log_records: np.ndarray,
+) -> ProcessOrderState:
+    order = vnb.order_nb(
+        size=amount,
+        price=price,
+        size_type=SizeType.Amount,
+        direction=Direction.Both,
+        fees=fee,
+        slippage=slip,
+        min_size=MIN_SIZE,
+        size_granularity=granularity,
+    )
+    _, state = vnb.process_order_nb(i, col, 0, state, False, order, order_records, log_records)
+    return state
+
+
+@njit(cache=True)
+def simulate_signals_nb(
+    entry_long: np.ndarray,
+    exit_long: np.ndarray,
+    entry_short: np.ndarray,
+    exit_short: np.ndarray,
     size: np.ndarray,
-    size_type: np.ndarray,
-    price: np.ndarray,
-    fees: np.ndarray,
+    stop: np.ndarray,
+    target1: np.ndarray,
+    target2: np.ndarray,
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    fee_rate: float,
+    fee_per_share: float,
     slippage: np.ndarray,
     init_cash: float,
     whole_shares: bool,
+    brackets: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Order and log records for one cash-sharing group, as `simulate_from_orders_nb` makes them."""
+    """Order and log records (vectorbt's) for one cash-sharing group, from (bar x symbol) signals.
+    An order's fee is `fee_rate` of its value plus `fee_per_share` as a fraction of its unslipped price."""
     n, m = size.shape
     order_records = np.empty(n * m, dtype=order_dt)
     log_records = np.empty(1, dtype=log_dt)
+    granularity = 1.0 if whole_shares else np.nan
     position = np.zeros(m)
     debt = np.zeros(m)
-    val_price = np.full(m, np.nan)
-    size_now = np.empty(m)
-    type_now = np.empty(m, dtype=np.int64)
+    # Decided on the bar before: the signed weight (NaN: none), from flat or not, the signal's levels.
+    pending = np.full(m, np.nan)
+    from_flat = np.zeros(m, dtype=np.bool_)
+    p_levels = np.full((m, 3), np.nan)
+    # A live bracket: phase (0 none), the bar its entry filled, the entry price, the levels.
+    phase = np.zeros(m, dtype=np.int64)
+    fill_bar = np.full(m, -1)
+    entry_px = np.full(m, np.nan)
+    levels = np.full((m, 3), np.nan)
+    kind = np.zeros(m, dtype=np.int64)
+    amount = np.empty(m)
+    price = np.empty(m)
     order_value = np.empty(m)
     call_seq = np.empty(m, dtype=np.int64)
-    granularity = 1.0 if whole_shares else np.nan
-    cash, free_cash, oidx, lidx = init_cash, init_cash, 0, 0
+    cash, free, oidx, lidx = init_cash, init_cash, 0, 0
     for i in range(n):
-        for col in range(m):
-            if not np.isnan(price[i, col]):  # valued at the order price; forward-filled when missing
-                val_price[col] = price[i, col]
+        # 1. Each symbol's order on this bar.
         value = cash
         for col in range(m):
-            if position[col] != 0:
-                value += position[col] * val_price[col]
+            kind[col], amount[col], price[col] = NONE, np.nan, fill_price[i, col]
+            value += position[col] * fill_price[i, col]  # 2. the bar's equity, at its fill prices
+            if not np.isnan(pending[col]):
+                kind[col] = ENTRY if pending[col] != 0 else EXIT
+                amount[col] = -position[col]
+            elif phase[col] > 0 and i > fill_bar[col] and position[col] != 0:
+                side = side_of_nb(position[col])
+                phase[col], action, level = bracket_step_nb(
+                    phase[col], entry_px[col], levels[col, 0], levels[col, 1], levels[col, 2], open_[i, col], high[i, col], low[i, col], side
+                )
+                if action > 0:
+                    kind[col], price[col] = (HALF if action == 1 else EXIT), level
+                    amount[col] = half_exit_nb(position[col], side, whole_shares) if action == 1 else -position[col]
+        # 3. Exits by value (sells first), then entries by value (an entry's before costs: the
+        # weight of the bar's equity less what is held; equal weights tie and go by column).
         for col in range(m):
-            s, t = size[i, col], size_type[i, col]
-            if t == HALF_POSITION:
-                if not np.isnan(s):
-                    s = half_exit_nb(position[col], int(s), whole_shares)
-                    s = s if s != 0 else np.nan  # nothing on the bracket's side: no order
-                t = SizeType.Amount
-            order_value[col] = vnb.approx_order_value_nb(s, t, Direction.Both, cash, position[col], free_cash, val_price[col], value)
-            if t == ENTRY:
-                # Sorted as the TargetPercent order it replaces (weight x value less the value held),
-                # so that entries of equal weight tie exactly and go by column, not by the last bit.
-                order_value[col] = s * value - position[col] * val_price[col]
-                if not np.isnan(s):
-                    s = entry_amount_nb(s, position[col], value, price[i, col], fees[i, col], slippage[i, col], whole_shares)
-                    s = s if s != 0 else np.nan  # already there: no order
-                t = SizeType.Amount
-            size_now[col], type_now[col] = s, t
             call_seq[col] = col
-        vnb.insert_argsort_nb(order_value, call_seq)  # sells first, to free cash for the buys
-        for k in range(m):
-            col = call_seq[k]
-            order = vnb.order_nb(
-                size=size_now[col],
-                price=price[i, col],
-                size_type=type_now[col],
-                direction=Direction.Both,
-                fees=fees[i, col],
-                slippage=slippage[i, col],
-                min_size=MIN_SIZE,
-                size_granularity=granularity,
-            )
-            state = ProcessOrderState(cash, position[col], debt[col], free_cash, val_price[col], value, oidx, lidx)
-            _, state = vnb.process_order_nb(i, col, 0, state, False, order, order_records, log_records)
-            cash, position[col], debt[col], free_cash = state.cash, state.position, state.debt, state.free_cash
-            value, oidx, lidx = state.value, state.oidx, state.lidx
-            if not np.isnan(state.val_price):
-                val_price[col] = state.val_price
+            if kind[col] == ENTRY:
+                order_value[col] = pending[col] * value - position[col] * fill_price[i, col]
+            else:
+                order_value[col] = amount[col] * price[col] if kind[col] != NONE else np.inf
+        vnb.insert_argsort_nb(order_value, call_seq)
+        for entries in (False, True):
+            for k in range(m):
+                col = call_seq[k]
+                if kind[col] == NONE or (kind[col] == ENTRY) != entries:
+                    continue
+                delta = amount[col]
+                if entries:
+                    side = 1 if pending[col] > 0 else -1
+                    mark = fill_price[i, col]
+                    fill = mark * (1.0 + side * slippage[i, col])
+                    fee = fee_rate + fee_per_share / mark
+                    equity_now, others_gross = cash, 0.0
+                    for j in range(m):
+                        equity_now += position[j] * fill_price[i, j]
+                        if j != col:
+                            others_gross += abs(position[j]) * fill_price[i, j]
+                    room = free_cash_nb(after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0), others_gross)
+                    available = after_closing_nb(value, position[col], side, fill, mark, fee, 0.0)
+                    delta = side * entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room) - position[col]
+                if delta == 0 or np.isnan(delta):
+                    continue
+                state = ProcessOrderState(cash, position[col], debt[col], free, price[col], value, oidx, lidx)
+                fee = fee_rate + fee_per_share / price[col]
+                state = _execute_nb(i, col, delta, price[col], fee, slippage[i, col], granularity, state, order_records, log_records)
+                cash, position[col], debt[col], free = state.cash, state.position, state.debt, state.free_cash
+                oidx, lidx = state.oidx, state.lidx
+        # Brackets follow the fills: armed by an entry from flat that got shares, gone with the position.
+        for col in range(m):
+            if not np.isnan(pending[col]):
+                if brackets and pending[col] * position[col] > 0 and from_flat[col]:
+                    phase[col], fill_bar[col], entry_px[col] = 1, i, fill_price[i, col]
+                    levels[col] = p_levels[col]
+                else:
+                    phase[col] = 0
+                pending[col] = np.nan
+            elif position[col] == 0:
+                phase[col] = 0
+        # 4. This bar's signals decide the next bar's orders, from the side the fills left.
+        if i == n - 1:
+            break
+        for col in range(m):
+            held = side_of_nb(position[col])
+            _, order = next_order_nb(held, entry_long[i, col], exit_long[i, col], entry_short[i, col], exit_short[i, col], size[i, col])
+            if not np.isnan(order):
+                pending[col], from_flat[col] = order, held == 0
+                p_levels[col, 0], p_levels[col, 1], p_levels[col, 2] = stop[i, col], target1[i, col], target2[i, col]
     return order_records[:oidx], log_records[:lidx]
 
 
-def simulate_orders(
+def simulate_signals(
     close: Any,
-    size: np.ndarray,
-    size_type: np.ndarray,
-    price: np.ndarray,
-    fees: np.ndarray,
+    signals: dict[str, np.ndarray],
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
     slippage: np.ndarray,
     *,
+    fee_rate: float,
+    fee_per_share: float,
     init_cash: float,
     fractional: bool,
+    allow_short: bool,
+    brackets: bool,
     freq: str,
 ) -> Any:
-    """A vectorbt Portfolio (shared cash, one group) from orders as (size, size type, price) arrays:
-    vectorbt's size types, ENTRY or HALF_POSITION."""
+    """A vectorbt Portfolio (shared cash, one group) from (bar x symbol) signal arrays: entry/exit
+    long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`)."""
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
 
     def f64(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float64)
 
-    orders, logs = simulate_orders_nb(
-        f64(size), np.ascontiguousarray(size_type, dtype=np.int64), f64(price), f64(fees), f64(slippage), init_cash, not fractional
-    )
+    def flags(name: str) -> np.ndarray:
+        if "short" in name and not allow_short:
+            return np.zeros(signals[name].shape, dtype=np.bool_)
+        return np.ascontiguousarray(signals[name], dtype=np.bool_)
+
+    orders, logs = simulate_signals_nb(
+        flags("entry_long"), flags("exit_long"), flags("entry_short"), flags("exit_short"),
+        f64(signals["size"]), f64(signals["stop"]), f64(signals["target1"]), f64(signals["target2"]),
+        f64(fill_price), f64(open_), f64(high), f64(low), fee_rate, fee_per_share, f64(slippage),
+        init_cash, not fractional, brackets,
+    )  # fmt: skip
     wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
     return vbt.Portfolio(wrapper, close, orders, logs, np.array([init_cash]), True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import next_order_nb
+from backtests.kernels import next_order_nb, side_of_nb
 from backtests.sweep_nb import _settle_nb
 
 
@@ -44,7 +44,7 @@ def ma_cross_sweep_nb(
         slow = means[slow_row[k]]
         size = sizes[size_row[k]]
         shorts = short[k]
-        cash, pos, held, pending = init_cash, 0.0, 0, np.nan
+        cash, pos, pending = init_cash, 0.0, np.nan
         peak, dd, equity = init_cash, 0.0, init_cash
         for t in range(n):
             cash, pos, filled, equity, peak, dd = _settle_nb(cash, pos, pending, fill_price[t], close[t], fee[t], slip, whole, peak, dd)
@@ -52,7 +52,7 @@ def ma_cross_sweep_nb(
             if t < n - 1:  # the order decided now fills on the next bar (NaN: none)
                 up = t > 0 and fast[t] > slow[t] and fast[t - 1] <= slow[t - 1]
                 down = t > 0 and fast[t] < slow[t] and fast[t - 1] >= slow[t - 1]
-                held, pending = next_order_nb(held, up, down, down and shorts, up and shorts, size[t])
+                _, pending = next_order_nb(side_of_nb(pos), up, down, down and shorts, up and shorts, size[t])
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders

@@ -2,8 +2,9 @@
 
 The order rules are the engine's (entries sized by `strategies.entries` on the equity left after
 closing an opposite position, exits to flat, fills at the next bar's price, sells and buys with
-slippage then fees, whole shares toward zero, buys capped by cash), written once here for the
-per-combination loop; `tests/backtests/test_sweep.py` checks every combination against the engine.
+slippage then fees, whole shares toward zero, buys capped by cash, signals acting on the side the
+fills left, not the side the signals asked for), written once here for the per-combination loop
+(one symbol: the free-cash cap equals the equity left and never binds); `tests/backtests/test_sweep.py` checks every combination against the engine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from backtests.kernels import bracket_step_nb, entry_amount_nb, half_exit_nb, next_order_nb
+from backtests.kernels import bracket_step_nb, entry_amount_nb, half_exit_nb, next_order_nb, side_of_nb
 
 REL_TOL = 1e-9  # vectorbt's is_close tolerance
 
@@ -45,7 +46,7 @@ def _fill_nb(cash: float, pos: float, target: float, price: float, fee: float, s
     returns cash, position, filled."""
     if target == 0:
         return _trade_nb(cash, pos, -pos, price, fee, slip, whole)
-    return _trade_nb(cash, pos, entry_amount_nb(target, pos, cash + pos * price, price, fee, slip, whole), price, fee, slip, whole)
+    return _trade_nb(cash, pos, entry_amount_nb(target, pos, cash + pos * price, price, fee, slip, whole, np.inf), price, fee, slip, whole)
 
 
 @njit(cache=True, inline="always")
@@ -90,13 +91,14 @@ def signals_sweep_nb(
     max_dd = np.empty(k_total)
     orders = np.zeros(k_total, dtype=np.int64)
     for k in prange(k_total):
-        cash, pos, held, pending = init_cash, 0.0, 0, np.nan
+        cash, pos, pending = init_cash, 0.0, np.nan
         peak, dd, equity = init_cash, 0.0, init_cash
         for t in range(n):
             cash, pos, filled, equity, peak, dd = _settle_nb(cash, pos, pending, fill_price[t], close[t], fee[t], slip, whole, peak, dd)
             orders[k] += filled
             if t < n - 1:  # the order decided now fills on the next bar (NaN: none)
-                held, pending = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
+                held = side_of_nb(pos)
+                _, pending = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders
@@ -131,7 +133,7 @@ def bracket_sweep_nb(
     max_dd = np.empty(k_total)
     orders = np.zeros(k_total, dtype=np.int64)
     for k in prange(k_total):
-        cash, pos, held, pending = init_cash, 0.0, 0, np.nan
+        cash, pos, pending = init_cash, 0.0, np.nan
         phase, fill_bar, entry = 0, -1, np.nan
         lv_stop, lv_t1, lv_t2 = np.nan, np.nan, np.nan
         p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, False
@@ -140,28 +142,27 @@ def bracket_sweep_nb(
             if not np.isnan(pending):
                 cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
                 orders[k] += filled
-                if pending != 0 and held != 0 and from_flat:
+                if pending * pos > 0 and from_flat:  # an entry from flat that got shares: its bracket
                     phase, fill_bar, entry = 1, t, fill_price[t]
                     lv_stop, lv_t1, lv_t2 = p_stop, p_t1, p_t2
                 else:
                     phase = 0
                 pending = np.nan
-            elif held != 0 and phase > 0 and t > fill_bar:
-                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t], held)
+            elif pos != 0 and phase > 0 and t > fill_bar:
+                side = side_of_nb(pos)
+                phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t], side)
                 if action > 0:
-                    delta = half_exit_nb(pos, held, whole) if action == 1 else -pos
+                    delta = half_exit_nb(pos, side, whole) if action == 1 else -pos
                     cash, pos, filled = _trade_nb(cash, pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
                     orders[k] += filled
-                    if action == 2:
-                        held = 0
             equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
             if t == n - 1:
                 continue
-            nxt, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
+            held = side_of_nb(pos)
+            _, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
             if not np.isnan(order):
                 pending, from_flat = order, held == 0
                 p_stop, p_t1, p_t2 = stop[t, k], target1[t, k], target2[t, k]
-                held = nxt
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders

@@ -1,23 +1,25 @@
 """A plain event-loop backtester, to check the vectorbt engine against. Read it top to bottom.
 
 Same rules as the engine, written independently: a signal on bar t sets an entry (a side and a size)
-or an exit, filled on bar t+1 at the open; orders of one bar go sells-first; the slipped price pays
-fees; whole shares round the traded amount toward zero; a buy that cash cannot cover buys as many
-shares as the cash covers. An entry is sized by the shared rule (`strategies/entries.py`, called as
-it is): a reversal first pays for closing the position held (fee and slippage), then takes
-floor(available x size / (fill price x (1 + fee))) shares, available being the bar's portfolio value
-less that closing cost.
+or an exit, filled on bar t+1 at the open. Signals act on the side the fills left (an entry that got
+no shares leaves the symbol flat). The bar's portfolio value is taken once, before its orders, with
+every position at the open. A bar's exits go first (sells first, then by traded value), then its
+entries (the same order), so the cash an exit frees pays for the bar's entries. The slipped price
+pays fees; whole shares round the traded amount toward zero; a buy that cash cannot cover buys as
+many shares as the cash covers. An entry is sized by the shared rule (`strategies/entries.py`,
+called as it is) when it executes: a reversal first pays for closing the position held (fee and
+slippage), then takes floor(min(available x size, free) / (fill price x (1 + fee))) shares,
+available being the bar's value less that closing cost, free the value now (after the bar's
+earlier orders) less that closing cost and the gross value of the other symbols' positions.
 
-Brackets (entries from flat, long or short, whose signal bar has stop/target levels), from the bar
-after the entry fill, for a long: the stop (low at or below it) exits everything at the stop, or at
-the open if the bar opened below it; otherwise target 1 (high at or above it) sells half the shares
-held (rounded down) at the target or a higher open, and the stop moves to the entry price; then
-target 2 sells the rest the same way. A short's bracket is the mirror: stop above, targets below,
-half of the short bought back. One bracket exit per bar, none on a bar that fills a signal's order.
-Bracket exits join the bar's orders, sells first; the bar's portfolio value counts a bracketed symbol
-at its exit price. Like the
-signal rules, a bracket follows the side the signals hold, filled or not: an entry that cash could
-not buy still runs its bracket (selling nothing), and the bracket's end frees the symbol.
+Brackets (entries from flat, long or short, whose signal bar has stop/target levels and that got
+shares), from the bar after the entry fill, for a long: the stop (low at or below it) exits
+everything at the stop, or at the open if the bar opened below it; otherwise target 1 (high at or
+above it) sells half the shares held (rounded down) at the target or a higher open, and the stop
+moves to the entry price; then target 2 sells the rest the same way. A short's bracket is the
+mirror: stop above, targets below, half of the short bought back. One bracket exit per bar, none on
+a bar that fills a signal's order. Bracket exits are the bar's exits; a bracket ends with its
+position.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from strategies.entries import after_closing, entry_shares
+from strategies.entries import after_closing, entry_shares, free_cash
+
+MIN_SHARES = 1e-8  # an order for less (float dust, e.g. an entry with no free cash left) trades nothing
 
 
 @dataclass
@@ -71,7 +75,6 @@ def reference_backtest(
     by_ts = signals.sort("ts", "symbol").partition_by("ts", maintain_order=True)
     cash = init_cash
     position = dict.fromkeys(symbols, 0.0)
-    held = dict.fromkeys(symbols, 0)
     pending: dict[str, float] = {}
     pending_levels: dict[str, tuple[float, float, float]] = {}
     # symbol -> [side (1 long, -1 short), phase (1 whole, 2 half left), entry price, stop, target1, target2, bar index of the fill]
@@ -80,9 +83,19 @@ def reference_backtest(
     fills: list[Fill] = []
     slip = slippage_bps / 1e4
 
+    def fee_rate_at(price: float) -> float:
+        return fees_bps / 1e4 + fee_per_share / price
+
+    def worth(prices: dict[str, float]) -> float:
+        total = cash  # added up symbol by symbol, in the engine's order, to the same last bit
+        for s in symbols:
+            total += position[s] * prices[s]
+        return total
+
     for index, bar in enumerate(by_ts):
         rows = {r["symbol"]: r for r in bar.iter_rows(named=True)}
         ts = bar["ts"][0]
+        opens = {s: rows[s]["open"] for s in symbols}
 
         # 0. Bracket exits of symbols with no order at this open: (symbol, shares to trade (signed), price).
         exits = []
@@ -100,37 +113,36 @@ def reference_backtest(
                 del bracket[s]
             elif phase == 1 and not math.isnan(target1):
                 if (h >= target1) if side > 0 else (lo <= target1):
-                    held_on_side = position[s] if position[s] * side > 0 else 0.0
-                    half = abs(held_on_side) / 2 if fractional else math.floor(abs(held_on_side) / 2)
+                    half = abs(position[s]) / 2 if fractional else math.floor(abs(position[s]) / 2)
                     exits.append((s, -side * half, better(o, target1)))
                     bracket[s][1] = 2
             elif not math.isnan(target2) and ((h >= target2) if side > 0 else (lo <= target2)):
                 exits.append((s, -position[s], better(o, target2)))
                 del bracket[s]
-        exit_price = {s: price for s, _, price in exits}
-        # The bar's portfolio value is taken once, before any of its orders (costs of the bar's
-        # earlier orders do not shrink the value later target weights are sized on).
-        value = cash + sum(position[s] * exit_price.get(s, rows[s]["open"]) for s in symbols)
+        # The bar's portfolio value is taken once, before any of its orders, every position at the
+        # open (a bracket's level is reached later in the bar).
+        value = worth(opens)
 
-        # 1. This bar's orders: bracket exits at their levels, yesterday's decisions at the open,
-        # all of them sells first (then by traded value, an entry's before costs; ties by column).
-        orders = [(shares * price, symbols.index(s), s, shares, price) for s, shares, price in exits]
+        # 1. This bar's orders: bracket exits at their levels, yesterday's exits at the open, then
+        # yesterday's entries at the open. Key: (entry?, traded value (an entry's before costs), column).
+        orders = [(False, shares * price, symbols.index(s), s, shares, price) for s, shares, price in exits]
         for column, s in enumerate(symbols):
             if s in pending:
-                price = rows[s]["open"]
+                price = opens[s]
                 if pending[s] == 0:  # an exit: to flat
-                    delta = -position[s]
-                    orders.append((delta * price, column, s, delta, price))
-                else:  # an entry: close what is held against it, then size it on what is left
-                    side = 1 if pending[s] > 0 else -1
-                    fill_price = price * (1 + side * slip)
-                    fee_rate = fees_bps / 1e4 + fee_per_share / price
-                    available = after_closing(value, position[s], side, fill_price, price, fee_rate, 0.0)
-                    delta = side * entry_shares(available, abs(pending[s]), fill_price, fee_rate, 0.0, not fractional) - position[s]
-                    # Sorted by its value before costs: entries of equal size tie and go by column.
-                    orders.append((pending[s] * value - position[s] * price, column, s, delta, price))
-        for _, _, s, delta, price in sorted(orders, key=lambda o: (o[0], o[1])):
-            fee_rate = fees_bps / 1e4 + fee_per_share / price
+                    orders.append((False, -position[s] * price, column, s, -position[s], price))
+                else:  # an entry: sized when it executes, below
+                    orders.append((True, pending[s] * value - position[s] * price, column, s, math.nan, price))
+        for is_entry, _, _, s, delta, price in sorted(orders, key=lambda o: o[:3]):
+            fee_rate = fee_rate_at(price)
+            if is_entry:  # close what is held against it, then size it on what is left and what is free
+                side = 1 if pending[s] > 0 else -1
+                fill_price = price * (1 + side * slip)
+                available = after_closing(value, position[s], side, fill_price, price, fee_rate, 0.0)
+                now = worth(opens)
+                others = sum(abs(position[x]) * opens[x] for x in symbols if x != s)
+                free = free_cash(after_closing(now, position[s], side, fill_price, price, fee_rate, 0.0), others)
+                delta = side * entry_shares(available, abs(pending[s]), fill_price, fee_rate, 0.0, not fractional, free) - position[s]
             if delta > 0:
                 fill_price = price * (1 + slip)
                 shares = delta if fractional else math.floor(delta)
@@ -138,7 +150,7 @@ def reference_backtest(
                 if cost > cash and not math.isclose(cost, cash):
                     affordable = cash / (1 + fee_rate) / fill_price
                     shares = affordable if fractional else math.floor(affordable)
-                if shares <= 0 or shares * fill_price < 1e-9:  # float dust of cash buys nothing
+                if shares < MIN_SHARES:  # float dust of cash buys nothing
                     continue
                 fee = shares * fill_price * fee_rate
                 cash -= shares * fill_price + fee
@@ -147,39 +159,37 @@ def reference_backtest(
             elif delta < 0:
                 fill_price = price * (1 - slip)
                 shares = -delta if fractional else math.floor(-delta)
-                if shares <= 0:
+                if shares < MIN_SHARES:
                     continue
                 fee = shares * fill_price * fee_rate
                 cash += shares * fill_price - fee
                 position[s] -= shares
                 fills.append(Fill(ts, s, "sell", shares, fill_price, fee))
-        for s, _, _ in exits:
-            if s not in bracket:  # the bracket is done: the side is flat, as after an exit signal
-                held[s] = 0
         for s, weight in pending.items():
             bracket.pop(s, None)
             stop, target1, target2 = pending_levels.get(s, (math.nan, math.nan, math.nan))
-            if weight != 0 and brackets and not all(math.isnan(x) for x in (stop, target1, target2)):
-                bracket[s] = [1 if weight > 0 else -1, 1, rows[s]["open"], stop, target1, target2, index]
+            got_shares = weight * position[s] > 0
+            if got_shares and brackets and not all(math.isnan(x) for x in (stop, target1, target2)):
+                bracket[s] = [1 if weight > 0 else -1, 1, opens[s], stop, target1, target2, index]
+        for s in list(bracket):
+            if position[s] == 0:  # the bracket ends with its position
+                del bracket[s]
         pending = {}
         pending_levels = {}
 
         # 2. Mark to the close.
         equity.append(cash + sum(position[s] * rows[s]["close"] for s in symbols))
 
-        # 3. Decide on this bar's signals, for the next bar.
+        # 3. Decide on this bar's signals, for the next bar, from the side the fills left.
         for s in symbols:
             r = rows[s]
-            side = _side_after(
-                held[s], r["entry_long"], r["exit_long"], r["entry_short"] and allow_short, r["exit_short"] and allow_short
-            )
-            if side == held[s]:
+            held = 1 if position[s] > 0 else -1 if position[s] < 0 else 0
+            side = _side_after(held, r["entry_long"], r["exit_long"], r["entry_short"] and allow_short, r["exit_short"] and allow_short)
+            if side == held:
                 continue
             if side != 0 and (r["size"] is None or not math.isfinite(r["size"])):
                 continue
             pending[s] = side * r["size"] if side else 0.0
-            flat_before = held[s] == 0  # brackets only on entries from flat, not on reversals
-            stop, target1, target2 = (math.nan if r.get(c) is None else r[c] for c in ("stop", "target1", "target2"))
-            pending_levels[s] = (stop, target1, target2) if flat_before else (math.nan, math.nan, math.nan)
-            held[s] = side
+            if held == 0:  # brackets only on entries from flat, not on reversals
+                pending_levels[s] = tuple(math.nan if r.get(c) is None else r[c] for c in ("stop", "target1", "target2"))
     return equity, fills
