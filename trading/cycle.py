@@ -19,6 +19,7 @@ from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
 from trading.agents.cache import ResponseCache
+from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
 from trading.context import SymbolContext
@@ -130,7 +131,8 @@ def run_decision_cycle(
         bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)
         as_of = latest_common_bar(bars)
     spent, per_call = spent_on(ledger, as_of.date())
-    decider = DecisionPipeline(pipeline, cache=cache)
+    # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed.
+    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_events(ledger.events(types=[EventType.FALLBACK.value])))
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)
