@@ -18,6 +18,7 @@ from orchestration.resources import trading_resource
 from strategies.builtin import SMA_CROSS
 from tests.fakes.openai_server import OpenAIServer, Reply, fenced
 from tests.trading.conftest import busiest_entry_bar
+from trading.agents.llm import FORMAT_MEMORY
 from trading.events import EventType
 from trading.ledger import Ledger
 
@@ -85,3 +86,28 @@ def test_the_pipeline_file_keeps_what_it_says_under_the_env(env: pytest.MonkeyPa
     assert config.analyst.config == {"timeout_s": 3, "max_retries": 0, "model": "llama3.1", "base_url": "http://127.0.0.1:11434/v1"}
     assert config.validator.config == {"model": "gpt-4o-mini", "base_url": "https://api.openai.com/v1"}
     assert (config.budget.tokens_per_run, config.budget.tokens_per_day) == (50_000, 2_000_000)
+
+
+def test_the_answer_format_a_server_refused_is_remembered_by_the_next_cycle(lake_and_bar: tuple[LakeResource, datetime], env: pytest.MonkeyPatch) -> None:
+    """Each cycle is a new process: what a server refused is learnt from the ledger, not re-probed."""
+    lake, as_of = lake_and_bar
+    with OpenAIServer(responder=local_model, send_usage=False, refuse_formats={"json_schema"}) as server:
+        env.setenv("OPENAI_MODEL", "llama3.1")
+        env.setenv("OPENAI_BASE_URL", server.base_url)
+        formats: list[list[str | None]] = []
+        refused: list[int] = []
+        for _ in range(2):
+            FORMAT_MEMORY.forget()  # nothing carried over in the process
+            before = len(server.requests)
+            result = dg.materialize(
+                [trading.decision_cycle],
+                resources={"lake": lake, "trading": trading_resource()},
+                run_config={"ops": {"decision_cycle": {"config": {"symbols": SYMBOLS, "params": {"fast": 5, "slow": 20}, "as_of": as_of.isoformat()}}}},
+            )
+            assert result.success
+            formats.append([(b.get("response_format") or {}).get("type") for b in server.requests[before:]])
+            refused.append(server.refused)
+    first, second = formats
+    # The first cycle asks for json_schema (several symbols in flight may each be refused), then JSON mode.
+    assert "json_schema" in first and "json_object" in first and refused[0] >= 1
+    assert len(second) >= 1 and set(second) == {"json_object"} and refused[1] == refused[0]  # never asked for json_schema again
