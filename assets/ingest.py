@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from assets.metadata import bars_metadata, markdown_table
+from lake.corporate_actions import load_corporate_actions
 from lake.store import QUARANTINE, replace_partition
 from lake.validation import RULES, ValidationReport, validate_bars
 
@@ -44,10 +45,17 @@ def ingest_partition(
     symbol: str,
     period: str,
     exchange: str,
+    expected_from: datetime | None = None,
     expected_until: datetime | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Validates one partition's bars and replaces the partition (and its quarantine) atomically."""
-    report = validate_bars(bars, timeframe=timeframe, exchange=exchange, expected_until=expected_until)
+    """Validates one partition's bars and replaces the partition (and its quarantine) atomically.
+
+    [expected_from, expected_until) is the range the source was asked for: the missing-bars check
+    expects every bar the calendar has in it. Splits declared in the lake explain price jumps."""
+    report = validate_bars(
+        bars, timeframe=timeframe, exchange=exchange, expected_from=expected_from, expected_until=expected_until,
+        corporate_actions=load_corporate_actions(root),
+    )
     paths = replace_partition(root, "bars", timeframe, symbol, period, report.clean)
     replace_partition(root, QUARANTINE, timeframe, symbol, period, report.quarantine)
     failed = [o.name for o in report.results if not o.passed]

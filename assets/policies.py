@@ -1,6 +1,11 @@
 """Retry and concurrency settings shared by assets that call outside systems."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
+
+from lake.errors import LakeError, TransientSourceError
 
 # Transient faults (a data API timing out, a broker 503) retry with exponential backoff and jitter.
 # Errors that a retry cannot fix raise dg.Failure(allow_retries=False).
@@ -10,3 +15,16 @@ TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EX
 # the market-data API, and at most N the model and broker.
 MARKET_DATA_POOL = "market_data"
 TRADING_POOL = "broker"
+
+
+@contextmanager
+def bad_input_fails_once() -> Iterator[None]:
+    """Bad input (a malformed file, an unknown symbol, a refused request, a bad setting) fails the
+    step once with its reason: a retry would read the same bytes. Only a `TransientSourceError`
+    (timeout, lost connection, HTTP 429/5xx) is left to the step's retry policy."""
+    try:
+        yield
+    except TransientSourceError:
+        raise
+    except (LakeError, ValueError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc

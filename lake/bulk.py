@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lake.corporate_actions import load_corporate_actions
 from lake.errors import LakeError
 from lake.sources.base import BarSource
 from lake.store import QUARANTINE, partition_path, replace_partitions
@@ -69,6 +70,7 @@ def bulk_ingest(
         raise LakeError(f"bulk ingest: period must be 'date' or 'year', got {period!r}")
     chunks = [list(symbols[i : i + chunk_symbols]) for i in range(0, len(symbols), chunk_symbols)]
     total = BulkSummary()
+    actions = load_corporate_actions(root)  # the same declared splits the Dagster ingest honours
 
     def fetch(chunk: list[str]) -> pl.DataFrame:
         return source.fetch(chunk, timeframe, start, end)
@@ -96,7 +98,7 @@ def bulk_ingest(
             raw = next_fetch.result()
             next_fetch = fetcher.submit(fetch, chunks[i + 1]) if i + 1 < len(chunks) else None
             # Nothing at or after `end` was asked for, so none of it counts as missing.
-            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_until=end)
+            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_until=end, corporate_actions=actions)
             _check_placeable(report.quarantine, chunks[i])
             if pending is not None:
                 _finish(pending, total, on_chunk)

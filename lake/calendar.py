@@ -5,8 +5,9 @@ Holidays and half days come from the calendar, never from hand-written rules.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import pandas as pd
@@ -84,3 +85,43 @@ def sessions_frame(start: date | str, end: date | str, exchange: str = DEFAULT_E
             "close": pl.Series(closes.to_list()).cast(TS_DTYPE),
         }
     )
+
+
+def start_of_local_day(moment: datetime) -> datetime:
+    """00:00 exchange time (New York) of `moment`'s exchange-local date, in UTC."""
+    local = moment.astimezone(ZoneInfo(EXCHANGE_TZ))
+    return datetime.combine(local.date(), time(), tzinfo=ZoneInfo(EXCHANGE_TZ)).astimezone(UTC)
+
+
+def restamp_daily(bars: pl.DataFrame, exchange: str = DEFAULT_EXCHANGE) -> pl.DataFrame:
+    """Daily bars stamped at their session's open, whatever time of day a vendor or file stamps them
+    with (Alpaca: 00:00 New York; a file: often a bare date). A bar whose exchange-local date is no
+    session keeps its stamp, so validation quarantines it with the reason instead of it vanishing."""
+    if bars.is_empty() or bars["ts"].null_count() == bars.height:
+        return bars
+    local_day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    days = bars.select(local_day.alias("d")).drop_nulls()["d"]
+    sessions = sessions_frame(days.min(), days.max(), exchange).select(pl.col("date").alias("_day"), pl.col("open").alias("_s_open"))  # type: ignore[arg-type]
+    stamped = bars.with_columns(local_day.alias("_day")).join(sessions, on="_day", how="left", maintain_order="left")
+    return stamped.with_columns(pl.coalesce("_s_open", "ts").alias("ts")).select(bars.columns)
+
+
+def _local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=ZoneInfo(EXCHANGE_TZ)).astimezone(UTC)
+
+
+def day_window(day: date | str, exchange: str = DEFAULT_EXCHANGE) -> tuple[datetime, datetime]:
+    """What a session's partition asks a source for: from 00:00 New York of the day to 00:00 of the
+    next session's day. The windows tile time, nights, weekends and holidays included, so a bar
+    outside any session is read by exactly one partition (and quarantined there), never by none."""
+    d = _as_date(day)
+    cal = get_calendar(exchange)
+    if not cal.is_session(pd.Timestamp(d)):
+        raise LakeError(f"{d} is not a trading day on {exchange}")
+    following = cal.next_session(pd.Timestamp(d)).date()
+    return _local_midnight(d), _local_midnight(following)
+
+
+def year_window(year: int) -> tuple[datetime, datetime]:
+    """What a year's partition asks a source for: 00:00 New York of 1 January to that of the next."""
+    return _local_midnight(date(year, 1, 1)), _local_midnight(date(year + 1, 1, 1))

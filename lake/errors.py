@@ -10,7 +10,13 @@ class BarSchemaError(LakeError):
 
 
 class SourceError(LakeError):
-    """A market-data source failed (HTTP error, malformed file, unknown symbol)."""
+    """A market-data source failed (HTTP error, malformed file, unknown symbol).
+
+    Bad input by default: asking again gets the same answer, so callers do not retry it."""
+
+
+class TransientSourceError(SourceError):
+    """A failure that asking again may cure (a timeout, a dropped connection, HTTP 429 or 5xx)."""
 
 
 class UnknownSymbolError(SourceError):

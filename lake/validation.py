@@ -7,7 +7,14 @@ hours, order, jumps) get a helper column computed in polars first, which GX then
 keeps the two views in agreement.
 
 Blocking rules quarantine their rows (with the reason) and fail the check, which stops downstream
-assets; warning rules report only (a real 10% jump or a feed gap is news, not garbage).
+assets; warning rules report only (a real 10% jump or a feed gap is news, not garbage), except a
+close MAX_JUMP times (or 1/MAX_JUMP of) the one before: no market moves like that in one bar, a
+split or a bad tick does, so it blocks unless a declared corporate action explains it
+(`lake/corporate_actions.py`: a split's ratio adjusts the return before any jump rule sees it).
+
+Missing values: `not_null` is the one rule that fails a row for a null; every other rule, in polars
+as in great-expectations, ignores a value that is not there (GX skips nulls in its column checks), so
+the two engines agree on a row with too few fields and it is quarantined once, for its nulls.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from lake.schema import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMEFRAMES, check_timef
 EXAMPLES = 5
 JUMP_Z = 12.0  # robust z-score of a close-to-close log return that counts as an outlier
 JUMP_FLOOR = {"1m": 0.02, "5m": 0.03, "15m": 0.04, "1h": 0.06, "1d": 0.15}
+MAX_JUMP = 10.0  # a close this many times the previous one (either way) blocks: a split or a bad tick
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,17 @@ RULES: tuple[Rule, ...] = (
             pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED_COLUMNS])
             | pl.any_horizontal([~pl.col(c).is_finite() for c in PRICE_COLUMNS])
         ),
-        lambda: pl.lit("null or non-finite value in a required column"),
+        lambda: pl.format(
+            "null or non-finite value in {}",
+            pl.concat_str(
+                [
+                    pl.when(pl.col(c).is_null() | (~pl.col(c).is_finite() if c in PRICE_COLUMNS else pl.lit(False))).then(pl.lit(c))
+                    for c in REQUIRED_COLUMNS
+                ],
+                separator=", ",
+                ignore_nulls=True,
+            ),
+        ),
     ),
     Rule(
         "ohlc_consistent",
@@ -100,9 +118,22 @@ RULES: tuple[Rule, ...] = (
         lambda: pl.format("{} is outside the {} session hours", pl.col("ts"), pl.col("symbol")),
     ),
     Rule(
+        "price_jump",
+        True,
+        f"No close is {MAX_JUMP:g}x (or 1/{MAX_JUMP:g}) the previous one unless a declared corporate action (split) explains it.",
+        # NaN (after a non-finite close, which not_null already holds) sorts above every number in polars.
+        lambda: (pl.col("_log_ret").abs() > np.log(MAX_JUMP)) & pl.col("_log_ret").is_not_nan(),
+        lambda: pl.format(
+            "close {} is {}x the previous close {}; a split? declare it in <lake>/reference/corporate_actions.csv",
+            pl.col("close"),
+            (pl.col("close") / pl.col("_prev_close")).round_sig_figs(3),
+            pl.col("_prev_close"),
+        ),
+    ),
+    Rule(
         "missing_bars",
         False,
-        "Every bar the exchange calendar expects between the session open and the data's end is present.",
+        "Every bar the exchange calendar expects over the requested range (or the data's sessions) is present.",
         None,
     ),
     Rule(
@@ -221,7 +252,19 @@ def _robust_scales(symbol: pl.Series, log_ret: pl.Series) -> pl.Series:
     return pl.Series("_scale", out, nan_to_null=True)
 
 
-def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.DataFrame:
+def _split_factor(actions: pl.DataFrame | None, symbols: pl.Series) -> pl.Expr:
+    """Per row, the log of the product of the split ratios in effect at its session (`_date`): a
+    return across an ex-date, scaled by the ratio, is the move a holder saw."""
+    terms = [pl.lit(0.0)]
+    if actions is not None and not actions.is_empty():
+        wanted = actions.filter(pl.col("symbol").is_in(symbols.drop_nulls().unique().to_list()))
+        for row in wanted.iter_rows(named=True):
+            at = (pl.col("symbol") == row["symbol"]) & (pl.col("_date") >= row["ex_date"])
+            terms.append(pl.when(at).then(pl.lit(float(np.log(row["ratio"])))).otherwise(0.0))
+    return pl.sum_horizontal(terms)
+
+
+def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str, actions: pl.DataFrame | None = None) -> pl.DataFrame:
     """Session flags, order, duplicates and jump scores; returned sorted by (symbol, ts, arrival).
 
     Shifts with a same-symbol guard instead of window expressions: sorting once is much cheaper
@@ -232,18 +275,16 @@ def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Dat
     same = pl.col("symbol") == pl.col("symbol").shift(1)
     if _sorted_unique(bars):
         ordered = bars.with_row_index("_row").with_columns(pl.lit(True).alias("_increasing"))
-        df = _session_flags(ordered, timeframe, exchange).with_columns(
-            pl.lit(True).alias("_first_of_ts"),
-            pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
-        )
+        df = _session_flags(ordered, timeframe, exchange).with_columns(pl.lit(True).alias("_first_of_ts"))
     else:
         arrival = bars.with_row_index("_row").sort("symbol", maintain_order=True)
         arrival = arrival.with_columns((~same | (pl.col("ts") > pl.col("ts").shift(1))).fill_null(True).alias("_increasing"))
         df = _session_flags(arrival.sort("symbol", "ts", "_row"), timeframe, exchange)
-        df = df.with_columns(
-            (~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"),
-            pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("_log_ret"),
-        )
+        df = df.with_columns((~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"))
+    factor = _split_factor(actions, df["symbol"])
+    df = df.with_columns(pl.when(same).then(pl.col("close").shift(1)).alias("_prev_close"), factor.alias("_split")).with_columns(
+        pl.when(same).then((pl.col("close") / pl.col("_prev_close")).log() + pl.col("_split") - pl.col("_split").shift(1)).alias("_log_ret")
+    )
     row_scale = _robust_scales(df["symbol"], df["_log_ret"])
     floor = JUMP_FLOOR[timeframe] / JUMP_Z
     return df.with_columns(
@@ -253,31 +294,60 @@ def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str) -> pl.Dat
     )
 
 
-def _missing_bars(bars: pl.DataFrame, timeframe: str, expected_until: datetime | None) -> pl.DataFrame:
-    """Expected bar timestamps absent from the data, per symbol over the sessions the data touches.
+def _requested_sessions(frm: datetime, until: datetime, exchange: str) -> pl.DataFrame:
+    """Sessions opening in [frm, until): the ones a request over that range should have bars for."""
+    local = ZoneInfo(EXCHANGE_TZ)
+    sessions = _sessions_between(frm.astimezone(local).date(), until.astimezone(local).date(), exchange)
+    return sessions.filter((pl.col("open") >= frm) & (pl.col("open") < until)).select(pl.col("open").alias("_open"), pl.col("close").alias("_close"))
+
+
+def _missing_bars(
+    bars: pl.DataFrame,
+    timeframe: str,
+    expected_until: datetime | None,
+    expected_from: datetime | None = None,
+    exchange: str = "XNYS",
+) -> pl.DataFrame:
+    """Expected bar timestamps absent from the data, per symbol: over the requested range when
+    `expected_from` is given (a session with no bar at all is missing whole), else over the sessions
+    the data touches.
 
     `bars` comes sorted by (symbol, ts), so a (symbol, session) is one run of in-session rows and
     its distinct timestamps are the rows whose ts differs from the previous row's.
     """
+    none = pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
     present = bars.select("symbol", "ts", "_date", "_open", "_close", "_in_session").filter(pl.col("_in_session"))
-    if present.is_empty():
-        return pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
+    symbols = bars.select(pl.col("symbol").drop_nulls().unique().sort())
+    requested = None
+    if expected_from is not None and not symbols.is_empty():
+        until = expected_until or (present["_close"].max() if not present.is_empty() else expected_from)
+        requested = symbols.join(_requested_sessions(expected_from, until, exchange), how="cross")  # type: ignore[arg-type]
+    if present.is_empty() and requested is None:
+        return none
     if timeframe == "1d":
-        span = sessions_frame(present["_date"].min(), present["_date"].max())  # type: ignore[arg-type]
-        expected = present.select("symbol").unique().join(span.select(pl.col("open").alias("ts")), how="cross")
+        if requested is None:
+            span = sessions_frame(present["_date"].min(), present["_date"].max(), exchange)  # type: ignore[arg-type]
+            requested = present.select("symbol").unique().join(span.select(pl.col("open").alias("_open")), how="cross")
+        expected = requested.select("symbol", pl.col("_open").alias("ts"))
         return expected.join(present.select("symbol", "ts"), on=["symbol", "ts"], how="anti").sort("symbol", "ts")
     step = TIMEFRAMES[timeframe]
     end = pl.col("_close") if expected_until is None else pl.min_horizontal(pl.col("_close"), pl.lit(expected_until))
-    first_row = pl.int_range(pl.len()) == 0
-    new_run = first_row | pl.col("symbol").ne_missing(pl.col("symbol").shift(1)) | pl.col("_open").ne_missing(pl.col("_open").shift(1))
-    flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))
-    starts = flags["new"].arg_true()
-    have = np.add.reduceat(flags["distinct"].to_numpy().astype(np.int64), starts.to_numpy())
-    sessions = present.select("symbol", "_open", "_close").gather(starts).with_columns(pl.Series("_have", have))
+    schema = {"symbol": pl.String(), "_open": pl.Datetime("us", "UTC"), "_close": pl.Datetime("us", "UTC"), "_have": pl.Int64()}
+    sessions = pl.DataFrame(schema=schema)
+    if not present.is_empty():
+        first_row = pl.int_range(pl.len()) == 0
+        new_run = first_row | pl.col("symbol").ne_missing(pl.col("symbol").shift(1)) | pl.col("_open").ne_missing(pl.col("_open").shift(1))
+        flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))
+        starts = flags["new"].arg_true()
+        have = np.add.reduceat(flags["distinct"].to_numpy().astype(np.int64), starts.to_numpy())
+        sessions = present.select("symbol", "_open", "_close").gather(starts).with_columns(pl.Series("_have", have, dtype=pl.Int64))
+    if requested is not None:  # requested sessions with no bar at all: every bar of them is missing
+        absent = requested.join(sessions.select("symbol", "_open"), on=["symbol", "_open"], how="anti")
+        sessions = pl.concat([sessions, absent.with_columns(pl.lit(0, pl.Int64).alias("_have")).select(list(schema))])
     sessions = sessions.with_columns(((end - pl.col("_open")).dt.total_microseconds() / step.total_seconds() / 1e6).ceil().alias("_want"))
     short = sessions.filter(pl.col("_have") < pl.col("_want"))  # only these are enumerated, minute by minute
     if short.is_empty():
-        return pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
+        return none
     expected = (
         short.with_columns(pl.datetime_ranges(pl.col("_open"), end, interval=step, closed="left").alias("ts"))
         .explode("ts")
@@ -338,6 +408,7 @@ class _GreatExpectations:
         add("ts_monotonic", ex.ExpectColumnValuesToBeInSet(column="_increasing", value_set=[True]))
         add("in_session", ex.ExpectColumnValuesToBeInSet(column="_in_session", value_set=[True]))
         add("outlier_jumps", ex.ExpectColumnValuesToBeBetween(column="_jump_z", max_value=JUMP_Z))
+        add("price_jump", ex.ExpectColumnValuesToBeBetween(column="_abs_log_ret", max_value=float(np.log(MAX_JUMP))))
         return context.validation_definitions.add(
             gx.ValidationDefinition(name="bars", data=batch, suite=suite)
         )
@@ -351,6 +422,7 @@ def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
         "_increasing",
         "_in_session",
         "_jump_z",
+        pl.col("_log_ret").abs().alias("_abs_log_ret"),
     ).to_pandas()
     result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BASIC")
     passed: dict[str, bool] = {}
@@ -366,24 +438,32 @@ def validate_bars(
     timeframe: str,
     exchange: str = "XNYS",
     expected_until: datetime | None = None,
+    expected_from: datetime | None = None,
+    corporate_actions: pl.DataFrame | None = None,
     engine: str = "great_expectations",
 ) -> ValidationReport:
     """Checks `bars` against every rule; returns outcomes, the clean rows and the quarantined rows.
 
-    `expected_until` bounds the missing-bar rule for a session still in progress. `engine="polars"`
-    skips great-expectations (same masks, same outcomes; used where GX's overhead dominates).
+    `expected_from`/`expected_until` are the range that was requested: the missing-bar rule expects
+    every bar the calendar has in it (not only in the sessions the data happens to touch);
+    `expected_until` alone bounds a session still in progress. `corporate_actions` (symbol, ex_date,
+    ratio; `lake.corporate_actions`) explain price jumps. `engine="polars"` skips great-expectations
+    (same masks, same outcomes; used where GX's overhead dominates).
     """
     check_timeframe(timeframe)
     bars = conform_bars(bars, where=f"validate {timeframe}")
-    frame = _helper_columns(bars, timeframe, exchange)
+    frame = _helper_columns(bars, timeframe, exchange, corporate_actions)
     gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
-    missing = _missing_bars(frame, timeframe, expected_until)
+    missing = _missing_bars(frame, timeframe, expected_until, expected_from, exchange)
 
     # Every row rule's mask in one pass, kept as columns so the failing rows are only ever
     # gathered (for examples and the quarantine) when a rule actually fails.
     row_rules = [rule for rule in RULES if rule.failing is not None]
     mask = {rule.name: pl.col(f"_fails_{rule.name}") for rule in row_rules}
-    frame = frame.with_columns(rule.failing().fill_null(True).alias(f"_fails_{rule.name}") for rule in row_rules)  # type: ignore[misc]
+    # A null fails `not_null` only; to every other rule (as to GX) a missing value is no evidence.
+    frame = frame.with_columns(
+        rule.failing().fill_null(rule.name == "not_null").alias(f"_fails_{rule.name}") for rule in row_rules  # type: ignore[misc]
+    )
     counts = frame.select(m.sum() for m in mask.values()).row(0)
     failed_by_rule = dict(zip(mask, counts, strict=True))
 

@@ -3,19 +3,23 @@
 What the lake needs from Alpaca differs from what Alpaca returns in three ways, handled here:
 - Alpaca returns extended-hours bars; the lake holds regular-session bars only (the `in_session`
   rule would otherwise block them), so bars outside [session open, close) are dropped.
-- Alpaca stamps daily bars at midnight New York time; the lake stamps them at the session open.
+- Alpaca stamps daily bars at midnight New York time and filters a request by bar time, so a daily
+  request is widened to midnight New York of its first day (asking from the session open would miss
+  that day's bar); the lake stamps daily bars at the session open.
 - Alpaca's hourly bars sit on the clock hour (09:00, 10:00); the lake's hours are open-anchored
   (09:30, 10:30), so `1h` is built from 1-minute bars by the one resampler.
 
-Failures (HTTP errors after the client's retries, malformed payloads) raise `SourceError` naming
-Alpaca, the symbols, the timeframe and the status: never a partial frame, never a key.
+Failures raise `SourceError` naming Alpaca, the symbols, the timeframe and the status: never a
+partial frame, never a key. Timeouts, lost connections and HTTP 429/5xx (after the client's own
+retries) are `TransientSourceError`, worth a later retry; anything else is an answer that asking
+again would not change.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -25,8 +29,8 @@ from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
-from lake.calendar import sessions_frame
-from lake.errors import BarSchemaError, SourceError, UnknownSymbolError
+from lake.calendar import restamp_daily, sessions_frame, start_of_local_day
+from lake.errors import BarSchemaError, SourceError, TransientSourceError, UnknownSymbolError
 from lake.http import install_timeout
 from lake.schema import check_timeframe, conform_bars, empty_bars
 
@@ -86,7 +90,9 @@ class AlpacaSource:
         if not wanted or start >= end:
             return empty_bars()
         native = "1m" if timeframe == "1h" else timeframe
-        raw = self._request(wanted, native, start, end)
+        # Alpaca's convention: a daily bar is stamped 00:00 New York, and the request filters by that stamp.
+        asked_from = start_of_local_day(start) if native == "1d" else start
+        raw = self._request(wanted, native, asked_from, end)
         missing = [s for s in wanted if not raw.get(s)]
         if missing and len(missing) < len(wanted):
             # Others traded in the window, so these are unknown to Alpaca (or absent from this feed).
@@ -95,7 +101,7 @@ class AlpacaSource:
                 f"while {sorted(set(wanted) - set(missing))} have some; unknown symbol or not on feed {self.feed.value!r}"
             )
         bars = _to_frame(raw, native, wanted)
-        bars = self._restamp_daily(bars) if native == "1d" else self._regular_session(bars, start, end)
+        bars = restamp_daily(bars, self.exchange) if native == "1d" else self._regular_session(bars, start, end)
         if timeframe == "1h":
             from lake.resample import resample_bars  # the one definition of coarser bars
 
@@ -115,9 +121,14 @@ class AlpacaSource:
         try:
             raw = self._client.get_stock_bars(request)
         except APIError as exc:
-            status = exc.status_code if exc.response is not None else "?"
-            raise SourceError(f"{where}: HTTP {status}: {_api_message(exc)}") from None
-        except (OSError, ValueError, json.JSONDecodeError) as exc:  # connection errors, undecodable bodies
+            status = exc.status_code if exc.response is not None else None
+            error = TransientSourceError if status is None or status == 429 or status >= 500 else SourceError
+            raise error(f"{where}: HTTP {status or '?'}: {_api_message(exc)}") from None
+        except json.JSONDecodeError as exc:  # an undecodable body (requests' subclass is an OSError too)
+            raise SourceError(f"{where}: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:  # timeouts and connection errors (requests' exceptions are OSErrors)
+            raise TransientSourceError(f"{where}: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
             raise SourceError(f"{where}: {type(exc).__name__}: {exc}") from None
         if not isinstance(raw, dict):
             raise SourceError(f"{where}: expected a JSON object of bars per symbol, got {type(raw).__name__}")
@@ -133,19 +144,6 @@ class AlpacaSource:
             .filter((pl.col("ts") >= pl.col("s_open")) & (pl.col("ts") < pl.col("s_close")))
             .select(bars.columns)
         )
-
-    def _restamp_daily(self, bars: pl.DataFrame) -> pl.DataFrame:
-        if bars.is_empty():
-            return bars
-        local_day = pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()
-        days: list[date] = bars.select(local_day.alias("date"))["date"].to_list()
-        sessions = sessions_frame(min(days), max(days), self.exchange).select("date", pl.col("open").alias("s_open"))
-        stamped = bars.with_columns(local_day.alias("date")).join(sessions, on="date", how="left")
-        unknown = stamped.filter(pl.col("s_open").is_null())
-        if not unknown.is_empty():
-            first = unknown.row(0, named=True)
-            raise SourceError(f"alpaca: daily bar for {first['symbol']} on {first['date']}, which is not a session of {self.exchange}")
-        return stamped.with_columns(pl.col("s_open").alias("ts")).select(bars.columns)
 
 
 def _to_frame(raw: dict[str, Any], timeframe: str, symbols: list[str]) -> pl.DataFrame:

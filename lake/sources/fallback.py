@@ -8,7 +8,7 @@ from datetime import datetime
 
 import polars as pl
 
-from lake.errors import SourceError, UnknownSymbolError
+from lake.errors import SourceError, TransientSourceError, UnknownSymbolError
 from lake.sources.base import BarSource
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class FallbackSource:
 
     def fetch(self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
         errors: list[str] = []
+        transient = False
         for index, source in enumerate(self.sources):
             try:
                 bars = source.fetch(symbols, timeframe, start, end)
@@ -34,6 +35,7 @@ class FallbackSource:
                 raise  # another source inventing bars for a symbol the primary rejects would hide a typo
             except SourceError as exc:
                 errors.append(f"{source.name}: {exc}")
+                transient = transient or isinstance(exc, TransientSourceError)
                 log.warning("bar source %s failed (%s); trying the next one", source.name, exc)
                 continue
             if index:
@@ -41,4 +43,5 @@ class FallbackSource:
                 log.warning("served %s %s from fallback source %s", list(symbols), timeframe, source.name)
             self.last_used = source.name
             return bars
-        raise SourceError("every bar source failed: " + " | ".join(errors))
+        # Worth a retry only if some source might answer next time.
+        raise (TransientSourceError if transient else SourceError)("every bar source failed: " + " | ".join(errors))

@@ -1,12 +1,16 @@
 """Bars from CSV or Parquet files a user already has.
 
 A column map renames the file's columns to ours; naive timestamps are read in the files' timezone.
-A value that does not parse is an error naming the file, line and column (never a silent drop);
-rows that parse but break a rule (high < low...) are left to validation, which quarantines them.
+A value that does not parse, or a row with more fields than the header, is an error naming the file
+and line (never a silent drop, never a guess at which field is extra); a row with too few fields reads
+its absent fields as missing values, which validation quarantines with the reason, as it does rows
+that parse but break a rule (high < low, a weekend bar...). Daily bars are stamped at their
+session's open whatever time of day the file gives (often none: a bare date is midnight).
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lake.calendar import restamp_daily
 from lake.errors import SourceError, UnknownSymbolError
 from lake.schema import BAR_SCHEMA, REQUIRED_COLUMNS, check_timeframe, conform_bars, empty_bars
 
@@ -30,11 +35,13 @@ class FileSource:
         timeframe: str = "1m",
         timezone: str = "America/New_York",
         column_map: Mapping[str, str] | None = None,
+        exchange: str = "XNYS",
     ) -> None:
         self.pattern = pattern
         self.timeframe = check_timeframe(timeframe)
         self.timezone = timezone
         self.column_map = dict(column_map or {})
+        self.exchange = exchange
 
     def files(self) -> list[Path]:
         found = sorted(Path(p) for p in glob.glob(str(Path(self.pattern).expanduser()), recursive=True))
@@ -50,9 +57,12 @@ class FileSource:
         unknown = [s for s in symbols if s not in known]
         if unknown:
             raise UnknownSymbolError(f"files: no bars for {unknown} in {self.pattern!r} (symbols there: {sorted(known)[:10]})")
-        return bars.filter(
-            pl.col("symbol").is_in(list(symbols)) & (pl.col("ts") >= start) & (pl.col("ts") < end) & (pl.col("timeframe") == timeframe)
-        ).sort("symbol", "ts")
+        bars = bars.filter(pl.col("symbol").is_in(list(symbols)) & (pl.col("timeframe") == timeframe))
+        if timeframe == "1d":
+            bars = restamp_daily(bars, self.exchange)
+        # Rows outside [start, end) are another partition's (the ingest windows tile time, weekends
+        # and nights included), so leaving them here loses none.
+        return bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).sort("symbol", "ts")
 
     def read_file(self, path: Path, timeframe: str) -> pl.DataFrame:
         if path.suffix.lower() == ".parquet":
@@ -62,7 +72,8 @@ class FileSource:
             try:
                 raw = pl.read_csv(path, infer_schema=False)
             except pl.exceptions.PolarsError as exc:
-                raise SourceError(f"files: cannot read {path}: {exc}") from exc
+                ragged = _first_long_row(path)
+                raise SourceError(ragged or f"files: cannot read {path}: {exc}") from None
             line_offset = 2  # the header is line 1
         raw = raw.rename({k: v for k, v in self.column_map.items() if k in raw.columns})
         if "symbol" not in raw.columns:
@@ -74,6 +85,10 @@ class FileSource:
             raise SourceError(f"files: {path} lacks column(s) {missing} (has {raw.columns}); map them with column_map")
         parsed = raw.with_columns(self._ts_expr(raw), *[pl.col(c).cast(BAR_SCHEMA[c], strict=False) for c in _NUMERIC if c in raw.columns])
         self._raise_on_unparsed(path, raw, parsed, line_offset)
+        no_time = parsed["ts"].is_null()
+        if no_time.any():  # it would fit no partition's window: refuse it rather than lose it
+            row = int(no_time.arg_max())  # type: ignore[arg-type]
+            raise SourceError(f"files: {path} line {row + line_offset}: no timestamp ({int(no_time.sum())} row(s) without one); every row needs its ts")
         return conform_bars(parsed, where=str(path))
 
     def _ts_expr(self, raw: pl.DataFrame) -> pl.Expr:
@@ -97,3 +112,17 @@ class FileSource:
                     f"files: {path} line {row + line_offset}, column {column!r}: cannot parse {raw[column][row]!r} "
                     f"({int(bad.sum())} bad value(s) in that column)"
                 )
+
+
+def _first_long_row(path: Path) -> str | None:
+    """Names the first line with more fields than the header (polars' own error names no line)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        for row in reader:
+            if len(row) > len(header):
+                return (
+                    f"files: {path} line {reader.line_num}: {len(row)} fields where the header {header} has {len(header)}: "
+                    f"{','.join(row)[:120]}; fix or remove that row"
+                )
+    return None

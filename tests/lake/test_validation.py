@@ -23,12 +23,20 @@ def _at_row(column: str, value: pl.Expr) -> Corruption:
     return lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == ROW).then(value).otherwise(pl.col(column)).alias(column))
 
 
+def _scaled_at_row(df: pl.DataFrame, factor: float, row: int = ROW) -> pl.DataFrame:
+    return df.with_columns(
+        pl.when(pl.int_range(pl.len()) == row).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")
+    )
+
+
 CASES: dict[str, tuple[Corruption, int, str]] = {
     "not_null": (_at_row("close", pl.lit(None, pl.Float64)), 1, "null"),
     "ohlc_consistent": (_at_row("high", pl.col("low") - 1.0), 1, "high"),
     "volume_non_negative": (_at_row("volume", pl.lit(-5.0)), 1, "volume -5"),
     "ts_unique": (lambda df: pl.concat([df, df.slice(ROW, 2)]), 2, "duplicate bar"),
     "in_session": (_at_row("ts", pl.lit(datetime(2024, 11, 27, 21, 5, tzinfo=UTC))), 1, "outside"),
+    # A bad tick 100x the market: the jump up and the jump back down both block.
+    "price_jump": (lambda df: _scaled_at_row(df, 100.0), 2, "100.0x the previous close"),
 }
 
 
@@ -125,8 +133,12 @@ def test_long_runs_estimate_the_return_scale_from_a_sample_within_two_percent() 
 
 
 def _one_bar(day_bars: pl.DataFrame, **values: float | datetime) -> pl.DataFrame:
-    """AAPL's day with bar ROW replaced by `values` (the rest of the row as it was)."""
+    """AAPL's day with bar ROW replaced by `values` (the rest of the row as it was); given a close,
+    the day is first scaled to it, so the bar is no price jump."""
     aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    if "close" in values:
+        scale = float(values["close"]) / aapl["close"][ROW]  # type: ignore[arg-type]
+        aapl = aapl.with_columns(pl.col(c) * scale for c in ("open", "high", "low", "close"))
     return aapl.with_columns(
         pl.when(pl.int_range(pl.len()) == ROW).then(pl.lit(v)).otherwise(pl.col(c)).alias(c) for c, v in values.items()
     )
