@@ -30,6 +30,7 @@ from trading.brokers.base import (
     UnknownOutcome,
     client_order_id,
 )
+from trading.brokers.simulated import SimulatedBroker
 from trading.events import EventType
 from trading.models import Decision, Mode, Side, Verdict
 from trading.risk import RiskLimits
@@ -75,6 +76,8 @@ class Executor:
         self.mode = mode
         self.run_id = run_id
         self.now = now
+        if isinstance(broker, SimulatedBroker):
+            broker.placed_at = now  # what it is sent now cannot fill at a bar that opened before now
         self.limits = limits or RiskLimits()
         self.safety = Safety(ledger, self.limits, now, run_id, mode)
         self.blocked: str | None = None  # why the last `execute` refused new risk

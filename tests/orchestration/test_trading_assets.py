@@ -236,5 +236,8 @@ def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(
         portfolio = replay_portfolio(ledger)
 
     assert len(fills) == first.metadata["orders_sent"].value
-    assert fills and all(f.as_of == next_bar for f in fills)  # the next bar's open
+    # Sent at 11:00 on next_bar's session, after that bar opened: the first open after the order is
+    # later_bar's (a fill at next_bar's 09:30 open would be a price from before the order existed).
+    assert next_bar < at_eleven_after(decision_bar) < later_bar
+    assert fills and all(f.as_of == later_bar for f in fills)
     assert second.metadata["positions"].value == {s: q for s, q in portfolio.positions.items() if q}

@@ -88,6 +88,23 @@ def test_close_all_flattens_at_the_next_open() -> None:
     assert broker.positions() == {} and broker.cash == pytest.approx(10_000 - 100)
 
 
+
+def test_an_order_sent_after_a_bar_opened_fills_at_the_next_open_not_that_one() -> None:
+    """Daily bars: a flatten sent at 15:50 on day 1 cannot fill at day 1's 09:30 open (a price from before it)."""
+    broker = SimulatedBroker(SimConfig(), cash=10_000)
+    broker.on_bar({"AAA": _bar(0, 100)})
+    broker.submit(_order("entry"))
+    broker.on_bar({"AAA": _bar(1, 101)})
+    assert broker.positions() == {"AAA": 10}
+    broker.placed_at = T0 + timedelta(days=1, hours=6, minutes=20)  # 15:50 New York on day 1, after its bar opened
+    broker.close_all()
+    broker = SimulatedBroker.from_state(broker.to_state())  # the next run continues from the saved state
+    assert broker.on_bar({"AAA": _bar(1, 101)}) == []  # re-seeing day 1 does not fill it
+    [fill] = broker.on_bar({"AAA": _bar(2, 97)})
+    assert (fill.ts, fill.price, fill.side) == (T0 + timedelta(days=2), 97, Side.SELL)
+    assert broker.positions() == {}
+
+
 @pytest.mark.parametrize("allow_short", [False, True], ids=["long-only", "long-short"])
 def test_brackets_match_the_backtest_engine_bar_for_bar(allow_short: bool) -> None:
     """Donchian with ATR brackets on one symbol: the broker's fills are the engine's orders."""

@@ -1,7 +1,10 @@
 """A seeded simulated broker on lake prices: next-bar fills, costs, partial fills, rejections, brackets.
 
 Orders sent before a bar fill at that bar's open (slipped, with commission), so a decision at bar t
-fills at t+1 at the earliest. Randomness (rejections, partial fills) is drawn from a generator seeded
+fills at t+1 at the earliest. An order also never fills at a price from before it was sent: the
+broker's `placed_at` (the run's now, set by the executor) holds it until the first bar that opens
+at or after that instant, so a flatten sent at 15:50 on daily bars fills at the next session's open,
+not at the open of the day it was sent in. Randomness (rejections, partial fills) is drawn from a generator seeded
 by the broker's seed and the order's client id: the same orders give the same fills on every run.
 Brackets follow `strategies.brackets`, the rule the backtest engine compiles: from the bar after the
 entry fills, stop first, then target 1 (half out, stop to breakeven), then target 2; a short entry's
@@ -73,6 +76,7 @@ class _Order:
     request: OrderRequest
     state: OrderState
     rng: random.Random
+    not_before: datetime | None = None  # when it was sent: bars opening earlier cannot fill it
 
 
 @dataclass
@@ -82,7 +86,8 @@ class SimulatedBroker:
     config: SimConfig = field(default_factory=SimConfig)
     cash: float = 100_000.0
     name: str = "simulated"
-    now: datetime | None = None
+    now: datetime | None = None  # the last bar lived through
+    placed_at: datetime | None = None  # the instant orders are being sent (the run's now), if later than `now`
     _positions: dict[str, float] = field(default_factory=dict)
     _marks: dict[str, float] = field(default_factory=dict)
     _orders: dict[str, _Order] = field(default_factory=dict)
@@ -114,7 +119,7 @@ class SimulatedBroker:
         )
         if rng.random() < self.config.reject_prob:
             state = state.model_copy(update={"status": OrderStatus.REJECTED, "reason": "rejected by the simulated venue"})
-        self._orders[order.client_order_id] = _Order(order, state, rng)
+        self._orders[order.client_order_id] = _Order(order, state, rng, self.placed_at)
         return state
 
     def get_order(self, client_order_id: str) -> OrderState | None:
@@ -158,7 +163,12 @@ class SimulatedBroker:
             "positions": self._positions,
             "marks": self._marks,
             "orders": [
-                {"request": o.request.model_dump(mode="json"), "state": o.state.model_dump(mode="json"), "rng": _rng_state(o.rng)}
+                {
+                    "request": o.request.model_dump(mode="json"),
+                    "state": o.state.model_dump(mode="json"),
+                    "rng": _rng_state(o.rng),
+                    "not_before": o.not_before.isoformat() if o.not_before else None,
+                }
                 for o in self._orders.values()
             ],
             "brackets": {s: {**vars(b), "armed_after": b.armed_after.isoformat()} for s, b in self._brackets.items()},
@@ -174,7 +184,8 @@ class SimulatedBroker:
             rng = random.Random()
             rng.setstate(_rng_from(item["rng"]))
             request = OrderRequest.model_validate(item["request"])
-            broker._orders[request.client_order_id] = _Order(request, OrderState.model_validate(item["state"]), rng)
+            not_before = datetime.fromisoformat(item["not_before"]) if item.get("not_before") else None
+            broker._orders[request.client_order_id] = _Order(request, OrderState.model_validate(item["state"]), rng, not_before)
         for symbol, b in state["brackets"].items():
             broker._brackets[symbol] = _Bracket(**{**b, "armed_after": datetime.fromisoformat(b["armed_after"])})
         return broker
@@ -189,7 +200,7 @@ class SimulatedBroker:
             self._marks[symbol] = float(bars[symbol]["open"])  # the equity an entry may use is valued at the open
         self._bar_equity = self.account().equity
         new: list[Fill] = []
-        orders = [o for o in self._open() if o.request.symbol in bars]
+        orders = [o for o in self._open() if o.request.symbol in bars and _sent_by(o, bars[o.request.symbol]["ts"])]
         busy = {o.request.symbol for o in orders}  # a bar with an order on the symbol has no bracket exit (the open settles it)
         armed = [(sym, b) for sym, b in self._brackets.items() if sym in bars and sym not in busy and bars[sym]["ts"] > b.armed_after]
         # Sells first, so the cash they free pays for the bar's buys; then buys by value, ties by symbol: the backtest's order.
@@ -348,6 +359,11 @@ class SimulatedBroker:
 
     def _affordable(self, price: float, fee: float) -> float:
         return max(self.cash, 0.0) / (1 + fee) / price  # vectorbt's own cap on a buy
+
+
+def _sent_by(order: _Order, bar_open: datetime) -> bool:
+    """An order fills only on a bar that opens at or after the instant it was sent."""
+    return order.not_before is None or bar_open >= order.not_before
 
 
 def _rng_state(rng: random.Random) -> list[Any]:
