@@ -49,3 +49,15 @@ def decide(res: dict[str, Any], now: datetime, instance: dg.DagsterInstance, **t
     )
     assert result.success
     return result
+
+
+def kill_switch(res: dict[str, Any], now: datetime, instance: dg.DagsterInstance, reason: str = "test") -> dg.ExecuteInProcessResult:
+    """kill_switch_job (in process) at the run clock `now`."""
+    from orchestration.jobs import kill_switch_job
+
+    job = dg.Definitions(jobs=[kill_switch_job], resources={"trading": res["trading"]}).resolve_job_def("kill_switch_job")
+    result = job.execute_in_process(
+        run_config={"ops": {"kill_switch_op": {"config": {"reason": reason}}}}, tags={NOW_TAG: now.isoformat()}, instance=instance
+    )
+    assert result.success
+    return result

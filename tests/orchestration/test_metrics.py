@@ -1,14 +1,25 @@
-"""The Prometheus endpoint serves run counts and durations read from the Dagster instance."""
+"""The Prometheus endpoint serves run counts and durations from the Dagster instance and the account's
+state from the ledger: a scrape equals what the ledger says."""
 
 from __future__ import annotations
 
 import urllib.request
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.metrics import build_registry, serve
 from tests.orchestration.dagster_server import free_port
+from tests.orchestration.observed_runs import NY, decide, kill_switch, ledger_url, resources, write_lake
+from trading.events import EventType
+from trading.ledger import Ledger, replay_portfolio
+from trading.risk import RiskLimits
 
 
 @dg.op
@@ -55,3 +66,81 @@ def test_scrape_reports_runs_by_job_and_status_and_ledger_counts() -> None:
     assert samples[("quantlake_cycle_duration_seconds", (("job", "good_job"),))] > 0
     assert samples[("quantlake_orders_submitted_total", ())] == 3
     assert samples[("quantlake_limit_violations_total", ())] == 1
+
+
+def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    port = free_port()
+    server, thread = serve(registry, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _truth(url: str, session: str) -> dict[str, Any]:
+    """What the ledger says, read here event by event (not through the collector's pass)."""
+    with Ledger(url) as ledger:
+        events = list(ledger.events())
+        portfolio = replay_portfolio(ledger)
+    marks = [e.payload for e in events if e.type == EventType.RECONCILIATION and e.payload.get("ok")]
+    of = lambda t: [e for e in events if e.type == t]  # noqa: E731
+    return {
+        "equity": marks[-1]["equity"],
+        "pnl_day": marks[-1]["equity"] - next(m["equity"] for m in marks if m["session"] == session),
+        "positions": {s: q for s, q in portfolio.positions.items() if q},
+        "orders": len(of(EventType.ORDER_SUBMITTED)),
+        "fills": len(of(EventType.FILL)),
+        "rejections": len(of(EventType.REJECTION)),
+        "kinds": Counter(str(e.payload["kind"]) for e in of(EventType.INTERVENTION)),
+        "realized": portfolio.realized_pnl,
+    }
+
+
+def _assert_equal(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], truth: dict[str, Any]) -> None:
+    assert got[("quantlake_equity", ())] == pytest.approx(truth["equity"])
+    assert got[("quantlake_pnl_day", ())] == pytest.approx(truth["pnl_day"])
+    assert got[("quantlake_realized_pnl", ())] == pytest.approx(truth["realized"])
+    assert got[("quantlake_open_positions", ())] == len(truth["positions"])
+    for symbol, qty in truth["positions"].items():
+        assert got[("quantlake_position", (("symbol", symbol),))] == qty
+    assert got[("quantlake_orders_total", ())] == truth["orders"]
+    assert got[("quantlake_fills_total", ())] == truth["fills"]
+    assert got[("quantlake_rejections_total", ())] == truth["rejections"]
+    for kind, n in truth["kinds"].items():
+        assert got[("quantlake_interventions_total", (("kind", kind),))] == n
+
+
+def test_scrapes_after_decide_runs_and_a_kill_switch_equal_the_ledger(tmp_path: Path) -> None:
+    """Two simulated decide_job runs (entries, then a mark with fills), a scrape, kill_switch_job, a scrape."""
+    url = ledger_url(tmp_path)
+    noon = datetime(2024, 11, 25, 12, 0, tzinfo=NY)
+    with dg.instance_for_test() as instance, Ledger(url) as ledger:
+        registry = build_registry(instance, ledger=ledger, clock=lambda: noon, limits=RiskLimits())
+        res = resources(write_lake(tmp_path / "lake"), tmp_path)
+        decide(res, datetime(2024, 11, 25, 10, 0, tzinfo=NY), instance)
+        decide(res, datetime(2024, 11, 25, 11, 0, tzinfo=NY), instance)
+        trading = _truth(url, "2024-11-25")
+        got_trading = _scrape(registry)
+        kill_switch(res, datetime(2024, 11, 25, 11, 30, tzinfo=NY), instance, reason="metrics test")
+        got = _scrape(registry)
+    assert trading["orders"] > 0 and trading["fills"] > 0 and trading["positions"] and trading["pnl_day"] != 0  # it did something
+    _assert_equal(got_trading, trading)
+    assert got_trading[("quantlake_trading_halted", ())] == 0
+    assert got_trading[("quantlake_trades_today", ())] == trading["orders"]
+    truth = _truth(url, "2024-11-25")
+    _assert_equal(got, truth)
+    assert truth["kinds"]["kill_switch"] == 1 and got[("quantlake_trading_halted", ())] == 1
+    assert got[("quantlake_breaker_tripped", (("breaker", "daily_loss"),))] == 0
+    assert got[("quantlake_llm_cost_usd_total", ())] == 0  # rule agents: no model spend
+    assert got[("quantlake_decision_latency_seconds_count", ())] == 2
+    assert got[("quantlake_decision_latency_seconds_sum", ())] > 0
+
+
+def test_a_ledger_without_marks_reports_no_equity_rather_than_zero(tmp_path: Path) -> None:
+    with dg.instance_for_test() as instance, Ledger(ledger_url(tmp_path)) as ledger:
+        got = _scrape(build_registry(instance, ledger=ledger, clock=lambda: datetime(2024, 11, 25, 12, 0, tzinfo=NY)))
+    assert ("quantlake_equity", ()) not in got
+    assert got[("quantlake_trading_halted", ())] == 0 and got[("quantlake_orders_total", ())] == 0
