@@ -105,6 +105,10 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "estimated_cost_usd": float(report.estimate["usd"]),
             "prompt_tokens": int(costs["prompt_tokens"]),  # type: ignore[call-overload]
             "completion_tokens": int(costs["completion_tokens"]),  # type: ignore[call-overload]
+            "total_tokens": int(costs["total_tokens"]),  # type: ignore[call-overload]
+            "unpriced_tokens": int(costs["unpriced_tokens"]),  # type: ignore[call-overload]  # counted, in no USD figure
+            "unpriced_models": dg.MetadataValue.json(costs["unpriced_models"]),
+            "estimated_tokens": int(costs["estimated_tokens"]),  # type: ignore[call-overload]  # the server sent no usage
             "cost_per_agent": dg.MetadataValue.json(costs["per_agent"]),
             "interventions": dg.MetadataValue.json(result.interventions + (report.step.trips if report.step else [])),
             "blocked": (report.step.blocked if report.step else None) or "",
