@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,29 @@ def test_the_answer_format_a_server_refused_is_remembered_by_the_next_cycle(lake
     # The first cycle asks for json_schema (several symbols in flight may each be refused), then JSON mode.
     assert "json_schema" in first and "json_object" in first and refused[0] >= 1
     assert len(second) >= 1 and set(second) == {"json_object"} and refused[1] == refused[0]  # never asked for json_schema again
+
+
+def test_quantlake_decide_with_only_the_two_variables_uses_the_model_and_shows_its_unpriced_tokens(
+    lake_and_bar: tuple[LakeResource, datetime], env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's route on the command line users type: `quantlake decide`, nothing configured but the two variables."""
+    from orchestration.cli import main
+
+    lake, as_of = lake_and_bar
+    env.setenv("QUANTLAKE_LAKE_DIR", lake.root)
+    env.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    with OpenAIServer(responder=local_model, send_usage=False) as server:
+        env.setenv("OPENAI_MODEL", "llama3.1")
+        env.setenv("OPENAI_BASE_URL", server.base_url)
+        code = main(["decide", "--symbols", ",".join(SYMBOLS), "--params", '{"fast": 5, "slow": 20}', "--as-of", as_of.isoformat()])
+        calls, models = server.calls, list(server.models_seen)
+    out = capsys.readouterr().out
+    assert code == 0 and calls > 0 and models == ["llama3.1"]
+    assert "llama likes it" in out and re.search(rf"model_calls\s+{calls}\n", out)
+    with dg.DagsterInstance.get() as instance:
+        [record] = instance.fetch_materializations(dg.AssetKey("decision_cycle"), limit=1).records
+    meta = record.asset_materialization.metadata  # type: ignore[union-attr]
+    total = meta["total_tokens"].value
+    assert total > 0 and meta["unpriced_tokens"].value == meta["estimated_tokens"].value == total  # type: ignore[operator]
+    assert meta["unpriced_models"].value == ["llama3.1"] and meta["cost_usd"].value == 0
+    assert re.search(rf"tokens\s+{total} \({total} unpriced: llama3\.1; {total} estimated locally\)", out)
