@@ -22,7 +22,8 @@ def _now() -> datetime:
 @dg.sensor(
     name="trade_manager_sensor",
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    # On by default: an Alpaca entry's exits exist only once a pass has run (a no-op outside paper/live).
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Paper/live: follows each bracketed entry on Alpaca (target 1 exits half, the stop moves to "
         "breakeven, target 2 exits the rest) by polling orders; launches no run."

@@ -17,6 +17,7 @@ import pytest
 import time_machine
 
 from assets.resources import TradingResource
+from orchestration.definitions import defs
 from orchestration.trade_manager_sensor import trade_manager_sensor
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
 from trading.brokers.alpaca import AlpacaBroker
@@ -256,9 +257,12 @@ def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServ
         with trading.ledger() as ledger:
             enter(server, ledger)
 
+        sensor = defs.resolve_sensor_def("trade_manager_sensor")  # the one the code location runs
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
         def tick(cursor: str | None = None) -> str:
             context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"trading": trading})
-            result = trade_manager_sensor(context)
+            result = sensor(context)
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
 
@@ -280,3 +284,36 @@ def test_sensor_skips_outside_paper_and_live() -> None:
     context = dg.build_sensor_context(resources={"trading": TradingResource(mode="simulation")})
     result = trade_manager_sensor(context)
     assert isinstance(result, dg.SkipReason) and result.skip_message == "mode simulation: no Alpaca orders to manage"
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["json", "msgpack"])
+def test_fake_stream_speaks_the_trade_updates_protocol(server: AlpacaTradingServer, packed: bool) -> None:
+    """The loopback stream as a client sees it: auth, listen, updates; msgpack when the client asks."""
+    import json
+
+    import msgpack
+    from websockets.sync.client import connect
+
+    headers = {"Content-Type": "application/msgpack"} if packed else {}
+
+    def encode(message: dict[str, object]) -> bytes:
+        return msgpack.packb(message) if packed else json.dumps(message).encode()  # type: ignore[no-any-return]
+
+    def decode(raw: str | bytes) -> dict[str, object]:
+        return msgpack.unpackb(raw) if packed else json.loads(raw)  # type: ignore[no-any-return]
+
+    with connect(server.stream_url, additional_headers=headers) as ws:
+        ws.send(encode({"action": "authenticate", "data": {"key_id": KEY, "secret_key": "wrong"}}))
+        assert decode(ws.recv(5)) == {"stream": "authorization", "data": {"action": "authenticate", "status": "unauthorized"}}
+    with connect(server.stream_url, additional_headers=headers) as ws:
+        ws.send(encode({"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}))
+        assert decode(ws.recv(5))["data"] == {"action": "authenticate", "status": "authorized"}
+        ws.send(encode({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        assert decode(ws.recv(5)) == {"stream": "listening", "data": {"streams": ["trade_updates"]}}
+        server.add_order({"symbol": "AAPL", "qty": 3, "side": "buy", "type": "market", "time_in_force": "day", "client_order_id": "x1"})
+        updates = [decode(ws.recv(5)) for _ in range(2)]
+    assert [u["stream"] for u in updates] == ["trade_updates"] * 2
+    new, fill = (u["data"] for u in updates)
+    assert isinstance(new, dict) and isinstance(fill, dict)
+    assert (new["event"], fill["event"], fill["qty"], fill["price"], fill["position_qty"]) == ("new", "fill", "3", "100", "3")
+    assert fill["order"]["client_order_id"] == "x1" and fill["order"]["status"] == "filled"
