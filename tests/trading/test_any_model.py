@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from collections.abc import Iterator
 from typing import Any
 
@@ -254,7 +255,7 @@ def _chain(a: OpenAIServer, b: OpenAIServer, **kw: Any) -> PipelineConfig:
     )
 
 
-def test_a_failing_provider_falls_back_to_the_next_server_and_is_skipped_for_the_run(market: Market) -> None:
+def test_a_failing_provider_falls_back_to_the_next_server_and_is_skipped_for_the_cycle(market: Market) -> None:
     contexts = [c for c in market.contexts() if c.wants]
     n = len(contexts)
     with OpenAIServer(responder=lambda body: Reply(status=500, content="model overloaded")) as a, OpenAIServer(responder=good_answers) as b:
@@ -264,15 +265,21 @@ def test_a_failing_provider_falls_back_to_the_next_server_and_is_skipped_for_the
         a_calls, b_calls = a.calls, b.calls
         again = pipeline.run(contexts, market.snapshot, as_of=market.as_of, sink=MemorySink())  # a new run asks A again
         a_again = a.calls - a_calls
+        # A paper session is one run over many bars: each bar is its own cycle, A is asked again on each.
+        before = a.calls
+        for shift in (0, 1):
+            bar = market.as_of + timedelta(days=shift)
+            pipeline.run([c.model_copy(update={"as_of": bar}) for c in contexts], market.snapshot, as_of=bar, run_id="session")
+        a_per_bar = a.calls - before
         b_models = list(b.models_seen)
         first, second = f"fake-small@{a.base_url}", f"llama3.1@{b.base_url}"
-    assert n >= 2 and (a_calls, b_calls, a_again) == (1, n, 1) and b_models == ["llama3.1"]
+    assert n >= 2 and (a_calls, b_calls, a_again, a_per_bar) == (1, n, 1, 2) and b_models == ["llama3.1"]
     assert len(result.executed()) == n and all(d.rationale.startswith("model likes") for d in result.executed())
     assert [d.model_dump(exclude={"run_id"}) for d in again.decisions] == [d.model_dump(exclude={"run_id"}) for d in result.decisions]
     steps = [(e.payload["kind"], e.payload["from"], e.payload["to"]) for e in sink.of_type(EventType.FALLBACK)]
     assert steps == [("error", first, second)] + [("skipped", first, second)] * (n - 1)
     skipped = sink.of_type(EventType.FALLBACK)[1].payload["detail"]
-    assert "failed earlier in this run" in skipped and "HTTP 500" in skipped and "model overloaded" in skipped
+    assert "failed earlier in this cycle" in skipped and "HTTP 500" in skipped and "model overloaded" in skipped
     # Which provider answered: every used response is B's, charged as B (unpriced, tokens counted).
     responses = _agent_events(sink, EventType.RESPONSE)
     assert [(e.payload["outcome"], e.payload["provider"], e.payload["pricing"]) for e in responses] == [("used", second, "unpriced")] * n

@@ -5,8 +5,9 @@ Each provider is a `StructuredCaller`. When one gives no usable answer the next 
 and the agent falls back to its rule-based twin (its own `fallback` event, `to: rules`). The
 response event of the answer used names the provider that gave it.
 
-A provider that failed for its transport (HTTP error, timeout) is skipped for the rest of the run,
-so a server that is down costs one timeout per cycle rather than one per symbol; each skip is a
+A provider that failed for its transport (HTTP error, timeout) is skipped for the rest of the cycle
+(the run's decision bar: a paper session's next bar asks it again), so a server that is down costs
+one timeout per cycle rather than one per symbol; each skip is a
 `fallback` event of kind `skipped` with the earlier failure. An answer-level failure (cut off,
 invalid, refused) is about that answer only: the provider is asked again for the next symbol.
 A budget stop is not a failure: it goes straight up and the cycle stops.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -40,8 +42,8 @@ class ProviderChain:
         self.agent = agent
         self.callers = list(callers)
         self._lock = threading.Lock()
-        self._run_id: str | None = None
-        self._down: dict[int, str] = {}  # provider index -> why it is skipped for the current run
+        self._cycle: tuple[str, datetime] | None = None  # (run id, decision bar)
+        self._down: dict[int, str] = {}  # provider index -> why it is skipped for the current cycle
 
     @property
     def settings(self) -> LLMSettings:
@@ -64,9 +66,10 @@ class ProviderChain:
         last: ModelFailure | None = None
         for i, caller in enumerate(self.callers):
             nxt = self.callers[i + 1].settings.provider if i + 1 < len(self.callers) else "rules"
-            down = self._is_down(run.run_id, i)
+            cycle = (run.run_id, ctx.as_of)
+            down = self._is_down(cycle, i)
             if down is not None:
-                last = ModelFailure("skipped", f"{caller.settings.provider} failed earlier in this run: {down}")
+                last = ModelFailure("skipped", f"{caller.settings.provider} failed earlier in this cycle: {down}")
                 if nxt != "rules":  # the agent's own fallback event records the step to the rules
                     self._step(run, ctx, caller, nxt, last)
                 continue
@@ -74,7 +77,7 @@ class ProviderChain:
                 return caller.call(schema, messages, ctx, run, tools, check)
             except ModelFailure as failure:
                 if failure.kind in DOWN_KINDS:
-                    self._mark_down(run.run_id, i, f"{failure.kind}: {failure.detail}")
+                    self._mark_down(cycle, i, f"{failure.kind}: {failure.detail}")
                 last = failure
                 if nxt != "rules":
                     self._step(run, ctx, caller, nxt, failure)
@@ -85,13 +88,13 @@ class ProviderChain:
         payload: dict[str, object] = {"agent": self.agent, "kind": failure.kind, "detail": failure.detail, "from": caller.settings.provider, "to": to}
         run.emit(EventType.FALLBACK, ctx, payload)
 
-    def _is_down(self, run_id: str, index: int) -> str | None:
+    def _is_down(self, cycle: tuple[str, datetime], index: int) -> str | None:
         with self._lock:
-            if self._run_id != run_id:  # a new run: every provider gets asked again
-                self._run_id, self._down = run_id, {}
+            if self._cycle != cycle:  # a new cycle: every provider gets asked again
+                self._cycle, self._down = cycle, {}
             return self._down.get(index)
 
-    def _mark_down(self, run_id: str, index: int, why: str) -> None:
+    def _mark_down(self, cycle: tuple[str, datetime], index: int, why: str) -> None:
         with self._lock:
-            if self._run_id == run_id:
+            if self._cycle == cycle:
                 self._down.setdefault(index, why)
