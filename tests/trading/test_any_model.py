@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
