@@ -6,7 +6,10 @@ counted and recorded as unpriced (no made-up dollars), and only the token budget
 
 Tokens come from the responses' `usage`. A server that sends none gets a local estimate, marked
 `estimated`: ceil(characters / 4) of the prompt and of the answer (OpenAI's rule of thumb for
-English text and JSON; tokenizers are not used because they need a download at first use).
+English text and JSON). tiktoken is not used: it is installed (with langchain-openai) but fetches
+its encodings over the internet at first use, which fails offline (checked with tiktoken 0.14:
+`encoding_for_model("gpt-4o-mini")` raises ConnectionError), and a count that depends on whether a
+machine once had the download would make the same run cost differently on two machines.
 """
 
 from __future__ import annotations
