@@ -1,4 +1,5 @@
-"""The trade manager's polling fallback: one pass over the open brackets per tick (paper/live only).
+"""The trade manager's polling fallback: one pass over the open brackets per tick (paper/live only),
+and `run_trade_manager`, the long-running stream process (`quantlake trade-manager`).
 
 The stream (`trading.trade_manager.TradeManager.stream`) reacts within the second; this sensor makes
 sure nothing is left unprotected when no stream runs or an update was lost: it reads the orders and
@@ -8,6 +9,7 @@ ids derived from the entry), so the stream and the sensor may run at the same ti
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -53,3 +55,20 @@ def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingRe
 
 
 TRADE_MANAGER_SENSORS = [trade_manager_sensor]
+
+
+def run_trade_manager(
+    trading: TradingResource, stop: threading.Event, *, stream_url: str | None = None, poll_s: float = 5.0
+) -> None:
+    """Follows the account's trade updates (and passes every `poll_s` s) until `stop` is set."""
+    from trading.brokers.alpaca import AlpacaBroker
+    from trading.models import Mode
+    from trading.trade_manager import TradeManager, follow
+
+    if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
+        raise ValueError(f"trade manager: mode {trading.mode!r} sends no Alpaca orders (QUANTLAKE_MODE=paper or live)")
+    broker = trading.broker()
+    assert isinstance(broker, AlpacaBroker)
+    with trading.ledger() as ledger:
+        manager = TradeManager(broker, ledger, run_id=f"trade_manager:{_now():%Y%m%dT%H%M%S}", mode=Mode(trading.mode), clock=_now)
+        follow(manager, broker, stop, stream_url=stream_url, poll_s=poll_s)

@@ -22,8 +22,9 @@ The ledger gets one ORDER_SUBMITTED per leg and one FILL per new filled quantity
 broker's position. A bracket whose legs are all over is closed with a CANCEL event.
 
 Driven by alpaca-py's `TradingStream` (each trade update triggers a pass for its symbol; every
-(re)connection triggers a full pass, since Alpaca does not replay updates missed while disconnected)
-and by polling (`sync_all`, run by `orchestration/trade_manager_sensor.py`).
+(re)connection triggers a full pass, since Alpaca does not replay updates missed while disconnected;
+`follow` runs it with a periodic pass, `quantlake trade-manager`) and by polling (`sync_all`, run by
+`orchestration/trade_manager_sensor.py`).
 """
 
 from __future__ import annotations
@@ -319,6 +320,31 @@ class TradeManager:
 
         stream.subscribe_trade_updates(handler)
         return stream
+
+
+def follow(
+    manager: TradeManager,
+    broker: Any,
+    stop: threading.Event,
+    *,
+    stream_url: str | None = None,
+    poll_s: float = 5.0,
+) -> None:
+    """Runs the stream and a pass every `poll_s` seconds until `stop` is set (a long-running process).
+
+    The periodic pass covers what no update triggers: an entry that filled before its order was in
+    the ledger (the executor records it after Alpaca answered), a pass that failed.
+    """
+    stream = manager.stream(broker, stream_url)
+    thread = threading.Thread(target=stream.run, name="trade-updates", daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(poll_s):
+            manager.sync_all()
+    finally:
+        if stream._loop is not None:
+            stream.stop()
+        thread.join(10)
 
 
 class _ResyncingStream(TradingStream):

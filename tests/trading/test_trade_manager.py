@@ -18,7 +18,7 @@ import time_machine
 
 from assets.resources import TradingResource
 from orchestration.definitions import defs
-from orchestration.trade_manager_sensor import trade_manager_sensor
+from orchestration.trade_manager_sensor import run_trade_manager, trade_manager_sensor
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
 from trading.brokers.alpaca import AlpacaBroker
 from trading.brokers.base import client_order_id
@@ -317,3 +317,36 @@ def test_fake_stream_speaks_the_trade_updates_protocol(server: AlpacaTradingServ
     assert isinstance(new, dict) and isinstance(fill, dict)
     assert (new["event"], fill["event"], fill["qty"], fill["price"], fill["position_qty"]) == ("new", "fill", "3", "100", "3")
     assert fill["order"]["client_order_id"] == "x1" and fill["order"]["status"] == "filled"
+
+
+def test_trade_manager_process_protects_an_entry_whose_fill_came_before_the_ledger_knew_it(
+    server: AlpacaTradingServer, tmp_path: Path
+) -> None:
+    """`quantlake trade-manager`'s loop: the stream plus a pass every poll. The entry fills at once, so
+    its updates may arrive before the executor has recorded it; the periodic pass protects it anyway."""
+    trading = TradingResource(
+        mode="paper",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        alpaca_api_key=KEY,
+        alpaca_secret_key=SECRET,
+        alpaca_trading_url=server.base_url,
+    )
+    stop = threading.Event()
+    with time_machine.travel(NOW, tick=True):
+        process = threading.Thread(
+            target=run_trade_manager, args=(trading, stop), kwargs={"stream_url": server.stream_url, "poll_s": 0.1}
+        )
+        process.start()
+        try:
+            wait_until("the stream listens", lambda: bool(server._listeners))
+            with trading.ledger() as ledger:
+                enter(server, ledger)
+            wait_until("exits placed", lambda: len(live(server, "stop")) == 2)
+            server.set_price("AAPL", 110.0)
+            wait_until("the stop moved to breakeven", lambda: live(server, "stop") == [(5.0, 100.0)])
+        finally:
+            stop.set()
+            process.join(15)
+    assert not process.is_alive()
+    assert_protected(server)
+    assert_nothing_twice(server)
