@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.partitions import universe
+from lake.errors import UnknownSymbolError
 from orchestration.alerts import send_alert
 from orchestration.jobs import decide_job
 from orchestration.schedules import decision_run_config, trading_halted
@@ -70,7 +71,10 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
 
     threshold = float(os.environ.get("QUANTLAKE_MOVE_PCT", "2")) / 100
     lake = build_resources()["lake"]
-    closes = latest_closes(lake.path, universe(), datetime.now(UTC), os.environ.get("QUANTLAKE_MOVE_TIMEFRAME", "1m"))
+    try:
+        closes = latest_closes(lake.path, universe(), datetime.now(UTC), os.environ.get("QUANTLAKE_MOVE_TIMEFRAME", "1m"))
+    except UnknownSymbolError as exc:  # a fresh deployment before its first ingest: nothing to compare yet
+        return dg.SkipReason(f"no bars in the lake yet ({exc})")
     if not closes:
         return dg.SkipReason("no bars in the lake yet")
     seen: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
