@@ -15,11 +15,12 @@ import dagster as dg
 
 NOW_TAG = "quantlake/now"
 SCHEDULED_TAG = "dagster/scheduled_execution_time"
+DAEMON_SCHEDULED_TAG = ".dagster/scheduled_execution_time"  # where dagster-daemon's scheduler puts it
 
 
 def run_now(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> datetime:
     tags = context.run.tags if context.run is not None else {}
-    for tag in (NOW_TAG, SCHEDULED_TAG):
+    for tag in (NOW_TAG, DAEMON_SCHEDULED_TAG, SCHEDULED_TAG):
         if tags.get(tag):
             try:
                 stamp = datetime.fromisoformat(tags[tag])
