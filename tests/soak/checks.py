@@ -1,0 +1,201 @@
+"""What a soak must leave behind, checked against the exchange calendar (not against the schedules' code).
+
+Each check returns the list of what is wrong (empty: fine), so a run of the harness can report
+everything at once and a test can assert on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import polars as pl
+from dagster._core.scheduler.instigation import TickStatus
+
+from lake.calendar import session_bounds, trading_days
+from lake.store import read_bars
+from tests.soak.harness import SoakResult
+from trading.brokers.simulated import SimulatedBroker
+from trading.events import EventType
+from trading.ledger import Ledger
+from trading.ledger.portfolio import replay_portfolio
+
+NY = ZoneInfo("America/New_York")
+DECISION_TIMES = (time(11, 0), time(14, 30))
+OPEN_OFFSET = CLOSE_OFFSET = FLATTEN_LEAD = timedelta(minutes=5)  # the defaults
+
+
+def sessions(result: SoakResult) -> list[date]:
+    return trading_days(result.settings.start, result.settings.end)
+
+
+def expected_scheduled_runs(result: SoakResult) -> Counter[tuple[str, datetime]]:
+    """(schedule, tick in UTC) -> runs, from the calendar's opens and closes (half days included)."""
+    n = len(result.settings.symbols)
+    out: Counter[tuple[str, datetime]] = Counter()
+    for day in sessions(result):
+        open_, close = session_bounds(day)
+        out[("market_open_schedule", open_ + OPEN_OFFSET)] += n
+        out[("market_close_schedule", close + CLOSE_OFFSET)] += n
+        out[("end_of_day_schedule", close + CLOSE_OFFSET)] += 1
+        for t in DECISION_TIMES:
+            at = datetime.combine(day, t, tzinfo=NY).astimezone(UTC)
+            if open_ <= at < close:
+                out[("decision_schedule", at)] += 1
+        out[("decision_schedule", close - FLATTEN_LEAD)] += 1  # the window's end: the cycle that flattens
+    return out
+
+
+def scheduled_at(run: dg.DagsterRun) -> datetime:
+    """The tick a scheduled run belongs to (the daemon writes the hidden `.dagster/` tag)."""
+    raw = run.tags.get(".dagster/scheduled_execution_time") or run.tags["dagster/scheduled_execution_time"]
+    return datetime.fromisoformat(raw).astimezone(UTC)
+
+
+def scheduled_runs(result: SoakResult) -> Counter[tuple[str, datetime]]:
+    out: Counter[tuple[str, datetime]] = Counter()
+    for run in result.runs:
+        if name := run.tags.get("dagster/schedule_name"):
+            out[(name, scheduled_at(run))] += 1
+    return out
+
+
+def check_scheduled_runs(result: SoakResult, halted_skips: set[datetime] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Every scheduled run exactly once, at the calendar's times; nothing on a holiday or a weekend."""
+    want, got = expected_scheduled_runs(result), scheduled_runs(result)
+    problems = [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {got[(name, at)]} runs, expected {n}" for (name, at), n in sorted(want.items()) if got[(name, at)] != n and at not in halted_skips]
+    problems += [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {n} unexpected runs" for (name, at), n in sorted(got.items()) if (name, at) not in want]
+    days = set(sessions(result))
+    problems += [f"{name} ran on {at.astimezone(NY):%Y-%m-%d}, not a session" for name, at in got if at.astimezone(NY).date() not in days]
+    keys = Counter(run.tags.get("dagster/run_key") for run in result.runs if run.tags.get("dagster/run_key"))
+    problems += [f"run key {k!r} launched {n} times" for k, n in keys.items() if n > 1]
+    return problems
+
+
+def check_runs_succeeded(result: SoakResult, allowed_failures: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    return [
+        f"run {r.run_id[:8]} {r.job_name} {r.tags.get('dagster/partition', '')}: {r.status.value}"
+        for r in result.runs
+        if r.status != dg.DagsterRunStatus.SUCCESS and r.run_id not in allowed_failures
+    ]
+
+
+def check_ticks(instance: dg.DagsterInstance) -> list[str]:
+    """No schedule or sensor evaluation failed (a failing sensor launches nothing, silently to a user)."""
+    problems = []
+    for state in instance.all_instigator_state():
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, statuses=[TickStatus.FAILURE]):
+            error = tick.error.message.splitlines()[0] if tick.error else ""
+            problems.append(f"{state.instigator_name} tick at {datetime.fromtimestamp(tick.timestamp, UTC):%Y-%m-%d %H:%M} failed: {error}")
+    return problems
+
+
+def check_partitions(result: SoakResult, instance: dg.DagsterInstance) -> list[str]:
+    """Every session x symbol of bars_1m materialized once, and its bars in the lake, complete to the close."""
+    problems = []
+    days = sessions(result)
+    want = {f"{d.isoformat()}|{s}" for d in days for s in result.settings.symbols}
+    counts: Counter[str | None] = Counter()
+    cursor = None
+    while True:  # paged: Dagster returns at most 10,000 records at a time
+        page = instance.fetch_materializations(dg.AssetKey("bars_1m"), limit=10_000, cursor=cursor)
+        counts.update(r.partition_key for r in page.records)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    problems += [f"bars_1m {k}: materialized {counts[k]} times" for k in sorted(want) if counts[k] != 1]
+    problems += [f"bars_1m {k}: unexpected partition" for k in sorted(str(k) for k in set(counts) - want)]
+    minute = read_bars(result.lake, list(result.settings.symbols), "1m")
+    per_day = minute.with_columns(day=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()).group_by("symbol", "day").agg(
+        n=pl.len(), first=pl.col("ts").min(), last=pl.col("ts").max()
+    )
+    have = {(r["symbol"], r["day"]): r for r in per_day.iter_rows(named=True)}
+    for d in days:
+        open_, close = session_bounds(d)
+        minutes = int((close - open_).total_seconds() // 60)
+        for s in result.settings.symbols:
+            row = have.get((s, d))
+            if row is None:
+                problems.append(f"1m bars {d} {s}: none in the lake")
+            elif row["n"] != minutes or row["last"].replace(tzinfo=UTC) != close - timedelta(minutes=1):
+                problems.append(f"1m bars {d} {s}: {row['n']} bars to {row['last']:%H:%M} UTC, expected {minutes} to {close - timedelta(minutes=1):%H:%M}")
+    daily = read_bars(result.lake, list(result.settings.symbols), "1d")
+    for s in result.settings.symbols:
+        got_days = set(daily.filter(pl.col("symbol") == s)["ts"].dt.convert_time_zone("America/New_York").dt.date().to_list())
+        # The last session's daily bar arrives at the next open, after the soak ends.
+        missing = sorted(set(days[:-1]) - got_days)
+        if missing:
+            problems.append(f"1d bars {s}: missing {[d.isoformat() for d in missing]}")
+    return problems
+
+
+def check_reports(result: SoakResult) -> list[str]:
+    folder = result.lake / "reports" / "eod"
+    return [f"no end-of-day report for {d}" for d in sessions(result) if not (folder / f"{d.isoformat()}.md").exists()]
+
+
+def check_orders_and_ledger(result: SoakResult) -> list[str]:
+    """No client order id sent twice; the ledger's replay is the simulated account, order for order."""
+    problems = []
+    with Ledger(result.ledger_url) as ledger:
+        sent = [e.payload["client_order_id"] for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value])]
+        portfolio = replay_portfolio(ledger)
+    problems += [f"order {cid} submitted {n} times" for cid, n in Counter(sent).items() if n > 1]
+    if not result.sim_state.exists():
+        return problems + (["orders in the ledger but no simulated account"] if sent else [])
+    broker = SimulatedBroker.from_state(json.loads(result.sim_state.read_text()))
+    at_broker = [o["request"]["client_order_id"] for o in json.loads(result.sim_state.read_text())["orders"]]
+    if sorted(at_broker) != sorted(sent):
+        problems.append(f"the broker has {len(at_broker)} orders, the ledger {len(sent)}: {sorted(set(at_broker) ^ set(sent))[:5]}")
+    if abs(portfolio.cash - broker.cash) > 1e-6 * max(1.0, abs(broker.cash)):
+        problems.append(f"ledger cash {portfolio.cash:,.6f} != broker cash {broker.cash:,.6f}")
+    held = {s: q for s, q in broker.positions().items() if abs(q) > 1e-9}
+    if {s: round(q, 9) for s, q in portfolio.positions.items()} != {s: round(q, 9) for s, q in held.items()}:
+        problems.append(f"ledger positions {portfolio.positions} != broker positions {held}")
+    return problems
+
+
+def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, object]:
+    with Ledger(result.ledger_url) as ledger:
+        orders = sum(1 for _ in ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
+        fills = sum(1 for _ in ledger.events(types=[EventType.FILL.value]))
+        events = ledger.count()
+    return {
+        "sessions": len(sessions(result)),
+        "days": result.days,
+        "ticks": result.ticks,
+        "runs": len(result.runs),
+        "orders": orders,
+        "fills": fills,
+        "ledger_events": events,
+        "seconds": round(result.seconds, 1),
+        "seconds_per_day": round(result.seconds_per_day, 2),
+    }
+
+
+def halted_skips(instance: dg.DagsterInstance) -> set[datetime]:
+    """Decision ticks the schedule skipped because trading was halted (a breaker or the kill switch)."""
+    out = set()
+    for state in instance.all_instigator_state():
+        if state.instigator_name == "decision_schedule":
+            for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, statuses=[TickStatus.SKIPPED]):
+                if "halted" in (tick.skip_reason or ""):
+                    out.add(datetime.fromtimestamp(tick.timestamp, UTC))
+    return out
+
+
+def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
+    """Everything above on a finished soak: (its summary, what is wrong)."""
+    with dg.DagsterInstance.from_config(str(result.home)) as instance:
+        problems = [
+            *check_scheduled_runs(result, halted_skips(instance)),
+            *check_runs_succeeded(result),
+            *check_ticks(instance),
+            *check_partitions(result, instance),
+            *check_reports(result),
+            *check_orders_and_ledger(result),
+        ]
+        return summary(result, instance), problems
