@@ -297,6 +297,27 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trade_manager(args: argparse.Namespace) -> int:
+    """Paper/live: follow Alpaca's trade updates and manage each entry's exits until interrupted."""
+    import signal
+    import threading
+
+    from orchestration.resources import trading_resource
+    from orchestration.trade_manager_sensor import run_trade_manager
+
+    trading = trading_resource()
+    if trading.mode not in ("paper", "live"):
+        raise UsageError(f"the trade manager follows Alpaca orders; QUANTLAKE_MODE is {trading.mode!r}", "set QUANTLAKE_MODE=paper (and the Alpaca keys)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"trade manager ({trading.mode}): following trade updates, a pass every {args.poll_s:g} s; Ctrl-C to stop")
+    try:
+        run_trade_manager(trading, stop, stream_url=os.environ.get("ALPACA_TRADING_STREAM_URL") or None, poll_s=args.poll_s)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from orchestration.jobs import resume
     from orchestration.resources import trading_resource
@@ -381,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser("kill-switch", help="cancel open orders, flatten all positions, halt until resume")
     kill.add_argument("--reason", required=True, help="why (recorded in the ledger)")
     kill.set_defaults(func=cmd_kill_switch)
+
+    manager = sub.add_parser(
+        "trade-manager", help="paper/live: manage each entry's exits on Alpaca (target 1, breakeven stop, target 2)"
+    )
+    manager.add_argument("--poll-s", dest="poll_s", type=float, default=5.0, help="a full pass every N seconds besides the stream (default 5)")
+    manager.set_defaults(func=cmd_trade_manager)
 
     resume = sub.add_parser("resume", help="lift a kill switch or circuit-breaker halt")
     resume.add_argument("--by", required=True, help="who resumes (recorded in the ledger)")
