@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (idempotent, cached by a stamp).
-.PHONY: setup demo test lint bench ui mutate
+.PHONY: setup demo test lint bench ui mutate soak
 
 setup:
 	bash scripts/setup.sh
@@ -23,3 +23,8 @@ mutate: setup
 
 ui: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c '.venv/bin/python -m orchestration.home >/dev/null && .venv/bin/dagster dev'
+
+# The deployment left alone on a simulated clock (tests/soak/): `make soak` (a month, Nov 2026),
+# `make soak SOAK_ARGS="--period quarter"` (or year, week, --start/--end). Exit 1 on any problem.
+soak: setup
+	.venv/bin/python scripts/soak.py $(SOAK_ARGS)
