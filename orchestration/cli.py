@@ -119,6 +119,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     unknown = sorted(set(symbols) - set(universe()))
     if unknown:
         raise UsageError(f"{', '.join(unknown)} not in the universe {','.join(universe())}", "add them to QUANTLAKE_UNIVERSE, or leave them out")
+    defs = _with_files(defs, args)
     if args.bulk:
         from orchestration.bulk import bulk_backfill
 
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the partitions directly (fetch, validate, write overlapped) instead of one Dagster run each; "
         "for first backfills. The UI then shows them as reported materializations.",
     )
+    ingest.add_argument("--files", help="import your own CSV/Parquet files (a glob, e.g. 'data/*.csv'); header: ts,open,high,low,close,volume[,symbol]")
+    ingest.add_argument("--column-map", dest="column_map", help="map the files' header to ours: OURS=THEIRS,..., e.g. ts=Date,open=Open,close=Close")
+    ingest.add_argument("--files-tz", dest="files_tz", help="timezone of the files' naive timestamps (default America/New_York)")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
 
@@ -426,6 +430,31 @@ def build_parser() -> argparse.ArgumentParser:
     for subparser in sub.choices.values():  # `quantlake backtest ... --debug` as well as `quantlake --debug backtest ...`
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, the stack trace and Dagster's log too")
     return parser
+
+
+def _with_files(defs: Any, args: argparse.Namespace) -> Any:
+    """`--files`/`--files-tz`/`--column-map`: the definitions with a files source built from them."""
+    import dagster as dg
+
+    from assets.resources import MarketDataResource
+    from lake.errors import SourceError
+    from lake.sources.files import parse_column_map
+
+    current: MarketDataResource = defs.resources["market_data"]
+    if not (args.files or args.column_map or args.files_tz):
+        return defs
+    glob = args.files or (current.files_glob if current.source == "files" else None)
+    if not glob:
+        raise UsageError("--column-map and --files-tz are for a file import", "add --files 'PATH/*.csv' (or set QUANTLAKE_DATA_SOURCE=files and QUANTLAKE_FILES_GLOB)")
+    try:
+        column_map = parse_column_map(args.column_map) if args.column_map else current.files_column_map
+    except SourceError as exc:
+        raise UsageError(f"--column-map: {exc}", "e.g. --column-map ts=Date,open=Open,high=High,low=Low,close=Close,volume=Volume") from exc
+    files = MarketDataResource(
+        source="files", exchange=current.exchange, files_glob=glob, files_timezone=args.files_tz or current.files_timezone, files_column_map=column_map
+    )
+    # The ingest jobs with that source in place of the environment's (resources bind when jobs resolve).
+    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources={**defs.resources, "market_data": files})
 
 
 def explain(exc: Exception) -> tuple[int, str, str]:

@@ -126,3 +126,23 @@ def _first_long_row(path: Path) -> str | None:
                     f"{','.join(row)[:120]}; fix or remove that row"
                 )
     return None
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    """`ts=Date,open=Open,...` (our column = the file's header) as FileSource's {file's: ours} map."""
+    columns = set(BAR_SCHEMA)
+    out: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        ours, sep, theirs = (s.strip() for s in item.partition("="))
+        if not sep or not ours or not theirs:
+            raise SourceError(f"column map item {item!r} is not OURS=THEIRS (e.g. ts=Date)")
+        if ours not in columns:
+            raise SourceError(f"column map: {ours!r} is not a bar column; expected one of {sorted(columns)}")
+        if theirs in out:
+            raise SourceError(f"column map: the file's column {theirs!r} is mapped twice")
+        out[theirs] = ours
+    if not out:
+        raise SourceError(f"column map {text!r} maps nothing; e.g. ts=Date,open=Open,high=High,low=Low,close=Close,volume=Volume")
+    return out

@@ -198,3 +198,42 @@ def test_progress_follows_the_counts_a_step_logs() -> None:
         progress.seen("wrote /lake/research/2024/12 files")  # a path is not a count
         progress.seen("paper session: bar 25/100")
         assert (progress.bar.n, progress.bar.total) == (25, 100)
+
+
+def test_ingest_files_with_a_column_map(lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`quantlake ingest --files ... --column-map ts=Date,...` imports a vendor's header; a weekend
+    row in the file is quarantined with its reason (read: written or quarantined, never dropped)."""
+    import polars as pl
+
+    from lake.store import read_bars
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    csv = tmp_path / "aapl.csv"
+    csv.write_text(
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-03-01,100,101,99,100.5,1000\n"  # Friday
+        "2024-03-02,100.5,102,100,101,900\n"  # Saturday: no session
+    )
+    cmap = "ts=Date,open=Open,high=High,low=Low,close=Close,volume=Volume"
+    args = ["ingest", "--start", "2024-03-01", "--end", "2024-03-01", "--timeframes", "1d", "--symbols", "AAPL", "--no-progress"]
+    assert main([*args, "--files", str(csv), "--column-map", cmap]) == 1  # the blocking in_session check failed
+    out = capsys.readouterr().out
+    assert "rows {'bars_1d': 1}" in out and "'in_session': 1" in out
+    bars = read_bars(lake_root, ["AAPL"], "1d")
+    assert bars["close"].to_list() == [100.5] and bars["ts"].to_list() == [session_bounds_open("2024-03-01")]
+    quarantine = pl.read_parquet(next((lake_root / "quarantine").rglob("*.parquet")))
+    assert quarantine["close"].to_list() == [101.0] and "outside" in quarantine["reason"][0]
+
+    assert main([*args, "--files", str(csv), "--column-map", "ts=Date,price=Close"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --column-map: column map: 'price' is not a bar column") and "e.g. --column-map ts=Date" in err
+    assert main([*args, "--files", str(csv)]) == 2  # the header needs mapping: told which columns lack
+    assert "lacks column(s) ['ts', 'open', 'high', 'low', 'close', 'volume']" in capsys.readouterr().err
+    assert main([*args, "--column-map", cmap]) == 2
+    assert "error: --column-map and --files-tz are for a file import" in capsys.readouterr().err
+
+
+def session_bounds_open(day: str) -> datetime:
+    from lake.calendar import session_bounds
+
+    return session_bounds(day)[0]
