@@ -17,6 +17,10 @@ log = logging.getLogger("quantlake.alerts")
 WEBHOOK_ENV = "QUANTLAKE_ALERT_WEBHOOK"
 
 
+def webhook_url() -> str | None:
+    return os.environ.get(WEBHOOK_ENV) or None
+
+
 def send_alert(title: str, details: dict[str, Any], url: str | None = None, timeout: float = 5.0) -> bool:
     """Logs the alert and posts it to the webhook; True when a webhook accepted it."""
     url = url if url is not None else os.environ.get(WEBHOOK_ENV)

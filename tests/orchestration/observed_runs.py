@@ -61,3 +61,13 @@ def kill_switch(res: dict[str, Any], now: datetime, instance: dg.DagsterInstance
     )
     assert result.success
     return result
+
+
+def resume(res: dict[str, Any], now: datetime, instance: dg.DagsterInstance, by: str = "tester") -> dg.ExecuteInProcessResult:
+    """resume_job (in process) at the run clock `now`."""
+    from orchestration.jobs import resume_job
+
+    job = dg.Definitions(jobs=[resume_job], resources={"trading": res["trading"]}).resolve_job_def("resume_job")
+    result = job.execute_in_process(run_config={"ops": {"resume_op": {"config": {"by": by}}}}, tags={NOW_TAG: now.isoformat()}, instance=instance)
+    assert result.success
+    return result

@@ -1,13 +1,31 @@
-"""A failed run raises an alert: a log line, and a POST to the configured webhook."""
+"""Alerts: a failed run, every intervention in the ledger (once) and a P&L summary per session, each
+a log line and a POST to the configured webhook (the loopback receiver here)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
 import dagster as dg
 import pytest
+import time_machine
 
+from orchestration.alert_sensors import daily_pnl_summary_sensor, intervention_alert_sensor
 from orchestration.alerts import send_alert
 from orchestration.sensors import run_failure_alert_sensor
 from tests.fakes.webhook_receiver import webhook_receiver
+from tests.orchestration.observed_runs import (
+    NY,
+    decide,
+    kill_switch,
+    ledger_url,
+    resources,
+    resume,
+    write_lake,
+)
+from trading.events import EventType
+from trading.ledger import Ledger
 
 
 @dg.op
@@ -45,3 +63,101 @@ def test_a_broken_webhook_is_logged_not_raised(caplog: pytest.LogCaptureFixture)
     assert len(received) == 1
     assert send_alert("no hook", {"k": 2}, url="") is False
     assert any("alert: no hook" in r.getMessage() for r in caplog.records)
+
+
+# -- every intervention an alert, once; a P&L summary per session --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def halted_account(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Simulated decide_job runs at 10:00 and 11:00 (entries, marks), kill_switch_job at 11:30, and a
+    decide_job at 12:00 whose entries are refused ("blocked" interventions) on 2024-11-25."""
+    tmp = tmp_path_factory.mktemp("alerts")
+    res = resources(write_lake(tmp / "lake"), tmp)
+    with dg.instance_for_test() as instance:
+        decide(res, datetime(2024, 11, 25, 10, 0, tzinfo=NY), instance)
+        decide(res, datetime(2024, 11, 25, 11, 0, tzinfo=NY), instance)
+        kill_switch(res, datetime(2024, 11, 25, 11, 30, tzinfo=NY), instance, reason="alerts test")
+        decide(res, datetime(2024, 11, 25, 12, 0, tzinfo=NY), instance)
+    return {"res": res, "url": ledger_url(tmp)}
+
+
+def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None) -> str | None:
+    """One evaluation as the sensor daemon does it: the stored cursor in, the new cursor out."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, sensor_name=sensor.name)
+    data = sensor.evaluate_tick(context)
+    return data.cursor
+
+
+def _interventions(url: str) -> list[str]:
+    with Ledger(url) as ledger:
+        return [str(e.payload["kind"]) for e in ledger.events(types=[EventType.INTERVENTION.value])]
+
+
+def test_every_intervention_alerts_once_across_ticks_restarts_and_a_failing_webhook(
+    halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = halted_account["url"]
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", url)
+    monkeypatch.setenv("QUANTLAKE_MODE", "simulation")
+    assert {"kill_switch", "blocked"} <= set(_interventions(url))
+    with dg.instance_for_test() as instance, time_machine.travel(datetime(2024, 11, 25, 12, 5, tzinfo=NY), tick=False):
+        with webhook_receiver(status=500) as (hook, failed):
+            monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+            cursor = _tick(intervention_alert_sensor, instance, None)
+        assert [a["kind"] for a in failed] == ["kill_switch"]  # tried, refused: not delivered
+        with webhook_receiver() as (hook, received):
+            monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+            cursor = _tick(intervention_alert_sensor, instance, cursor)  # retried from the failed one
+            assert [a["kind"] for a in received] == ["kill_switch"]
+            alert = received[0]
+            assert alert["reason"] == "alerts test" and alert["mode"] == "simulation" and "kill_switch" in alert["text"]
+            assert alert["alert_id"] and alert["at"].startswith("2024-11-25T16:30")
+            cursor = _tick(intervention_alert_sensor, instance, cursor)
+            assert len(received) == 1  # nothing new: nothing sent
+    # A restart: a new process and instance, the daemon's stored cursor; then the account is resumed.
+    with dg.instance_for_test() as instance:
+        resume(halted_account["res"], datetime(2024, 11, 25, 12, 30, tzinfo=NY), instance, by="ops")
+    with dg.instance_for_test() as instance, webhook_receiver() as (hook, received), time_machine.travel(datetime(2024, 11, 25, 12, 35, tzinfo=NY), tick=False):
+        monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+        cursor = _tick(intervention_alert_sensor, instance, cursor)
+        _tick(intervention_alert_sensor, instance, cursor)
+    assert [(a["kind"], a["by"]) for a in received] == [("resume", "ops")]
+
+
+def test_a_sensor_turned_on_late_does_not_replay_old_interventions(halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", halted_account["url"])
+    with dg.instance_for_test() as instance, webhook_receiver() as (hook, received), time_machine.travel(datetime(2024, 12, 3, 12, 0, tzinfo=NY), tick=False):
+        monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+        cursor = _tick(intervention_alert_sensor, instance, None)
+    assert received == [] and cursor is not None and int(cursor) > 0
+
+
+def test_one_pnl_summary_per_session_after_its_close(halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    url = halted_account["url"]
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", url)
+    monkeypatch.setenv("QUANTLAKE_MODE", "simulation")
+    with Ledger(url) as ledger:
+        events = list(ledger.events())
+    marks = [e.payload["equity"] for e in events if e.type == EventType.RECONCILIATION and e.payload.get("ok") and e.payload["session"] == "2024-11-25"]
+    orders = sum(e.type == EventType.ORDER_SUBMITTED for e in events)
+    kinds = Counter(str(e.payload["kind"]) for e in events if e.type == EventType.INTERVENTION)
+    with dg.instance_for_test() as instance, webhook_receiver() as (hook, received):
+        monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+        with time_machine.travel(datetime(2024, 11, 25, 15, 59, tzinfo=NY), tick=False):
+            cursor = _tick(daily_pnl_summary_sensor, instance, None)  # the 22nd's, not today's yet
+        assert [a["session"] for a in received] == ["2024-11-22"] and cursor == "2024-11-22"
+        with time_machine.travel(datetime(2024, 11, 25, 16, 5, tzinfo=NY), tick=False):
+            cursor = _tick(daily_pnl_summary_sensor, instance, cursor)
+            cursor = _tick(daily_pnl_summary_sensor, instance, cursor)  # once only
+        assert [a["session"] for a in received] == ["2024-11-22", "2024-11-25"]
+        day = received[1]
+        assert day["opening_equity"] == pytest.approx(marks[0]) and day["closing_equity"] == pytest.approx(marks[-1])
+        assert day["pnl"] == pytest.approx(marks[-1] - marks[0]) and day["pnl"] != 0
+        assert day["orders"] == orders > 0 and day["interventions"] == dict(kinds)
+        assert "P&L" in day["text"] and day["alert_id"] == "daily_pnl|2024-11-25"
+        # The half day after Thanksgiving closes at 13:00: its summary comes at 13:05, not at 16:00.
+        with time_machine.travel(datetime(2024, 11, 29, 13, 5, tzinfo=NY), tick=False):
+            cursor = _tick(daily_pnl_summary_sensor, instance, cursor)
+        assert [a["session"] for a in received[2:]] == ["2024-11-26", "2024-11-27", "2024-11-29"]
+        assert received[-1]["pnl"] is None and "no marks" in received[-1]["text"]

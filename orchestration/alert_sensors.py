@@ -1,0 +1,153 @@
+"""Alerts read from the ledger: every intervention once, and one P&L summary per session after its close.
+
+- `intervention_alert_sensor`: each intervention event (breaker trip, kill switch, resume, flatten,
+  budget stop; not "blocked", which is one per refused order and follows a trip already alerted)
+  posts one alert. The cursor is the last ledger `seq` delivered; Dagster persists it with the sensor,
+  so a restart resumes after it. A webhook that fails stops the tick there: the next tick retries from
+  that event (nothing lost, nothing repeated once accepted). With no cursor yet (a sensor just turned
+  on), interventions older than QUANTLAKE_ALERT_LOOKBACK_H hours (default 24) are not alerted.
+- `daily_pnl_summary_sensor`: after each session's close (the exchange calendar, half days included),
+  the session's opening and closing equity (its first and last marks), P&L, orders, fills, rejections,
+  interventions and model cost. The cursor is the last session summarized.
+Each alert carries the ledger's `event_id` (or the session) as `alert_id`, for a receiver to deduplicate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from orchestration.alerts import send_alert, webhook_url
+from trading.events import EventType
+
+QUIET = frozenset({"blocked"})
+MAX_SESSIONS = 5  # after a long outage, the last few sessions' summaries, not a flood
+
+
+def _deliver(title: str, details: dict[str, Any]) -> bool:
+    """True when the alert is done with: accepted by the webhook, or logged when none is configured."""
+    accepted = send_alert(title, details)
+    return accepted or webhook_url() is None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _trading() -> Any:
+    from orchestration.resources import trading_resource
+
+    return trading_resource()
+
+
+@dg.sensor(
+    name="intervention_alert_sensor",
+    minimum_interval_seconds=30,
+    description="An alert (log + QUANTLAKE_ALERT_WEBHOOK) for every breaker trip, kill switch and resume in the ledger, once each.",
+)
+def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    after = int(context.cursor) if context.cursor else 0
+    since = None if context.cursor else _now() - timedelta(hours=float(os.environ.get("QUANTLAKE_ALERT_LOOKBACK_H", "24")))
+    sent = 0
+    ledger = _trading().ledger()
+    try:
+        for seq, event in ledger.events_with_seq(types=[EventType.INTERVENTION.value], after_seq=after):
+            kind = str(event.payload.get("kind"))
+            stamp = event.as_of or event.recorded_at
+            if kind not in QUIET and (since is None or stamp >= since):
+                reason = event.payload.get("reason") or event.payload.get("detail") or ""
+                details = {
+                    "alert_id": event.event_id,
+                    "kind": kind,
+                    "reason": reason,
+                    "run_id": event.run_id,
+                    "mode": event.mode.value,
+                    "symbol": event.symbol,
+                    "at": stamp.isoformat(),
+                    "seq": seq,
+                    **{k: v for k, v in event.payload.items() if k not in ("kind", "reason")},
+                }
+                if not _deliver(f"Quantlake {kind}: {reason}", details):
+                    break  # the webhook failed: retry from this event on the next tick
+                sent += 1
+            after = seq
+    finally:
+        ledger.close()
+        context.update_cursor(str(after))
+    return dg.SkipReason(f"{sent} intervention alert(s) sent; ledger read up to seq {after}")
+
+
+def session_summary(ledger: Any, day: date, exchange: str) -> dict[str, Any]:
+    """The session's marks, orders, fills, rejections, interventions and model cost (exchange-local date)."""
+    from lake.calendar import get_calendar
+
+    tz = get_calendar(exchange).tz
+    key = day.isoformat()
+    opening = closing = None
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    cost = 0.0
+    types = [t.value for t in (EventType.RECONCILIATION, EventType.ORDER_SUBMITTED, EventType.FILL, EventType.REJECTION, EventType.INTERVENTION, EventType.COST)]
+    for event in ledger.events(types=types):
+        p = event.payload
+        on_day = p["session"] == key if "session" in p else (event.as_of or event.recorded_at).astimezone(tz).date() == day
+        if not on_day:
+            continue
+        counts[event.type.value] += 1
+        if event.type == EventType.RECONCILIATION and p.get("ok") and p.get("equity") is not None:
+            opening = p["equity"] if opening is None else opening
+            closing = p["equity"]
+        elif event.type == EventType.INTERVENTION:
+            kinds[str(p.get("kind"))] += 1
+        elif event.type == EventType.COST and p.get("scope") == "run":
+            cost += float(p.get("run_cost_usd", 0.0))
+    pnl = closing - opening if opening is not None and closing is not None else None
+    return {
+        "session": key,
+        "opening_equity": opening,
+        "closing_equity": closing,
+        "pnl": pnl,
+        "pnl_pct": pnl / opening if pnl is not None and opening else None,
+        "orders": counts[EventType.ORDER_SUBMITTED.value],
+        "fills": counts[EventType.FILL.value],
+        "rejections": counts[EventType.REJECTION.value],
+        "interventions": dict(sorted(kinds.items())),
+        "model_cost_usd": round(cost, 6),
+    }
+
+
+@dg.sensor(
+    name="daily_pnl_summary_sensor",
+    minimum_interval_seconds=300,
+    description="After each session's close: the day's P&L, orders, fills, rejections, interventions and model cost, as an alert.",
+)
+def daily_pnl_summary_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    from assets.partitions import exchange, last_closed_session
+    from lake.calendar import trading_days
+
+    venue = exchange()
+    closed = last_closed_session(_now(), venue)
+    done = date.fromisoformat(context.cursor) if context.cursor else closed - timedelta(days=1)
+    todo = trading_days(done + timedelta(days=1), closed, venue)[-MAX_SESSIONS:] if closed > done else []
+    if not todo:
+        return dg.SkipReason(f"session {done} already summarized; the next after its close")
+    trading = _trading()
+    ledger = trading.ledger()
+    try:
+        for day in todo:
+            s = session_summary(ledger, day, venue)
+            pnl = "no marks" if s["pnl"] is None else f"P&L {s['pnl']:+,.2f} ({s['pnl_pct']:+.2%})"
+            title = f"Quantlake {day}: {pnl}, {s['orders']} orders, {s['fills']} fills, {s['rejections']} rejections"
+            if not _deliver(title, {"alert_id": f"daily_pnl|{day}", "mode": trading.mode, **s}):
+                break
+            context.update_cursor(day.isoformat())
+    finally:
+        ledger.close()
+    return dg.SkipReason(f"summarized up to {context.cursor}")
+
+
+ALERT_SENSORS = [intervention_alert_sensor, daily_pnl_summary_sensor]
