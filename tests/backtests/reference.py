@@ -70,7 +70,11 @@ def reference_backtest(
     fractional: bool = False,
     allow_short: bool = False,
     brackets: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> tuple[list[float], list[Fill]]:
+    """Equity per bar and fills. `stats`, if given, counts `entries`, `capped` (entries the free cash
+    cut below their size of the available equity) and `zero` (entries that got no shares)."""
+    stats = stats if stats is not None else {}
     symbols = sorted(signals["symbol"].unique().to_list())
     by_ts = signals.sort("ts", "symbol").partition_by("ts", maintain_order=True)
     cash = init_cash
@@ -143,6 +147,9 @@ def reference_backtest(
                 others = sum(abs(position[x]) * opens[x] for x in symbols if x != s)
                 free = free_cash(after_closing(now, position[s], side, fill_price, price, fee_rate, 0.0), others)
                 delta = side * entry_shares(available, abs(pending[s]), fill_price, fee_rate, 0.0, not fractional, free) - position[s]
+                stats["entries"] = stats.get("entries", 0) + 1
+                stats["capped"] = stats.get("capped", 0) + (free < available * abs(pending[s]))
+                stats["zero"] = stats.get("zero", 0) + (abs(delta + position[s]) < MIN_SHARES)
             if delta > 0:
                 fill_price = price * (1 + slip)
                 shares = delta if fractional else math.floor(delta)
