@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import bars, derived, research, trading
+from orchestration.alert_sensors import ALERT_SENSORS
 from orchestration.executors import build_executor
 from orchestration.jobs import JOBS
 from orchestration.resources import build_resources
@@ -16,7 +17,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([bars, derived, research, trading]),
     jobs=JOBS,
     schedules=build_schedules(),
-    sensors=[*SENSORS, *TRADE_MANAGER_SENSORS],
+    sensors=[*SENSORS, *TRADE_MANAGER_SENSORS, *ALERT_SENSORS],
     resources=build_resources(),
     executor=build_executor(),
 )
