@@ -57,6 +57,44 @@ def test_backtest_asset(lake: LakeResource) -> None:
     assert (lake.path / "research/backtest/equity.parquet").is_file()
 
 
+def test_backtest_records_what_produced_it_rounded_for_people_exact_in_the_files(lake: LakeResource) -> None:
+    import json
+
+    meta = _materialize(research.backtest, lake, BASE | {"params": {"fast": 5, "slow": 20}}).metadata
+    assert meta["strategy"].value == "sma_cross" and meta["symbols"].value == "AAPL, MSFT" and meta["timeframe"].value == "1d"
+    params = meta["params"].value
+    assert isinstance(params, dict) and (params["fast"], params["slow"]) == (5, 20) and "sizing" in params
+    assert str(meta["range"].value).startswith("2023-01-03 ") and "bars)" in str(meta["range"].value)
+    exact = json.loads((lake.path / "research/backtest/metrics.json").read_text())
+    assert _number(meta["total_return"]) == round(exact["total_return"], 4) != exact["total_return"]
+    assert research._title("sma_cross", {"fast": 5, "slow": 20}, read_bars(lake.path, SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 2, 1, tzinfo=UTC))) == "sma_cross fast=5 slow=20 on AAPL,MSFT"
+
+
+def test_launchpads_scaffold_parameters_symbols_and_grid_with_their_defaults() -> None:
+    from dagster._config.pythonic_config import infer_schema_from_config_class
+
+    def defaults(config: type[dg.Config]) -> dict[str, object]:
+        fields = infer_schema_from_config_class(config).config_type.fields  # type: ignore[attr-defined]
+        return {name: f.default_value for name, f in fields.items() if f.default_provided}
+
+    backtest = defaults(research.ResearchConfig)
+    assert backtest["params"] == {"fast": SMA_CROSS.params().fast, "slow": SMA_CROSS.params().slow}
+    assert backtest["symbols"] and backtest["strategy"] == "sma_cross" and backtest["fees_bps"] == 1.0
+    sweep = defaults(research.SweepConfig)
+    assert sweep["grid"] == SMA_CROSS.params_model.sweep_ranges() and sweep["params"] == {}
+
+
+def test_an_untouched_scaffold_with_another_strategy_counts_as_unset(lake: LakeResource) -> None:
+    """Choosing donchian_breakout and leaving sma_cross's scaffolded fast/slow: its own defaults, not a refusal."""
+    from strategies.builtin import DONCHIAN_BREAKOUT
+
+    meta = _materialize(research.backtest, lake, BASE | {"strategy": "donchian_breakout"}).metadata
+    assert meta["params"].value == DONCHIAN_BREAKOUT.params().model_dump()
+    sweep = _materialize(research.parameter_sweep, lake, BASE | {"strategy": "donchian_breakout"}).metadata
+    ranges = DONCHIAN_BREAKOUT.params_model.sweep_ranges()
+    assert _number(sweep["combinations"]) == len(list(DONCHIAN_BREAKOUT.params_model.grid(**ranges))) > 1
+
+
 def test_sweep_walk_forward_and_monte_carlo_assets(lake: LakeResource) -> None:
     grid = {"fast": [3, 5, 8], "slow": [20, 40]}
     sweep = _materialize(research.parameter_sweep, lake, BASE | {"grid": grid}).metadata
