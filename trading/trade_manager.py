@@ -42,7 +42,7 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.stream import TradingStream
 
 from strategies.brackets import half_of
-from trading.brokers.alpaca import OrderView
+from trading.brokers.alpaca import OrderView, tick
 from trading.brokers.base import BrokerError, Fill, OrderState, OrderStatus
 from trading.events import Event, EventType
 from trading.execution import fill_event_id
@@ -278,9 +278,10 @@ class TradeManager:
         if t1_hit and breakeven is None and rest is not None:
             stop = rest if rest.type == "stop" else next(iter(rest.legs), None)
             if stop is not None and stop.state.status.is_open:
-                self.broker.replace_stop(stop.state.broker_order_id, leg_id(bracket.entry_id, BREAKEVEN), fill_price)
+                level = tick(fill_price)  # the entry's average price, at Alpaca's increment
+                self.broker.replace_stop(stop.state.broker_order_id, leg_id(bracket.entry_id, BREAKEVEN), level)
                 breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
-                actions.append(f"stop moved to breakeven {fill_price:g}")
+                actions.append(f"stop moved to breakeven {level:g}")
                 rest = self.broker.order_view(leg_id(bracket.entry_id, REST))
         if breakeven is not None:
             self._record_leg(bracket, BREAKEVEN, breakeven, recorded, replaces=leg_id(bracket.entry_id, REST))

@@ -515,6 +515,13 @@ class AlpacaTradingServer:
             raise _Reject(422, f"unsupported order type: {body['type']}")
         if body["type"] == "stop" and body.get("stop_price") is None:
             raise _Reject(422, "stop_price is required for stop orders")
+        for where, price in (
+            ("limit_price", body.get("limit_price")),
+            ("stop_price", body.get("stop_price")),
+            ("take_profit.limit_price", (body.get("take_profit") or {}).get("limit_price")),
+            ("stop_loss.stop_price", (body.get("stop_loss") or {}).get("stop_price")),
+        ):
+            self._check_increment(where, price)
         if body.get("order_class") == "oco":
             if body["type"] != "limit":
                 raise _Reject(422, "oco orders must be limit orders")
@@ -532,6 +539,16 @@ class AlpacaTradingServer:
                 raise _Reject(422, "bracket orders require take_profit.limit_price")
             if not (body.get("stop_loss") or {}).get("stop_price"):
                 raise _Reject(422, "bracket orders require stop_loss.stop_price")
+
+    @staticmethod
+    def _check_increment(where: str, price: Any) -> None:
+        """Alpaca refuses sub-penny prices (at $1 and above; 4 decimals below)."""
+        if price is None:
+            return
+        value = float(price)
+        places = 2 if value >= 1.0 else 4
+        if abs(value * 10**places - round(value * 10**places)) > 1e-6:
+            raise _Reject(422, f"invalid {where} {price}. sub-penny increment does not fulfill minimum pricing criteria")
 
     def _create_order(self, body: dict[str, Any]) -> dict[str, Any]:
         self._validate(body)
@@ -690,6 +707,7 @@ class AlpacaTradingServer:
         new = {**old, "id": str(uuid.uuid4()), "client_order_id": client_id, "replaces": old["id"]}
         new.update(created_at=now, updated_at=now, submitted_at=now, replaced_by=None, replaced_at=None)
         for name in ("limit_price", "stop_price"):
+            self._check_increment(name, body.get(name))
             if body.get(name) is not None:
                 new[name] = _dec(float(body[name]))
         if body.get("qty") is not None:

@@ -167,18 +167,23 @@ def test_stream_follows_the_bracket_and_a_504_after_accept_on_the_stop_move_send
 
 
 def test_breakeven_stop_ends_the_rest_at_the_entry_price(server: AlpacaTradingServer, ledger: Ledger) -> None:
-    enter(server, ledger)  # fills at once at 100
+    server.fill_market_orders = False
+    enter(server, ledger)
+    server.fill_order(ENTRY, 3, price=100.0)
+    server.fill_order(ENTRY, 7, price=100.01)  # average 100.007: Alpaca takes stops in whole cents only
     manager, _ = make_manager(server, ledger)
     manager.sync_all()
     server.set_price("AAPL", 110.0)
-    assert manager.sync_all() == {ENTRY: ["stop moved to breakeven 100"]}
-    server.set_price("AAPL", 100.0)  # back to the entry: the breakeven stop, not the original one, fires
-    manager.sync_all()
+    assert manager.sync_all() == {ENTRY: ["stop moved to breakeven 100.01"]}
+    assert live(server, "stop") == [(5.0, 100.01)]
+    server.set_price("AAPL", 100.01)  # back to the entry: the breakeven stop, not the original one, fires
+    assert manager.sync_all() == {ENTRY: ["bracket closed"]}
     assert position(server) == 0
-    assert sorted(fills(ledger)) == sorted(
-        [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, 110.0), (leg_id(ENTRY, BREAKEVEN), 5.0, 100.0)]
+    # polled, the entry's two fills are one: what Alpaca reports (its cumulative quantity and average)
+    assert sorted((cid, qty, round(price, 9)) for cid, qty, price in fills(ledger)) == sorted(
+        [(ENTRY, 10.0, 100.007), (leg_id(ENTRY, T1), 5.0, 110.0), (leg_id(ENTRY, BREAKEVEN), 5.0, 100.01)]
     )
-    assert replay_portfolio(ledger).realized_pnl == pytest.approx(50.0)
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(5 * (110 - 100.007) + 5 * (100.01 - 100.007))
     assert_nothing_twice(server)
 
 

@@ -125,6 +125,11 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def tick(price: float) -> float:
+    """`price` at Alpaca's increment for US equities: a cent at $1 and above, else 0.0001 (nearest)."""
+    return round(price, 2 if price >= 1.0 else 4)
+
+
 def _float(value: str | float | None) -> float:
     return 0.0 if value in (None, "") else float(value)  # type: ignore[arg-type]
 
@@ -309,7 +314,11 @@ class AlpacaBroker:
     def submit_exit(
         self, client_order_id: str, symbol: str, side: Side, quantity: float, *, stop: float, target: float | None
     ) -> OrderState:
-        """An exit, good till canceled: OCO (take-profit limit at `target`, stop leg at `stop`) or a stop."""
+        """An exit, good till canceled: OCO (take-profit limit at `target`, stop leg at `stop`) or a stop.
+
+        Levels go at Alpaca's price increment (`tick`): it refuses sub-penny prices."""
+        stop = tick(stop)
+        target = None if target is None else tick(target)
         label = f"exit {client_order_id} ({side.value} {quantity:g} {symbol})"
         fields: dict[str, Any] = {
             "symbol": symbol,
@@ -339,6 +348,7 @@ class AlpacaBroker:
         unknown outcome, so a 504 after Alpaca accepted never replaces twice. A stop that is no longer
         open (filled, canceled) cannot be replaced: BrokerError.
         """
+        stop_price = tick(stop_price)  # e.g. an average fill price of several partial fills
         label = f"stop {broker_order_id} -> {client_order_id} at {stop_price:g}"
         request = ReplaceOrderRequest(stop_price=stop_price, client_order_id=client_order_id)
         return self._send(
