@@ -248,11 +248,33 @@ def test_env_model_fills_in_what_the_pipeline_file_leaves_open() -> None:
 # ---- provider fallback chain: model A, then model B (another server), then the rules -----------------
 
 
-def _chain(a: OpenAIServer, b: OpenAIServer, **kw: Any) -> PipelineConfig:
-    llm = {"model": "fake-small", "base_url": a.base_url, "api_key_env": "QL_TEST_KEY", "max_retries": 0, "timeout_s": 5.0}
-    return PipelineConfig(
-        analyst=AgentSpec(type="llm_analyst", config={**llm, "fallbacks": [{"model": "llama3.1", "base_url": b.base_url}]}), prices=PRICED, max_in_flight=1, **kw
-    )
+def _chain(a: OpenAIServer, b: OpenAIServer, timeout_s: float = 5.0, **kw: Any) -> PipelineConfig:
+    llm = {"model": "fake-small", "base_url": a.base_url, "api_key_env": "QL_TEST_KEY", "max_retries": 0, "timeout_s": timeout_s}
+    fallback = {"model": "llama3.1", "base_url": b.base_url, "timeout_s": 5.0}
+    return PipelineConfig(analyst=AgentSpec(type="llm_analyst", config={**llm, "fallbacks": [fallback]}), prices=PRICED, max_in_flight=1, **kw)
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reply(content="{}", delay=2.0), "timeout"),  # a slow server
+        (Reply(status=429, content="rate limited"), "error"),  # still limited after the client's retries
+        (Reply(content='{"action": "BUY", "confid', finish_reason="length", prompt_tokens=1000, completion_tokens=100), "length"),
+        (fenced(Reply(content='{"action": "BUY"}')), "invalid"),
+    ],
+)
+def test_each_way_model_a_fails_hands_the_symbol_to_model_b(market: Market, reply: Reply, kind: str) -> None:
+    contexts = [c for c in market.contexts() if c.wants][:1]
+    with OpenAIServer(responder=lambda body: reply) as a, OpenAIServer(responder=good_answers) as b:
+        sink = MemorySink()
+        result = DecisionPipeline(_chain(a, b, timeout_s=0.5)).run(contexts, market.snapshot, as_of=market.as_of, sink=sink)
+        calls, second = (a.calls, b.calls), f"llama3.1@{b.base_url}"
+    assert calls == (1, 1)
+    [step] = sink.of_type(EventType.FALLBACK)
+    assert (step.payload["kind"], step.payload["to"]) == (kind, second) and step.payload["detail"]
+    assert result.executed()[0].rationale.startswith("model likes")
+    used = [e.payload["provider"] for e in _agent_events(sink, EventType.RESPONSE) if e.payload["outcome"] == "used"]
+    assert used == [second]
 
 
 def test_a_failing_provider_falls_back_to_the_next_server_and_is_skipped_for_the_cycle(market: Market) -> None:

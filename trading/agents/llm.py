@@ -227,7 +227,11 @@ class StructuredCaller:
         if self.cache is not None and self.cache.mode == CacheMode.REPLAY:
             raise ModelFailure("replay_miss", f"{self.agent}: no cached answer for {ctx.symbol} at {ctx.as_of.isoformat()}")
         self._reserve(messages, run)
-        run.emit(EventType.PROMPT, ctx, {"agent": self.agent, "model": self.settings.model, "schema": schema.__name__, "messages": messages})
+        run.emit(
+            EventType.PROMPT,
+            ctx,
+            {"agent": self.agent, "model": self.settings.model, "provider": self.settings.provider, "schema": schema.__name__, "messages": messages},
+        )
         convo: list[Any] = list(messages)
         if tools is not None and self.settings.max_tool_rounds:
             convo = self._tool_rounds(convo, tools, ctx, run)
