@@ -47,6 +47,7 @@ def _trading() -> Any:
 @dg.sensor(
     name="intervention_alert_sensor",
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,  # a safety alert is on unless someone turns it off
     description="An alert (log + QUANTLAKE_ALERT_WEBHOOK) for every breaker trip, kill switch and resume in the ledger, once each.",
 )
 def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
@@ -123,6 +124,7 @@ def session_summary(ledger: Any, day: date, exchange: str) -> dict[str, Any]:
 @dg.sensor(
     name="daily_pnl_summary_sensor",
     minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="After each session's close: the day's P&L, orders, fills, rejections, interventions and model cost, as an alert.",
 )
 def daily_pnl_summary_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:

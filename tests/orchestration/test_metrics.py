@@ -144,3 +144,30 @@ def test_a_ledger_without_marks_reports_no_equity_rather_than_zero(tmp_path: Pat
         got = _scrape(build_registry(instance, ledger=ledger, clock=lambda: datetime(2024, 11, 25, 12, 0, tzinfo=NY)))
     assert ("quantlake_equity", ()) not in got
     assert got[("quantlake_trading_halted", ())] == 0 and got[("quantlake_orders_total", ())] == 0
+
+
+def test_quantlake_metrics_once_prints_the_configured_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`quantlake metrics --once`: the ledger at QUANTLAKE_LEDGER_URL, the instance at DAGSTER_HOME."""
+    import time_machine
+
+    from orchestration.cli import main
+    from trading.events import Event
+    from trading.models import Mode
+
+    url = ledger_url(tmp_path)
+    at = datetime(2024, 11, 25, 15, 0, tzinfo=NY)
+    with Ledger(url) as ledger:
+        ledger.emit(Event(type=EventType.DEPOSIT, run_id="r", mode=Mode.SIMULATION, as_of=at, payload={"amount": 1000.0}))
+        for equity in (1000.0, 1012.5):
+            ledger.emit(Event(type=EventType.RECONCILIATION, run_id="r", mode=Mode.SIMULATION, as_of=at, payload={"ok": True, "equity": equity, "cash": 1000.0, "session": "2024-11-25"}))
+        ledger.emit(Event(type=EventType.INTERVENTION, run_id="r", mode=Mode.SIMULATION, as_of=at, payload={"kind": "kill_switch", "reason": "x", "session": "2024-11-25"}))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", url)
+    with time_machine.travel(datetime(2024, 11, 25, 15, 30, tzinfo=NY), tick=False):
+        assert main(["metrics", "--once"]) == 0
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(capsys.readouterr().out) for s in f.samples}
+    assert got[("quantlake_equity", ())] == 1012.5 and got[("quantlake_pnl_day", ())] == 12.5
+    assert got[("quantlake_trading_halted", ())] == 1 and got[("quantlake_interventions_total", (("kind", "kill_switch"),))] == 1
+    assert got[("quantlake_open_positions", ())] == 0
