@@ -172,3 +172,42 @@ def test_market_data_resource_falls_back_to_the_generator_and_counts_it(minute_b
         got = source.fetch(["AAPL"], "1m", START, END)
     assert_frame_equal(got, minute_bars.filter(pl.col("symbol") == "AAPL"))
     assert (source.fallbacks, source.last_used) == (1, "synthetic")
+
+
+def _alpaca_daily(daily: pl.DataFrame) -> pl.DataFrame:
+    """Daily bars as Alpaca stamps them: 00:00 New York (05:00Z in winter)."""
+    return daily.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.truncate("1d").dt.convert_time_zone("UTC"))
+
+
+def test_daily_bars_asked_from_the_session_open_keep_the_first_session() -> None:
+    """What the daily partition asks: from the first session's open. Alpaca filters by bar time and
+    its daily bar is stamped at midnight, so the request must start at midnight New York."""
+    from lake.calendar import session_bounds
+
+    daily = SYNTH.fetch(SYMBOLS, "1d", START, END)
+    state = _state(_alpaca_daily(daily))
+    first_open, last_close = session_bounds("2024-03-04")[0], session_bounds("2024-03-05")[1]
+    with alpaca_data_server(state) as url:
+        got = _source(url).fetch(SYMBOLS, "1d", first_open, last_close)
+    assert_frame_equal(got, daily.sort("symbol", "ts"))
+    assert got["ts"].min() == first_open
+    assert state.requests[0]["start"].startswith("2024-03-04T05:00:00")  # midnight New York, in UTC
+
+
+def test_a_daily_bar_on_no_session_is_kept_for_validation_to_quarantine() -> None:
+    """A weekend daily bar from the vendor is not dropped (nor a reason to refuse the rest)."""
+    daily = SYNTH.fetch(["AAPL"], "1d", START, END)
+    saturday = daily.head(1).with_columns(pl.lit(datetime(2024, 3, 2, 14, 30, tzinfo=UTC)).alias("ts"))
+    with alpaca_data_server(_state(_alpaca_daily(pl.concat([saturday, daily])))) as url:
+        got = _source(url).fetch(["AAPL"], "1d", datetime(2024, 3, 1, 5, tzinfo=UTC), END)
+    assert got.height == 3 and got["ts"][0] == datetime(2024, 3, 2, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("status", "transient"), [(503, True), (429, True), (403, False), (422, False)])
+def test_only_transient_failures_are_marked_worth_a_retry(status: int, transient: bool) -> None:
+    from lake.errors import TransientSourceError
+
+    state = AlpacaDataState(failures={n: (status, '{"message": "no"}') for n in range(1, 10)})
+    with alpaca_data_server(state) as url, pytest.raises(SourceError, match=f"HTTP {status}") as caught:
+        _source(url, retry_attempts=0).fetch(["AAPL"], "1m", START, END)
+    assert isinstance(caught.value, TransientSourceError) is transient

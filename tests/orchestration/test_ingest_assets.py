@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -107,3 +108,154 @@ def test_a_run_as_of_a_moment_ingests_only_what_had_happened_by_then(lake_root: 
     assert not bad.success
     [failure] = bad.get_step_failure_events()
     assert "is not an ISO time" in failure.step_failure_data.error.message  # type: ignore[union-attr]
+
+
+# --- bad input: a clear error, nothing lost ------------------------------------------------------
+
+
+def _files(lake_root: Path, csv: Path) -> dict[str, object]:
+    return {"lake": LakeResource(root=str(lake_root)), "market_data": MarketDataResource(source="files", files_glob=str(csv))}
+
+
+def _quarantine(lake_root: Path) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(p) for p in sorted((lake_root / "quarantine").rglob("*.parquet"))])
+
+
+def test_daily_bars_from_alpaca_keep_the_first_session_and_missing_ones_are_named(lake_root: Path) -> None:
+    """Alpaca stamps a daily bar at midnight New York and filters by bar time: the year's first
+    session is asked for in that convention, and a session the server lacks is a missing bar even
+    when it is the first of the range (the check spans the range requested, not the dates present)."""
+    from lake.calendar import trading_days
+    from lake.sources import SyntheticSource
+    from lake.store import read_bars
+    from tests.fakes.alpaca_data_server import AlpacaDataState, alpaca_bars_from_frame, alpaca_data_server
+
+    days = trading_days("2024-01-01", "2024-12-31")
+    daily = SyntheticSource().fetch([SYMBOL], "1d", *year_bounds(2024))
+    alpaca = daily.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.truncate("1d").dt.convert_time_zone("UTC"))
+    state = AlpacaDataState(bars=alpaca_bars_from_frame(alpaca))
+    with alpaca_data_server(state) as url:
+        source = MarketDataResource(source="alpaca", alpaca_api_key="PKTEST", alpaca_secret_key="s3cr3t", alpaca_url_override=url)
+        resources = {"lake": LakeResource(root=str(lake_root)), "market_data": source}
+        result = _run("ingest_daily_job", daily_key("2024", SYMBOL), resources)
+        assert result.success
+        bars = read_bars(lake_root, [SYMBOL], "1d", None, None)
+        assert bars.height == len(days) == 252 and bars["ts"].min() == session_open(days[0])
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["missing_bars"].passed
+
+        state.bars = alpaca_bars_from_frame(alpaca.slice(1))  # the server lacks 2 January
+        again = _run("ingest_daily_job", daily_key("2024", SYMBOL), resources)
+    checks = {e.check_name: e for e in again.get_asset_check_evaluations()}
+    assert not checks["missing_bars"].passed and checks["missing_bars"].metadata["failed_rows"].value == 1
+    assert "2024-01-02 14:30" in checks["missing_bars"].metadata["examples"].value  # type: ignore[operator]
+
+
+def test_every_row_read_is_written_or_quarantined(lake_root: Path, tmp_path: Path) -> None:
+    """2 rows in (a Friday bar and a Saturday bar), 1 written and 1 quarantined with its reason; a
+    bar after the close is quarantined by the same rule, not dropped outside the asked window."""
+    csv = tmp_path / "aapl.csv"
+    csv.write_text(
+        "ts,open,high,low,close,volume\n"
+        "2024-11-22 10:00,100,101,99,100.5,1000\n"  # Friday, in the session
+        "2024-11-22 17:30,100.5,101,100,100.7,300\n"  # Friday, after the close
+        "2024-11-23 10:00,100.5,102,100,101,900\n"  # Saturday: no session
+    )
+    result = _run("ingest_intraday_job", intraday_key("2024-11-22", SYMBOL), _files(lake_root, csv))
+    from lake.store import read_bars
+
+    assert read_bars(lake_root, [SYMBOL], "1m", None, None)["close"].to_list() == [100.5]
+    quarantine = _quarantine(lake_root)
+    assert sorted(quarantine["close"].to_list()) == [100.7, 101.0]
+    assert all("outside the AAPL session hours" in r for r in quarantine["reason"])
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["in_session"].passed and checks["in_session"].metadata["failed_rows"].value == 2
+
+
+def test_a_malformed_file_fails_once_with_its_line_and_is_not_retried(lake_root: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "aapl.csv"
+    csv.write_text(
+        "ts,open,high,low,close,volume\n"
+        "2024-11-22 10:00,100,101,99,100.5,1000\n"
+        "2024-11-22 10:01,100.5,101,100,100.7,300,17\n"  # one field too many: which one is extra?
+    )
+    result = _run("ingest_intraday_job", intraday_key("2024-11-22", SYMBOL), _files(lake_root, csv))
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries == [], "bad input must not be retried"
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert "aapl.csv line 3: 7 fields where the header" in message and "Exceeded max_retries" not in message
+    assert not (lake_root / "bars").exists()
+
+
+def test_a_transient_source_failure_is_still_retried(lake_root: Path) -> None:
+    """A 503 (alpaca-py itself retries only 429/504) is worth asking again: the step's retry policy
+    applies, and the second attempt ingests the day."""
+    from lake.calendar import session_bounds
+    from lake.sources import SyntheticSource
+    from tests.fakes.alpaca_data_server import AlpacaDataState, alpaca_bars_from_frame, alpaca_data_server
+
+    bars = SyntheticSource().fetch([SYMBOL], "1m", *session_bounds(DAY))
+    state = AlpacaDataState(bars=alpaca_bars_from_frame(bars), failures={1: (503, '{"message": "try later"}')})
+    with alpaca_data_server(state) as url:
+        source = MarketDataResource(source="alpaca", alpaca_api_key="PKTEST", alpaca_secret_key="s3cr3t", alpaca_url_override=url)
+        result = _run("ingest_intraday_job", intraday_key(DAY, SYMBOL), {"lake": LakeResource(root=str(lake_root)), "market_data": source})
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert result.success and len(retries) == 1 and len(state.requests) == 2
+
+
+def test_a_100x_bad_tick_blocks_the_partition(lake_root: Path, tmp_path: Path) -> None:
+    from lake.calendar import session_bounds
+    from lake.sources import SyntheticSource
+
+    bars = SyntheticSource().fetch([SYMBOL], "1m", *session_bounds(DAY))
+    tick = pl.int_range(pl.len()) == 60
+    bad = bars.with_columns(pl.when(tick).then(pl.col(c) * 100).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close"))
+    csv = tmp_path / "aapl.csv"
+    bad.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None)).write_csv(csv)
+    result = _run("ingest_intraday_job", intraday_key(DAY, SYMBOL), _files(lake_root, csv))
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["price_jump"].passed and checks["price_jump"].severity == dg.AssetCheckSeverity.ERROR
+    assert checks["price_jump"].metadata["failed_rows"].value == 2  # up 100x, and back down
+    assert "is 100.0x the previous close" in _quarantine(lake_root).sort("ts")["reason"][0]
+    assert not (lake_root / "resampled").exists(), "a blocking check stops the derived assets"
+
+
+def test_a_split_blocks_daily_bars_until_it_is_declared(lake_root: Path, tmp_path: Path) -> None:
+    """A 1-for-100 reverse split in a user's daily file: the jump blocks the year; declared in
+    <lake>/reference/corporate_actions.csv it is explained and every bar is written."""
+    from lake.corporate_actions import corporate_actions_path
+    from lake.sources import SyntheticSource
+    from lake.store import read_bars
+
+    daily = SyntheticSource().fetch([SYMBOL], "1d", *year_bounds(2024))
+    split = pl.col("ts") >= session_open(date(2024, 6, 3))
+    after = daily.with_columns(pl.when(split).then(pl.col(c) * 100).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close"))
+    csv = tmp_path / "aapl.csv"  # bare dates, as vendors ship daily bars
+    after.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()).drop("symbol").write_csv(csv)
+    blocked = _run("ingest_daily_job", daily_key("2024", SYMBOL), _files(lake_root, csv))
+    checks = {e.check_name: e for e in blocked.get_asset_check_evaluations()}
+    assert not checks["price_jump"].passed and checks["price_jump"].metadata["failed_rows"].value == 1
+    assert read_bars(lake_root, [SYMBOL], "1d", None, None).height == 251
+
+    path = corporate_actions_path(lake_root)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"symbol,ex_date,ratio\n{SYMBOL},2024-06-03,0.01\n")
+    explained = _run("ingest_daily_job", daily_key("2024", SYMBOL), _files(lake_root, csv))
+    assert explained.success
+    checks = {e.check_name: e for e in explained.get_asset_check_evaluations()}
+    assert checks["price_jump"].passed and checks["outlier_jumps"].passed
+    assert read_bars(lake_root, [SYMBOL], "1d", None, None).height == 252
+
+
+def year_bounds(year: int) -> tuple[datetime, datetime]:
+    from lake.calendar import year_window
+
+    return year_window(year)
+
+
+def session_open(day: date) -> datetime:
+    from lake.calendar import session_bounds
+
+    return session_bounds(day)[0]
