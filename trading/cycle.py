@@ -126,7 +126,15 @@ def run_decision_cycle(
         raise CycleError(
             f"decision bar {as_of.isoformat()} ({timeframe}) is not complete by the run's now {now.isoformat()}: a decision cannot see the future"
         )
-    bars = load_window(lake_root, symbols, timeframe, as_of, strategy.lookback(params) + 1, now)
+    # What the ledger holds is decided on too (its exits, its mark in the equity), listed or not.
+    held = sorted(s for s, q in replay_portfolio(ledger).positions.items() if q and s not in symbols)
+    bars = load_window(lake_root, [*symbols, *held], timeframe, as_of, strategy.lookback(params) + 1, now)
+    unmarked = [s for s in held if s not in set(bars["symbol"].unique().to_list())]
+    if unmarked:
+        raise CycleError(
+            f"the ledger holds {unmarked} but the lake has no recent {timeframe} bars for them: ingest them "
+            "(the position needs a mark and its exits) or close the position by hand"
+        )
     if as_of is None:
         bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)
         as_of = latest_common_bar(bars)

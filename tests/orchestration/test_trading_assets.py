@@ -241,3 +241,13 @@ def test_simulation_mode_carries_the_account_from_one_scheduled_run_to_the_next(
     assert next_bar < at_eleven_after(decision_bar) < later_bar
     assert fills and all(f.as_of == later_bar for f in fills)
     assert second.metadata["positions"].value == {s: q for s, q in portfolio.positions.items() if q}
+
+    # A run whose list leaves out what the ledger holds still marks and decides on it (its exits).
+    held = sorted(s for s, q in portfolio.positions.items() if q)
+    others = [s for s in SYMBOLS if s not in held]
+    assert held and others
+    before = {d["symbol"] for d in _decisions(url)}
+    third = _run(lake, resource, {"symbols": others[:1], "params": {"fast": 5, "slow": 20}, "as_of": later_bar.isoformat()}, at_eleven_after(later_bar))
+    decided = [d["symbol"] for d in _decisions(url)]
+    assert set(held) <= set(decided[-len(held) - 1 :]) and before <= set(decided)
+    assert third.metadata["positions"].value == second.metadata["positions"].value
