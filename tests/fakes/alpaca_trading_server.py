@@ -18,7 +18,8 @@ order created per client id, so tests can assert that nothing was sent twice.
 Exits rest and fill when the market moves (`set_price`): sell limits at or above their price, sell
 stops at or below theirs (buys mirrored), at the new price (a gap fills beyond the level). OCO
 orders (a take-profit limit with a stop leg) and bracket legs cancel their sibling when one fills.
-`fill_order` fills an order (partly) by hand. PATCH /v2/orders/{id} replaces an open order (the old
+`fill_order` fills an order (partly) by hand. An order against a position may not exceed the
+quantity open orders have not reserved (403 "insufficient qty available", as on Alpaca). PATCH /v2/orders/{id} replaces an open order (the old
 one becomes "replaced"). Every change is pushed on the trade_updates websocket (`stream_url`), in the
 protocol alpaca-py's `TradingStream` speaks: authenticate, listen, then `{"stream": "trade_updates",
 "data": {...}}` frames (binary JSON like Alpaca; msgpack when the client asks with Content-Type
@@ -540,6 +541,31 @@ class AlpacaTradingServer:
             if not (body.get("stop_loss") or {}).get("stop_price"):
                 raise _Reject(422, "bracket orders require stop_loss.stop_price")
 
+    def _held(self, symbol: str, side: str) -> float:
+        """Quantity reserved by open `side` orders of `symbol`: an OCO or a bracket's exits once per group."""
+        held = 0.0
+        for order in self.orders.values():
+            if order["symbol"] != symbol or order["_parent"] is not None:
+                continue
+            legs = [leg for leg in order.get("legs") or [] if leg["side"] == side and self._live(leg)]
+            if order["side"] == side and order["status"] in OPEN_STATUSES:
+                held += float(order["qty"]) - float(order["filled_qty"])
+            elif legs:  # a filled bracket entry: its take-profit and stop share one quantity
+                held += max(float(leg["qty"]) for leg in legs)
+        return held
+
+    def _check_available(self, body: dict[str, Any]) -> None:
+        """Like Alpaca: an order against a position may not exceed what open orders have not reserved."""
+        qty, _ = self.positions.get(body["symbol"], (0.0, 0.0))
+        against = qty > 0 if body["side"] == "sell" else qty < 0
+        if not against:
+            return
+        available = abs(qty) - self._held(body["symbol"], body["side"])
+        if float(body["qty"]) > available + 1e-9:
+            raise _Reject(
+                403, f"insufficient qty available for order (requested: {_dec(float(body['qty']))}, available: {_dec(available)})"
+            )
+
     @staticmethod
     def _check_increment(where: str, price: Any) -> None:
         """Alpaca refuses sub-penny prices (at $1 and above; 4 decimals below)."""
@@ -555,6 +581,7 @@ class AlpacaTradingServer:
         client_id = str(body.get("client_order_id") or uuid.uuid4())
         if self.order_by_client_id(client_id) is not None:
             raise _Reject(422, "client_order_id must be unique", code=40010001)
+        self._check_available(body)
         price = {"limit": body.get("limit_price"), "stop": body.get("stop_price")}.get(body["type"])
         price = float(price) if price is not None else self._price(body["symbol"])
         if body["side"] == "buy" and float(body["qty"]) * price > max(self.cash, 0.0):

@@ -21,7 +21,7 @@ from orchestration.definitions import defs
 from orchestration.trade_manager_sensor import run_trade_manager, trade_manager_sensor
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
 from trading.brokers.alpaca import AlpacaBroker
-from trading.brokers.base import client_order_id
+from trading.brokers.base import BrokerError, client_order_id
 from trading.events import EventType
 from trading.execution import Executor
 from trading.ledger import Ledger
@@ -355,3 +355,12 @@ def test_trade_manager_process_protects_an_entry_whose_fill_came_before_the_ledg
     assert not process.is_alive()
     assert_protected(server)
     assert_nothing_twice(server)
+
+
+def test_exits_reserve_exactly_the_position_as_alpaca_requires(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    """Alpaca refuses exits beyond the unreserved quantity: the legs use all of it, once (OCO legs share)."""
+    enter(server, ledger, quantity=9)
+    make_manager(server, ledger)[0].sync_all()
+    assert live(server, "stop") == [(4.0, STOP), (5.0, STOP)] and live(server, "limit") == [(4.0, TARGET1), (5.0, TARGET2)]
+    with pytest.raises(BrokerError, match="insufficient qty available"):
+        make_broker(server).submit_exit("one-more", "AAPL", Side.SELL, 1, stop=90.0, target=None)
