@@ -14,7 +14,9 @@ Entries follow `strategies.entries`, the rule the backtest compiles. An entry th
 (`OrderRequest.size`: the decision's limits did not cut it) is sized at its fill exactly as the
 backtest sizes it: side x floor(available x size / (fill price x (1 + fee))) shares in all, available
 being the equity after closing an opposite position (its fee and slippage paid). Any other order's
-part that opens a position or adds to a short is cut to that with size 1. The equity values
+part that opens a position or adds to a short is cut to that with size 1. Either is capped by the
+free cash (`strategies.entries.free_cash`: the equity after its closing part less the gross value of
+the other positions), so a short never commits cash a long already spent. The equity values
 positions at the bar's open, once before the bar's orders, as the backtest does. A buy is in any
 case capped by the cash there is. An order cut at its fill (by the rule or the cash) does not carry
 its remainder to later bars: the remainder is canceled, with the reason. A random partial fill's
@@ -25,7 +27,8 @@ bps against the trade; commission = traded value x fee, where fee = commission_b
 commission as a fraction of the order's unslipped price (the bar's open, or a bracket's level), the
 engine's own conversion. With slippage the per-share part is thus off a true per-share charge by
 the slippage fraction (2 bps of half a cent a share), and equal to the backtest's to the cent.
-Within a bar, sells go first, then buys by value (ties by symbol), as the backtest orders them.
+Within a bar, exits go first (brackets' included), then entries; each group sells first, then buys
+by value (ties by symbol), as the backtest orders them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
-from strategies.entries import after_closing, entry_shares
+from strategies.entries import after_closing, entry_shares, free_cash
 from trading.brokers.base import Account, Clock, Fill, OrderRequest, OrderState, OrderStatus, OrderType
 from trading.models import Side
 
@@ -203,10 +206,11 @@ class SimulatedBroker:
         orders = [o for o in self._open() if o.request.symbol in bars and _sent_by(o, bars[o.request.symbol]["ts"])]
         busy = {o.request.symbol for o in orders}  # a bar with an order on the symbol has no bracket exit (the open settles it)
         armed = [(sym, b) for sym, b in self._brackets.items() if sym in bars and sym not in busy and bars[sym]["ts"] > b.armed_after]
-        # Sells first, so the cash they free pays for the bar's buys; then buys by value, ties by symbol: the backtest's order.
-        work: list[tuple[float, str, _Order | _Bracket]] = [(self._order_value(o), o.request.symbol, o) for o in orders]
-        work += [(-b.side * abs(self._positions.get(sym, 0.0)) * self._marks[sym], sym, b) for sym, b in armed]
-        for _value, symbol, item in sorted(work, key=lambda w: (w[0], w[1])):
+        # Exits first (brackets' included), so the cash they free pays for the bar's entries; each
+        # group sells first, then buys, by value, ties by symbol: the backtest's order.
+        work: list[tuple[bool, float, str, _Order | _Bracket]] = [(self._is_entry(o), self._order_value(o), o.request.symbol, o) for o in orders]
+        work += [(False, -b.side * abs(self._positions.get(sym, 0.0)) * self._marks[sym], sym, b) for sym, b in armed]
+        for _entry, _value, symbol, item in sorted(work, key=lambda w: (w[0], w[1], w[2])):
             fill = self._fill_order(item, bars[symbol]) if isinstance(item, _Order) else self._bracket_bar(symbol, item, bars[symbol])
             if fill is not None:
                 new.append(fill)
@@ -218,6 +222,13 @@ class SimulatedBroker:
 
     def _open(self) -> list[_Order]:
         return [o for o in self._orders.values() if o.state.status.is_open]
+
+    def _is_entry(self, order: _Order) -> bool:
+        """A sized entry (a reversal included), or an order that does not reduce the position held."""
+        req, held = order.request, self._positions.get(order.request.symbol, 0.0)
+        if req.size is not None and order.state.filled_quantity == 0:
+            return True
+        return not ((req.side == Side.SELL and held > 0) or (req.side == Side.BUY and held < 0))
 
     def _order_value(self, order: _Order) -> float:
         """Signed value of what `order` would trade at the mark (sells negative): the sort key."""
@@ -243,7 +254,7 @@ class SimulatedBroker:
         fee = self._fee(open_)
         price = self._slipped(open_, req.side)
         if req.size is not None and state.filled_quantity == 0:
-            sized = self._sized_entry(req.side, req.size, held, price, open_, fee)
+            sized = self._sized_entry(req.symbol, req.side, req.size, held, price, open_, fee)
             if req.side == Side.BUY:  # the rule's own cap: a buy never takes more than the cash there is
                 sized = min(sized, self._whole(self._affordable(price, fee)))
             if sized <= 0:
@@ -266,7 +277,7 @@ class SimulatedBroker:
         elif not self.config.allow_short:
             qty = min(qty, max(held, 0.0))  # no naked shorts without a margin account
         if req.size is None:
-            qty = self._entry_cap(req.side, qty, held, price, open_, fee)
+            qty = self._entry_cap(req.symbol, req.side, qty, held, price, open_, fee)
         qty = self._whole(qty)
         if qty <= 0:
             why = "insufficient cash" if req.side == Side.BUY else "insufficient equity to short" if self.config.allow_short else "nothing to sell (no shorting)"
@@ -336,14 +347,25 @@ class SimulatedBroker:
         slip = self.config.slippage_bps / 1e4
         return price * (1 + slip) if side == Side.BUY else price * (1 - slip)
 
-    def _sized_entry(self, side: Side, size: float, held: float, price: float, open_: float, fee: float) -> float:
+    def _free(self, symbol: str, held: float, sign: int, price: float, open_: float, fee: float) -> float:
+        """`strategies.entries.free_cash` now: the equity after closing `held` less the gross value
+        of the other symbols' positions (summed in symbol order, as the backtest sums its columns)."""
+        equity, others = self.cash, 0.0
+        for s in sorted(self._positions):
+            equity += self._positions[s] * self._marks.get(s, 0.0)
+            if s != symbol:
+                others += abs(self._positions[s]) * self._marks.get(s, 0.0)
+        return free_cash(after_closing(equity, held, sign, price, open_, fee, 0.0), others)
+
+    def _sized_entry(self, symbol: str, side: Side, size: float, held: float, price: float, open_: float, fee: float) -> float:
         """Shares an entry of `size` trades at the fill: to side x `entry_shares` of the bar's equity
-        after closing an opposite position (the backtest's `entry_amount_nb`)."""
+        after closing an opposite position, at most the free cash (the backtest's `order_sim`)."""
         sign = 1 if side == Side.BUY else -1
         available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
-        return sign * (sign * entry_shares(available, size, price, fee, 0.0, not self.config.fractional) - held)
+        free = self._free(symbol, held, sign, price, open_, fee)
+        return sign * (sign * entry_shares(available, size, price, fee, 0.0, not self.config.fractional, free) - held)
 
-    def _entry_cap(self, side: Side, qty: float, held: float, price: float, open_: float, fee: float) -> float:
+    def _entry_cap(self, symbol: str, side: Side, qty: float, held: float, price: float, open_: float, fee: float) -> float:
         """`qty` cut so that its entry part follows `strategies.entries` with size 1 (module
         docstring); an order that only closes, or a buy adding to a long (capped by the cash), is left as it is."""
         sign = 1 if side == Side.BUY else -1
@@ -351,7 +373,8 @@ class SimulatedBroker:
         if qty <= closing or (sign > 0 and held > 0):
             return qty
         available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
-        most = entry_shares(available, 1.0, price, fee, 0.0, not self.config.fractional)
+        free = self._free(symbol, held, sign, price, open_, fee)
+        most = entry_shares(available, 1.0, price, fee, 0.0, not self.config.fractional, free)
         return min(qty, closing + max(most - max(sign * held, 0.0), 0.0))
 
     def _whole(self, qty: float) -> float:
