@@ -6,7 +6,8 @@ free cash:
 
     shares = min(available * size, free) / (price * (1 + fee) + fee_per_share)
 
-rounded down to whole shares (unfloored with fractional shares). `price` is the fill price, slippage
+rounded down to whole shares (unfloored with fractional shares; fewer than MIN_SHARES are none, as
+in vectorbt's order processing). `price` is the fill price, slippage
 included; `fee` the proportional fee, `fee_per_share` the fee per share (an executor that charges
 per-share fees as a fraction of the price passes that fraction in `fee` and 0 here).
 
@@ -27,6 +28,8 @@ Plain Python on purpose: the backtest and the sweeps compile these very function
 from __future__ import annotations
 
 import math
+
+MIN_SHARES = 1e-8  # an entry for fewer shares takes none: float dust of a cash balance already spent
 
 
 def after_closing(equity: float, position: float, side: int, fill_price: float, mark: float, fee: float, fee_per_share: float) -> float:
@@ -51,8 +54,10 @@ def entry_shares(
     available: float, size: float, price: float, fee: float, fee_per_share: float, whole: bool, free: float = math.inf
 ) -> float:
     """Shares an entry takes: `size` of `available`, at most `free`, over the cost of one share with
-    its fees, rounded down to whole shares if `whole`; 0 when nothing is available or free."""
+    its fees, rounded down to whole shares if `whole`; 0 when nothing is available or free, or when
+    it comes to less than MIN_SHARES."""
     if not available > 0.0 or not size > 0.0 or not free > 0.0:
         return 0.0
     shares = min(available * size, free) / (price * (1.0 + fee) + fee_per_share)
-    return float(math.floor(shares)) if whole else shares
+    shares = float(math.floor(shares)) if whole else shares
+    return shares if shares >= MIN_SHARES else 0.0
