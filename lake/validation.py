@@ -56,20 +56,24 @@ def _min_oc() -> pl.Expr:
     return pl.min_horizontal("open", "close")
 
 
+# Numbers that must be finite: pandas (so GX) reads a NaN as a missing value, polars does not; both
+# engines fail a NaN or an infinity in any of these.
+FINITE_COLUMNS = (*PRICE_COLUMNS, "volume")
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "not_null",
         True,
-        "Required columns (ts, OHLC, volume) are present and prices are finite.",
+        "Required columns (ts, OHLC, volume) are present and prices and volume are finite.",
         lambda: (
             pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED_COLUMNS])
-            | pl.any_horizontal([~pl.col(c).is_finite() for c in PRICE_COLUMNS])
+            | pl.any_horizontal([~pl.col(c).is_finite() for c in FINITE_COLUMNS])
         ),
         lambda: pl.format(
             "null or non-finite value in {}",
             pl.concat_str(
                 [
-                    pl.when(pl.col(c).is_null() | (~pl.col(c).is_finite() if c in PRICE_COLUMNS else pl.lit(False))).then(pl.lit(c))
+                    pl.when(pl.col(c).is_null() | (~pl.col(c).is_finite() if c in FINITE_COLUMNS else pl.lit(False))).then(pl.lit(c))
                     for c in REQUIRED_COLUMNS
                 ],
                 separator=", ",
@@ -418,7 +422,7 @@ def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
     """Runs the suite on the bars plus helper columns; returns pass/fail per rule."""
     view = frame.select(
         *REQUIRED_COLUMNS,
-        pl.all_horizontal([pl.col(c).is_finite() for c in PRICE_COLUMNS]).fill_null(False).alias("_finite"),
+        pl.all_horizontal([pl.col(c).is_finite() for c in FINITE_COLUMNS]).fill_null(False).alias("_finite"),
         "_increasing",
         "_in_session",
         "_jump_z",
