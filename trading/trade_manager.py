@@ -78,6 +78,8 @@ class ExitBroker(Protocol):
 
     def replace_stop(self, broker_order_id: str, client_order_id: str, stop_price: float) -> OrderState: ...
 
+    def cancel(self, broker_order_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Bracket:
@@ -296,6 +298,20 @@ class TradeManager:
             self._close(bracket, "every exit is over")
             actions.append("bracket closed")
         return actions
+
+    def release(self, symbol: str, reason: str) -> list[str]:
+        """Cancels the open exits of `symbol`'s brackets, so another exit (a strategy's sell, a flatten)
+        may use the shares they reserve; the brackets are closed and nothing is placed again."""
+        canceled: list[str] = []
+        with self._lock:
+            for bracket in self.brackets(symbol):
+                for leg in (T1, REST, BREAKEVEN):
+                    view = self.broker.order_view(leg_id(bracket.entry_id, leg))
+                    if view is not None and view.state.status.is_open:
+                        self.broker.cancel(view.state.broker_order_id)
+                        canceled.append(leg_id(bracket.entry_id, leg))
+                self._close(bracket, f"released: {reason}")
+        return canceled
 
     def _close(self, bracket: Bracket, reason: str) -> None:
         payload = {"bracket_closed": bracket.entry_id, "reason": reason}

@@ -394,6 +394,16 @@ class AlpacaTradingServer:
                 return 200, self._list_orders(query)
             if method == "PATCH" and path.startswith("/v2/orders/"):
                 return 200, self._replace(path.removeprefix("/v2/orders/"), body if isinstance(body, dict) else {})
+            if method == "DELETE" and path.startswith("/v2/orders/"):
+                order = self.orders.get(path.removeprefix("/v2/orders/"))
+                if order is None:
+                    raise _Reject(404, f"order not found for {path.removeprefix('/v2/orders/')}")
+                if order["status"] not in OPEN_STATUSES:
+                    raise _Reject(422, f"order is not cancelable (status {order['status']})", code=42210000)
+                for leg in [order, *(order.get("legs") or [])]:  # an OCO or bracket goes as a whole
+                    if leg["status"] in OPEN_STATUSES:
+                        self._cancel(leg)
+                return 204, None
             if method == "DELETE" and path == "/v2/orders":
                 return 207, self._cancel_all()
             if method == "GET" and path == "/v2/orders:by_client_order_id":
@@ -883,7 +893,7 @@ class AlpacaTradingServer:
                 self._send(status, {"code": _ERROR_CODES.get(status, status * 100_000), "message": message})
 
             def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
+                data = b"" if status == 204 else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -364,3 +364,18 @@ def test_exits_reserve_exactly_the_position_as_alpaca_requires(server: AlpacaTra
     assert live(server, "stop") == [(4.0, STOP), (5.0, STOP)] and live(server, "limit") == [(4.0, TARGET1), (5.0, TARGET2)]
     with pytest.raises(BrokerError, match="insufficient qty available"):
         make_broker(server).submit_exit("one-more", "AAPL", Side.SELL, 1, stop=90.0, target=None)
+
+
+def test_release_frees_the_shares_for_another_exit_and_places_nothing_again(
+    server: AlpacaTradingServer, ledger: Ledger
+) -> None:
+    """A strategy's own exit (or a flatten) needs the shares the legs reserve: release cancels them."""
+    enter(server, ledger)
+    manager, broker = make_manager(server, ledger)
+    manager.sync_all()
+    assert manager.release("AAPL", "strategy exit") == [leg_id(ENTRY, T1), leg_id(ENTRY, REST)]
+    assert live(server, "stop") == [] and live(server, "limit") == []
+    sell = broker.submit_exit("strategy-exit", "AAPL", Side.SELL, 10, stop=90.0, target=None)
+    assert sell.quantity == 10  # accepted: nothing reserved any more
+    assert manager.sync_all() == {}  # closed: not followed, nothing placed again
+    assert_nothing_twice(server)

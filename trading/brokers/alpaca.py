@@ -355,6 +355,10 @@ class AlpacaBroker:
             client_order_id, label, lambda: request, lambda r: self._client.replace_order_by_id(broker_order_id, r)
         )
 
+    def cancel(self, broker_order_id: str) -> None:
+        """Cancels one open order (an OCO with its leg); one no longer open raises BrokerError."""
+        self._read(f"cancel order {broker_order_id}", lambda: self._client.cancel_order_by_id(broker_order_id))
+
     def order_view(self, client_order_id: str) -> OrderView | None:
         """The order with this client id, with its type, levels and legs; None if Alpaca has none."""
         label = f"order {client_order_id}"
