@@ -210,6 +210,17 @@ def test_a_server_refusing_json_schema_gets_json_mode_remembered_per_model(marke
     assert [d.model_dump(exclude={"run_id"}) for d in again.decisions] == [d.model_dump(exclude={"run_id"}) for d in result.decisions]
 
 
+def test_symbols_in_flight_wait_for_the_first_probe_of_a_new_server(market: Market) -> None:
+    """Eight calls at once to a server never heard from: one asks for json_schema and is refused, the
+    others wait for that answer and go straight to JSON mode."""
+    with OpenAIServer(responder=any_format_answers, refuse_formats={"json_schema"}, default_delay=0.1) as server:
+        result, sink = _run(server, market, _all_signal(market), max_in_flight=8)
+        formats = [(b.get("response_format") or {}).get("type") for b in server.requests]
+    assert formats == ["json_schema"] + ["json_object"] * 10 and server.refused == 1
+    assert len(sink.of_type(EventType.FALLBACK)) == 1 and all(d.rationale.startswith("model likes") for d in result.executed())
+    assert server.max_in_flight > 1  # once settled, the calls run concurrently again
+
+
 def test_a_server_refusing_both_formats_gets_the_schema_in_a_plain_prompt(market: Market) -> None:
     contexts = [c for c in market.contexts() if c.wants][:1]
     with OpenAIServer(responder=lambda b: fenced(any_format_answers(b)), refuse_formats={"json_schema", "json_object"}) as server:

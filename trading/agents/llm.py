@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -121,6 +122,8 @@ class FormatMemory:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._formats: dict[tuple[str, str], Format] = {}
+        self._settled: set[tuple[str, str]] = set()  # keys whose format a server answered without refusing
+        self._probes: dict[tuple[str, str], threading.Lock] = {}
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> FormatMemory:
@@ -149,6 +152,23 @@ class FormatMemory:
     def forget(self) -> None:
         with self._lock:
             self._formats.clear()
+            self._settled.clear()
+
+    @contextmanager
+    def probing(self, key: tuple[str, str]) -> Iterator[None]:
+        """Until a server has answered once without refusing the format, its calls go one at a time, so
+        a cycle with many symbols in flight sends one request that may be refused, not one per symbol."""
+        with self._lock:
+            lock = None if key in self._settled else self._probes.setdefault(key, threading.Lock())
+        if lock is None:
+            yield
+            return
+        with lock:
+            yield
+
+    def settle(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._settled.add(key)
 
     def downgrade(self, key: tuple[str, str], refused: Format) -> Format:
         """The next format after `refused` (another thread may already have moved further)."""
@@ -249,32 +269,37 @@ class StructuredCaller:
         self, schema: type[T], messages: list[Any], ctx: SymbolContext, run: AgentRun, check: Callable[[T], object] | None, *, check_budget: bool
     ) -> T:
         while True:
-            fmt = self.formats.get(self.format_key)
-            convo = messages if fmt == "json_schema" else _with_instruction(messages, schema_instruction(schema))
-            if check_budget:
-                self._reserve(convo, run)
-            chat = self._client()
-            runnable = chat.bind(response_format=json_schema_format(schema) if fmt == "json_schema" else {"type": "json_object"}) if fmt != "prompt" else chat
-            try:
-                message = self._invoke(runnable, convo, ctx, run, fmt=fmt)
-            except _FormatRefused as refused:
-                nxt = self.formats.downgrade(self.format_key, fmt)
-                run.emit(
-                    EventType.FALLBACK,
-                    ctx,
-                    {
-                        "agent": self.agent,
-                        "model": self.settings.model,
-                        "base_url": self.settings.base_url or "",
-                        "provider": self.settings.provider,
-                        "kind": "format",
-                        "from": fmt,
-                        "to": nxt,
-                        "detail": refused.detail,
-                    },
-                )
-                check_budget = True
-                continue
+            with self.formats.probing(self.format_key):  # a server not yet heard from: one call at a time
+                fmt = self.formats.get(self.format_key)
+                convo = messages if fmt == "json_schema" else _with_instruction(messages, schema_instruction(schema))
+                if check_budget:
+                    self._reserve(convo, run)
+                chat = self._client()
+                runnable = chat.bind(response_format=json_schema_format(schema) if fmt == "json_schema" else {"type": "json_object"}) if fmt != "prompt" else chat
+                try:
+                    message = self._invoke(runnable, convo, ctx, run, fmt=fmt)
+                except _FormatRefused as refused:
+                    nxt = self.formats.downgrade(self.format_key, fmt)
+                    run.emit(
+                        EventType.FALLBACK,
+                        ctx,
+                        {
+                            "agent": self.agent,
+                            "model": self.settings.model,
+                            "base_url": self.settings.base_url or "",
+                            "provider": self.settings.provider,
+                            "kind": "format",
+                            "from": fmt,
+                            "to": nxt,
+                            "detail": refused.detail,
+                        },
+                    )
+                    check_budget = True
+                    continue
+                except ModelFailure:
+                    self.formats.settle(self.format_key)  # it failed otherwise: the format was not the problem
+                    raise
+                self.formats.settle(self.format_key)
             break
         meta = getattr(message, "response_metadata", None) or {}
         refusal = (getattr(message, "additional_kwargs", None) or {}).get("refusal")
