@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 
 from orchestration.home import DEFAULT_INSTANCE, ensure_dagster_home
 
@@ -25,6 +27,9 @@ def _assert_watched(instance: dg.DagsterInstance) -> None:
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert not instance.telemetry_enabled
     assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"  # the launcher the settings are for
+    sensor_ticks = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+    assert sensor_ticks[TickStatus.SKIPPED] == 7 and sensor_ticks[TickStatus.SUCCESS] == 90  # ticks do not pile up
+    assert instance.get_tick_retention_settings(InstigatorType.SCHEDULE)[TickStatus.SKIPPED] == 90
 
 
 def test_the_quantlake_commands_write_the_default_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
