@@ -47,9 +47,10 @@ def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingRe
         done = manager.sync_all()
     context.update_cursor(_now().isoformat())
     acted = {entry: actions for entry, actions in done.items() if actions}
-    if not acted:
-        return dg.SkipReason(f"{len(done)} open bracket(s), nothing to do")
     lines = [f"{entry}: {'; '.join(actions)}" for entry, actions in sorted(acted.items())]
+    lines += [f"UNPROTECTED {symbol}: {qty:g} share(s) without a stop" for symbol, qty in sorted(manager.unprotected.items())]
+    if not lines:
+        return dg.SkipReason(f"{len(done)} open bracket(s), nothing to do")
     context.log.info("trade manager: %s", " | ".join(lines))
     return dg.SkipReason(f"{len(done)} open bracket(s): " + " | ".join(lines))
 

@@ -80,6 +80,8 @@ class ExitBroker(Protocol):
 
     def cancel(self, broker_order_id: str) -> None: ...
 
+    def positions(self) -> dict[str, float]: ...
+
 
 @dataclass(frozen=True)
 class Bracket:
@@ -123,6 +125,8 @@ class TradeManager:
         self.mode = mode
         self.clock = clock
         self._lock = threading.Lock()  # the stream's passes and a reconnection's pass never interleave
+        self._covered: dict[str, float] = {}  # symbol -> shares under a live stop of ours (this pass)
+        self.unprotected: dict[str, float] = {}  # after a full pass: symbol -> shares held without a stop
 
     # -- reading the ledger
     def brackets(self, symbol: str | None = None) -> list[Bracket]:
@@ -229,13 +233,32 @@ class TradeManager:
         """One pass over every open bracket (of `symbol`): what each did, by entry id."""
         out: dict[str, list[str]] = {}
         with self._lock:
-            for bracket in self.brackets(symbol):
+            self._covered = {}
+            brackets = self.brackets(symbol)
+            for bracket in brackets:
+                self._covered.setdefault(bracket.symbol, 0.0)
                 try:
                     out[bracket.entry_id] = self._sync(bracket)
                 except BrokerError as error:  # the next pass asks again: the ids make that safe
                     log.warning("trade manager: %s %s: %s", bracket.symbol, bracket.entry_id, error)
                     out[bracket.entry_id] = [f"error: {error}"]
+            if symbol is None:
+                self.unprotected = self._check_protection() if brackets else {}
         return out
+
+    def _check_protection(self) -> dict[str, float]:
+        """Shares of the managed symbols the account holds beyond our live stops (a partly filled
+        entry, a failed leg, a position added to by hand): each is logged as a warning."""
+        try:
+            held = self.broker.positions()
+        except BrokerError as error:
+            log.warning("trade manager: positions unreadable: %s", error)
+            return {}
+        gaps = {s: abs(held.get(s, 0.0)) - covered for s, covered in self._covered.items()}
+        gaps = {s: gap for s, gap in gaps.items() if gap > _EPS}
+        for s, gap in sorted(gaps.items()):
+            log.warning("trade manager: %s: %g share(s) held without a stop", s, gap)
+        return gaps
 
     def sync(self, bracket: Bracket) -> list[str]:
         with self._lock:
@@ -294,6 +317,9 @@ class TradeManager:
             for order in (view, *view.legs):
                 self._record_fills(order, leg_id(bracket.entry_id, leg), recorded)
         orders = [o for v in (t1, rest, breakeven) if v is not None for o in (v, *v.legs)]
+        stops = {o.state.broker_order_id: o for o in orders if o.type == "stop" and o.state.status.is_open}
+        covered = sum(o.state.quantity - o.state.filled_quantity for o in stops.values())
+        self._covered[bracket.symbol] = self._covered.get(bracket.symbol, 0.0) + covered
         if orders and not any(o.state.status.is_open for o in orders):
             self._close(bracket, "every exit is over")
             actions.append("bracket closed")

@@ -379,3 +379,33 @@ def test_release_frees_the_shares_for_another_exit_and_places_nothing_again(
     assert sell.quantity == 10  # accepted: nothing reserved any more
     assert manager.sync_all() == {}  # closed: not followed, nothing placed again
     assert_nothing_twice(server)
+
+
+def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    """The poll also reads the positions: shares of a managed symbol beyond our live stops are named."""
+    trading = TradingResource(
+        mode="paper",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        alpaca_api_key=KEY,
+        alpaca_secret_key=SECRET,
+        alpaca_trading_url=server.base_url,
+    )
+    server.fill_market_orders = False
+    with time_machine.travel(NOW, tick=False):
+        with trading.ledger() as ledger:
+            enter(server, ledger)
+        server.fill_order(ENTRY, 4, price=100.0)
+
+        def tick() -> str:
+            result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading}))
+            assert isinstance(result, dg.SkipReason) and result.skip_message
+            return result.skip_message
+
+        assert tick() == (
+            f"1 open bracket(s): {ENTRY}: entry open (4 filled): exits wait for it to finish"
+            " | UNPROTECTED AAPL: 4 share(s) without a stop"
+        )
+        server.fill_order(ENTRY, price=100.0)
+        assert tick() == f"1 open bracket(s): {ENTRY}: t1: sell 5 placed; rest: sell 5 placed"
+        server.positions["AAPL"] = (12.0, 100.0)  # two shares bought by hand (the web UI): no stop of ours
+        assert tick() == "1 open bracket(s): UNPROTECTED AAPL: 2 share(s) without a stop"
