@@ -23,7 +23,7 @@ import structlog
 from assets.resources import LakeResource, TradingResource
 from orchestration.observability import ensure_logging, get_logger
 
-_IDS = ("run_id", "cycle_id", "trace_id", "job", "partition")
+_IDS = ("run_id", "cycle_id", "trace_id", "job", "partition", "step")
 
 
 def cycle_id(run_id: str, job: str, tags: Mapping[str, str]) -> str:
@@ -56,6 +56,9 @@ class RunContextMixin:
         if run is None:  # a resource built outside a run (tests, the CLI's own reads)
             return
         ids = run_ids(run)
+        step = context.log.metadata.get("step_key") if context.log is not None else None
+        if step:
+            ids["step"] = step
         bound = structlog.contextvars.get_contextvars()
         if bound.get("run_id") != run.run_id:  # two observed resources in one step bind once
             structlog.contextvars.bind_contextvars(**ids)
