@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,11 +123,11 @@ def test_rate_limit_is_retried_with_backoff_then_answered(server: OpenAIServer, 
 
 def test_a_hung_model_times_out_and_falls_back(server: OpenAIServer, market: Market) -> None:
     contexts = [c for c in market.contexts() if c.wants][:1]
-    server.responder = lambda body: Reply(content="{}", delay=5.0)
+    # The reply never comes on its own (the delay ends only when the server closes, after the test):
+    # without a working timeout the run blocks until pytest-timeout fails it. No clock is read.
+    server.responder = lambda body: Reply(content="{}", delay=3600.0)
     sink = MemorySink()
-    started = time.monotonic()
     DecisionPipeline(_config(server, analyst=_llm(server, timeout_s=0.3))).run(contexts, market.snapshot, as_of=market.as_of, sink=sink)
-    assert time.monotonic() - started < 3.0
     assert [e.payload["kind"] for e in sink.of_type(EventType.FALLBACK)] == ["timeout"]
 
 
