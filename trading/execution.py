@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -70,8 +70,21 @@ def fill_event_id(fill_id: str) -> str:
 class Executor:
     """Sends orders for one step at the run's `now`, under the limits' controls (`trading.safety`)."""
 
-    def __init__(self, broker: Broker, ledger: EventLog, *, mode: Mode, run_id: str, now: datetime, limits: RiskLimits | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        ledger: EventLog,
+        *,
+        mode: Mode,
+        run_id: str,
+        now: datetime,
+        limits: RiskLimits | None = None,
+        before_exit: Callable[[str], object] | None = None,
+    ) -> None:
         self.broker = broker
+        # Called with the symbol before a strategy's exit is sent: on Alpaca the trade manager's
+        # resting exits reserve the shares, so they are released first (or the sell is refused).
+        self.before_exit = before_exit
         self.ledger = ledger
         self.mode = mode
         self.run_id = run_id
@@ -150,6 +163,8 @@ class Executor:
             request = OrderRequest(
                 client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size, **levels
             )
+            if reducing and self.before_exit is not None:
+                self.before_exit(d.symbol)
             out = self._send(request, d.decided_at)
             trades += len(out)
             states.extend(out)

@@ -74,6 +74,17 @@ def advance_simulation(broker: SimulatedBroker, executor: Executor, bars: pl.Dat
     return fills
 
 
+def _trade_manager(broker: Broker | None, ledger: Ledger, mode: Mode, run_id: str, now: datetime) -> Any:
+    """On Alpaca (paper/live) the trade manager owns the brackets' exits (`trading.trade_manager`)."""
+    from trading.brokers.alpaca import AlpacaBroker
+
+    if not isinstance(broker, AlpacaBroker) or mode not in (Mode.PAPER, Mode.LIVE):
+        return None
+    from trading.trade_manager import TradeManager  # it imports the executor's helpers: imported when used
+
+    return TradeManager(broker, ledger, run_id=run_id, mode=mode, clock=lambda: now)
+
+
 def last_marks(bars: pl.DataFrame) -> dict[str, float]:
     return {r["symbol"]: r["close"] for r in bars.sort("ts").group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
 
@@ -104,7 +115,9 @@ def trading_step(
     # 1. Funding, and the simulated market up to the decision bar.
     account_cash = broker.account().cash if trading and broker is not None else initial_cash
     fund(ledger, account_cash, source=broker.name if trading and broker is not None else "initial", run_id=run_id, mode=mode, now=now)
-    executor = Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits) if trading and broker is not None else None
+    manager = _trade_manager(broker, ledger, mode, run_id, now)
+    release = (lambda symbol: manager.release(symbol, "strategy exit")) if manager is not None else None
+    executor = Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits, before_exit=release) if trading and broker is not None else None
     safety = executor.safety if executor is not None else Safety(ledger, limits, now, run_id, mode)
     if executor is not None and isinstance(broker, SimulatedBroker):
         advance_simulation(broker, executor, past)
@@ -145,5 +158,7 @@ def trading_step(
     if executor is not None and broker is not None:
         orders = executor.execute(result.decisions, broker.positions())
         blocked = executor.blocked
+        if manager is not None and orders:
+            manager.sync_all()  # entries that filled already get their exits now, not at the next pass
     return StepReport(as_of, now, snapshot, result, skipped, contexts, estimate, written, orders, flattened, trips, blocked)
 

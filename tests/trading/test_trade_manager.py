@@ -409,3 +409,31 @@ def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, 
         assert tick() == f"1 open bracket(s): {ENTRY}: t1: sell 5 placed; rest: sell 5 placed"
         server.positions["AAPL"] = (12.0, 100.0)  # two shares bought by hand (the web UI): no stop of ours
         assert tick() == "1 open bracket(s): UNPROTECTED AAPL: 2 share(s) without a stop"
+
+
+def test_a_strategy_exit_through_the_step_releases_the_legs_and_sells_once(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    """The step's executor on Alpaca releases the bracket's resting exits before a strategy's sell:
+    without it Alpaca refuses the sell (the legs reserve every share) and the exit signal is lost."""
+    from trading.step import _trade_manager
+
+    enter(server, ledger)
+    broker = make_broker(server)
+    manager = _trade_manager(broker, ledger, Mode.PAPER, "decide-2", NOW)
+    assert manager is not None and _trade_manager(broker, ledger, Mode.VALIDATION, "v", NOW) is None
+    manager.sync_all()
+    assert_protected(server)
+    later = NOW.replace(hour=16)
+    sell = Decision(run_id="decide-2", strategy="brackets", symbol="AAPL", decided_at=later, verdict=Verdict.EXECUTE, side=Side.SELL, quantity=10)
+    executor = Executor(broker, ledger, mode=Mode.PAPER, run_id="decide-2", now=later, before_exit=lambda s: manager.release(s, "strategy exit"))
+    [state] = executor.execute([sell], {"AAPL": 10.0})
+    assert state.status.value != "rejected" and not list(ledger.events(types=[EventType.REJECTION.value]))
+    assert position(server) == 0 and live(server, "stop") == [] and live(server, "limit") == []
+    assert manager.sync_all() == {}  # the bracket is closed: nothing placed again
+    assert_nothing_twice(server)
+    # Without the release the same sell is refused: the legs hold the shares.
+    other = AlpacaTradingServer(prices={"AAPL": 100.0}, api_key=KEY, secret_key=SECRET)
+    with other as srv, Ledger("sqlite://") as fresh:
+        enter(srv, fresh)
+        make_manager(srv, fresh)[0].sync_all()
+        Executor(make_broker(srv), fresh, mode=Mode.PAPER, run_id="decide-2", now=later).execute([sell], {"AAPL": 10.0})
+        assert list(fresh.events(types=[EventType.REJECTION.value])) and position(srv) == 10
