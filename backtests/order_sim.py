@@ -66,6 +66,54 @@ def _execute_nb(
 
 
 @njit(cache=True)
+def _orders_of_bar_nb(
+    i: int, kind: np.ndarray, amount: np.ndarray, price: np.ndarray, pending: np.ndarray, value: float,
+    position: np.ndarray, debt: np.ndarray, fill_price: np.ndarray, fee_rate: float, fee_per_share: float,
+    slippage: np.ndarray, granularity: float, whole_shares: bool, cash: float, free: float, oidx: int, lidx: int,
+    order_values: np.ndarray, call_seq: np.ndarray, order_records: np.ndarray, log_records: np.ndarray,
+) -> tuple[float, float, int, int]:
+    """Executes bar `i`'s orders (`kind`, `amount`, `price` per column; entries sized here) in the
+    module's order; updates `position` and `debt` in place, returns cash, free cash and record counts."""
+    m = kind.shape[0]
+    # 3. Exits by value (sells first), then entries by value (an entry's before costs: the
+    # weight of the bar's equity less what is held; equal weights tie and go by column).
+    for col in range(m):
+        call_seq[col] = col
+        if kind[col] == ENTRY:
+            order_values[col] = pending[col] * value - position[col] * fill_price[i, col]
+        else:
+            order_values[col] = amount[col] * price[col] if kind[col] != NONE else np.inf
+    vnb.insert_argsort_nb(order_values, call_seq)
+    for entries in (False, True):
+        for k in range(m):
+            col = call_seq[k]
+            if kind[col] == NONE or (kind[col] == ENTRY) != entries:
+                continue
+            delta = amount[col]
+            if entries:
+                side = 1 if pending[col] > 0 else -1
+                mark = fill_price[i, col]
+                fill = mark * (1.0 + side * slippage[i, col])
+                fee = fee_rate + fee_per_share / mark
+                equity_now, others_gross = cash, 0.0
+                for j in range(m):
+                    equity_now += position[j] * fill_price[i, j]
+                    if j != col:
+                        others_gross += abs(position[j]) * fill_price[i, j]
+                room = free_cash_nb(after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0), others_gross)
+                available = after_closing_nb(value, position[col], side, fill, mark, fee, 0.0)
+                delta = side * entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room) - position[col]
+            if delta == 0 or np.isnan(delta):
+                continue
+            state = ProcessOrderState(cash, position[col], debt[col], free, price[col], value, oidx, lidx)
+            fee = fee_rate + fee_per_share / price[col]
+            state = _execute_nb(i, col, delta, price[col], fee, slippage[i, col], granularity, state, order_records, log_records)
+            cash, position[col], debt[col], free = state.cash, state.position, state.debt, state.free_cash
+            oidx, lidx = state.oidx, state.lidx
+    return cash, free, oidx, lidx
+
+
+@njit(cache=True)
 def simulate_signals_nb(
     entry_long: np.ndarray,
     exit_long: np.ndarray,
@@ -106,12 +154,13 @@ def simulate_signals_nb(
     kind = np.zeros(m, dtype=np.int64)
     amount = np.empty(m)
     price = np.empty(m)
-    order_value = np.empty(m)
+    order_values = np.empty(m)
     call_seq = np.empty(m, dtype=np.int64)
     cash, free, oidx, lidx = init_cash, init_cash, 0, 0
     for i in range(n):
         # 1. Each symbol's order on this bar.
         value = cash
+        orders_now = False
         for col in range(m):
             kind[col], amount[col], price[col] = NONE, np.nan, fill_price[i, col]
             value += position[col] * fill_price[i, col]  # 2. the bar's equity, at its fill prices
@@ -126,52 +175,23 @@ def simulate_signals_nb(
                 if action > 0:
                     kind[col], price[col] = (HALF if action == 1 else EXIT), level
                     amount[col] = half_exit_nb(position[col], side, whole_shares) if action == 1 else -position[col]
-        # 3. Exits by value (sells first), then entries by value (an entry's before costs: the
-        # weight of the bar's equity less what is held; equal weights tie and go by column).
-        for col in range(m):
-            call_seq[col] = col
-            if kind[col] == ENTRY:
-                order_value[col] = pending[col] * value - position[col] * fill_price[i, col]
-            else:
-                order_value[col] = amount[col] * price[col] if kind[col] != NONE else np.inf
-        vnb.insert_argsort_nb(order_value, call_seq)
-        for entries in (False, True):
-            for k in range(m):
-                col = call_seq[k]
-                if kind[col] == NONE or (kind[col] == ENTRY) != entries:
-                    continue
-                delta = amount[col]
-                if entries:
-                    side = 1 if pending[col] > 0 else -1
-                    mark = fill_price[i, col]
-                    fill = mark * (1.0 + side * slippage[i, col])
-                    fee = fee_rate + fee_per_share / mark
-                    equity_now, others_gross = cash, 0.0
-                    for j in range(m):
-                        equity_now += position[j] * fill_price[i, j]
-                        if j != col:
-                            others_gross += abs(position[j]) * fill_price[i, j]
-                    room = free_cash_nb(after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0), others_gross)
-                    available = after_closing_nb(value, position[col], side, fill, mark, fee, 0.0)
-                    delta = side * entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room) - position[col]
-                if delta == 0 or np.isnan(delta):
-                    continue
-                state = ProcessOrderState(cash, position[col], debt[col], free, price[col], value, oidx, lidx)
-                fee = fee_rate + fee_per_share / price[col]
-                state = _execute_nb(i, col, delta, price[col], fee, slippage[i, col], granularity, state, order_records, log_records)
-                cash, position[col], debt[col], free = state.cash, state.position, state.debt, state.free_cash
-                oidx, lidx = state.oidx, state.lidx
-        # Brackets follow the fills: armed by an entry from flat that got shares, gone with the position.
-        for col in range(m):
-            if not np.isnan(pending[col]):
-                if brackets and pending[col] * position[col] > 0 and from_flat[col]:
-                    phase[col], fill_bar[col], entry_px[col] = 1, i, fill_price[i, col]
-                    levels[col] = p_levels[col]
-                else:
+            orders_now = orders_now or kind[col] != NONE
+        if orders_now:
+            cash, free, oidx, lidx = _orders_of_bar_nb(
+                i, kind, amount, price, pending, value, position, debt, fill_price, fee_rate, fee_per_share, slippage,
+                granularity, whole_shares, cash, free, oidx, lidx, order_values, call_seq, order_records, log_records,
+            )  # fmt: skip
+            # Brackets follow the fills: armed by an entry from flat that got shares, gone with the position.
+            for col in range(m):
+                if not np.isnan(pending[col]):
+                    if brackets and pending[col] * position[col] > 0 and from_flat[col]:
+                        phase[col], fill_bar[col], entry_px[col] = 1, i, fill_price[i, col]
+                        levels[col] = p_levels[col]
+                    else:
+                        phase[col] = 0
+                    pending[col] = np.nan
+                elif position[col] == 0:
                     phase[col] = 0
-                pending[col] = np.nan
-            elif position[col] == 0:
-                phase[col] = 0
         # 4. This bar's signals decide the next bar's orders, from the side the fills left.
         if i == n - 1:
             break
