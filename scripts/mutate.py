@@ -49,10 +49,13 @@ MODULES: dict[str, list[str]] = {
     "orchestration/bulk.py": ["tests/orchestration/test_cli.py", "-k", "bulk"],
     "backtests/kernels.py": ["tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py", "tests/backtests/test_entry_sizing.py"],
     "backtests/sweep_nb.py": ["tests/backtests/test_sweep.py"],
+    # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
+    "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
+    "strategies/entries.py": ["tests/backtests/test_entry_sizing.py", "tests/backtests/test_shared_cash.py"],
     "trading/risk.py": ["tests/trading/test_risk.py"],
     "trading/execution.py": ["tests/trading/test_execution.py"],
 }
-FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py"}
+FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
 
 _ARITH = {"Add", "Sub", "Mul", "Div"}
 _BITS = {"BitOr", "BitAnd"}
