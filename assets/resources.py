@@ -93,6 +93,7 @@ class TradingResource(dg.ConfigurableResource):
     daily_budget_usd: float | None = Field(default=None, ge=0)
     daily_budget_tokens: int | None = Field(default=None, ge=0, description="Model tokens a day (priced or not).")
     live_opt_in: bool = False
+    live_confirmed: bool = False  # QUANTLAKE_LIVE_TRADING=yes in the environment (orchestration.resources reads it)
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None
     alpaca_trading_url: str | None = None
@@ -143,7 +144,7 @@ class TradingResource(dg.ConfigurableResource):
         from trading.models import Mode
 
         mode = Mode(self.mode)
-        check_mode(mode, live_opt_in=self.live_opt_in)
+        check_mode(mode, live_opt_in=self.live_opt_in, live_confirmed=self.live_confirmed)
         if mode == Mode.VALIDATION:
             return None
         if mode == Mode.SIMULATION:

@@ -70,6 +70,7 @@ def trading_resource() -> TradingResource:
         "llm_base_url": os.environ.get("OPENAI_BASE_URL", ""),
         "cache_dir": os.environ.get("QUANTLAKE_LLM_CACHE", ""),
         "live_opt_in": os.environ.get("QUANTLAKE_LIVE_OPT_IN", "0") == "1",
+        "live_confirmed": os.environ.get("QUANTLAKE_LIVE_TRADING") == "yes",  # the second, environment-only opt-in
         "alpaca_trading_url": os.environ.get("ALPACA_TRADING_URL") or None,
         "sim_state_file": os.environ.get("QUANTLAKE_SIM_STATE", ""),  # simulation mode's account between runs
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -50,11 +49,12 @@ class ReconciliationFailed(ExecutionError):
     """The broker could not be read before trading: nothing is sent (fail closed)."""
 
 
-def check_mode(mode: Mode, *, live_opt_in: bool) -> None:
-    """Live needs both the config flag and QUANTLAKE_LIVE_TRADING=yes; says so loudly either way."""
+def check_mode(mode: Mode, *, live_opt_in: bool, live_confirmed: bool) -> None:
+    """Live needs both the config flag and the environment's QUANTLAKE_LIVE_TRADING=yes (read by
+    `orchestration.resources`, passed in as `live_confirmed`); says so loudly either way."""
     if mode != Mode.LIVE:
         return
-    if not live_opt_in or os.environ.get(LIVE_ENV) != LIVE_ENV_VALUE:
+    if not live_opt_in or not live_confirmed:
         raise ExecutionError(
             f"mode 'live' sends real orders with real money: set live_opt_in: true in config AND {LIVE_ENV}={LIVE_ENV_VALUE} "
             "in the environment (one of them is missing)"

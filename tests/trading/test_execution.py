@@ -154,15 +154,12 @@ def test_trades_per_day_refuse_new_risk_but_not_exits(ledger: Ledger) -> None:
     assert len(tomorrow.execute([_decision("CCC", Side.BUY, 1, at=OPEN + timedelta(days=1))], {})) == 1
 
 
-def test_live_mode_needs_both_opt_ins(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("QUANTLAKE_LIVE_TRADING", raising=False)
-    check_mode(Mode.PAPER, live_opt_in=False)
-    with pytest.raises(ExecutionError, match="real money"):
-        check_mode(Mode.LIVE, live_opt_in=True)
-    monkeypatch.setenv("QUANTLAKE_LIVE_TRADING", "yes")
-    with pytest.raises(ExecutionError, match="real money"):
-        check_mode(Mode.LIVE, live_opt_in=False)
-    check_mode(Mode.LIVE, live_opt_in=True)
+def test_live_mode_needs_both_opt_ins() -> None:
+    check_mode(Mode.PAPER, live_opt_in=False, live_confirmed=False)
+    for opt_in, confirmed in ((True, False), (False, True), (False, False)):
+        with pytest.raises(ExecutionError, match="real money"):
+            check_mode(Mode.LIVE, live_opt_in=opt_in, live_confirmed=confirmed)
+    check_mode(Mode.LIVE, live_opt_in=True, live_confirmed=True)
 
 
 def test_ledger_replay_equals_the_broker_after_a_long_random_session(ledger: Ledger) -> None:
@@ -189,3 +186,13 @@ def test_ledger_replay_equals_the_broker_after_a_long_random_session(ledger: Led
     assert portfolio.cash == pytest.approx(broker.cash, rel=1e-12)
     assert {s: q for s, q in portfolio.positions.items() if q} == pytest.approx(broker.positions())
     assert len(list(ledger.events(types=[EventType.FILL.value]))) == len(broker.fills)
+
+
+def test_the_environment_opt_in_is_read_by_orchestration_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trading/ never reads QUANTLAKE_LIVE_TRADING itself: orchestration passes it down as a value."""
+    from orchestration.resources import trading_resource
+
+    monkeypatch.setenv("QUANTLAKE_LIVE_TRADING", "yes")
+    assert trading_resource().live_confirmed is True
+    monkeypatch.setenv("QUANTLAKE_LIVE_TRADING", "no")
+    assert trading_resource().live_confirmed is False
