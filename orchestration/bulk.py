@@ -16,19 +16,24 @@ from tqdm import tqdm
 from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from lake.bulk import BulkSummary, bulk_ingest
-from lake.calendar import session_bounds, trading_days
+from lake.calendar import day_window, session_bounds, trading_days, year_window
 
 
 def _ranges(days: list[date], years: list[str], exchange: str, now: datetime) -> list[tuple[str, str, datetime, datetime]]:
-    """(timeframe, layout, start, end) for the 1m sessions and the 1d years, closed sessions only."""
+    """(timeframe, layout, start, end) for the 1m sessions and the 1d years, closed sessions only.
+
+    The windows are the partitions' own (`day_window`, `year_window`: nights and weekends included),
+    so a file's after-hours or weekend row is quarantined, as the Dagster ingest does, not skipped."""
     out: list[tuple[str, str, datetime, datetime]] = []
     if days and session_bounds(days[0], exchange)[0] < now:  # never ask for minutes yet to come
-        out.append(("1m", "date", session_bounds(days[0], exchange)[0], min(session_bounds(days[-1], exchange)[1], now)))
+        out.append(("1m", "date", day_window(days[0], exchange)[0], min(day_window(days[-1], exchange)[1], now)))
     if years:
         sessions = trading_days(date(int(years[0]), 1, 1), date(int(years[-1]), 12, 31), exchange)
         closed = [d for d in sessions if session_bounds(d, exchange)[1] <= now]
         if closed:
-            out.append(("1d", "year", session_bounds(closed[0], exchange)[0], session_bounds(closed[-1], exchange)[1]))
+            last_year_end = year_window(int(years[-1]))[1]
+            end = last_year_end if now >= last_year_end else session_bounds(closed[-1], exchange)[1]
+            out.append(("1d", "year", year_window(int(years[0]))[0], end))
     return out
 
 
