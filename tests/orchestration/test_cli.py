@@ -237,3 +237,28 @@ def session_bounds_open(day: str) -> datetime:
     from lake.calendar import session_bounds
 
     return session_bounds(day)[0]
+
+
+def test_bulk_backfill_quarantines_a_files_weekend_row(lake_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ingest --bulk` reads the partitions' own windows (nights and weekends included): a Saturday
+    row in a file is quarantined with its reason, not skipped; 391 rows in, 390 + 1 out."""
+    import polars as pl
+
+    from assets.resources import LakeResource, MarketDataResource
+    from lake.calendar import session_bounds
+    from orchestration.bulk import bulk_backfill
+
+    day = SyntheticSource().fetch(["AAPL"], "1m", *session_bounds("2024-11-22"))
+    saturday = day.tail(1).with_columns(pl.lit(datetime(2024, 11, 23, 15, 0, tzinfo=UTC)).alias("ts"))
+    files = tmp_path / "files"
+    files.mkdir()
+    pl.concat([day, saturday]).drop("symbol").write_parquet(files / "aapl.parquet")
+    defs = dg.Definitions(
+        resources={"lake": LakeResource(root=str(lake_root)), "market_data": MarketDataResource(source="files", files_glob=str(files / "*.parquet"))}
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert bulk_backfill(defs, instance, [date(2024, 11, 22)], [], ["AAPL"], progress=False, now=datetime(2024, 12, 2, tzinfo=UTC)) == 1
+    out = capsys.readouterr().out
+    assert "1m: 391 rows, 390 written to 2 partitions, 1 quarantined; failing rows by check: {'in_session': 1}" in out
+    quarantine = pl.read_parquet(next((lake_root / "quarantine").rglob("*.parquet")))
+    assert "outside the AAPL session hours" in quarantine["reason"][0]
