@@ -2,9 +2,10 @@
 
 - `intervention_alert_sensor`: each intervention event (breaker trip, kill switch, resume, flatten,
   budget stop; not "blocked", which is one per refused order and follows a trip already alerted)
-  posts one alert. The cursor is the last ledger `seq` delivered; Dagster persists it with the sensor,
-  so a restart resumes after it. A webhook that fails stops the tick there: the next tick retries from
-  that event (nothing lost, nothing repeated once accepted). With no cursor yet (a sensor just turned
+  posts one alert. The cursor is the last ledger `seq` handled and the events handled in the last
+  REREAD positions (re-read each tick: on PostgreSQL a lower seq can commit after a higher one);
+  Dagster persists it with the sensor, so a restart resumes after it. A webhook that fails stops the
+  tick there: the next tick retries from that event (nothing lost, nothing repeated once accepted). With no cursor yet (a sensor just turned
   on), interventions older than QUANTLAKE_ALERT_LOOKBACK_H hours (default 24) are not alerted.
 - `daily_pnl_summary_sensor`: after each session's close (the exchange calendar, half days included),
   the session's opening and closing equity (its first and last marks), P&L, orders, fills, rejections,
@@ -14,6 +15,7 @@ Each alert carries the ledger's `event_id` (or the session) as `alert_id`, for a
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +27,7 @@ from orchestration.alerts import send_alert, webhook_url
 from trading.events import EventType
 
 QUIET = frozenset({"blocked"})
+REREAD = 1_000  # ledger positions re-read behind the cursor (late commits); handled ids are kept for them
 MAX_SESSIONS = 5  # after a long outage, the last few sessions' summaries, not a flood
 
 
@@ -44,6 +47,16 @@ def _trading() -> Any:
     return trading_resource()
 
 
+def _load(cursor: str | None) -> tuple[int, dict[str, int]]:
+    """(the highest seq handled, {event_id: seq} handled in the re-read window)."""
+    if not cursor:
+        return 0, {}
+    if cursor.isdigit():  # a plain seq
+        return int(cursor), {}
+    state = json.loads(cursor)
+    return int(state["seq"]), {str(k): int(v) for k, v in state["done"].items()}
+
+
 @dg.sensor(
     name="intervention_alert_sensor",
     minimum_interval_seconds=30,
@@ -51,12 +64,15 @@ def _trading() -> Any:
     description="An alert (log + QUANTLAKE_ALERT_WEBHOOK) for every breaker trip, kill switch and resume in the ledger, once each.",
 )
 def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    after = int(context.cursor) if context.cursor else 0
+    seq, done = _load(context.cursor)
     since = None if context.cursor else _now() - timedelta(hours=float(os.environ.get("QUANTLAKE_ALERT_LOOKBACK_H", "24")))
     sent = 0
     ledger = _trading().ledger()
     try:
-        for seq, event in ledger.events_with_seq(types=[EventType.INTERVENTION.value], after_seq=after):
+        # Re-read a window behind the cursor: on PostgreSQL a lower seq can commit after a higher one.
+        for at, event in ledger.events_with_seq(types=[EventType.INTERVENTION.value], after_seq=max(0, seq - REREAD)):
+            if event.event_id in done:
+                continue
             kind = str(event.payload.get("kind"))
             stamp = event.as_of or event.recorded_at
             if kind not in QUIET and (since is None or stamp >= since):
@@ -69,17 +85,20 @@ def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRea
                     "mode": event.mode.value,
                     "symbol": event.symbol,
                     "at": stamp.isoformat(),
-                    "seq": seq,
+                    "seq": at,
                     **{k: v for k, v in event.payload.items() if k not in ("kind", "reason")},
                 }
                 if not _deliver(f"Quantlake {kind}: {reason}", details):
-                    break  # the webhook failed: retry from this event on the next tick
+                    seq = min(seq, at - 1)  # the webhook failed: retried from this event next tick
+                    break
                 sent += 1
-            after = seq
+            done[event.event_id] = at
+            seq = max(seq, at)
     finally:
         ledger.close()
-        context.update_cursor(str(after))
-    return dg.SkipReason(f"{sent} intervention alert(s) sent; ledger read up to seq {after}")
+        kept = {k: v for k, v in done.items() if v > seq - REREAD}
+        context.update_cursor(json.dumps({"seq": seq, "done": kept}, sort_keys=True))
+    return dg.SkipReason(f"{sent} intervention alert(s) sent; ledger read up to seq {seq}")
 
 
 def session_summary(ledger: Any, day: date, exchange: str) -> dict[str, Any]:

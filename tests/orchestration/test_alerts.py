@@ -3,6 +3,7 @@ a log line and a POST to the configured webhook (the loopback receiver here)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -130,7 +131,23 @@ def test_a_sensor_turned_on_late_does_not_replay_old_interventions(halted_accoun
     with dg.instance_for_test() as instance, webhook_receiver() as (hook, received), time_machine.travel(datetime(2024, 12, 3, 12, 0, tzinfo=NY), tick=False):
         monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
         cursor = _tick(intervention_alert_sensor, instance, None)
-    assert received == [] and cursor is not None and int(cursor) > 0
+    assert received == [] and cursor is not None and json.loads(cursor)["seq"] > 0
+
+
+def test_an_intervention_committed_behind_the_cursor_is_still_alerted(halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a lower seq can commit after a higher one was read: the sensor re-reads a window."""
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", halted_account["url"])
+    with Ledger(halted_account["url"]) as ledger:
+        seen = list(ledger.events_with_seq(types=[EventType.INTERVENTION.value]))
+        last = ledger.last_seq()
+    [(seq, kill)] = [(s, e) for s, e in seen if e.payload["kind"] == "kill_switch"]
+    # The cursor of a tick that read up to `last` while the kill switch's event was not yet committed.
+    cursor = json.dumps({"seq": last, "done": {e.event_id: s for s, e in seen if e is not kill}})
+    with dg.instance_for_test() as instance, webhook_receiver() as (hook, received), time_machine.travel(datetime(2024, 11, 25, 12, 5, tzinfo=NY), tick=False):
+        monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+        cursor = _tick(intervention_alert_sensor, instance, cursor)
+        _tick(intervention_alert_sensor, instance, cursor)
+    assert [(a["kind"], a["alert_id"], a["seq"]) for a in received] == [("kill_switch", kill.event_id, seq)]
 
 
 def test_one_pnl_summary_per_session_after_its_close(halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
