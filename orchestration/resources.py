@@ -4,7 +4,8 @@
   and ALPACA_SECRET_KEY are set, else synthetic).
 - ALPACA_API_KEY / ALPACA_SECRET_KEY / ALPACA_DATA_FEED / ALPACA_DATA_URL: Alpaca market data.
 - QUANTLAKE_FALLBACK: "1" to fall back to the generator when Alpaca fails (each fallback is counted).
-- QUANTLAKE_FILES_GLOB / QUANTLAKE_FILES_TZ: a user's own CSV/Parquet files.
+- QUANTLAKE_FILES_GLOB / QUANTLAKE_FILES_TZ / QUANTLAKE_FILES_COLUMN_MAP: a user's own CSV/Parquet
+  files (the map as OURS=THEIRS,..., e.g. ts=Date,close=Close).
 - QUANTLAKE_LAKE_DIR: the lake root (default data/lake); QUANTLAKE_SEED: the generator's seed.
 - QUANTLAKE_MODE: validation (default) | simulation | paper | live (live also needs
   QUANTLAKE_LIVE_OPT_IN=1 and QUANTLAKE_LIVE_TRADING=yes); QUANTLAKE_LEDGER_URL: the ledger database;
@@ -58,6 +59,10 @@ def market_data_resource() -> MarketDataResource:
             "files_glob": os.environ.get("QUANTLAKE_FILES_GLOB"),
             "files_timezone": os.environ.get("QUANTLAKE_FILES_TZ", "America/New_York"),
         }
+        if column_map := os.environ.get("QUANTLAKE_FILES_COLUMN_MAP"):  # OURS=THEIRS,..., as `ingest --column-map`
+            from lake.sources.files import parse_column_map
+
+            kwargs["files_column_map"] = parse_column_map(column_map)
     return MarketDataResource(**kwargs)
 
 
