@@ -259,3 +259,16 @@ def session_open(day: date) -> datetime:
     from lake.calendar import session_bounds
 
     return session_bounds(day)[0]
+
+
+def test_the_files_column_map_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lake.errors import SourceError
+    from orchestration.resources import market_data_resource
+
+    monkeypatch.setenv("QUANTLAKE_DATA_SOURCE", "files")
+    monkeypatch.setenv("QUANTLAKE_FILES_GLOB", "bars/*.csv")
+    monkeypatch.setenv("QUANTLAKE_FILES_COLUMN_MAP", "ts=Date, close=Adj Close")
+    assert market_data_resource().files_column_map == {"Date": "ts", "Adj Close": "close"}
+    monkeypatch.setenv("QUANTLAKE_FILES_COLUMN_MAP", "ts=Date,px=Close")
+    with pytest.raises(SourceError, match="'px' is not a bar column"):
+        market_data_resource()
