@@ -18,6 +18,10 @@ CASES: list[tuple[Strategy[Any], dict[str, Any]]] = [
     (RSI_REVERSION, {"period": 10, "lower": 35.0, "upper": 65.0}),
     (DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8, "sizing": "volatility", "vol_target": 0.02, "fraction": 0.5}),
     (MOMENTUM, {"lookback": 20, "top_k": 1, "vol_window": 10, "vol_target": 0.3}),
+    # Issue 18's findings beside the tested points: two buys sharing a bar with cash short (50 vs 56
+    # orders), and a 7e-5 equity gap with fees, slippage and fractional shares.
+    (SMA_CROSS, {"fast": 6, "slow": 21}),
+    (DONCHIAN_BREAKOUT, {"entry_window": 16, "exit_window": 8}),
 ]
 COSTS = [
     {},
@@ -28,7 +32,7 @@ COSTS = [
 
 @pytest.mark.parametrize("allow_short", [False, True], ids=["long", "long_short"])
 @pytest.mark.parametrize("costs", COSTS, ids=["free", "fees", "fees_slippage_fractional"])
-@pytest.mark.parametrize(("strategy", "params"), CASES, ids=[c[0].name for c in CASES])
+@pytest.mark.parametrize(("strategy", "params"), CASES, ids=[f"{c[0].name}-{'-'.join(map(str, c[1].values()))}" for c in CASES])
 def test_engine_matches_reference(
     strategy: Strategy[Any], params: dict[str, Any], costs: dict[str, Any], allow_short: bool, daily_bars: pl.DataFrame
 ) -> None:
