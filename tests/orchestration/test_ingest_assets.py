@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from assets.resources import LakeResource, MarketDataResource
 DAY, SYMBOL = "2024-11-29", "AAPL"  # a half day: 210 one-minute bars
 
 
-def _run(job_name: str, key: dg.MultiPartitionKey, resources: dict[str, object], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def _run(job_name: str, key: dg.MultiPartitionKey, resources: Mapping[str, object], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
     from orchestration.definitions import defs
 
     job = defs.resolve_job_def(job_name)
