@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from trading.events import Event, EventType
+from trading.events import LEGACY_VERSION, VERSION_KEY, Event, EventType, PayloadError, validate_payload
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -161,11 +161,27 @@ def _check_id(event: Event) -> None:
         raise LedgerError(f"event_id {event.event_id!r} is longer than {EVENT_ID_MAX} characters")
 
 
+def _stored_payload(e: Event) -> dict[str, Any]:
+    """The payload as stored: validated against its type's model, with its schema version under "v"."""
+    if VERSION_KEY in e.payload:
+        raise PayloadError(f"invalid {e.type.value} payload of event {e.event_id}: the key {VERSION_KEY!r} is reserved for the schema version")
+    try:
+        validate_payload(e.type, e.payload, e.v)
+    except PayloadError as exc:
+        raise PayloadError(f"{exc} (event {e.event_id})") from None
+    return {**e.payload, VERSION_KEY: e.v}
+
+
+def _read_payload(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A stored payload and its schema version (no "v": written before versions, i.e. version 1)."""
+    return payload, int(payload.pop(VERSION_KEY, LEGACY_VERSION))
+
+
 def _row(e: Event, ts: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
     """One event as an insert row; `ts` renders its times the way the dialect stores them."""
     _check_id(e)
     times = (ts(e.as_of), ts(e.recorded_at))
-    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, *times, _json_dumps(e.payload))
+    return (e.event_id, e.type.value, e.run_id, e.trace_id, e.mode.value, e.symbol, *times, _json_dumps(_stored_payload(e)))
 
 
 def _sqlite_row(e: Event) -> tuple[Any, ...]:
@@ -360,6 +376,7 @@ class Ledger:
                 rows = conn.execute(stmt).all()
             for row in rows:
                 data = row._asdict()
+                data["payload"], data["v"] = _read_payload(data["payload"])
                 yield data.pop("seq"), Event.model_validate(data)
             if len(rows) < batch:
                 return
@@ -412,13 +429,66 @@ class Ledger:
                 cursor.execute(str(compiled), args)
                 while rows := cursor.fetchmany(chunk):
                     for type_, text in rows:
-                        yield type_, loads(text)
+                        payload = loads(text)
+                        payload.pop(VERSION_KEY, None)
+                        yield type_, payload
             finally:
                 cursor.close()
 
-    def count(self) -> int:
+    def rows(
+        self, *, after_seq: int = 0, payload_types: Iterable[EventType | str] | None = None, chunk: int = 50_000
+    ) -> Iterator[tuple[int, str, Any, Any, dict[str, Any] | None, int]]:
+        """(seq, type, as_of, recorded_at, payload, v) after `after_seq`, in `seq` order, from one cursor.
+
+        The projections' read: times come as the driver gives them (SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]"
+        UTC strings; PostgreSQL: aware datetimes) and only `payload_types` have their payload decoded
+        (the others' payload is None: counted, not read, so big prompts and responses cost nothing).
+        """
+        t = ledger_events
+        text_type = sa.Text()
+        payload: sa.ColumnElement[Any] = (
+            sa.cast(t.c.payload, text_type) if self.dialect == "postgresql" else sa.type_coerce(t.c.payload, text_type)
+        )
+        if payload_types is not None:
+            wanted = [EventType(x).value for x in payload_types]
+            payload = sa.case((t.c.type.in_(wanted), payload), else_=sa.null())
+        as_of, recorded_at = (
+            (t.c.as_of, t.c.recorded_at)
+            if self.dialect == "postgresql"
+            else (sa.type_coerce(t.c.as_of, text_type), sa.type_coerce(t.c.recorded_at, text_type))
+        )
+        stmt = sa.select(t.c.seq, t.c.type, as_of, recorded_at, payload).where(t.c.seq > after_seq).order_by(t.c.seq)
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.params
+        args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
+        loads = _json_loads
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(ledger_events)).scalar_one())
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            if self.dialect == "postgresql":
+                cursor = driver.cursor(name=f"ledger_rows_{uuid.uuid4().hex}")
+                cursor.itersize = chunk
+            else:
+                cursor = driver.cursor()
+            try:
+                cursor.execute(str(compiled), args)
+                while fetched := cursor.fetchmany(chunk):
+                    for seq, type_, as_of_value, recorded_value, text in fetched:
+                        if text is None:
+                            yield seq, type_, as_of_value, recorded_value, None, LEGACY_VERSION
+                        else:
+                            data = loads(text)
+                            yield seq, type_, as_of_value, recorded_value, data, int(data.pop(VERSION_KEY, LEGACY_VERSION))
+            finally:
+                cursor.close()
+
+    def count(self, *, until_seq: int | None = None) -> int:
+        """How many events are stored (with `seq <= until_seq`)."""
+        stmt = sa.select(sa.func.count()).select_from(ledger_events)
+        if until_seq is not None:
+            stmt = stmt.where(ledger_events.c.seq <= until_seq)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def last_seq(self) -> int:
         """The highest `seq` written, 0 for an empty ledger."""
