@@ -8,6 +8,7 @@ bump a counter, and a scrape says what the ledger says. `quantlake metrics` serv
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -106,33 +107,81 @@ class LedgerReading:
 
 
 _READ = ("deposit", "fill", "reconciliation", "order_submitted", "rejection", "intervention", "cost")
+REREAD = 1_000  # positions re-read behind the last one (PostgreSQL can commit a lower seq later)
 
 
-def read_ledger(ledger: Ledger, now: datetime, limits: RiskLimits) -> LedgerReading:
-    """What the metrics report, read from the ledger as of `now` (its session: the exchange's date)."""
-    from trading.ledger import Portfolio
-    from trading.safety import read_state, session_of
+class LedgerTally:
+    """The ledger's money events folded incrementally: a scrape reads only what was written since the
+    last one (plus a re-read window, deduplicated by event id), not the whole ledger again."""
 
-    reading = LedgerReading()
-    portfolio = Portfolio()
-    for type_, payload in ledger.payloads(_READ):
-        reading.counts[type_] += 1
+    def __init__(self) -> None:
+        from trading.ledger import Portfolio
+
+        self.portfolio = Portfolio()
+        self.counts: Counter[str] = Counter()
+        self.interventions: Counter[str] = Counter()
+        self.llm_cost_usd = 0.0
+        self.llm_tokens: Counter[str] = Counter()
+        self.mark: tuple[int, float, Any] | None = None  # (seq, equity, cash) of the last reconciled mark
+        self.floor = -1  # positions up to here were folded in bulk (no ids kept): never re-read
+        self.seq = 0
+        self.recent: dict[str, int] = {}  # event id -> seq, within the re-read window
+
+    def _apply(self, type_: str, payload: dict[str, Any], seq: int) -> None:
+        self.counts[type_] += 1
         if type_ in ("deposit", "fill"):
-            portfolio.apply_payload(type_, payload)
+            self.portfolio.apply_payload(type_, payload)
         elif type_ == "reconciliation" and payload.get("ok") and payload.get("equity") is not None:
-            reading.equity, reading.cash = float(payload["equity"]), payload.get("cash")
+            if self.mark is None or seq >= self.mark[0]:  # the bulk pass (seq 0) is in order
+                self.mark = (seq, float(payload["equity"]), payload.get("cash"))
         elif type_ == "intervention":
-            reading.interventions[str(payload.get("kind"))] += 1
+            self.interventions[str(payload.get("kind"))] += 1
         elif type_ == "cost" and payload.get("scope") == "run":
-            reading.llm_cost_usd += float(payload.get("run_cost_usd", 0.0))
+            self.llm_cost_usd += float(payload.get("run_cost_usd", 0.0))
             for kind in ("prompt", "completion"):
-                reading.llm_tokens[kind] += int(payload.get(f"{kind}_tokens", 0))
-    state = read_state(ledger, session_of(now, limits))
-    reading.session_open_equity, reading.halted = state.session_open_equity, state.halted
-    reading.tripped_today, reading.trades_today = state.tripped_today, state.trades_today
-    reading.positions = {s: q for s, q in portfolio.positions.items() if q}
-    reading.realized_pnl, reading.commissions = portfolio.realized_pnl, portfolio.commissions
-    return reading
+                self.llm_tokens[kind] += int(payload.get(f"{kind}_tokens", 0))
+
+    def update(self, ledger: Ledger) -> None:
+        if self.floor < 0:  # first read: the bulk in one streamed pass, the last window with ids
+            self.floor = max(0, ledger.last_seq() - REREAD)
+            for type_, payload in ledger.payloads(_READ, until_seq=self.floor):
+                self._apply(type_, payload, 0)
+            self.seq = self.floor
+        for seq, event in ledger.events_with_seq(types=_READ, after_seq=max(self.floor, self.seq - REREAD)):
+            if event.event_id in self.recent:
+                continue
+            self._apply(event.type.value, event.payload, seq)
+            self.recent[event.event_id] = seq
+            self.seq = max(self.seq, seq)
+        self.recent = {k: v for k, v in self.recent.items() if v > self.seq - REREAD}
+
+    def reading(self, ledger: Ledger, now: datetime, limits: RiskLimits) -> LedgerReading:
+        from trading.safety import read_state, session_of
+
+        state = read_state(ledger, session_of(now, limits))
+        p = self.portfolio
+        return LedgerReading(
+            equity=self.mark[1] if self.mark else None,
+            cash=self.mark[2] if self.mark else None,
+            session_open_equity=state.session_open_equity,
+            positions={s: q for s, q in p.positions.items() if q},
+            realized_pnl=p.realized_pnl,
+            commissions=p.commissions,
+            counts=Counter(self.counts),
+            interventions=Counter(self.interventions),
+            llm_cost_usd=self.llm_cost_usd,
+            llm_tokens=Counter(self.llm_tokens),
+            halted=state.halted,
+            tripped_today=state.tripped_today,
+            trades_today=state.trades_today,
+        )
+
+
+def read_ledger(ledger: Ledger, now: datetime, limits: RiskLimits, tally: LedgerTally | None = None) -> LedgerReading:
+    """What the metrics report, read from the ledger as of `now` (its session: the exchange's date)."""
+    tally = tally or LedgerTally()
+    tally.update(ledger)
+    return tally.reading(ledger, now, limits)
 
 
 BREAKERS = ("daily_loss", "trades_per_day", "flatten")
@@ -143,9 +192,12 @@ class LedgerStateCollector(Collector):
 
     def __init__(self, ledger: Ledger, clock: Clock, limits: RiskLimits) -> None:
         self.ledger, self.clock, self.limits = ledger, clock, limits
+        self.tally = LedgerTally()
+        self._lock = threading.Lock()  # the HTTP server scrapes from its own threads
 
     def collect(self) -> Iterator[Metric]:
-        r = read_ledger(self.ledger, self.clock(), self.limits)
+        with self._lock:
+            r = read_ledger(self.ledger, self.clock(), self.limits, self.tally)
 
         def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
             family = GaugeMetricFamily(f"quantlake_{name}", doc)

@@ -171,3 +171,40 @@ def test_quantlake_metrics_once_prints_the_configured_ledger(
     assert got[("quantlake_equity", ())] == 1012.5 and got[("quantlake_pnl_day", ())] == 12.5
     assert got[("quantlake_trading_halted", ())] == 1 and got[("quantlake_interventions_total", (("kind", "kill_switch"),))] == 1
     assert got[("quantlake_open_positions", ())] == 0
+
+
+def test_incremental_scrapes_fold_each_event_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tally kept across scrapes (bulk pass, re-read window, new events) equals a fresh read."""
+    from orchestration import metrics
+    from trading.events import Event
+    from trading.models import Mode
+
+    monkeypatch.setattr(metrics, "REREAD", 3)
+    at = datetime(2024, 11, 25, 15, 0, tzinfo=NY)
+    url = ledger_url(tmp_path)
+
+    def emit(ledger: Ledger, type_: EventType, **payload: Any) -> None:
+        ledger.emit(Event(type=type_, run_id="r", mode=Mode.SIMULATION, as_of=at, payload={"session": "2024-11-25", **payload}))
+
+    def fill(ledger: Ledger, side: str, qty: float, price: float) -> None:
+        emit(ledger, EventType.FILL, symbol="AAPL", side=side, quantity=qty, price=price, commission=1.0)
+
+    def as_dict(r: metrics.LedgerReading) -> dict[str, Any]:
+        return {k: getattr(r, k) for k in ("equity", "cash", "positions", "realized_pnl", "commissions", "counts", "interventions", "halted")}
+
+    tally = metrics.LedgerTally()
+    with Ledger(url) as ledger:
+        emit(ledger, EventType.DEPOSIT, amount=1000.0)
+        for i in range(6):
+            fill(ledger, "buy", 1.0, 100.0 + i)
+            emit(ledger, EventType.RECONCILIATION, ok=True, equity=1000.0 + i, cash=900.0)
+        first = metrics.read_ledger(ledger, at, RiskLimits(), tally)  # bulk up to last - 3, then the window
+        again = metrics.read_ledger(ledger, at, RiskLimits(), tally)  # the window again: nothing twice
+        assert as_dict(first) == as_dict(again) == as_dict(metrics.read_ledger(ledger, at, RiskLimits()))
+        assert first.positions == {"AAPL": 6.0} and first.equity == 1005.0 and first.counts["fill"] == 6
+        fill(ledger, "sell", 2.0, 110.0)
+        emit(ledger, EventType.INTERVENTION, kind="kill_switch", reason="x")
+        emit(ledger, EventType.RECONCILIATION, ok=True, equity=990.0, cash=1120.0)
+        later = metrics.read_ledger(ledger, at, RiskLimits(), tally)
+        assert as_dict(later) == as_dict(metrics.read_ledger(ledger, at, RiskLimits()))
+    assert later.positions == {"AAPL": 4.0} and later.equity == 990.0 and later.counts["fill"] == 7 and later.halted
