@@ -37,9 +37,9 @@ def _executor(name: str) -> dg.ExecutorDefinition:
     return celery_executor
 
 
-@pytest.mark.parametrize("name", ["k8s", "celery"])
-def test_executor_run_config_validates(name: str) -> None:
-    run_config = yaml.safe_load((ROOT / "deploy" / name / "run_config.yaml").read_text())
+@pytest.mark.parametrize(("name", "path"), [("k8s", "k8s/run_config.yaml"), ("celery", "celery/workers.yaml")])
+def test_executor_run_config_validates(name: str, path: str) -> None:
+    run_config = yaml.safe_load((ROOT / "deploy" / path).read_text())
     schema = _executor(name).config_schema
     assert schema is not None
     result = validate_config(schema.config_type, run_config["execution"]["config"])
@@ -51,7 +51,26 @@ def test_executor_is_chosen_from_the_environment(name: str, monkeypatch: pytest.
     from orchestration.executors import build_executor
 
     monkeypatch.setenv("QUANTLAKE_EXECUTOR", name)
+    monkeypatch.setenv("QUANTLAKE_CELERY_BROKER", "redis://127.0.0.1:6379/5")
     assert name.replace("_", "") in build_executor().name.replace("_", "")
+
+
+def test_celery_workers_use_the_executors_own_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started from deploy/celery/workers.yaml listen where the runs send their steps."""
+    from orchestration.executors import celery_config
+
+    monkeypatch.delenv("QUANTLAKE_CELERY_BACKEND", raising=False)
+    workers = yaml.safe_load((ROOT / "deploy" / "celery" / "workers.yaml").read_text())
+    assert workers["execution"]["config"] == celery_config()
+
+
+def test_celery_takes_its_broker_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.executors import build_executor
+
+    monkeypatch.setenv("QUANTLAKE_EXECUTOR", "celery")
+    monkeypatch.delenv("QUANTLAKE_CELERY_BROKER", raising=False)
+    with pytest.raises(ValueError, match="QUANTLAKE_EXECUTOR=celery needs QUANTLAKE_CELERY_BROKER"):
+        build_executor()
 
 
 def test_unknown_executor_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
