@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,8 +11,24 @@ import polars as pl
 
 from assets.metadata import bars_metadata, markdown_table
 from lake.corporate_actions import load_corporate_actions
-from lake.store import QUARANTINE, replace_partition
+from lake.errors import UnknownSymbolError
+from lake.store import QUARANTINE, read_bars, replace_partition
 from lake.validation import RULES, ValidationReport, validate_bars
+
+# How far back the bar before a partition may lie: past a long holiday weekend (1m), a year (1d).
+_LOOKBACK = {"1d": timedelta(days=400)}
+_DEFAULT_LOOKBACK = timedelta(days=10)
+
+
+def previous_bar(root: Path, timeframe: str, symbol: str, before: datetime | None) -> pl.DataFrame | None:
+    """The last stored clean bar of `symbol` before `before` (context for the jump rules), if any."""
+    if before is None:
+        return None
+    try:
+        stored = read_bars(root, [symbol], timeframe, before - _LOOKBACK.get(timeframe, _DEFAULT_LOOKBACK), before)
+    except UnknownSymbolError:
+        return None
+    return stored.tail(1) if stored.height else None
 
 
 def check_specs(asset_name: str) -> list[dg.AssetCheckSpec]:
@@ -51,10 +67,11 @@ def ingest_partition(
     """Validates one partition's bars and replaces the partition (and its quarantine) atomically.
 
     [expected_from, expected_until) is the range the source was asked for: the missing-bars check
-    expects every bar the calendar has in it. Splits declared in the lake explain price jumps."""
+    expects every bar the calendar has in it. A price jump from the last stored bar before it counts
+    (a whole partition 100x off is caught); splits declared in the lake explain jumps."""
     report = validate_bars(
         bars, timeframe=timeframe, exchange=exchange, expected_from=expected_from, expected_until=expected_until,
-        corporate_actions=load_corporate_actions(root),
+        corporate_actions=load_corporate_actions(root), previous=previous_bar(root, timeframe, symbol, expected_from),
     )
     paths = replace_partition(root, "bars", timeframe, symbol, period, report.clean)
     replace_partition(root, QUARANTINE, timeframe, symbol, period, report.quarantine)

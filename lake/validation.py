@@ -444,6 +444,7 @@ def validate_bars(
     expected_until: datetime | None = None,
     expected_from: datetime | None = None,
     corporate_actions: pl.DataFrame | None = None,
+    previous: pl.DataFrame | None = None,
     engine: str = "great_expectations",
 ) -> ValidationReport:
     """Checks `bars` against every rule; returns outcomes, the clean rows and the quarantined rows.
@@ -451,12 +452,18 @@ def validate_bars(
     `expected_from`/`expected_until` are the range that was requested: the missing-bar rule expects
     every bar the calendar has in it (not only in the sessions the data happens to touch);
     `expected_until` alone bounds a session still in progress. `corporate_actions` (symbol, ex_date,
-    ratio; `lake.corporate_actions`) explain price jumps. `engine="polars"` skips great-expectations
-    (same masks, same outcomes; used where GX's overhead dominates).
+    ratio; `lake.corporate_actions`) explain price jumps. `previous` (the last stored bar of each
+    symbol before these) is context only: the first bar's return is measured from it, so a partition
+    whose every price is 100x the day before (cents for dollars) is caught; it is not checked again,
+    written or counted. `engine="polars"` skips great-expectations (same masks, same outcomes; used
+    where GX's overhead dominates).
     """
     check_timeframe(timeframe)
     bars = conform_bars(bars, where=f"validate {timeframe}")
-    frame = _helper_columns(bars, timeframe, exchange, corporate_actions)
+    context = conform_bars(previous, where=f"validate {timeframe} (previous bars)") if previous is not None else bars.clear()
+    frame = _helper_columns(pl.concat([context, bars]) if context.height else bars, timeframe, exchange, corporate_actions)
+    if context.height:  # arrival rows 0..n-1 were the context: their work (a return) is done
+        frame = frame.filter(pl.col("_row") >= context.height)
     gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
     missing = _missing_bars(frame, timeframe, expected_until, expected_from, exchange)
 

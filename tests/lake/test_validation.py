@@ -229,3 +229,16 @@ def test_arrival_order_does_not_change_the_returns(day_bars: pl.DataFrame) -> No
     in_order = _helper_columns(aapl, "1m", "XNYS").select(columns)
     assert in_order["_log_ret"][1] == pytest.approx(math.log(aapl["close"][1] / aapl["close"][0]))
     assert in_order.equals(_helper_columns(shuffled, "1m", "XNYS").select(columns))
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+def test_the_previous_bar_is_context_only(engine: str, day_bars: pl.DataFrame) -> None:
+    """The stored bar before a partition measures its first return (so a day 100x off the one before
+    is caught) but is itself neither checked, written, quarantined nor counted."""
+    aapl = day_bars.filter(pl.col("symbol") == "AAPL")
+    before = aapl.head(1).with_columns(pl.col("ts") - timedelta(days=1), *(pl.col(c) / 100 for c in ("open", "high", "low", "close")))
+    report = validate_bars(aapl, timeframe="1m", previous=before, engine=engine)
+    assert report.outcome("price_jump").failed_rows == 1 and report.quarantine["ts"].to_list() == [aapl["ts"][0]]
+    assert report.clean.height + report.quarantine.height == aapl.height
+    same = aapl.head(1).with_columns(pl.col("ts") - timedelta(days=1))
+    assert validate_bars(aapl, timeframe="1m", previous=same, engine=engine).passed

@@ -273,3 +273,32 @@ def test_the_files_column_map_comes_from_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("QUANTLAKE_FILES_COLUMN_MAP", "ts=Date,px=Close")
     with pytest.raises(SourceError, match="'px' is not a bar column"):
         market_data_resource()
+
+
+def test_a_partition_100x_off_the_day_before_is_caught(lake_root: Path, tmp_path: Path) -> None:
+    """A file in cents instead of dollars: every bar of the day is 100x the stored day before, so no
+    jump lies inside the partition; measured from the last stored bar, its first bar blocks. Declared
+    as a split on that day (ratio 0.01), the same file is explained and written."""
+    from lake.corporate_actions import corporate_actions_path
+    from lake.sources import SyntheticSource
+    from lake.store import read_bars
+
+    before, day = "2024-11-26", "2024-11-27"
+    ok = _run("ingest_intraday_job", intraday_key(before, SYMBOL), {"lake": LakeResource(root=str(lake_root)), "market_data": MarketDataResource()})
+    assert ok.success
+    from lake.calendar import session_bounds
+
+    cents = SyntheticSource().fetch([SYMBOL], "1m", *session_bounds(day)).with_columns(pl.col(c) * 100 for c in ("open", "high", "low", "close"))
+    csv = tmp_path / "aapl.csv"
+    cents.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None)).write_csv(csv)
+    blocked = _run("ingest_intraday_job", intraday_key(day, SYMBOL), _files(lake_root, csv))
+    checks = {e.check_name: e for e in blocked.get_asset_check_evaluations()}
+    assert not checks["price_jump"].passed and checks["price_jump"].metadata["failed_rows"].value == 1
+    assert _quarantine(lake_root)["ts"].to_list() == [session_bounds(day)[0]]
+
+    path = corporate_actions_path(lake_root)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"symbol,ex_date,ratio\n{SYMBOL},{day},0.01\n")
+    explained = _run("ingest_intraday_job", intraday_key(day, SYMBOL), _files(lake_root, csv))
+    assert explained.success
+    assert read_bars(lake_root, [SYMBOL], "1m", *session_bounds(day)).height == 390
