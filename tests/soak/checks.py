@@ -55,9 +55,16 @@ def scheduled_at(run: dg.DagsterRun) -> datetime:
     return datetime.fromisoformat(raw).astimezone(UTC)
 
 
+def is_retry(run: dg.DagsterRun) -> bool:
+    """A run the run-retries daemon launched again (it keeps the original's tags and run key)."""
+    return "dagster/parent_run_id" in run.tags
+
+
 def scheduled_runs(result: SoakResult) -> Counter[tuple[str, datetime]]:
     out: Counter[tuple[str, datetime]] = Counter()
     for run in result.runs:
+        if is_retry(run):
+            continue
         if name := run.tags.get("dagster/schedule_name"):
             out[(name, scheduled_at(run))] += 1
     return out
@@ -70,7 +77,7 @@ def check_scheduled_runs(result: SoakResult, halted_skips: set[datetime] = froze
     problems += [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {n} unexpected runs" for (name, at), n in sorted(got.items()) if (name, at) not in want]
     days = set(sessions(result))
     problems += [f"{name} ran on {at.astimezone(NY):%Y-%m-%d}, not a session" for name, at in got if at.astimezone(NY).date() not in days]
-    keys = Counter(run.tags.get("dagster/run_key") for run in result.runs if run.tags.get("dagster/run_key"))
+    keys = Counter(run.tags.get("dagster/run_key") for run in result.runs if run.tags.get("dagster/run_key") and not is_retry(run))
     problems += [f"run key {k!r} launched {n} times" for k, n in keys.items() if n > 1]
     return problems
 
@@ -168,6 +175,8 @@ def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, objec
         "days": result.days,
         "ticks": result.ticks,
         "runs": len(result.runs),
+        "retries": sum(is_retry(r) for r in result.runs),
+        "alerts": len(result.alerts),
         "orders": orders,
         "fills": fills,
         "ledger_events": events,
@@ -187,12 +196,52 @@ def halted_skips(instance: dg.DagsterInstance) -> set[datetime]:
     return out
 
 
+def check_source_down(result: SoakResult, instance: dg.DagsterInstance) -> tuple[set[str], list[str]]:
+    """What the deployment did on the days its data source was down: (the failed run ids, what is wrong).
+
+    Each ingest the schedules launched that day fails with the source's error after its step
+    retries, is retried `max_retries` times by the run-retries daemon (failing again: the source is
+    still down), and every failed run raises an alert. The next open's yearly ingest recovers the
+    day's daily bar; the day's 1-minute bars stay missing (checked by check_partitions).
+    """
+    from tests.soak.harness import SOURCE_DOWN
+
+    down = set(result.settings.source_down)
+    failed: set[str] = set()
+    problems: list[str] = []
+    by_root: dict[str, list[dg.DagsterRun]] = {}
+    for run in result.runs:
+        by_root.setdefault(run.tags.get("dagster/root_run_id", run.run_id), []).append(run)
+    originals = [r for r in result.runs if not is_retry(r) and r.job_name.startswith("ingest_") and "dagster/schedule_name" in r.tags and scheduled_at(r).astimezone(NY).date() in down]
+    expected = sum(2 * len(result.settings.symbols) for d in down if d in sessions(result))
+    if len(originals) != expected:
+        problems.append(f"source down: {len(originals)} scheduled ingest runs on {sorted(down)}, expected {expected}")
+    for original in originals:
+        family = by_root.get(original.run_id, [])
+        retries = [r for r in family if is_retry(r)]
+        if len(retries) != instance.run_retries_max_retries:
+            problems.append(f"source down: run {original.run_id[:8]} retried {len(retries)} times, expected {instance.run_retries_max_retries}")
+        for run in family:
+            failed.add(run.run_id)
+            if run.status != dg.DagsterRunStatus.FAILURE:
+                problems.append(f"source down: run {run.run_id[:8]} {run.job_name} is {run.status.value}, expected FAILURE")
+                continue
+            errors = [str(e.dagster_event.event_specific_data) for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.dagster_event]
+            if not any(SOURCE_DOWN in e for e in errors):
+                problems.append(f"source down: run {run.run_id[:8]} failed without the source's error: {errors[:1]}")
+            if not any(run.run_id in a for a in result.alerts):
+                problems.append(f"source down: no alert for the failed run {run.run_id[:8]} {run.job_name}")
+    return failed, problems
+
+
 def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
     """Everything above on a finished soak: (its summary, what is wrong)."""
     with dg.DagsterInstance.from_config(str(result.home)) as instance:
+        failed, fault_problems = check_source_down(result, instance)
         problems = [
+            *fault_problems,
             *check_scheduled_runs(result, halted_skips(instance)),
-            *check_runs_succeeded(result),
+            *check_runs_succeeded(result, failed),
             *check_ticks(instance),
             *check_partitions(result, instance),
             *check_reports(result),

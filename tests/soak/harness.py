@@ -16,11 +16,12 @@ user would leave it for daily decisions: 1-minute bars come once, after the clos
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._scheduler.scheduler import launch_scheduled_runs
@@ -45,6 +47,7 @@ LOCATION = "quantlake"
 SCHEDULES = ("market_open_schedule", "market_close_schedule", "decision_schedule", "end_of_day_schedule")
 SENSORS = ("new_daily_bars_sensor", "price_move_sensor", "run_failure_alert_sensor")
 DAEMON_LAG = timedelta(seconds=20)  # the daemon sees a tick a few seconds after its time
+SOURCE_DOWN = "market-data source unreachable (soak fault)"
 SYNC_LAUNCHER = (
     "run_launcher:\n  module: dagster._core.launcher.sync_in_memory_run_launcher\n  class: SyncInMemoryRunLauncher\n"
 )
@@ -59,6 +62,9 @@ class SoakSettings:
     mode: str = "simulation"
     strategy_params: str = '{"fast": 5, "slow": 20}'  # short windows: the strategy trades within a month
     env: dict[str, str] = field(default_factory=dict)  # extra settings (faults, thresholds)
+    source_down: tuple[date, ...] = ()  # faults: the market-data source refuses every request on these days
+    reload_on: tuple[date, ...] = ()  # the code location restarts (modules imported afresh) before these days' first tick
+    storage_url: str = ""  # a PostgreSQL URL for the instance's storage; empty: SQLite under the Dagster home
 
 
 @dataclass
@@ -68,6 +74,8 @@ class SoakResult:
     seconds: float = 0.0
     days: int = 0  # simulated calendar days
     runs: list[dg.DagsterRun] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # what orchestration.alerts raised (its log lines)
+    reloads: int = 0
 
     @property
     def seconds_per_day(self) -> float:
@@ -174,31 +182,121 @@ def _drain(context: WorkspaceProcessContext, dequeuer: QueuedRunCoordinatorDaemo
     return launched
 
 
+class _Daemons:
+    """The daemon's loops, one iteration each, in the order a tick's consequences need them."""
+
+    def __init__(self, context: WorkspaceProcessContext, log: logging.Logger) -> None:
+        self.context, self.log = context, log
+        self.iteration_times: dict = {}
+        self.dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        self.retrier = EventLogConsumerDaemon()  # run retries: re-executes failed runs (max_retries)
+
+    def tick(self, now: datetime) -> None:
+        list(launch_scheduled_runs(self.context, self.log, end_datetime_utc=now, iteration_times=self.iteration_times))
+        _drain(self.context, self.dequeuer)
+        for _ in range(8):  # retries and sensors react to the runs (failures, new bars), then to theirs
+            list(self.retrier.run_iteration(self.context))
+            launched = _drain(self.context, self.dequeuer)
+            list(execute_sensor_iteration(self.context, self.log, None, None))
+            if not launched + _drain(self.context, self.dequeuer):
+                return
+        raise RuntimeError(f"runs keep launching runs at {now:%Y-%m-%d %H:%M} UTC")
+
+
+@contextmanager
+def _source_down(days: tuple[date, ...]) -> Iterator[None]:
+    """The offline source refuses every request while the simulated New York date is one of `days`."""
+    from unittest import mock
+
+    from lake.sources.synthetic import SyntheticSource
+
+    real = SyntheticSource.fetch
+
+    def fetch(self: SyntheticSource, *args: object, **kwargs: object) -> object:
+        if datetime.now(NY).date() in days:
+            raise ConnectionError(SOURCE_DOWN)  # as a dead network looks before any client wraps it
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(SyntheticSource, "fetch", fetch):
+        yield
+
+
+class _SimulatedSleep:
+    """`time` for Dagster's step-retry wait: a sleep moves the simulated clock instead of waiting."""
+
+    def __init__(self, clock: time_machine.Traveller) -> None:
+        self._clock = clock
+
+    def sleep(self, seconds: float) -> None:
+        self._clock.shift(seconds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def _restart(context: WorkspaceProcessContext) -> WorkspaceProcessContext:
+    """The code location restarts: our modules imported again (partitions computed as of the
+    simulated now) in a new workspace; the instance, its cursors and schedule states stay."""
+    import sys
+
+    instance = context.instance
+    context.__exit__(None, None, None)
+    for name in [n for n in sys.modules if n.split(".")[0] in ("assets", "orchestration")]:
+        del sys.modules[name]
+    fresh = _workspace(instance)
+    fresh.__enter__()
+    return fresh
+
+
+class _Alerts(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
 def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakResult:
     """Drives the deployment from `settings.start` to `settings.end`; returns the runs it made."""
     log = log or logging.getLogger("quantlake.soak")
     home = settings.work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + SYNC_LAUNCHER)
+    storage = f"storage:\n  postgres:\n    postgres_url: {json.dumps(settings.storage_url)}\n" if settings.storage_url else ""
+    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + SYNC_LAUNCHER + storage)
     result = SoakResult(settings, days=(settings.end - settings.start).days + 1)
     began = time.perf_counter()
     first = datetime(settings.start.year, settings.start.month, settings.start.day, tzinfo=NY)
-    with _environ(environment(settings)), time_machine.travel(first, tick=False) as clock:
+    alerts = logging.getLogger("quantlake.alerts")
+    with ExitStack() as stack:
+        stack.enter_context(_environ(environment(settings)))
+        # A ticking clock set to each moment: time passes while runs work (step retries wait on it).
+        clock = stack.enter_context(time_machine.travel(first, tick=True))
+        stack.enter_context(_source_down(settings.source_down))
+        # A step's retry policy (2, 4, 8 s) waits in simulated time: a fault costs no real seconds.
+        from unittest import mock
+
+        from dagster._core.execution.plan import active
+
+        stack.enter_context(mock.patch.object(active, "time", _SimulatedSleep(clock)))
+        handler = _Alerts(result.alerts)
+        alerts.addHandler(handler)
+        stack.callback(alerts.removeHandler, handler)
         ticks = daemon_ticks(settings.start, settings.end)
-        with dg.DagsterInstance.from_config(str(home)) as instance, _workspace(instance) as context:
-            _turn_on(context)
-            iteration_times: dict = {}
-            dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
-            for tick in ticks:
-                clock.move_to(tick + DAEMON_LAG)
-                now = tick + DAEMON_LAG
-                list(launch_scheduled_runs(context, log, end_datetime_utc=now, iteration_times=iteration_times))
-                _drain(context, dequeuer)
-                for _ in range(3):  # sensors react to the runs (new bars, failures), then to theirs
-                    list(execute_sensor_iteration(context, log, None, None))
-                    if not _drain(context, dequeuer):
-                        break
-                result.ticks += 1
-            result.runs = list(instance.get_runs())
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
+        context = _workspace(instance).__enter__()
+        stack.callback(lambda: daemons.context.__exit__(None, None, None))
+        _turn_on(context)
+        daemons = _Daemons(context, log)
+        reload_on = set(settings.reload_on)
+        for tick in ticks:
+            clock.move_to(tick + DAEMON_LAG)
+            if (day := tick.astimezone(NY).date()) in reload_on:
+                reload_on.discard(day)
+                daemons.context = _restart(daemons.context)
+                result.reloads += 1
+            daemons.tick(tick + DAEMON_LAG)
+            result.ticks += 1
+        result.runs = list(instance.get_runs())
     result.seconds = time.perf_counter() - began
     return result
