@@ -19,6 +19,7 @@ import json
 import os
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -47,6 +48,18 @@ def _trading() -> Any:
     return trading_resource()
 
 
+def _no_ledger_yet(trading: Any) -> str | None:
+    """A SQLite ledger no run has created yet is not created by a sensor (a run migrates it)."""
+    from trading.ledger.store import default_url
+
+    url = trading.ledger_url or default_url()
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return f"no ledger yet at {path}"
+    return None
+
+
 def _load(cursor: str | None) -> tuple[int, dict[str, int]]:
     """(the highest seq handled, {event_id: seq} handled in the re-read window)."""
     if not cursor:
@@ -67,7 +80,10 @@ def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRea
     seq, done = _load(context.cursor)
     since = None if context.cursor else _now() - timedelta(hours=float(os.environ.get("QUANTLAKE_ALERT_LOOKBACK_H", "24")))
     sent = 0
-    ledger = _trading().ledger()
+    trading = _trading()
+    if missing := _no_ledger_yet(trading):
+        return dg.SkipReason(missing)
+    ledger = trading.ledger()
     try:
         # Re-read a window behind the cursor: on PostgreSQL a lower seq can commit after a higher one.
         for at, event in ledger.events_with_seq(types=[EventType.INTERVENTION.value], after_seq=max(0, seq - REREAD)):
@@ -157,6 +173,8 @@ def daily_pnl_summary_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReas
     if not todo:
         return dg.SkipReason(f"session {done} already summarized; the next after its close")
     trading = _trading()
+    if missing := _no_ledger_yet(trading):
+        return dg.SkipReason(missing)
     ledger = trading.ledger()
     try:
         for day in todo:

@@ -178,3 +178,12 @@ def test_one_pnl_summary_per_session_after_its_close(halted_account: dict[str, A
             cursor = _tick(daily_pnl_summary_sensor, instance, cursor)
         assert [a["session"] for a in received[2:]] == ["2024-11-26", "2024-11-27", "2024-11-29"]
         assert received[-1]["pnl"] is None and "no marks" in received[-1]["text"]
+
+
+@pytest.mark.parametrize("sensor", [intervention_alert_sensor, daily_pnl_summary_sensor])
+def test_the_ledger_sensors_do_not_create_a_ledger(sensor: dg.SensorDefinition, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", f"sqlite:///{path}")
+    with dg.instance_for_test() as instance, time_machine.travel(datetime(2024, 11, 25, 16, 5, tzinfo=NY), tick=False):
+        data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name=sensor.name))
+    assert data.skip_message == f"no ledger yet at {path}" and not path.exists()
