@@ -7,6 +7,7 @@ import dagster as dg
 from assets import bars, derived, research, trading
 from orchestration.alert_sensors import ALERT_SENSORS
 from orchestration.executors import build_executor
+from orchestration.fanout import CHUNKED_SWEEP_SPEC, chunked_sweep_job
 from orchestration.jobs import JOBS
 from orchestration.resources import build_resources
 from orchestration.schedules import build_schedules
@@ -14,8 +15,8 @@ from orchestration.sensors import SENSORS
 from orchestration.trade_manager_sensor import TRADE_MANAGER_SENSORS
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([bars, derived, research, trading]),
-    jobs=JOBS,
+    assets=[*dg.load_assets_from_modules([bars, derived, research, trading]), CHUNKED_SWEEP_SPEC],
+    jobs=[*JOBS, chunked_sweep_job],
     schedules=build_schedules(),
     sensors=[*SENSORS, *TRADE_MANAGER_SENSORS, *ALERT_SENSORS],
     resources=build_resources(),
