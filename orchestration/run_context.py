@@ -61,6 +61,7 @@ class RunContextMixin:
             ids["step"] = step
         bound = structlog.contextvars.get_contextvars()
         if bound.get("run_id") != run.run_id:  # two observed resources in one step bind once
+            structlog.contextvars.unbind_contextvars(*_IDS)  # nothing left over from an earlier run
             structlog.contextvars.bind_contextvars(**ids)
             mode = {"mode": run.tags["quantlake/mode"]} if "quantlake/mode" in run.tags else {}
             get_logger("quantlake.run").info("run step started", **mode)
