@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import polars as pl
 
 from assets import trading
 from assets.clock import NOW_TAG
@@ -22,8 +23,12 @@ SYMBOLS = ["AAPL", "MSFT"]
 STRATEGY = "tests.trading.always_long:ALWAYS_LONG"
 
 
-def write_lake(root: Path) -> Path:
+def write_lake(root: Path, crash: float = 1.0) -> Path:
+    """1m bars for SYMBOLS on 2024-11-25/26; `crash` scales every price from 10:30 New York on the 25th."""
     bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1m", datetime(2024, 11, 25, tzinfo=UTC), datetime(2024, 11, 27, tzinfo=UTC))
+    if crash != 1.0:
+        hit = pl.col("ts") >= datetime(2024, 11, 25, 10, 30, tzinfo=NY).astimezone(UTC)
+        bars = bars.with_columns(*(pl.when(hit).then(pl.col(c) * crash).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close", "vwap")))
     replace_partitions(root, "bars", "1m", bars, period="date")
     return root
 

@@ -187,3 +187,19 @@ def test_the_ledger_sensors_do_not_create_a_ledger(sensor: dg.SensorDefinition, 
     with dg.instance_for_test() as instance, time_machine.travel(datetime(2024, 11, 25, 16, 5, tzinfo=NY), tick=False):
         data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name=sensor.name))
     assert data.skip_message == f"no ledger yet at {path}" and not path.exists()
+
+
+def test_breaker_trips_in_a_decide_job_are_alerted(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prices fall 65 % at 10:30 with about 28 % of the account in them: the 11:00 run trips the daily loss
+    limit (3 %) and the drawdown breaker (15 %); each trip is one alert with its reason."""
+    res = resources(write_lake(tmp_path / "lake", crash=0.35), tmp_path)
+    with dg.instance_for_test() as instance:
+        decide(res, datetime(2024, 11, 25, 10, 0, tzinfo=NY), instance)
+        decide(res, datetime(2024, 11, 25, 11, 0, tzinfo=NY), instance)
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", ledger_url(tmp_path))
+    with dg.instance_for_test() as instance, webhook_receiver() as (hook, received), time_machine.travel(datetime(2024, 11, 25, 11, 1, tzinfo=NY), tick=False):
+        monkeypatch.setenv("QUANTLAKE_ALERT_WEBHOOK", hook)
+        _tick(intervention_alert_sensor, instance, None)
+    assert sorted(a["kind"] for a in received) == ["daily_loss", "drawdown"]
+    for alert in received:
+        assert alert["equity"] < 85_000 and alert["reason"] in alert["text"] and alert["at"].startswith("2024-11-25T16:00")
