@@ -148,9 +148,16 @@ def check_orders_and_ledger(result: SoakResult) -> list[str]:
     """No client order id sent twice; the ledger's replay is the simulated account, order for order."""
     problems = []
     with Ledger(result.ledger_url) as ledger:
-        sent = [e.payload["client_order_id"] for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value])]
+        submitted = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
+        fills = list(ledger.events(types=[EventType.FILL.value]))
         portfolio = replay_portfolio(ledger)
+    sent = [e.payload["client_order_id"] for e in submitted]
     problems += [f"order {cid} submitted {n} times" for cid, n in Counter(sent).items() if n > 1]
+    placed = {e.payload["client_order_id"]: e.recorded_at for e in submitted}  # the (simulated) instant it was sent
+    for fill in fills:  # a fill at a bar that opened before the order was sent is a price from the past
+        at = placed.get(fill.payload["client_order_id"])
+        if at is not None and fill.as_of is not None and fill.as_of < at - timedelta(minutes=1):
+            problems.append(f"fill of {fill.payload['client_order_id']} at the bar of {fill.as_of:%Y-%m-%d %H:%M}, before its order ({at:%Y-%m-%d %H:%M})")
     if not result.sim_state.exists():
         return problems + (["orders in the ledger but no simulated account"] if sent else [])
     broker = SimulatedBroker.from_state(json.loads(result.sim_state.read_text()))
