@@ -24,7 +24,7 @@ from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
 from trading.context import SymbolContext
 from trading.events import EventType
-from trading.ledger import Ledger, replay_portfolio
+from trading.ledger import Ledger, project
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
 from trading.step import StepReport, trading_step
@@ -82,25 +82,12 @@ def latest_common_bar(bars: pl.DataFrame) -> datetime:
 
 def spent_on(ledger: Ledger, day: date) -> tuple[float, list[float]]:
     """Money the day's earlier cycles spent, and recent costs per model call (for estimates)."""
-    spent, per_call = 0.0, []
-    for event in ledger.events(types=[EventType.COST.value]):
-        if event.payload.get("scope") != "run":
-            continue
-        calls = event.payload.get("model_calls", 0)
-        if calls:
-            per_call.append(event.payload["run_cost_usd"] / calls)
-        if event.as_of is not None and event.as_of.date() == day:
-            spent += float(event.payload.get("run_cost_usd", 0.0))
-    return spent, per_call[-20:]
+    return project(ledger).spent_on(day)
 
 
 def tokens_on(ledger: Ledger, day: date) -> int:
     """Model tokens the day's earlier cycles used (priced or not, reported or estimated)."""
-    return sum(
-        int(e.payload.get("prompt_tokens", 0)) + int(e.payload.get("completion_tokens", 0))
-        for e in ledger.events(types=[EventType.COST.value])
-        if e.payload.get("scope") == "run" and e.as_of is not None and e.as_of.date() == day
-    )
+    return project(ledger).tokens_on(day)
 
 
 def run_decision_cycle(
@@ -127,7 +114,9 @@ def run_decision_cycle(
             f"decision bar {as_of.isoformat()} ({timeframe}) is not complete by the run's now {now.isoformat()}: a decision cannot see the future"
         )
     # What the ledger holds is decided on too (its exits, its mark in the equity), listed or not.
-    held = sorted(s for s, q in replay_portfolio(ledger).positions.items() if q and s not in symbols)
+    # One pass over the ledger (the projection) answers every question below; later reads catch up.
+    projection = project(ledger)
+    held = sorted(s for s, q in projection.portfolio.positions.items() if q and s not in symbols)
     bars = load_window(lake_root, [*symbols, *held], timeframe, as_of, strategy.lookback(params) + 1, now)
     unmarked = [s for s in held if s not in set(bars["symbol"].unique().to_list())]
     if unmarked:
@@ -138,7 +127,7 @@ def run_decision_cycle(
     if as_of is None:
         bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)
         as_of = latest_common_bar(bars)
-    spent, per_call = spent_on(ledger, as_of.date())
+    spent, per_call = projection.spent_on(as_of.date())
     # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed.
     decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_events(ledger.events(types=[EventType.FALLBACK.value])))
 
@@ -159,7 +148,7 @@ def run_decision_cycle(
         run_id=run_id,
         initial_cash=initial_cash,
         spent_today=spent,
-        tokens_today=tokens_on(ledger, as_of.date()),
+        tokens_today=projection.tokens_on(as_of.date()),
         per_call_costs=per_call,
         tools_for=tools_for,
     )
@@ -167,47 +156,14 @@ def run_decision_cycle(
 
 
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:
-    recent = [e.payload for e in ledger.events(types=[EventType.DECISION.value])]
-    return recent[-limit:]
+    return project(ledger).recent_decisions(limit)
 
 
 def day_summary(ledger: Ledger, day: date, marks: dict[str, float], exchange: str = "XNYS") -> dict[str, Any]:
     """What happened on `day` (by event time, the exchange's date): decisions, orders, fills, costs, halts."""
     from lake.calendar import get_calendar
 
-    ny = get_calendar(exchange).tz
-    counts: dict[str, int] = {}
-    cost = 0.0
-    interventions: list[str] = []
-    executed: list[dict[str, Any]] = []
-    for event in ledger.events():
-        stamp = event.as_of or event.recorded_at
-        if stamp.astimezone(ny).date() != day:
-            continue
-        counts[event.type.value] = counts.get(event.type.value, 0) + 1
-        if event.type == EventType.COST and event.payload.get("scope") == "run":
-            cost += float(event.payload.get("run_cost_usd", 0.0))
-        elif event.type == EventType.INTERVENTION:
-            interventions.append(f"{event.payload.get('kind')}: {event.payload.get('reason', '')}")
-        elif event.type == EventType.DECISION and event.payload.get("verdict") == "EXECUTE":
-            executed.append({k: event.payload.get(k) for k in ("symbol", "side", "quantity", "entry", "stop", "rationale")})
-    portfolio = replay_portfolio(ledger)
-    return {
-        "day": day.isoformat(),
-        "events": counts,
-        "decisions": counts.get(EventType.DECISION.value, 0),
-        "executed": executed,
-        "orders": counts.get(EventType.ORDER_SUBMITTED.value, 0),
-        "fills": counts.get(EventType.FILL.value, 0),
-        "rejections": counts.get(EventType.REJECTION.value, 0),
-        "model_cost_usd": round(cost, 6),
-        "interventions": interventions,
-        "cash": portfolio.cash,
-        "positions": {s: q for s, q in portfolio.positions.items() if q},
-        "equity": portfolio.equity(marks),
-        "realized_pnl": portfolio.realized_pnl,
-        "unrealized_pnl": portfolio.unrealized_pnl(marks),
-    }
+    return project(ledger).day_summary(day, marks, get_calendar(exchange).tz)
 
 
 def last_closes(lake_root: Path, symbols: list[str], day: date) -> dict[str, float]:

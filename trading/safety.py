@@ -1,6 +1,8 @@
 """The safety controls' state, read from the ledger, and the trading window, read from the calendar.
 
 Every control reads `RiskLimits` (the pipeline file's `limits`), the same object the hard limits use:
+State is read from the ledger's projection (`trading.ledger.projections`: one pass, caught up with
+the new events on each read), never by replaying the ledger per question.
 - **Marks**: each step records the account's equity as a reconciliation event stamped with the run's
   `now` and its exchange session (the exchange-local date of `now`). The session's opening equity is
   the first mark of that session, the peak the highest mark; both count from the last `resume`.
@@ -17,19 +19,21 @@ Every trip is an intervention event. Exits always go through.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from lake.calendar import get_calendar, is_trading_day, session_bounds
 from trading.events import Event, EventType
+from trading.ledger.projections import HALTS, SafetyState, project
 from trading.models import Mode
 from trading.risk import RiskLimits
 
 log = logging.getLogger(__name__)
 
-HALTS = frozenset({"kill_switch", "drawdown", "breaker"})  # until resume ("breaker": ledgers before the split)
+__all__ = ["HALTS", "EventLog", "Safety", "SafetyState", "flatten_due", "outside_window", "read_state", "session_of", "window"]
+
 _TYPES = [EventType.INTERVENTION.value, EventType.RECONCILIATION.value, EventType.ORDER_SUBMITTED.value]
 
 
@@ -74,75 +78,9 @@ def flatten_due(now: datetime, limits: RiskLimits) -> bool:
     return bounds is None or now >= bounds[1]
 
 
-@dataclass(frozen=True)
-class SafetyState:
-    """One pass over the ledger's interventions, marks and orders, as of one session."""
-
-    session: date
-    halted: str | None = None  # kill switch or drawdown, until resume
-    daily_loss: str | None = None  # tripped in this session
-    session_open_equity: float | None = None
-    peak_equity: float | None = None
-    trades_today: int = 0
-    tripped_today: frozenset[str] = frozenset()  # intervention kinds recorded in this session
-    known_orders: frozenset[str] = frozenset()  # client ids in the ledger
-    sent_orders: frozenset[str] = frozenset()  # client ids the broker confirmed
-
-    def no_new_risk(self, limits: RiskLimits) -> str | None:
-        """Why no position may be opened or added to now (ledger state only), else None."""
-        if self.halted:
-            return self.halted
-        if self.daily_loss:
-            return self.daily_loss
-        if self.trades_today >= limits.max_trades_per_day:
-            return f"trades_per_day: {self.trades_today} orders in the session {self.session} >= {limits.max_trades_per_day}"
-        return None
-
-
-def _payloads(ledger: EventLog) -> Iterator[tuple[str, dict[str, Any]]]:
-    fast = getattr(ledger, "payloads", None)
-    if fast is not None:  # the Ledger's streaming path: no Event models built
-        yield from fast(_TYPES)
-        return
-    for event in ledger.events(types=_TYPES):
-        yield event.type.value, event.payload
-
-
 def read_state(ledger: EventLog, session: date) -> SafetyState:
-    key = session.isoformat()
-    halted = daily = None
-    opening = peak = None
-    trades = 0
-    tripped: set[str] = set()
-    known: set[str] = set()
-    sent: set[str] = set()
-    for type_, p in _payloads(ledger):
-        if type_ == EventType.ORDER_SUBMITTED.value:
-            cid = p.get("client_order_id")
-            if cid:
-                known.add(cid)
-                if p.get("broker_order_id"):
-                    sent.add(cid)
-            trades += p.get("session") == key
-        elif type_ == EventType.RECONCILIATION.value:
-            equity = p.get("equity")
-            if not p.get("ok") or equity is None:
-                continue
-            peak = equity if peak is None else max(peak, equity)
-            if opening is None and p.get("session") == key:
-                opening = equity
-        else:
-            kind = p.get("kind")
-            if kind == "resume":
-                halted = daily = opening = peak = None
-                tripped.clear()
-            elif kind in HALTS:
-                halted = f"{kind}: {p.get('reason', '')}"
-            elif p.get("session") == key and kind in ("daily_loss", "trades_per_day", "flatten"):
-                tripped.add(kind)
-                if kind == "daily_loss":
-                    daily = f"daily_loss: {p.get('reason', '')}"
-    return SafetyState(session, halted, daily, opening, peak, trades, frozenset(tripped), frozenset(known), frozenset(sent))
+    """The safety state as of `session`, from the ledger's projection (one pass, kept up to date)."""
+    return project(ledger).safety(session)
 
 
 @dataclass

@@ -33,6 +33,9 @@ class Portfolio:
     commissions: float = 0.0
     fills: int = 0
 
+    def copy(self) -> Portfolio:
+        return Portfolio(self.cash, dict(self.positions), dict(self.avg_cost), self.realized_pnl, self.commissions, self.fills)
+
     def apply_deposit(self, amount: float) -> None:
         """Cash in (a negative amount is a withdrawal)."""
         self.cash += amount
@@ -104,11 +107,19 @@ def replay_portfolio(
     """The portfolio after the DEPOSIT and FILL events, in order (up to `until_seq`, of `run_id` only).
 
     From a `Ledger`, only (type, payload) of those two types are streamed from one cursor, without
-    building `Event` models. `until_seq` needs a Ledger (plain events carry no seq).
+    building `Event` models; when this ledger already has a projection (`trading.ledger.projections`,
+    made by the cycle's first read), its portfolio is caught up and copied instead: no second pass.
+    `until_seq` needs a Ledger (plain events carry no seq).
     """
     portfolio = Portfolio()
     apply = portfolio.apply_payload
     if isinstance(ledger_or_events, Ledger):
+        if until_seq is None and run_id is None:
+            from trading.ledger.projections import cached  # it imports this module
+
+            projection = cached(ledger_or_events)
+            if projection is not None:
+                return projection.portfolio.copy()
         for type_, payload in ledger_or_events.payloads(REPLAYED, run_id=run_id, until_seq=until_seq):
             apply(type_, payload)
         return portfolio

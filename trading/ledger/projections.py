@@ -1,0 +1,302 @@
+"""Everything the trading loop reads from the ledger, folded in ONE pass over its events.
+
+A `Projection` is the ledger's state after its events in `seq` order: the portfolio (`Portfolio`,
+average cost), the halt state and the session's breaker marks (`SafetyState`: kill switch or
+drawdown until a resume, the session's opening equity and the peak since the last resume, daily loss
+and trades per session), the orders sent, the model spend and tokens per day, the recent decisions
+and, per UTC minute, what the day summary counts. Queries (`safety(session)`, `spent_on(day)`,
+`day_summary(day, ...)`) read the fold; none re-reads the ledger.
+
+`project(ledger)` keeps one projection per `Ledger` object and brings it up to date with only the
+events written since (`seq > last`), so a cycle that asks ten times reads the ledger once. On
+PostgreSQL, sequence values can commit out of order: before catching up, the events at or below the
+last seq read are counted, and a late commit among them means a fresh pass.
+
+Payloads are read through their typed models (`trading.events`), which the ledger validated on write;
+FILL and DEPOSIT go to `Portfolio.apply_payload` and DECISION payloads are passed through as
+recorded (the day summary's executed rows, the agents' recent decisions): the hot paths of a 1 M
+event replay, read without building a model per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any, Protocol, cast
+
+from trading.events import (
+    CostPayload,
+    Event,
+    EventType,
+    InterventionPayload,
+    OrderSubmittedPayload,
+    ReconciliationPayload,
+    validate_payload,
+)
+from trading.ledger.portfolio import Portfolio
+from trading.ledger.store import Ledger
+from trading.risk import RiskLimits
+
+HALTS = frozenset({"kill_switch", "drawdown", "breaker"})  # until resume ("breaker": ledgers before the split)
+SESSION_TRIPS = frozenset({"daily_loss", "trades_per_day", "flatten"})  # once per session
+RECENT_DECISIONS = 200  # what the agents' tools see of past decisions
+RECENT_CALL_COSTS = 20  # model cost per call, for a run's estimate
+EXECUTED_KEYS = ("symbol", "side", "quantity", "entry", "stop", "rationale")
+
+_T = EventType
+# Types whose payload the fold reads; the others are only counted (their payload is not even decoded).
+PAYLOAD_TYPES = (_T.DEPOSIT, _T.FILL, _T.ORDER_SUBMITTED, _T.RECONCILIATION, _T.INTERVENTION, _T.COST, _T.DECISION)
+_DEPOSIT, _FILL, _ORDER, _MARK, _INTERVENTION, _COST, _DECISION = (t.value for t in PAYLOAD_TYPES)
+
+
+class EventSource(Protocol):
+    def events(self) -> Iterable[Event]: ...
+
+
+@dataclass(frozen=True)
+class SafetyState:
+    """The ledger's interventions, marks and orders, as of one session."""
+
+    session: date
+    halted: str | None = None  # kill switch or drawdown, until resume
+    daily_loss: str | None = None  # tripped in this session
+    session_open_equity: float | None = None
+    peak_equity: float | None = None
+    trades_today: int = 0
+    tripped_today: frozenset[str] = frozenset()  # intervention kinds recorded in this session
+    known_orders: frozenset[str] = frozenset()  # client ids in the ledger
+    sent_orders: frozenset[str] = frozenset()  # client ids the broker confirmed
+
+    def no_new_risk(self, limits: RiskLimits) -> str | None:
+        """Why no position may be opened or added to now (ledger state only), else None."""
+        if self.halted:
+            return self.halted
+        if self.daily_loss:
+            return self.daily_loss
+        if self.trades_today >= limits.max_trades_per_day:
+            return f"trades_per_day: {self.trades_today} orders in the session {self.session} >= {limits.max_trades_per_day}"
+        return None
+
+
+@dataclass
+class Bucket:
+    """One UTC minute of events (by `as_of`, else `recorded_at`); items keep their seq to sort a day."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    costs: list[tuple[int, float]] = field(default_factory=list)
+    interventions: list[tuple[int, str]] = field(default_factory=list)
+    executed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+def _minute(value: Any) -> str | None:
+    """'YYYY-MM-DD HH:MM' in UTC of a stored time (SQLite's UTC string, or a datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value[:16]
+    stamp = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return stamp.isoformat(" ")[:16]
+
+
+@dataclass
+class Projection:
+    portfolio: Portfolio = field(default_factory=Portfolio)
+    # Safety: halts and the peak since the last resume; per session (its ISO date) the opening mark,
+    # the daily loss and the session's trips since the last resume, and the orders (never reset).
+    halted: str | None = None
+    peak_equity: float | None = None
+    opening: dict[str, float] = field(default_factory=dict)
+    daily_loss: dict[str, str] = field(default_factory=dict)
+    tripped: dict[str, set[str]] = field(default_factory=dict)
+    trades: Counter[str] = field(default_factory=Counter)
+    known_orders: set[str] = field(default_factory=set)
+    sent_orders: set[str] = field(default_factory=set)
+    # Model spend of the runs (scope "run"), per UTC date of the decision bar.
+    spent: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    call_costs: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_CALL_COSTS))
+    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    last_seq: int = 0
+    applied: int = 0
+
+    # -- the fold -------------------------------------------------------------------------------------
+
+    def apply(self, seq: int, type_: str, as_of: Any, recorded_at: Any, payload: dict[str, Any] | None, v: int) -> None:
+        """One event (times as stored or as datetimes; payload None for the types only counted)."""
+        self.last_seq, self.applied = seq, self.applied + 1
+        key = _minute(as_of if as_of is not None else recorded_at)
+        bucket = self.buckets.get(key) if key is not None else None
+        if bucket is None and key is not None:
+            bucket = self.buckets[key] = Bucket()
+        if bucket is not None:
+            bucket.counts[type_] += 1
+        if payload is None:
+            return
+        if type_ in (_FILL, _DEPOSIT):
+            self.portfolio.apply_payload(type_, payload)
+        elif type_ == _DECISION:
+            self.decisions.append(payload)
+            if bucket is not None and payload.get("verdict") == "EXECUTE":
+                bucket.executed.append((seq, {k: payload.get(k) for k in EXECUTED_KEYS}))
+        elif type_ == _ORDER:
+            self._order(cast(OrderSubmittedPayload, validate_payload(_T.ORDER_SUBMITTED, payload, v)))
+        elif type_ == _MARK:
+            self._mark(cast(ReconciliationPayload, validate_payload(_T.RECONCILIATION, payload, v)))
+        elif type_ == _INTERVENTION:
+            p = cast(InterventionPayload, validate_payload(_T.INTERVENTION, payload, v))
+            self._intervention(p)
+            if bucket is not None:
+                bucket.interventions.append((seq, f"{p.kind}: {p.reason}"))
+        elif type_ == _COST:
+            c = cast(CostPayload, validate_payload(_T.COST, payload, v))
+            if c.scope == "run":
+                self._cost(c, _minute(as_of), bucket, seq)
+
+    def _order(self, p: OrderSubmittedPayload) -> None:
+        if p.client_order_id:
+            self.known_orders.add(p.client_order_id)
+            if p.broker_order_id:
+                self.sent_orders.add(p.client_order_id)
+        if p.session is not None:
+            self.trades[p.session] += 1
+
+    def _mark(self, p: ReconciliationPayload) -> None:
+        if not p.ok or p.equity is None:
+            return
+        self.peak_equity = p.equity if self.peak_equity is None else max(self.peak_equity, p.equity)
+        if p.session is not None and p.session not in self.opening:
+            self.opening[p.session] = p.equity
+
+    def _intervention(self, p: InterventionPayload) -> None:
+        if p.kind == "resume":
+            self.halted = self.peak_equity = None
+            self.opening.clear()
+            self.daily_loss.clear()
+            self.tripped.clear()
+        elif p.kind in HALTS:
+            self.halted = f"{p.kind}: {p.reason}"
+        elif p.session is not None and p.kind in SESSION_TRIPS:
+            self.tripped.setdefault(p.session, set()).add(p.kind)
+            if p.kind == "daily_loss":
+                self.daily_loss[p.session] = f"daily_loss: {p.reason}"
+
+    def _cost(self, c: CostPayload, as_of_minute: str | None, bucket: Bucket | None, seq: int) -> None:
+        if c.model_calls:
+            self.call_costs.append(c.run_cost_usd / c.model_calls)
+        if as_of_minute is not None:
+            day = as_of_minute[:10]
+            self.spent[day] = self.spent.get(day, 0.0) + c.run_cost_usd
+            self.tokens[day] = self.tokens.get(day, 0) + c.prompt_tokens + c.completion_tokens
+        if bucket is not None:
+            bucket.costs.append((seq, c.run_cost_usd))
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    def safety(self, session: date) -> SafetyState:
+        key = session.isoformat()
+        return SafetyState(
+            session,
+            self.halted,
+            self.daily_loss.get(key),
+            self.opening.get(key),
+            self.peak_equity,
+            self.trades.get(key, 0),
+            frozenset(self.tripped.get(key, ())),
+            frozenset(self.known_orders),
+            frozenset(self.sent_orders),
+        )
+
+    def spent_on(self, day: date) -> tuple[float, list[float]]:
+        """Money the runs with a decision bar on `day` (UTC) spent, and the recent costs per model call."""
+        return self.spent.get(day.isoformat(), 0.0), list(self.call_costs)
+
+    def tokens_on(self, day: date) -> int:
+        return self.tokens.get(day.isoformat(), 0)
+
+    def recent_decisions(self, limit: int = RECENT_DECISIONS) -> list[dict[str, Any]]:
+        if limit > RECENT_DECISIONS:
+            raise ValueError(f"the projection keeps the last {RECENT_DECISIONS} decisions, not {limit}")
+        return list(self.decisions)[-limit:] if limit > 0 else []
+
+    def day_summary(self, day: date, marks: Mapping[str, float], tz: tzinfo) -> dict[str, Any]:
+        """What happened on `day` (event time in `tz`): decisions, orders, fills, costs, halts; the account now."""
+        counts: Counter[str] = Counter()
+        costs: list[tuple[int, float]] = []
+        interventions: list[tuple[int, str]] = []
+        executed: list[tuple[int, dict[str, Any]]] = []
+        for key, bucket in self.buckets.items():
+            if datetime.fromisoformat(f"{key}:00+00:00").astimezone(tz).date() != day:
+                continue
+            counts.update(bucket.counts)
+            costs += bucket.costs
+            interventions += bucket.interventions
+            executed += bucket.executed
+        cost = 0.0
+        for _seq, usd in sorted(costs, key=lambda x: x[0]):  # summed in ledger order, as recorded
+            cost += usd
+        ordered: dict[str, int] = {t.value: counts[t.value] for t in EventType if counts[t.value]}
+        p = self.portfolio
+        return {
+            "day": day.isoformat(),
+            "events": ordered,
+            "decisions": counts[_DECISION],
+            "executed": [row for _seq, row in sorted(executed, key=lambda x: x[0])],
+            "orders": counts[_ORDER],
+            "fills": counts[_FILL],
+            "rejections": counts[EventType.REJECTION.value],
+            "model_cost_usd": round(cost, 6),
+            "interventions": [text for _seq, text in sorted(interventions, key=lambda x: x[0])],
+            "cash": p.cash,
+            "positions": {s: q for s, q in p.positions.items() if q},
+            "equity": p.equity(marks),
+            "realized_pnl": p.realized_pnl,
+            "unrealized_pnl": p.unrealized_pnl(marks),
+        }
+
+
+def fold(events: Iterable[Event]) -> Projection:
+    """The projection of plain events (a `MemorySink`'s, a test's), in their order."""
+    projection = Projection()
+    for seq, e in enumerate(events, start=1):
+        payload = e.payload if e.type.value in _WANTED else None
+        projection.apply(seq, e.type.value, e.as_of, e.recorded_at, payload, e.v)
+    return projection
+
+
+_WANTED = frozenset(t.value for t in PAYLOAD_TYPES)
+_CACHE: weakref.WeakKeyDictionary[Ledger, Projection] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _catch_up(ledger: Ledger, projection: Projection) -> Projection:
+    if ledger.dialect == "postgresql" and projection.applied and ledger.count(until_seq=projection.last_seq) != projection.applied:
+        projection = Projection()  # a transaction committed below what was read: read everything again
+    for row in ledger.rows(after_seq=projection.last_seq, payload_types=PAYLOAD_TYPES):
+        projection.apply(*row)
+    return projection
+
+
+def project(source: Ledger | EventSource | Iterable[Event]) -> Projection:
+    """The projection of a ledger, up to date (kept per `Ledger` and caught up), or of events."""
+    if isinstance(source, Ledger):
+        with _LOCK:
+            projection = _catch_up(source, _CACHE.get(source) or Projection())
+            _CACHE[source] = projection
+            return projection
+    events = getattr(source, "events", source)  # a method (an event log) or a list (`MemorySink.events`)
+    return fold(cast(Iterable[Event], events() if callable(events) else events))
+
+
+def cached(ledger: Ledger) -> Projection | None:
+    """The ledger's projection, caught up, if one was made already (else None: nothing is read)."""
+    with _LOCK:
+        projection = _CACHE.get(ledger)
+        if projection is None:
+            return None
+        projection = _CACHE[ledger] = _catch_up(ledger, projection)
+        return projection
