@@ -31,6 +31,10 @@ from tests.backtests.reference import Fill, reference_backtest
         ((10_000.0, 1.0, 99.0, 0.0, 1.01, True), 99.0),
         ((0.0, 1.0, 100.0, 0.002, 0.0, True), 0.0),
         ((-5.0, 1.0, 100.0, 0.002, 0.0, False), 0.0),
+        ((0.5, 1.0, 100.0, 0.0, 0.0, False), 0.005),  # fractional: less than a dollar still buys
+        ((50.0, 1.0, 100.0, 0.0, 0.0, False), 0.5),
+        ((2e-6, 1.0, 100.0, 0.0, 0.0, False), 2e-8),  # at least MIN_SHARES (1e-8)
+        ((5e-7, 1.0, 100.0, 0.0, 0.0, False), 0.0),  # 5e-9 shares: float dust, no entry
     ],
 )
 def test_entry_shares(args: tuple[float, float, float, float, float, bool], expected: float) -> None:
@@ -44,6 +48,8 @@ def test_after_closing_pays_the_closing_fee_and_slippage_first() -> None:
     assert after_closing(10_186.2, -49.0, 1, 96.0, 96.0, 0.0, 0.01) == pytest.approx(10_186.2 - 0.49)
     assert after_closing(10_000.0, 0.0, -1, 100.0, 100.0, 0.002, 0.0) == 10_000.0  # flat: nothing to close
     assert after_closing(10_000.0, 5.0, 1, 100.0, 100.0, 0.002, 0.0) == 10_000.0  # same side: nothing to close
+    # A fractional half share held short is closed too (its fee paid), however small.
+    assert after_closing(10_000.0, -0.5, 1, 100.0, 100.0, 0.002, 0.0) == pytest.approx(10_000.0 - 0.5 * 100 * 0.002, rel=1e-15)
 
 
 class ScriptParams(StrategyParams):
