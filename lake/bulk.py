@@ -97,8 +97,10 @@ def bulk_ingest(
             assert next_fetch is not None
             raw = next_fetch.result()
             next_fetch = fetcher.submit(fetch, chunks[i + 1]) if i + 1 < len(chunks) else None
-            # Nothing at or after `end` was asked for, so none of it counts as missing.
-            report = validate_bars(raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_until=end, corporate_actions=actions)
+            # [start, end) is what was asked for: every session in it is expected, nothing after it.
+            report = validate_bars(
+                raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_from=start, expected_until=end, corporate_actions=actions
+            )
             _check_placeable(report.quarantine, chunks[i])
             if pending is not None:
                 _finish(pending, total, on_chunk)

@@ -126,3 +126,12 @@ def test_unsorted_input_lands_in_the_same_partitions(tmp_path: Path) -> None:
     assert _files(tmp_path / "sorted", "bars") == _files(tmp_path / "shuffled", "bars")
     assert_frame_equal(store.read_bars(tmp_path / "shuffled", SYMBOLS, "1m"), store.read_bars(tmp_path / "sorted", SYMBOLS, "1m"))
     assert store.partition_keys(bars, "date") == {(s, d) for s in SYMBOLS for d in SESSIONS}
+
+
+def test_a_session_the_source_lacks_is_missing_even_at_the_start_of_the_range(tmp_path: Path) -> None:
+    """The missing-bars check spans the range asked for, not only the dates the source returned."""
+    first_close = session_bounds(SESSIONS[0])[1]
+    source = EditedSource(edit=lambda df: df.filter(pl.col("ts") >= first_close))  # no bar of the first session
+    summary = bulk_ingest(source, ["AAPL"], "1m", START, END, tmp_path)
+    assert summary.failed_checks["missing_bars"] == 390
+    assert summary.clean_rows == 390 + 390 + 210 and summary.quarantined_rows == 0
