@@ -203,3 +203,39 @@ def test_breaker_trips_in_a_decide_job_are_alerted(tmp_path: Any, monkeypatch: p
     assert sorted(a["kind"] for a in received) == ["daily_loss", "drawdown"]
     for alert in received:
         assert alert["equity"] < 85_000 and alert["reason"] in alert["text"] and alert["at"].startswith("2024-11-25T16:00")
+
+
+@pytest.mark.slow
+def test_the_daemon_alerts_each_intervention_once_across_a_restart(tmp_path: Any) -> None:
+    """`dagster dev` (webserver, daemon, code server) with the sensor on by default: its cursor is
+    persisted by the instance, so a restarted daemon alerts what came after, and nothing twice."""
+    import time
+
+    from tests.orchestration.dagster_server import dagster_dev
+    from trading.events import Event
+    from trading.models import Mode
+
+    url = ledger_url(tmp_path)
+
+    def intervene(kind: str) -> None:
+        with Ledger(url) as ledger:
+            ledger.emit(Event(type=EventType.INTERVENTION, run_id=f"ops-{kind}", mode=Mode.PAPER, as_of=datetime(2024, 11, 25, 11, 30, tzinfo=NY), payload={"kind": kind, "reason": f"{kind} by the test"}))
+
+    def wait_for(received: list[dict[str, Any]], kind: str, log: Any) -> None:
+        deadline = time.monotonic() + 240
+        while not any(a.get("kind") == kind for a in received):
+            assert time.monotonic() < deadline, f"no {kind} alert; see {log}"
+            time.sleep(1)
+
+    intervene("kill_switch")
+    with webhook_receiver() as (hook, received):
+        env = {"QUANTLAKE_LEDGER_URL": url, "QUANTLAKE_ALERT_WEBHOOK": hook, "QUANTLAKE_ALERT_LOOKBACK_H": "1000000", "GX_ANALYTICS_ENABLED": "false"}
+        with dagster_dev(tmp_path / "home", env, tmp_path / "dev1.log"):
+            wait_for(received, "kill_switch", tmp_path / "dev1.log")
+        intervene("resume")
+        with dagster_dev(tmp_path / "home", env, tmp_path / "dev2.log"):
+            wait_for(received, "resume", tmp_path / "dev2.log")
+            intervene("drawdown")  # one more tick after the resume alert, so a repeat would show
+            wait_for(received, "drawdown", tmp_path / "dev2.log")
+    kinds = [a["kind"] for a in received if "kind" in a]
+    assert kinds == ["kill_switch", "resume", "drawdown"]
