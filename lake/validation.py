@@ -48,6 +48,11 @@ class Rule:
     reason: Callable[[], pl.Expr] | None = None
 
 
+def _local(column: str, fmt: str) -> pl.Expr:
+    """A UTC timestamp as exchange wall-clock text, for reasons people read."""
+    return pl.col(column).dt.convert_time_zone(EXCHANGE_TZ).dt.strftime(fmt)
+
+
 def _max_oc() -> pl.Expr:
     return pl.max_horizontal("open", "close")
 
@@ -119,7 +124,19 @@ RULES: tuple[Rule, ...] = (
         True,
         "Intraday bars lie inside the exchange session (half days close early); daily bars fall on a session.",
         lambda: ~pl.col("_in_session"),
-        lambda: pl.format("{} is outside the {} session hours", pl.col("ts"), pl.col("symbol")),
+        lambda: (
+            pl.when(pl.col("_open").is_null())  # a daily bar whose date is no session
+            .then(pl.format("{} falls on no {} session (a weekend or holiday)", pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date(), pl.col("symbol")))
+            .otherwise(
+                pl.format(
+                    "{} is outside the {} session hours ({} to {})",
+                    _local("ts", "%Y-%m-%d %H:%M %Z"),
+                    pl.col("symbol"),
+                    _local("_open", "%Y-%m-%d %H:%M"),
+                    _local("_close", "%H:%M %Z"),
+                )
+            )
+        ),
     ),
     Rule(
         "price_jump",

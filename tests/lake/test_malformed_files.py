@@ -63,7 +63,7 @@ QUARANTINED: dict[str, tuple[Edit, tuple[str, int, str]]] = {
     "negative_volume": (_line(12, _set(5, "-3")), ("volume_non_negative", 1, "volume -3")),
     "repeated_row": (lambda lines: [*lines[:14], lines[13], *lines[14:]], ("ts_unique", 1, "duplicate bar")),
     "after_the_close": (_append("2024-11-22 17:45,100,101,99,100,10"), ("in_session", 1, "outside the AAPL session hours")),
-    "saturday_bar": (_append("2024-11-23 10:00,100,101,99,100,10"), ("in_session", 1, "outside")),
+    "saturday_bar": (_append("2024-11-23 10:00,100,101,99,100,10"), ("in_session", 1, "2024-11-23 10:00 EST is outside the AAPL session hours (2024-11-22 09:30 to 16:00 EST)")),
     "bad_tick_100x": (
         _line(16, lambda c: [c[0], *(str(float(v) * 100) for v in c[1:5]), c[5]]),
         ("price_jump", 2, "x the previous close"),
