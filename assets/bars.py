@@ -34,7 +34,7 @@ def bars_1m(
     """1-minute bars of one symbol for one trading day, validated; failing rows go to quarantine."""
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     day, symbol = keys["date"], keys["symbol"]
-    with bad_input_fails_once():
+    with bad_input_fails_once(context):
         opened = session_bounds(day, market_data.exchange)[0]
         start, window_end = day_window(day, market_data.exchange)
         # Today's partition holds the bars so far: never ask a source for minutes that have not happened.
@@ -64,7 +64,7 @@ def bars_1d(
     """Daily bars of one symbol for one year (up to the last closed session), validated."""
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
     year, symbol = keys["year"], keys["symbol"]
-    with bad_input_fails_once():
+    with bad_input_fails_once(context):
         days = trading_days(date(int(year), 1, 1), date(int(year), 12, 31), market_data.exchange)
         now = run_now(context)
         closed = [d for d in days if session_bounds(d, market_data.exchange)[1] <= now]

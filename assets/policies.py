@@ -17,14 +17,22 @@ MARKET_DATA_POOL = "market_data"
 TRADING_POOL = "broker"
 
 
+# Dagster's run tag: False keeps the run-retries daemon from re-running a run its step failed.
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
+
 @contextmanager
-def bad_input_fails_once() -> Iterator[None]:
+def bad_input_fails_once(context: dg.AssetExecutionContext | None = None) -> Iterator[None]:
     """Bad input (a malformed file, an unknown symbol, a refused request, a bad setting) fails the
-    step once with its reason: a retry would read the same bytes. Only a `TransientSourceError`
-    (timeout, lost connection, HTTP 429/5xx) is left to the step's retry policy."""
+    step once with its reason: a retry would read the same bytes. With `context`, the run is tagged
+    so the run-retries daemon (when a deployment enables it) does not re-run it either. Only a
+    `TransientSourceError` (timeout, lost connection, HTTP 429/5xx) or another unexpected error is
+    left to the retry policies."""
     try:
         yield
     except TransientSourceError:
         raise
     except (LakeError, ValueError) as exc:
+        if context is not None:  # read back when the run fails, to decide whether it will retry
+            context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
         raise dg.Failure(str(exc), allow_retries=False) from exc

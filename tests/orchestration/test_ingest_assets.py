@@ -302,3 +302,30 @@ def test_a_partition_100x_off_the_day_before_is_caught(lake_root: Path, tmp_path
     explained = _run("ingest_intraday_job", intraday_key(day, SYMBOL), _files(lake_root, csv))
     assert explained.success
     assert read_bars(lake_root, [SYMBOL], "1m", *session_bounds(day)).height == 390
+
+
+@pytest.mark.slow  # the outage waits out three step retries (2, 4, 8 s)
+def test_the_run_retries_daemon_reruns_a_source_outage_but_not_a_malformed_file(lake_root: Path, tmp_path: Path) -> None:
+    """With run retries on (the default instance config), a run whose source stayed down through its
+    step retries is marked to run again; a run failed by a malformed file is marked not to."""
+    from orchestration.definitions import defs
+    from tests.fakes.alpaca_data_server import AlpacaDataState, alpaca_data_server
+
+    csv = tmp_path / "aapl.csv"
+    csv.write_text("ts,open,high,low,close,volume\n2024-11-22 10:00,100,101,99,100.5,1000,1\n")
+    job = defs.resolve_job_def("ingest_intraday_job")
+    key = intraday_key("2024-11-22", SYMBOL)
+    with dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 2}}) as instance:
+        add_symbols(instance, [SYMBOL])
+        bad = job.execute_in_process(partition_key=key, instance=instance, resources=_files(lake_root, csv), raise_on_error=False)
+        tags = instance.get_run_by_id(bad.run_id).tags  # type: ignore[union-attr]
+        assert not bad.success and tags["dagster/will_retry"] == "false"
+
+        state = AlpacaDataState(failures={n: (503, '{"message": "down"}') for n in range(1, 100)})
+        with alpaca_data_server(state) as url:
+            source = MarketDataResource(source="alpaca", alpaca_api_key="PKTEST", alpaca_secret_key="s3cr3t", alpaca_url_override=url)
+            down = job.execute_in_process(
+                partition_key=key, instance=instance, resources={"lake": LakeResource(root=str(lake_root)), "market_data": source}, raise_on_error=False
+            )
+        assert not down.success and len(state.requests) == 4  # the first try and 3 step retries
+        assert instance.get_run_by_id(down.run_id).tags["dagster/will_retry"] == "true"  # type: ignore[union-attr]
