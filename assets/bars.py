@@ -17,7 +17,7 @@ from assets.partitions import daily_partitions, intraday_partitions
 from assets.policies import MARKET_DATA_POOL, TRANSIENT_RETRY, bad_input_fails_once
 from assets.resources import LakeResource, MarketDataResource
 from lake.calendar import day_window, session_bounds, trading_days, year_window
-from lake.errors import SourceError
+from lake.errors import SourceError, TransientSourceError
 
 
 @dg.asset(
@@ -42,8 +42,8 @@ def bars_1m(
         if end <= opened:
             raise SourceError(f"{symbol} {day}: the session has not opened yet")
         bars = market_data.build("1m").fetch([symbol], "1m", start, end)
-        if bars.is_empty():
-            raise SourceError(f"{market_data.source}: no 1m bars for {symbol} on {day}")
+        if bars.is_empty():  # a vendor may publish late: worth asking again, unlike bad input
+            raise TransientSourceError(f"{market_data.source}: no 1m bars for {symbol} on {day}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
             expected_from=start, expected_until=end,
@@ -75,7 +75,7 @@ def bars_1d(
         end = year_end if now >= year_end else session_bounds(closed[-1], market_data.exchange)[1]
         bars = market_data.build("1d").fetch([symbol], "1d", start, end)
         if bars.is_empty():
-            raise SourceError(f"{market_data.source}: no 1d bars for {symbol} in {year}")
+            raise TransientSourceError(f"{market_data.source}: no 1d bars for {symbol} in {year}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange,
             expected_from=start, expected_until=end,
