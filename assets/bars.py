@@ -20,6 +20,11 @@ from lake.calendar import day_window, session_bounds, trading_days, year_window
 from lake.errors import SourceError, TransientSourceError
 
 
+def _nothing(market_data: MarketDataResource) -> type[SourceError]:
+    """An empty answer: a vendor may publish late (worth asking again); files will not change."""
+    return TransientSourceError if market_data.source == "alpaca" else SourceError
+
+
 @dg.asset(
     partitions_def=intraday_partitions,
     check_specs=check_specs("bars_1m"),
@@ -42,8 +47,8 @@ def bars_1m(
         if end <= opened:
             raise SourceError(f"{symbol} {day}: the session has not opened yet")
         bars = market_data.build("1m").fetch([symbol], "1m", start, end)
-        if bars.is_empty():  # a vendor may publish late: worth asking again, unlike bad input
-            raise TransientSourceError(f"{market_data.source}: no 1m bars for {symbol} on {day}")
+        if bars.is_empty():
+            raise _nothing(market_data)(f"{market_data.source}: no 1m bars for {symbol} on {day}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
             expected_from=start, expected_until=end,
@@ -75,7 +80,7 @@ def bars_1d(
         end = year_end if now >= year_end else session_bounds(closed[-1], market_data.exchange)[1]
         bars = market_data.build("1d").fetch([symbol], "1d", start, end)
         if bars.is_empty():
-            raise TransientSourceError(f"{market_data.source}: no 1d bars for {symbol} in {year}")
+            raise _nothing(market_data)(f"{market_data.source}: no 1d bars for {symbol} in {year}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange,
             expected_from=start, expected_until=end,
