@@ -178,20 +178,26 @@ class PayloadError(ValueError):
     """A payload does not match its event type's model; the message names the type and the fields."""
 
 
+_BY_VALUE: dict[str, type[Payload]] = {t.value: m for t, m in PAYLOADS.items()}  # a StrEnum member finds its value
+
+
 def validate_payload(type_: EventType | str, payload: Mapping[str, Any], v: int = PAYLOAD_VERSION) -> Payload:
     """`payload` as its type's model (upgraded from version `v`); PayloadError names what is wrong."""
-    kind = EventType(type_)
-    if v > PAYLOAD_VERSION:
-        raise PayloadError(f"{kind.value} payload has version {v}, newer than this code's {PAYLOAD_VERSION}: upgrade quantlake")
+    model = _BY_VALUE.get(type_)
+    if model is None:
+        raise PayloadError(f"unknown event type {type_!r}")
     data: Mapping[str, Any] = payload
-    for version in range(max(v, LEGACY_VERSION), PAYLOAD_VERSION):
-        upgrade = _UPGRADES.get((kind, version))
-        data = upgrade(data) if upgrade is not None else data
+    if v != PAYLOAD_VERSION:
+        if v > PAYLOAD_VERSION:
+            raise PayloadError(f"{type_} payload has version {v}, newer than this code's {PAYLOAD_VERSION}: upgrade quantlake")
+        for version in range(max(v, LEGACY_VERSION), PAYLOAD_VERSION):
+            upgrade = _UPGRADES.get((EventType(type_), version))
+            data = upgrade(data) if upgrade is not None else data
     try:
-        return PAYLOADS[kind].model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(payload)'}: {err['msg']} (got {err.get('input')!r:.60})" for err in exc.errors())
-        raise PayloadError(f"invalid {kind.value} payload: {fields}") from None
+        raise PayloadError(f"invalid {EventType(type_).value} payload: {fields}") from None
 
 
 class Event(Frozen):

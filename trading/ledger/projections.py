@@ -86,18 +86,16 @@ class SafetyState:
 class Bucket:
     """One UTC minute of events (by `as_of`, else `recorded_at`); items keep their seq to sort a day."""
 
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: dict[str, int] = field(default_factory=dict)
     costs: list[tuple[int, float]] = field(default_factory=list)
     interventions: list[tuple[int, str]] = field(default_factory=list)
     executed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
-def _minute(value: Any) -> str | None:
-    """'YYYY-MM-DD HH:MM' in UTC of a stored time (SQLite's UTC string, or a datetime)."""
+def _minute(value: datetime | None) -> str | None:
+    """'YYYY-MM-DD HH:MM' in UTC, as `Ledger.rows` gives it."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return value[:16]
     stamp = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return stamp.isoformat(" ")[:16]
 
@@ -123,39 +121,59 @@ class Projection:
     buckets: dict[str, Bucket] = field(default_factory=dict)
     last_seq: int = 0
     applied: int = 0
+    _stamp: str | None = field(default=None, repr=False, compare=False)
+    _bucket: Bucket | None = field(default=None, repr=False, compare=False)
 
     # -- the fold -------------------------------------------------------------------------------------
 
-    def apply(self, seq: int, type_: str, as_of: Any, recorded_at: Any, payload: dict[str, Any] | None, v: int) -> None:
-        """One event (times as stored or as datetimes; payload None for the types only counted)."""
-        self.last_seq, self.applied = seq, self.applied + 1
-        key = _minute(as_of if as_of is not None else recorded_at)
-        bucket = self.buckets.get(key) if key is not None else None
-        if bucket is None and key is not None:
-            bucket = self.buckets[key] = Bucket()
-        if bucket is not None:
-            bucket.counts[type_] += 1
-        if payload is None:
-            return
-        if type_ in (_FILL, _DEPOSIT):
-            self.portfolio.apply_payload(type_, payload)
-        elif type_ == _DECISION:
-            self.decisions.append(payload)
-            if bucket is not None and payload.get("verdict") == "EXECUTE":
-                bucket.executed.append((seq, {k: payload.get(k) for k in EXECUTED_KEYS}))
-        elif type_ == _ORDER:
-            self._order(cast(OrderSubmittedPayload, validate_payload(_T.ORDER_SUBMITTED, payload, v)))
+    def apply(self, seq: int, type_: str, stamp: str | None, as_of: str | None, payload: dict[str, Any] | None, v: int) -> None:
+        """One event: its UTC minutes (`as_of` else `recorded_at`; `as_of`) and payload (None: only counted)."""
+        self.apply_rows([(seq, type_, stamp, as_of, payload, v)])
+
+    def apply_rows(self, rows: Iterable[tuple[int, str, str | None, str | None, dict[str, Any] | None, int]]) -> None:
+        """Events in `seq` order, as `Ledger.rows` gives them (the hot loop of a replay: locals only)."""
+        buckets, stamp_now, bucket = self.buckets, self._stamp, self._bucket
+        apply_payload, remember = self.portfolio.apply_payload, self.decisions.append
+        seq, n = self.last_seq, 0
+        for seq, type_, stamp, as_of, payload, v in rows:
+            n += 1
+            if stamp != stamp_now:  # events come in bursts of the same minute: one lookup per burst
+                stamp_now = stamp
+                if stamp is None:
+                    bucket = None
+                else:
+                    bucket = buckets.get(stamp)
+                    if bucket is None:
+                        bucket = buckets[stamp] = Bucket()
+            if bucket is not None:
+                counts = bucket.counts
+                counts[type_] = counts.get(type_, 0) + 1
+            if payload is None:
+                continue
+            if type_ in (_FILL, _DEPOSIT):
+                apply_payload(type_, payload)
+            elif type_ == _DECISION:
+                remember(payload)
+                if bucket is not None and payload.get("verdict") == "EXECUTE":
+                    bucket.executed.append((seq, {k: payload.get(k) for k in EXECUTED_KEYS}))
+            else:
+                self._typed(seq, type_, as_of, payload, v, bucket)
+        self.last_seq, self.applied, self._stamp, self._bucket = seq, self.applied + n, stamp_now, bucket
+
+    def _typed(self, seq: int, type_: str, as_of: str | None, payload: dict[str, Any], v: int, bucket: Bucket | None) -> None:
+        if type_ == _ORDER:
+            self._order(cast(OrderSubmittedPayload, validate_payload(type_, payload, v)))
         elif type_ == _MARK:
-            self._mark(cast(ReconciliationPayload, validate_payload(_T.RECONCILIATION, payload, v)))
+            self._mark(cast(ReconciliationPayload, validate_payload(type_, payload, v)))
         elif type_ == _INTERVENTION:
-            p = cast(InterventionPayload, validate_payload(_T.INTERVENTION, payload, v))
+            p = cast(InterventionPayload, validate_payload(type_, payload, v))
             self._intervention(p)
             if bucket is not None:
                 bucket.interventions.append((seq, f"{p.kind}: {p.reason}"))
         elif type_ == _COST:
-            c = cast(CostPayload, validate_payload(_T.COST, payload, v))
+            c = cast(CostPayload, validate_payload(type_, payload, v))
             if c.scope == "run":
-                self._cost(c, _minute(as_of), bucket, seq)
+                self._cost(c, as_of, bucket, seq)
 
     def _order(self, p: OrderSubmittedPayload) -> None:
         if p.client_order_id:
@@ -262,9 +280,10 @@ class Projection:
 def fold(events: Iterable[Event]) -> Projection:
     """The projection of plain events (a `MemorySink`'s, a test's), in their order."""
     projection = Projection()
-    for seq, e in enumerate(events, start=1):
-        payload = e.payload if e.type.value in _WANTED else None
-        projection.apply(seq, e.type.value, e.as_of, e.recorded_at, payload, e.v)
+    projection.apply_rows(
+        (seq, e.type.value, _minute(e.as_of or e.recorded_at), _minute(e.as_of), e.payload if e.type.value in _WANTED else None, e.v)
+        for seq, e in enumerate(events, start=1)
+    )
     return projection
 
 
@@ -276,8 +295,7 @@ _LOCK = threading.Lock()
 def _catch_up(ledger: Ledger, projection: Projection) -> Projection:
     if ledger.dialect == "postgresql" and projection.applied and ledger.count(until_seq=projection.last_seq) != projection.applied:
         projection = Projection()  # a transaction committed below what was read: read everything again
-    for row in ledger.rows(after_seq=projection.last_seq, payload_types=PAYLOAD_TYPES):
-        projection.apply(*row)
+    projection.apply_rows(ledger.rows(after_seq=projection.last_seq, payload_types=PAYLOAD_TYPES))
     return projection
 
 

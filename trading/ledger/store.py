@@ -437,11 +437,11 @@ class Ledger:
 
     def rows(
         self, *, after_seq: int = 0, payload_types: Iterable[EventType | str] | None = None, chunk: int = 50_000
-    ) -> Iterator[tuple[int, str, Any, Any, dict[str, Any] | None, int]]:
-        """(seq, type, as_of, recorded_at, payload, v) after `after_seq`, in `seq` order, from one cursor.
+    ) -> Iterator[tuple[int, str, str | None, str | None, dict[str, Any] | None, int]]:
+        """(seq, type, stamp minute, as_of minute, payload, v) after `after_seq`, in `seq` order, from one cursor.
 
-        The projections' read: times come as the driver gives them (SQLite: "YYYY-MM-DD HH:MM:SS[.ffffff]"
-        UTC strings; PostgreSQL: aware datetimes) and only `payload_types` have their payload decoded
+        The projections' read. Minutes are UTC "YYYY-MM-DD HH:MM" strings computed by the database
+        (the stamp is `as_of`, else `recorded_at`; `as_of`'s own minute for COST events only); only `payload_types` have their payload decoded
         (the others' payload is None: counted, not read, so big prompts and responses cost nothing).
         """
         t = ledger_events
@@ -452,12 +452,16 @@ class Ledger:
         if payload_types is not None:
             wanted = [EventType(x).value for x in payload_types]
             payload = sa.case((t.c.type.in_(wanted), payload), else_=sa.null())
-        as_of, recorded_at = (
-            (t.c.as_of, t.c.recorded_at)
-            if self.dialect == "postgresql"
-            else (sa.type_coerce(t.c.as_of, text_type), sa.type_coerce(t.c.recorded_at, text_type))
-        )
-        stmt = sa.select(t.c.seq, t.c.type, as_of, recorded_at, payload).where(t.c.seq > after_seq).order_by(t.c.seq)
+
+        def minute(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+            if self.dialect == "postgresql":
+                return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD HH24:MI")
+            return sa.func.substr(sa.type_coerce(column, text_type), 1, 16)  # stored as "YYYY-MM-DD HH:MM:SS.ffffff" UTC
+
+        stamp = minute(sa.func.coalesce(t.c.as_of, t.c.recorded_at))
+        # `as_of`'s own minute only where it is read (model costs, by the day of their decision bar).
+        as_of = sa.case((t.c.type == EventType.COST.value, minute(t.c.as_of)), else_=sa.null())
+        stmt = sa.select(t.c.seq, t.c.type, stamp, as_of, payload).where(t.c.seq > after_seq).order_by(t.c.seq)
         compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
         params = compiled.params
         args = tuple(params[name] for name in compiled.positiontup or ()) if compiled.positional else params
@@ -473,12 +477,12 @@ class Ledger:
             try:
                 cursor.execute(str(compiled), args)
                 while fetched := cursor.fetchmany(chunk):
-                    for seq, type_, as_of_value, recorded_value, text in fetched:
+                    for seq, type_, stamp_minute, as_of_minute, text in fetched:
                         if text is None:
-                            yield seq, type_, as_of_value, recorded_value, None, LEGACY_VERSION
+                            yield seq, type_, stamp_minute, as_of_minute, None, LEGACY_VERSION
                         else:
                             data = loads(text)
-                            yield seq, type_, as_of_value, recorded_value, data, int(data.pop(VERSION_KEY, LEGACY_VERSION))
+                            yield seq, type_, stamp_minute, as_of_minute, data, int(data.pop(VERSION_KEY, LEGACY_VERSION))
             finally:
                 cursor.close()
 
