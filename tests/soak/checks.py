@@ -152,7 +152,9 @@ def check_orders_and_ledger(result: SoakResult) -> list[str]:
         fills = list(ledger.events(types=[EventType.FILL.value]))
         portfolio = replay_portfolio(ledger)
     sent = [e.payload["client_order_id"] for e in submitted]
-    problems += [f"order {cid} submitted {n} times" for cid, n in Counter(sent).items() if n > 1]
+    # An unknown outcome (a 5xx: the order may exist) is asked again later; confirmed twice is sent twice.
+    confirmed = Counter(e.payload["client_order_id"] for e in submitted if e.payload.get("status") != "unknown")
+    problems += [f"order {cid} confirmed {n} times" for cid, n in confirmed.items() if n > 1]
     placed = {e.payload["client_order_id"]: e.recorded_at for e in submitted}  # the (simulated) instant it was sent
     for fill in fills:  # a fill at a bar that opened before the order was sent is a price from the past
         at = placed.get(fill.payload["client_order_id"])
@@ -162,7 +164,7 @@ def check_orders_and_ledger(result: SoakResult) -> list[str]:
         return problems + (["orders in the ledger but no simulated account"] if sent else [])
     broker = SimulatedBroker.from_state(json.loads(result.sim_state.read_text()))
     at_broker = [o["request"]["client_order_id"] for o in json.loads(result.sim_state.read_text())["orders"]]
-    if sorted(at_broker) != sorted(sent):
+    if len(at_broker) != len(set(at_broker)) or set(at_broker) != set(sent):
         problems.append(f"the broker has {len(at_broker)} orders, the ledger {len(sent)}: {sorted(set(at_broker) ^ set(sent))[:5]}")
     if abs(portfolio.cash - broker.cash) > 1e-6 * max(1.0, abs(broker.cash)):
         problems.append(f"ledger cash {portfolio.cash:,.6f} != broker cash {broker.cash:,.6f}")
@@ -175,6 +177,7 @@ def check_orders_and_ledger(result: SoakResult) -> list[str]:
 def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, object]:
     with Ledger(result.ledger_url) as ledger:
         orders = sum(1 for _ in ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
+        unknown = sum(e.payload.get("status") == "unknown" for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
         fills = sum(1 for _ in ledger.events(types=[EventType.FILL.value]))
         events = ledger.count()
     return {
@@ -186,6 +189,7 @@ def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, objec
         "alerts": len(result.alerts),
         "orders": orders,
         "fills": fills,
+        "unknown_outcomes": unknown,
         "ledger_events": events,
         "seconds": round(result.seconds, 1),
         "seconds_per_day": round(result.seconds_per_day, 2),
@@ -241,12 +245,43 @@ def check_source_down(result: SoakResult, instance: dg.DagsterInstance) -> tuple
     return failed, problems
 
 
+def check_broker_5xx(result: SoakResult) -> list[str]:
+    """On the broker's bad days every order is recorded as an unknown outcome with the 503, and the
+    account still matches the ledger (check_orders_and_ledger): the order was not sent again blind."""
+    from tests.soak.harness import BROKER_5XX
+
+    days = set(result.settings.broker_5xx)
+    if not days:
+        return []
+    with Ledger(result.ledger_url) as ledger:
+        submitted = [e for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if e.recorded_at.astimezone(NY).date() in days]
+    problems = [f"order {e.payload['client_order_id']} on a broker-5xx day recorded as {e.payload.get('status')}" for e in submitted if e.payload.get("status") != "unknown" or BROKER_5XX not in e.payload.get("error", "")]
+    return problems
+
+
+def check_flattens_fill(result: SoakResult) -> list[str]:
+    """A flatten (the window's end, the kill switch) must leave the account flat: each closing order
+    is filled within two sessions (the bar it fills at reaches the lake the day after)."""
+    days = sessions(result)
+    cutoff = days[-3] if len(days) >= 3 else None
+    with Ledger(result.ledger_url) as ledger:
+        closes = [e for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if str(e.payload["client_order_id"]).startswith("close-")]
+        filled = {e.payload["client_order_id"] for e in ledger.events(types=[EventType.FILL.value])}
+    return [
+        f"flatten order {e.payload['client_order_id'][:14]} ({e.symbol} {e.payload.get('side')} {e.payload.get('quantity')}, sent {e.recorded_at.astimezone(NY):%Y-%m-%d %H:%M}) never filled"
+        for e in closes
+        if cutoff is not None and e.recorded_at.astimezone(NY).date() <= cutoff and e.payload["client_order_id"] not in filled
+    ]
+
+
 def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
     """Everything above on a finished soak: (its summary, what is wrong)."""
     with dg.DagsterInstance.from_config(str(result.home)) as instance:
         failed, fault_problems = check_source_down(result, instance)
         problems = [
             *fault_problems,
+            *check_broker_5xx(result),
+            *check_flattens_fill(result),
             *check_scheduled_runs(result, halted_skips(instance)),
             *check_runs_succeeded(result, failed),
             *check_ticks(instance),

@@ -48,6 +48,7 @@ SCHEDULES = ("market_open_schedule", "market_close_schedule", "decision_schedule
 SENSORS = ("new_daily_bars_sensor", "price_move_sensor", "run_failure_alert_sensor")
 DAEMON_LAG = timedelta(seconds=20)  # the daemon sees a tick a few seconds after its time
 SOURCE_DOWN = "market-data source unreachable (soak fault)"
+BROKER_5XX = "HTTP 503 from the broker on submission (soak fault)"
 SYNC_LAUNCHER = (
     "run_launcher:\n  module: dagster._core.launcher.sync_in_memory_run_launcher\n  class: SyncInMemoryRunLauncher\n"
 )
@@ -63,6 +64,7 @@ class SoakSettings:
     strategy_params: str = '{"fast": 5, "slow": 20}'  # short windows: the strategy trades within a month
     env: dict[str, str] = field(default_factory=dict)  # extra settings (faults, thresholds)
     source_down: tuple[date, ...] = ()  # faults: the market-data source refuses every request on these days
+    broker_5xx: tuple[date, ...] = ()  # faults: every order submission answers HTTP 503 on these days (the order was in fact taken)
     reload_on: tuple[date, ...] = ()  # the code location restarts (modules imported afresh) before these days' first tick
     storage_url: str = ""  # a PostgreSQL URL for the instance's storage; empty: SQLite under the Dagster home
 
@@ -221,6 +223,27 @@ def _source_down(days: tuple[date, ...]) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _broker_5xx(days: tuple[date, ...]) -> Iterator[None]:
+    """The simulated venue takes the order, then the answer is lost to a 503 while the simulated
+    New York date is one of `days`: the worst case, an order that exists but was not confirmed."""
+    from unittest import mock
+
+    from trading.brokers.base import UnknownOutcome
+    from trading.brokers.simulated import SimulatedBroker
+
+    real = SimulatedBroker.submit
+
+    def submit(self: SimulatedBroker, order: object) -> object:
+        state = real(self, order)  # type: ignore[arg-type]
+        if datetime.now(NY).date() in days:
+            raise UnknownOutcome(f"{order.client_order_id}: {BROKER_5XX}")  # type: ignore[attr-defined]
+        return state
+
+    with mock.patch.object(SimulatedBroker, "submit", submit):
+        yield
+
+
 class _SimulatedSleep:
     """`time` for Dagster's step-retry wait: a sleep moves the simulated clock instead of waiting."""
 
@@ -273,6 +296,7 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
         # A ticking clock set to each moment: time passes while runs work (step retries wait on it).
         clock = stack.enter_context(time_machine.travel(first, tick=True))
         stack.enter_context(_source_down(settings.source_down))
+        stack.enter_context(_broker_5xx(settings.broker_5xx))
         # A step's retry policy (2, 4, 8 s) waits in simulated time: a fault costs no real seconds.
         from unittest import mock
 

@@ -56,3 +56,17 @@ def test_two_sessions_on_a_postgresql_instance(tmp_path: Path, pg_schema_url: st
     stats, problems = check_all(result)
     assert problems == [], "\n".join(problems)
     assert stats["sessions"] == 2 and int(str(stats["runs"])) >= 2 * 10
+
+
+@pytest.mark.slow
+def test_the_broker_answering_503_to_every_order_for_a_day(tmp_path: Path) -> None:
+    """Friday 2026-11-13 the strategy buys NVDA (sma_cross 5/20 crosses on the 12th); every submission
+    that day is taken by the venue but answered 503. The ledger records an unknown outcome, the order
+    is never confirmed twice nor sent under a new id, its fill (Monday's bar, in the lake Tuesday)
+    reaches the ledger, and the ledger's replay is the account."""
+    bad = date(2026, 11, 13)
+    result = run_soak(SoakSettings(start=date(2026, 11, 12), end=date(2026, 11, 17), work=tmp_path, broker_5xx=(bad,)))
+    stats, problems = check_all(result)
+    assert problems == [], "\n".join(problems)
+    assert int(str(stats["unknown_outcomes"])) >= 1 and int(str(stats["fills"])) >= 1
+    assert all(r.status.value == "SUCCESS" for r in result.runs if r.job_name == "decide_job")  # trading went on
