@@ -79,3 +79,23 @@ def test_unknown_executor_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("QUANTLAKE_EXECUTOR", "spark")
     with pytest.raises(ValueError, match="QUANTLAKE_EXECUTOR='spark'"):
         build_executor()
+
+
+def test_helm_values_load_our_code_location_and_mount_the_lake_claim() -> None:
+    values = yaml.safe_load((ROOT / "deploy" / "k8s" / "values.yaml").read_text())
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"][:2] == ["-m", "orchestration.definitions"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert "QUANTLAKE_EXECUTOR=k8s" in launcher["envVars"]
+    pvc = yaml.safe_load((ROOT / "deploy" / "k8s" / "lake-pvc.yaml").read_text())
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in [*deployment["volumes"], *launcher["volumes"]]}
+    assert claims == {pvc["metadata"]["name"]}
+
+
+def test_image_holds_every_package_and_the_deploy_configs() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    for name in [p.rstrip("*") for p in packages] + ["deploy"]:
+        assert f"COPY {name}/ {name}/" in dockerfile, f"deploy/Dockerfile does not copy {name}/"
