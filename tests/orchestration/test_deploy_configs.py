@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -22,7 +23,7 @@ def test_instance_config_validates(path: Path) -> None:
     assert "postgres" in config["storage"], "production instances store in PostgreSQL"
     for section in ("run_launcher", "run_coordinator"):
         if section in config:
-            cls = class_from_code_pointer(config[section]["module"], config[section]["class"])
+            cls: Any = class_from_code_pointer(config[section]["module"], config[section]["class"])
             result = validate_config(cls.config_type(), config[section].get("config", {}))
             assert result.success, f"{path}: {section}: {[e.message for e in result.errors or []]}"
 
