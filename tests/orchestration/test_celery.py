@@ -50,10 +50,10 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
     return _fill_lake(tmp_path_factory.mktemp("lake"))
 
 
-def _single_process(lake: LakeResource, config: dict[str, Any]) -> pl.DataFrame:
+def _single_process(lake: LakeResource, config: dict[str, Any], end: datetime = datetime(2025, 1, 1, tzinfo=UTC)) -> pl.DataFrame:
     """The reference: backtests.sweep.sweep on the whole grid at once, in this process."""
     strategy = load_strategy(config["strategy"])
-    bars = read_bars(lake.path, SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    bars = read_bars(lake.path, SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), end)
     on = bars.filter(pl.col("symbol") == "AAPL")
     return sweep(on, strategy, expand_grid(strategy, {}, config["grid"]), ChunkedSweepConfig(**config).backtest_config())
 
@@ -293,3 +293,17 @@ def test_celery_workers_run_an_ingest_backfill_and_a_chunked_sweep_as_one_proces
     assert {place.worker for _, _, place in places} <= set(cluster.workers), places
     assert {place.worker for place in chunks} == set(cluster.workers), chunks
     assert len({place.pid for place in chunks}) == 2, chunks
+
+
+def test_an_open_end_is_pinned_in_the_plan_every_chunk_reads(lake: LakeResource) -> None:
+    """Chunks start at different moments (without a now tag, each step's now is its own clock): the
+    plan they all read carries the run's now as the end, and the bars up to it are swept."""
+    grid = {"fast": [5, 10], "slow": [30, 60]}
+    config = _sweep_config("sma_cross", grid, 2) | {"end": ""}
+    result = chunked_sweep_job.execute_in_process(
+        run_config={"ops": {"split_sweep": {"config": config}}}, resources={"lake": lake}, tags={NOW_TAG: "2024-07-01T00:00:00+00:00"}
+    )
+    assert result.success
+    assert result.output_for_node("split_sweep", "plan").config["end"] == "2024-07-01T00:00:00"
+    table = pl.read_parquet(lake.path / "research/parameter_sweep_chunked/results.parquet")
+    assert_frame_equal(table, _single_process(lake, config | {"end": "2024-07-01"}, end=datetime(2024, 7, 1, tzinfo=UTC)), check_exact=True)
