@@ -105,6 +105,24 @@ def test_an_order_sent_after_a_bar_opened_fills_at_the_next_open_not_that_one() 
     assert broker.positions() == {}
 
 
+
+def test_a_pending_flatten_is_kept_by_the_next_days_flatten_so_it_fills() -> None:
+    """Daily bars reach the lake after the close: the next day's flatten comes before the bar the first
+    one waits for. Replacing it (sent later, so filling later still) would never flatten the position."""
+    broker = SimulatedBroker(SimConfig(), cash=10_000)
+    broker.on_bar({"AAA": _bar(0, 100)})
+    broker.submit(_order("entry"))
+    broker.on_bar({"AAA": _bar(1, 101)})
+    broker.placed_at = T0 + timedelta(days=1, hours=6, minutes=25)  # 15:55 on day 1
+    [first] = broker.close_all()
+    broker.placed_at = T0 + timedelta(days=2, hours=6, minutes=25)  # 15:55 on day 2: day 2's bar not in yet
+    [again] = broker.close_all()
+    assert again.client_order_id == first.client_order_id and again.status.is_open
+    assert [o.client_order_id for o in broker.open_orders()] == [first.client_order_id]
+    [fill] = broker.on_bar({"AAA": _bar(2, 97)})
+    assert (fill.ts, fill.price) == (T0 + timedelta(days=2), 97) and broker.positions() == {}
+
+
 @pytest.mark.parametrize("allow_short", [False, True], ids=["long-only", "long-short"])
 def test_brackets_match_the_backtest_engine_bar_for_bar(allow_short: bool) -> None:
     """Donchian with ATR brackets on one symbol: the broker's fills are the engine's orders."""

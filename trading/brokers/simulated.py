@@ -141,12 +141,30 @@ class SimulatedBroker:
         return count
 
     def close_all(self) -> list[OrderState]:
-        """Market orders that flatten every position at the next bar's open."""
-        self.cancel_all()
+        """Market orders that flatten every position at the next bar's open.
+
+        A close already pending for the whole position is kept, not replaced: on daily bars the bar
+        it waits for reaches the lake only after the next day's flatten, and a replacement (sent
+        later) could only fill at a later bar still, so the position would never be flattened."""
+        pending = {o.request.symbol: o for o in self._open() if o.request.reduce_only and o.request.client_order_id.startswith("close-")}
+        held = self.positions()
+        keep = {
+            symbol: o
+            for symbol, o in pending.items()
+            if symbol in held
+            and (o.request.side == Side.SELL) == (held[symbol] > 0)
+            and abs(o.state.quantity - o.state.filled_quantity - abs(held[symbol])) < 1e-9
+        }
+        for order in self._open():
+            if order not in keep.values():
+                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
         self._brackets.clear()
-        stamp = self.now.isoformat() if self.now else "start"
+        stamp = f"{self.now.isoformat() if self.now else 'start'}|{self.placed_at.isoformat() if self.placed_at else ''}"
         out = []
-        for symbol, qty in sorted(self.positions().items()):
+        for symbol, qty in sorted(held.items()):
+            if symbol in keep:
+                out.append(keep[symbol].state)
+                continue
             side = Side.SELL if qty > 0 else Side.BUY
             cid = f"close-{hashlib.sha256(f'{symbol}|{stamp}'.encode()).hexdigest()[:24]}"
             out.append(self.submit(OrderRequest(client_order_id=cid, symbol=symbol, side=side, quantity=abs(qty), reduce_only=True)))
