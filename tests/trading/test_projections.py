@@ -336,3 +336,34 @@ def test_a_payload_from_a_newer_version_is_a_clear_error() -> None:
         [event] = ledger.events()
         with pytest.raises(PayloadError, match=f"deposit payload has version {PAYLOAD_VERSION + 1}, newer than"):
             event.typed()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_late_commit_below_the_last_seq_read_is_not_missed(pg_schema_url: str) -> None:
+    """Sequence values can commit out of order on PostgreSQL: the projection reads everything again."""
+
+    def deposit(amount: float, minutes: int) -> Event:
+        at = T0 + timedelta(minutes=minutes)
+        return Event(type=EventType.DEPOSIT, run_id="r", mode=Mode.PAPER, as_of=at, recorded_at=at, payload={"amount": amount})
+
+    def insert(ledger: Ledger, seq: int, event: Event) -> None:  # as a slower transaction would have, with its own seq
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "insert into ledger_events (seq, event_id, type, run_id, trace_id, mode, as_of, recorded_at, payload) "
+                    "values (:seq, :id, 'deposit', 'r', 't', 'paper', :at, :at, cast(:payload as jsonb))"
+                ),
+                {"seq": seq, "id": event.event_id, "at": event.as_of, "payload": json.dumps({**event.payload, "v": PAYLOAD_VERSION})},
+            )
+
+    with Ledger(pg_schema_url) as ledger:
+        first = [deposit(1.0, 0), deposit(2.0, 1)]
+        ledger.append_many(first)
+        insert(ledger, 100, deposit(4.0, 2))
+        assert project(ledger).portfolio.cash == 7.0 and project(ledger).last_seq == 100
+        insert(ledger, 50, deposit(8.0, 3))  # committed after seq 100 was read
+        ledger.append_many([deposit(16.0, 4)])
+        projection = project(ledger)
+        assert projection.portfolio.cash == 31.0 and projection.applied == 5
+        assert projection.day_summary(DAYS[0], {}, NY)["events"] == {"deposit": 5}  # 22:00-22:04 New York, March 3
+        assert replay_portfolio(ledger) == replay_portfolio(ledger, until_seq=10**9)

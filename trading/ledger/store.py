@@ -482,7 +482,7 @@ class Ledger:
                             yield seq, type_, stamp_minute, as_of_minute, None, LEGACY_VERSION
                         else:
                             data = loads(text)
-                            yield seq, type_, stamp_minute, as_of_minute, data, int(data.pop(VERSION_KEY, LEGACY_VERSION))
+                            yield seq, type_, stamp_minute, as_of_minute, data, data.pop(VERSION_KEY, LEGACY_VERSION)
             finally:
                 cursor.close()
 
