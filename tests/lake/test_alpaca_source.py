@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -144,11 +143,11 @@ def test_bad_arguments_are_named() -> None:
 
 
 def test_a_stalled_server_times_out_instead_of_hanging(minute_bars: pl.DataFrame) -> None:
+    # The server answers after 3 s: only a client that gave up at its 0.3 s timeout raises "Timeout"
+    # (one without a timeout gets the bars), so no clock is read.
     state = _state(minute_bars, hangs={1: 3.0})
-    started = time.monotonic()
     with alpaca_data_server(state) as url, pytest.raises(SourceError, match="Timeout"):
         _source(url, timeout_s=0.3, retry_attempts=0).fetch(SYMBOLS, "1m", START, END)
-    assert time.monotonic() - started < 2.5
 
 
 def test_unreachable_server_is_a_source_error() -> None:
