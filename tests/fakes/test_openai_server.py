@@ -218,11 +218,9 @@ def test_length_finish_reason_with_function_calling_is_not_an_error(server: Open
 
 def test_rate_limit_then_success_is_retried(server: OpenAIServer) -> None:
     server.script(Reply(status=429, content="slow down"), Reply(content=PROPOSAL_JSON))
-    start = time.monotonic()
     parsed = chat(server, max_retries=2).with_structured_output(Proposal, method="json_schema").invoke("go")
     assert parsed == Proposal(symbol="AAPL", action="BUY", confidence=0.8)
     assert server.calls == 2 and len(server.requests) == 2
-    assert time.monotonic() - start < 1.0  # retry-after-ms: 10 keeps the backoff short
 
 
 def test_server_error_without_retries(server: OpenAIServer) -> None:
@@ -241,14 +239,14 @@ def test_server_error_without_retries(server: OpenAIServer) -> None:
 
 
 def test_timeout_is_fast_and_close_does_not_hang() -> None:
-    start = time.monotonic()
+    # The reply would come after an hour: a client without its timeout, or a close that waited for
+    # the delayed handler, blocks until pytest-timeout fails the test. No clock is read.
     with OpenAIServer() as srv:
-        srv.script(Reply(content=PROPOSAL_JSON, delay=2.0))
+        srv.script(Reply(content=PROPOSAL_JSON, delay=3600.0))
         with pytest.raises(openai.APITimeoutError):
             client(srv, timeout=0.3).chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}]
             )
-    assert time.monotonic() - start < 1.5
 
 
 def test_concurrent_requests_are_served_in_parallel() -> None:
