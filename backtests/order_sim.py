@@ -61,7 +61,7 @@ def _execute_nb(
         min_size=MIN_SIZE,
         size_granularity=granularity,
     )
-    _, state = vnb.process_order_nb(i, col, 0, state, False, order, order_records, log_records)
+    _, state = vnb.process_order_nb(i, col, 0, state, False, order, order_records, log_records)  # pragma: no mutate (logs off: no effect on orders)
     return state
 
 
@@ -160,7 +160,7 @@ def simulate_signals_nb(
     for i in range(n):
         # 1. Each symbol's order on this bar.
         value = cash
-        orders_now = False
+        orders_now = False  # pragma: no mutate (True only costs time: a bar with no order changes nothing)
         for col in range(m):
             kind[col], amount[col], price[col] = NONE, np.nan, fill_price[i, col]
             value += position[col] * fill_price[i, col]  # 2. the bar's equity, at its fill prices

@@ -128,6 +128,16 @@ def test_a_rotation_on_one_bar_pays_its_entry_with_its_exit(scripts: dict[str, s
     assert _orders(_bars(FLAT), p, BacktestConfig(init_cash=100_000, allow_short=True)) == expected
 
 
+def test_a_bars_sales_pay_for_its_covers() -> None:
+    """Long 10 BBB at 1,000 (size 0.1) and short 500 AAA at 100 (half of the 100,000; cash 140,000).
+    AAA climbs to 290 and both exit on one bar: the BBB sale (10,000) goes first, so the cover
+    (145,000) is paid in full; the other way round the cash covered only 482 shares."""
+    prices = {"AAA": [100.0, 100.0, 100.0, 100.0, 290.0, 290.0], "BBB": [1000.0] * 6}
+    p = MultiScriptParams(scripts={"AAA": ".S.X..", "BBB": "L..X.."}, sizes={"AAA": 0.5, "BBB": 0.1})
+    orders = _orders(_bars(prices), p, BacktestConfig(init_cash=100_000, allow_short=True))
+    assert orders == [(1, "BBB", "buy", 10.0), (2, "AAA", "sell", 500.0), (4, "AAA", "buy", 500.0), (4, "BBB", "sell", 10.0)]
+
+
 def test_entries_competing_for_cash_take_it_in_order() -> None:
     """Three entries of 0.5 on one bar: AAA and BBB take 500 shares each, CCC what is left: none."""
     prices = {s: [100.0] * 5 for s in ("AAA", "BBB", "CCC")}
