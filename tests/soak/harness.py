@@ -52,6 +52,8 @@ BROKER_5XX = "HTTP 503 from the broker on submission (soak fault)"
 SYNC_LAUNCHER = (
     "run_launcher:\n  module: dagster._core.launcher.sync_in_memory_run_launcher\n  class: SyncInMemoryRunLauncher\n"
 )
+# Harness overhead, not the deployment's: no `tail -F` capture process per step (QUANTLAKE_SOAK_COMPUTE_LOGS=1 keeps it).
+NO_COMPUTE_LOGS = "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n  class: NoOpComputeLogManager\n"
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,8 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
     home = settings.work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     storage = f"storage:\n  postgres:\n    postgres_url: {json.dumps(settings.storage_url)}\n" if settings.storage_url else ""
-    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + SYNC_LAUNCHER + storage)
+    logs = "" if os.environ.get("QUANTLAKE_SOAK_COMPUTE_LOGS") == "1" else NO_COMPUTE_LOGS
+    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + SYNC_LAUNCHER + logs + storage)
     result = SoakResult(settings, days=(settings.end - settings.start).days + 1)
     began = time.perf_counter()
     first = datetime(settings.start.year, settings.start.month, settings.start.day, tzinfo=NY)
