@@ -24,7 +24,9 @@ mutate: setup
 ui: setup
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c '.venv/bin/python -m orchestration.home >/dev/null && .venv/bin/dagster dev'
 
-# The deployment left alone on a simulated clock (tests/soak/): `make soak` (a month, Nov 2026),
-# `make soak SOAK_ARGS="--period quarter"` (or year, week, --start/--end). Exit 1 on any problem.
+# The deployment left alone on a simulated clock (tests/soak/): the soak tests (a week, faults,
+# PostgreSQL), then a month, Nov 2026 (`make soak SOAK_ARGS="--period quarter"`: or year, week,
+# --start/--end). Exit 1 on any problem.
 soak: setup
+	QUANTLAKE_SOAK=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/soak
 	.venv/bin/python scripts/soak.py $(SOAK_ARGS)
