@@ -66,12 +66,28 @@ def short_message(error: SerializableErrorInfo, lines: int = 2) -> str:
     return "; ".join(kept[:lines]) or error.cls_name or "error"
 
 
+def failed_checks(result: dg.ExecuteInProcessResult) -> str:
+    """The blocking checks that failed, with their row counts: 'in_session (1 row), price_jump (2 rows)'."""
+    named = []
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        rows = evaluation.metadata.get("failed_rows")
+        count = rows.value if rows is not None else None
+        named.append(f"{evaluation.asset_check_key.name} ({count} row{'' if count == 1 else 's'})" if isinstance(count, int) else evaluation.asset_check_key.name)
+    return ", ".join(named)
+
+
 def step_failure(result: dg.ExecuteInProcessResult) -> RunFailed | None:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
             error = root_error(event.step_failure_data.error)
             expected = (error.cls_name or "") in _subclass_names(EXPECTED)
-            return RunFailed(event.step_key or "run", short_message(error), result.run_id, expected=expected, details=event.step_failure_data.error.to_string())
+            message = short_message(error)
+            if "blocking asset check" in error.message and (checks := failed_checks(result)):
+                # Dagster's own text names the check only; say what failed and where the rows went.
+                message = f"validation failed: {checks}; those rows are in the lake's quarantine with their reasons (UI: the asset's checks)"
+            return RunFailed(event.step_key or "run", message, result.run_id, expected=expected, details=event.step_failure_data.error.to_string())
     if not result.success:
         return RunFailed("run", "failed without a step failure", result.run_id, expected=False)
     return None

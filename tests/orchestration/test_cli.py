@@ -217,8 +217,11 @@ def test_ingest_files_with_a_column_map(lake_root: Path, tmp_path: Path, monkeyp
     cmap = "ts=Date,open=Open,high=High,low=Low,close=Close,volume=Volume"
     args = ["ingest", "--start", "2024-03-01", "--end", "2024-03-01", "--timeframes", "1d", "--symbols", "AAPL", "--no-progress"]
     assert main([*args, "--files", str(csv), "--column-map", cmap]) == 1  # the blocking in_session check failed
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "rows {'bars_1d': 1}" in out and "'in_session': 1" in out
+    # Said in words, not Dagster's "1 blocking asset check failed with ERROR severity:; bars_1d: in_session".
+    assert "validation failed: in_session (1 row)" in captured.out + captured.err and "ERROR severity" not in captured.out + captured.err
     bars = read_bars(lake_root, ["AAPL"], "1d")
     assert bars["close"].to_list() == [100.5] and bars["ts"].to_list() == [session_bounds_open("2024-03-01")]
     quarantine = pl.read_parquet(next((lake_root / "quarantine").rglob("*.parquet")))
