@@ -216,21 +216,23 @@ class Projection:
 
     def safety(self, session: date) -> SafetyState:
         key = session.isoformat()
-        return SafetyState(
-            session,
-            self.halted,
-            self.daily_loss.get(key),
-            self.opening.get(key),
-            self.peak_equity,
-            self.trades.get(key, 0),
-            frozenset(self.tripped.get(key, ())),
-            frozenset(self.known_orders),
-            frozenset(self.sent_orders),
-        )
+        with _LOCK:  # another thread may be catching the same projection up
+            return SafetyState(
+                session,
+                self.halted,
+                self.daily_loss.get(key),
+                self.opening.get(key),
+                self.peak_equity,
+                self.trades.get(key, 0),
+                frozenset(self.tripped.get(key, ())),
+                frozenset(self.known_orders),
+                frozenset(self.sent_orders),
+            )
 
     def spent_on(self, day: date) -> tuple[float, list[float]]:
         """Money the runs with a decision bar on `day` (UTC) spent, and the recent costs per model call."""
-        return self.spent.get(day.isoformat(), 0.0), list(self.call_costs)
+        with _LOCK:
+            return self.spent.get(day.isoformat(), 0.0), list(self.call_costs)
 
     def tokens_on(self, day: date) -> int:
         return self.tokens.get(day.isoformat(), 0)
@@ -238,7 +240,8 @@ class Projection:
     def recent_decisions(self, limit: int = RECENT_DECISIONS) -> list[dict[str, Any]]:
         if limit > RECENT_DECISIONS:
             raise ValueError(f"the projection keeps the last {RECENT_DECISIONS} decisions, not {limit}")
-        return list(self.decisions)[-limit:] if limit > 0 else []
+        with _LOCK:
+            return list(self.decisions)[-limit:] if limit > 0 else []
 
     def day_summary(self, day: date, marks: Mapping[str, float], tz: tzinfo) -> dict[str, Any]:
         """What happened on `day` (event time in `tz`): decisions, orders, fills, costs, halts; the account now."""
@@ -246,7 +249,9 @@ class Projection:
         costs: list[tuple[int, float]] = []
         interventions: list[tuple[int, str]] = []
         executed: list[tuple[int, dict[str, Any]]] = []
-        for key, bucket in self.buckets.items():
+        with _LOCK:
+            buckets = list(self.buckets.items())
+        for key, bucket in buckets:
             if datetime.fromisoformat(f"{key}:00+00:00").astimezone(tz).date() != day:
                 continue
             counts.update(bucket.counts)
@@ -288,7 +293,7 @@ def fold(events: Iterable[Event]) -> Projection:
 
 _WANTED = frozenset(t.value for t in PAYLOAD_TYPES)
 _CACHE: weakref.WeakKeyDictionary[Ledger, Projection] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # guards catching up (and reading) the kept projections
 
 
 def _catch_up(ledger: Ledger, projection: Projection) -> Projection:
