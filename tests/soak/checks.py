@@ -151,6 +151,9 @@ def check_orders_and_ledger(result: SoakResult) -> list[str]:
         submitted = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
         fills = list(ledger.events(types=[EventType.FILL.value]))
         portfolio = replay_portfolio(ledger)
+        written = ledger.count()
+    if not written and any(r.job_name == "decide_job" and r.status == dg.DagsterRunStatus.SUCCESS for r in result.runs):
+        problems.append(f"decision runs succeeded but the soak's ledger {result.ledger_url} is empty: they wrote elsewhere")
     sent = [e.payload["client_order_id"] for e in submitted]
     # An unknown outcome (a 5xx: the order may exist) is asked again later; confirmed twice is sent twice.
     confirmed = Counter(e.payload["client_order_id"] for e in submitted if e.payload.get("status") != "unknown")

@@ -259,15 +259,21 @@ class _SimulatedSleep:
         return getattr(time, name)
 
 
+def _forget_code() -> None:
+    """Our code location's modules out of sys.modules: the next import builds them afresh, with the
+    environment and the clock of that moment (resources read their settings when built)."""
+    import sys
+
+    for name in [n for n in sys.modules if n.split(".")[0] in ("assets", "orchestration")]:
+        del sys.modules[name]
+
+
 def _restart(context: WorkspaceProcessContext) -> WorkspaceProcessContext:
     """The code location restarts: our modules imported again (partitions computed as of the
     simulated now) in a new workspace; the instance, its cursors and schedule states stay."""
-    import sys
-
     instance = context.instance
     context.__exit__(None, None, None)
-    for name in [n for n in sys.modules if n.split(".")[0] in ("assets", "orchestration")]:
-        del sys.modules[name]
+    _forget_code()
     fresh = _workspace(instance)
     fresh.__enter__()
     return fresh
@@ -296,6 +302,10 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
     alerts = logging.getLogger("quantlake.alerts")
     with ExitStack() as stack:
         stack.enter_context(_environ(environment(settings)))
+        # A fresh deployment: the code location loads with this soak's settings (ledger, account),
+        # never with those of an earlier import in this process; and is forgotten afterwards.
+        _forget_code()
+        stack.callback(_forget_code)
         # A ticking clock set to each moment: time passes while runs work (step retries wait on it).
         clock = stack.enter_context(time_machine.travel(first, tick=True))
         stack.enter_context(_source_down(settings.source_down))
