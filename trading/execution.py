@@ -195,8 +195,11 @@ class Executor:
 
     # -- safety
     def _close_all(self) -> list[OrderState]:
+        sent = set(self.safety.state().sent_orders)
         closing = self.broker.close_all()
         for state in closing:
+            if state.client_order_id in sent:
+                continue  # a close still pending from an earlier flatten, kept by the broker: recorded once
             self._emit(EventType.ORDER_SUBMITTED, state.model_dump(mode="json"), symbol=state.symbol)
         return closing
 

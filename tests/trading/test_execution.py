@@ -188,6 +188,21 @@ def test_ledger_replay_equals_the_broker_after_a_long_random_session(ledger: Led
     assert len(list(ledger.events(types=[EventType.FILL.value]))) == len(broker.fills)
 
 
+def test_a_flatten_still_pending_the_next_day_is_recorded_once(ledger: Ledger) -> None:
+    """Daily bars: the close sent at 15:55 waits for a bar the lake gets after the next day's flatten.
+    That flatten keeps it (one order at the broker) and the ledger has it once, with its first send."""
+    broker = SimulatedBroker(cash=100_000)
+    _executor(broker, ledger).execute([_decision("AAA", Side.BUY, 10)], {})
+    broker.on_bar({"AAA": _bar(100, OPEN + timedelta(minutes=1))})
+    day1 = datetime(2024, 3, 5, 20, 55, tzinfo=UTC)
+    [first] = _executor(broker, ledger, now=day1).flatten_if_due()
+    [kept] = _executor(broker, ledger, now=day1 + timedelta(days=1)).flatten_if_due()
+    assert kept.client_order_id == first.client_order_id
+    closes = [e for e in ledger.events(types=["order_submitted"]) if e.payload["client_order_id"] == first.client_order_id]
+    assert len(closes) == 1 and closes[0].recorded_at is not None
+    assert len([e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "flatten"]) == 2
+
+
 def test_the_environment_opt_in_is_read_by_orchestration_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """trading/ never reads QUANTLAKE_LIVE_TRADING itself: orchestration passes it down as a value."""
     from orchestration.resources import trading_resource
