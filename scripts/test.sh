@@ -36,3 +36,11 @@ if [ "$#" -eq 0 ] && [ "${QUANTLAKE_FROZEN_RERUNS:-1}" != 0 ]; then
     QUANTLAKE_FROZEN_NOW="$frozen" .venv/bin/python -m pytest -q -m date_sensitive -p no:cacheprovider
   done
 fi
+
+# The deployment left alone on a simulated clock (tests/soak/, out of the default run: minutes each):
+# CI runs the week across Thanksgiving (restarts, half day) and the day of broker 503s; `make soak`
+# runs them all and a month. Skipped when arguments narrow the run, or with QUANTLAKE_SOAK_IN_TESTS=0.
+if [ "$#" -eq 0 ] && [ "${QUANTLAKE_SOAK_IN_TESTS:-1}" != 0 ]; then
+  echo "== soak: a week unattended and a day of broker 503s"
+  QUANTLAKE_SOAK=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/soak -k "week_unattended or broker_answering_503"
+fi
