@@ -42,9 +42,32 @@ def partition_path(root: Path, dataset: str, timeframe: str, symbol: str, period
     return Path(root) / dataset / f"timeframe={timeframe}" / f"symbol={symbol}" / period_dir(period) / PART_FILE
 
 
+# A temp file this old is an orphan of a killed write (a Parquet write takes seconds), not another
+# writer's work in progress: the next write of the same file removes it.
+ORPHAN_AGE_S = 600.0
+
+
+def sweep_orphans(path: Path, older_than_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Removes temp files of `path` left by writes that were killed before their rename."""
+    swept: list[Path] = []
+    if not path.parent.is_dir():
+        return swept
+    cutoff = datetime.now(UTC).timestamp() - older_than_s  # file ages only: nothing written depends on it
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if orphan.stat().st_mtime < cutoff:
+                orphan.unlink()
+                swept.append(orphan)
+        except FileNotFoundError:
+            continue  # its writer finished (renamed it) or another sweep took it
+    return swept
+
+
 def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path:
-    """Writes `df` to `path` via a temp file + rename: readers see the old file or the new one."""
+    """Writes `df` to `path` via a temp file + rename: readers see the old file or the new one.
+    Temp files a killed write left beside `path` are swept first."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_orphans(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         df.write_parquet(tmp, compression="zstd", statistics=True)

@@ -54,6 +54,25 @@ def test_a_crash_mid_write_leaves_the_previous_partition(
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["part.parquet"], "no temp file left behind"
 
 
+def test_a_killed_writes_temp_file_is_swept_by_the_next_write_of_that_partition(tmp_path: Path, day_bars: pl.DataFrame) -> None:
+    """SIGKILL leaves no `finally`: the temp file stays until the partition is written again. A temp
+    file younger than ORPHAN_AGE_S may be another writer's work in progress and is left alone."""
+    import os
+
+    aapl = _one_symbol(day_bars)
+    [path] = store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl)
+    orphan = path.with_name(f".{path.name}.deadbeef.tmp")
+    orphan.write_bytes(b"half a parquet file")
+    aged = orphan.stat().st_mtime - store.ORPHAN_AGE_S - 1
+    os.utime(orphan, (aged, aged))
+    live = path.with_name(f".{path.name}.cafe.tmp")
+    live.write_bytes(b"being written")
+    assert_frame_equal(store.read_bars(tmp_path, ["AAPL"], "1m"), aapl)  # readers never take a temp file
+    store.replace_partition(tmp_path, "bars", "1m", "AAPL", "2024-11-27", aapl.head(100))
+    assert not orphan.exists() and live.exists()
+    assert_frame_equal(store.read_bars(tmp_path, ["AAPL"], "1m"), aapl.head(100))
+
+
 def test_reads_open_only_the_partitions_in_range(tmp_path: Path) -> None:
     source = SyntheticSource()
     for day in ("2024-11-25", "2024-11-26", "2024-11-27"):
