@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -34,6 +34,9 @@ from trading.ledger import Ledger, replay_portfolio
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline
 from trading.safety import EventLog, Safety
+
+if TYPE_CHECKING:
+    from trading.trade_manager import TradeManager
 
 ToolsFor = Callable[[list[SymbolContext], PortfolioSnapshot], ToolRegistry | None]
 
@@ -74,13 +77,13 @@ def advance_simulation(broker: SimulatedBroker, executor: Executor, bars: pl.Dat
     return fills
 
 
-def _trade_manager(broker: Broker | None, ledger: Ledger, mode: Mode, run_id: str, now: datetime) -> Any:
+def _trade_manager(broker: Broker | None, ledger: Ledger, mode: Mode, run_id: str, now: datetime) -> TradeManager | None:
     """On Alpaca (paper/live) the trade manager owns the brackets' exits (`trading.trade_manager`)."""
     from trading.brokers.alpaca import AlpacaBroker
 
     if not isinstance(broker, AlpacaBroker) or mode not in (Mode.PAPER, Mode.LIVE):
         return None
-    from trading.trade_manager import TradeManager  # it imports the executor's helpers: imported when used
+    from trading.trade_manager import TradeManager  # alpaca-py's stream: loaded only where it is used
 
     return TradeManager(broker, ledger, run_id=run_id, mode=mode, clock=lambda: now)
 

@@ -47,6 +47,17 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         yield led
 
 
+def paper_resource(srv: AlpacaTradingServer, tmp_path: Path) -> TradingResource:
+    """What the deployment's resources build in paper mode, pointed at the loopback server."""
+    return TradingResource(
+        mode="paper",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        alpaca_api_key=KEY,
+        alpaca_secret_key=SECRET,
+        alpaca_trading_url=srv.base_url,
+    )
+
+
 def make_broker(srv: AlpacaTradingServer, **kwargs: float) -> AlpacaBroker:
     return AlpacaBroker(KEY, SECRET, url_override=srv.base_url, timeout_s=5.0, backoff_s=0.0, sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
 
@@ -250,13 +261,7 @@ def test_restart_between_target1_fill_and_stop_move(server: AlpacaTradingServer,
 
 
 def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServer, tmp_path: Path) -> None:
-    trading = TradingResource(
-        mode="paper",
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-        alpaca_api_key=KEY,
-        alpaca_secret_key=SECRET,
-        alpaca_trading_url=server.base_url,
-    )
+    trading = paper_resource(server, tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     with time_machine.travel(NOW, tick=False):
         with trading.ledger() as ledger:
@@ -329,13 +334,7 @@ def test_trade_manager_process_protects_an_entry_whose_fill_came_before_the_ledg
 ) -> None:
     """`quantlake trade-manager`'s loop: the stream plus a pass every poll. The entry fills at once, so
     its updates may arrive before the executor has recorded it; the periodic pass protects it anyway."""
-    trading = TradingResource(
-        mode="paper",
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-        alpaca_api_key=KEY,
-        alpaca_secret_key=SECRET,
-        alpaca_trading_url=server.base_url,
-    )
+    trading = paper_resource(server, tmp_path)
     stop = threading.Event()
     with time_machine.travel(NOW, tick=True):
         process = threading.Thread(
@@ -383,13 +382,7 @@ def test_release_frees_the_shares_for_another_exit_and_places_nothing_again(
 
 def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, tmp_path: Path) -> None:
     """The poll also reads the positions: shares of a managed symbol beyond our live stops are named."""
-    trading = TradingResource(
-        mode="paper",
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-        alpaca_api_key=KEY,
-        alpaca_secret_key=SECRET,
-        alpaca_trading_url=server.base_url,
-    )
+    trading = paper_resource(server, tmp_path)
     server.fill_market_orders = False
     with time_machine.travel(NOW, tick=False):
         with trading.ledger() as ledger:
