@@ -2,14 +2,15 @@
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from assets.partitions import universe
 from lake.errors import UnknownSymbolError
 from orchestration.alerts import send_alert
-from orchestration.jobs import decide_job
+from orchestration.jobs import decide_job, ingest_intraday_job
 from orchestration.schedules import decision_run_config, trading_halted
 
 
@@ -95,4 +96,111 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
     return dg.RunRequest(run_key=f"move|{key}", run_config=decision_run_config(), tags={**_tags(), "quantlake/moved": ",".join(f"{s}:{moved[s]:+.2%}" for s in sorted(moved))})
 
 
-SENSORS = [run_failure_alert_sensor, new_daily_bars_sensor, price_move_sensor]
+# Missed sessions: the close's 1-minute ingest failed for good (the source down all day, a full
+# disk) or never ran (the daemon was down). Nothing scheduled asks for that partition again.
+REFETCH_RUN_TAG = "quantlake/refetch"
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from exc
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _complete_until(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> datetime | None:
+    """The last bar the partition's latest materialization wrote (None: never materialized; the end of
+    time when rows were quarantined: done, with the reason in the quarantine)."""
+    latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("bars_1m"), asset_partitions=[str(key)]), limit=1).records
+    mat = latest[0].asset_materialization if latest else None
+    if mat is None or "last_ts" not in mat.metadata:
+        return None
+    if "quarantined_rows" in mat.metadata and mat.metadata["quarantined_rows"].value:
+        return datetime.max.replace(tzinfo=UTC)  # validated, the rest quarantined with its reason: a refetch reads the same
+    last = datetime.fromisoformat(str(mat.metadata["last_ts"].value))
+    return last if last.tzinfo else last.replace(tzinfo=UTC)
+
+
+def missed_session_requests(
+    instance: dg.DagsterInstance, now: datetime, since: datetime, symbols: list[str]
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """(the refetches due at `now`, why others are not asked again) for the sessions that closed
+    between `since` (when the sensor first ran) and `now` less the grace, the last N of them.
+
+    A partition is missed when its latest materialization does not reach the session's last
+    minute (or there is none). It is asked again once per attempt (run key `refetch|day|symbol|n`),
+    not while a run of it is in flight, not sooner than the backoff after the last run ended, and
+    at most QUANTLAKE_REFETCH_ATTEMPTS times (the failures were alerted)."""
+    from assets.partitions import exchange, intraday_key, intraday_partitions, recent_sessions
+    from lake.calendar import session_bounds
+
+    sessions_back = _env_int("QUANTLAKE_REFETCH_SESSIONS", 5, 1)
+    grace = timedelta(minutes=_env_int("QUANTLAKE_REFETCH_GRACE_MIN", 60, 0))
+    backoff = timedelta(minutes=_env_int("QUANTLAKE_REFETCH_BACKOFF_MIN", 60, 0))
+    attempts_max = _env_int("QUANTLAKE_REFETCH_ATTEMPTS", 3, 1)
+    cal = exchange()
+    [days_dim] = [d for d in intraday_partitions.partitions_defs if d.name == "date"]
+    requests: list[dg.RunRequest] = []
+    notes: list[str] = []
+    today = now.astimezone(ZoneInfo("America/New_York")).date()
+    closed = [d for d in recent_sessions(today, sessions_back + 1, cal) if session_bounds(d, cal)[1] + grace <= now][-sessions_back:]
+    for day in closed:
+        close = session_bounds(day, cal)[1]
+        if close < since or not days_dim.partitions_def.has_partition_key(day.isoformat()):
+            continue
+        for symbol in symbols:
+            key = intraday_key(day.isoformat(), symbol)
+            last = _complete_until(instance, key)
+            if last is not None and last >= close - timedelta(minutes=1):
+                continue
+            records = instance.get_run_records(dg.RunsFilter(job_name="ingest_intraday_job", tags={"dagster/partition": str(key)}))
+            if any(not r.dagster_run.is_finished for r in records):
+                continue  # a run of it is in flight (the close's, a retry, an earlier refetch)
+            attempts = sum(1 for r in records if REFETCH_RUN_TAG in r.dagster_run.tags and "dagster/parent_run_id" not in r.dagster_run.tags)
+            if attempts >= attempts_max:
+                notes.append(f"{key}: {attempts} refetches failed, not asked again")
+                continue
+            ended = max((r.end_time or 0.0 for r in records), default=0.0)
+            if ended and now.timestamp() < ended + backoff.total_seconds():
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"refetch|{day.isoformat()}|{symbol}|{attempts + 1}",
+                    partition_key=key,
+                    tags={**_tags(), REFETCH_RUN_TAG: str(attempts + 1)},
+                )
+            )
+    return requests, notes
+
+
+@dg.sensor(
+    job=ingest_intraday_job,
+    name="missed_sessions_sensor",
+    minimum_interval_seconds=300,
+    description=(
+        "Refetches the 1-minute bars of a recent session whose partition is missing or incomplete (the close's "
+        "ingest failed or never ran): the last QUANTLAKE_REFETCH_SESSIONS (5) sessions closed since the sensor "
+        "started, QUANTLAKE_REFETCH_GRACE_MIN (60) after the close, one attempt per run key, at most "
+        "QUANTLAKE_REFETCH_ATTEMPTS (3), QUANTLAKE_REFETCH_BACKOFF_MIN (60) apart."
+    ),
+)
+def missed_sessions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    from assets.partitions import add_symbols
+
+    now = datetime.now(UTC)
+    since = datetime.fromisoformat(context.cursor) if context.cursor else now
+    if not context.cursor:  # sessions before the sensor first ran are a backfill's job, not a refetch's
+        context.update_cursor(now.isoformat())
+    symbols = universe()
+    requests, notes = missed_session_requests(context.instance, now, since, symbols)
+    if not requests:
+        return dg.SkipReason("; ".join(notes) or "no missed session")
+    add_symbols(context.instance, symbols)  # the universe may have grown since the close
+    return dg.SensorResult(run_requests=requests)
+
+
+SENSORS = [run_failure_alert_sensor, new_daily_bars_sensor, price_move_sensor, missed_sessions_sensor]
