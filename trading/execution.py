@@ -159,7 +159,8 @@ class Executor:
             if not reducing and self.blocked:
                 self.intervene("blocked", self.blocked, symbol=d.symbol, client_order_id=cid, decided_at=d.decided_at.isoformat())
                 continue
-            levels = {"stop": d.stop, "target1": d.target1, "target2": d.target2} if d.side == Side.BUY else {}
+            # an entry's bracket, long or short (a short's stop above, targets below); an exit has none
+            levels = {} if reducing else {"stop": d.stop, "target1": d.target1, "target2": d.target2}
             request = OrderRequest(
                 client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size, **levels
             )

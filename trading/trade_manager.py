@@ -10,8 +10,14 @@ Once an entry with a stop (`OrderRequest.stop`, recorded by the executor) has fi
   breakeven stop of phase 2); target 2 or that stop then ends the position.
 Each exit quantity is reserved once at Alpaca (no sell can exceed the position), and the stop always
 covers every share. On a broker the levels fire within the bar, so one bar may see target 1 and
-target 2 both (the backtest spreads them over two bars); with one share there is no half to sell:
-target 1 cannot be seen, the stop stays where it is.
+target 2 both (the backtest spreads them over two bars).
+
+One share (any odd quantity's half rounded down to 0): there is no half to sell, and the backtest
+(`backtests/order_sim.py`, like the simulated broker) still moves to phase 2 when target 1 is
+touched: nothing is sold, the stop moves to the entry price, target 2 then exits the share. No order
+fills at target 1 here, so the manager sees that touch in the bars (`extremes`: the highest high and
+lowest low of the bars opening after the entry's fill bar, for a short the low) and moves the stop
+then. Without bars (`extremes=None`) it cannot see the touch: the stop stays, and a warning says so.
 
 Idempotent and restartable: the manager keeps no state. Every pass reads the entry and its legs
 from Alpaca by client order ids derived from the entry's id and the leg (`leg_id`), sends what is
@@ -35,7 +41,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from alpaca.trading.models import TradeUpdate
@@ -44,7 +50,7 @@ from alpaca.trading.stream import TradingStream
 from strategies.brackets import half_of
 from trading.brokers.alpaca import OrderView, tick
 from trading.brokers.base import BrokerError, Fill, OrderState, OrderStatus
-from trading.events import Event, EventType
+from trading.events import CancelPayload, Event, EventType, FillPayload, OrderSubmittedPayload
 from trading.execution import fill_event_id
 from trading.ledger.store import Ledger
 from trading.models import Mode, Side
@@ -54,6 +60,10 @@ log = logging.getLogger(__name__)
 T1, REST, BREAKEVEN = "t1", "rest", "be"
 _EPS = 1e-9
 _MANAGED_MODES = {Mode.PAPER.value, Mode.LIVE.value}
+BAR = timedelta(minutes=1)  # the bars `extremes` reads: target 1 counts from the bar after the fill's
+
+Extremes = Callable[[str, datetime, datetime], "tuple[float, float] | None"]
+"""(highest high, lowest low) of `symbol`'s bars opening in [start, end); None when there is none."""
 
 
 def leg_id(entry_id: str, leg: str) -> str:
@@ -105,6 +115,7 @@ class _Recorded:
 
     filled: dict[str, tuple[float, float]] = field(default_factory=dict)  # broker id -> (qty, notional)
     legs: set[str] = field(default_factory=set)
+    first_fill: dict[str, datetime] = field(default_factory=dict)  # broker id -> when its first fill was booked
 
 
 class TradeManager:
@@ -118,14 +129,17 @@ class TradeManager:
         run_id: str,
         mode: Mode = Mode.PAPER,
         clock: Callable[[], datetime],
+        extremes: Extremes | None = None,
     ) -> None:
         self.broker = broker
+        self.extremes = extremes
         self.ledger = ledger
         self.run_id = run_id
         self.mode = mode
         self.clock = clock
         self._lock = threading.Lock()  # the stream's passes and a reconnection's pass never interleave
         self._covered: dict[str, float] = {}  # symbol -> shares under a live stop of ours (this pass)
+        self._warned: set[str] = set()  # one-share entries whose target 1 no bars can show (warned once)
         self.unprotected: dict[str, float] = {}  # after a full pass: symbol -> shares held without a stop
 
     # -- reading the ledger
@@ -134,39 +148,39 @@ class TradeManager:
         found: dict[str, Bracket] = {}
         closed: set[str] = set()
         for event in self.ledger.events(types=[EventType.ORDER_SUBMITTED, EventType.CANCEL], symbol=symbol):
-            p = event.payload
-            if event.type == EventType.CANCEL:
-                if p.get("bracket_closed"):
-                    closed.add(str(p["bracket_closed"]))
+            p = event.typed()
+            if isinstance(p, CancelPayload):
+                if p.bracket_closed:
+                    closed.add(p.bracket_closed)
                 continue
-            if event.mode.value not in _MANAGED_MODES or p.get("bracket_leg") or not p.get("stop"):
+            assert isinstance(p, OrderSubmittedPayload)
+            if event.mode.value not in _MANAGED_MODES or p.bracket_leg or not p.stop:
                 continue
-            cid = p.get("client_order_id")
-            if not cid or cid in found:
+            cid = p.client_order_id
+            if not cid or cid in found or p.symbol is None or p.side is None:
                 continue
             found[cid] = Bracket(
-                entry_id=cid,
-                symbol=p["symbol"],
-                side=Side(p["side"]),
-                stop=float(p["stop"]),
-                target1=float(p["target1"]) if p.get("target1") else None,
-                target2=float(p["target2"]) if p.get("target2") else None,
+                entry_id=cid, symbol=p.symbol, side=p.side, stop=p.stop, target1=p.target1 or None, target2=p.target2 or None
             )
         return [b for cid, b in found.items() if cid not in closed]
 
     def _recorded(self, symbol: str) -> _Recorded:
         out = _Recorded()
         for event in self.ledger.events(types=[EventType.FILL, EventType.ORDER_SUBMITTED], symbol=symbol):
-            p = event.payload
-            if event.type == EventType.ORDER_SUBMITTED:
-                if p.get("bracket_leg"):
-                    out.legs.add(str(p["client_order_id"]))
+            p = event.typed()
+            if isinstance(p, OrderSubmittedPayload):
+                if p.bracket_leg and p.client_order_id:
+                    out.legs.add(p.client_order_id)
                 continue
-            broker_id, sep, _cum = str(p.get("fill_id", "")).rpartition("@")
+            assert isinstance(p, FillPayload)
+            broker_id, sep, _cum = (p.fill_id or "").rpartition("@")
             if not sep:
                 continue
             qty, notional = out.filled.get(broker_id, (0.0, 0.0))
-            out.filled[broker_id] = (qty + float(p["quantity"]), notional + float(p["quantity"]) * float(p["price"]))
+            out.filled[broker_id] = (qty + p.quantity, notional + p.quantity * p.price)
+            ts = p.ts or event.as_of
+            if ts is not None and broker_id not in out.first_fill:
+                out.first_fill[broker_id] = ts
         return out
 
     # -- writing the ledger
@@ -205,6 +219,7 @@ class TradeManager:
         )
         self._emit(EventType.FILL, fill.model_dump(mode="json"), symbol=state.symbol, event_id=fill_event_id(fill.fill_id))
         recorded.filled[state.broker_order_id] = (cum, avg * cum)
+        recorded.first_fill.setdefault(state.broker_order_id, fill.ts)
 
     def _record_leg(self, bracket: Bracket, leg: str, view: OrderView, recorded: _Recorded, **extra: Any) -> None:
         cid = leg_id(bracket.entry_id, leg)
@@ -299,10 +314,14 @@ class TradeManager:
             legs[leg] = view
         t1, rest = legs.get(T1), legs.get(REST)
         breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
-        t1_hit = t1 is not None and t1.state.status == OrderStatus.FILLED
-        if t1_hit and breakeven is None and rest is not None:
-            stop = rest if rest.type == "stop" else next(iter(rest.legs), None)
-            if stop is not None and stop.state.status.is_open:
+        stop = _open_stop(rest)
+        if breakeven is None and stop is not None:
+            t1_hit = t1 is not None and t1.state.status == OrderStatus.FILLED
+            if not t1_hit and half <= 0 and bracket.target1 is not None:  # one share: nothing to sell at target 1
+                t1_hit = self._target1_touched(bracket, entry.state.broker_order_id, recorded)
+                if t1_hit:
+                    actions.append(f"target 1 {bracket.target1:g} touched: {filled:g} share(s), none to sell")
+            if t1_hit:
                 level = tick(fill_price)  # the entry's average price, at Alpaca's increment
                 self.broker.replace_stop(stop.state.broker_order_id, leg_id(bracket.entry_id, BREAKEVEN), level)
                 breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
@@ -324,6 +343,29 @@ class TradeManager:
             self._close(bracket, "every exit is over")
             actions.append("bracket closed")
         return actions
+
+    def _target1_touched(self, bracket: Bracket, entry_broker_id: str, recorded: _Recorded) -> bool:
+        """Did a bar after the entry's fill bar reach target 1 (a long's high, a short's low)?"""
+        assert bracket.target1 is not None
+        filled_at = recorded.first_fill.get(entry_broker_id)
+        if self.extremes is None or filled_at is None:
+            if bracket.entry_id in self._warned:
+                return False
+            self._warned.add(bracket.entry_id)
+            log.warning(
+                "trade manager: %s %s: one share, no bars to see target 1 %g: the stop stays at %g",
+                bracket.symbol, bracket.entry_id, bracket.target1, bracket.stop,
+            )  # fmt: skip
+            return False
+        start = filled_at.replace(second=0, microsecond=0) + BAR
+        now = self.clock()
+        if start >= now:
+            return False
+        seen = self.extremes(bracket.symbol, start, now)
+        if seen is None:
+            return False
+        high, low = seen
+        return high >= bracket.target1 if bracket.side == Side.BUY else low <= bracket.target1
 
     def release(self, symbol: str, reason: str) -> list[str]:
         """Cancels the open exits of `symbol`'s brackets, so another exit (a strategy's sell, a flatten)
@@ -388,6 +430,14 @@ def follow(
         if stream._loop is not None:
             stream.stop()
         thread.join(10)
+
+
+def _open_stop(rest: OrderView | None) -> OrderView | None:
+    """The rest leg's stop (the order itself, or an OCO's stop leg) while it is open."""
+    if rest is None:
+        return None
+    stop = rest if rest.type == "stop" else next(iter(rest.legs), None)
+    return stop if stop is not None and stop.state.status.is_open else None
 
 
 class _ResyncingStream(TradingStream):

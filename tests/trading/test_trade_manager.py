@@ -67,24 +67,29 @@ def make_manager(srv: AlpacaTradingServer, ledger: Ledger, run_id: str = "tm") -
     return TradeManager(broker, ledger, run_id=run_id, mode=Mode.PAPER, clock=lambda: NOW), broker
 
 
-def enter(srv: AlpacaTradingServer, ledger: Ledger, quantity: float = 10) -> None:
+SHORT_ENTRY = client_order_id("brackets", "AAPL", NOW, Side.SELL)
+SHORT_STOP, SHORT_TARGET1, SHORT_TARGET2 = 105.0, 90.0, 80.0  # a short's bracket: stop above, targets below
+
+
+def enter(srv: AlpacaTradingServer, ledger: Ledger, quantity: float = 10, side: Side = Side.BUY) -> None:
     """The decision cycle's way in: the executor sends the entry with its levels and records it."""
+    levels = (STOP, TARGET1, TARGET2) if side == Side.BUY else (SHORT_STOP, SHORT_TARGET1, SHORT_TARGET2)
     decision = Decision(
-        run_id="decide", strategy="brackets", symbol="AAPL", decided_at=NOW, verdict=Verdict.EXECUTE, side=Side.BUY,
-        quantity=quantity, stop=STOP, target1=TARGET1, target2=TARGET2,
+        run_id="decide", strategy="brackets", symbol="AAPL", decided_at=NOW, verdict=Verdict.EXECUTE, side=side,
+        quantity=quantity, stop=levels[0], target1=levels[1], target2=levels[2],
     )
     [state] = Executor(make_broker(srv), ledger, mode=Mode.PAPER, run_id="decide", now=NOW).execute([decision], {})
-    assert state.client_order_id == ENTRY
+    assert state.client_order_id == (ENTRY if side == Side.BUY else SHORT_ENTRY)
 
 
-def live(srv: AlpacaTradingServer, kind: str) -> list[tuple[float, float]]:
-    """(quantity, level) of every live exit of `kind` ("stop" or "limit") at the fake."""
+def live(srv: AlpacaTradingServer, kind: str, side: str = "sell") -> list[tuple[float, float]]:
+    """(quantity, level) of every live `side` exit of `kind` ("stop" or "limit") at the fake."""
     field = "stop_price" if kind == "stop" else "limit_price"
     with srv._lock:
         return sorted(
             (float(o["qty"]), float(o[field]))
             for o in srv.orders.values()
-            if o["type"] == kind and o["side"] == "sell" and srv._live(o)
+            if o["type"] == kind and o["side"] == side and srv._live(o)
         )
 
 
@@ -93,10 +98,13 @@ def position(srv: AlpacaTradingServer) -> float:
 
 
 def assert_protected(srv: AlpacaTradingServer) -> None:
-    """Every share held is covered by a live stop, and no exit sells more than is held."""
-    stops = live(srv, "stop")
-    assert sum(q for q, _ in stops) == position(srv) > 0, (stops, position(srv))
-    assert sum(q for q, _ in live(srv, "limit")) <= position(srv)
+    """Every share held is covered by a live stop, and no exit trades more than is held (either side)."""
+    held = position(srv)
+    exit_side = "sell" if held > 0 else "buy"
+    stops = live(srv, "stop", exit_side)
+    assert sum(q for q, _ in stops) == abs(held) > 0, (stops, held)
+    assert sum(q for q, _ in live(srv, "limit", exit_side)) <= abs(held)
+    assert not live(srv, "stop", "buy" if held > 0 else "sell")  # no exit on the wrong side
 
 
 def assert_nothing_twice(srv: AlpacaTradingServer) -> None:
@@ -430,3 +438,90 @@ def test_a_strategy_exit_through_the_step_releases_the_legs_and_sells_once(serve
         make_manager(srv, fresh)[0].sync_all()
         Executor(make_broker(srv), fresh, mode=Mode.PAPER, run_id="decide-2", now=later).execute([sell], {"AAPL": 10.0})
         assert list(fresh.events(types=[EventType.REJECTION.value])) and position(srv) == 10
+
+
+def test_short_bracket_is_mirrored_buys_above_and_below_through_the_stream(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    """A short entry's exits are buys: stops above the entry, targets below; target 1 covers half and
+    moves the rest's stop down to the entry price; target 2 covers the rest."""
+    server.fill_market_orders = False
+    enter(server, ledger, side=Side.SELL)
+    manager, broker = make_manager(server, ledger)
+    with streaming(manager, broker, server):
+        server.fill_order(SHORT_ENTRY, price=100.0)
+        wait_until("both exits placed", lambda: len(live(server, "stop", "buy")) == 2)
+        assert live(server, "stop", "buy") == [(5.0, SHORT_STOP), (5.0, SHORT_STOP)]
+        assert live(server, "limit", "buy") == [(5.0, SHORT_TARGET2), (5.0, SHORT_TARGET1)]
+        assert not live(server, "stop") and not live(server, "limit")  # no sell exit for a short
+        assert_protected(server)
+
+        server.set_price("AAPL", 89.0)  # target 1 (a gap: covers 5 at 89)
+        wait_until("the stop moved down to breakeven", lambda: live(server, "stop", "buy") == [(5.0, 100.0)])
+        assert_protected(server)
+        assert live(server, "limit", "buy") == [(5.0, SHORT_TARGET2)]
+
+        server.set_price("AAPL", 79.0)  # target 2 covers the rest
+        wait_until("flat", lambda: position(server) == 0 and not live(server, "stop", "buy"))
+        wait_until("rest's fill recorded", lambda: len(fills(ledger)) == 3)
+
+    assert_nothing_twice(server)
+    assert leg_events(ledger) == [BREAKEVEN, REST, T1]
+    assert sorted(fills(ledger)) == sorted(
+        [(SHORT_ENTRY, 10.0, 100.0), (leg_id(SHORT_ENTRY, T1), 5.0, 89.0), (leg_id(SHORT_ENTRY, REST), 5.0, 79.0)]
+    )
+    book = replay_portfolio(ledger)
+    assert book.positions == {} and book.realized_pnl == pytest.approx(5 * 11 + 5 * 21)
+    assert manager.brackets() == []
+
+
+def test_short_stop_above_exits_everything_and_a_short_breakeven_stop_at_entry(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    enter(server, ledger, quantity=7, side=Side.SELL)  # half of 7 is 3
+    manager, _ = make_manager(server, ledger)
+    manager.sync_all()
+    assert live(server, "stop", "buy") == [(3.0, SHORT_STOP), (4.0, SHORT_STOP)]
+    server.set_price("AAPL", 104.0)  # up towards the stop, not through it: nothing happens
+    assert manager.sync_all() == {SHORT_ENTRY: []}
+    server.set_price("AAPL", 106.0)  # gaps through the stop: both buy stops fill at 106
+    assert manager.sync_all() == {SHORT_ENTRY: ["bracket closed"]}
+    assert position(server) == 0 and not live(server, "limit", "buy")
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(-7 * 6)
+    assert_nothing_twice(server)
+
+
+@pytest.mark.parametrize("path", [[121.0], [111.0, 121.0]], ids=["one-jump-through-both", "t1-then-t2-before-a-pass"])
+def test_target1_and_target2_in_one_bar_exit_everything_without_a_stop_move(
+    server: AlpacaTradingServer, ledger: Ledger, path: list[float]
+) -> None:
+    """Both targets fill before the manager looks (one bar, one poll): nothing is left to protect, so
+    no breakeven stop is sent (its replacement would fail on a canceled stop), every fill is booked once."""
+    enter(server, ledger)
+    manager, _ = make_manager(server, ledger)
+    manager.sync_all()
+    for price in path:
+        server.set_price("AAPL", price)
+    assert manager.sync_all() == {ENTRY: ["bracket closed"]}
+    assert position(server) == 0 and not live(server, "stop") and not live(server, "limit")
+    assert leg_id(ENTRY, BREAKEVEN) not in server.orders_created_by_client_id
+    assert not server.calls("PATCH", "/v2/orders")
+    t1_price = path[0]
+    assert sorted(fills(ledger)) == sorted(
+        [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, t1_price), (leg_id(ENTRY, REST), 5.0, 121.0)]
+    )
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(5 * (t1_price - 100) + 5 * 21)
+    assert manager.sync_all() == {}
+    assert_nothing_twice(server)
+
+
+def test_target1_and_target2_in_one_stream_batch(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    """The stream delivers t1's fill, both cancels and the rest's fill back to back: the passes they
+    trigger send nothing (no stop move for a stop already canceled) and book each fill once."""
+    enter(server, ledger)
+    manager, broker = make_manager(server, ledger)
+    with streaming(manager, broker, server):
+        wait_until("both exits placed", lambda: len(live(server, "stop")) == 2)
+        server.set_price("AAPL", 121.0)
+        wait_until("flat and booked", lambda: position(server) == 0 and len(fills(ledger)) == 3)
+        wait_until("bracket closed", lambda: manager.brackets() == [])
+    assert leg_id(ENTRY, BREAKEVEN) not in server.orders_created_by_client_id
+    assert leg_events(ledger) == [REST, T1]
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(10 * 21)
+    assert_nothing_twice(server)
