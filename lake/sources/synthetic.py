@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 
 import numpy as np
@@ -206,3 +206,16 @@ class SyntheticSource:
 
 def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def session_prices(seed: int, symbol: str, day: date, exchange: str = "XNYS") -> tuple[float | None, float, float]:
+    """(previous session's close or None for the calendar's first, open, close) of `day`'s session
+    for this seed and symbol, rounded as the bars are: the offline news generator ties its headlines'
+    tone to these. Raises SourceError when `day` is no session."""
+    days, _, _ = _sessions(exchange)
+    i = int(np.searchsorted(days, np.datetime64(day, "D")))
+    if i >= len(days) or days[i] != np.datetime64(day, "D"):
+        raise SourceError(f"synthetic: {day} is not a {exchange} session")
+    opens, closes, _ = _daily_path(seed, _check_symbol(symbol), exchange)
+    previous = round(float(closes[i - 1]), 2) if i > 0 else None
+    return previous, round(float(opens[i]), 2), round(float(closes[i]), 2)
