@@ -139,9 +139,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from lake.paths import default_lake_root
+    from orchestration.settings import lake_root
 
-    root = Path(args.lake) if args.lake else default_lake_root()
+    root = Path(args.lake) if args.lake else lake_root()
     print(f"lake: {root}")
     if not root.exists():
         print("  (empty: run `quantlake demo` or `quantlake ingest`)")

@@ -14,84 +14,73 @@
   server the file leaves open (no analyst in the file: the model analyst), never replacing what it says;
   QUANTLAKE_DAILY_BUDGET_USD / QUANTLAKE_DAILY_BUDGET_TOKENS; QUANTLAKE_LLM_CACHE: where model answers
   are kept for replays.
-Keys go through `dg.EnvVar`, so Dagster never shows or logs their values.
+The values come from the one settings object (`orchestration/settings.py`), validated when the
+resources are built: a bad value fails the load naming its variable. Alpaca keys go through
+`dg.EnvVar`, so Dagster never shows or logs their values; a model agent's key is looked up when its
+pipeline is loaded and passed down as a SecretStr (`run_context.pipeline_with_keys`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
 
+from assets.news import news_resource_from_env
 from assets.partitions import exchange
 from assets.resources import MarketDataResource, TradingResource
 from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
+from orchestration.settings import Settings, settings
 
 
-def _source() -> str:
-    choice = os.environ.get("QUANTLAKE_DATA_SOURCE", "auto").lower()
-    if choice == "auto":
-        has_keys = bool(os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"))
-        return "alpaca" if has_keys else "synthetic"
-    if choice not in {"synthetic", "alpaca", "files"}:
-        raise ValueError(f"QUANTLAKE_DATA_SOURCE={choice!r}: expected synthetic, alpaca, files or auto")
-    return choice
-
-
-def market_data_resource() -> MarketDataResource:
-    source = _source()
-    kwargs: dict[str, Any] = {
-        "source": source,
-        "seed": int(os.environ.get("QUANTLAKE_SEED", "7")),
-        "exchange": exchange(),
-    }
+def market_data_resource(env: Settings | None = None) -> MarketDataResource:
+    env = env or settings()
+    source = env.source
+    kwargs: dict[str, Any] = {"source": source, "seed": env.seed, "exchange": exchange()}
     if source == "alpaca":
         kwargs |= {
             "alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"),
             "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY"),
-            "alpaca_feed": os.environ.get("ALPACA_DATA_FEED", "iex"),
-            "alpaca_url_override": os.environ.get("ALPACA_DATA_URL") or None,
-            "fallback_to_synthetic": os.environ.get("QUANTLAKE_FALLBACK", "0") == "1",
+            "alpaca_feed": env.alpaca_data_feed,
+            "alpaca_url_override": env.alpaca_data_url,
+            "fallback_to_synthetic": env.fallback,
         }
     if source == "files":
-        kwargs |= {
-            "files_glob": os.environ.get("QUANTLAKE_FILES_GLOB"),
-            "files_timezone": os.environ.get("QUANTLAKE_FILES_TZ", "America/New_York"),
-        }
-        if column_map := os.environ.get("QUANTLAKE_FILES_COLUMN_MAP"):  # OURS=THEIRS,..., as `ingest --column-map`
+        kwargs |= {"files_glob": env.files_glob, "files_timezone": env.files_tz}
+        if env.files_column_map:  # OURS=THEIRS,..., as `ingest --column-map`
             from lake.sources.files import parse_column_map
 
-            kwargs["files_column_map"] = parse_column_map(column_map)
+            kwargs["files_column_map"] = parse_column_map(env.files_column_map)
     return MarketDataResource(**kwargs)
 
 
-def trading_resource() -> TradingResource:
+def trading_resource(env: Settings | None = None) -> TradingResource:
+    env = env or settings()
     kwargs: dict[str, Any] = {
-        "mode": os.environ.get("QUANTLAKE_MODE", "validation"),
-        "ledger_url": os.environ.get("QUANTLAKE_LEDGER_URL", ""),
-        "pipeline_file": os.environ.get("QUANTLAKE_PIPELINE", ""),
-        "llm_model": os.environ.get("OPENAI_MODEL", ""),
-        "llm_base_url": os.environ.get("OPENAI_BASE_URL", ""),
-        "cache_dir": os.environ.get("QUANTLAKE_LLM_CACHE", ""),
-        "live_opt_in": os.environ.get("QUANTLAKE_LIVE_OPT_IN", "0") == "1",
-        "live_confirmed": os.environ.get("QUANTLAKE_LIVE_TRADING") == "yes",  # the second, environment-only opt-in
-        "alpaca_trading_url": os.environ.get("ALPACA_TRADING_URL") or None,
-        "sim_state_file": os.environ.get("QUANTLAKE_SIM_STATE", ""),  # simulation mode's account between runs
+        "mode": env.mode,
+        "ledger_url": env.ledger_url,
+        "pipeline_file": env.pipeline_file,
+        "llm_model": env.openai_model,
+        "llm_base_url": env.openai_base_url,
+        "cache_dir": env.llm_cache,
+        "live_opt_in": env.live_opt_in,
+        "live_confirmed": env.live_confirmed,  # the second, environment-only opt-in
+        "alpaca_trading_url": env.alpaca_trading_url,
+        "sim_state_file": env.sim_state,  # simulation mode's account between runs
+        "daily_budget_usd": env.daily_budget_usd,
+        "daily_budget_tokens": env.daily_budget_tokens,
     }
-    if budget := os.environ.get("QUANTLAKE_DAILY_BUDGET_USD"):
-        kwargs["daily_budget_usd"] = float(budget)
-    if tokens := os.environ.get("QUANTLAKE_DAILY_BUDGET_TOKENS"):
-        kwargs["daily_budget_tokens"] = int(tokens)
-    if os.environ.get("ALPACA_API_KEY") and os.environ.get("ALPACA_SECRET_KEY"):
+    if env.has_alpaca_keys:
         kwargs |= {"alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"), "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY")}
-    return ObservedTradingResource(**kwargs)  # its runs log with their run/cycle/trace ids
+    return ObservedTradingResource(**kwargs)  # its runs log with their run/cycle/trace ids; model keys passed in
 
 
 def build_resources() -> dict[str, Any]:
+    env = settings()  # validated once: a bad variable fails the load with its name
     return {
         # Empty root: the path is resolved from QUANTLAKE_LAKE_DIR when used, not frozen at load.
         "lake": ObservedLakeResource(),
-        "market_data": market_data_resource(),
-        "trading": trading_resource(),
+        "market_data": market_data_resource(env),
+        "trading": trading_resource(env),
+        "news_source": news_resource_from_env(),  # QUANTLAKE_NEWS_SOURCE (assets/news.py)
     }

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import structlog
 
 from assets.resources import LakeResource, TradingResource
 from orchestration.observability import ensure_logging, get_logger
+from orchestration.settings import model_key, settings
+
+if TYPE_CHECKING:
+    from trading.pipeline import PipelineConfig
 
 _IDS = ("run_id", "cycle_id", "trace_id", "job", "partition", "step")
 
@@ -74,8 +80,35 @@ class RunContextMixin:
 
 
 class ObservedLakeResource(RunContextMixin, LakeResource):
-    """`LakeResource` that sets up the run's logging context."""
+    """`LakeResource` that sets up the run's logging context; an empty root is QUANTLAKE_LAKE_DIR's
+    (read when used, not frozen when the code location loaded), else data/lake in the repo."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser().resolve() if self.root else settings().lake_root
 
 
 class ObservedTradingResource(RunContextMixin, TradingResource):
-    """`TradingResource` that sets up the run's logging context."""
+    """`TradingResource` that sets up the run's logging context and passes the model agents their keys."""
+
+    def pipeline(self) -> PipelineConfig:
+        try:
+            return pipeline_with_keys(super().pipeline())
+        except ValueError as exc:  # a key written in the file
+            raise ValueError(f"pipeline config {self.pipeline_file or '(default)'}: {exc}") from None
+
+
+def pipeline_with_keys(config: PipelineConfig) -> PipelineConfig:
+    """Each model agent's config with the key its `api_key_env` (and each fallback's) names, read from
+    the environment here: the trading layer receives the value (a SecretStr), never reads it."""
+    from trading.agents.llm import LLMSettings, with_keys
+    from trading.agents.registry import agent_types
+
+    known = agent_types()
+    update = {}
+    for role in ("analyst", "risk", "validator"):
+        spec = getattr(config, role)
+        kind = known.get(spec.type)
+        if kind is not None and issubclass(kind.config_model, LLMSettings):
+            update[role] = spec.model_copy(update={"config": with_keys(spec.config, model_key)})
+    return config.model_copy(update=update) if update else config

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from tests.fakes.openai_server import OpenAIServer, Reply
 from tests.trading.conftest import Market, good_answers, schema_name
@@ -30,7 +31,8 @@ def server() -> Iterator[OpenAIServer]:
 
 
 def _llm(server: OpenAIServer, model: str = "fake-small", **settings: Any) -> dict[str, Any]:
-    return {"model": model, "base_url": server.base_url, "api_key_env": "QL_TEST_KEY", "max_retries": 0, "timeout_s": 5.0, **settings}
+    # The key is a value handed down (orchestration reads the environment): trading never looks it up.
+    return {"model": model, "base_url": server.base_url, "key": SecretStr("sk-test-123"), "max_retries": 0, "timeout_s": 5.0, **settings}
 
 
 def _config(server: OpenAIServer, *, analyst: dict[str, Any] | None = None, risk: bool = False, validator: bool = False, **kw: Any) -> PipelineConfig:
@@ -42,10 +44,6 @@ def _config(server: OpenAIServer, *, analyst: dict[str, Any] | None = None, risk
         **kw,
     )
 
-
-@pytest.fixture(autouse=True)
-def _key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QL_TEST_KEY", "sk-test-123")
 
 
 def test_a_good_answer_flows_through_every_model_agent_with_costs_from_usage(server: OpenAIServer, market: Market) -> None:

@@ -17,14 +17,14 @@ recorded as a `fallback` event.
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from trading.agents.base import AgentRun
 from trading.agents.cache import CacheMode, ResponseCache, cache_key
@@ -38,6 +38,8 @@ T = TypeVar("T", bound=BaseModel)
 
 Format = Literal["json_schema", "json_object", "prompt"]
 FORMATS: tuple[Format, ...] = ("json_schema", "json_object", "prompt")
+
+KeyLookup = Callable[[str], SecretStr | None]  # a variable's name -> its value (orchestration reads the environment)
 
 
 class LLMConfigError(ValueError):
@@ -62,6 +64,7 @@ class ProviderOverride(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
+    key: SkipJsonSchema[SecretStr | None] = Field(None, exclude=True, repr=False, description="The key api_key_env names, filled in by `with_keys`.")
     temperature: float | None = Field(None, ge=0, le=2)
     timeout_s: float | None = Field(None, gt=0)
     max_retries: int | None = Field(None, ge=0, le=10)
@@ -75,7 +78,9 @@ class ProviderOverride(BaseModel):
 
 
 class LLMSettings(BaseModel):
-    """Per-agent model settings. The key is read from the environment variable named here, never stored."""
+    """Per-agent model settings. `api_key_env` names the key's variable; orchestration looks it up and
+    passes the value in `key` (`with_keys`): this layer never reads the environment, and a key is never
+    written in a file, dumped or shown by a repr."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -83,6 +88,7 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     base_url: str | None = Field(None, description="Any OpenAI-compatible server, e.g. http://localhost:11434/v1")
     api_key_env: str = "OPENAI_API_KEY"
+    key: SkipJsonSchema[SecretStr | None] = Field(None, exclude=True, repr=False, description="The key api_key_env names, filled in by `with_keys`.")
     timeout_s: float = Field(20.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
     max_output_tokens: int = Field(600, ge=16)
@@ -99,16 +105,33 @@ class LLMSettings(BaseModel):
     def chain(self) -> list[LLMSettings]:
         """This provider, then each fallback: these settings with what the fallback names replaced."""
         first = self.model_copy(update={"fallbacks": ()})
-        base = first.model_dump()
-        return [first, *(LLMSettings.model_validate({**base, **f.model_dump(exclude_none=True)}) for f in self.fallbacks)]
+        base = first.model_dump()  # `key` is excluded from dumps: passed on below
+        chain = [first]
+        for f in self.fallbacks:
+            settings = LLMSettings.model_validate({**base, **f.model_dump(exclude_none=True)})
+            chain.append(settings.model_copy(update={"key": f.key if f.api_key_env is not None else self.key}))
+        return chain
 
     def api_key(self) -> str:
-        key = os.environ.get(self.api_key_env, "")
-        if key:
-            return key
+        if self.key is not None and self.key.get_secret_value():
+            return self.key.get_secret_value()
         if self.base_url:
             return "not-needed"  # local OpenAI-compatible servers usually ignore the key
         raise LLMConfigError(f"model agent ({self.model}) needs an API key in ${self.api_key_env}, or a base_url of a local server")
+
+
+def with_keys(config: Mapping[str, Any], lookup: KeyLookup) -> dict[str, Any]:
+    """A model agent's config (as written in a pipeline file) with the keys its `api_key_env` and its
+    fallbacks' name, looked up by `lookup`; a key written in the file itself is refused."""
+    fallbacks = config.get("fallbacks") or []
+    if "key" in config or any(isinstance(f, Mapping) and "key" in f for f in fallbacks):
+        raise LLMConfigError("a model key is never written in a pipeline file: name its environment variable in api_key_env")
+    out = dict(config)
+    if (key := lookup(str(config.get("api_key_env") or LLMSettings.model_fields["api_key_env"].default))) is not None:
+        out["key"] = key
+    if isinstance(fallbacks, list | tuple) and fallbacks:
+        out["fallbacks"] = [{**f, "key": lookup(str(f["api_key_env"]))} if isinstance(f, Mapping) and f.get("api_key_env") else f for f in fallbacks]
+    return out
 
 
 class FormatMemory:

@@ -1,0 +1,114 @@
+"""The one settings object: every QUANTLAKE_* / OPENAI_* / ALPACA_* variable, read and validated here.
+
+Everything below orchestration receives values (the lake root, the mode, a model key as a
+`SecretStr`); nothing in lake/, trading/, strategies/ or backtests/ reads the environment
+(tests/test_layering.py checks). `settings()` reads the environment when called, not at import, so
+a test's `monkeypatch.setenv` and a deployment's per-run environment both apply. A bad value fails
+with the variable's name and what it accepts.
+
+Keys are `SecretStr` (never printed by a repr) and reach Dagster resources as `dg.EnvVar`, so the UI
+never shows them; a model agent's key is the variable its config names in `api_key_env`
+(`OPENAI_API_KEY` by default), looked up by `model_key`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from lake.paths import default_lake_root
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot work; the message names the variable."""
+
+
+class Settings(BaseModel):
+    """What the environment configures. Field aliases are the variables' names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    lake_dir: Path | None = Field(None, alias="QUANTLAKE_LAKE_DIR")
+    seed: int = Field(7, alias="QUANTLAKE_SEED")
+    data_source: Literal["auto", "synthetic", "alpaca", "files"] = Field("auto", alias="QUANTLAKE_DATA_SOURCE")
+    fallback: bool = Field(False, alias="QUANTLAKE_FALLBACK")
+    files_glob: str | None = Field(None, alias="QUANTLAKE_FILES_GLOB")
+    files_tz: str = Field("America/New_York", alias="QUANTLAKE_FILES_TZ")
+    files_column_map: str | None = Field(None, alias="QUANTLAKE_FILES_COLUMN_MAP")
+    mode: Literal["validation", "simulation", "paper", "live"] = Field("validation", alias="QUANTLAKE_MODE")
+    ledger_url: str = Field("", alias="QUANTLAKE_LEDGER_URL")
+    pipeline_file: str = Field("", alias="QUANTLAKE_PIPELINE")
+    llm_cache: str = Field("", alias="QUANTLAKE_LLM_CACHE")
+    sim_state: str = Field("", alias="QUANTLAKE_SIM_STATE")
+    daily_budget_usd: float | None = Field(None, alias="QUANTLAKE_DAILY_BUDGET_USD", ge=0)
+    daily_budget_tokens: int | None = Field(None, alias="QUANTLAKE_DAILY_BUDGET_TOKENS", ge=0)
+    live_opt_in: bool = Field(False, alias="QUANTLAKE_LIVE_OPT_IN")
+    live_trading: str | None = Field(None, alias="QUANTLAKE_LIVE_TRADING")
+    log_format: Literal["console", "json"] = Field("console", alias="QUANTLAKE_LOG_FORMAT")
+    log_level: str | None = Field(None, alias="QUANTLAKE_LOG_LEVEL")
+    openai_model: str = Field("", alias="OPENAI_MODEL")
+    openai_base_url: str = Field("", alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    alpaca_api_key: SecretStr | None = Field(None, alias="ALPACA_API_KEY")
+    alpaca_secret_key: SecretStr | None = Field(None, alias="ALPACA_SECRET_KEY")
+    alpaca_data_feed: Literal["iex", "sip"] = Field("iex", alias="ALPACA_DATA_FEED")
+    alpaca_data_url: str | None = Field(None, alias="ALPACA_DATA_URL")
+    alpaca_trading_url: str | None = Field(None, alias="ALPACA_TRADING_URL")
+
+    @field_validator("data_source", "mode", "log_format", "alpaca_data_feed", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("lake_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def lake_root(self) -> Path:
+        return self.lake_dir or default_lake_root()
+
+    @property
+    def has_alpaca_keys(self) -> bool:
+        return bool(self.alpaca_api_key and self.alpaca_secret_key)
+
+    @property
+    def source(self) -> Literal["synthetic", "alpaca", "files"]:
+        """`auto`: Alpaca when both its keys are set, else the offline generator."""
+        if self.data_source == "auto":
+            return "alpaca" if self.has_alpaca_keys else "synthetic"
+        return self.data_source
+
+    @property
+    def live_confirmed(self) -> bool:
+        return self.live_trading == "yes"  # the second opt-in for live trading: only this exact word
+
+
+def settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from `environ` (default: the process environment, now). An empty value is unset."""
+    env = os.environ if environ is None else environ
+    values = {k: v for k, v in env.items() if v.strip() != "" and (k.startswith(("QUANTLAKE_", "OPENAI_", "ALPACA_")))}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{name}={values.get(name, '')!r}: {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def lake_root() -> Path:
+    """The lake root the environment names now (QUANTLAKE_LAKE_DIR), else data/lake in the repo."""
+    return settings().lake_root
+
+
+def model_key(name: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The key a model agent's `api_key_env` names (any variable, e.g. a local server's own)."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return SecretStr(value) if value else None

@@ -1,0 +1,146 @@
+"""One settings object, read in orchestration only: bad values named, the lake root and model keys passed down."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestration.resources import build_resources, market_data_resource, trading_resource
+from orchestration.settings import SettingsError, settings
+from tests.fakes.openai_server import OpenAIServer, Reply
+from tests.trading.conftest import UNIVERSE, busiest_entry_bar, good_answers
+from trading.agents.registry import AgentConfigError
+from trading.context import build_contexts
+from trading.events import EventType, MemorySink
+from trading.models import PortfolioSnapshot
+from trading.pipeline import DecisionPipeline
+
+CANARY = "sk-canary-h3-5f0c2a"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("QUANTLAKE_SEED", "seven", "QUANTLAKE_SEED='seven': Input should be a valid integer"),
+        ("QUANTLAKE_MODE", "yolo", "QUANTLAKE_MODE='yolo': Input should be 'validation', 'simulation', 'paper' or 'live'"),
+        ("QUANTLAKE_DAILY_BUDGET_USD", "-1", "QUANTLAKE_DAILY_BUDGET_USD='-1': Input should be greater than or equal to 0"),
+        ("QUANTLAKE_FALLBACK", "maybe", "QUANTLAKE_FALLBACK='maybe'"),
+        ("ALPACA_DATA_FEED", "bloomberg", "ALPACA_DATA_FEED='bloomberg'"),
+    ],
+)
+def test_a_bad_value_fails_the_load_naming_the_variable(name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        build_resources()
+    assert message in str(caught.value)
+
+
+def test_every_documented_variable_reaches_its_resource(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = {
+        "QUANTLAKE_DATA_SOURCE": "files",
+        "QUANTLAKE_FILES_GLOB": str(tmp_path / "*.csv"),
+        "QUANTLAKE_FILES_TZ": "Europe/London",
+        "QUANTLAKE_FILES_COLUMN_MAP": "ts=Date,close=Close",
+        "QUANTLAKE_SEED": "11",
+        "QUANTLAKE_MODE": "Simulation",
+        "QUANTLAKE_LEDGER_URL": f"sqlite:///{tmp_path / 'l.sqlite'}",
+        "QUANTLAKE_PIPELINE": str(tmp_path / "p.yaml"),
+        "QUANTLAKE_LLM_CACHE": str(tmp_path / "cache"),
+        "QUANTLAKE_SIM_STATE": str(tmp_path / "sim.json"),
+        "QUANTLAKE_DAILY_BUDGET_USD": "2.5",
+        "QUANTLAKE_DAILY_BUDGET_TOKENS": "1000",
+        "QUANTLAKE_LIVE_OPT_IN": "1",
+        "QUANTLAKE_LIVE_TRADING": "yes",
+        "OPENAI_MODEL": "llama3.1",
+        "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+        "ALPACA_TRADING_URL": "http://127.0.0.1:1/",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    data, trading = market_data_resource(), trading_resource()
+    assert (data.source, data.seed, data.files_glob, data.files_timezone, data.files_column_map) == (
+        "files", 11, env["QUANTLAKE_FILES_GLOB"], "Europe/London", {"Date": "ts", "Close": "close"}
+    )
+    assert trading.model_dump(include={"mode", "ledger_url", "pipeline_file", "cache_dir", "sim_state_file", "llm_model", "llm_base_url"}) == {
+        "mode": "simulation",
+        "ledger_url": env["QUANTLAKE_LEDGER_URL"],
+        "pipeline_file": env["QUANTLAKE_PIPELINE"],
+        "cache_dir": env["QUANTLAKE_LLM_CACHE"],
+        "sim_state_file": env["QUANTLAKE_SIM_STATE"],
+        "llm_model": "llama3.1",
+        "llm_base_url": "http://127.0.0.1:11434/v1",
+    }
+    assert (trading.daily_budget_usd, trading.daily_budget_tokens, trading.live_opt_in, trading.live_confirmed, trading.alpaca_trading_url) == (
+        2.5, 1000, True, True, "http://127.0.0.1:1/"
+    )
+    monkeypatch.setenv("QUANTLAKE_LIVE_TRADING", "Yes please")  # only the exact word confirms live trading
+    assert trading_resource().live_confirmed is False
+    monkeypatch.setenv("QUANTLAKE_MODE", "")  # an empty variable is unset: the default
+    assert settings().mode == "validation"
+
+
+def test_the_lake_root_is_read_when_used_not_when_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("QUANTLAKE_LAKE_DIR", raising=False)
+    lake = build_resources()["lake"]
+    assert lake.path == Path(__file__).resolve().parents[2] / "data" / "lake"
+    monkeypatch.setenv("QUANTLAKE_LAKE_DIR", str(tmp_path / "elsewhere" / ".." / "lake"))
+    assert lake.path == tmp_path / "lake"
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    file = tmp_path / "pipeline.yaml"
+    file.write_text(text)
+    return str(file)
+
+
+def test_model_keys_are_read_by_orchestration_and_passed_down(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The key each provider's api_key_env names reaches that provider's server; trading/ never reads it."""
+    from lake.sources.synthetic import SyntheticSource
+    from strategies.builtin import SMA_CROSS
+
+    bars = SyntheticSource(seed=7).fetch(UNIVERSE, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC))
+    as_of = busiest_entry_bar(bars)
+    snapshot = PortfolioSnapshot(cash=100_000.0, equity=100_000.0, start_of_day_equity=100_000.0, peak_equity=100_000.0)
+    contexts, _ = build_contexts(bars, SMA_CROSS, SMA_CROSS.params(fast=5, slow=20), as_of, snapshot)
+    signalled = [c for c in contexts if c.wants][:1]
+    with OpenAIServer(responder=lambda body: Reply(status=500, content="down")) as a, OpenAIServer(responder=good_answers) as b:
+        monkeypatch.setenv("QL_H3_KEY_A", CANARY + "-a")
+        monkeypatch.setenv("QL_H3_KEY_B", CANARY + "-b")
+        monkeypatch.setenv(
+            "QUANTLAKE_PIPELINE",
+            _write(
+                tmp_path,
+                f"analyst: {{type: llm_analyst, config: {{model: m, base_url: '{a.base_url}', api_key_env: QL_H3_KEY_A, max_retries: 0,"
+                f" fallbacks: [{{base_url: '{b.base_url}', api_key_env: QL_H3_KEY_B}}]}}}}\n",
+            ),
+        )
+        config = trading_resource().pipeline()
+        sink = MemorySink()
+        result = DecisionPipeline(config).run(signalled, snapshot, as_of=as_of, sink=sink)
+        seen = (list(a.auth_headers), list(b.auth_headers))
+    assert seen == ([f"Bearer {CANARY}-a"], [f"Bearer {CANARY}-b"])
+    assert result.executed() and result.executed()[0].rationale.startswith("model likes")
+    # The key is a value passed down, never shown: not in a repr, a dump, or any event.
+    assert CANARY not in repr(config) and CANARY not in str(config.model_dump(mode="json"))
+    assert all(CANARY not in str(e.payload) for e in sink.events)
+    assert [e.payload["kind"] for e in sink.of_type(EventType.FALLBACK)] == ["error"]
+
+
+def test_without_a_key_a_model_agent_on_openai_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini")
+    with pytest.raises(AgentConfigError, match=r"needs an API key in \$OPENAI_API_KEY"):
+        DecisionPipeline(trading_resource().pipeline())
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    config = trading_resource().pipeline()
+    assert config.analyst.config["key"].get_secret_value() == CANARY
+    DecisionPipeline(config)  # builds: the key came from orchestration
+
+
+def test_a_key_written_in_the_pipeline_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QUANTLAKE_PIPELINE", _write(tmp_path, f"analyst: {{type: llm_analyst, config: {{model: m, key: {CANARY}}}}}\n"))
+    with pytest.raises(ValueError, match="pipeline.yaml: a model key is never written in a pipeline file: name its environment variable in api_key_env") as caught:
+        trading_resource().pipeline()
+    assert CANARY not in str(caught.value)
