@@ -525,3 +525,99 @@ def test_target1_and_target2_in_one_stream_batch(server: AlpacaTradingServer, le
     assert leg_events(ledger) == [REST, T1]
     assert replay_portfolio(ledger).realized_pnl == pytest.approx(10 * 21)
     assert_nothing_twice(server)
+
+
+# One share, bar by bar (minute bars from 15:00): the signal bar, the entry's fill bar (at its open),
+# a bar that touches target 1 (110) but not target 2, then one that comes back to the entry price.
+# Each bar: (open, high, low, close) and the price path the loopback market takes through it.
+ONE_SHARE_BARS = [
+    ((100.0, 100.0, 100.0, 100.0), []),
+    ((100.0, 100.5, 99.5, 100.0), []),
+    ((106.0, 110.5, 105.0, 105.0), [106.0, 110.5, 105.0]),
+    ((104.0, 104.0, 99.9, 99.9), [104.0, 100.0, 99.9]),
+    ((99.9, 99.9, 99.9, 99.9), [99.9]),
+]
+
+
+def _backtest_one_share() -> list[tuple[int, float, float]]:
+    """(bar, signed shares, price) of the backtest's orders for the bars above: a 1-share long."""
+    import numpy as np
+
+    from backtests.order_sim import simulate_signals_nb
+
+    n = len(ONE_SHARE_BARS)
+    ohlc = np.array([bar for bar, _ in ONE_SHARE_BARS])
+
+    def col(values: list[float] | np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(n, 1))
+
+    entry, no = np.zeros((n, 1), dtype=np.bool_), np.zeros((n, 1), dtype=np.bool_)
+    entry[0, 0] = True
+    orders, _ = simulate_signals_nb(
+        entry, no, no, no, col([1.0] * n), col([STOP] * n), col([TARGET1] * n), col([TARGET2] * n),
+        col(ohlc[:, 0]), col(ohlc[:, 0]), col(ohlc[:, 1]), col(ohlc[:, 2]), 0.0, 0.0, col([0.0] * n),
+        150.0, True, True,
+    )  # fmt: skip  # 150 of cash at a weight of 1: one whole share at 100
+    return [(int(o["idx"]), float(o["size"]) * (1 if o["side"] == 0 else -1), float(o["price"])) for o in orders]
+
+
+def test_one_share_target1_moves_the_stop_to_breakeven_as_the_backtest_does(server: AlpacaTradingServer, ledger: Ledger) -> None:
+    """No half of one share to sell: the backtest sells nothing at target 1 yet moves the stop to the
+    entry price (phase 2), so the next bar's dip to the entry exits there. The manager sees target 1 in
+    the bars after the fill bar and does the same: the same orders, at the same bars and prices."""
+    from datetime import timedelta
+
+    backtest = _backtest_one_share()
+    assert backtest == [(1, 1.0, 100.0), (3, -1.0, 100.0)]  # with the stop left at 95 there is no exit
+
+    t0 = NOW
+    clock = [t0]
+    bars = {t0 + timedelta(minutes=i): bar for i, (bar, _) in enumerate(ONE_SHARE_BARS)}
+    asked: list[tuple[datetime, datetime]] = []
+
+    def extremes(symbol: str, start: datetime, end: datetime) -> tuple[float, float] | None:
+        asked.append((start, end))
+        seen = [bar for ts, bar in bars.items() if start <= ts < end and symbol == "AAPL"]
+        return (max(b[1] for b in seen), min(b[2] for b in seen)) if seen else None
+
+    broker = make_broker(server)
+    manager = TradeManager(broker, ledger, run_id="tm", mode=Mode.PAPER, clock=lambda: clock[0], extremes=extremes)
+    enter(server, ledger, quantity=1)  # fills at once, at 100: the fill bar is 15:00's successor, 15:01
+    manager_orders: list[tuple[int, float, float]] = [(1, 1.0, 100.0)]
+    for i, (_bar, path) in enumerate(ONE_SHARE_BARS[1:], start=1):
+        clock[0] = t0 + timedelta(minutes=i)  # the pass inside bar i (its first, at its open)
+        if i == 1:
+            assert manager.sync_all() == {ENTRY: ["rest: sell 1 placed"]}  # no t1 leg: half of 1 is 0
+            assert live(server, "stop") == [(1.0, STOP)] and live(server, "limit") == [(1.0, TARGET2)]
+        before = position(server)
+        for price in path:
+            server.set_price("AAPL", price)
+        clock[0] = t0 + timedelta(minutes=i + 1)  # the pass after bar i closed
+        done = manager.sync_all()
+        if i == 2:
+            assert done == {ENTRY: ["target 1 110 touched: 1 share(s), none to sell", "stop moved to breakeven 100"]}
+            assert live(server, "stop") == [(1.0, 100.0)] and live(server, "limit") == [(1.0, TARGET2)]
+            assert position(server) == 1
+        if position(server) != before:
+            [(_, _, price)] = [f for f in fills(ledger) if f[0] != ENTRY]
+            manager_orders.append((i, position(server) - before, price))
+    assert manager_orders == backtest
+    assert asked[0][0] == t0 + timedelta(minutes=2)  # never the fill bar itself (its range came partly before)
+    assert replay_portfolio(ledger).realized_pnl == pytest.approx(0.0)
+    assert_nothing_twice(server)
+
+
+def test_one_share_without_bars_keeps_the_stop_and_says_so(
+    server: AlpacaTradingServer, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    enter(server, ledger, quantity=1)
+    manager, _ = make_manager(server, ledger)  # no extremes: no market data to see target 1 in
+    manager.sync_all()
+    server.set_price("AAPL", 110.5)
+    with caplog.at_level("WARNING", logger="trading.trade_manager"):
+        assert manager.sync_all() == {ENTRY: []}
+        manager.sync_all()
+    assert live(server, "stop") == [(1.0, STOP)]
+    assert [r.getMessage() for r in caplog.records if "no bars" in r.getMessage()] == [
+        f"trade manager: AAPL {ENTRY}: one share, no bars to see target 1 110: the stop stays at 95"
+    ]  # once, not every pass
