@@ -1,4 +1,8 @@
-"""One decision cycle: contexts -> analyst -> hard limits -> soft risk review -> validator -> decisions.
+"""One decision cycle: contexts -> the pipeline's graph (by default analyst -> hard limits -> soft risk
+review -> validator) -> decisions.
+
+The graph is a LangGraph graph compiled from the config (trading/graph), one checkpointed thread
+per (cycle, symbol); its hard limits node is where every thread waits while the limits run as code.
 
 - A symbol without a signal is decided HOLD at once: no agent runs, no model is called.
 - Analysts (and later the reviewers) run concurrently, at most `max_in_flight` at a time.
@@ -22,12 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trading.agents.base import AgentRun, Role
 from trading.agents.cache import ResponseCache
 from trading.agents.llm import FormatMemory
-from trading.agents.registry import AgentSpec, BuildEnv, build_agent, fill_model_defaults
+from trading.agents.registry import AgentSpec, BuildEnv, expect_roles, fill_model_defaults
 from trading.agents.rules import reduces_position
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
@@ -40,6 +44,7 @@ from trading.cost import (
     estimate_run_cost,
 )
 from trading.events import Event, EventSink, EventType, MemorySink
+from trading.graph import CycleInputs, GraphSpec, PipelineGraph, default_graph, open_checkpointer, thread_id
 from trading.models import (
     Action,
     Decision,
@@ -73,6 +78,20 @@ class PipelineConfig(BaseModel):
     default_price: tuple[float, float] | None = Field(None, description="USD per 1M tokens for models not in prices; None: they run unpriced.")
     max_in_flight: int = Field(8, ge=1, le=256, description="Agent calls running at once.")
     fractional: bool = False
+    graph: GraphSpec | None = Field(None, description="The pipeline as a graph of catalog nodes; None: analyst -> hard limits -> risk -> validator.")
+    checkpoint: str | None = Field(None, description="Graph checkpoints: a SQLite file, or a postgresql:// URL; None: in memory, one cycle.")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> PipelineConfig:
+        named = sorted({"analyst", "risk", "validator"} & self.model_fields_set)
+        if self.graph is not None and named:
+            raise ValueError(f"give either `graph` or the {named} keys, not both")
+        return self
+
+    def graph_spec(self) -> GraphSpec:
+        if self.graph is not None:
+            return self.graph
+        return default_graph(self.analyst.model_dump(), self.risk.model_dump(), self.validator.model_dump())
 
 
 @dataclass
@@ -89,29 +108,50 @@ class CycleResult:
 
 
 class DecisionPipeline:
-    def __init__(self, config: PipelineConfig, *, cache: ResponseCache | None = None, formats: FormatMemory | None = None) -> None:
-        """`formats`: the answer formats servers accepted before (e.g. `FormatMemory.from_events` of the ledger)."""
+    def __init__(
+        self, config: PipelineConfig, *, cache: ResponseCache | None = None, formats: FormatMemory | None = None, checkpoint: str | None = None
+    ) -> None:
+        """`formats`: the answer formats servers accepted before (e.g. `FormatMemory.from_events` of the ledger).
+        `checkpoint`: where threads are checkpointed when the config does not say (see trading/graph/checkpoint.py)."""
         self.config = config
         self.prices = PriceTable(config.prices, config.default_price)
-        env = BuildEnv(prices=self.prices, cache=cache, formats=formats)
-        self.analyst = build_agent(config.analyst, Role.ANALYST, env)
-        self.risk = build_agent(config.risk, Role.RISK, env)
-        self.validator = build_agent(config.validator, Role.VALIDATOR, env)
+        if config.graph is None:
+            expect_roles({Role.ANALYST: config.analyst, Role.RISK: config.risk, Role.VALIDATOR: config.validator})
+        self.graph = PipelineGraph(config.graph_spec(), BuildEnv(prices=self.prices, cache=cache, formats=formats), config.name)
+        self.checkpoint = config.checkpoint or checkpoint
+
+    # The default graph's agents by their old names (a custom graph may have none of them).
+    @property
+    def analyst(self) -> Any:
+        return self.graph.agents.get("analyst")
+
+    @analyst.setter
+    def analyst(self, agent: Any) -> None:
+        self.graph.agents["analyst"] = agent
+
+    @property
+    def risk(self) -> Any:
+        return self.graph.agents.get("risk")
+
+    @property
+    def validator(self) -> Any:
+        return self.graph.agents.get("validator")
 
     def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = ()) -> dict[str, float]:
-        """Before a run: at most one call per model agent per signalled symbol, priced from recent runs'
-        mean cost per call, else from the prompt sizes and each agent's output cap."""
+        """Before a run: at most one call (or a debater's rounds) per model node per signalled symbol, priced
+        from recent runs' mean cost per call, else from the prompt sizes and each node's output cap."""
         signalled = [c for c in contexts if c.wants is not None]
-        callers = [a.caller for a in (self.analyst, self.risk, self.validator) if hasattr(a, "caller")]
-        calls = len(signalled) * len(callers)
+        model_nodes = [a for a in self.graph.agents.values() if hasattr(a, "caller")]
+        calls = len(signalled) * sum(int(getattr(a, "calls_per_symbol", 1)) for a in model_nodes)
         if not calls:
             return {"model_calls_max": 0, "usd": 0.0}
+        callers = [a.caller for a in model_nodes]
         prompt_chars = max(len(json.dumps(c.prompt_view(), default=str)) for c in signalled) + 1_500
         by_prompt = sum(estimate_call_cost(self.prices, c.settings.model, prompt_chars, c.settings.max_output_tokens) for c in callers) / len(callers)
         return {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
 
     def model_calls(self) -> int:
-        return sum(getattr(getattr(a, "caller", None), "calls", 0) for a in (self.analyst, self.risk, self.validator))
+        return sum(getattr(getattr(a, "caller", None), "calls", 0) for a in self.graph.agents.values())
 
     def run(
         self,
@@ -147,63 +187,63 @@ class DecisionPipeline:
                 run.emit(EventType.SIGNAL, ctx, {"wants": ctx.wants, "signal": ctx.signal})
                 judged.append(ctx)
 
-        # 1. Analysts, concurrently.
-        proposals = self._parallel(judged, lambda c: self.analyst.propose(c, run), stop, run)
-        # 2. Hard limits, in order, on a running portfolio.
-        book = _Book(snapshot)
-        hard: dict[str, tuple[TradeProposal, RiskAssessment]] = {}
-        for ctx in judged:
-            proposal = proposals.get(ctx.symbol)
-            if proposal is None:
-                hold(ctx, stop.reason or "analyst gave no proposal")
-                continue
-            run.emit(EventType.PROPOSAL, ctx, proposal.model_dump(mode="json"))
-            if proposal.action == Action.HOLD:
-                hold(ctx, f"analyst: {proposal.rationale}")
-                continue
-            own = StrategyLevels(ctx.close, *(_level(ctx.signal.get(k)) for k in ("stop", "target1", "target2")))
-            last = book.snapshot.prices.get(ctx.symbol) or ctx.close  # the market's mark, else the decision bar's close
-            insane = price_sanity(proposal, last, ctx.features.get("atr_14"), self.config.sanity, own)
-            if insane:
-                run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "sanity", "approved": False, "hard_violations": insane})
-                hold(ctx, "price sanity: " + "; ".join(insane))
-                continue
-            proposal = self._with_quantity(ctx, proposal, book.snapshot)
-            verdict = assess(proposal, book.snapshot, self.config.limits, price=ctx.close, fractional=self.config.fractional)
-            if not verdict.approved:
-                run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "hard", **verdict.model_dump(mode="json")})
-                hold(ctx, "hard limits: " + "; ".join(verdict.hard_violations or verdict.reasons))
-                continue
-            book.apply(ctx.symbol, proposal.action, verdict.quantity, ctx.close)
-            hard[ctx.symbol] = (proposal, verdict)
-        # 3. Soft review and validation, concurrently; neither can enlarge what the hard limits allowed.
-        reviewed = [c for c in judged if c.symbol in hard]
-
-        def review(ctx: SymbolContext) -> tuple[RiskAssessment, ValidationResult | None]:
-            proposal, verdict = hard[ctx.symbol]
-            soft = self.risk.review(ctx, proposal, verdict, run)
-            soft = soft.model_copy(update={"quantity": min(soft.quantity, verdict.quantity)})
-            if not soft.approved or soft.quantity <= 0:
-                return soft, None
-            return soft, self.validator.validate(ctx, proposal, soft, run)
-
-        judgements = self._parallel(reviewed, review, stop, run)
-        for ctx in reviewed:
-            proposal, _ = hard[ctx.symbol]
-            if ctx.symbol not in judgements:
+        inputs = CycleInputs(contexts={c.symbol: c for c in judged}, run=run)
+        book_key = snapshot.model_dump_json()
+        durable = "sync" if self.checkpoint else "exit"  # in memory, nothing outlives the cycle anyway
+        with open_checkpointer(self.checkpoint) as saver:
+            graph = self.graph.compile(saver)
+            threads = {c.symbol: {"configurable": {"thread_id": thread_id(self.config.name, run_id, c, book_key), "quantlake": inputs}} for c in judged}
+            # 1. The graph up to the hard limits (analysts, research), concurrently.
+            first = self._parallel(judged, lambda c: self._to_limits(graph, c, threads[c.symbol], durable), stop, run)
+            # 2. Hard limits, as code, in order, on a running portfolio: whatever the graph proposed.
+            book = _Book(snapshot)
+            passed: list[SymbolContext] = []
+            for ctx in judged:
+                state, at_limits = first.get(ctx.symbol, ({}, False))
+                if not state.get("proposal"):
+                    hold(ctx, stop.reason or "analyst gave no proposal")
+                    continue
+                proposal = TradeProposal.model_validate(state["proposal"])
+                run.emit(EventType.PROPOSAL, ctx, state["proposal"])
+                if proposal.action == Action.HOLD:
+                    hold(ctx, f"analyst: {proposal.rationale}")
+                    continue
+                if not at_limits:
+                    hold(ctx, "the graph ended before the hard limits")
+                    continue
+                rejected = self._hard(ctx, proposal, book, run)
+                if isinstance(rejected, str):
+                    inputs.hard[ctx.symbol] = {"hard": RiskAssessment(symbol=ctx.symbol, approved=False, quantity=0.0, hard_violations=[rejected]).model_dump(mode="json")}
+                    hold(ctx, rejected)
+                    continue
+                proposal, verdict = rejected
+                inputs.hard[ctx.symbol] = {"proposal": proposal.model_dump(mode="json"), "hard": verdict.model_dump(mode="json")}
+                passed.append(ctx)
+            # 3. The rest of the graph (soft review, validation), concurrently; it can only cut.
+            waiting = [c for c in judged if c.symbol in inputs.hard]
+            finals = self._parallel(waiting, lambda c: self._finish(graph, threads[c.symbol], durable), stop, run)
+        for ctx in passed:
+            if ctx.symbol not in finals:
                 hold(ctx, stop.reason or "review did not finish")
                 continue
-            soft, validation = judgements[ctx.symbol]
-            run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "soft", **soft.model_dump(mode="json")})
-            if validation is None:
-                hold(ctx, "risk review: " + "; ".join(soft.reasons or ["rejected"]))
-                continue
-            run.emit(EventType.VALIDATION, ctx, validation.model_dump(mode="json"))
-            if not validation.valid:
-                hold(ctx, "validation: " + "; ".join(validation.issues))
-                continue
+            state = finals[ctx.symbol]
+            proposal = TradeProposal.model_validate(state["proposal"])
+            quantity = RiskAssessment.model_validate(state["hard"]).quantity
+            if state.get("soft"):
+                soft = RiskAssessment.model_validate(state["soft"])
+                run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "soft", **state["soft"]})
+                if not soft.approved or soft.quantity <= 0:
+                    hold(ctx, "risk review: " + "; ".join(soft.reasons or ["rejected"]))
+                    continue
+                quantity = soft.quantity
+            if state.get("validation"):
+                validation = ValidationResult.model_validate(state["validation"])
+                run.emit(EventType.VALIDATION, ctx, state["validation"])
+                if not validation.valid:
+                    hold(ctx, "validation: " + "; ".join(validation.issues))
+                    continue
             decisions[ctx.symbol] = _decision(
-                run_id, ctx, Verdict.EXECUTE, proposal=proposal, quantity=soft.quantity, rationale=proposal.rationale, size=_uncut_size(ctx, proposal, soft.quantity)
+                run_id, ctx, Verdict.EXECUTE, proposal=proposal, quantity=quantity, rationale=proposal.rationale, size=_uncut_size(ctx, proposal, quantity)
             )
         ordered = [decisions[s] for s in sorted(decisions)]
         for d in ordered:
@@ -211,6 +251,37 @@ class DecisionPipeline:
         summary = costs.summary()
         run.sink.emit(Event(type=EventType.COST, run_id=run_id, mode=mode, as_of=as_of, payload={"scope": "run", **summary}))
         return CycleResult(run_id, as_of, ordered, summary, stop.interventions, self.model_calls() - calls_before)
+
+    def _to_limits(self, graph: Any, ctx: SymbolContext, thread: Any, durability: str) -> tuple[dict[str, Any], bool]:
+        """Runs (or resumes) the symbol's thread up to the hard limits: (state, whether it waits there).
+        A thread a dead cycle left behind continues from its last node; one past the limits stays."""
+        snap = graph.get_state(thread)
+        if not snap.values:
+            graph.invoke({"symbol": ctx.symbol, "notes": {}}, thread, durability=durability)
+        elif snap.next and self.graph.hard_id not in snap.next and not snap.values.get("hard"):
+            graph.invoke(None, thread, durability=durability)
+        snap = graph.get_state(thread)
+        return dict(snap.values), self.graph.hard_id in snap.next or bool(snap.values.get("hard"))
+
+    def _finish(self, graph: Any, thread: Any, durability: str) -> dict[str, Any]:
+        snap = graph.get_state(thread)
+        return dict(graph.invoke(None, thread, durability=durability)) if snap.next else dict(snap.values)
+
+    def _hard(self, ctx: SymbolContext, proposal: TradeProposal, book: _Book, run: AgentRun) -> str | tuple[TradeProposal, RiskAssessment]:
+        """Price sanity, sizing and the hard limits on the running book: the sized proposal and verdict, or why not."""
+        own = StrategyLevels(ctx.close, *(_level(ctx.signal.get(k)) for k in ("stop", "target1", "target2")))
+        last = book.snapshot.prices.get(ctx.symbol) or ctx.close  # the market's mark, else the decision bar's close
+        insane = price_sanity(proposal, last, ctx.features.get("atr_14"), self.config.sanity, own)
+        if insane:
+            run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "sanity", "approved": False, "hard_violations": insane})
+            return "price sanity: " + "; ".join(insane)
+        proposal = self._with_quantity(ctx, proposal, book.snapshot)
+        verdict = assess(proposal, book.snapshot, self.config.limits, price=ctx.close, fractional=self.config.fractional)
+        if not verdict.approved:
+            run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "hard", **verdict.model_dump(mode="json")})
+            return "hard limits: " + "; ".join(verdict.hard_violations or verdict.reasons)
+        book.apply(ctx.symbol, proposal.action, verdict.quantity, ctx.close)
+        return proposal, verdict
 
     def _with_quantity(self, ctx: SymbolContext, proposal: TradeProposal, snapshot: PortfolioSnapshot) -> TradeProposal:
         """Exits close the position; entries take the strategy's size (share of cash), else size to the limits."""

@@ -1,10 +1,16 @@
-"""The three agent roles and what every agent gets to work with."""
+"""Agent roles and what every agent gets to work with.
+
+A pipeline graph (trading/graph) places agents as nodes; the role says what a node reads and writes
+in the graph's state: an analyst writes the proposal, research writes notes, a risk reviewer cuts or
+rejects after the hard limits, a validator checks. The hard limits are code (role `limits`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from trading.context import SymbolContext
 from trading.cost import CostTracker
@@ -16,6 +22,8 @@ class Role(StrEnum):
     ANALYST = "analyst"
     RISK = "risk"
     VALIDATOR = "validator"
+    RESEARCH = "research"  # writes notes (reports, debate) for later nodes; never a proposal
+    LIMITS = "limits"  # the hard limits: code the pipeline runs, a fixed place in every graph
 
 
 class CostClass(StrEnum):
@@ -56,3 +64,19 @@ class Validator(Protocol):
     name: str
 
     def validate(self, ctx: SymbolContext, proposal: TradeProposal, risk: RiskAssessment, run: AgentRun) -> ValidationResult: ...
+
+
+class Researcher(Protocol):
+    """A research node: reads the context and earlier notes, returns notes to merge (its own key)."""
+
+    name: str
+
+    def research(self, ctx: SymbolContext, notes: Mapping[str, Any], run: AgentRun) -> dict[str, Any]: ...
+
+
+class Planner(Protocol):
+    """An analyst that reads earlier nodes' notes (the team's trader, portfolio manager)."""
+
+    name: str
+
+    def plan(self, ctx: SymbolContext, notes: Mapping[str, Any], proposal: TradeProposal | None, run: AgentRun) -> TradeProposal: ...

@@ -1,5 +1,8 @@
 """Agents are registered types: a name, a role, a cost class and a config model (its JSON schema).
 
+The registry is also the catalog of graph node types (trading/graph): what each node reads from the
+graph's state (inputs), what it writes (outputs), which data it looks at, and what it costs.
+
 A pipeline names agents by type in config; `build_agent` validates the config at load and builds
 the agent. User agents register through the `quantlake.agents` entry-point group: the entry point
 is an `AgentType`.
@@ -44,6 +47,16 @@ class BuildEnv:
     formats: FormatMemory | None = None  # None: the process-wide memory
 
 
+# What a node of each role reads from and writes to the graph's state, unless its type says otherwise.
+ROLE_IO: dict[Role, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    Role.ANALYST: (("context", "notes"), ("proposal",)),
+    Role.RESEARCH: (("context", "notes"), ("notes",)),
+    Role.LIMITS: (("proposal", "portfolio"), ("proposal.quantity", "hard")),
+    Role.RISK: (("context", "proposal", "hard"), ("soft",)),
+    Role.VALIDATOR: (("context", "proposal", "soft"), ("validation",)),
+}
+
+
 @dataclass(frozen=True)
 class AgentType:
     name: str
@@ -52,9 +65,25 @@ class AgentType:
     config_model: type[BaseModel]
     factory: Callable[[str, Any, BuildEnv], Any]
     description: str = ""
+    reads: tuple[str, ...] = ("signal", "features", "recent_bars", "position")  # the data behind `context`
+    inputs: tuple[str, ...] | None = None  # None: the role's (ROLE_IO)
+    outputs: tuple[str, ...] | None = None
 
     def config_schema(self) -> dict[str, Any]:
         return self.config_model.model_json_schema()
+
+    def metadata(self) -> dict[str, Any]:
+        inputs, outputs = ROLE_IO[self.role]
+        return {
+            "type": self.name,
+            "role": self.role.value,
+            "cost_class": self.cost_class.value,
+            "inputs": list(self.inputs or inputs),
+            "outputs": list(self.outputs or outputs),
+            "reads": list(self.reads),
+            "description": self.description,
+            "config_schema": self.config_schema(),
+        }
 
 
 class AgentSpec(BaseModel):
@@ -85,6 +114,15 @@ BUILTIN_AGENTS: dict[str, AgentType] = {
         AgentType("llm_analyst", Role.ANALYST, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMAnalyst(n, _caller(n, c, e)), "Model judges the signal."),
         AgentType("llm_risk", Role.RISK, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMRiskReviewer(n, _caller(n, c, e)), "Model soft risk review."),
         AgentType("llm_validator", Role.VALIDATOR, CostClass.MODEL, LLMSettings, lambda n, c, e: LLMValidator(n, _caller(n, c, e)), "Model final check."),
+        AgentType(
+            "hard_limits",
+            Role.LIMITS,
+            CostClass.FREE,
+            _NoConfig,
+            lambda n, c, e: None,
+            "Price sanity, sizing and the hard risk limits, as code, in symbol order on a running portfolio; in every graph (appended at the end when a file leaves it out).",
+            reads=("portfolio", "limits", "close", "atr_14"),
+        ),
     )
 }
 
@@ -100,12 +138,26 @@ def agent_types() -> dict[str, AgentType]:
     return found
 
 
-def build_agent(spec: AgentSpec, role: Role, env: BuildEnv) -> Any:
+def catalog() -> list[dict[str, Any]]:
+    """Every node type a pipeline graph can use (built-ins, team, plugins), with metadata and config schema."""
+    return [t.metadata() for _, t in sorted(agent_types().items())]
+
+
+def catalog_markdown(types: list[dict[str, Any]] | None = None) -> str:
+    rows = ["| type | role | cost | inputs | outputs | reads | description |", "|---|---|---|---|---|---|---|"]
+    for t in types if types is not None else catalog():
+        cells = [t["type"], t["role"], t["cost_class"], ", ".join(t["inputs"]), ", ".join(t["outputs"]), ", ".join(t["reads"]), t["description"]]
+        rows.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def build_agent(spec: AgentSpec, role: Role | None, env: BuildEnv) -> Any:
+    """The agent `spec` names; `role`: the role its place in the pipeline requires (None: any)."""
     types = agent_types()
     kind = types.get(spec.type)
     if kind is None:
         raise AgentConfigError(f"unknown agent type {spec.type!r}; known: {sorted(types)}")
-    if kind.role != role:
+    if role is not None and kind.role != role:
         raise AgentConfigError(f"agent {spec.type!r} is a {kind.role.value} agent, not a {role.value} agent")
     try:
         config = kind.config_model.model_validate(spec.config)
@@ -121,6 +173,15 @@ def build_agent(spec: AgentSpec, role: Role, env: BuildEnv) -> Any:
 ROLES = (Role.ANALYST, Role.RISK, Role.VALIDATOR)
 
 
+def expect_roles(specs: dict[Role, AgentSpec]) -> None:
+    """The three-key pipeline format: each slot holds an agent of its role."""
+    types = agent_types()
+    for role, spec in specs.items():
+        kind = types.get(spec.type)
+        if kind is not None and kind.role != role:
+            raise AgentConfigError(f"agent {spec.type!r} is a {kind.role.value} agent, not a {role.value} agent")
+
+
 def fill_model_defaults(raw: dict[str, Any], *, model: str | None = None, base_url: str | None = None) -> dict[str, Any]:
     """A pipeline mapping (as read from a file) with `model` / `base_url` filled in where it leaves them open.
 
@@ -129,20 +190,26 @@ def fill_model_defaults(raw: dict[str, Any], *, model: str | None = None, base_u
     `base_url` only for the keys its config lacks, so its `timeout_s`, `max_retries`, ... stay.
     """
     out = dict(raw)
-    if model and Role.ANALYST.value not in out:
+    graph = out.get("graph")
+    if model and Role.ANALYST.value not in out and not isinstance(graph, dict):
         out[Role.ANALYST.value] = {"type": "llm_analyst", "config": {}}
-    known = agent_types()
     for role in ROLES:
-        spec = out.get(role.value)
-        if not isinstance(spec, dict):
-            continue
-        kind = known.get(str(spec.get("type")))
-        if kind is None or not issubclass(kind.config_model, LLMSettings):
-            continue
-        config = dict(spec.get("config") or {})
-        if model:
-            config.setdefault("model", model)
-        if base_url:
-            config.setdefault("base_url", base_url)
-        out[role.value] = {**spec, "config": config}
+        if role.value in out:
+            out[role.value] = _filled(out[role.value], model, base_url)
+    if isinstance(graph, dict) and isinstance(graph.get("nodes"), list):  # a graph file: its model nodes too
+        out["graph"] = {**graph, "nodes": [_filled(n, model, base_url) for n in graph["nodes"]]}
     return out
+
+
+def _filled(spec: Any, model: str | None, base_url: str | None) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    kind = agent_types().get(str(spec.get("type")))
+    if kind is None or not issubclass(kind.config_model, LLMSettings):
+        return spec
+    config = dict(spec.get("config") or {})
+    if model:
+        config.setdefault("model", model)
+    if base_url:
+        config.setdefault("base_url", base_url)
+    return {**spec, "config": config}

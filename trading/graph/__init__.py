@@ -1,0 +1,20 @@
+"""Pipelines as LangGraph graphs: specs from config, compiled graphs, checkpointers (no Dagster here)."""
+
+from trading.graph.build import CycleInputs, GraphState, PipelineGraph, thread_id
+from trading.graph.checkpoint import CheckpointConfigError, open_checkpointer
+from trading.graph.spec import HARD_LIMITS, WHEN, EdgeSpec, GraphSpec, NodeSpec, default_graph
+
+__all__ = [
+    "HARD_LIMITS",
+    "WHEN",
+    "CheckpointConfigError",
+    "CycleInputs",
+    "EdgeSpec",
+    "GraphSpec",
+    "GraphState",
+    "NodeSpec",
+    "PipelineGraph",
+    "default_graph",
+    "open_checkpointer",
+    "thread_id",
+]

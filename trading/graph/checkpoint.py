@@ -1,0 +1,49 @@
+"""Where graph threads are checkpointed: SQLite by default, PostgreSQL when configured.
+
+- None: a private in-memory SQLite for one cycle (nothing survives the process; same as before graphs).
+- a path (or `sqlite:///path`): a SQLite file; a cycle that died resumes from it.
+- `postgresql://...`: LangGraph's PostgresSaver, when `langgraph-checkpoint-postgres` is installed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Checkpointer
+
+
+class CheckpointConfigError(ValueError):
+    pass
+
+
+@contextmanager
+def open_checkpointer(where: str | None) -> Iterator[Checkpointer]:
+    if where and where.startswith(("postgresql://", "postgres://")):
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver  # type: ignore[import-not-found]
+        except ImportError:
+            raise CheckpointConfigError(
+                f"checkpoint {where.split('@')[-1]!r}: PostgreSQL checkpoints need the langgraph-checkpoint-postgres package, which is not installed"
+            ) from None
+        with PostgresSaver.from_conn_string(where) as saver:
+            saver.setup()
+            yield saver
+        return
+    if where:
+        path = Path(where.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = str(path)
+    else:
+        target = ":memory:"
+    # check_same_thread=False: the cycle's threads share it; SqliteSaver serializes access with its lock.
+    conn = sqlite3.connect(target, check_same_thread=False)
+    try:
+        saver = SqliteSaver(conn)
+        saver.setup()
+        yield saver
+    finally:
+        conn.close()
