@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bars, derived, research, trading
+from assets import bars, derived, news, research, trading
 from orchestration.alert_sensors import ALERT_SENSORS
 from orchestration.executors import build_executor
 from orchestration.fanout import CHUNKED_SWEEP_SPEC, chunked_sweep_job
@@ -15,8 +15,8 @@ from orchestration.sensors import SENSORS
 from orchestration.trade_manager_sensor import TRADE_MANAGER_SENSORS
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([bars, derived, research, trading]), CHUNKED_SWEEP_SPEC],
-    jobs=[*JOBS, chunked_sweep_job],
+    assets=[*dg.load_assets_from_modules([bars, derived, news, research, trading]), CHUNKED_SWEEP_SPEC],
+    jobs=[*JOBS, news.ingest_news_job, chunked_sweep_job],
     schedules=build_schedules(),
     sensors=[*SENSORS, *TRADE_MANAGER_SENSORS, *ALERT_SENSORS],
     resources=build_resources(),
