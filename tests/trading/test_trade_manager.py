@@ -542,23 +542,28 @@ ONE_SHARE_BARS = [
 def _backtest_one_share() -> list[tuple[int, float, float]]:
     """(bar, signed shares, price) of the backtest's orders for the bars above: a 1-share long."""
     import numpy as np
+    import pandas as pd
 
-    from backtests.order_sim import simulate_signals_nb
+    from backtests.order_sim import simulate_signals
 
     n = len(ONE_SHARE_BARS)
     ohlc = np.array([bar for bar, _ in ONE_SHARE_BARS])
+    close = pd.DataFrame({"AAPL": ohlc[:, 3]}, index=pd.date_range(NOW, periods=n, freq="1min"))
 
-    def col(values: list[float] | np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(n, 1))
+    def col(values: np.ndarray | float) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64).reshape(-1, 1), (n, 1)).copy()
 
-    entry, no = np.zeros((n, 1), dtype=np.bool_), np.zeros((n, 1), dtype=np.bool_)
+    entry = np.zeros((n, 1), dtype=np.bool_)
     entry[0, 0] = True
-    orders, _ = simulate_signals_nb(
-        entry, no, no, no, col([1.0] * n), col([STOP] * n), col([TARGET1] * n), col([TARGET2] * n),
-        col(ohlc[:, 0]), col(ohlc[:, 0]), col(ohlc[:, 1]), col(ohlc[:, 2]), 0.0, 0.0, col([0.0] * n),
-        150.0, True, True,
-    )  # fmt: skip  # 150 of cash at a weight of 1: one whole share at 100
-    return [(int(o["idx"]), float(o["size"]) * (1 if o["side"] == 0 else -1), float(o["price"])) for o in orders]
+    signals = {
+        "entry_long": entry, "exit_long": np.zeros_like(entry), "entry_short": np.zeros_like(entry),
+        "exit_short": np.zeros_like(entry), "size": col(1.0), "stop": col(STOP), "target1": col(TARGET1), "target2": col(TARGET2),
+    }  # fmt: skip
+    portfolio = simulate_signals(
+        close, signals, col(ohlc[:, 0]), col(ohlc[:, 0]), col(ohlc[:, 1]), col(ohlc[:, 2]), col(0.0),
+        fee_rate=0.0, fee_per_share=0.0, init_cash=150.0, fractional=False, allow_short=False, brackets=True, freq="1min",
+    )  # fmt: skip  # 150 of cash at a weight of 1: one whole share at 100, filled at the next bar's open
+    return [(int(o["idx"]), float(o["size"]) * (1 if o["side"] == 0 else -1), float(o["price"])) for o in portfolio.orders.values]
 
 
 def test_one_share_target1_moves_the_stop_to_breakeven_as_the_backtest_does(server: AlpacaTradingServer, ledger: Ledger) -> None:
