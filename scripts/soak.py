@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
     try:
         print(f"soak {start} .. {end}, {','.join(symbols)}, in {work}", flush=True)
-        result = run_soak(SoakSettings(start=start, end=end, work=work, symbols=symbols))
+        # The missed-sessions sensor on, as a deployment runs it: a session whose 1-minute bars failed is fetched again.
+        result = run_soak(SoakSettings(start=start, end=end, work=work, symbols=symbols, sensors=("missed_sessions_sensor",)))
         stats, problems = check_all(result)
         if (end - start).days >= 27 and not stats["orders"]:
             problems.append("no order in a month or more: the order and ledger checks proved nothing")

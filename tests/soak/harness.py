@@ -29,11 +29,14 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import time_machine
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.launcher.sync_in_memory_run_launcher import SyncInMemoryRunLauncher
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._scheduler.scheduler import launch_scheduled_runs
@@ -49,6 +52,8 @@ SENSORS = ("new_daily_bars_sensor", "price_move_sensor", "run_failure_alert_sens
 DAEMON_LAG = timedelta(seconds=20)  # the daemon sees a tick a few seconds after its time
 SOURCE_DOWN = "market-data source unreachable (soak fault)"
 BROKER_5XX = "HTTP 503 from the broker on submission (soak fault)"
+DISK_FULL = "No space left on device (soak fault)"
+WORKER_KILLED = "run worker killed mid-step (soak fault)"
 SYNC_LAUNCHER = (
     "run_launcher:\n  module: dagster._core.launcher.sync_in_memory_run_launcher\n  class: SyncInMemoryRunLauncher\n"
 )
@@ -69,6 +74,10 @@ class SoakSettings:
     broker_5xx: tuple[date, ...] = ()  # faults: every order submission answers HTTP 503 on these days (the order was in fact taken)
     reload_on: tuple[date, ...] = ()  # the code location restarts (modules imported afresh) before these days' first tick
     storage_url: str = ""  # a PostgreSQL URL for the instance's storage; empty: SQLite under the Dagster home
+    sensors: tuple[str, ...] = ()  # sensors turned on besides SENSORS (e.g. missed_sessions_sensor)
+    disk_full: tuple[tuple[date, str], ...] = ()  # faults: every lake write of (day, symbol)'s 1m bars on that simulated day fails with ENOSPC
+    killed: tuple[tuple[date, str], ...] = ()  # faults: the worker of the first run writing (day, symbol)'s 1m bars that day dies mid-write
+    actions: tuple[tuple[datetime, str, str], ...] = ()  # what a user launches by hand: (when, job, run config JSON), before that tick
 
 
 @dataclass
@@ -162,14 +171,14 @@ def _workspace(instance: dg.DagsterInstance) -> WorkspaceProcessContext:
     return WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin))
 
 
-def _turn_on(context: WorkspaceProcessContext) -> None:
+def _turn_on(context: WorkspaceProcessContext, extra: tuple[str, ...] = ()) -> None:
     """What a user does in the UI's Automation tab: the schedules and sensors on."""
     instance = context.instance
     location = context.create_request_context().get_code_location(LOCATION)
     [repo] = location.get_repositories().values()
     for name in SCHEDULES:
         instance.start_schedule(repo.get_schedule(name))
-    for name in SENSORS:
+    for name in (*SENSORS, *extra):
         instance.start_sensor(repo.get_sensor(name))
 
 
@@ -194,11 +203,14 @@ class _Daemons:
         self.iteration_times: dict = {}
         self.dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
         self.retrier = EventLogConsumerDaemon()  # run retries: re-executes failed runs (max_retries)
+        self.monitoring = False  # run monitoring: fails runs whose worker died (on when a fault kills one)
 
     def tick(self, now: datetime) -> None:
         list(launch_scheduled_runs(self.context, self.log, end_datetime_utc=now, iteration_times=self.iteration_times))
         _drain(self.context, self.dequeuer)
         for _ in range(8):  # retries and sensors react to the runs (failures, new bars), then to theirs
+            if self.monitoring:
+                list(execute_run_monitoring_iteration(self.context, self.log))
             list(self.retrier.run_iteration(self.context))
             launched = _drain(self.context, self.dequeuer)
             list(execute_sensor_iteration(self.context, self.log, None, None))
@@ -244,6 +256,91 @@ def _broker_5xx(days: tuple[date, ...]) -> Iterator[None]:
 
     with mock.patch.object(SimulatedBroker, "submit", submit):
         yield
+
+
+class WorkerKilled(BaseException):
+    """A run's worker dying (SIGKILL, the node lost): not an error any handler in the run may catch."""
+
+
+_DYING: set[str] = set()  # runs whose worker is dying now: nothing they write reaches the instance
+_DEAD: set[str] = set()  # runs whose worker died: what run monitoring's health check finds
+
+
+class KillableRunLauncher(SyncInMemoryRunLauncher):
+    """The synchronous launcher with a worker health check: a run whose worker was killed is FAILED
+    to run monitoring (as the default launcher's gRPC check finds a dead process)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        if run.run_id in _DEAD:
+            return CheckRunHealthResult(WorkerStatus.FAILED, WORKER_KILLED)
+        return CheckRunHealthResult(WorkerStatus.RUNNING)
+
+    def launch_run(self, context: object) -> None:
+        try:
+            super().launch_run(context)  # type: ignore[arg-type]
+        except WorkerKilled:
+            pass  # the worker is gone; the launch itself had succeeded
+        finally:
+            _DEAD.update(_DYING)
+            _DYING.clear()
+
+
+KILLABLE_LAUNCHER = "run_launcher:\n  module: tests.soak.harness\n  class: KillableRunLauncher\n"
+
+
+def _target(path: object, days: tuple[tuple[date, str], ...]) -> bool:
+    """Whether `path` is the temp file of a 1m-bars write of one of (day, symbol) on that simulated day."""
+    text = str(path)
+    today = datetime.now(NY).date()
+    return "timeframe=1m" in text and any(d == today and f"symbol={s}" in text for d, s in days) and text.endswith(".tmp") and "/bars/" in text
+
+
+@contextmanager
+def _lake_write_faults(disk_full: tuple[tuple[date, str], ...], killed: tuple[tuple[date, str], ...]) -> Iterator[None]:
+    """Parquet writes into the lake that fail half-way: ENOSPC (an error the step sees), or the worker
+    killed (nothing after it runs in that run: its later events never reach the instance)."""
+    import errno
+    from unittest import mock
+
+    import polars as pl
+
+    real_write = pl.DataFrame.write_parquet
+    real_handle = dg.DagsterInstance.handle_new_event
+    kills_left = set(killed)
+
+    def write_parquet(self: pl.DataFrame, file: object, *args: object, **kwargs: object) -> object:
+        if _target(file, disk_full) or _target(file, tuple(kills_left)):
+            Path(str(file)).write_bytes(b"PAR1" + b"\0" * 64)  # the bytes that fit before the failure
+            if _target(file, disk_full):
+                raise OSError(errno.ENOSPC, DISK_FULL, str(file))
+            kills_left.difference_update({k for k in kills_left if _target(file, (k,))})
+            _DYING.add(dg.OpExecutionContext.get().run_id)  # type: ignore[union-attr]
+            raise WorkerKilled(WORKER_KILLED)
+        return real_write(self, file, *args, **kwargs)  # type: ignore[arg-type]
+
+    def handle_new_event(self: dg.DagsterInstance, event: dg.EventLogEntry, **kwargs: object) -> None:
+        if event.run_id in _DYING:
+            return  # a dead process writes nothing
+        real_handle(self, event, **kwargs)  # type: ignore[arg-type]
+
+    with mock.patch.object(pl.DataFrame, "write_parquet", write_parquet), mock.patch.object(dg.DagsterInstance, "handle_new_event", handle_new_event):
+        try:
+            yield
+        finally:
+            _DYING.clear()
+            _DEAD.clear()
+
+
+def _launch_by_hand(instance: dg.DagsterInstance, job: str, run_config: str) -> dg.DagsterRun | None:
+    """A user launching `job` (the kill switch, a resume) from the UI: in process, on this instance."""
+    from orchestration.definitions import defs
+
+    result = defs.resolve_job_def(job).execute_in_process(run_config=json.loads(run_config), instance=instance, raise_on_error=False, tags={"quantlake/trigger": "manual"})
+    return instance.get_run_by_id(result.run_id)
 
 
 class _SimulatedSleep:
@@ -295,7 +392,8 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
     home.mkdir(parents=True, exist_ok=True)
     storage = f"storage:\n  postgres:\n    postgres_url: {json.dumps(settings.storage_url)}\n" if settings.storage_url else ""
     logs = "" if os.environ.get("QUANTLAKE_SOAK_COMPUTE_LOGS") == "1" else NO_COMPUTE_LOGS
-    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + SYNC_LAUNCHER + logs + storage)
+    launcher = KILLABLE_LAUNCHER if settings.killed else SYNC_LAUNCHER
+    (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + launcher + logs + storage)
     result = SoakResult(settings, days=(settings.end - settings.start).days + 1)
     began = time.perf_counter()
     first = datetime(settings.start.year, settings.start.month, settings.start.day, tzinfo=NY)
@@ -310,6 +408,8 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
         clock = stack.enter_context(time_machine.travel(first, tick=True))
         stack.enter_context(_source_down(settings.source_down))
         stack.enter_context(_broker_5xx(settings.broker_5xx))
+        if settings.disk_full or settings.killed:
+            stack.enter_context(_lake_write_faults(settings.disk_full, settings.killed))
         # A step's retry policy (2, 4, 8 s) waits in simulated time: a fault costs no real seconds.
         from unittest import mock
 
@@ -323,10 +423,16 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         context = _workspace(instance).__enter__()
         stack.callback(lambda: daemons.context.__exit__(None, None, None))
-        _turn_on(context)
+        _turn_on(context, settings.sensors)
         daemons = _Daemons(context, log)
+        daemons.monitoring = bool(settings.killed)
         reload_on = set(settings.reload_on)
+        actions = sorted(settings.actions)
         for tick in ticks:
+            while actions and actions[0][0] <= tick:
+                at, job, config = actions.pop(0)
+                clock.move_to(at)
+                _launch_by_hand(instance, job, config)
             clock.move_to(tick + DAEMON_LAG)
             if (day := tick.astimezone(NY).date()) in reload_on:
                 reload_on.discard(day)
