@@ -1,0 +1,166 @@
+"""Retention: what a deployment left alone deletes, archives or keeps, weekly (`retention_job`).
+
+Settings (days; -1 keeps forever), read from the environment when the job runs:
+- QUANTLAKE_RETENTION_RUNS_DAYS (90): finished Dagster runs and their event logs. Never a run in
+  progress, never the last run of a job, never a run holding the latest materialization of an asset
+  partition (the UI's asset status and the lake's partition history read it).
+- QUANTLAKE_RETENTION_QUARANTINE_DAYS (365): the lake's quarantined rows, by partition date.
+- QUANTLAKE_RETENTION_REPORTS_DAYS (365): the end-of-day reports, by their day.
+- QUANTLAKE_RETENTION_LLM_CACHE_DAYS (90): cached model answers (QUANTLAKE_LLM_CACHE), by record time.
+- QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS (30): ledger events older than this are copied, verified,
+  to Parquet under <lake>/archive/ledger/ (the ledger keeps them: it is the audit trail).
+Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from assets.clock import run_now
+from assets.resources import LakeResource, TradingResource
+from lake.retention import Removed, prune_quarantine, prune_reports
+from trading.ledger.archive import archive_events
+from trading.retention import prune_llm_cache
+
+KEEP = -1
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+ENV = {
+    "runs_days": "QUANTLAKE_RETENTION_RUNS_DAYS",
+    "quarantine_days": "QUANTLAKE_RETENTION_QUARANTINE_DAYS",
+    "reports_days": "QUANTLAKE_RETENTION_REPORTS_DAYS",
+    "llm_cache_days": "QUANTLAKE_RETENTION_LLM_CACHE_DAYS",
+    "ledger_archive_days": "QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS",
+}
+
+
+class RetentionPolicy(BaseModel):
+    """Days each kind of record is kept (-1: forever)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    runs_days: int = Field(90, description="Finished Dagster runs and their event logs.")
+    quarantine_days: int = Field(365, description="Quarantined rows in the lake, by partition date.")
+    reports_days: int = Field(365, description="End-of-day reports, by their day.")
+    llm_cache_days: int = Field(90, description="Cached model answers, by when they were recorded.")
+    ledger_archive_days: int = Field(30, description="Ledger events older than this are archived to Parquet.")
+
+    @field_validator("*")
+    @classmethod
+    def _days(cls, value: int) -> int:
+        if value != KEEP and value < 1:
+            raise ValueError(f"{value} days: expected at least 1, or -1 to keep forever")
+        return value
+
+
+def retention_policy(environ: Mapping[str, str] | None = None) -> RetentionPolicy:
+    """The policy from QUANTLAKE_RETENTION_* (unset: the defaults); a bad value names its variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, int] = {}
+    for name, var in ENV.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            values[name] = int(raw)
+            RetentionPolicy.model_validate({name: values[name]})
+        except ValueError as exc:  # int() or the policy's check (pydantic's ValidationError is one)
+            raise ValueError(f"{var}={raw!r}: expected a whole number of days, at least 1 (or -1 to keep forever)") from exc
+    return RetentionPolicy(**values)
+
+
+@dataclass
+class RunsRemoved:
+    deleted: list[str] = field(default_factory=list)  # run ids
+    events: int = 0  # event log rows deleted with them
+    kept_latest: int = 0  # old runs kept: a job's last run or an asset partition's latest materialization
+
+
+def latest_materialization_runs(instance: dg.DagsterInstance) -> set[str]:
+    """The runs holding the latest materialization of some asset partition (or unpartitioned asset)."""
+    out: set[str] = set()
+    for key in instance.get_asset_keys():
+        out |= {r.event_log_entry.run_id for r in instance.fetch_materializations(key, limit=1).records}
+        ids = sorted(instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION).values())
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, storage_ids=list(chunk)), limit=len(chunk))
+            out |= {r.event_log_entry.run_id for r in page.records}
+    return out
+
+
+def prune_runs(instance: dg.DagsterInstance, now: datetime, days: int) -> RunsRemoved:
+    """Deletes finished runs created more than `days` before `now` (with their event logs), except
+    a job's last run and any run holding the latest materialization of an asset partition."""
+    out = RunsRemoved()
+    old = instance.get_run_records(dg.RunsFilter(statuses=FINISHED, created_before=now - timedelta(days=days)), ascending=True)
+    if not old:
+        return out
+    keep = latest_materialization_runs(instance) | {instance.get_runs(dg.RunsFilter(job_name=j), limit=1)[0].run_id for j in {r.dagster_run.job_name for r in old}}
+    for record in old:
+        run = record.dagster_run
+        if run.run_id in keep:
+            out.kept_latest += 1
+            continue
+        out.events += len(instance.get_records_for_run(run.run_id, limit=None).records)
+        instance.delete_run(run.run_id)
+        out.deleted.append(run.run_id)
+    return out
+
+
+def _files_metadata(removed: Removed, root: Path) -> dict[str, dg.MetadataValue]:
+    return {
+        "files": dg.MetadataValue.int(len(removed.files)),
+        "bytes_freed": dg.MetadataValue.int(removed.bytes),
+        "sample": dg.MetadataValue.text("\n".join(str(p.relative_to(root)) for p in removed.files[:20])),
+    }
+
+
+@dg.op(description="Applies the retention policy (QUANTLAKE_RETENTION_*) as of the run's now.")
+def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading: TradingResource) -> dg.Output[dict[str, int]]:
+    now = run_now(context)
+    policy = retention_policy()
+    root = lake.path
+    meta: dict[str, dg.RawMetadataValue] = {"now": now.isoformat(), "policy": dg.MetadataValue.json(policy.model_dump())}
+    counts: dict[str, int] = {}
+    freed = 0
+    for kind, days, prune in (("quarantine", policy.quarantine_days, prune_quarantine), ("report", policy.reports_days, prune_reports)):
+        if days == KEEP:
+            continue
+        removed = prune(root, now, days)
+        counts[f"{kind}_files"], freed = len(removed.files), freed + removed.bytes
+        meta |= {f"{kind}_{k}": v for k, v in _files_metadata(removed, root).items()}
+    if trading.cache_dir and policy.llm_cache_days != KEEP:
+        folder = Path(trading.cache_dir)
+        removed = prune_llm_cache(folder, now, policy.llm_cache_days)
+        counts["llm_cache_files"], freed = len(removed.files), freed + removed.bytes
+        meta |= {f"llm_cache_{k}": v for k, v in _files_metadata(removed, folder).items()}
+    if policy.ledger_archive_days != KEEP:
+        with trading.ledger() as ledger:
+            archived = archive_events(ledger, root / "archive" / "ledger", now - timedelta(days=policy.ledger_archive_days))
+        counts["ledger_events_archived"] = archived.events
+        meta |= {"ledger_archive_file": str(archived.path or ""), "ledger_archive_bytes": archived.bytes}
+    if policy.runs_days != KEEP:
+        runs = prune_runs(context.instance, now, policy.runs_days)
+        counts |= {"runs_deleted": len(runs.deleted), "run_events_deleted": runs.events, "old_runs_kept": runs.kept_latest}
+    meta |= {k: dg.MetadataValue.int(v) for k, v in counts.items()}
+    meta["bytes_freed"] = dg.MetadataValue.int(freed)  # files only: a database reuses its freed pages
+    context.log.info(f"retention as of {now:%Y-%m-%d %H:%M} UTC: {counts}, {freed:,} bytes of files freed")
+    return dg.Output(counts, metadata=meta)
+
+
+@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet.", tags={"quantlake/kind": "maintenance"})
+def retention_job() -> None:
+    apply_retention()
+
+
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule",
+    job=retention_job,
+    cron_schedule="0 3 * * 0",  # Sundays 03:00 New York: no session, nothing else runs
+    execution_timezone="America/New_York",
+    description="Weekly retention: QUANTLAKE_RETENTION_* days of runs, quarantine, reports, model answers; the ledger archived.",
+)
