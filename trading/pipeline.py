@@ -44,7 +44,15 @@ from trading.cost import (
     estimate_run_cost,
 )
 from trading.events import Event, EventSink, EventType, MemorySink
-from trading.graph import CycleInputs, GraphSpec, PipelineGraph, default_graph, open_checkpointer, thread_id
+from trading.graph import (
+    CycleInputs,
+    GraphSpec,
+    PipelineGraph,
+    check_checkpoint,
+    default_graph,
+    open_checkpointer,
+    thread_id,
+)
 from trading.models import (
     Action,
     Decision,
@@ -119,6 +127,7 @@ class DecisionPipeline:
             expect_roles({Role.ANALYST: config.analyst, Role.RISK: config.risk, Role.VALIDATOR: config.validator})
         self.graph = PipelineGraph(config.graph_spec(), BuildEnv(prices=self.prices, cache=cache, formats=formats), config.name)
         self.checkpoint = config.checkpoint or checkpoint
+        check_checkpoint(self.checkpoint)
 
     # The default graph's agents by their old names (a custom graph may have none of them).
     @property

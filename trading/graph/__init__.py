@@ -1,7 +1,7 @@
 """Pipelines as LangGraph graphs: specs from config, compiled graphs, checkpointers (no Dagster here)."""
 
 from trading.graph.build import CycleInputs, GraphState, PipelineGraph, thread_id
-from trading.graph.checkpoint import CheckpointConfigError, open_checkpointer
+from trading.graph.checkpoint import CheckpointConfigError, check_checkpoint, open_checkpointer
 from trading.graph.spec import HARD_LIMITS, WHEN, EdgeSpec, GraphSpec, NodeSpec, default_graph
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "GraphState",
     "NodeSpec",
     "PipelineGraph",
+    "check_checkpoint",
     "default_graph",
     "open_checkpointer",
     "thread_id",

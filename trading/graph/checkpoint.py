@@ -20,15 +20,23 @@ class CheckpointConfigError(ValueError):
     pass
 
 
-@contextmanager
-def open_checkpointer(where: str | None) -> Iterator[Checkpointer]:
+def check_checkpoint(where: str | None) -> None:
+    """At load: a PostgreSQL checkpoint needs its package (a clear error now, not mid-cycle)."""
     if where and where.startswith(("postgresql://", "postgres://")):
         try:
-            from langgraph.checkpoint.postgres import PostgresSaver  # type: ignore[import-not-found]
+            import langgraph.checkpoint.postgres  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             raise CheckpointConfigError(
                 f"checkpoint {where.split('@')[-1]!r}: PostgreSQL checkpoints need the langgraph-checkpoint-postgres package, which is not installed"
             ) from None
+
+
+@contextmanager
+def open_checkpointer(where: str | None) -> Iterator[Checkpointer]:
+    if where and where.startswith(("postgresql://", "postgres://")):
+        check_checkpoint(where)
+        from langgraph.checkpoint.postgres import PostgresSaver
+
         with PostgresSaver.from_conn_string(where) as saver:
             saver.setup()
             yield saver
