@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from assets.metadata import bars_metadata, markdown_table
 from lake.corporate_actions import load_corporate_actions
-from lake.errors import UnknownSymbolError
-from lake.store import QUARANTINE, read_bars, replace_partition
+from lake.errors import LakeError, UnknownSymbolError
+from lake.store import QUARANTINE, read_bars, replace_partition, replace_partition_frames
 from lake.validation import RULES, ValidationReport, validate_bars
 
 # How far back the bar before a partition may lie: past a long holiday weekend (1m), a year (1d).
@@ -29,6 +31,12 @@ def previous_bar(root: Path, timeframe: str, symbol: str, before: datetime | Non
     except UnknownSymbolError:
         return None
     return stored.tail(1) if stored.height else None
+
+
+def previous_bars(root: Path, timeframe: str, symbols: Sequence[str], before: datetime | None) -> pl.DataFrame | None:
+    """`previous_bar` of each of `symbols` (those the lake has), in one frame; None if none has one."""
+    found = [bar for symbol in symbols if (bar := previous_bar(root, timeframe, symbol, before)) is not None]
+    return pl.concat(found) if found else None
 
 
 def check_specs(asset_name: str) -> list[dg.AssetCheckSpec]:
@@ -83,4 +91,98 @@ def ingest_partition(
     meta = bars_metadata(report.clean, str(paths[0]) if paths else None)
     meta["quarantined_rows"] = report.quarantine.height
     yield dg.MaterializeResult(metadata=meta)
+    yield from check_results(report)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One Dagster partition of a bar asset: its key, symbol, period (day or year) and the start of
+    its window (windows tile time: a row belongs to the last window starting at or before it)."""
+
+    key: str
+    symbol: str
+    period: str
+    start: datetime
+
+
+def _placed(df: pl.DataFrame, partitions: Sequence[Partition]) -> pl.DataFrame:
+    """`df` with `_symbol` and `_period`: the partition each row falls in. A run of one symbol (or one
+    period) places every row there, as a one-partition run always did; otherwise a row with no
+    symbol or time, or a symbol the run does not ingest, fits no partition and is refused."""
+    symbols = sorted({p.symbol for p in partitions})
+    windows = sorted({(p.start, p.period) for p in partitions})
+    starts = np.array([int(s.timestamp() * 1_000_000) for s, _ in windows], dtype=np.int64)
+    periods = [w for _, w in windows]
+    if len(periods) == 1:
+        period: pl.Expr = pl.lit(periods[0])
+    else:
+        micros = df["ts"].dt.epoch("us").fill_null(0).to_numpy()
+        index = np.clip(np.searchsorted(starts, micros, side="right") - 1, 0, None)
+        found = pl.Series("_period", np.array(periods)[index], dtype=pl.String)
+        period = pl.when(pl.col("ts").is_null()).then(None).otherwise(pl.lit(found))
+    placed = df.with_columns(
+        (pl.lit(symbols[0]) if len(symbols) == 1 else pl.col("symbol")).alias("_symbol"), period.alias("_period")
+    )
+    unplaced = placed.filter(pl.col("_symbol").is_null() | pl.col("_period").is_null() | ~pl.col("_symbol").is_in(symbols))
+    if unplaced.height:
+        raise LakeError(
+            f"{unplaced.height} row(s) fit no partition of this run (symbol {unplaced['symbol'][0]!r}, ts {unplaced['ts'][0]}): "
+            f"rows need a timestamp and one of the run's symbols {symbols}; ingest them one partition at a time"
+        )
+    return placed
+
+
+def _by_partition(df: pl.DataFrame, partitions: Sequence[Partition]) -> dict[tuple[str, str], pl.DataFrame]:
+    """Every partition of the run -> its rows (an empty frame when it has none), in (symbol, ts) order."""
+    empty = df.clear()
+    out: dict[tuple[str, str], pl.DataFrame] = {(p.symbol, p.period): empty for p in partitions}
+    if df.height:
+        groups = _placed(df, partitions).partition_by("_symbol", "_period", as_dict=True, maintain_order=True)
+        for (symbol, period), rows in groups.items():
+            out[(str(symbol), str(period))] = rows.drop("_symbol", "_period")
+    return out
+
+
+def ingest_partitions(
+    context: dg.AssetExecutionContext,
+    root: Path,
+    bars: pl.DataFrame,
+    *,
+    timeframe: str,
+    partitions: Sequence[Partition],
+    exchange: str,
+    expected_from: datetime,
+    expected_until: datetime,
+    nothing: type[LakeError] = LakeError,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """A run over several partitions (a backfill range, `BackfillPolicy.single_run`): the fetched
+    bars are validated at once, split by partition and each partition (and its quarantine) replaced
+    atomically, the same files a run per partition writes. A bar's return is measured from the
+    previous bar fetched (at a partition's first bar, the previous partition's last one), so the
+    checks count rows over the whole run; each partition gets its own materialization metadata.
+    A partition the source returned nothing for fails the run with `nothing`, before any write."""
+    symbols = sorted({p.symbol for p in partitions})
+    report = validate_bars(
+        bars, timeframe=timeframe, exchange=exchange, expected_from=expected_from, expected_until=expected_until,
+        corporate_actions=load_corporate_actions(root), previous=previous_bars(root, timeframe, symbols, expected_from),
+        engine="polars",  # the same masks and outcomes as great-expectations, without its per-call overhead
+    )
+    clean, quarantine = _by_partition(report.clean, partitions), _by_partition(report.quarantine, partitions)
+    empty = [f"{symbol} {period}" for (symbol, period), rows in clean.items() if rows.is_empty() and quarantine[(symbol, period)].is_empty()]
+    if empty:  # as a one-partition run with nothing to ingest, before anything is written
+        raise nothing(f"no {timeframe} bars for {len(empty)} partition(s) of the run: {', '.join(empty[:5])}")
+    replace_partition_frames(root, "bars", timeframe, clean)
+    replace_partition_frames(root, QUARANTINE, timeframe, quarantine)
+    failed = [o.name for o in report.results if not o.passed]
+    context.log.info(
+        f"{timeframe} {len(partitions)} partitions ({len(symbols)} symbols): {report.clean.height} rows written, "
+        f"{report.quarantine.height} quarantined, failed checks: {failed or 'none'}"
+    )
+    for p in partitions:
+        rows = clean[(p.symbol, p.period)]
+        meta: dict[str, object] = {"dagster/row_count": rows.height, "quarantined_rows": quarantine[(p.symbol, p.period)].height}
+        if rows.height:
+            meta["first_ts"], meta["last_ts"] = str(rows["ts"][0]), str(rows["ts"][-1])
+        context.add_asset_metadata(meta, partition_key=p.key)
+    yield dg.MaterializeResult()
     yield from check_results(report)

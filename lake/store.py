@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -101,6 +101,22 @@ def replace_partition(root: Path, dataset: str, timeframe: str, symbol: str, per
         path.unlink(missing_ok=True)
         return []
     return [write_frame_atomic(df.sort("ts"), path)]
+
+
+def replace_partition_frames(
+    root: Path, dataset: str, timeframe: str, frames: Mapping[tuple[str, str], pl.DataFrame], *, workers: int = 2
+) -> dict[tuple[str, str], list[Path]]:
+    """Replaces each (symbol, period) partition named in `frames` with its rows, in parallel threads
+    (Parquet writes release the GIL); an empty frame removes its partition, as `replace_partition`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(item: tuple[tuple[str, str], pl.DataFrame]) -> list[Path]:
+        (symbol, period), frame = item
+        return replace_partition(root, dataset, timeframe, symbol, period, frame)
+
+    items = list(frames.items())
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        return dict(zip([key for key, _ in items], pool.map(write, items), strict=True))
 
 
 def _as_utc(bound: date | datetime) -> datetime:

@@ -329,3 +329,111 @@ def test_the_run_retries_daemon_reruns_a_source_outage_but_not_a_malformed_file(
             )
         assert not down.success and len(state.requests) == 4  # the first try and 3 step retries
         assert instance.get_run_by_id(down.run_id).tags["dagster/will_retry"] == "true"  # type: ignore[union-attr]
+
+
+# --- a backfill range in one run (BackfillPolicy.single_run) ---------------------------------------
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def _asset(name: str) -> dg.AssetsDefinition:
+    from assets import bars
+
+    return getattr(bars, name)  # type: ignore[no-any-return]
+
+
+def _run_range(asset: str, first: dg.MultiPartitionKey, last: dg.MultiPartitionKey, resources: Mapping[str, object], symbols: list[str]) -> dg.ExecuteInProcessResult:
+    """One run of `asset` over the rectangle first..last, as a single-run backfill launches it."""
+    with dg.instance_for_test() as instance:
+        add_symbols(instance, symbols)
+        return dg.materialize(
+            [_asset(asset)], instance=instance, resources=resources, raise_on_error=False,
+            tags=dict(zip(RANGE_TAGS, (str(first), str(last)), strict=True)),
+        )
+
+
+def _run_each(asset: str, keys: list[dg.MultiPartitionKey], resources: Mapping[str, object]) -> list[dg.ExecuteInProcessResult]:
+    with dg.instance_for_test() as instance:
+        add_symbols(instance, sorted({k.keys_by_dimension["symbol"] for k in keys}))
+        return [dg.materialize([_asset(asset)], partition_key=k, instance=instance, resources=resources, raise_on_error=False) for k in keys]
+
+
+def test_the_bar_assets_backfill_a_range_in_one_run() -> None:
+    from assets.bars import bars_1d, bars_1m
+
+    assert bars_1m.backfill_policy == dg.BackfillPolicy.single_run() == bars_1d.backfill_policy
+
+
+def test_a_range_run_writes_the_files_a_run_per_partition_writes(tmp_path: Path) -> None:
+    """Five sessions x two symbols from user files with bad rows (high < low, an after-hours bar, a
+    Saturday bar that belongs to Friday's partition): one run over the range writes byte for byte
+    the bars and quarantine files of ten runs, one per partition; the checks count every bad row;
+    each partition's materialization carries its own rows; a rerun changes nothing."""
+    from lake.calendar import session_bounds
+    from lake.sources import SyntheticSource
+    from lake.store import read_bars
+
+    days = ["2024-11-22", "2024-11-25", "2024-11-26", "2024-11-27", "2024-11-29"]
+    symbols = ["AAPL", "MSFT"]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for symbol in symbols:
+        bars = pl.concat([SyntheticSource().fetch([symbol], "1m", *session_bounds(d)) for d in days])
+        bad = bars.with_columns(
+            pl.when(pl.int_range(pl.len()) == 500).then(pl.col("low") - 5.0).otherwise(pl.col("high")).alias("high")
+        ).drop("symbol")
+        local = bad.with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None))
+        extra = pl.DataFrame({"ts": ["2024-11-26 17:30", "2024-11-30 10:00"]}).with_columns(pl.col("ts").str.to_datetime())
+        extra = extra.join(local.head(1).drop("ts"), how="cross").select(local.columns)
+        pl.concat([local, extra]).sort("ts").write_csv(folder / f"{symbol.lower()}.csv")
+
+    lake_range, lake_each = tmp_path / "range", tmp_path / "each"
+    files = MarketDataResource(source="files", files_glob=str(folder / "*.csv"))
+    one = _run_range("bars_1m", intraday_key(days[0], "AAPL"), intraday_key(days[-1], "MSFT"),
+                     {"lake": LakeResource(root=str(lake_range)), "market_data": files}, symbols)
+    keys = [intraday_key(d, s) for d in days for s in symbols]
+    each = _run_each("bars_1m", keys, {"lake": LakeResource(root=str(lake_each)), "market_data": files})
+
+    assert _digest(lake_range) == _digest(lake_each) and len(_digest(lake_range)) == 10 + 6  # 10 bar files; 6 quarantine files (3 days x 2 symbols)
+    checks = {e.check_name: e for e in one.get_asset_check_evaluations()}
+    assert not checks["ohlc_consistent"].passed and checks["ohlc_consistent"].metadata["failed_rows"].value == 2
+    assert checks["in_session"].metadata["failed_rows"].value == 4
+    per_run = sum(e.metadata["failed_rows"].value for r in each for e in r.get_asset_check_evaluations() if e.check_name == "in_session")
+    assert per_run == 4
+    mats = {m.partition: m.metadata for m in one.asset_materializations_for_node("bars_1m")}
+    assert set(mats) == {str(k) for k in keys}
+    friday = mats[str(intraday_key("2024-11-22", "MSFT"))]
+    assert friday["quarantined_rows"].value == 0 and friday["dagster/row_count"].value == 390
+    assert mats[str(intraday_key("2024-11-29", "MSFT"))]["quarantined_rows"].value == 1  # Saturday's bar
+    assert read_bars(lake_range, symbols, "1m").height == 2 * (4 * 390 + 210) - 2
+
+    first = _digest(lake_range)
+    again = _run_range("bars_1m", intraday_key(days[0], "AAPL"), intraday_key(days[-1], "MSFT"),
+                       {"lake": LakeResource(root=str(lake_range)), "market_data": files}, symbols)
+    assert again.success is one.success and _digest(lake_range) == first
+
+
+def test_a_range_run_of_daily_bars_equals_a_run_per_year(tmp_path: Path) -> None:
+    resources = lambda root: {"lake": LakeResource(root=str(root)), "market_data": MarketDataResource()}  # noqa: E731
+    one = _run_range("bars_1d", daily_key("2023", "AAPL"), daily_key("2024", "MSFT"), resources(tmp_path / "range"), ["AAPL", "MSFT"])
+    assert one.success
+    keys = [daily_key(y, s) for y in ("2023", "2024") for s in ("AAPL", "MSFT")]
+    each = _run_each("bars_1d", keys, resources(tmp_path / "each"))
+    assert all(r.success for r in each)
+    assert _digest(tmp_path / "range") == _digest(tmp_path / "each") and len(_digest(tmp_path / "range")) == 4
+
+
+def test_a_range_run_with_an_empty_partition_fails_before_writing(tmp_path: Path) -> None:
+    """A source with nothing for one partition of the range fails the run, naming it, and writes no file."""
+    from lake.calendar import session_bounds
+    from lake.sources import SyntheticSource
+
+    csv = tmp_path / "aapl.csv"
+    bars = SyntheticSource().fetch(["AAPL"], "1m", *session_bounds("2024-11-25"))
+    bars.drop("symbol").with_columns(pl.col("ts").dt.convert_time_zone("America/New_York").dt.replace_time_zone(None)).write_csv(csv)
+    lake = tmp_path / "lake"
+    result = _run_range("bars_1m", intraday_key("2024-11-25", "AAPL"), intraday_key("2024-11-26", "AAPL"), _files(lake, csv), ["AAPL"])
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert "AAPL 2024-11-26" in failure.step_failure_data.error.message  # type: ignore[union-attr]
+    assert not lake.exists() or not list(lake.rglob("*.parquet"))
