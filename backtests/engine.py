@@ -60,6 +60,31 @@ class BacktestConfig(BaseModel):
     timeframe: str = "1d"
 
 
+class SizingLimits(BaseModel):
+    """The live path's hard sizing limits, for a backtest that trades as the live step does
+    (`trading.session.sizing_limits` maps a `trading.risk.RiskLimits` to it). With them, each bar's
+    orders are decided at its close on a running book in symbol order: an exit closes, an entry
+    against a position only closes it (the live path's exits are reduce-only), an entry from flat
+    asks for floor(size x cash / close) shares, cut by `strategies.entries.capped_quantity` (position
+    and sector share of the equity at the closes, a buy's cost within the cash) and held when the
+    book already has `max_open_positions`. A cut entry fills that quantity (at most what size 1
+    takes at the fill), an uncut one is sized at the fill as without limits. Breakers (daily loss,
+    drawdown, trades per day) and the trading window are not modelled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_position_pct: float = Field(1.0, gt=0, le=1)
+    max_sector_pct: float = Field(1.0, gt=0, le=1)
+    sector_map: dict[str, str] = Field(default_factory=dict, description="symbol -> sector; a symbol not in it is its own sector")
+    max_open_positions: int = Field(1_000_000, ge=1)
+    allow_short: bool = True
+
+    def sector_ids(self, symbols: list[str]) -> np.ndarray:
+        names = [self.sector_map.get(s, f"unmapped {s}") for s in symbols]
+        ids = {name: k for k, name in enumerate(dict.fromkeys(names))}
+        return np.array([ids[name] for name in names], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Market:
     """Bars and signals as (bar x symbol) arrays, aligned on one time index."""
@@ -136,9 +161,9 @@ def has_levels(market: Market) -> bool:
     return any(bool(np.isfinite(market.signals[c].astype(np.float64)).any()) for c in ("stop", "target1", "target2"))
 
 
-def simulate(market: Market, config: BacktestConfig) -> Any:
+def simulate(market: Market, config: BacktestConfig, limits: SizingLimits | None = None) -> Any:
     """The signals' orders, with the brackets' exits among them when `config.brackets`, simulated by
-    backtests/order_sim.py. Returns the vectorbt Portfolio."""
+    backtests/order_sim.py, decided under `limits` if given. Returns the vectorbt Portfolio."""
     index = market.ts.dt.replace_time_zone(None).to_pandas()
     prices = fill_prices(market, config)
     return simulate_signals(
@@ -153,9 +178,10 @@ def simulate(market: Market, config: BacktestConfig) -> Any:
         fee_per_share=config.fee_per_share,
         init_cash=config.init_cash,
         fractional=config.fractional,
-        allow_short=config.allow_short,
+        allow_short=config.allow_short and (limits is None or limits.allow_short),
         brackets=config.brackets and has_levels(market),
         freq=_pandas_freq(config.timeframe),
+        limits=None if limits is None else (limits.max_position_pct, limits.max_sector_pct, limits.max_open_positions, limits.sector_ids(market.symbols)),
     )
 
 
@@ -176,10 +202,12 @@ def run_backtest(
     config: BacktestConfig | None = None,
     *,
     trade_from: datetime | None = None,
+    limits: SizingLimits | None = None,
 ) -> BacktestResult:
     """Signals from `strategy` on `bars`, executed on vectorbt; metrics against equal-weight buy-and-hold.
 
     With `trade_from`, the bars before it only warm the indicators up: no signal acts before it.
+    With `limits`, orders are decided under the live path's hard sizing limits (`SizingLimits`).
     """
     config = config or BacktestConfig()
     if bars.is_empty():
@@ -194,7 +222,7 @@ def run_backtest(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
     market = to_market(signals)
-    return _result(market, simulate(market, config), config)
+    return _result(market, simulate(market, config, limits), config)
 
 
 def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:

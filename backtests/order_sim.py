@@ -41,9 +41,13 @@ from backtests.kernels import (
     next_order_nb,
     side_of_nb,
 )
+from strategies.entries import capped_quantity
+
+capped_quantity_nb = njit(cache=True)(capped_quantity)
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
 NONE, EXIT, HALF, ENTRY = 0, 1, 2, 3  # a bar's order per column
+FRACTION_STEP = 1e-9  # the live limits' smallest fractional lot (trading.risk.FRACTION_STEP)
 
 
 @njit(cache=True)
@@ -67,7 +71,7 @@ def _execute_nb(
 
 @njit(cache=True)
 def _orders_of_bar_nb(
-    i: int, kind: np.ndarray, amount: np.ndarray, price: np.ndarray, pending: np.ndarray, value: float,
+    i: int, kind: np.ndarray, amount: np.ndarray, price: np.ndarray, pending: np.ndarray, fixed: np.ndarray, value: float,
     position: np.ndarray, debt: np.ndarray, fill_price: np.ndarray, fee_rate: float, fee_per_share: float,
     slippage: np.ndarray, granularity: float, whole_shares: bool, cash: float, free: float, oidx: int, lidx: int,
     order_values: np.ndarray, call_seq: np.ndarray, order_records: np.ndarray, log_records: np.ndarray,
@@ -79,7 +83,9 @@ def _orders_of_bar_nb(
     # weight of the bar's equity less what is held; equal weights tie and go by column).
     for col in range(m):
         call_seq[col] = col
-        if kind[col] == ENTRY:
+        if kind[col] == ENTRY and not np.isnan(fixed[col]):  # a quantity the limits cut: its value
+            order_values[col] = np.sign(pending[col]) * fixed[col] * fill_price[i, col] - position[col] * fill_price[i, col]
+        elif kind[col] == ENTRY:
             order_values[col] = pending[col] * value - position[col] * fill_price[i, col]
         else:
             order_values[col] = amount[col] * price[col] if kind[col] != NONE else np.inf
@@ -102,7 +108,11 @@ def _orders_of_bar_nb(
                         others_gross += abs(position[j]) * fill_price[i, j]
                 room = free_cash_nb(after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0), others_gross)
                 available = after_closing_nb(value, position[col], side, fill, mark, fee, 0.0)
-                delta = side * entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room) - position[col]
+                if np.isnan(fixed[col]):
+                    shares = entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room)
+                else:  # cut by the limits when decided: that quantity, at most what size 1 takes now
+                    shares = min(fixed[col], entry_shares_nb(available, 1.0, fill, fee, 0.0, whole_shares, room))
+                delta = side * shares - position[col]
             if delta == 0 or np.isnan(delta):
                 continue
             state = ProcessOrderState(cash, position[col], debt[col], free, price[col], value, oidx, lidx)
@@ -111,6 +121,42 @@ def _orders_of_bar_nb(
             cash, position[col], debt[col], free = state.cash, state.position, state.debt, state.free_cash
             oidx, lidx = state.oidx, state.lidx
     return cash, free, oidx, lidx
+
+
+@njit(cache=True)
+def _decide_nb(
+    col: int, order: float, close: np.ndarray, equity: float, cash: float, book: np.ndarray, sector: np.ndarray,
+    max_position: float, max_sector: float, max_open: int, whole_shares: bool,
+) -> tuple[float, float, float]:
+    """One symbol's order as the live step decides it at the bar's close (`trading.pipeline`, its
+    hard limits `trading.risk.assess`): (order, quantity it was cut to or NaN, the book's cash after).
+
+    An order against the position held only closes it (the live path's exits are reduce-only). An
+    entry from flat asks for floor(size x cash / close) shares; the caps of
+    `strategies.entries.capped_quantity` (position and sector share of `equity`, a buy's cost within
+    the book's cash) may cut it, a full book (`max_open` positions) holds it. A cut entry is sent for
+    the quantity left (NaN order: none); an uncut one keeps its size and is sized at the fill."""
+    px = close[col]
+    if order == 0 or book[col] != 0:
+        cash += book[col] * px
+        book[col] = 0.0
+        return 0.0, np.nan, cash
+    side = 1.0 if order > 0 else -1.0
+    others, open_ = 0.0, 0
+    for j in range(book.shape[0]):
+        if j != col and book[j] != 0:
+            open_ += 1
+            if sector[j] == sector[col]:
+                others += abs(book[j]) * close[j]
+    requested = abs(order) * max(cash, 0.0) / px
+    requested = np.floor(requested) if whole_shares else requested
+    cap = capped_quantity_nb(equity, px, 0.0, others, max_position, max_sector, cash, side > 0, 1.0 if whole_shares else FRACTION_STEP)
+    qty = min(requested, cap)
+    if open_ >= max_open or not equity > 0 or cap == np.inf or not qty > 0:
+        return np.nan, np.nan, cash
+    book[col] = side * qty
+    cash -= side * qty * px
+    return order, qty if qty < requested else np.nan, cash
 
 
 @njit(cache=True)
@@ -133,9 +179,16 @@ def simulate_signals_nb(
     init_cash: float,
     whole_shares: bool,
     brackets: bool,
+    close: np.ndarray,
+    limited: bool,
+    max_position: float,
+    max_sector: float,
+    max_open: int,
+    sector: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order and log records (vectorbt's) for one cash-sharing group, from (bar x symbol) signals.
-    An order's fee is `fee_rate` of its value plus `fee_per_share` as a fraction of its unslipped price."""
+    An order's fee is `fee_rate` of its value plus `fee_per_share` as a fraction of its unslipped price.
+    With `limited`, each bar's orders are decided as the live step decides them (`_decide_nb`)."""
     n, m = size.shape
     order_records = np.empty(n * m, dtype=order_dt)
     log_records = np.empty(1, dtype=log_dt)
@@ -144,6 +197,8 @@ def simulate_signals_nb(
     debt = np.zeros(m)
     # Decided on the bar before: the signed weight (NaN: none), from flat or not, the signal's levels.
     pending = np.full(m, np.nan)
+    fixed = np.full(m, np.nan)  # with limits: the quantity an entry was cut to when decided (NaN: sized at the fill)
+    book = np.zeros(m)
     from_flat = np.zeros(m, dtype=np.bool_)
     p_levels = np.full((m, 3), np.nan)
     # A live bracket: phase (0 none), the bar its entry filled, the entry price, the levels.
@@ -178,7 +233,7 @@ def simulate_signals_nb(
             orders_now = orders_now or kind[col] != NONE
         if orders_now:
             cash, free, oidx, lidx = _orders_of_bar_nb(
-                i, kind, amount, price, pending, value, position, debt, fill_price, fee_rate, fee_per_share, slippage,
+                i, kind, amount, price, pending, fixed, value, position, debt, fill_price, fee_rate, fee_per_share, slippage,
                 granularity, whole_shares, cash, free, oidx, lidx, order_values, call_seq, order_records, log_records,
             )  # fmt: skip
             # Brackets follow the fills: armed by an entry from flat that got shares, gone with the position.
@@ -195,11 +250,25 @@ def simulate_signals_nb(
         # 4. This bar's signals decide the next bar's orders, from the side the fills left.
         if i == n - 1:
             break
+        # With limits, the live step's running book: equity and cash at the bar's closes, the
+        # positions as this bar's decisions (in symbol order) leave them.
+        marked = 0.0
+        for col in range(m):
+            book[col] = position[col]
+            marked += position[col] * close[i, col]
+        book_cash = cash
         for col in range(m):
             held = side_of_nb(position[col])
             _, order = next_order_nb(held, entry_long[i, col], exit_long[i, col], entry_short[i, col], exit_short[i, col], size[i, col])
             if not np.isnan(order):
-                pending[col], from_flat[col] = order, held == 0
+                qty = np.nan
+                if limited:
+                    order, qty, book_cash = _decide_nb(
+                        col, order, close[i], cash + marked, book_cash, book, sector, max_position, max_sector, max_open, whole_shares
+                    )
+                    if np.isnan(order):
+                        continue  # held by the limits: nothing is sent
+                pending[col], fixed[col], from_flat[col] = order, qty, held == 0
                 p_levels[col, 0], p_levels[col, 1], p_levels[col, 2] = stop[i, col], target1[i, col], target2[i, col]
     return order_records[:oidx], log_records[:lidx]
 
@@ -220,9 +289,12 @@ def simulate_signals(
     allow_short: bool,
     brackets: bool,
     freq: str,
+    limits: tuple[float, float, int, np.ndarray] | None = None,
 ) -> Any:
     """A vectorbt Portfolio (shared cash, one group) from (bar x symbol) signal arrays: entry/exit
-    long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`)."""
+    long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`). `limits`:
+    (max position share, max sector share, max open positions, sector id per column), decided on
+    `close` as the live step decides (`_decide_nb`); None: no limits."""
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
 
@@ -238,7 +310,8 @@ def simulate_signals(
         flags("entry_long"), flags("exit_long"), flags("entry_short"), flags("exit_short"),
         f64(signals["size"]), f64(signals["stop"]), f64(signals["target1"]), f64(signals["target2"]),
         f64(fill_price), f64(open_), f64(high), f64(low), fee_rate, fee_per_share, f64(slippage),
-        init_cash, not fractional, brackets,
+        init_cash, not fractional, brackets, f64(close), limits is not None,
+        *((limits[0], limits[1], limits[2], np.ascontiguousarray(limits[3], dtype=np.int64)) if limits is not None else (1.0, 1.0, 0, np.zeros(close.shape[1], dtype=np.int64))),
     )  # fmt: skip
     wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
     return vbt.Portfolio(wrapper, close, orders, logs, np.array([init_cash]), True)

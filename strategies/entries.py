@@ -61,3 +61,54 @@ def entry_shares(
     shares = min(available * size, free) / (price * (1.0 + fee) + fee_per_share)
     shares = float(math.floor(shares)) if whole else shares
     return shares if shares >= MIN_SHARES else 0.0
+
+
+# -- Hard sizing limits (the per-position and sector caps of `trading.risk.RiskLimits`): the rule the
+# live risk check (`trading.risk.assess`) applies to each entry when it is decided, and the backtest
+# with limits (`backtests.order_sim`) applies at the same point, on the same numbers.
+LIMIT_REL_TOL = 1e-12  # slack for float noise only: a cap computed by division can land an ulp over
+LIMIT_ROUND_EPS = 1e-9  # 199.9999999997 shares of room is 200 shares (re-checked against the caps)
+
+
+def position_room(equity: float, max_position: float, price: float, held: float) -> float:
+    """Shares that may be added to `held` (|position|) before its value at `price` exceeds
+    `max_position` of `equity`."""
+    return max_position * equity / price - held
+
+
+def sector_room(equity: float, max_sector: float, others: float, price: float, held: float) -> float:
+    """Shares that may be added to `held` before the sector's gross value (`others`: the gross value of
+    the sector's other positions) exceeds `max_sector` of `equity`."""
+    return (max_sector * equity - others) / price - held
+
+
+def capped_quantity(
+    equity: float, price: float, held: float, others: float, max_position: float, max_sector: float, cash: float, buy: bool, step: float
+) -> float:
+    """The most an entry may add to `held` (|position|, valued at `price`) under the caps: the position
+    within `max_position` (`position_room`), its sector (`others` besides it) within `max_sector`
+    (`sector_room`) of `equity`, a buy's cost within `cash`; in multiples of `step` (1 for whole
+    shares; float noise just under a lot still counts, re-checked against the caps). inf when a
+    vanishing price leaves the caps unbounded (the caller refuses to size blindly). Self-contained
+    (numba compiles it as it is)."""
+    cash = cash if cash == cash else 0.0  # NaN cash counts as none
+    pos_limit = max_position * equity
+    sec_limit = max_sector * equity
+    room = min(pos_limit / price - held, (sec_limit - others) / price - held)
+    if buy:
+        room = min(room, cash / price)
+    if room == math.inf:
+        return room
+    if not room > 0.0:
+        return 0.0
+    if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot
+        return room
+    lots = math.floor(room / step + LIMIT_ROUND_EPS)
+    if lots > 0:
+        q = lots * step
+        fits = (held + q) * price <= pos_limit * (1.0 + LIMIT_REL_TOL) and others + (held + q) * price <= sec_limit * (1.0 + LIMIT_REL_TOL)
+        if buy:
+            fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)
+        if not fits:
+            lots = math.floor(room / step)
+    return max(lots * step, 0.0)

@@ -14,13 +14,23 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from strategies.entries import LIMIT_REL_TOL, capped_quantity, position_room, sector_room
 from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
 
-UNKNOWN_SECTOR = "unknown"
+UNKNOWN_SECTOR = "unknown"  # kept for callers; a symbol missing from the map is its own sector (`sector_of`)
+# GICS sectors of the default universe (assets.partitions.DEFAULT_UNIVERSE): the default `sector_map`.
+DEFAULT_SECTORS = {
+    "AAPL": "information technology",
+    "MSFT": "information technology",
+    "NVDA": "information technology",
+    "AMZN": "consumer discretionary",
+    "GOOGL": "communication services",
+    "META": "communication services",
+    "JPM": "financials",
+    "XOM": "energy",
+}
 # Slack for float noise only: a cap computed by division can land an ulp over when multiplied back.
-_REL_TOL = 1e-12
-# 199.9999999997 shares of room is 200 shares, not 199 (re-checked against the caps after rounding).
-_ROUND_EPS = 1e-9
+_REL_TOL = LIMIT_REL_TOL
 # Smallest fractional lot (brokers take 9 decimals); also keeps float dust out of sized orders.
 FRACTION_STEP = 1e-9
 
@@ -40,7 +50,9 @@ class RiskLimits(BaseModel):
 
     max_position_pct: Pct = 0.20  # of equity, absolute market value in one symbol
     max_sector_pct: Pct = 0.30  # of equity, gross market value in one sector
-    sector_map: dict[str, str] = Field(default_factory=dict)  # symbol -> sector; others are "unknown"
+    # symbol -> sector; a symbol not in it is a sector of its own (one shared "unknown" sector would
+    # cap a whole unmapped universe at max_sector_pct together)
+    sector_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SECTORS))
     max_open_positions: Count = 10
     max_trades_per_day: Count = 20
     daily_loss_limit_pct: Pct = 0.03  # below start_of_day_equity * (1 - x): no new risk today
@@ -64,7 +76,8 @@ class RiskLimits(BaseModel):
         return value
 
     def sector_of(self, symbol: str) -> str:
-        return self.sector_map.get(symbol, UNKNOWN_SECTOR)
+        """The symbol's sector; one missing from `sector_map` is its own ("unmapped <symbol>")."""
+        return self.sector_map.get(symbol, f"unmapped {symbol}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RiskLimits:
@@ -85,7 +98,6 @@ class _Cap:
 
     name: str
     max_qty: float
-    fits: Callable[[float], bool]  # re-check after rounding to lots
     usage: Callable[[float], str]  # usage after adding q, e.g. "position AAPL 31.2%"
     limit: str  # e.g. "20.0% of equity"
 
@@ -156,7 +168,7 @@ def _assess_increasing(
     gates = _gate_violations(symbol, snapshot, limits, direction)
     if gates:
         return _result(symbol, 0.0, violations=gates)
-    caps, missing = _caps(symbol, snapshot, limits, px, direction)
+    caps, missing, allowed = _caps(symbol, snapshot, limits, px, direction)
     if missing:
         return _result(symbol, 0.0, violations=missing)
 
@@ -165,7 +177,7 @@ def _assess_increasing(
         return _result(
             symbol, 0.0, violations=[f"price {px:g} for {symbol} too small to size against limits"]
         )
-    cap_qty = _round_down(cap_qty, 1.0 if not fractional else FRACTION_STEP, caps)
+    cap_qty = allowed(1.0 if not fractional else FRACTION_STEP)
 
     requested = proposal.quantity
     reasons: list[str] = []
@@ -189,18 +201,6 @@ def _assess_increasing(
         if qty <= 0 and not violations:
             violations.append(f"{symbol}: less than one whole share requested")
     return _result(symbol, qty, reasons=reasons, violations=violations)
-
-
-def _round_down(qty: float, step: float, caps: list[_Cap]) -> float:
-    """Largest multiple of `step` within the caps; float noise just under a step still counts."""
-    if qty <= 0:
-        return 0.0
-    if qty / step >= 2.0**53:  # beyond float precision every value is already a whole lot
-        return qty
-    lots = math.floor(qty / step + _ROUND_EPS)
-    if lots > 0 and not all(c.fits(lots * step) for c in caps):
-        lots = math.floor(qty / step)
-    return max(lots * step, 0.0)
 
 
 def _gate_violations(
@@ -240,17 +240,17 @@ def _gate_violations(
 
 def _caps(
     symbol: str, snapshot: PortfolioSnapshot, limits: RiskLimits, px: float, direction: float
-) -> tuple[list[_Cap], list[str]]:
-    """The sizing caps for adding q to |position|; also the prices missing to value the sector."""
+) -> tuple[list[_Cap], list[str], Callable[[float], float]]:
+    """The sizing caps for adding q to |position| (named, for the reasons), the prices missing to
+    value the sector, and the quantity they allow in lots of a step: `strategies.entries.capped_quantity`,
+    the rule the backtest with limits applies too."""
     equity = snapshot.equity
     held = abs(snapshot.positions.get(symbol, 0.0))
 
-    pos_limit = limits.max_position_pct * equity
     caps = [
         _Cap(
             name="position",
-            max_qty=pos_limit / px - held,
-            fits=lambda q: (held + q) * px <= pos_limit * (1 + _REL_TOL),
+            max_qty=position_room(equity, limits.max_position_pct, px, held),
             usage=lambda q: f"position {symbol} {(held + q) * px / equity:.1%}",
             limit=f"{limits.max_position_pct:.1%} of equity",
         )
@@ -258,29 +258,30 @@ def _caps(
 
     sector = limits.sector_of(symbol)
     others, missing = _sector_gross_excluding(symbol, sector, snapshot, limits)
-    sec_limit = limits.max_sector_pct * equity
     caps.append(
         _Cap(
             name="sector",
-            max_qty=(sec_limit - others) / px - held,
-            fits=lambda q: others + (held + q) * px <= sec_limit * (1 + _REL_TOL),
+            max_qty=sector_room(equity, limits.max_sector_pct, others, px, held),
             usage=lambda q: f"sector {sector} with {symbol} {(others + (held + q) * px) / equity:.1%}",
             limit=f"{limits.max_sector_pct:.1%} of equity",
         )
     )
 
+    cash = snapshot.cash if not math.isnan(snapshot.cash) else 0.0
     if direction > 0:  # short sales bring cash in; only buys can overdraw
-        cash = snapshot.cash if not math.isnan(snapshot.cash) else 0.0
         caps.append(
             _Cap(
                 name="cash",
                 max_qty=cash / px,
-                fits=lambda q: q * px <= cash * (1 + _REL_TOL) if cash > 0 else q <= 0,
                 usage=lambda q: f"cash: {symbol} buy costs {q * px:,.2f}",
                 limit=f"cash {cash:,.2f}",
             )
         )
-    return caps, missing
+
+    def allowed(step: float) -> float:
+        return capped_quantity(equity, px, held, others, limits.max_position_pct, limits.max_sector_pct, cash, direction > 0, step)
+
+    return caps, missing, allowed
 
 
 def _sector_gross_excluding(

@@ -7,10 +7,13 @@ one order per EXECUTE decision. The same strategy functions, pipeline, limits, e
 as paper trading on Alpaca, with a broker that fills from the lake, so the session can be compared
 with the backtest of the same strategy over the same bars (see `trading.analytics.drift_report`).
 
-Paper = backtest: `backtest_config(sim, ...)` is the backtest with the session's costs and fills. An
-entry no limit cut is sent with the strategy's size and the simulated broker sizes it at the fill
-by the backtest's rule (`strategies.entries`), so when no limit binds the session makes the
-backtest's orders, fills and equity. What the limits do is in the order log (`SessionReport.order_log`,
+Paper = backtest: `backtest_config(sim, ...)` is the backtest with the session's costs and fills,
+`sizing_limits(limits, symbols)` its hard sizing limits. An entry no limit cut is sent with the
+strategy's size and the simulated broker sizes it at the fill by the backtest's rule
+(`strategies.entries`); a cut one is sent for the quantity the caps leave
+(`strategies.entries.capped_quantity`), which the backtest with limits decides the same way. So
+the session makes that backtest's orders, fills and equity, and the backtest without limits when
+none binds. What the limits do is in the order log (`SessionReport.order_log`,
 `trading.analytics.ORDER_LOG_SCHEMA`): what each signal was meant to fill, held, cut or blocked, so
 the drift report can put each shortfall down to its cause. Every control (breakers, trading window,
 trades per day) is the pipeline's `limits`, as in the decision cycle: the same step.
@@ -27,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from backtests.engine import BacktestConfig
+from backtests.engine import BacktestConfig, SizingLimits
 from strategies.base import Strategy
 from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
@@ -36,6 +39,7 @@ from trading.context import SymbolContext
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
+from trading.risk import RiskLimits
 from trading.step import trading_step
 
 LIMITING = ("hard limits", "risk review")  # HOLD rationales of the limits (pipeline.DecisionPipeline.run)
@@ -65,6 +69,19 @@ def backtest_config(sim: SimConfig, init_cash: float, timeframe: str = "1d") -> 
         fractional=sim.fractional,
         allow_short=sim.allow_short,
         timeframe=timeframe,
+    )
+
+
+def sizing_limits(limits: RiskLimits, symbols: list[str]) -> SizingLimits:
+    """The hard limits' sizing part for the backtest (`run_backtest(..., limits=...)`): position and
+    sector caps with each symbol's sector as `RiskLimits.sector_of` says, open positions, shorts.
+    The backtest with them makes the session's orders when no breaker trips."""
+    return SizingLimits(
+        max_position_pct=limits.max_position_pct,
+        max_sector_pct=limits.max_sector_pct,
+        sector_map={s: limits.sector_of(s) for s in symbols},
+        max_open_positions=limits.max_open_positions,
+        allow_short=limits.allow_short,
     )
 
 

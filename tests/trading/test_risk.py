@@ -65,14 +65,18 @@ def test_sector_cap_with_two_symbols_in_the_same_sector() -> None:
     assert any(v.startswith("sector tech") and "cut 150 -> 100" in v for v in res.hard_violations)
 
 
-def test_unknown_sector_symbols_share_one_bucket() -> None:
-    book = _book(positions={"XOM": 150.0, "KO": 100.0}, prices={"AAPL": 100.0, "XOM": 100.0, "KO": 100.0})
-    res = assess(_proposal(quantity=100), book, RiskLimits())
-    assert res.quantity == 50  # XOM + KO = 25% of the shared "unknown" bucket, room for 5%
-    assert any("sector unknown" in v for v in res.hard_violations)
-
-    mapped = assess(_proposal(quantity=100), book, RiskLimits(sector_map={"AAPL": "tech"}))
-    assert mapped.quantity == 100 and mapped.hard_violations == []
+def test_unmapped_symbols_are_each_their_own_sector() -> None:
+    # KO and PEP are in no sector map: each is its own sector, so 25 % in KO leaves PEP its full
+    # position cap (a shared "unknown" sector would have left 5 %).
+    book = _book(positions={"KO": 250.0}, prices={"PEP": 100.0, "KO": 100.0})
+    res = assess(_proposal(symbol="PEP", quantity=200), book, RiskLimits())
+    assert res.quantity == 200 and res.hard_violations == []
+    # Mapped to one sector, the sector cap binds: 25 % + 5 % = 30 %.
+    shared = assess(_proposal(symbol="PEP", quantity=200), book, RiskLimits(sector_map={"KO": "staples", "PEP": "staples"}))
+    assert shared.quantity == 50 and any("sector staples" in v for v in shared.hard_violations)
+    # The default map puts the default universe's tech names together.
+    tech = assess(_proposal(quantity=200), _book(positions={"MSFT": 250.0}, prices={"AAPL": 100.0, "MSFT": 100.0}), RiskLimits())
+    assert tech.quantity == 50 and any("sector information technology" in v for v in tech.hard_violations)
 
 
 def test_sector_needs_prices_for_the_other_holdings() -> None:
@@ -187,7 +191,7 @@ def test_bad_limits_raise_naming_the_field(bad: dict[str, Any], field: str) -> N
 def test_from_mapping_accepts_good_config() -> None:
     limits = RiskLimits.from_mapping({"max_position_pct": 0.1, "sector_map": {"AAPL": "tech"}})
     assert limits.max_position_pct == 0.1 and limits.sector_of("AAPL") == "tech"
-    assert limits.sector_of("ZZZ") == "unknown"
+    assert limits.sector_of("ZZZ") == "unmapped ZZZ" and limits.sector_of("YYY") != limits.sector_of("ZZZ")
 
 
 # --- property: whatever comes in, what comes out respects the limits --------------------------------
