@@ -2,14 +2,17 @@
 
 Every line carries the bound context (run id, partition, trace id) and secrets never get through:
 values of the key variables in the environment are masked in every event, whatever the field.
+Dagster's own lines (`context.log`, run and step events) get the same JSON shape and ids through
+`DagsterJsonHandler`, a handler the instance installs (dagster.yaml `python_logs.dagster_handler_config`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,6 +137,81 @@ def configure_logging(fmt: str | None = None, level: int | str | None = None) ->
         # records; the root has no handler in our own processes, so nothing prints twice.
         logger.propagate = True
     _state["configured"] = True
+
+
+def cycle_id(run_id: str, job: str, tags: Mapping[str, str]) -> str:
+    """What a run is one attempt at, the same for a retry or a re-execution (orchestration/run_context.py)."""
+    if key := tags.get("dagster/run_key"):
+        return key
+    if when := tags.get("quantlake/now") or tags.get("dagster/scheduled_execution_time"):
+        return f"{job}@{when}"
+    return tags.get("dagster/root_run_id") or run_id
+
+
+def run_ids(run_id: str, job: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """run_id, cycle_id, trace_id (the cycle id as 32 hex digits, W3C trace-id shape), job, partition."""
+    cycle = cycle_id(run_id, job, tags)
+    ids = {"run_id": run_id, "cycle_id": cycle, "trace_id": hashlib.sha256(cycle.encode()).hexdigest()[:32], "job": job}
+    if partition := tags.get("dagster/partition"):
+        ids["partition"] = partition
+    return ids
+
+
+def _dagster_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A Dagster record's own message, run ids, step and event type, from the metadata Dagster puts on it."""
+    record = event.get("_record")
+    meta = getattr(record, "dagster_meta", None)
+    if not isinstance(meta, Mapping):
+        return event
+    message = str(meta.get("orig_message") or event.get("event", ""))
+    full = event.get("event", "")
+    event["event"] = message
+    if isinstance(full, str) and message and message in full and (rest := full.split(message, 1)[1].strip()):
+        event["error"] = rest  # a failure's error and stack, which Dagster appends to the line
+    if run_id := meta.get("run_id"):
+        event.update(run_ids(str(run_id), str(meta.get("job_name") or ""), meta.get("job_tags") or {}))
+    if step := meta.get("step_key"):
+        event["step"] = step
+    if (dagster_event := meta.get("dagster_event")) is not None:
+        event["dagster_event"] = dagster_event.event_type_value
+    return event
+
+
+class DagsterJsonHandler(logging.Handler):
+    """Dagster's log records (`context.log`, run and step events) as JSON lines with run, cycle and trace
+    ids, keys masked, on stderr, when QUANTLAKE_LOG_FORMAT=json (read at each line; in console mode it
+    writes nothing: Dagster's own console logger prints them already).
+
+    Installed by the instance: dagster.yaml `python_logs: dagster_handler_config: handlers: {json:
+    {class: orchestration.observability.DagsterJsonHandler}}` (orchestration/default_instance.yaml).
+    Dagster has no switch for a code location's default console logger (a job's loggers apply only
+    when the run config names them), so its text line still prints too: keep the lines starting `{`.
+    """
+
+    def __init__(self, level: int | str = logging.NOTSET, fmt: str | None = None) -> None:
+        super().__init__(level)
+        self.fmt = fmt  # None: QUANTLAKE_LOG_FORMAT at each line
+        chain: list[Any] = [
+            _dagster_fields,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+        ]
+        self.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=chain, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer()]
+        ))
+        self.addFilter(_FILTER)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (self.fmt or os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower() != "json":
+            return
+        try:
+            line = self.format(record)
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except Exception:  # a log line must never fail a run
+            self.handleError(record)
 
 
 def ensure_logging() -> None:

@@ -14,8 +14,6 @@ process or in a multiprocess step alike. Every asset and op uses one of these re
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +21,9 @@ import dagster as dg
 import structlog
 
 from assets.resources import LakeResource, TradingResource
+from orchestration.observability import cycle_id as cycle_id  # re-exported: what a rerun repeats
 from orchestration.observability import ensure_logging, get_logger
+from orchestration.observability import run_ids as observed_ids
 from orchestration.settings import model_key, settings
 
 if TYPE_CHECKING:
@@ -32,25 +32,8 @@ if TYPE_CHECKING:
 _IDS = ("run_id", "cycle_id", "trace_id", "job", "partition", "step")
 
 
-def cycle_id(run_id: str, job: str, tags: Mapping[str, str]) -> str:
-    if key := tags.get("dagster/run_key"):
-        return key
-    if when := tags.get("quantlake/now") or tags.get("dagster/scheduled_execution_time"):
-        return f"{job}@{when}"
-    return tags.get("dagster/root_run_id") or run_id
-
-
 def run_ids(run: dg.DagsterRun) -> dict[str, str]:
-    cycle = cycle_id(run.run_id, run.job_name, run.tags)
-    ids = {
-        "run_id": run.run_id,
-        "cycle_id": cycle,
-        "trace_id": hashlib.sha256(cycle.encode()).hexdigest()[:32],
-        "job": run.job_name,
-    }
-    if partition := run.tags.get("dagster/partition"):
-        ids["partition"] = partition
-    return ids
+    return observed_ids(run.run_id, run.job_name, run.tags)
 
 
 class RunContextMixin:

@@ -159,3 +159,59 @@ def test_cycle_id_is_what_a_rerun_repeats() -> None:
     assert cycle_id("r2", "decide_job", {"dagster/scheduled_execution_time": "2024-11-25T11:00:00-05:00"}) == "decide_job@2024-11-25T11:00:00-05:00"
     assert cycle_id("r2", "decide_job", {"dagster/root_run_id": "r1"}) == "r1"
     assert cycle_id("r2", "decide_job", {}) == "r2"
+
+
+def _default_instance_logs() -> dict[str, object]:
+    import yaml
+
+    from orchestration.home import DEFAULT_INSTANCE
+
+    return {"python_logs": yaml.safe_load(DEFAULT_INSTANCE.read_text())["python_logs"]}
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_dagsters_own_lines_are_json_with_the_runs_ids_in_json_mode(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The instance's handler (the default dagster.yaml installs it) turns Dagster's own lines (run and
+    step events, the asset's context.log) into JSON lines with the run, cycle and trace ids, keys masked."""
+    import dagster as dg
+
+    from tests.orchestration.observed_runs import NY, decide, resources, write_lake
+
+    monkeypatch.setenv("QUANTLAKE_LOG_FORMAT", fmt)
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    res = resources(write_lake(tmp_path / "lake"), tmp_path)
+    capsys.readouterr()
+    with dg.instance_for_test(overrides=_default_instance_logs()) as instance:
+        result = decide(res, datetime(2024, 11, 25, 11, 0, tzinfo=NY), instance, **{"dagster/run_key": "decide|tick-1100"})
+    err = capsys.readouterr().err
+    dagster = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"logger": "dagster"' in line]
+    if fmt == "console":
+        assert not dagster  # Dagster's console logger prints them; the handler adds nothing
+        return
+    events = {line.get("dagster_event") for line in dagster}
+    assert {"RESOURCE_INIT_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_OUTPUT", "STEP_SUCCESS"} <= events, events
+    for line in dagster:
+        assert line["run_id"] == result.run_id and line["cycle_id"] == "decide|tick-1100" and line["job"] == "decide_job"
+        assert len(line["trace_id"]) == 32 and line["level"] in {"debug", "info", "warning", "error"} and line["timestamp"]
+    steps = {line.get("step") for line in dagster if line.get("dagster_event") == "STEP_START"}
+    assert steps == {"decision_cycle"}
+    # The asset's own context.log lines (no Dagster event) are there too, with the same ids.
+    assert any(line.get("dagster_event") is None and line["event"] for line in dagster)
+    # The application's lines of the same run carry the same trace id: one search finds both.
+    ours = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"logger": "quantlake.run"' in line]
+    assert ours and {line["trace_id"] for line in ours} == {line["trace_id"] for line in dagster}
+    assert CANARY not in err
+
+
+def test_a_dagster_line_carrying_a_key_is_masked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestration.observability import DagsterJsonHandler
+
+    monkeypatch.setenv("ALPACA_SECRET_KEY", CANARY)
+    record = logging.LogRecord("dagster", logging.ERROR, __file__, 1, f"job - r1 - failed with {CANARY}", (), None)
+    record.dagster_meta = {"run_id": "r1", "job_name": "decide_job", "job_tags": {"dagster/run_key": "k"}, "step_key": None,
+                           "orig_message": f"failed with {CANARY}", "dagster_event": None}
+    DagsterJsonHandler(fmt="json").handle(record)
+    line = json.loads(capsys.readouterr().err)
+    assert line["event"] == "failed with ***" and line["cycle_id"] == "k" and CANARY not in json.dumps(line)
