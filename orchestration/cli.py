@@ -357,6 +357,21 @@ def _research_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """`agents list`: the catalog of pipeline node types; `agents show TYPE`: one type's metadata and config schema."""
+    from trading.agents.registry import catalog, catalog_markdown
+
+    types = catalog()
+    if args.action == "list":
+        print(catalog_markdown(types))
+        return 0
+    found = [t for t in types if t["type"] == args.type]
+    if not found:
+        raise UsageError(f"unknown agent type {args.type!r}", "`quantlake agents list` shows the catalog")
+    print(json.dumps(found[0], indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quantlake", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="on an error, the stack trace and Dagster's log too")
@@ -423,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     metrics.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
     metrics.set_defaults(func=cmd_metrics)
+
+    agents = sub.add_parser("agents", help="the catalog of pipeline node types: list them, or show one (metadata, config schema)")
+    agent_actions = agents.add_subparsers(dest="action", required=True)
+    agent_actions.add_parser("list", help="every node type: role, cost class, inputs, outputs, data read")
+    agent_actions.add_parser("show", help="one node type's metadata and JSON-schema config").add_argument("type")
+    agents.set_defaults(func=cmd_agents)
 
     status = sub.add_parser("status", help="what is in the lake")
     status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")

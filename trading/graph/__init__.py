@@ -2,7 +2,7 @@
 
 from trading.graph.build import CycleInputs, GraphState, PipelineGraph, thread_id
 from trading.graph.checkpoint import CheckpointConfigError, check_checkpoint, open_checkpointer
-from trading.graph.spec import HARD_LIMITS, WHEN, EdgeSpec, GraphSpec, NodeSpec, default_graph
+from trading.graph.spec import HARD_LIMITS, WHEN, EdgeSpec, GraphSpec, NodeSpec, default_graph, mermaid
 
 __all__ = [
     "HARD_LIMITS",
@@ -16,6 +16,7 @@ __all__ = [
     "PipelineGraph",
     "check_checkpoint",
     "default_graph",
+    "mermaid",
     "open_checkpointer",
     "thread_id",
 ]

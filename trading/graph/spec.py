@@ -125,6 +125,19 @@ class GraphSpec(BaseModel):
         return [EdgeSpec(source=a, to=b, when=w) for a, b, w in zip(chain[:-1], chain[1:], whens, strict=True)]
 
 
+def mermaid(spec: GraphSpec) -> str:
+    """The graph as a Mermaid flowchart (guards on the edges), for the catalog asset and the docs."""
+    full = spec.with_hard_limits()
+    types = {n.id: n.type for n in full.nodes}
+    ends = {START: "begin((start))", END: "finish((end))"}  # `end` is a Mermaid keyword
+    lines = ["flowchart LR"]
+    lines += [f'    {i}["{i}: {t}"]' for i, t in types.items()]
+    for e in full.resolved_edges():
+        label = f"|{e.when}|" if e.when else ""
+        lines.append(f"    {ends.get(e.source, e.source)} -->{label} {ends.get(e.to, e.to)}")
+    return "\n".join(lines)
+
+
 def default_graph(analyst: Mapping[str, Any], risk: Mapping[str, Any], validator: Mapping[str, Any]) -> GraphSpec:
     """Today's chain: analyst -> hard limits (a trade only) -> soft risk (if approved) -> validator (if approved)."""
 
