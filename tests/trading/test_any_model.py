@@ -356,3 +356,79 @@ def test_a_pipeline_file_names_the_chain_and_fallbacks_inherit_the_rest(tmp_path
     file.write_text("analyst: {type: llm_analyst, config: {model: m, fallbacks: [{timeout_s: 3}]}}\n")
     with pytest.raises(ValueError, match="fallbacks.0: Value error, a fallback names a model or a base_url"):
         DecisionPipeline(load_pipeline_config(file))
+
+
+# ---- a remembered format is re-checked: servers get upgraded ---------------------------------------------
+
+
+def _formats_sent(server: OpenAIServer, since: int = 0) -> list[str | None]:
+    return [(b.get("response_format") or {}).get("type") for b in server.requests[since:]]
+
+
+def _on(contexts: list[SymbolContext], day: Any) -> list[SymbolContext]:
+    return [c.model_copy(update={"as_of": day}) for c in contexts]
+
+
+def test_a_remembered_format_is_asked_again_after_the_recheck_days_and_restored(market: Market) -> None:
+    """Day 0 the server refuses json_schema (JSON mode remembered); it is upgraded; day 3 the memory
+    still holds (not due); day 8 one call asks for json_schema again, is answered, and every later call
+    uses it. The days are the caller's clock (the decision bar), and the ledger's events rebuild it."""
+    from trading.agents.llm import FormatMemory
+
+    contexts = [c for c in market.contexts() if c.wants]
+    n = len(contexts)
+    day0 = market.as_of
+    sinks = []
+    with OpenAIServer(responder=any_format_answers, refuse_formats={"json_schema"}) as server:
+        pipeline = DecisionPipeline(_config(server, max_in_flight=1))
+        key = (server.base_url, "fake-small")
+        for day in (0, 3, 8):
+            sinks.append(MemorySink())
+            if day == 3:
+                server.refuse_formats = set()  # the server now honours json_schema
+            before = len(server.requests)
+            when = day0 + timedelta(days=day)
+            result = pipeline.run(_on(contexts, when), market.snapshot, as_of=when, sink=sinks[-1])
+            assert len(result.executed()) == n, day
+            sent = _formats_sent(server, before)
+            if day == 0:
+                assert sent == ["json_schema"] + ["json_object"] * n
+            elif day == 3:
+                assert sent == ["json_object"] * n and not sinks[-1].of_type(EventType.FALLBACK)
+            else:
+                assert sent == ["json_schema"] * n
+    [upgrade] = sinks[2].of_type(EventType.FALLBACK)
+    assert (upgrade.payload["kind"], upgrade.payload["from"], upgrade.payload["to"], upgrade.payload["recheck"]) == ("format", "json_object", "json_schema", True)
+    learnt = FormatMemory.from_events(e for sink in sinks[:1] for e in sink.events)
+    assert learnt.get(key) == "json_object"  # what the ledger said before the re-check
+    assert FormatMemory.from_events(e for sink in sinks for e in sink.events).get(key) == "json_schema"
+
+
+def test_a_recheck_the_server_still_refuses_keeps_the_format_and_restarts_the_count(market: Market) -> None:
+    contexts = [c for c in market.contexts() if c.wants]
+    contexts = (contexts * 5)[:5]
+    with OpenAIServer(responder=any_format_answers, refuse_formats={"json_schema"}) as server:
+        config = _config(server, max_in_flight=1)
+        analyst = config.analyst.model_copy(update={"config": {**config.analyst.config, "format_recheck_calls": 2, "format_recheck_days": None}})
+        sink = MemorySink()
+        result = DecisionPipeline(config.model_copy(update={"analyst": analyst})).run(
+            [c.model_copy(update={"symbol": f"S{i}"}) for i, c in enumerate(contexts)], market.snapshot, as_of=market.as_of, sink=sink
+        )
+        sent = _formats_sent(server)
+    # Two calls in JSON mode, then one re-check (refused), two more, another re-check.
+    assert sent == ["json_schema", "json_object", "json_object", "json_schema", "json_object", "json_object", "json_schema", "json_object"]
+    assert len(result.executed()) + len([d for d in result.decisions if d.verdict.value == "HOLD"]) == 5
+    steps = [(e.payload["from"], e.payload["to"], e.payload.get("recheck", False)) for e in sink.of_type(EventType.FALLBACK)]
+    assert steps == [("json_schema", "json_object", False), ("json_schema", "json_object", True), ("json_schema", "json_object", True)]
+
+
+def test_recheck_rule() -> None:
+    from datetime import UTC, datetime
+
+    from trading.agents.llm import Recheck
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rule = Recheck(after_days=7, after_calls=100)
+    assert not rule.due(t0, 99, t0 + timedelta(days=6, hours=23))
+    assert rule.due(t0, 99, t0 + timedelta(days=7)) and rule.due(t0, 100, t0)
+    assert not Recheck(after_days=None, after_calls=None).due(t0, 10**6, t0 + timedelta(days=10**4))

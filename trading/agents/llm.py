@@ -20,6 +20,8 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -93,6 +95,8 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(2, ge=0, le=10)
     max_output_tokens: int = Field(600, ge=16)
     max_tool_rounds: int = Field(0, ge=0, le=5, description="Rounds of tool lookups before the final answer.")
+    format_recheck_days: float | None = Field(7.0, gt=0, description="Days after a server refused json_schema before one call asks again (None: never by time).")
+    format_recheck_calls: int | None = Field(500, ge=1, description="Calls in the lesser format before one asks for json_schema again (None: never by count).")
     fallbacks: tuple[ProviderOverride, ...] = Field(
         (), description="Providers tried in order after this one fails (another model, another base_url); then the rules."
     )
@@ -134,12 +138,29 @@ def with_keys(config: Mapping[str, Any], lookup: KeyLookup) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Recheck:
+    """When a remembered lesser format is due for one more try of `json_schema` (servers get upgraded):
+    `after_days` since it was learnt (by the caller's clock: the decision bar), or `after_calls` calls
+    made in it since; None turns that trigger off."""
+
+    after_days: float | None = 7.0
+    after_calls: int | None = 500
+
+    def due(self, learnt_at: datetime | None, calls: int, now: datetime | None) -> bool:
+        by_time = self.after_days is not None and learnt_at is not None and now is not None and now - learnt_at >= timedelta(days=self.after_days)
+        return by_time or (self.after_calls is not None and calls >= self.after_calls)
+
+
 class FormatMemory:
     """The answer format each (base_url, model) accepts, learnt from refusals; thread-safe.
 
     Each refusal is a `fallback` event of kind `format` naming the server and the model, so the
     ledger keeps what was learnt: `from_events` rebuilds the memory from it, and the next cycle (a new
-    process) does not ask that server for `json_schema` again.
+    process) does not ask that server for `json_schema` again, until the lesson is due for a re-check
+    (`Recheck`): then one call asks for `json_schema` again. Accepted, the memory goes back to it (a
+    `format` event with `recheck: true`, `to: json_schema`); refused, the lesser format stays and its
+    clock starts again (the refusal's own event).
     """
 
     def __init__(self) -> None:
@@ -147,22 +168,63 @@ class FormatMemory:
         self._formats: dict[tuple[str, str], Format] = {}
         self._settled: set[tuple[str, str]] = set()  # keys whose format a server answered without refusing
         self._probes: dict[tuple[str, str], threading.Lock] = {}
+        self._since: dict[tuple[str, str], tuple[datetime | None, int]] = {}  # when learnt, calls made in it since
+        self._rechecking: set[tuple[str, str]] = set()
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> FormatMemory:
-        """The formats the `fallback` events of kind `format` (e.g. from the ledger) moved to."""
+        """The formats the `fallback` events of kind `format` (e.g. from the ledger) moved to, in order."""
         memory = cls()
         for event in events:
             p = event.payload
             if event.type == EventType.FALLBACK and p.get("kind") == "format" and p.get("to") in FORMATS and "base_url" in p:
-                memory.learn((str(p["base_url"]), str(p["model"])), p["to"])
+                key, at = (str(p["base_url"]), str(p["model"])), _instant(p.get("learnt_at")) or event.as_of
+                if p.get("recheck") and p["to"] == "json_schema":
+                    memory.restore(key)
+                else:
+                    memory.learn(key, p["to"], at=at)
         return memory
 
-    def learn(self, key: tuple[str, str], fmt: Format) -> None:
-        """At least `fmt` for `key` (a memory never moves back to a format already refused)."""
+    def learn(self, key: tuple[str, str], fmt: Format, *, at: datetime | None = None) -> None:
+        """At least `fmt` for `key` (a memory never moves back to a format already refused, but by a
+        re-check), learnt at `at`."""
         with self._lock:
             if FORMATS.index(fmt) > FORMATS.index(self._formats.get(key, "json_schema")):
                 self._formats[key] = fmt
+            if key in self._formats:
+                self._since[key] = (at, 0)
+
+    def restore(self, key: tuple[str, str]) -> None:
+        """`json_schema` again for `key` (a re-check was accepted)."""
+        with self._lock:
+            self._formats.pop(key, None)
+            self._since.pop(key, None)
+
+    def choose(self, key: tuple[str, str], now: datetime | None, recheck: Recheck) -> tuple[Format, bool]:
+        """The format for the next call, and whether this call is the re-check (one at a time)."""
+        with self._lock:
+            current = self._formats.get(key, "json_schema")
+            if current == "json_schema":
+                return current, False
+            learnt_at, calls = self._since.get(key, (now, 0))
+            if key not in self._rechecking and recheck.due(learnt_at, calls, now):
+                self._rechecking.add(key)
+                return "json_schema", True
+            self._since[key] = (learnt_at, calls + 1)
+            return current, False
+
+    def end_recheck(self, key: tuple[str, str], *, accepted: bool | None, now: datetime | None) -> Format:
+        """After the re-check's call: accepted (back to json_schema), refused (the clock starts again),
+        or None when the call failed otherwise (still due: the next call tries again). The previous format."""
+        with self._lock:
+            self._rechecking.discard(key)
+            before = self._formats.get(key, "json_schema")
+            if accepted:
+                self._formats.pop(key, None)
+                self._since.pop(key, None)
+            elif accepted is False:
+                self._since[key] = (now, 0)
+            return before
 
     def known(self) -> dict[tuple[str, str], Format]:
         with self._lock:
@@ -176,6 +238,8 @@ class FormatMemory:
         with self._lock:
             self._formats.clear()
             self._settled.clear()
+            self._since.clear()
+            self._rechecking.clear()
 
     @contextmanager
     def probing(self, key: tuple[str, str]) -> Iterator[None]:
@@ -193,17 +257,27 @@ class FormatMemory:
         with self._lock:
             self._settled.add(key)
 
-    def downgrade(self, key: tuple[str, str], refused: Format) -> Format:
-        """The next format after `refused` (another thread may already have moved further)."""
+    def downgrade(self, key: tuple[str, str], refused: Format, *, at: datetime | None = None) -> Format:
+        """The next format after `refused` (another thread may already have moved further), learnt at `at`."""
         with self._lock:
             current = self._formats.get(key, "json_schema")
             nxt = FORMATS[min(FORMATS.index(refused) + 1, len(FORMATS) - 1)]
             if FORMATS.index(nxt) > FORMATS.index(current):
                 self._formats[key] = nxt
+                self._since[key] = (at, 0)
             return self._formats.get(key, nxt)
 
 
-FORMAT_MEMORY = FormatMemory()  # per process: a server that refused json_schema is not asked again
+FORMAT_MEMORY = FormatMemory()  # per process: a server that refused json_schema is not asked again (until a re-check)
+
+
+def _instant(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 class _FormatRefused(Exception):
@@ -291,9 +365,11 @@ class StructuredCaller:
     def _structured(
         self, schema: type[T], messages: list[Any], ctx: SymbolContext, run: AgentRun, check: Callable[[T], object] | None, *, check_budget: bool
     ) -> T:
+        now = ctx.as_of  # the caller's clock (the decision bar), never the wall clock
+        recheck = Recheck(self.settings.format_recheck_days, self.settings.format_recheck_calls)
         while True:
             with self.formats.probing(self.format_key):  # a server not yet heard from: one call at a time
-                fmt = self.formats.get(self.format_key)
+                fmt, rechecking = self.formats.choose(self.format_key, now, recheck)
                 convo = messages if fmt == "json_schema" else _with_instruction(messages, schema_instruction(schema))
                 if check_budget:
                     self._reserve(convo, run)
@@ -302,26 +378,20 @@ class StructuredCaller:
                 try:
                     message = self._invoke(runnable, convo, ctx, run, fmt=fmt)
                 except _FormatRefused as refused:
-                    nxt = self.formats.downgrade(self.format_key, fmt)
-                    run.emit(
-                        EventType.FALLBACK,
-                        ctx,
-                        {
-                            "agent": self.agent,
-                            "model": self.settings.model,
-                            "base_url": self.settings.base_url or "",
-                            "provider": self.settings.provider,
-                            "kind": "format",
-                            "from": fmt,
-                            "to": nxt,
-                            "detail": refused.detail,
-                        },
-                    )
+                    if rechecking:
+                        self.formats.end_recheck(self.format_key, accepted=False, now=now)
+                    nxt = self.formats.downgrade(self.format_key, fmt, at=now)
+                    self._format_event(ctx, run, fmt, nxt, refused.detail, recheck=rechecking)
                     check_budget = True
                     continue
                 except ModelFailure:
+                    if rechecking:
+                        self.formats.end_recheck(self.format_key, accepted=None, now=now)  # inconclusive: still due
                     self.formats.settle(self.format_key)  # it failed otherwise: the format was not the problem
                     raise
+                if rechecking:
+                    before = self.formats.end_recheck(self.format_key, accepted=True, now=now)
+                    self._format_event(ctx, run, before, "json_schema", "re-check: the server accepted json_schema", recheck=True)
                 self.formats.settle(self.format_key)
             break
         meta = getattr(message, "response_metadata", None) or {}
@@ -352,6 +422,20 @@ class StructuredCaller:
             raise failure
         assert parsed is not None
         return parsed
+
+    def _format_event(self, ctx: SymbolContext, run: AgentRun, frm: Format, to: Format, detail: str, *, recheck: bool) -> None:
+        payload: dict[str, object] = {
+            "agent": self.agent,
+            "model": self.settings.model,
+            "base_url": self.settings.base_url or "",
+            "provider": self.settings.provider,
+            "kind": "format",
+            "from": frm,
+            "to": to,
+            "detail": detail,
+            "learnt_at": ctx.as_of.isoformat(),
+        }
+        run.emit(EventType.FALLBACK, ctx, payload | ({"recheck": True} if recheck else {}))
 
     def _tool_rounds(self, messages: list[Any], tools: ToolRegistry, ctx: SymbolContext, run: AgentRun) -> list[Any]:
         from langchain_core.messages import ToolMessage
