@@ -108,6 +108,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     start, end = _day("--start", args.start), _day("--end", args.end)
     if start > end:
         raise UsageError(f"empty range: --start {start} is after --end {end}", "give an --end on or after --start")
+    if args.dataset == "news":
+        return _ingest_news(args, start, end)
     timeframes = {t.strip() for t in args.timeframes.split(",") if t.strip()}
     if not timeframes or timeframes - {"1m", "1d"}:
         raise UsageError(f"--timeframes {args.timeframes!r}: expected 1m, 1d or 1m,1d")
@@ -138,6 +140,45 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 2 if summary.unexpected == 0 else 1  # 2: every failure was bad input, told above
 
 
+def _ingest_news(args: argparse.Namespace, start: date, end: date) -> int:
+    """`ingest --dataset news`: one ingest_news_job run per trading day (the universe's headlines),
+    in process on the instance; `--files` imports CSV/JSON-lines headlines instead of the source."""
+    import dagster as dg
+
+    from assets.news import NewsResource
+    from assets.partitions import trading_day_partitions
+    from lake.calendar import trading_days
+    from orchestration.definitions import defs
+    from orchestration.demo import QUIET, IngestSummary
+
+    if args.symbols or args.bulk or args.column_map:
+        raise UsageError("--dataset news takes every symbol of the universe per day, one run a day", "leave out --symbols, --bulk and --column-map")
+    days = trading_days(start, end)
+    if not days:
+        raise UsageError(f"no trading session from {start} to {end} (weekend or holiday)", "widen the range")
+    missing = [d for d in days if not trading_day_partitions.has_partition_key(d.isoformat())]
+    if missing:
+        raise UsageError(f"no news partition for {missing[0]} ({len(missing)} missing)", "set QUANTLAKE_PARTITION_START to an earlier day")
+    resources = dict(defs.resources or {})
+    if args.files:
+        resources["news_source"] = NewsResource(source="files", files_glob=args.files, files_timezone=args.files_tz or "America/New_York")
+    job = defs.resolve_job_def("ingest_news_job")
+    summary = IngestSummary()
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, resources=resources, raise_on_error=False, run_config=QUIET)
+            summary.add(f"news {day}", result)
+    print(f"{summary.runs} runs, {len(summary.failed_runs)} failed; rows {dict(summary.rows)}; "
+          f"checks passed {summary.checks_passed}, failed {dict(summary.checks_failed) or 0}")
+    for line in summary.errors[:5]:
+        print(f"  failed {line}", file=sys.stderr)
+    if summary.checks_failed:
+        print("  quarantined headlines and their reasons: <lake>/quarantine/news/date=YYYY-MM-DD/", file=sys.stderr)
+    if summary.failed_runs:
+        return 2 if summary.unexpected == 0 else 1
+    return 1 if summary.checks_failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestration.settings import lake_root
 
@@ -147,6 +188,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  (empty: run `quantlake demo` or `quantlake ingest`)")
         return 0
     for dataset in sorted(p for p in root.iterdir() if p.is_dir()):
+        if dataset.name == "news":  # news/date=YYYY-MM-DD: one line for all its days
+            days = sorted(p.name[5:] for p in dataset.glob("date=*"))
+            print(f"  {'news':<11} {'by day':<14} {len(days):>6} partitions  {days[0] if days else ''} to {days[-1] if days else ''}")
+            continue
         for tf_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
             files = list(tf_dir.rglob("*.parquet"))
             symbols = sorted({p.name.split("=", 1)[1] for p in tf_dir.iterdir() if p.name.startswith("symbol=")})
@@ -399,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--files", help="import your own CSV/Parquet files (a glob, e.g. 'data/*.csv'); header: ts,open,high,low,close,volume[,symbol]")
     ingest.add_argument("--column-map", dest="column_map", help="map the files' header to ours: OURS=THEIRS,..., e.g. ts=Date,open=Open,close=Close")
     ingest.add_argument("--files-tz", dest="files_tz", help="timezone of the files' naive timestamps (default America/New_York)")
+    ingest.add_argument("--dataset", choices=("bars", "news"), default="bars", help="bars (default) or news: the universe's headlines per trading day")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
 

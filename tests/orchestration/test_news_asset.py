@@ -81,6 +81,7 @@ def test_bad_rows_from_a_file_are_quarantined_and_the_check_blocks(tmp_path: Pat
     lake = tmp_path / "lake"
     resources = {"lake": LakeResource(root=str(lake)), "news_source": NewsResource(source="files", files_glob=str(files))}
     result = _run("2024-11-26", resources)
+    assert not result.success  # a failing blocking check fails the run, as for bars
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"not_null": True, "headline_present": False, "symbol_known": False, "in_window": True, "updated_after_created": True, "id_unique": True}
     assert pl.read_parquet(news_path(lake, "2024-11-26"))["id"].to_list() == ["1"]
@@ -104,3 +105,28 @@ def test_the_source_is_chosen_from_the_environment_and_keys_stay_hidden() -> Non
         news_resource_from_env({"QUANTLAKE_NEWS_SOURCE": "reuters"})
     with pytest.raises(ValueError, match="needs files_glob"):
         NewsResource(source="files").build()
+
+
+def test_cli_ingests_news_days_and_says_what_was_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestration.cli import main
+
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("QUANTLAKE_LAKE_DIR", str(lake))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text("")
+    files = tmp_path / "news.jsonl"
+    files.write_text(
+        '{"id": 1, "symbols": ["AAPL"], "created_at": "2024-11-26T15:00:00Z", "headline": "AAPL gains"}\n'
+        '{"id": 2, "symbols": ["TSLA"], "created_at": "2024-11-27T15:00:00Z", "headline": "not ours"}\n'
+    )
+    assert main(["ingest", "--dataset", "news", "--start", "2024-11-26", "--end", "2024-11-27", "--files", str(files)]) == 1
+    out, err = capsys.readouterr()
+    # the blocking check fails that day's run, as it does a partition of bars
+    assert "2 runs, 1 failed; rows {'news': 1}" in out and "failed {'symbol_known': 1}" in out
+    assert "news 2024-11-27: validation failed: symbol_known (1 row)" in err and "quarantine/news" in err
+    assert read_news_quarantine(lake, "2024-11-27")["reason"].to_list() == ["symbol TSLA is not in the universe"]
+    assert main(["status"]) == 0
+    assert "news        by day              1 partitions  2024-11-26 to 2024-11-26" in capsys.readouterr().out
+    assert main(["ingest", "--dataset", "news", "--start", "2024-11-28", "--end", "2024-11-28"]) == 2
+    assert "no trading session from 2024-11-28" in capsys.readouterr().err
