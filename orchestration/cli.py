@@ -348,7 +348,7 @@ def cmd_trade_manager(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from orchestration.resources import trading_resource
+    from orchestration.resources import market_data_resource, trading_resource
     from orchestration.trade_manager_sensor import run_trade_manager
 
     trading = trading_resource()
@@ -356,9 +356,11 @@ def cmd_trade_manager(args: argparse.Namespace) -> int:
         raise UsageError(f"the trade manager follows Alpaca orders; QUANTLAKE_MODE is {trading.mode!r}", "set QUANTLAKE_MODE=paper (and the Alpaca keys)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"trade manager ({trading.mode}): following trade updates, a pass every {args.poll_s:g} s; Ctrl-C to stop")
+    print(f"trade manager ({trading.mode}): following trade updates, a pass every {args.poll_s:g} s; Ctrl-C to stop", flush=True)
     try:
-        run_trade_manager(trading, stop, stream_url=os.environ.get("ALPACA_TRADING_STREAM_URL") or None, poll_s=args.poll_s)
+        stream_url = os.environ.get("ALPACA_TRADING_STREAM_URL") or None
+        # the bars show target 1 of a one-share entry (Alpaca's bars only: see bar_extremes)
+        run_trade_manager(trading, stop, stream_url=stream_url, poll_s=args.poll_s, market_data=market_data_resource())
     except KeyboardInterrupt:
         stop.set()
     return 0

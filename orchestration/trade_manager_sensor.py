@@ -9,12 +9,20 @@ ids derived from the entry), so the stream and the sensor may run at the same ti
 
 from __future__ import annotations
 
+import logging
 import threading
+from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets.resources import TradingResource
+from assets.resources import MarketDataResource, TradingResource
+
+if TYPE_CHECKING:
+    from trading.trade_manager import Extremes
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -31,7 +39,9 @@ def _now() -> datetime:
         "breakeven, target 2 exits the rest) by polling orders; launches no run."
     ),
 )
-def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingResource) -> dg.SkipReason:
+def trade_manager_sensor(
+    context: dg.SensorEvaluationContext, trading: TradingResource, market_data: MarketDataResource
+) -> dg.SkipReason:
     from trading.brokers.alpaca import AlpacaBroker
     from trading.models import Mode
     from trading.trade_manager import TradeManager
@@ -42,7 +52,12 @@ def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingRe
     assert isinstance(broker, AlpacaBroker)
     with trading.ledger() as ledger:
         manager = TradeManager(
-            broker, ledger, run_id=f"trade_manager_sensor:{context.cursor or 'first'}", mode=Mode(trading.mode), clock=_now
+            broker,
+            ledger,
+            run_id=f"trade_manager_sensor:{context.cursor or 'first'}",
+            mode=Mode(trading.mode),
+            clock=_now,
+            extremes=bar_extremes(market_data),
         )
         done = manager.sync_all()
     context.update_cursor(_now().isoformat())
@@ -58,18 +73,67 @@ def trade_manager_sensor(context: dg.SensorEvaluationContext, trading: TradingRe
 TRADE_MANAGER_SENSORS = [trade_manager_sensor]
 
 
+def bar_extremes(market_data: MarketDataResource | None) -> Extremes | None:
+    """The manager's view of target 1 for one-share entries: the high and low of Alpaca's minute bars
+    in [start, end). None unless the bars are Alpaca's (another source's prices are not the fills')."""
+    if market_data is None or market_data.source != "alpaca":
+        return None
+    from lake.errors import SourceError
+
+    source = market_data.build("1m")
+
+    def extremes(symbol: str, start: datetime, end: datetime) -> tuple[float, float] | None:
+        try:
+            bars = source.fetch([symbol], "1m", start, end)
+        except SourceError as error:  # the next pass asks again; the stop meanwhile stays where it is
+            log.warning("trade manager: %s bars %s..%s unreadable: %s", symbol, start.isoformat(), end.isoformat(), error)
+            return None
+        bars = bars.filter((bars["ts"] >= start) & (bars["ts"] < end))
+        if bars.is_empty():
+            return None
+        return float(bars["high"].max()), float(bars["low"].min())  # type: ignore[arg-type]
+
+    return extremes
+
+
 def run_trade_manager(
-    trading: TradingResource, stop: threading.Event, *, stream_url: str | None = None, poll_s: float = 5.0
+    trading: TradingResource,
+    stop: threading.Event,
+    *,
+    stream_url: str | None = None,
+    poll_s: float = 5.0,
+    market_data: MarketDataResource | None = None,
 ) -> None:
     """Follows the account's trade updates (and passes every `poll_s` s) until `stop` is set."""
+    from trading.models import Mode
+
+    if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
+        raise ValueError(f"trade manager: mode {trading.mode!r} sends no Alpaca orders (QUANTLAKE_MODE=paper or live)")
+    with ExitStack() as resolved:
+        # Outside a Dagster run the resources' dg.EnvVar fields still hold the variables' names: the
+        # keys are read here, as a run's resource initialization would (the keys were the names before).
+        trading = resolved.enter_context(trading.process_config_and_initialize_cm())
+        if market_data is not None:
+            market_data = resolved.enter_context(market_data.process_config_and_initialize_cm())
+        _follow(trading, stop, stream_url=stream_url, poll_s=poll_s, market_data=market_data)
+
+
+def _follow(
+    trading: TradingResource, stop: threading.Event, *, stream_url: str | None, poll_s: float, market_data: MarketDataResource | None
+) -> None:
     from trading.brokers.alpaca import AlpacaBroker
     from trading.models import Mode
     from trading.trade_manager import TradeManager, follow
 
-    if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
-        raise ValueError(f"trade manager: mode {trading.mode!r} sends no Alpaca orders (QUANTLAKE_MODE=paper or live)")
     broker = trading.broker()
     assert isinstance(broker, AlpacaBroker)
     with trading.ledger() as ledger:
-        manager = TradeManager(broker, ledger, run_id=f"trade_manager:{_now():%Y%m%dT%H%M%S}", mode=Mode(trading.mode), clock=_now)
+        manager = TradeManager(
+            broker,
+            ledger,
+            run_id=f"trade_manager:{_now():%Y%m%dT%H%M%S}",
+            mode=Mode(trading.mode),
+            clock=_now,
+            extremes=bar_extremes(market_data),
+        )
         follow(manager, broker, stop, stream_url=stream_url, poll_s=poll_s)

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import time_machine
 
-from assets.resources import TradingResource
+from assets.resources import MarketDataResource, TradingResource
 from orchestration.definitions import defs
 from orchestration.trade_manager_sensor import run_trade_manager, trade_manager_sensor
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
@@ -67,6 +67,7 @@ def make_manager(srv: AlpacaTradingServer, ledger: Ledger, run_id: str = "tm") -
     return TradeManager(broker, ledger, run_id=run_id, mode=Mode.PAPER, clock=lambda: NOW), broker
 
 
+OFFLINE = MarketDataResource(source="synthetic")  # the generator's prices are not Alpaca's: no bars for the manager
 SHORT_ENTRY = client_order_id("brackets", "AAPL", NOW, Side.SELL)
 SHORT_STOP, SHORT_TARGET1, SHORT_TARGET2 = 105.0, 90.0, 80.0  # a short's bracket: stop above, targets below
 
@@ -279,7 +280,7 @@ def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServ
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
         def tick(cursor: str | None = None) -> str:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"trading": trading})
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"trading": trading, "market_data": OFFLINE})
             result = sensor(context)
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
@@ -299,7 +300,7 @@ def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServ
 
 
 def test_sensor_skips_outside_paper_and_live() -> None:
-    context = dg.build_sensor_context(resources={"trading": TradingResource(mode="simulation")})
+    context = dg.build_sensor_context(resources={"trading": TradingResource(mode="simulation"), "market_data": OFFLINE})
     result = trade_manager_sensor(context)
     assert isinstance(result, dg.SkipReason) and result.skip_message == "mode simulation: no Alpaca orders to manage"
 
@@ -398,7 +399,7 @@ def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, 
         server.fill_order(ENTRY, 4, price=100.0)
 
         def tick() -> str:
-            result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading}))
+            result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading, "market_data": OFFLINE}))
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
 
@@ -626,3 +627,102 @@ def test_one_share_without_bars_keeps_the_stop_and_says_so(
     assert [r.getMessage() for r in caplog.records if "no bars" in r.getMessage()] == [
         f"trade manager: AAPL {ENTRY}: one share, no bars to see target 1 110: the stop stays at 95"
     ]  # once, not every pass
+
+
+def test_sensor_sees_a_one_share_target1_in_alpacas_bars(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    """The deployed sensor with Alpaca as the bar source: a one-share entry's target 1 touch, in the
+    minute bars after the fill bar (served by the loopback data server), moves its stop to breakeven."""
+    from datetime import timedelta
+
+    from tests.fakes.alpaca_data_server import AlpacaDataState, alpaca_data_server
+
+    def bar(minute: int, high: float, low: float) -> dict[str, object]:
+        ts = NOW + timedelta(minutes=minute)
+        return {"t": f"{ts:%Y-%m-%dT%H:%M:%SZ}", "o": low, "h": high, "l": low, "c": low, "v": 100, "n": 1, "vw": low}
+
+    # the fill bar itself reached 111 (before the fill, for all we know): it does not count
+    state = AlpacaDataState(bars={"AAPL": [bar(0, 111.0, 99.0), bar(1, 104.0, 99.0)]})
+    trading = paper_resource(server, tmp_path)
+    with alpaca_data_server(state) as data_url:
+        market_data = MarketDataResource(source="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_url_override=data_url)
+
+        def tick(at: datetime) -> str:
+            with time_machine.travel(at, tick=False):
+                result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading, "market_data": market_data}))
+            assert isinstance(result, dg.SkipReason) and result.skip_message
+            return result.skip_message
+
+        with trading.ledger() as ledger:
+            enter(server, ledger, quantity=1)
+        assert tick(NOW) == f"1 open bracket(s): {ENTRY}: rest: sell 1 placed"
+        assert tick(NOW + timedelta(minutes=2)) == "1 open bracket(s), nothing to do"  # 15:01's high is 104
+        assert live(server, "stop") == [(1.0, STOP)]
+        state.bars["AAPL"].append(bar(2, 110.2, 103.0))
+        assert tick(NOW + timedelta(minutes=3)) == (
+            f"1 open bracket(s): {ENTRY}: target 1 110 touched: 1 share(s), none to sell; stop moved to breakeven 100"
+        )
+    assert live(server, "stop") == [(1.0, 100.0)] and live(server, "limit") == [(1.0, TARGET2)]
+    assert position(server) == 1
+    assert_nothing_twice(server)
+
+
+def _cli_env(srv: AlpacaTradingServer, tmp_path: Path, mode: str = "paper") -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "QUANTLAKE_"))}
+    return env | {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # this checkout's code, whatever is installed
+        "QUANTLAKE_MODE": mode,
+        "QUANTLAKE_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        "QUANTLAKE_DATA_SOURCE": "synthetic",
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "ALPACA_API_KEY": KEY,
+        "ALPACA_SECRET_KEY": SECRET,
+        "ALPACA_TRADING_URL": srv.base_url,
+        "ALPACA_TRADING_STREAM_URL": srv.stream_url,
+    }
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_cli_trade_manager_protects_the_entry_and_exits_cleanly(
+    server: AlpacaTradingServer, tmp_path: Path, signal_name: str
+) -> None:
+    """`quantlake trade-manager` (the installed command, its own process) against the loopback server:
+    it places the recorded entry's exits, and Ctrl-C or a service manager's SIGTERM ends it with 0."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "home").mkdir()
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        enter(server, ledger)
+    command = [str(Path(sys.executable).parent / "quantlake"), "trade-manager", "--poll-s", "0.2"]
+    process = subprocess.Popen(command, env=_cli_env(server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("exits placed", lambda: len(live(server, "stop")) == 2 or process.poll() is not None, timeout_s=120)
+        assert process.poll() is None, process.communicate()
+        wait_until("the stream listens", lambda: bool(server._listeners), timeout_s=60)
+        process.send_signal(getattr(signal, signal_name))
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert out.startswith("trade manager (paper): following trade updates, a pass every 0.2 s"), out
+    assert "Traceback" not in err
+    assert_protected(server)
+    assert_nothing_twice(server)
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        assert leg_events(ledger) == [REST, T1]
+
+
+def test_cli_trade_manager_refuses_a_mode_without_alpaca_orders(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "quantlake"), "trade-manager"]
+    done = subprocess.run(command, env=_cli_env(server, tmp_path, mode="simulation"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: the trade manager follows Alpaca orders; QUANTLAKE_MODE is 'simulation'"), done.stderr
+    assert not server.requests  # nothing asked of the broker
