@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +104,13 @@ def _agent_totals() -> dict[str, int]:
     return {"prompt": 0, "completion": 0, "calls": 0, "estimated_tokens": 0, "unpriced_tokens": 0}
 
 
+def _provider_totals() -> dict[str, Any]:
+    # responses: charged responses (used or not); answers: used; failures: by kind (timeout, error, invalid,
+    # length, refusal, skipped, ...); fallbacks: symbols handed on to the chain's next provider; to_rules:
+    # symbols this provider, the chain's last, handed to the rules.
+    return {"responses": 0, "answers": 0, "cached": 0, "failures": {}, "fallbacks": 0, "to_rules": 0, "tokens": 0, "estimated_tokens": 0, "usd": 0.0}
+
+
 class CostTracker:
     """Tokens and money per agent for one run, on top of what the day already spent (thread-safe)."""
 
@@ -115,6 +123,7 @@ class CostTracker:
         self.tokens: dict[str, dict[str, int]] = defaultdict(_agent_totals)
         self.money: dict[str, float] = defaultdict(float)
         self.unpriced_models: set[str] = set()
+        self.providers: dict[str, dict[str, Any]] = defaultdict(_provider_totals)
 
     @property
     def run_cost(self) -> float:
@@ -162,6 +171,26 @@ class CostTracker:
                 self.money[agent] += money
         return money
 
+    def provider_response(self, provider: str, usage: Usage, usd: float | None) -> None:
+        """A response `provider` sent (used or not), with what it was charged."""
+        with self._lock:
+            p = self.providers[provider]
+            p["responses"] += 1
+            p["tokens"] += usage.total_tokens
+            p["estimated_tokens"] += usage.total_tokens if usage.estimated else 0
+            p["usd"] += usd or 0.0
+
+    def provider_answer(self, provider: str, *, cached: bool = False) -> None:
+        with self._lock:
+            self.providers[provider]["cached" if cached else "answers"] += 1
+
+    def provider_failure(self, provider: str, kind: str, *, to: str) -> None:
+        """`provider` gave no usable answer (`kind`) and the symbol went on `to` the next provider or the rules."""
+        with self._lock:
+            p = self.providers[provider]
+            p["failures"][kind] = p["failures"].get(kind, 0) + 1
+            p["to_rules" if to == "rules" else "fallbacks"] += 1
+
     def summary(self) -> dict[str, object]:
         per_agent = {a: {**self.tokens[a], "usd": round(self.money[a], 6)} for a in sorted(self.tokens)}
         return {
@@ -176,6 +205,7 @@ class CostTracker:
             "unpriced_models": sorted(self.unpriced_models),
             "model_calls": sum(t["calls"] for t in self.tokens.values()),
             "per_agent": per_agent,
+            "per_provider": {name: {**p, "failures": dict(sorted(p["failures"].items())), "usd": round(p["usd"], 6)} for name, p in sorted(self.providers.items())},
         }
 
 
@@ -188,6 +218,29 @@ def estimate_call_cost(prices: PriceTable, model: str, prompt_chars: int, max_ou
     """Before any history: the prompt at ~4 characters a token, the output cap for the answer; 0 if unpriced."""
     usage = Usage(prompt_tokens=estimate_tokens(prompt_chars), completion_tokens=max_output_tokens)
     return prices.cost(model, usage) or 0.0
+
+
+@dataclass(frozen=True)
+class ChainEstimate:
+    """One call of an agent with a provider chain, before the run: the first provider's cost (what
+    usually happens), the worst case (every provider asked and charged in turn: each fails after
+    answering, then the rules), the costliest provider, and the providers with no price (their share
+    of the worst case is unknown: their tokens still count against the token budgets)."""
+
+    first_usd: float
+    worst_usd: float
+    costliest: str
+    unpriced: tuple[str, ...]
+
+
+def estimate_chain_call(prices: PriceTable, providers: Sequence[tuple[str, str, int]], prompt_chars: int) -> ChainEstimate:
+    """`providers`: (provider name, model, max output tokens) in chain order."""
+    if not providers:
+        raise ValueError("a provider chain has at least one provider")
+    costs = [(estimate_call_cost(prices, model, prompt_chars, out), name) for name, model, out in providers]
+    unpriced = tuple(name for name, model, _ in providers if prices.price(model) is None)
+    costliest = max(costs, key=lambda c: c[0])[1]
+    return ChainEstimate(first_usd=costs[0][0], worst_usd=sum(c for c, _ in costs), costliest=costliest, unpriced=unpriced)
 
 
 def estimate_run_cost(recent_costs_per_call: Iterable[float], calls: int, fallback_per_call: float) -> float:

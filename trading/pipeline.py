@@ -146,7 +146,7 @@ class DecisionPipeline:
     def validator(self) -> Any:
         return self.graph.agents.get("validator")
 
-    def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = ()) -> dict[str, float]:
+    def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = ()) -> dict[str, Any]:
         """Before a run: at most one call (or a debater's rounds) per model node per signalled symbol, priced
         from recent runs' mean cost per call, else from the prompt sizes and each node's output cap."""
         signalled = [c for c in contexts if c.wants is not None]
@@ -157,7 +157,8 @@ class DecisionPipeline:
         callers = [a.caller for a in model_nodes]
         prompt_chars = max(len(json.dumps(c.prompt_view(), default=str)) for c in signalled) + 1_500
         by_prompt = sum(estimate_call_cost(self.prices, c.settings.model, prompt_chars, c.settings.max_output_tokens) for c in callers) / len(callers)
-        return {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
+        estimate: dict[str, Any] = {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
+        return estimate | worst_case(model_nodes, self.prices, prompt_chars, len(signalled))
 
     def model_calls(self) -> int:
         return sum(getattr(getattr(a, "caller", None), "calls", 0) for a in self.graph.agents.values())
@@ -320,6 +321,20 @@ class DecisionPipeline:
         with ThreadPoolExecutor(max_workers=min(self.config.max_in_flight, len(items))) as pool:
             results = list(pool.map(guarded, items))
         return {symbol: value for symbol, value in results if value is not None}
+
+
+def worst_case(model_nodes: Sequence[Any], prices: PriceTable, prompt_chars: int, symbols: int) -> dict[str, Any]:
+    """The estimate's worst case over each node's provider chain (every provider asked and charged in
+    turn), which provider is the costliest per node, and the providers with no price (not in the USD)."""
+    worst, costliest, unpriced = 0.0, {}, set()
+    for node in model_nodes:
+        chain = node.caller.estimate_call(prices, prompt_chars) if hasattr(node.caller, "estimate_call") else None
+        if chain is None:
+            continue
+        worst += chain.worst_usd * symbols * int(getattr(node, "calls_per_symbol", 1))
+        costliest[str(getattr(node, "name", "model"))] = chain.costliest
+        unpriced.update(chain.unpriced)
+    return {"usd_worst_case": worst, "costliest_providers": costliest, "unpriced_providers": sorted(unpriced)}
 
 
 def _level(value: Any) -> float | None:

@@ -432,3 +432,41 @@ def test_recheck_rule() -> None:
     assert not rule.due(t0, 99, t0 + timedelta(days=6, hours=23))
     assert rule.due(t0, 99, t0 + timedelta(days=7)) and rule.due(t0, 100, t0)
     assert not Recheck(after_days=None, after_calls=None).due(t0, 10**6, t0 + timedelta(days=10**4))
+
+
+# ---- the estimate's worst case over the chain, and what each provider did --------------------------------
+
+
+def test_the_estimate_gives_the_worst_case_over_the_fallback_chain_and_names_the_costliest(market: Market) -> None:
+    from trading.cost import PriceTable, estimate_call_cost
+
+    contexts = [c for c in market.contexts() if c.wants]
+    n = len(contexts)
+    llm = {"model": "fake-small", "base_url": "http://127.0.0.1:9/v1", "max_output_tokens": 600}
+    fallbacks = [{"model": "llama3.1", "base_url": "http://127.0.0.1:10/v1"}, {"model": "gpt-4o", "max_output_tokens": 1000}]
+    config = PipelineConfig(analyst=AgentSpec(type="llm_analyst", config={**llm, "fallbacks": fallbacks}), prices={**PRICED, "gpt-4o": (2.5, 10.0)})
+    estimate = DecisionPipeline(config).estimate(contexts)
+    prices = PriceTable(config.prices)
+    chars = max(len(json.dumps(c.prompt_view(), default=str)) for c in contexts) + 1_500
+    first, big = estimate_call_cost(prices, "fake-small", chars, 600), estimate_call_cost(prices, "gpt-4o", chars, 1000)
+    assert estimate["usd"] == pytest.approx(n * first)  # what usually happens: the first provider answers
+    assert estimate["usd_worst_case"] == pytest.approx(n * (first + big)) and big > first
+    assert estimate["costliest_providers"] == {"llm_analyst": "gpt-4o@http://127.0.0.1:9/v1"}  # inherits A's server
+    assert estimate["unpriced_providers"] == ["llama3.1@http://127.0.0.1:10/v1"]  # its share is not in the USD
+
+
+def test_the_run_counts_answers_failures_fallbacks_and_tokens_per_provider(market: Market) -> None:
+    contexts = [c for c in market.contexts() if c.wants]
+    n = len(contexts)
+    with OpenAIServer(responder=lambda body: Reply(status=500, content="model overloaded")) as a, OpenAIServer(
+        responder=lambda body: good_answers(body) if body["messages"][-1]["content"].find(contexts[0].symbol) < 0 else Reply(content="no idea", prompt_tokens=10, completion_tokens=5)
+    ) as b:
+        result = DecisionPipeline(_chain(a, b)).run(contexts, market.snapshot, as_of=market.as_of, sink=MemorySink())
+        first, second = f"fake-small@{a.base_url}", f"llama3.1@{b.base_url}"
+    per = result.costs["per_provider"]
+    assert per[first] == {"responses": 0, "answers": 0, "cached": 0, "failures": {"error": 1, "skipped": n - 1}, "fallbacks": n, "to_rules": 0, "tokens": 0, "estimated_tokens": 0, "usd": 0.0}
+    assert per[second] == {
+        "responses": n, "answers": n - 1, "cached": 0, "failures": {"invalid": 1}, "fallbacks": 0, "to_rules": 1,
+        "tokens": 1100 * (n - 1) + 15, "estimated_tokens": 0, "usd": 0.0,  # llama3.1 is unpriced: tokens only
+    }
+    assert sum(p["tokens"] for p in per.values()) == result.costs["total_tokens"]

@@ -26,6 +26,7 @@ from trading.agents.base import AgentRun
 from trading.agents.llm import LLMSettings, ModelFailure, StructuredCaller
 from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
+from trading.cost import ChainEstimate, PriceTable, estimate_chain_call
 from trading.events import EventType
 
 T = TypeVar("T", bound=BaseModel)
@@ -54,6 +55,10 @@ class ProviderChain:
     def calls(self) -> int:
         return sum(c.calls for c in self.callers)
 
+    def estimate_call(self, prices: PriceTable, prompt_chars: int) -> ChainEstimate:
+        """Before a run: one call's cost on the first provider, and the worst case over the chain."""
+        return estimate_chain_call(prices, [(c.settings.provider, c.settings.model, c.settings.max_output_tokens) for c in self.callers], prompt_chars)
+
     def call(
         self,
         schema: type[T],
@@ -70,6 +75,7 @@ class ProviderChain:
             down = self._is_down(cycle, i)
             if down is not None:
                 last = ModelFailure("skipped", f"{caller.settings.provider} failed earlier in this cycle: {down}")
+                run.costs.provider_failure(caller.settings.provider, last.kind, to=nxt)
                 if nxt != "rules":  # the agent's own fallback event records the step to the rules
                     self._step(run, ctx, caller, nxt, last)
                 continue
@@ -79,6 +85,7 @@ class ProviderChain:
                 if failure.kind in DOWN_KINDS:
                     self._mark_down(cycle, i, f"{failure.kind}: {failure.detail}")
                 last = failure
+                run.costs.provider_failure(caller.settings.provider, failure.kind, to=nxt)
                 if nxt != "rules":
                     self._step(run, ctx, caller, nxt, failure)
         assert last is not None

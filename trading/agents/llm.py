@@ -340,6 +340,7 @@ class StructuredCaller:
                 ctx,
                 {"agent": self.agent, "model": self.settings.model, "provider": self.settings.provider, "cached": True, "outcome": "used", "parsed": cached},
             )
+            run.costs.provider_answer(self.settings.provider, cached=True)
             return schema.model_validate(cached)
         if self.cache is not None and self.cache.mode == CacheMode.REPLAY:
             raise ModelFailure("replay_miss", f"{self.agent}: no cached answer for {ctx.symbol} at {ctx.as_of.isoformat()}")
@@ -353,6 +354,7 @@ class StructuredCaller:
         if tools is not None and self.settings.max_tool_rounds:
             convo = self._tool_rounds(convo, tools, ctx, run)
         parsed = self._structured(schema, convo, ctx, run, check, check_budget=len(convo) > len(messages))
+        run.costs.provider_answer(self.settings.provider)
         if self.cache is not None:
             self.cache.put(key, parsed.model_dump(mode="json"))
         return parsed
@@ -527,6 +529,7 @@ class StructuredCaller:
 
     def _charge(self, usage: Usage, ctx: SymbolContext, run: AgentRun) -> float | None:
         money = run.costs.record(self.agent, self.settings.model, usage)
+        run.costs.provider_response(self.settings.provider, usage, money)
         pricing = self.prices.pricing(self.settings.model)
         run.emit(EventType.COST, ctx, {"agent": self.agent, "model": self.settings.model, **usage.model_dump(), "usd": money, "pricing": pricing})
         return money
