@@ -32,7 +32,7 @@ from trading.execution import ExecutionError, Executor
 from trading.ledger import Ledger
 from trading.models import Mode
 from trading.safety import session_of
-from trading.session import backtest_config, run_simulated_session, session_bars
+from trading.session import backtest_config, run_simulated_session, session_bars, sizing_limits
 
 GROUP = "trading"
 
@@ -103,6 +103,9 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "model_calls": result.model_calls,
             "cost_usd": float(costs["run_cost_usd"]),
             "estimated_cost_usd": float(report.estimate["usd"]),
+            # Every provider of every chain asked and charged; which provider costs most per node.
+            "estimated_cost_usd_worst_case": float(report.estimate.get("usd_worst_case", 0.0)),
+            "costliest_providers": dg.MetadataValue.json(report.estimate.get("costliest_providers", {})),  # type: ignore[arg-type]
             "prompt_tokens": int(costs["prompt_tokens"]),  # type: ignore[call-overload]
             "completion_tokens": int(costs["completion_tokens"]),  # type: ignore[call-overload]
             "total_tokens": int(costs["total_tokens"]),  # type: ignore[call-overload]
@@ -110,6 +113,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "unpriced_models": dg.MetadataValue.json(costs["unpriced_models"]),
             "estimated_tokens": int(costs["estimated_tokens"]),  # type: ignore[call-overload]  # the server sent no usage
             "cost_per_agent": dg.MetadataValue.json(costs["per_agent"]),
+            "cost_per_provider": dg.MetadataValue.json(costs.get("per_provider", {})),  # answers, failures, fallbacks, tokens
             "interventions": dg.MetadataValue.json(result.interventions + (report.step.trips if report.step else [])),
             "blocked": (report.step.blocked if report.step else None) or "",
             "flattened_orders": len(report.step.flattened) if report.step else 0,
@@ -205,7 +209,7 @@ class PaperSessionConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"])
 def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig, lake: LakeResource, trading: TradingResource) -> dg.MaterializeResult:
-    """Simulated paper trading over the lake's bars (pipeline, limits, executor, simulated broker, ledger), with analytics and drift against the backtest with the same costs."""
+    """Simulated paper trading over the lake's bars (pipeline, limits, executor, simulated broker, ledger), with analytics and drift against the backtest with the same costs and sizing limits."""
     strategy = load_strategy(config.strategy)
     params = strategy.params(**config.params)
     symbols = config.symbols or universe()[:3]
@@ -229,13 +233,14 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     ledger_path = lake.path / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(f"sqlite:///{ledger_path}")
+    pipeline = trading.pipeline()
     try:
         session = run_simulated_session(
             bars=bars,
             ledger=ledger,
             strategy=strategy,
             params=params,
-            pipeline=trading.pipeline(),
+            pipeline=pipeline,
             sim=sim,
             initial_cash=config.initial_cash,
             run_id=context.run_id,
@@ -246,8 +251,13 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
         ledger.close()
     marks = bars.select("ts", "symbol", "close")
     perf = performance(fills, marks, config.initial_cash, config.timeframe)
-    expected = run_backtest(bars, strategy, params, backtest_config(sim, config.initial_cash, config.timeframe))
-    drift = drift_report(fills, expected.orders, orders=session.order_log)
+    # The backtest with the session's costs and hard sizing limits: the session must make its orders
+    # (drift 0 unless faults, breakers or the window act); the one without limits shows what they cost.
+    costs = backtest_config(sim, config.initial_cash, config.timeframe)
+    expected = run_backtest(bars, strategy, params, costs, limits=sizing_limits(pipeline.limits, symbols))
+    unlimited = run_backtest(bars, strategy, params, costs)
+    drift = drift_report(fills, expected.orders, orders=session.order_log, limits_in_backtest=True)
+    equity_gap = float(abs(session.equity["equity"].to_numpy() - expected.equity["equity"].to_numpy()).max())
     trips = round_trips(fills)
     png = equity_drawdown_png(
         session.equity["ts"].to_list(),
@@ -268,7 +278,12 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             "by_symbol": dg.MetadataValue.md(markdown_table(breakdown(trips, "symbol"))),
             "by_weekday": dg.MetadataValue.md(markdown_table(breakdown(trips, "weekday"))),
             "backtest_total_return": float(expected.metrics["total_return"]),
+            "backtest_without_limits_total_return": float(unlimited.metrics["total_return"]),
             "drift_shortfall": float(drift.summary["shortfall"]),
+            "drift_matched_orders": int(drift.summary["matched"]),
+            "drift_missing_orders": int(drift.summary["missing"]),
+            "drift_extra_orders": int(drift.summary["extra"]),
+            "max_equity_difference": equity_gap,
             "ledger": dg.MetadataValue.path(str(ledger_path)),
         }
     )

@@ -16,6 +16,9 @@ Per bar, for every symbol (one shared cash balance):
 4. the signals of the bar decide the next bar's orders (`strategies.positions.next_direction`) from
    the side the fills left (the position's sign), not the side earlier signals asked for: an entry
    that sized to 0 shares leaves the symbol flat, free to enter on a later signal, as the live path is.
+   With the live path's sizing limits (`backtests.engine.SizingLimits`), they are decided as the live
+   step decides them at the bar's close (`_decide_nb`): an entry the position or sector cap cuts
+   (`strategies.entries.capped_quantity`) fills the quantity left, at most what size 1 takes then.
 
 vectorbt's own `process_order_nb` executes each order (slippage, fees, whole shares, a buy capped by
 the cash there is), and the records make an ordinary vectorbt Portfolio. (`from_order_func` could do

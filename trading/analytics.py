@@ -429,6 +429,7 @@ def drift_report(
     match_on: Sequence[str] = ("symbol", "side"),
     marks: Mapping[str, float] | None = None,
     tolerance: timedelta | None = None,
+    limits_in_backtest: bool = False,
 ) -> DriftReport:
     """What paper trading did against what the backtest of the same strategy on the same bars expected.
 
@@ -454,6 +455,10 @@ def drift_report(
     - quantity: on the rest of (expected - ordered) size: paper sized from an equity that had
       already drifted, or (without an order log) any size difference
     - residual: shortfall - the above (float rounding only)
+    With `limits_in_backtest` (the backtest applied the same sizing caps, `run_backtest(...,
+    limits=...)`), an order a cap cut is no longer the limits' doing but the drifted equity's: its
+    size difference goes to quantity; orders held or blocked stay risk_limits (breakers and the
+    window are not in the backtest).
     """
     keys = tuple(match_on)
     if "symbol" not in keys or not set(keys) <= {"symbol", "side"}:
@@ -477,7 +482,7 @@ def drift_report(
         symbol, signed = order["symbol"], _sign(order["side"]) * float(order["size"])
         closing = held.get(symbol, 0.0) * signed < 0
         row, row_parts = _order_row(
-            order, own, [e.key for e in execs], _log_for(order, execs, log, keys), mark[symbol], opened_by.get(symbol) if closing else None
+            order, own, [e.key for e in execs], _log_for(order, execs, log, keys), mark[symbol], opened_by.get(symbol) if closing else None, limits_in_backtest
         )
         if not closing:
             opened_by[symbol] = "risk_limits" if row_parts["risk_limits"] else "quantity"
@@ -562,7 +567,8 @@ def _default_marks(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) ->
 
 
 def _order_row(
-    order: dict[str, Any], fills: list[dict[str, Any]], ids: list[str], log: list[dict[str, Any]], mark: float, inherited: str | None = None
+    order: dict[str, Any], fills: list[dict[str, Any]], ids: list[str], log: list[dict[str, Any]], mark: float, inherited: str | None = None,
+    cuts_expected: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """The row of one backtest order and its costs by cause; an exit's size difference goes to
     `inherited`, the cause of its entry's (a capped entry makes a smaller exit)."""
@@ -582,7 +588,7 @@ def _order_row(
         cause = "risk_limits" if any(row["limited"] for row in log) else "missed_trades"
         parts[cause] = sign * size * unit
     else:
-        limited = any(row["limited"] for row in sent)
+        limited = not cuts_expected and any(row["limited"] for row in sent)
         rejected = bool(sent) and all(row["status"] == "rejected" for row in sent)
         parts["risk_limits" if limited else inherited or "quantity"] += sign * (size - ordered) * unit
         parts["rejections" if rejected else "partial_fills"] += (sign * ordered - signed_filled) * unit + late

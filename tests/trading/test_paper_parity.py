@@ -1,6 +1,7 @@
 """Paper = backtest: the simulated session over generated lake bars, with costs, against the backtest
-with the same costs (`trading.session.backtest_config`), order for order; with faults switched on, the
-drift report puts every unit of shortfall down to its cause."""
+with the same costs (`trading.session.backtest_config`), order for order, and, where the hard limits
+bind, against the backtest with the same limits (`trading.session.sizing_limits`); with faults
+switched on, the drift report puts every unit of shortfall down to its cause."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from trading.brokers.simulated import SimConfig
 from trading.ledger import Ledger
 from trading.pipeline import PipelineConfig
 from trading.risk import RiskLimits
-from trading.session import SessionReport, backtest_config, run_simulated_session
+from trading.session import SessionReport, backtest_config, run_simulated_session, sizing_limits
 
 COSTS = SimConfig(slippage_bps=2.0, commission_per_share=0.005)  # the paper_session asset's defaults
 # Limits that never bind: the session must then be the backtest.
@@ -32,11 +33,29 @@ def _bars(symbols: list[str]) -> pl.DataFrame:
     return SyntheticSource(seed=7).fetch(symbols, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
 
 
-def _run(bars: pl.DataFrame, strategy: Strategy[Any], params: Any, sim: SimConfig, limits: RiskLimits) -> tuple[SessionReport, BacktestResult, DriftReport]:
+def _run(
+    bars: pl.DataFrame, strategy: Strategy[Any], params: Any, sim: SimConfig, limits: RiskLimits, *, backtest_limits: bool = False
+) -> tuple[SessionReport, BacktestResult, DriftReport]:
     with Ledger("sqlite:///:memory:") as ledger:
         session = run_simulated_session(bars=bars, ledger=ledger, strategy=strategy, params=params, pipeline=PipelineConfig(limits=limits), sim=sim)
-    expected = run_backtest(bars, strategy, params, backtest_config(sim, 100_000.0))
+    sizing = sizing_limits(limits, sorted(bars["symbol"].unique().to_list())) if backtest_limits else None
+    expected = run_backtest(bars, strategy, params, backtest_config(sim, 100_000.0), limits=sizing)
     return session, expected, drift_report(fills_frame(session.broker.fills), expected.orders, orders=session.order_log)
+
+
+def _assert_same_orders_fills_and_equity(session: SessionReport, expected: BacktestResult, drift: DriftReport) -> pl.DataFrame:
+    paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side").select("ts", "symbol", "side", "quantity", "price", "commission")
+    backtest = expected.orders.sort("ts", "symbol", "side").rename({"size": "quantity", "fees": "commission"})
+    assert paper.height == backtest.height > 5
+    assert paper.select("ts", "symbol", "side", "quantity").rows() == backtest.select("ts", "symbol", "side", "quantity").rows()
+    np.testing.assert_allclose(paper["price"].to_numpy(), backtest["price"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(paper["commission"].to_numpy(), backtest["commission"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9)
+    assert drift.summary["matched"] == backtest.height and drift.summary["missing"] == drift.summary["extra"] == 0
+    for cause in CAUSES:
+        assert drift.summary[cause] == pytest.approx(0.0, abs=1e-6), cause
+    assert drift.rows["cause"].null_count() == drift.rows.height
+    return paper
 
 
 CASES: dict[str, tuple[Strategy[Any], dict[str, Any], list[str]]] = {
@@ -51,19 +70,38 @@ CASES: dict[str, tuple[Strategy[Any], dict[str, Any], list[str]]] = {
 def test_the_session_is_the_backtest_order_for_order_when_no_limit_binds(case: str) -> None:
     strategy, raw, symbols = CASES[case]
     session, expected, drift = _run(_bars(symbols), strategy, strategy.params(**raw), COSTS, OPEN)
-    paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side").select("ts", "symbol", "side", "quantity", "price", "commission")
-    backtest = expected.orders.sort("ts", "symbol", "side").rename({"size": "quantity", "fees": "commission"})
-    assert paper.height == backtest.height > 5
-    assert paper.select("ts", "symbol", "side", "quantity").rows() == backtest.select("ts", "symbol", "side", "quantity").rows()
-    np.testing.assert_allclose(paper["price"].to_numpy(), backtest["price"].to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(paper["commission"].to_numpy(), backtest["commission"].to_numpy(), rtol=1e-9)
-    np.testing.assert_allclose(session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9)
-    assert drift.summary["matched"] == backtest.height and drift.summary["missing"] == drift.summary["extra"] == 0
-    for cause in CAUSES:
-        assert drift.summary[cause] == pytest.approx(0.0, abs=1e-6), cause
-    assert drift.rows["cause"].null_count() == drift.rows.height
+    paper = _assert_same_orders_fills_and_equity(session, expected, drift)
     if strategy is DONCHIAN_BREAKOUT:  # the brackets' exits are among the orders (a half out at target 1)
         assert session.fills > 2 * session.orders * 0.5 and (paper["quantity"] != paper["quantity"].shift(1)).any()
+
+
+# Limits that bind: the session must then be the backtest with the same limits.
+LIMITED: dict[str, tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, str]] = {
+    "position cap (default limits), 1 symbol all in": (SMA_CROSS, {"fast": 5, "slow": 20}, ["AAPL"], RiskLimits(), "max_position_pct"),
+    "position cap (default limits), 3 sectors, brackets": (
+        DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8}, ["AAPL", "JPM", "XOM"], RiskLimits(), "max_position_pct"
+    ),
+    "sector cap (default map), 3 tech names": (
+        DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8}, ["AAPL", "MSFT", "NVDA"], RiskLimits(max_position_pct=0.25), "max_sector_pct"
+    ),
+    "open positions, 3 symbols at 30 %": (
+        SMA_CROSS, {"fast": 5, "slow": 20, "fraction": 0.3}, ["AAPL", "JPM", "XOM"], RiskLimits(max_position_pct=0.5, max_open_positions=1), "max_open_positions"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LIMITED))
+def test_where_limits_bind_the_session_is_the_backtest_with_the_same_limits(case: str) -> None:
+    strategy, raw, symbols, limits, binding = LIMITED[case]
+    bars, params = _bars(symbols), strategy.params(**raw)
+    session, expected, drift = _run(bars, strategy, params, COSTS, limits, backtest_limits=True)
+    _assert_same_orders_fills_and_equity(session, expected, drift)
+    # The limit binds: the session's log has entries it cut or held, and lifting that one limit in
+    # the backtest changes its orders.
+    assert session.order_log["limited"].sum() > 0
+    lifted = limits.model_copy(update={binding: 1.0 if binding.endswith("pct") else 1_000})
+    unbound = run_backtest(bars, strategy, params, backtest_config(COSTS, 100_000.0), limits=sizing_limits(lifted, symbols))
+    assert unbound.orders.select("ts", "symbol", "size").rows() != expected.orders.select("ts", "symbol", "size").rows()
 
 
 FAULTS = {  # the paper broker's config; the backtest is always the configured COSTS'
@@ -106,6 +144,23 @@ def test_with_faults_each_unit_of_shortfall_has_its_cause_and_each_row_its_own_o
     if fault == "rejections":
         missing = drift.rows.filter(pl.col("status") == "missing")
         assert missing.height > 0 and set(missing["cause"].drop_nulls()) <= {"rejections", "quantity", "missed_trades"}
+
+
+def test_with_faults_and_the_same_limits_in_the_backtest_a_cut_entry_is_not_put_down_to_the_limits() -> None:
+    bars = _bars(["AAPL"])
+    params = SMA_CROSS.params(fast=5, slow=20)
+    with Ledger("sqlite:///:memory:") as ledger:  # default limits (20 % a position) bind every all-in entry
+        session = run_simulated_session(bars=bars, ledger=ledger, strategy=SMA_CROSS, params=params, pipeline=PipelineConfig(), sim=FAULTS["partial fills"])
+    expected = run_backtest(bars, SMA_CROSS, params, backtest_config(COSTS, 100_000.0), limits=sizing_limits(RiskLimits(), ["AAPL"]))
+    fills, marks = fills_frame(session.broker.fills), {"AAPL": float(bars["close"][-1])}
+    drift = drift_report(fills, expected.orders, orders=session.order_log, marks=marks, limits_in_backtest=True)
+    s = drift.summary
+    difference = float(expected.equity["equity"][-1] - session.equity["equity"][-1])
+    assert sum(s[c] for c in CAUSES) == pytest.approx(difference, rel=1e-9, abs=1e-6) and s["residual"] == pytest.approx(0.0, abs=1e-6)
+    assert s["partial_fills"] != 0 and s["risk_limits"] == pytest.approx(0.0, abs=1e-6)
+    # Read as if the backtest had no limits, the cuts that differ (sized from a drifted equity) would be blamed on them.
+    blamed = drift_report(fills, expected.orders, orders=session.order_log, marks=marks).summary
+    assert blamed["risk_limits"] != 0 and blamed["risk_limits"] + blamed["quantity"] == pytest.approx(s["quantity"], abs=1e-6)
 
 
 def test_limits_that_bind_are_reported_as_the_cause() -> None:
