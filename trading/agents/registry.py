@@ -29,6 +29,17 @@ from trading.agents.rules import (
     RuleRiskReviewer,
     RuleValidator,
 )
+from trading.agents.team import (
+    DebateConfig,
+    ManagerConfig,
+    PlanConfig,
+    PortfolioManager,
+    Researcher,
+    RiskDebate,
+    TeamNodeConfig,
+    TechnicalAnalyst,
+    Trader,
+)
 from trading.cost import PriceTable
 
 
@@ -125,6 +136,28 @@ BUILTIN_AGENTS: dict[str, AgentType] = {
         ),
     )
 }
+
+
+def _model(name: str, cfg: TeamNodeConfig, env: BuildEnv) -> ProviderChain | None:
+    return _caller(name, cfg.llm, env) if cfg.llm is not None else None
+
+
+_TEAM_READS = ("signal", "features", "recent_bars", "position", "notes")
+TEAM_AGENTS: tuple[AgentType, ...] = (
+    AgentType("technical_analyst", Role.RESEARCH, CostClass.FREE, TeamNodeConfig, lambda n, c, e: TechnicalAnalyst(n, _model(n, c, e)),
+              "Team: trend, momentum and signal into a stance and score (notes.technical); a model with `llm`.", outputs=("notes.technical",)),
+    AgentType("bull_researcher", Role.RESEARCH, CostClass.FREE, DebateConfig, lambda n, c, e: Researcher(n, "bull", c.rounds, _model(n, c, e)),
+              "Team: opens each debate round for the trade (notes.debate); loop with bear_researcher via when: debating.", reads=_TEAM_READS, outputs=("notes.debate",)),
+    AgentType("bear_researcher", Role.RESEARCH, CostClass.FREE, DebateConfig, lambda n, c, e: Researcher(n, "bear", c.rounds, _model(n, c, e)),
+              "Team: answers each round against the trade (notes.debate).", reads=_TEAM_READS, outputs=("notes.debate",)),
+    AgentType("trader", Role.ANALYST, CostClass.FREE, PlanConfig, lambda n, c, e: Trader(n, c, _model(n, c, e)),
+              "Team: writes the plan (side, entry, stop, two targets, confidence) from the debate.", reads=_TEAM_READS),
+    AgentType("risk_debate", Role.RESEARCH, CostClass.FREE, TeamNodeConfig, lambda n, c, e: RiskDebate(n, _model(n, c, e)),
+              "Team: aggressive, neutral and conservative voices on the plan's size (notes.risk_debate).", reads=_TEAM_READS, outputs=("notes.risk_debate",)),
+    AgentType("portfolio_manager", Role.ANALYST, CostClass.FREE, ManagerConfig, lambda n, c, e: PortfolioManager(n, c, _model(n, c, e)),
+              "Team: approves the plan or holds, from the risk debate; the hard limits follow.", reads=_TEAM_READS),
+)
+BUILTIN_AGENTS.update({t.name: t for t in TEAM_AGENTS})
 
 
 def agent_types() -> dict[str, AgentType]:

@@ -41,7 +41,15 @@ WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "approved": lambda s: (a := _latest(s)) is not None and bool(a["approved"]) and a["quantity"] > 0,
     # no validator found an issue so far
     "valid": lambda s: not s.get("validation") or bool(s["validation"]["valid"]),
+    # the bull/bear debate has rounds left (guard on bear -> bull), or is over (bear -> trader)
+    "debating": lambda s: _debate_open(s),
+    "debated": lambda s: not _debate_open(s),
 }
+
+
+def _debate_open(state: Mapping[str, Any]) -> bool:
+    debate = (state.get("notes") or {}).get("debate")
+    return debate is not None and debate["round"] < debate["rounds"]
 
 
 def _check_when(value: str | None) -> str | None:
