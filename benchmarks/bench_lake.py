@@ -1,8 +1,12 @@
 """Lake ingest benchmark: generate -> validate -> write 10 M one-minute bars, and a pruned read.
 
 Prints one markdown table. Ratios are against the raw `polars.write_parquet` of the same rows
-(one file per 10-symbol chunk), the floor any ingest pays. Run: `make bench` or
-`.venv/bin/python benchmarks/bench_lake.py [--symbols 100]`.
+(one file per 10-symbol chunk), the floor any ingest pays. The Dagster rows ingest a year of the
+first `--dagster-symbols` symbols through the `bars_1m` asset on a SQLite instance (the default
+one): as a backfill with `BackfillPolicy.single_run()` runs it (one run per symbol over the year's
+sessions, Dagster's split of a days x symbols range) and, for a few sessions, one run per partition
+(schedules, the UI without the policy). Run: `make bench` or
+`.venv/bin/python benchmarks/bench_lake.py [--symbols 100] [--dagster-symbols 4]`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("QUANTLAKE_PARTITION_START", "2024-01-02")  # the Dagster rows' sessions have partitions
 
 from tqdm import tqdm  # noqa: E402
 
@@ -29,6 +34,7 @@ from lake.validation import validate_bars  # noqa: E402
 
 YEAR = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
 MONTH = (datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")  # a single-run backfill's tags
 CHUNK = 10  # symbols per batch: ~1 M rows, so memory stays flat whatever the universe
 
 
@@ -36,7 +42,37 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def run(n_symbols: int, work: Path) -> None:
+def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) -> dict[str, tuple[int, float, int]]:
+    """(rows, seconds, runs) of the bars_1m asset through Dagster: a single-run backfill of the year,
+    and one run per partition over the first `per_partition_days` sessions of one symbol."""
+    import dagster as dg
+
+    from assets.bars import bars_1m
+    from assets.partitions import add_symbols, intraday_key
+    from assets.resources import LakeResource, MarketDataResource
+    from lake.calendar import trading_days
+
+    days = [d.isoformat() for d in trading_days(YEAR[0].date(), (YEAR[1] - timedelta(days=1)).date())]
+    out: dict[str, tuple[int, float, int]] = {}
+    for label, runs in (
+        ("backfill", [{RANGE[0]: str(intraday_key(days[0], s)), RANGE[1]: str(intraday_key(days[-1], s))} for s in symbols]),
+        ("per-partition", [{"partition": str(intraday_key(d, symbols[0]))} for d in days[:per_partition_days]]),
+    ):
+        root = work / f"dagster-{label}"
+        resources = {"lake": LakeResource(root=str(root)), "market_data": MarketDataResource(seed=1)}
+        with dg.instance_for_test(temp_dir=str(work / f"home-{label}")) as instance:
+            add_symbols(instance, symbols)
+            os.sync()
+            start = time.perf_counter()
+            for tags in tqdm(runs, desc=f"dagster {label}", unit="run"):
+                key = tags.pop("partition", None)
+                dg.materialize([bars_1m], instance=instance, resources=resources, partition_key=key, tags=tags)
+            seconds = time.perf_counter() - start
+        out[label] = (store.read_bars(root, symbols, "1m").height, seconds, len(runs))
+    return out
+
+
+def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
     symbols = [f"S{i:03d}" for i in range(n_symbols)]
     chunks = [symbols[i : i + CHUNK] for i in range(0, n_symbols, CHUNK)]
     source = SyntheticSource(seed=1)
@@ -72,6 +108,7 @@ def run(n_symbols: int, work: Path) -> None:
         walls[f"{engine}/{period}"] = time.perf_counter() - start
         bar.close()
     peak = peak_rss_gb()
+    dagster = dagster_ingest(symbols[:dagster_symbols], work) if dagster_symbols else {}
 
     reads: dict[str, list[float]] = defaultdict(list)
     for period in ("year", "date"):
@@ -96,16 +133,27 @@ def run(n_symbols: int, work: Path) -> None:
         print(f"| {label} | {s:.2f} | {rows / s / 1e6:.2f} M | {s / raw:.2f} | {target} |")
     for period, label in (("year", "symbol x year files"), ("date", "symbol x day files")):
         ms = statistics.median(reads[period]) * 1e3
-        print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 50 ms |")
+        print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 20 ms |")
+    if dagster:
+        bulk = rows / walls["polars/date"]
+        print("\n| Dagster, bars_1m asset, symbol x day files | runs | bars | seconds | bars/s | x lake.bulk (same layout) | target |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for label, what, target in (
+            ("backfill", "backfill, BackfillPolicy.single_run (one run per symbol-year)", ">= 1.5 M/s"),
+            ("per-partition", "one run per partition (symbol x day)", ""),
+        ):
+            n, s, runs = dagster[label]
+            print(f"| {what} | {runs} | {n:,} | {s:.2f} | {n / s / 1e6:.3f} M | {n / s / bulk:.3f} | {target} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--dagster-symbols", type=int, default=4, help="symbols the Dagster rows ingest (0: none)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="quantlake-bench-"))
     try:
-        run(args.symbols, work)
+        run(args.symbols, work, min(args.dagster_symbols, args.symbols))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
