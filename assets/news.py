@@ -6,8 +6,7 @@ to the session before and every headline lands in exactly one partition. A parti
 holds the headlines so far: no source is asked for time that has not happened.
 """
 
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
@@ -27,7 +26,8 @@ from lake.validation import ValidationReport
 
 
 class NewsResource(dg.ConfigurableResource):
-    """Chooses the news source: the offline generator, Alpaca's news API, or local files."""
+    """Chooses the news source: the offline generator, Alpaca's news API, or local files
+    (built from the settings by orchestration/resources.py: QUANTLAKE_NEWS_*)."""
 
     source: Literal["synthetic", "alpaca", "files"] = "synthetic"
     seed: int = 7
@@ -115,26 +115,3 @@ ingest_news_job = dg.define_asset_job(
     description="Headlines for one trading day: fetch, validate, write (failing rows quarantined with their reason).",
 )
 
-
-def news_resource_from_env(environ: Mapping[str, str] | None = None) -> NewsResource:
-    """The news source from the environment (orchestration/resources.py calls this):
-    QUANTLAKE_NEWS_SOURCE synthetic | alpaca | files | auto (default auto: Alpaca when ALPACA_API_KEY
-    and ALPACA_SECRET_KEY are set, else the generator); QUANTLAKE_NEWS_FILES_GLOB and
-    QUANTLAKE_NEWS_FILES_TZ for files; ALPACA_DATA_URL (news is on Alpaca's data host);
-    QUANTLAKE_SEED and QUANTLAKE_EXCHANGE as for bars. Keys go through `dg.EnvVar`."""
-    env = os.environ if environ is None else environ
-    has_keys = bool(env.get("ALPACA_API_KEY") and env.get("ALPACA_SECRET_KEY"))
-    choice = env.get("QUANTLAKE_NEWS_SOURCE", "auto").strip().lower() or "auto"
-    source = ("alpaca" if has_keys else "synthetic") if choice == "auto" else choice
-    if source not in ("synthetic", "alpaca", "files"):
-        raise ValueError(f"QUANTLAKE_NEWS_SOURCE={choice!r}: expected synthetic, alpaca, files or auto")
-    kwargs: dict[str, Any] = {"source": source, "seed": int(env.get("QUANTLAKE_SEED", "7")), "exchange": env.get("QUANTLAKE_EXCHANGE", "XNYS")}
-    if source == "alpaca":
-        kwargs |= {
-            "alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"),
-            "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY"),
-            "alpaca_url_override": env.get("ALPACA_DATA_URL") or None,
-        }
-    if source == "files":
-        kwargs |= {"files_glob": env.get("QUANTLAKE_NEWS_FILES_GLOB"), "files_timezone": env.get("QUANTLAKE_NEWS_FILES_TZ", "America/New_York")}
-    return NewsResource(**kwargs)

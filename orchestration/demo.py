@@ -1,9 +1,10 @@
 """The demo: the platform end to end on the embedded defaults, through the real jobs and assets.
 
 Ingest and validate the universe (daily bars and the last 1-minute session through the Dagster jobs,
-one run per partition; the earlier minute sessions through the bulk path, reported to the instance),
-then a backtest with its report, a parameter sweep, a decision cycle with the rule agents and a
-simulated paper session with its drift report. Everything runs in process against the persistent
+one run per partition; the earlier minute sessions through the bulk path, reported to the instance)
+and its headlines for the minute sessions (the `news` dataset, one run per trading day), then a
+backtest with its report, a parameter sweep, a decision cycle with the rule agents and a simulated
+paper session with its drift report. Everything runs in process against the persistent
 Dagster instance (DAGSTER_HOME), so the UI opened afterwards shows the same runs, materializations
 and check results. The demo only orchestrates: every number comes from an asset's metadata.
 """
@@ -109,6 +110,18 @@ def run_partitions(
     return summary
 
 
+def run_news(
+    defs: dg.Definitions, instance: dg.DagsterInstance, days: Iterable[date], summary: IngestSummary, progress: bool = True
+) -> IngestSummary:
+    """The `news` dataset (the universe's headlines, validated) for `days`, one ingest_news_job run per
+    trading day, counted in `summary` like the bars (rows under `news`, its checks with the others)."""
+    job = defs.resolve_job_def("ingest_news_job")
+    for day in tqdm(list(days), desc="news", unit="day", disable=not progress):
+        result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET)
+        summary.add(f"news {day}", result)
+    return summary
+
+
 # --- the demo end to end -------------------------------------------------------------------------
 
 RESEARCH_STRATEGY = "sma_cross"
@@ -197,6 +210,8 @@ def run_demo(
     if len(days) > 1:
         report.bulk = bulk_minutes(defs, instance, days[:-1], symbols, progress=progress)
     run_partitions(defs, instance, days[-1:], [], symbols, report.ingest, progress=progress)
+    say(f"      headlines (news) for the same {len(days)} sessions")
+    run_news(defs, instance, days, report.ingest, progress=progress)
     report.ingest_seconds = time.perf_counter() - begin
     assets = {a.key.to_user_string(): a for a in (research.backtest, research.parameter_sweep, trading.decision_cycle, trading.paper_session)}
     start = f"{years[0]}-01-01" if years else days[0].isoformat()
@@ -253,7 +268,8 @@ def format_summary(report: DemoReport, *, lake: Path, home: Path, ledger: str) -
     for asset, n in sorted(_rows(report).items()):
         lines.append(f"  {asset:<16}{n:>10,} rows")
     failed_checks = sum(ing.checks_failed.values())
-    lines.append(f"  daily bars for {', '.join(report.years)} and the last 1m session ({report.days[-1]}) through the ingest jobs: "
+    lines.append(f"  daily bars for {', '.join(report.years)}, the last 1m session ({report.days[-1]}) and headlines (news) for "
+                 f"{len(report.days)} sessions through the ingest jobs: "
                  f"{ing.runs} runs ({len(ing.failed_runs)} failed), checks {ing.checks_passed} passed, {failed_checks} failed"
                  f"{' ' + str(dict(ing.checks_failed)) if failed_checks else ''}")
     if bulk is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.news import news_resource_from_env
+from assets.news import NewsResource
 from assets.partitions import exchange
 from assets.resources import MarketDataResource, TradingResource
 from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
@@ -52,6 +52,22 @@ def market_data_resource(env: Settings | None = None) -> MarketDataResource:
 
             kwargs["files_column_map"] = parse_column_map(env.files_column_map)
     return MarketDataResource(**kwargs)
+
+
+def news_resource(env: Settings | None = None) -> NewsResource:
+    """QUANTLAKE_NEWS_SOURCE (auto: Alpaca's news with keys, else the generator), QUANTLAKE_NEWS_FILES_GLOB
+    and _TZ for files, ALPACA_DATA_URL (news is on Alpaca's data host), QUANTLAKE_SEED, QUANTLAKE_EXCHANGE."""
+    env = env or settings()
+    kwargs: dict[str, Any] = {"source": env.news_source, "seed": env.seed, "exchange": env.exchange}
+    if env.news_source == "alpaca":
+        kwargs |= {
+            "alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"),
+            "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY"),
+            "alpaca_url_override": env.alpaca_data_url,
+        }
+    if env.news_source == "files":
+        kwargs |= {"files_glob": env.news_files_glob, "files_timezone": env.news_files_tz}
+    return NewsResource(**kwargs)
 
 
 def trading_resource(env: Settings | None = None) -> TradingResource:
@@ -82,5 +98,5 @@ def build_resources() -> dict[str, Any]:
         "lake": ObservedLakeResource(),
         "market_data": market_data_resource(env),
         "trading": trading_resource(env),
-        "news_source": news_resource_from_env(),  # QUANTLAKE_NEWS_SOURCE (assets/news.py)
+        "news_source": news_resource(env),  # QUANTLAKE_NEWS_SOURCE
     }

@@ -58,8 +58,14 @@ class Settings(BaseModel):
     alpaca_data_feed: Literal["iex", "sip"] = Field("iex", alias="ALPACA_DATA_FEED")
     alpaca_data_url: str | None = Field(None, alias="ALPACA_DATA_URL")
     alpaca_trading_url: str | None = Field(None, alias="ALPACA_TRADING_URL")
+    exchange: str = Field("XNYS", alias="QUANTLAKE_EXCHANGE")
+    news_source_choice: Literal["auto", "synthetic", "alpaca", "files"] = Field("auto", alias="QUANTLAKE_NEWS_SOURCE")
+    news_files_glob: str | None = Field(None, alias="QUANTLAKE_NEWS_FILES_GLOB")
+    news_files_tz: str = Field("America/New_York", alias="QUANTLAKE_NEWS_FILES_TZ")
+    # A close this many times the previous one (or 1/this) blocks its partition unless a split explains it.
+    max_jump: float = Field(10.0, alias="QUANTLAKE_MAX_JUMP", gt=1)
 
-    @field_validator("data_source", "mode", "log_format", "alpaca_data_feed", mode="before")
+    @field_validator("data_source", "mode", "log_format", "alpaca_data_feed", "news_source_choice", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -83,6 +89,13 @@ class Settings(BaseModel):
         if self.data_source == "auto":
             return "alpaca" if self.has_alpaca_keys else "synthetic"
         return self.data_source
+
+    @property
+    def news_source(self) -> Literal["synthetic", "alpaca", "files"]:
+        """`auto`: Alpaca's news when both its keys are set, else the offline generator."""
+        if self.news_source_choice == "auto":
+            return "alpaca" if self.has_alpaca_keys else "synthetic"
+        return self.news_source_choice
 
     @property
     def live_confirmed(self) -> bool:

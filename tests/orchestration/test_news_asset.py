@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.news import NewsResource, news_resource_from_env
+from assets.news import NewsResource
 from assets.resources import LakeResource
 from lake.news.store import news_path, read_news, read_news_quarantine
 from lake.news.validation import NewsWindow
@@ -95,9 +95,16 @@ def test_bad_rows_from_a_file_are_quarantined_and_the_check_blocks(tmp_path: Pat
 
 
 def test_the_source_is_chosen_from_the_environment_and_keys_stay_hidden() -> None:
+    from orchestration.resources import news_resource
+    from orchestration.settings import settings
+
+    def news_resource_from_env(env: dict[str, str]) -> NewsResource:
+        return news_resource(settings(env))  # the QUANTLAKE_NEWS_* reads live in the one settings object
+
     assert news_resource_from_env({}).source == "synthetic"
     keys = {"ALPACA_API_KEY": "canary-key-id", "ALPACA_SECRET_KEY": "canary-secret-0123456789"}
-    assert news_resource_from_env(keys).source == "alpaca"
+    alpaca = news_resource_from_env(keys)
+    assert alpaca.source == "alpaca" and "canary" not in repr(alpaca)  # keys reach the resource as dg.EnvVar names
     assert news_resource_from_env({**keys, "QUANTLAKE_NEWS_SOURCE": "synthetic"}).source == "synthetic"
     files = news_resource_from_env({"QUANTLAKE_NEWS_SOURCE": "files", "QUANTLAKE_NEWS_FILES_GLOB": "data/news/*.csv"})
     assert (files.source, files.files_glob) == ("files", "data/news/*.csv")
