@@ -330,6 +330,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if meta["total_tokens"].value:  # unpriced tokens are in no USD figure: say so beside the cost
         unpriced, models = meta["unpriced_tokens"].value, ", ".join(meta["unpriced_models"].value)  # type: ignore[arg-type]
         print(f"  {'tokens':<14} {meta['total_tokens'].value} ({unpriced} unpriced{f': {models}' if models else ''}; {meta['estimated_tokens'].value} estimated locally)")
+    providers: dict[str, Any] = meta["cost_per_provider"].value if "cost_per_provider" in meta else {}  # type: ignore[assignment]
+    for provider, p in providers.items():
+        failed = ", ".join(f"{kind} {n}" for kind, n in p["failures"].items()) or "none"
+        print(f"  {provider}: {p['answers']} answers, failures {failed}, {p['fallbacks']} to the next provider, {p['to_rules']} to the rules, {p['tokens']} tokens")
     return 0
 
 

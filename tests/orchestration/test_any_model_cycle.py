@@ -127,7 +127,7 @@ def test_quantlake_decide_with_only_the_two_variables_uses_the_model_and_shows_i
         env.setenv("OPENAI_MODEL", "llama3.1")
         env.setenv("OPENAI_BASE_URL", server.base_url)
         code = main(["decide", "--symbols", ",".join(SYMBOLS), "--params", '{"fast": 5, "slow": 20}', "--as-of", as_of.isoformat()])
-        calls, models = server.calls, list(server.models_seen)
+        calls, models, provider = server.calls, list(server.models_seen), f"llama3.1@{server.base_url}"
     out = capsys.readouterr().out
     assert code == 0 and calls > 0 and models == ["llama3.1"]
     assert "llama likes it" in out and re.search(rf"model_calls\s+{calls}\n", out)
@@ -138,3 +138,9 @@ def test_quantlake_decide_with_only_the_two_variables_uses_the_model_and_shows_i
     assert total > 0 and meta["unpriced_tokens"].value == meta["estimated_tokens"].value == total  # type: ignore[operator]
     assert meta["unpriced_models"].value == ["llama3.1"] and meta["cost_usd"].value == 0
     assert re.search(rf"tokens\s+{total} \({total} unpriced: llama3\.1; {total} estimated locally\)", out)
+    # What each provider did, in the metadata and on the command line.
+    assert meta["cost_per_provider"].value == {  # type: ignore[comparison-overlap]
+        provider: {"responses": calls, "answers": calls, "cached": 0, "failures": {}, "fallbacks": 0, "to_rules": 0, "tokens": total, "estimated_tokens": total, "usd": 0.0}
+    }
+    assert f"  {provider}: {calls} answers, failures none, 0 to the next provider, 0 to the rules, {total} tokens" in out
+    assert meta["costliest_providers"].value == {"llm_analyst": provider} and meta["estimated_cost_usd_worst_case"].value == 0.0
