@@ -13,7 +13,7 @@ Schedule ticks are purged by the daemon itself (orchestration/default_instance.y
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from trading.ledger.archive import archive_events
 from trading.retention import prune_llm_cache
 
 KEEP = -1
+PARTITION_TAG = "dagster/partition"
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 ENV = {
     "runs_days": "QUANTLAKE_RETENTION_RUNS_DAYS",
@@ -76,7 +77,7 @@ def retention_policy(environ: Mapping[str, str] | None = None) -> RetentionPolic
 class RunsRemoved:
     deleted: list[str] = field(default_factory=list)  # run ids
     events: int = 0  # event log rows deleted with them
-    kept_latest: int = 0  # old runs kept: a job's last run or an asset partition's latest materialization
+    kept_latest: int = 0  # old runs kept (see `kept_runs`)
 
 
 def latest_materialization_runs(instance: dg.DagsterInstance) -> set[str]:
@@ -92,22 +93,37 @@ def latest_materialization_runs(instance: dg.DagsterInstance) -> set[str]:
     return out
 
 
-def prune_runs(instance: dg.DagsterInstance, now: datetime, days: int) -> RunsRemoved:
-    """Deletes finished runs created more than `days` before `now` (with their event logs), except
-    a job's last run and any run holding the latest materialization of an asset partition."""
-    out = RunsRemoved()
-    old = instance.get_run_records(dg.RunsFilter(statuses=FINISHED, created_before=now - timedelta(days=days)), ascending=True)
+def kept_runs(instance: dg.DagsterInstance, old: Sequence[dg.RunRecord]) -> set[str]:
+    """Of `old`, the runs retention keeps: a job's last run, a partition's last run in its job (the
+    UI shows a partition failed or done from it), and any run holding the latest materialization of
+    an asset partition (deleting a run deletes its materializations)."""
+    keep = latest_materialization_runs(instance)
+    for job in {r.dagster_run.job_name for r in old}:
+        keep |= {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=job), limit=1)}
+    for job, partition in {(r.dagster_run.job_name, p) for r in old if (p := r.dagster_run.tags.get(PARTITION_TAG))}:
+        keep |= {r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=job, tags={PARTITION_TAG: partition}), limit=1)}
+    return keep
+
+
+def expired_runs(instance: dg.DagsterInstance, now: datetime, days: int) -> tuple[list[dg.RunRecord], int]:
+    """(the finished runs created more than `days` before `now` that may go, how many old ones stay)."""
+    old = list(instance.get_run_records(dg.RunsFilter(statuses=FINISHED, created_before=now - timedelta(days=days)), ascending=True))
     if not old:
-        return out
-    keep = latest_materialization_runs(instance) | {instance.get_runs(dg.RunsFilter(job_name=j), limit=1)[0].run_id for j in {r.dagster_run.job_name for r in old}}
-    for record in old:
-        run = record.dagster_run
-        if run.run_id in keep:
-            out.kept_latest += 1
-            continue
-        out.events += len(instance.get_records_for_run(run.run_id, limit=None).records)
-        instance.delete_run(run.run_id)
-        out.deleted.append(run.run_id)
+        return [], 0
+    keep = kept_runs(instance, old)
+    gone = [r for r in old if r.dagster_run.run_id not in keep]
+    return gone, len(old) - len(gone)
+
+
+def prune_runs(instance: dg.DagsterInstance, now: datetime, days: int) -> RunsRemoved:
+    """Deletes the runs `expired_runs` names, with their event logs."""
+    gone, kept = expired_runs(instance, now, days)
+    out = RunsRemoved(kept_latest=kept)
+    for record in gone:
+        run_id = record.dagster_run.run_id
+        out.events += len(instance.get_records_for_run(run_id, limit=None).records)
+        instance.delete_run(run_id)
+        out.deleted.append(run_id)
     return out
 
 

@@ -54,6 +54,11 @@ def failing_job() -> None:
     boom()
 
 
+@dg.job(partitions_def=parts)
+def failing_partitioned_job() -> None:
+    boom()
+
+
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     home = tmp_path / "dagster_home"
@@ -217,6 +222,19 @@ def test_in_progress_runs_are_never_deleted_however_old(instance: dg.DagsterInst
     result = _run_retention(instance, tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path / "cache")
     assert result.output_for_node("apply_retention")["runs_deleted"] == 0
     assert set(started) <= {r.run_id for r in instance.get_runs()}
+
+
+def test_a_partitions_last_run_stays_failed_or_not(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    """The UI shows a partition failed from its last run: an old failure that is the last run of
+    its partition stays; an older one of the same partition goes."""
+    def run(when: datetime, partition: str) -> str:
+        return _at(when, lambda: failing_partitioned_job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False))
+
+    first_a, last_a, last_b = run(OLD, "a"), run(OLD + timedelta(days=1), "a"), run(OLD + timedelta(days=2), "b")
+    counts = _run_retention(instance, tmp_path, f"sqlite:///{tmp_path / 'ledger.sqlite'}", tmp_path / "cache").output_for_node("apply_retention")
+    left = {r.run_id for r in instance.get_runs()}
+    assert first_a not in left and {last_a, last_b} <= left
+    assert (counts["runs_deleted"], counts["old_runs_kept"]) == (1, 2)
 
 
 def test_policy_from_the_environment() -> None:
