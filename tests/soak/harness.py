@@ -47,7 +47,7 @@ from orchestration.home import DEFAULT_INSTANCE
 NY = ZoneInfo("America/New_York")
 ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "quantlake"
-SCHEDULES = ("market_open_schedule", "market_close_schedule", "decision_schedule", "end_of_day_schedule")
+SCHEDULES = ("market_open_schedule", "market_close_schedule", "decision_schedule", "end_of_day_schedule", "retention_schedule")
 SENSORS = ("new_daily_bars_sensor", "price_move_sensor", "run_failure_alert_sensor")
 DAEMON_LAG = timedelta(seconds=20)  # the daemon sees a tick a few seconds after its time
 SOURCE_DOWN = "market-data source unreachable (soak fault)"
@@ -268,7 +268,10 @@ _DEAD: set[str] = set()  # runs whose worker died: what run monitoring's health 
 
 class KillableRunLauncher(SyncInMemoryRunLauncher):
     """The synchronous launcher with a worker health check: a run whose worker was killed is FAILED
-    to run monitoring (as the default launcher's gRPC check finds a dead process)."""
+    to run monitoring. In a deployment the k8s/Docker launchers' health checks find it; under the
+    DefaultRunLauncher (no health check) the code server's watcher of its run processes fails it,
+    which needs the code server alive: a run orphaned by a dead code server stays STARTED unless
+    run_monitoring.max_runtime_seconds (or a job's dagster/max_runtime tag) bounds it."""
 
     @property
     def supports_check_run_worker_health(self) -> bool:
