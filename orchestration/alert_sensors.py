@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.alerts import send_alert, webhook_url
-from trading.events import EventType
+from trading.events import CostPayload, EventType, InterventionPayload, ReconciliationPayload
 
 QUIET = frozenset({"blocked"})
 REREAD = 1_000  # ledger positions re-read behind the cursor (late commits); handled ids are kept for them
@@ -89,10 +89,12 @@ def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRea
         for at, event in ledger.events_with_seq(types=[EventType.INTERVENTION.value], after_seq=max(0, seq - REREAD)):
             if event.event_id in done:
                 continue
-            kind = str(event.payload.get("kind"))
+            intervention = event.typed()
+            assert isinstance(intervention, InterventionPayload)
+            kind = str(intervention.kind)
             stamp = event.as_of or event.recorded_at
             if kind not in QUIET and (since is None or stamp >= since):
-                reason = event.payload.get("reason") or event.payload.get("detail") or ""
+                reason = intervention.reason or intervention.detail or ""
                 details = {
                     "alert_id": event.event_id,
                     "kind": kind,
@@ -102,7 +104,7 @@ def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRea
                     "symbol": event.symbol,
                     "at": stamp.isoformat(),
                     "seq": at,
-                    **{k: v for k, v in event.payload.items() if k not in ("kind", "reason")},
+                    **{k: v for k, v in event.payload.items() if k not in ("kind", "reason")},  # every field as recorded
                 }
                 if not _deliver(f"Quantlake {kind}: {reason}", details):
                     seq = min(seq, at - 1)  # the webhook failed: retried from this event next tick
@@ -129,18 +131,21 @@ def session_summary(ledger: Any, day: date, exchange: str) -> dict[str, Any]:
     cost = 0.0
     types = [t.value for t in (EventType.RECONCILIATION, EventType.ORDER_SUBMITTED, EventType.FILL, EventType.REJECTION, EventType.INTERVENTION, EventType.COST)]
     for event in ledger.events(types=types):
-        p = event.payload
-        on_day = p["session"] == key if "session" in p else (event.as_of or event.recorded_at).astimezone(tz).date() == day
+        p = event.typed()
+        if "session" in p.model_fields_set:  # recorded with its exchange session (a declared field or an extra one)
+            on_day = getattr(p, "session", None) == key
+        else:
+            on_day = (event.as_of or event.recorded_at).astimezone(tz).date() == day
         if not on_day:
             continue
         counts[event.type.value] += 1
-        if event.type == EventType.RECONCILIATION and p.get("ok") and p.get("equity") is not None:
-            opening = p["equity"] if opening is None else opening
-            closing = p["equity"]
-        elif event.type == EventType.INTERVENTION:
-            kinds[str(p.get("kind"))] += 1
-        elif event.type == EventType.COST and p.get("scope") == "run":
-            cost += float(p.get("run_cost_usd", 0.0))
+        if isinstance(p, ReconciliationPayload) and p.ok and p.equity is not None:
+            opening = p.equity if opening is None else opening
+            closing = p.equity
+        elif isinstance(p, InterventionPayload):
+            kinds[str(p.kind)] += 1
+        elif isinstance(p, CostPayload) and p.scope == "run":
+            cost += p.run_cost_usd
     pnl = closing - opening if opening is not None and closing is not None else None
     return {
         "session": key,

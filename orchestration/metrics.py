@@ -107,6 +107,7 @@ class LedgerReading:
 
 
 _READ = ("deposit", "fill", "reconciliation", "order_submitted", "rejection", "intervention", "cost")
+_TYPED = ("reconciliation", "intervention", "cost")  # read through their payload models; the rest only counted
 REREAD = 1_000  # positions re-read behind the last one (PostgreSQL can commit a lower seq later)
 
 
@@ -127,30 +128,36 @@ class LedgerTally:
         self.seq = 0
         self.recent: dict[str, int] = {}  # event id -> seq, within the re-read window
 
-    def _apply(self, type_: str, payload: dict[str, Any], seq: int) -> None:
+    def _apply(self, type_: str, payload: dict[str, Any], v: int, seq: int) -> None:
+        from trading.events import CostPayload, InterventionPayload, ReconciliationPayload, validate_payload
+
         self.counts[type_] += 1
-        if type_ in ("deposit", "fill"):
+        if type_ in ("deposit", "fill"):  # the hot path, read as the projections read it (validated on write)
             self.portfolio.apply_payload(type_, payload)
-        elif type_ == "reconciliation" and payload.get("ok") and payload.get("equity") is not None:
-            if self.mark is None or seq >= self.mark[0]:  # the bulk pass (seq 0) is in order
-                self.mark = (seq, float(payload["equity"]), payload.get("cash"))
-        elif type_ == "intervention":
-            self.interventions[str(payload.get("kind"))] += 1
-        elif type_ == "cost" and payload.get("scope") == "run":
-            self.llm_cost_usd += float(payload.get("run_cost_usd", 0.0))
-            for kind in ("prompt", "completion"):
-                self.llm_tokens[kind] += int(payload.get(f"{kind}_tokens", 0))
+            return
+        if type_ not in _TYPED:
+            return  # only counted
+        p = validate_payload(type_, payload, v)
+        if isinstance(p, ReconciliationPayload):
+            if p.ok and p.equity is not None and (self.mark is None or seq >= self.mark[0]):  # the bulk pass (seq 0) is in order
+                self.mark = (seq, p.equity, p.cash)
+        elif isinstance(p, InterventionPayload):
+            self.interventions[str(p.kind)] += 1
+        elif isinstance(p, CostPayload) and p.scope == "run":
+            self.llm_cost_usd += p.run_cost_usd
+            self.llm_tokens["prompt"] += p.prompt_tokens
+            self.llm_tokens["completion"] += p.completion_tokens
 
     def update(self, ledger: Ledger) -> None:
         if self.floor < 0:  # first read: the bulk in one streamed pass, the last window with ids
             self.floor = max(0, ledger.last_seq() - REREAD)
-            for type_, payload in ledger.payloads(_READ, until_seq=self.floor):
-                self._apply(type_, payload, 0)
+            for type_, payload, v in ledger.versioned_payloads(_READ, until_seq=self.floor):
+                self._apply(type_, payload, v, 0)
             self.seq = self.floor
         for seq, event in ledger.events_with_seq(types=_READ, after_seq=max(self.floor, self.seq - REREAD)):
             if event.event_id in self.recent:
                 continue
-            self._apply(event.type.value, event.payload, seq)
+            self._apply(event.type.value, event.payload, event.v, seq)
             self.recent[event.event_id] = seq
             self.seq = max(self.seq, seq)
         self.recent = {k: v for k, v in self.recent.items() if v > self.seq - REREAD}

@@ -411,12 +411,30 @@ class Ledger:
         )
         if until_seq is not None:
             stmt = stmt.where(t.c.seq <= until_seq)
+        for type_, data, _v in self._payloads(stmt.order_by(t.c.seq), chunk):
+            yield type_, data
+
+    def versioned_payloads(
+        self, types: Iterable[EventType | str], *, until_seq: int | None = None, chunk: int = 50_000
+    ) -> Iterator[tuple[str, dict[str, Any], int]]:
+        """(type, payload, schema version) in `seq` order: `payloads` for readers that validate
+        (`trading.events.validate_payload(type, payload, v)`)."""
+        t = ledger_events
+        stmt = sa.select(t.c.type, self._payload_text()).where(*_filters(run_id=None, types=types, symbol=None))
+        if until_seq is not None:
+            stmt = stmt.where(t.c.seq <= until_seq)
+        return self._payloads(stmt.order_by(t.c.seq), chunk)
+
+    def _payload_text(self) -> sa.ColumnElement[Any]:
+        t, text_type = ledger_events, sa.Text()
+        return sa.cast(t.c.payload, text_type) if self.dialect == "postgresql" else sa.type_coerce(t.c.payload, text_type)
+
+    def _payloads(self, stmt: sa.Select[Any], chunk: int) -> Iterator[tuple[str, dict[str, Any], int]]:
         loads = _json_loads
-        for rows in self._fetch(stmt.order_by(t.c.seq), chunk, "ledger_payloads"):
+        for rows in self._fetch(stmt, chunk, "ledger_payloads"):
             for type_, text in rows:
                 payload = loads(text)
-                payload.pop(VERSION_KEY, None)
-                yield type_, payload
+                yield type_, payload, int(payload.pop(VERSION_KEY, LEGACY_VERSION))
 
     def _fetch(self, stmt: sa.Select[Any], chunk: int, name: str) -> Iterator[list[Any]]:
         """`stmt`'s rows in batches of `chunk` from the driver's own cursor (server-side on PostgreSQL):
