@@ -36,8 +36,9 @@ def _bars(symbols: list[str]) -> pl.DataFrame:
 def _run(
     bars: pl.DataFrame, strategy: Strategy[Any], params: Any, sim: SimConfig, limits: RiskLimits, *, backtest_limits: bool = False
 ) -> tuple[SessionReport, BacktestResult, DriftReport]:
+    pipeline = PipelineConfig(limits=limits, fractional=sim.fractional)
     with Ledger("sqlite:///:memory:") as ledger:
-        session = run_simulated_session(bars=bars, ledger=ledger, strategy=strategy, params=params, pipeline=PipelineConfig(limits=limits), sim=sim)
+        session = run_simulated_session(bars=bars, ledger=ledger, strategy=strategy, params=params, pipeline=pipeline, sim=sim)
     sizing = sizing_limits(limits, sorted(bars["symbol"].unique().to_list())) if backtest_limits else None
     expected = run_backtest(bars, strategy, params, backtest_config(sim, 100_000.0), limits=sizing)
     return session, expected, drift_report(fills_frame(session.broker.fills), expected.orders, orders=session.order_log)
@@ -76,7 +77,7 @@ def test_the_session_is_the_backtest_order_for_order_when_no_limit_binds(case: s
 
 
 # Limits that bind: the session must then be the backtest with the same limits.
-LIMITED: dict[str, tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, str]] = {
+LIMITED: dict[str, tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, str] | tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, str, SimConfig]] = {
     "position cap (default limits), 1 symbol all in": (SMA_CROSS, {"fast": 5, "slow": 20}, ["AAPL"], RiskLimits(), "max_position_pct"),
     "position cap (default limits), 3 sectors, brackets": (
         DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8}, ["AAPL", "JPM", "XOM"], RiskLimits(), "max_position_pct"
@@ -87,20 +88,30 @@ LIMITED: dict[str, tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, s
     "open positions, 3 symbols at 30 %": (
         SMA_CROSS, {"fast": 5, "slow": 20, "fraction": 0.3}, ["AAPL", "JPM", "XOM"], RiskLimits(max_position_pct=0.5, max_open_positions=1), "max_open_positions"
     ),
+    # A reversal is an exit on the live path (exits are reduce-only); the backtest with limits does the same.
+    "position cap, long-short": (
+        SMA_CROSS, {"fast": 5, "slow": 20, "allow_short": True}, ["AAPL", "MSFT"], RiskLimits(allow_short=True), "max_position_pct",
+        COSTS.model_copy(update={"allow_short": True}),
+    ),
+    "sector cap (default map), fractional shares": (
+        DONCHIAN_BREAKOUT, {"entry_window": 15, "exit_window": 8}, ["AAPL", "MSFT"], RiskLimits(max_position_pct=0.25), "max_sector_pct",
+        COSTS.model_copy(update={"fractional": True}),
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(LIMITED))
 def test_where_limits_bind_the_session_is_the_backtest_with_the_same_limits(case: str) -> None:
-    strategy, raw, symbols, limits, binding = LIMITED[case]
+    strategy, raw, symbols, limits, binding, *more = LIMITED[case]
+    sim = more[0] if more else COSTS
     bars, params = _bars(symbols), strategy.params(**raw)
-    session, expected, drift = _run(bars, strategy, params, COSTS, limits, backtest_limits=True)
+    session, expected, drift = _run(bars, strategy, params, sim, limits, backtest_limits=True)
     _assert_same_orders_fills_and_equity(session, expected, drift)
     # The limit binds: the session's log has entries it cut or held, and lifting that one limit in
     # the backtest changes its orders.
     assert session.order_log["limited"].sum() > 0
     lifted = limits.model_copy(update={binding: 1.0 if binding.endswith("pct") else 1_000})
-    unbound = run_backtest(bars, strategy, params, backtest_config(COSTS, 100_000.0), limits=sizing_limits(lifted, symbols))
+    unbound = run_backtest(bars, strategy, params, backtest_config(sim, 100_000.0), limits=sizing_limits(lifted, symbols))
     assert unbound.orders.select("ts", "symbol", "size").rows() != expected.orders.select("ts", "symbol", "size").rows()
 
 
