@@ -97,3 +97,16 @@ def test_unknown_symbol_and_bad_period_are_named(tmp_path: Path, day_bars: pl.Da
         store.replace_partition(tmp_path, "bars", "1m", "AAPL", "Nov-27", day_bars)
     with pytest.raises(LakeError, match="naive"):
         store.read_bars(tmp_path, ["AAPL"], "1m", datetime(2024, 11, 27), None)
+
+
+def test_replace_partition_frames_writes_what_replace_partition_writes(tmp_path: Path, day_bars: pl.DataFrame) -> None:
+    """Several partitions at once (threads): the same bytes as one call per partition; an empty frame
+    removes its partition."""
+    aapl, msft = _one_symbol(day_bars), _one_symbol(day_bars, "MSFT")
+    [one] = store.replace_partition(tmp_path / "one", "bars", "1m", "AAPL", "2024-11-27", aapl)
+    store.replace_partition(tmp_path / "many", "bars", "1m", "MSFT", "2024-11-26", msft)
+    paths = store.replace_partition_frames(
+        tmp_path / "many", "bars", "1m", {("AAPL", "2024-11-27"): aapl, ("MSFT", "2024-11-26"): msft.clear()}
+    )
+    assert paths[("MSFT", "2024-11-26")] == [] and paths[("AAPL", "2024-11-27")][0].read_bytes() == one.read_bytes()
+    assert [p.relative_to(tmp_path / "many") for p in (tmp_path / "many").rglob("*.parquet")] == [one.relative_to(tmp_path / "one")]
