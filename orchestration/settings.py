@@ -13,8 +13,10 @@ never shows them; a model agent's key is the variable its config names in `api_k
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +43,7 @@ class Settings(BaseModel):
     files_column_map: str | None = Field(None, alias="QUANTLAKE_FILES_COLUMN_MAP")
     mode: Literal["validation", "simulation", "paper", "live"] = Field("validation", alias="QUANTLAKE_MODE")
     ledger_url: str = Field("", alias="QUANTLAKE_LEDGER_URL")
+    ledger_path: str = Field("", alias="QUANTLAKE_LEDGER_PATH")  # a SQLite ledger's file, when no URL is given
     pipeline_file: str = Field("", alias="QUANTLAKE_PIPELINE")
     llm_cache: str = Field("", alias="QUANTLAKE_LLM_CACHE")
     sim_state: str = Field("", alias="QUANTLAKE_SIM_STATE")
@@ -64,8 +67,45 @@ class Settings(BaseModel):
     news_files_tz: str = Field("America/New_York", alias="QUANTLAKE_NEWS_FILES_TZ")
     # A close this many times the previous one (or 1/this) blocks its partition unless a split explains it.
     max_jump: float = Field(10.0, alias="QUANTLAKE_MAX_JUMP", gt=1)
+    alpaca_trading_stream_url: str | None = Field(None, alias="ALPACA_TRADING_STREAM_URL")
+    # Read by the schedules, sensors, partitions, executors and alerts; validated here with the rest.
+    universe: str = Field("", alias="QUANTLAKE_UNIVERSE")
+    partition_start: str = Field("", alias="QUANTLAKE_PARTITION_START")
+    strategy: str = Field("sma_cross", alias="QUANTLAKE_STRATEGY")
+    strategy_params: str = Field("{}", alias="QUANTLAKE_STRATEGY_PARAMS")
+    decision_timeframe: str | None = Field(None, alias="QUANTLAKE_DECISION_TIMEFRAME")
+    decision_times: str = Field("", alias="QUANTLAKE_DECISION_TIMES")
+    move_pct: float = Field(2.0, gt=0, alias="QUANTLAKE_MOVE_PCT")
+    move_timeframe: str = Field("1m", alias="QUANTLAKE_MOVE_TIMEFRAME")
+    executor: Literal["multiprocess", "in_process", "celery", "k8s"] = Field("multiprocess", alias="QUANTLAKE_EXECUTOR")
+    celery_broker: str | None = Field(None, alias="QUANTLAKE_CELERY_BROKER")
+    celery_backend: str | None = Field(None, alias="QUANTLAKE_CELERY_BACKEND")
+    alert_webhook: SecretStr | None = Field(None, alias="QUANTLAKE_ALERT_WEBHOOK")
+    alert_lookback_h: float = Field(24.0, ge=0, alias="QUANTLAKE_ALERT_LOOKBACK_H")
 
-    @field_validator("data_source", "mode", "log_format", "alpaca_data_feed", "news_source_choice", mode="before")
+    @field_validator("strategy_params", mode="after")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("expected a JSON object of parameters, e.g. {\"fast\": 10}")
+        return value
+
+    @field_validator("decision_times", mode="after")
+    @classmethod
+    def _times(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    time.fromisoformat(part)
+                except ValueError:
+                    raise ValueError(f"{part!r} is not HH:MM (expected HH:MM,HH:MM, New York)") from None
+        return value
+
+    @field_validator("data_source", "mode", "log_format", "alpaca_data_feed", "news_source_choice", "executor", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

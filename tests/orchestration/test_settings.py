@@ -28,6 +28,10 @@ CANARY = "sk-canary-h3-5f0c2a"
         ("QUANTLAKE_DAILY_BUDGET_USD", "-1", "QUANTLAKE_DAILY_BUDGET_USD='-1': Input should be greater than or equal to 0"),
         ("QUANTLAKE_FALLBACK", "maybe", "QUANTLAKE_FALLBACK='maybe'"),
         ("ALPACA_DATA_FEED", "bloomberg", "ALPACA_DATA_FEED='bloomberg'"),
+        ("QUANTLAKE_STRATEGY_PARAMS", "[5, 20]", "QUANTLAKE_STRATEGY_PARAMS='[5, 20]': Value error, expected a JSON object"),
+        ("QUANTLAKE_DECISION_TIMES", "11:00,2pm", "QUANTLAKE_DECISION_TIMES='11:00,2pm': Value error, '2pm' is not HH:MM"),
+        ("QUANTLAKE_MOVE_PCT", "0", "QUANTLAKE_MOVE_PCT='0': Input should be greater than 0"),
+        ("QUANTLAKE_EXECUTOR", "spark", "QUANTLAKE_EXECUTOR='spark'"),
     ],
 )
 def test_a_bad_value_fails_the_load_naming_the_variable(name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,3 +148,18 @@ def test_a_key_written_in_the_pipeline_file_is_refused(monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="pipeline.yaml: a model key is never written in a pipeline file: name its environment variable in api_key_env") as caught:
         trading_resource().pipeline()
     assert CANARY not in str(caught.value)
+
+
+def test_every_variable_of_the_readme_configuration_table_is_a_setting() -> None:
+    """Every variable the README's table documents is read and validated by the settings object."""
+    import re
+
+    from orchestration.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("###", 1)[0]
+    documented = {name for row in table.splitlines() if row.startswith("| `") for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    # Read elsewhere on purpose: Dagster's own home; the retention policy's days (orchestration/retention.py validates them).
+    elsewhere = {name for name in documented if name == "DAGSTER_HOME" or name.startswith("QUANTLAKE_RETENTION_")}
+    assert documented - elsewhere <= aliases, sorted(documented - elsewhere - aliases)
