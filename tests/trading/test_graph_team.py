@@ -6,16 +6,25 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
+from assets import trading
+from assets.clock import NOW_TAG
+from assets.resources import LakeResource, TradingResource
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
 from tests.fakes.openai_server import OpenAIServer, auto_reply
-from tests.trading.conftest import Market, schema_name
+from tests.trading.conftest import Market, busiest_entry_bar, schema_name
 from trading.agents.team import TEAM_PIPELINE
-from trading.events import MemorySink
+from trading.events import EventType, MemorySink
+from trading.ledger import Ledger
 from trading.models import Verdict
-from trading.pipeline import DecisionPipeline, PipelineConfig
+from trading.pipeline import DecisionPipeline, PipelineConfig, load_pipeline_config
 
 ROOMY = {"max_open_positions": 20, "max_sector_pct": 1.0, "max_position_pct": 0.05}
 
@@ -63,3 +72,33 @@ def test_a_debate_of_n_rounds_makes_exactly_2n_model_calls_per_symbol(rounds: in
         per_symbol = [(side, n) for r in range(1, rounds + 1) for side, n in (("bull", str(r)), ("bear", str(r)))]
         assert turns == per_symbol * len(signalled)
         assert {d.symbol for d in result.decisions if d.verdict in (Verdict.EXECUTE, Verdict.HOLD)} >= set(signalled)
+
+
+TEAM_FILE = Path(__file__).resolve().parents[2] / "trading" / "graph" / "pipelines" / "team.yaml"
+
+
+def test_the_built_in_team_file_is_the_team_pipeline() -> None:
+    assert load_pipeline_config(TEAM_FILE) == PipelineConfig.model_validate(TEAM_PIPELINE)
+
+
+def test_the_team_pipeline_runs_end_to_end_offline_in_a_dagster_job(tmp_path: Path) -> None:
+    """decision_cycle with the team file: rule nodes, no model, decisions in the ledger with the team's rationales."""
+    symbols = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT"]
+    bars = SyntheticSource(seed=7).fetch(symbols, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(tmp_path / "lake", "bars", "1d", bars, period="year")
+    as_of = busiest_entry_bar(bars)
+    now = as_of + timedelta(days=4)  # the daily bar is long complete; no later bar is used (as_of is fixed)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    resource = TradingResource(ledger_url=url, pipeline_file=str(TEAM_FILE))
+    result = dg.materialize(
+        [trading.decision_cycle],
+        resources={"lake": LakeResource(root=str(tmp_path / "lake")), "trading": resource},
+        run_config={"ops": {"decision_cycle": {"config": {"symbols": symbols, "as_of": as_of.isoformat(), "params": {"fast": 5, "slow": 20}}}}},
+        tags={NOW_TAG: now.isoformat()},
+    )
+    assert result.success
+    with Ledger(url) as ledger:
+        decided = [e.payload for e in ledger.events(types=[EventType.DECISION.value])]
+    executed = [d for d in decided if d.get("verdict") == "EXECUTE"]
+    assert executed, [(d.get("symbol"), d.get("rationale")) for d in decided]
+    assert all("trader:" in d["rationale"] and "manager:" in d["rationale"] for d in executed)
