@@ -7,6 +7,7 @@ everything at once and a test can assert on it.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -16,16 +17,20 @@ import polars as pl
 from dagster._core.scheduler.instigation import TickStatus
 
 from lake.calendar import session_bounds, trading_days
+from lake.retention import cutoff_date, expired_quarantine, expired_reports
 from lake.store import read_bars
-from tests.soak.harness import SoakResult
+from orchestration.retention import KEEP, RetentionPolicy, expired_runs, retention_policy
+from tests.soak.harness import SoakResult, environment
 from trading.brokers.simulated import SimulatedBroker
 from trading.events import EventType
 from trading.ledger import Ledger
+from trading.ledger.archive import ArchiveError, restore_events, verify_archive
 from trading.ledger.portfolio import replay_portfolio
 
 NY = ZoneInfo("America/New_York")
 DECISION_TIMES = (time(11, 0), time(14, 30))
 OPEN_OFFSET = CLOSE_OFFSET = FLATTEN_LEAD = timedelta(minutes=5)  # the defaults
+RETENTION, RETENTION_AT = "retention_schedule", time(3, 0)
 
 
 def sessions(result: SoakResult) -> list[date]:
@@ -46,6 +51,11 @@ def expected_scheduled_runs(result: SoakResult) -> Counter[tuple[str, datetime]]
             if open_ <= at < close:
                 out[("decision_schedule", at)] += 1
         out[("decision_schedule", close - FLATTEN_LEAD)] += 1  # the window's end: the cycle that flattens
+    day = result.settings.start
+    while day <= result.settings.end:  # retention: weekly, Sundays at 03:00 New York, sessions or not
+        if day.weekday() == 6:
+            out[(RETENTION, datetime.combine(day, RETENTION_AT, tzinfo=NY).astimezone(UTC))] += 1
+        day += timedelta(days=1)
     return out
 
 
@@ -73,10 +83,16 @@ def scheduled_runs(result: SoakResult) -> Counter[tuple[str, datetime]]:
 def check_scheduled_runs(result: SoakResult, halted_skips: set[datetime] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Every scheduled run exactly once, at the calendar's times; nothing on a holiday or a weekend."""
     want, got = expected_scheduled_runs(result), scheduled_runs(result)
-    problems = [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {got[(name, at)]} runs, expected {n}" for (name, at), n in sorted(want.items()) if got[(name, at)] != n and at not in halted_skips]
+    # Runs the retention job deleted (older than its runs_days) may be gone, never doubled.
+    gone_before = retention_cutoffs(result).get("runs")
+
+    def wrong(at: datetime, n: int, have: int) -> bool:
+        return have > n or (have < n and (gone_before is None or at >= gone_before))
+
+    problems = [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {got[(name, at)]} runs, expected {n}" for (name, at), n in sorted(want.items()) if wrong(at, n, got[(name, at)]) and at not in halted_skips]
     problems += [f"{name} at {at:%Y-%m-%d %H:%M} UTC: {n} unexpected runs" for (name, at), n in sorted(got.items()) if (name, at) not in want]
     days = set(sessions(result))
-    problems += [f"{name} ran on {at.astimezone(NY):%Y-%m-%d}, not a session" for name, at in got if at.astimezone(NY).date() not in days]
+    problems += [f"{name} ran on {at.astimezone(NY):%Y-%m-%d}, not a session" for name, at in got if name != RETENTION and at.astimezone(NY).date() not in days]
     keys = Counter(run.tags.get("dagster/run_key") for run in result.runs if run.tags.get("dagster/run_key") and not is_retry(run))
     problems += [f"run key {k!r} launched {n} times" for k, n in keys.items() if n > 1]
     return problems
@@ -140,8 +156,11 @@ def check_partitions(result: SoakResult, instance: dg.DagsterInstance) -> list[s
 
 
 def check_reports(result: SoakResult) -> list[str]:
+    """Every session's end-of-day report, but those the retention deleted (older than its days)."""
     folder = result.lake / "reports" / "eod"
-    return [f"no end-of-day report for {d}" for d in sessions(result) if not (folder / f"{d.isoformat()}.md").exists()]
+    now, days = last_retention_now(result), retention_policy_of(result).reports_days
+    kept_from = cutoff_date(now, days) if now is not None and days != KEEP else date.min
+    return [f"no end-of-day report for {d}" for d in sessions(result) if d >= kept_from and not (folder / f"{d.isoformat()}.md").exists()]
 
 
 def check_orders_and_ledger(result: SoakResult) -> list[str]:
@@ -277,6 +296,56 @@ def check_flattens_fill(result: SoakResult) -> list[str]:
     ]
 
 
+def retention_policy_of(result: SoakResult) -> RetentionPolicy:
+    """The policy the soak's retention runs read (the process environment under the soak's settings)."""
+    return retention_policy({**os.environ, **environment(result.settings)})
+
+
+def last_retention_now(result: SoakResult) -> datetime | None:
+    """The `now` of the soak's last successful retention run (its scheduled time), if one ran."""
+    done = [scheduled_at(r) for r in result.runs if r.job_name == "retention_job" and r.status == dg.DagsterRunStatus.SUCCESS]
+    return max(done) if done else None
+
+
+def retention_cutoffs(result: SoakResult) -> dict[str, datetime]:
+    """Per kind, the instant before which the last retention run removed (or archived) everything."""
+    now = last_retention_now(result)
+    if now is None:
+        return {}
+    policy = retention_policy_of(result)
+    days = {"runs": policy.runs_days, "ledger": policy.ledger_archive_days}
+    return {kind: now - timedelta(days=n) for kind, n in days.items() if n != KEEP}
+
+
+def check_retention(result: SoakResult, instance: dg.DagsterInstance) -> list[str]:
+    """The storage left is within the configured retention, as of the last retention run: no
+    quarantine, report or deletable run older than its days, and the ledger's old events archived
+    (verified, a prefix of the ledger) — while every event stays in the ledger."""
+    now = last_retention_now(result)
+    if now is None:
+        return []
+    policy, cutoffs, problems = retention_policy_of(result), retention_cutoffs(result), []
+    if policy.quarantine_days != KEEP:
+        problems += [f"quarantine {p.relative_to(result.lake)} older than {policy.quarantine_days} days" for p in expired_quarantine(result.lake, now, policy.quarantine_days)]
+    if policy.reports_days != KEEP:
+        problems += [f"report {p.name} older than {policy.reports_days} days" for p in expired_reports(result.lake, now, policy.reports_days)]
+    if "runs" in cutoffs:
+        gone, _kept = expired_runs(instance, now, policy.runs_days)
+        problems += [f"run {r.dagster_run.run_id[:8]} {r.dagster_run.job_name} of {r.create_timestamp:%Y-%m-%d} kept past {policy.runs_days} days" for r in gone]
+    if "ledger" in cutoffs:
+        folder = result.lake / "archive" / "ledger"
+        try:
+            archived = verify_archive(folder)
+        except ArchiveError as exc:
+            return [*problems, f"ledger archive: {exc}"]
+        with Ledger(result.ledger_url) as ledger:
+            events = list(ledger.events())
+        due = next((i for i, e in enumerate(events) if e.recorded_at >= cutoffs["ledger"]), len(events))
+        if archived < due or list(restore_events(folder)) != events[:archived]:
+            problems.append(f"ledger archive holds {archived} events, the ledger's first {due} are older than {policy.ledger_archive_days} days (it must be their exact copy)")
+    return problems
+
+
 def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
     """Everything above on a finished soak: (its summary, what is wrong)."""
     with dg.DagsterInstance.from_config(str(result.home)) as instance:
@@ -291,5 +360,6 @@ def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
             *check_partitions(result, instance),
             *check_reports(result),
             *check_orders_and_ledger(result),
+            *check_retention(result, instance),
         ]
         return summary(result, instance), problems
