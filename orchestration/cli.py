@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         report = run_demo(defs, instance, symbols=symbols, days=days, years=years, progress=not args.no_progress)
     lake_root = defs.resources["lake"].path  # type: ignore[union-attr,index]
-    ledger = redact_url(os.environ.get("QUANTLAKE_LEDGER_URL") or default_url())
+    ledger = redact_url(defs.resources["trading"].ledger_url or default_url())  # type: ignore[union-attr,index]  # the demo's own ledger (URL or path)
     report.seconds = time.perf_counter() - began  # the whole command, imports included
     print()
     print(format_summary(report, lake=lake_root, home=home, ledger=ledger))

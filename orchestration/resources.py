@@ -31,6 +31,7 @@ from assets.partitions import exchange
 from assets.resources import MarketDataResource, TradingResource
 from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
 from orchestration.settings import Settings, settings
+from trading.ledger.store import default_url
 
 
 def market_data_resource(env: Settings | None = None) -> MarketDataResource:
@@ -74,7 +75,7 @@ def trading_resource(env: Settings | None = None) -> TradingResource:
     env = env or settings()
     kwargs: dict[str, Any] = {
         "mode": env.mode,
-        "ledger_url": env.ledger_url,
+        "ledger_url": env.ledger_url or (default_url(env.ledger_path) if env.ledger_path else ""),
         "pipeline_file": env.pipeline_file,
         "llm_model": env.openai_model,
         "llm_base_url": env.openai_base_url,

@@ -42,8 +42,7 @@ def test_package_imports_nothing_above_it(package: str) -> None:
 
 # Settings are read in orchestration/ only (orchestration/settings.py); the layers below receive values.
 NO_ENVIRONMENT = ("lake", "trading", "strategies", "backtests")
-# Moved to orchestration by another change in flight (QUANTLAKE_LEDGER_PATH); remove once it lands.
-PENDING_ENV_READS = {"trading/ledger/store.py"}
+PENDING_ENV_READS: set[str] = set()  # none left (QUANTLAKE_LEDGER_PATH is read by orchestration/settings.py)
 
 
 def _environment_reads(path: Path) -> list[str]:

@@ -281,15 +281,28 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("pragma synchronous").scalar() == 1  # NORMAL
 
 
-def test_default_path_and_its_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("QUANTLAKE_LEDGER_PATH", raising=False)
-    assert default_url() == f"sqlite:///{REPO_ROOT / 'data' / 'ledger.sqlite'}"
+def test_default_path_and_a_path_passed_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger reads no environment: the path comes from orchestration (QUANTLAKE_LEDGER_PATH there)."""
     path = tmp_path / "deep" / "er" / "ledger.sqlite"
-    monkeypatch.setenv("QUANTLAKE_LEDGER_PATH", str(path))
-    with Ledger() as ledger:
+    monkeypatch.setenv("QUANTLAKE_LEDGER_PATH", str(tmp_path / "not-read-here.sqlite"))
+    assert default_url() == f"sqlite:///{REPO_ROOT / 'data' / 'ledger.sqlite'}"
+    with Ledger(default_url(path)) as ledger:
         ledger.emit(deposit_event(3.0))
         assert ledger.url == f"sqlite:///{path}"
-    assert path.exists()
+    assert path.exists() and not (tmp_path / "not-read-here.sqlite").exists()
+
+
+def test_the_ledger_path_setting_reaches_the_trading_resource(tmp_path: Path) -> None:
+    from orchestration.resources import trading_resource
+    from orchestration.settings import Settings
+
+    path = tmp_path / "ledger.sqlite"
+    trading = trading_resource(Settings.model_validate({"QUANTLAKE_LEDGER_PATH": str(path)}))
+    assert trading.ledger_url == f"sqlite:///{path}"
+    with trading.ledger() as ledger:
+        assert ledger.url == f"sqlite:///{path}"
+    url = "sqlite:///" + str(tmp_path / "by-url.sqlite")  # the URL wins over the path
+    assert trading_resource(Settings.model_validate({"QUANTLAKE_LEDGER_PATH": str(path), "QUANTLAKE_LEDGER_URL": url})).ledger_url == url
 
 
 def test_in_memory_sqlite_keeps_its_events() -> None:

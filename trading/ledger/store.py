@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -110,10 +109,11 @@ def _json_loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def default_url() -> str:
-    """`sqlite:///` + `$QUANTLAKE_LEDGER_PATH`, or `data/ledger.sqlite` under the repository root."""
-    path = Path(os.environ.get("QUANTLAKE_LEDGER_PATH") or REPO_ROOT / "data" / "ledger.sqlite")
-    return f"sqlite:///{path.expanduser().resolve()}"
+def default_url(path: str | Path | None = None) -> str:
+    """`sqlite:///` + `path`, or `data/ledger.sqlite` under the repository root. The deployment's
+    choice (QUANTLAKE_LEDGER_PATH, QUANTLAKE_LEDGER_URL) is read in orchestration/ and passed down."""
+    where = Path(path) if path else REPO_ROOT / "data" / "ledger.sqlite"
+    return f"sqlite:///{where.expanduser().resolve()}"
 
 
 def redact_url(url: str | URL) -> str:
