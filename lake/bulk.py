@@ -5,7 +5,8 @@ first backfill of years x hundreds of symbols is thousands of runs. This writes 
 (clean bars and quarantine, each partition replaced atomically, re-runs idempotent) chunk by chunk,
 fetching the next chunk and writing the previous one while the current one is validated, so both
 cores stay busy. A chunk whose blocking checks fail still writes: its bad rows go to quarantine,
-exactly as the Dagster ingest does, and the summary counts them.
+exactly as the Dagster ingest does, and the summary counts them. As there, the first bar's return
+is measured from the last bar stored before the range (a first day 100x off is caught).
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from lake.corporate_actions import load_corporate_actions
-from lake.errors import LakeError
+from lake.errors import LakeError, UnknownSymbolError
 from lake.sources.base import BarSource
-from lake.store import QUARANTINE, partition_path, replace_partitions
-from lake.validation import validate_bars
+from lake.store import QUARANTINE, partition_path, read_bars, replace_partitions
+from lake.validation import MAX_JUMP, validate_bars
+
+# How far back the stored bar before the range may lie: past a long holiday weekend (intraday), a year (1d).
+_LOOKBACK = {"1d": timedelta(days=400)}
+_DEFAULT_LOOKBACK = timedelta(days=10)
 
 
 @dataclass
@@ -57,12 +62,15 @@ def bulk_ingest(
     engine: str = "polars",
     exchange: str = "XNYS",
     on_chunk: Callable[[BulkSummary], None] | None = None,
+    max_jump: float = MAX_JUMP,
 ) -> BulkSummary:
     """Ingests `symbols` over [start, end) into the lake at `root`, `chunk_symbols` at a time.
 
     `period` is the partition layout: "date" (one file per symbol and exchange day, what the Dagster
     assets use) or "year". Every (symbol, period) the source returned rows for is replaced whole, so
     ranges should cover whole periods. `on_chunk` gets each chunk's summary (for a progress bar).
+    `max_jump` is the close ratio that blocks (QUANTLAKE_MAX_JUMP); a source with `extended_hours`
+    (Alpaca) has its pre/after-hours bars quarantined as such.
     """
     if chunk_symbols < 1:
         raise LakeError(f"bulk ingest: chunk_symbols must be >= 1, got {chunk_symbols}")
@@ -99,7 +107,9 @@ def bulk_ingest(
             next_fetch = fetcher.submit(fetch, chunks[i + 1]) if i + 1 < len(chunks) else None
             # [start, end) is what was asked for: every session in it is expected, nothing after it.
             report = validate_bars(
-                raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_from=start, expected_until=end, corporate_actions=actions
+                raw, timeframe=timeframe, exchange=exchange, engine=engine, expected_from=start, expected_until=end, corporate_actions=actions,
+                previous=_previous_bars(root, timeframe, chunks[i], start), max_jump=max_jump,
+                extended_hours=bool(getattr(source, "extended_hours", False)),
             )
             _check_placeable(report.quarantine, chunks[i])
             if pending is not None:
@@ -118,6 +128,20 @@ def _finish(pending: tuple[Future[tuple[int, set[tuple[str, str]]]], BulkSummary
     total.add(part)
     if on_chunk is not None:
         on_chunk(part)
+
+
+def _previous_bars(root: Path, timeframe: str, symbols: Sequence[str], before: datetime) -> pl.DataFrame | None:
+    """The last stored clean bar of each of `symbols` before `before` (context for the jump rules), or
+    None if none has one: the same context the Dagster ingest gives a partition."""
+    found = []
+    for symbol in symbols:
+        try:
+            stored = read_bars(root, [symbol], timeframe, before - _LOOKBACK.get(timeframe, _DEFAULT_LOOKBACK), before)
+        except UnknownSymbolError:
+            continue
+        if stored.height:
+            found.append(stored.tail(1))
+    return pl.concat(found) if found else None
 
 
 def _key_of(path: Path) -> tuple[str, str]:

@@ -11,6 +11,12 @@ assets; warning rules report only (a real 10% jump or a feed gap is news, not ga
 close MAX_JUMP times (or 1/MAX_JUMP of) the one before: no market moves like that in one bar, a
 split or a bad tick does, so it blocks unless a declared corporate action explains it
 (`lake/corporate_actions.py`: a split's ratio adjusts the return before any jump rule sees it).
+MAX_JUMP is the default; `validate_bars(max_jump=...)` takes the configured one (QUANTLAKE_MAX_JUMP).
+
+Extended hours: a source that sends pre-market and after-hours bars by design (Alpaca) validates
+with `extended_hours=True`; its bars on a session day between 04:00 and 20:00 New York but outside
+the regular session are quarantined by `extended_hours`, a warning (expected, not bad data), instead
+of failing the blocking `in_session`. Every other out-of-session bar still fails `in_session`.
 
 Missing values: `not_null` is the one rule that fails a row for a null; every other rule, in polars
 as in great-expectations, ignores a value that is not there (GX skips nulls in its column checks), so
@@ -37,6 +43,7 @@ EXAMPLES = 5
 JUMP_Z = 12.0  # robust z-score of a close-to-close log return that counts as an outlier
 JUMP_FLOOR = {"1m": 0.02, "5m": 0.03, "15m": 0.04, "1h": 0.06, "1d": 0.15}
 MAX_JUMP = 10.0  # a close this many times the previous one (either way) blocks: a split or a bad tick
+EXTENDED_HOURS = (4 * 60, 20 * 60)  # New York minutes of the day a vendor's extended-hours bars may lie in
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Rule:
     description: str
     failing: Callable[[], pl.Expr] | None  # row mask (True = fails); None for table-level rules
     reason: Callable[[], pl.Expr] | None = None
+    quarantines: bool = False  # a warning whose rows are still set aside (blocking rules always are)
 
 
 def _local(column: str, fmt: str) -> pl.Expr:
@@ -123,7 +131,7 @@ RULES: tuple[Rule, ...] = (
         "in_session",
         True,
         "Intraday bars lie inside the exchange session (half days close early); daily bars fall on a session.",
-        lambda: ~pl.col("_in_session"),
+        lambda: ~pl.col("_in_session") & ~pl.col("_extended"),
         lambda: (
             pl.when(pl.col("_open").is_null())  # a daily bar whose date is no session
             .then(pl.format("{} falls on no {} session (a weekend or holiday)", pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date(), pl.col("symbol")))
@@ -139,11 +147,23 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "extended_hours",
+        False,
+        "A source's pre-market / after-hours bars (04:00-20:00 New York on a session day, outside the session) are set aside in the quarantine.",
+        lambda: pl.col("_extended"),
+        lambda: pl.format(
+            "{} is outside the {} regular session: an extended-hours (pre-market or after-hours) bar",
+            _local("ts", "%Y-%m-%d %H:%M %Z"),
+            pl.col("symbol"),
+        ),
+        quarantines=True,
+    ),
+    Rule(
         "price_jump",
         True,
-        f"No close is {MAX_JUMP:g}x (or 1/{MAX_JUMP:g}) the previous one unless a declared corporate action (split) explains it.",
+        f"No close is {MAX_JUMP:g}x (or 1/{MAX_JUMP:g}; QUANTLAKE_MAX_JUMP) the previous one unless a declared corporate action (split) explains it.",
         # NaN (after a non-finite close, which not_null already holds) sorts above every number in polars.
-        lambda: (pl.col("_log_ret").abs() > np.log(MAX_JUMP)) & pl.col("_log_ret").is_not_nan(),
+        lambda: (pl.col("_log_ret").abs() > pl.col("_max_log_jump")) & pl.col("_log_ret").is_not_nan(),
         lambda: pl.format(
             "close {} is {}x the previous close {}; a split? declare it in <lake>/reference/corporate_actions.csv",
             pl.col("close"),
@@ -315,6 +335,19 @@ def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str, actions: 
     )
 
 
+def _extended_flags(frame: pl.DataFrame, timeframe: str, exchange: str) -> pl.Expr:
+    """`_extended`: an intraday bar outside the session, on a session day, within EXTENDED_HOURS."""
+    outside = ~pl.col("_in_session") & pl.col("ts").is_not_null()
+    if timeframe == "1d" or not frame.select(outside.any()).item():
+        return pl.lit(False).alias("_extended")
+    local = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ)
+    first, last = (t.astimezone(ZoneInfo(EXCHANGE_TZ)).date() for t in (frame["ts"].min(), frame["ts"].max()))  # type: ignore[union-attr]
+    days = _sessions_between(first, last, exchange)["date"]
+    minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
+    lo, hi = EXTENDED_HOURS
+    return (outside & local.dt.date().is_in(days.implode()) & (minute >= lo) & (minute < hi)).fill_null(False).alias("_extended")
+
+
 def _requested_sessions(frm: datetime, until: datetime, exchange: str) -> pl.DataFrame:
     """Sessions opening in [frm, until): the ones a request over that range should have bars for."""
     local = ZoneInfo(EXCHANGE_TZ)
@@ -428,8 +461,10 @@ class _GreatExpectations:
         add("ts_unique", ex.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "ts"]))
         add("ts_monotonic", ex.ExpectColumnValuesToBeInSet(column="_increasing", value_set=[True]))
         add("in_session", ex.ExpectColumnValuesToBeInSet(column="_in_session", value_set=[True]))
+        add("extended_hours", ex.ExpectColumnValuesToBeInSet(column="_extended", value_set=[False]))
         add("outlier_jumps", ex.ExpectColumnValuesToBeBetween(column="_jump_z", max_value=JUMP_Z))
-        add("price_jump", ex.ExpectColumnValuesToBeBetween(column="_abs_log_ret", max_value=float(np.log(MAX_JUMP))))
+        # The threshold is per call (max_jump), so the suite checks the return relative to it.
+        add("price_jump", ex.ExpectColumnValuesToBeBetween(column="_jump_ratio", max_value=1.0))
         return context.validation_definitions.add(
             gx.ValidationDefinition(name="bars", data=batch, suite=suite)
         )
@@ -441,9 +476,10 @@ def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
         *REQUIRED_COLUMNS,
         pl.all_horizontal([pl.col(c).is_finite() for c in FINITE_COLUMNS]).fill_null(False).alias("_finite"),
         "_increasing",
-        "_in_session",
+        (pl.col("_in_session") | pl.col("_extended")).alias("_in_session"),  # extended bars are extended_hours' rows
+        "_extended",
         "_jump_z",
-        pl.col("_log_ret").abs().alias("_abs_log_ret"),
+        (pl.col("_log_ret").abs() / pl.col("_max_log_jump")).alias("_jump_ratio"),
     ).to_pandas()
     result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BASIC")
     passed: dict[str, bool] = {}
@@ -463,6 +499,8 @@ def validate_bars(
     corporate_actions: pl.DataFrame | None = None,
     previous: pl.DataFrame | None = None,
     engine: str = "great_expectations",
+    max_jump: float = MAX_JUMP,
+    extended_hours: bool = False,
 ) -> ValidationReport:
     """Checks `bars` against every rule; returns outcomes, the clean rows and the quarantined rows.
 
@@ -473,14 +511,21 @@ def validate_bars(
     symbol before these) is context only: the first bar's return is measured from it, so a partition
     whose every price is 100x the day before (cents for dollars) is caught; it is not checked again,
     written or counted. `engine="polars"` skips great-expectations (same masks, same outcomes; used
-    where GX's overhead dominates).
+    where GX's overhead dominates). `max_jump` is the close ratio that blocks (> 1; QUANTLAKE_MAX_JUMP);
+    `extended_hours` says the source sends extended-hours bars by design (see the module doc).
     """
     check_timeframe(timeframe)
+    if not (isinstance(max_jump, int | float) and np.isfinite(max_jump) and max_jump > 1):
+        raise ValueError(f"validate {timeframe}: max_jump must be a number > 1 (a close ratio), got {max_jump!r}")
     bars = conform_bars(bars, where=f"validate {timeframe}")
     context = conform_bars(previous, where=f"validate {timeframe} (previous bars)") if previous is not None else bars.clear()
     frame = _helper_columns(pl.concat([context, bars]) if context.height else bars, timeframe, exchange, corporate_actions)
     if context.height:  # arrival rows 0..n-1 were the context: their work (a return) is done
         frame = frame.filter(pl.col("_row") >= context.height)
+    frame = frame.with_columns(
+        pl.lit(float(np.log(max_jump))).alias("_max_log_jump"),
+        _extended_flags(frame, timeframe, exchange) if extended_hours else pl.lit(False).alias("_extended"),
+    )
     gx_passed = run_great_expectations(frame) if engine == "great_expectations" else None
     missing = _missing_bars(frame, timeframe, expected_until, expected_from, exchange)
 
@@ -516,7 +561,7 @@ def validate_bars(
             CheckOutcome(rule.name, passed, rule.blocking, failed_rows, rule.description, examples)
         )
 
-    blocking = [rule for rule in row_rules if rule.blocking]
+    blocking = [rule for rule in row_rules if rule.blocking or rule.quarantines]  # the rules whose rows are set aside
     reasons = pl.concat_str(
         [pl.when(mask[rule.name]).then(rule.reason()) for rule in blocking if rule.reason is not None],  # type: ignore[misc]
         separator="; ",

@@ -17,6 +17,7 @@ from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from lake.bulk import BulkSummary, bulk_ingest
 from lake.calendar import day_window, session_bounds, trading_days, year_window
+from orchestration.settings import settings
 
 
 def _ranges(days: list[date], years: list[str], exchange: str, now: datetime) -> list[tuple[str, str, datetime, datetime]]:
@@ -54,7 +55,7 @@ def bulk_backfill(
         with tqdm(desc=f"bulk {timeframe}", unit="bar", unit_scale=True, disable=not progress) as bar:
             summary = bulk_ingest(
                 market_data.build(timeframe), symbols, timeframe, start, end, lake.path,
-                period=period, exchange=market_data.exchange, on_chunk=lambda part: bar.update(part.rows),
+                period=period, exchange=market_data.exchange, on_chunk=lambda part: bar.update(part.rows), max_jump=settings().max_jump,
             )
         _report(instance, timeframe, summary)
         failed = dict(summary.failed_checks)

@@ -158,6 +158,7 @@ def bulk_minutes(defs: dg.Definitions, instance: dg.DagsterInstance, days: list[
     each partition reported to the instance as a materialization, as `quantlake ingest --bulk` does."""
     from lake.bulk import bulk_ingest
     from orchestration.bulk import _ranges, _report
+    from orchestration.settings import settings
 
     lake, market_data = defs.resources["lake"], defs.resources["market_data"]  # type: ignore[index]
     total: BulkSummary | None = None
@@ -166,6 +167,7 @@ def bulk_minutes(defs: dg.Definitions, instance: dg.DagsterInstance, days: list[
             summary = bulk_ingest(
                 market_data.build(timeframe), symbols, timeframe, start, end, lake.path,  # type: ignore[union-attr]
                 period=period, exchange=market_data.exchange, on_chunk=lambda part: bar.update(part.rows),  # type: ignore[union-attr]
+                max_jump=settings().max_jump,  # QUANTLAKE_MAX_JUMP
             )
         _report(instance, timeframe, summary)
         total = summary

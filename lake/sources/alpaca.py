@@ -1,8 +1,11 @@
 """Alpaca market data through the real `alpaca-py` client (`StockHistoricalDataClient`).
 
 What the lake needs from Alpaca differs from what Alpaca returns in three ways, handled here:
-- Alpaca returns extended-hours bars; the lake holds regular-session bars only (the `in_session`
-  rule would otherwise block them), so bars outside [session open, close) are dropped.
+- Alpaca returns extended-hours bars; the lake holds regular-session bars only. They are passed on
+  (every row read is written or quarantined with a reason, never dropped here), and the source says
+  so (`extended_hours = True`): validation with `extended_hours=True` quarantines them under the
+  warning `extended_hours` rather than failing the blocking `in_session`. Hourly bars are the one
+  exception: they are built from the session's minutes only (an extended-hours minute is in no hour).
 - Alpaca stamps daily bars at midnight New York time and filters a request by bar time, so a daily
   request is widened to midnight New York of its first day (asking from the session open would miss
   that day's bar); the lake stamps daily bars at the session open.
@@ -49,6 +52,7 @@ class AlpacaSource:
     """Historical stock bars from Alpaca (`feed` iex for free accounts, sip with a subscription)."""
 
     name = "alpaca"
+    extended_hours = True  # sends pre-market and after-hours bars: validate with extended_hours=True
 
     def __init__(
         self,
@@ -101,11 +105,12 @@ class AlpacaSource:
                 f"while {sorted(set(wanted) - set(missing))} have some; unknown symbol or not on feed {self.feed.value!r}"
             )
         bars = _to_frame(raw, native, wanted)
-        bars = restamp_daily(bars, self.exchange) if native == "1d" else self._regular_session(bars, start, end)
+        if native == "1d":
+            bars = restamp_daily(bars, self.exchange)
         if timeframe == "1h":
             from lake.resample import resample_bars  # the one definition of coarser bars
 
-            bars = resample_bars(bars, "1h")
+            bars = resample_bars(self._regular_session(bars, start, end), "1h")
         return bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).sort("symbol", "ts")
 
     def _request(self, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> dict[str, Any]:

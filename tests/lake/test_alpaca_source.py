@@ -14,6 +14,7 @@ from lake.errors import BarSchemaError, SourceError, UnknownSymbolError
 from lake.sources.alpaca import AlpacaSource
 from lake.sources.fallback import FallbackSource
 from lake.sources.synthetic import SyntheticSource
+from lake.validation import validate_bars
 from tests.fakes.alpaca_data_server import AlpacaDataState, alpaca_bars_from_frame, alpaca_data_server
 
 KEY, SECRET = "PKTESTKEY123", "s3cr3t-never-logged"
@@ -49,13 +50,33 @@ def test_minute_bars_arrive_whole_across_pages(minute_bars: pl.DataFrame) -> Non
     assert [r.get("page_token") for r in state.requests[1:]] == [str(500 * i) for i in range(1, len(state.requests))]
 
 
-def test_extended_hours_bars_are_dropped(minute_bars: pl.DataFrame) -> None:
+def test_extended_hours_bars_reach_validation_and_are_quarantined(minute_bars: pl.DataFrame) -> None:
+    """Pre-market and after-hours bars are passed on, not dropped: validation sets them aside with a
+    reason (a warning for a source that sends them by design; blocking for any other source)."""
     first_open = minute_bars["ts"].min()
     premarket = minute_bars.head(1).with_columns(pl.lit(first_open - timedelta(hours=1)).alias("ts"))
     after_close = minute_bars.head(1).with_columns(pl.lit(first_open + timedelta(hours=8)).alias("ts"))
     with alpaca_data_server(_state(pl.concat([premarket, minute_bars, after_close]))) as url:
-        got = _source(url).fetch(SYMBOLS, "1m", START, END)
-    assert_frame_equal(got, minute_bars.sort("symbol", "ts"))
+        source = _source(url)
+        got = source.fetch(SYMBOLS, "1m", START, END)
+    assert got.height == minute_bars.height + 2  # nothing dropped by the source
+    report = validate_bars(got, timeframe="1m", extended_hours=source.extended_hours, expected_from=START, expected_until=END)
+    assert report.passed  # expected extended-hours bars do not block the partition
+    assert_frame_equal(report.clean, minute_bars.sort("symbol", "ts"))
+    assert report.quarantine["ts"].to_list() == [first_open - timedelta(hours=1), first_open + timedelta(hours=8)]
+    assert report.quarantine["check"].to_list() == ["extended_hours"] * 2
+    assert report.quarantine["reason"].to_list() == [
+        "2024-03-04 08:30 EST is outside the AAPL regular session: an extended-hours (pre-market or after-hours) bar",
+        "2024-03-04 17:30 EST is outside the AAPL regular session: an extended-hours (pre-market or after-hours) bar",
+    ]
+    assert report.outcome("extended_hours").failed_rows == 2 and not report.outcome("extended_hours").blocking
+    # Without the source's word (a user's file), the same rows fail the blocking in_session check.
+    strict = validate_bars(got, timeframe="1m", engine="polars")
+    assert not strict.passed and strict.outcome("in_session").failed_rows == 2 and strict.quarantine.height == 2
+    # Hourly bars are built from the session's minutes only: the extended minutes are in no hour.
+    with alpaca_data_server(_state(pl.concat([premarket, minute_bars, after_close]))) as url:
+        hourly = _source(url).fetch(SYMBOLS, "1h", START, END)
+    assert_frame_equal(hourly, SYNTH.fetch(SYMBOLS, "1h", START, END).sort("symbol", "ts"))
 
 
 def test_hourly_bars_are_open_anchored_from_minutes(minute_bars: pl.DataFrame) -> None:

@@ -93,7 +93,32 @@ def test_daily_bars_on_a_holiday_are_outside_the_session() -> None:
 
 
 def test_every_rule_is_a_check() -> None:
-    assert {r.name for r in RULES} == {*CASES, "ts_monotonic", "missing_bars", "outlier_jumps"}
+    assert {r.name for r in RULES} == {*CASES, "ts_monotonic", "missing_bars", "outlier_jumps", "extended_hours"}
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+def test_the_jump_threshold_is_a_parameter(engine: str, day_bars: pl.DataFrame) -> None:
+    """One bar 20x its neighbours: blocked at the default 10x, clean at max_jump=50 (both engines)."""
+    spiked = _scaled_at_row(day_bars, 20.0)
+    assert validate_bars(spiked, timeframe="1m", engine=engine).outcome("price_jump").failed_rows == 2  # up, then down
+    lenient = validate_bars(spiked, timeframe="1m", engine=engine, max_jump=50.0)
+    assert lenient.outcome("price_jump").passed and lenient.quarantine.is_empty()
+    for bad in (1.0, 0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_jump must be a number > 1"):
+            validate_bars(day_bars, timeframe="1m", max_jump=bad)
+
+
+@pytest.mark.parametrize("engine", ["great_expectations", "polars"])
+def test_extended_hours_are_quarantined_as_such_only_when_the_source_sends_them(engine: str, day_bars: pl.DataFrame) -> None:
+    open_ = day_bars["ts"].min()
+    extended = [open_ - timedelta(hours=5), open_ + timedelta(hours=10)]  # 04:30 and 19:30 New York
+    overnight = [open_ - timedelta(hours=6), open_ + timedelta(hours=11)]  # 03:30 and 20:30: no session's hours
+    extra = pl.concat([day_bars.head(1).with_columns(pl.lit(t).alias("ts")) for t in extended + overnight])
+    report = validate_bars(pl.concat([day_bars, extra]), timeframe="1m", engine=engine, extended_hours=True)
+    assert sorted(report.quarantine.filter(pl.col("check") == "extended_hours")["ts"].to_list()) == extended
+    assert sorted(report.quarantine.filter(pl.col("check") == "in_session")["ts"].to_list()) == overnight
+    assert not report.passed  # the overnight rows still block
+    assert report.clean.height == day_bars.height
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,0 +1,50 @@
+"""Reading the bar quarantine by the rows' own timestamps.
+
+A quarantined row is stored in the partition its ingest run placed it in, which need not be its
+date's: a weekend or holiday bar sits in the session before it (partition windows tile time), a
+one-partition run keeps every row it read, however far off its timestamp. So the quarantine is
+not pruned by folder name like the bars: every file of the symbols is scanned and the range is a
+filter on `ts`, pushed into the Parquet scan (the quarantine is small, its row groups carry ts
+statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+import polars as pl
+
+from lake.errors import LakeError, UnknownSymbolError
+from lake.store import QUARANTINE, partition_files
+
+
+def _utc(bound: date | datetime) -> datetime:
+    if isinstance(bound, datetime):
+        if bound.tzinfo is None:
+            raise LakeError(f"quarantine: time bound {bound} is timezone-naive; pass an aware datetime or a date")
+        return bound.astimezone(UTC)
+    return datetime.combine(bound, time(), tzinfo=UTC)
+
+
+def read_quarantine(
+    root: Path, timeframe: str, symbols: Sequence[str], start: date | datetime | None = None, end: date | datetime | None = None
+) -> pl.DataFrame:
+    """Quarantined rows of `symbols` whose own `ts` lies in [start, end) (a date is 00:00 UTC), with
+    their `check` and `reason`, sorted by (symbol, ts). A symbol with nothing quarantined adds no
+    rows; rows without a timestamp only come back when no bound is given."""
+    files: list[Path] = []
+    for symbol in symbols:
+        try:
+            files += partition_files(root, QUARANTINE, timeframe, [symbol])  # no bounds: no folder pruning
+        except UnknownSymbolError:
+            continue
+    if not files:
+        return pl.DataFrame()
+    scan = pl.scan_parquet(files, hive_partitioning=False)
+    if start is not None:
+        scan = scan.filter(pl.col("ts") >= _utc(start))
+    if end is not None:
+        scan = scan.filter(pl.col("ts") < _utc(end))
+    return scan.collect().sort("symbol", "ts", nulls_last=True)
