@@ -5,6 +5,9 @@ Rows:
 - the default graph (analyst -> hard limits -> risk -> validator, LangGraph, one thread per symbol)
   with rule nodes, checkpoints in memory and in a SQLite file: framework ms per symbol per node.
   Target: under 20 ms.
+- the team graph (technical analyst, bull/bear debating 2 rounds, trader, risk debate, portfolio
+  manager, hard limits) for the same 50 symbols: rules, and every node on a model answering at once;
+  ms per node run. Target: under 20 ms.
 - model analyst + risk + validator, server answering at once, one call in flight: the framework's
   overhead per symbol per agent (openai/langchain client, prompt building, parsing, events, costs).
   Target: under 20 ms.
@@ -28,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
 from strategies.builtin import SMA_CROSS  # noqa: E402
-from tests.fakes.openai_server import OpenAIServer, Reply  # noqa: E402
+from tests.fakes.openai_server import OpenAIServer, Reply, auto_reply  # noqa: E402
 from trading.agents.registry import AgentSpec  # noqa: E402
+from trading.agents.team import TEAM_PIPELINE  # noqa: E402
 from trading.context import SymbolContext, build_contexts  # noqa: E402
 from trading.models import PortfolioSnapshot  # noqa: E402
 from trading.pipeline import DecisionPipeline, PipelineConfig  # noqa: E402
@@ -81,6 +85,31 @@ def timed(pipeline: DecisionPipeline, ctxs: list[SymbolContext], snapshot: Portf
     return time.perf_counter() - start, result.model_calls
 
 
+def team_config(url: str | None) -> PipelineConfig:
+    raw = json.loads(json.dumps(TEAM_PIPELINE))
+    if url:  # every node asks the model
+        for node in raw["graph"]["nodes"]:
+            if node["type"] != "hard_limits":
+                node.setdefault("config", {})["llm"] = {"model": "gpt-4o-mini", "base_url": url, "max_retries": 0, "timeout_s": 30}
+    return PipelineConfig.model_validate({**raw, "limits": model_config("", 1).limits.model_dump(), "max_in_flight": 1})
+
+
+def team_rows(ctxs: list[SymbolContext], snapshot: PortfolioSnapshot) -> list[tuple[str, float, int, str, str]]:
+    rows = []
+    for label, url in (("rules", None), ("every node on an instant model", "")):
+        with OpenAIServer(responder=auto_reply) as server:
+            pipeline = DecisionPipeline(team_config(server.base_url if url is not None else None))
+            timed(pipeline, ctxs[:3], snapshot)  # warm-up
+            before = pipeline.graph.node_runs
+            seconds, calls = timed(pipeline, ctxs, snapshot)
+            runs = pipeline.graph.node_runs - before
+            per_node = seconds / runs * 1000
+            rows.append(
+                (f"team graph, {label}, 1 in flight", seconds, calls, f"{per_node:.2f} ms per node run ({runs / N_SYMBOLS:.1f} nodes per symbol)", f"target < {TARGET_MS:.0f} ms: {'met' if per_node < TARGET_MS else 'NOT met'}")
+            )
+    return rows
+
+
 def main() -> None:
     os.environ.setdefault("OPENAI_API_KEY", "bench")
     ctxs, snapshot = contexts()
@@ -98,6 +127,7 @@ def main() -> None:
             rows.append(
                 (f"default graph, {nodes} rule nodes, checkpoints {where}", seconds, 0, f"{per_node:.2f} ms per symbol per node", f"target < {TARGET_MS:.0f} ms: {'met' if per_node < TARGET_MS else 'NOT met'}")
             )
+    rows += team_rows(ctxs, snapshot)
     with OpenAIServer(responder=answers) as fast:
         pipeline = DecisionPipeline(model_config(fast.base_url, 1))
         timed(pipeline, ctxs[:3], snapshot)  # warm-up: imports, client construction

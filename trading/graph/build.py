@@ -13,6 +13,7 @@ graph does after the limits can enlarge or change what they approved.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class PipelineGraph:
         self.hard_id = next(n.id for n in self.spec.nodes if self.roles[n.id] == Role.LIMITS)
         self.edges = self.spec.resolved_edges()
         self._check_order()
+        self.node_runs = 0  # nodes run, over every cycle (benchmarks: framework time per node)
+        self._count = threading.Lock()
 
     def _check_order(self) -> None:
         after = self._reachable(self.hard_id)
@@ -119,6 +122,8 @@ class PipelineGraph:
         def run_node(state: GraphState, config: RunnableConfig) -> dict[str, Any]:
             inputs: CycleInputs = config["configurable"]["quantlake"]
             symbol = state["symbol"]
+            with self._count:
+                self.node_runs += 1
             if role == Role.LIMITS:
                 return dict(inputs.hard[symbol])  # the verdict the pipeline's code reached for this symbol
             ctx, run, agent = inputs.contexts[symbol], inputs.run, self.agents[node_id]
