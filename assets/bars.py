@@ -79,12 +79,13 @@ def bars_1m(
         end = min(window_end, run_now(context).replace(second=0, microsecond=0))
         if end <= opened:
             raise SourceError(f"{symbol} {day}: the session has not opened yet")
-        bars = market_data.build("1m").fetch([symbol], "1m", start, end)
+        source = market_data.build("1m")
+        bars = source.fetch([symbol], "1m", start, end)
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1m bars for {symbol} on {day}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
-            expected_from=start, expected_until=end,
+            expected_from=start, expected_until=end, validation=market_data.validation_options(source),
         )
 
 
@@ -107,12 +108,13 @@ def bars_1d(
     year, symbol = runs[0][1]["year"], runs[0][1]["symbol"]
     with bad_input_fails_once(context):
         start, end = _year_range(year, year, market_data.exchange, run_now(context))
-        bars = market_data.build("1d").fetch([symbol], "1d", start, end)
+        source = market_data.build("1d")
+        bars = source.fetch([symbol], "1d", start, end)
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1d bars for {symbol} in {year}")
         yield from ingest_partition(
             context, lake.path, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange,
-            expected_from=start, expected_until=end,
+            expected_from=start, expected_until=end, validation=market_data.validation_options(source),
         )
 
 
@@ -141,14 +143,15 @@ def _minute_range(
         end = min(window_end, run_now(context).replace(second=0, microsecond=0))
         if end <= opened:
             raise SourceError(f"{days[-1]}: the session has not opened yet")
-        bars = market_data.build("1m").fetch(symbols, "1m", start, end)
+        source = market_data.build("1m")
+        bars = source.fetch(symbols, "1m", start, end)
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1m bars for {symbols} from {days[0]} to {days[-1]}")
         starts = {day: day_window(day, exchange)[0] for day in days}
         partitions = [Partition(key, dims["symbol"], dims["date"], starts[dims["date"]]) for key, dims in runs]
         yield from ingest_partitions(
             context, lake.path, bars, timeframe="1m", partitions=partitions, exchange=exchange,
-            expected_from=start, expected_until=end, nothing=_nothing(market_data),
+            expected_from=start, expected_until=end, nothing=_nothing(market_data), validation=market_data.validation_options(source),
         )
 
 
@@ -161,11 +164,12 @@ def _daily_range(
         _contiguous(years, [str(y) for y in range(int(years[0]), int(years[-1]) + 1)], "years")
         symbols = sorted({dims["symbol"] for _, dims in runs})
         start, end = _year_range(years[0], years[-1], market_data.exchange, run_now(context))
-        bars = market_data.build("1d").fetch(symbols, "1d", start, end)
+        source = market_data.build("1d")
+        bars = source.fetch(symbols, "1d", start, end)
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1d bars for {symbols} in {years[0]}..{years[-1]}")
         partitions = [Partition(key, dims["symbol"], dims["year"], year_window(int(dims["year"]))[0]) for key, dims in runs]
         yield from ingest_partitions(
             context, lake.path, bars, timeframe="1d", partitions=partitions, exchange=market_data.exchange,
-            expected_from=start, expected_until=end, nothing=_nothing(market_data),
+            expected_from=start, expected_until=end, nothing=_nothing(market_data), validation=market_data.validation_options(source),
         )

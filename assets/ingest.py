@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -71,6 +72,7 @@ def ingest_partition(
     exchange: str,
     expected_from: datetime | None = None,
     expected_until: datetime | None = None,
+    validation: Mapping[str, Any] | None = None,  # MarketDataResource.validation_options: max_jump, extended_hours
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Validates one partition's bars and replaces the partition (and its quarantine) atomically.
 
@@ -80,6 +82,7 @@ def ingest_partition(
     report = validate_bars(
         bars, timeframe=timeframe, exchange=exchange, expected_from=expected_from, expected_until=expected_until,
         corporate_actions=load_corporate_actions(root), previous=previous_bar(root, timeframe, symbol, expected_from),
+        **(validation or {}),
     )
     paths = replace_partition(root, "bars", timeframe, symbol, period, report.clean)
     replace_partition(root, QUARANTINE, timeframe, symbol, period, report.quarantine)
@@ -167,6 +170,7 @@ def ingest_partitions(
     expected_from: datetime,
     expected_until: datetime,
     nothing: type[LakeError] = LakeError,
+    validation: Mapping[str, Any] | None = None,  # as ingest_partition
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """A run over several partitions (a backfill range, `BackfillPolicy.single_run`): the fetched
     bars are validated at once, split by partition and each partition (and its quarantine) replaced
@@ -179,6 +183,7 @@ def ingest_partitions(
         bars, timeframe=timeframe, exchange=exchange, expected_from=expected_from, expected_until=expected_until,
         corporate_actions=load_corporate_actions(root), previous=previous_bars(root, timeframe, symbols, expected_from),
         engine="polars",  # the same masks and outcomes as great-expectations, without its per-call overhead
+        **(validation or {}),
     )
     clean, quarantine = _by_partition(report.clean, partitions), _by_partition(report.quarantine, partitions)
     empty = [f"{symbol} {period}" for (symbol, period), rows in clean.items() if rows.is_empty() and quarantine[(symbol, period)].is_empty()]

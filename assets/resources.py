@@ -7,7 +7,7 @@ from the environment (keys only through `dg.EnvVar`, never in code or logs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -49,6 +49,13 @@ class MarketDataResource(dg.ConfigurableResource):
     files_glob: str | None = None
     files_timezone: str = "America/New_York"
     files_column_map: dict[str, str] = Field(default_factory=dict)
+    max_jump: float = Field(default=10.0, gt=1, description="A close this many times the previous one (or 1/this) blocks (QUANTLAKE_MAX_JUMP).")
+
+    def validation_options(self, source: BarSource) -> dict[str, Any]:
+        """What validation needs from this configuration and `source`: the jump threshold, and whether
+        the source sends extended-hours bars by design (Alpaca, also behind a fallback)."""
+        sources = getattr(source, "sources", [source])
+        return {"max_jump": self.max_jump, "extended_hours": any(getattr(s, "extended_hours", False) for s in sources)}
 
     def build(self, timeframe: str) -> BarSource:
         from lake.sources.files import FileSource

@@ -37,7 +37,7 @@ from trading.ledger.store import default_url
 def market_data_resource(env: Settings | None = None) -> MarketDataResource:
     env = env or settings()
     source = env.source
-    kwargs: dict[str, Any] = {"source": source, "seed": env.seed, "exchange": exchange()}
+    kwargs: dict[str, Any] = {"source": source, "seed": env.seed, "exchange": exchange(), "max_jump": env.max_jump}
     if source == "alpaca":
         kwargs |= {
             "alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"),
