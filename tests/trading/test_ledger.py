@@ -170,7 +170,7 @@ def test_migrate_twice_is_a_no_op(ledger: Ledger, ledger_url: str) -> None:
     with Ledger(ledger_url) as again:  # opening an existing ledger migrates (nothing) and keeps it
         assert list(again.events()) == events
     with ledger.engine.connect() as conn:
-        assert conn.execute(sa.text(f"select version_num from {VERSION_TABLE}")).scalars().all() == ["0001"]
+        assert conn.execute(sa.text(f"select version_num from {VERSION_TABLE}")).scalars().all() == ["0002"]
         tables = set(sa.inspect(conn).get_table_names())
     assert {"ledger_events", VERSION_TABLE} <= tables and "alembic_version" not in tables  # Dagster's name
 

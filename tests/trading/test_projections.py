@@ -367,3 +367,72 @@ def test_on_postgresql_a_late_commit_below_the_last_seq_read_is_not_missed(pg_sc
         assert projection.portfolio.cash == 31.0 and projection.applied == 5
         assert projection.day_summary(DAYS[0], {}, NY)["events"] == {"deposit": 5}  # 22:00-22:04 New York, March 3
         assert replay_portfolio(ledger) == replay_portfolio(ledger, until_seq=10**9)
+
+
+# -- snapshots across processes ----------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=ledgers(), split=st.floats(0, 1))
+def test_a_snapshot_plus_the_tail_equals_a_full_pass(events: list[Event], split: float) -> None:
+    """Stored as JSON at any point and read back, then fed the rest: the same state as one pass."""
+    from trading.ledger.projections import from_json, to_json
+
+    cut = int(len(events) * split)
+    restored = from_json(to_json(fold(events[:cut])))
+    assert restored == fold(events[:cut])
+    assert fold(events[cut:], restored) == fold(events)
+
+
+def _spy_reads(ledger: Ledger) -> list[int]:
+    """The `after_seq` of every projection read of `ledger` (where each pass started)."""
+    starts: list[int] = []
+    rows = ledger.rows
+
+    def spied(*, after_seq: int = 0, **kwargs: Any) -> Any:
+        starts.append(after_seq)
+        return rows(after_seq=after_seq, **kwargs)
+
+    ledger.rows = spied  # type: ignore[method-assign]
+    return starts
+
+
+def test_a_new_process_starts_from_the_stored_snapshot_and_a_code_change_ignores_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trading.ledger.projections as projections
+
+    monkeypatch.setattr(projections, "SNAPSHOT_EVERY", 10)
+    at = T0 + timedelta(minutes=5)
+    made = [
+        Event(type=EventType.DEPOSIT, run_id="r", mode=Mode.SIMULATION, payload={"amount": 1000.0}, as_of=at),
+        *(
+            Event(type=EventType.FILL, run_id="r", mode=Mode.SIMULATION, as_of=at + timedelta(minutes=i),
+                  payload={"fill_id": f"f{i}", "symbol": SYMBOLS[i % 2], "side": "buy" if i % 3 else "sell", "quantity": 1 + i % 4, "price": 100.0 + i, "commission": 0.5})
+            for i in range(30)
+        ),
+        Event(type=EventType.INTERVENTION, run_id="r", mode=Mode.SIMULATION, payload={"kind": "kill_switch", "reason": "test"}, as_of=at),
+    ]  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as first:
+        first.append_many(made[:20])
+        project(first)  # 20 events folded: saved (every 10 here)
+        snapshot = first.load_snapshot(projections.SNAPSHOT_NAME)
+        assert snapshot is not None and (snapshot.last_seq, snapshot.applied, snapshot.version) == (20, 20, projections.CODE_VERSION)
+        first.append_many(made[20:])
+    with Ledger(url) as second:  # another process: a new Ledger, nothing cached
+        starts = _spy_reads(second)
+        assert project(second) == fold(made)
+        assert starts == [20]  # only the tail was read
+        assert second.load_snapshot(projections.SNAPSHOT_NAME).last_seq == len(made)  # type: ignore[union-attr]
+    monkeypatch.setattr(projections, "CODE_VERSION", "another-fold")
+    with Ledger(url) as third:  # the fold's code changed: its snapshot is not read, then replaced
+        starts = _spy_reads(third)
+        assert project(third) == fold(made)
+        assert starts == [0]
+        assert third.load_snapshot(projections.SNAPSHOT_NAME).version == "another-fold"  # type: ignore[union-attr]
+    # an older snapshot of the same version never replaces a newer one (two processes racing)
+    with Ledger(url) as fourth:
+        stale = projections.Snapshot(projections.SNAPSHOT_NAME, "another-fold", 5, 5, projections.to_json(fold(made[:5])))
+        fourth.save_snapshot(stale)
+        assert fourth.load_snapshot(projections.SNAPSHOT_NAME).last_seq == len(made)  # type: ignore[union-attr]

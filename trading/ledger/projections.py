@@ -12,6 +12,14 @@ events written since (`seq > last`), so a cycle that asks ten times reads the le
 PostgreSQL, sequence values can commit out of order: before catching up, the events at or below the
 last seq read are counted, and a late commit among them means a fresh pass.
 
+Across processes: a new process would pay a full pass (seconds on a 1 M-event ledger), so `project`
+starts from the ledger's snapshot (`ledger_snapshots`: the fold as JSON, the last seq it covers, the
+events it folded) and folds only newer events; it saves a new one once `SNAPSHOT_EVERY` events were
+folded past the last. A snapshot carries `CODE_VERSION`, a hash of the fold's source (this module,
+the portfolio, the payload models): any change to them ignores (and later replaces) older snapshots,
+so a snapshot is never read by code that would have folded differently. Snapshot plus tail equals a
+full pass (tests/trading/test_projections.py).
+
 Payloads are read through their typed models (`trading.events`), which the ledger validated on write;
 FILL and DEPOSIT go to `Portfolio.apply_payload` and DECISION payloads are passed through as
 recorded (the day summary's executed rows, the agents' recent decisions): the hot paths of a 1 M
@@ -21,6 +29,8 @@ event replay, read without building a model per event.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import threading
 import weakref
 from collections import Counter, deque
@@ -39,7 +49,7 @@ from trading.events import (
     validate_payload,
 )
 from trading.ledger.portfolio import Portfolio
-from trading.ledger.store import Ledger
+from trading.ledger.store import Ledger, Snapshot
 from trading.risk import RiskLimits
 
 HALTS = frozenset({"kill_switch", "drawdown", "breaker"})  # until resume ("breaker": ledgers before the split)
@@ -281,18 +291,104 @@ class Projection:
         }
 
 
-def fold(events: Iterable[Event]) -> Projection:
-    """The projection of plain events (a `MemorySink`'s, a test's), in their order."""
-    projection = Projection()
+# -- snapshots --------------------------------------------------------------------------------------
+
+SNAPSHOT_NAME = "projection"
+SNAPSHOT_EVERY = 50_000  # events folded past the stored snapshot before a new one is saved
+
+
+def _code_version() -> str:
+    """A hash of the source the fold's result depends on: another fold, another version."""
+    import trading.events as events_module
+    import trading.ledger.portfolio as portfolio_module
+
+    digest = hashlib.sha256()
+    for module in (__file__, portfolio_module.__file__, events_module.__file__):
+        with open(module, "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()[:16]
+
+
+CODE_VERSION = _code_version()
+
+
+def to_json(p: Projection) -> str:
+    """The projection's state as JSON text (floats round-trip exactly; sets sorted)."""
+    pf = p.portfolio
+    state = {
+        "portfolio": [pf.cash, pf.positions, pf.avg_cost, pf.realized_pnl, pf.commissions, pf.fills],
+        "halted": p.halted,
+        "peak_equity": p.peak_equity,
+        "opening": p.opening,
+        "daily_loss": p.daily_loss,
+        "tripped": {k: sorted(v) for k, v in p.tripped.items()},
+        "trades": dict(p.trades),
+        "known_orders": sorted(p.known_orders),
+        "sent_orders": sorted(p.sent_orders),
+        "spent": p.spent,
+        "tokens": p.tokens,
+        "call_costs": list(p.call_costs),
+        "decisions": list(p.decisions),
+        "buckets": {k: [b.counts, b.costs, b.interventions, b.executed] for k, b in p.buckets.items()},
+        "last_seq": p.last_seq,
+        "applied": p.applied,
+    }
+    return json.dumps(state, allow_nan=False, separators=(",", ":"))
+
+
+def from_json(text: str) -> Projection:
+    s = json.loads(text)
+    cash, positions, avg_cost, realized, commissions, fills = s["portfolio"]
+    return Projection(
+        portfolio=Portfolio(cash, positions, avg_cost, realized, commissions, fills),
+        halted=s["halted"],
+        peak_equity=s["peak_equity"],
+        opening=s["opening"],
+        daily_loss=s["daily_loss"],
+        tripped={k: set(v) for k, v in s["tripped"].items()},
+        trades=Counter(s["trades"]),
+        known_orders=set(s["known_orders"]),
+        sent_orders=set(s["sent_orders"]),
+        spent=s["spent"],
+        tokens=s["tokens"],
+        call_costs=deque(s["call_costs"], maxlen=RECENT_CALL_COSTS),
+        decisions=deque(s["decisions"], maxlen=RECENT_DECISIONS),
+        buckets={
+            k: Bucket(counts, [(q, c) for q, c in costs], [(q, t) for q, t in halts], [(q, row) for q, row in executed])
+            for k, (counts, costs, halts, executed) in s["buckets"].items()
+        },
+        last_seq=s["last_seq"],
+        applied=s["applied"],
+    )
+
+
+def _from_snapshot(ledger: Ledger) -> tuple[Projection, int]:
+    """The ledger's snapshot of this code version (else an empty projection), and the seq it covers."""
+    snapshot = ledger.load_snapshot(SNAPSHOT_NAME)
+    if snapshot is None or snapshot.version != CODE_VERSION:
+        return Projection(), 0
+    return from_json(snapshot.data), snapshot.last_seq
+
+
+def _save_snapshot(ledger: Ledger, projection: Projection) -> None:
+    snapshot = Snapshot(SNAPSHOT_NAME, CODE_VERSION, projection.last_seq, projection.applied, to_json(projection))
+    ledger.save_snapshot(snapshot)
+
+
+def fold(events: Iterable[Event], projection: Projection | None = None) -> Projection:
+    """The projection of plain events (a `MemorySink`'s, a test's), in their order; continues
+    `projection` (their seqs after its last) when given."""
+    projection = projection or Projection()
     projection.apply_rows(
         (seq, e.type.value, _minute(e.as_of or e.recorded_at), _minute(e.as_of), e.payload if e.type.value in _WANTED else None, e.v)
-        for seq, e in enumerate(events, start=1)
+        for seq, e in enumerate(events, start=projection.last_seq + 1)
     )
     return projection
 
 
 _WANTED = frozenset(t.value for t in PAYLOAD_TYPES)
 _CACHE: weakref.WeakKeyDictionary[Ledger, Projection] = weakref.WeakKeyDictionary()
+_SAVED: weakref.WeakKeyDictionary[Ledger, int] = weakref.WeakKeyDictionary()  # seq of the ledger's snapshot
 _LOCK = threading.RLock()  # guards catching up (and reading) the kept projections
 
 
@@ -315,8 +411,15 @@ def project(source: Ledger | EventSource | Iterable[Event]) -> Projection:
     """The projection of a ledger, up to date (kept per `Ledger` and caught up), or of events."""
     if isinstance(source, Ledger):
         with _LOCK:
-            projection = _catch_up(source, _CACHE.get(source) or Projection())
+            projection = _CACHE.get(source)
+            if projection is None:  # a new process (or Ledger object): from the stored snapshot on
+                projection, saved = _from_snapshot(source)
+                _SAVED[source] = saved
+            projection = _catch_up(source, projection)
             _CACHE[source] = projection
+            if projection.last_seq - _SAVED.get(source, 0) >= SNAPSHOT_EVERY:
+                _save_snapshot(source, projection)
+                _SAVED[source] = projection.last_seq
             return projection
     events = getattr(source, "events", source)  # a method (an event log) or a list (`MemorySink.events`)
     return fold(cast(Iterable[Event], events() if callable(events) else events))

@@ -18,6 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -88,6 +89,37 @@ ledger_events = sa.Table(
     sa.Index("ix_ledger_events_symbol", "symbol"),
     sa.Index("ix_ledger_events_type_seq", "type", "seq"),
 )
+
+# Mirrors migrations/versions/0002_ledger_snapshots.py: projection checkpoints (derived, replaceable).
+SNAPSHOTS = "ledger_snapshots"
+ledger_snapshots = sa.Table(
+    SNAPSHOTS,
+    metadata,
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("version", sa.String(), nullable=False),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False),
+    sa.Column("applied", sa.BigInteger(), nullable=False),
+    sa.Column("data", sa.Text(), nullable=False),
+)
+# One row per name; a snapshot replaces an older one of its version, and any one of another version.
+_SAVE_SNAPSHOT = sa.text(
+    f"INSERT INTO {SNAPSHOTS} (name, version, last_seq, applied, data) VALUES (:name, :version, :last_seq, :applied, :data) "
+    "ON CONFLICT (name) DO UPDATE SET version = excluded.version, last_seq = excluded.last_seq, "
+    f"applied = excluded.applied, data = excluded.data WHERE {SNAPSHOTS}.version <> excluded.version "
+    f"OR {SNAPSHOTS}.last_seq < excluded.last_seq"
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A projection's state as of `last_seq` (`applied` events folded), by the code `version` that wrote it."""
+
+    name: str
+    version: str
+    last_seq: int
+    applied: int
+    data: str
+
 
 _EVENT_COLUMNS = [c for c in ledger_events.c if c.name != "seq"]
 
@@ -492,6 +524,28 @@ class Ledger:
                 else:
                     data = loads(text)
                     yield seq, type_, stamp_minute, as_of_minute, data, data.pop(VERSION_KEY, LEGACY_VERSION)
+
+    # -- projection snapshots (derived data beside the events) ------------------------------------------
+
+    def load_snapshot(self, name: str) -> Snapshot | None:
+        t = ledger_snapshots
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(t.c.version, t.c.last_seq, t.c.applied, t.c.data).where(t.c.name == name)).first()
+        except Exception as exc:
+            raise self._error("cannot read a snapshot from the", exc) from None
+        return None if row is None else Snapshot(name, str(row[0]), int(row[1]), int(row[2]), str(row[3]))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Stores `snapshot` unless one of its version covering more events is there (one statement)."""
+        params = {"name": snapshot.name, "version": snapshot.version, "last_seq": snapshot.last_seq, "applied": snapshot.applied, "data": snapshot.data}
+        try:
+            with self.engine.connect() as conn:
+                conn = self._write_connection(conn)
+                with conn.begin():
+                    conn.execute(_SAVE_SNAPSHOT, params)
+        except Exception as exc:
+            raise self._error("cannot save a snapshot to the", exc) from None
 
     def count(self, *, until_seq: int | None = None) -> int:
         """How many events are stored (with `seq <= until_seq`)."""
