@@ -141,8 +141,10 @@ def with_keys(config: Mapping[str, Any], lookup: KeyLookup) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Recheck:
     """When a remembered lesser format is due for one more try of `json_schema` (servers get upgraded):
-    `after_days` since it was learnt (by the caller's clock: the decision bar), or `after_calls` calls
-    made in it since; None turns that trigger off."""
+    `after_days` since it was learnt (by the caller's clock: the decision bar; the ledger keeps when),
+    or `after_calls` calls made in it since this memory was built (so within one process: a long paper
+    session, a long-lived worker; a cycle rebuilt from the ledger starts counting at 0); None turns
+    that trigger off."""
 
     after_days: float | None = 7.0
     after_calls: int | None = 500
