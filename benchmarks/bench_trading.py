@@ -10,6 +10,10 @@ Rows (one run, one table, ratios first):
   decisions, orders, fills, marks, interventions, costs), and over bench_ledger's shape (70 % fills,
   every payload decoded); `replay_portfolio` (deposits and fills only) beside them. Target < 5 s.
   The projection's portfolio must equal the fills' own replay.
+- **a new process on the ledger, from its snapshot**: the projection stored in the ledger
+  (`ledger_snapshots`) plus `--tail` events written after it, read by a fresh `Ledger` (what a new
+  process pays), against the full pass; the snapshot's save time and size beside it. The other
+  rows run with snapshots off, so they stay full passes.
 - **decision step, 50 symbols, rule agents**: `trading.step.trading_step` in simulation (simulated
   broker, reconcile, breakers, contexts, pipeline, executor, ledger) plus the cycle's projection
   reads, on a ledger that already holds `--history` events: the first step (pays the projection pass
@@ -149,7 +153,37 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
 CPU: list[float] = []  # CPU seconds of each `timed` call, in order
 
 
-def replay_rows(tmp: Path, n: int, old_passes: int) -> list[Row]:
+def snapshot_rows(ledger: Ledger, n: int, full_s: float, tail: int) -> list[Row]:
+    """A new process on `ledger` after a snapshot: the snapshot plus `tail` newer events, not a full pass."""
+    from trading.ledger import projections
+
+    projections.SNAPSHOT_EVERY = SNAPSHOTS_ON
+    try:
+        base = Ledger(ledger.url)
+        projection = project(base)  # a full pass, then the snapshot saved
+        save_s, _ = timed(projections._save_snapshot, base, projection)  # the save alone, again
+        size = len(projections.to_json(projection))
+        for batch in events(tail, TRADING_MIX, seed=2):
+            ledger.append_many(batch)
+        fresh = Ledger(ledger.url)  # a new process: nothing kept
+        seconds, caught_up = timed(project, fresh)
+        full = Projection()
+        full.apply_rows(ledger.rows(payload_types=projections.PAYLOAD_TYPES))  # the same ledger in one pass
+        assert caught_up == full, "snapshot + tail differs from a full pass"
+        base.close()
+        fresh.close()
+    finally:
+        projections.SNAPSHOT_EVERY = SNAPSHOTS_OFF
+    return [
+        Row(f"a new process, {n:,} events: full pass / snapshot + {tail:,} newer events", f"{full_s / seconds:.1f}x ({full_s:.2f} s vs {seconds:.2f} s)"),
+        Row("saving the snapshot (JSON in ledger_snapshots)", f"{save_s:.2f} s, {size / 1e6:.1f} MB"),
+    ]
+
+
+SNAPSHOTS_ON, SNAPSHOTS_OFF = 50_000, 10**15  # the module's default; "never" for the full-pass rows
+
+
+def replay_rows(tmp: Path, n: int, old_passes: int, tail: int = 10_000) -> list[Row]:
     rows: list[Row] = []
     for label, mix in (("trading mix", TRADING_MIX), ("bench_ledger mix, 70 % fills", FILLS_MIX)):
         ledger, append_s = fill_ledger(f"sqlite:///{tmp / (label.split()[0] + '.sqlite')}", n, mix)
@@ -164,6 +198,7 @@ def replay_rows(tmp: Path, n: int, old_passes: int) -> list[Row]:
             rows.append(Row(f"replay_portfolio (deposits, fills), same ledger ({label})", f"{replay_s:.2f} s wall, {CPU[-1]:.2f} s CPU", target, replay_s < REPLAY_TARGET_S))
             rows.append(Row(f"append {n:,} events, validated on write ({label})", f"{append_s:.1f} s ({n / append_s:,.0f} events/s, building the events included)"))
             if mix is TRADING_MIX:
+                rows[:0] = snapshot_rows(ledger, n, seconds, tail)
                 old_s, _ = timed(old_cycle_reads, ledger, old_passes)
                 fresh = Ledger(ledger.url)
                 project(fresh)
@@ -221,9 +256,13 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=20_000, help="events in the ledger before the decision steps")
     parser.add_argument("--steps", type=int, default=11)
     parser.add_argument("--old-passes", type=int, default=5, help="Safety.state() calls of one old step")
+    parser.add_argument("--tail", type=int, default=10_000, help="events written after the snapshot")
     args = parser.parse_args()
+    from trading.ledger import projections
+
+    projections.SNAPSHOT_EVERY = SNAPSHOTS_OFF  # full passes, except in the snapshot rows
     with tempfile.TemporaryDirectory(prefix="bench_trading_") as tmp:
-        rows = replay_rows(Path(tmp), args.events, args.old_passes) + step_rows(Path(tmp), args.history, args.steps)
+        rows = replay_rows(Path(tmp), args.events, args.old_passes, args.tail) + step_rows(Path(tmp), args.history, args.steps)
     print("\n| what | figure | target | met |\n|---|---|---|---|")
     for row in rows:
         print(row.line())

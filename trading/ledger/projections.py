@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import threading
 import weakref
 from collections import Counter, deque
@@ -49,8 +50,10 @@ from trading.events import (
     validate_payload,
 )
 from trading.ledger.portfolio import Portfolio
-from trading.ledger.store import Ledger, Snapshot
+from trading.ledger.store import Ledger, LedgerError, Snapshot
 from trading.risk import RiskLimits
+
+log = logging.getLogger(__name__)
 
 HALTS = frozenset({"kill_switch", "drawdown", "breaker"})  # until resume ("breaker": ledgers before the split)
 SESSION_TRIPS = frozenset({"daily_loss", "trades_per_day", "flatten"})  # once per session
@@ -364,7 +367,11 @@ def from_json(text: str) -> Projection:
 
 def _from_snapshot(ledger: Ledger) -> tuple[Projection, int]:
     """The ledger's snapshot of this code version (else an empty projection), and the seq it covers."""
-    snapshot = ledger.load_snapshot(SNAPSHOT_NAME)
+    try:
+        snapshot = ledger.load_snapshot(SNAPSHOT_NAME)
+    except LedgerError as error:  # only a shortcut: without it, the full pass
+        log.warning("projection snapshot unreadable, folding the whole ledger: %s", error)
+        return Projection(), 0
     if snapshot is None or snapshot.version != CODE_VERSION:
         return Projection(), 0
     return from_json(snapshot.data), snapshot.last_seq
@@ -372,7 +379,10 @@ def _from_snapshot(ledger: Ledger) -> tuple[Projection, int]:
 
 def _save_snapshot(ledger: Ledger, projection: Projection) -> None:
     snapshot = Snapshot(SNAPSHOT_NAME, CODE_VERSION, projection.last_seq, projection.applied, to_json(projection))
-    ledger.save_snapshot(snapshot)
+    try:
+        ledger.save_snapshot(snapshot)
+    except LedgerError as error:  # e.g. a read-only database user: the next process folds more, nothing else
+        log.warning("projection snapshot not saved: %s", error)
 
 
 def fold(events: Iterable[Event], projection: Projection | None = None) -> Projection:
