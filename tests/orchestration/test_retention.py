@@ -197,6 +197,21 @@ def test_the_archived_ledger_replays_to_the_same_projection(instance: dg.Dagster
         assert mine.portfolio == theirs.portfolio and mine.portfolio.realized_pnl != 0
 
 
+def test_a_long_ledger_is_archived_in_files_of_bounded_size(tmp_path: Path) -> None:
+    from trading.ledger.archive import archive_events
+
+    events = _ledger_events()
+    folder = tmp_path / "archive"
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        ledger.append_many(events)
+        result = archive_events(ledger, folder, NOW, max_events=5)
+        again = archive_events(ledger, folder, NOW, max_events=5)
+    assert (result.events, result.first_seq, result.last_seq, again.events) == (23, 1, 23, 0)
+    assert [(a, b) for a, b, _ in archived_files(folder)] == [(1, 5), (6, 10), (11, 15), (16, 20), (21, 23)]
+    assert verify_archive(folder) == 23 and list(restore_events(folder)) == events
+    assert result.bytes == sum(p.stat().st_size for _, _, p in archived_files(folder))
+
+
 def test_a_tampered_archive_fails_verification(instance: dg.DagsterInstance, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -58,8 +58,8 @@ class ArchiveResult:
     events: int  # events written by this pass (0: nothing older than `before` left to archive)
     first_seq: int | None
     last_seq: int | None
-    path: Path | None
-    bytes: int
+    path: Path | None  # the last file written
+    bytes: int  # of the files written
 
 
 def _row(seq: int, e: Event) -> dict[str, Any]:
@@ -101,19 +101,38 @@ def last_archived_seq(folder: Path) -> int:
     return files[-1][1] if files else 0
 
 
-def archive_events(ledger: Ledger, folder: Path, before: datetime) -> ArchiveResult:
+def archive_events(ledger: Ledger, folder: Path, before: datetime, *, max_events: int = 100_000) -> ArchiveResult:
     """Archives the events after the last archived seq, in seq order, up to the first one recorded
-    at or after `before` (an aware instant: the cutoff the caller's retention computed)."""
+    at or after `before` (an aware instant: the cutoff the caller's retention computed), in files of
+    at most `max_events` events (memory stays bounded on a first pass over a long ledger)."""
     if before.tzinfo is None:
         raise ArchiveError(f"archive cutoff {before} is timezone-naive; pass an aware datetime")
+    if max_events < 1:
+        raise ArchiveError(f"max_events={max_events}: expected at least 1")
+    total, first, last, path, size = 0, None, None, None, 0
+    while True:
+        written = _archive_file(ledger, folder, before, max_events)
+        if written is None:
+            break
+        n, lo, last, path = written
+        total, first, size = total + n, first if first is not None else lo, size + path.stat().st_size
+        if n < max_events:
+            break
+    return ArchiveResult(total, first, last, path, size)
+
+
+def _archive_file(ledger: Ledger, folder: Path, before: datetime, limit: int) -> tuple[int, int, int, Path] | None:
+    """One file of up to `limit` events after the archive's last seq; None when none is due."""
     after = last_archived_seq(folder)
     rows: list[dict[str, Any]] = []
-    for seq, event in ledger.events_with_seq(after_seq=after):
+    for seq, event in ledger.events_with_seq(after_seq=after, batch=min(limit, 10_000)):
         if event.recorded_at >= before:
             break  # a prefix only: the archive and the ledger's remainder never interleave
         rows.append(_row(seq, event))
+        if len(rows) == limit:
+            break
     if not rows:
-        return ArchiveResult(0, None, None, None, 0)
+        return None
     first, last = rows[0]["seq"], rows[-1]["seq"]
     if first <= after:  # pragma: no cover - events_with_seq reads strictly after `after`
         raise ArchiveError(f"ledger seq {first} is not after the archive's last seq {after}")
@@ -125,7 +144,7 @@ def archive_events(ledger: Ledger, folder: Path, before: datetime) -> ArchiveRes
     _write_atomic(table, path)
     if _verify_file(path) != digest:
         raise ArchiveError(f"{path}: read back, its events differ from the ledger's seq {first}..{last}")
-    return ArchiveResult(len(rows), first, last, path, path.stat().st_size)
+    return len(rows), first, last, path
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
