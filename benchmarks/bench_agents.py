@@ -60,7 +60,7 @@ def answers(body: dict[str, Any]) -> Reply:
 def contexts() -> tuple[list[SymbolContext], PortfolioSnapshot]:
     symbols = [f"S{i:03d}" for i in range(N_SYMBOLS)]
     bars = SyntheticSource(seed=1).fetch(symbols, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
-    as_of = bars["ts"].max()
+    as_of: datetime = bars["ts"].max()  # type: ignore[assignment]  # polars types max() as any scalar
     snapshot = PortfolioSnapshot(cash=1e9, equity=1e9, start_of_day_equity=1e9, peak_equity=1e9)
     ctxs, _ = build_contexts(bars, SMA_CROSS, SMA_CROSS.params(fast=5, slow=20), as_of, snapshot)
     # Every symbol signals, so every agent is exercised for every symbol.
