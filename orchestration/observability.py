@@ -173,7 +173,8 @@ def _dagster_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     if step := meta.get("step_key"):
         event["step"] = step
     if (dagster_event := meta.get("dagster_event")) is not None:
-        event["dagster_event"] = dagster_event.event_type_value
+        kind = getattr(dagster_event, "event_type", None)  # RUN_START, not its stored value PIPELINE_START
+        event["dagster_event"] = getattr(kind, "name", None) or dagster_event.event_type_value
     return event
 
 

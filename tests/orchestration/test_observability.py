@@ -191,7 +191,7 @@ def test_dagsters_own_lines_are_json_with_the_runs_ids_in_json_mode(
         assert not dagster  # Dagster's console logger prints them; the handler adds nothing
         return
     events = {line.get("dagster_event") for line in dagster}
-    assert {"RESOURCE_INIT_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_OUTPUT", "STEP_SUCCESS"} <= events, events
+    assert {"RUN_START", "RESOURCE_INIT_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "RUN_SUCCESS"} <= events, events
     for line in dagster:
         assert line["run_id"] == result.run_id and line["cycle_id"] == "decide|tick-1100" and line["job"] == "decide_job"
         assert len(line["trace_id"]) == 32 and line["level"] in {"debug", "info", "warning", "error"} and line["timestamp"]
