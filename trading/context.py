@@ -6,6 +6,7 @@ decision never sees the future and its signal is the backtest's signal at that b
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,9 @@ class SymbolContext(Frozen):
     features: dict[str, float | None]
     recent_bars: list[dict[str, Any]] = Field(default_factory=list)
     position: float = 0.0
+    # Headlines about the symbol stamped at or before as_of (created_at, headline, source), filled by
+    # the caller from the news lake; empty when no node reads news.
+    headlines: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def wants(self) -> str | None:
@@ -47,7 +51,7 @@ class SymbolContext(Frozen):
     def prompt_view(self) -> dict[str, Any]:
         """JSON-able summary for a model prompt (timestamps as ISO text)."""
         bars = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in b.items()} for b in self.recent_bars]
-        return {
+        view = {
             "symbol": self.symbol,
             "as_of": self.as_of.isoformat(),
             "strategy": self.strategy,
@@ -57,6 +61,9 @@ class SymbolContext(Frozen):
             "position": self.position,
             "recent_bars": bars,
         }
+        if self.headlines:  # only then: prompts (and cached answers) of news-free cycles stay as they were
+            view["headlines"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items()} for h in self.headlines]
+        return view
 
 
 class ContextError(ValueError):
@@ -64,9 +71,15 @@ class ContextError(ValueError):
 
 
 def build_contexts(
-    bars: pl.DataFrame, strategy: Strategy[Any], params: Any, as_of: datetime, snapshot: PortfolioSnapshot
+    bars: pl.DataFrame,
+    strategy: Strategy[Any],
+    params: Any,
+    as_of: datetime,
+    snapshot: PortfolioSnapshot,
+    headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> tuple[list[SymbolContext], dict[str, str]]:
-    """One context per symbol in `bars`, from bars at or before `as_of` only.
+    """One context per symbol in `bars`, from bars at or before `as_of` only (and headlines of
+    `headlines[symbol]` created at or before `as_of`: a later one is dropped here, whoever read it).
 
     A symbol whose last bar is older than `as_of` (halted, missing data) is not judged on stale
     prices: it is returned in the second value with the reason, and the others go on.
@@ -98,6 +111,7 @@ def build_contexts(
                 features={k: (None if v is None else float(v)) for k, v in feats.items()},
                 recent_bars=recent.to_dicts(),
                 position=snapshot.positions.get(symbol, 0.0),
+                headlines=[dict(h) for h in (headlines or {}).get(symbol, ()) if h["created_at"] <= as_of],
             )
         )
     return out, skipped

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
@@ -151,8 +152,22 @@ def run_decision_cycle(
         tokens_today=projection.tokens_on(as_of.date()),
         per_call_costs=per_call,
         tools_for=tools_for,
+        headlines=headlines_for(lake_root, pipeline, [*symbols, *held], as_of),
     )
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, step.estimate, step.events_written, step.orders, step)
+
+
+def headlines_for(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], as_of: datetime) -> dict[str, list[dict[str, Any]]] | None:
+    """Headlines per symbol from the news lake, point in time at `as_of`, over the longest lookback of the
+    graph's news nodes; None (no read) when no node reads news."""
+    hours = [float(n.config.get("lookback_hours", 72.0)) for n in (pipeline.graph.nodes if pipeline.graph else []) if n.type == "news_analyst"]
+    if not hours:
+        return None
+    news = read_news(lake_root, symbols, as_of, timedelta(hours=max(hours)))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in news.select("symbol", "created_at", "headline", "source").iter_rows(named=True):
+        out.setdefault(row.pop("symbol"), []).append(row)
+    return out
 
 
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:

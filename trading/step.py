@@ -16,7 +16,7 @@ In every mode, at the run's `now` on the decision bar `as_of`:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,7 @@ def trading_step(
     per_call_costs: list[float] | None = None,
     tools_for: ToolsFor | None = None,
     record_all: bool = True,
+    headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> StepReport:
     """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order."""
     limits = decider.config.limits
@@ -147,7 +148,7 @@ def trading_step(
         trades_today=state.trades_today,
     )
     # 4. Point-in-time contexts; 5. the pipeline.
-    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot)
+    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines)
     estimate = decider.estimate(contexts, per_call_costs or [])
     sink = MemorySink()
     tools = tools_for(contexts, snapshot) if tools_for is not None else None

@@ -22,6 +22,7 @@ from trading.agents.cache import CacheMode, ResponseCache
 from trading.agents.chain import ProviderChain
 from trading.agents.llm import FormatMemory, LLMSettings, StructuredCaller
 from trading.agents.llm_agents import LLMAnalyst, LLMRiskReviewer, LLMValidator
+from trading.agents.news_analyst import NewsAnalyst, NewsConfig
 from trading.agents.rules import (
     RuleAnalyst,
     RuleAnalystConfig,
@@ -158,6 +159,11 @@ TEAM_AGENTS: tuple[AgentType, ...] = (
               "Team: approves the plan or holds, from the risk debate; the hard limits follow.", reads=_TEAM_READS),
 )
 BUILTIN_AGENTS.update({t.name: t for t in TEAM_AGENTS})
+BUILTIN_AGENTS["news_analyst"] = AgentType(
+    "news_analyst", Role.RESEARCH, CostClass.FREE, NewsConfig, lambda n, c, e: NewsAnalyst(n, c, _model(n, c, e)),
+    "Team: tone of the symbol's headlines up to the decision time (notes.news; lexicon, a model with `llm`); moves the debate.",
+    reads=("headlines", "notes"), outputs=("notes.news",),
+)
 
 
 def agent_types() -> dict[str, AgentType]:

@@ -23,6 +23,8 @@ from trading.events import EventType
 from trading.models import Action, TradeProposal
 
 Stance = Literal["bullish", "bearish", "neutral"]
+# How much the news analyst's tone (notes.news.score) moves the researchers' rule score, next to the technical score.
+NEWS_WEIGHT = 0.5
 
 
 class TeamNodeConfig(BaseModel):
@@ -148,14 +150,22 @@ class Researcher(_TeamNode):
         turn_round = debate["round"]
         technical = notes.get("technical") or {}
         role = f"You are the {self.side} researcher in round {turn_round} of {debate['rounds']}. Argue your side against the last argument; give a conviction in [0, 1]."
-        out = self.ask(ArgumentOut, role, {"context": ctx.prompt_view(), "technical": technical, "turns": debate["turns"]}, ctx, run)
+        news = notes.get("news")
+        payload = {"context": ctx.prompt_view(), "technical": technical, "turns": debate["turns"]}
+        if news:  # only with a news node: news-free prompts stay as they were
+            payload["news"] = news
+        out = self.ask(ArgumentOut, role, payload, ctx, run)
         if out is not None:
             argument, conviction, by = out.argument, out.conviction, "model"
         else:
-            score = float(technical.get("score", 0.0))
+            tech = float(technical.get("score", 0.0))
+            tone = float((news or {}).get("score", 0.0))
+            score = max(-1.0, min(1.0, tech + NEWS_WEIGHT * tone))
             mine = score if self.side == "bull" else -score
             conviction = round(max(0.05, min(0.95, 0.5 + mine / 2)), 4)
-            argument = f"{self.side} round {turn_round}: technical score {score:+.2f} ({technical.get('summary', 'no report')})"
+            argument = f"{self.side} round {turn_round}: technical score {tech:+.2f} ({technical.get('summary', 'no report')})"
+            if news:
+                argument += f"; news tone {tone:+.2f} ({news.get('summary', '')})"
             by = "rules"
         debate["turns"] = [*debate["turns"], {"side": self.side, "round": turn_round, "argument": argument, "conviction": conviction, "by": by}]
         bull = [t["conviction"] for t in debate["turns"] if t["side"] == "bull"]
@@ -249,6 +259,7 @@ TEAM_PIPELINE: dict[str, Any] = {
     "graph": {
         "nodes": [
             {"id": "technical", "type": "technical_analyst"},
+            {"id": "news", "type": "news_analyst"},
             {"id": "bull", "type": "bull_researcher", "config": {"rounds": 2}},
             {"id": "bear", "type": "bear_researcher", "config": {"rounds": 2}},
             {"id": "trader", "type": "trader"},
@@ -258,7 +269,8 @@ TEAM_PIPELINE: dict[str, Any] = {
         ],
         "edges": [
             {"from": "START", "to": "technical"},
-            {"from": "technical", "to": "bull"},
+            {"from": "technical", "to": "news"},
+            {"from": "news", "to": "bull"},
             {"from": "bull", "to": "bear"},
             {"from": "bear", "to": "bull", "when": "debating"},
             {"from": "bear", "to": "trader", "when": "debated"},
