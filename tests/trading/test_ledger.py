@@ -124,6 +124,18 @@ def test_round_trip_equals_the_emitted_events(ledger: Ledger) -> None:
     assert seqs == sorted(seqs) and ledger.last_seq() == seqs[-1]
 
 
+def test_text_with_tabs_newlines_backslashes_and_quotes_round_trips(ledger: Ledger) -> None:
+    """What COPY's text format escapes (PostgreSQL's batch path) comes back as written, in order."""
+    tricky = ["tab\there", "line\nbreak\r\n", "back\\slash \\N \\t", 'quote " and \'', "\\", "naïve – 東京 🚀", "\\.", ""]
+    events = [
+        Event(type=EventType.DECISION, run_id=f"run\t{i}", mode=Mode.SIMULATION, symbol=text or None, as_of=T0 if i % 2 else None,
+              recorded_at=T0 + timedelta(microseconds=i), payload={"rationale": text, "nested": {"k\n": [text, None, 1.5]}})
+        for i, text in enumerate(tricky)
+    ]  # fmt: skip
+    assert ledger.append_many(events) == len(events)
+    assert list(ledger.events()) == events
+
+
 def test_emit_makes_the_ledger_an_event_sink(ledger: Ledger) -> None:
     memory = MemorySink()
     sink = FanOutSink([ledger, memory])
