@@ -67,9 +67,10 @@ class SizingLimits(BaseModel):
     against a position only closes it (the live path's exits are reduce-only), an entry from flat
     asks for floor(size x cash / close) shares, cut by `strategies.entries.capped_quantity` (position
     and sector share of the equity at the closes, a buy's cost within the cash) and held when the
-    book already has `max_open_positions`. A cut entry fills that quantity (at most what size 1
-    takes at the fill), an uncut one is sized at the fill as without limits. Breakers (daily loss,
-    drawdown, trades per day) and the trading window are not modelled."""
+    book already has `max_open_positions` or once the equity at a close has fallen `max_drawdown_pct`
+    from its peak (the drawdown breaker: the live path halts until a person resumes). A cut entry
+    fills that quantity (at most what size 1 takes at the fill), an uncut one is sized at the fill
+    as without limits. The daily loss limit, trades per day and the trading window are not modelled."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,6 +79,7 @@ class SizingLimits(BaseModel):
     sector_map: dict[str, str] = Field(default_factory=dict, description="symbol -> sector; a symbol not in it is its own sector")
     max_open_positions: int = Field(1_000_000, ge=1)
     allow_short: bool = True
+    max_drawdown_pct: float = Field(1.0, gt=0, le=1, description="no new risk from the first close this far below the peak (the live breaker)")
 
     def sector_ids(self, symbols: list[str]) -> np.ndarray:
         names = [self.sector_map.get(s, f"unmapped {s}") for s in symbols]
@@ -181,7 +183,9 @@ def simulate(market: Market, config: BacktestConfig, limits: SizingLimits | None
         allow_short=config.allow_short and (limits is None or limits.allow_short),
         brackets=config.brackets and has_levels(market),
         freq=_pandas_freq(config.timeframe),
-        limits=None if limits is None else (limits.max_position_pct, limits.max_sector_pct, limits.max_open_positions, limits.sector_ids(market.symbols)),
+        limits=None
+        if limits is None
+        else (limits.max_position_pct, limits.max_sector_pct, limits.max_open_positions, limits.sector_ids(market.symbols), limits.max_drawdown_pct),
     )
 
 

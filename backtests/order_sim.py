@@ -188,6 +188,7 @@ def simulate_signals_nb(
     max_sector: float,
     max_open: int,
     sector: np.ndarray,
+    max_drawdown: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order and log records (vectorbt's) for one cash-sharing group, from (bar x symbol) signals.
     An order's fee is `fee_rate` of its value plus `fee_per_share` as a fraction of its unslipped price.
@@ -215,6 +216,7 @@ def simulate_signals_nb(
     order_values = np.empty(m)
     call_seq = np.empty(m, dtype=np.int64)
     cash, free, oidx, lidx = init_cash, init_cash, 0, 0
+    peak, halted = -np.inf, False
     for i in range(n):
         # 1. Each symbol's order on this bar.
         value = cash
@@ -260,6 +262,10 @@ def simulate_signals_nb(
             book[col] = position[col]
             marked += position[col] * close[i, col]
         book_cash = cash
+        # The drawdown breaker on this mark: from the first mark at or below the peak less
+        # `max_drawdown`, no new risk (the live path halts until a person resumes it).
+        peak = max(peak, cash + marked)
+        halted = halted or cash + marked <= peak * (1.0 - max_drawdown)
         for col in range(m):
             held = side_of_nb(position[col])
             _, order = next_order_nb(held, entry_long[i, col], exit_long[i, col], entry_short[i, col], exit_short[i, col], size[i, col])
@@ -267,7 +273,8 @@ def simulate_signals_nb(
                 qty = np.nan
                 if limited:
                     order, qty, book_cash = _decide_nb(
-                        col, order, close[i], cash + marked, book_cash, book, sector, max_position, max_sector, max_open, whole_shares
+                        # a halted book has room for no new position
+                        col, order, close[i], cash + marked, book_cash, book, sector, max_position, max_sector, max_open if not halted else 0, whole_shares
                     )
                     if np.isnan(order):
                         continue  # held by the limits: nothing is sent
@@ -292,11 +299,12 @@ def simulate_signals(
     allow_short: bool,
     brackets: bool,
     freq: str,
-    limits: tuple[float, float, int, np.ndarray] | None = None,
+    limits: tuple[float, float, int, np.ndarray, float] | None = None,
 ) -> Any:
     """A vectorbt Portfolio (shared cash, one group) from (bar x symbol) signal arrays: entry/exit
     long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`). `limits`:
-    (max position share, max sector share, max open positions, sector id per column), decided on
+    (max position share, max sector share, max open positions, sector id per column, drawdown
+    breaker), decided on
     `close` as the live step decides (`_decide_nb`); None: no limits."""
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
@@ -314,7 +322,7 @@ def simulate_signals(
         f64(signals["size"]), f64(signals["stop"]), f64(signals["target1"]), f64(signals["target2"]),
         f64(fill_price), f64(open_), f64(high), f64(low), fee_rate, fee_per_share, f64(slippage),
         init_cash, not fractional, brackets, f64(close), limits is not None,
-        *((limits[0], limits[1], limits[2], np.ascontiguousarray(limits[3], dtype=np.int64)) if limits is not None else (1.0, 1.0, 0, np.zeros(close.shape[1], dtype=np.int64))),
+        *((limits[0], limits[1], limits[2], np.ascontiguousarray(limits[3], dtype=np.int64), limits[4]) if limits is not None else (1.0, 1.0, 0, np.zeros(close.shape[1], dtype=np.int64), 1.0)),
     )  # fmt: skip
     wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
     return vbt.Portfolio(wrapper, close, orders, logs, np.array([init_cash]), True)

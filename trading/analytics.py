@@ -457,8 +457,8 @@ def drift_report(
     - residual: shortfall - the above (float rounding only)
     With `limits_in_backtest` (the backtest applied the same sizing caps, `run_backtest(...,
     limits=...)`), an order a cap cut is no longer the limits' doing but the drifted equity's: its
-    size difference goes to quantity; orders held or blocked stay risk_limits (breakers and the
-    window are not in the backtest).
+    size difference goes to quantity; orders held or blocked stay risk_limits (the daily loss limit,
+    trades per day and the window are not in the backtest).
     """
     keys = tuple(match_on)
     if "symbol" not in keys or not set(keys) <= {"symbol", "side"}:

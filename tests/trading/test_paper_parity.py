@@ -88,6 +88,9 @@ LIMITED: dict[str, tuple[Strategy[Any], dict[str, Any], list[str], RiskLimits, s
     "open positions, 3 symbols at 30 %": (
         SMA_CROSS, {"fast": 5, "slow": 20, "fraction": 0.3}, ["AAPL", "JPM", "XOM"], RiskLimits(max_position_pct=0.5, max_open_positions=1), "max_open_positions"
     ),
+    "drawdown breaker (halts for good)": (
+        SMA_CROSS, {"fast": 5, "slow": 20, "fraction": 0.5}, ["AAPL", "JPM"], RiskLimits(max_position_pct=0.5, max_sector_pct=0.5, max_drawdown_pct=0.05), "max_drawdown_pct"
+    ),
     # A reversal is an exit on the live path (exits are reduce-only); the backtest with limits does the same.
     "position cap, long-short": (
         SMA_CROSS, {"fast": 5, "slow": 20, "allow_short": True}, ["AAPL", "MSFT"], RiskLimits(allow_short=True), "max_position_pct",
