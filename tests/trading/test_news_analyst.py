@@ -14,6 +14,7 @@ import polars as pl
 from lake.calendar import EXCHANGE_TZ
 from lake.news.schema import empty_news
 from lake.news.store import write_news_day
+from lake.store import replace_partitions
 from tests.fakes.openai_server import OpenAIServer, auto_reply
 from tests.trading.conftest import PARAMS, SMA_CROSS, Market, schema_name
 from trading.agents.base import AgentRun
@@ -21,8 +22,9 @@ from trading.agents.news_analyst import NewsAnalyst, NewsConfig, headline_score
 from trading.agents.team import TEAM_PIPELINE, Researcher
 from trading.context import SymbolContext, build_contexts
 from trading.cost import CostTracker, PriceTable
-from trading.cycle import headlines_for
+from trading.cycle import headlines_for, run_decision_cycle
 from trading.events import MemorySink
+from trading.ledger import Ledger
 from trading.models import Mode
 from trading.pipeline import DecisionPipeline, PipelineConfig
 
@@ -131,3 +133,29 @@ def test_the_news_tone_moves_the_debate_and_the_plan(market: Market) -> None:
     assert quiet and set(quiet) == set(bad)
     assert all(bad[s] < quiet[s] for s in quiet), (bad, quiet)
     assert all(good[s] >= quiet[s] for s in quiet), (good, quiet)
+
+
+def test_a_decision_cycle_gives_the_team_the_lake_headlines_up_to_the_decision_bar(market: Market, tmp_path: Path) -> None:
+    """The cycle's path (lake -> cycle -> step -> contexts): on-time headlines arrive, a late one does not."""
+    lake = tmp_path / "lake"
+    replace_partitions(lake, "bars", "1d", market.bars, period="year")
+    symbol = _signalled(market, None)[0].symbol
+    as_of = market.as_of
+    rows = [
+        {"id": "1", "symbol": symbol, "created_at": as_of - timedelta(hours=1), "headline": GOOD, "source": "wire"},
+        {"id": "2", "symbol": symbol, "created_at": as_of + timedelta(seconds=1), "headline": BAD, "source": "wire"},
+    ]
+    news = pl.DataFrame(rows).with_columns(pl.col("created_at").dt.cast_time_unit("us"))
+    day_of = pl.col("created_at").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    for day in news.select(day_of.unique())["created_at"].to_list():
+        write_news_day(lake, day, news.filter(day_of == day), empty_news())
+    symbols = sorted(market.bars["symbol"].unique().to_list())
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        report = run_decision_cycle(
+            lake_root=lake, ledger=ledger, strategy=SMA_CROSS, params=PARAMS, symbols=symbols, timeframe="1d",
+            pipeline=_team_config(), as_of=as_of, now=as_of + timedelta(days=4),
+        )
+    assert report.step is not None
+    got = {c.symbol: [h["headline"] for h in c.headlines] for c in report.step.contexts}
+    assert got[symbol] == [GOOD]
+    assert all(not v for s, v in got.items() if s != symbol)
