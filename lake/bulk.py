@@ -38,6 +38,9 @@ class BulkSummary:
     quarantined_rows: int = 0
     partitions: int = 0
     failed_checks: Counter[str] = field(default_factory=Counter)  # rule -> failing rows
+    # The failing rows of blocking rules only: a warning that sets rows aside (Alpaca's
+    # extended-hours bars) is expected every day and must not fail the command.
+    blocking_failures: Counter[str] = field(default_factory=Counter)
     written: set[tuple[str, str]] = field(default_factory=set)  # (symbol, period) of the bars written
 
     def add(self, other: BulkSummary) -> None:
@@ -46,6 +49,7 @@ class BulkSummary:
         self.quarantined_rows += other.quarantined_rows
         self.partitions += other.partitions
         self.failed_checks.update(other.failed_checks)
+        self.blocking_failures.update(other.blocking_failures)
         self.written |= other.written
 
 
@@ -116,6 +120,7 @@ def bulk_ingest(
                 _finish(pending, total, on_chunk)
             part = BulkSummary(raw.height, report.clean.height, report.quarantine.height)
             part.failed_checks.update({o.name: o.failed_rows for o in report.results if not o.passed})
+            part.blocking_failures.update({o.name: o.failed_rows for o in report.results if not o.passed and o.blocking})
             pending = (writer.submit(write, report.clean, report.quarantine), part)
         if pending is not None:
             _finish(pending, total, on_chunk)

@@ -135,3 +135,28 @@ def test_a_session_the_source_lacks_is_missing_even_at_the_start_of_the_range(tm
     summary = bulk_ingest(source, ["AAPL"], "1m", START, END, tmp_path)
     assert summary.failed_checks["missing_bars"] == 390
     assert summary.clean_rows == 390 + 390 + 210 and summary.quarantined_rows == 0
+
+
+@dataclass
+class ExtendedHoursSource(EditedSource):
+    """A source that sends pre/after-hours minutes by design, as Alpaca does (`extended_hours`)."""
+
+    extended_hours: bool = True
+
+
+def _with_premarket_minute(df: pl.DataFrame) -> pl.DataFrame:
+    first = df.sort("ts").head(1)
+    return pl.concat([first.with_columns(pl.col("ts") - pl.duration(hours=1)), df])  # 08:30 New York
+
+
+def test_extended_hours_rows_are_set_aside_but_only_blocking_rules_fail_the_command(tmp_path: Path) -> None:
+    """`quantlake ingest --bulk` exits 1 on blocking failures (orchestration/bulk.py reads
+    `blocking_failures`); an expected extended-hours minute is quarantined and counted, not a failure."""
+    source = ExtendedHoursSource(edit=_with_premarket_minute)
+    extended = _ingest(source, tmp_path / "a")
+    fetches = len(source.calls)  # one early minute per fetched chunk
+    assert fetches == 2 and extended.quarantined_rows == fetches and extended.failed_checks == {"extended_hours": fetches}
+    assert not extended.blocking_failures
+    # The same minute from a source that does not send extended hours is out of session: blocking.
+    plain = _ingest(EditedSource(edit=_with_premarket_minute), tmp_path / "b")
+    assert plain.quarantined_rows == fetches and plain.blocking_failures == {"in_session": fetches}
