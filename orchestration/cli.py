@@ -342,7 +342,10 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     from orchestration.jobs import kill_switch
     from orchestration.resources import trading_resource
 
-    closing = kill_switch(trading_resource(), f"cli-{os.getpid()}", args.reason)
+    # Outside a Dagster run the resource's dg.EnvVar fields hold the variables' names: initializing it
+    # reads the keys themselves, as a run would (without this, Alpaca answered 401 to the kill switch).
+    with trading_resource().process_config_and_initialize_cm() as trading:
+        closing = kill_switch(trading, f"cli-{os.getpid()}", args.reason)
     print(f"halted: {args.reason}; {len(closing)} closing order(s) sent. Resume with: quantlake resume --by NAME")
     return 0
 
@@ -376,7 +379,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from trading.execution import ExecutionError
 
     try:
-        resume(trading_resource(), f"cli-{os.getpid()}", args.by, args.reason or "")
+        with trading_resource().process_config_and_initialize_cm() as trading:  # the keys, not their names
+            resume(trading, f"cli-{os.getpid()}", args.by, args.reason or "")
     except ExecutionError as exc:
         print(str(exc), file=sys.stderr)
         return 2

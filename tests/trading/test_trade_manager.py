@@ -726,3 +726,25 @@ def test_cli_trade_manager_refuses_a_mode_without_alpaca_orders(server: AlpacaTr
     assert done.returncode == 2
     assert done.stderr.startswith("error: the trade manager follows Alpaca orders; QUANTLAKE_MODE is 'simulation'"), done.stderr
     assert not server.requests  # nothing asked of the broker
+
+
+def test_cli_kill_switch_in_paper_mode_flattens_the_alpaca_account(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    """`quantlake kill-switch` outside a Dagster run reads the Alpaca keys themselves (not the names of
+    their variables): the held position is closed at the broker, and the account is halted."""
+    import subprocess
+    import sys
+
+    (tmp_path / "home").mkdir()
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        enter(server, ledger)
+    assert position(server) == 10
+    command = [str(Path(sys.executable).parent / "quantlake"), "kill-switch", "--reason", "operator test"]
+    done = subprocess.run(command, env=_cli_env(server, tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("halted: operator test; 1 closing order(s) sent"), done.stdout
+    assert position(server) == 0
+    assert all(not server._live(o) for o in server.orders.values())  # nothing left resting
+    resumed = subprocess.run(
+        [str(Path(sys.executable).parent / "quantlake"), "resume", "--by", "ops"], env=_cli_env(server, tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0 and resumed.stdout.strip() == "trading resumed by ops", resumed.stderr
