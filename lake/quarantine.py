@@ -11,21 +11,13 @@ statistics).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
 
-from lake.errors import LakeError, UnknownSymbolError
-from lake.store import QUARANTINE, partition_files
-
-
-def _utc(bound: date | datetime) -> datetime:
-    if isinstance(bound, datetime):
-        if bound.tzinfo is None:
-            raise LakeError(f"quarantine: time bound {bound} is timezone-naive; pass an aware datetime or a date")
-        return bound.astimezone(UTC)
-    return datetime.combine(bound, time(), tzinfo=UTC)
+from lake.errors import UnknownSymbolError
+from lake.store import QUARANTINE, as_utc, partition_files
 
 
 def read_quarantine(
@@ -44,7 +36,7 @@ def read_quarantine(
         return pl.DataFrame()
     scan = pl.scan_parquet(files, hive_partitioning=False)
     if start is not None:
-        scan = scan.filter(pl.col("ts") >= _utc(start))
+        scan = scan.filter(pl.col("ts") >= as_utc(start))
     if end is not None:
-        scan = scan.filter(pl.col("ts") < _utc(end))
+        scan = scan.filter(pl.col("ts") < as_utc(end))
     return scan.collect().sort("symbol", "ts", nulls_last=True)

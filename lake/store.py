@@ -119,7 +119,8 @@ def replace_partition_frames(
         return dict(zip([key for key, _ in items], pool.map(write, items), strict=True))
 
 
-def _as_utc(bound: date | datetime) -> datetime:
+def as_utc(bound: date | datetime) -> datetime:
+    """A read bound as an aware UTC instant: a date is its midnight UTC; a naive datetime is refused."""
     if isinstance(bound, datetime):
         if bound.tzinfo is None:
             raise LakeError(f"time bound {bound} is timezone-naive; pass an aware datetime or a date")
@@ -146,8 +147,8 @@ def partition_files(
 ) -> list[Path]:
     """The files that may hold rows of `symbols` in [start, end): pruned by folder name, not read."""
     check_timeframe(timeframe)
-    lo = _as_utc(start) if start is not None else None
-    hi = _as_utc(end) if end is not None else None
+    lo = as_utc(start) if start is not None else None
+    hi = as_utc(end) if end is not None else None
     base = Path(root) / dataset / f"timeframe={timeframe}"
     files: list[Path] = []
     for symbol in symbols:
@@ -170,9 +171,9 @@ def scan_dataset(
         return None
     scan = pl.scan_parquet(files, hive_partitioning=False)
     if start is not None:
-        scan = scan.filter(pl.col("ts") >= _as_utc(start))
+        scan = scan.filter(pl.col("ts") >= as_utc(start))
     if end is not None:
-        scan = scan.filter(pl.col("ts") < _as_utc(end))
+        scan = scan.filter(pl.col("ts") < as_utc(end))
     return scan
 
 

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes import JsonHandler
 
 MAX_PAGE = 50
 
@@ -79,7 +81,7 @@ def alpaca_news_server(state: AlpacaNewsState) -> Iterator[str]:
     """Serves `state`; yields the base URL to pass as `NewsClient(url_override=...)`."""
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
             url = urlparse(self.path)
             params = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -96,17 +98,6 @@ def alpaca_news_server(state: AlpacaNewsState) -> Iterator[str]:
             if int(params.get("limit") or 0) > MAX_PAGE:
                 return self._send(422, json.dumps({"code": 42210000, "message": "invalid limit: must be between 1 and 50"}))
             self._send(200, json.dumps(state.page(params)))
-
-        def _send(self, status: int, body: str) -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.block_on_close = False
