@@ -262,11 +262,19 @@ def _ingest_in_process(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_celery_workers_run_an_ingest_backfill_and_a_chunked_sweep_as_one_process_would(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The backfill: one run per partition, launched together; their steps queue on the broker.
-    runs = []
-    for year, symbol in BACKFILL:
+    # The backfill: one run per partition; their steps queue on the broker. features_1d of a year warms
+    # up on the year before's bars, which nothing in the asset graph orders (a known race, see the
+    # closing note of 2026-11-29): the earlier year lands first, the later ones run together.
+    def launch(year: str, symbol: str) -> tuple[str, Any]:
         tags = {"dagster/partition": str(daily_key(year, symbol)), "dagster/partition/year": year, "dagster/partition/symbol": symbol, NOW_TAG: NOW}
-        runs.append((f"ingest-{symbol}-{year}", cluster.run("-j", "ingest_daily_job", "--tags", json.dumps(tags), name=f"ingest-{symbol}-{year}")))
+        return f"ingest-{symbol}-{year}", cluster.run("-j", "ingest_daily_job", "--tags", json.dumps(tags), name=f"ingest-{symbol}-{year}")
+
+    first_year = min(year for year, _ in BACKFILL)
+    for year, symbol in BACKFILL:
+        if year == first_year:
+            name, proc = launch(year, symbol)
+            cluster.wait(proc, name)
+    runs = [launch(year, symbol) for year, symbol in BACKFILL if year != first_year]
     for name, proc in runs:
         cluster.wait(proc, name)
     reference = tmp_path / "reference_lake"
