@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -257,12 +256,9 @@ def test_concurrent_requests_are_served_in_parallel() -> None:
             resp = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": str(i)}])
             return resp.choices[0].message.content
 
-        start = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(call, range(8)))
-        elapsed = time.monotonic() - start
     assert results == ["ok"] * 8
     assert srv.calls == 8
-    assert srv.max_in_flight >= 4
-    assert elapsed < 1.2
+    assert srv.max_in_flight >= 4  # parallel by behaviour: requests overlapped in the server, no timing
     assert sorted(r["messages"][0]["content"] for r in srv.requests) == [str(i) for i in range(8)]
