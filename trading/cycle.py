@@ -24,7 +24,6 @@ from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
 from trading.context import SymbolContext
-from trading.events import EventType
 from trading.ledger import Ledger, project
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
@@ -129,8 +128,9 @@ def run_decision_cycle(
         bars = bars.filter(pl.col("ts") + TIMEFRAMES[timeframe] <= now)
         as_of = latest_common_bar(bars)
     spent, per_call = projection.spent_on(as_of.date())
-    # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed.
-    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_events(ledger.events(types=[EventType.FALLBACK.value])))
+    # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed,
+    # and the calls made in them since count towards the re-check, whichever process made them.
+    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger))
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -142,9 +142,9 @@ def with_keys(config: Mapping[str, Any], lookup: KeyLookup) -> dict[str, Any]:
 class Recheck:
     """When a remembered lesser format is due for one more try of `json_schema` (servers get upgraded):
     `after_days` since it was learnt (by the caller's clock: the decision bar; the ledger keeps when),
-    or `after_calls` calls made in it since this memory was built (so within one process: a long paper
-    session, a long-lived worker; a cycle rebuilt from the ledger starts counting at 0); None turns
-    that trigger off."""
+    or `after_calls` calls made in it since then, by every process: a memory rebuilt from the ledger
+    (`FormatMemory.from_ledger`) starts from the calls the ledger's `response` events record, so
+    scheduled cycles (one process each) add up; None turns that trigger off."""
 
     after_days: float | None = 7.0
     after_calls: int | None = 500
@@ -160,7 +160,10 @@ class FormatMemory:
     Each refusal is a `fallback` event of kind `format` naming the server and the model, so the
     ledger keeps what was learnt: `from_events` rebuilds the memory from it, and the next cycle (a new
     process) does not ask that server for `json_schema` again, until the lesson is due for a re-check
-    (`Recheck`): then one call asks for `json_schema` again. Accepted, the memory goes back to it (a
+    (`Recheck`): then one call asks for `json_schema` again. The calls made in the lesser format are
+    counted from the `response` events after the lesson (each names its format and server), so the
+    count is the ledger's, not one process's: nothing is incremented, so no count is lost between
+    processes and a re-run whose events are already stored adds nothing. Accepted, the memory goes back to it (a
     `format` event with `recheck: true`, `to: json_schema`); refused, the lesser format stays and its
     clock starts again (the refusal's own event).
     """
@@ -185,7 +188,33 @@ class FormatMemory:
                     memory.restore(key)
                 else:
                     memory.learn(key, p["to"], at=at)
+            elif event.type == EventType.RESPONSE and p.get("format") in FORMATS and not p.get("cached"):
+                memory._count(_response_key(p), p["format"])
         return memory
+
+    @classmethod
+    def from_ledger(cls, ledger: EventReader) -> FormatMemory:
+        """`from_events` over what a ledger holds: its format lessons, and the responses since the
+        oldest lesson still in force (not the whole history: only those can count)."""
+        lessons = list(ledger.events_with_seq(types=[EventType.FALLBACK.value]))
+        memory = cls.from_events(e for _, e in lessons)
+        lesser = memory.known()
+        if not lesser:
+            return memory
+        learnt = {}  # key -> seq of its last format event
+        for seq, e in lessons:
+            if e.payload.get("kind") == "format" and "base_url" in e.payload:
+                learnt[(str(e.payload["base_url"]), str(e.payload.get("model")))] = seq
+        start = min(learnt.get(key, 0) for key in lesser)
+        since = ledger.events_with_seq(types=[EventType.FALLBACK.value, EventType.RESPONSE.value], after_seq=start - 1 if start else 0)
+        return cls.from_events([*(e for seq, e in lessons if seq < start), *(e for _, e in since)])
+
+    def _count(self, key: tuple[str, str], fmt: str) -> None:
+        """One call recorded in `fmt`: counted when it is the lesser format `key` is remembered in."""
+        with self._lock:
+            if self._formats.get(key) == fmt and key in self._since:
+                learnt_at, calls = self._since[key]
+                self._since[key] = (learnt_at, calls + 1)
 
     def learn(self, key: tuple[str, str], fmt: Format, *, at: datetime | None = None) -> None:
         """At least `fmt` for `key` (a memory never moves back to a format already refused, but by a
@@ -271,6 +300,21 @@ class FormatMemory:
 
 
 FORMAT_MEMORY = FormatMemory()  # per process: a server that refused json_schema is not asked again (until a re-check)
+
+
+class EventReader(Protocol):
+    """What `FormatMemory.from_ledger` reads (a `trading.ledger.Ledger`)."""
+
+    def events_with_seq(self, *, types: Iterable[str], after_seq: int = 0) -> Iterator[tuple[int, Event]]: ...
+
+
+def _response_key(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """The (base_url, model) a response event came from (older events name the server only in `provider`)."""
+    model = str(payload.get("model"))
+    if "base_url" in payload:
+        return str(payload["base_url"] or ""), model
+    server = str(payload.get("provider") or "").removeprefix(f"{model}@")
+    return ("" if server == "openai" else server), model
 
 
 def _instant(value: object) -> datetime | None:
@@ -403,7 +447,7 @@ class StructuredCaller:
         content = message.content if isinstance(message.content, str) else json.dumps(message.content, default=str)
         finish = meta.get("finish_reason")
         failure: ModelFailure | None = None
-        extra: dict[str, Any] = {"format": fmt}
+        extra: dict[str, Any] = {"format": fmt, "base_url": self.settings.base_url or ""}  # what `FormatMemory` counts by
         parsed: T | None = None
         if refusal:
             failure = ModelFailure("refusal", str(refusal)[:300])
@@ -478,7 +522,9 @@ class StructuredCaller:
             content = choice.message.content if choice is not None else None
             usage = completion.usage if completion is not None else None
             reported = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens} if usage is not None else None
-            self._record(content, choice.finish_reason if choice else None, reported, messages, ctx, run, outcome=outcome, reason=detail, format=fmt)
+            self._record(
+                content, choice.finish_reason if choice else None, reported, messages, ctx, run, outcome=outcome, reason=detail, format=fmt, base_url=self.settings.base_url or ""
+            )
             raise ModelFailure(kind, detail) from exc
         except openai.APIStatusError as exc:
             if fmt in ("json_schema", "json_object") and exc.status_code in (400, 422) and _names_format(exc.message, fmt):
