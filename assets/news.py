@@ -18,6 +18,7 @@ from assets.metadata import markdown_table
 from assets.partitions import trading_day_partitions, universe
 from assets.policies import MARKET_DATA_POOL, TRANSIENT_RETRY, bad_input_fails_once
 from assets.resources import LakeResource
+from assets.run_limits import max_runtime
 from lake.errors import SourceError
 from lake.news.base import NewsSource
 from lake.news.store import write_news_day
@@ -113,5 +114,6 @@ ingest_news_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("news"),
     partitions_def=trading_day_partitions,
     description="Headlines for one trading day: fetch, validate, write (failing rows quarantined with their reason).",
+    tags=max_runtime("ingest"),
 )
 

@@ -25,6 +25,7 @@ from assets.clock import run_now
 from assets.metadata import markdown_table, png_markdown
 from assets.research import SweepConfig, _grid
 from assets.resources import LakeResource
+from assets.run_limits import max_runtime
 from backtests import reports
 from backtests.sweep import sweep
 from lake.store import write_frame_atomic
@@ -157,7 +158,7 @@ def collect_sweep(context: dg.OpExecutionContext, plan: SweepPlan, tables: list[
 
 @dg.job(
     description="A parameter sweep split into chunks run as separate steps (spread over Celery workers or pods), joined in grid order.",
-    tags={"quantlake/kind": "research"},
+    tags={"quantlake/kind": "research", **max_runtime("research")},
 )
 def chunked_sweep_job() -> None:
     plan, chunks = split_sweep()

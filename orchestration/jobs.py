@@ -11,6 +11,7 @@ from pydantic import Field
 from assets.clock import run_now
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.resources import TradingResource
+from assets.run_limits import max_runtime
 from trading.brokers.base import OrderState
 from trading.brokers.simulated import SimulatedBroker
 from trading.execution import ExecutionError, Executor
@@ -22,6 +23,7 @@ ingest_intraday_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("bars_1m", "bars_resampled", "features_1m"),
     partitions_def=intraday_partitions,
     description="1-minute bars for one trading day and symbol: fetch, validate, write, resample, features.",
+    tags=max_runtime("ingest"),
 )
 
 ingest_daily_job = dg.define_asset_job(
@@ -29,39 +31,42 @@ ingest_daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("bars_1d", "features_1d"),
     partitions_def=daily_partitions,
     description="Daily bars for one year and symbol: fetch, validate, write, features.",
+    tags=max_runtime("ingest"),
 )
 
 backtest_job = dg.define_asset_job(
     "backtest_job",
     selection=dg.AssetSelection.assets("backtest"),
     description="One backtest of the configured strategy over the lake's bars (configure in the launchpad).",
+    tags=max_runtime("research"),
 )
 
 research_job = dg.define_asset_job(
     "research_job",
     selection=dg.AssetSelection.groups("research"),
     description="Backtest, parameter sweep, walk-forward and Monte Carlo with one run config.",
+    tags=max_runtime("research"),
 )
 
 decide_job = dg.define_asset_job(
     "decide_job",
     selection=dg.AssetSelection.assets("decision_cycle"),
     description="One decision cycle for the universe: agents and hard limits decide, the ledger records (paper/live: orders).",
-    tags={"quantlake/kind": "trading"},
+    tags={"quantlake/kind": "trading", **max_runtime("trading")},
 )
 
 paper_session_job = dg.define_asset_job(
     "paper_session_job",
     selection=dg.AssetSelection.assets("paper_session"),
     description="Simulated paper trading over the lake's bars with the live loop; analytics and drift against the backtest.",
-    tags={"quantlake/kind": "trading", "quantlake/mode": "simulation"},
+    tags={"quantlake/kind": "trading", "quantlake/mode": "simulation", **max_runtime("simulation")},
 )
 
 end_of_day_job = dg.define_asset_job(
     "end_of_day_job",
     selection=dg.AssetSelection.assets("end_of_day_report"),
     description="At the close: flatten when the trading window says so (paper/live), then the day's report.",
-    tags={"quantlake/kind": "trading"},
+    tags={"quantlake/kind": "trading", **max_runtime("trading")},
 )
 
 
@@ -89,12 +94,12 @@ def resume_op(context: dg.OpExecutionContext, config: ResumeConfig, trading: Tra
     context.log.info(f"trading resumed by {config.by}")
 
 
-@dg.job(description="Kill switch: cancel, flatten, halt (until resume_job).", tags={"quantlake/kind": "trading"})
+@dg.job(description="Kill switch: cancel, flatten, halt (until resume_job).", tags={"quantlake/kind": "trading", **max_runtime("trading")})
 def kill_switch_job() -> None:
     kill_switch_op()
 
 
-@dg.job(description="Resume trading after a kill switch or circuit breaker.", tags={"quantlake/kind": "trading"})
+@dg.job(description="Resume trading after a kill switch or circuit breaker.", tags={"quantlake/kind": "trading", **max_runtime("trading")})
 def resume_job() -> None:
     resume_op()
 

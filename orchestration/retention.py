@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from assets.clock import run_now
 from assets.resources import LakeResource, TradingResource
+from assets.run_limits import max_runtime
 from lake.retention import Removed, prune_quarantine, prune_reports
 from trading.ledger.archive import archive_events
 from trading.retention import prune_llm_cache
@@ -168,7 +169,7 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
     return dg.Output(counts, metadata=meta)
 
 
-@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet.", tags={"quantlake/kind": "maintenance"})
+@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet.", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
 def retention_job() -> None:
     apply_retention()
 
