@@ -184,9 +184,9 @@ class DagsterJsonHandler(logging.Handler):
     writes nothing: Dagster's own console logger prints them already).
 
     Installed by the instance: dagster.yaml `python_logs: dagster_handler_config: handlers: {json:
-    {class: orchestration.observability.DagsterJsonHandler}}` (orchestration/default_instance.yaml).
-    Dagster has no switch for a code location's default console logger (a job's loggers apply only
-    when the run config names them), so its text line still prints too: keep the lines starting `{`.
+    {class: orchestration.observability.DagsterJsonHandler}}` (orchestration/default_instance.yaml,
+    deploy/dagster.yaml, deploy/k8s/dagster.yaml). In JSON mode it is the only writer of those lines:
+    Dagster's console logger is built without a handler then (`quiet_console_in_json_mode`).
     """
 
     def __init__(self, level: int | str = logging.NOTSET, fmt: str | None = None) -> None:
@@ -213,6 +213,44 @@ class DagsterJsonHandler(logging.Handler):
             sys.stderr.flush()
         except Exception:  # a log line must never fail a run
             self.handleError(record)
+
+
+def _json_mode() -> bool:
+    return (os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower() == "json"
+
+
+def quiet_console_in_json_mode() -> None:
+    """In JSON mode Dagster's default console logger writes nothing, so stderr carries JSON lines only.
+
+    Every run whose config names no logger (schedules, sensors, the launchpad, `materialize`) logs
+    through `colored_console_logger`, which prints text. Dagster has no switch for it: a job's own
+    loggers apply only when the run config names them, and a partitioned asset job drops a job-level
+    default config. So the one factory it calls at each run start (`dagster._loggers.
+    create_console_logger`, Dagster 1.13) is wrapped: in JSON mode it returns a logger with a
+    NullHandler (no text line, and no fallback to logging's last-resort handler either); the
+    instance's `DagsterJsonHandler` writes the line. Console mode is untouched. Idempotent; called
+    when this module is imported, which every code location process (run worker, step process,
+    daemon, CLI) does before its first run starts. tests/orchestration/test_observability.py fails
+    if a Dagster upgrade moves the factory.
+    """
+    from dagster import _loggers
+
+    original = _loggers.create_console_logger
+    if getattr(original, "_quantlake_quiet", False):
+        return
+
+    def create_console_logger(name: str, level: str | int) -> logging.Logger:
+        if not _json_mode():
+            return original(name, level)
+        logger = logging.getLoggerClass()(name, level=level)
+        logger.addHandler(logging.NullHandler())
+        return logger
+
+    create_console_logger._quantlake_quiet = True  # type: ignore[attr-defined]
+    _loggers.create_console_logger = create_console_logger  # type: ignore[assignment]
+
+
+quiet_console_in_json_mode()
 
 
 def ensure_logging() -> None:

@@ -28,6 +28,23 @@ def test_instance_config_validates(path: Path) -> None:
             assert result.success, f"{path}: {section}: {[e.message for e in result.errors or []]}"
 
 
+@pytest.mark.parametrize("path", INSTANCE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_instance_config_installs_the_json_log_handler(path: Path) -> None:
+    """Every deployed instance writes Dagster's own lines as JSON in JSON mode, as the default one does:
+    the same handlers (by class), built by Dagster from the file."""
+    import yaml
+
+    from orchestration.home import DEFAULT_INSTANCE
+    from orchestration.observability import DagsterJsonHandler
+
+    config, _ = dagster_instance_config(str(path.parent), path.name)
+    handlers = config["python_logs"]["dagster_handler_config"]["handlers"]
+    default = yaml.safe_load(DEFAULT_INSTANCE.read_text())["python_logs"]["dagster_handler_config"]["handlers"]
+    assert {h["class"] for h in handlers.values()} == {h["class"] for h in default.values()}
+    with dg.instance_for_test(overrides={"python_logs": config["python_logs"]}) as instance:
+        assert any(isinstance(h, DagsterJsonHandler) for h in instance.get_handlers())
+
+
 def _executor(name: str) -> dg.ExecutorDefinition:
     if name == "k8s":
         from dagster_k8s import k8s_job_executor

@@ -189,7 +189,10 @@ def test_dagsters_own_lines_are_json_with_the_runs_ids_in_json_mode(
     dagster = [json.loads(line) for line in err.splitlines() if line.startswith("{") and '"logger": "dagster"' in line]
     if fmt == "console":
         assert not dagster  # Dagster's console logger prints them; the handler adds nothing
+        assert " - dagster - DEBUG - decide_job - " in err and "RUN_SUCCESS" in err
         return
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and [type(json.loads(line)) for line in lines] == [dict] * len(lines)  # JSON only: no text line beside
     events = {line.get("dagster_event") for line in dagster}
     assert {"RUN_START", "RESOURCE_INIT_STARTED", "STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS", "RUN_SUCCESS"} <= events, events
     for line in dagster:
