@@ -8,7 +8,11 @@ Settings (days; -1 keeps forever), read from the environment when the job runs:
 - QUANTLAKE_RETENTION_REPORTS_DAYS (365): the end-of-day reports, by their day.
 - QUANTLAKE_RETENTION_LLM_CACHE_DAYS (90): cached model answers (QUANTLAKE_LLM_CACHE), by record time.
 - QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS (30): ledger events older than this are copied, verified,
-  to Parquet under <lake>/archive/ledger/ (the ledger keeps them: it is the audit trail).
+  to Parquet under <lake>/archive/ledger/.
+- QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS (-1: never): archived ledger events older than this, and
+  folded into the projection snapshot, are removed from the live table (trading/ledger/compaction.py);
+  at least the archive's days. Off by default: raw reads of the ledger (analytics, audits, replays
+  of the whole history) then need the archive, a choice a deployment makes knowingly.
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
 """
 
@@ -19,13 +23,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from assets.clock import run_now
 from assets.resources import LakeResource, TradingResource
 from assets.run_limits import max_runtime
 from lake.retention import Removed, prune_quarantine, prune_reports
 from trading.ledger.archive import archive_events
+from trading.ledger.compaction import compact_ledger
 from trading.retention import prune_llm_cache
 
 KEEP = -1
@@ -37,6 +42,7 @@ ENV = {
     "reports_days": "QUANTLAKE_RETENTION_REPORTS_DAYS",
     "llm_cache_days": "QUANTLAKE_RETENTION_LLM_CACHE_DAYS",
     "ledger_archive_days": "QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS",
+    "ledger_compact_days": "QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS",
 }
 
 
@@ -49,6 +55,7 @@ class RetentionPolicy(BaseModel):
     reports_days: int = Field(365, description="End-of-day reports, by their day.")
     llm_cache_days: int = Field(90, description="Cached model answers, by when they were recorded.")
     ledger_archive_days: int = Field(30, description="Ledger events older than this are archived to Parquet.")
+    ledger_compact_days: int = Field(KEEP, description="Archived ledger events older than this leave the live table.")
 
     @field_validator("*")
     @classmethod
@@ -56,6 +63,15 @@ class RetentionPolicy(BaseModel):
         if value != KEEP and value < 1:
             raise ValueError(f"{value} days: expected at least 1, or -1 to keep forever")
         return value
+
+    @model_validator(mode="after")
+    def _compaction_needs_the_archive(self) -> "RetentionPolicy":
+        if self.ledger_compact_days != KEEP and (self.ledger_archive_days == KEEP or self.ledger_compact_days < self.ledger_archive_days):
+            raise ValueError(
+                f"QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS={self.ledger_compact_days}: compaction removes archived events only; "
+                f"set it to at least QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS ({self.ledger_archive_days}, which must not be -1)"
+            )
+        return self
 
 
 def retention_policy(environ: Mapping[str, str] | None = None) -> RetentionPolicy:
@@ -68,8 +84,9 @@ def retention_policy(environ: Mapping[str, str] | None = None) -> RetentionPolic
             continue
         try:
             values[name] = int(raw)
-            RetentionPolicy.model_validate({name: values[name]})
-        except ValueError as exc:  # int() or the policy's check (pydantic's ValidationError is one)
+            if values[name] != KEEP and values[name] < 1:
+                raise ValueError(values[name])
+        except ValueError as exc:
             raise ValueError(f"{var}={raw!r}: expected a whole number of days, at least 1 (or -1 to keep forever)") from exc
     return RetentionPolicy(**values)
 
@@ -158,6 +175,10 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
     if policy.ledger_archive_days != KEEP:
         with trading.ledger() as ledger:
             archived = archive_events(ledger, root / "archive" / "ledger", now - timedelta(days=policy.ledger_archive_days))
+            if policy.ledger_compact_days != KEEP:
+                compacted = compact_ledger(ledger, root / "archive" / "ledger", now - timedelta(days=policy.ledger_compact_days))
+                counts["ledger_events_compacted"] = compacted.removed
+                meta["ledger_compacted_up_to_seq"] = dg.MetadataValue.int(compacted.up_to_seq)
         counts["ledger_events_archived"] = archived.events
         meta |= {"ledger_archive_file": str(archived.path or ""), "ledger_archive_bytes": archived.bytes}
     if policy.runs_days != KEEP:

@@ -24,8 +24,9 @@ from orchestration.retention import RetentionPolicy, retention_policy
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.brokers.base import Fill
 from trading.events import Event, EventType
-from trading.ledger import Ledger, project, replay_portfolio
+from trading.ledger import Ledger, project, projections, replay_portfolio
 from trading.ledger.archive import ArchiveError, archived_files, restore_events, verify_archive
+from trading.ledger.compaction import compacted
 from trading.models import Mode, Side
 
 NOW = datetime(2026, 6, 10, 7, 0, tzinfo=UTC)  # a Wednesday; 90 days before: 2026-03-12
@@ -69,7 +70,7 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture(autouse=True)
 def _policy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RUNS", "QUARANTINE", "REPORTS", "LLM_CACHE", "LEDGER_ARCHIVE"):
+    for var in ("RUNS", "QUARANTINE", "REPORTS", "LLM_CACHE", "LEDGER_ARCHIVE", "LEDGER_COMPACT"):
         monkeypatch.delenv(f"QUANTLAKE_RETENTION_{var}_DAYS", raising=False)
 
 
@@ -197,6 +198,29 @@ def test_the_archived_ledger_replays_to_the_same_projection(instance: dg.Dagster
         assert mine.portfolio == theirs.portfolio and mine.portfolio.realized_pnl != 0
 
 
+def test_retention_compacts_the_archived_ledger_and_the_replay_stays(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    events = _ledger_events()
+    with Ledger(ledger_url) as ledger:
+        ledger.append_many(events)
+    with Ledger(ledger_url) as ledger:
+        before = projections.to_json(project(ledger))
+    result = _run_retention(instance, tmp_path, ledger_url, tmp_path / "cache", now=NOW)
+    assert "ledger_events_compacted" not in result.output_for_node("apply_retention")  # off by default
+    monkeypatch.setenv("QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS", "60")
+    later = NOW + timedelta(days=60)  # the first archive file (events before 2026-05-11) is now older than 60 days
+    counts = _run_retention(instance, tmp_path, ledger_url, tmp_path / "cache", now=later).output_for_node("apply_retention")
+    folder = tmp_path / "lake" / "archive" / "ledger"
+    [(first, last, _), (kept_from, _, _)] = archived_files(folder)
+    assert counts["ledger_events_compacted"] == last - first + 1 > 0
+    with Ledger(ledger_url) as ledger:
+        assert [s for s, _ in ledger.events_with_seq()] == list(range(kept_from, len(events) + 1))
+        assert compacted(ledger).up_to_seq == last
+    with Ledger(ledger_url) as ledger:  # a new process: the same portfolio, halts and orders
+        assert projections.to_json(project(ledger)) == before
+    assert [e.event_id for e in restore_events(folder)] == [e.event_id for e in events]
+
+
 def test_a_long_ledger_is_archived_in_files_of_bounded_size(tmp_path: Path) -> None:
     from trading.ledger.archive import archive_events
 
@@ -259,6 +283,11 @@ def test_policy_from_the_environment() -> None:
     for bad in ("0", "-2", "ten", "1.5"):
         with pytest.raises(ValueError, match=f"QUANTLAKE_RETENTION_QUARANTINE_DAYS={bad!r}"):
             retention_policy({"QUANTLAKE_RETENTION_QUARANTINE_DAYS": bad})
+    assert RetentionPolicy().ledger_compact_days == -1  # compaction is opt-in
+    assert retention_policy({"QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS": "30"}).ledger_compact_days == 30
+    for env in ({"QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS": "10"}, {"QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS": "90", "QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS": "-1"}):
+        with pytest.raises(ValueError, match="QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS=.*removes archived events only"):
+            retention_policy(env)
 
 
 def test_keep_forever_removes_nothing(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,8 @@ second pass with the same `before` writes nothing (it resumes after the last arc
 
 `restore_events` reads every file back as `Event`s, in seq order, and `verify_archive` proves the
 files are whole and contiguous: the archive alone replays to the projection the ledger had.
-The ledger keeps its rows: deleting what is archived needs the projections to start from the
-archive, which the ledger does not do yet.
+The ledger keeps its rows unless compaction (`trading.ledger.compaction`, opt-in) removes the
+archived, snapshotted ones; the projections then start from this archive when they need to.
 """
 
 from __future__ import annotations

@@ -371,10 +371,20 @@ def _from_snapshot(ledger: Ledger) -> tuple[Projection, int]:
         snapshot = ledger.load_snapshot(SNAPSHOT_NAME)
     except LedgerError as error:  # only a shortcut: without it, the full pass
         log.warning("projection snapshot unreadable, folding the whole ledger: %s", error)
-        return Projection(), 0
+        return _base(ledger), 0
     if snapshot is None or snapshot.version != CODE_VERSION:
-        return Projection(), 0
+        return _base(ledger), 0
     return from_json(snapshot.data), snapshot.last_seq
+
+
+def _base(ledger: Ledger) -> Projection:
+    """Where a full pass starts: empty, or on a compacted ledger the fold of the events it removed,
+    read back from their archive (trading/ledger/compaction.py)."""
+    from trading.ledger.compaction import archived_rows, compacted
+
+    projection = Projection()
+    projection.apply_rows(archived_rows(compacted(ledger)))
+    return projection
 
 
 def _save_snapshot(ledger: Ledger, projection: Projection) -> None:
@@ -403,8 +413,13 @@ _LOCK = threading.RLock()  # guards catching up (and reading) the kept projectio
 
 
 def _catch_up(ledger: Ledger, projection: Projection) -> Projection:
-    if ledger.dialect == "postgresql" and projection.applied and ledger.count(until_seq=projection.last_seq) != projection.applied:
-        projection = Projection()  # a transaction committed below what was read: read everything again
+    from trading.ledger.compaction import compacted
+
+    removed = compacted(ledger)
+    if projection.last_seq < removed.up_to_seq:  # compaction removed events this fold had yet to read
+        projection = _from_snapshot(ledger)[0]
+    if ledger.dialect == "postgresql" and projection.applied and ledger.count(until_seq=projection.last_seq) + removed.events != projection.applied:
+        projection = _base(ledger)  # a transaction committed below what was read: read everything again
     # The fold keeps many small containers (executed rows, buckets): the cyclic collector would scan
     # them again and again during a long pass (~20 % of it) while finding nothing to free.
     collecting = gc.isenabled()
