@@ -33,6 +33,10 @@ class SymbolContext(Frozen):
     # Headlines about the symbol stamped at or before as_of (created_at, headline, source), filled by
     # the caller from the news lake; empty when no node reads news.
     headlines: list[dict[str, Any]] = Field(default_factory=list)
+    # Reflections on the symbol's closed positions (trading/agents/reflection.py), newest last, each
+    # closed and stamped (`stamped_at`: the decision bar it was written at) at or before as_of; empty
+    # unless the graph has a reflection node.
+    reflections: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def wants(self) -> str | None:
@@ -63,6 +67,8 @@ class SymbolContext(Frozen):
         }
         if self.headlines:  # only then: prompts (and cached answers) of news-free cycles stay as they were
             view["headlines"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items()} for h in self.headlines]
+        if self.reflections:  # likewise: memory-free prompts stay as they were
+            view["reflections"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in self.reflections]
         return view
 
 
@@ -77,9 +83,11 @@ def build_contexts(
     as_of: datetime,
     snapshot: PortfolioSnapshot,
     headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    reflections: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> tuple[list[SymbolContext], dict[str, str]]:
     """One context per symbol in `bars`, from bars at or before `as_of` only (and headlines of
-    `headlines[symbol]` created at or before `as_of`: a later one is dropped here, whoever read it).
+    `headlines[symbol]` created at or before `as_of`: a later one is dropped here, whoever read it;
+    likewise reflections of `reflections[symbol]` closed or stamped after `as_of`).
 
     A symbol whose last bar is older than `as_of` (halted, missing data) is not judged on stale
     prices: it is returned in the second value with the reason, and the others go on.
@@ -112,6 +120,7 @@ def build_contexts(
                 recent_bars=recent.to_dicts(),
                 position=snapshot.positions.get(symbol, 0.0),
                 headlines=[dict(h) for h in (headlines or {}).get(symbol, ()) if h["created_at"] <= as_of],
+                reflections=[dict(r) for r in (reflections or {}).get(symbol, ()) if r["stamped_at"] <= as_of and r["closed_at"] <= as_of],
             )
         )
     return out, skipped

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,7 @@ class EventType(StrEnum):
     RECONCILIATION = "reconciliation"
     FALLBACK = "fallback"
     DEPOSIT = "deposit"  # cash in (payload {"amount": float}); the ledger's portfolio starts here
+    REFLECTION = "reflection"  # a closed position's outcome and its lesson (trading/agents/reflection.py)
 
 
 # -- typed payloads ---------------------------------------------------------------------------------
@@ -155,6 +156,32 @@ class AgentPayload(Payload):  # prompt, response, tool call, proposal, risk asse
     stage: str | None = None
 
 
+class ReflectionPayload(Payload):
+    """A position closed (the fill that brought it to 0 or through 0): what was decided, what came of it,
+    and the lesson (rules or a model). `Event.as_of` is the decision bar at which it was written: a
+    decision at an earlier bar never reads it."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    quantity: float = Field(gt=0)  # closed over the trade
+    opened_at: datetime | None = None
+    closed_at: datetime
+    entry_price: float = Field(gt=0)  # the average cost held
+    exit_price: float = Field(gt=0)  # quantity-weighted over the closing fills
+    pnl: float  # realized, before commissions (the portfolio's rule)
+    commission: float = Field(default=0.0, ge=0)
+    return_pct: float  # pnl / (entry_price * quantity)
+    open_order: str | None = None  # client order ids of the opening and the closing fill
+    close_order: str | None = None
+    closing_fill: str  # the ledger event id of the fill that closed it (one reflection per close)
+    decision_run_id: str | None = None  # the decision that opened it, when the ledger has it
+    decision_event_id: str | None = None
+    rationale: str = ""
+    lesson: str
+    by: Literal["rules", "model"] = "rules"
+    model: str | None = None
+
+
 PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.DEPOSIT: DepositPayload,
     EventType.FILL: FillPayload,
@@ -166,6 +193,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.COST: CostPayload,
     EventType.DECISION: DecisionPayload,
     EventType.SIGNAL: SignalPayload,
+    EventType.REFLECTION: ReflectionPayload,
     **{t: AgentPayload for t in (EventType.PROMPT, EventType.RESPONSE, EventType.TOOL_CALL, EventType.PROPOSAL, EventType.RISK_ASSESSMENT, EventType.VALIDATION, EventType.FALLBACK)},
 }
 assert set(PAYLOADS) == set(EventType), "every event type has a payload model"

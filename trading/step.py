@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from strategies.base import Strategy
+from trading.agents.reflection import memory_of, remember
 from trading.agents.tools import ToolRegistry
 from trading.brokers.base import Broker, OrderState
 from trading.brokers.simulated import SimulatedBroker
@@ -147,8 +148,14 @@ def trading_step(
         peak_equity=state.peak_equity,
         trades_today=state.trades_today,
     )
-    # 4. Point-in-time contexts; 5. the pipeline.
-    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines)
+    # 4. Point-in-time contexts (with a reflection node: lessons of the closes known by now first); 5. the pipeline.
+    memory = memory_of(decider)
+    recalled = None
+    if memory is not None:
+        recalled = remember(ledger, memory, as_of=as_of, run_id=run_id, mode=mode, strategy=strategy.name, prices=decider.prices,
+                            budget=decider.config.budget, spent_today=spent_today, tokens_today=tokens_today)  # fmt: skip
+        spent_today, tokens_today = spent_today + recalled.usd, tokens_today + recalled.tokens
+    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines, recalled.reflections if recalled else None)
     estimate = decider.estimate(contexts, per_call_costs or [])
     sink = MemorySink()
     tools = tools_for(contexts, snapshot) if tools_for is not None else None

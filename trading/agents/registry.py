@@ -23,6 +23,7 @@ from trading.agents.chain import ProviderChain
 from trading.agents.llm import FormatMemory, LLMSettings, StructuredCaller
 from trading.agents.llm_agents import LLMAnalyst, LLMRiskReviewer, LLMValidator
 from trading.agents.news_analyst import NewsAnalyst, NewsConfig
+from trading.agents.reflection import ReflectionConfig, ReflectionMemory
 from trading.agents.rules import (
     RuleAnalyst,
     RuleAnalystConfig,
@@ -163,6 +164,12 @@ BUILTIN_AGENTS["news_analyst"] = AgentType(
     "news_analyst", Role.RESEARCH, CostClass.FREE, NewsConfig, lambda n, c, e: NewsAnalyst(n, c, _model(n, c, e)),
     "Team: tone of the symbol's headlines up to the decision time (notes.news; lexicon, a model with `llm`); moves the debate.",
     reads=("headlines", "notes"), outputs=("notes.news",),
+)
+BUILTIN_AGENTS["reflection"] = AgentType(
+    "reflection", Role.RESEARCH, CostClass.FREE, ReflectionConfig, lambda n, c, e: ReflectionMemory(n, c, _model(n, c, e)),
+    "Team memory: the symbol's last `last` reflections on closed positions, up to the decision time (notes.memory); "
+    "a position's close writes one (rules, a model with `llm`).",
+    reads=("reflections", "notes"), outputs=("notes.memory",),
 )
 
 

@@ -192,6 +192,9 @@ class Trader(_TeamNode):
         sign = 1.0 if want == "BUY" else -1.0
         approve = out.approve if out is not None else want is not None and sign * balance >= c.min_balance
         why = out.rationale if out is not None else f"debate balance {balance:+.2f} over {debate.get('rounds', 0)} rounds"
+        memory = notes.get("memory") or {}
+        if out is None and memory.get("reflections"):  # the rules cite what the symbol's past trades taught
+            why += f"; memory: {memory.get('summary', '')}"
         if want is None or not approve:
             return TradeProposal(symbol=ctx.symbol, action=Action.HOLD, confidence=1.0, rationale=f"trader: {why}")
         if (want == "SELL" and ctx.position > 0) or (want == "BUY" and ctx.position < 0):  # an exit: no levels
@@ -260,6 +263,7 @@ TEAM_PIPELINE: dict[str, Any] = {
         "nodes": [
             {"id": "technical", "type": "technical_analyst"},
             {"id": "news", "type": "news_analyst"},
+            {"id": "memory", "type": "reflection"},
             {"id": "bull", "type": "bull_researcher", "config": {"rounds": 2}},
             {"id": "bear", "type": "bear_researcher", "config": {"rounds": 2}},
             {"id": "trader", "type": "trader"},
@@ -270,7 +274,8 @@ TEAM_PIPELINE: dict[str, Any] = {
         "edges": [
             {"from": "START", "to": "technical"},
             {"from": "technical", "to": "news"},
-            {"from": "news", "to": "bull"},
+            {"from": "news", "to": "memory"},
+            {"from": "memory", "to": "bull"},
             {"from": "bull", "to": "bear"},
             {"from": "bear", "to": "bull", "when": "debating"},
             {"from": "bear", "to": "trader", "when": "debated"},
