@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import dagster as dg
 from assets.resources import MarketDataResource, TradingResource
 
 if TYPE_CHECKING:
-    from trading.trade_manager import Extremes
+    from trading.trade_manager import Extremes, TradeManager
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +43,11 @@ def _now() -> datetime:
 def trade_manager_sensor(
     context: dg.SensorEvaluationContext, trading: TradingResource, market_data: MarketDataResource
 ) -> dg.SkipReason:
-    from trading.brokers.alpaca import AlpacaBroker
     from trading.models import Mode
-    from trading.trade_manager import TradeManager
 
     if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
         return dg.SkipReason(f"mode {trading.mode}: no Alpaca orders to manage")
-    broker = trading.broker()
-    assert isinstance(broker, AlpacaBroker)
-    with trading.ledger() as ledger:
-        manager = TradeManager(
-            broker,
-            ledger,
-            run_id=f"trade_manager_sensor:{context.cursor or 'first'}",
-            mode=Mode(trading.mode),
-            clock=_now,
-            extremes=bar_extremes(market_data),
-        )
+    with trade_manager(trading, market_data, run_id=f"trade_manager_sensor:{context.cursor or 'first'}") as manager:
         done = manager.sync_all()
     context.update_cursor(_now().isoformat())
     acted = {entry: actions for entry, actions in done.items() if actions}
@@ -71,6 +60,21 @@ def trade_manager_sensor(
 
 
 TRADE_MANAGER_SENSORS = [trade_manager_sensor]
+
+
+@contextmanager
+def trade_manager(trading: TradingResource, market_data: MarketDataResource | None, *, run_id: str) -> Iterator[TradeManager]:
+    """The one way the sensor and the stream process build a `TradeManager`: the resource's Alpaca
+    broker, its ledger (open for the block), its mode, this module's clock and Alpaca's bar extremes."""
+    from trading.brokers.alpaca import AlpacaBroker
+    from trading.models import Mode
+    from trading.trade_manager import TradeManager
+
+    broker = trading.broker()
+    if not isinstance(broker, AlpacaBroker):
+        raise TypeError(f"trade manager: mode {trading.mode} gives a {type(broker).__name__}, not Alpaca's broker")
+    with trading.ledger() as ledger:
+        yield TradeManager(broker, ledger, run_id=run_id, mode=Mode(trading.mode), clock=_now, extremes=bar_extremes(market_data))
 
 
 def bar_extremes(market_data: MarketDataResource | None) -> Extremes | None:
@@ -121,19 +125,7 @@ def run_trade_manager(
 def _follow(
     trading: TradingResource, stop: threading.Event, *, stream_url: str | None, poll_s: float, market_data: MarketDataResource | None
 ) -> None:
-    from trading.brokers.alpaca import AlpacaBroker
-    from trading.models import Mode
-    from trading.trade_manager import TradeManager, follow
+    from trading.trade_manager import follow
 
-    broker = trading.broker()
-    assert isinstance(broker, AlpacaBroker)
-    with trading.ledger() as ledger:
-        manager = TradeManager(
-            broker,
-            ledger,
-            run_id=f"trade_manager:{_now():%Y%m%dT%H%M%S}",
-            mode=Mode(trading.mode),
-            clock=_now,
-            extremes=bar_extremes(market_data),
-        )
-        follow(manager, broker, stop, stream_url=stream_url, poll_s=poll_s)
+    with trade_manager(trading, market_data, run_id=f"trade_manager:{_now():%Y%m%dT%H%M%S}") as manager:
+        follow(manager, manager.broker, stop, stream_url=stream_url, poll_s=poll_s)
