@@ -237,3 +237,32 @@ def test_a_replay_from_the_cache_reproduces_the_cycles_and_lessons_with_no_model
         assert server.requests == [], "a replay asks no model"
     assert not fallbacks, "every answer came from the cache"
     assert replayed == recorded
+
+
+def test_a_position_opened_before_a_compaction_closes_with_its_real_entry(tmp_path: Path) -> None:
+    """The opening fill left the live table (archived, compacted): a new process reads it from the archive,
+    so the close is a round trip with its entry, not a new short. Closes older than max_age_days are history."""
+    from trading.ledger.archive import archive_events
+    from trading.ledger.compaction import compact_ledger, compacted
+
+    t0 = datetime.fromisoformat("2026-01-05T15:00:00+00:00")
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    old = [
+        _fill("MSFT", "buy", 5, 200.0, t0 - timedelta(days=60), 1),
+        _fill("MSFT", "sell", 5, 210.0, t0 - timedelta(days=50), 2),  # closed long ago: no reflection now
+        _fill("AAPL", "buy", 10, 100.0, t0, 3, 1.0),
+        *[Event(type=EventType.DEPOSIT, run_id="r", mode=Mode.PAPER, as_of=t0 + timedelta(hours=i), payload={"amount": 1.0}, event_id=f"d{i}") for i in range(3)],
+    ]
+    old = [e.model_copy(update={"recorded_at": (e.as_of or t0) + timedelta(seconds=3)}) for e in old]
+    with Ledger(url) as ledger:
+        ledger.append_many(old)
+        archive_events(ledger, tmp_path / "archive", t0 + timedelta(days=1), max_events=2)  # the newest event always stays
+        assert compact_ledger(ledger, tmp_path / "archive", t0 + timedelta(days=1)).removed >= 3
+        assert compacted(ledger).up_to_seq >= 3 and not list(ledger.events(types=[EventType.FILL.value]))
+        ledger.append_many([_fill("AAPL", "sell", 10, 110.0, t0 + timedelta(days=5), 4, 1.0)])
+    with Ledger(url) as ledger:  # a new Ledger object: nothing kept from before
+        got = remember(ledger, ReflectionMemory("memory", ReflectionConfig()), as_of=t0 + timedelta(days=5), run_id="c", mode=Mode.PAPER, strategy="sma_cross", prices=PriceTable(), budget=_team().budget)
+        [event] = _reflections(ledger)
+    p = event.typed()
+    assert isinstance(p, ReflectionPayload) and got.written == 1
+    assert (p.symbol, p.side, p.entry_price, p.exit_price, p.pnl, p.commission, p.opened_at) == ("AAPL", "long", 100.0, 110.0, 100.0, 2.0, t0)

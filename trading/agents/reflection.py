@@ -19,9 +19,12 @@ before the contexts are built, because a close is an account event, not a symbol
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field
@@ -33,10 +36,10 @@ from trading.brokers.base import client_order_id
 from trading.context import SymbolContext
 from trading.cost import Budget, BudgetExceeded, CostTracker, PriceTable
 from trading.events import Event, EventType, FillPayload, MemorySink, ReflectionPayload
+from trading.ledger import Ledger
 from trading.models import Mode, Side
 
 if TYPE_CHECKING:
-    from trading.ledger import Ledger
     from trading.pipeline import DecisionPipeline
 
 _REL_EPS = 1e-9  # as the portfolio: |position| below this fraction of the quantities is flat
@@ -45,6 +48,9 @@ FLAT_RETURN = 0.001  # |return| below this is "flat", not a win or a loss
 
 class ReflectionConfig(TeamNodeConfig):
     last: int = Field(3, ge=1, le=50, description="The symbol's last this many reflections reach a decision.")
+    max_age_days: float = Field(
+        30.0, gt=0, description="Closes older than this at the decision bar get no reflection (a long ledger's history is not sent to a model at once)."
+    )
 
 
 class LessonOut(_Out):
@@ -98,25 +104,28 @@ class _Open:
     exit_notional: float = 0.0
 
 
-def closed_trades(fills: Iterable[Event]) -> list[ClosedTrade]:
-    """Round trips in the fills (in ledger order), each ended by the fill that brought its position to 0
-    or through 0; P&L by the portfolio's average-cost rule, commissions shared pro rata on a reversal."""
-    book: dict[str, _Open] = {}
-    out: list[ClosedTrade] = []
-    for event in fills:
+class TradeBook:
+    """Round trips folded from fills in ledger order, each ended by the fill that brought its position to
+    0 or through 0; P&L by the portfolio's average-cost rule, commissions shared pro rata on a reversal."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, _Open] = {}
+        self.closed: list[ClosedTrade] = []
+
+    def apply(self, event: Event) -> None:
         fill = event.typed()
         assert isinstance(fill, FillPayload)
         ts = fill.ts or event.as_of or event.recorded_at
         signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
-        o = book.setdefault(fill.symbol, _Open())
+        o = self.open.setdefault(fill.symbol, _Open())
         if o.position == 0.0 or (o.position > 0) == (signed > 0):  # open or add
             if o.position == 0.0:
-                book[fill.symbol] = o = _Open(opened_at=ts, open_order=fill.client_order_id)
+                self.open[fill.symbol] = o = _Open(opened_at=ts, open_order=fill.client_order_id)
             new = o.position + signed
             o.avg = (o.avg * o.position + fill.price * signed) / new
             o.position = new
             o.commission += fill.commission
-            continue
+            return
         sign = 1.0 if o.position > 0 else -1.0
         closing = min(abs(signed), abs(o.position))
         share = closing / abs(signed)
@@ -127,18 +136,87 @@ def closed_trades(fills: Iterable[Event]) -> list[ClosedTrade]:
         new = o.position + signed
         if abs(new) > _REL_EPS * max(abs(o.position), abs(signed)) and (new > 0) == (o.position > 0):
             o.position = new  # reduced, still open
-            continue
-        out.append(
+            return
+        self.closed.append(
             ClosedTrade(
                 fill.symbol, "long" if sign > 0 else "short", o.closed_qty, o.opened_at, ts, o.avg, o.exit_notional / o.closed_qty,
                 o.pnl, o.commission, o.open_order, fill.client_order_id, event.event_id,
             )
         )  # fmt: skip
         rest = 0.0 if abs(new) <= _REL_EPS * max(abs(o.position), abs(signed)) else new
-        book[fill.symbol] = _Open()
+        self.open[fill.symbol] = _Open()
         if rest:  # through zero: the rest opens a new position at the fill's price
-            book[fill.symbol] = _Open(rest, fill.price, ts, fill.client_order_id, commission=fill.commission * (1 - share))
-    return out
+            self.open[fill.symbol] = _Open(rest, fill.price, ts, fill.client_order_id, commission=fill.commission * (1 - share))
+
+
+def closed_trades(fills: Iterable[Event]) -> list[ClosedTrade]:
+    """The round trips of `fills` (in ledger order): see `TradeBook`."""
+    book = TradeBook()
+    for event in fills:
+        book.apply(event)
+    return book.closed
+
+
+@dataclass
+class _Seen:
+    """What `remember` has read of one ledger: the fills folded and the reflections, up to their seqs."""
+
+    book: TradeBook = field(default_factory=TradeBook)
+    fill_seq: int = 0
+    reflections: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> (symbol, recall entry)
+    reflection_seq: int = 0
+
+
+# Per Ledger object, caught up with only the newer events at each step (a session steps bar by bar on
+# one ledger: a full pass over its fills each bar grew with the square of its length). SQLite only:
+# its seqs commit in order; on PostgreSQL a late commit could land below a seq already read, so
+# every call there reads the fills again (a few decision cycles a day).
+_SEEN: weakref.WeakKeyDictionary[Ledger, _Seen] = weakref.WeakKeyDictionary()
+_SEEN_LOCK = threading.Lock()
+
+
+def _from_archive(ledger: Ledger) -> _Seen:
+    """A first read: a compacted ledger's removed fills and reflections come from its archive (as the
+    projections' fold starts there), so a position opened before the cut closes with its real entry."""
+    from trading.ledger.archive import _read_rows, archived_files
+    from trading.ledger.compaction import compacted
+
+    seen = _Seen()
+    state = compacted(ledger)
+    if not state.up_to_seq or state.archive is None:
+        return seen
+    wanted = (EventType.FILL.value, EventType.REFLECTION.value)
+    for first, _last, path in archived_files(state.archive):
+        if first > state.up_to_seq:
+            break
+        for row in _read_rows(path)[0]:
+            if row["seq"] > state.up_to_seq or row["type"] not in wanted:
+                continue
+            event = Event.model_validate({**{k: v for k, v in row.items() if k != "seq"}, "payload": json.loads(row["payload"])})
+            _take(seen, row["seq"], event)
+    seen.fill_seq = seen.reflection_seq = state.up_to_seq
+    return seen
+
+
+def _take(seen: _Seen, seq: int, event: Event) -> None:
+    if event.type == EventType.FILL:
+        seen.book.apply(event)
+        seen.fill_seq = seq
+    elif event.symbol and event.as_of is not None:
+        seen.reflections[event.event_id] = {"symbol": event.symbol, **recall_entry(event)}
+        seen.reflection_seq = seq
+
+
+def _caught_up(ledger: Ledger) -> _Seen:
+    seen = _SEEN.get(ledger) if ledger.dialect == "sqlite" else None
+    seen = seen or _from_archive(ledger)
+    for seq, event in ledger.events_with_seq(types=[EventType.FILL.value], after_seq=seen.fill_seq):
+        _take(seen, seq, event)
+    for seq, event in ledger.events_with_seq(types=[EventType.REFLECTION.value], after_seq=seen.reflection_seq):
+        _take(seen, seq, event)
+    if ledger.dialect == "sqlite":
+        _SEEN[ledger] = seen
+    return seen
 
 
 def reflection_event_id(closing_fill: str) -> str:
@@ -235,9 +313,12 @@ def remember(
 ) -> Recalled:
     """At decision bar `as_of`: reflections for the closes (fills at or before `as_of`) that have none,
     written to the ledger in one transaction, then each symbol's last reflections as of `as_of`."""
-    have = {e.event_id: e for e in ledger.events(types=[EventType.REFLECTION.value])}
-    fills = [e for e in ledger.events(types=[EventType.FILL.value]) if (e.as_of or e.recorded_at) <= as_of]
-    todo = [t for t in closed_trades(fills) if t.closed_at <= as_of and reflection_event_id(t.closing_fill) not in have]
+    with _SEEN_LOCK:
+        seen = _caught_up(ledger)
+        have = dict(seen.reflections)
+        # Fills come in time order: a close at or before as_of is final whatever fills came after it.
+        since = as_of - timedelta(days=memory.config.max_age_days)
+        todo = [t for t in seen.book.closed if since <= t.closed_at <= as_of and reflection_event_id(t.closing_fill) not in have]
     costs = CostTracker(prices, budget, spent_today=spent_today, tokens_today=tokens_today)
     sink = MemorySink()  # the lessons' prompts, answers, costs, fallbacks: written with the reflections
     run = AgentRun(run_id=run_id, mode=mode, sink=sink, costs=costs)
@@ -262,14 +343,13 @@ def remember(
     if calls or tokens:  # the day's spend counts the lessons too
         extra.append(Event(type=EventType.COST, run_id=run_id, mode=mode, as_of=as_of, payload={"scope": "run", "stage": "reflection", **summary}))
     written = ledger.append_many([*extra, *new]) if new else 0
-    for event in new:
-        have[event.event_id] = event
+    for event in new:  # read back at the next catch-up too; the dict keeps one per id
+        have[event.event_id] = {"symbol": event.symbol, **recall_entry(event)}
     by_symbol: dict[str, list[dict[str, Any]]] = {}
-    for event in have.values():
-        if event.symbol and event.as_of is not None and event.as_of <= as_of:
-            entry = recall_entry(event)
-            if entry["closed_at"] <= as_of:
-                by_symbol.setdefault(event.symbol, []).append(entry)
+    for kept in have.values():
+        entry = {k: v for k, v in kept.items() if k != "symbol"}
+        if entry["stamped_at"] <= as_of and entry["closed_at"] <= as_of:
+            by_symbol.setdefault(kept["symbol"], []).append(entry)
     last = memory.config.last
     recalled = {s: sorted(rs, key=lambda r: (r["closed_at"], r["stamped_at"]))[-last:] for s, rs in by_symbol.items()}
     return Recalled(recalled, written, usd, tokens)
