@@ -70,7 +70,7 @@ class SizingLimits(BaseModel):
     book already has `max_open_positions` or once the equity at a close has fallen `max_drawdown_pct`
     from its peak (the drawdown breaker: the live path halts until a person resumes). A cut entry
     fills that quantity (at most what size 1 takes at the fill), an uncut one is sized at the fill
-    as without limits. The daily loss limit, trades per day and the trading window are not modelled."""
+    as without limits; either is capped again at the fill (`strategies.entries.capped_at_fill`). The daily loss limit, trades per day and the trading window are not modelled."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -19,6 +19,9 @@ Per bar, for every symbol (one shared cash balance):
    With the live path's sizing limits (`backtests.engine.SizingLimits`), they are decided as the live
    step decides them at the bar's close (`_decide_nb`): an entry the position or sector cap cuts
    (`strategies.entries.capped_quantity`) fills the quantity left, at most what size 1 takes then.
+   Every entry is capped again at its fill (`strategies.entries.capped_at_fill`, step 3: the equity
+   then, its fill price), as the simulated broker caps it, so a share of the equity sized at the
+   fill, or a gap at the open, never takes a position past the caps.
 
 vectorbt's own `process_order_nb` executes each order (slippage, fees, whole shares, a buy capped by
 the cash there is), and the records make an ordinary vectorbt Portfolio. (`from_order_func` could do
@@ -44,9 +47,10 @@ from backtests.kernels import (
     next_order_nb,
     side_of_nb,
 )
-from strategies.entries import capped_quantity
+from strategies.entries import capped_at_fill, capped_quantity
 
 capped_quantity_nb = njit(cache=True)(capped_quantity)
+capped_at_fill_nb = njit(cache=True)(capped_at_fill)
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
 NONE, EXIT, HALF, ENTRY = 0, 1, 2, 3  # a bar's order per column
@@ -78,9 +82,11 @@ def _orders_of_bar_nb(
     position: np.ndarray, debt: np.ndarray, fill_price: np.ndarray, fee_rate: float, fee_per_share: float,
     slippage: np.ndarray, granularity: float, whole_shares: bool, cash: float, free: float, oidx: int, lidx: int,
     order_values: np.ndarray, call_seq: np.ndarray, order_records: np.ndarray, log_records: np.ndarray,
+    limited: bool, max_position: float, max_sector: float, sector: np.ndarray,
 ) -> tuple[float, float, int, int]:
     """Executes bar `i`'s orders (`kind`, `amount`, `price` per column; entries sized here) in the
-    module's order; updates `position` and `debt` in place, returns cash, free cash and record counts."""
+    module's order; updates `position` and `debt` in place, returns cash, free cash and record counts.
+    With `limited`, each entry is also capped at its fill (`strategies.entries.capped_at_fill`)."""
     m = kind.shape[0]
     # 3. Exits by value (sells first), then entries by value (an entry's before costs: the
     # weight of the bar's equity less what is held; equal weights tie and go by column).
@@ -104,17 +110,25 @@ def _orders_of_bar_nb(
                 mark = fill_price[i, col]
                 fill = mark * (1.0 + side * slippage[i, col])
                 fee = fee_rate + fee_per_share / mark
-                equity_now, others_gross = cash, 0.0
+                equity_now, others_gross, peers = cash, 0.0, 0.0
                 for j in range(m):
-                    equity_now += position[j] * fill_price[i, j]
+                    value_j = position[j] * fill_price[i, j]
+                    equity_now += value_j
                     if j != col:
-                        others_gross += abs(position[j]) * fill_price[i, j]
-                room = free_cash_nb(after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0), others_gross)
+                        others_gross += abs(value_j)
+                        if sector[j] == sector[col]:
+                            peers += abs(value_j)
+                left = after_closing_nb(equity_now, position[col], side, fill, mark, fee, 0.0)
+                room = free_cash_nb(left, others_gross)
                 available = after_closing_nb(value, position[col], side, fill, mark, fee, 0.0)
                 if np.isnan(fixed[col]):
                     shares = entry_shares_nb(available, abs(pending[col]), fill, fee, 0.0, whole_shares, room)
                 else:  # cut by the limits when decided: that quantity, at most what size 1 takes now
                     shares = min(fixed[col], entry_shares_nb(available, 1.0, fill, fee, 0.0, whole_shares, room))
+                if limited:  # and the caps again at the fill, on the equity and prices then
+                    on_side = max(side * position[col], 0.0)
+                    step = 1.0 if whole_shares else FRACTION_STEP
+                    shares = capped_at_fill_nb(shares, on_side, left, fill, peers, max_position, max_sector, step)
                 delta = side * shares - position[col]
             if delta == 0 or np.isnan(delta):
                 continue
@@ -240,6 +254,7 @@ def simulate_signals_nb(
             cash, free, oidx, lidx = _orders_of_bar_nb(
                 i, kind, amount, price, pending, fixed, value, position, debt, fill_price, fee_rate, fee_per_share, slippage,
                 granularity, whole_shares, cash, free, oidx, lidx, order_values, call_seq, order_records, log_records,
+                limited, max_position, max_sector, sector,
             )  # fmt: skip
             # Brackets follow the fills: armed by an entry from flat that got shares, gone with the position.
             for col in range(m):

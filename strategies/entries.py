@@ -21,13 +21,26 @@ the equity left after the entry's own closing trade less the gross value of the 
 exposure never exceeds the equity: a short is capped like a long, not by the equity alone. With
 one symbol, `free` equals `available` and never binds.
 
+With the hard limits (the position and sector caps of `trading.risk.RiskLimits`), an entry is
+capped twice on the same rule (`capped_quantity`): when it is decided, on the equity and prices at
+the decision bar's close, and again AT ITS FILL (`capped_at_fill`): on its side it then holds at
+most what it held plus `capped_quantity` at the fill, where the equity is the account's at the bar's
+open marks just before the order (after its own closing trade: `after_closing`), the position is
+valued at the fill price (slippage included), the sector's other positions at the open, and a buy's
+cash is left to `entry_shares` and `free_cash`. So an entry sized at its fill (a share of the equity then)
+or one whose decided quantity a gap made larger than the cap never fills past the cap, in the
+simulated broker and the backtest with limits alike.
+
 Plain Python on purpose: the backtest and the sweeps compile these very functions with numba
-(`backtests/kernels.py`); the reference loop and the simulated broker call them as they are.
+(`backtests/kernels.py`, `backtests/order_sim.py`); the reference loop and the simulated broker call
+them as they are (`register_jitable` only lets compiled code call `capped_quantity` too).
 """
 
 from __future__ import annotations
 
 import math
+
+from numba.extending import register_jitable
 
 MIN_SHARES = 1e-8  # an entry for fewer shares takes none: float dust of a cash balance already spent
 
@@ -82,6 +95,7 @@ def sector_room(equity: float, max_sector: float, others: float, price: float, h
     return (max_sector * equity - others) / price - held
 
 
+@register_jitable
 def capped_quantity(
     equity: float, price: float, held: float, others: float, max_position: float, max_sector: float, cash: float, buy: bool, step: float
 ) -> float:
@@ -112,3 +126,15 @@ def capped_quantity(
         if not fits:
             lots = math.floor(room / step)
     return max(lots * step, 0.0)
+
+
+def capped_at_fill(
+    shares: float, held: float, equity: float, price: float, others: float, max_position: float, max_sector: float, step: float
+) -> float:
+    """The shares an entry holds on its side after its fill under the caps: `shares` (that total as
+    sized: `entry_shares`, or a decided quantity plus `held`) cut to `held` (|position| on its side
+    before the order, 0 after a closing part) plus `capped_quantity` at the fill (module docstring):
+    the position at the fill `price` within `max_position` of `equity` and the sector (`others`: the
+    gross value of its other positions at the open) within `max_sector`, in lots of `step`. A
+    position already at or over a cap gets nothing added (nor sold: that is an exit's job)."""
+    return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 0.0, False, step))

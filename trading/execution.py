@@ -24,6 +24,7 @@ from trading.brokers.base import (
     Broker,
     BrokerError,
     Fill,
+    FillCaps,
     OrderRequest,
     OrderState,
     UnknownOutcome,
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 
 LIVE_ENV = "QUANTLAKE_LIVE_TRADING"
 LIVE_ENV_VALUE = "yes"
+
+
+def fill_caps(limits: RiskLimits, symbol: str) -> FillCaps:
+    """The position and sector caps an entry in `symbol` carries to its fill (`OrderRequest.caps`)."""
+    sector = limits.sector_of(symbol)
+    peers = tuple(sorted(s for s in limits.sector_map if s != symbol and limits.sector_of(s) == sector))
+    return FillCaps(max_position_pct=limits.max_position_pct, max_sector_pct=limits.max_sector_pct, sector=peers)
 
 
 class ExecutionError(RuntimeError):
@@ -162,8 +170,9 @@ class Executor:
             # an entry's bracket, long or short (a short's stop above, targets below); an exit has none
             levels = {} if reducing else {"stop": d.stop, "target1": d.target1, "target2": d.target2}
             request = OrderRequest(
-                client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size, **levels
-            )
+                client_order_id=cid, symbol=d.symbol, side=d.side, quantity=d.quantity, reduce_only=reducing, size=None if reducing else d.size,
+                caps=None if reducing else fill_caps(self.limits, d.symbol), **levels,
+            )  # fmt: skip
             if reducing and self.before_exit is not None:
                 self.before_exit(d.symbol)
             out = self._send(request, d.decided_at)

@@ -66,3 +66,19 @@ def test_a_full_book_holds_the_next_entry_and_an_uncut_entry_keeps_its_size() ->
 )
 def test_capped_quantity(args: tuple[float, float, float, float, float, float, float, bool, float], expected: float) -> None:
     assert capped_quantity(*args) == pytest.approx(expected, abs=1e-9)
+
+
+def test_an_uncut_entry_sized_at_its_fill_stays_within_the_position_cap() -> None:
+    """Three symbols at 30 %, no sector map: the first two are cut to 20 % when decided; the third asks
+    for 30 % of the cash left (18 %), is sent uncut and sized at its fill on the whole equity: the
+    cap holds there too (it used to fill 300 shares, 30 %)."""
+    symbols = ["AAPL", "JPM", "MSFT"]
+    assert _positions(symbols, SizingLimits(max_position_pct=0.2), size=0.3) == dict.fromkeys(symbols, 200.0)
+
+
+def test_a_gap_at_the_open_does_not_take_a_cut_entry_past_the_cap() -> None:
+    """Cut to 200 shares (20 %) at the close of 100; the next bar opens at 110: the entry fills
+    floor(20 % x 100,000 / 110) = 181 shares, not the 200 (22 %) decided."""
+    bars = _market(["AAPL"]).with_columns(pl.when(pl.col("ts") == datetime(2024, 1, 4, tzinfo=UTC)).then(110.0).otherwise(pl.col("open")).alias("open"))
+    pf = simulate(to_market(bars), BacktestConfig(brackets=False), SizingLimits(max_position_pct=0.2))
+    assert np.asarray(pf.assets())[-1].tolist() == [181.0]

@@ -43,6 +43,15 @@ class OrderStatus(StrEnum):
         return self in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 
 
+class FillCaps(Frozen):
+    """The hard limits' caps an entry carries to its fill (`strategies.entries.capped_at_fill`): a
+    broker that fills on its own prices (the simulated one) applies them there; others ignore them."""
+
+    max_position_pct: float = Field(gt=0, le=1)
+    max_sector_pct: float = Field(gt=0, le=1)
+    sector: tuple[str, ...] = ()  # the other symbols of the order's sector
+
+
 class OrderRequest(Frozen):
     client_order_id: str = Field(min_length=1, max_length=128)
     symbol: str
@@ -58,6 +67,7 @@ class OrderRequest(Frozen):
     # An entry sized at the fill by `strategies.entries` (the backtest's rule): `size` of the equity
     # then. A broker that can size at the fill (the simulated one) trades that; others trade `quantity`.
     size: float | None = Field(default=None, gt=0, le=1)
+    caps: FillCaps | None = None  # an entry's position/sector caps, applied again at the fill
 
 
 class OrderState(Frozen):

@@ -16,7 +16,11 @@ backtest sizes it: side x floor(available x size / (fill price x (1 + fee))) sha
 being the equity after closing an opposite position (its fee and slippage paid). Any other order's
 part that opens a position or adds to a short is cut to that with size 1. Either is capped by the
 free cash (`strategies.entries.free_cash`: the equity after its closing part less the gross value of
-the other positions), so a short never commits cash a long already spent. The equity values
+the other positions), so a short never commits cash a long already spent. An entry that carries
+the hard limits' caps (`OrderRequest.caps`, set by the executor) is cut again at its fill by
+`strategies.entries.capped_at_fill`, on the equity and its fill price then, whether sized at the
+fill or sent for a fixed quantity (the order's quantity becomes what they leave), as the backtest
+with limits cuts it. The equity values
 positions at the bar's open, once before the bar's orders, as the backtest does. A buy is in any
 case capped by the cash there is. An order cut at its fill (by the rule or the cash) does not carry
 its remainder to later bars: the remainder is canceled, with the reason. A random partial fill's
@@ -43,9 +47,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
-from strategies.entries import after_closing, entry_shares, free_cash
-from trading.brokers.base import Account, Clock, Fill, OrderRequest, OrderState, OrderStatus, OrderType
+from strategies.entries import after_closing, capped_at_fill, entry_shares, free_cash
+from trading.brokers.base import (
+    Account,
+    Clock,
+    Fill,
+    FillCaps,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+    OrderType,
+)
 from trading.models import Side
+from trading.risk import FRACTION_STEP
 
 
 class SimConfig(BaseModel):
@@ -272,13 +286,21 @@ class SimulatedBroker:
         fee = self._fee(open_)
         price = self._slipped(open_, req.side)
         if req.size is not None and state.filled_quantity == 0:
-            sized = self._sized_entry(req.symbol, req.side, req.size, held, price, open_, fee)
+            sized = self._sized_entry(req, held, price, open_, fee)
             if req.side == Side.BUY:  # the rule's own cap: a buy never takes more than the cash there is
                 sized = min(sized, self._whole(self._affordable(price, fee)))
             if sized <= 0:
                 order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "the entry sizes to 0 shares at the fill"})
                 return None
             state = order.state = state.model_copy(update={"quantity": sized})
+        elif req.caps is not None and state.filled_quantity == 0:
+            # The caps re-size a fixed entry at its fill as they size one with a `size`: what they
+            # leave is the order (the rest is not a remainder the account could have filled).
+            capped = self._within_caps(req, state.quantity, held, price, open_, fee)
+            if capped <= 0:
+                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "the caps leave 0 shares at the fill"})
+                return None
+            state = order.state = state.model_copy(update={"quantity": capped})
         remaining = state.quantity - state.filled_quantity
         qty = remaining
         if order.rng.random() < self.config.partial_fill_prob:
@@ -295,7 +317,7 @@ class SimulatedBroker:
         elif not self.config.allow_short:
             qty = min(qty, max(held, 0.0))  # no naked shorts without a margin account
         if req.size is None:
-            qty = self._entry_cap(req.symbol, req.side, qty, held, price, open_, fee)
+            qty = self._entry_cap(req, qty, held, price, open_, fee)
         qty = self._whole(qty)
         if qty <= 0:
             why = "insufficient cash" if req.side == Side.BUY else "insufficient equity to short" if self.config.allow_short else "nothing to sell (no shorting)"
@@ -365,35 +387,62 @@ class SimulatedBroker:
         slip = self.config.slippage_bps / 1e4
         return price * (1 + slip) if side == Side.BUY else price * (1 - slip)
 
-    def _free(self, symbol: str, held: float, sign: int, price: float, open_: float, fee: float) -> float:
-        """`strategies.entries.free_cash` now: the equity after closing `held` less the gross value
-        of the other symbols' positions (summed in symbol order, as the backtest sums its columns)."""
-        equity, others = self.cash, 0.0
+    def _at_open(self, symbol: str, held: float, sign: int, price: float, open_: float, fee: float, sector: tuple[str, ...]) -> tuple[float, float, float]:
+        """The account now, at the bar's open marks (summed in symbol order, as the backtest sums its
+        columns): the equity after closing `held` (`strategies.entries.after_closing`), the gross
+        value of the other symbols' positions, and of those in `sector`."""
+        equity, others, peers = self.cash, 0.0, 0.0
         for s in sorted(self._positions):
-            equity += self._positions[s] * self._marks.get(s, 0.0)
+            value = self._positions[s] * self._marks.get(s, 0.0)
+            equity += value
             if s != symbol:
-                others += abs(self._positions[s]) * self._marks.get(s, 0.0)
-        return free_cash(after_closing(equity, held, sign, price, open_, fee, 0.0), others)
+                others += abs(value)
+                if s in sector:
+                    peers += abs(value)
+        return after_closing(equity, held, sign, price, open_, fee, 0.0), others, peers
 
-    def _sized_entry(self, symbol: str, side: Side, size: float, held: float, price: float, open_: float, fee: float) -> float:
+    def _capped(self, caps: FillCaps | None, total: float, held: float, left: float, peers: float, price: float) -> float:
+        """`total` shares on the entry's side, cut by the order's caps at the fill (`capped_at_fill`)."""
+        if caps is None:
+            return total
+        step = FRACTION_STEP if self.config.fractional else 1.0
+        return capped_at_fill(total, held, left, price, peers, caps.max_position_pct, caps.max_sector_pct, step)
+
+    def _sized_entry(self, req: OrderRequest, held: float, price: float, open_: float, fee: float) -> float:
         """Shares an entry of `size` trades at the fill: to side x `entry_shares` of the bar's equity
-        after closing an opposite position, at most the free cash (the backtest's `order_sim`)."""
-        sign = 1 if side == Side.BUY else -1
+        after closing an opposite position, at most the free cash, within the order's caps (the
+        backtest's `order_sim`)."""
+        sign = 1 if req.side == Side.BUY else -1
         available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
-        free = self._free(symbol, held, sign, price, open_, fee)
-        return sign * (sign * entry_shares(available, size, price, fee, 0.0, not self.config.fractional, free) - held)
+        left, others, peers = self._at_open(req.symbol, held, sign, price, open_, fee, req.caps.sector if req.caps else ())
+        shares = entry_shares(available, req.size or 0.0, price, fee, 0.0, not self.config.fractional, free_cash(left, others))
+        return self._capped(req.caps, shares, max(sign * held, 0.0), left, peers, price) - sign * held
 
-    def _entry_cap(self, symbol: str, side: Side, qty: float, held: float, price: float, open_: float, fee: float) -> float:
+    def _entry_cap(self, req: OrderRequest, qty: float, held: float, price: float, open_: float, fee: float) -> float:
         """`qty` cut so that its entry part follows `strategies.entries` with size 1 (module
-        docstring); an order that only closes, or a buy adding to a long (capped by the cash), is left as it is."""
-        sign = 1 if side == Side.BUY else -1
+        docstring) and the order's caps (`_within_caps`); an order that only closes is left as it
+        is, and a buy adding to a long is capped by the cash, not by size 1."""
+        sign = 1 if req.side == Side.BUY else -1
         closing = min(qty, max(-sign * held, 0.0))  # shares that close a position held against the order
-        if qty <= closing or (sign > 0 and held > 0):
+        if qty > closing and not (sign > 0 and held > 0):
+            available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
+            left, others, _ = self._at_open(req.symbol, held, sign, price, open_, fee, ())
+            most = entry_shares(available, 1.0, price, fee, 0.0, not self.config.fractional, free_cash(left, others))
+            qty = min(qty, closing + max(most - max(sign * held, 0.0), 0.0))
+        return self._within_caps(req, qty, held, price, open_, fee)
+
+    def _within_caps(self, req: OrderRequest, qty: float, held: float, price: float, open_: float, fee: float) -> float:
+        """`qty` with its entry part cut by the order's caps at the fill (`capped_at_fill`); exactly
+        `qty` when they do not bind, or when the order carries none or only closes."""
+        sign = 1 if req.side == Side.BUY else -1
+        closing = min(qty, max(-sign * held, 0.0))
+        if req.caps is None or qty <= closing:
             return qty
-        available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
-        free = self._free(symbol, held, sign, price, open_, fee)
-        most = entry_shares(available, 1.0, price, fee, 0.0, not self.config.fractional, free)
-        return min(qty, closing + max(most - max(sign * held, 0.0), 0.0))
+        on_side = max(sign * held, 0.0)
+        left, _, peers = self._at_open(req.symbol, held, sign, price, open_, fee, req.caps.sector)
+        total = on_side + qty - closing
+        capped = self._capped(req.caps, total, on_side, left, peers, price)
+        return closing + max(capped - on_side, 0.0) if capped < total else qty
 
     def _whole(self, qty: float) -> float:
         return qty if self.config.fractional else float(math.floor(qty + 1e-9))
