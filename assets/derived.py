@@ -1,14 +1,18 @@
-"""Derived data: resampled timeframes and per-symbol features, partition by partition."""
+"""Derived data: resampled timeframes and per-symbol features, partition by partition; daily
+features also a backfill's range of years in one run (`BackfillPolicy.single_run()`)."""
 
 
+import warnings
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from assets.bars import _range_asset
 from assets.metadata import markdown_table
-from assets.partitions import daily_partitions, intraday_partitions
+from assets.partitions import daily_key, daily_partitions, intraday_partitions, years_partitions
 from assets.resources import LakeResource
 from lake.calendar import session_bounds, trading_days
 from lake.features import compute_features
@@ -46,7 +50,7 @@ def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
     return {
         "dagster/row_count": features.height,
         "preview": dg.MetadataValue.md(markdown_table(features.tail(5))),
-        **{f"last_{c}": float(last[c][0]) for c in ("rsi_14", "vol_20") if c in last.columns and last[c][0] is not None},
+        **{f"last_{c}": float(last[c][0]) for c in ("rsi_14", "vol_20") if c in last.columns and last.height and last[c][0] is not None},
     }
 
 
@@ -62,12 +66,69 @@ def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     return dg.MaterializeResult(metadata=_features_metadata(features))
 
 
-@dg.asset(partitions_def=daily_partitions, deps=["bars_1d"], group_name="derived", kinds={"polars", "parquet"})
-def features_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Daily features for one symbol-year, warmed up on the previous year's bars."""
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-    year, symbol = int(keys["year"]), keys["symbol"]
-    bars = read_bars(lake.path, [symbol], "1d", date(year - 1, 1, 1), date(year + 1, 1, 1))
-    features = compute_features(bars).filter(pl.col("ts").dt.year() == year)
-    replace_partition(lake.path, FEATURES, "1d", symbol, str(year), features)
-    return dg.MaterializeResult(metadata=_features_metadata(features))
+# Year Y's features warm up on year Y-1's bars: declared, so a backfill runs features_1d[Y] only
+# once bars_1d[Y-1] and bars_1d[Y] of its symbol are in (in the same single run of a range, or after
+# it), and the UI's partition lineage shows both years.
+with warnings.catch_warnings():  # beta in Dagster 1.13, which we pin: nothing a user can act on
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    WARM_UP_YEARS = dg.MultiPartitionMapping({
+        "year": dg.DimensionPartitionMapping("year", dg.TimeWindowPartitionMapping(start_offset=-1)),
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+    })
+WARM_UP_CHECK = "warm_up_year_present"
+
+
+def _year_symbols(context: dg.AssetExecutionContext) -> list[tuple[int, str]]:
+    """(year, symbol) of every partition of the run: one, or a backfill's range."""
+    out = []
+    for key in context.partition_keys:
+        multi = key if isinstance(key, dg.MultiPartitionKey) else daily_partitions.get_partition_key_from_str(key)
+        dims = multi.keys_by_dimension  # type: ignore[union-attr]
+        out.append((int(dims["year"]), dims["symbol"]))
+    return sorted(out)
+
+
+def year_features(bars: pl.DataFrame, year: int) -> pl.DataFrame:
+    """One year's features from its own bars and the year before's only (no later bar): the same
+    numbers whether the year runs alone or in a range (EMA and RSI remember their whole input)."""
+    window = bars.filter(pl.col("ts").dt.year().is_between(year - 1, year))
+    return compute_features(window).filter(pl.col("ts").dt.year() == year)
+
+
+def _warm_up_expected(year: int) -> bool:
+    """Whether year-1 is a partition (the first year of the data has no warm-up year)."""
+    return years_partitions.has_partition_key(str(year - 1))
+
+
+@_range_asset(
+    partitions_def=daily_partitions,
+    ins={"bars_1d": dg.AssetIn(partition_mapping=WARM_UP_YEARS, dagster_type=dg.Nothing)},
+    check_specs=[dg.AssetCheckSpec(
+        WARM_UP_CHECK, asset="features_1d",
+        description="Every year but the first warmed up on the year before's bars (absent: its bars were not in the lake yet).",
+    )],
+    group_name="derived",
+    kinds={"polars", "parquet"},
+)
+def features_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Daily features for one symbol-year (or a range of them in one run), warmed up on the previous year's bars."""
+    partitions = _year_symbols(context)
+    cold: list[str] = []
+    for symbol in sorted({s for _, s in partitions}):
+        years = [y for y, s in partitions if s == symbol]
+        bars = read_bars(lake.path, [symbol], "1d", date(years[0] - 1, 1, 1), date(years[-1] + 1, 1, 1))
+        for year in years:
+            if _warm_up_expected(year) and bars.filter(pl.col("ts").dt.year() == year - 1).is_empty():
+                cold.append(f"{symbol} {year}")
+            features = year_features(bars, year)
+            replace_partition(lake.path, FEATURES, "1d", symbol, str(year), features)
+            meta = _features_metadata(features)
+            if len(partitions) > 1:  # each partition of a range run carries its own metadata
+                context.add_asset_metadata(meta, partition_key=str(daily_key(str(year), symbol)))
+    yield dg.MaterializeResult(metadata=meta if len(partitions) == 1 else None)
+    if cold:
+        context.log.warning(f"features without their warm-up year's bars (re-materialize after them): {', '.join(cold)}")
+    yield dg.AssetCheckResult(
+        check_name=WARM_UP_CHECK, passed=not cold,
+        metadata={"cold_partitions": dg.MetadataValue.md(", ".join(cold) or "_none_"), "cold_count": len(cold)},
+    )
