@@ -190,7 +190,7 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
     return dg.Output(counts, metadata=meta)
 
 
-@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet.", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
+@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet (and compacted when QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS is set).", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
 def retention_job() -> None:
     apply_retention()
 

@@ -130,14 +130,14 @@ def compact_ledger(ledger: Ledger, folder: Path, before: datetime) -> Compaction
         while pending is not None and pending[0] <= last:
             seq, event = pending
             if seq < first:
-                raise ArchiveError(f"ledger seq {seq} is in no archive file (the next starts at {first}): nothing more compacted")
+                raise ArchiveError(f"ledger seq {seq} is in no archive file (the next starts at {first}): nothing compacted")
             mine.append(_row(seq, event))
             pending = next(ledger_rows, None)
         if any(row["recorded_at"] >= before for row in mine):
             break  # this file reaches into the retention window: it and the later ones stay
         archived, meta = _read_rows(path)
         if len(mine) != len(archived) or _digest(mine) != meta.get(b"quantlake.sha256", b"").decode():
-            raise ArchiveError(f"{path.name}: the ledger's seq {first}..{last} differ from the archived events: nothing more compacted")
+            raise ArchiveError(f"{path.name}: the ledger's seq {first}..{last} differ from the archived events: nothing compacted")
         up_to, expected, taken = last, expected + len(mine), taken + 1
     if not expected:
         return CompactionResult(0, state.up_to_seq, 0, state.events)
