@@ -16,7 +16,6 @@ Each alert carries the ledger's `event_id` (or the session) as `alert_id`, for a
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.alerts import send_alert, webhook_url
+from orchestration.settings import settings
 from trading.events import CostPayload, EventType, InterventionPayload, ReconciliationPayload
 
 QUIET = frozenset({"blocked"})
@@ -78,7 +78,7 @@ def _load(cursor: str | None) -> tuple[int, dict[str, int]]:
 )
 def intervention_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     seq, done = _load(context.cursor)
-    since = None if context.cursor else _now() - timedelta(hours=float(os.environ.get("QUANTLAKE_ALERT_LOOKBACK_H", "24")))
+    since = None if context.cursor else _now() - timedelta(hours=settings().alert_lookback_h)
     sent = 0
     trading = _trading()
     if missing := _no_ledger_yet(trading):

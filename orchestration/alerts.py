@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from typing import Any
+
+from orchestration.settings import settings
 
 log = logging.getLogger("quantlake.alerts")
 WEBHOOK_ENV = "QUANTLAKE_ALERT_WEBHOOK"
 
 
 def webhook_url() -> str | None:
-    return os.environ.get(WEBHOOK_ENV) or None
+    url = settings().alert_webhook
+    return url.get_secret_value() if url is not None else None
 
 
 def send_alert(title: str, details: dict[str, Any], url: str | None = None, timeout: float = 5.0) -> bool:
     """Logs the alert and posts it to the webhook; True when a webhook accepted it."""
-    url = url if url is not None else os.environ.get(WEBHOOK_ENV)
+    url = url if url is not None else webhook_url()
     log.error("alert: %s %s", title, json.dumps(details, default=str, sort_keys=True))
     if not url:
         return False

@@ -9,10 +9,11 @@ read deploy/celery/workers.yaml, which a test keeps equal to `celery_config()`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
+
+from orchestration.settings import settings
 
 BROKER_ENV = "QUANTLAKE_CELERY_BROKER"
 BACKEND_ENV = "QUANTLAKE_CELERY_BACKEND"
@@ -27,14 +28,15 @@ def celery_config() -> dict[str, Any]:
     run retries take over) rather than a step that may have sent orders running twice."""
     return {
         "broker": {"env": BROKER_ENV},
-        "backend": {"env": BACKEND_ENV if os.environ.get(BACKEND_ENV) else BROKER_ENV},
+        "backend": {"env": BACKEND_ENV if settings().celery_backend else BROKER_ENV},
         "include": ["orchestration.definitions"],
         "config_source": {"worker_prefetch_multiplier": 1},
     }
 
 
 def build_executor() -> dg.ExecutorDefinition:
-    choice = os.environ.get("QUANTLAKE_EXECUTOR", "multiprocess").lower()
+    env = settings()
+    choice = env.executor
     if choice == "multiprocess":
         return dg.multiprocess_executor
     if choice == "in_process":
@@ -42,7 +44,7 @@ def build_executor() -> dg.ExecutorDefinition:
     if choice == "celery":
         from dagster_celery import celery_executor
 
-        if not os.environ.get(BROKER_ENV):
+        if not env.celery_broker:
             raise ValueError(f"QUANTLAKE_EXECUTOR=celery needs {BROKER_ENV} (e.g. redis://127.0.0.1:6379/0), the broker the workers listen to")
         return celery_executor.configured(celery_config(), name="celery")
     if choice == "k8s":

@@ -1,7 +1,6 @@
 """Sensors. Each is idempotent: `run_key`s and cursors make a launch happen once."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,6 +11,7 @@ from lake.errors import UnknownSymbolError
 from orchestration.alerts import send_alert
 from orchestration.jobs import decide_job, ingest_intraday_job
 from orchestration.schedules import decision_run_config, trading_halted
+from orchestration.settings import settings
 
 
 @dg.run_failure_sensor(name="run_failure_alert_sensor", description="Raises an alert (log + webhook) for every failed run.")
@@ -30,9 +30,10 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
 
 
 def _tags() -> dict[str, str]:
+    env = settings()
     return {
-        "quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation"),
-        "quantlake/strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross"),
+        "quantlake/mode": env.mode,
+        "quantlake/strategy": env.strategy,
         "quantlake/trigger": "sensor",
     }
 
@@ -70,10 +71,11 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
     from orchestration.resources import build_resources
     from trading.cycle import latest_closes
 
-    threshold = float(os.environ.get("QUANTLAKE_MOVE_PCT", "2")) / 100
+    env = settings()
+    threshold = env.move_pct / 100
     lake = build_resources()["lake"]
     try:
-        closes = latest_closes(lake.path, universe(), datetime.now(UTC), os.environ.get("QUANTLAKE_MOVE_TIMEFRAME", "1m"))
+        closes = latest_closes(lake.path, universe(), datetime.now(UTC), env.move_timeframe)
     except UnknownSymbolError as exc:  # a fresh deployment before its first ingest: nothing to compare yet
         return dg.SkipReason(f"no bars in the lake yet ({exc})")
     if not closes:
@@ -99,17 +101,6 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
 # Missed sessions: the close's 1-minute ingest failed for good (the source down all day, a full
 # disk) or never ran (the daemon was down). Nothing scheduled asks for that partition again.
 REFETCH_RUN_TAG = "quantlake/refetch"
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from exc
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
-    return value
 
 
 def _complete_until(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> datetime | None:
@@ -138,10 +129,11 @@ def missed_session_requests(
     from assets.partitions import exchange, intraday_key, intraday_partitions, recent_sessions
     from lake.calendar import session_bounds
 
-    sessions_back = _env_int("QUANTLAKE_REFETCH_SESSIONS", 5, 1)
-    grace = timedelta(minutes=_env_int("QUANTLAKE_REFETCH_GRACE_MIN", 60, 0))
-    backoff = timedelta(minutes=_env_int("QUANTLAKE_REFETCH_BACKOFF_MIN", 60, 0))
-    attempts_max = _env_int("QUANTLAKE_REFETCH_ATTEMPTS", 3, 1)
+    env = settings()
+    sessions_back = env.refetch_sessions
+    grace = timedelta(minutes=env.refetch_grace_min)
+    backoff = timedelta(minutes=env.refetch_backoff_min)
+    attempts_max = env.refetch_attempts
     cal = exchange()
     [days_dim] = [d for d in intraday_partitions.partitions_defs if d.name == "date"]
     requests: list[dg.RunRequest] = []

@@ -82,6 +82,11 @@ class Settings(BaseModel):
     celery_backend: str | None = Field(None, alias="QUANTLAKE_CELERY_BACKEND")
     alert_webhook: SecretStr | None = Field(None, alias="QUANTLAKE_ALERT_WEBHOOK")
     alert_lookback_h: float = Field(24.0, ge=0, alias="QUANTLAKE_ALERT_LOOKBACK_H")
+    # The missed-session refetch sensor (orchestration/sensors.py).
+    refetch_sessions: int = Field(5, ge=1, alias="QUANTLAKE_REFETCH_SESSIONS")
+    refetch_grace_min: int = Field(60, ge=0, alias="QUANTLAKE_REFETCH_GRACE_MIN")
+    refetch_backoff_min: int = Field(60, ge=0, alias="QUANTLAKE_REFETCH_BACKOFF_MIN")
+    refetch_attempts: int = Field(3, ge=1, alias="QUANTLAKE_REFETCH_ATTEMPTS")
 
     @field_validator("strategy_params", mode="after")
     @classmethod
