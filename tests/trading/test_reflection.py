@@ -266,3 +266,33 @@ def test_a_position_opened_before_a_compaction_closes_with_its_real_entry(tmp_pa
     p = event.typed()
     assert isinstance(p, ReflectionPayload) and got.written == 1
     assert (p.symbol, p.side, p.entry_price, p.exit_price, p.pnl, p.commission, p.opened_at) == ("AAPL", "long", 100.0, 110.0, 100.0, 2.0, t0)
+
+
+def test_a_paper_session_with_the_team_file_writes_reflections_through_dagster(tmp_path: Path) -> None:
+    """The path users run: the paper_session asset with the built-in team file (its memory node) leaves a
+    reflection per closed round trip in the session's ledger, each matching the ledger's realized P&L."""
+    import dagster as dg
+
+    from assets import trading
+    from assets.resources import LakeResource, TradingResource
+    from lake.sources.synthetic import SyntheticSource
+    from lake.store import replace_partitions
+
+    team_file = Path(__file__).resolve().parents[2] / "trading" / "graph" / "pipelines" / "team.yaml"
+    symbols = ["AAPL", "MSFT"]
+    daily = SyntheticSource(seed=7).fetch(symbols, "1d", datetime.fromisoformat("2023-01-01T00:00:00+00:00"), datetime.fromisoformat("2024-01-01T00:00:00+00:00"))
+    replace_partitions(tmp_path / "lake", "bars", "1d", daily, period="year")
+    config = {"strategy": "sma_cross", "params": {"fast": 5, "slow": 20}, "symbols": symbols, "start": "2023-07-01", "end": "2024-01-01"}
+    resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'trading.sqlite'}", pipeline_file=str(team_file))
+    result = dg.materialize([trading.paper_session], resources={"lake": LakeResource(root=str(tmp_path / "lake")), "trading": resource}, run_config={"ops": {"paper_session": {"config": config}}})
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    with Ledger(f"sqlite:///{event.materialization.metadata['ledger'].value}") as ledger:
+        reflections = _reflections(ledger)
+        fills = list(ledger.events(types=[EventType.FILL.value]))
+    assert reflections, "the session closed no position"
+    trades = {t.closing_fill: t for t in closed_trades(fills)}
+    assert {e.payload["closing_fill"] for e in reflections} == set(trades), "one reflection per close"
+    for e in reflections:
+        assert e.payload["pnl"] == pytest.approx(round(trades[e.payload["closing_fill"]].pnl, 6)) and e.as_of is not None
+        assert datetime.fromisoformat(e.payload["closed_at"]) <= e.as_of
