@@ -7,7 +7,8 @@ In every mode, at the run's `now` on the decision bar `as_of`:
 2. reconcile with the broker, failing closed (validation: the ledger's portfolio at the closes),
    and record the account as a mark;
 3. the breakers on that mark (drawdown, daily loss, trades per day); a flatten when the window ends;
-4. point-in-time contexts (bars up to `as_of` only);
+4. point-in-time contexts (bars up to `as_of` only; with a reflection node, first the lessons of the
+   positions closed by then, `trading.agents.reflection`);
 5. the decision pipeline (hard limits read the same `RiskLimits`);
 6. the executor (one order per EXECUTE decision; new risk refused while a control blocks it);
 7. the ledger has every event.
