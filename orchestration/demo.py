@@ -195,6 +195,22 @@ def demo_steps(symbols: list[str], start: str) -> list[tuple[str, dict[str, Any]
     ]
 
 
+def warm_up_job(defs: dg.Definitions, symbols: list[str], start: str) -> dict[str, Any] | None:
+    """What the research and trading steps will compile (orchestration.demo_warmup.spec), from the
+    same run configs and the trading resource's limits; None if they cannot be built (the step then
+    fails with its own message, and nothing is warmed)."""
+    from orchestration.demo_warmup import spec
+    from trading.session import sizing_limits
+
+    steps = {name: config for name, config, _ in demo_steps(symbols, start)}
+    try:
+        limits = defs.resources["trading"].pipeline().limits  # type: ignore[union-attr,index]
+        paper_symbols = steps["paper_session"]["symbols"]
+        return spec(steps["backtest"], steps["paper_session"], sizing_limits(limits, paper_symbols).model_dump())
+    except Exception:  # noqa: BLE001  # a bad config is the step's to report, not the warm-up's
+        return None
+
+
 def run_demo(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -204,12 +220,38 @@ def run_demo(
     years: list[str],
     progress: bool = True,
     say: Callable[[str], None] = print,
+    warm_up: bool = True,
 ) -> DemoReport:
-    """Ingest, backtest, sweep, decide, paper session; a failed step is recorded and the rest go on."""
-    from assets import research, trading
+    """Ingest, backtest, sweep, decide, paper session; a failed step is recorded and the rest go on.
+
+    With `warm_up`, the research steps' numba kernels compile in a side process during the ingest
+    (orchestration.demo_warmup: the ingest uses none of them), so on a fresh clone the ~30 s of
+    compiling runs on the other core instead of after the ingest."""
+    from orchestration import demo_warmup
 
     begin = time.perf_counter()
     report = DemoReport(symbols, days, years)
+    start = f"{years[0]}-01-01" if years else days[0].isoformat()
+    job = warm_up_job(defs, symbols, start) if warm_up else None
+    warming = demo_warmup.start(job) if job is not None else None
+    try:
+        _ingest(defs, instance, report, progress=progress, say=say)
+        report.ingest_seconds = time.perf_counter() - begin
+        if warming is not None:
+            waited = time.perf_counter()
+            ready = warming.wait()
+            say(f"      research kernels {'compiled (numba cache)' if ready else 'not warmed: the steps compile them'}; "
+                f"waited {time.perf_counter() - waited:.0f} s for the side process")
+        _steps(defs, instance, report, start, progress=progress, say=say)
+    finally:
+        if warming is not None:
+            warming.stop()
+    report.seconds = time.perf_counter() - begin
+    return report
+
+
+def _ingest(defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport, *, progress: bool, say: Callable[[str], None]) -> None:
+    symbols, days, years = report.symbols, report.days, report.years
     say(f"[1/5] ingest {len(symbols)} symbols: daily bars for {', '.join(years)}, 1-minute bars for {len(days)} sessions ({days[0]}..{days[-1]})")
     run_partitions(defs, instance, [], years, symbols, report.ingest, progress=progress)
     if len(days) > 1:
@@ -218,10 +260,14 @@ def run_demo(
     news_days = days[-DEMO_NEWS_SESSIONS:]
     say(f"      headlines (news) for the last {len(news_days)} sessions")
     run_news(defs, instance, news_days, report.ingest, progress=progress)
-    report.ingest_seconds = time.perf_counter() - begin
+
+
+def _steps(defs: dg.Definitions, instance: dg.DagsterInstance, report: DemoReport, start: str, *, progress: bool, say: Callable[[str], None]) -> None:
+    """The backtest, the sweep, the decision cycle and the paper session, one run each."""
+    from assets import research, trading
+
     assets = {a.key.to_user_string(): a for a in (research.backtest, research.parameter_sweep, trading.decision_cycle, trading.paper_session)}
-    start = f"{years[0]}-01-01" if years else days[0].isoformat()
-    for number, (name, config, needs) in enumerate(demo_steps(symbols, start), start=2):
+    for number, (name, config, needs) in enumerate(demo_steps(report.symbols, start), start=2):
         say(f"[{number}/5] {name}")
         t0 = time.perf_counter()
         step = Step(name, 0.0)
@@ -235,8 +281,6 @@ def run_demo(
             step.error = failure
         step.seconds = time.perf_counter() - t0
         report.steps[name] = step
-    report.seconds = time.perf_counter() - begin
-    return report
 
 
 def swept_names(strategy: str, params: Mapping[str, Any], grid: Mapping[str, Any]) -> list[str]:
