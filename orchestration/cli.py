@@ -69,7 +69,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if os.environ.get("QUANTLAKE_MODE", "validation") not in ("validation", "simulation"):
         print(f"note: the demo sends no orders; QUANTLAKE_MODE={os.environ['QUANTLAKE_MODE']} is ignored here (validation mode)")
         os.environ["QUANTLAKE_MODE"] = "validation"
+    import warnings
+
     import dagster as dg
+
+    # Dagster's notes for developers (beta logging config, the ingest job's mixed backfill policies)
+    # would land between the demo's progress lines and say nothing a user can act on.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies")
 
     from assets.partitions import universe
     from orchestration.definitions import defs
