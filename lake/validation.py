@@ -481,7 +481,9 @@ def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
         "_jump_z",
         (pl.col("_log_ret").abs() / pl.col("_max_log_jump")).alias("_jump_ratio"),
     ).to_pandas()
-    result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BASIC")
+    # Only each expectation's success is read (the failing rows come from the polars masks): BOOLEAN_ONLY
+    # skips GX's unexpected-value summaries, a quarter of its time per partition.
+    result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BOOLEAN_ONLY")
     passed: dict[str, bool] = {}
     for item in result.results:
         rule = item.expectation_config.meta["rule"]
