@@ -17,8 +17,8 @@ from lake.store import replace_partitions
 from strategies.builtin import SMA_CROSS
 from tests.fakes.openai_server import OpenAIServer, Reply
 from tests.trading.conftest import PARAMS, Market, good_answers
+from tests.trading.format_recheck_cycle import pipeline
 from trading.agents.llm import FORMAT_MEMORY, FormatMemory
-from trading.agents.registry import AgentSpec
 from trading.cycle import run_decision_cycle
 from trading.events import Event, EventType
 from trading.ledger import Ledger
@@ -43,16 +43,7 @@ def any_format_answers(body: dict[str, Any]) -> Reply:
 
 
 def _pipeline(server: OpenAIServer, after_calls: int) -> PipelineConfig:
-    llm = {
-        "model": "fake-small",
-        "base_url": server.base_url,
-        "api_key_env": "QL_TEST_KEY",
-        "max_retries": 0,
-        "timeout_s": 5.0,
-        "format_recheck_calls": after_calls,
-        "format_recheck_days": None,  # only the count can trigger it here
-    }
-    return PipelineConfig(analyst=AgentSpec(type="llm_analyst", config=llm), risk=AgentSpec(type="rules_risk"), prices={"fake-small": (1.0, 4.0)}, max_in_flight=1)
+    return pipeline(server.base_url, after_calls)
 
 
 def _formats(server: OpenAIServer, since: int) -> list[str | None]:
@@ -118,3 +109,31 @@ def test_the_count_is_the_responses_in_the_lesser_format_since_the_lesson() -> N
     key = (base, "m")
     assert memory.choose(key, None, Recheck(after_days=None, after_calls=3)) == ("json_object", False)  # 2 counted, this is the 3rd
     assert memory.choose(key, None, Recheck(after_days=None, after_calls=3)) == ("json_schema", True)
+
+
+def test_two_processes_each_below_the_call_count_add_up_to_the_recheck(market: Market, tmp_path: Path) -> None:
+    """The same, each cycle in a separate Python process (`python -m tests.trading.format_recheck_cycle`)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    lake = tmp_path / "lake"
+    replace_partitions(lake, "bars", "1d", market.bars, period="year")
+    m = len([c for c in market.contexts() if c.wants])
+    root = Path(__file__).resolve().parents[2]
+    sent: list[list[str | None]] = []
+    with OpenAIServer(responder=any_format_answers, refuse_formats={"json_schema"}) as server:
+        for cycle in range(2):
+            if cycle == 1:
+                server.refuse_formats = set()
+            before = len(server.requests)
+            args = {"lake": str(lake), "ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite'}", "base_url": server.base_url,
+                    "after_calls": m + 1, "as_of": market.as_of.isoformat(), "run_id": f"process-{cycle}"}
+            done = subprocess.run(
+                [sys.executable, "-m", "tests.trading.format_recheck_cycle", json.dumps(args)],
+                cwd=root, env={**os.environ, "QL_TEST_KEY": "sk-test-123"}, capture_output=True, text=True, timeout=600, check=False,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            sent.append(_formats(server, before))
+    assert sent == [["json_schema"] + ["json_object"] * m, ["json_object", "json_schema"] + ["json_schema"] * (m - 2)]
