@@ -149,6 +149,38 @@ def test_a_kill_switch_mid_soak(tmp_path: Path) -> None:
     print(stats)
 
 
+def test_a_drawdown_breaker_trips_halts_the_schedules_and_resumes_when_told(tmp_path: Path) -> None:
+    """MSFT's sma_cross 5/20 crosses on the 27th: bought Monday 11-30, filled at Tuesday 12-01's open
+    (5430.78); the marks follow the closes the lake holds at each decision: Tuesday's 5452.61 (the
+    peak, read Wednesday), then Wednesday's 5392.14, read Thursday 12-03 at the first decision. A
+    drawdown limit of 0.01 % trips there (halting like the kill switch, until an explicit resume),
+    every later decision tick skips as halted, and a user's resume on Friday morning lets the
+    schedules trade again. (Not 11-13..19: there the window-end flatten sells NVDA at Wednesday's
+    open, above every mark, and the account never falls below its peak: nothing trips.)"""
+    (tmp_path / "pipeline.yaml").write_text("limits:\n  max_drawdown_pct: 0.0001\n")
+    resume_at = datetime(2026, 12, 4, 10, 0, tzinfo=NY)
+    actions = (_by_hand(resume_at, "resume_job", "resume_op", {"by": "soak", "reason": "soak: drawdown reviewed"}),)
+    env = {"QUANTLAKE_PIPELINE": str(tmp_path / "pipeline.yaml")}
+    result = run_soak(SoakSettings(start=date(2026, 11, 30), end=date(2026, 12, 4), work=tmp_path, actions=actions, env=env))
+    stats, problems = check_all(result)
+    assert problems == [], "\n".join(problems)
+    with Ledger(result.ledger_url) as ledger:
+        kinds = [(e.recorded_at, e.payload.get("kind")) for e in ledger.events(types=[EventType.INTERVENTION.value])]
+    trips = [t for t, k in kinds if k == "drawdown"]
+    assert len(trips) == 1 and trips[0] < resume_at, kinds
+    assert trips[0].astimezone(NY).date() == date(2026, 12, 3), kinds  # the first mark under the peak
+    assert any(k == "resume" and abs((t - resume_at).total_seconds()) < 60 for t, k in kinds), kinds
+    manual = [r for r in result.runs if r.tags.get("quantlake/trigger") == "manual"]
+    assert [(r.job_name, r.status.value) for r in manual] == [("resume_job", "SUCCESS")]
+    with dg.DagsterInstance.from_config(str(result.home)) as instance:
+        skipped = sorted(t.astimezone(NY) for t in halted_skips(instance))
+    ticks = [datetime.combine(d, t, tzinfo=NY) for d in sessions(result) for t in DECISION_TIMES]
+    assert skipped == [t for t in ticks if trips[0] < t < resume_at] and skipped, (trips, skipped)
+    after = [r for r in result.runs if r.job_name == "decide_job" and r.tags.get("dagster/schedule_name") and scheduled_at(r) > resume_at]
+    assert len(after) >= 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in after)
+    print(stats, trips)
+
+
 def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) -> None:
     """The analyst is a model on the loopback OpenAI server. On Friday 11-13 (NVDA's sma_cross
     signal: the analyst is asked) the server answers nothing in time: every call times out, each
