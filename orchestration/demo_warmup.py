@@ -93,8 +93,9 @@ class WarmUp:
 
     process: subprocess.Popen[bytes] | None
 
-    def wait(self, timeout: float = 300.0) -> bool:
-        """True when the kernels are cached (the process finished cleanly)."""
+    def wait(self, timeout: float = 900.0) -> bool:
+        """True when the kernels are cached (the process finished cleanly). Generous: at a load of 8 on
+        2 cores the warm-up took 128 s of wall, and waiting for it beats compiling the same again."""
         if self.process is None:
             return False
         try:
