@@ -94,14 +94,19 @@ DATE_SENSITIVE = (
 )
 
 
-# Trading files whose tests read no clock from project code but for the audit stamp
-# `Event.recorded_at` (measured on 2026-11-29 with a profiler on time/datetime calls): pure sizing,
-# limits and replays over fixed bars, and the slowest of the set (4 of its 15 minutes under load).
+# Trading files whose tests read no clock from project code, the calendar or Dagster's partition
+# and schedule code, but for the audit stamp `Event.recorded_at` (measured with a spy on every
+# clock read under a frozen clock, 2026-11-29 and again 2026-11-30 over the whole set): pure sizing,
+# limits, ledgers and replays over fixed bars.
 CLOCK_FREE = (
     "tests/trading/test_paper_parity.py",
     "tests/trading/test_risk.py",
     "tests/trading/test_sanity.py",
     "tests/trading/test_projections.py",
+    "tests/trading/test_ledger.py",
+    "tests/trading/test_pipeline.py",
+    "tests/trading/test_simulated_broker.py",
+    "tests/trading/test_analytics.py",
 )
 
 
