@@ -96,7 +96,7 @@ DATE_SENSITIVE = (
 
 # Trading files whose tests read no clock from project code, the calendar or Dagster's partition
 # and schedule code, but for the audit stamp `Event.recorded_at` (measured with a spy on every
-# clock read under a frozen clock, 2026-11-29 and again 2026-11-30 over the whole set): pure sizing,
+# clock read under a frozen clock (tests/clockspy.py), 2026-11-29 and again 2026-11-30 over the whole set): pure sizing,
 # limits, ledgers and replays over fixed bars.
 CLOCK_FREE = (
     "tests/trading/test_paper_parity.py",
