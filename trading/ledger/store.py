@@ -2,9 +2,12 @@
 
 SQLite (one file, the default) or PostgreSQL (a URL; may share the Dagster database: the table and
 the Alembic version table have their own names). The schema is owned by the Alembic migrations in
-`migrations/`; `Ledger()` brings the database to head. Nothing is ever updated or deleted: there is
-no API for it and a database trigger rejects it. Appending an event whose `event_id` is already
-stored is a no-op, so a re-run that emits the same events writes nothing twice.
+`migrations/`; `Ledger()` brings the database to head. Nothing is ever updated, and nothing deleted
+by the application: there is no API for it and a database trigger rejects it. The one exception is
+the opt-in maintenance of `compaction.py` (retention_job, `QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS`):
+it lifts the trigger inside one transaction to remove events already archived and verified and folded
+into a snapshot. Appending an event whose `event_id` is already stored is a no-op, so a re-run that
+emits the same events writes nothing twice (for events still in the table).
 
 `seq` is the order of writing. On PostgreSQL, sequence values of concurrent transactions can
 commit out of order, so a reader polling with `after_seq` may see seq 101 before seq 100 exists;
