@@ -88,3 +88,9 @@ def test_after_the_warm_up_the_demo_steps_compile_no_kernel(tmp_path: Path) -> N
 
     result = _run_steps(env)
     assert result == {"compiled": [], "failed": {}}
+
+
+def test_a_warm_up_that_fails_tells_the_demo_and_raises_nothing() -> None:
+    warming = demo_warmup.start({"symbols": ["AAPL"]})  # no steps in it: the side process fails
+    assert warming.wait(timeout=300) is False
+    warming.stop()  # already over: a no-op
