@@ -240,8 +240,9 @@ def run_demo(
         if warming is not None:
             waited = time.perf_counter()
             ready = warming.wait()
-            say(f"      research kernels {'compiled (numba cache)' if ready else 'not warmed: the steps compile them'}; "
-                f"waited {time.perf_counter() - waited:.0f} s for the side process")
+            waited_s = time.perf_counter() - waited
+            say(f"      research kernels in numba's cache (a side process compiled them during the ingest; waited {waited_s:.0f} s)"
+                if ready else "      research kernels not warmed: the steps compile them")
         _steps(defs, instance, report, start, progress=progress, say=say)
     finally:
         if warming is not None:
