@@ -22,7 +22,7 @@ trades per day) is the pipeline's `limits`, as in the decision cycle: the same s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from backtests.engine import BacktestConfig, SizingLimits
 from strategies.base import Strategy
 from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
-from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.brokers.simulated import CAPPED_AT_FILL, SimConfig, SimulatedBroker
 from trading.context import SymbolContext
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
@@ -99,8 +99,10 @@ def run_simulated_session(
     trade_from: datetime | None = None,
     run_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    headlines_at: Callable[[datetime], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
 ) -> SessionReport:
-    """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up."""
+    """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up.
+    `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`)."""
     run_id = run_id or uuid.uuid4().hex
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
     decider = DecisionPipeline(pipeline)
@@ -123,6 +125,7 @@ def run_simulated_session(
         step = trading_step(
             ledger=ledger, broker=broker, decider=decider, strategy=strategy, params=params, bars=window,
             as_of=ts, now=ts, mode=Mode.SIMULATION, run_id=run_id, initial_cash=initial_cash, record_all=False,
+            headlines=headlines_at(ts) if headlines_at is not None else None,
         )  # fmt: skip
         curve.append((ts, step.snapshot.cash, step.snapshot.equity))
         decisions += len(step.result.decisions)
@@ -160,6 +163,7 @@ def _order_log(rows: list[dict[str, Any]], broker: SimulatedBroker) -> pl.DataFr
         state = broker.get_order(row["client_order_id"]) if row["client_order_id"] else None
         if state is not None:
             row |= {"quantity": state.quantity, "status": state.status.value, "reason": state.reason or row["reason"]}
+            row["limited"] = row["limited"] or state.reason == CAPPED_AT_FILL  # the caps cut it at its fill
     frame = pl.DataFrame(rows, schema={**ORDER_LOG_SCHEMA, "ts": pl.Datetime("us", "UTC")}, orient="row") if rows else pl.DataFrame(schema=ORDER_LOG_SCHEMA)
     return frame.with_columns(pl.col("ts").cast(UTC_TS))
 

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from backtests.engine import run_backtest
 from lake.sources.synthetic import SyntheticSource
 from strategies.builtin import SMA_CROSS
-from trading.analytics import fills_frame
+from trading.analytics import drift_report, fills_frame
 from trading.brokers.base import Fill, FillCaps, OrderRequest, OrderStatus
-from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.brokers.simulated import CAPPED_AT_FILL, SimConfig, SimulatedBroker
 from trading.ledger import Ledger
 from trading.models import Side
 from trading.pipeline import PipelineConfig
@@ -166,3 +166,17 @@ def test_an_order_without_caps_is_sized_as_before() -> None:
     broker.submit(OrderRequest(client_order_id="y", symbol="B", side=Side.BUY, quantity=1.0, size=0.5, caps=FillCaps(max_position_pct=0.2, max_sector_pct=0.3)))
     broker.on_bar({"A": _bar(datetime(2024, 1, 2, tzinfo=UTC), 100.0), "B": _bar(datetime(2024, 1, 2, tzinfo=UTC), 100.0)})
     assert broker.positions() == {"A": 500.0, "B": 200.0}
+
+
+def test_a_cut_at_the_fill_is_put_down_to_the_limits_against_the_backtest_without_them() -> None:
+    """Against the backtest without limits, the entry the caps cut only at its fill (sent uncut,
+    with its size) is the limits' doing in the order log and the drift report, not "quantity"."""
+    bars = _bars()
+    session = _session(bars, COSTS, NO_SECTORS)
+    cut = session.order_log.filter(pl.col("reason") == CAPPED_AT_FILL)
+    assert cut.height > 0 and cut["limited"].all()
+    expected = run_backtest(bars, SMA_CROSS, SMA_CROSS.params(fast=5, slow=20, fraction=0.3), backtest_config(COSTS, 100_000.0))
+    drift = drift_report(fills_frame(session.broker.fills), expected.orders, orders=session.order_log)
+    keys = set(cut.select("symbol", "ts").rows())
+    rows = drift.rows.filter(pl.struct("symbol", "ts").map_elements(lambda r: (r["symbol"], r["ts"]) in keys, return_dtype=pl.Boolean))
+    assert rows.height == cut.height and (rows["cause"] == "risk_limits").all()

@@ -61,6 +61,8 @@ from trading.brokers.base import (
 from trading.models import Side
 from trading.risk import FRACTION_STEP
 
+CAPPED_AT_FILL = "cut at the fill by the position and sector caps"  # an order's reason: the caps re-sized it
+
 
 class SimConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -286,21 +288,23 @@ class SimulatedBroker:
         fee = self._fee(open_)
         price = self._slipped(open_, req.side)
         if req.size is not None and state.filled_quantity == 0:
-            sized = self._sized_entry(req, held, price, open_, fee)
+            sized, capped = self._sized_entry(req, held, price, open_, fee)
             if req.side == Side.BUY:  # the rule's own cap: a buy never takes more than the cash there is
                 sized = min(sized, self._whole(self._affordable(price, fee)))
             if sized <= 0:
-                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "the entry sizes to 0 shares at the fill"})
+                why = CAPPED_AT_FILL if capped else "the entry sizes to 0 shares at the fill"
+                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": why})
                 return None
-            state = order.state = state.model_copy(update={"quantity": sized})
+            state = order.state = state.model_copy(update={"quantity": sized, **({"reason": CAPPED_AT_FILL} if capped else {})})
         elif req.caps is not None and state.filled_quantity == 0:
             # The caps re-size a fixed entry at its fill as they size one with a `size`: what they
             # leave is the order (the rest is not a remainder the account could have filled).
-            capped = self._within_caps(req, state.quantity, held, price, open_, fee)
-            if capped <= 0:
-                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "the caps leave 0 shares at the fill"})
+            within = self._within_caps(req, state.quantity, held, price, open_, fee)
+            if within <= 0:
+                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": CAPPED_AT_FILL})
                 return None
-            state = order.state = state.model_copy(update={"quantity": capped})
+            if within < state.quantity:
+                state = order.state = state.model_copy(update={"quantity": within, "reason": CAPPED_AT_FILL})
         remaining = state.quantity - state.filled_quantity
         qty = remaining
         if order.rng.random() < self.config.partial_fill_prob:
@@ -408,15 +412,16 @@ class SimulatedBroker:
         step = FRACTION_STEP if self.config.fractional else 1.0
         return capped_at_fill(total, held, left, price, peers, caps.max_position_pct, caps.max_sector_pct, step)
 
-    def _sized_entry(self, req: OrderRequest, held: float, price: float, open_: float, fee: float) -> float:
+    def _sized_entry(self, req: OrderRequest, held: float, price: float, open_: float, fee: float) -> tuple[float, bool]:
         """Shares an entry of `size` trades at the fill: to side x `entry_shares` of the bar's equity
         after closing an opposite position, at most the free cash, within the order's caps (the
-        backtest's `order_sim`)."""
+        backtest's `order_sim`); and whether the caps cut it."""
         sign = 1 if req.side == Side.BUY else -1
         available = after_closing(self._bar_equity, held, sign, price, open_, fee, 0.0)
         left, others, peers = self._at_open(req.symbol, held, sign, price, open_, fee, req.caps.sector if req.caps else ())
         shares = entry_shares(available, req.size or 0.0, price, fee, 0.0, not self.config.fractional, free_cash(left, others))
-        return self._capped(req.caps, shares, max(sign * held, 0.0), left, peers, price) - sign * held
+        capped = self._capped(req.caps, shares, max(sign * held, 0.0), left, peers, price)
+        return capped - sign * held, capped < shares
 
     def _entry_cap(self, req: OrderRequest, qty: float, held: float, price: float, open_: float, fee: float) -> float:
         """`qty` cut so that its entry part follows `strategies.entries` with size 1 (module
