@@ -45,27 +45,6 @@ def bars_resampled(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     )
 
 
-def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
-    last = features.tail(1)
-    return {
-        "dagster/row_count": features.height,
-        "preview": dg.MetadataValue.md(markdown_table(features.tail(5))),
-        **{f"last_{c}": float(last[c][0]) for c in ("rsi_14", "vol_20") if c in last.columns and last.height and last[c][0] is not None},
-    }
-
-
-@dg.asset(partitions_def=intraday_partitions, deps=["bars_1m"], group_name="derived", kinds={"polars", "parquet"})
-def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Returns, SMA/EMA, RSI, ATR and volatility on 1m bars; warmed up on the previous session."""
-    day, symbol = _day_symbol(context)
-    prev_days = trading_days(date.fromisoformat(day) - timedelta(days=10), date.fromisoformat(day) - timedelta(days=1))
-    start = session_bounds(prev_days[-1])[0] if prev_days else session_bounds(day)[0]
-    bars = read_bars(lake.path, [symbol], "1m", start, session_bounds(day)[1])
-    features = compute_features(bars).filter(pl.col("ts") >= session_bounds(day)[0])
-    replace_partition(lake.path, FEATURES, "1m", symbol, day, features)
-    return dg.MaterializeResult(metadata=_features_metadata(features))
-
-
 # Year Y's features warm up on year Y-1's bars: declared, so a backfill runs features_1d[Y] only
 # once bars_1d[Y-1] and bars_1d[Y] of its symbol are in (in the same single run of a range, or after
 # it), and the UI's partition lineage shows both years.
@@ -75,7 +54,38 @@ with warnings.catch_warnings():  # beta in Dagster 1.13, which we pin: nothing a
         "year": dg.DimensionPartitionMapping("year", dg.TimeWindowPartitionMapping(start_offset=-1)),
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
     })
+    # A day's 1-minute features warm up on the previous session's bars (the exclusions skip days off).
+    WARM_UP_SESSION = dg.MultiPartitionMapping({
+        "date": dg.DimensionPartitionMapping("date", dg.TimeWindowPartitionMapping(start_offset=-1)),
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+    })
 WARM_UP_CHECK = "warm_up_year_present"
+
+
+def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
+    last = features.tail(1)
+    return {
+        "dagster/row_count": features.height,
+        "preview": dg.MetadataValue.md(markdown_table(features.tail(5))),
+        **{f"last_{c}": float(last[c][0]) for c in ("rsi_14", "vol_20") if c in last.columns and last.height and last[c][0] is not None},
+    }
+
+
+@dg.asset(
+    partitions_def=intraday_partitions,
+    ins={"bars_1m": dg.AssetIn(partition_mapping=WARM_UP_SESSION, dagster_type=dg.Nothing)},
+    group_name="derived",
+    kinds={"polars", "parquet"},
+)
+def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Returns, SMA/EMA, RSI, ATR and volatility on 1m bars; warmed up on the previous session."""
+    day, symbol = _day_symbol(context)
+    prev_days = trading_days(date.fromisoformat(day) - timedelta(days=10), date.fromisoformat(day) - timedelta(days=1))
+    start = session_bounds(prev_days[-1])[0] if prev_days else session_bounds(day)[0]
+    bars = read_bars(lake.path, [symbol], "1m", start, session_bounds(day)[1])
+    features = compute_features(bars).filter(pl.col("ts") >= session_bounds(day)[0])
+    replace_partition(lake.path, FEATURES, "1m", symbol, day, features)
+    return dg.MaterializeResult(metadata=_features_metadata(features))
 
 
 def _year_symbols(context: dg.AssetExecutionContext) -> list[tuple[int, str]]:

@@ -29,7 +29,7 @@ from dagster._utils.hosted_user_process import recon_job_from_origin
 from assets.bars import bars_1d
 from assets.clock import NOW_TAG
 from assets.derived import WARM_UP_CHECK, features_1d
-from assets.partitions import add_symbols, daily_key
+from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from orchestration.run_context import ObservedLakeResource
 from tests.orchestration.dagster_server import ROOT
@@ -74,6 +74,21 @@ def test_features_of_a_year_depend_on_the_bars_of_that_year_and_the_year_before(
 
             assert parents("2024") == ["MSFT|2023", "MSFT|2024"]
             assert parents("2022") == ["MSFT|2022"]  # the first year: no warm-up year to wait for
+
+
+def test_minute_features_of_a_day_depend_on_the_bars_of_that_day_and_the_session_before() -> None:
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    with dg.instance_for_test() as instance:
+        add_symbols(instance, SYMBOLS)
+        with partition_loading_context(dynamic_partitions_store=instance):
+            def parents(day: str) -> list[str]:
+                result = graph.get_parent_partition_keys_for_child(str(intraday_key(day, "AAPL")), dg.AssetKey("bars_1m"), dg.AssetKey("features_1m"))
+                return sorted(result.partitions_subset.get_partition_keys())
+
+            assert parents("2024-11-25") == ["2024-11-22|AAPL", "2024-11-25|AAPL"]  # Monday: Friday's session
+            assert parents("2024-11-29") == ["2024-11-27|AAPL", "2024-11-29|AAPL"]  # after Thanksgiving
 
 
 def test_derived_daily_features_backfill_a_range_in_one_run() -> None:
