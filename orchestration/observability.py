@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,7 @@ SECRET_ENV_VARS = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "DAG
 SECRET_SUFFIXES = ("_API_KEY", "_SECRET_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
 MASK = "***"
 LOGGERS = ("quantlake", "lake", "trading", "backtests")
+WARNINGS_LOGGER = "py.warnings"  # where logging.captureWarnings sends Python warnings
 MIN_SECRET = 6  # shorter values (a placeholder like "x" or "none") would mask ordinary words everywhere
 
 
@@ -128,9 +130,11 @@ def configure_logging(fmt: str | None = None, level: int | str | None = None) ->
     # Library code logs through stdlib logging; this formats those lines the same way.
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
         structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
-    for name in LOGGERS:
+    # JSON mode: a Python warning is a JSON line too (logging's py.warnings), not text on stderr.
+    logging.captureWarnings(fmt == "json")
+    for name in (*LOGGERS, WARNINGS_LOGGER):
         logger = logging.getLogger(name)
-        logger.handlers = [handler]
+        logger.handlers = [handler] if name != WARNINGS_LOGGER or fmt == "json" else []
         logger.filters = [_FILTER]
         logger.setLevel(level)
         # Propagation stays on: a host that logs from the root (pytest, an embedding app) still sees the
@@ -251,6 +255,9 @@ def quiet_console_in_json_mode() -> None:
 
 
 quiet_console_in_json_mode()
+# Dagster's beta note on the instance's yaml-defined handler (ours, above) comes at every run start,
+# before a run's resources configure logging: a text line on stderr that says nothing to act on.
+warnings.filterwarnings("ignore", message="Handling yaml-defined logging configuration")
 
 
 def ensure_logging() -> None:
@@ -275,7 +282,8 @@ def get_logger(name: str = "quantlake") -> Any:
 
 def reset_logging() -> None:
     """Undoes configure_logging (tests, or embedding in another app's logging)."""
-    for name in LOGGERS:
+    logging.captureWarnings(False)
+    for name in (*LOGGERS, WARNINGS_LOGGER):
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.filters = []

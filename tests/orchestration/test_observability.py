@@ -218,3 +218,37 @@ def test_a_dagster_line_carrying_a_key_is_masked(monkeypatch: pytest.MonkeyPatch
     DagsterJsonHandler(fmt="json").handle(record)
     line = json.loads(capsys.readouterr().err)
     assert line["event"] == "failed with ***" and line["cycle_id"] == "k" and CANARY not in json.dumps(line)
+
+
+def test_quantlake_decide_in_json_mode_writes_json_lines_only_on_stderr(tmp_path: Path) -> None:
+    """The command users type, in its own process: Dagster's run events, the application's lines and
+    any Python warning are JSON; no text line (Dagster's console logger, its beta note) reaches stderr."""
+    import os
+    import subprocess
+    import sys
+    from datetime import UTC
+
+    from lake.sources.synthetic import SyntheticSource
+    from lake.store import replace_partitions
+
+    symbols = ["AAPL", "JPM", "MSFT"]
+    bars = SyntheticSource(seed=7).fetch(symbols, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(tmp_path / "lake", "bars", "1d", bars, period="year")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUANTLAKE_", "OPENAI_", "ALPACA_"))}
+    env |= {
+        "QUANTLAKE_LOG_FORMAT": "json",
+        "QUANTLAKE_LAKE_DIR": str(tmp_path / "lake"),
+        "QUANTLAKE_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+        "DAGSTER_HOME": str(tmp_path / "home"),  # the default instance config is written there
+    }
+    command = [str(Path(sys.executable).parent / "quantlake"), "decide", "--symbols", ",".join(symbols), "--params", '{"fast": 5, "slow": 20}',
+               "--as-of", "2024-06-03T20:00:00+00:00"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if not line.startswith("{")] == []
+    parsed = [json.loads(line) for line in lines]
+    dagster = {line.get("dagster_event") for line in parsed if line["logger"] == "dagster"}
+    assert {"RUN_START", "STEP_START", "RUN_SUCCESS"} <= dagster
+    run_ids = {line["run_id"] for line in parsed if line["logger"] == "dagster"}
+    assert any(line["logger"] == "quantlake.run" and line["run_id"] in run_ids for line in parsed)
