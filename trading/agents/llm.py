@@ -1,7 +1,8 @@
 """One structured model call, done carefully: budget, cache, timeout, retries, usage, and honest failure.
 
 Calls go through langchain-openai's `ChatOpenAI` on chat completions, so any OpenAI-compatible server
-works through `base_url`. The answer format degrades per (server, model), remembered for the process:
+works through `base_url`. The answer format degrades per (server, model), remembered (`FormatMemory`; the
+ledger keeps it for the next cycle, with the calls made since, so a re-check is counted across processes):
 `json_schema` first; a server that refuses it (HTTP 400/422 naming the response format) gets JSON mode
 with the schema in the prompt, then a plain prompt with the schema. Whatever the format, the answer
 is read by `trading.agents.structured.read_answer` (the JSON alone, in a ```json fence, or after
