@@ -9,7 +9,7 @@ order per EXECUTE decision, under the trading window and the breakers of the pip
 import math
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dagster as dg
 from pydantic import Field
@@ -27,7 +27,7 @@ from strategies.registry import load_strategy
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.simulated import SimConfig, SimulatedBroker
-from trading.cycle import CycleError, day_summary, last_closes, run_decision_cycle
+from trading.cycle import CycleError, day_summary, headlines_over, last_closes, run_decision_cycle
 from trading.execution import ExecutionError, Executor
 from trading.ledger import Ledger
 from trading.models import Mode
@@ -234,6 +234,9 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(f"sqlite:///{ledger_path}")
     pipeline = trading.pipeline()
+    # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
+    stamps = bars["ts"]
+    headlines_at = headlines_over(lake.path, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))
     try:
         session = run_simulated_session(
             bars=bars,
@@ -245,6 +248,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             initial_cash=config.initial_cash,
             run_id=context.run_id,
             progress=lambda done, total: context.log.info(f"paper session: bar {done}/{total}"),
+            headlines_at=headlines_at,
         )
         fills = fills_from_ledger(ledger, run_id=context.run_id)
     finally:

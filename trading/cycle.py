@@ -8,6 +8,7 @@ order per EXECUTE decision, never two; the pipeline's events go to the ledger in
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,8 @@ from trading.ledger import Ledger, project
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
 from trading.step import StepReport, trading_step
+
+HeadlinesAt = Callable[[datetime], dict[str, list[dict[str, Any]]]]  # a bar's time -> its point-in-time headlines
 
 
 class CycleError(ValueError):
@@ -157,17 +160,40 @@ def run_decision_cycle(
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, step.estimate, step.events_written, step.orders, step)
 
 
-def headlines_for(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], as_of: datetime) -> dict[str, list[dict[str, Any]]] | None:
-    """Headlines per symbol from the news lake, point in time at `as_of`, over the longest lookback of the
-    graph's news nodes; None (no read) when no node reads news."""
+def _news_lookback(pipeline: PipelineConfig) -> timedelta | None:
+    """The longest lookback of the graph's news nodes; None when no node reads news."""
     hours = [float(n.config.get("lookback_hours", 72.0)) for n in (pipeline.graph.nodes if pipeline.graph else []) if n.type == "news_analyst"]
-    if not hours:
-        return None
-    news = read_news(lake_root, symbols, as_of, timedelta(hours=max(hours)))
+    return timedelta(hours=max(hours)) if hours else None
+
+
+def _by_symbol(news: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for row in news.select("symbol", "created_at", "headline", "source").iter_rows(named=True):
         out.setdefault(row.pop("symbol"), []).append(row)
     return out
+
+
+def headlines_for(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], as_of: datetime) -> dict[str, list[dict[str, Any]]] | None:
+    """Headlines per symbol from the news lake, point in time at `as_of`, over the longest lookback of the
+    graph's news nodes; None (no read) when no node reads news."""
+    lookback = _news_lookback(pipeline)
+    return None if lookback is None else _by_symbol(read_news(lake_root, symbols, as_of, lookback))
+
+
+def headlines_over(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], first: datetime, last: datetime) -> HeadlinesAt | None:
+    """For a session (a step per bar from `first` to `last`): the news lake read once, then at each bar
+    what `headlines_for` reads at it (created in the lookback up to the bar, stored version there by
+    then: an edit after the bar leaves the row out). None (no read) when no node reads news."""
+    lookback = _news_lookback(pipeline)
+    if lookback is None:
+        return None
+    news = read_news(lake_root, symbols, last, (last - first) + lookback)
+
+    def at(as_of: datetime) -> dict[str, list[dict[str, Any]]]:
+        c = pl.col
+        return _by_symbol(news.filter((c("created_at") >= as_of - lookback) & (c("created_at") <= as_of) & (c("updated_at") <= as_of)))
+
+    return at
 
 
 def _recent_decisions(ledger: Ledger, limit: int = 200) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ trades per day) is the pipeline's `limits`, as in the decision cycle: the same s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,8 +99,10 @@ def run_simulated_session(
     trade_from: datetime | None = None,
     run_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    headlines_at: Callable[[datetime], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
 ) -> SessionReport:
-    """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up."""
+    """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up.
+    `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`)."""
     run_id = run_id or uuid.uuid4().hex
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
     decider = DecisionPipeline(pipeline)
@@ -123,6 +125,7 @@ def run_simulated_session(
         step = trading_step(
             ledger=ledger, broker=broker, decider=decider, strategy=strategy, params=params, bars=window,
             as_of=ts, now=ts, mode=Mode.SIMULATION, run_id=run_id, initial_cash=initial_cash, record_all=False,
+            headlines=headlines_at(ts) if headlines_at is not None else None,
         )  # fmt: skip
         curve.append((ts, step.snapshot.cash, step.snapshot.equity))
         decisions += len(step.result.decisions)

@@ -159,3 +159,50 @@ def test_a_decision_cycle_gives_the_team_the_lake_headlines_up_to_the_decision_b
     got = {c.symbol: [h["headline"] for h in c.headlines] for c in report.step.contexts}
     assert got[symbol] == [GOOD]
     assert all(not v for s, v in got.items() if s != symbol)
+
+
+def test_a_paper_session_gives_the_news_node_the_lake_headlines_up_to_each_bar(tmp_path: Path) -> None:
+    """The path users run: the paper_session asset with the team file over a lake with news (dg.materialize).
+    The news node (asked through the loopback model) reads the headlines before each bar; one stamped 1 s
+    after a bar reaches the next bar's decision, never that bar's."""
+    import dagster as dg
+
+    from assets import trading
+    from assets.resources import LakeResource, TradingResource
+    from lake.sources.synthetic import SyntheticSource
+
+    lake = tmp_path / "lake"
+    symbols = ["AAPL", "MSFT"]
+    daily = SyntheticSource(seed=7).fetch(symbols, "1d", datetime.fromisoformat("2023-09-01T00:00:00+00:00"), datetime.fromisoformat("2023-11-01T00:00:00+00:00"))
+    replace_partitions(lake, "bars", "1d", daily, period="year")
+    stamps = sorted(daily.filter(pl.col("ts") >= datetime.fromisoformat("2023-10-01T00:00:00+00:00"))["ts"].unique().to_list())
+    bar, following = stamps[10], stamps[11]
+    rows = [
+        {"id": "1", "symbol": "AAPL", "created_at": bar - timedelta(hours=1), "headline": GOOD, "source": "wire"},
+        {"id": "2", "symbol": "AAPL", "created_at": bar + timedelta(seconds=1), "headline": BAD, "source": "wire"},
+    ]
+    news = pl.DataFrame(rows).with_columns(pl.col("created_at").dt.cast_time_unit("us"))
+    day_of = pl.col("created_at").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    for day in news.select(day_of.unique())["created_at"].to_list():
+        write_news_day(lake, day, news.filter(day_of == day), empty_news())
+    with OpenAIServer(responder=auto_reply) as server:
+        team = json.loads(json.dumps(TEAM_PIPELINE))
+        for node in team["graph"]["nodes"]:
+            if node["id"] == "news":
+                node["config"] = {"llm": {"model": "fake-small", "base_url": server.base_url, "max_retries": 0, "timeout_s": 5.0}}
+        team_file = tmp_path / "team.yaml"
+        team_file.write_text(json.dumps({**team, "limits": ROOMY}))  # JSON is YAML
+        config = {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": symbols, "start": "2023-10-01", "end": "2023-11-01", "reject_prob": 1.0}
+        # (the broker rejects every order: the account stays flat, so always_long signals at every bar)
+        resource = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'trading.sqlite'}", pipeline_file=str(team_file))
+        result = dg.materialize(
+            [trading.paper_session], resources={"lake": LakeResource(root=str(lake)), "trading": resource}, run_config={"ops": {"paper_session": {"config": config}}}
+        )
+        asked = [json.loads(next(m["content"] for m in b["messages"] if m["role"] == "user")) for b in server.requests if schema_name(b) == "ReportOut"]
+    assert result.success
+    cited = {(p["symbol"], p["as_of"]): [h["headline"] for h in p["headlines"]] for p in asked}
+    assert len(asked) == len(cited), "one news call per symbol and bar"
+    assert cited[("AAPL", bar.isoformat())] == [GOOD], "the bar's decision reads the headline before it, not the one after"
+    assert cited[("AAPL", following.isoformat())] == [GOOD, BAD], "the next bar's decision reads both"
+    assert all(h["created_at"] <= p["as_of"] for p in asked for h in p["headlines"])
+    assert not any(s == "MSFT" for s, _ in cited), "no headlines for MSFT: no model call"
