@@ -1,5 +1,6 @@
-"""Derived data: resampled timeframes and per-symbol features, partition by partition; daily
-features also a backfill's range of years in one run (`BackfillPolicy.single_run()`)."""
+"""Derived data: resampled timeframes and per-symbol features. Like the bars they come from, each
+asset takes a backfill's range in one run (`BackfillPolicy.single_run()`), writing for each
+partition what a run of that partition alone writes."""
 
 
 import warnings
@@ -11,6 +12,7 @@ import dagster as dg
 import polars as pl
 
 from assets.bars import _range_asset
+from assets.ingest import _add_partition_metadata
 from assets.metadata import markdown_table
 from assets.partitions import daily_key, daily_partitions, intraday_partitions, years_partitions
 from assets.resources import LakeResource
@@ -24,25 +26,40 @@ RESAMPLED = "resampled"
 FEATURES = "features"
 
 
-def _day_symbol(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-    return keys["date"], keys["symbol"]
+def _day_symbols(context: dg.AssetExecutionContext) -> list[tuple[str, str, str]]:
+    """(key, day, symbol) of every partition of the run: one, or a backfill's range."""
+    out = []
+    for key in context.partition_keys:
+        multi = key if isinstance(key, dg.MultiPartitionKey) else intraday_partitions.get_partition_key_from_str(key)
+        dims = multi.keys_by_dimension  # type: ignore[union-attr]
+        out.append((str(key), dims["date"], dims["symbol"]))
+    return out
 
 
-@dg.asset(partitions_def=intraday_partitions, deps=["bars_1m"], group_name="derived", kinds={"polars", "parquet"})
+def _partition_results(context: dg.AssetExecutionContext, metas: dict[str, dict[str, Any]]) -> dg.MaterializeResult:
+    """One partition: its metadata on the result; a range: each partition's on its own materialization."""
+    if len(metas) == 1:
+        return dg.MaterializeResult(metadata=next(iter(metas.values())))
+    for key, meta in metas.items():
+        _add_partition_metadata(context, key, meta)
+    return dg.MaterializeResult()
+
+
+@_range_asset(partitions_def=intraday_partitions, deps=["bars_1m"], group_name="derived", kinds={"polars", "parquet"})
 def bars_resampled(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """The day's 1-minute bars aggregated to 5m, 15m, 1h and 1d (session-stamped) bars."""
-    day, symbol = _day_symbol(context)
-    start, end = session_bounds(day)
-    minutes = read_bars(lake.path, [symbol], "1m", start, end)
-    rows: dict[str, int] = {}
-    for timeframe in RESAMPLED_TIMEFRAMES:
-        out = resample_bars(minutes, timeframe)  # type: ignore[arg-type]
-        replace_partition(lake.path, RESAMPLED, timeframe, symbol, day, out)
-        rows[timeframe] = out.height
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": sum(rows.values()), **{f"rows_{tf}": n for tf, n in rows.items()}}
-    )
+    """The day's 1-minute bars aggregated to 5m, 15m, 1h and 1d (session-stamped) bars; a range run
+    does each of its partitions as its own run would."""
+    metas: dict[str, dict[str, Any]] = {}
+    for key, day, symbol in _day_symbols(context):
+        start, end = session_bounds(day)
+        minutes = read_bars(lake.path, [symbol], "1m", start, end)
+        rows: dict[str, int] = {}
+        for timeframe in RESAMPLED_TIMEFRAMES:
+            out = resample_bars(minutes, timeframe)  # type: ignore[arg-type]
+            replace_partition(lake.path, RESAMPLED, timeframe, symbol, day, out)
+            rows[timeframe] = out.height
+        metas[key] = {"dagster/row_count": sum(rows.values()), **{f"rows_{tf}": n for tf, n in rows.items()}}
+    return _partition_results(context, metas)
 
 
 # Year Y's features warm up on year Y-1's bars: declared, so a backfill runs features_1d[Y] only
@@ -71,21 +88,24 @@ def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-@dg.asset(
+@_range_asset(
     partitions_def=intraday_partitions,
     ins={"bars_1m": dg.AssetIn(partition_mapping=WARM_UP_SESSION, dagster_type=dg.Nothing)},
     group_name="derived",
     kinds={"polars", "parquet"},
 )
 def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Returns, SMA/EMA, RSI, ATR and volatility on 1m bars; warmed up on the previous session."""
-    day, symbol = _day_symbol(context)
-    prev_days = trading_days(date.fromisoformat(day) - timedelta(days=10), date.fromisoformat(day) - timedelta(days=1))
-    start = session_bounds(prev_days[-1])[0] if prev_days else session_bounds(day)[0]
-    bars = read_bars(lake.path, [symbol], "1m", start, session_bounds(day)[1])
-    features = compute_features(bars).filter(pl.col("ts") >= session_bounds(day)[0])
-    replace_partition(lake.path, FEATURES, "1m", symbol, day, features)
-    return dg.MaterializeResult(metadata=_features_metadata(features))
+    """Returns, SMA/EMA, RSI, ATR and volatility on 1m bars; warmed up on the previous session (each
+    partition of a range run too: the same numbers as its own run)."""
+    metas: dict[str, dict[str, Any]] = {}
+    for key, day, symbol in _day_symbols(context):
+        prev_days = trading_days(date.fromisoformat(day) - timedelta(days=10), date.fromisoformat(day) - timedelta(days=1))
+        start = session_bounds(prev_days[-1])[0] if prev_days else session_bounds(day)[0]
+        bars = read_bars(lake.path, [symbol], "1m", start, session_bounds(day)[1])
+        features = compute_features(bars).filter(pl.col("ts") >= session_bounds(day)[0])
+        replace_partition(lake.path, FEATURES, "1m", symbol, day, features)
+        metas[key] = _features_metadata(features)
+    return _partition_results(context, metas)
 
 
 def _year_symbols(context: dg.AssetExecutionContext) -> list[tuple[int, str]]:

@@ -91,8 +91,16 @@ def test_minute_features_of_a_day_depend_on_the_bars_of_that_day_and_the_session
             assert parents("2024-11-29") == ["2024-11-27|AAPL", "2024-11-29|AAPL"]  # after Thanksgiving
 
 
-def test_derived_daily_features_backfill_a_range_in_one_run() -> None:
-    assert features_1d.backfill_policy == dg.BackfillPolicy.single_run() == bars_1d.backfill_policy
+def test_the_derived_assets_backfill_a_range_in_one_run_as_their_bars_do() -> None:
+    from assets.bars import bars_1m
+    from assets.derived import bars_resampled, features_1m
+    from orchestration.definitions import defs
+
+    single = dg.BackfillPolicy.single_run()
+    assert features_1d.backfill_policy == single == bars_1d.backfill_policy
+    assert bars_resampled.backfill_policy == features_1m.backfill_policy == single == bars_1m.backfill_policy
+    for name in ("ingest_daily_job", "ingest_intraday_job"):  # one policy per job: Dagster no longer falls back to a run per partition
+        assert defs.resolve_job_def(name).backfill_policy == single
 
 
 def test_a_range_run_of_features_equals_a_run_per_year(tmp_path: Path) -> None:
@@ -224,3 +232,35 @@ def test_a_backfill_of_two_years_launched_together_gives_the_features_of_runs_in
     expected = _features(reference)
     assert len(expected) == len(keys)
     assert {k: v for k, v in backfilled.items() if k in expected} == expected, "the backfill's features differ from runs in year order"
+
+
+def test_a_range_run_of_the_intraday_derived_assets_equals_a_run_per_day(tmp_path: Path) -> None:
+    """1-minute bars of three sessions (Friday, Monday, Tuesday) for two symbols; bars_resampled and
+    features_1m over the range in one run write byte for byte what a run per partition writes
+    (Monday's features warmed up on Friday's bars in both), and each partition gets its row count."""
+    from assets.bars import bars_1m
+    from assets.derived import bars_resampled, features_1m
+
+    days = ["2024-11-22", "2024-11-25", "2024-11-26"]
+    keys = [intraday_key(d, s) for d in days for s in SYMBOLS]
+    each, ranged = tmp_path / "each", tmp_path / "range"
+    with dg.instance_for_test() as instance:
+        add_symbols(instance, SYMBOLS)
+        for root in (each, ranged):
+            resources = {"lake": LakeResource(root=str(root)), "market_data": MarketDataResource()}
+            assets = [bars_1m, bars_resampled, features_1m] if root == each else [bars_1m]
+            for key in keys:
+                assert dg.materialize(assets, partition_key=key, instance=instance, resources=resources, tags={NOW_TAG: NOW}).success
+        result = dg.materialize(
+            [bars_resampled, features_1m], instance=instance, resources={"lake": LakeResource(root=str(ranged))},
+            tags=dict(zip(RANGE_TAGS, (str(keys[0]), str(keys[-1])), strict=True)),
+        )
+    assert result.success
+    rows = {m.partition: m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("features_1m")}
+    assert rows == {str(k): 390 for k in keys}
+
+    def derived(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for ds in ("resampled", "features") for p in sorted((root / ds).rglob("*.parquet"))}
+
+    assert len(derived(each)) == len(keys) * 5 and derived(ranged) == derived(each)  # 4 timeframes + features per partition
