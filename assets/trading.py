@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 import dagster as dg
 from pydantic import Field
 
-from assets.clock import run_now
+from assets.clock import DAEMON_SCHEDULED_TAG, NOW_TAG, SCHEDULED_TAG, run_now
 from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
 from assets.policies import TRADING_POOL, TRANSIENT_RETRY
@@ -78,6 +78,8 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             broker=broker,
             run_id=context.run_id,
             now=run_now(context),
+            checkpoint=str(checkpoint_file(ledger, context)),
+            thread_key=cycle_key(context),
         )
         if isinstance(broker, SimulatedBroker):
             trading.save_simulated(broker)  # after the ledger has the cycle: the account continues next run
@@ -123,6 +125,28 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "positions": dg.MetadataValue.json(report.snapshot.positions),
         }
     )
+
+
+def checkpoint_file(ledger: Ledger, context: dg.AssetExecutionContext) -> Path:
+    """Where decide runs keep the graph's threads when the pipeline file does not say: beside a SQLite
+    ledger (`<ledger>.graph.sqlite`), else in the Dagster instance's storage. A cycle killed mid-graph
+    and run again resumes from it (`checkpoint: memory` in the pipeline file turns it off)."""
+    database = ledger.engine.url.database if ledger.dialect == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).expanduser()
+        return path.with_name(f"{path.stem}.graph.sqlite")
+    return Path(context.instance.storage_directory()) / "graph_checkpoints.sqlite"
+
+
+def cycle_key(context: dg.AssetExecutionContext) -> str:
+    """What the run is one attempt at, the same for a retry, a re-execution or a relaunch at the same run
+    clock (as orchestration.observability.cycle_id names it in the logs): the graph's threads are named by it."""
+    tags = context.run.tags if context.run is not None else {}
+    if key := tags.get("dagster/run_key"):
+        return key
+    if when := tags.get(NOW_TAG) or tags.get(SCHEDULED_TAG) or tags.get(DAEMON_SCHEDULED_TAG):
+        return f"{context.job_name}@{when}"
+    return tags.get("dagster/root_run_id") or context.run_id
 
 
 class EndOfDayConfig(dg.Config):

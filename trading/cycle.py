@@ -109,8 +109,12 @@ def run_decision_cycle(
     broker: Broker | None = None,
     run_id: str | None = None,
     now: datetime,
+    checkpoint: str | None = None,
+    thread_key: str | None = None,
 ) -> CycleReport:
-    """One `trading_step` at the run's `now`, on the newest bar complete by then (or `as_of`)."""
+    """One `trading_step` at the run's `now`, on the newest bar complete by then (or `as_of`).
+    `checkpoint`, `thread_key`: where the graph's threads are kept when the pipeline does not say, and
+    the cycle's name for them (a rerun of the same cycle resumes them; `DecisionPipeline`)."""
     run_id = run_id or uuid.uuid4().hex
     if as_of is not None and as_of + TIMEFRAMES[timeframe] > now:  # the same rule as the latest bar's
         raise CycleError(
@@ -133,7 +137,7 @@ def run_decision_cycle(
     spent, per_call = projection.spent_on(as_of.date())
     # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed,
     # and the calls made in them since count towards the re-check, whichever process made them.
-    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger))
+    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)

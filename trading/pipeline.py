@@ -68,6 +68,7 @@ from trading.risk import RiskLimits, assess
 from trading.sanity import SanityLimits, StrategyLevels, price_sanity
 
 R = TypeVar("R")
+MEMORY_CHECKPOINT = "memory"  # `checkpoint: memory` in a pipeline file: no checkpoint file, whatever the caller's default
 
 
 class PipelineConfig(BaseModel):
@@ -87,7 +88,9 @@ class PipelineConfig(BaseModel):
     max_in_flight: int = Field(8, ge=1, le=256, description="Agent calls running at once.")
     fractional: bool = False
     graph: GraphSpec | None = Field(None, description="The pipeline as a graph of catalog nodes; None: analyst -> hard limits -> risk -> validator.")
-    checkpoint: str | None = Field(None, description="Graph checkpoints: a SQLite file, or a postgresql:// URL; None: in memory, one cycle.")
+    checkpoint: str | None = Field(
+        None, description="Graph checkpoints: a SQLite file, a postgresql:// URL, or 'memory' (one cycle); None: the caller's default (decide runs: a file beside the ledger)."
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> PipelineConfig:
@@ -117,16 +120,26 @@ class CycleResult:
 
 class DecisionPipeline:
     def __init__(
-        self, config: PipelineConfig, *, cache: ResponseCache | None = None, formats: FormatMemory | None = None, checkpoint: str | None = None
+        self,
+        config: PipelineConfig,
+        *,
+        cache: ResponseCache | None = None,
+        formats: FormatMemory | None = None,
+        checkpoint: str | None = None,
+        thread_key: str | None = None,
     ) -> None:
         """`formats`: the answer formats servers accepted before (e.g. `FormatMemory.from_events` of the ledger).
-        `checkpoint`: where threads are checkpointed when the config does not say (see trading/graph/checkpoint.py)."""
+        `checkpoint`: where threads are checkpointed when the config does not say (see trading/graph/checkpoint.py);
+        the config's `memory` keeps them in memory whatever the default. `thread_key`: what names the cycle's
+        threads instead of the run id (a re-executed Dagster run has a new run id but is the same cycle)."""
         self.config = config
         self.prices = PriceTable(config.prices, config.default_price)
         if config.graph is None:
             expect_roles({Role.ANALYST: config.analyst, Role.RISK: config.risk, Role.VALIDATOR: config.validator})
         self.graph = PipelineGraph(config.graph_spec(), BuildEnv(prices=self.prices, cache=cache, formats=formats), config.name)
-        self.checkpoint = config.checkpoint or checkpoint
+        chosen = config.checkpoint or checkpoint
+        self.checkpoint = None if chosen == MEMORY_CHECKPOINT else chosen
+        self.thread_key = thread_key
         check_checkpoint(self.checkpoint)
 
     # The default graph's agents by their old names (a custom graph may have none of them).
@@ -198,11 +211,12 @@ class DecisionPipeline:
                 judged.append(ctx)
 
         inputs = CycleInputs(contexts={c.symbol: c for c in judged}, run=run)
-        book_key = snapshot.model_dump_json()
+        # Sorted keys: the same book is the same key in every process (marks come in group_by's order).
+        book_key = json.dumps(snapshot.model_dump(mode="json"), sort_keys=True)
         durable = "sync" if self.checkpoint else "exit"  # in memory, nothing outlives the cycle anyway
         with open_checkpointer(self.checkpoint) as saver:
             graph = self.graph.compile(saver)
-            threads = {c.symbol: {"configurable": {"thread_id": thread_id(self.config.name, run_id, c, book_key), "quantlake": inputs}} for c in judged}
+            threads = {c.symbol: {"configurable": {"thread_id": thread_id(self.config.name, self.thread_key or run_id, c, book_key), "quantlake": inputs}} for c in judged}
             # 1. The graph up to the hard limits (analysts, research), concurrently.
             first = self._parallel(judged, lambda c: self._to_limits(graph, c, threads[c.symbol], durable), stop, run)
             # 2. Hard limits, as code, in order, on a running portfolio: whatever the graph proposed.

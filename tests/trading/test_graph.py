@@ -260,3 +260,16 @@ def test_a_postgres_checkpoint_without_its_package_is_named_at_load() -> None:
         pytest.skip("langgraph-checkpoint-postgres is installed")
     with pytest.raises(CheckpointConfigError, match="langgraph-checkpoint-postgres"):
         DecisionPipeline(PipelineConfig(checkpoint="postgresql://quant@127.0.0.1:5432/test"))
+
+
+def test_the_same_book_with_its_marks_in_another_order_resumes_the_same_threads(tmp_path: Path, server: OpenAIServer, market: Market) -> None:
+    """Marks come in polars group_by's order, which differs between processes: a rerun of the same cycle
+    in another process must still find its threads (the key used the snapshot's JSON in dict order)."""
+    raw = {"graph": _three_model_graph(server), "limits": ROOMY.model_dump(), "checkpoint": str(tmp_path / "graph.sqlite")}
+    marks = {c.symbol: c.close for c in market.contexts()}
+    assert len(marks) > 1
+    book = market.snapshot.model_copy(update={"prices": marks})
+    first = DecisionPipeline(PipelineConfig.model_validate(raw)).run(market.contexts(), book, as_of=market.as_of, run_id="cycle-1")
+    reordered = book.model_copy(update={"prices": dict(reversed(marks.items()))})
+    again = DecisionPipeline(PipelineConfig.model_validate(raw)).run(market.contexts(), reordered, as_of=market.as_of, run_id="cycle-1")
+    assert first.model_calls > 0 and again.model_calls == 0 and again.decisions == first.decisions

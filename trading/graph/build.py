@@ -13,6 +13,7 @@ graph does after the limits can enlarge or change what they approved.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -163,5 +164,5 @@ def _router(targets: list[tuple[str, str | None]]) -> Callable[[GraphState], lis
 def thread_id(pipeline: str, run_id: str, ctx: SymbolContext, book: str) -> str:
     """One thread per (cycle, symbol) and input: a rerun of the same cycle on the same input resumes it;
     a different input (new bar, position, portfolio) is a new thread, never an old answer."""
-    digest = hashlib.sha256((ctx.model_dump_json() + book).encode()).hexdigest()[:20]
+    digest = hashlib.sha256((json.dumps(ctx.model_dump(mode="json"), sort_keys=True) + book).encode()).hexdigest()[:20]
     return f"{pipeline}:{run_id}:{ctx.symbol}:{digest}"
