@@ -220,18 +220,22 @@ def run_demo(
     years: list[str],
     progress: bool = True,
     say: Callable[[str], None] = print,
-    warm_up: bool = True,
+    warm_up: bool | None = None,
 ) -> DemoReport:
     """Ingest, backtest, sweep, decide, paper session; a failed step is recorded and the rest go on.
 
     With `warm_up`, the research steps' numba kernels compile in a side process during the ingest
-    (orchestration.demo_warmup: the ingest uses none of them), so on a fresh clone the ~30 s of
-    compiling runs on the other core instead of after the ingest."""
+    (orchestration.demo_warmup: the ingest uses none of them), so on a fresh clone the ~25 s of
+    compiling runs on the other core instead of after the ingest. None (default): only when a core
+    is idle (`demo_warmup.spare_core`); on a busy machine the side process only slows the ingest
+    (measured: the same wall time at a load of 1-3 on 2 cores, ~8 s more CPU in all)."""
     from orchestration import demo_warmup
 
     begin = time.perf_counter()
     report = DemoReport(symbols, days, years)
     start = f"{years[0]}-01-01" if years else days[0].isoformat()
+    if warm_up is None:
+        warm_up = demo_warmup.spare_core()
     job = warm_up_job(defs, symbols, start) if warm_up else None
     warming = demo_warmup.start(job) if job is not None else None
     try:

@@ -1,8 +1,8 @@
 """The demo's numba kernels, compiled in a side process while the ingest runs.
 
 On a fresh clone numba has no cache: the backtest, the sweep and the paper session's backtests
-compile their kernels on first use (about 30 s of one core). The ingest never uses them, so the
-demo starts this process first (`start`), on the other core: it runs the same calls on a small
+compile their kernels on first use (about 25 s of one core). The ingest never uses them, so when a
+core is idle (`spare_core`) the demo starts this process first (`start`), on that core: it runs the same calls on a small
 offline history (the synthetic source, in the lake's bar schema, so the kernels see the same types)
 and numba's on-disk cache (`cache=True` on every kernel, NUMBA_CACHE_DIR or `__pycache__`) keeps the
 result. The research steps wait for it (`WarmUp.wait`) and load the kernels instead of compiling
@@ -16,6 +16,7 @@ backtest configs and the paper session's sizing limits, taken from the assets' o
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -85,6 +86,17 @@ def warm(job: dict[str, Any]) -> None:
     params, costs = strategy.params(**paper["params"]), BacktestConfig(**paper["config"])
     run_backtest(bars, strategy, params, costs, limits=SizingLimits(**paper["limits"]))
     run_backtest(bars, strategy, params, costs)
+
+
+def spare_core(load: float | None = None, cores: int | None = None) -> bool:
+    """Whether a core is idle for the side process: the 1-minute load average (default: the
+    system's, read now) below the cores less one. Without one it would only compete with the ingest."""
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except OSError:  # no load average on this platform
+        return False
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    return cores >= 2 and load < cores - 1
 
 
 @dataclass

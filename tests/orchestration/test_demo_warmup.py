@@ -94,3 +94,9 @@ def test_a_warm_up_that_fails_tells_the_demo_and_raises_nothing() -> None:
     warming = demo_warmup.start({"symbols": ["AAPL"]})  # no steps in it: the side process fails
     assert warming.wait(timeout=300) is False
     warming.stop()  # already over: a no-op
+
+
+def test_the_warm_up_runs_only_with_a_core_to_spare() -> None:
+    assert demo_warmup.spare_core(load=0.4, cores=2)
+    assert not demo_warmup.spare_core(load=1.2, cores=2)  # the other core is busy: it would slow the ingest
+    assert not demo_warmup.spare_core(load=0.0, cores=1)
