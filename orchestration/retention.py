@@ -13,6 +13,9 @@ Settings (days; -1 keeps forever), read from the environment when the job runs:
   folded into the projection snapshot, are removed from the live table (trading/ledger/compaction.py);
   at least the archive's days. Off by default: raw reads of the ledger (analytics, audits, replays
   of the whole history) then need the archive, a choice a deployment makes knowingly.
+- QUANTLAKE_RETENTION_CHECKPOINT_DAYS (7): the agent graph's threads in the decide runs' default
+  checkpoint file (<ledger>.graph.sqlite, or graph_checkpoints.sqlite in the instance's storage), by
+  their newest checkpoint: one only matters to rerun a cycle that died, within days.
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
 """
 
@@ -21,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,10 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from assets.clock import run_now
 from assets.resources import LakeResource, TradingResource
 from assets.run_limits import max_runtime
+from assets.trading import checkpoint_file
 from lake.retention import Removed, prune_quarantine, prune_reports
 from trading.ledger.archive import archive_events
 from trading.ledger.compaction import compact_ledger
-from trading.retention import prune_llm_cache
+from trading.retention import prune_graph_checkpoints, prune_llm_cache
 
 KEEP = -1
 PARTITION_TAG = "dagster/partition"
@@ -43,6 +48,7 @@ ENV = {
     "llm_cache_days": "QUANTLAKE_RETENTION_LLM_CACHE_DAYS",
     "ledger_archive_days": "QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS",
     "ledger_compact_days": "QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS",
+    "checkpoint_days": "QUANTLAKE_RETENTION_CHECKPOINT_DAYS",
 }
 
 
@@ -56,6 +62,7 @@ class RetentionPolicy(BaseModel):
     llm_cache_days: int = Field(90, description="Cached model answers, by when they were recorded.")
     ledger_archive_days: int = Field(30, description="Ledger events older than this are archived to Parquet.")
     ledger_compact_days: int = Field(KEEP, description="Archived ledger events older than this leave the live table.")
+    checkpoint_days: int = Field(7, description="Agent graph threads in the default checkpoint file, by their newest checkpoint.")
 
     @field_validator("*")
     @classmethod
@@ -181,6 +188,13 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
                 meta["ledger_compacted_up_to_seq"] = dg.MetadataValue.int(compacted.up_to_seq)
         counts["ledger_events_archived"] = archived.events
         meta |= {"ledger_archive_file": str(archived.path or ""), "ledger_archive_bytes": archived.bytes}
+    if policy.checkpoint_days != KEEP:
+        with trading.ledger() as ledger:
+            graph_file = checkpoint_file(ledger, cast(dg.AssetExecutionContext, context))  # reads only its instance
+        if graph_file.is_file():
+            threads = prune_graph_checkpoints(graph_file, now, policy.checkpoint_days)
+            counts |= {"checkpoint_threads_deleted": threads.threads, "checkpoints_deleted": threads.checkpoints}
+            meta["checkpoint_file"] = str(graph_file)
     if policy.runs_days != KEEP:
         runs = prune_runs(context.instance, now, policy.runs_days)
         counts |= {"runs_deleted": len(runs.deleted), "run_events_deleted": runs.events, "old_runs_kept": runs.kept_latest}
@@ -190,7 +204,7 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
     return dg.Output(counts, metadata=meta)
 
 
-@dg.job(description="Retention (weekly): old runs, quarantine, reports and cached model answers deleted; old ledger events archived to Parquet (and compacted when QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS is set).", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
+@dg.job(description="Retention (weekly): old runs, quarantine, reports, cached model answers and graph checkpoints deleted; old ledger events archived to Parquet (and compacted when QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS is set).", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
 def retention_job() -> None:
     apply_retention()
 

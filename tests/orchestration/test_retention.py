@@ -5,17 +5,21 @@ ledger's projection."""
 from __future__ import annotations
 
 import json
+import operator
 import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated, Any, TypedDict, cast
 
 import dagster as dg
 import polars as pl
 import pytest
 import time_machine
 from dagster._utils.schedules import cron_string_iterator
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
 
 from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
@@ -24,6 +28,7 @@ from orchestration.retention import RetentionPolicy, retention_policy
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.brokers.base import Fill
 from trading.events import Event, EventType
+from trading.graph.checkpoint import open_checkpointer
 from trading.ledger import Ledger, project, projections, replay_portfolio
 from trading.ledger.archive import ArchiveError, archived_files, restore_events, verify_archive
 from trading.ledger.compaction import compacted
@@ -70,7 +75,7 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture(autouse=True)
 def _policy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RUNS", "QUARANTINE", "REPORTS", "LLM_CACHE", "LEDGER_ARCHIVE", "LEDGER_COMPACT"):
+    for var in ("RUNS", "QUARANTINE", "REPORTS", "LLM_CACHE", "LEDGER_ARCHIVE", "LEDGER_COMPACT", "CHECKPOINT"):
         monkeypatch.delenv(f"QUANTLAKE_RETENTION_{var}_DAYS", raising=False)
 
 
@@ -300,6 +305,50 @@ def test_keep_forever_removes_nothing(instance: dg.DagsterInstance, tmp_path: Pa
     assert result.output_for_node("apply_retention") == {}
     assert old in {r.run_id for r in instance.get_runs()}
     assert len(list((tmp_path / "lake" / "quarantine").rglob("part.parquet"))) == 4
+
+
+class _Steps(TypedDict, total=False):
+    steps: Annotated[list[str], operator.add]
+
+
+def _two_step_graph(checkpointer: Any) -> Any:
+    graph = StateGraph(_Steps)
+    graph.add_node("first", lambda _: {"steps": ["first"]})
+    graph.add_node("second", lambda _: {"steps": ["second"]})
+    graph.add_edge(START, "first")
+    graph.add_edge("first", "second")
+    graph.add_edge("second", END)
+    return graph.compile(checkpointer=checkpointer, interrupt_before=["second"])  # a cycle that stopped mid-graph
+
+
+def _thread(name: str) -> Any:
+    return {"configurable": {"thread_id": name}}
+
+
+def test_old_graph_threads_leave_the_checkpoint_file_and_recent_ones_resume(instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    path = tmp_path / "ledger.graph.sqlite"  # the decide runs' default file beside this ledger
+    with open_checkpointer(str(path)) as saver:
+        graph = _two_step_graph(saver)
+        for name, when in (("old-cycle", NOW - timedelta(days=8)), ("recent-cycle", NOW - timedelta(days=6))):
+            with time_machine.travel(when, tick=False):
+                graph.invoke({"steps": []}, _thread(name))
+
+    monkeypatch.setenv("QUANTLAKE_RETENTION_CHECKPOINT_DAYS", "-1")
+    assert "checkpoint_threads_deleted" not in _run_retention(instance, tmp_path, ledger_url, tmp_path / "cache").output_for_node("apply_retention")
+    monkeypatch.delenv("QUANTLAKE_RETENTION_CHECKPOINT_DAYS")  # the default: 7 days
+    counts = _run_retention(instance, tmp_path, ledger_url, tmp_path / "cache").output_for_node("apply_retention")
+    assert counts["checkpoint_threads_deleted"] == 1 and counts["checkpoints_deleted"] >= 2
+
+    with open_checkpointer(str(path)) as opened:
+        saver = cast(SqliteSaver, opened)
+        assert saver.get_tuple(_thread("old-cycle")) is None
+        graph = _two_step_graph(saver)
+        assert graph.invoke(None, _thread("recent-cycle"))["steps"] == ["first", "second"]  # resumes after the first node
+        assert {c.config["configurable"]["thread_id"] for c in saver.list(None)} == {"recent-cycle"}
+        assert not saver.conn.execute("SELECT 1 FROM writes WHERE thread_id = 'old-cycle'").fetchall()
+    again = _run_retention(instance, tmp_path, ledger_url, tmp_path / "cache").output_for_node("apply_retention")
+    assert again["checkpoint_threads_deleted"] == 0  # idempotent
 
 
 def test_the_weekly_schedule_fires_on_sundays_out_of_session() -> None:
