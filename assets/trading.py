@@ -108,6 +108,8 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             # Every provider of every chain asked and charged; which provider costs most per node.
             "estimated_cost_usd_worst_case": float(report.estimate.get("usd_worst_case", 0.0)),
             "costliest_providers": dg.MetadataValue.json(report.estimate.get("costliest_providers", {})),  # type: ignore[arg-type]
+            # Spent and left of the day's and the month's budgets, and why a run did not start (blocked).
+            "budget": dg.MetadataValue.json(report.estimate.get("budget", {})),  # type: ignore[arg-type]
             "prompt_tokens": int(costs["prompt_tokens"]),  # type: ignore[call-overload]
             "completion_tokens": int(costs["completion_tokens"]),  # type: ignore[call-overload]
             "total_tokens": int(costs["total_tokens"]),  # type: ignore[call-overload]

@@ -19,6 +19,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,12 +91,17 @@ class PriceTable:
 
 
 class Budget(BaseModel):
-    """Limits per run and per day, in USD (priced calls) and in tokens (every call); None means unlimited."""
+    """Limits per run, day and month, in USD (priced calls) and in tokens (every call); None means unlimited.
+
+    The day and the month are the decision bar's (its date as the ledger keys costs: for market-hours
+    bars New York's date, for a daily bar its session); `per_day` and `per_month` also gate a run before
+    its first model call (`pre_run_check`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     per_run: float | None = Field(default=None, ge=0)
     per_day: float | None = Field(default=None, ge=0)
+    per_month: float | None = Field(default=None, ge=0)
     tokens_per_run: int | None = Field(default=None, ge=0)
     tokens_per_day: int | None = Field(default=None, ge=0)
 
@@ -248,3 +254,59 @@ def estimate_run_cost(recent_costs_per_call: Iterable[float], calls: int, fallba
     recent = list(recent_costs_per_call)
     per_call = sum(recent) / len(recent) if recent else fallback_per_call
     return per_call * calls
+
+
+def month_of(day: date) -> str:
+    """The budget month of a decision bar's date: "YYYY-MM"."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def spent_in_month(spent_by_day: Mapping[str, float], day: date) -> float:
+    """USD spent by the runs whose decision bar falls in `day`'s month (`spent_by_day`: ISO date -> USD)."""
+    month = month_of(day)
+    return sum(usd for d, usd in spent_by_day.items() if d[:7] == month)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """Before a run: its worst case against what is left of the day and the month (None: no limit)."""
+
+    run_worst_usd: float
+    spent_today: float
+    spent_month: float
+    left_today: float | None
+    left_month: float | None
+    month: str
+    reason: str | None  # set: the run must not start its model calls
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "month": self.month,
+            "run_worst_case_usd": round(self.run_worst_usd, 6),
+            "spent_today_usd": round(self.spent_today, 6),
+            "spent_month_usd": round(self.spent_month, 6),
+            "left_today_usd": None if self.left_today is None else round(self.left_today, 6),
+            "left_month_usd": None if self.left_month is None else round(self.left_month, 6),
+            "blocked": self.reason,
+        }
+
+
+def pre_run_check(budget: Budget, run_worst_usd: float, *, day: date, spent_today: float, spent_month: float) -> BudgetCheck:
+    """Whether a run whose worst case is `run_worst_usd` fits what is left of the daily and monthly budgets.
+
+    The worst case, not the expected cost: a run that could overspend does not start, rather than stop
+    half-way with some symbols judged and the budget gone (the per-call `reserve` still guards the rest)."""
+    left_today = None if budget.per_day is None else budget.per_day - spent_today
+    left_month = None if budget.per_month is None else budget.per_month - spent_month
+    reason = None
+    if left_today is not None and run_worst_usd > left_today:
+        reason = (
+            f"daily budget ${budget.per_day:.4f} would be exceeded: spent on {day.isoformat()} ${spent_today:.4f}, "
+            f"left ${max(left_today, 0.0):.4f}, this run's worst case ${run_worst_usd:.4f}"
+        )
+    elif left_month is not None and run_worst_usd > left_month:
+        reason = (
+            f"monthly budget ${budget.per_month:.4f} would be exceeded: spent in {month_of(day)} ${spent_month:.4f}, "
+            f"left ${max(left_month, 0.0):.4f}, this run's worst case ${run_worst_usd:.4f}"
+        )
+    return BudgetCheck(run_worst_usd, spent_today, spent_month, left_today, left_month, month_of(day), reason)

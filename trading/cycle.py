@@ -25,9 +25,11 @@ from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
 from trading.context import SymbolContext
+from trading.cost import BudgetCheck, pre_run_check, spent_in_month
+from trading.events import Event, EventType
 from trading.ledger import Ledger, project
-from trading.models import Mode, PortfolioSnapshot
-from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
+from trading.models import Mode, PortfolioSnapshot, Verdict
+from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig, _decision
 from trading.step import StepReport, trading_step
 
 HeadlinesAt = Callable[[datetime], dict[str, list[dict[str, Any]]]]  # a bar's time -> its point-in-time headlines
@@ -45,7 +47,7 @@ class CycleReport:
     result: CycleResult
     snapshot: PortfolioSnapshot
     skipped: dict[str, str]
-    estimate: dict[str, float]
+    estimate: dict[str, Any]  # the step's estimate, and the budget gate's figures under "budget"
     events_written: int
     orders: list[OrderState] = field(default_factory=list)
     step: StepReport | None = None
@@ -137,7 +139,9 @@ def run_decision_cycle(
     spent, per_call = projection.spent_on(as_of.date())
     # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed,
     # and the calls made in them since count towards the re-check, whichever process made them.
-    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
+    decider = _BudgetGated(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
+    # The month's spend is the ledger's (every run, every process), like the day's.
+    decider.gate_with(per_call, spent, spent_in_month(dict(projection.spent), as_of.date()), as_of.date())
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)
@@ -161,7 +165,38 @@ def run_decision_cycle(
         tools_for=tools_for,
         headlines=headlines_for(lake_root, pipeline, [*symbols, *held], as_of),
     )
-    return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, step.estimate, step.events_written, step.orders, step)
+    estimate = {**step.estimate, "budget": decider.checked.as_dict()} if decider.checked is not None else step.estimate
+    return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, estimate, step.events_written, step.orders, step)
+
+
+class _BudgetGated(DecisionPipeline):
+    """The pre-run budget gate: a run whose worst case would take the day or the month over its budget
+    makes no model call; it records a budget intervention and holds every symbol, saying why."""
+
+    checked: BudgetCheck | None = None
+
+    def gate_with(self, per_call: list[float], spent_day: float, spent_month: float, day: date) -> None:
+        self._per_call, self._spent_day, self._spent_month, self._day = per_call, spent_day, spent_month, day
+
+    def run(self, contexts: Any, snapshot: PortfolioSnapshot, **kw: Any) -> CycleResult:
+        estimate = self.estimate(contexts, self._per_call)
+        spent_today = float(kw.get("spent_today", 0.0))  # with what this step already spent (reflections)
+        worst = float(estimate.get("usd_worst_case", estimate["usd"]))
+        month = self._spent_month + spent_today - self._spent_day
+        self.checked = pre_run_check(self.config.budget, worst, day=self._day, spent_today=spent_today, spent_month=month)
+        reason = self.checked.reason
+        if reason is None or not estimate["model_calls_max"]:
+            return super().run(contexts, snapshot, **kw)
+        run_id, mode, as_of = kw["run_id"], kw.get("mode", Mode.VALIDATION), kw["as_of"]
+        kw["sink"].emit(Event(type=EventType.INTERVENTION, run_id=run_id, mode=mode, as_of=as_of, payload={"kind": "budget", "reason": reason, "detail": "before the run: no model call made"}))
+        why = f"budget: {reason}"
+        held = [c for c in contexts if c.wants is not None]
+        # The cycle still records its HOLDs and its (zero) cost; the graph runs on no symbol.
+        result = super().run([c for c in contexts if c.wants is None], snapshot, **{**kw, "skipped": {**(kw.get("skipped") or {}), **{c.symbol: why for c in held}}})
+        holds = [_decision(run_id, c, Verdict.HOLD, rationale=why) for c in held]
+        result.decisions = sorted([*result.decisions, *holds], key=lambda d: d.symbol)
+        result.interventions.append(why)
+        return result
 
 
 def _news_lookback(pipeline: PipelineConfig) -> timedelta | None:

@@ -1,0 +1,45 @@
+"""The monthly budget's arithmetic: the month of a decision bar, the month's spend from the ledger's
+per-day costs, and the pre-run check against what is left of the day and the month."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from trading.cost import Budget, month_of, pre_run_check, spent_in_month
+from trading.pipeline import load_pipeline_config
+
+
+def test_the_month_sums_its_own_days_only() -> None:
+    spent = {"2023-11-30": 5.0, "2023-12-01": 1.0, "2023-12-29": 2.5, "2024-01-02": 7.0}
+    assert month_of(date(2023, 12, 29)) == "2023-12"
+    assert spent_in_month(spent, date(2023, 12, 29)) == pytest.approx(3.5)
+    assert spent_in_month(spent, date(2024, 1, 2)) == pytest.approx(7.0)
+    assert spent_in_month({}, date(2024, 1, 2)) == 0.0
+
+
+def test_a_run_whose_worst_case_exceeds_what_is_left_of_the_month_is_blocked() -> None:
+    budget = Budget(per_month=10.0)
+    blocked = pre_run_check(budget, 0.6, day=date(2023, 12, 29), spent_today=0.0, spent_month=9.5)
+    assert blocked.reason is not None and "monthly budget $10.0000" in blocked.reason and "2023-12" in blocked.reason
+    assert blocked.left_month == pytest.approx(0.5)
+    fits = pre_run_check(budget, 0.5, day=date(2023, 12, 29), spent_today=0.0, spent_month=9.5)
+    assert fits.reason is None, "exactly what is left fits"
+
+
+def test_the_day_is_checked_before_the_month_and_no_budget_blocks_nothing() -> None:
+    both = Budget(per_day=1.0, per_month=1.0)
+    check = pre_run_check(both, 0.5, day=date(2023, 12, 29), spent_today=0.8, spent_month=0.8)
+    assert check.reason is not None and check.reason.startswith("daily budget")
+    assert pre_run_check(Budget(), 1e9, day=date(2023, 12, 29), spent_today=1e9, spent_month=1e9).reason is None
+    assert check.as_dict()["blocked"] == check.reason and check.as_dict()["left_today_usd"] == pytest.approx(0.2)
+
+
+def test_the_pipeline_file_takes_a_monthly_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    file = tmp_path / "p.yaml"
+    file.write_text("budget: {per_day: 5.0, per_month: 60.0}\n")
+    assert load_pipeline_config(file).budget.per_month == 60.0
+    file.write_text("budget: {per_month: -1}\n")
+    with pytest.raises(ValueError, match="budget.per_month"):
+        load_pipeline_config(file)
