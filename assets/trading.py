@@ -19,6 +19,7 @@ from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
 from assets.policies import TRADING_POOL, TRANSIENT_RETRY
 from assets.resources import LakeResource, TradingResource
+from assets.screener import screened_universe
 from backtests.engine import run_backtest
 from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
@@ -68,7 +69,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             ledger=ledger,
             strategy=strategy,
             params=params,
-            symbols=config.symbols or universe(),
+            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of),  # QUANTLAKE_SCREENER
             timeframe=config.timeframe,
             pipeline=trading.pipeline(),
             as_of=as_of,

@@ -1,0 +1,126 @@
+"""The screener asset: per trading day, the symbols of the universe the day's decisions look at.
+
+Partition D is screened from the daily bars of the sessions before D (lake.screener), so it can run
+once D-1 has closed; the gap filter also needs D's open, taken from D's 1-minute bars stamped before
+the run's now (run it after the open when the gap filter is on). Writes <lake>/screener/date=D/.
+
+Settings (README), read at every run: QUANTLAKE_SCREENER=1 makes decide runs (decision_cycle with no
+explicit symbols) decide only the day's chosen symbols, and fail with the reason when the day has
+no screen; QUANTLAKE_SCREENER_LOOKBACK, _MIN_DOLLAR_VOLUME, _MIN_PRICE, _MAX_PRICE, _MAX_GAP,
+_MIN_MOMENTUM, _MAX_SYMBOLS set the filters (unset: off, every symbol with bars is kept).
+"""
+
+import math
+import os
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from assets.clock import run_now
+from assets.metadata import markdown_table
+from assets.partitions import exchange, trading_day_partitions, universe
+from assets.resources import LakeResource
+from lake.calendar import get_calendar, session_bounds, trading_days
+from lake.schema import empty_bars
+from lake.screener import ScreenerRules, chosen_symbols, screen, write_screen
+from lake.store import read_bars
+
+
+def _env_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(f"QUANTLAKE_SCREENER_{name}", "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"QUANTLAKE_SCREENER_{name}={raw!r} is not a number") from exc
+
+
+def screener_rules(env: Mapping[str, str] | None = None) -> ScreenerRules:
+    """The filters from QUANTLAKE_SCREENER_*; unset ones are off."""
+    env = os.environ if env is None else env
+    lookback, max_symbols = _env_float(env, "LOOKBACK"), _env_float(env, "MAX_SYMBOLS")
+    return ScreenerRules(
+        lookback=int(lookback) if lookback is not None else 20,
+        min_dollar_volume=_env_float(env, "MIN_DOLLAR_VOLUME") or 0.0,
+        min_price=_env_float(env, "MIN_PRICE") or 0.0,
+        max_price=_env_float(env, "MAX_PRICE") or math.inf,
+        max_gap=_env_float(env, "MAX_GAP"),
+        min_momentum=_env_float(env, "MIN_MOMENTUM"),
+        max_symbols=int(max_symbols) if max_symbols is not None else None,
+    )
+
+
+def screener_enabled(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get("QUANTLAKE_SCREENER", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _known(root: Path, timeframe: str, symbols: list[str]) -> list[str]:
+    return [s for s in symbols if (root / "bars" / f"timeframe={timeframe}" / f"symbol={s}").is_dir()]
+
+
+def _opens(root: Path, symbols: list[str], day: date, now: datetime, exch: str) -> dict[str, float]:
+    """D's first 1-minute open per symbol, from bars that began before `now` (none before the open)."""
+    open_, close = session_bounds(day, exch)
+    known = _known(root, "1m", symbols)
+    if now <= open_ or not known:
+        return {}
+    bars = read_bars(root, known, "1m", open_, min(now, close))
+    first = bars.group_by("symbol").agg(pl.col("open").sort_by("ts").first())
+    return {r["symbol"]: float(r["open"]) for r in first.iter_rows(named=True)}
+
+
+@dg.asset(partitions_def=trading_day_partitions, group_name="research", kinds={"polars", "parquet"})
+def screener(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """The universe screened for one trading day by liquidity, price, gap and momentum, from the
+    sessions before it: chosen symbols with their scores, rejected ones with their reason."""
+    day, exch, now = date.fromisoformat(context.partition_key), exchange(), run_now(context)
+    try:
+        rules = screener_rules()
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    [prior] = trading_days(day - timedelta(days=10), day - timedelta(days=1), exch)[-1:]
+    if session_bounds(prior, exch)[1] > now:
+        raise dg.Failure(f"screener {day}: the previous session ({prior}) has not closed at {now.isoformat()}", allow_retries=False)
+    symbols, root = universe(), lake.path
+    known = _known(root, "1d", symbols)
+    # Enough sessions for the lookback (calendar days with room for holidays); none of D or later.
+    start = day - timedelta(days=int(rules.lookback * 1.6) + 15)
+    bars = read_bars(root, known, "1d", start, session_bounds(day, exch)[0]) if known else empty_bars()
+    opens = _opens(root, symbols, day, now, exch) if rules.max_gap is not None else None
+    frame = screen(bars, symbols, day, rules, opens, exch)
+    path = write_screen(root, day, frame)
+    chosen = frame.filter("chosen")
+    rejected = {r["symbol"]: r["reason"] for r in frame.filter(~pl.col("chosen")).iter_rows(named=True)}
+    context.log.info(f"screener {day}: {chosen.height} of {frame.height} chosen")
+    meta: dict[str, Any] = {
+        "dagster/row_count": chosen.height,
+        "chosen": dg.MetadataValue.json(chosen["symbol"].to_list()),
+        "rejected": dg.MetadataValue.json(rejected),
+        "rules": dg.MetadataValue.json({k: (None if v == math.inf else v) for k, v in vars(rules).items()}),
+        "gap_opens_known": len(opens) if opens is not None else 0,
+        "preview": dg.MetadataValue.md(markdown_table(frame, max_rows=50)),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+    return dg.MaterializeResult(metadata=meta)
+
+
+def screened_universe(root: Path, now: datetime, as_of: datetime | None) -> list[str]:
+    """The symbols a decide run with no explicit symbols decides: the universe, or with the screener
+    on, the chosen symbols of the decision's day (the session after the as_of bar's, else now's
+    session or the next one). No screen for that day: LakeError (never a silent fall back)."""
+    if not screener_enabled():
+        return universe()
+    exch = exchange()
+    tz = get_calendar(exch).tz
+    if as_of is not None:
+        local = as_of.astimezone(tz).date() + timedelta(days=1)
+    else:
+        local = now.astimezone(tz).date()
+    day = trading_days(local, local + timedelta(days=10), exch)[0]
+    return [s for s in chosen_symbols(root, day) if s in set(universe())]

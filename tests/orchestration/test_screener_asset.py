@@ -1,0 +1,110 @@
+"""The screener asset through dg.materialize, and decide runs that read its output when it is on."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets import trading
+from assets.clock import NOW_TAG
+from assets.resources import LakeResource, TradingResource
+from assets.screener import screener
+from lake.calendar import get_calendar, session_bounds
+from lake.screener import screener_path
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
+from trading.events import EventType
+from trading.ledger import Ledger
+
+SYMBOLS = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT", "NVDA", "TSLA"]
+DAY = date(2024, 6, 4)  # a Tuesday: screened from the sessions up to Monday 2024-06-03
+PRIOR = date(2024, 6, 3)
+NOW = datetime.combine(DAY, time(11, 0), tzinfo=get_calendar().tz)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
+    root: Path = tmp_path_factory.mktemp("lake")
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(root, "bars", "1d", bars, period="year")
+    return LakeResource(root=str(root))
+
+
+@pytest.fixture(autouse=True)
+def _settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAKE_UNIVERSE", ",".join(SYMBOLS))
+    monkeypatch.setenv("QUANTLAKE_SCREENER_LOOKBACK", "10")
+    monkeypatch.setenv("QUANTLAKE_SCREENER_MAX_SYMBOLS", "3")
+
+
+def _screen(lake: LakeResource, now: datetime = NOW) -> dg.ExecuteInProcessResult:
+    return dg.materialize([screener], resources={"lake": lake}, partition_key=DAY.isoformat(), tags={NOW_TAG: now.isoformat()}, raise_on_error=False)
+
+
+def test_the_asset_writes_the_chosen_symbols_with_scores_and_the_reasons(lake: LakeResource) -> None:
+    result = _screen(lake)
+    assert result.success
+    [mat] = result.asset_materializations_for_node("screener")
+    assert mat.partition == DAY.isoformat()
+    stored = pl.read_parquet(screener_path(lake.path, DAY))
+    chosen = stored.filter("chosen")
+    assert chosen.height == 3 and mat.metadata["chosen"].value == chosen["symbol"].to_list()
+    rejected = mat.metadata["rejected"].value
+    assert set(rejected) == set(SYMBOLS) - set(chosen["symbol"])  # type: ignore[arg-type]
+    assert all(r == "rank: beyond the top 3 scores" for r in rejected.values())  # type: ignore[union-attr]
+    assert chosen["score"].min() >= stored.filter(~pl.col("chosen"))["score"].max()  # type: ignore[operator]
+    # the score is the 10-session return up to the prior session's close, not the day's own
+    bars = pl.read_parquet(list((lake.path / "bars" / "timeframe=1d" / f"symbol={chosen['symbol'][0]}").rglob("*.parquet")))
+    closes = bars.filter(pl.col("ts") <= session_bounds(PRIOR)[0]).sort("ts")["close"].to_list()
+    assert chosen["score"][0] == pytest.approx(closes[-1] / closes[-11] - 1)
+    first = screener_path(lake.path, DAY).read_bytes()
+    assert _screen(lake).success and screener_path(lake.path, DAY).read_bytes() == first, "a rerun writes the same screen"
+
+
+def test_a_day_whose_prior_session_has_not_closed_is_refused(lake: LakeResource) -> None:
+    early = datetime.combine(PRIOR, time(15, 0), tzinfo=get_calendar().tz)  # Monday 15:00: its close is not known yet
+    result = _screen(lake, now=early)
+    assert not result.success
+    assert "has not closed" in str(result.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
+
+
+def _decide(lake: LakeResource, tmp_path: Path, name: str) -> tuple[dg.ExecuteInProcessResult, str]:
+    url = f"sqlite:///{tmp_path / name}"
+    result = dg.materialize(
+        [trading.decision_cycle],
+        resources={"lake": lake, "trading": TradingResource(ledger_url=url)},
+        run_config={"ops": {"decision_cycle": {"config": {"params": {"fast": 5, "slow": 20}, "as_of": session_bounds(PRIOR)[0].isoformat()}}}},
+        tags={NOW_TAG: NOW.isoformat()},
+        raise_on_error=False,
+    )
+    return result, url
+
+
+def _decided(url: str) -> set[str]:
+    with Ledger(url) as ledger:
+        return {e.payload["symbol"] for e in ledger.events(types=[EventType.DECISION.value])}
+
+
+def test_a_decide_run_with_the_screener_on_decides_only_the_chosen(lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _screen(lake).success
+    chosen = set(pl.read_parquet(screener_path(lake.path, DAY)).filter("chosen")["symbol"])
+    result, url = _decide(lake, tmp_path, "off.sqlite")
+    assert result.success and _decided(url) == set(SYMBOLS), "screener off: the whole universe"
+    monkeypatch.setenv("QUANTLAKE_SCREENER", "1")
+    result, url = _decide(lake, tmp_path, "on.sqlite")
+    assert result.success and _decided(url) == chosen and len(chosen) == 3
+
+
+def test_a_decide_run_with_the_screener_on_and_no_screen_fails_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "lake"
+    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
+    replace_partitions(root, "bars", "1d", bars, period="year")
+    monkeypatch.setenv("QUANTLAKE_SCREENER", "1")
+    result, url = _decide(LakeResource(root=str(root)), tmp_path, "l.sqlite")
+    assert not result.success
+    assert "screener: no output for 2024-06-04" in str(result.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
+    assert not Path(url.removeprefix("sqlite:///")).exists() or _decided(url) == set()
