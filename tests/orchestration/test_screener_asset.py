@@ -14,6 +14,7 @@ from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
 from assets.screener import screener
 from lake.calendar import get_calendar, session_bounds
+from lake.schema import conform_bars
 from lake.screener import screener_path
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
@@ -108,3 +109,39 @@ def test_a_decide_run_with_the_screener_on_and_no_screen_fails_with_the_reason(t
     assert not result.success
     assert "screener: no output for 2024-06-04" in str(result.get_step_failure_events()[0].event_specific_data.error)  # type: ignore[union-attr]
     assert not Path(url.removeprefix("sqlite:///")).exists() or _decided(url) == set()
+
+
+def test_the_gap_filter_uses_the_days_open_only_once_it_has_happened(lake: LakeResource, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    for part in (lake.path / "bars" / "timeframe=1d").rglob("*.parquet"):
+        target = root / part.relative_to(lake.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(part.read_bytes())
+    gapped = LakeResource(root=str(root))
+    prior = pl.read_parquet(list((root / "bars" / "timeframe=1d").rglob("*.parquet"))).filter(pl.col("ts") == session_bounds(PRIOR)[0])
+    closes = dict(zip(prior["symbol"], prior["close"], strict=True))
+    open_ = session_bounds(DAY)[0]
+    # AAPL opens 5% above its prior close, MSFT 0.5%: only MSFT passes a 2% gap; the others have no minute bars
+    minute = pl.DataFrame(
+        {
+            "symbol": ["AAPL", "MSFT"],
+            "timeframe": "1m",
+            "ts": [open_, open_],
+            "open": [closes["AAPL"] * 1.05, closes["MSFT"] * 1.005],
+            "high": [closes["AAPL"] * 1.05, closes["MSFT"] * 1.005],
+            "low": [closes["AAPL"] * 1.05, closes["MSFT"] * 1.005],
+            "close": [closes["AAPL"] * 1.05, closes["MSFT"] * 1.005],
+            "volume": [100.0, 100.0],
+        }
+    )
+    replace_partitions(root, "bars", "1m", conform_bars(minute), period="date")
+    monkeypatch.setenv("QUANTLAKE_SCREENER_MAX_GAP", "0.02")
+    monkeypatch.delenv("QUANTLAKE_SCREENER_MAX_SYMBOLS")
+    assert _screen(gapped).success
+    stored = pl.read_parquet(screener_path(root, DAY))
+    assert stored.filter("chosen")["symbol"].to_list() == ["MSFT"]
+    reasons = dict(zip(stored["symbol"], stored["reason"], strict=True))
+    assert reasons["AAPL"].startswith("gap: +5.00%") and reasons["NVDA"] == "gap: no open of the day at the decision time"
+    before_open = datetime.combine(DAY, time(9, 0), tzinfo=get_calendar().tz)
+    assert _screen(gapped, now=before_open).success
+    assert pl.read_parquet(screener_path(root, DAY))["chosen"].sum() == 0, "before the open no open is known: nothing passes the gap"
