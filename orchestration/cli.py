@@ -12,8 +12,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from lake.paths import REPO_ROOT
-
 
 class UsageError(Exception):
     """Bad input the user can fix: `message` says what is wrong, `hint` what to do (exit code 2)."""
@@ -66,9 +64,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest, validate, backtest, sweep, decide and trade on paper, through the real jobs; one summary."""
     began = time.perf_counter()
     home = _ensure_dagster_home()
-    if os.environ.get("QUANTLAKE_MODE", "validation") not in ("validation", "simulation"):
-        print(f"note: the demo sends no orders; QUANTLAKE_MODE={os.environ['QUANTLAKE_MODE']} is ignored here (validation mode)")
-        os.environ["QUANTLAKE_MODE"] = "validation"
+    from orchestration.settings import settings
+
+    if (mode := settings(only=("QUANTLAKE_MODE",)).mode) not in ("validation", "simulation"):
+        print(f"note: the demo sends no orders; QUANTLAKE_MODE={mode} is ignored here (validation mode)")
+        os.environ["QUANTLAKE_MODE"] = "validation"  # for the demo's runs, in this process and the ones it starts
     import warnings
 
     import dagster as dg
@@ -203,7 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             files = list(tf_dir.rglob("*.parquet"))
             symbols = sorted({p.name.split("=", 1)[1] for p in tf_dir.iterdir() if p.name.startswith("symbol=")})
             print(f"  {dataset.name:<11} {tf_dir.name:<14} {len(files):>6} partitions  {', '.join(symbols)}")
-    print(f"Dagster home: {os.environ.get('DAGSTER_HOME', REPO_ROOT / '.dagster_home')}")
+    from orchestration.home import dagster_home
+
+    print(f"Dagster home: {dagster_home()}")
     return 0
 
 
@@ -363,6 +365,7 @@ def cmd_trade_manager(args: argparse.Namespace) -> int:
     import threading
 
     from orchestration.resources import market_data_resource, trading_resource
+    from orchestration.settings import settings
     from orchestration.trade_manager_sensor import run_trade_manager
 
     trading = trading_resource()
@@ -372,7 +375,7 @@ def cmd_trade_manager(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"trade manager ({trading.mode}): following trade updates, a pass every {args.poll_s:g} s; Ctrl-C to stop", flush=True)
     try:
-        stream_url = os.environ.get("ALPACA_TRADING_STREAM_URL") or None
+        stream_url = settings().alpaca_trading_stream_url
         # the bars show target 1 of a one-share entry (Alpaca's bars only: see bar_extremes)
         run_trade_manager(trading, stop, stream_url=stream_url, poll_s=args.poll_s, market_data=market_data_resource())
     except KeyboardInterrupt:
@@ -579,7 +582,10 @@ def main(argv: list[str] | None = None) -> int:
         from orchestration.observability import configure_logging
 
         # JSON (QUANTLAKE_LOG_FORMAT=json) at INFO for a log shipper; on a terminal warnings only, as before.
-        configure_logging(level=None if os.environ.get("QUANTLAKE_LOG_FORMAT") == "json" or os.environ.get("QUANTLAKE_LOG_LEVEL") else "WARNING")
+        from orchestration.settings import settings
+
+        env = settings(only=("QUANTLAKE_LOG_FORMAT", "QUANTLAKE_LOG_LEVEL"))
+        configure_logging(level=None if env.log_format == "json" or env.log_level else "WARNING")
         return int(args.func(args))
     except Exception as exc:
         from orchestration.runs import RunFailed

@@ -11,7 +11,6 @@ is still open, and the next session's morning tick fetches it whole anyway; noth
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, time, timedelta
 
 import dagster as dg
@@ -21,19 +20,17 @@ from assets.partitions import exchange
 from lake.calendar import trading_days
 from orchestration import market_times as mt
 from orchestration.schedules import _cron_at, exchange_schedule
+from orchestration.settings import settings
 
 DEFAULT_NEWS_TIMES = (time(8, 45), time(20, 0))
 
 
 def news_times() -> tuple[time, ...]:
     """QUANTLAKE_NEWS_TIMES as HH:MM,HH:MM (New York), default 08:45 and 20:00."""
-    raw = os.environ.get("QUANTLAKE_NEWS_TIMES", "")
+    raw = settings().news_times  # validated there: a bad time names the variable
     if not raw.strip():
         return DEFAULT_NEWS_TIMES
-    try:
-        return tuple(sorted({time.fromisoformat(part.strip()) for part in raw.split(",") if part.strip()}))
-    except ValueError as exc:
-        raise ValueError(f"QUANTLAKE_NEWS_TIMES={raw!r}: expected HH:MM,HH:MM ({exc})") from exc
+    return tuple(sorted({time.fromisoformat(part.strip()) for part in raw.split(",") if part.strip()}))
 
 
 def _times_for_day(day: date) -> list[datetime]:

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from orchestration.settings import SettingsError, settings
+
 SECRET_ENV_VARS = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "DAGSTER_PG_URL", "QUANTLAKE_ALERT_WEBHOOK")
 SECRET_SUFFIXES = ("_API_KEY", "_SECRET_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
 MASK = "***"
@@ -37,7 +39,11 @@ def _url_password(url: str) -> str | None:
 
 def _secrets() -> list[str]:
     """Values to mask: the key variables, anything named like a key, and every *_URL with a password
-    (the whole URL and the password alone, e.g. QUANTLAKE_LEDGER_URL=postgresql://u:pw@host/db)."""
+    (the whole URL and the password alone, e.g. QUANTLAKE_LEDGER_URL=postgresql://u:pw@host/db).
+
+    The one read of the environment outside orchestration/settings.py (tests/orchestration/
+    test_settings.py lists it): a scan of every variable by its name, for values to hide, not a
+    setting; a key a pipeline file names in api_key_env can be any variable."""
     found: list[str] = []
     for name, value in os.environ.items():
         if name in SECRET_ENV_VARS or name.endswith(SECRET_SUFFIXES):
@@ -103,10 +109,11 @@ def configure_logging(fmt: str | None = None, level: int | str | None = None) ->
 
     fmt: console | json (default QUANTLAKE_LOG_FORMAT, else console); level: QUANTLAKE_LOG_LEVEL, else INFO.
     """
-    fmt = (fmt or os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower()
+    env = settings(only=("QUANTLAKE_LOG_FORMAT", "QUANTLAKE_LOG_LEVEL"))  # a bad value there is named
+    fmt = (fmt or env.log_format).lower()
     if fmt not in {"console", "json"}:
         raise ValueError(f"QUANTLAKE_LOG_FORMAT={fmt!r}: expected console or json")
-    level = level if level is not None else os.environ.get("QUANTLAKE_LOG_LEVEL") or logging.INFO
+    level = level if level is not None else env.log_level or logging.INFO
     if isinstance(level, str):
         named = logging.getLevelName(level.upper())
         if not isinstance(named, int):
@@ -209,7 +216,7 @@ class DagsterJsonHandler(logging.Handler):
         self.addFilter(_FILTER)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if (self.fmt or os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower() != "json":
+        if not (self.fmt.lower() == "json" if self.fmt else _json_mode()):
             return
         try:
             line = self.format(record)
@@ -220,7 +227,12 @@ class DagsterJsonHandler(logging.Handler):
 
 
 def _json_mode() -> bool:
-    return (os.environ.get("QUANTLAKE_LOG_FORMAT") or "console").lower() == "json"
+    """QUANTLAKE_LOG_FORMAT is json, read now; a bad value is not json here (a log line never fails:
+    configure_logging names it)."""
+    try:
+        return settings(only=("QUANTLAKE_LOG_FORMAT",)).log_format == "json"
+    except SettingsError:
+        return False
 
 
 def quiet_console_in_json_mode() -> None:

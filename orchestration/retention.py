@@ -1,6 +1,6 @@
 """Retention: what a deployment left alone deletes, archives or keeps, weekly (`retention_job`).
 
-Settings (days; -1 keeps forever), read from the environment when the job runs:
+Settings (days; -1 keeps forever), read from the environment when the job runs (orchestration/settings.py validates them):
 - QUANTLAKE_RETENTION_RUNS_DAYS (90): finished Dagster runs and their event logs. Never a run in
   progress, never the last run of a job, never a run holding the latest materialization of an asset
   partition (the UI's asset status and the lake's partition history read it).
@@ -19,7 +19,6 @@ Settings (days; -1 keeps forever), read from the environment when the job runs:
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
 """
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from assets.resources import LakeResource, TradingResource
 from assets.run_limits import max_runtime
 from assets.trading import checkpoint_file
 from lake.retention import Removed, prune_quarantine, prune_reports
+from orchestration.settings import settings
 from trading.ledger.archive import archive_events
 from trading.ledger.compaction import compact_ledger
 from trading.retention import prune_graph_checkpoints, prune_llm_cache
@@ -83,18 +83,8 @@ class RetentionPolicy(BaseModel):
 
 def retention_policy(environ: Mapping[str, str] | None = None) -> RetentionPolicy:
     """The policy from QUANTLAKE_RETENTION_* (unset: the defaults); a bad value names its variable."""
-    env = os.environ if environ is None else environ
-    values: dict[str, int] = {}
-    for name, var in ENV.items():
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        try:
-            values[name] = int(raw)
-            if values[name] != KEEP and values[name] < 1:
-                raise ValueError(values[name])
-        except ValueError as exc:
-            raise ValueError(f"{var}={raw!r}: expected a whole number of days, at least 1 (or -1 to keep forever)") from exc
+    env = settings(environ, only=ENV.values())  # only these: retention runs whatever else is set
+    values = {name: days for name in ENV if (days := getattr(env, f"retention_{name}")) is not None}
     return RetentionPolicy(**values)
 
 

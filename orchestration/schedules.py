@@ -7,7 +7,6 @@ event time today, and skips with the reason when it is not.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import date, datetime, time
 
@@ -16,20 +15,10 @@ import dagster as dg
 from assets.partitions import add_symbols, daily_key, exchange, intraday_key, last_closed_session, universe
 from orchestration import market_times as mt
 from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job
+from orchestration.settings import settings
 
 TimesForDay = Callable[[date], list[datetime]]
 RequestsAt = Callable[[datetime], list[dg.RunRequest] | dg.SkipReason]
-
-
-def _minutes_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a whole number of minutes") from exc
-    if value < 0:
-        raise ValueError(f"{name}={value} must not be negative")
-    return value
 
 
 def exchange_schedule(
@@ -89,9 +78,8 @@ def _ingest_year_requests(tick: datetime) -> list[dg.RunRequest]:
 
 
 def build_schedules() -> list[dg.ScheduleDefinition]:
-    open_offset = _minutes_env("QUANTLAKE_OPEN_OFFSET_MIN", 5)
-    interval = _minutes_env("QUANTLAKE_INTRADAY_MINUTES", 15)
-    close_offset = _minutes_env("QUANTLAKE_CLOSE_OFFSET_MIN", 5)
+    env = settings()  # QUANTLAKE_OPEN_OFFSET_MIN, _INTRADAY_MINUTES, _CLOSE_OFFSET_MIN: whole minutes, not negative
+    open_offset, interval, close_offset = env.open_offset_min, env.intraday_minutes, env.close_offset_min
     flatten_lead = _flatten_lead()
     return [
         exchange_schedule(
@@ -143,13 +131,10 @@ DEFAULT_FIXED_TIMES = (time(11, 0), time(14, 30))
 
 def decision_times() -> tuple[time, ...]:
     """QUANTLAKE_DECISION_TIMES as HH:MM,HH:MM (New York), default 11:00 and 14:30."""
-    raw = os.environ.get("QUANTLAKE_DECISION_TIMES", "")
+    raw = settings().decision_times  # validated there: a bad time names the variable
     if not raw.strip():
         return DEFAULT_FIXED_TIMES
-    try:
-        return tuple(sorted(time.fromisoformat(part.strip()) for part in raw.split(",") if part.strip()))
-    except ValueError as exc:
-        raise ValueError(f"QUANTLAKE_DECISION_TIMES={raw!r}: expected HH:MM,HH:MM ({exc})") from exc
+    return tuple(sorted(time.fromisoformat(part.strip()) for part in raw.split(",") if part.strip()))
 
 
 def trading_halted(now: datetime | None = None) -> str | None:
@@ -161,18 +146,15 @@ def trading_halted(now: datetime | None = None) -> str | None:
 
 
 def _trading_tags() -> dict[str, str]:
-    return {"quantlake/mode": os.environ.get("QUANTLAKE_MODE", "validation"), "quantlake/strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross")}
+    env = settings()
+    return {"quantlake/mode": env.mode, "quantlake/strategy": env.strategy}
 
 
 def decision_run_config() -> dict[str, object]:
     """The scheduled strategy: QUANTLAKE_STRATEGY (default sma_cross) and QUANTLAKE_STRATEGY_PARAMS (JSON)."""
-    raw = os.environ.get("QUANTLAKE_STRATEGY_PARAMS", "") or "{}"
-    try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"QUANTLAKE_STRATEGY_PARAMS is not JSON: {exc}") from exc
-    config = {"strategy": os.environ.get("QUANTLAKE_STRATEGY", "sma_cross"), "params": params}
-    if timeframe := os.environ.get("QUANTLAKE_DECISION_TIMEFRAME"):  # e.g. 1m for intraday decisions
+    env = settings()  # the parameters are validated there: a JSON object, or the variable is named
+    config = {"strategy": env.strategy, "params": json.loads(env.strategy_params)}
+    if timeframe := env.decision_timeframe:  # e.g. 1m for intraday decisions
         config["timeframe"] = timeframe
     return {"ops": {"decision_cycle": {"config": config}}}
 

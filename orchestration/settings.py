@@ -1,4 +1,5 @@
-"""The one settings object: every QUANTLAKE_* / OPENAI_* / ALPACA_* variable, read and validated here.
+"""The one settings object: every QUANTLAKE_* / OPENAI_* / ALPACA_* variable (and DAGSTER_HOME), read and
+validated here; no other orchestration module reads the environment (tests/orchestration/test_settings.py).
 
 Everything below orchestration receives values (the lake root, the mode, a model key as a
 `SecretStr`); nothing in lake/, trading/, strategies/ or backtests/ reads the environment
@@ -14,8 +15,9 @@ never shows them; a model agent's key is the variable its config names in `api_k
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import time
 from pathlib import Path
 from typing import Literal
@@ -87,6 +89,22 @@ class Settings(BaseModel):
     refetch_grace_min: int = Field(60, ge=0, alias="QUANTLAKE_REFETCH_GRACE_MIN")
     refetch_backoff_min: int = Field(60, ge=0, alias="QUANTLAKE_REFETCH_BACKOFF_MIN")
     refetch_attempts: int = Field(3, ge=1, alias="QUANTLAKE_REFETCH_ATTEMPTS")
+    # The schedules (orchestration/schedules.py, news_schedule.py): minutes after the open, between
+    # intraday ingests, after the close; the news ticks (HH:MM,HH:MM New York, default 08:45,20:00).
+    open_offset_min: int = Field(5, ge=0, alias="QUANTLAKE_OPEN_OFFSET_MIN")
+    intraday_minutes: int = Field(15, ge=0, alias="QUANTLAKE_INTRADAY_MINUTES")
+    close_offset_min: int = Field(5, ge=0, alias="QUANTLAKE_CLOSE_OFFSET_MIN")
+    news_times: str = Field("", alias="QUANTLAKE_NEWS_TIMES")
+    # Days each kind of record is kept (-1: forever); unset: RetentionPolicy's default (orchestration/retention.py).
+    retention_runs_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_RUNS_DAYS")
+    retention_quarantine_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_QUARANTINE_DAYS")
+    retention_reports_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_REPORTS_DAYS")
+    retention_llm_cache_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_LLM_CACHE_DAYS")
+    retention_ledger_archive_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS")
+    retention_ledger_compact_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS")
+    retention_checkpoint_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_CHECKPOINT_DAYS")
+    # Dagster's own variable, read here too: the CLI prepares and shows the instance's home (orchestration/home.py).
+    dagster_home: Path | None = Field(None, alias="DAGSTER_HOME")
 
     @field_validator("strategy_params", mode="after")
     @classmethod
@@ -99,7 +117,7 @@ class Settings(BaseModel):
             raise ValueError("expected a JSON object of parameters, e.g. {\"fast\": 10}")
         return value
 
-    @field_validator("decision_times", mode="after")
+    @field_validator("decision_times", "news_times", mode="after")
     @classmethod
     def _times(cls, value: str) -> str:
         for part in (p.strip() for p in value.split(",")):
@@ -114,6 +132,27 @@ class Settings(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "retention_runs_days", "retention_quarantine_days", "retention_reports_days", "retention_llm_cache_days",
+        "retention_ledger_archive_days", "retention_ledger_compact_days", "retention_checkpoint_days", mode="before",
+    )
+    @classmethod
+    def _days(cls, value: object) -> object:
+        try:
+            days = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            days = None
+        if not isinstance(days, int) or (days != -1 and days < 1):
+            raise ValueError("expected a whole number of days, at least 1 (or -1 to keep forever)")
+        return days
+
+    @field_validator("log_level", mode="after")
+    @classmethod
+    def _level(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+        return value
 
     @field_validator("lake_dir", mode="after")
     @classmethod
@@ -147,10 +186,21 @@ class Settings(BaseModel):
         return self.live_trading == "yes"  # the second opt-in for live trading: only this exact word
 
 
-def settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings from `environ` (default: the process environment, now). An empty value is unset."""
+PREFIXES = ("QUANTLAKE_", "OPENAI_", "ALPACA_")
+NAMES = ("DAGSTER_HOME",)  # variables outside the prefixes that Settings reads
+
+
+def settings(environ: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Settings:
+    """The settings from `environ` (default: the process environment, now). An empty value is unset.
+
+    `only`: read and validate just these variables (the rest keep their defaults), for a caller that
+    must not fail on an unrelated bad value, e.g. a log handler asking for QUANTLAKE_LOG_FORMAT.
+    """
     env = os.environ if environ is None else environ
-    values = {k: v for k, v in env.items() if v.strip() != "" and (k.startswith(("QUANTLAKE_", "OPENAI_", "ALPACA_")))}
+    if only is not None:
+        values = {k: v for k in only if (v := env.get(k, "")).strip() != ""}
+    else:
+        values = {k: v for k, v in env.items() if v.strip() != "" and (k.startswith(PREFIXES) or k in NAMES)}
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
