@@ -25,7 +25,7 @@ from assets.metadata import markdown_table
 from assets.partitions import exchange, trading_day_partitions, universe
 from assets.resources import LakeResource
 from lake.calendar import get_calendar, session_bounds, trading_days
-from lake.schema import empty_bars
+from lake.schema import TIMEFRAMES, check_timeframe, empty_bars
 from lake.screener import ScreenerRules, chosen_symbols, screen, write_screen
 from lake.store import read_bars
 
@@ -110,17 +110,16 @@ def screener(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
     return dg.MaterializeResult(metadata=meta)
 
 
-def screened_universe(root: Path, now: datetime, as_of: datetime | None) -> list[str]:
+def screened_universe(root: Path, now: datetime, as_of: datetime | None, timeframe: str = "1d") -> list[str]:
     """The symbols a decide run with no explicit symbols decides: the universe, or with the screener
-    on, the chosen symbols of the decision's day (the session after the as_of bar's, else now's
-    session or the next one). No screen for that day: LakeError (never a silent fall back)."""
+    on, the chosen symbols of the decision's day: the session in which the as_of bar ends (a daily
+    bar: the next session), else now's session or the next one. No screen for that day: LakeError
+    (never a silent fall back to the whole universe)."""
     if not screener_enabled():
         return universe()
     exch = exchange()
     tz = get_calendar(exch).tz
-    if as_of is not None:
-        local = as_of.astimezone(tz).date() + timedelta(days=1)
-    else:
-        local = now.astimezone(tz).date()
+    moment = now if as_of is None else as_of + TIMEFRAMES[check_timeframe(timeframe)]
+    local = moment.astimezone(tz).date()
     day = trading_days(local, local + timedelta(days=10), exch)[0]
     return [s for s in chosen_symbols(root, day) if s in set(universe())]

@@ -69,7 +69,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             ledger=ledger,
             strategy=strategy,
             params=params,
-            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of),  # QUANTLAKE_SCREENER
+            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe),  # QUANTLAKE_SCREENER
             timeframe=config.timeframe,
             pipeline=trading.pipeline(),
             as_of=as_of,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -145,3 +145,20 @@ def test_the_gap_filter_uses_the_days_open_only_once_it_has_happened(lake: LakeR
     before_open = datetime.combine(DAY, time(9, 0), tzinfo=get_calendar().tz)
     assert _screen(gapped, now=before_open).success
     assert pl.read_parquet(screener_path(root, DAY))["chosen"].sum() == 0, "before the open no open is known: nothing passes the gap"
+
+
+def test_the_decision_day_follows_the_bar_that_ends_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assets.screener import screened_universe
+    from lake.screener import SCREEN_SCHEMA, write_screen
+
+    friday, monday = date(2024, 5, 31), date(2024, 6, 3)
+    for day, symbol in ((friday, "AAPL"), (monday, "MSFT")):
+        row = {"symbol": symbol, "chosen": True, "score": 0.0, "last_close": None, "avg_dollar_volume": None, "momentum": None, "gap": None, "reason": None}
+        write_screen(tmp_path, day, pl.DataFrame([row], schema=SCREEN_SCHEMA))
+    saturday = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    assert screened_universe(tmp_path, saturday, None) == list(SYMBOLS), "screener off: the universe"
+    monkeypatch.setenv("QUANTLAKE_SCREENER", "1")
+    assert screened_universe(tmp_path, saturday, None) == ["MSFT"], "a day off decides for the next session"
+    friday_bar = session_bounds(friday)[0]
+    assert screened_universe(tmp_path, saturday, friday_bar, "1d") == ["MSFT"], "Friday's daily bar ends in Monday's decisions"
+    assert screened_universe(tmp_path, saturday, friday_bar + timedelta(hours=1), "1m") == ["AAPL"], "a minute bar: its own session"
