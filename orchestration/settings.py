@@ -105,6 +105,15 @@ class Settings(BaseModel):
     retention_ledger_archive_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS")
     retention_ledger_compact_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS")
     retention_checkpoint_days: int | None = Field(None, alias="QUANTLAKE_RETENTION_CHECKPOINT_DAYS")
+    # The screener (assets/screener.py reads them at each run; validated here with the rest at load).
+    screener: bool = Field(False, alias="QUANTLAKE_SCREENER")
+    screener_lookback: float | None = Field(None, ge=1, alias="QUANTLAKE_SCREENER_LOOKBACK")
+    screener_min_dollar_volume: float | None = Field(None, alias="QUANTLAKE_SCREENER_MIN_DOLLAR_VOLUME")
+    screener_min_price: float | None = Field(None, alias="QUANTLAKE_SCREENER_MIN_PRICE")
+    screener_max_price: float | None = Field(None, alias="QUANTLAKE_SCREENER_MAX_PRICE")
+    screener_max_gap: float | None = Field(None, alias="QUANTLAKE_SCREENER_MAX_GAP")
+    screener_min_momentum: float | None = Field(None, alias="QUANTLAKE_SCREENER_MIN_MOMENTUM")
+    screener_max_symbols: float | None = Field(None, ge=0, alias="QUANTLAKE_SCREENER_MAX_SYMBOLS")
     # Dagster's own variable, read here too: the CLI prepares and shows the instance's home (orchestration/home.py).
     dagster_home: Path | None = Field(None, alias="DAGSTER_HOME")
 
