@@ -99,6 +99,7 @@ class TradingResource(dg.ConfigurableResource):
     cache_dir: str = Field(default="", description="Keep model answers here, so past cycles can be replayed.")
     daily_budget_usd: float | None = Field(default=None, ge=0)
     daily_budget_tokens: int | None = Field(default=None, ge=0, description="Model tokens a day (priced or not).")
+    monthly_budget_usd: float | None = Field(default=None, ge=0, description="USD a calendar month (the decision bar's).")
     live_opt_in: bool = False
     live_confirmed: bool = False  # QUANTLAKE_LIVE_TRADING=yes in the environment (orchestration.resources reads it)
     alpaca_api_key: str | None = None
@@ -144,6 +145,7 @@ class TradingResource(dg.ConfigurableResource):
             llm_base_url=self.llm_base_url or None,
             daily_budget_usd=self.daily_budget_usd,
             daily_budget_tokens=self.daily_budget_tokens,
+            monthly_budget_usd=self.monthly_budget_usd,
         )
 
     def broker(self) -> Broker | None:

@@ -12,7 +12,7 @@
   QUANTLAKE_SIM_STATE: the simulated account's state file (default data/sim_broker.json).
 - QUANTLAKE_PIPELINE: a pipeline config file; OPENAI_MODEL / OPENAI_BASE_URL: fill in the model and
   server the file leaves open (no analyst in the file: the model analyst), never replacing what it says;
-  QUANTLAKE_DAILY_BUDGET_USD / QUANTLAKE_DAILY_BUDGET_TOKENS; QUANTLAKE_LLM_CACHE: where model answers
+  QUANTLAKE_DAILY_BUDGET_USD / QUANTLAKE_DAILY_BUDGET_TOKENS / QUANTLAKE_MONTHLY_BUDGET_USD; QUANTLAKE_LLM_CACHE: where model answers
   are kept for replays.
 The values come from the one settings object (`orchestration/settings.py`), validated when the
 resources are built: a bad value fails the load naming its variable. Alpaca keys go through
@@ -86,6 +86,7 @@ def trading_resource(env: Settings | None = None) -> TradingResource:
         "sim_state_file": env.sim_state,  # simulation mode's account between runs
         "daily_budget_usd": env.daily_budget_usd,
         "daily_budget_tokens": env.daily_budget_tokens,
+        "monthly_budget_usd": env.monthly_budget_usd,
     }
     if env.has_alpaca_keys:
         kwargs |= {"alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"), "alpaca_secret_key": dg.EnvVar("ALPACA_SECRET_KEY")}

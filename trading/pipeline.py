@@ -433,6 +433,7 @@ def load_pipeline_config(
     llm_base_url: str | None = None,
     daily_budget_usd: float | None = None,
     daily_budget_tokens: int | None = None,
+    monthly_budget_usd: float | None = None,
 ) -> PipelineConfig:
     """A pipeline from a JSON or YAML file (or the rule-based default), with quick overrides.
 
@@ -457,6 +458,8 @@ def load_pipeline_config(
         raw["budget"] = {**raw.get("budget", {}), "per_day": daily_budget_usd}
     if daily_budget_tokens is not None:
         raw["budget"] = {**raw.get("budget", {}), "tokens_per_day": daily_budget_tokens}
+    if monthly_budget_usd is not None:
+        raw["budget"] = {**raw.get("budget", {}), "per_month": monthly_budget_usd}
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:

@@ -126,3 +126,22 @@ def test_a_nearly_spent_day_stops_the_run_too(tmp_path: Path) -> None:
         assert len(server.requests) == 0
     [mat] = run.asset_materializations_for_node("decision_cycle")
     assert "daily budget $10.0000 would be exceeded" in (mat.metadata["budget"].value["blocked"] or "")
+
+
+def test_quantlake_monthly_budget_usd_sets_the_month_and_the_gate_reads_it(tmp_path: Path) -> None:
+    """The environment's default, as for the daily budget: QUANTLAKE_MONTHLY_BUDGET_USD -> the trading
+    resource -> the pipeline's budget.per_month, which the gate of a decide run then holds to."""
+    from orchestration.resources import trading_resource
+    from orchestration.settings import settings
+
+    env = settings({"QUANTLAKE_MONTHLY_BUDGET_USD": "100", "QUANTLAKE_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite'}"})
+    built = trading_resource(env)
+    assert built.pipeline().budget.per_month == 100.0
+    with OpenAIServer(responder=good_answers) as server:
+        lake, resource = _setup(tmp_path, server, {})  # the file sets no monthly budget
+        resource = TradingResource(ledger_url=resource.ledger_url, pipeline_file=resource.pipeline_file, monthly_budget_usd=built.monthly_budget_usd)
+        _spent_earlier(resource, "2023-12-04", 99.99)
+        run = _decide(lake, resource)
+        assert len(server.requests) == 0
+    [mat] = run.asset_materializations_for_node("decision_cycle")
+    assert "monthly budget $100.0000" in (mat.metadata["budget"].value["blocked"] or "")
