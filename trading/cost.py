@@ -287,8 +287,33 @@ class BudgetCheck:
             "spent_month_usd": round(self.spent_month, 6),
             "left_today_usd": None if self.left_today is None else round(self.left_today, 6),
             "left_month_usd": None if self.left_month is None else round(self.left_month, 6),
+            # How many more runs like this one fit, at their worst case (None: no limit or a free run).
+            "runs_left_today": runs_that_fit(self.left_today, self.run_worst_usd),
+            "runs_left_month": runs_that_fit(self.left_month, self.run_worst_usd),
             "blocked": self.reason,
         }
+
+
+def runs_that_fit(left: float | None, run_usd: float) -> int | None:
+    if left is None or run_usd <= 0:
+        return None
+    return max(0, math.floor(left / run_usd + 1e-9))
+
+
+def period_estimate(run_usd: float, run_worst_usd: float, runs_per_day: int, sessions_in_month: int) -> dict[str, float]:
+    """A pipeline's expected and worst-case spend per run, day and month, from one run's estimate and
+    how often it runs (a schedule's runs per session, the exchange's sessions in the month)."""
+    if runs_per_day < 0 or sessions_in_month < 0:
+        raise CostError(f"runs per day and sessions per month are counts: {runs_per_day}, {sessions_in_month}")
+    day, worst_day = run_usd * runs_per_day, run_worst_usd * runs_per_day
+    return {
+        "run_usd": run_usd,
+        "run_usd_worst_case": run_worst_usd,
+        "day_usd": day,
+        "day_usd_worst_case": worst_day,
+        "month_usd": day * sessions_in_month,
+        "month_usd_worst_case": worst_day * sessions_in_month,
+    }
 
 
 def pre_run_check(budget: Budget, run_worst_usd: float, *, day: date, spent_today: float, spent_month: float) -> BudgetCheck:

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from trading.cost import Budget, month_of, pre_run_check, spent_in_month
+from trading.cost import Budget, CostError, month_of, period_estimate, pre_run_check, spent_in_month
 from trading.pipeline import load_pipeline_config
 
 
@@ -43,3 +43,14 @@ def test_the_pipeline_file_takes_a_monthly_budget(tmp_path) -> None:  # type: ig
     file.write_text("budget: {per_month: -1}\n")
     with pytest.raises(ValueError, match="budget.per_month"):
         load_pipeline_config(file)
+
+
+def test_runs_left_and_the_spend_per_run_day_and_month() -> None:
+    check = pre_run_check(Budget(per_day=1.0, per_month=10.0), 0.3, day=date(2023, 12, 29), spent_today=0.1, spent_month=9.0)
+    assert check.as_dict()["runs_left_today"] == 3 and check.as_dict()["runs_left_month"] == 3
+    assert pre_run_check(Budget(), 0.3, day=date(2023, 12, 29), spent_today=0.0, spent_month=0.0).as_dict()["runs_left_month"] is None
+    est = period_estimate(0.02, 0.05, runs_per_day=4, sessions_in_month=21)
+    assert est["day_usd"] == pytest.approx(0.08) and est["month_usd"] == pytest.approx(1.68)
+    assert est["month_usd_worst_case"] == pytest.approx(4.2)
+    with pytest.raises(CostError):
+        period_estimate(0.02, 0.05, runs_per_day=-1, sessions_in_month=21)
