@@ -20,7 +20,7 @@ from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
-from trading.agents.cache import ResponseCache
+from trading.agents.cache import CacheMode, ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
@@ -141,7 +141,9 @@ def run_decision_cycle(
     # and the calls made in them since count towards the re-check, whichever process made them.
     decider = _BudgetGated(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
     # The month's spend is the ledger's (every run, every process), like the day's.
-    decider.gate_with(per_call, spent, spent_in_month(dict(projection.spent), as_of.date()), as_of.date())
+    # A replay answers from the cache and never asks a model: it spends nothing, so nothing to gate.
+    replay = cache is not None and cache.mode == CacheMode.REPLAY
+    decider.gate_with(per_call, spent, spent_in_month(dict(projection.spent), as_of.date()), as_of.date(), replay=replay)
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)
@@ -175,8 +177,8 @@ class _BudgetGated(DecisionPipeline):
 
     checked: BudgetCheck | None = None
 
-    def gate_with(self, per_call: list[float], spent_day: float, spent_month: float, day: date) -> None:
-        self._per_call, self._spent_day, self._spent_month, self._day = per_call, spent_day, spent_month, day
+    def gate_with(self, per_call: list[float], spent_day: float, spent_month: float, day: date, *, replay: bool = False) -> None:
+        self._per_call, self._spent_day, self._spent_month, self._day, self._replay = per_call, spent_day, spent_month, day, replay
 
     def run(self, contexts: Any, snapshot: PortfolioSnapshot, **kw: Any) -> CycleResult:
         estimate = self.estimate(contexts, self._per_call)
@@ -185,7 +187,7 @@ class _BudgetGated(DecisionPipeline):
         month = self._spent_month + spent_today - self._spent_day
         self.checked = pre_run_check(self.config.budget, worst, day=self._day, spent_today=spent_today, spent_month=month)
         reason = self.checked.reason
-        if reason is None or not estimate["model_calls_max"]:
+        if reason is None or self._replay or not estimate["model_calls_max"]:
             return super().run(contexts, snapshot, **kw)
         run_id, mode, as_of = kw["run_id"], kw.get("mode", Mode.VALIDATION), kw["as_of"]
         kw["sink"].emit(Event(type=EventType.INTERVENTION, run_id=run_id, mode=mode, as_of=as_of, payload={"kind": "budget", "reason": reason, "detail": "before the run: no model call made"}))

@@ -145,3 +145,21 @@ def test_quantlake_monthly_budget_usd_sets_the_month_and_the_gate_reads_it(tmp_p
         assert len(server.requests) == 0
     [mat] = run.asset_materializations_for_node("decision_cycle")
     assert "monthly budget $100.0000" in (mat.metadata["budget"].value["blocked"] or "")
+
+
+def test_a_replay_from_the_cache_is_not_gated(tmp_path: Path) -> None:
+    """A replay asks no model (cached answers only): a spent month does not stop it."""
+    from orchestration.definitions import defs
+
+    with OpenAIServer(responder=good_answers) as server:
+        lake, resource = _setup(tmp_path, server, {"per_month": 100.0})
+        resource = TradingResource(ledger_url=resource.ledger_url, pipeline_file=resource.pipeline_file, cache_dir=str(tmp_path / "cache"))
+        assert _decide(lake, resource).success
+        asked = len(server.requests)
+        _spent_earlier(resource, "2023-12-04", 200.0)  # the month is now over its budget
+        config = {"ops": {"decision_cycle": {"config": {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": SYMBOLS, "replay": True}}}}
+        run = defs.resolve_job_def("decide_job").execute_in_process(run_config=config, resources={"lake": lake, "trading": resource}, tags={NOW_TAG: NOW.isoformat()})
+        assert len(server.requests) == asked, "the replay asked no model"
+    [mat] = run.asset_materializations_for_node("decision_cycle")
+    assert mat.metadata["execute"].value == len(SYMBOLS), "the cached decisions, not budget HOLDs"
+    assert _budget_interventions(resource) == []
