@@ -186,6 +186,36 @@ def _ingest_news(args: argparse.Namespace, start: date, end: date) -> int:
     return 1 if summary.checks_failed else 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Expected model spend per run, day and month, and what is left of the budgets (nothing is run)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from assets.partitions import universe
+    from orchestration.resources import trading_resource
+    from trading.estimate import pipeline_estimate
+
+    day = date.fromisoformat(args.day) if args.day else datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date()  # the CLI's edge
+    resource = trading_resource()
+    symbols = len(args.symbols.split(",")) if args.symbols else len(universe())
+    ledger = resource.ledger()
+    try:
+        report = pipeline_estimate(ledger, resource.pipeline(), symbols=symbols, day=day, runs_per_day=args.runs_per_day)
+    finally:
+        ledger.close()
+    print(f"pipeline {report['pipeline']}: {report['model_calls_per_run']} model calls a run at most ({symbols} symbols), ${report['usd_per_call']:.6f} a call ({report['basis']})")
+    print(f"  per run   ${report['run_usd']:.4f}")
+    print(f"  per day   ${report['day_usd']:.4f}  ({report['runs_per_day']} runs)")
+    print(f"  per month ${report['month_usd']:.4f}  ({report['sessions_in_month']} sessions in {report['month']})")
+    for period, spent, left in (("day", "spent_today_usd", "left_today_usd"), ("month", "spent_month_usd", "left_month_usd")):
+        limit = report["budget"]["per_" + period]
+        budget = f"budget ${limit:.4f}, left ${report[left]:.4f}" if limit is not None else "no budget"
+        print(f"  this {period:<5} spent ${report[spent]:.4f}; {budget}")
+    if report["blocked"]:
+        print(f"  the next run would not start: {report['blocked']}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestration.settings import lake_root
 
@@ -483,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--as-of", dest="as_of", help="replay the cycle of a past bar (ISO time)")
     decide.add_argument("--replay", action="store_true", help="cached model answers only (QUANTLAKE_LLM_CACHE)")
     decide.set_defaults(func=cmd_decide)
+
+    estimate = sub.add_parser("estimate", help="expected model spend per run, day and month from the pipeline's graph and the ledger; budgets left")
+    estimate.add_argument("--symbols", help="comma-separated symbols a run decides on (default: the universe)")
+    estimate.add_argument("--runs-per-day", dest="runs_per_day", type=int, default=1, help="decide runs a session (default 1)")
+    estimate.add_argument("--day", help="the day whose spend counts (YYYY-MM-DD; default: today in New York)")
+    estimate.set_defaults(func=cmd_estimate)
 
     kill = sub.add_parser("kill-switch", help="cancel open orders, flatten all positions, halt until resume")
     kill.add_argument("--reason", required=True, help="why (recorded in the ledger)")

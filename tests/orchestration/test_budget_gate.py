@@ -163,3 +163,20 @@ def test_a_replay_from_the_cache_is_not_gated(tmp_path: Path) -> None:
     [mat] = run.asset_materializations_for_node("decision_cycle")
     assert mat.metadata["execute"].value == len(SYMBOLS), "the cached decisions, not budget HOLDs"
     assert _budget_interventions(resource) == []
+
+
+def test_quantlake_estimate_prints_run_day_month_and_what_is_left(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    from orchestration.cli import main
+
+    with OpenAIServer(responder=good_answers) as server:
+        _lake, resource = _setup(tmp_path, server, {"per_day": 10.0, "per_month": 100.0})
+        _spent_earlier(resource, "2023-12-04", 99.99)  # 4 calls: $25 a call
+    monkeypatch.setenv("QUANTLAKE_LEDGER_URL", resource.ledger_url)
+    monkeypatch.setenv("QUANTLAKE_PIPELINE", resource.pipeline_file)
+    assert main(["estimate", "--symbols", "AAPL,MSFT", "--runs-per-day", "3", "--day", "2023-12-28"]) == 0
+    out = capsys.readouterr().out
+    assert "2 model calls a run at most (2 symbols), $24.997500 a call" in out
+    assert "per run   $49.9950" in out and "per day   $149.9850  (3 runs)" in out
+    assert "per month $2999.7000  (20 sessions in 2023-12)" in out
+    assert "this month spent $99.9900; budget $100.0000, left $0.0100" in out
+    assert "the next run would not start: daily budget" in out

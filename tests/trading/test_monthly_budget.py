@@ -54,3 +54,44 @@ def test_runs_left_and_the_spend_per_run_day_and_month() -> None:
     assert est["month_usd_worst_case"] == pytest.approx(4.2)
     with pytest.raises(CostError):
         period_estimate(0.02, 0.05, runs_per_day=-1, sessions_in_month=21)
+
+
+def _ledger_with_costs(tmp_path, runs: list[tuple[str, float, int]]):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from trading.events import Event, EventType
+    from trading.ledger import Ledger
+    from trading.models import Mode
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    events = [
+        Event(type=EventType.COST, run_id=f"r{i}", mode=Mode.VALIDATION, as_of=datetime.fromisoformat(f"{day}T14:30:00+00:00"),
+              payload={"scope": "run", "run_cost_usd": usd, "model_calls": calls})  # fmt: skip
+        for i, (day, usd, calls) in enumerate(runs)
+    ]
+    ledger.append_many(events)
+    return ledger
+
+
+def test_the_estimate_prices_the_graph_at_the_recorded_cost_per_call(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from trading.estimate import pipeline_estimate, sessions_in_month
+
+    llm = {"model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}
+    nodes = [{"id": "analyst", "type": "llm_analyst", "config": llm}, {"id": "limits", "type": "hard_limits", "when": "trade"}]
+    file = tmp_path / "p.json"
+    import json
+
+    file.write_text(json.dumps({"graph": {"nodes": nodes}, "budget": {"per_day": 1.0, "per_month": 10.0}}))
+    pipeline = load_pipeline_config(file)
+    # Two runs of 4 calls at $0.01 and $0.03 a call: $0.02 a call; one last month, one this month.
+    ledger = _ledger_with_costs(tmp_path, [("2023-11-30", 0.04, 4), ("2023-12-04", 0.12, 4)])
+    try:
+        report = pipeline_estimate(ledger, pipeline, symbols=5, day=date(2023, 12, 29), runs_per_day=2)
+    finally:
+        ledger.close()
+    assert sessions_in_month(date(2023, 12, 29)) == 20  # XNYS December 2023: 21 weekdays, Christmas closed
+    assert report["model_calls_per_run"] == 5 and report["usd_per_call"] == pytest.approx(0.02)
+    assert report["run_usd"] == pytest.approx(0.10) and report["day_usd"] == pytest.approx(0.20)
+    assert report["month_usd"] == pytest.approx(0.20 * 20)
+    assert report["spent_month_usd"] == pytest.approx(0.12) and report["left_month_usd"] == pytest.approx(9.88)
+    assert report["runs_left_today"] == 10 and report["blocked"] is None
