@@ -184,8 +184,8 @@ def test_a_drawdown_breaker_trips_halts_the_schedules_and_resumes_when_told(tmp_
 def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) -> None:
     """The analyst is a model on the loopback OpenAI server. On Friday 11-13 (NVDA's sma_cross
     signal: the analyst is asked) the server answers nothing in time: every call times out, each
-    falls back to the rule analyst with the timeout as its recorded reason, and every decision run
-    of the day still succeeds at its time."""
+    falls back to the rule analyst with the timeout as its recorded reason, every decision run of the
+    day still succeeds at its time, and the rules' proposal (NVDA's buy) is sent."""
     from tests.fakes.openai_server import OpenAIServer, Reply, auto_reply
 
     slow = date(2026, 11, 13)
@@ -203,6 +203,7 @@ def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) ->
     assert problems == [], "\n".join(problems)
     with Ledger(result.ledger_url) as ledger:
         fallbacks = list(ledger.events(types=[EventType.FALLBACK.value]))
+        orders = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
     timeouts = [e for e in fallbacks if e.payload.get("kind") == "timeout"]
     assert timeouts, [(e.recorded_at, e.payload) for e in fallbacks][:5]
     assert {e.recorded_at.astimezone(NY).date() for e in timeouts} == {slow}
@@ -212,4 +213,7 @@ def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) ->
     assert {scheduled_at(r).astimezone(NY).date() for r in decisions} == set(sessions(result))
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in decisions)
     assert asked == len(timeouts)  # every call the model did not answer is a recorded fallback (only the 13th has signals)
+    # The rules' proposal is acted on: NVDA's cross is bought on the slow day, after the first timeout.
+    assert [(e.symbol, e.payload.get("side")) for e in orders] == [("NVDA", "buy")], [e.payload for e in orders]
+    assert orders[0].recorded_at.astimezone(NY).date() == slow and orders[0].recorded_at >= min(e.recorded_at for e in timeouts)
     print(stats, len(fallbacks), asked)
