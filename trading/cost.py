@@ -120,10 +120,13 @@ def _provider_totals() -> dict[str, Any]:
 class CostTracker:
     """Tokens and money per agent for one run, on top of what the day already spent (thread-safe)."""
 
-    def __init__(self, prices: PriceTable, budget: Budget | None = None, *, spent_today: float = 0.0, tokens_today: int = 0) -> None:
+    def __init__(
+        self, prices: PriceTable, budget: Budget | None = None, *, spent_today: float = 0.0, tokens_today: int = 0, spent_month: float | None = None
+    ) -> None:
         self.prices = prices
         self.budget = budget or Budget()
         self.spent_before_run = spent_today
+        self.month_before_run = spent_today if spent_month is None else spent_month  # the month includes today
         self.tokens_before_run = tokens_today
         self._lock = threading.Lock()
         self.tokens: dict[str, dict[str, int]] = defaultdict(_agent_totals)
@@ -155,6 +158,10 @@ class CostTracker:
                 raise BudgetExceeded(f"run budget ${b.per_run:.4f} would be exceeded: spent ${self.run_cost:.4f} + next call ~${estimate:.4f}")
             if b.per_day is not None and self.day_cost + estimate > b.per_day:
                 raise BudgetExceeded(f"daily budget ${b.per_day:.4f} would be exceeded: spent today ${self.day_cost:.4f} + next call ~${estimate:.4f}")
+            if b.per_month is not None and self.month_before_run + self.run_cost + estimate > b.per_month:
+                raise BudgetExceeded(
+                    f"monthly budget ${b.per_month:.4f} would be exceeded: spent this month ${self.month_before_run + self.run_cost:.4f} + next call ~${estimate:.4f}"
+                )
             if b.tokens_per_run is not None and self.run_tokens + tokens > b.tokens_per_run:
                 raise BudgetExceeded(f"run token budget {b.tokens_per_run} would be exceeded: used {self.run_tokens} + next call ~{tokens}")
             if b.tokens_per_day is not None and self.day_tokens + tokens > b.tokens_per_day:

@@ -188,7 +188,7 @@ class _BudgetGated(DecisionPipeline):
         self.checked = pre_run_check(self.config.budget, worst, day=self._day, spent_today=spent_today, spent_month=month)
         reason = self.checked.reason
         if reason is None or self._replay or not estimate["model_calls_max"]:
-            return super().run(contexts, snapshot, **kw)
+            return super().run(contexts, snapshot, **kw, spent_month=month)  # each call still checks the month
         run_id, mode, as_of = kw["run_id"], kw.get("mode", Mode.VALIDATION), kw["as_of"]
         kw["sink"].emit(Event(type=EventType.INTERVENTION, run_id=run_id, mode=mode, as_of=as_of, payload={"kind": "budget", "reason": reason, "detail": "before the run: no model call made"}))
         why = f"budget: {reason}"

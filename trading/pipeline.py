@@ -189,10 +189,11 @@ class DecisionPipeline:
         tokens_today: int = 0,
         tools: ToolRegistry | None = None,
         skipped: dict[str, str] | None = None,
+        spent_month: float | None = None,
     ) -> CycleResult:
         run_id = run_id or uuid.uuid4().hex
         calls_before = self.model_calls()
-        costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today, tokens_today=tokens_today)
+        costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today, tokens_today=tokens_today, spent_month=spent_month)
         run = AgentRun(run_id=run_id, mode=mode, sink=sink or MemorySink(), costs=costs, tools=tools)
         stop = _Stop()
         decisions: dict[str, Decision] = {}

@@ -95,3 +95,14 @@ def test_the_estimate_prices_the_graph_at_the_recorded_cost_per_call(tmp_path) -
     assert report["month_usd"] == pytest.approx(0.20 * 20)
     assert report["spent_month_usd"] == pytest.approx(0.12) and report["left_month_usd"] == pytest.approx(9.88)
     assert report["runs_left_today"] == 10 and report["blocked"] is None
+
+
+def test_each_call_also_checks_the_month() -> None:
+    from trading.cost import BudgetExceeded, CostTracker, PriceTable, Usage
+
+    tracker = CostTracker(PriceTable({"m": (1_000_000.0, 0.0)}), Budget(per_month=10.0), spent_today=1.0, spent_month=9.0)
+    tracker.reserve(0.5)
+    tracker.record("analyst", "m", Usage(prompt_tokens=1, completion_tokens=0))  # $1: the month is spent
+    with pytest.raises(BudgetExceeded, match=r"monthly budget \$10.0000 would be exceeded: spent this month \$10.0000"):
+        tracker.reserve(0.01)
+    CostTracker(PriceTable(), Budget(per_month=10.0), spent_today=9.0).reserve(0.5)  # no month given: today's spend counts
