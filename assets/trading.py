@@ -318,3 +318,26 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             "ledger": dg.MetadataValue.path(str(ledger_path)),
         }
     )
+
+
+class CostEstimateConfig(dg.Config):
+    symbols: list[str] = Field(default_factory=list, description="Symbols a run decides on; empty: the universe.")
+    runs_per_day: int = Field(1, ge=0, description="Decide runs a session (the schedule's).")
+    day: str = Field("", description="The day whose spend counts (YYYY-MM-DD); empty: the run clock's day in New York.")
+
+
+@dg.asset(group_name=GROUP, kinds={"python"})
+def cost_estimate(context: dg.AssetExecutionContext, config: CostEstimateConfig, trading: TradingResource) -> dg.MaterializeResult:
+    """`quantlake estimate` as an asset: the pipeline's expected model spend per run, day and month, and
+    what the day's and the month's budgets have left (nothing is decided or spent)."""
+    from zoneinfo import ZoneInfo
+
+    from trading.estimate import pipeline_estimate
+
+    day = date.fromisoformat(config.day) if config.day else run_now(context).astimezone(ZoneInfo("America/New_York")).date()
+    ledger = trading.ledger()
+    try:
+        report = pipeline_estimate(ledger, trading.pipeline(), symbols=len(config.symbols or universe()), day=day, runs_per_day=config.runs_per_day)
+    finally:
+        ledger.close()
+    return dg.MaterializeResult(metadata={k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in report.items()})

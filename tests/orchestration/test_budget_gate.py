@@ -180,3 +180,18 @@ def test_quantlake_estimate_prints_run_day_month_and_what_is_left(tmp_path: Path
     assert "per month $2999.7000  (20 sessions in 2023-12)" in out
     assert "this month spent $99.9900; budget $100.0000, left $0.0100" in out
     assert "the next run would not start: daily budget" in out
+
+
+def test_the_cost_estimate_asset_shows_the_same_figures(tmp_path: Path) -> None:
+    from assets.trading import cost_estimate
+
+    with OpenAIServer(responder=good_answers) as server:
+        _lake, resource = _setup(tmp_path, server, {"per_day": 10.0, "per_month": 100.0})
+        _spent_earlier(resource, "2023-12-04", 99.99)
+    config = {"ops": {"cost_estimate": {"config": {"symbols": SYMBOLS, "runs_per_day": 3}}}}
+    result = dg.materialize([cost_estimate], run_config=config, resources={"trading": resource}, tags={NOW_TAG: NOW.isoformat()})
+    [mat] = result.asset_materializations_for_node("cost_estimate")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["month"] == "2023-12" and meta["sessions_in_month"] == 20  # the run clock's month, in New York
+    assert meta["model_calls_per_run"] == 2 and abs(meta["day_usd"] - 149.985) < 1e-9
+    assert abs(meta["left_month_usd"] - 0.01) < 1e-9 and "daily budget" in meta["blocked"]
