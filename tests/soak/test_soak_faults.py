@@ -143,7 +143,7 @@ def test_a_kill_switch_mid_soak(tmp_path: Path) -> None:
     with dg.DagsterInstance.from_config(str(result.home)) as instance:
         skipped = sorted(halted_skips(instance))
     decisions = [datetime.combine(d, t, tzinfo=NY) for d in (date(2026, 11, 17), date(2026, 11, 18)) for t in DECISION_TIMES]
-    assert [t.astimezone(NY) for t in skipped] == [t for t in decisions if KILL_AT < t < RESUME_AT]
+    assert [t.astimezone(NY) for t in skipped] == [t for t in decisions if KILL_AT < t < RESUME_AT], skipped
     after = [r for r in result.runs if r.job_name == "decide_job" and r.tags.get("dagster/schedule_name") and scheduled_at(r) > RESUME_AT]
     assert len(after) >= 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in after)
     print(stats)
