@@ -16,6 +16,7 @@ Each alert carries the ledger's `event_id` (or the session) as `alert_id`, for a
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,9 +33,9 @@ REREAD = 1_000  # ledger positions re-read behind the cursor (late commits); han
 MAX_SESSIONS = 5  # after a long outage, the last few sessions' summaries, not a flood
 
 
-def _deliver(title: str, details: dict[str, Any]) -> bool:
+def _deliver(title: str, details: dict[str, Any], level: int = logging.ERROR) -> bool:
     """True when the alert is done with: accepted by the webhook, or logged when none is configured."""
-    accepted = send_alert(title, details)
+    accepted = send_alert(title, details, level=level)
     return accepted or webhook_url() is None
 
 
@@ -186,7 +187,7 @@ def daily_pnl_summary_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReas
             s = session_summary(ledger, day, venue)
             pnl = "no marks" if s["pnl"] is None else f"P&L {s['pnl']:+,.2f} ({s['pnl_pct']:+.2%})"
             title = f"Quantlake {day}: {pnl}, {s['orders']} orders, {s['fills']} fills, {s['rejections']} rejections"
-            if not _deliver(title, {"alert_id": f"daily_pnl|{day}", "mode": trading.mode, **s}):
+            if not _deliver(title, {"alert_id": f"daily_pnl|{day}", "mode": trading.mode, **s}, level=logging.INFO):
                 break
             context.update_cursor(day.isoformat())
     finally:

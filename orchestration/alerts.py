@@ -23,10 +23,11 @@ def webhook_url() -> str | None:
     return url.get_secret_value() if url is not None else None
 
 
-def send_alert(title: str, details: dict[str, Any], url: str | None = None, timeout: float = 5.0) -> bool:
-    """Logs the alert and posts it to the webhook; True when a webhook accepted it."""
+def send_alert(title: str, details: dict[str, Any], url: str | None = None, timeout: float = 5.0, level: int = logging.ERROR) -> bool:
+    """Logs the alert (at `level`: ERROR for trips and failures, INFO for a routine summary, so a log
+    search for errors finds what needs a person) and posts it to the webhook; True when one accepted it."""
     url = url if url is not None else webhook_url()
-    log.error("alert: %s %s", title, json.dumps(details, default=str, sort_keys=True))
+    log.log(level, "alert: %s %s", title, json.dumps(details, default=str, sort_keys=True))
     if not url:
         return False
     body = json.dumps({"text": title, **details}, default=str).encode()

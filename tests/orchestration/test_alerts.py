@@ -151,7 +151,9 @@ def test_an_intervention_committed_behind_the_cursor_is_still_alerted(halted_acc
     assert [(a["kind"], a["alert_id"], a["seq"]) for a in received] == [("kill_switch", kill.event_id, seq)]
 
 
-def test_one_pnl_summary_per_session_after_its_close(halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_pnl_summary_per_session_after_its_close(
+    halted_account: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     url = halted_account["url"]
     monkeypatch.setenv("QUANTLAKE_LEDGER_URL", url)
     monkeypatch.setenv("QUANTLAKE_MODE", "simulation")
@@ -179,6 +181,9 @@ def test_one_pnl_summary_per_session_after_its_close(halted_account: dict[str, A
             cursor = _tick(daily_pnl_summary_sensor, instance, cursor)
         assert [a["session"] for a in received[2:]] == ["2024-11-26", "2024-11-27", "2024-11-29"]
         assert received[-1]["pnl"] is None and "no marks" in received[-1]["text"]
+    # A routine summary is not an error: a search of the logs for errors finds only what needs a person.
+    summaries = [r for r in caplog.records if r.name == "quantlake.alerts" and "daily_pnl|" in r.getMessage()]
+    assert len(summaries) == 5 and {r.levelname for r in summaries} == {"INFO"}
 
 
 @pytest.mark.parametrize("sensor", [intervention_alert_sensor, daily_pnl_summary_sensor])
@@ -190,7 +195,7 @@ def test_the_ledger_sensors_do_not_create_a_ledger(sensor: dg.SensorDefinition, 
     assert data.skip_message == f"no ledger yet at {path}" and not path.exists()
 
 
-def test_breaker_trips_in_a_decide_job_are_alerted(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_breaker_trips_in_a_decide_job_are_alerted(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Prices fall 65 % at 10:30 with about 28 % of the account in them: the 11:00 run trips the daily loss
     limit (3 %) and the drawdown breaker (15 %); each trip is one alert with its reason."""
     res = resources(write_lake(tmp_path / "lake", crash=0.35), tmp_path)
@@ -204,6 +209,9 @@ def test_breaker_trips_in_a_decide_job_are_alerted(tmp_path: Any, monkeypatch: p
     assert sorted(a["kind"] for a in received) == ["daily_loss", "drawdown"]
     for alert in received:
         assert alert["equity"] < 85_000 and alert["reason"] in alert["text"] and alert["at"].startswith("2024-11-25T16:00")
+    # A trip needs a person: its log line is an ERROR.
+    trips = [r for r in caplog.records if r.name == "quantlake.alerts" and r.getMessage().startswith("alert: ")]
+    assert len(trips) == 2 and {r.levelname for r in trips} == {"ERROR"}
 
 
 @pytest.mark.slow
