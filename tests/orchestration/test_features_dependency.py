@@ -61,34 +61,30 @@ def _per_partition(root: Path, keys: list[dg.MultiPartitionKey]) -> None:
             assert dg.materialize([bars_1d, features_1d], partition_key=key, instance=instance, resources=resources, tags={NOW_TAG: NOW}).success
 
 
-def test_features_of_a_year_depend_on_the_bars_of_that_year_and_the_year_before() -> None:
+def _parents(child_keys: list[str], parent: str, child: str) -> list[list[str]]:
+    """The parent partitions of each of `child`'s `child_keys` in `parent`, as the asset graph maps them."""
     from orchestration.definitions import defs
 
     graph = defs.resolve_asset_graph()
     with dg.instance_for_test() as instance:
         add_symbols(instance, SYMBOLS)
         with partition_loading_context(dynamic_partitions_store=instance):
-            def parents(year: str) -> list[str]:
-                result = graph.get_parent_partition_keys_for_child(str(daily_key(year, "MSFT")), dg.AssetKey("bars_1d"), dg.AssetKey("features_1d"))
-                return sorted(result.partitions_subset.get_partition_keys())
+            return [
+                sorted(graph.get_parent_partition_keys_for_child(key, dg.AssetKey(parent), dg.AssetKey(child)).partitions_subset.get_partition_keys())
+                for key in child_keys
+            ]
 
-            assert parents("2024") == ["MSFT|2023", "MSFT|2024"]
-            assert parents("2022") == ["MSFT|2022"]  # the first year: no warm-up year to wait for
+
+def test_features_of_a_year_depend_on_the_bars_of_that_year_and_the_year_before() -> None:
+    later, first = _parents([str(daily_key("2024", "MSFT")), str(daily_key("2022", "MSFT"))], "bars_1d", "features_1d")
+    assert later == ["MSFT|2023", "MSFT|2024"]
+    assert first == ["MSFT|2022"]  # the first year: no warm-up year to wait for
 
 
 def test_minute_features_of_a_day_depend_on_the_bars_of_that_day_and_the_session_before() -> None:
-    from orchestration.definitions import defs
-
-    graph = defs.resolve_asset_graph()
-    with dg.instance_for_test() as instance:
-        add_symbols(instance, SYMBOLS)
-        with partition_loading_context(dynamic_partitions_store=instance):
-            def parents(day: str) -> list[str]:
-                result = graph.get_parent_partition_keys_for_child(str(intraday_key(day, "AAPL")), dg.AssetKey("bars_1m"), dg.AssetKey("features_1m"))
-                return sorted(result.partitions_subset.get_partition_keys())
-
-            assert parents("2024-11-25") == ["2024-11-22|AAPL", "2024-11-25|AAPL"]  # Monday: Friday's session
-            assert parents("2024-11-29") == ["2024-11-27|AAPL", "2024-11-29|AAPL"]  # after Thanksgiving
+    monday, after_thanksgiving = _parents([str(intraday_key("2024-11-25", "AAPL")), str(intraday_key("2024-11-29", "AAPL"))], "bars_1m", "features_1m")
+    assert monday == ["2024-11-22|AAPL", "2024-11-25|AAPL"]  # Monday: Friday's session
+    assert after_thanksgiving == ["2024-11-27|AAPL", "2024-11-29|AAPL"]  # after Thanksgiving
 
 
 def test_the_derived_assets_backfill_a_range_in_one_run_as_their_bars_do() -> None:
