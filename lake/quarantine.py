@@ -17,16 +17,17 @@ from pathlib import Path
 import polars as pl
 
 from lake.errors import UnknownSymbolError
-from lake.store import QUARANTINE, as_utc, partition_files
+from lake.filesystem import ObjectPath
+from lake.store import QUARANTINE, LakeRoot, as_utc, partition_files, scan_files
 
 
 def read_quarantine(
-    root: Path, timeframe: str, symbols: Sequence[str], start: date | datetime | None = None, end: date | datetime | None = None
+    root: LakeRoot, timeframe: str, symbols: Sequence[str], start: date | datetime | None = None, end: date | datetime | None = None
 ) -> pl.DataFrame:
     """Quarantined rows of `symbols` whose own `ts` lies in [start, end) (a date is 00:00 UTC), with
     their `check` and `reason`, sorted by (symbol, ts). A symbol with nothing quarantined adds no
     rows; rows without a timestamp only come back when no bound is given."""
-    files: list[Path] = []
+    files: list[Path | ObjectPath] = []
     for symbol in symbols:
         try:
             files += partition_files(root, QUARANTINE, timeframe, [symbol])  # no bounds: no folder pruning
@@ -34,7 +35,7 @@ def read_quarantine(
             continue
     if not files:
         return pl.DataFrame()
-    scan = pl.scan_parquet(files, hive_partitioning=False)
+    scan = scan_files(files)
     if start is not None:
         scan = scan.filter(pl.col("ts") >= as_utc(start))
     if end is not None:

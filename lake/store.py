@@ -4,20 +4,26 @@ Layout: <root>/<dataset>/timeframe=<tf>/symbol=<SYM>/<date=YYYY-MM-DD | year=YYY
 (one file per partition, zstd). Files keep every column, so each one is self-describing; the
 folder names are only there to prune reads. A write goes to a temporary file in the same folder and
 is renamed over the old one, so a crash mid-write leaves the previous partition intact.
+
+The root is a local `Path` (or a string path) or an `ObjectPath` on an S3-compatible store
+(lake/filesystem.py): the same layout, each object written whole and copied into place.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import overload
 
 import polars as pl
 
 from lake.errors import LakeError, UnknownSymbolError
+from lake.filesystem import ObjectPath, object_uris
 from lake.schema import BAR_SCHEMA, check_timeframe, conform_bars
 
 PART_FILE = "part.parquet"
@@ -26,6 +32,7 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _YEAR_RE = re.compile(r"^\d{4}$")
 
 TimeBound = date | datetime | None
+LakeRoot = Path | str | ObjectPath  # a string is a local path; an object store is an ObjectPath
 
 
 def period_dir(period: str) -> str:
@@ -37,9 +44,17 @@ def period_dir(period: str) -> str:
     raise LakeError(f"partition period {period!r} is neither a date (YYYY-MM-DD) nor a year (YYYY)")
 
 
-def partition_path(root: Path, dataset: str, timeframe: str, symbol: str, period: str) -> Path:
+@overload
+def partition_path(root: Path | str, dataset: str, timeframe: str, symbol: str, period: str) -> Path: ...
+@overload
+def partition_path(root: ObjectPath, dataset: str, timeframe: str, symbol: str, period: str) -> ObjectPath: ...
+def partition_path(root: LakeRoot, dataset: str, timeframe: str, symbol: str, period: str) -> Path | ObjectPath:
     check_timeframe(timeframe)
-    return Path(root) / dataset / f"timeframe={timeframe}" / f"symbol={symbol}" / period_dir(period) / PART_FILE
+    return _base(root) / dataset / f"timeframe={timeframe}" / f"symbol={symbol}" / period_dir(period) / PART_FILE
+
+
+def _base(root: LakeRoot) -> Path | ObjectPath:
+    return root if isinstance(root, ObjectPath) else Path(root)
 
 
 # A temp file this old is an orphan of a killed write (a Parquet write takes seconds), not another
@@ -63,9 +78,20 @@ def sweep_orphans(path: Path, older_than_s: float = ORPHAN_AGE_S) -> list[Path]:
     return swept
 
 
-def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path:
+@overload
+def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path: ...
+@overload
+def write_frame_atomic(df: pl.DataFrame, path: ObjectPath) -> ObjectPath: ...
+def write_frame_atomic(df: pl.DataFrame, path: Path | ObjectPath) -> Path | ObjectPath:
     """Writes `df` to `path` via a temp file + rename: readers see the old file or the new one.
-    Temp files a killed write left beside `path` are swept first."""
+    Temp files a killed write left beside `path` are swept first. On an object store the file is
+    built in memory (a failure there sends nothing), then staged and copied into place."""
+    if isinstance(path, ObjectPath):
+        path.sweep_orphans(ORPHAN_AGE_S)
+        buffer = io.BytesIO()
+        df.write_parquet(buffer, compression="zstd", statistics=True)
+        path.write_bytes_atomic(buffer.getvalue())
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_orphans(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -79,8 +105,15 @@ def write_frame_atomic(df: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
+@overload
+def write_text_atomic(path: Path, text: str) -> Path: ...
+@overload
+def write_text_atomic(path: ObjectPath, text: str) -> ObjectPath: ...
+def write_text_atomic(path: Path | ObjectPath, text: str) -> Path | ObjectPath:
     """A text file (a report) written the same way: the old version or the new one, never half."""
+    if isinstance(path, ObjectPath):
+        path.write_bytes_atomic(text.encode())
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -94,7 +127,11 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def replace_partition(root: Path, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[Path]:
+@overload
+def replace_partition(root: Path | str, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[Path]: ...
+@overload
+def replace_partition(root: ObjectPath, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[ObjectPath]: ...
+def replace_partition(root: LakeRoot, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> Sequence[Path | ObjectPath]:
     """Makes the partition hold exactly `df` (sorted by ts); an empty frame removes the partition."""
     path = partition_path(root, dataset, timeframe, symbol, period)
     if df.is_empty():
@@ -104,13 +141,13 @@ def replace_partition(root: Path, dataset: str, timeframe: str, symbol: str, per
 
 
 def replace_partition_frames(
-    root: Path, dataset: str, timeframe: str, frames: Mapping[tuple[str, str], pl.DataFrame], *, workers: int = 2
-) -> dict[tuple[str, str], list[Path]]:
+    root: LakeRoot, dataset: str, timeframe: str, frames: Mapping[tuple[str, str], pl.DataFrame], *, workers: int = 2
+) -> dict[tuple[str, str], Sequence[Path | ObjectPath]]:
     """Replaces each (symbol, period) partition named in `frames` with its rows, in parallel threads
     (Parquet writes release the GIL); an empty frame removes its partition, as `replace_partition`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def write(item: tuple[tuple[str, str], pl.DataFrame]) -> list[Path]:
+    def write(item: tuple[tuple[str, str], pl.DataFrame]) -> Sequence[Path | ObjectPath]:
         (symbol, period), frame = item
         return replace_partition(root, dataset, timeframe, symbol, period, frame)
 
@@ -142,13 +179,23 @@ def _period_overlaps(name: str, lo: datetime | None, hi: datetime | None) -> boo
     return (lo is None or last > lo) and (hi is None or first < hi)
 
 
+@overload
 def partition_files(
-    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
-) -> list[Path]:
+    root: Path | str, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> list[Path]: ...
+@overload
+def partition_files(
+    root: ObjectPath, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> list[ObjectPath]: ...
+def partition_files(
+    root: LakeRoot, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+) -> Sequence[Path | ObjectPath]:
     """The files that may hold rows of `symbols` in [start, end): pruned by folder name, not read."""
     check_timeframe(timeframe)
     lo = as_utc(start) if start is not None else None
     hi = as_utc(end) if end is not None else None
+    if isinstance(root, ObjectPath):
+        return _object_partition_files(root / dataset / f"timeframe={timeframe}", dataset, timeframe, symbols, lo, hi)
     base = Path(root) / dataset / f"timeframe={timeframe}"
     files: list[Path] = []
     for symbol in symbols:
@@ -162,14 +209,41 @@ def partition_files(
     return files
 
 
+def _object_partition_files(
+    base: ObjectPath, dataset: str, timeframe: str, symbols: Sequence[str], lo: datetime | None, hi: datetime | None
+) -> list[ObjectPath]:
+    """partition_files on an object store: one listing per symbol; only `<period>/part.parquet`
+    objects count (a staged `_tmp/` object is never data). No object: the symbol is unknown."""
+    files: list[ObjectPath] = []
+    for symbol in symbols:
+        folder = base / f"symbol={symbol}"
+        found = folder.files()
+        if not found and not folder.is_dir():
+            raise UnknownSymbolError(f"no {timeframe} {dataset} for {symbol!r} in the lake at {base.parent.parent}")
+        for part in found:
+            if part.name == PART_FILE and part.parent.parent == folder and _period_overlaps(part.parent.name, lo, hi):
+                files.append(part)
+    return files
+
+
+def scan_files(files: Sequence[Path | ObjectPath]) -> pl.LazyFrame:
+    """One lazy Parquet scan of the files (all local or all on one object store), no hive columns."""
+    objects = [f for f in files if isinstance(f, ObjectPath)]
+    if not objects:
+        return pl.scan_parquet([f for f in files if isinstance(f, Path)], hive_partitioning=False)
+    if len(objects) != len(files) or len({o.store for o in objects}) > 1:
+        raise LakeError("one scan cannot mix local files and objects, or two object stores")
+    return pl.scan_parquet(object_uris(objects), hive_partitioning=False, storage_options=objects[0].store.storage_options())
+
+
 def scan_dataset(
-    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+    root: LakeRoot, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
 ) -> pl.LazyFrame | None:
     """A lazy scan of the pruned files filtered to [start, end); None when no file matches."""
     files = partition_files(root, dataset, timeframe, symbols, start, end)
     if not files:
         return None
-    scan = pl.scan_parquet(files, hive_partitioning=False)
+    scan = scan_files(files)
     if start is not None:
         scan = scan.filter(pl.col("ts") >= as_utc(start))
     if end is not None:
@@ -178,7 +252,7 @@ def scan_dataset(
 
 
 def read_bars(
-    root: Path,
+    root: LakeRoot,
     symbols: Sequence[str],
     timeframe: str,
     start: TimeBound = None,
@@ -199,21 +273,29 @@ def read_bars(
 
 
 def read_frame(
-    root: Path, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
+    root: LakeRoot, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
 ) -> pl.DataFrame:
     """Any dataset's rows (features, quarantine...) for `symbols` in [start, end), sorted."""
     scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
     return pl.DataFrame() if scan is None else scan.collect().sort("symbol", "ts")
 
 
+@overload
 def replace_partitions(
-    root: Path, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 2
-) -> list[Path]:
+    root: Path | str, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 2
+) -> list[Path]: ...
+@overload
+def replace_partitions(
+    root: ObjectPath, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 2
+) -> list[ObjectPath]: ...
+def replace_partitions(
+    root: LakeRoot, dataset: str, timeframe: str, df: pl.DataFrame, *, period: str = "date", workers: int = 2
+) -> Sequence[Path | ObjectPath]:
     """Splits a multi-symbol frame into partitions (symbol x exchange date, or symbol x year) and
     replaces each atomically, in parallel threads (Parquet writes release the GIL). For backfills."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def write(part: tuple[str, str, pl.DataFrame]) -> list[Path]:
+    def write(part: tuple[str, str, pl.DataFrame]) -> Sequence[Path | ObjectPath]:
         symbol, when, frame = part
         return replace_partition(root, dataset, timeframe, symbol, when, frame)
 
