@@ -20,16 +20,15 @@ from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
-from trading.agents.cache import CacheMode, ResponseCache
+from trading.agents.cache import ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
 from trading.brokers.base import Broker, OrderState
 from trading.context import SymbolContext
-from trading.cost import BudgetCheck, pre_run_check, spent_in_month
-from trading.events import Event, EventType
+from trading.cost import spent_in_month
 from trading.ledger import Ledger, project
-from trading.models import Mode, PortfolioSnapshot, Verdict
-from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig, _decision
+from trading.models import Mode, PortfolioSnapshot
+from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
 from trading.step import StepReport, trading_step
 
 HeadlinesAt = Callable[[datetime], dict[str, list[dict[str, Any]]]]  # a bar's time -> its point-in-time headlines
@@ -139,11 +138,7 @@ def run_decision_cycle(
     spent, per_call = projection.spent_on(as_of.date())
     # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed,
     # and the calls made in them since count towards the re-check, whichever process made them.
-    decider = _BudgetGated(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
-    # The month's spend is the ledger's (every run, every process), like the day's.
-    # A replay answers from the cache and never asks a model: it spends nothing, so nothing to gate.
-    replay = cache is not None and cache.mode == CacheMode.REPLAY
-    decider.gate_with(per_call, spent, spent_in_month(dict(projection.spent), as_of.date()), as_of.date(), replay=replay)
+    decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)
@@ -164,41 +159,12 @@ def run_decision_cycle(
         spent_today=spent,
         tokens_today=projection.tokens_on(as_of.date()),
         per_call_costs=per_call,
+        spent_month=spent_in_month(projection.spent, as_of.date()),  # the ledger's (every run, every process), like the day's
         tools_for=tools_for,
         headlines=headlines_for(lake_root, pipeline, [*symbols, *held], as_of),
     )
-    estimate = {**step.estimate, "budget": decider.checked.as_dict()} if decider.checked is not None else step.estimate
+    estimate = {**step.estimate, "budget": step.budget.as_dict()} if step.budget is not None else step.estimate
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, estimate, step.events_written, step.orders, step)
-
-
-class _BudgetGated(DecisionPipeline):
-    """The pre-run budget gate: a run whose worst case would take the day or the month over its budget
-    makes no model call; it records a budget intervention and holds every symbol, saying why."""
-
-    checked: BudgetCheck | None = None
-
-    def gate_with(self, per_call: list[float], spent_day: float, spent_month: float, day: date, *, replay: bool = False) -> None:
-        self._per_call, self._spent_day, self._spent_month, self._day, self._replay = per_call, spent_day, spent_month, day, replay
-
-    def run(self, contexts: Any, snapshot: PortfolioSnapshot, **kw: Any) -> CycleResult:
-        estimate = self.estimate(contexts, self._per_call)
-        spent_today = float(kw.get("spent_today", 0.0))  # with what this step already spent (reflections)
-        worst = float(estimate.get("usd_worst_case", estimate["usd"]))
-        month = self._spent_month + spent_today - self._spent_day
-        self.checked = pre_run_check(self.config.budget, worst, day=self._day, spent_today=spent_today, spent_month=month)
-        reason = self.checked.reason
-        if reason is None or self._replay or not estimate["model_calls_max"]:
-            return super().run(contexts, snapshot, **kw, spent_month=month)  # each call still checks the month
-        run_id, mode, as_of = kw["run_id"], kw.get("mode", Mode.VALIDATION), kw["as_of"]
-        kw["sink"].emit(Event(type=EventType.INTERVENTION, run_id=run_id, mode=mode, as_of=as_of, payload={"kind": "budget", "reason": reason, "detail": "before the run: no model call made"}))
-        why = f"budget: {reason}"
-        held = [c for c in contexts if c.wants is not None]
-        # The cycle still records its HOLDs and its (zero) cost; the graph runs on no symbol.
-        result = super().run([c for c in contexts if c.wants is None], snapshot, **{**kw, "skipped": {**(kw.get("skipped") or {}), **{c.symbol: why for c in held}}})
-        holds = [_decision(run_id, c, Verdict.HOLD, rationale=why) for c in held]
-        result.decisions = sorted([*result.decisions, *holds], key=lambda d: d.symbol)
-        result.interventions.append(why)
-        return result
 
 
 def _news_lookback(pipeline: PipelineConfig) -> timedelta | None:

@@ -8,8 +8,11 @@ per (cycle, symbol); its hard limits node is where every thread waits while the 
 - Analysts (and later the reviewers) run concurrently, at most `max_in_flight` at a time.
 - Hard limits run in symbol order on a running portfolio, so two buys in one sector cannot together
   pass a cap each would pass alone. A hard rejection skips the soft review (no model cost).
-- A budget that would be exceeded stops the cycle cleanly: symbols not yet judged are HOLD, and an
-  intervention event says why.
+- The pre-run budget gate (`budget_gate`, checked by the trading step before every run, decide runs
+  and paper sessions alike): a run whose worst case would take the day or the month over its budget
+  makes no model call; every signalled symbol is HOLD saying why and an intervention event records it.
+- A budget that would be exceeded mid-run (each call is checked too) stops the cycle cleanly: symbols
+  not yet judged are HOLD, and an intervention event says why.
 Every step is an event on the sink; the ledger persists them.
 """
 
@@ -21,15 +24,15 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trading.agents.base import AgentRun, Role
-from trading.agents.cache import ResponseCache
+from trading.agents.cache import CacheMode, ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.registry import AgentSpec, BuildEnv, expect_roles, fill_model_defaults
 from trading.agents.rules import reduces_position
@@ -37,11 +40,13 @@ from trading.agents.tools import ToolRegistry
 from trading.context import SymbolContext
 from trading.cost import (
     Budget,
+    BudgetCheck,
     BudgetExceeded,
     CostTracker,
     PriceTable,
     estimate_call_cost,
     estimate_run_cost,
+    pre_run_check,
 )
 from trading.events import Event, EventSink, EventType, MemorySink
 from trading.graph import (
@@ -140,6 +145,8 @@ class DecisionPipeline:
         chosen = config.checkpoint or checkpoint
         self.checkpoint = None if chosen == MEMORY_CHECKPOINT else chosen
         self.thread_key = thread_key
+        # A replay answers from the cache and never asks a model: it spends nothing, so the gate lets it run.
+        self.replay = cache is not None and cache.mode == CacheMode.REPLAY
         check_checkpoint(self.checkpoint)
 
     # The default graph's agents by their old names (a custom graph may have none of them).
@@ -173,6 +180,15 @@ class DecisionPipeline:
         estimate: dict[str, Any] = {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
         return estimate | worst_case(model_nodes, self.prices, prompt_chars, len(signalled))
 
+    def budget_gate(self, estimate: dict[str, Any], *, day: date, spent_today: float, spent_month: float) -> BudgetCheck:
+        """The pre-run gate on this run's `estimate`: its worst case against what is left of the day's and
+        the month's budgets (`spent_*`: every earlier run's spend on the decision bar's day and month).
+        A `reason` means `run(..., budget=check)` makes no model call; a replay or a run with no model
+        call to make is never blocked (it spends nothing), though the figures are kept."""
+        worst = float(estimate.get("usd_worst_case", estimate["usd"]))
+        check = pre_run_check(self.config.budget, worst, day=day, spent_today=spent_today, spent_month=spent_month)
+        return replace(check, reason=None) if self.replay or not estimate["model_calls_max"] else check
+
     def model_calls(self) -> int:
         return sum(getattr(getattr(a, "caller", None), "calls", 0) for a in self.graph.agents.values())
 
@@ -190,7 +206,10 @@ class DecisionPipeline:
         tools: ToolRegistry | None = None,
         skipped: dict[str, str] | None = None,
         spent_month: float | None = None,
+        budget: BudgetCheck | None = None,
     ) -> CycleResult:
+        """`budget`: the pre-run gate's check (`budget_gate`); with a reason, every signalled symbol is HOLD
+        with it and no model is asked (the cycle still records its decisions and its zero cost)."""
         run_id = run_id or uuid.uuid4().hex
         calls_before = self.model_calls()
         costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today, tokens_today=tokens_today, spent_month=spent_month)
@@ -203,10 +222,18 @@ class DecisionPipeline:
 
         for symbol, why in sorted((skipped or {}).items()):
             run.sink.emit(Event(type=EventType.DECISION, run_id=run_id, mode=mode, symbol=symbol, as_of=as_of, payload={"verdict": "HOLD", "rationale": why}))
+        reason = budget.reason if budget is not None else None
+        blocked = f"budget: {reason}" if reason is not None else None
+        if blocked is not None:
+            stop.interventions.append(blocked)
+            detail = {"kind": "budget", "reason": reason, "detail": "before the run: no model call made"}
+            run.sink.emit(Event(type=EventType.INTERVENTION, run_id=run_id, mode=mode, as_of=as_of, payload=detail))
         judged = []
         for ctx in sorted(contexts, key=lambda c: c.symbol):
             if ctx.wants is None:
                 hold(ctx, "no signal")
+            elif blocked is not None:
+                hold(ctx, blocked)
             else:
                 run.emit(EventType.SIGNAL, ctx, {"wants": ctx.wants, "signal": ctx.signal})
                 judged.append(ctx)

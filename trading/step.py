@@ -9,7 +9,9 @@ In every mode, at the run's `now` on the decision bar `as_of`:
 3. the breakers on that mark (drawdown, daily loss, trades per day); a flatten when the window ends;
 4. point-in-time contexts (bars up to `as_of` only; with a reflection node, first the lessons of the
    positions closed by then, `trading.agents.reflection`);
-5. the decision pipeline (hard limits read the same `RiskLimits`);
+5. the pre-run budget gate (`DecisionPipeline.budget_gate`: the run's worst case against what is left
+   of the day's and the month's budgets, as the ledger has them), then the decision pipeline (hard
+   limits read the same `RiskLimits`);
 6. the executor (one order per EXECUTE decision; new risk refused while a control blocks it);
 7. the ledger has every event.
 """
@@ -30,9 +32,10 @@ from trading.agents.tools import ToolRegistry
 from trading.brokers.base import Broker, OrderState
 from trading.brokers.simulated import SimulatedBroker
 from trading.context import SymbolContext, build_contexts
+from trading.cost import BudgetCheck, spent_in_month
 from trading.events import Event, EventType, MemorySink
 from trading.execution import Executor
-from trading.ledger import Ledger, replay_portfolio
+from trading.ledger import Ledger, project, replay_portfolio
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline
 from trading.safety import EventLog, Safety
@@ -57,6 +60,7 @@ class StepReport:
     flattened: list[OrderState] = field(default_factory=list)
     trips: list[str] = field(default_factory=list)
     blocked: str | None = None  # why new risk was refused at send time
+    budget: BudgetCheck | None = None  # the pre-run gate's figures (and why the run made no model call)
 
 
 def fund(ledger: EventLog, cash: float, *, source: str, run_id: str, mode: Mode, now: datetime) -> bool:
@@ -107,14 +111,17 @@ def trading_step(
     mode: Mode,
     run_id: str,
     initial_cash: float = 100_000.0,
-    spent_today: float = 0.0,
-    tokens_today: int = 0,
+    spent_today: float | None = None,
+    tokens_today: int | None = None,
     per_call_costs: list[float] | None = None,
+    spent_month: float | None = None,
     tools_for: ToolsFor | None = None,
     record_all: bool = True,
     headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> StepReport:
-    """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order."""
+    """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order.
+    `spent_today`, `tokens_today`, `per_call_costs`, `spent_month`: what earlier runs spent on the
+    decision bar's day and month; None: as the ledger's cost events say (a session's earlier bars too)."""
     limits = decider.config.limits
     past = bars.filter(pl.col("ts") <= as_of)
     trading = broker is not None and mode != Mode.VALIDATION
@@ -149,18 +156,28 @@ def trading_step(
         peak_equity=state.peak_equity,
         trades_today=state.trades_today,
     )
-    # 4. Point-in-time contexts (with a reflection node: lessons of the closes known by now first); 5. the pipeline.
+    # 4. Point-in-time contexts (with a reflection node: lessons of the closes known by now first).
+    if spent_today is None or tokens_today is None or per_call_costs is None or spent_month is None:
+        spent = project(ledger)  # one pass, caught up: the day's and the month's spend by decision bar
+        day_spent, day_costs = spent.spent_on(as_of.date())
+        spent_today = day_spent if spent_today is None else spent_today
+        tokens_today = spent.tokens_on(as_of.date()) if tokens_today is None else tokens_today
+        per_call_costs = day_costs if per_call_costs is None else per_call_costs
+        spent_month = spent_in_month(spent.spent, as_of.date()) if spent_month is None else spent_month
     memory = memory_of(decider)
     recalled = None
     if memory is not None:
         recalled = remember(ledger, memory, as_of=as_of, run_id=run_id, mode=mode, strategy=strategy.name, prices=decider.prices,
                             budget=decider.config.budget, spent_today=spent_today, tokens_today=tokens_today)  # fmt: skip
-        spent_today, tokens_today = spent_today + recalled.usd, tokens_today + recalled.tokens
+        spent_today, tokens_today, spent_month = spent_today + recalled.usd, tokens_today + recalled.tokens, spent_month + recalled.usd
     contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines, recalled.reflections if recalled else None)
-    estimate = decider.estimate(contexts, per_call_costs or [])
+    estimate = decider.estimate(contexts, per_call_costs)
+    # 5. The gate before any model call, on what this step spent already (reflections) too; then the pipeline.
+    budget = decider.budget_gate(estimate, day=as_of.date(), spent_today=spent_today, spent_month=spent_month)
     sink = MemorySink()
     tools = tools_for(contexts, snapshot) if tools_for is not None else None
-    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent_today, tokens_today=tokens_today, tools=tools, skipped=skipped)
+    result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent_today, tokens_today=tokens_today,
+                         tools=tools, skipped=skipped, spent_month=spent_month, budget=budget)  # fmt: skip
     executed = {d.symbol for d in result.executed()}
     events = sink.events if record_all else [e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in executed]
     written = ledger.append_many(events)
@@ -172,5 +189,5 @@ def trading_step(
         blocked = executor.blocked
         if manager is not None and orders:
             manager.sync_all()  # entries that filled already get their exits now, not at the next pass
-    return StepReport(as_of, now, snapshot, result, skipped, contexts, estimate, written, orders, flattened, trips, blocked)
+    return StepReport(as_of, now, snapshot, result, skipped, contexts, estimate, written, orders, flattened, trips, blocked, budget)
 
