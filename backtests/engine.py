@@ -33,14 +33,11 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from backtests.market import BacktestError, Market, to_market
 from backtests.metrics import compute_metrics
 from backtests.order_sim import simulate_signals
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
-
-
-class BacktestError(ValueError):
-    """Bad input to a backtest; the message names what is wrong."""
 
 
 class BacktestConfig(BaseModel):
@@ -85,47 +82,6 @@ class SizingLimits(BaseModel):
         names = [self.sector_map.get(s, f"unmapped {s}") for s in symbols]
         ids = {name: k for k, name in enumerate(dict.fromkeys(names))}
         return np.array([ids[name] for name in names], dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class Market:
-    """Bars and signals as (bar x symbol) arrays, aligned on one time index."""
-
-    ts: pl.Series
-    symbols: list[str]
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    signals: dict[str, np.ndarray]
-
-
-def to_market(signals: pl.DataFrame) -> Market:
-    """Pivots a long frame (symbol, ts, OHLC, signal columns) to aligned wide arrays."""
-    symbols = sorted(signals["symbol"].unique().to_list())
-    ts = signals["ts"].unique().sort()
-    counts = signals.group_by("symbol").len()
-    short = counts.filter(pl.col("len") != ts.len())
-    if short.height:
-        sym = short["symbol"][0]
-        have = signals.filter(pl.col("symbol") == sym)["ts"]
-        missing = ts.filter(~ts.is_in(have.implode()))
-        raise BacktestError(f"{sym} has {short['len'][0]} bars but the others have {ts.len()}; first missing bar {missing[0] if missing.len() else '?'}")
-
-    if signals.select(pl.struct("ts", "symbol").is_duplicated().any()).item():
-        dup = signals.filter(pl.struct("ts", "symbol").is_duplicated()).row(0, named=True)
-        raise BacktestError(f"{dup['symbol']} has two bars at {dup['ts']}")
-    # Every symbol has every bar once: sorted by (ts, symbol) the long frame is the wide one, row-major.
-    ordered = signals.sort("ts", "symbol")
-    shape = (ts.len(), len(symbols))
-
-    def wide(column: str) -> np.ndarray:
-        if column not in signals.columns:  # levels are optional for callers that build signals by hand
-            return np.full(shape, np.nan)
-        return ordered[column].to_numpy().reshape(shape)
-
-    columns = ("entry_long", "exit_long", "entry_short", "exit_short", "size", "stop", "target1", "target2")
-    return Market(ts, symbols, wide("open"), wide("high"), wide("low"), wide("close"), {c: wide(c) for c in columns})
 
 
 @dataclass(frozen=True)
