@@ -11,10 +11,8 @@ writes each partition's files, the same files a run per partition writes (`inges
 """
 
 
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Any
 
 import dagster as dg
 
@@ -22,6 +20,7 @@ from assets.clock import run_now
 from assets.ingest import Partition, check_specs, ingest_partition, ingest_partitions
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.policies import MARKET_DATA_POOL, TRANSIENT_RETRY, bad_input_fails_once
+from assets.range_runs import range_asset
 from assets.resources import LakeResource, MarketDataResource
 from lake.calendar import day_window, session_bounds, trading_days, year_window
 from lake.errors import LakeError, SourceError, TransientSourceError
@@ -47,15 +46,7 @@ def _nothing(market_data: MarketDataResource) -> type[SourceError]:
     return TransientSourceError if market_data.source == "alpaca" else SourceError
 
 
-def _range_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
-    """`dg.asset` with the single-run backfill policy (a beta parameter in Dagster 1.13, which we pin:
-    its warning says nothing our tests or users can act on)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(**kwargs, backfill_policy=dg.BackfillPolicy.single_run())
-
-
-@_range_asset(
+@range_asset(
     partitions_def=intraday_partitions,
     check_specs=check_specs("bars_1m"),
     group_name="market_data",
@@ -89,7 +80,7 @@ def bars_1m(
         )
 
 
-@_range_asset(
+@range_asset(
     partitions_def=daily_partitions,
     check_specs=check_specs("bars_1d"),
     group_name="market_data",

@@ -11,10 +11,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from assets.bars import _range_asset
-from assets.ingest import _add_partition_metadata
 from assets.metadata import markdown_table
 from assets.partitions import daily_key, daily_partitions, intraday_partitions, years_partitions
+from assets.range_runs import add_partition_metadata, range_asset
 from assets.resources import LakeResource
 from lake.calendar import session_bounds, trading_days
 from lake.features import compute_features
@@ -41,11 +40,11 @@ def _partition_results(context: dg.AssetExecutionContext, metas: dict[str, dict[
     if len(metas) == 1:
         return dg.MaterializeResult(metadata=next(iter(metas.values())))
     for key, meta in metas.items():
-        _add_partition_metadata(context, key, meta)
+        add_partition_metadata(context, key, meta)
     return dg.MaterializeResult()
 
 
-@_range_asset(partitions_def=intraday_partitions, deps=["bars_1m"], group_name="derived", kinds={"polars", "parquet"})
+@range_asset(partitions_def=intraday_partitions, deps=["bars_1m"], group_name="derived", kinds={"polars", "parquet"})
 def bars_resampled(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The day's 1-minute bars aggregated to 5m, 15m, 1h and 1d (session-stamped) bars; a range run
     does each of its partitions as its own run would."""
@@ -88,7 +87,7 @@ def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-@_range_asset(
+@range_asset(
     partitions_def=intraday_partitions,
     ins={"bars_1m": dg.AssetIn(partition_mapping=WARM_UP_SESSION, dagster_type=dg.Nothing)},
     group_name="derived",
@@ -130,7 +129,7 @@ def _warm_up_expected(year: int) -> bool:
     return years_partitions.has_partition_key(str(year - 1))
 
 
-@_range_asset(
+@range_asset(
     partitions_def=daily_partitions,
     ins={"bars_1d": dg.AssetIn(partition_mapping=WARM_UP_YEARS, dagster_type=dg.Nothing)},
     check_specs=[dg.AssetCheckSpec(

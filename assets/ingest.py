@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from assets.metadata import bars_metadata, markdown_table
+from assets.range_runs import add_partition_metadata
 from lake.corporate_actions import load_corporate_actions
 from lake.errors import LakeError, UnknownSymbolError
 from lake.store import QUARANTINE, read_bars, replace_partition, replace_partition_frames
@@ -146,19 +147,6 @@ def _by_partition(df: pl.DataFrame, partitions: Sequence[Partition]) -> dict[tup
     return out
 
 
-def _add_partition_metadata(context: dg.AssetExecutionContext, key: str, meta: dict[str, object]) -> None:
-    """`context.add_asset_metadata(meta, partition_key=key)` without its check that `key` is in the
-    run's range, which recomputes the range on every call (~0.1 s for a year of sessions: a minute
-    for a year's partitions). Our keys come from the run's own range. Dagster 1.13 internals, pinned;
-    the public call is the fallback if they move."""
-    step = getattr(context, "_step_execution_context", None)
-    accumulator = getattr(step, "_metadata_accumulator", None)
-    if step is None or accumulator is None or not hasattr(accumulator, "with_additional_asset_metadata"):
-        context.add_asset_metadata(meta, partition_key=key)
-        return
-    step._metadata_accumulator = accumulator.with_additional_asset_metadata(asset_key=context.assets_def.key, metadata=meta, partition_key=key)  # noqa: SLF001
-
-
 def ingest_partitions(
     context: dg.AssetExecutionContext,
     root: Path,
@@ -201,6 +189,6 @@ def ingest_partitions(
         meta: dict[str, object] = {"dagster/row_count": rows.height, "quarantined_rows": quarantine[(p.symbol, p.period)].height}
         if rows.height:
             meta["first_ts"], meta["last_ts"] = str(rows["ts"][0]), str(rows["ts"][-1])
-        _add_partition_metadata(context, p.key, meta)
+        add_partition_metadata(context, p.key, meta)
     yield dg.MaterializeResult()
     yield from check_results(report)
