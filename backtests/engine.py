@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backtests.market import BacktestError, Market, to_market
 from backtests.metrics import compute_metrics
-from backtests.order_sim import simulate_signals
+from backtests.order_sim import LimitArrays, simulate_signals
+from backtests.window import BarControls, bar_controls
 from strategies.base import Strategy, StrategyError
 from strategies.indicators import atr_sma
 
@@ -67,7 +68,16 @@ class SizingLimits(BaseModel):
     book already has `max_open_positions` or once the equity at a close has fallen `max_drawdown_pct`
     from its peak (the drawdown breaker: the live path halts until a person resumes). A cut entry
     fills that quantity (at most what size 1 takes at the fill), an uncut one is sized at the fill
-    as without limits; either is capped again at the fill (`strategies.entries.capped_at_fill`). The daily loss limit, trades per day and the trading window are not modelled."""
+    as without limits; either is capped again at the fill (`strategies.entries.capped_at_fill`).
+
+    The session controls act as the live step's (`strategies.controls`): from the first close at or
+    below the session's first close less `daily_loss_limit_pct`, no entry until the next session; an
+    entry is held once `max_trades_per_day` orders were sent in the session (every order counts,
+    exits and the flatten's closes too; sessions on the `exchange` calendar); with `trading_window`,
+    the window (`backtests.window`): entries only inside it, and from `flatten_before_close_min`
+    before the close (half days included) every position is closed at the next bar once a session
+    (`flatten_at_close`), the strategy's own exits then left to that flatten. `from_limits` takes
+    them all from the live path's `trading.risk.RiskLimits`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -77,6 +87,22 @@ class SizingLimits(BaseModel):
     max_open_positions: int = Field(1_000_000, ge=1)
     allow_short: bool = True
     max_drawdown_pct: float = Field(1.0, gt=0, le=1, description="no new risk from the first close this far below the peak (the live breaker)")
+    daily_loss_limit_pct: float = Field(1.0, gt=0, le=1, description="no new risk for the rest of the session from the first close this far below its first")
+    max_trades_per_day: int = Field(1_000_000_000, ge=1, description="orders a session may send before entries are held")
+    exchange: str = Field("XNYS", description="the calendar of the sessions (daily counts) and of the trading window")
+    trading_window: bool = Field(False, description="entries only inside the window, the flatten before the close")
+    window_open_delay_min: int = Field(0, ge=0, le=390)
+    flatten_before_close_min: int = Field(5, ge=0, le=390)
+    flatten_at_close: bool = True
+
+    @classmethod
+    def from_limits(cls, limits: BaseModel, symbols: list[str]) -> SizingLimits:
+        """The backtest's limits from the live path's `trading.risk.RiskLimits` (any model with its
+        field names: backtests do not import trading): every field of the same name, each symbol's
+        sector as `sector_of` gives it, and the trading window on its `exchange`."""
+        values = {name: getattr(limits, name) for name in cls.model_fields if name not in ("sector_map", "trading_window") and hasattr(limits, name)}
+        sector_of = getattr(limits, "sector_of")  # noqa: B009 (typed as any model on purpose)
+        return cls(**values, sector_map={s: sector_of(s) for s in symbols}, trading_window=True)
 
     def sector_ids(self, symbols: list[str]) -> np.ndarray:
         names = [self.sector_map.get(s, f"unmapped {s}") for s in symbols]
@@ -139,10 +165,18 @@ def simulate(market: Market, config: BacktestConfig, limits: SizingLimits | None
         allow_short=config.allow_short and (limits is None or limits.allow_short),
         brackets=config.brackets and has_levels(market),
         freq=_pandas_freq(config.timeframe),
-        limits=None
-        if limits is None
-        else (limits.max_position_pct, limits.max_sector_pct, limits.max_open_positions, limits.sector_ids(market.symbols), limits.max_drawdown_pct),
+        limits=None if limits is None else _limit_arrays(market, limits),
     )
+
+
+def _limit_arrays(market: Market, limits: SizingLimits) -> LimitArrays:
+    controls = bar_controls(market.ts, limits.exchange, limits.window_open_delay_min, limits.flatten_before_close_min, limits.flatten_at_close)
+    if not limits.trading_window:  # the sessions only: every bar may enter, none flattens
+        controls = BarControls(controls.session, np.ones_like(controls.entry_ok), np.zeros_like(controls.flatten))
+    return LimitArrays(
+        limits.max_position_pct, limits.max_sector_pct, limits.max_open_positions, limits.sector_ids(market.symbols), limits.max_drawdown_pct,
+        limits.daily_loss_limit_pct, limits.max_trades_per_day, controls.session, controls.entry_ok, controls.flatten,
+    )  # fmt: skip
 
 
 def _frame(values: np.ndarray, index: Any, symbols: list[str]) -> Any:

@@ -31,7 +31,7 @@ kernels.)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -47,14 +47,32 @@ from backtests.kernels import (
     next_order_nb,
     side_of_nb,
 )
+from strategies.controls import daily_loss_hit, may_send
 from strategies.entries import capped_at_fill, capped_quantity
 
 capped_quantity_nb = njit(cache=True)(capped_quantity)
 capped_at_fill_nb = njit(cache=True)(capped_at_fill)
+daily_loss_hit_nb = njit(cache=True)(daily_loss_hit)
+may_send_nb = njit(cache=True)(may_send)
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
 NONE, EXIT, HALF, ENTRY = 0, 1, 2, 3  # a bar's order per column
 FRACTION_STEP = 1e-9  # the live limits' smallest fractional lot (trading.risk.FRACTION_STEP)
+
+
+class LimitArrays(NamedTuple):
+    """The live path's limits as the compiled loop reads them (`backtests.engine.SizingLimits`)."""
+
+    max_position: float
+    max_sector: float
+    max_open: int
+    sector: np.ndarray  # sector id per column
+    max_drawdown: float
+    daily_loss: float
+    max_trades: int
+    session: np.ndarray  # per bar: its session (a new value starts the daily counts)
+    entry_ok: np.ndarray  # per bar: inside the trading window
+    flatten: np.ndarray  # per bar: the window's flatten is due
 
 
 @njit(cache=True)
@@ -203,10 +221,16 @@ def simulate_signals_nb(
     max_open: int,
     sector: np.ndarray,
     max_drawdown: float,
+    daily_loss: float,
+    max_trades: int,
+    session: np.ndarray,
+    entry_ok: np.ndarray,
+    flatten: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order and log records (vectorbt's) for one cash-sharing group, from (bar x symbol) signals.
     An order's fee is `fee_rate` of its value plus `fee_per_share` as a fraction of its unslipped price.
-    With `limited`, each bar's orders are decided as the live step decides them (`_decide_nb`)."""
+    With `limited`, each bar's orders are decided as the live step decides them (`_decide_nb`), under
+    its session controls (`strategies.controls`: daily loss, trades per day, the trading window)."""
     n, m = size.shape
     order_records = np.empty(n * m, dtype=order_dt)
     log_records = np.empty(1, dtype=log_dt)
@@ -231,6 +255,8 @@ def simulate_signals_nb(
     call_seq = np.empty(m, dtype=np.int64)
     cash, free, oidx, lidx = init_cash, init_cash, 0, 0
     peak, halted = -np.inf, False
+    # The session controls: the session's first close, the daily loss tripped, orders sent, flattened.
+    day, opening, lost, trades, flattened = -1, np.nan, False, 0, False
     for i in range(n):
         # 1. Each symbol's order on this bar.
         value = cash
@@ -279,20 +305,36 @@ def simulate_signals_nb(
         book_cash = cash
         # The drawdown breaker on this mark: from the first mark at or below the peak less
         # `max_drawdown`, no new risk (the live path halts until a person resumes it).
-        peak = max(peak, cash + marked)
-        halted = halted or cash + marked <= peak * (1.0 - max_drawdown)
+        equity = cash + marked
+        peak = max(peak, equity)
+        halted = halted or equity <= peak * (1.0 - max_drawdown)
+        closing, blocked = False, False
+        if limited:  # the session controls on this mark, before any decision (`trading.step`'s order)
+            if session[i] != day:  # a new session: this close is its opening mark
+                day, opening, lost, trades, flattened = session[i], equity, False, 0, False
+            lost = lost or daily_loss_hit_nb(equity, opening, daily_loss)
+            closing = flatten[i]
+            if closing and not flattened and np.any(position != 0):  # once a session: close every position
+                flattened = True
+                for col in range(m):
+                    if position[col] != 0:
+                        pending[col], fixed[col], from_flat[col] = 0.0, np.nan, False
+                        trades += 1
+            blocked = halted or lost or not entry_ok[i]
         for col in range(m):
             held = side_of_nb(position[col])
             _, order = next_order_nb(held, entry_long[i, col], exit_long[i, col], entry_short[i, col], exit_short[i, col], size[i, col])
             if not np.isnan(order):
                 qty = np.nan
                 if limited:
+                    if not may_send_nb(order == 0 or book[col] != 0, closing, blocked, trades, max_trades):
+                        continue  # held by the controls: nothing is sent
                     order, qty, book_cash = _decide_nb(
-                        # a halted book has room for no new position
-                        col, order, close[i], cash + marked, book_cash, book, sector, max_position, max_sector, max_open if not halted else 0, whole_shares
+                        col, order, close[i], equity, book_cash, book, sector, max_position, max_sector, max_open, whole_shares
                     )
                     if np.isnan(order):
                         continue  # held by the limits: nothing is sent
+                    trades += 1
                 pending[col], fixed[col], from_flat[col] = order, qty, held == 0
                 p_levels[col, 0], p_levels[col, 1], p_levels[col, 2] = stop[i, col], target1[i, col], target2[i, col]
     return order_records[:oidx], log_records[:lidx]
@@ -314,13 +356,11 @@ def simulate_signals(
     allow_short: bool,
     brackets: bool,
     freq: str,
-    limits: tuple[float, float, int, np.ndarray, float] | None = None,
+    limits: LimitArrays | None = None,
 ) -> Any:
     """A vectorbt Portfolio (shared cash, one group) from (bar x symbol) signal arrays: entry/exit
-    long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`). `limits`:
-    (max position share, max sector share, max open positions, sector id per column, drawdown
-    breaker), decided on
-    `close` as the live step decides (`_decide_nb`); None: no limits."""
+    long and short, size, stop, target1, target2 (`backtests.engine.Market.signals`). `limits`: the
+    live path's, decided on `close` as the live step decides (`_decide_nb`); None: no limits."""
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
 
@@ -337,7 +377,18 @@ def simulate_signals(
         f64(signals["size"]), f64(signals["stop"]), f64(signals["target1"]), f64(signals["target2"]),
         f64(fill_price), f64(open_), f64(high), f64(low), fee_rate, fee_per_share, f64(slippage),
         init_cash, not fractional, brackets, f64(close), limits is not None,
-        *((limits[0], limits[1], limits[2], np.ascontiguousarray(limits[3], dtype=np.int64), limits[4]) if limits is not None else (1.0, 1.0, 0, np.zeros(close.shape[1], dtype=np.int64), 1.0)),
+        *_limit_args(limits, *close.shape),
     )  # fmt: skip
     wrapper = ArrayWrapper.from_obj(close, freq=freq, group_by=True)
     return vbt.Portfolio(wrapper, close, orders, logs, np.array([init_cash]), True)
+
+
+def _limit_args(limits: LimitArrays | None, n: int, m: int) -> tuple[Any, ...]:
+    """The compiled loop's limit arguments; without limits, ones that never act."""
+    if limits is None:
+        limits = LimitArrays(1.0, 1.0, 0, np.zeros(m), 1.0, 1.0, 0, np.zeros(n), np.ones(n), np.zeros(n))
+    return (
+        limits.max_position, limits.max_sector, int(limits.max_open), np.ascontiguousarray(limits.sector, dtype=np.int64), limits.max_drawdown,
+        limits.daily_loss, int(limits.max_trades), np.ascontiguousarray(limits.session, dtype=np.int64),
+        np.ascontiguousarray(limits.entry_ok, dtype=np.bool_), np.ascontiguousarray(limits.flatten, dtype=np.bool_),
+    )  # fmt: skip

@@ -1,0 +1,35 @@
+"""The session controls' rules: what one trading step may send, for the live executor and the backtest.
+
+The live path (`trading.safety`, `trading.execution.Executor.execute`) and the backtest with limits
+(`backtests.order_sim`) apply the same controls of `trading.risk.RiskLimits` at each step:
+- **daily loss**: from the first mark of a session at or below the session's opening mark (its
+  first) less `daily_loss_limit_pct`, no new risk until the next session (`daily_loss_hit`);
+- **trades per day**: every order sent in the session counts (entries, exits, the flatten's
+  closes); an entry is refused once `max_trades_per_day` have been sent (`may_send`);
+- **trading window** (`backtests.window`): entries only from the open (+ `window_open_delay_min`)
+  until `flatten_before_close_min` before the close; from then on (`closing`) every position is
+  closed once by the flatten and a strategy's own exits are left to it.
+Exits always go through otherwise: no control may trap the book in a position.
+
+Plain Python on purpose: the backtest compiles these very functions with numba, as it does
+`strategies.brackets` and `strategies.entries`.
+"""
+
+from __future__ import annotations
+
+
+def daily_loss_hit(equity: float, opening: float, limit_pct: float) -> bool:
+    """Whether a mark of `equity` trips the daily loss limit against the session's `opening` mark
+    (none yet, or not positive: it cannot)."""
+    return opening > 0.0 and equity <= opening * (1.0 - limit_pct)
+
+
+def may_send(reducing: bool, closing: bool, blocked: bool, trades: int, max_trades: int) -> bool:
+    """Whether a step sends one decided order. An order that reduces a position goes, unless the
+    window's flatten is closing the book (`closing`: it would be a second exit); one that adds risk
+    goes only when nothing blocks new risk (`blocked`: a halt, the daily loss limit, outside the
+    window) and fewer than `max_trades` orders were sent in the session (`trades`, this step's
+    orders before it included)."""
+    if reducing:
+        return not closing
+    return not blocked and trades < max_trades

@@ -1,0 +1,188 @@
+"""Paper = backtest on minute bars where the session controls bind: the daily loss limit, the trades
+per day and the trading window (its edges, and the flatten before a half day's 13:00 close). The
+simulated session (the live step per bar) and `run_backtest(..., limits=SizingLimits.from_limits(...))`
+make the same orders, fills and equity (1e-9), and lifting the control in the backtest changes its
+orders, so each case is one where the control acts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from backtests.engine import BacktestResult, SizingLimits, run_backtest
+from lake.sources.synthetic import SyntheticSource
+from strategies.builtin import SMA_CROSS
+from trading.analytics import fills_frame
+from trading.brokers.simulated import SimConfig
+from trading.ledger import Ledger
+from trading.pipeline import PipelineConfig
+from trading.risk import RiskLimits
+from trading.session import SessionReport, backtest_config, run_simulated_session
+
+COSTS = SimConfig(slippage_bps=2.0, commission_per_share=0.005)
+SYMBOLS = ["AAPL", "MSFT"]
+# Only the control under test may bind: the sizing caps and the drawdown breaker are lifted.
+OPEN: dict[str, Any] = {
+    "max_position_pct": 1.0,
+    "max_sector_pct": 1.0,
+    "daily_loss_limit_pct": 1.0,
+    "max_drawdown_pct": 1.0,
+    "max_trades_per_day": 1_000,
+}
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def _bars(*spans: tuple[datetime, datetime]) -> pl.DataFrame:
+    source = SyntheticSource(seed=7)
+    return pl.concat([source.fetch(SYMBOLS, "1m", start, end) for start, end in spans])
+
+
+# case: (bars' spans, the first bar that may trade, the limits, the strategy's params, the control lifted to compare)
+CASES: dict[
+    str, tuple[list[tuple[datetime, datetime]], datetime, dict[str, Any], dict[str, Any], dict[str, Any]]
+] = {
+    "daily loss trips mid-session": (
+        [(_utc(2024, 11, 27, 14, 30), _utc(2024, 11, 27, 16, 0))],
+        _utc(2024, 11, 27, 14, 45),
+        {"daily_loss_limit_pct": 0.002},
+        {"fraction": 1.0},
+        {"daily_loss_limit_pct": 1.0},
+    ),
+    "more signals than trades per day": (
+        [(_utc(2024, 11, 27, 14, 30), _utc(2024, 11, 27, 15, 30))],
+        _utc(2024, 11, 27, 14, 45),
+        {"max_trades_per_day": 5},
+        {"fraction": 0.5},
+        {"max_trades_per_day": 1_000},
+    ),
+    "entries near both window edges, flatten 15 min before the close": (
+        [
+            (_utc(2024, 11, 27, 14, 30), _utc(2024, 11, 27, 15, 30)),
+            (_utc(2024, 11, 27, 20, 0), _utc(2024, 11, 27, 21, 0)),
+        ],
+        _utc(2024, 11, 27, 14, 45),
+        {"window_open_delay_min": 20, "flatten_before_close_min": 15},
+        {"fraction": 0.5},
+        {"window_open_delay_min": 0, "flatten_at_close": False},
+    ),
+    "half day 2024-11-29: flatten at 12:55 before its 13:00 close": (
+        [
+            (_utc(2024, 11, 29, 16, 40), _utc(2024, 11, 29, 18, 0)),
+            (_utc(2024, 12, 2, 14, 30), _utc(2024, 12, 2, 15, 0)),
+        ],
+        _utc(2024, 11, 29, 17, 0),
+        {},
+        {"fraction": 0.5},
+        {"flatten_at_close": False},
+    ),
+}
+
+
+def _run(
+    bars: pl.DataFrame, trade_from: datetime, limits: RiskLimits, params: Any
+) -> tuple[SessionReport, BacktestResult, list[str]]:
+    with Ledger("sqlite:///:memory:") as ledger:
+        session = run_simulated_session(
+            bars=bars,
+            ledger=ledger,
+            strategy=SMA_CROSS,
+            params=params,
+            pipeline=PipelineConfig(limits=limits),
+            sim=COSTS,
+            trade_from=trade_from,
+        )
+        kinds = [str(e.payload["kind"]) for e in ledger.events(types=["intervention"])]
+    expected = run_backtest(
+        bars,
+        SMA_CROSS,
+        params,
+        backtest_config(COSTS, 100_000.0, "1m"),
+        trade_from=trade_from,
+        limits=SizingLimits.from_limits(limits, SYMBOLS),
+    )
+    return session, expected, kinds
+
+
+def _orders(result: BacktestResult) -> list[tuple[Any, ...]]:
+    return result.orders.sort("ts", "symbol", "side").select("ts", "symbol", "side", "size").rows()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same_limits(case: str) -> None:
+    spans, trade_from, control, raw, lifted = CASES[case]
+    bars, params = _bars(*spans), SMA_CROSS.params(fast=3, slow=10, **raw)
+    limits = RiskLimits(**{**OPEN, **control})
+    session, expected, kinds = _run(bars, trade_from, limits, params)
+
+    paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
+    backtest = expected.orders.sort("ts", "symbol", "side")
+    assert paper.height == backtest.height > 5
+    assert (
+        paper.select("ts", "symbol", "side", "quantity").rows()
+        == backtest.select("ts", "symbol", "side", "size").rows()
+    )
+    np.testing.assert_allclose(paper["price"].to_numpy(), backtest["price"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(paper["commission"].to_numpy(), backtest["fees"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9
+    )
+
+    # The control acted in the session, and lifting it changes the backtest's orders.
+    acted = {
+        "daily_loss_limit_pct": "daily_loss",
+        "max_trades_per_day": "trades_per_day",
+        "window_open_delay_min": "blocked",
+        "flatten_before_close_min": "flatten",
+    }
+    for field in control or {"flatten_before_close_min": 5}:
+        assert acted[field] in kinds, (field, kinds)
+    free = run_backtest(
+        bars, SMA_CROSS, params, backtest_config(COSTS, 100_000.0, "1m"), trade_from=trade_from,
+        limits=SizingLimits.from_limits(limits.model_copy(update=lifted), SYMBOLS),
+    )  # fmt: skip
+    assert _orders(free) != _orders(expected)
+
+
+def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> None:
+    """Read off the backtest with the window: no fill before the open + delay has passed, the flatten
+    closes every position at the bar after 15:45 (15 min before a 16:00 close) and after 12:55 on
+    the half day, and nothing is held into the next session."""
+    spans, trade_from, control, raw, _ = CASES[
+        "entries near both window edges, flatten 15 min before the close"
+    ]
+    params = SMA_CROSS.params(fast=3, slow=10, **raw)
+    bt = run_backtest(_bars(*spans), SMA_CROSS, params, backtest_config(COSTS, 100_000.0, "1m"), trade_from=trade_from,
+                      limits=SizingLimits.from_limits(RiskLimits(**{**OPEN, **control}), SYMBOLS))  # fmt: skip
+    buys = bt.orders.filter(pl.col("side") == "buy")
+    assert buys["ts"].min() >= _utc(2024, 11, 27, 14, 51)  # decided at 14:50 (09:50 New York) at the earliest
+    late = bt.orders.filter(pl.col("ts") > _utc(2024, 11, 27, 20, 45))
+    assert (
+        late.height > 0
+        and (late["ts"] == _utc(2024, 11, 27, 20, 46)).all()
+        and (late["side"] == "sell").all()
+    )
+
+    spans, trade_from, _, raw, _ = CASES["half day 2024-11-29: flatten at 12:55 before its 13:00 close"]
+    bt = run_backtest(_bars(*spans), SMA_CROSS, SMA_CROSS.params(fast=3, slow=10, **raw), backtest_config(COSTS, 100_000.0, "1m"),
+                      trade_from=trade_from, limits=SizingLimits.from_limits(RiskLimits(**OPEN), SYMBOLS))  # fmt: skip
+    day = bt.orders.filter(pl.col("ts") < _utc(2024, 11, 30))
+    late = day.filter(pl.col("ts") >= _utc(2024, 11, 29, 17, 55))
+    assert late.height > 0 and (late["ts"] == _utc(2024, 11, 29, 17, 56)).all()
+    held = (
+        day.with_columns(
+            signed=pl.when(pl.col("side") == "buy").then(pl.col("size")).otherwise(-pl.col("size"))
+        )
+        .group_by("symbol")
+        .agg(pl.col("signed").sum())
+    )
+    assert (held["signed"] == 0).all()
+    assert bt.equity.filter(pl.col("ts") == _utc(2024, 11, 29, 17, 59))["cash"].item() == pytest.approx(
+        bt.equity.filter(pl.col("ts") == _utc(2024, 11, 29, 17, 59))["equity"].item(), abs=1e-9
+    )
