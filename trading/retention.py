@@ -44,6 +44,16 @@ class ThreadsRemoved:
     kept: int = 0  # threads left (a checkpoint within the horizon)
 
 
+def sqlite_checkpoint_file(where: str | None) -> Path | None:
+    """The SQLite file a pipeline's `checkpoint:` names, as trading.graph.checkpoint opens it (a path or
+    `sqlite:///path`); None when it names none: unset, `memory`, or a PostgreSQL URL."""
+    from trading.pipeline import MEMORY_CHECKPOINT
+
+    if not where or where == MEMORY_CHECKPOINT or where.startswith(("postgresql://", "postgres://")):
+        return None
+    return Path(where.removeprefix("sqlite:///"))
+
+
 def _newest_ts(saver: SqliteSaver, kind: str | None, blob: bytes) -> datetime:
     checkpoint = saver.serde.loads_typed((kind or "", blob))
     return datetime.fromisoformat(checkpoint["ts"])

@@ -351,6 +351,32 @@ def test_old_graph_threads_leave_the_checkpoint_file_and_recent_ones_resume(inst
     assert again["checkpoint_threads_deleted"] == 0  # idempotent
 
 
+def _threads(path: Path) -> set[str]:
+    with open_checkpointer(str(path)) as opened:
+        return {c.config["configurable"]["thread_id"] for c in opened.list(None)}
+
+
+def test_the_pipeline_files_own_checkpoint_file_is_pruned_too(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    default, own = tmp_path / "ledger.graph.sqlite", tmp_path / "graphs" / "own.sqlite"
+    for path in (default, own):
+        with open_checkpointer(str(path)) as saver:
+            graph = _two_step_graph(saver)
+            for name, when in (("old-cycle", NOW - timedelta(days=8)), ("recent-cycle", NOW - timedelta(days=6))):
+                with time_machine.travel(when, tick=False):
+                    graph.invoke({"steps": []}, _thread(name))
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"checkpoint: sqlite:///{own}\n")  # the URL form; a bare path names the same file
+    trading = TradingResource(mode="simulation", ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}", pipeline_file=str(pipeline))
+    resources = {"lake": LakeResource(root=str(tmp_path / "lake")), "trading": trading}
+    with time_machine.travel(NOW, tick=False):
+        result = defs.resolve_job_def("retention_job").execute_in_process(instance=instance, resources=resources, tags={NOW_TAG: NOW.isoformat()})
+    assert _threads(own) == {"recent-cycle"} and _threads(default) == {"recent-cycle"}
+    assert result.output_for_node("apply_retention")["checkpoint_threads_deleted"] == 2  # one in each file
+    [materialization] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = materialization.event_specific_data.metadata  # type: ignore[union-attr]
+    assert metadata["pipeline_checkpoint_file"].value == str(own) and metadata["checkpoint_file"].value == str(default)
+
+
 def test_the_weekly_schedule_fires_on_sundays_out_of_session() -> None:
     schedule = defs.resolve_schedule_def("retention_schedule")
     assert schedule.job_name == "retention_job" and schedule.execution_timezone == "America/New_York"
