@@ -6,10 +6,12 @@ small path type with just what the lake needs of `pathlib` (`/`, `name`, `parent
 variables through the AWS SDK (pyarrow) and object_store (polars); the endpoint of a non-AWS store
 (MinIO, moto, Ceph) is passed in by the caller, never read here.
 
-S3 has no rename. A write therefore serializes the whole object in memory, uploads it under a
-`_tmp/` folder beside its final key (readers never list it: the lake's readers ask for
-`<period>/part.parquet`, and hive dataset readers skip `_` folders), then copies it to the final
-key server-side (one CopyObject: readers see the old object or the new one) and deletes the temp.
+S3 has no rename. A write therefore serializes the whole object in memory, uploads it beside its
+final key as `.<name>.<uuid>.tmp` (the local store's temp name: the lake's readers take only
+`<period>/part.parquet`, dataset readers skip names starting with `.`, and a `*.parquet` glob does
+not match it), then copies it to the final key server-side (one CopyObject: readers see the old
+object or the new one) and deletes the temp. Deleting an object makes pyarrow write an empty
+folder marker (`.../date=D/`, zero bytes) for its folder: no reader takes that for data.
 An upload straight to the final key would not do: pyarrow's S3 output stream completes its
 multipart upload when closed, also when an exception closes it, leaving half an object there.
 """
@@ -29,7 +31,6 @@ import pyarrow.fs as pafs
 from lake.errors import LakeError
 
 SCHEME = "s3://"
-TMP_DIR = "_tmp"  # beside each object: where its write is staged (leading `_`: hidden to dataset readers)
 
 
 @dataclass(frozen=True, order=True)
@@ -117,9 +118,9 @@ class ObjectPath:
             return bytes(stream.read())
 
     def write_bytes_atomic(self, data: bytes) -> None:
-        """Stages `data` under `_tmp/`, copies it to this key in one server-side copy, drops the temp."""
+        """Stages `data` beside this key, copies it into place in one server-side copy, drops the temp."""
         fs = self.store.filesystem()
-        tmp = self.parent / TMP_DIR / f"{self.name}.{uuid.uuid4().hex}.tmp"
+        tmp = self.parent / f".{self.name}.{uuid.uuid4().hex}.tmp"
         try:
             with fs.open_output_stream(tmp.key) as out:
                 out.write(data)
@@ -129,13 +130,12 @@ class ObjectPath:
 
     def sweep_orphans(self, older_than_s: float) -> list[ObjectPath]:
         """Removes this object's staged temps older than `older_than_s` (left by killed writes)."""
-        staged = self.parent / TMP_DIR
-        infos = self.store.filesystem().get_file_info(pafs.FileSelector(staged.key, allow_not_found=True))
+        infos = self.store.filesystem().get_file_info(pafs.FileSelector(self.parent.key, allow_not_found=True))
         cutoff = datetime.now(UTC).timestamp() - older_than_s  # object ages only: nothing written depends on it
         swept: list[ObjectPath] = []
         for info in infos:
             orphan = ObjectPath(info.path, self.store)
-            if orphan.name.startswith(f"{self.name}.") and info.mtime is not None and info.mtime.timestamp() < cutoff:
+            if orphan.name.startswith(f".{self.name}.") and orphan.name.endswith(".tmp") and info.mtime is not None and info.mtime.timestamp() < cutoff:
                 orphan.unlink(missing_ok=True)  # another sweep may have taken it
                 swept.append(orphan)
         return swept

@@ -213,7 +213,7 @@ def _object_partition_files(
     base: ObjectPath, dataset: str, timeframe: str, symbols: Sequence[str], lo: datetime | None, hi: datetime | None
 ) -> list[ObjectPath]:
     """partition_files on an object store: one listing per symbol; only `<period>/part.parquet`
-    objects count (a staged `_tmp/` object is never data). No object: the symbol is unknown."""
+    objects count (a staged `.part.parquet.*.tmp` is never data). No object: the symbol is unknown."""
     files: list[ObjectPath] = []
     for symbol in symbols:
         folder = base / f"symbol={symbol}"
