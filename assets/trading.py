@@ -6,17 +6,20 @@ risk review -> validator, writes every event to the ledger and (simulation, pape
 order per EXECUTE decision, under the trading window and the breakers of the pipeline's limits.
 """
 
+import json
 import math
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from assets.clock import DAEMON_SCHEDULED_TAG, NOW_TAG, SCHEDULED_TAG, run_now
 from assets.metadata import markdown_table, png_markdown
 from assets.partitions import universe
+from assets.pipelines_comparison import pipelines_comparison  # noqa: F401  # registered with this module's assets
 from assets.policies import TRADING_POOL, TRANSIENT_RETRY
 from assets.resources import LakeResource, TradingResource
 from assets.screener import screened_universe
@@ -25,13 +28,23 @@ from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
 from strategies.registry import load_strategy
+from trading.accounts import AccountPlan, load_account_plan
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
+from trading.brokers.base import Broker
 from trading.brokers.simulated import SimConfig, SimulatedBroker
-from trading.cycle import CycleError, day_summary, headlines_over, last_closes, run_decision_cycle
+from trading.cycle import (
+    CycleError,
+    day_summary,
+    headlines_over,
+    last_closes,
+    run_decision_cycle,
+    run_pipelines,
+)
 from trading.execution import ExecutionError, Executor
 from trading.ledger import Ledger
 from trading.models import Mode
+from trading.pipeline import PipelineConfig, load_pipeline_config
 from trading.safety import session_of
 from trading.session import backtest_config, run_simulated_session, session_bars, sizing_limits
 
@@ -46,6 +59,9 @@ class DecisionConfig(dg.Config):
     as_of: str = Field("", description="Decision bar (ISO time, UTC) to replay a past cycle; empty: the latest bar.")
     initial_cash: float = Field(100_000.0, gt=0, description="Funds an empty ledger.")
     replay: bool = Field(False, description="Use only cached model answers (no model calls); needs cache_dir.")
+    pipelines: str = Field(
+        "", description="A plan file of several pipelines side by side (trading.accounts.AccountPlan: id, file, capital each); empty: the one pipeline."
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["bars_1d"], retry_policy=TRANSIENT_RETRY, pool=TRADING_POOL)
@@ -56,12 +72,12 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
         params = strategy.params(**config.params)
         mode = Mode(trading.mode)
         as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
+        if config.pipelines:
+            return _side_by_side(context, config, lake, trading, load_account_plan(config.pipelines), strategy, params, as_of)
         broker = trading.broker()
     except (ValueError, ExecutionError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
-    cache = None
-    if trading.cache_dir:
-        cache = ResponseCache(Path(trading.cache_dir), CacheMode.REPLAY if config.replay else CacheMode.RECORD)
+    cache = _cache(trading, config)
     ledger = trading.ledger()
     try:
         report = run_decision_cycle(
@@ -128,6 +144,82 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             "positions": dg.MetadataValue.json(report.snapshot.positions),
         }
     )
+
+
+def _side_by_side(
+    context: dg.AssetExecutionContext, config: DecisionConfig, lake: LakeResource, trading: TradingResource, plan: AccountPlan, strategy: Any, params: Any, as_of: datetime | None
+) -> dg.MaterializeResult:
+    """The plan's pipelines, each on its own sub-account of the ledger (`trading.cycle.run_pipelines`);
+    in simulation each has its own simulated broker (its state beside the account's, by pipeline id)."""
+    mode = Mode(trading.mode)
+    if mode in (Mode.PAPER, Mode.LIVE):
+        raise ValueError(f"several pipelines in {mode.value} mode share one broker account, which is not split per pipeline yet: run them in validation or simulation")
+    configs = {slot.id: pipeline_config(trading, plan.file_of(slot)) for slot in plan.pipelines}
+    capital = plan.allocations(config.initial_cash)
+    brokers: dict[str, Broker | None] = {s.id: _simulated(trading, s.id, capital[s.id]) if mode == Mode.SIMULATION else None for s in plan.pipelines}
+    ledger = trading.ledger()
+    try:
+        runs = run_pipelines(
+            plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=config.initial_cash, run_id=context.run_id,
+            thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params,
+            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe), timeframe=config.timeframe,
+            as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=str(checkpoint_file(ledger, context)),
+        )  # fmt: skip
+        for pipeline_id, broker in brokers.items():
+            if isinstance(broker, SimulatedBroker):
+                write_text_atomic(_sim_file(trading, pipeline_id), json.dumps(broker.to_state()))
+    except (CycleError, LakeError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    finally:
+        ledger.close()
+    rows: list[dict[str, Any]] = [
+        {"pipeline": r.pipeline_id, "capital": r.capital, "equity": r.report.snapshot.equity, "execute": len(r.report.result.executed()),
+         "hold": len(r.report.result.decisions) - len(r.report.result.executed()), "orders": len(r.report.orders),
+         "model_calls": r.report.result.model_calls, "cost_usd": float(r.report.result.costs["run_cost_usd"])}
+        for r in runs
+    ]  # fmt: skip
+    context.log.info("; ".join(f"{r['pipeline']}: {r['execute']} EXECUTE, equity {r['equity']:,.2f}" for r in rows))
+    return dg.MaterializeResult(
+        metadata={
+            "mode": mode.value,
+            "as_of": runs[0].report.as_of.isoformat(),
+            "pipelines": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows))),
+            "execute": sum(r["execute"] for r in rows),
+            "hold": sum(r["hold"] for r in rows),
+            "orders_sent": sum(r["orders"] for r in rows),
+            "model_calls": sum(r["model_calls"] for r in rows),
+            "cost_usd": sum(r["cost_usd"] for r in rows),
+            "equity": sum(r["equity"] for r in rows),
+            "equity_per_pipeline": dg.MetadataValue.json({r["pipeline"]: r["equity"] for r in rows}),
+        }
+    )
+
+
+def pipeline_config(trading: TradingResource, file: Path | None) -> PipelineConfig:
+    """A pipeline file with the resource's overrides (model, base URL, budgets), as `trading.pipeline()` reads its own."""
+    return load_pipeline_config(
+        file,
+        llm_model=trading.llm_model or None,
+        llm_base_url=trading.llm_base_url or None,
+        daily_budget_usd=trading.daily_budget_usd,
+        daily_budget_tokens=trading.daily_budget_tokens,
+        monthly_budget_usd=trading.monthly_budget_usd,
+    )
+
+
+def _cache(trading: TradingResource, config: DecisionConfig) -> ResponseCache | None:
+    return ResponseCache(Path(trading.cache_dir), CacheMode.REPLAY if config.replay else CacheMode.RECORD) if trading.cache_dir else None
+
+
+def _sim_file(trading: TradingResource, pipeline_id: str) -> Path:
+    """A pipeline's simulated broker state: beside the account's (`sim_state_file`), named by the pipeline."""
+    account = trading._sim_path()  # the account's own file (the resource's rule for its default)
+    return account.with_name(f"{account.stem}.{pipeline_id}{account.suffix}")
+
+
+def _simulated(trading: TradingResource, pipeline_id: str, capital: float) -> SimulatedBroker:
+    path = _sim_file(trading, pipeline_id)
+    return SimulatedBroker.from_state(json.loads(path.read_text())) if path.exists() else SimulatedBroker(cash=capital)
 
 
 def checkpoint_file(ledger: Ledger, context: dg.AssetExecutionContext) -> Path:

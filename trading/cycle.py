@@ -20,6 +20,7 @@ from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
+from trading.accounts import AccountPlan, SubAccount
 from trading.agents.cache import ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
@@ -165,6 +166,40 @@ def run_decision_cycle(
     )
     estimate = {**step.estimate, "budget": step.budget.as_dict()} if step.budget is not None else step.estimate
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, estimate, step.events_written, step.orders, step)
+
+
+@dataclass
+class PipelineRun:
+    """One pipeline's cycle in a side-by-side run: its sub-account's capital and the cycle's report."""
+
+    pipeline_id: str
+    capital: float
+    report: CycleReport
+
+
+def run_pipelines(
+    *,
+    plan: AccountPlan,
+    configs: dict[str, PipelineConfig],
+    ledger: Ledger,
+    brokers: dict[str, Broker | None],
+    initial_cash: float,
+    run_id: str,
+    thread_key: str | None = None,
+    **cycle: Any,
+) -> list[PipelineRun]:
+    """Each pipeline of `plan` decides in turn on its own sub-account of `ledger` (`trading.accounts`):
+    funded with its share of `initial_cash`, its events stamped with its id, its broker its own;
+    the other arguments are `run_decision_cycle`'s, the same for every pipeline."""
+    capital = plan.allocations(initial_cash)
+    runs = []
+    for slot in plan.pipelines:
+        report = run_decision_cycle(
+            ledger=SubAccount(ledger, slot.id), pipeline=configs[slot.id], initial_cash=capital[slot.id], broker=brokers.get(slot.id),
+            run_id=run_id, thread_key=f"{thread_key or run_id}/{slot.id}", **cycle,
+        )  # fmt: skip
+        runs.append(PipelineRun(slot.id, capital[slot.id], report))
+    return runs
 
 
 def _news_lookback(pipeline: PipelineConfig) -> timedelta | None:

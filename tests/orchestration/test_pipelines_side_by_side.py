@@ -1,0 +1,90 @@
+"""Two pipelines side by side on one account, through decide_job: each decides on its own sub-account of
+the one ledger (its capital, its own simulated broker), every event carries its pipeline id, each
+pipeline's portfolio is projected from its own events and the two add up to the account; the
+pipelines_comparison asset reports and plots them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.clock import NOW_TAG
+from assets.resources import LakeResource, TradingResource
+from lake.calendar import get_calendar
+from lake.sources.synthetic import SyntheticSource
+from lake.store import replace_partitions
+from trading.accounts import PIPELINE_KEY, SubAccount, load_account_plan
+from trading.events import EventType
+from trading.ledger import Ledger, replay_portfolio
+
+SYMBOLS = ["AAPL", "JPM", "META"]
+DECISION_BAR, LATER_BAR = datetime(2023, 12, 20, 14, 30, tzinfo=UTC), datetime(2023, 12, 22, 14, 30, tzinfo=UTC)
+
+
+def _at_eleven(day: int) -> datetime:
+    """11:00 New York on a December 2023 session: inside the trading window, after the bar before it."""
+    return datetime.combine(datetime(2023, 12, day).date(), time(11, 0), tzinfo=get_calendar().tz)
+
+
+def _setup(tmp_path: Path) -> tuple[LakeResource, TradingResource, Path]:
+    lake = tmp_path / "lake"
+    daily = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 6, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    replace_partitions(lake, "bars", "1d", daily, period="year")
+    # The same strategy, two risk appetites: 5 % of the sub-account a position, or the default 20 %.
+    (tmp_path / "cautious.yaml").write_text(json.dumps({"name": "cautious", "limits": {"max_position_pct": 0.05, "max_sector_pct": 1.0}}))
+    (tmp_path / "bold.yaml").write_text(json.dumps({"name": "bold", "limits": {"max_sector_pct": 1.0}}))
+    plan = tmp_path / "pipelines.yaml"
+    plan.write_text(json.dumps({"pipelines": [{"id": "cautious", "file": "cautious.yaml", "capital": 0.6}, {"id": "bold", "file": "bold.yaml", "capital": 40_000}]}))
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    return LakeResource(root=str(lake)), TradingResource(mode="simulation", ledger_url=url, sim_state_file=str(tmp_path / "sim.json")), plan
+
+
+def _decide(lake: LakeResource, trading: TradingResource, plan: Path, as_of: datetime, now: datetime) -> dict[str, Any]:
+    from orchestration.definitions import defs
+
+    config = {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": SYMBOLS, "as_of": as_of.isoformat(), "pipelines": str(plan)}
+    run = defs.resolve_job_def("decide_job").execute_in_process(
+        run_config={"ops": {"decision_cycle": {"config": config}}}, resources={"lake": lake, "trading": trading}, tags={NOW_TAG: now.isoformat()}
+    )
+    assert run.success
+    [mat] = run.asset_materializations_for_node("decision_cycle")
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def test_two_pipelines_trade_their_own_capital_in_one_ledger(tmp_path: Path) -> None:
+    lake, trading, plan = _setup(tmp_path)
+    first = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
+    assert first["equity_per_pipeline"] == {"cautious": 60_000.0, "bold": 40_000.0}, "each starts with its capital"
+    assert first["orders_sent"] == 2 * len(SYMBOLS), "each pipeline buys every symbol for its own account"
+    _decide(lake, trading, plan, LATER_BAR, _at_eleven(26))  # the first run's orders fill at the next open
+
+    with Ledger(trading.ledger_url) as ledger:
+        events = list(ledger.events())
+        assert {e.payload.get(PIPELINE_KEY) for e in events} == {"cautious", "bold"}, "the pipeline id on every event"
+        deposits = {e.payload[PIPELINE_KEY]: e.payload["amount"] for e in events if e.type == EventType.DEPOSIT}
+        assert deposits == {"cautious": 60_000.0, "bold": 40_000.0}
+        account = replay_portfolio(ledger)
+        books = {p: replay_portfolio(SubAccount(ledger, p)) for p in ("cautious", "bold")}
+    prices = {e.symbol: e.payload["price"] for e in events if e.type == EventType.FILL}
+    for symbol in SYMBOLS:
+        cautious, bold = books["cautious"].positions[symbol], books["bold"].positions[symbol]
+        assert 0 < cautious * prices[symbol] <= 0.05 * 60_000, f"{symbol}: the cautious pipeline's cap, on its own capital"
+        assert bold * prices[symbol] > 0.05 * 60_000, f"{symbol}: the bold pipeline is not held to the other's cap"
+        assert cautious + bold == account.positions[symbol], "the sub-accounts add up to the account"
+    assert abs(books["cautious"].cash + books["bold"].cash - account.cash) < 1e-6
+
+    # The comparison, from the same ledger: each pipeline's capital, fills and equity at its marks.
+    from assets.trading import pipelines_comparison
+
+    result = dg.materialize([pipelines_comparison], run_config={"ops": {"pipelines_comparison": {"config": {"pipelines": str(plan)}}}}, resources={"trading": trading})
+    [mat] = result.asset_materializations_for_node("pipelines_comparison")
+    per = mat.metadata["per_pipeline"].value
+    assert per["cautious"]["capital"] == 60_000.0 and per["bold"]["capital"] == 40_000.0  # type: ignore[index]
+    assert per["cautious"]["fills"] == per["bold"]["fills"] == len(SYMBOLS)  # type: ignore[index]
+    assert mat.metadata["marks"].value == 4, "two runs, two sub-accounts"
+    assert "data:image/png;base64," in str(mat.metadata["equity_curves"].value)
+    assert [s.id for s in load_account_plan(plan).pipelines] == ["cautious", "bold"]

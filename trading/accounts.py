@@ -1,0 +1,189 @@
+"""Several pipelines, one account: each pipeline trades its own sub-account of the one ledger.
+
+`SubAccount(ledger, pipeline_id)` is the ledger as one pipeline sees it: every event it writes
+carries the pipeline id (payload key `pipeline`) and an event id of its own (two pipelines' initial
+deposits are two events), and every read (events, payload streams, the projections' rows and
+snapshots) sees that pipeline's events only. So the step, the breakers, the projections and the
+executor run unchanged on a sub-account: its cash is its allocation, its positions, P&L, halts and
+model spend its own. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
+capital: a share of the account (at most 1) or an amount (above 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trading.events import Event, EventType
+from trading.ledger import Ledger
+from trading.ledger.store import EVENT_ID_MAX, Snapshot
+
+PIPELINE_KEY = "pipeline"
+_Row = tuple[int, str, str | None, str | None, dict[str, Any] | None, int]
+
+
+class PipelineSlot(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Names the sub-account in the ledger.")
+    file: str | None = Field(None, description="The pipeline file (relative to the plan's folder); None: the rule-based default.")
+    capital: float = Field(gt=0, description="A share of the account (0 < x <= 1) or an amount in USD (> 1).")
+
+
+class AccountPlan(BaseModel):
+    """The pipelines that share the account, each with its capital."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipelines: list[PipelineSlot] = Field(min_length=1)
+    folder: Path = Path(".")  # where the pipeline files are (set by `load_account_plan`)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AccountPlan:
+        ids = [p.id for p in self.pipelines]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"pipeline ids must differ: {ids}")
+        shares = sum(p.capital for p in self.pipelines if p.capital <= 1)
+        if shares > 1 + 1e-12:
+            raise ValueError(f"the pipelines' shares of the account add up to {shares:g}, more than 1")
+        return self
+
+    def allocations(self, account_cash: float) -> dict[str, float]:
+        """Each pipeline's capital in USD; the amounts and the shares together cannot exceed the account."""
+        out = {p.id: p.capital * account_cash if p.capital <= 1 else p.capital for p in self.pipelines}
+        if sum(out.values()) > account_cash * (1 + 1e-12):
+            raise ValueError(f"the pipelines' capital ${sum(out.values()):,.2f} exceeds the account's ${account_cash:,.2f}: {out}")
+        return out
+
+    def file_of(self, slot: PipelineSlot) -> Path | None:
+        return None if slot.file is None else self.folder / slot.file
+
+
+def load_account_plan(path: str | Path) -> AccountPlan:
+    """The plan from a YAML or JSON file; a bad file or field raises ValueError naming both."""
+    import yaml  # JSON is YAML too
+
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"pipelines plan {file}: {exc.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"pipelines plan {file}: expected a mapping at the top, got {type(raw).__name__}")
+    try:
+        return AccountPlan.model_validate({**raw, "folder": file.parent})
+    except ValidationError as exc:
+        fields = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        raise ValueError(f"pipelines plan {file}: {fields}") from None
+
+
+class SubAccount(Ledger):
+    """One pipeline's view of a shared ledger (same engine, same table): writes are stamped with the
+    pipeline id, reads see that pipeline's events only (filtered as they stream, on the stamp)."""
+
+    def __init__(self, ledger: Ledger, pipeline_id: str) -> None:  # no new engine, no migration
+        self.parent, self.pipeline_id = ledger, pipeline_id
+        self.engine, self.dialect, self._password = ledger.engine, ledger.dialect, ledger._password
+        self.url = f"{ledger.url}#pipeline={pipeline_id}"
+
+    def close(self) -> None:
+        """The parent owns the engine: closing the view closes nothing."""
+
+    def stamp(self, event: Event) -> Event:
+        own = hashlib.sha256(f"{self.pipeline_id}|{event.event_id}".encode()).hexdigest()[:EVENT_ID_MAX]
+        return event.model_copy(update={"payload": {**event.payload, PIPELINE_KEY: self.pipeline_id}, "event_id": own})
+
+    def _mine(self, payload: dict[str, Any] | None) -> bool:
+        return payload is not None and payload.get(PIPELINE_KEY) == self.pipeline_id
+
+    def append_many(self, events: Iterable[Event], *, batch: int = 10_000) -> int:
+        return super().append_many((self.stamp(e) for e in events), batch=batch)
+
+    def events_with_seq(self, **kw: Any) -> Iterator[tuple[int, Event]]:
+        return ((seq, e) for seq, e in super().events_with_seq(**kw) if self._mine(e.payload))
+
+    def payloads(self, types: Iterable[EventType | str], **kw: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        return ((t, p) for t, p in super().payloads(types, **kw) if self._mine(p))
+
+    def versioned_payloads(self, types: Iterable[EventType | str], **kw: Any) -> Iterator[tuple[str, dict[str, Any], int]]:
+        return ((t, p, v) for t, p, v in super().versioned_payloads(types, **kw) if self._mine(p))
+
+    def rows(self, *, after_seq: int = 0, payload_types: Iterable[EventType | str] | None = None, chunk: int = 50_000) -> Iterator[_Row]:
+        """Every row's payload is read to know whose it is; those the caller did not ask for are left out again."""
+        wanted = None if payload_types is None else {EventType(t).value for t in payload_types}
+        for seq, type_, stamp, as_of, payload, v in super().rows(after_seq=after_seq, chunk=chunk):
+            if self._mine(payload):
+                yield (seq, type_, stamp, as_of, payload, v) if wanted is None or type_ in wanted else (seq, type_, stamp, as_of, None, 1)
+
+    def count(self, *, until_seq: int | None = None) -> int:
+        return sum(1 for row in self.rows() if until_seq is None or row[0] <= until_seq)
+
+    def load_snapshot(self, name: str) -> Snapshot | None:
+        found = super().load_snapshot(f"{name}@{self.pipeline_id}")
+        return None if found is None else replace(found, name=name)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        super().save_snapshot(replace(snapshot, name=f"{snapshot.name}@{self.pipeline_id}"))
+
+
+def equity_curves(ledger: Ledger, pipeline_ids: Iterable[str], *, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+    """Each pipeline's equity as its sub-account was marked at each run (the reconciliation marks), in
+    [start, end): pipeline, ts, equity."""
+    rows = []
+    for pipeline_id in pipeline_ids:
+        for event in SubAccount(ledger, pipeline_id).events(types=[EventType.RECONCILIATION.value]):
+            ts, equity = event.as_of or event.recorded_at, event.payload.get("equity")
+            if equity is not None and (start is None or ts >= start) and (end is None or ts < end):
+                rows.append((pipeline_id, ts, float(equity)))
+    schema: dict[str, pl.DataType] = {"pipeline": pl.String(), "ts": pl.Datetime("us", "UTC"), "equity": pl.Float64()}
+    return pl.DataFrame(rows, schema=schema, orient="row").sort("pipeline", "ts")
+
+
+def compare_pipelines(ledger: Ledger, pipeline_ids: Iterable[str], *, start: datetime | None = None, end: datetime | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per pipeline over [start, end): capital, last equity, return, Sharpe (daily closes of its marks,
+    252 a year), max drawdown, fills, model cost and the return net of it; and the equity curves."""
+    ids = list(pipeline_ids)
+    curves = equity_curves(ledger, ids, start=start, end=end)
+    rows = []
+    for pipeline_id in ids:
+        sub = SubAccount(ledger, pipeline_id)
+        capital = sum(float(e.payload["amount"]) for e in sub.events(types=[EventType.DEPOSIT.value]))
+        inside = [e for e in sub.events(types=[EventType.FILL.value, EventType.COST.value]) if _within(e, start, end)]
+        fills = sum(1 for e in inside if e.type == EventType.FILL)
+        cost = sum(float(e.payload.get("run_cost_usd") or 0.0) for e in inside if e.type == EventType.COST and e.payload.get("scope") == "run")
+        equity = curves.filter(pl.col("pipeline") == pipeline_id)["equity"]
+        first = float(equity[0]) if equity.len() else capital
+        last = float(equity[-1]) if equity.len() else capital
+        rows.append({
+            "pipeline": pipeline_id, "capital": capital, "equity": last,
+            "return": last / first - 1 if first else 0.0, "sharpe": _sharpe(curves.filter(pl.col("pipeline") == pipeline_id)),
+            "max_drawdown": _max_drawdown(equity),
+            "fills": fills, "model_cost_usd": cost, "return_net_of_model_cost": (last - cost) / first - 1 if first else 0.0,
+        })  # fmt: skip
+    return pl.DataFrame(rows), curves
+
+
+def _within(event: Event, start: datetime | None, end: datetime | None) -> bool:
+    ts = event.as_of or event.recorded_at
+    return (start is None or ts >= start) and (end is None or ts < end)
+
+
+def _max_drawdown(equity: pl.Series) -> float:
+    """The deepest fall from a running peak, as a negative fraction (0.0: none, or no marks)."""
+    return min(0.0, *(float(x) for x in (equity / equity.cum_max() - 1).to_list())) if equity.len() else 0.0
+
+
+def _sharpe(curve: pl.DataFrame) -> float | None:
+    """Annualized Sharpe of the daily returns of the last mark of each day; None under two returns or no spread."""
+    daily = curve.sort("ts").group_by(pl.col("ts").dt.date(), maintain_order=True).agg(pl.col("equity").last())["equity"]
+    returns = daily.pct_change().drop_nulls()
+    std = returns.std() if returns.len() >= 2 else None
+    return None if not std else float(returns.mean()) / float(std) * math.sqrt(252)  # type: ignore[arg-type]
