@@ -9,17 +9,20 @@
   (`add_symbols`: schedules, the CLI, the demo, the bulk backfill). Keys are only ever added: a symbol
   dropped from QUANTLAKE_UNIVERSE keeps its partitions and its history.
 
-Settings (README): QUANTLAKE_UNIVERSE, the symbols the schedules ingest, read at every tick;
-QUANTLAKE_PARTITION_START, the first trading day (and its year) with partitions; by default where
-the demo's data starts as of loading: the first of its last 20 sessions of 1-minute bars, and the
-year of the first of its last 252 sessions of daily bars. QUANTLAKE_EXCHANGE, the calendar.
+Settings (README), read by orchestration/settings.py and passed down (`use_settings`; this module
+never reads the environment): QUANTLAKE_UNIVERSE, the symbols the schedules ingest, asked for at
+every tick; QUANTLAKE_PARTITION_START, the first trading day (and its year) with partitions; by
+default where the demo's data starts as of loading: the first of its last 20 sessions of 1-minute
+bars, and the year of the first of its last 252 sessions of daily bars. QUANTLAKE_EXCHANGE, the
+calendar. The start and the exchange are asked for once, when the partitions are first used.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 import pandas as pd
@@ -32,24 +35,41 @@ DEMO_MINUTE_SESSIONS = 20
 DEMO_DAILY_SESSIONS = 252
 
 
+@dataclass(frozen=True)
+class PartitionSettings:
+    """The values orchestration's settings pass down to the assets."""
+
+    universe: tuple[str, ...] = DEFAULT_UNIVERSE
+    exchange: str = DEFAULT_EXCHANGE
+    start: date | None = None  # the first partitioned session; None: where the demo's data starts
+
+
+_source: Callable[[], PartitionSettings] | None = None
+
+
+def use_settings(source: Callable[[], PartitionSettings]) -> None:
+    """Orchestration hands over where the values come from (called when `orchestration` is imported,
+    before any asset module is: orchestration/settings.py `pass_settings_down`)."""
+    global _source
+    _source = source
+
+
+def current_settings() -> PartitionSettings:
+    # No silent defaults: a configured universe or start that never arrived would look like data loss.
+    if _source is None:
+        raise RuntimeError(
+            "assets.partitions has no settings: import orchestration first (it passes QUANTLAKE_UNIVERSE, "
+            "QUANTLAKE_EXCHANGE and QUANTLAKE_PARTITION_START down to the assets)"
+        )
+    return _source()
+
+
 def universe() -> list[str]:
-    raw = os.environ.get("QUANTLAKE_UNIVERSE", "")
-    symbols = [s.strip().upper() for s in raw.split(",") if s.strip()] or list(DEFAULT_UNIVERSE)
-    return sorted(dict.fromkeys(symbols))
+    return sorted(dict.fromkeys(current_settings().universe or DEFAULT_UNIVERSE))
 
 
 def exchange() -> str:
-    return os.environ.get("QUANTLAKE_EXCHANGE", DEFAULT_EXCHANGE)
-
-
-def configured_start() -> date | None:
-    raw = os.environ.get("QUANTLAKE_PARTITION_START", "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise ValueError(f"QUANTLAKE_PARTITION_START={raw!r} is not a date (YYYY-MM-DD)") from exc
+    return current_settings().exchange
 
 
 def last_closed_session(now: datetime, exchange: str = DEFAULT_EXCHANGE) -> date:
@@ -98,22 +118,46 @@ def year_partitions(first_year: int, exchange: str = DEFAULT_EXCHANGE) -> dg.Tim
     )
 
 
-def _starts() -> tuple[date, int]:
-    start = configured_start()
-    if start is not None:
-        return start, start.year
-    return default_starts(datetime.now(UTC), exchange())
+class Partitions(NamedTuple):
+    trading_day: dg.TimeWindowPartitionsDefinition
+    years: dg.TimeWindowPartitionsDefinition
+    # Intraday data: one partition per (trading day, symbol). Daily bars: one per (year, symbol), since
+    # a trading-day partition of daily bars would hold a single row.
+    intraday: dg.MultiPartitionsDefinition
+    daily: dg.MultiPartitionsDefinition
 
 
-_DAY_START, _FIRST_YEAR = _starts()
 symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOLS)
-trading_day_partitions = session_partitions(_DAY_START, exchange())
-years_partitions = year_partitions(_FIRST_YEAR, exchange())
 
-# Intraday data: one partition per (trading day, symbol). Daily bars: one per (year, symbol), since a
-# trading-day partition of daily bars would hold a single row.
-intraday_partitions = dg.MultiPartitionsDefinition({"date": trading_day_partitions, "symbol": symbol_partitions})
-daily_partitions = dg.MultiPartitionsDefinition({"year": years_partitions, "symbol": symbol_partitions})
+
+def build_partitions(exchange: str, start: date | None, now: datetime) -> Partitions:
+    """The partitions from `start` (None: where the demo's data starts as of `now`) on `exchange`."""
+    day_start, first_year = (start, start.year) if start is not None else default_starts(now, exchange)
+    trading_day, years = session_partitions(day_start, exchange), year_partitions(first_year, exchange)
+    return Partitions(
+        trading_day=trading_day,
+        years=years,
+        intraday=dg.MultiPartitionsDefinition({"date": trading_day, "symbol": symbol_partitions}),
+        daily=dg.MultiPartitionsDefinition({"year": years, "symbol": symbol_partitions}),
+    )
+
+
+# The asset modules' partitions, built on first use (module __getattr__) from the settings passed down:
+# importing this module to call `use_settings` must not build them from values not yet given.
+trading_day_partitions: dg.TimeWindowPartitionsDefinition
+years_partitions: dg.TimeWindowPartitionsDefinition
+intraday_partitions: dg.MultiPartitionsDefinition
+daily_partitions: dg.MultiPartitionsDefinition
+_BUILT_ON_USE = {"trading_day_partitions": "trading_day", "years_partitions": "years", "intraday_partitions": "intraday", "daily_partitions": "daily"}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _BUILT_ON_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    values = current_settings()
+    built = build_partitions(values.exchange, values.start, datetime.now(UTC))
+    globals().update({module_name: getattr(built, field) for module_name, field in _BUILT_ON_USE.items()})
+    return globals()[name]
 
 
 def intraday_key(day: str, symbol: str) -> dg.MultiPartitionKey:

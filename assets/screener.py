@@ -4,15 +4,16 @@ Partition D is screened from the daily bars of the sessions before D (lake.scree
 once D-1 has closed; the gap filter also needs D's open, taken from D's 1-minute bars stamped before
 the run's now (run it after the open when the gap filter is on). Writes <lake>/screener/date=D/.
 
-Settings (README), read at every run: QUANTLAKE_SCREENER=1 makes decide runs (decision_cycle with no
-explicit symbols) decide only the day's chosen symbols, and fail with the reason when the day has
-no screen; QUANTLAKE_SCREENER_LOOKBACK, _MIN_DOLLAR_VOLUME, _MIN_PRICE, _MAX_PRICE, _MAX_GAP,
-_MIN_MOMENTUM, _MAX_SYMBOLS set the filters (unset: off, every symbol with bars is kept).
+Settings (README), read by orchestration/settings.py and passed down (`use_settings`), asked for at
+every run: QUANTLAKE_SCREENER=1 makes decide runs (decision_cycle with no explicit symbols) decide
+only the day's chosen symbols, and fail with the reason when the day has no screen;
+QUANTLAKE_SCREENER_LOOKBACK, _MIN_DOLLAR_VOLUME, _MIN_PRICE, _MAX_PRICE, _MAX_GAP, _MIN_MOMENTUM,
+_MAX_SYMBOLS set the filters (unset: off, every symbol with bars is kept).
 """
 
 import math
-import os
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,34 +31,28 @@ from lake.screener import ScreenerRules, chosen_symbols, screen, write_screen
 from lake.store import read_bars
 
 
-def _env_float(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(f"QUANTLAKE_SCREENER_{name}", "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"QUANTLAKE_SCREENER_{name}={raw!r} is not a number") from exc
+@dataclass(frozen=True)
+class ScreenerSettings:
+    """The values orchestration's settings pass down to the screener."""
+
+    enabled: bool = False  # decide runs decide only the day's chosen symbols
+    rules: ScreenerRules = field(default_factory=ScreenerRules)
 
 
-def screener_rules(env: Mapping[str, str] | None = None) -> ScreenerRules:
-    """The filters from QUANTLAKE_SCREENER_*; unset ones are off."""
-    env = os.environ if env is None else env
-    lookback, max_symbols = _env_float(env, "LOOKBACK"), _env_float(env, "MAX_SYMBOLS")
-    return ScreenerRules(
-        lookback=int(lookback) if lookback is not None else 20,
-        min_dollar_volume=_env_float(env, "MIN_DOLLAR_VOLUME") or 0.0,
-        min_price=_env_float(env, "MIN_PRICE") or 0.0,
-        max_price=_env_float(env, "MAX_PRICE") or math.inf,
-        max_gap=_env_float(env, "MAX_GAP"),
-        min_momentum=_env_float(env, "MIN_MOMENTUM"),
-        max_symbols=int(max_symbols) if max_symbols is not None else None,
-    )
+_source: Callable[[], ScreenerSettings] | None = None
 
 
-def screener_enabled(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get("QUANTLAKE_SCREENER", "").strip().lower() in {"1", "true", "yes", "on"}
+def use_settings(source: Callable[[], ScreenerSettings]) -> None:
+    """Orchestration hands over where the values come from (orchestration/settings.py `pass_settings_down`)."""
+    global _source
+    _source = source
+
+
+def screener_settings() -> ScreenerSettings:
+    """The values of the moment; a bad one raises ValueError naming its variable."""
+    if _source is None:
+        raise RuntimeError("assets.screener has no settings: import orchestration first (it passes QUANTLAKE_SCREENER* down)")
+    return _source()
 
 
 def _known(root: Path, timeframe: str, symbols: list[str]) -> list[str]:
@@ -81,7 +76,7 @@ def screener(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
     sessions before it: chosen symbols with their scores, rejected ones with their reason."""
     day, exch, now = date.fromisoformat(context.partition_key), exchange(), run_now(context)
     try:
-        rules = screener_rules()
+        rules = screener_settings().rules
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     [prior] = trading_days(day - timedelta(days=10), day - timedelta(days=1), exch)[-1:]
@@ -115,7 +110,7 @@ def screened_universe(root: Path, now: datetime, as_of: datetime | None, timefra
     on, the chosen symbols of the decision's day: the session in which the as_of bar ends (a daily
     bar: the next session), else now's session or the next one. No screen for that day: LakeError
     (never a silent fall back to the whole universe)."""
-    if not screener_enabled():
+    if not screener_settings().enabled:
         return universe()
     exch = exchange()
     tz = get_calendar(exch).tz

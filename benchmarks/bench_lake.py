@@ -27,6 +27,7 @@ os.environ.setdefault("QUANTLAKE_PARTITION_START", "2024-01-02")  # the Dagster 
 
 from tqdm import tqdm  # noqa: E402
 
+import orchestration  # noqa: E402,F401  importing it passes QUANTLAKE_PARTITION_START down to the assets
 from lake import store  # noqa: E402
 from lake.bulk import bulk_ingest  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402

@@ -2,9 +2,12 @@
 validated here; no other orchestration module reads the environment (tests/orchestration/test_settings.py).
 
 Everything below orchestration receives values (the lake root, the mode, a model key as a
-`SecretStr`); nothing in lake/, trading/, strategies/ or backtests/ reads the environment
-(tests/test_layering.py checks). `settings()` reads the environment when called, not at import, so
-a test's `monkeypatch.setenv` and a deployment's per-run environment both apply. A bad value fails
+`SecretStr`); nothing in assets/, lake/, trading/, strategies/ or backtests/ reads the environment
+(tests/orchestration/test_settings.py checks). The assets' own settings (the universe, exchange and
+partition start, the screener's) are handed over by `pass_settings_down`, which importing
+`orchestration` runs before any asset module is loaded. `settings()` reads the environment when
+called, not at import, so a test's `monkeypatch.setenv` and a deployment's per-run environment both
+apply. A bad value fails
 with the variable's name and what it accepts.
 
 Keys are `SecretStr` (never printed by a repr) and reach Dagster resources as `dg.EnvVar`, so the UI
@@ -17,15 +20,22 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Collection, Mapping
-from datetime import time
+from datetime import date, time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from assets import partitions
+from assets.partitions import DEFAULT_UNIVERSE, PartitionSettings
 from lake.paths import default_lake_root
+from lake.screener import ScreenerRules
+
+if TYPE_CHECKING:
+    from assets.screener import ScreenerSettings
 
 
 class SettingsError(ValueError):
@@ -128,6 +138,16 @@ class Settings(BaseModel):
             raise ValueError("expected a JSON object of parameters, e.g. {\"fast\": 10}")
         return value
 
+    @field_validator("partition_start", mode="after")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        if value.strip():
+            try:
+                date.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError("not a date (YYYY-MM-DD)") from None
+        return value
+
     @field_validator("decision_times", "news_times", mode="after")
     @classmethod
     def _times(cls, value: str) -> str:
@@ -193,6 +213,29 @@ class Settings(BaseModel):
         return self.news_source_choice
 
     @property
+    def universe_symbols(self) -> tuple[str, ...]:
+        """QUANTLAKE_UNIVERSE upper-cased, in its order, each once; unset: the default eight."""
+        symbols = [s.strip().upper() for s in self.universe.split(",") if s.strip()]
+        return tuple(dict.fromkeys(symbols)) or DEFAULT_UNIVERSE
+
+    @property
+    def partition_start_date(self) -> date | None:
+        return date.fromisoformat(self.partition_start.strip()) if self.partition_start.strip() else None
+
+    @property
+    def screener_rules(self) -> ScreenerRules:
+        """The QUANTLAKE_SCREENER_* filters; unset ones are off (ScreenerRules checks their consistency)."""
+        return ScreenerRules(
+            lookback=int(self.screener_lookback) if self.screener_lookback is not None else 20,
+            min_dollar_volume=self.screener_min_dollar_volume or 0.0,
+            min_price=self.screener_min_price or 0.0,
+            max_price=self.screener_max_price if self.screener_max_price is not None else math.inf,
+            max_gap=self.screener_max_gap,
+            min_momentum=self.screener_min_momentum,
+            max_symbols=int(self.screener_max_symbols) if self.screener_max_symbols is not None else None,
+        )
+
+    @property
     def live_confirmed(self) -> bool:
         return self.live_trading == "yes"  # the second opt-in for live trading: only this exact word
 
@@ -231,6 +274,21 @@ def _validated(values: tuple[tuple[str, str], ...]) -> Settings:
     return Settings.model_validate(dict(values))
 
 
+DAGSTER_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # what Dagster's commands accept
+
+
+def dagster_log_args(values: Settings) -> list[str]:
+    """The options that make Dagster's own processes (`dagster dev`, `dagster-webserver`,
+    `dagster-daemon run`, `dagster api grpc`) log as QUANTLAKE_LOG_FORMAT and _LEVEL ask: one JSON
+    object a line in JSON mode, else Dagster's default (colored) lines; `make ui` passes them."""
+    args = ["--log-format", "json"] if values.log_format == "json" else []
+    if values.log_level is not None:
+        name = str(logging.getLevelName(logging.getLevelName(values.log_level.upper()))).lower()  # WARN -> warning
+        if name in DAGSTER_LOG_LEVELS:
+            args += ["--log-level", name]
+    return args
+
+
 def lake_root() -> Path:
     """The lake root the environment names now (QUANTLAKE_LAKE_DIR), else data/lake in the repo."""
     return settings().lake_root
@@ -240,3 +298,33 @@ def model_key(name: str, environ: Mapping[str, str] | None = None) -> SecretStr 
     """The key a model agent's `api_key_env` names (any variable, e.g. a local server's own)."""
     value = (os.environ if environ is None else environ).get(name, "")
     return SecretStr(value) if value else None
+
+
+# What each asset module asks for: only these are read and validated then, so a bad unrelated value
+# does not fail a partition build or a screen (the whole set is validated when resources are built).
+PARTITION_VARIABLES = ("QUANTLAKE_UNIVERSE", "QUANTLAKE_EXCHANGE", "QUANTLAKE_PARTITION_START")
+SCREENER_VARIABLES = tuple(f.alias for name, f in Settings.model_fields.items() if name.startswith("screener") and f.alias)
+
+
+def pass_settings_down() -> None:
+    """Hands the asset modules where their values come from: these settings, read at each use.
+
+    Run by `orchestration/__init__.py`, so before any asset module is imported through orchestration
+    (the code location, the CLI, Dagster's step processes); assets never import orchestration.
+    """
+    partitions.use_settings(_partition_settings)
+    from assets import screener  # builds the partitions (its asset is partitioned): after use_settings
+
+    screener.use_settings(_screener_settings)
+
+
+def _partition_settings() -> PartitionSettings:
+    values = settings(only=PARTITION_VARIABLES)
+    return PartitionSettings(universe=values.universe_symbols, exchange=values.exchange, start=values.partition_start_date)
+
+
+def _screener_settings() -> ScreenerSettings:
+    from assets.screener import ScreenerSettings
+
+    values = settings(only=SCREENER_VARIABLES)
+    return ScreenerSettings(enabled=values.screener, rules=values.screener_rules)

@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         travel = time_machine.travel(FROZEN_NOW, tick=True)
         travel.start()
         _TRAVEL.append(travel)
+    # Before any test module imports an asset module: importing orchestration passes the settings down.
+    import orchestration  # noqa: F401
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

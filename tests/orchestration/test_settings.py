@@ -182,15 +182,15 @@ READER = "settings.py"
 ALLOWED_READS = {("observability.py", "_secrets")}
 
 
-def environment_reads(source: str) -> list[str]:
-    """Where `source` reads os.environ / os.getenv, as "line N in f: os.x". Writes are not reads: an
-    assignment `os.environ[...] = ...` and a bare `os.environ.setdefault(...)` statement set a
-    variable for a library or a child process and read nothing back."""
+def environment_reads(source: str, writes_too: bool = False) -> list[str]:
+    """Where `source` reads os.environ / os.getenv, as "line N in f: os.x". Writes are not reads
+    (unless `writes_too`): an assignment `os.environ[...] = ...` and a bare `os.environ.setdefault(...)`
+    statement set a variable for a library or a child process and read nothing back."""
     import ast
 
     tree = ast.parse(source)
     writes: set[int] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(tree) if not writes_too else ():
         if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
             writes.add(id(node.value))
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "setdefault":
@@ -221,6 +221,25 @@ def test_orchestration_reads_the_environment_only_through_the_settings(name: str
     assert not reads, f"orchestration/{name} reads the environment itself: {reads}"
 
 
+ROOT = ORCHESTRATION.parent
+# The layers below orchestration receive values: not one environment read, writes included (none
+# has a reason to set a variable either). Exceptions would be listed here, each with its reason.
+BELOW = ("assets", "trading", "lake", "backtests", "strategies")
+ALLOWED_BELOW: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("package", BELOW)
+def test_nothing_below_orchestration_reads_the_environment(package: str) -> None:
+    """assets/ included: the universe, exchange, partition start and screener filters are passed
+    down by orchestration (settings.pass_settings_down), not read by the asset modules."""
+    offenders = {
+        where: reads
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (where := path.relative_to(ROOT).as_posix()) not in ALLOWED_BELOW and (reads := environment_reads(path.read_text(), writes_too=True))
+    }
+    assert not offenders, f"{package}/ reads the environment (take the value from orchestration/settings.py): {offenders}"
+
+
 def test_the_source_check_sees_reads_and_lets_writes_pass() -> None:
     source = (
         "import os\n"
@@ -230,6 +249,9 @@ def test_the_source_check_sees_reads_and_lets_writes_pass() -> None:
     )
     assert environment_reads(source) == ["line 3 in f: os.environ", "line 8 in h: os.environ", "line 8 in h: os.getenv"]
     assert environment_reads("from os import environ\n") == ["line 1 in <module>: from os import"]
+    assert environment_reads(source, writes_too=True) == [
+        "line 3 in f: os.environ", "line 5 in g: os.environ", "line 6 in g: os.environ", "line 8 in h: os.environ", "line 8 in h: os.getenv"
+    ]
 
 
 def test_the_sensors_alerts_and_executor_take_their_values_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
