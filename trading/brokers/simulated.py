@@ -116,8 +116,12 @@ class SimulatedBroker:
 
     # -- the Broker interface
     def account(self) -> Account:
-        equity = self.cash + sum(q * self._marks.get(s, 0.0) for s, q in self._positions.items())
-        return Account(cash=self.cash, equity=equity, buying_power=max(self.cash, 0.0))
+        # The positions' values added in symbol order, then the cash: the backtest's equity (vectorbt's
+        # value), to the last bit; the order the positions were opened in would change the last digits.
+        held = 0.0
+        for s in sorted(self._positions):
+            held += self._positions[s] * self._marks.get(s, 0.0)
+        return Account(cash=self.cash, equity=self.cash + held, buying_power=max(self.cash, 0.0))
 
     def positions(self) -> dict[str, float]:
         return {s: q for s, q in self._positions.items() if q != 0}
@@ -235,7 +239,7 @@ class SimulatedBroker:
         ts = max(b["ts"] for b in bars.values())
         for symbol in bars:
             self._marks[symbol] = float(bars[symbol]["open"])  # the equity an entry may use is valued at the open
-        self._bar_equity = self.account().equity
+        self._bar_equity = self._worth()
         new: list[Fill] = []
         orders = [o for o in self._open() if o.request.symbol in bars and _sent_by(o, bars[o.request.symbol]["ts"])]
         busy = {o.request.symbol for o in orders}  # a bar with an order on the symbol has no bracket exit (the open settles it)
@@ -253,6 +257,14 @@ class SimulatedBroker:
         self.now = ts
         self.fills.extend(new)
         return new
+
+    def _worth(self) -> float:
+        """From the cash, each position at its mark added in symbol order: the backtest's bar equity
+        (`backtests.order_sim`, the reference loop), to the last bit."""
+        equity = self.cash
+        for s in sorted(self._positions):
+            equity += self._positions[s] * self._marks.get(s, 0.0)
+        return equity
 
     def _open(self) -> list[_Order]:
         return [o for o in self._orders.values() if o.state.status.is_open]
