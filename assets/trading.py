@@ -175,7 +175,8 @@ def _side_by_side(
     rows: list[dict[str, Any]] = [
         {"pipeline": r.pipeline_id, "capital": r.capital, "equity": r.report.snapshot.equity, "execute": len(r.report.result.executed()),
          "hold": len(r.report.result.decisions) - len(r.report.result.executed()), "orders": len(r.report.orders),
-         "model_calls": r.report.result.model_calls, "cost_usd": float(r.report.result.costs["run_cost_usd"])}
+         "model_calls": r.report.result.model_calls, "cost_usd": float(r.report.result.costs["run_cost_usd"]),
+         "blocked": (r.report.step.blocked if r.report.step else None) or ""}
         for r in runs
     ]  # fmt: skip
     context.log.info("; ".join(f"{r['pipeline']}: {r['execute']} EXECUTE, equity {r['equity']:,.2f}" for r in rows))
@@ -191,6 +192,7 @@ def _side_by_side(
             "cost_usd": sum(r["cost_usd"] for r in rows),
             "equity": sum(r["equity"] for r in rows),
             "equity_per_pipeline": dg.MetadataValue.json({r["pipeline"]: r["equity"] for r in rows}),
+            "blocked": dg.MetadataValue.json({r["pipeline"]: r["blocked"] for r in rows if r["blocked"]}),  # why new risk was refused
         }
     )
 

@@ -5,7 +5,8 @@ carries the pipeline id (payload key `pipeline`) and an event id of its own (two
 deposits are two events), and every read (events, payload streams, the projections' rows and
 snapshots) sees that pipeline's events only. So the step, the breakers, the projections and the
 executor run unchanged on a sub-account: its cash is its allocation, its positions, P&L, halts and
-model spend its own. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
+model spend its own. The account's own interventions (the kill switch, a resume: written with no
+pipeline id) are every sub-account's: a kill switch halts every pipeline. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
 capital: a share of the account (at most 1) or an amount (above 1).
 """
 
@@ -101,26 +102,29 @@ class SubAccount(Ledger):
         own = hashlib.sha256(f"{self.pipeline_id}|{event.event_id}".encode()).hexdigest()[:EVENT_ID_MAX]
         return event.model_copy(update={"payload": {**event.payload, PIPELINE_KEY: self.pipeline_id}, "event_id": own})
 
-    def _mine(self, payload: dict[str, Any] | None) -> bool:
-        return payload is not None and payload.get(PIPELINE_KEY) == self.pipeline_id
+    def _mine(self, type_: str, payload: dict[str, Any] | None) -> bool:
+        if payload is None:
+            return False
+        owner = payload.get(PIPELINE_KEY)
+        return owner == self.pipeline_id or (owner is None and type_ == EventType.INTERVENTION.value)  # the account's controls
 
     def append_many(self, events: Iterable[Event], *, batch: int = 10_000) -> int:
         return super().append_many((self.stamp(e) for e in events), batch=batch)
 
     def events_with_seq(self, **kw: Any) -> Iterator[tuple[int, Event]]:
-        return ((seq, e) for seq, e in super().events_with_seq(**kw) if self._mine(e.payload))
+        return ((seq, e) for seq, e in super().events_with_seq(**kw) if self._mine(e.type.value, e.payload))
 
     def payloads(self, types: Iterable[EventType | str], **kw: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        return ((t, p) for t, p in super().payloads(types, **kw) if self._mine(p))
+        return ((t, p) for t, p in super().payloads(types, **kw) if self._mine(t, p))
 
     def versioned_payloads(self, types: Iterable[EventType | str], **kw: Any) -> Iterator[tuple[str, dict[str, Any], int]]:
-        return ((t, p, v) for t, p, v in super().versioned_payloads(types, **kw) if self._mine(p))
+        return ((t, p, v) for t, p, v in super().versioned_payloads(types, **kw) if self._mine(t, p))
 
     def rows(self, *, after_seq: int = 0, payload_types: Iterable[EventType | str] | None = None, chunk: int = 50_000) -> Iterator[_Row]:
         """Every row's payload is read to know whose it is; those the caller did not ask for are left out again."""
         wanted = None if payload_types is None else {EventType(t).value for t in payload_types}
         for seq, type_, stamp, as_of, payload, v in super().rows(after_seq=after_seq, chunk=chunk):
-            if self._mine(payload):
+            if self._mine(type_, payload):
                 yield (seq, type_, stamp, as_of, payload, v) if wanted is None or type_ in wanted else (seq, type_, stamp, as_of, None, 1)
 
     def count(self, *, until_seq: int | None = None) -> int:

@@ -88,3 +88,23 @@ def test_two_pipelines_trade_their_own_capital_in_one_ledger(tmp_path: Path) -> 
     assert mat.metadata["marks"].value == 4, "two runs, two sub-accounts"
     assert "data:image/png;base64," in str(mat.metadata["equity_curves"].value)
     assert [s.id for s in load_account_plan(plan).pipelines] == ["cautious", "bold"]
+
+
+def test_the_kill_switch_halts_every_pipeline_until_resumed(tmp_path: Path) -> None:
+    """The account's kill switch (written with no pipeline id) is every sub-account's: no pipeline sends
+    an order while it holds, and one resume lifts it for all."""
+    from orchestration.definitions import defs
+
+    lake, trading, plan = _setup(tmp_path)
+    killed = defs.resolve_job_def("kill_switch_job").execute_in_process(
+        run_config={"ops": {"kill_switch_op": {"config": {"reason": "desk says stop"}}}}, resources={"trading": trading}, tags={NOW_TAG: _at_eleven(21).isoformat()}
+    )
+    assert killed.success
+    halted = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21).replace(minute=30))
+    assert halted["orders_sent"] == 0 and set(halted["blocked"]) == {"cautious", "bold"}
+    assert all("kill_switch" in why for why in halted["blocked"].values())
+    resumed = defs.resolve_job_def("resume_job").execute_in_process(
+        run_config={"ops": {"resume_op": {"config": {"by": "alice"}}}}, resources={"trading": trading}, tags={NOW_TAG: _at_eleven(22).isoformat()}
+    )
+    assert resumed.success
+    assert _decide(lake, trading, plan, DECISION_BAR, _at_eleven(22).replace(minute=30))["orders_sent"] == 2 * len(SYMBOLS)
