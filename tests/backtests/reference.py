@@ -1,9 +1,10 @@
 """A plain event-loop backtester, to check the vectorbt engine against. Read it top to bottom.
 
 Same rules as the engine, written independently: a signal on bar t sets an entry (a side and a size)
-or an exit, filled on bar t+1 at the open. Signals act on the side the fills left (an entry that got
+or an exit, filled on bar t+1 at the open (`fill="next_open"`) or at its close (`fill="next_close"`);
+"the fill price" below is that open or close. Signals act on the side the fills left (an entry that got
 no shares leaves the symbol flat). The bar's portfolio value is taken once, before its orders, with
-every position at the open. A bar's exits go first (sells first, then by traded value), then its
+every position at the fill price. A bar's exits go first (sells first, then by traded value), then its
 entries (the same order), so the cash an exit frees pays for the bar's entries. The slipped price
 pays fees; whole shares round the traded amount toward zero; a buy that cash cannot cover buys as
 many shares as the cash covers. An entry is sized by the shared rule (`strategies/entries.py`,
@@ -13,7 +14,7 @@ available being the bar's value less that closing cost, free the value now (afte
 earlier orders) less that closing cost and the gross value of the other symbols' positions.
 
 Brackets (entries from flat, long or short, whose signal bar has stop/target levels and that got
-shares), from the bar after the entry fill, for a long: the stop (low at or below it) exits
+shares), from the bar after the entry fill (the entry price is its fill price), for a long: the stop (low at or below it) exits
 everything at the stop, or at the open if the bar opened below it; otherwise target 1 (high at or
 above it) sells half the shares held (rounded down) at the target or a higher open, and the stop
 moves to the entry price; then target 2 sells the rest the same way. A short's bracket is the
@@ -70,11 +71,13 @@ def reference_backtest(
     fractional: bool = False,
     allow_short: bool = False,
     brackets: bool = True,
+    fill: str = "next_open",
     stats: dict[str, int] | None = None,
 ) -> tuple[list[float], list[Fill]]:
     """Equity per bar and fills. `stats`, if given, counts `entries`, `capped` (entries the free cash
     cut below their size of the available equity) and `zero` (entries that got no shares)."""
     stats = stats if stats is not None else {}
+    fill_column = {"next_open": "open", "next_close": "close"}[fill]
     symbols = sorted(signals["symbol"].unique().to_list())
     by_ts = signals.sort("ts", "symbol").partition_by("ts", maintain_order=True)
     cash = init_cash
@@ -99,7 +102,7 @@ def reference_backtest(
     for index, bar in enumerate(by_ts):
         rows = {r["symbol"]: r for r in bar.iter_rows(named=True)}
         ts = bar["ts"][0]
-        opens = {s: rows[s]["open"] for s in symbols}
+        at = {s: rows[s][fill_column] for s in symbols}  # the fill prices
 
         # 0. Bracket exits of symbols with no order at this open: (symbol, shares to trade (signed), price).
         exits = []
@@ -124,15 +127,15 @@ def reference_backtest(
                 exits.append((s, -position[s], better(o, target2)))
                 del bracket[s]
         # The bar's portfolio value is taken once, before any of its orders, every position at the
-        # open (a bracket's level is reached later in the bar).
-        value = worth(opens)
+        # fill price (never at a bracket's level).
+        value = worth(at)
 
-        # 1. This bar's orders: bracket exits at their levels, yesterday's exits at the open, then
-        # yesterday's entries at the open. Key: (entry?, traded value (an entry's before costs), column).
+        # 1. This bar's orders: bracket exits at their levels, yesterday's exits at the fill price,
+        # then yesterday's entries at the fill price. Key: (entry?, traded value (an entry's before costs), column).
         orders = [(False, shares * price, symbols.index(s), s, shares, price) for s, shares, price in exits]
         for column, s in enumerate(symbols):
             if s in pending:
-                price = opens[s]
+                price = at[s]
                 if pending[s] == 0:  # an exit: to flat
                     orders.append((False, -position[s] * price, column, s, -position[s], price))
                 else:  # an entry: sized when it executes, below
@@ -143,8 +146,8 @@ def reference_backtest(
                 side = 1 if pending[s] > 0 else -1
                 fill_price = price * (1 + side * slip)
                 available = after_closing(value, position[s], side, fill_price, price, fee_rate, 0.0)
-                now = worth(opens)
-                others = sum(abs(position[x]) * opens[x] for x in symbols if x != s)
+                now = worth(at)
+                others = sum(abs(position[x]) * at[x] for x in symbols if x != s)
                 free = free_cash(after_closing(now, position[s], side, fill_price, price, fee_rate, 0.0), others)
                 delta = side * entry_shares(available, abs(pending[s]), fill_price, fee_rate, 0.0, not fractional, free) - position[s]
                 stats["entries"] = stats.get("entries", 0) + 1
@@ -177,7 +180,7 @@ def reference_backtest(
             stop, target1, target2 = pending_levels.get(s, (math.nan, math.nan, math.nan))
             got_shares = weight * position[s] > 0
             if got_shares and brackets and not all(math.isnan(x) for x in (stop, target1, target2)):
-                bracket[s] = [1 if weight > 0 else -1, 1, opens[s], stop, target1, target2, index]
+                bracket[s] = [1 if weight > 0 else -1, 1, at[s], stop, target1, target2, index]
         for s in list(bracket):
             if position[s] == 0:  # the bracket ends with its position
                 del bracket[s]
