@@ -40,6 +40,12 @@ class ObjectStore:
     endpoint: str | None = None
     region: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise LakeError(f"object store endpoint {self.endpoint!r} is not an http(s)://host[:port] URL")
+
     def filesystem(self) -> pafs.S3FileSystem:
         return _filesystem(self)
 
@@ -54,13 +60,12 @@ class ObjectStore:
 
 @functools.cache
 def _filesystem(store: ObjectStore) -> pafs.S3FileSystem:
-    """One client per store: building one resolves the region and reads the credentials."""
+    """One client per store. No region given: the AWS SDK's (AWS_DEFAULT_REGION, the config file)."""
+    region = {"region": store.region} if store.region else {}
     if store.endpoint is None:
-        return pafs.S3FileSystem(region=store.region) if store.region else pafs.S3FileSystem()
+        return pafs.S3FileSystem(**region)
     parts = urlsplit(store.endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise LakeError(f"object store endpoint {store.endpoint!r} is not an http(s)://host[:port] URL")
-    return pafs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme, region=store.region or "us-east-1")
+    return pafs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme, **region)
 
 
 @dataclass(frozen=True, order=True)

@@ -188,6 +188,12 @@ def test_a_malformed_lake_url_is_refused(url: str) -> None:
         lake_location(url)
 
 
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9000", "ftp://host", "http://host:9000/bucket"])
+def test_an_endpoint_that_is_not_an_http_url_is_refused_at_once(endpoint: str) -> None:
+    with pytest.raises(LakeError, match="is not an http"):
+        lake_location("s3://bucket/lake", endpoint=endpoint)
+
+
 def test_a_local_root_stays_a_path(tmp_path: Path) -> None:
     assert lake_location(str(tmp_path)) == tmp_path and lake_location(tmp_path) == tmp_path
 
