@@ -1,7 +1,8 @@
 """Where the lake lives by default: `data/lake` in the repo.
 
 The lake itself never reads the environment: orchestration's settings (QUANTLAKE_LAKE_DIR) choose
-the root and pass it down.
+the root and pass it down. A lake on an S3-compatible object store is an `ObjectPath` root instead
+(lake/filesystem.py: `lake_location("s3://bucket/prefix", endpoint=...)`).
 """
 
 from __future__ import annotations
