@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -30,19 +31,42 @@ PERIODS = {  # all 2026: Thanksgiving (holiday) and the half day after it fall i
 }
 
 
+class _NotPrintedYet(logging.Filter):
+    """The root's handler prints a record only if no logger on its way up wrote it to a stream already:
+    our loggers have their own (orchestration.observability, set up by every run), and propagate."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+                return False
+            logger = logger.parent if logger.propagate else None
+        return True
+
+
+def setup_logging() -> None:
+    """Each line once: warnings and errors (the alerts among them) of the deployment and of Dagster.
+    QUANTLAKE_LOG_LEVEL=INFO shows the daemon's every evaluation too (a line per sensor and tick)."""
+    os.environ.setdefault("QUANTLAKE_LOG_LEVEL", "WARNING")  # read by each run's logging set-up
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.root.handlers:
+        handler.addFilter(_NotPrintedYet())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--period", choices=sorted(PERIODS), default="month")
     parser.add_argument("--start", type=date.fromisoformat)
     parser.add_argument("--end", type=date.fromisoformat)
     parser.add_argument("--symbols", default="AAPL,MSFT,NVDA")
+    parser.add_argument("--no-lean", action="store_true", help="Dagster's storage as it is, an engine per call (to measure tests/soak/lean.py)")
     parser.add_argument("--work", type=Path, help="where the lake, ledger and Dagster home go (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     start, end = PERIODS[args.period]
     start, end = args.start or start, args.end or end
     if end < start:
         parser.error(f"--end {end} is before --start {start}")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
 
     from tests.soak.checks import check_all
     from tests.soak.harness import SoakSettings, run_soak
@@ -54,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"soak {start} .. {end}, {','.join(symbols)}, in {work}", flush=True)
         # The missed-sessions sensor on, as a deployment runs it: a session whose 1-minute bars failed is fetched again.
-        result = run_soak(SoakSettings(start=start, end=end, work=work, symbols=symbols, sensors=("missed_sessions_sensor",)))
+        result = run_soak(SoakSettings(start=start, end=end, work=work, symbols=symbols, sensors=("missed_sessions_sensor",), lean=not args.no_lean))
         stats, problems = check_all(result)
         if (end - start).days >= 27 and not stats["orders"]:
             problems.append("no order in a month or more: the order and ledger checks proved nothing")

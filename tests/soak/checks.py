@@ -215,6 +215,8 @@ def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, objec
         "ledger_events": events,
         "seconds": round(result.seconds, 1),
         "seconds_per_day": round(result.seconds_per_day, 2),
+        "cpu_seconds": round(result.cpu_seconds, 1),
+        "cpu_seconds_per_day": round(result.cpu_seconds / max(result.days, 1), 2),
     }
 
 

@@ -43,6 +43,7 @@ from dagster._scheduler.scheduler import launch_scheduled_runs
 from dagster._utils.schedules import cron_string_iterator
 
 from orchestration.home import DEFAULT_INSTANCE
+from tests.soak.lean import lean_dagster
 
 NY = ZoneInfo("America/New_York")
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,7 @@ class SoakSettings:
     disk_full: tuple[tuple[date, str], ...] = ()  # faults: every lake write of (day, symbol)'s 1m bars on that simulated day fails with ENOSPC
     killed: tuple[tuple[date, str], ...] = ()  # faults: the worker of the first run writing (day, symbol)'s 1m bars that day dies mid-write
     actions: tuple[tuple[datetime, str, str], ...] = ()  # what a user launches by hand: (when, job, run config JSON), before that tick
+    lean: bool = True  # Dagster's SQLite engines and alembic scripts reused (tests/soak/lean.py); False: as Dagster does it
 
 
 @dataclass
@@ -85,6 +87,7 @@ class SoakResult:
     settings: SoakSettings
     ticks: int = 0  # moments the daemon acted (schedule ticks, each followed by a sensor iteration)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time: what the soak costs whatever else the cores run
     days: int = 0  # simulated calendar days
     runs: list[dg.DagsterRun] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)  # what orchestration.alerts raised (its log lines)
@@ -398,7 +401,7 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
     launcher = KILLABLE_LAUNCHER if settings.killed else SYNC_LAUNCHER
     (home / "dagster.yaml").write_text(DEFAULT_INSTANCE.read_text() + launcher + logs + storage)
     result = SoakResult(settings, days=(settings.end - settings.start).days + 1)
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     first = datetime(settings.start.year, settings.start.month, settings.start.day, tzinfo=NY)
     alerts = logging.getLogger("quantlake.alerts")
     with ExitStack() as stack:
@@ -419,6 +422,8 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
         from dagster._core.execution.plan import active
 
         stack.enter_context(mock.patch.object(active, "time", _SimulatedSleep(clock)))
+        if settings.lean:
+            stack.enter_context(lean_dagster())
         handler = _Alerts(result.alerts)
         alerts.addHandler(handler)
         stack.callback(alerts.removeHandler, handler)
@@ -445,4 +450,5 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
             result.ticks += 1
         result.runs = list(instance.get_runs())
     result.seconds = time.perf_counter() - began
+    result.cpu_seconds = time.process_time() - began_cpu
     return result

@@ -1,0 +1,85 @@
+"""A leaner per-run path for the soak: Dagster's own SQLite storage work, done once instead of per call.
+
+The soak's time went to Dagster's bookkeeping, not to our runs (profiled on a week): every storage
+call built a new SQLAlchemy engine, so every statement was compiled again (each engine has its own
+compiled cache), and every instance the sensors and schedules open (one per evaluation, from the
+instance's ref, as the daemon's code server does) read the alembic migration scripts from disk to
+learn the head revision. Here, inside the soak only:
+
+- one engine per SQLite file and pool class, reused (the latest ENGINES_KEPT; still NullPool: a
+  fresh sqlite3 connection per call, the same statements and transactions; only the compiled
+  statements are kept);
+- the alembic script directory read once per script location (the files do not change in a run).
+
+Nothing is skipped: every run, event, tick, cursor and run key is still written to the instance.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+from unittest import mock
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+# The SQLite storages that build an engine per connection (they import create_engine by name).
+SQLITE_STORAGE_MODULES = (
+    "dagster._core.storage.runs.sqlite.sqlite_run_storage",
+    "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage",
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log",
+)
+
+# The run, schedule and index databases, and the latest runs' event-log shards (one file per run):
+# a year makes ~2,300 shards, whose engines need not all stay in memory.
+ENGINES_KEPT = 64
+
+
+def _engine_cache(real: Callable[..., Engine], keep: int = ENGINES_KEPT) -> Callable[..., Engine]:
+    engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()
+
+    def create_engine(url: Any, **kwargs: Any) -> Engine:
+        if kwargs.keys() - {"poolclass", "connect_args"}:
+            return real(url, **kwargs)  # an option this cache does not key on: no reuse
+        key = (str(url), repr(kwargs.get("poolclass")), repr(sorted(kwargs.get("connect_args", {}).items())))
+        if key in engines:
+            engines.move_to_end(key)
+        else:
+            engines[key] = real(url, **kwargs)
+            while len(engines) > keep:
+                engines.popitem(last=False)[1].dispose()
+        return engines[key]
+
+    return create_engine
+
+
+def _script_directory_cache(real: Callable[[Config], ScriptDirectory]) -> Callable[[Config], ScriptDirectory]:
+    scripts: dict[str, ScriptDirectory] = {}
+
+    def from_config(config: Config) -> ScriptDirectory:
+        location = config.get_main_option("script_location") or ""
+        if location not in scripts:
+            scripts[location] = real(config)
+        return scripts[location]
+
+    return from_config
+
+
+@contextmanager
+def lean_dagster() -> Iterator[None]:
+    """Reused SQLite engines and alembic scripts while inside (see the module's docstring)."""
+    import importlib
+
+    import sqlalchemy
+
+    with ExitStack() as stack:
+        cached = _engine_cache(sqlalchemy.create_engine)
+        for name in SQLITE_STORAGE_MODULES:
+            stack.enter_context(mock.patch.object(importlib.import_module(name), "create_engine", cached))
+        real_from_config = ScriptDirectory.from_config
+        stack.enter_context(mock.patch.object(ScriptDirectory, "from_config", _script_directory_cache(real_from_config)))
+        yield

@@ -1,0 +1,56 @@
+"""tests/soak/lean.py: Dagster's SQLite storage does its per-call set-up once, and records all it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from alembic.script import ScriptDirectory
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
+from dagster._core.storage.sql import get_alembic_config
+from sqlalchemy.pool import NullPool
+
+from tests.soak.lean import ENGINES_KEPT, lean_dagster
+
+
+@dg.asset
+def numbers() -> list[int]:
+    return [1, 2, 3]
+
+
+@dg.asset_check(asset=numbers)
+def numbers_positive(numbers: list[int]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=all(n > 0 for n in numbers))
+
+
+def _runs(home: Path) -> list[tuple[str, int, list[str]]]:
+    """(status, events, event types) of two materializations on a fresh SQLite instance at `home`."""
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for _ in range(2):
+            dg.materialize([numbers, numbers_positive], instance=instance)
+        runs = list(reversed(instance.get_runs()))  # oldest first
+        return [(r.status.value, len(logs := instance.all_logs(r.run_id)), sorted(str(e.dagster_event_type) for e in logs)) for r in runs]
+
+
+def test_engines_and_migration_scripts_are_built_once_inside_and_afresh_outside(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    config = get_alembic_config(sqlite_event_log.__file__)
+    assert sqlite_event_log.create_engine(url, poolclass=NullPool) is not sqlite_event_log.create_engine(url, poolclass=NullPool)
+    assert ScriptDirectory.from_config(config) is not ScriptDirectory.from_config(config)
+    with lean_dagster():
+        first = sqlite_event_log.create_engine(url, poolclass=NullPool)
+        assert sqlite_event_log.create_engine(url, poolclass=NullPool) is first
+        assert sqlite_event_log.create_engine(url, poolclass=NullPool, echo=True) is not first  # an option it does not key on
+        others = [sqlite_event_log.create_engine(f"sqlite:///{tmp_path / f'{i}.db'}", poolclass=NullPool) for i in range(ENGINES_KEPT)]
+        assert sqlite_event_log.create_engine(url, poolclass=NullPool) is not first  # the oldest went, bounded
+        assert sqlite_event_log.create_engine(f"sqlite:///{tmp_path / f'{ENGINES_KEPT - 1}.db'}", poolclass=NullPool) is others[-1]
+        assert ScriptDirectory.from_config(config) is ScriptDirectory.from_config(config)
+
+
+def test_the_instance_records_the_same_runs_and_events(tmp_path: Path) -> None:
+    plain = _runs(tmp_path / "plain")
+    with lean_dagster():
+        lean = _runs(tmp_path / "lean")
+    assert lean == plain and [status for status, _, _ in lean] == ["SUCCESS", "SUCCESS"]
+    assert all("DagsterEventType.ASSET_CHECK_EVALUATION" in types for _, _, types in lean)
