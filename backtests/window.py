@@ -43,7 +43,7 @@ class BarControls:
     """Per bar: its session (an ordinal: a new value starts the daily counts), whether an entry may be
     sent at it, and whether the window's flatten is due at it."""
 
-    session: np.ndarray  # int64
+    session: np.ndarray  # int64: the exchange-local date, in days since 1970-01-01
     entry_ok: np.ndarray  # bool
     flatten: np.ndarray  # bool
 
