@@ -34,6 +34,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from backtests.market import BacktestError, Market, to_market
+from backtests.market_values import book_values
 from backtests.metrics import compute_metrics
 from backtests.order_sim import LimitArrays, simulate_signals
 from backtests.window import BarControls, bar_controls
@@ -220,13 +221,12 @@ def run_backtest(
 
 
 def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:
-    equity = np.asarray(pf.value()).ravel()
-    cash = np.asarray(pf.cash()).ravel()
-    frame = pl.DataFrame({"ts": market.ts, "equity": equity, "cash": cash})
+    book = book_values(pf)  # vectorbt's value() and cash(), without its pandas wrapping
+    frame = pl.DataFrame({"ts": market.ts, "equity": book.equity, "cash": book.cash})
     orders = _orders(pf, market)
     trades = _trades(pf, market)
     benchmark = buy_and_hold(market, config.init_cash)
-    metrics = compute_metrics(equity, config.timeframe, benchmark=benchmark, trades=_trade_pnls(pf), exposure=_exposure(pf), turnover=_turnover(orders, equity))
+    metrics = compute_metrics(book.equity, config.timeframe, benchmark=benchmark, trades=_trade_pnls(pf), exposure=book.exposure, turnover=_turnover(orders, book.equity))
     return BacktestResult(frame, orders, trades, metrics, pf)
 
 
@@ -268,11 +268,6 @@ def _trade_pnls(pf: Any) -> np.ndarray:
     trades = pf.trades
     closed = trades.values[trades.values["status"] == 1] if trades.count() else np.array([])
     return np.asarray(closed["pnl"]) if len(closed) else np.array([])
-
-
-def _exposure(pf: Any) -> float:
-    held = np.asarray(pf.asset_value(group_by=False))
-    return float(np.mean(np.any(np.abs(held) > 0, axis=1)))
 
 
 def _turnover(orders: pl.DataFrame, equity: np.ndarray) -> float:
