@@ -6,7 +6,8 @@ deposits are two events), and every read (events, payload streams, the projectio
 snapshots) sees that pipeline's events only. So the step, the breakers, the projections and the
 executor run unchanged on a sub-account: its cash is its allocation, its positions, P&L, halts and
 model spend its own. The account's own interventions (the kill switch, a resume: written with no
-pipeline id) are every sub-account's: a kill switch halts every pipeline. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
+pipeline id) are every sub-account's: a kill switch halts every pipeline. The account's hard limits
+(`AccountPlan.limits`) hold across all of them: `AccountBook`, checked after each pipeline's own. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
 capital: a share of the account (at most 1) or an amount (above 1).
 """
 
@@ -24,8 +25,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trading.events import Event, EventType
-from trading.ledger import Ledger
+from trading.ledger import Ledger, project
 from trading.ledger.store import EVENT_ID_MAX, Snapshot
+from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
+from trading.risk import RiskLimits, assess
 
 PIPELINE_KEY = "pipeline"
 _Row = tuple[int, str, str | None, str | None, dict[str, Any] | None, int]
@@ -45,6 +48,9 @@ class AccountPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pipelines: list[PipelineSlot] = Field(min_length=1)
+    limits: RiskLimits | None = Field(
+        None, description="Hard limits for the account as a whole (its sizing caps: position, sector, open positions, shorts), over every pipeline's book."
+    )
     folder: Path = Path(".")  # where the pipeline files are (set by `load_account_plan`)
 
     @model_validator(mode="after")
@@ -84,6 +90,42 @@ def load_account_plan(path: str | Path) -> AccountPlan:
     except ValidationError as exc:
         fields = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
         raise ValueError(f"pipelines plan {file}: {fields}") from None
+
+
+class AccountBook:
+    """The whole account while its pipelines decide in turn: the ledger's portfolio (every sub-account)
+    plus what the pipelines before in this run passed (booked at its decision price, as not yet filled).
+    `check` runs the account's limits on it after a pipeline's own limits passed an order: they can only
+    cut. Breakers (daily loss, drawdown) and trades per day stay per pipeline."""
+
+    def __init__(self, ledger: Ledger, limits: RiskLimits) -> None:
+        self.ledger, self.limits = ledger, limits
+        self.marks: dict[str, float] = {}
+        self.pending: dict[str, float] = {}  # signed quantities passed in this run
+        self.pending_cash = 0.0
+
+    def mark(self, marks: dict[str, float]) -> None:
+        self.marks.update(marks)
+
+    def snapshot(self) -> PortfolioSnapshot:
+        held = project(self.ledger).portfolio
+        positions = {s: q for s in {*held.positions, *self.pending} if (q := held.positions.get(s, 0.0) + self.pending.get(s, 0.0))}
+        cash = held.cash + self.pending_cash
+        equity = cash + sum(q * self.marks[s] for s, q in positions.items() if s in self.marks)
+        return PortfolioSnapshot(cash=cash, equity=equity, positions=positions, prices=dict(self.marks))
+
+    def check(self, proposal: TradeProposal, quantity: float, price: float, *, fractional: bool = False) -> RiskAssessment:
+        """The account's verdict on `quantity` of `proposal` at `price`; what it passes is booked."""
+        book = self.snapshot()
+        unmarked = sorted(s for s in book.positions if s not in self.marks)
+        reducing = book.positions.get(proposal.symbol, 0.0) * (1 if proposal.action == Action.BUY else -1) < 0
+        if unmarked and not reducing:  # an equity without them would be wrong: fail closed
+            return RiskAssessment(symbol=proposal.symbol, approved=False, quantity=0.0, hard_violations=[f"no mark for {unmarked} held by the account"])
+        verdict = assess(proposal.model_copy(update={"quantity": quantity}), book, self.limits, price=price, fractional=fractional)
+        signed = verdict.quantity if proposal.action == Action.BUY else -verdict.quantity
+        self.pending[proposal.symbol] = self.pending.get(proposal.symbol, 0.0) + signed
+        self.pending_cash -= signed * price
+        return verdict
 
 
 class SubAccount(Ledger):

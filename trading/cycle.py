@@ -20,7 +20,7 @@ from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
 from lake.store import read_bars, scan_dataset
 from strategies.base import Strategy
-from trading.accounts import AccountPlan, SubAccount
+from trading.accounts import AccountBook, AccountPlan, SubAccount
 from trading.agents.cache import ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
@@ -30,7 +30,7 @@ from trading.cost import spent_in_month
 from trading.ledger import Ledger, project
 from trading.models import Mode, PortfolioSnapshot
 from trading.pipeline import CycleResult, DecisionPipeline, PipelineConfig
-from trading.step import StepReport, trading_step
+from trading.step import StepReport, fund, opening_cash, trading_step
 
 HeadlinesAt = Callable[[datetime], dict[str, list[dict[str, Any]]]]  # a bar's time -> its point-in-time headlines
 
@@ -113,6 +113,7 @@ def run_decision_cycle(
     now: datetime,
     checkpoint: str | None = None,
     thread_key: str | None = None,
+    account: AccountBook | None = None,
 ) -> CycleReport:
     """One `trading_step` at the run's `now`, on the newest bar complete by then (or `as_of`).
     `checkpoint`, `thread_key`: where the graph's threads are kept when the pipeline does not say, and
@@ -163,6 +164,7 @@ def run_decision_cycle(
         spent_month=spent_in_month(projection.spent, as_of.date()),  # the ledger's (every run, every process), like the day's
         tools_for=tools_for,
         headlines=headlines_for(lake_root, pipeline, [*symbols, *held], as_of),
+        account=account,
     )
     estimate = {**step.estimate, "budget": step.budget.as_dict()} if step.budget is not None else step.estimate
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, estimate, step.events_written, step.orders, step)
@@ -190,13 +192,21 @@ def run_pipelines(
 ) -> list[PipelineRun]:
     """Each pipeline of `plan` decides in turn on its own sub-account of `ledger` (`trading.accounts`):
     funded with its share of `initial_cash`, its events stamped with its id, its broker its own;
-    the other arguments are `run_decision_cycle`'s, the same for every pipeline."""
+    the other arguments are `run_decision_cycle`'s, the same for every pipeline. The plan's account
+    limits are checked, after each pipeline's own, on the whole account (`AccountBook`)."""
     capital = plan.allocations(initial_cash)
+    account = None
+    if plan.limits is not None:  # the account's equity is every sub-account's from the first pipeline's check on
+        mode, now = cycle.get("mode", Mode.VALIDATION), cycle["now"]
+        for slot in plan.pipelines:
+            cash, source = opening_cash(brokers.get(slot.id), mode, capital[slot.id])
+            fund(SubAccount(ledger, slot.id), cash, source=source, run_id=run_id, mode=mode, now=now)
+        account = AccountBook(ledger, plan.limits)
     runs = []
     for slot in plan.pipelines:
         report = run_decision_cycle(
             ledger=SubAccount(ledger, slot.id), pipeline=configs[slot.id], initial_cash=capital[slot.id], broker=brokers.get(slot.id),
-            run_id=run_id, thread_key=f"{thread_key or run_id}/{slot.id}", **cycle,
+            run_id=run_id, thread_key=f"{thread_key or run_id}/{slot.id}", account=account, **cycle,
         )  # fmt: skip
         runs.append(PipelineRun(slot.id, capital[slot.id], report))
     return runs

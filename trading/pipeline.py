@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trading.accounts import AccountBook
 from trading.agents.base import AgentRun, Role
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.agents.llm import FormatMemory
@@ -207,9 +208,11 @@ class DecisionPipeline:
         skipped: dict[str, str] | None = None,
         spent_month: float | None = None,
         budget: BudgetCheck | None = None,
+        account: AccountBook | None = None,
     ) -> CycleResult:
         """`budget`: the pre-run gate's check (`budget_gate`); with a reason, every signalled symbol is HOLD
-        with it and no model is asked (the cycle still records its decisions and its zero cost)."""
+        with it and no model is asked (the cycle still records its decisions and its zero cost). `account`: the
+        whole account when pipelines share it (`trading.accounts`): its limits are checked after this pipeline's."""
         run_id = run_id or uuid.uuid4().hex
         calls_before = self.model_calls()
         costs = CostTracker(self.prices, self.config.budget, spent_today=spent_today, tokens_today=tokens_today, spent_month=spent_month)
@@ -263,7 +266,7 @@ class DecisionPipeline:
                 if not at_limits:
                     hold(ctx, "the graph ended before the hard limits")
                     continue
-                rejected = self._hard(ctx, proposal, book, run)
+                rejected = self._hard(ctx, proposal, book, run, account)
                 if isinstance(rejected, str):
                     inputs.hard[ctx.symbol] = {"hard": RiskAssessment(symbol=ctx.symbol, approved=False, quantity=0.0, hard_violations=[rejected]).model_dump(mode="json")}
                     hold(ctx, rejected)
@@ -319,7 +322,7 @@ class DecisionPipeline:
         snap = graph.get_state(thread)
         return dict(graph.invoke(None, thread, durability=durability)) if snap.next else dict(snap.values)
 
-    def _hard(self, ctx: SymbolContext, proposal: TradeProposal, book: _Book, run: AgentRun) -> str | tuple[TradeProposal, RiskAssessment]:
+    def _hard(self, ctx: SymbolContext, proposal: TradeProposal, book: _Book, run: AgentRun, account: AccountBook | None = None) -> str | tuple[TradeProposal, RiskAssessment]:
         """Price sanity, sizing and the hard limits on the running book: the sized proposal and verdict, or why not."""
         own = StrategyLevels(ctx.close, *(_level(ctx.signal.get(k)) for k in ("stop", "target1", "target2")))
         last = book.snapshot.prices.get(ctx.symbol) or ctx.close  # the market's mark, else the decision bar's close
@@ -332,6 +335,14 @@ class DecisionPipeline:
         if not verdict.approved:
             run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "hard", **verdict.model_dump(mode="json")})
             return "hard limits: " + "; ".join(verdict.hard_violations or verdict.reasons)
+        if account is not None:  # the account as a whole, over every pipeline's book: it can only cut
+            whole = account.check(proposal, verdict.quantity, ctx.close, fractional=self.config.fractional)
+            if not whole.approved:
+                run.emit(EventType.RISK_ASSESSMENT, ctx, {"stage": "account", **whole.model_dump(mode="json")})
+                return "account limits: " + "; ".join(whole.hard_violations or whole.reasons)
+            if whole.quantity < verdict.quantity:
+                cut = [*verdict.hard_violations, *(f"account: {v}" for v in whole.hard_violations)]
+                verdict = verdict.model_copy(update={"quantity": whole.quantity, "hard_violations": cut})
         book.apply(ctx.symbol, proposal.action, verdict.quantity, ctx.close)
         return proposal, verdict
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from strategies.base import Strategy
+from trading.accounts import AccountBook
 from trading.agents.reflection import memory_of, remember
 from trading.agents.tools import ToolRegistry
 from trading.brokers.base import Broker, OrderState
@@ -70,6 +71,13 @@ def fund(ledger: EventLog, cash: float, *, source: str, run_id: str, mode: Mode,
     event_id = hashlib.sha256(b"deposit|initial").hexdigest()[:32]
     ledger.emit(Event(type=EventType.DEPOSIT, run_id=run_id, mode=mode, as_of=now, payload={"amount": cash, "source": source}, event_id=event_id))
     return True
+
+
+def opening_cash(broker: Broker | None, mode: Mode, initial_cash: float) -> tuple[float, str]:
+    """What an empty ledger is funded with, and from where: the broker's cash when trading, else `initial_cash`."""
+    if broker is not None and mode != Mode.VALIDATION:
+        return broker.account().cash, broker.name
+    return initial_cash, "initial"
 
 
 def advance_simulation(broker: SimulatedBroker, executor: Executor, bars: pl.DataFrame) -> int:
@@ -118,16 +126,18 @@ def trading_step(
     tools_for: ToolsFor | None = None,
     record_all: bool = True,
     headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    account: AccountBook | None = None,
 ) -> StepReport:
     """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order.
     `spent_today`, `tokens_today`, `per_call_costs`, `spent_month`: what earlier runs spent on the
-    decision bar's day and month; None: as the ledger's cost events say (a session's earlier bars too)."""
+    decision bar's day and month; None: as the ledger's cost events say (a session's earlier bars too).
+    `account`: the whole account when pipelines share it (its limits after the pipeline's; `trading.accounts`)."""
     limits = decider.config.limits
     past = bars.filter(pl.col("ts") <= as_of)
     trading = broker is not None and mode != Mode.VALIDATION
     # 1. Funding, and the simulated market up to the decision bar.
-    account_cash = broker.account().cash if trading and broker is not None else initial_cash
-    fund(ledger, account_cash, source=broker.name if trading and broker is not None else "initial", run_id=run_id, mode=mode, now=now)
+    account_cash, source = opening_cash(broker, mode, initial_cash)
+    fund(ledger, account_cash, source=source, run_id=run_id, mode=mode, now=now)
     manager = _trade_manager(broker, ledger, mode, run_id, now)
     release = (lambda symbol: manager.release(symbol, "strategy exit")) if manager is not None else None
     executor = Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits, before_exit=release) if trading and broker is not None else None
@@ -136,6 +146,8 @@ def trading_step(
         advance_simulation(broker, executor, past)
     # 2. Reconcile (fail closed: ReconciliationFailed before anything is sent) and mark.
     marks = last_marks(past)
+    if account is not None:
+        account.mark(marks)
     portfolio = replay_portfolio(ledger)
     if executor is not None:
         report = executor.reconcile({s: q for s, q in portfolio.positions.items() if q})
@@ -177,7 +189,7 @@ def trading_step(
     sink = MemorySink()
     tools = tools_for(contexts, snapshot) if tools_for is not None else None
     result = decider.run(contexts, snapshot, as_of=as_of, run_id=run_id, mode=mode, sink=sink, spent_today=spent_today, tokens_today=tokens_today,
-                         tools=tools, skipped=skipped, spent_month=spent_month, budget=budget)  # fmt: skip
+                         tools=tools, skipped=skipped, spent_month=spent_month, budget=budget, account=account)  # fmt: skip
     executed = {d.symbol for d in result.executed()}
     events = sink.events if record_all else [e for e in sink.events if e.type != EventType.SIGNAL or e.symbol in executed]
     written = ledger.append_many(events)

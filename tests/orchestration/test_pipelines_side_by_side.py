@@ -108,3 +108,24 @@ def test_the_kill_switch_halts_every_pipeline_until_resumed(tmp_path: Path) -> N
     )
     assert resumed.success
     assert _decide(lake, trading, plan, DECISION_BAR, _at_eleven(22).replace(minute=30))["orders_sent"] == 2 * len(SYMBOLS)
+
+
+def test_the_account_limits_hold_across_both_pipelines(tmp_path: Path) -> None:
+    """4 % of the account a symbol, over both books: the cautious pipeline (first in the plan) takes up
+    to its own 5 % of $60k = $3,000; the bold one, whose own limits would let it buy more than that,
+    is cut to what the account has left of its $4,000."""
+    lake, trading, plan = _setup(tmp_path)
+    raw = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**raw, "limits": {"max_position_pct": 0.04, "max_sector_pct": 1.0}}))
+    first = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
+    assert first["orders_sent"] == 2 * len(SYMBOLS)
+    with Ledger(trading.ledger_url) as ledger:
+        decisions = [e.payload for e in ledger.events(types=[EventType.DECISION.value])]
+        account = [e.payload for e in ledger.events(types=[EventType.RISK_ASSESSMENT.value]) if "account: " in str(e.payload.get("hard_violations"))]
+    closes = {d["symbol"]: d["entry"] for d in decisions}
+    for symbol in SYMBOLS:
+        both = sum(d["quantity"] for d in decisions if d["symbol"] == symbol)
+        assert 0 < both * closes[symbol] <= 0.04 * 100_000, f"{symbol}: the account's cap over both books"
+        bold = next(d for d in decisions if d["symbol"] == symbol and d[PIPELINE_KEY] == "bold")
+        assert bold["quantity"] * closes[symbol] > 0, "bold still gets what the account has left"
+    assert {p[PIPELINE_KEY] for p in account} == {"bold"}, "the account cut the bold pipeline, not the cautious one"
