@@ -129,3 +129,30 @@ def test_the_account_limits_hold_across_both_pipelines(tmp_path: Path) -> None:
         bold = next(d for d in decisions if d["symbol"] == symbol and d[PIPELINE_KEY] == "bold")
         assert bold["quantity"] * closes[symbol] > 0, "bold still gets what the account has left"
     assert {p[PIPELINE_KEY] for p in account} == {"bold"}, "the account cut the bold pipeline, not the cautious one"
+
+
+def test_each_pipeline_has_its_own_budget(tmp_path: Path) -> None:
+    """Two model pipelines with the same monthly budget: the one whose sub-account spent its month makes
+    no model request; the other, whose sub-account spent nothing, asks as usual."""
+    from tests.fakes.openai_server import OpenAIServer
+    from tests.trading.conftest import good_answers
+    from trading.events import Event
+    from trading.models import Mode
+
+    lake, trading, plan = _setup(tmp_path)
+    with OpenAIServer(responder=good_answers) as server:
+        llm = {"model": "fake-small", "base_url": server.base_url, "max_retries": 0, "timeout_s": 5.0}
+        nodes = [{"id": "analyst", "type": "llm_analyst", "config": llm}, {"id": "limits", "type": "hard_limits", "when": "trade"}]
+        for name in ("cautious", "bold"):
+            spec = {"name": name, "graph": {"nodes": nodes}, "prices": {"fake-small": [1000.0, 1000.0]}, "budget": {"per_month": 100.0}, "checkpoint": "memory"}
+            (tmp_path / f"{name}.yaml").write_text(json.dumps(spec))
+        with Ledger(trading.ledger_url) as ledger:  # the bold pipeline spent its month earlier
+            spent = {"scope": "run", "run_cost_usd": 99.99, "model_calls": 4}
+            SubAccount(ledger, "bold").append_many([Event(type=EventType.COST, run_id="earlier", mode=Mode.SIMULATION, as_of=datetime(2023, 12, 4, tzinfo=UTC), payload=spent)])
+        run = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
+        asked = len(server.requests)
+    assert asked == len(SYMBOLS), "only the cautious pipeline asked the model, once a symbol"
+    assert run["orders_sent"] == len(SYMBOLS)
+    with Ledger(trading.ledger_url) as ledger:
+        gated = [e.payload for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "budget"]
+    assert [g[PIPELINE_KEY] for g in gated] == ["bold"] and "monthly budget $100.0000" in gated[0]["reason"]
