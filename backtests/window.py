@@ -4,8 +4,9 @@ One rule for a step at `now` (its bar's timestamp), the one `trading.safety` app
 session is the exchange-local date of `now`; on a session, entries from the open +
 `open_delay_min` until `flatten_before_close_min` before the close (half days close early: 12:55 on
 a 13:00 close with 5 minutes); from that instant on, and on a day without a session, no entry, and
-with `flatten_at_close` the flatten is due (`strategies.controls`). The backtest reads it as arrays
-over its bars (`bar_controls`), computed once per session.
+with `flatten_at_close` the flatten is due (`strategies.controls`). `trading_window` is the rule for
+one session; the backtest reads it as arrays over its bars (`bar_controls`, from the calendar's
+schedule in bulk; tests/backtests/test_window.py holds both to `trading.safety`'s at every instant).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from lake.calendar import get_calendar, is_trading_day, session_bounds
@@ -51,16 +53,26 @@ class BarControls:
 def bar_controls(
     ts: pl.Series, exchange: str, open_delay_min: int, flatten_before_close_min: int, flatten_at_close: bool
 ) -> BarControls:
-    """`trading_window` at every timestamp of `ts` (UTC, time-aware), computed once per session."""
-    tz = get_calendar(exchange).tz.key
-    days = ts.dt.convert_time_zone(tz).dt.date()
-    first = ts.min()
-    rows = []
-    for day in days.unique().to_list():
-        bounds = trading_window(day, exchange, open_delay_min, flatten_before_close_min)
-        # A day without a session: an empty window before every bar (no entry, the flatten due).
-        rows.append((day, bounds[0], bounds[1]) if bounds else (day, first, first))
-    table = pl.DataFrame(rows, schema={"day": pl.Date, "start": ts.dtype, "end": ts.dtype}, orient="row")
+    """`trading_window` at every timestamp of `ts` (UTC, time-aware): the sessions' opens and closes
+    read from the calendar's schedule at once (one lookup per session costs ~2 ms)."""
+    calendar = get_calendar(exchange)
+    days = ts.dt.convert_time_zone(calendar.tz.key).dt.date()
+    unique = days.unique()
+    schedule = calendar.schedule[["open", "close"]].reindex(pd.DatetimeIndex(unique.to_list()))
+    utc = ts.dtype
+
+    def column(name: str) -> pl.Series:  # the schedule's UTC instants (NaT: no session) as `ts`'s dtype
+        naive = pl.Series(schedule[name].dt.tz_convert(None).to_numpy()).cast(pl.Datetime("us"))
+        return naive.dt.replace_time_zone("UTC").cast(utc)
+
+    table = pl.DataFrame({"day": unique, "open": column("open"), "close": column("close")})
+    # A day without a session (no open): an empty window before every bar, so no entry and the flatten due.
+    first = pl.lit(ts.min(), dtype=utc)
+    table = table.select(
+        "day",
+        start=pl.coalesce(pl.col("open") + pl.duration(minutes=open_delay_min), first),
+        end=pl.coalesce(pl.col("close") - pl.duration(minutes=flatten_before_close_min), first),
+    )
     frame = pl.DataFrame({"ts": ts, "day": days}).join(table, on="day", how="left", maintain_order="left")
     now, start, end = frame["ts"], frame["start"], frame["end"]
     entry_ok = ((now >= start) & (now < end)).to_numpy()
