@@ -61,7 +61,7 @@ class BacktestConfig(BaseModel):
 
 class SizingLimits(BaseModel):
     """The live path's hard sizing limits, for a backtest that trades as the live step does
-    (`trading.session.sizing_limits` maps a `trading.risk.RiskLimits` to it). With them, each bar's
+    (`SizingLimits.from_limits` maps a `trading.risk.RiskLimits` to it). With them, each bar's
     orders are decided at its close on a running book in symbol order: an exit closes, an entry
     against a position only closes it (the live path's exits are reduce-only), an entry from flat
     asks for floor(size x cash / close) shares, cut by `strategies.entries.capped_quantity` (position

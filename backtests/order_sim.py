@@ -21,7 +21,11 @@ Per bar, for every symbol (one shared cash balance):
    (`strategies.entries.capped_quantity`) fills the quantity left, at most what size 1 takes then.
    Every entry is capped again at its fill (`strategies.entries.capped_at_fill`, step 3: the equity
    then, its fill price), as the simulated broker caps it, so a share of the equity sized at the
-   fill, or a gap at the open, never takes a position past the caps.
+   fill, or a gap at the open, never takes a position past the caps. The session controls act first,
+   on the close's mark, as the live step's (`strategies.controls`, `backtests.window`): the daily
+   loss limit and the trades per day hold entries, outside the trading window no entry is sent, and
+   from the window's end every position is closed once a session (the flatten's orders count as
+   trades) while the strategy's own exits wait for it.
 
 vectorbt's own `process_order_nb` executes each order (slippage, fees, whole shares, a buy capped by
 the cash there is), and the records make an ordinary vectorbt Portfolio. (`from_order_func` could do
