@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
@@ -156,3 +158,39 @@ def test_each_pipeline_has_its_own_budget(tmp_path: Path) -> None:
     with Ledger(trading.ledger_url) as ledger:
         gated = [e.payload for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "budget"]
     assert [g[PIPELINE_KEY] for g in gated] == ["bold"] and "monthly budget $100.0000" in gated[0]["reason"]
+
+
+PRICES = {"AAA": 12.5, "BBB": 101.0, "CCC": 730.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shares=st.tuples(st.floats(0.05, 0.95), st.floats(0.0, 1.0)),
+    cap=st.floats(0.01, 0.5),
+    orders=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(sorted(PRICES)), st.sampled_from(["BUY", "SELL"]), st.integers(1, 2_000)), max_size=25),
+)
+def test_property_the_account_caps_hold_whatever_the_pipelines_ask(shares: tuple[float, float], cap: float, orders: list[tuple[str, str, str, int]]) -> None:
+    """Any split of the account, any cap, any sequence of buys and sells from either pipeline: what the
+    account book passes never holds more than the cap of the account's equity in a symbol, nor a short,
+    nor more than was asked."""
+    from trading.accounts import AccountBook
+    from trading.events import Event
+    from trading.models import Action, Mode, TradeProposal
+    from trading.risk import RiskLimits
+
+    with Ledger("sqlite://") as ledger:
+        capital = {"a": 100_000 * shares[0], "b": 100_000 * (1 - shares[0]) * shares[1]}
+        for pipeline_id, amount in capital.items():
+            if amount > 0:
+                SubAccount(ledger, pipeline_id).append_many([Event(type=EventType.DEPOSIT, run_id="r", mode=Mode.VALIDATION, payload={"amount": amount})])
+        book = AccountBook(ledger, RiskLimits(max_position_pct=cap, max_sector_pct=1.0, max_open_positions=50))
+        book.mark(PRICES)
+        equity = sum(capital.values())
+        held = dict.fromkeys(PRICES, 0.0)
+        for _pipeline, symbol, side, quantity in orders:
+            proposal = TradeProposal(symbol=symbol, action=Action(side), confidence=0.5, rationale="property", quantity=float(quantity))
+            verdict = book.check(proposal, float(quantity), PRICES[symbol])
+            assert 0 <= verdict.quantity <= quantity
+            held[symbol] += verdict.quantity if side == "BUY" else -verdict.quantity
+            assert held[symbol] >= 0, "no short across the account"
+            assert held[symbol] * PRICES[symbol] <= cap * equity + 1e-6, f"{symbol}: the account's cap"
