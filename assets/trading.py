@@ -183,7 +183,7 @@ def _side_by_side(
     return dg.MaterializeResult(
         metadata={
             "mode": mode.value,
-            "as_of": runs[0].report.as_of.isoformat(),
+            "as_of": runs[0].report.as_of.isoformat() if runs else "",
             "pipelines": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows))),
             "execute": sum(r["execute"] for r in rows),
             "hold": sum(r["hold"] for r in rows),
@@ -193,6 +193,7 @@ def _side_by_side(
             "equity": sum(r["equity"] for r in rows),
             "equity_per_pipeline": dg.MetadataValue.json({r["pipeline"]: r["equity"] for r in rows}),
             "blocked": dg.MetadataValue.json({r["pipeline"]: r["blocked"] for r in rows if r["blocked"]}),  # why new risk was refused
+            "paused": dg.MetadataValue.json([s.id for s in plan.pipelines if s.paused]),
         }
     )
 

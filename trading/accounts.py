@@ -40,6 +40,7 @@ class PipelineSlot(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Names the sub-account in the ledger.")
     file: str | None = Field(None, description="The pipeline file (relative to the plan's folder); None: the rule-based default.")
     capital: float = Field(gt=0, description="A share of the account (0 < x <= 1) or an amount in USD (> 1).")
+    paused: bool = Field(False, description="A paused pipeline does not decide (no model call, no order); its book stays as it is.")
 
 
 class AccountPlan(BaseModel):

@@ -192,7 +192,8 @@ def run_pipelines(
 ) -> list[PipelineRun]:
     """Each pipeline of `plan` decides in turn on its own sub-account of `ledger` (`trading.accounts`):
     funded with its share of `initial_cash`, its events stamped with its id, its broker its own;
-    the other arguments are `run_decision_cycle`'s, the same for every pipeline. The plan's account
+    the other arguments are `run_decision_cycle`'s, the same for every pipeline; a paused pipeline is
+    left out (nothing decided, nothing written). The plan's account
     limits are checked, after each pipeline's own, on the whole account (`AccountBook`)."""
     capital = plan.allocations(initial_cash)
     account = None
@@ -203,7 +204,7 @@ def run_pipelines(
             fund(SubAccount(ledger, slot.id), cash, source=source, run_id=run_id, mode=mode, now=now)
         account = AccountBook(ledger, plan.limits)
     runs = []
-    for slot in plan.pipelines:
+    for slot in (s for s in plan.pipelines if not s.paused):
         report = run_decision_cycle(
             ledger=SubAccount(ledger, slot.id), pipeline=configs[slot.id], initial_cash=capital[slot.id], broker=brokers.get(slot.id),
             run_id=run_id, thread_key=f"{thread_key or run_id}/{slot.id}", account=account, **cycle,

@@ -194,3 +194,18 @@ def test_property_the_account_caps_hold_whatever_the_pipelines_ask(shares: tuple
             held[symbol] += verdict.quantity if side == "BUY" else -verdict.quantity
             assert held[symbol] >= 0, "no short across the account"
             assert held[symbol] * PRICES[symbol] <= cap * equity + 1e-6, f"{symbol}: the account's cap"
+
+
+def test_a_paused_pipeline_does_not_decide_while_the_other_does(tmp_path: Path) -> None:
+    lake, trading, plan = _setup(tmp_path)
+    raw = json.loads(plan.read_text())
+    raw["pipelines"][1]["paused"] = True
+    plan.write_text(json.dumps(raw))
+    paused = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
+    assert paused["paused"] == ["bold"] and paused["orders_sent"] == len(SYMBOLS)
+    with Ledger(trading.ledger_url) as ledger:
+        assert {e.payload[PIPELINE_KEY] for e in ledger.events()} == {"cautious"}, "nothing decided or written for the paused one"
+    raw["pipelines"][1]["paused"] = False
+    plan.write_text(json.dumps(raw))
+    resumed = _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21).replace(minute=30))
+    assert resumed["paused"] == [] and resumed["equity_per_pipeline"]["bold"] == 40_000.0
