@@ -21,8 +21,14 @@ bench: setup
 mutate: setup
 	.venv/bin/python scripts/mutate.py $(MODULES)
 
+# Dagster's own lines (webserver, daemon) follow QUANTLAKE_LOG_FORMAT/_LEVEL too (settings.dagster_log_args):
+# one JSON object a line in JSON mode (not even `dagster dev`'s "use dg dev" warning in plain text).
+# UI_ARGS: more `dagster dev` options, e.g. UI_ARGS="-p 3001".
 ui: setup
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} bash -c '.venv/bin/python -m orchestration.home >/dev/null && .venv/bin/dagster dev'
+	@export DAGSTER_HOME="$${DAGSTER_HOME:-$(CURDIR)/.dagster_home}" \
+	  PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded$${PYTHONWARNINGS:+,$$PYTHONWARNINGS}" && \
+	log_args="$$(.venv/bin/python -c 'from orchestration.home import ensure_dagster_home; from orchestration.settings import dagster_log_args, settings; ensure_dagster_home(); print(*dagster_log_args(settings()))')" && \
+	exec .venv/bin/dagster dev $$log_args $(UI_ARGS)
 
 # The deployment left alone on a simulated clock (tests/soak/): the soak tests (a week, faults,
 # PostgreSQL), then a month, Nov 2026 (`make soak SOAK_ARGS="--period quarter"`: or year, week,
