@@ -4,20 +4,19 @@ Every plot is drawn on its own ``matplotlib.figure.Figure`` with an explicit ``F
 nothing here touches pyplot or the global backend: it is safe to call from worker threads and never
 opens a window. Figures are 9 x 5 inches at 100 dpi, i.e. 900 x 500 pixel PNGs.
 
-``save_report`` writes a set of PNGs plus an ``index.html`` that shows them, each file atomically.
+``save_report`` writes a set of PNGs plus an ``index.html`` that shows them, each file atomically
+through the lake's writers, so a report lands in a local folder or an object store's prefix alike.
 """
 
 from __future__ import annotations
 
 import html
 import io
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote
 
 import matplotlib.dates as mdates
@@ -30,6 +29,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from backtests.metrics import drawdown
+from lake.filesystem import ObjectPath
+from lake.store import write_bytes_atomic
 
 FIGSIZE = (9.0, 5.0)
 DPI = 100
@@ -283,19 +284,6 @@ def fan_chart_png(percentiles: dict[int, np.ndarray], title: str = "Monte Carlo 
 # ---------------------------------------------------------------------------------------------- output
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _index_html(names: list[str]) -> str:
     sections = "\n".join(
         f'<section>\n  <h2>{html.escape(name)}</h2>\n  <img src="{html.escape(quote(name + ".png"))}" '
@@ -309,7 +297,11 @@ def _index_html(names: list[str]) -> str:
     )
 
 
-def save_report(path: Path, pngs: dict[str, bytes]) -> list[Path]:
+@overload
+def save_report(path: Path, pngs: dict[str, bytes]) -> list[Path]: ...
+@overload
+def save_report(path: ObjectPath, pngs: dict[str, bytes]) -> list[ObjectPath]: ...
+def save_report(path: Path | ObjectPath, pngs: dict[str, bytes]) -> list[Path] | list[ObjectPath]:
     """Write ``<path>/<name>.png`` for each image and ``<path>/index.html`` showing them, atomically.
 
     Names must be plain file stems (letters, digits, ``_.-``, not starting with a dot). Returns the
@@ -322,13 +314,7 @@ def save_report(path: Path, pngs: dict[str, bytes]) -> list[Path]:
             )
         if not data.startswith(PNG_SIGNATURE):
             raise ValueError(f"report image {name!r} is not PNG data")
-    path.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for name, data in pngs.items():
-        target = path / f"{name}.png"
-        _write_atomic(target, data)
-        written.append(target)
-    index = path / "index.html"
-    _write_atomic(index, _index_html(list(pngs)).encode("utf-8"))
-    written.append(index)
-    return written
+    files = {f"{name}.png": data for name, data in pngs.items()} | {"index.html": _index_html(list(pngs)).encode("utf-8")}
+    if isinstance(path, ObjectPath):
+        return [write_bytes_atomic(path / name, data) for name, data in files.items()]
+    return [write_bytes_atomic(path / name, data) for name, data in files.items()]

@@ -8,27 +8,36 @@ the return across the ex-date by the ratio before its jump rules look at it. No 
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+from pathlib import Path, PurePosixPath
+from typing import overload
 
 import polars as pl
 
 from lake.errors import LakeError
+from lake.filesystem import ObjectPath
 
-RELATIVE_PATH = Path("reference") / "corporate_actions.csv"
+RELATIVE_PATH = PurePosixPath("reference") / "corporate_actions.csv"
 SCHEMA = {"symbol": pl.String(), "ex_date": pl.Date(), "ratio": pl.Float64()}
 
 
-def corporate_actions_path(root: Path) -> Path:
+@overload
+def corporate_actions_path(root: Path) -> Path: ...
+@overload
+def corporate_actions_path(root: ObjectPath) -> ObjectPath: ...
+def corporate_actions_path(root: Path | ObjectPath) -> Path | ObjectPath:
     return root / RELATIVE_PATH
 
 
-def load_corporate_actions(root: Path) -> pl.DataFrame:
+def load_corporate_actions(root: Path | ObjectPath) -> pl.DataFrame:
     """The lake's declared actions (empty if none), or an error naming the line that is wrong."""
     path = corporate_actions_path(root)
     if not path.exists():
         return pl.DataFrame(schema=SCHEMA)
     try:
-        raw = pl.read_csv(path, infer_schema=False)
+        # An object is read whole (a few lines): polars' CSV reader takes no object-store options.
+        source = io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
+        raw = pl.read_csv(source, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
         raise LakeError(f"{path}: cannot read it as CSV: {exc}") from exc
     missing = [c for c in SCHEMA if c not in raw.columns]

@@ -111,14 +111,23 @@ def write_text_atomic(path: Path, text: str) -> Path: ...
 def write_text_atomic(path: ObjectPath, text: str) -> ObjectPath: ...
 def write_text_atomic(path: Path | ObjectPath, text: str) -> Path | ObjectPath:
     """A text file (a report) written the same way: the old version or the new one, never half."""
+    return write_bytes_atomic(path, text.encode())
+
+
+@overload
+def write_bytes_atomic(path: Path, data: bytes) -> Path: ...
+@overload
+def write_bytes_atomic(path: ObjectPath, data: bytes) -> ObjectPath: ...
+def write_bytes_atomic(path: Path | ObjectPath, data: bytes) -> Path | ObjectPath:
+    """Any file (a report's image) written the same way: the old version or the new one, never half."""
     if isinstance(path, ObjectPath):
-        path.write_bytes_atomic(text.encode())
+        path.write_bytes_atomic(data)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,0 +1,53 @@
+"""What the lake holds besides bars, on an S3-compatible object store (moto's S3 server on a loopback
+port): research reports, the declared corporate actions, news. Each works on an object-store lake as
+on a local folder, or refuses with an error that names the feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backtests.reports import fan_chart_png, save_report
+from lake.corporate_actions import corporate_actions_path, load_corporate_actions
+from lake.errors import LakeError
+from lake.filesystem import ObjectPath
+from lake.store import write_bytes_atomic, write_text_atomic
+from tests.lake.test_s3_lake import _objects, endpoint, s3_root  # noqa: F401  # fixtures: moto's server, a fresh prefix
+
+ACTIONS_CSV = "symbol,ex_date,ratio\naapl, 2024-06-10 ,4\nMSFT,2024-11-26,0.5\n"
+
+
+def test_a_report_is_written_into_the_bucket_as_into_a_folder(s3_root: ObjectPath, tmp_path: Path) -> None:  # noqa: F811
+    pngs = {"fan": fan_chart_png({5: np.array([1.0, 0.9, 0.8]), 50: np.array([1.0, 1.0, 1.1]), 95: np.array([1.0, 1.2, 1.4])})}
+    written = save_report(s3_root / "research/x/report", pngs)
+    local = save_report(tmp_path / "research/x/report", pngs)
+    assert written == [s3_root / "research/x/report/fan.png", s3_root / "research/x/report/index.html"]
+    assert _objects(s3_root) == ["research/x/report/fan.png", "research/x/report/index.html"], "no staged object left"
+    for remote, here in zip(written, local, strict=True):
+        assert remote.read_bytes() == here.read_bytes()
+    save_report(s3_root / "research/x/report", {"fan": pngs["fan"], "again": pngs["fan"]})  # rewritten in place
+    assert _objects(s3_root) == ["research/x/report/again.png", "research/x/report/fan.png", "research/x/report/index.html"]
+    assert b"again.png" in (s3_root / "research/x/report/index.html").read_bytes()
+
+
+def test_atomic_writers_take_bytes_and_text_on_both(s3_root: ObjectPath, tmp_path: Path) -> None:  # noqa: F811
+    for root in (s3_root, tmp_path):
+        assert write_bytes_atomic(root / "a/b.bin", b"\x00\x01") == root / "a/b.bin"
+        assert write_text_atomic(root / "a/c.txt", "é\n") == root / "a/c.txt"
+        assert (root / "a/b.bin").read_bytes() == b"\x00\x01" and (root / "a/c.txt").read_bytes() == "é\n".encode()
+    assert _objects(s3_root) == ["a/b.bin", "a/c.txt"]
+
+
+def test_corporate_actions_are_read_from_the_bucket(s3_root: ObjectPath, tmp_path: Path) -> None:  # noqa: F811
+    assert load_corporate_actions(s3_root).is_empty()  # no file: no actions
+    for root in (s3_root, tmp_path):
+        write_text_atomic(corporate_actions_path(root), ACTIONS_CSV)
+    assert corporate_actions_path(s3_root) == s3_root / "reference/corporate_actions.csv"
+    actions = load_corporate_actions(s3_root)
+    assert actions.equals(load_corporate_actions(tmp_path))
+    assert actions["symbol"].to_list() == ["AAPL", "MSFT"] and actions["ratio"].to_list() == [4.0, 0.5]
+    write_text_atomic(corporate_actions_path(s3_root), "symbol,ex_date,ratio\nAAPL,2024-13-01,2\n")
+    with pytest.raises(LakeError, match=r"s3://.*corporate_actions.csv line 2"):
+        load_corporate_actions(s3_root)
