@@ -3,6 +3,7 @@
     .venv/bin/python scripts/mutate.py                       # every module below
     .venv/bin/python scripts/mutate.py backtests/metrics.py  # one (or several)
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
+    MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last full run's survivors
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
 minutes. The mutants run in a scratch copy of the working tree (never in it: another process may be
@@ -14,6 +15,12 @@ Operators: cosmic-ray's core set without the ones that only make noise (arithmet
 shifts, powers or modulo; `is` for `<`; variable inserters; removed decorators, where removing
 `@njit` changes nothing but speed). Lines marked `# pragma: no mutate` are skipped.
 
+Runner: by default one long-lived process imports the heavy third-party libraries once (numpy, polars,
+pandas, pydantic, numba, pytest, hypothesis, exchange_calendars, great_expectations; never a project
+module) and forks a child per mutant that runs pytest in process on the mutated file: a mutant then costs
+its tests, not a fresh interpreter's imports. `MUTATE_RUNNER=subprocess` runs each mutant in a new
+interpreter instead (cosmic-ray's own runner), e.g. to cross-check the fork runner.
+
 Writes artifacts/mutation/<module>.txt (score, then every survivor's diff) and summary.md, and
 prints the summary table. Not part of CI (`.ci/run`, `scripts/test.sh`): run it by hand or with
 `make mutate`.
@@ -21,7 +28,9 @@ prints the summary table. Not part of CI (`.ci/run`, `scripts/test.sh`): run it 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,8 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import CodeType, FunctionType, ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "artifacts" / "mutation"
@@ -41,7 +52,8 @@ SEED = 0
 # a function compiled into a kernel changed in another file, and would run the unmutated code.
 MODULES: dict[str, list[str]] = {
     "lake/validation.py": ["tests/lake/test_validation.py"],
-    "backtests/metrics.py": ["tests/backtests/test_metrics.py"],
+    # The formulas alone: exposure and turnover are the engine's (its tests run a backtest).
+    "backtests/metrics.py": ["tests/backtests/test_mutants_metrics.py", "tests/backtests/test_metrics.py", "-k", "not exposure"],
     # The rule in plain Python (the engine compiles this very function; its tests run it compiled).
     "strategies/brackets.py": ["tests/backtests/test_brackets.py", "-k", "bracket_step or mirror or missing_levels or touch"],
     "backtests/engine.py": ["tests/backtests/test_engine_costs.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
@@ -52,7 +64,7 @@ MODULES: dict[str, list[str]] = {
     # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
     "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
     "strategies/entries.py": ["tests/backtests/test_entry_sizing.py", "tests/backtests/test_shared_cash.py"],
-    "trading/risk.py": ["tests/trading/test_risk.py"],
+    "trading/risk.py": ["tests/trading/test_mutants_risk.py", "tests/trading/test_risk.py"],
     "trading/execution.py": ["tests/trading/test_execution.py"],
 }
 FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
@@ -99,6 +111,8 @@ class Outcome:
     baseline_s: float = 0.0
     elapsed_s: float = 0.0
     note: str = ""
+    ran_here: int = 0  # mutants this run tested (fewer than `run` when it re-ran survivors only)
+    sha256: str = ""  # of the module's source, so a re-run knows it is the same code
 
     @property
     def score(self) -> float:
@@ -107,7 +121,7 @@ class Outcome:
 
 def scratch_copy() -> Path:
     """The working tree's files (tracked and new, not ignored) copied to a scratch directory."""
-    work = Path(tempfile.gettempdir()) / f"quantlake-mutate-{os.getuid()}"
+    work = Path(tempfile.gettempdir()) / f"quantlake-mutate-{os.getuid()}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
@@ -120,29 +134,328 @@ def scratch_copy() -> Path:
     return work
 
 
+# Imported once by the fork runner's parent (third-party only: a project module imported here would be
+# the unmutated one in every child).
+PRELOAD = ("numpy", "polars", "pandas", "pyarrow", "pydantic", "numba", "pytest", "pytest_timeout", "hypothesis", "exchange_calendars", "great_expectations", "dagster")
+
+
+def pytest_args(tests: list[str]) -> list[str]:
+    return ["-x", "-q", "-p", "no:cacheprovider", "-p", "pytest_timeout", *tests]
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+
+
+def run_forked(
+    tests: list[str], timeout: float, log_path: Path, numba_cache: str | None = None, prepare: Callable[[], None] | None = None
+) -> tuple[str, str]:
+    """pytest on `tests` in a forked child of this (preloaded) process, after `prepare()` there:
+    ("passed" | "failed" | "timeout" | "error", its output). "failed" is any non-zero exit but 5
+    (no tests collected)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 3
+        try:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            if numba_cache is not None:
+                os.environ["NUMBA_CACHE_DIR"] = numba_cache
+                if "numba" in sys.modules:
+                    from numba.core import config
+
+                    config.reload_config()  # numba read the variable when the parent imported it
+            if prepare is not None:
+                prepare()
+            import pytest
+
+            code = int(pytest.main(pytest_args(tests)))
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must exit here
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    status = None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = raw
+        elif time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return "timeout", log_path.read_text(errors="replace")[-3000:]
+        else:
+            time.sleep(0.02)
+    output = log_path.read_text(errors="replace")[-3000:]
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return "passed", output
+    return ("error" if code == 5 else "failed"), output
+
+
 def test_command(tests: list[str]) -> str:
     import shlex
 
     # Plugins are not autoloaded (langsmith's and hypothesis' cost a second or two per mutant);
     # pytest-timeout is loaded by name because pyproject sets its `timeout`.
-    return shlex.join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "pytest_timeout", *tests])
+    return shlex.join([sys.executable, "-m", "pytest", *pytest_args(tests)])
+
+
+_CO_NEWLOCALS = 0x2  # set on functions (and comprehensions, lambdas), not on module or class bodies
+
+
+def _shallow_key(code: CodeType) -> tuple[object, ...]:
+    """What a code object does, its nested code objects named only (line numbers left out)."""
+    consts = tuple(("<code>", c.co_qualname) if isinstance(c, CodeType) else (type(c).__name__, repr(c)) for c in code.co_consts)
+    return (code.co_code, consts, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, code.co_flags,
+            code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount)  # fmt: skip
+
+
+def _nested(code: CodeType) -> list[CodeType]:
+    return [c for c in code.co_consts if isinstance(c, CodeType)]
+
+
+def _full_key(code: CodeType) -> tuple[object, ...]:
+    return (_shallow_key(code), tuple(_full_key(c) for c in _nested(code)))
+
+
+def _changed_functions(original: CodeType, mutated: CodeType) -> list[tuple[CodeType, CodeType]] | None:
+    """The outermost functions whose code the mutation changed, as (original, mutated) pairs; None
+    when it changed module- or class-level code (what runs at import: defaults, constants, bodies)."""
+    if _shallow_key(original) != _shallow_key(mutated):
+        return None
+    pairs = list(zip(_nested(original), _nested(mutated), strict=True))
+    changed: list[tuple[CodeType, CodeType]] = []
+    for o, m in pairs:
+        if _full_key(o) == _full_key(m):
+            continue
+        if o.co_flags & _CO_NEWLOCALS:
+            changed.append((o, m))
+        else:  # a class body: its methods may be patched, its own statements may not
+            inner = _changed_functions(o, m)
+            if inner is None:
+                return None
+            changed += inner
+    return changed
+
+
+_FUNCTIONS: dict[str, dict[tuple[str, int], list[FunctionType]]] = {}
+
+
+def _live_functions(module: ModuleType, code: CodeType) -> list[FunctionType]:
+    """The imported function objects `code` was compiled for (same qualified name and first line in
+    the module's file), found among all live objects: lambdas in tables and decorated functions too."""
+    filename = module.__file__ or ""
+    if filename not in _FUNCTIONS:
+        import gc
+
+        index: dict[tuple[str, int], list[FunctionType]] = {}
+        for obj in gc.get_objects():
+            if isinstance(obj, FunctionType) and obj.__code__.co_filename == filename:
+                index.setdefault((obj.__code__.co_qualname, obj.__code__.co_firstlineno), []).append(obj)
+        _FUNCTIONS[filename] = index
+    found = _FUNCTIONS[filename].get((code.co_qualname, code.co_firstlineno), [])
+    # One definition (however many function objects share its code), or it is not safe to patch.
+    return found if len({id(f.__code__) for f in found}) == 1 and _full_key(found[0].__code__) == _full_key(code) else []
+
+
+def code_patches(module: ModuleType, path: Path, original: str, mutated: str) -> list[tuple[FunctionType, CodeType]] | None:
+    """How to run a mutant without re-importing anything: the live functions whose `__code__` to
+    replace by the mutated file's. None when that is not the same program (a change at import
+    time, a function not found alive or defined twice on one line)."""
+    try:
+        filename = module.__file__ or str(path)
+        changed = _changed_functions(compile(original, filename, "exec"), compile(mutated, filename, "exec"))
+    except (SyntaxError, ValueError):
+        return None
+    if not changed:
+        return None
+    patches = []
+    for o, m in changed:
+        live = _live_functions(module, o)
+        if not live or len(live[0].__code__.co_freevars) != len(m.co_freevars):
+            return None
+        patches += [(f, m) for f in live]
+    return patches
+
+
+def _apply(patches: list[tuple[FunctionType, CodeType]]) -> None:
+    for function, code in patches:
+        function.__code__ = code
+
+
+def _forget_project(work: Path) -> None:
+    """Drops every module imported from the scratch copy, so the next import reads the files."""
+    root = str(work)
+    for name, mod in list(sys.modules.items()):
+        if (getattr(mod, "__file__", None) or "").startswith(root):
+            del sys.modules[name]
+
+
+def _mutant_outcome(
+    item: object, tests: list[str], timeout: float, work: Path, numba_cache: str | None, live: ModuleType | None
+) -> tuple[str, str, str]:
+    """Applies one mutant in the scratch copy, runs `tests`, restores the file: (kind, output, diff)
+    with kind "killed", "survived", "error" (could not run: counted as caught) or "none" (no mutant).
+
+    With `live` (the module, imported unmutated with its tests in this process), a mutant inside a
+    function runs by swapping that function's code in a forked child (`code_patches`): no import at
+    all. Any other mutant, and every survivor, runs on a fresh import of the mutated file."""
+    from cosmic_ray.mutating import mutate_and_test
+    from cosmic_ray.plugins import get_operator
+    from cosmic_ray.work_item import WorkerOutcome
+
+    if os.environ.get("MUTATE_RUNNER", "fork") == "subprocess":
+        if numba_cache is not None:
+            os.environ["NUMBA_CACHE_DIR"] = numba_cache
+        result = mutate_and_test(item.mutations, test_command(tests), timeout)  # type: ignore[attr-defined]
+        if result.worker_outcome == WorkerOutcome.NO_TEST:
+            return "none", "", ""
+        if result.worker_outcome != WorkerOutcome.NORMAL:
+            return "error", result.output or "", result.diff or ""
+        return ("killed" if result.is_killed else "survived"), result.output or "", result.diff or ""
+    spec = item.mutations[0]  # type: ignore[attr-defined]
+    operator = get_operator(spec.operator_name)(**getattr(spec, "operator_args", {}))
+    path = Path(spec.module_path)
+    stamp = path.stat()
+    try:
+        return _fork_mutant(path, operator, spec.occurrence, tests, timeout, work, numba_cache, live)
+    finally:
+        # The restored file gets its original time back: numba's on-disk cache of the module's
+        # unmutated kernels (keyed by the file's time and size) stays valid for the next mutant.
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
+def _fork_mutant(
+    path: Path, operator: object, occurrence: int, tests: list[str], timeout: float, work: Path, numba_cache: str | None, live: ModuleType | None
+) -> tuple[str, str, str]:
+    from cosmic_ray.mutating import use_mutation
+
+    with use_mutation(path, operator, occurrence) as (original, mutated):
+        if mutated is None:
+            return "none", "", ""
+        diff = "\n".join(difflib.unified_diff(original.splitlines(), mutated.splitlines(), str(path), str(path), lineterm=""))
+        patches = code_patches(live, path, original, mutated) if live is not None else None
+        status = ""
+        if patches is not None:
+            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=lambda: _apply(patches))
+        if status in ("", "passed"):
+            # No patch, or a survivor: confirmed on a fresh import of the mutated file.
+            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=(lambda: _forget_project(work)) if live is not None else None)
+    if status == "passed":
+        return "survived", output, diff
+    if status == "failed":
+        return "killed", output, diff
+    return "error", f"{status}\n{output}", diff
 
 
 def run_module(module: str, work: Path, limit_s: float) -> Outcome:
+    """One module's mutants, in a process of its own (what it imports dies with it)."""
+    if os.environ.get("MUTATE_RUNNER", "fork") == "subprocess":
+        return _run_module_here(module, work, limit_s)
+    result = work / "outcome.json"
+    result.unlink(missing_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            result.write_text(json.dumps(asdict(_run_module_here(module, work, limit_s))))
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported, then the worker exits
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.waitpid(pid, 0)
+    if not result.exists():
+        return Outcome(module, note="the module's worker process failed (see its output)")
+    return Outcome(**json.loads(result.read_text()))
+
+
+def _import_tests(tests: list[str], work: Path) -> None:
+    """Imports the tests (and through them the project's modules) into this process, unmutated."""
+    import pytest
+
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(work / "collect.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-p", "pytest_timeout", *tests])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+
+
+def _polars_works_in_a_fork(timeout: float = 120.0) -> bool:
+    """Whether a forked child can still run polars: a process that ran polars before forking hands
+    its children a thread pool whose threads they do not have, and they hang on their first query."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            import polars as pl
+
+            frame = pl.DataFrame({"g": [i % 7 for i in range(50_000)], "x": [float(i) for i in range(50_000)]})
+            code = 0 if frame.group_by("g").agg(pl.col("x").sum()).sort("g").height == 7 else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return False
+
+
+def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     from cosmic_ray.commands.init import init
-    from cosmic_ray.mutating import mutate_and_test
-    from cosmic_ray.testing import run_tests
     from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
     out = Outcome(module)
-    command = test_command(MODULES[module])
+    tests = MODULES[module]
     numba_root = work / ".numba_cache"
     os.environ["NUMBA_CACHE_DIR"] = str(numba_root / "shared")
     started = time.monotonic()
-    outcome, output = run_tests(command, 1800)
+    live = None
+    # Compiled modules are never patched: numba compiles from the source, not from `__code__`.
+    if os.environ.get("MUTATE_RUNNER", "fork") == "fork" and module not in FRESH_NUMBA_CACHE:
+        _import_tests(tests, work)
+        live = sys.modules.get(module.removesuffix(".py").replace("/", "."))
+        if not _polars_works_in_a_fork():
+            # Importing the tests ran polars here: every forked child would hang. Fresh interpreters.
+            os.environ["MUTATE_RUNNER"] = "subprocess"
+            out.note = "the tests' import runs polars: each mutant ran in a fresh interpreter"
+            live = None
+    if os.environ.get("MUTATE_RUNNER", "fork") == "subprocess":
+        from cosmic_ray.testing import run_tests
+        from cosmic_ray.work_item import TestOutcome
+
+        outcome, output = run_tests(test_command(tests), 1800)
+        status = "passed" if outcome == TestOutcome.SURVIVED else "failed"
+    else:
+        status, output = run_forked(tests, 1800, work / "baseline.log", str(numba_root / "shared"))
     out.baseline_s = time.monotonic() - started
-    if outcome != TestOutcome.SURVIVED:
+    if status != "passed":
         out.note = "baseline tests fail: not mutated"
         out.errors.append(output[-3000:])
         return out
@@ -167,33 +480,75 @@ def run_module(module: str, work: Path, limit_s: float) -> Outcome:
     # the same mutant keeps its place when the module's other lines or the filter change.
     items.sort(key=lambda i: _order_key(i.mutations[0]))
     out.total = len(items)
+    source = (work / module).read_text()
+    out.sha256 = hashlib.sha256(source.encode()).hexdigest()
+    if os.environ.get("MUTATE_RERUN") and (before := previous_survivors(module, out.sha256)) is not None:
+        # Same source, tests only added: what was killed stays killed; only the survivors run again.
+        killed, run, total, diffs = before
+        items = [i for i in items if _diff_of(i, source, Path(module)) in diffs]
+        out.note = f"re-ran the {len(items)} survivors of the last full run ({killed} killed of {run}) on the same source"
+        if len(items) != len(diffs) or total != out.total:
+            out.note += f" (found {len(items)} of {len(diffs)} survivors, {out.total} of {total} mutants)"
+        out.run, out.killed = run - len(items), killed
     deadline = started + limit_s
     for item in items:
         if time.monotonic() > deadline:
-            out.note = f"time limit {limit_s:.0f} s: a random sample of {out.run} of {out.total} mutants ran"
+            out.note = "; ".join(filter(None, [out.note, f"time limit {limit_s:.0f} s: a random sample of {out.run} of {out.total} mutants ran"]))
             break
-        if module in FRESH_NUMBA_CACHE:
-            os.environ["NUMBA_CACHE_DIR"] = str(numba_root / item.job_id)
-        result = mutate_and_test(item.mutations, command, timeout)
-        if module in FRESH_NUMBA_CACHE:
-            shutil.rmtree(numba_root / item.job_id, ignore_errors=True)
-        if result.worker_outcome == WorkerOutcome.NO_TEST:
+        fresh = str(numba_root / item.job_id) if module in FRESH_NUMBA_CACHE else None
+        kind, output, diff = _mutant_outcome(item, tests, timeout, work, fresh, live)
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        if kind == "none":
             out.total -= 1
             continue
         out.run += 1
+        out.ran_here += 1
         spec = item.mutations[0]
         where = f"line {spec.start_pos[0]} ({spec.definition_name or 'module'}): {spec.operator_name}"
-        if result.worker_outcome != WorkerOutcome.NORMAL:
-            out.errors.append(f"{where}\n{(result.output or '')[-1500:]}")
+        if kind == "error":
+            out.errors.append(f"{where}\n{output[-1500:]}")
             out.killed += 1  # the mutant could not run: counted as caught, listed under errors
-        elif result.is_killed:
+        elif kind == "killed":
             out.killed += 1
         else:
-            out.survivors.append(f"{where}\n{result.diff}")
+            out.survivors.append(f"{where}\n{diff}")
         print(f"  {module}: {out.run}/{out.total} run, {len(out.survivors)} survived", end="\r", flush=True)
+        with (work / "progress.log").open("a") as progress:  # one line a mutant, for `tail -f`
+            progress.write(f"{time.monotonic() - started:7.1f}s {kind:8} {where}\n")
     out.elapsed_s = time.monotonic() - started
     print()
     return out
+
+
+def _report_path(module: str) -> Path:
+    return OUT / f"{module.replace('/', '_').removesuffix('.py')}.txt"
+
+
+def previous_survivors(module: str, sha256: str) -> tuple[int, int, int, set[str]] | None:
+    """(killed, run, total, survivors' diffs) of the module's last full run on this very source,
+    else None (no report, a sampled run, or the source changed since)."""
+    path = _report_path(module)
+    if not path.exists():
+        return None
+    text = path.read_text()
+    score = re.search(r"^score: \S+ \((\d+) killed of (\d+) run; (\d+) mutants", text, re.M)
+    source = re.search(r"^sha256: (\w+)$", text, re.M)
+    if score is None or "time limit" in text or (source is not None and source.group(1) != sha256):
+        return None
+    body = text.split("\nsurvivors (", 1)[1].split("\n", 1)[1].split("\n\n--- error:", 1)[0]
+    diffs = {chunk.split("\n", 1)[1].strip() for chunk in re.split(r"\n--- (?=line \d+ \()", body) if chunk.startswith("line ") and "\n" in chunk}
+    killed, run, total = (int(g) for g in score.groups())
+    return killed, run, total, diffs
+
+
+def _diff_of(item: object, source: str, path: Path) -> str:
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    spec = item.mutations[0]  # type: ignore[attr-defined]
+    mutated = mutate_code(source, get_operator(spec.operator_name)(**getattr(spec, "operator_args", {})), spec.occurrence)
+    return "" if mutated is None else "\n".join(difflib.unified_diff(source.splitlines(), mutated.splitlines(), str(path), str(path), lineterm="")).strip()
 
 
 def write_report(out: Outcome) -> None:
@@ -202,14 +557,16 @@ def write_report(out: Outcome) -> None:
         f"module: {out.module}",
         f"tests: {' '.join(MODULES[out.module])}",
         f"score: {out.score:.1f}% ({out.killed} killed of {out.run} run; {out.total} mutants after the operator filter)",
-        f"time: {out.elapsed_s:.0f} s (baseline test run {out.baseline_s:.1f} s)",
+        f"sha256: {out.sha256}",
+        f"time: {out.elapsed_s:.0f} s (baseline test run {out.baseline_s:.1f} s; "
+        f"{(out.elapsed_s - out.baseline_s) / max(out.ran_here, 1):.1f} s per mutant; runner {os.environ.get('MUTATE_RUNNER', 'fork')})",
         *([f"note: {out.note}"] if out.note else []),
         "",
         f"survivors ({len(out.survivors)}):",
     ]
     body = [f"\n--- {s}" for s in out.survivors]
     errors = [f"\n--- error: {e}" for e in out.errors]
-    (OUT / f"{out.module.replace('/', '_').removesuffix('.py')}.txt").write_text("\n".join([*head, *body, *errors]) + "\n")
+    _report_path(out.module).write_text("\n".join([*head, *body, *errors]) + "\n")
 
 
 def summary(outcomes: list[Outcome]) -> str:
@@ -231,15 +588,28 @@ def main(argv: list[str]) -> int:
     os.environ["PYTHONPATH"] = str(work)  # the copy, not the editable install of the real tree
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # A mutant that keeps the file's size, written in the second its original was, would otherwise
+    # be run from the original's cached bytecode.
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(work))  # the fork runner's children import the copy too
+    if os.environ.get("MUTATE_RUNNER", "fork") != "subprocess":
+        preload()
     outcomes = []
     for module in modules:
         print(f"{module}: {' '.join(MODULES[module])}")
         outcome = run_module(module, work, limit)
         write_report(outcome)
         outcomes.append(outcome)
+    shutil.rmtree(work, ignore_errors=True)
     table = summary(outcomes)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.md").write_text(table + "\n")
+    # The summary keeps the rows of modules run before (each row is a module's latest run).
+    summary_path = OUT / "summary.md"
+    kept = summary_path.read_text().splitlines()[2:] if summary_path.exists() else []
+    rows = [r for r in kept if r.split("|")[1].strip() not in {o.module for o in outcomes}]
+    table = "\n".join([*table.splitlines()[:2], *rows, *table.splitlines()[2:]])
+    summary_path.write_text(table + "\n")
     print(table)
     print(f"survivors and their diffs: {OUT.relative_to(ROOT)}/<module>.txt")
     return 0 if all(not o.errors or o.run for o in outcomes) else 1
