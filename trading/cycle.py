@@ -193,8 +193,8 @@ def run_pipelines(
     """Each pipeline of `plan` decides in turn on its own sub-account of `ledger` (`trading.accounts`):
     funded with its share of `initial_cash`, its events stamped with its id, its broker its own;
     the other arguments are `run_decision_cycle`'s, the same for every pipeline; a paused pipeline is
-    left out (nothing decided, nothing written). The plan's account
-    limits are checked, after each pipeline's own, on the whole account (`AccountBook`)."""
+    left out (nothing decided, nothing written). The plan's account limits are checked, after each
+    pipeline's own, on the whole account (`AccountBook`)."""
     capital = plan.allocations(initial_cash)
     account = None
     if plan.limits is not None:  # the account's equity is every sub-account's from the first pipeline's check on
