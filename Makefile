@@ -27,7 +27,8 @@ mutate: setup
 ui: setup
 	@export DAGSTER_HOME="$${DAGSTER_HOME:-$(CURDIR)/.dagster_home}" \
 	  PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded$${PYTHONWARNINGS:+,$$PYTHONWARNINGS}" && \
-	log_args="$$(.venv/bin/python -c 'from orchestration.home import ensure_dagster_home; from orchestration.settings import dagster_log_args, settings; ensure_dagster_home(); print(*dagster_log_args(settings()))')" && \
+	.venv/bin/python -m orchestration.home >/dev/null && \
+	log_args="$$(.venv/bin/python -c 'from orchestration.settings import dagster_log_args, settings; print(*dagster_log_args(settings()))')" && \
 	exec .venv/bin/dagster dev $$log_args $(UI_ARGS)
 
 # The deployment left alone on a simulated clock (tests/soak/): the soak tests (a week, faults,
