@@ -28,7 +28,7 @@ from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
 from strategies.registry import load_strategy
-from trading.accounts import AccountPlan, load_account_plan
+from trading.accounts import AccountPlan, SubAccount, load_account_plan
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.base import Broker
@@ -250,6 +250,7 @@ def cycle_key(context: dg.AssetExecutionContext) -> str:
 class EndOfDayConfig(dg.Config):
     day: str = Field("", description="Trading day (YYYY-MM-DD, the exchange's date); empty: the run's day.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to mark positions with; empty: the universe.")
+    pipelines: str = Field("", description="The decide runs' plan of pipelines side by side: each simulated sub-account is flattened too.")
 
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["decision_cycle"])
@@ -271,7 +272,11 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
             flattened = len(Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id, now=now, limits=limits).flatten_if_due())
             if isinstance(broker, SimulatedBroker):
                 trading.save_simulated(broker)  # the closing orders fill on the simulation's next bar
+        if config.pipelines and Mode(trading.mode) == Mode.SIMULATION:
+            flattened += _flatten_pipelines(trading, load_account_plan(config.pipelines), ledger, context.run_id, now)
         summary = day_summary(ledger, day, marks, limits.exchange)
+    except ValueError as exc:  # a bad plan: a retry cannot fix it
+        raise dg.Failure(str(exc), allow_retries=False) from exc
     finally:
         ledger.close()
     report = _eod_markdown(summary, flattened)
@@ -293,6 +298,19 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
             "model_cost_usd": float(summary["model_cost_usd"]),
         }
     )
+
+
+def _flatten_pipelines(trading: TradingResource, plan: AccountPlan, ledger: Ledger, run_id: str, now: datetime) -> int:
+    """Each pipeline's simulated account flattened at its own window's end (its limits), on its sub-account."""
+    closing = 0
+    for slot in plan.pipelines:
+        if not _sim_file(trading, slot.id).exists():
+            continue  # never traded
+        broker = _simulated(trading, slot.id, 0.0)
+        limits = pipeline_config(trading, plan.file_of(slot)).limits
+        closing += len(Executor(broker, SubAccount(ledger, slot.id), mode=Mode.SIMULATION, run_id=run_id, now=now, limits=limits).flatten_if_due())
+        write_text_atomic(_sim_file(trading, slot.id), json.dumps(broker.to_state()))
+    return closing
 
 
 def _eod_markdown(s: dict[str, Any], flattened: int) -> str:
