@@ -3,7 +3,7 @@
     .venv/bin/python scripts/mutate.py                       # every module below
     .venv/bin/python scripts/mutate.py backtests/metrics.py  # one (or several)
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
-    MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last full run's survivors
+    MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
 minutes. The mutants run in a scratch copy of the working tree (never in it: another process may be
@@ -65,7 +65,15 @@ MODULES: dict[str, list[str]] = {
     "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
     "strategies/entries.py": ["tests/backtests/test_entry_sizing.py", "tests/backtests/test_shared_cash.py"],
     "trading/risk.py": ["tests/trading/test_mutants_risk.py", "tests/trading/test_risk.py"],
-    "trading/execution.py": ["tests/trading/test_execution.py"],
+    "trading/execution.py": ["tests/trading/test_mutants_execution.py", "tests/trading/test_execution.py"],
+    # Plain-Python strategy rules: hand-computed values first, then the strategies' own tests.
+    "strategies/sizing.py": ["tests/strategies/test_mutants_indicators.py", "tests/strategies/test_strategies.py"],
+    "strategies/positions.py": ["tests/strategies/test_strategies.py"],
+    "strategies/base.py": ["tests/strategies/test_mutants_base.py", "tests/strategies/test_strategies.py"],
+    "strategies/indicators.py": [
+        "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_window_exact.py", "tests/strategies/test_strategies.py",
+        "-k", "mutants or test_strategies or by_hand or restart or constant",
+    ],
 }
 FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
 
@@ -311,7 +319,8 @@ def _mutant_outcome(
 
     With `live` (the module, imported unmutated with its tests in this process), a mutant inside a
     function runs by swapping that function's code in a forked child (`code_patches`): no import at
-    all. Any other mutant, and every survivor, runs on a fresh import of the mutated file."""
+    all. Any other mutant runs on a fresh import of the mutated file (and, with MUTATE_CONFIRM=1,
+    every survivor again, to rule out a survival only patching allows)."""
     from cosmic_ray.mutating import mutate_and_test
     from cosmic_ray.plugins import get_operator
     from cosmic_ray.work_item import WorkerOutcome
@@ -350,8 +359,9 @@ def _fork_mutant(
         status = ""
         if patches is not None:
             status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=lambda: _apply(patches))
-        if status in ("", "passed"):
-            # No patch, or a survivor: confirmed on a fresh import of the mutated file.
+        if status == "" or (status == "passed" and os.environ.get("MUTATE_CONFIRM")):
+            # No patch (or, with MUTATE_CONFIRM, a survivor to confirm): a fresh import of the mutated
+            # file. Patching can only err towards survival (a call made at import time runs unmutated).
             status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=(lambda: _forget_project(work)) if live is not None else None)
     if status == "passed":
         return "survived", output, diff
@@ -486,7 +496,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
         # Same source, tests only added: what was killed stays killed; only the survivors run again.
         killed, run, total, diffs = before
         items = [i for i in items if _diff_of(i, source, Path(module)) in diffs]
-        out.note = f"re-ran the {len(items)} survivors of the last full run ({killed} killed of {run}) on the same source"
+        out.note = f"re-ran the {len(items)} survivors of the last run ({killed} killed of {run}) on the same source"
         if len(items) != len(diffs) or total != out.total:
             out.note += f" (found {len(items)} of {len(diffs)} survivors, {out.total} of {total} mutants)"
         out.run, out.killed = run - len(items), killed
@@ -526,15 +536,15 @@ def _report_path(module: str) -> Path:
 
 
 def previous_survivors(module: str, sha256: str) -> tuple[int, int, int, set[str]] | None:
-    """(killed, run, total, survivors' diffs) of the module's last full run on this very source,
-    else None (no report, a sampled run, or the source changed since)."""
+    """(killed, run, total, survivors' diffs) of the module's last run on this very source, else None
+    (no report, or the source changed since). After a sampled run, the re-run scores that sample."""
     path = _report_path(module)
     if not path.exists():
         return None
     text = path.read_text()
     score = re.search(r"^score: \S+ \((\d+) killed of (\d+) run; (\d+) mutants", text, re.M)
     source = re.search(r"^sha256: (\w+)$", text, re.M)
-    if score is None or "time limit" in text or (source is not None and source.group(1) != sha256):
+    if score is None or (source is not None and source.group(1) != sha256):
         return None
     body = text.split("\nsurvivors (", 1)[1].split("\n", 1)[1].split("\n\n--- error:", 1)[0]
     diffs = {chunk.split("\n", 1)[1].strip() for chunk in re.split(r"\n--- (?=line \d+ \()", body) if chunk.startswith("line ") and "\n" in chunk}

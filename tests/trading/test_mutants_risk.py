@@ -36,3 +36,18 @@ def test_less_than_one_whole_share_is_refused_and_says_so() -> None:
     assert not res.approved and res.quantity == 0
     assert res.hard_violations == ["AAPL: less than one whole share requested"]
     assert "floored to whole shares" in res.reasons
+
+
+def test_every_unpriced_sector_holding_is_named() -> None:
+    book = _book(positions={"MSFT": 10.0, "NVDA": 5.0}, prices={"AAPL": 100.0})
+    res = assess(_proposal(quantity=10), book, RiskLimits())
+    assert not res.approved
+    assert res.hard_violations == [
+        "no price for MSFT to value sector information technology before adding AAPL",
+        "no price for NVDA to value sector information technology before adding AAPL",
+    ]
+
+
+def test_a_zero_quantity_is_no_trade_and_no_violation() -> None:
+    res = assess(_proposal(quantity=0), _book(), RiskLimits())
+    assert not res.approved and res.reasons == ["zero quantity requested"] and res.hard_violations == []

@@ -1,0 +1,102 @@
+"""The strategy contract at its edges (strategies/base.py): sweep ranges, the signal frame, bad bars
+and crossings at exact ties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from pydantic import Field
+
+from strategies.base import (
+    SIGNAL_COLUMNS,
+    Strategy,
+    StrategyError,
+    StrategyParams,
+    check_bars,
+    crossed_above,
+    crossed_below,
+    no_levels,
+    no_shorts,
+)
+
+
+class _Ranged(StrategyParams):
+    a: float = Field(0.1, json_schema_extra={"sweep": [0.1, 0.3, 0.1]})  # float steps: 0.3 is reached
+    b: int = Field(1, ge=1, json_schema_extra={"sweep": [0, 2, 1]})  # 0 is not a valid b
+    c: int = 5  # no sweep
+
+
+def test_sweep_ranges_include_the_upper_bound_and_skip_fields_without_one() -> None:
+    ranges = _Ranged.sweep_ranges()
+    assert list(ranges) == ["a", "b"]
+    assert ranges["a"] == pytest.approx([0.1, 0.2, 0.3]) and ranges["b"] == [0, 1, 2]
+
+
+def test_grid_skips_invalid_combinations_and_takes_overrides() -> None:
+    grid = list(_Ranged.grid())
+    assert [(round(p.a, 9), p.b) for p in grid] == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2), (0.3, 1), (0.3, 2)]
+    assert [p.b for p in _Ranged.grid(a=[0.5], b=[2, 3])] == [2, 3]
+
+
+def _bars(closes: list[float], symbol: str = "AAA") -> pl.DataFrame:
+    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "symbol": symbol,
+            "ts": [start + timedelta(days=k) for k in range(len(closes))],
+            "open": closes,
+            "high": closes,
+            "low": closes,
+            "close": closes,
+        }
+    )
+
+
+def _partial(bars: pl.DataFrame, p: _Ranged) -> pl.DataFrame:
+    """Entries on the second bar only, nulls elsewhere (to be read as False), sizes as integers."""
+    second = pl.int_range(pl.len()) == 1
+    return bars.with_columns(
+        pl.when(second).then(True).alias("entry_long"),
+        pl.lit(None, pl.Boolean).alias("exit_long"),
+        *no_shorts(),
+        pl.lit(1, pl.Int64).alias("size"),
+        *no_levels(),
+    )
+
+
+def test_signals_fill_missing_booleans_as_false_and_cast_the_levels() -> None:
+    strategy = Strategy(name="partial", params_model=_Ranged, compute=_partial, lookback=lambda p: 1)
+    out = strategy.signals(_bars([1.0, 2.0, 3.0]), _Ranged())
+    assert out["entry_long"].to_list() == [False, True, False] and out["exit_long"].to_list() == [False] * 3
+    assert {c: out.schema[c] for c in SIGNAL_COLUMNS} == SIGNAL_COLUMNS
+
+
+def test_signals_name_the_columns_a_strategy_did_not_produce() -> None:
+    strategy = Strategy(name="lazy", params_model=_Ranged, compute=lambda b, p: b.with_columns(*no_shorts()), lookback=lambda p: 1)
+    with pytest.raises(StrategyError, match=r"lazy: signal function did not produce \['entry_long', 'exit_long', 'size', 'stop', 'target1', 'target2'\]"):
+        strategy.signals(_bars([1.0, 2.0]), _Ranged())
+
+
+def test_bad_bars_are_named() -> None:
+    with pytest.raises(StrategyError, match="who: no bars"):
+        check_bars(_bars([1.0]).clear(), "who")
+    with pytest.raises(StrategyError, match=r"who: bars lack column\(s\) \['high', 'low'\]"):
+        check_bars(_bars([1.0]).drop("high", "low"), "who")
+    for bad in (float("inf"), float("nan"), None):
+        frame = _bars([1.0, 2.0]).with_columns(pl.when(pl.int_range(pl.len()) == 1).then(bad).otherwise(pl.col("low")).alias("low"))
+        with pytest.raises(StrategyError, match=r"who: 1 bar\(s\) with NaN/null prices, first AAA at 2024-01-03"):
+            check_bars(frame, "who")
+    check_bars(_bars([1.0, 2.0]), "who")  # good bars pass
+
+
+def test_crossings_at_exact_ties() -> None:
+    a = pl.col("a")
+    frame = pl.DataFrame({"a": [1.0, 2.0, 2.0, 3.0, 2.0, 1.0], "b": [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]})
+    # above only from row 3 (a tie is not above); below from row 5 (a tie is not below)
+    got = frame.select(crossed_above(a, pl.col("b")).alias("up"), crossed_below(a, pl.col("b")).alias("down"))
+    assert got["up"].to_list() == [False, False, False, True, False, False]  # row 0: not above, whatever came before
+    assert got["down"].to_list() == [None, False, False, False, False, True]
+    level = frame.select(crossed_above(a, 2.0).alias("up"), crossed_below(a, 2.0).alias("down"))
+    assert level["up"].to_list() == got["up"].to_list() and level["down"].to_list() == got["down"].to_list()

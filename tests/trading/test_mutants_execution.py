@@ -1,0 +1,62 @@
+"""Executor rules the other tests let mutants of trading/execution.py through on (issue 18)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trading.brokers.base import OrderRequest, OrderState, UnknownOutcome
+from trading.brokers.simulated import SimulatedBroker
+from trading.execution import Executor
+from trading.ledger import Ledger
+from trading.models import Decision, Mode, Side, Verdict
+from trading.risk import RiskLimits
+from trading.step import fund
+
+OPEN = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)  # 10:00 New York: inside the trading window
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+
+class _TimesOutOnce(SimulatedBroker):
+    """The first submit times out without reaching the broker; later ones go through."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.timeouts = 1
+
+    def submit(self, request: OrderRequest) -> OrderState:
+        if self.timeouts:
+            self.timeouts -= 1
+            raise UnknownOutcome(f"{request.client_order_id}: read timed out")
+        return super().submit(request)
+
+
+def _decision(symbol: str, side: Side, qty: float) -> Decision:
+    return Decision(run_id="r", strategy="sma", symbol=symbol, decided_at=OPEN, verdict=Verdict.EXECUTE, side=side, quantity=qty)
+
+
+def _executor(broker: SimulatedBroker, ledger: Ledger, run_id: str = "run-1", limits: RiskLimits | None = None) -> Executor:
+    fund(ledger, broker.account().cash, source=broker.name, run_id=run_id, mode=Mode.SIMULATION, now=OPEN)
+    return Executor(broker, ledger, mode=Mode.SIMULATION, run_id=run_id, now=OPEN, limits=limits)
+
+
+def test_an_unknown_send_outcome_is_recorded_as_unknown_neither_sent_nor_rejected(ledger: Ledger) -> None:
+    broker = _TimesOutOnce(cash=100_000)
+    decision = _decision("AAA", Side.BUY, 10)
+    ex = _executor(broker, ledger)
+    assert ex.execute([decision], {}) == []
+    [submitted] = ledger.events(types=["order_submitted"])
+    assert submitted.payload["status"] == "unknown" and "read timed out" in submitted.payload["error"]
+    assert list(ledger.events(types=["rejection"])) == []
+    assert ex.sent_order_ids() == set()  # not confirmed: the next run asks the broker again
+    # The next run sends it (the broker never had it), once.
+    [state] = _executor(broker, ledger, run_id="run-2").execute([decision], {})
+    assert state.client_order_id == submitted.payload["client_order_id"]
+    assert _executor(broker, ledger, run_id="run-3").execute([decision], {}) == []
