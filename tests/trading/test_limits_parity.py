@@ -186,3 +186,29 @@ def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> 
     assert bt.equity.filter(pl.col("ts") == _utc(2024, 11, 29, 17, 59))["cash"].item() == pytest.approx(
         bt.equity.filter(pl.col("ts") == _utc(2024, 11, 29, 17, 59))["equity"].item(), abs=1e-9
     )
+
+
+def test_long_short_fractional_with_every_control_at_once_the_session_is_the_backtest() -> None:
+    """Shorts (a flatten covers them with a buy), fractional shares, the trades per day, an open
+    delay and the half day's flatten together."""
+    sim = COSTS.model_copy(update={"allow_short": True, "fractional": True})
+    limits = RiskLimits(**{**OPEN, "allow_short": True, "max_trades_per_day": 12, "window_open_delay_min": 10})
+    spans, trade_from, *_ = CASES["half day 2024-11-29: flatten at 12:55 before its 13:00 close"]
+    bars, params = _bars(*spans), SMA_CROSS.params(fast=3, slow=10, fraction=0.5, allow_short=True)
+    with Ledger("sqlite:///:memory:") as ledger:
+        session = run_simulated_session(
+            bars=bars, ledger=ledger, strategy=SMA_CROSS, params=params, pipeline=PipelineConfig(limits=limits, fractional=True), sim=sim, trade_from=trade_from
+        )  # fmt: skip
+        kinds = {str(e.payload["kind"]) for e in ledger.events(types=["intervention"])}
+    config = backtest_config(sim, 100_000.0, "1m")
+    expected = run_backtest(bars, SMA_CROSS, params, config, trade_from=trade_from, limits=SizingLimits.from_limits(limits, SYMBOLS))
+    paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
+    backtest = expected.orders.sort("ts", "symbol", "side")
+    assert paper.select("ts", "symbol", "side").rows() == backtest.select("ts", "symbol", "side").rows()
+    assert paper.height > 5 and not (paper["quantity"] == paper["quantity"].floor()).all()
+    np.testing.assert_allclose(paper["quantity"].to_numpy(), backtest["size"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9)
+    assert {"trades_per_day", "blocked"} <= kinds
+    signed = pl.when(pl.col("side") == "buy").then(pl.col("size")).otherwise(-pl.col("size"))
+    held = expected.orders.sort("ts").select(pl.col("symbol"), signed.cum_sum().over("symbol").alias("held"))
+    assert held["held"].min() < 0  # a short was held (and the flatten or a signal covered it)
