@@ -44,7 +44,7 @@ def to_market(signals: pl.DataFrame) -> Market:
         ts = signals["ts"].slice(0, n).set_sorted()
 
         def wide(values: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(values.reshape(len(symbols), n).T)
+            return _like(values, np.ascontiguousarray(values.reshape(len(symbols), n).T))
 
     else:
         symbols = sorted(signals["symbol"].unique().to_list())
@@ -55,7 +55,7 @@ def to_market(signals: pl.DataFrame) -> Market:
         def wide(values: np.ndarray) -> np.ndarray:
             out = np.empty(values.shape, dtype=values.dtype)
             out[cell] = values
-            return out.reshape(n, len(symbols))
+            return _like(values, out.reshape(n, len(symbols)))
 
     def column(name: str) -> np.ndarray:
         # Levels are optional for callers that build signals by hand, and all null without a bracket.
@@ -64,6 +64,13 @@ def to_market(signals: pl.DataFrame) -> Market:
         return wide(signals[name].to_numpy())
 
     return Market(ts, symbols, column("open"), column("high"), column("low"), column("close"), {c: column(c) for c in SIGNAL_COLUMNS})
+
+
+def _like(source: np.ndarray, wide: np.ndarray) -> np.ndarray:
+    """Read-only where polars handed out a read-only view, as the arrays always were: numba compiles
+    (and caches) one specialization per array type, read-only or not."""
+    wide.flags.writeable = wide.flags.writeable and source.flags.writeable
+    return wide
 
 
 def _block_length(runs: pl.DataFrame, stamps: np.ndarray) -> int | None:

@@ -115,3 +115,13 @@ def test_a_symbol_with_a_bar_twice_and_one_missing_names_the_double() -> None:
     for frame in (doubled, doubled.sort("symbol", "ts"), doubled.sort("ts", "symbol")):
         with pytest.raises(BacktestError, match=re.escape(f"MSFT has two bars at {msft['ts'][9]}")):
             to_market(frame)
+
+
+@pytest.mark.parametrize("symbols", [["JPM"], ["MSFT", "AAPL", "JPM"]])
+def test_arrays_are_read_only_where_polars_gives_a_view(symbols: list[str]) -> None:
+    """As before the index-built path: the compiled kernels keep one specialization (and its cache)."""
+    signals = _signals().filter(pl.col("symbol").is_in(symbols))
+    for frame in (signals, signals.sort("ts", "symbol")):
+        market = to_market(frame)
+        for name, array in [(c, getattr(market, c)) for c in ARRAYS] + list(market.signals.items()):
+            assert array.flags.writeable == frame[name].to_numpy().flags.writeable, name
