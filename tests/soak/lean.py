@@ -1,14 +1,14 @@
 """A leaner per-run path for the soak: Dagster's own SQLite storage work, done once instead of per call.
 
 The soak's time went to Dagster's bookkeeping, not to our runs (profiled on a week): every storage
-call built a new SQLAlchemy engine, so every statement was compiled again (each engine has its own
+call built a new SQLAlchemy engine and SQLite connection, so every statement was compiled again (each engine has its own
 compiled cache), and every instance the sensors and schedules open (one per evaluation, from the
 instance's ref, as the daemon's code server does) read the alembic migration scripts from disk to
 learn the head revision. Here, inside the soak only:
 
-- one engine per SQLite file and pool class, reused (the latest ENGINES_KEPT; still NullPool: a
-  fresh sqlite3 connection per call, the same statements and transactions; only the compiled
-  statements are kept);
+- one engine per SQLite file, reused (the latest ENGINES_KEPT), its compiled statements kept, and
+  its connections pooled instead of opened and closed for every call (the same statements, each
+  call still its own transaction);
 - the alembic script directory read once per script location (the files do not change in a run).
 
 Nothing is skipped: every run, event, tick, cursor and run key is still written to the instance.
@@ -25,6 +25,7 @@ from unittest import mock
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool, QueuePool
 
 # The SQLite storages that build an engine per connection (they import create_engine by name).
 SQLITE_STORAGE_MODULES = (
@@ -48,11 +49,18 @@ def _engine_cache(real: Callable[..., Engine], keep: int = ENGINES_KEPT) -> Call
         key = (str(url), repr(kwargs.get("poolclass")), repr(sorted(kwargs.get("connect_args", {}).items())))
         if key in engines:
             engines.move_to_end(key)
+            return engines[key]
+        if kwargs.get("poolclass") is NullPool:
+            # Connections kept open between calls (SQLAlchemy's default pool for a SQLite file); the
+            # storage's own dispose() after each call would close them: it keeps the pool instead.
+            engine = real(url, **{**kwargs, "poolclass": QueuePool})
+            setattr(engine, "dispose", lambda close=True: None)  # noqa: B010  (an instance's method, shadowed)
         else:
-            engines[key] = real(url, **kwargs)
-            while len(engines) > keep:
-                engines.popitem(last=False)[1].dispose()
-        return engines[key]
+            engine = real(url, **kwargs)
+        engines[key] = engine
+        while len(engines) > keep:
+            Engine.dispose(engines.popitem(last=False)[1])  # the real dispose: its connections closed
+        return engine
 
     return create_engine
 

@@ -46,6 +46,13 @@ def test_engines_and_migration_scripts_are_built_once_inside_and_afresh_outside(
         assert sqlite_event_log.create_engine(url, poolclass=NullPool) is not first  # the oldest went, bounded
         assert sqlite_event_log.create_engine(f"sqlite:///{tmp_path / f'{ENGINES_KEPT - 1}.db'}", poolclass=NullPool) is others[-1]
         assert ScriptDirectory.from_config(config) is ScriptDirectory.from_config(config)
+        pooled = sqlite_event_log.create_engine(f"sqlite:///{tmp_path / 'pooled.db'}", poolclass=NullPool)
+        connections = []
+        for _ in range(2):
+            with pooled.connect() as conn:
+                connections.append(conn.connection.dbapi_connection)
+            pooled.dispose()  # what the event log storage does after each call
+        assert connections[0] is connections[1]  # kept open between calls
 
 
 def test_the_instance_records_the_same_runs_and_events(tmp_path: Path) -> None:
