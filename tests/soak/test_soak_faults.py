@@ -181,29 +181,40 @@ def test_a_drawdown_breaker_trips_halts_the_schedules_and_resumes_when_told(tmp_
     print(stats, trips)
 
 
-def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) -> None:
-    """The analyst is a model on the loopback OpenAI server. On Friday 11-13 (NVDA's sma_cross
-    signal: the analyst is asked) the server answers nothing in time: every call times out, each
-    falls back to the rule analyst with the timeout as its recorded reason, every decision run of the
-    day still succeeds at its time, and the rules' proposal (NVDA's buy) is sent."""
+# The model's answer once it answers again: a HOLD (the rules would buy), so its decision is visibly the model's.
+MODEL_HOLDS = {"action": "HOLD", "confidence": 0.8, "rationale": "model: the cross is too weak to chase", "entry": None, "stop": None, "target1": None, "target2": None}
+
+
+def test_a_model_timing_out_for_a_day_falls_back_to_the_rules_then_answers_again(tmp_path: Path) -> None:
+    """The analyst is a model on the loopback OpenAI server; sma_cross 3/15 signals AAPL on Thursday
+    10-22's bar and MSFT on Friday 10-23's (nothing else from 10-21 to 10-23). On Friday 10-23 (AAPL's
+    signal: the analyst is asked) the server answers nothing in time: every call times out, each falls
+    back to the rule analyst with the timeout as its recorded reason, every decision run of the day
+    still succeeds at its time, and the rules' proposal (AAPL's buy) is sent. On Monday 10-26 the
+    server answers again: MSFT's signal is decided on the model's answer, with no fallback."""
     from tests.fakes.openai_server import OpenAIServer, Reply, auto_reply
 
-    slow = date(2026, 11, 13)
+    slow, recovered = date(2026, 10, 23), date(2026, 10, 26)
 
     def responder(body: dict[str, object]) -> Reply:
-        return Reply(delay=30.0) if datetime.now(NY).date() == slow else auto_reply(body)  # type: ignore[arg-type]
+        if datetime.now(NY).date() == slow:
+            return Reply(delay=30.0)
+        return Reply(content=json.dumps(MODEL_HOLDS)) if "response_format" in body else auto_reply(body)  # type: ignore[arg-type]
 
     with OpenAIServer(responder=responder) as srv:
         llm = {"model": "gpt-4o-mini", "base_url": srv.base_url, "timeout_s": 0.5, "max_retries": 0}
         (tmp_path / "pipeline.yaml").write_text(json.dumps({"analyst": {"type": "llm_analyst", "config": llm}}))
         env = {"QUANTLAKE_PIPELINE": str(tmp_path / "pipeline.yaml"), "OPENAI_API_KEY": "test-key"}
-        result = run_soak(SoakSettings(start=date(2026, 11, 12), end=date(2026, 11, 16), work=tmp_path, env=env))
-        asked = len(srv.requests)
+        settings = SoakSettings(start=date(2026, 10, 22), end=recovered, work=tmp_path, env=env, strategy_params='{"fast": 3, "slow": 15}')
+        result = run_soak(settings)
+        asked_count = len(srv.requests)
     stats, problems = check_all(result)
     assert problems == [], "\n".join(problems)
     with Ledger(result.ledger_url) as ledger:
         fallbacks = list(ledger.events(types=[EventType.FALLBACK.value]))
+        responses = list(ledger.events(types=[EventType.RESPONSE.value]))
         orders = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
+        proposals = list(ledger.events(types=[EventType.PROPOSAL.value]))
     timeouts = [e for e in fallbacks if e.payload.get("kind") == "timeout"]
     assert timeouts, [(e.recorded_at, e.payload) for e in fallbacks][:5]
     assert {e.recorded_at.astimezone(NY).date() for e in timeouts} == {slow}
@@ -212,8 +223,16 @@ def test_a_model_timing_out_for_a_day_falls_back_to_the_rules(tmp_path: Path) ->
     decisions = [r for r in result.runs if r.job_name == "decide_job" and r.tags.get("dagster/schedule_name")]
     assert {scheduled_at(r).astimezone(NY).date() for r in decisions} == set(sessions(result))
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in decisions)
-    assert asked == len(timeouts)  # every call the model did not answer is a recorded fallback (only the 13th has signals)
-    # The rules' proposal is acted on: NVDA's cross is bought on the slow day, after the first timeout.
-    assert [(e.symbol, e.payload.get("side")) for e in orders] == [("NVDA", "buy")], [e.payload for e in orders]
+    # The rules' proposal is acted on: AAPL's cross is bought on the slow day, after the first timeout.
+    assert (orders[0].symbol, orders[0].payload.get("side")) == ("AAPL", "buy"), [e.payload for e in orders]
     assert orders[0].recorded_at.astimezone(NY).date() == slow and orders[0].recorded_at >= min(e.recorded_at for e in timeouts)
-    print(stats, len(fallbacks), asked)
+    # Recovered: Monday's MSFT signal is answered by the model (a fresh, used response) and nothing falls back.
+    answered = [e for e in responses if e.recorded_at.astimezone(NY).date() == recovered and not e.payload.get("cached")]
+    assert answered and {(e.symbol, e.payload.get("outcome")) for e in answered} == {("MSFT", "used")}, [(e.symbol, e.payload.get("outcome"), e.payload.get("reason")) for e in answered]
+    assert [e for e in fallbacks if e.recorded_at.astimezone(NY).date() == recovered] == []
+    # ... and its answer decides: the model holds where the rules would have bought MSFT.
+    assert {e.payload.get("rationale") for e in proposals if e.symbol == "MSFT"} == {MODEL_HOLDS["rationale"]}, [e.payload for e in proposals]
+    assert [e for e in orders if e.symbol == "MSFT"] == []
+    assert not [e for e in responses if e.recorded_at.astimezone(NY).date() == slow and e.payload.get("outcome") == "used"]  # no answer that day
+    assert asked_count == len(timeouts) + len(answered)  # every call is either a recorded fallback or a recorded answer
+    print(stats, len(fallbacks), asked_count)
