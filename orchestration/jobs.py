@@ -1,6 +1,7 @@
 """Jobs. Each partitioned job covers assets that share one partitions definition."""
 
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from assets.clock import run_now
 from assets.partitions import daily_partitions, intraday_partitions
 from assets.resources import TradingResource
 from assets.run_limits import max_runtime
+from lake.store import write_text_atomic
+from trading.accounts import SubAccount, pipeline_state_files
 from trading.brokers.base import OrderState
 from trading.brokers.simulated import SimulatedBroker
 from trading.execution import ExecutionError, Executor
@@ -81,7 +84,10 @@ class ResumeConfig(dg.Config):
 
 @dg.op(description="Cancel open orders, flatten every position, halt trading until resumed.")
 def kill_switch_op(context: dg.OpExecutionContext, config: KillSwitchConfig, trading: TradingResource) -> None:
-    closing = kill_switch(trading, context.run_id, config.reason, run_now(context))
+    try:
+        closing = kill_switch(trading, context.run_id, config.reason, run_now(context))
+    except ExecutionError as exc:
+        raise dg.Failure(str(exc)) from exc
     context.log.warning(f"KILL SWITCH: {config.reason}; {len(closing)} closing order(s); trading halted until resume_job")
 
 
@@ -127,9 +133,37 @@ def trading_executor(trading: TradingResource, run_id: str, now: datetime | None
 
 
 def kill_switch(trading: TradingResource, run_id: str, reason: str, now: datetime | None = None) -> list[OrderState]:
-    """Cancel, flatten, halt: the closing orders are in the ledger (and the simulated account)."""
+    """Cancel, flatten, halt: the closing orders are in the ledger (and the simulated account). In
+    simulation each pipeline's own simulated book (`<sim_state>.<id>.json`) is flattened too, on its
+    sub-account; the account's halt (written first, with no pipeline id) already holds every pipeline."""
+    now = now or datetime.now(UTC)
     with trading_executor(trading, run_id, now) as executor:
-        return executor.kill_switch(reason)
+        closing = executor.kill_switch(reason)
+    if Mode(trading.mode) == Mode.SIMULATION:
+        closing += _kill_pipeline_books(trading, run_id, reason, now)
+    return closing
+
+
+def _kill_pipeline_books(trading: TradingResource, run_id: str, reason: str, now: datetime) -> list[OrderState]:
+    """Every pipeline book on disk, whatever plan opened it; one that cannot be flattened does not stop
+    the others: the failures are raised after them."""
+    closing: list[OrderState] = []
+    failed: list[str] = []
+    limits, ledger = _limits(trading), trading.ledger()
+    try:
+        for pipeline_id, path in pipeline_state_files(trading._sim_path()).items():
+            try:
+                broker = SimulatedBroker.from_state(json.loads(path.read_text()))
+                executor = Executor(broker, SubAccount(ledger, pipeline_id), mode=Mode.SIMULATION, run_id=run_id, now=now, limits=limits)
+                closing += executor.kill_switch(reason)
+                write_text_atomic(path, json.dumps(broker.to_state()))
+            except (OSError, ValueError, KeyError) as exc:
+                failed.append(f"pipeline {pipeline_id} ({path}): {exc}")
+    finally:
+        ledger.close()
+    if failed:
+        raise ExecutionError(f"kill switch: trading is halted, but these books were not flattened: {'; '.join(failed)}")
+    return closing
 
 
 def resume(trading: TradingResource, run_id: str, by: str, reason: str = "", now: datetime | None = None) -> None:

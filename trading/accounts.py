@@ -13,8 +13,10 @@ capital: a share of the account (at most 1) or an amount (above 1).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -31,13 +33,14 @@ from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradePropo
 from trading.risk import RiskLimits, assess
 
 PIPELINE_KEY = "pipeline"
+PIPELINE_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 _Row = tuple[int, str, str | None, str | None, dict[str, Any] | None, int]
 
 
 class PipelineSlot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Names the sub-account in the ledger.")
+    id: str = Field(pattern=PIPELINE_ID, description="Names the sub-account in the ledger.")
     file: str | None = Field(None, description="The pipeline file (relative to the plan's folder); None: the rule-based default.")
     capital: float = Field(gt=0, description="A share of the account (0 < x <= 1) or an amount in USD (> 1).")
     paused: bool = Field(False, description="A paused pipeline does not decide (no model call, no order); its book stays as it is.")
@@ -91,6 +94,23 @@ def load_account_plan(path: str | Path) -> AccountPlan:
     except ValidationError as exc:
         fields = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
         raise ValueError(f"pipelines plan {file}: {fields}") from None
+
+
+def pipeline_state_file(account_state: Path, pipeline_id: str) -> Path:
+    """A pipeline's simulated broker state, beside the account's and named by the pipeline (`sim.json` -> `sim.bold.json`)."""
+    return account_state.with_name(f"{account_state.stem}.{pipeline_id}{account_state.suffix}")
+
+
+def pipeline_state_files(account_state: Path) -> dict[str, Path]:
+    """Every pipeline's simulated broker state beside the account's, by pipeline id: found on disk, not
+    read from a plan, so a kill switch reaches every book any plan ever opened."""
+    prefix, suffix = f"{account_state.stem}.", account_state.suffix
+    found = {}
+    for path in sorted(account_state.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}")):
+        pipeline_id = path.name[len(prefix) : len(path.name) - len(suffix)]
+        if re.fullmatch(PIPELINE_ID, pipeline_id) and path.is_file():
+            found[pipeline_id] = path
+    return found
 
 
 class AccountBook:
