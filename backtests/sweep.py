@@ -1,9 +1,10 @@
 """Parameter sweeps: one entry point, `sweep(bars, strategy, grid, config)`, over full parameter objects.
 
 Every field of every combination is honoured; the route depends only on what the strategy declares:
-- a declared `fast_path` whose fields the fused kernel can all honour (`strategies.base.MovingAverageCross`):
-  each distinct average and each distinct size column is computed once and the crossings are taken
-  inside the compiled loop (`sweep_fused_nb.py`), which makes million-bar grids cheap;
+- a declared `fast_path` whose fields the fused kernel can all honour (`strategies.base.FastPath`: a
+  `MovingAverageCross`, `sweep_fused_nb.py`; a `ThresholdCross`, `sweep_threshold_nb.py`): each
+  distinct indicator series and each distinct size column is computed once and the crossings are
+  taken inside the compiled loop, which makes million-bar grids cheap;
 - otherwise, one symbol: signals per combination with the strategy's own function, stacked into
   (bar x combination) arrays a chunk at a time and simulated together (`sweep_nb.py`), with the
   engine's bracket rules when the strategy sets stop/target levels;
@@ -25,9 +26,11 @@ import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
 from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
+from backtests.market import Market
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
-from strategies.base import MovingAverageCross, P, Strategy, StrategyParams
+from backtests.sweep_threshold_nb import threshold_sweep_nb
+from strategies.base import FastPath, MovingAverageCross, P, Strategy, StrategyParams
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
@@ -103,8 +106,8 @@ def sweep(
     if config.slippage_atr:
         raise BacktestError("sweep: slippage_atr is not supported; use slippage_bps")
     ordered = bars.sort("ts")
-    if isinstance(strategy.fast_path, MovingAverageCross) and _fusable(strategy, strategy.fast_path):
-        table = _ma_cross_sweep(ordered, strategy, strategy.fast_path, grid, config)
+    if strategy.fast_path is not None and _fusable(strategy, strategy.fast_path):
+        table = _fused_sweep(ordered, strategy, strategy.fast_path, grid, config)
         if table is not None:
             if progress:
                 progress(len(grid), len(grid))
@@ -125,28 +128,88 @@ def sweep(
     return _in_chunks(ordered, strategy, grid, config, progress, run, levels=False)
 
 
-def _fusable(strategy: Strategy[Any], shape: MovingAverageCross) -> bool:
-    """The fused kernel honours the two windows, the short switch and the sizing fields (through the
-    strategy's own size column); a model with any other field goes the generic way."""
+def _fusable(strategy: Strategy[Any], shape: FastPath) -> bool:
+    """The fused kernels honour the shape's own fields, its short switch and the sizing fields
+    (through the strategy's own size column); a model with any other field goes the generic way."""
     fields = set(strategy.params_model.model_fields)
-    windows = {shape.fast, shape.slow}
-    return windows <= fields and not fields - windows - {shape.short} - set(SizingParams.model_fields)
+    own = _shape_fields(shape)
+    return own <= fields and not fields - own - {shape.short} - set(SizingParams.model_fields)
 
 
-def _ma_cross_sweep(
-    bars: pl.DataFrame, strategy: Strategy[Any], shape: MovingAverageCross, grid: list[StrategyParams], config: BacktestConfig
+def _shape_fields(shape: FastPath) -> set[str]:
+    """The parameter fields a shape's kernel reads itself (the short switch apart)."""
+    if isinstance(shape, MovingAverageCross):
+        return {shape.fast, shape.slow}
+    return {shape.window, shape.lower, shape.upper, shape.exit}
+
+
+def _fused_sweep(
+    bars: pl.DataFrame, strategy: Strategy[Any], shape: FastPath, grid: list[StrategyParams], config: BacktestConfig
 ) -> pl.DataFrame | None:
-    """The fused route; None when the strategy's own frame breaks its declaration (levels set)."""
-    windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.fast, shape.slow)})
+    """The fused route for the declared shape; None when the strategy's own frame breaks its
+    declaration (levels set)."""
+    sized = _size_columns(bars, strategy, grid, _shape_fields(shape))
+    if sized is None:
+        return None
+    market, sizes, size_row = sized
+    prices = (
+        np.ascontiguousarray((market.open if config.fill == "next_open" else market.close)[:, 0]),
+        np.ascontiguousarray(market.close[:, 0]),
+    )
+    costs = (np.ascontiguousarray(fee_fractions(market, config)[:, 0]), config.slippage_bps / 1e4, config.init_cash, not config.fractional)
+    short = np.array([bool(getattr(p, shape.short, False)) and config.allow_short for p in grid], dtype=np.bool_)
+    if isinstance(shape, MovingAverageCross):
+        windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.fast, shape.slow)})
+        means, row = _indicator_rows(bars, shape.average, windows)
+        final, max_dd, orders = _kernel(ma_cross_sweep_nb)(
+            *prices,
+            means,
+            np.array([row[int(getattr(p, shape.fast))] for p in grid], dtype=np.int64),
+            np.array([row[int(getattr(p, shape.slow))] for p in grid], dtype=np.int64),
+            sizes,
+            size_row,
+            short,
+            *costs,
+        )
+    else:
+        windows = sorted({int(getattr(p, shape.window)) for p in grid})
+        values, row = _indicator_rows(bars, shape.indicator, windows)
+
+        def levels(name: str) -> np.ndarray:
+            return np.array([float(getattr(p, name)) for p in grid], dtype=np.float64)
+
+        final, max_dd, orders = _kernel(threshold_sweep_nb)(
+            *prices,
+            values,
+            np.array([row[int(getattr(p, shape.window))] for p in grid], dtype=np.int64),
+            levels(shape.lower),
+            levels(shape.upper),
+            levels(shape.exit),
+            sizes,
+            size_row,
+            short,
+            *costs,
+        )
+    return _table(grid, final, max_dd, orders, config)
+
+
+def _indicator_rows(bars: pl.DataFrame, indicator: Callable[[int], pl.Expr], windows: list[int]) -> tuple[np.ndarray, dict[int, int]]:
+    """indicator(w) for each window as a (window x bar) array, and each window's row."""
     # Computed together (the kernels release the GIL, polars runs them side by side), copied row by row:
     # a (window x bar) array straight from the columns, no transposed copy of the whole table.
-    frame = bars.select(shape.average(w).alias(str(w)) for w in windows)
-    means = np.empty((len(windows), bars.height))
+    frame = bars.select(indicator(w).alias(str(w)) for w in windows)
+    rows = np.empty((len(windows), bars.height))
     for i, w in enumerate(windows):
-        means[i] = frame[str(w)].to_numpy()
-    row = {w: i for i, w in enumerate(windows)}
-    # One size column per distinct setting of everything but the windows, from the strategy itself.
-    keys = [tuple(sorted(p.model_dump(exclude={shape.fast, shape.slow}).items())) for p in grid]
+        rows[i] = frame[str(w)].to_numpy()
+    return rows, {w: i for i, w in enumerate(windows)}
+
+
+def _size_columns(
+    bars: pl.DataFrame, strategy: Strategy[Any], grid: list[StrategyParams], shape_fields: set[str]
+) -> tuple[Market, np.ndarray, np.ndarray] | None:
+    """One size column per distinct setting of every field but the shape's own, from the strategy
+    itself, and each combination's column; None when the strategy's frame sets bracket levels."""
+    keys = [tuple(sorted(p.model_dump(exclude=shape_fields).items())) for p in grid]
     sizes_of: dict[tuple[Any, ...], int] = {}
     columns: list[np.ndarray] = []
     market = None
@@ -159,21 +222,7 @@ def _ma_cross_sweep(
         sizes_of[key] = len(columns)
         columns.append(np.asarray(market.signals["size"][:, 0], dtype=np.float64))
     assert market is not None
-    final, max_dd, orders = _kernel(ma_cross_sweep_nb)(
-        np.ascontiguousarray((market.open if config.fill == "next_open" else market.close)[:, 0]),
-        np.ascontiguousarray(market.close[:, 0]),
-        means,
-        np.array([row[int(getattr(p, shape.fast))] for p in grid], dtype=np.int64),
-        np.array([row[int(getattr(p, shape.slow))] for p in grid], dtype=np.int64),
-        np.ascontiguousarray(np.vstack(columns)),
-        np.array([sizes_of[k] for k in keys], dtype=np.int64),
-        np.array([bool(getattr(p, shape.short, False)) and config.allow_short for p in grid], dtype=np.bool_),
-        np.ascontiguousarray(fee_fractions(market, config)[:, 0]),
-        config.slippage_bps / 1e4,
-        config.init_cash,
-        not config.fractional,
-    )
-    return _table(grid, final, max_dd, orders, config)
+    return market, np.ascontiguousarray(np.vstack(columns)), np.array([sizes_of[k] for k in keys], dtype=np.int64)
 
 
 def _engine_sweep(

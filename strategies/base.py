@@ -88,7 +88,28 @@ class MovingAverageCross:
     short: str = "allow_short"
 
 
-FastPath = MovingAverageCross  # the shapes a strategy can declare; more may join (a Union then)
+@dataclass(frozen=True)
+class ThresholdCross:
+    """A declaration that a strategy's signals are one indicator crossing fixed levels (RSI mean
+    reversion), so a sweep may use a fused kernel for it (the backtests layer interprets this).
+
+    For one symbol, with x = `indicator(params.<window>)`: `entry_long` where x crosses below
+    `params.<lower>` (`crossed_below`), `exit_long` where it crosses above `params.<exit>`
+    (`crossed_above`); when `params.<short>` is true, `entry_short` where x crosses above
+    `params.<upper>` and `exit_short` where it crosses below `params.<exit>`, otherwise no short
+    signals; `size` depends on none of these fields; no bracket levels. Any other parameter field
+    must only affect `size`.
+    """
+
+    indicator: Callable[[int], pl.Expr]
+    window: str = "period"
+    lower: str = "lower"
+    upper: str = "upper"
+    exit: str = "exit_level"
+    short: str = "allow_short"
+
+
+FastPath = MovingAverageCross | ThresholdCross  # the shapes a strategy can declare
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from strategies.base import (
     MovingAverageCross,
     Strategy,
     StrategyParams,
+    ThresholdCross,
     crossed_above,
     crossed_below,
     no_levels,
@@ -85,6 +86,7 @@ RSI_REVERSION = Strategy(
     compute=_rsi_reversion,
     lookback=lambda p: max(p.period, p.atr_period) + 2,
     description="Buy when RSI falls below `lower`, sell when it recovers above `exit_level` (mirror for shorts).",
+    fast_path=ThresholdCross(indicator=ind.rsi_sma, window="period", lower="lower", upper="upper", exit="exit_level", short="allow_short"),
 )
 
 
