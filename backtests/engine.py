@@ -143,7 +143,7 @@ def slippage_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
 
 
 def has_levels(market: Market) -> bool:
-    return any(bool(np.isfinite(market.signals[c].astype(np.float64)).any()) for c in ("stop", "target1", "target2"))
+    return any(bool(np.isfinite(np.asarray(market.signals[c], dtype=np.float64)).any()) for c in ("stop", "target1", "target2"))
 
 
 def simulate(market: Market, config: BacktestConfig, limits: SizingLimits | None = None) -> Any:
@@ -217,6 +217,7 @@ def run_backtest(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
     market = to_market(signals)
+    del signals  # the long frame is done with: on a portfolio it is the size of the bars again
     return _result(market, simulate(market, config, limits), config)
 
 

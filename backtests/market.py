@@ -23,7 +23,8 @@ class BacktestError(ValueError):
 
 @dataclass(frozen=True)
 class Market:
-    """Bars and signals as (bar x symbol) arrays, aligned on one time index."""
+    """Bars and signals as (bar x symbol) arrays, aligned on one time index. Inputs, never written:
+    columns that are all NaN may share one array."""
 
     ts: pl.Series
     symbols: list[str]
@@ -57,10 +58,13 @@ def to_market(signals: pl.DataFrame) -> Market:
             out[cell] = values
             return _like(values, out.reshape(n, len(symbols)))
 
+    absent: list[np.ndarray] = []  # one NaN array shared by every absent or all-null column
+
     def column(name: str) -> np.ndarray:
         # Levels are optional for callers that build signals by hand, and all null without a bracket.
         if name not in signals.columns or (signals[name].dtype == pl.Float64 and signals[name].null_count() == signals.height):
-            return np.full((n, len(symbols)), np.nan)
+            absent.append(absent[0] if absent else np.full((n, len(symbols)), np.nan))
+            return absent[-1]
         return wide(signals[name].to_numpy())
 
     return Market(ts, symbols, column("open"), column("high"), column("low"), column("close"), {c: column(c) for c in SIGNAL_COLUMNS})
