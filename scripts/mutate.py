@@ -4,6 +4,7 @@
     .venv/bin/python scripts/mutate.py backtests/metrics.py  # one (or several)
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
     MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
+    MUTATE_BEFORE=1 .venv/bin/python scripts/mutate.py ...   # without the test_mutants_* files
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
 minutes. The mutants run in a scratch copy of the working tree (never in it: another process may be
@@ -145,6 +146,15 @@ def scratch_copy() -> Path:
 # Imported once by the fork runner's parent (third-party only: a project module imported here would be
 # the unmutated one in every child).
 PRELOAD = ("numpy", "polars", "pandas", "pyarrow", "pydantic", "numba", "pytest", "pytest_timeout", "hypothesis", "exchange_calendars", "great_expectations", "dagster")
+
+
+def module_tests(module: str) -> list[str]:
+    """The module's pytest arguments; MUTATE_BEFORE=1 leaves out the test_mutants_* files (written
+    for earlier survivors), to score the tests as they were before them."""
+    tests = MODULES[module]
+    if os.environ.get("MUTATE_BEFORE"):
+        tests = [t for t in tests if "/test_mutants_" not in t]
+    return tests
 
 
 def pytest_args(tests: list[str]) -> list[str]:
@@ -442,7 +452,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     from cosmic_ray.work_db import WorkDB, use_db
 
     out = Outcome(module)
-    tests = MODULES[module]
+    tests = module_tests(module)
     numba_root = work / ".numba_cache"
     os.environ["NUMBA_CACHE_DIR"] = str(numba_root / "shared")
     started = time.monotonic()
@@ -565,7 +575,7 @@ def write_report(out: Outcome) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     head = [
         f"module: {out.module}",
-        f"tests: {' '.join(MODULES[out.module])}",
+        f"tests: {' '.join(module_tests(out.module))}",
         f"score: {out.score:.1f}% ({out.killed} killed of {out.run} run; {out.total} mutants after the operator filter)",
         f"sha256: {out.sha256}",
         f"time: {out.elapsed_s:.0f} s (baseline test run {out.baseline_s:.1f} s; "
@@ -607,7 +617,7 @@ def main(argv: list[str]) -> int:
         preload()
     outcomes = []
     for module in modules:
-        print(f"{module}: {' '.join(MODULES[module])}")
+        print(f"{module}: {' '.join(module_tests(module))}")
         outcome = run_module(module, work, limit)
         write_report(outcome)
         outcomes.append(outcome)

@@ -10,7 +10,7 @@ import pytest
 
 from trading.brokers.base import OrderRequest, OrderState, UnknownOutcome
 from trading.brokers.simulated import SimulatedBroker
-from trading.execution import Executor
+from trading.execution import Executor, fill_caps
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
 from trading.risk import RiskLimits
@@ -60,3 +60,23 @@ def test_an_unknown_send_outcome_is_recorded_as_unknown_neither_sent_nor_rejecte
     [state] = _executor(broker, ledger, run_id="run-2").execute([decision], {})
     assert state.client_order_id == submitted.payload["client_order_id"]
     assert _executor(broker, ledger, run_id="run-3").execute([decision], {}) == []
+
+
+def test_while_halted_a_sell_from_flat_is_a_new_short_and_is_blocked(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger)
+    ex.kill_switch("stop")
+    assert ex.execute([_decision("AAA", Side.SELL, 5), _decision("BBB", Side.BUY, 5)], {}) == []
+    blocked = [e.payload["symbol"] for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert blocked == ["AAA", "BBB"]
+    # Covering a short and selling a long reduce risk: both go through the halt, without a bracket.
+    states = ex.execute([_decision("CCC", Side.BUY, 2), _decision("DDD", Side.SELL, 3)], {"CCC": -2.0, "DDD": 3.0})
+    assert [(s.symbol, s.side) for s in states] == [("CCC", Side.BUY), ("DDD", Side.SELL)]
+    sent = {e.payload["symbol"]: e.payload for e in ledger.events(types=["order_submitted"]) if e.payload.get("symbol") in ("CCC", "DDD")}
+    assert all(p["reduce_only"] and p["caps"] is None for p in sent.values())
+
+
+def test_an_entry_carries_its_sector_peers_caps_to_the_fill() -> None:
+    caps = fill_caps(RiskLimits(max_position_pct=0.1, max_sector_pct=0.25), "MSFT")
+    assert (caps.max_position_pct, caps.max_sector_pct, caps.sector) == (0.1, 0.25, ("AAPL", "NVDA"))
+    assert fill_caps(RiskLimits(), "ZZZ").sector == ()  # unmapped: a sector of its own

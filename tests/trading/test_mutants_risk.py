@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from trading.models import Action, PortfolioSnapshot, TradeProposal
 from trading.risk import RiskLimits, assess
 
@@ -51,3 +54,55 @@ def test_every_unpriced_sector_holding_is_named() -> None:
 def test_a_zero_quantity_is_no_trade_and_no_violation() -> None:
     res = assess(_proposal(quantity=0), _book(), RiskLimits())
     assert not res.approved and res.reasons == ["zero quantity requested"] and res.hard_violations == []
+
+
+def test_closing_exactly_a_fractional_position_in_whole_share_mode_closes_it_all() -> None:
+    res = assess(_proposal(action=Action.SELL, quantity=30.5), _book(positions={"AAPL": 30.5}), RiskLimits())
+    assert res.quantity == 30.5 and res.reasons == ["risk-reducing"] and res.hard_violations == []
+
+
+def test_a_cut_names_the_position_and_the_sector_usage_it_would_have_reached() -> None:
+    # MSFT holds 15% of equity in the sector; 250 AAPL at 100 would be 25% alone, 40% with MSFT.
+    book = _book(positions={"MSFT": 150.0}, prices={"AAPL": 100.0, "MSFT": 100.0})
+    res = assess(_proposal(quantity=250), book, RiskLimits())
+    assert res.quantity == 150
+    assert res.hard_violations == [
+        "position AAPL 25.0% > 20.0% of equity: cut 250 -> 150",
+        "sector information technology with AAPL 40.0% > 30.0% of equity: cut 250 -> 150",
+    ]
+
+
+def test_the_trading_window_defaults_and_bounds() -> None:
+    limits = RiskLimits()
+    assert (limits.window_open_delay_min, limits.flatten_before_close_min, limits.flatten_at_close) == (0, 5, True)
+    for name in ("window_open_delay_min", "flatten_before_close_min"):
+        for ok in (0, 390):
+            assert getattr(RiskLimits(**{name: ok}), name) == ok
+        for bad in (-1, 391):
+            with pytest.raises(ValidationError, match=name):
+                RiskLimits(**{name: bad})
+
+
+def test_the_exchange_calendar_is_checked_by_name() -> None:
+    assert RiskLimits(exchange="XLON").exchange == "XLON"
+    with pytest.raises(ValidationError, match="unknown exchange calendar 'NOPE'"):
+        RiskLimits(exchange="NOPE")
+
+
+def test_a_cash_cut_says_what_the_buy_would_have_cost() -> None:
+    res = assess(_proposal(quantity=100), _book(cash=5_000.0), RiskLimits())
+    assert res.quantity == 50
+    assert res.hard_violations == ["cash: AAPL buy costs 10,000.00 > cash 5,000.00: cut 100 -> 50"]
+
+
+def test_fractional_quantities_are_written_as_such_in_the_reasons() -> None:
+    res = assess(_proposal(action=Action.SELL, quantity=100), _book(positions={"AAPL": 30.5}), RiskLimits())
+    assert res.hard_violations == ["no flip AAPL: capped at the position: cut 100 -> 30.5"]
+    huge = assess(_proposal(quantity=1e16), _book(), RiskLimits())
+    assert huge.quantity == 200 and huge.hard_violations[0].endswith("cut 1e+16 -> 200")
+
+
+def test_limits_are_frozen_once_built() -> None:
+    limits = RiskLimits()
+    with pytest.raises(ValidationError, match="frozen"):
+        limits.max_position_pct = 0.9  # type: ignore[misc]
