@@ -39,8 +39,9 @@ def to_market(signals: pl.DataFrame) -> Market:
     """Aligned wide arrays from a long frame of bars and signals, in any row order."""
     stamps = signals["ts"].to_physical().to_numpy()
     runs = signals["symbol"].rle().struct.unnest()  # one row per run of equal symbols
-    n = _block_length(runs, stamps)
-    if n is not None:
+    block = _block_length(runs, stamps)
+    if block is not None:
+        n = block
         symbols: list[str] = runs["value"].to_list()
         ts = signals["ts"].slice(0, n).set_sorted()
 
