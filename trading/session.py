@@ -73,18 +73,12 @@ def backtest_config(sim: SimConfig, init_cash: float, timeframe: str = "1d") -> 
 
 
 def sizing_limits(limits: RiskLimits, symbols: list[str]) -> SizingLimits:
-    """The hard limits' sizing part for the backtest (`run_backtest(..., limits=...)`): position and
-    sector caps with each symbol's sector as `RiskLimits.sector_of` says, open positions, shorts, the
-    drawdown breaker. The backtest with them makes the session's orders unless the daily loss limit,
-    the trades per day or the trading window act."""
-    return SizingLimits(
-        max_position_pct=limits.max_position_pct,
-        max_sector_pct=limits.max_sector_pct,
-        sector_map={s: limits.sector_of(s) for s in symbols},
-        max_open_positions=limits.max_open_positions,
-        allow_short=limits.allow_short,
-        max_drawdown_pct=limits.max_drawdown_pct,
-    )
+    """The hard limits for the backtest (`run_backtest(..., limits=...)`), every field of the same
+    name: position and sector caps (each symbol's sector as `RiskLimits.sector_of` says), open
+    positions, shorts, the drawdown breaker, and the session controls the step applies (daily loss,
+    trades per day, the trading window and its flatten). The backtest with them makes the session's
+    orders."""
+    return SizingLimits.from_limits(limits, symbols)
 
 
 def run_simulated_session(
