@@ -2,11 +2,14 @@
 
 - None: a private in-memory SQLite for one cycle (nothing survives the process; same as before graphs).
 - a path (or `sqlite:///path`): a SQLite file; a cycle that died resumes from it.
-- `postgresql://...`: LangGraph's PostgresSaver, when `langgraph-checkpoint-postgres` is installed.
+- `postgresql://...` (or SQLAlchemy's `postgresql+psycopg2://...`, the ledger's form): LangGraph's
+  PostgresSaver (`langgraph-checkpoint-postgres`), its tables in the URL's database and search_path.
+Any other `scheme://` is refused at load: it would otherwise become a strange local folder.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,24 +23,34 @@ class CheckpointConfigError(ValueError):
     pass
 
 
+_POSTGRES = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://")
+
+
+def postgres_dsn(where: str | None) -> str | None:
+    """The libpq URL of a PostgreSQL checkpoint (a SQLAlchemy driver suffix dropped); None for SQLite or memory."""
+    return _POSTGRES.sub("postgresql://", where, count=1) if where and _POSTGRES.match(where) else None
+
+
 def check_checkpoint(where: str | None) -> None:
-    """At load: a PostgreSQL checkpoint needs its package (a clear error now, not mid-cycle)."""
-    if where and where.startswith(("postgresql://", "postgres://")):
+    """At load: a PostgreSQL checkpoint needs its package, any other URL is not a place (a clear error now, not mid-cycle)."""
+    if postgres_dsn(where) is not None:
         try:
-            import langgraph.checkpoint.postgres  # type: ignore[import-not-found]  # noqa: F401
+            import langgraph.checkpoint.postgres  # noqa: F401
         except ImportError:
             raise CheckpointConfigError(
-                f"checkpoint {where.split('@')[-1]!r}: PostgreSQL checkpoints need the langgraph-checkpoint-postgres package, which is not installed"
+                f"checkpoint {str(where).split('@')[-1]!r}: PostgreSQL checkpoints need the langgraph-checkpoint-postgres package, which is not installed"
             ) from None
+    elif where and "://" in where and not where.startswith("sqlite:///"):
+        raise CheckpointConfigError(f"checkpoint {where.split('@')[-1]!r}: expected a SQLite file (a path or sqlite:///path), a postgresql:// URL or 'memory'")
 
 
 @contextmanager
 def open_checkpointer(where: str | None) -> Iterator[Checkpointer]:
-    if where and where.startswith(("postgresql://", "postgres://")):
-        check_checkpoint(where)
+    check_checkpoint(where)
+    if dsn := postgres_dsn(where):
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        with PostgresSaver.from_conn_string(where) as saver:
+        with PostgresSaver.from_conn_string(dsn) as saver:
             saver.setup()
             yield saver
         return
