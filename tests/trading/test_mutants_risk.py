@@ -106,3 +106,49 @@ def test_limits_are_frozen_once_built() -> None:
     limits = RiskLimits()
     with pytest.raises(ValidationError, match="frozen"):
         limits.max_position_pct = 0.9  # type: ignore[misc]
+
+
+def test_partial_exits_floor_to_whole_shares_and_say_so_only_when_they_do() -> None:
+    book = _book(positions={"AAPL": 30.0})
+    floored = assess(_proposal(action=Action.SELL, quantity=10.5), book, RiskLimits())
+    assert floored.quantity == 10 and floored.reasons == ["risk-reducing", "floored to whole shares"]
+    whole = assess(_proposal(action=Action.SELL, quantity=10), book, RiskLimits())
+    assert whole.quantity == 10 and whole.reasons == ["risk-reducing"]
+    fractional = assess(_proposal(action=Action.SELL, quantity=10.5), book, RiskLimits(), fractional=True)
+    assert fractional.quantity == 10.5 and fractional.reasons == ["risk-reducing"]
+
+
+@pytest.mark.parametrize(("book_kw", "needle"), [({"start_of_day_equity": 100_000.0}, "daily loss limit"), ({"peak_equity": 100_000.0}, "drawdown breaker")])
+def test_breakers_trip_at_exact_equality(book_kw: dict[str, Any], needle: str) -> None:
+    # 25% is exact in binary: 100,000 x (1 - 0.25) is 75,000 to the last bit.
+    limits = RiskLimits(daily_loss_limit_pct=0.25, max_drawdown_pct=0.25)
+    at_line = assess(_proposal(quantity=10), _book(equity=75_000.0, **book_kw), limits)
+    assert not at_line.approved and any(needle in v for v in at_line.hard_violations)
+    above = assess(_proposal(quantity=10), _book(equity=75_000.01, **book_kw), limits)
+    assert above.approved
+
+
+def test_a_zero_holding_in_the_sector_needs_no_price() -> None:
+    res = assess(_proposal(quantity=10), _book(positions={"MSFT": 0.0}), RiskLimits())
+    assert res.approved and res.quantity == 10 and res.hard_violations == []
+
+
+def test_unknown_cash_is_no_cash() -> None:
+    res = assess(_proposal(quantity=10), _book(cash=float("nan"), prices={"AAPL": 0.5}), RiskLimits())
+    assert not res.approved and res.hard_violations == ["cash: AAPL buy costs 5.00 > cash 0.00: cut 10 -> 0"]
+
+
+def test_a_vanishing_price_is_not_sized_blindly() -> None:
+    res = assess(_proposal(quantity=10), _book(prices={"AAPL": 1e-320}), RiskLimits())
+    assert not res.approved and res.quantity == 0
+    assert res.hard_violations == ["price 9.99989e-321 for AAPL too small to size against limits"]
+
+
+def test_sizing_to_limits_with_room_for_one_share_is_no_violation() -> None:
+    res = assess(_proposal(), _book(cash=150.0), RiskLimits())
+    assert res.quantity == 1 and res.reasons == ["sized to limits", "bound by cash limit"] and res.hard_violations == []
+
+
+def test_no_room_names_the_usage_as_it_stands() -> None:
+    res = assess(_proposal(), _book(positions={"AAPL": 200.0}), RiskLimits())
+    assert res.hard_violations == ["position AAPL 20.0% vs limit 20.0% of equity: no room for AAPL"]
