@@ -353,7 +353,7 @@ def test_old_graph_threads_leave_the_checkpoint_file_and_recent_ones_resume(inst
 
 def _threads(path: Path) -> set[str]:
     with open_checkpointer(str(path)) as opened:
-        return {c.config["configurable"]["thread_id"] for c in opened.list(None)}
+        return {c.config["configurable"]["thread_id"] for c in cast(SqliteSaver, opened).list(None)}
 
 
 def test_the_pipeline_files_own_checkpoint_file_is_pruned_too(instance: dg.DagsterInstance, tmp_path: Path) -> None:
