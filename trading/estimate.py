@@ -1,5 +1,6 @@
 """Cost before spending, for `quantlake estimate`: a pipeline's expected spend per run, day and month
-from its graph (model calls per symbol) and the ledger's recorded cost per call, against its budgets.
+from its graph (model calls per symbol, and the reflection lessons) and the tokens each node used in
+the ledger's recorded calls, priced at today's prices, against its budgets.
 
 No Dagster here; the caller gives the day (no wall clock) and how often the pipeline runs.
 """
@@ -7,17 +8,36 @@ No Dagster here; the caller gives the day (no wall clock) and how often the pipe
 from __future__ import annotations
 
 import calendar
+from collections import deque
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from lake.calendar import trading_days
-from trading.cost import estimate_call_cost, period_estimate, pre_run_check, spent_in_month
+from trading.agents.reflection import memory_of
+from trading.cost import PriceTable, estimate_tokens, period_estimate, pre_run_check, spent_in_month
+from trading.events import EventType
 from trading.ledger import Ledger, project
 from trading.pipeline import DecisionPipeline, PipelineConfig
 
 # Before any recorded call: a prompt of this many characters (a symbol's context and the instructions,
 # as `DecisionPipeline.estimate` adds 1,500 to the context) at each node's output cap.
 PROMPT_CHARS_WITHOUT_HISTORY = 4_000
+RECENT_CALLS = 20  # a node's last recorded calls whose tokens it is estimated from
+
+
+@dataclass(frozen=True)
+class NodeEstimate:
+    """One model node's calls a run and one call's tokens and price (recorded, else from the prompt size)."""
+
+    calls_per_run: int
+    prompt_tokens: float
+    completion_tokens: float
+    usd_per_call: float
+    basis: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("calls_per_run", "prompt_tokens", "completion_tokens", "usd_per_call", "basis")}
 
 
 def sessions_in_month(day: date, exchange: str = "XNYS") -> int:
@@ -25,29 +45,69 @@ def sessions_in_month(day: date, exchange: str = "XNYS") -> int:
     return len(trading_days(day.replace(day=1), day.replace(day=last), exchange))
 
 
+def recorded_tokens(ledger: Ledger, last: int = RECENT_CALLS) -> dict[str, list[tuple[int, int]]]:
+    """Per agent (the node's name), the (prompt, completion) tokens of its last `last` model calls:
+    the ledger's per-call cost events, graph nodes and reflection lessons alike."""
+    out: dict[str, deque[tuple[int, int]]] = {}
+    for _type, payload in ledger.payloads([EventType.COST]):
+        agent = payload.get("agent")
+        if payload.get("scope") == "run" or not agent:
+            continue
+        calls = out.setdefault(str(agent), deque(maxlen=last))
+        calls.append((int(payload.get("prompt_tokens") or 0), int(payload.get("completion_tokens") or 0)))
+    return {agent: list(calls) for agent, calls in out.items()}
+
+
+def _node(name: str, caller: Any, calls: int, prices: PriceTable, recorded: list[tuple[int, int]], recent_costs: list[float]) -> NodeEstimate:
+    """Its own recorded tokens at its model's price today; with none, the ledger's recent cost per call
+    (ledgers with run summaries only), else a `PROMPT_CHARS_WITHOUT_HISTORY` prompt at its output cap."""
+    model, cap = caller.settings.model, caller.settings.max_output_tokens
+    if recorded:
+        prompt, completion = (sum(t[i] for t in recorded) / len(recorded) for i in (0, 1))
+        return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), f"recorded tokens: mean of {name}'s last {len(recorded)} calls, at {model}'s price")
+    prompt, completion = float(estimate_tokens(PROMPT_CHARS_WITHOUT_HISTORY)), float(cap)
+    if recent_costs:
+        usd, basis = sum(recent_costs) / len(recent_costs), f"no call of {name} recorded: the ledger's mean cost per call over the last {len(recent_costs)} runs"
+        return NodeEstimate(calls, prompt, completion, usd, basis)
+    basis = f"no recorded calls: a {PROMPT_CHARS_WITHOUT_HISTORY}-character prompt at {name}'s output cap"
+    return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), basis)
+
+
+def _priced(prices: PriceTable, model: str, prompt: float, completion: float) -> float:
+    """USD for fractional (mean) token counts; 0 for an unpriced model (its tokens still count)."""
+    price = prices.price(model)
+    return 0.0 if price is None else (prompt * price[0] + completion * price[1]) / 1_000_000
+
+
 def pipeline_estimate(ledger: Ledger, pipeline: PipelineConfig, *, symbols: int, day: date, runs_per_day: int = 1, exchange: str = "XNYS") -> dict[str, Any]:
-    """Per run at most one call per model node per symbol (a debater's rounds each), priced at the
-    ledger's recent mean cost per call, else from the prompt size; per day and month by how often it runs."""
+    """Per run at most one call per model node per symbol (a debater's rounds each) and, with a
+    reflection node that asks a model, at most one lesson a symbol (a run closes a symbol's position at
+    most once); each node's calls at its recorded tokens per call; per day and month by how often it runs."""
     decider = DecisionPipeline(pipeline)
-    nodes = [a for a in decider.graph.agents.values() if hasattr(a, "caller")]
-    calls = symbols * sum(int(getattr(a, "calls_per_symbol", 1)) for a in nodes)
     projection = project(ledger)
-    spent_today, recent = projection.spent_on(day)
-    if recent:
-        per_call, basis = sum(recent) / len(recent), f"recorded: mean of the last {len(recent)} runs' cost per call"
-    elif nodes:
-        prices = [estimate_call_cost(decider.prices, a.caller.settings.model, PROMPT_CHARS_WITHOUT_HISTORY, a.caller.settings.max_output_tokens) for a in nodes]
-        per_call, basis = sum(prices) / len(prices), f"no recorded calls: a {PROMPT_CHARS_WITHOUT_HISTORY}-character prompt at each node's output cap"
-    else:
-        per_call, basis = 0.0, "no model node"
-    run_usd = per_call * calls
+    spent_today, recent_costs = projection.spent_on(day)
+    recorded = recorded_tokens(ledger)
+    nodes: dict[str, NodeEstimate] = {}
+    for agent in decider.graph.agents.values():
+        if (caller := getattr(agent, "caller", None)) is not None and (calls := symbols * int(getattr(agent, "calls_per_symbol", 1))):
+            nodes[agent.name] = _node(agent.name, caller, calls, decider.prices, recorded.get(agent.name, []), recent_costs)
+    memory = memory_of(decider)
+    lessons = 0
+    if memory is not None and (caller := getattr(memory, "caller", None)) is not None:
+        lessons = symbols
+        nodes[f"{memory.name} (lessons)"] = _node(memory.name, caller, lessons, decider.prices, recorded.get(memory.name, []), recent_costs)
+    calls = sum(n.calls_per_run for n in nodes.values())
+    run_usd = sum(n.calls_per_run * n.usd_per_call for n in nodes.values())
     periods = period_estimate(run_usd, run_usd, runs_per_day, sessions_in_month(day, exchange))
     check = pre_run_check(pipeline.budget, run_usd, day=day, spent_today=spent_today, spent_month=spent_in_month(dict(projection.spent), day))
     return {
         "pipeline": pipeline.name,
         "model_calls_per_run": calls,
-        "usd_per_call": per_call,
-        "basis": basis,
+        "lesson_calls_per_run": lessons,
+        "tokens_per_run": sum(n.calls_per_run * (n.prompt_tokens + n.completion_tokens) for n in nodes.values()),
+        "usd_per_call": run_usd / calls if calls else 0.0,
+        "basis": "; ".join(f"{name}: {n.basis}" for name, n in nodes.items()) or "no model node",
+        "nodes": {name: n.as_dict() for name, n in nodes.items()},
         "runs_per_day": runs_per_day,
         "sessions_in_month": sessions_in_month(day, exchange),
         **{k: v for k, v in periods.items() if not k.endswith("worst_case")},
