@@ -152,3 +152,14 @@ def test_sizing_to_limits_with_room_for_one_share_is_no_violation() -> None:
 def test_no_room_names_the_usage_as_it_stands() -> None:
     res = assess(_proposal(), _book(positions={"AAPL": 200.0}), RiskLimits())
     assert res.hard_violations == ["position AAPL 20.0% vs limit 20.0% of equity: no room for AAPL"]
+
+
+def test_a_position_that_is_not_a_number_blocks_the_symbol() -> None:
+    res = assess(_proposal(quantity=10), _book(positions={"AAPL": float("inf")}), RiskLimits())
+    assert not res.approved and res.quantity == 0 and res.hard_violations == ["position AAPL is not a finite number"]
+
+
+@pytest.mark.parametrize(("requested", "written"), [(999_999_999_999_999.0, "999999999999999"), (1e15, "1e+15")])
+def test_whole_quantities_are_written_in_full_below_1e15(requested: float, written: str) -> None:
+    res = assess(_proposal(quantity=requested), _book(), RiskLimits())
+    assert res.hard_violations[0].endswith(f"cut {written} -> 200")
