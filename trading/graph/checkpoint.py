@@ -68,8 +68,8 @@ def open_checkpointer(where: str | None) -> Iterator[Checkpointer]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     try:
-        saver = SqliteSaver(conn)
-        saver.setup()
-        yield saver
+        sqlite_saver = SqliteSaver(conn)  # its own name: mypy typed `saver` as the PostgresSaver above
+        sqlite_saver.setup()
+        yield sqlite_saver
     finally:
         conn.close()
