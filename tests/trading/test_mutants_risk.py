@@ -163,3 +163,9 @@ def test_a_position_that_is_not_a_number_blocks_the_symbol() -> None:
 def test_whole_quantities_are_written_in_full_below_1e15(requested: float, written: str) -> None:
     res = assess(_proposal(quantity=requested), _book(), RiskLimits())
     assert res.hard_violations[0].endswith(f"cut {written} -> 200")
+
+
+def test_a_position_one_share_over_its_cap_is_bound_by_that_cap() -> None:
+    res = assess(_proposal(), _book(positions={"AAPL": 201.0}), RiskLimits())
+    assert not res.approved and res.reasons == ["sized to limits", "bound by position limit"]
+    assert res.hard_violations == ["position AAPL 20.1% vs limit 20.0% of equity: no room for AAPL"]
