@@ -75,7 +75,7 @@ def bars_1m(
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1m bars for {symbol} on {day}")
         yield from ingest_partition(
-            context, lake.path, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
+            context, lake.location, bars, timeframe="1m", symbol=symbol, period=day, exchange=market_data.exchange,
             expected_from=start, expected_until=end, validation=market_data.validation_options(source),
         )
 
@@ -104,7 +104,7 @@ def bars_1d(
         if bars.is_empty():
             raise _nothing(market_data)(f"{market_data.source}: no 1d bars for {symbol} in {year}")
         yield from ingest_partition(
-            context, lake.path, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange,
+            context, lake.location, bars, timeframe="1d", symbol=symbol, period=year, exchange=market_data.exchange,
             expected_from=start, expected_until=end, validation=market_data.validation_options(source),
         )
 
@@ -141,7 +141,7 @@ def _minute_range(
         starts = {day: day_window(day, exchange)[0] for day in days}
         partitions = [Partition(key, dims["symbol"], dims["date"], starts[dims["date"]]) for key, dims in runs]
         yield from ingest_partitions(
-            context, lake.path, bars, timeframe="1m", partitions=partitions, exchange=exchange,
+            context, lake.location, bars, timeframe="1m", partitions=partitions, exchange=exchange,
             expected_from=start, expected_until=end, nothing=_nothing(market_data), validation=market_data.validation_options(source),
         )
 
@@ -161,6 +161,6 @@ def _daily_range(
             raise _nothing(market_data)(f"{market_data.source}: no 1d bars for {symbols} in {years[0]}..{years[-1]}")
         partitions = [Partition(key, dims["symbol"], dims["year"], year_window(int(dims["year"]))[0]) for key, dims in runs]
         yield from ingest_partitions(
-            context, lake.path, bars, timeframe="1d", partitions=partitions, exchange=market_data.exchange,
+            context, lake.location, bars, timeframe="1d", partitions=partitions, exchange=market_data.exchange,
             expected_from=start, expected_until=end, nothing=_nothing(market_data), validation=market_data.validation_options(source),
         )

@@ -51,11 +51,11 @@ def bars_resampled(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     metas: dict[str, dict[str, Any]] = {}
     for key, day, symbol in _day_symbols(context):
         start, end = session_bounds(day)
-        minutes = read_bars(lake.path, [symbol], "1m", start, end)
+        minutes = read_bars(lake.location, [symbol], "1m", start, end)
         rows: dict[str, int] = {}
         for timeframe in RESAMPLED_TIMEFRAMES:
             out = resample_bars(minutes, timeframe)  # type: ignore[arg-type]
-            replace_partition(lake.path, RESAMPLED, timeframe, symbol, day, out)
+            replace_partition(lake.location, RESAMPLED, timeframe, symbol, day, out)
             rows[timeframe] = out.height
         metas[key] = {"dagster/row_count": sum(rows.values()), **{f"rows_{tf}": n for tf, n in rows.items()}}
     return _partition_results(context, metas)
@@ -100,9 +100,9 @@ def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     for key, day, symbol in _day_symbols(context):
         prev_days = trading_days(date.fromisoformat(day) - timedelta(days=10), date.fromisoformat(day) - timedelta(days=1))
         start = session_bounds(prev_days[-1])[0] if prev_days else session_bounds(day)[0]
-        bars = read_bars(lake.path, [symbol], "1m", start, session_bounds(day)[1])
+        bars = read_bars(lake.location, [symbol], "1m", start, session_bounds(day)[1])
         features = compute_features(bars).filter(pl.col("ts") >= session_bounds(day)[0])
-        replace_partition(lake.path, FEATURES, "1m", symbol, day, features)
+        replace_partition(lake.location, FEATURES, "1m", symbol, day, features)
         metas[key] = _features_metadata(features)
     return _partition_results(context, metas)
 
@@ -145,12 +145,12 @@ def features_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterat
     cold: list[str] = []
     for symbol in sorted({s for _, s in partitions}):
         years = [y for y, s in partitions if s == symbol]
-        bars = read_bars(lake.path, [symbol], "1d", date(years[0] - 1, 1, 1), date(years[-1] + 1, 1, 1))
+        bars = read_bars(lake.location, [symbol], "1d", date(years[0] - 1, 1, 1), date(years[-1] + 1, 1, 1))
         for year in years:
             if _warm_up_expected(year) and bars.filter(pl.col("ts").dt.year() == year - 1).is_empty():
                 cold.append(f"{symbol} {year}")
             features = year_features(bars, year)
-            replace_partition(lake.path, FEATURES, "1d", symbol, str(year), features)
+            replace_partition(lake.location, FEATURES, "1d", symbol, str(year), features)
             meta = _features_metadata(features)
             if len(partitions) > 1:  # each partition of a range run carries its own metadata
                 context.add_asset_metadata(meta, partition_key=str(daily_key(str(year), symbol)))

@@ -16,6 +16,7 @@ from assets.metadata import bars_metadata, markdown_table
 from assets.range_runs import add_partition_metadata
 from lake.corporate_actions import load_corporate_actions
 from lake.errors import LakeError, UnknownSymbolError
+from lake.filesystem import ObjectPath
 from lake.store import QUARANTINE, read_bars, replace_partition, replace_partition_frames
 from lake.validation import RULES, ValidationReport, validate_bars
 
@@ -24,7 +25,7 @@ _LOOKBACK = {"1d": timedelta(days=400)}
 _DEFAULT_LOOKBACK = timedelta(days=10)
 
 
-def previous_bar(root: Path, timeframe: str, symbol: str, before: datetime | None) -> pl.DataFrame | None:
+def previous_bar(root: Path | ObjectPath, timeframe: str, symbol: str, before: datetime | None) -> pl.DataFrame | None:
     """The last stored clean bar of `symbol` before `before` (context for the jump rules), if any."""
     if before is None:
         return None
@@ -35,7 +36,7 @@ def previous_bar(root: Path, timeframe: str, symbol: str, before: datetime | Non
     return stored.tail(1) if stored.height else None
 
 
-def previous_bars(root: Path, timeframe: str, symbols: Sequence[str], before: datetime | None) -> pl.DataFrame | None:
+def previous_bars(root: Path | ObjectPath, timeframe: str, symbols: Sequence[str], before: datetime | None) -> pl.DataFrame | None:
     """`previous_bar` of each of `symbols` (those the lake has), in one frame; None if none has one."""
     found = [bar for symbol in symbols if (bar := previous_bar(root, timeframe, symbol, before)) is not None]
     return pl.concat(found) if found else None
@@ -64,7 +65,7 @@ def check_results(report: ValidationReport) -> Iterator[dg.AssetCheckResult]:
 
 def ingest_partition(
     context: dg.AssetExecutionContext,
-    root: Path,
+    root: Path | ObjectPath,
     bars: pl.DataFrame,
     *,
     timeframe: str,
@@ -149,7 +150,7 @@ def _by_partition(df: pl.DataFrame, partitions: Sequence[Partition]) -> dict[tup
 
 def ingest_partitions(
     context: dg.AssetExecutionContext,
-    root: Path,
+    root: Path | ObjectPath,
     bars: pl.DataFrame,
     *,
     timeframe: str,

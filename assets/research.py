@@ -24,6 +24,7 @@ from backtests import montecarlo, reports
 from backtests.engine import BacktestConfig, BacktestResult, run_backtest, trade_returns_on_equity
 from backtests.sweep import expand_grid, sweep
 from backtests.walkforward import walk_forward
+from lake.filesystem import ObjectPath
 from lake.store import read_bars, write_frame_atomic, write_text_atomic
 from strategies.base import Strategy, StrategyParams
 from strategies.builtin import SMA_CROSS
@@ -79,14 +80,14 @@ class ResearchConfig(dg.Config):
         dataset = "resampled" if self.timeframe in ("5m", "15m", "1h") else "bars"
         start = datetime.fromisoformat(self.start).replace(tzinfo=UTC)
         end = datetime.fromisoformat(self.end).replace(tzinfo=UTC) if self.end else now
-        bars = read_bars(lake.path, symbols, self.timeframe, start, end, dataset=dataset)
+        bars = read_bars(lake.location, symbols, self.timeframe, start, end, dataset=dataset)
         if bars.is_empty():
             raise dg.Failure(f"no {self.timeframe} bars for {symbols} in [{start:%Y-%m-%d}, {end:%Y-%m-%d}): ingest them first")
         return bars
 
 
-def _out_dir(lake: LakeResource, name: str) -> Path:
-    return lake.path / "research" / name
+def _out_dir(lake: LakeResource, name: str) -> Path | ObjectPath:
+    return lake.location / "research" / name
 
 
 def _numbers(metrics: dict[str, float]) -> dict[str, float]:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from lake.errors import LakeError
+from lake.filesystem import ObjectPath, is_object_store_url, lake_location
 from lake.paths import default_lake_root
 from lake.sources.base import BarSource
 
@@ -23,13 +25,35 @@ if TYPE_CHECKING:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Parquet lake: its root folder (empty = QUANTLAKE_LAKE_DIR or data/lake in the repo)."""
+    """The Parquet lake: a local folder or an S3-compatible object store's prefix.
 
-    root: str = Field(default="", description="Lake root folder; empty for the default.")
+    `location` is where the datasets live (bars, quarantine, derived, research outputs): every
+    reader and writer of the lake takes it. `path` is the same lake as a local folder, for what
+    works on local files only (SQLite ledgers, the screener, news, retention): it refuses an
+    object-store lake rather than quietly using some other folder.
+    """
+
+    root: str = Field(default="", description="Lake root folder or s3://bucket/prefix; empty for the default.")
+    endpoint: str = Field(default="", description="An s3:// root's S3-compatible endpoint, http(s)://host[:port]; empty: AWS.")
+
+    def default_location(self) -> Path | ObjectPath:
+        """The lake when `root` is empty."""
+        return default_lake_root()
+
+    @property
+    def location(self) -> Path | ObjectPath:
+        if not self.root:
+            return self.default_location()
+        if is_object_store_url(self.root):
+            return lake_location(self.root, endpoint=self.endpoint or None)
+        return Path(self.root).expanduser().resolve()
 
     @property
     def path(self) -> Path:
-        return Path(self.root).expanduser().resolve() if self.root else default_lake_root()
+        location = self.location
+        if isinstance(location, ObjectPath):
+            raise LakeError(f"this step needs the lake as a local folder and does not run on an object-store lake yet (the lake is {location})")
+        return location
 
 
 class MarketDataResource(dg.ConfigurableResource):

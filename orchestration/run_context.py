@@ -21,6 +21,7 @@ import dagster as dg
 import structlog
 
 from assets.resources import LakeResource, TradingResource
+from lake.filesystem import ObjectPath
 from orchestration.observability import cycle_id as cycle_id  # re-exported: what a rerun repeats
 from orchestration.observability import ensure_logging, get_logger
 from orchestration.observability import run_ids as observed_ids
@@ -63,12 +64,12 @@ class RunContextMixin:
 
 
 class ObservedLakeResource(RunContextMixin, LakeResource):
-    """`LakeResource` that sets up the run's logging context; an empty root is QUANTLAKE_LAKE_DIR's
-    (read when used, not frozen when the code location loaded), else data/lake in the repo."""
+    """`LakeResource` that sets up the run's logging context; an empty root is the settings' lake
+    (read when used, not frozen when the code location loaded): QUANTLAKE_LAKE_URL's object store
+    (endpoint AWS_ENDPOINT_URL), else QUANTLAKE_LAKE_DIR, else data/lake in the repo."""
 
-    @property
-    def path(self) -> Path:
-        return Path(self.root).expanduser().resolve() if self.root else settings().lake_root
+    def default_location(self) -> Path | ObjectPath:
+        return settings().lake_location
 
 
 class ObservedTradingResource(RunContextMixin, TradingResource):

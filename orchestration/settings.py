@@ -27,10 +27,20 @@ from datetime import date, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from assets import partitions
 from assets.partitions import DEFAULT_UNIVERSE, PartitionSettings
+from lake.errors import LakeError
+from lake.filesystem import ObjectPath, is_object_store_url, lake_location
 from lake.paths import default_lake_root
 from lake.screener import ScreenerRules
 
@@ -48,6 +58,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     lake_dir: Path | None = Field(None, alias="QUANTLAKE_LAKE_DIR")
+    lake_url: str | None = Field(None, alias="QUANTLAKE_LAKE_URL")  # s3://bucket/prefix: the lake on an object store
+    aws_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")  # a non-AWS store's (MinIO, moto); credentials: AWS_*
     seed: int = Field(7, alias="QUANTLAKE_SEED")
     data_source: Literal["auto", "synthetic", "alpaca", "files"] = Field("auto", alias="QUANTLAKE_DATA_SOURCE")
     fallback: bool = Field(False, alias="QUANTLAKE_FALLBACK")
@@ -190,9 +202,28 @@ class Settings(BaseModel):
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
 
+    @model_validator(mode="after")
+    def _lake_location_builds(self) -> Settings:
+        if self.lake_url is not None:
+            if not is_object_store_url(self.lake_url):
+                raise ValueError(f"QUANTLAKE_LAKE_URL: {self.lake_url!r} is not s3://bucket[/prefix] (a local lake is QUANTLAKE_LAKE_DIR)")
+            try:
+                _ = self.lake_location  # built once here: a malformed URL or endpoint fails the load
+            except LakeError as exc:
+                raise ValueError(f"QUANTLAKE_LAKE_URL / AWS_ENDPOINT_URL: {exc}") from None
+        return self
+
     @property
     def lake_root(self) -> Path:
         return self.lake_dir or default_lake_root()
+
+    @property
+    def lake_location(self) -> Path | ObjectPath:
+        """Where the lake's data lives: QUANTLAKE_LAKE_URL's object store (endpoint AWS_ENDPOINT_URL,
+        else AWS), which wins over QUANTLAKE_LAKE_DIR; else the local lake_root."""
+        if self.lake_url:
+            return lake_location(self.lake_url, endpoint=self.aws_endpoint_url or None)
+        return self.lake_root
 
     @property
     def has_alpaca_keys(self) -> bool:
@@ -241,7 +272,7 @@ class Settings(BaseModel):
 
 
 PREFIXES = ("QUANTLAKE_", "OPENAI_", "ALPACA_")
-NAMES = ("DAGSTER_HOME",)  # variables outside the prefixes that Settings reads
+NAMES = ("DAGSTER_HOME", "AWS_ENDPOINT_URL")  # variables outside the prefixes that Settings reads
 
 
 def settings(environ: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Settings:

@@ -198,23 +198,11 @@ def test_a_local_root_stays_a_path(tmp_path: Path) -> None:
     assert lake_location(str(tmp_path)) == tmp_path and lake_location(tmp_path) == tmp_path
 
 
-# --- through Dagster: the ingest job users run, the research assets ------------------------------
+# --- through Dagster: the ingest job users run (the code location's own resources: tests/orchestration/test_s3_jobs.py)
 
 
-def _s3_lake_resource(root: ObjectPath) -> object:
-    """LakeResource whose path is the object-store root. Test-only: LakeResource's own `path` reads
-    `root` as a local folder until it takes an object-store URL and endpoint (asked in the report)."""
-    from assets.resources import LakeResource
-
-    class ObjectStoreLake(LakeResource):
-        @property
-        def path(self) -> ObjectPath:  # type: ignore[override]
-            return root
-
-    return ObjectStoreLake(root=str(root))
-
-
-def test_the_intraday_ingest_job_writes_the_same_lake_on_s3(tmp_path: Path, s3_root: ObjectPath) -> None:
+def test_the_intraday_ingest_job_writes_the_same_lake_on_s3(tmp_path: Path, s3_root: ObjectPath, endpoint: str) -> None:
+    """LakeResource as users configure it: root an s3:// URL, endpoint the store's."""
     import dagster as dg
 
     from assets.partitions import add_symbols, intraday_key
@@ -223,7 +211,9 @@ def test_the_intraday_ingest_job_writes_the_same_lake_on_s3(tmp_path: Path, s3_r
 
     job = defs.resolve_job_def("ingest_intraday_job")
     key = intraday_key("2024-11-29", "AAPL")  # a half day: 210 one-minute bars
-    for lake in (LakeResource(root=str(tmp_path)), _s3_lake_resource(s3_root)):
+    s3_lake = LakeResource(root=str(s3_root), endpoint=endpoint)
+    assert s3_lake.location == s3_root
+    for lake in (LakeResource(root=str(tmp_path)), s3_lake):
         with dg.instance_for_test() as instance:
             add_symbols(instance, ["AAPL"])
             result = job.execute_in_process(partition_key=key, instance=instance, resources={"lake": lake, "market_data": MarketDataResource()})
