@@ -17,7 +17,7 @@ from tests.orchestration.test_pipelines_side_by_side import (
     _decide,
     _setup,
 )
-from trading.accounts import SubAccount, pipeline_state_files
+from trading.accounts import SubAccount, pipeline_state_file, pipeline_state_files
 from trading.brokers.simulated import SimulatedBroker
 from trading.events import EventType
 from trading.ledger import Ledger, replay_portfolio
@@ -42,7 +42,7 @@ def test_the_kill_switch_flattens_every_pipelines_book_and_one_resume_lifts_both
     _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
     _decide(lake, trading, plan, LATER_BAR, _at_eleven(26))  # the first run's orders filled: both hold every symbol
     books = pipeline_state_files(Path(trading.sim_state_file))
-    assert set(books) == set(PIPELINES)
+    assert books == {p: pipeline_state_file(Path(trading.sim_state_file), p) for p in PIPELINES}, "where decide_job keeps them"
     assert all(set(_book(books[p]).positions()) == set(SYMBOLS) for p in PIPELINES)
 
     _run("kill_switch_job", "kill_switch_op", {"reason": "desk says stop"}, trading, _at_eleven(26).replace(minute=10).isoformat())
