@@ -169,3 +169,19 @@ def test_a_position_one_share_over_its_cap_is_bound_by_that_cap() -> None:
     res = assess(_proposal(), _book(positions={"AAPL": 201.0}), RiskLimits())
     assert not res.approved and res.reasons == ["sized to limits", "bound by position limit"]
     assert res.hard_violations == ["position AAPL 20.1% vs limit 20.0% of equity: no room for AAPL"]
+
+
+def test_entries_floor_to_whole_shares_and_say_so_only_when_they_do() -> None:
+    assert assess(_proposal(quantity=10.5), _book(), RiskLimits()).reasons == ["floored to whole shares"]
+    assert assess(_proposal(quantity=10), _book(), RiskLimits()).reasons == []
+
+
+def test_a_short_sale_is_not_cut_by_cash() -> None:
+    res = assess(_proposal(action=Action.SELL, quantity=150), _book(cash=1_000.0), RiskLimits(allow_short=True))
+    assert res.quantity == 150 and res.hard_violations == []
+
+
+def test_a_sector_holding_priced_at_infinity_cannot_be_valued() -> None:
+    book = _book(positions={"MSFT": 10.0}, prices={"AAPL": 100.0, "MSFT": float("inf")})
+    res = assess(_proposal(quantity=10), book, RiskLimits())
+    assert res.hard_violations == ["no price for MSFT to value sector information technology before adding AAPL"]
