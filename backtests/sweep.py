@@ -2,9 +2,10 @@
 
 Every field of every combination is honoured; the route depends only on what the strategy declares:
 - a declared `fast_path` whose fields the fused kernel can all honour (`strategies.base.FastPath`: a
-  `MovingAverageCross`, `sweep_fused_nb.py`; a `ThresholdCross`, `sweep_threshold_nb.py`): each
-  distinct indicator series and each distinct size column is computed once and the crossings are
-  taken inside the compiled loop, which makes million-bar grids cheap;
+  `MovingAverageCross`, `sweep_fused_nb.py`; a `ThresholdCross`, `sweep_threshold_nb.py`; a
+  `ChannelBreakout` with its ATR brackets, `sweep_channel_nb.py`): each distinct indicator series
+  and each distinct size column is computed once and the signals (and levels) are taken inside the
+  compiled loop, which makes million-bar grids cheap;
 - otherwise, one symbol: signals per combination with the strategy's own function, stacked into
   (bar x combination) arrays a chunk at a time and simulated together (`sweep_nb.py`), with the
   engine's bracket rules when the strategy sets stop/target levels;
@@ -27,10 +28,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
 from backtests.market import Market
+from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
 from backtests.sweep_threshold_nb import threshold_sweep_nb
-from strategies.base import FastPath, MovingAverageCross, P, Strategy, StrategyParams
+from strategies.base import (
+    ChannelBreakout,
+    FastPath,
+    MovingAverageCross,
+    P,
+    Strategy,
+    StrategyParams,
+    ThresholdCross,
+)
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
@@ -140,7 +150,9 @@ def _shape_fields(shape: FastPath) -> set[str]:
     """The parameter fields a shape's kernel reads itself (the short switch apart)."""
     if isinstance(shape, MovingAverageCross):
         return {shape.fast, shape.slow}
-    return {shape.window, shape.lower, shape.upper, shape.exit}
+    if isinstance(shape, ThresholdCross):
+        return {shape.window, shape.lower, shape.upper, shape.exit}
+    return {shape.entry, shape.exit, shape.stop, shape.target1, shape.target2}
 
 
 def _fused_sweep(
@@ -148,10 +160,12 @@ def _fused_sweep(
 ) -> pl.DataFrame | None:
     """The fused route for the declared shape; None when the strategy's own frame breaks its
     declaration (levels set)."""
-    sized = _size_columns(bars, strategy, grid, _shape_fields(shape))
+    sized = _size_columns(bars, strategy, grid, _shape_fields(shape), levels=isinstance(shape, ChannelBreakout))
     if sized is None:
         return None
     market, sizes, size_row = sized
+    if isinstance(shape, ChannelBreakout):
+        return _channel_sweep(bars, market, shape, grid, config, sizes, size_row)
     prices = (
         np.ascontiguousarray((market.open if config.fill == "next_open" else market.close)[:, 0]),
         np.ascontiguousarray(market.close[:, 0]),
@@ -171,7 +185,7 @@ def _fused_sweep(
             short,
             *costs,
         )
-    else:
+    else:  # ThresholdCross
         windows = sorted({int(getattr(p, shape.window)) for p in grid})
         values, row = _indicator_rows(bars, shape.indicator, windows)
 
@@ -193,6 +207,59 @@ def _fused_sweep(
     return _table(grid, final, max_dd, orders, config)
 
 
+def _channel_sweep(
+    bars: pl.DataFrame,
+    market: Market,
+    shape: ChannelBreakout,
+    grid: list[StrategyParams],
+    config: BacktestConfig,
+    sizes: np.ndarray,
+    size_row: np.ndarray,
+) -> pl.DataFrame:
+    """The fused route of a channel breakout, with the engine's bracket rules when `config.brackets`."""
+    windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.entry, shape.exit)})
+    highs, row = _indicator_rows(bars, shape.upper, windows)
+    lows, _ = _indicator_rows(bars, shape.lower, windows)
+    periods = sorted({int(getattr(p, shape.atr_period)) for p in grid})
+    atrs, atr_row = _indicator_rows(bars, shape.atr, periods)
+
+    def col(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values[:, 0], dtype=np.float64)
+
+    def of(name: str, kind: type = float) -> np.ndarray:
+        return np.array([kind(getattr(p, name)) for p in grid])
+
+    mirrored = np.array([bool(getattr(p, shape.short, False)) for p in grid], dtype=np.bool_)
+    final, max_dd, orders = _kernel(channel_sweep_nb)(
+        col(market.open if config.fill == "next_open" else market.close),
+        col(market.open),
+        col(market.high),
+        col(market.low),
+        col(market.close),
+        highs,
+        lows,
+        np.array([row[w] for w in of(shape.entry, int)], dtype=np.int64),
+        np.array([row[w] for w in of(shape.exit, int)], dtype=np.int64),
+        atrs,
+        np.array([atr_row[w] for w in of(shape.atr_period, int)], dtype=np.int64),
+        of(shape.stop),
+        of(shape.target1),
+        of(shape.target2),
+        sizes,
+        size_row,
+        mirrored,
+        mirrored & config.allow_short,
+        config.brackets,
+        np.ascontiguousarray(fee_fractions(market, config)[:, 0]),
+        config.fees_bps / 1e4,
+        config.fee_per_share,
+        config.slippage_bps / 1e4,
+        config.init_cash,
+        not config.fractional,
+    )
+    return _table(grid, final, max_dd, orders, config)
+
+
 def _indicator_rows(bars: pl.DataFrame, indicator: Callable[[int], pl.Expr], windows: list[int]) -> tuple[np.ndarray, dict[int, int]]:
     """indicator(w) for each window as a (window x bar) array, and each window's row."""
     # Computed together (the kernels release the GIL, polars runs them side by side), copied row by row:
@@ -205,10 +272,11 @@ def _indicator_rows(bars: pl.DataFrame, indicator: Callable[[int], pl.Expr], win
 
 
 def _size_columns(
-    bars: pl.DataFrame, strategy: Strategy[Any], grid: list[StrategyParams], shape_fields: set[str]
+    bars: pl.DataFrame, strategy: Strategy[Any], grid: list[StrategyParams], shape_fields: set[str], *, levels: bool
 ) -> tuple[Market, np.ndarray, np.ndarray] | None:
     """One size column per distinct setting of every field but the shape's own, from the strategy
-    itself, and each combination's column; None when the strategy's frame sets bracket levels."""
+    itself, and each combination's column; None when the strategy's frame sets bracket levels and
+    its shape has none (`levels` False)."""
     keys = [tuple(sorted(p.model_dump(exclude=shape_fields).items())) for p in grid]
     sizes_of: dict[tuple[Any, ...], int] = {}
     columns: list[np.ndarray] = []
@@ -217,7 +285,7 @@ def _size_columns(
         if key in sizes_of:
             continue
         market = to_market(strategy.signals(bars, p))
-        if has_levels(market):
+        if has_levels(market) and not levels:
             return None
         sizes_of[key] = len(columns)
         columns.append(np.asarray(market.signals["size"][:, 0], dtype=np.float64))

@@ -109,7 +109,34 @@ class ThresholdCross:
     short: str = "allow_short"
 
 
-FastPath = MovingAverageCross | ThresholdCross  # the shapes a strategy can declare
+@dataclass(frozen=True)
+class ChannelBreakout:
+    """A declaration that a strategy's signals are channel breakouts with ATR bracket levels
+    (Donchian), so a sweep may use a fused kernel for it (the backtests layer interprets this).
+
+    For one symbol, with c the close, hi(w) = `upper(w)` and lo(w) = `lower(w)` (the channel of the
+    w bars before this one): `entry_long` where c > hi(params.<entry>), `exit_long` where
+    c < lo(params.<exit>); when `params.<short>` is true, `entry_short` where c < lo(params.<entry>)
+    and `exit_short` where c > hi(params.<exit>), otherwise no short signals. `stop`, `target1`,
+    `target2` are c - side x params.<stop> x atr, c + side x params.<target1> x atr and
+    c + side x params.<target2> x atr, with atr = `atr(params.<atr_period>)` and side -1 where
+    shorts are on and the bar breaks down without breaking up, else 1. `size` depends on none of
+    the channel and level fields. Any other parameter field must only affect `size`.
+    """
+
+    upper: Callable[[int], pl.Expr]
+    lower: Callable[[int], pl.Expr]
+    atr: Callable[[int], pl.Expr]
+    entry: str = "entry_window"
+    exit: str = "exit_window"
+    stop: str = "stop_atr"
+    target1: str = "target1_atr"
+    target2: str = "target2_atr"
+    atr_period: str = "atr_period"
+    short: str = "allow_short"
+
+
+FastPath = MovingAverageCross | ThresholdCross | ChannelBreakout  # the shapes a strategy can declare
 
 
 @dataclass(frozen=True)

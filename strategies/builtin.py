@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from strategies import indicators as ind
 from strategies.base import (
+    ChannelBreakout,
     MovingAverageCross,
     Strategy,
     StrategyParams,
@@ -132,6 +133,18 @@ DONCHIAN_BREAKOUT = Strategy(
     compute=_donchian,
     lookback=lambda p: max(p.entry_window, p.exit_window, p.atr_period) + 2,
     description="Long on a close above the prior N-bar high, out below the prior M-bar low (mirror for shorts); ATR bracket levels.",
+    fast_path=ChannelBreakout(
+        upper=lambda w: pl.col("high").rolling_max(w).shift(1),
+        lower=lambda w: pl.col("low").rolling_min(w).shift(1),
+        atr=ind.atr_sma,
+        entry="entry_window",
+        exit="exit_window",
+        stop="stop_atr",
+        target1="target1_atr",
+        target2="target2_atr",
+        atr_period="atr_period",
+        short="allow_short",
+    ),
 )
 
 class MomentumParams(StrategyParams):

@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 from backtests import sweep as sweep_module
 from backtests.engine import BacktestConfig, run_backtest
 from backtests.sweep import expand_grid, sweep
+from strategies.base import ThresholdCross
 from strategies.builtin import RSI_REVERSION
 
 SIZINGS: dict[str, dict[str, Any]] = {
@@ -84,8 +85,10 @@ def _spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_the_rsi_levels_tie_exactly_in_the_data(bars: pl.DataFrame) -> None:
     """The data does what it is for: the RSI lands exactly on levels of the grid, and within 1e-9
     of 40 without being 40 (its ratio 2/3 does not round back)."""
+    shape = RSI_REVERSION.fast_path
+    assert isinstance(shape, ThresholdCross)
     for period in GRID["period"]:
-        values = bars.select(RSI_REVERSION.fast_path.indicator(period)).to_series().drop_nulls()  # type: ignore[union-attr]
+        values = bars.select(shape.indicator(period)).to_series().drop_nulls()
         for level in (25.0, 50.0, 60.0, 75.0):
             assert (values == level).sum() > 5, (period, level)
         assert (values == 40.0).sum() == 0 and ((values - 40.0).abs() < 1e-9).sum() > 5, period
