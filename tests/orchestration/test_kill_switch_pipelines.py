@@ -17,7 +17,7 @@ from tests.orchestration.test_pipelines_side_by_side import (
     _decide,
     _setup,
 )
-from trading.accounts import SubAccount, pipeline_state_file, pipeline_state_files
+from trading.accounts import PIPELINE_KEY, SubAccount, pipeline_state_file, pipeline_state_files
 from trading.brokers.simulated import SimulatedBroker
 from trading.events import EventType
 from trading.ledger import Ledger, replay_portfolio
@@ -72,3 +72,30 @@ def test_the_kill_switch_flattens_every_pipelines_book_and_one_resume_lifts_both
     assert resumed["orders_sent"] == 2 * len(SYMBOLS), "one resume: both pipelines buy again"
     assert resumed["blocked"] == {}
 
+
+
+def test_a_book_that_cannot_be_read_does_not_stop_the_others(tmp_path: Path) -> None:
+    """kill_switch_job fails naming the unreadable book, after halting and flattening the rest."""
+    from orchestration.definitions import defs
+    from trading.brokers.base import OrderRequest, Side
+
+    account = tmp_path / "sim.json"
+    bold = SimulatedBroker(cash=10_000.0)
+    bold.submit(OrderRequest(client_order_id="buy-aapl", symbol="AAPL", side=Side.BUY, quantity=10))
+    bold.on_bar({"AAPL": {"ts": DECISION_BAR, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5}})
+    assert bold.positions() == {"AAPL": 10}
+    pipeline_state_file(account, "bold").write_text(json.dumps(bold.to_state()))
+    pipeline_state_file(account, "alpha").write_text("{not json")  # read first (sorted)
+    trading = TradingResource(mode="simulation", ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}", sim_state_file=str(account))
+
+    killed = defs.resolve_job_def("kill_switch_job").execute_in_process(
+        run_config={"ops": {"kill_switch_op": {"config": {"reason": "desk says stop"}}}},
+        resources={"trading": trading}, tags={NOW_TAG: _at_eleven(21).isoformat()}, raise_on_error=False,
+    )  # fmt: skip
+    assert not killed.success
+    [failure] = [e for e in killed.all_events if e.is_step_failure]
+    assert "pipeline alpha" in str(failure.step_failure_data.error) and "trading is halted" in str(failure.step_failure_data.error)
+    assert [(o.symbol, o.side) for o in _book(pipeline_state_file(account, "bold")).open_orders()] == [("AAPL", Side.SELL)]
+    with Ledger(trading.ledger_url) as ledger:
+        kills = [e.payload.get(PIPELINE_KEY) for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "kill_switch"]
+    assert kills == [None, "bold"], "the account halted first, then the bold book flattened on its sub-account"
