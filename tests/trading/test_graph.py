@@ -4,6 +4,7 @@ and checkpointed threads that resume after a cycle dies (through the loopback Op
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -251,13 +252,10 @@ def test_a_killed_cycle_resumes_where_it_stopped_and_never_asks_a_model_twice(
     assert other.model_calls == 3 * len(signalled)
 
 
-def test_a_postgres_checkpoint_without_its_package_is_named_at_load() -> None:
-    try:
-        import langgraph.checkpoint.postgres  # noqa: F401
-    except ImportError:
-        pass
-    else:  # pragma: no cover - not installed on these machines
-        pytest.skip("langgraph-checkpoint-postgres is installed")
+def test_a_postgres_checkpoint_without_its_package_is_named_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package is installed here: hide it (a None entry in sys.modules makes its import fail) to see
+    what a user without it gets at load, before any cycle runs."""
+    monkeypatch.setitem(sys.modules, "langgraph.checkpoint.postgres", None)
     with pytest.raises(CheckpointConfigError, match="langgraph-checkpoint-postgres"):
         DecisionPipeline(PipelineConfig(checkpoint="postgresql://quant@127.0.0.1:5432/test"))
 
