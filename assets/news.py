@@ -93,7 +93,7 @@ def news(
             raise SourceError(f"news {window.day}: the day has not begun yet")
         symbols = universe()
         report = validate_news(news_source.build().fetch_news(symbols, window.start, end), window, symbols)
-        path = write_news_day(lake.path, window.day, report.clean, report.quarantine)
+        path = write_news_day(lake.location, window.day, report.clean, report.quarantine)
     failed = [o.name for o in report.results if not o.passed]
     context.log.info(f"news {window.day}: {report.clean.height} rows written, {report.quarantine.height} quarantined, failed checks: {failed or 'none'}")
     meta: dict[str, Any] = {

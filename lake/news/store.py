@@ -2,8 +2,9 @@
 
 Layout: <root>/news/date=YYYY-MM-DD/part.parquet (one file per session day, every symbol of the
 universe; zstd) and <root>/quarantine/news/date=YYYY-MM-DD/part.parquet (the failing rows with
-`check` and `reason`). Both are replaced atomically (lake.store's temp file + rename), so a rerun
-of a day rewrites the same bytes and a crash leaves the previous version.
+`check` and `reason`). Both are replaced atomically (lake.store's temp file + rename, or an object
+store's staged upload + copy), so a rerun of a day rewrites the same bytes and a crash leaves the
+previous version. The root is a local folder or an `ObjectPath` (lake/filesystem.py).
 
 Point in time: a row is stored in its latest version only. A headline edited after the decision
 time therefore carries text the decision could not have seen; `read_news` leaves it out, as it
@@ -15,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from lake.calendar import EXCHANGE_TZ
 from lake.errors import LakeError
+from lake.filesystem import ObjectPath
 from lake.news.schema import NEWS_SCHEMA, SORT_KEY, conform_news, empty_news
-from lake.store import PART_FILE, QUARANTINE, write_frame_atomic
+from lake.store import PART_FILE, QUARANTINE, scan_files, write_frame_atomic
 
 NEWS = "news"
 DEFAULT_LOOKBACK = timedelta(days=3)
@@ -30,12 +33,27 @@ DEFAULT_LOOKBACK = timedelta(days=3)
 _MAX_WINDOW_DAYS = 6
 
 
-def news_path(root: Path, day: date | str) -> Path:
-    return Path(root) / NEWS / f"date={_iso(day)}" / PART_FILE
+NewsRoot = Path | str | ObjectPath  # a string is a local path
 
 
-def news_quarantine_path(root: Path, day: date | str) -> Path:
-    return Path(root) / QUARANTINE / NEWS / f"date={_iso(day)}" / PART_FILE
+def _base(root: NewsRoot) -> Path | ObjectPath:
+    return root if isinstance(root, ObjectPath) else Path(root)
+
+
+@overload
+def news_path(root: Path | str, day: date | str) -> Path: ...
+@overload
+def news_path(root: ObjectPath, day: date | str) -> ObjectPath: ...
+def news_path(root: NewsRoot, day: date | str) -> Path | ObjectPath:
+    return _base(root) / NEWS / f"date={_iso(day)}" / PART_FILE
+
+
+@overload
+def news_quarantine_path(root: Path | str, day: date | str) -> Path: ...
+@overload
+def news_quarantine_path(root: ObjectPath, day: date | str) -> ObjectPath: ...
+def news_quarantine_path(root: NewsRoot, day: date | str) -> Path | ObjectPath:
+    return _base(root) / QUARANTINE / NEWS / f"date={_iso(day)}" / PART_FILE
 
 
 def _iso(day: date | str) -> str:
@@ -45,30 +63,33 @@ def _iso(day: date | str) -> str:
         raise LakeError(f"news partition {day!r} is not a date (YYYY-MM-DD)") from exc
 
 
-def _replace(path: Path, df: pl.DataFrame) -> Path | None:
+def _replace(path: Path | ObjectPath, df: pl.DataFrame) -> Path | ObjectPath | None:
     if df.is_empty():
         path.unlink(missing_ok=True)
         return None
     return write_frame_atomic(df, path)
 
 
-def write_news_day(root: Path, day: date | str, clean: pl.DataFrame, quarantine: pl.DataFrame) -> Path | None:
+def write_news_day(root: NewsRoot, day: date | str, clean: pl.DataFrame, quarantine: pl.DataFrame) -> Path | ObjectPath | None:
     """Makes the day's partition hold exactly `clean` (sorted) and its quarantine `quarantine`;
     an empty frame removes the file. Returns the clean file's path (None when there is none)."""
     _replace(news_quarantine_path(root, day), quarantine)
     return _replace(news_path(root, day), conform_news(clean, where=f"news {day}").sort(list(SORT_KEY)))
 
 
-def news_days(root: Path) -> list[date]:
+def news_days(root: NewsRoot) -> list[date]:
     """The session days that have a news partition, in order."""
-    base = Path(root) / NEWS
+    base = _base(root) / NEWS
+    if isinstance(base, ObjectPath):  # one listing; a staged `.part.parquet.*.tmp` is never a partition
+        found = [p.parent for p in base.files() if p.name == PART_FILE and p.parent.parent == base]
+        return sorted(date.fromisoformat(folder.name[5:]) for folder in found if folder.name.startswith("date="))
     if not base.is_dir():
         return []
     return sorted(date.fromisoformat(p.name[5:]) for p in base.glob("date=*") if (p / PART_FILE).is_file())
 
 
 def read_news(
-    root: Path,
+    root: NewsRoot,
     symbols: Sequence[str] | None,
     until: datetime,
     lookback: timedelta = DEFAULT_LOOKBACK,
@@ -88,7 +109,7 @@ def read_news(
     files = [news_path(root, d) for d in news_days(root) if first <= d <= last]
     if not files:
         return empty_news()
-    scan = pl.scan_parquet(files, hive_partitioning=False).filter(
+    scan = scan_files(files).filter(
         (pl.col("created_at") >= since) & (pl.col("created_at") <= until) & (pl.col("updated_at") <= until)
     )
     if symbols is not None:
@@ -96,6 +117,8 @@ def read_news(
     return conform_news(scan.collect(), where="lake news").sort(list(SORT_KEY))
 
 
-def read_news_quarantine(root: Path, day: date | str) -> pl.DataFrame:
+def read_news_quarantine(root: NewsRoot, day: date | str) -> pl.DataFrame:
     path = news_quarantine_path(root, day)
-    return pl.read_parquet(path) if path.is_file() else pl.DataFrame(schema={**NEWS_SCHEMA, "check": pl.String(), "reason": pl.String()})
+    if not path.is_file():
+        return pl.DataFrame(schema={**NEWS_SCHEMA, "check": pl.String(), "reason": pl.String()})
+    return pl.read_parquet(path.read_bytes() if isinstance(path, ObjectPath) else path)

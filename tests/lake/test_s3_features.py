@@ -4,10 +4,12 @@ on a local folder, or refuses with an error that names the feature."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from polars.testing import assert_frame_equal
 
 from backtests.reports import fan_chart_png, save_report
 from lake.corporate_actions import corporate_actions_path, load_corporate_actions
@@ -51,3 +53,34 @@ def test_corporate_actions_are_read_from_the_bucket(s3_root: ObjectPath, tmp_pat
     write_text_atomic(corporate_actions_path(s3_root), "symbol,ex_date,ratio\nAAPL,2024-13-01,2\n")
     with pytest.raises(LakeError, match=r"s3://.*corporate_actions.csv line 2"):
         load_corporate_actions(s3_root)
+
+
+def test_news_days_are_written_and_read_as_of_a_time_from_the_bucket(s3_root: ObjectPath, tmp_path: Path) -> None:  # noqa: F811
+    from lake.news.store import news_days, news_path, read_news, read_news_quarantine, write_news_day
+    from lake.news.synthetic import SyntheticNewsSource
+    from lake.news.validation import NewsWindow, validate_news
+
+    days = [date(2024, 11, 25), date(2024, 11, 26), date(2024, 11, 27)]
+    source = SyntheticNewsSource(seed=7)
+    for day in days:
+        window = NewsWindow.of(day)
+        news = source.fetch_news(["AAPL", "MSFT"], window.start, window.end)
+        report = validate_news(news, window, ["AAPL"])  # MSFT's headlines are out of this universe: quarantined
+        for root in (s3_root, tmp_path):
+            assert write_news_day(root, day, report.clean, report.quarantine) == news_path(root, day)
+    assert news_days(s3_root) == news_days(tmp_path) == days
+    for day in days:
+        key = f"news/date={day}/part.parquet"
+        assert (s3_root / key).read_bytes() == (tmp_path / key).read_bytes()
+        assert_frame_equal(read_news_quarantine(s3_root, day), read_news_quarantine(tmp_path, day))
+    assert not read_news_quarantine(s3_root, days[0]).is_empty()
+
+    until = datetime(2024, 11, 27, 16, tzinfo=UTC)
+    for lookback in (timedelta(hours=5), timedelta(days=3)):
+        remote, local = read_news(s3_root, ["AAPL"], until, lookback), read_news(tmp_path, ["AAPL"], until, lookback)
+        assert_frame_equal(remote, local)
+    assert read_news(s3_root, ["AAPL"], until, timedelta(days=3))["created_at"].dt.date().unique().len() >= 2
+
+    write_news_day(s3_root, days[0], read_news(s3_root, None, until).head(0), read_news_quarantine(s3_root, days[0]).head(0))
+    assert news_days(s3_root) == days[1:], "an empty day removes its objects"
+    assert not any(key.startswith(f"quarantine/news/date={days[0]}") for key in _objects(s3_root))

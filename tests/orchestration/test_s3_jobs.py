@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -115,3 +116,21 @@ def test_the_same_bars_as_a_local_lake(s3_lake: ObjectPath, tmp_path: Path, monk
     for name in ("bars", "features"):
         key = f"{name}/timeframe=1d/symbol=AAPL/year={YEAR}/part.parquet"
         assert (s3_lake / key).read_bytes() == (local / key).read_bytes(), key
+
+
+def test_the_news_job_writes_its_day_into_the_bucket(s3_lake: ObjectPath, tmp_path: Path) -> None:
+    from lake.news.store import news_days, read_news
+    from orchestration.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("ingest_news_job").execute_in_process(
+            partition_key="2024-11-26", instance=instance, tags={"quantlake/now": "2024-12-02T12:00:00+00:00"}
+        )
+    assert result.success
+    assert news_days(s3_lake) == [date(2024, 11, 26)]
+    assert "news/date=2024-11-26/part.parquet" in _objects(s3_lake)
+    [materialization] = result.get_asset_materialization_events()
+    assert materialization.materialization.metadata["path"].value == f"{s3_lake}/news/date=2024-11-26/part.parquet"
+    stored = read_news(s3_lake, None, datetime(2024, 11, 27, 5, tzinfo=UTC), timedelta(days=1))
+    assert stored.height > 0 and stored.height == materialization.materialization.metadata["dagster/row_count"].value
+    assert not list((tmp_path / "local-lake").rglob("*"))
