@@ -17,8 +17,9 @@ def test_cagr_of_an_account_ending_below_one_unit_is_still_its_growth_rate() -> 
 
 
 def test_an_account_ending_just_below_zero_has_cagr_minus_one() -> None:
-    # Not a fractional power of a negative number (NaN): everything was lost.
-    assert compute_metrics(np.array([100.0, 50.0, -0.5]))["cagr"] == -1.0
+    # Not a fractional power of a negative number (NaN; five returns: the power 252 / 5 is no
+    # integer): everything was lost.
+    assert compute_metrics(np.array([100.0, 80.0, 60.0, 40.0, 20.0, -0.5]))["cagr"] == -1.0
 
 
 def test_break_even_trades_without_losses_have_no_profit_factor() -> None:
