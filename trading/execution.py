@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from strategies import controls
 from trading.brokers.base import (
     Broker,
     BrokerError,
@@ -147,9 +148,9 @@ class Executor:
         if self.mode == Mode.VALIDATION:
             return []
         state = self.safety.state()
-        self.blocked = state.no_new_risk(self.limits) or outside_window(self.now, self.limits)
         sent = set(state.sent_orders)
         trades = state.trades_today
+        self.blocked = state.halted or state.daily_loss or self._trades_spent(trades) or outside_window(self.now, self.limits)
         closing = flatten_due(self.now, self.limits)  # the window's flatten closes positions: no exit twice
         states = []
         for d in decisions:
@@ -160,11 +161,11 @@ class Executor:
                 continue  # this decision's order is already at the broker
             held = positions.get(d.symbol, 0.0)
             reducing = (d.side == Side.SELL and held > 0) or (d.side == Side.BUY and held < 0)
-            if reducing and closing:
-                continue
-            if not reducing and trades >= self.limits.max_trades_per_day:
-                self.blocked = self.blocked or f"trades_per_day: {trades} orders in the session {self.safety.session} >= {self.limits.max_trades_per_day}"
-            if not reducing and self.blocked:
+            # The backtest's rule (`strategies.controls.may_send`); here the ledger's state and the reason.
+            if not controls.may_send(reducing, closing, bool(self.blocked), trades, self.limits.max_trades_per_day):
+                if reducing:
+                    continue  # the flatten is closing the book: no second exit
+                self.blocked = self.blocked or self._trades_spent(trades) or "held by the session controls"
                 self.intervene("blocked", self.blocked, symbol=d.symbol, client_order_id=cid, decided_at=d.decided_at.isoformat())
                 continue
             # an entry's bracket, long or short (a short's stop above, targets below); an exit has none
@@ -179,6 +180,12 @@ class Executor:
             trades += len(out)
             states.extend(out)
         return states
+
+    def _trades_spent(self, trades: int) -> str | None:
+        """Why an entry is refused after `trades` orders in the session by the count alone, else None."""
+        if controls.may_send(False, False, False, trades, self.limits.max_trades_per_day):
+            return None
+        return f"trades_per_day: {trades} orders in the session {self.safety.session} >= {self.limits.max_trades_per_day}"
 
     def _send(self, request: OrderRequest, as_of: datetime | None) -> list[OrderState]:
         try:

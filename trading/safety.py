@@ -14,6 +14,8 @@ the new events on each read), never by replaying the ledger per question.
 - **Window**: entries from the open (+ `window_open_delay_min`) until `flatten_before_close_min`
   before the close, half days included; from then on positions are flattened (`flatten_at_close`).
 Every trip is an intervention event. Exits always go through.
+The rules themselves are the backtest's (`strategies.controls`, `backtests.window`), called here, so
+the live step and the backtest cannot drift apart; this module adds the ledger's state and the reasons.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from lake.calendar import get_calendar, is_trading_day, session_bounds
+from backtests import window as calendar_window
+from lake.calendar import get_calendar
+from strategies import controls
 from trading.events import Event, EventType
 from trading.ledger.projections import HALTS, SafetyState, project
 from trading.models import Mode
@@ -45,16 +49,14 @@ class EventLog(Protocol):
 
 def session_of(now: datetime, limits: RiskLimits) -> date:
     """The exchange-local date of `now`: the session its marks, trades and daily loss belong to."""
-    return now.astimezone(get_calendar(limits.exchange).tz).date()
+    return calendar_window.session_of(now, limits.exchange)
 
 
 def window(now: datetime, limits: RiskLimits) -> tuple[datetime, datetime, datetime] | None:
     """(entries from, entries until = flatten at, close) of `now`'s session; None on a day without one."""
-    day = session_of(now, limits)
-    if not is_trading_day(day, limits.exchange):
-        return None
-    open_, close = session_bounds(day, limits.exchange)
-    return open_ + timedelta(minutes=limits.window_open_delay_min), close - timedelta(minutes=limits.flatten_before_close_min), close
+    return calendar_window.trading_window(
+        session_of(now, limits), limits.exchange, limits.window_open_delay_min, limits.flatten_before_close_min
+    )
 
 
 def outside_window(now: datetime, limits: RiskLimits) -> str | None:
@@ -121,12 +123,13 @@ class Safety:
         """Records a trip of the drawdown breaker, the daily loss limit or the trades per day; returns them."""
         state, lim = self.state(), self.limits
         trips = []
-        peak, opening = state.peak_equity, state.session_open_equity
+        peak, opening = state.peak_equity, state.session_open_equity or 0.0  # no mark yet: cannot trip
         if state.halted is None and peak and equity <= peak * (1 - lim.max_drawdown_pct):
             trips.append(("drawdown", f"drawdown {1 - equity / peak:.2%} >= {lim.max_drawdown_pct:.2%} from the peak {peak:,.2f}: halted until resumed"))
-        if state.daily_loss is None and opening and equity <= opening * (1 - lim.daily_loss_limit_pct):
+        if state.daily_loss is None and controls.daily_loss_hit(equity, opening, lim.daily_loss_limit_pct):
             trips.append(("daily_loss", f"daily loss {1 - equity / opening:.2%} >= {lim.daily_loss_limit_pct:.2%} of the session's opening equity {opening:,.2f}: no new risk until the next session"))
-        if "trades_per_day" not in state.tripped_today and state.trades_today >= lim.max_trades_per_day:
+        spent = not controls.may_send(False, False, False, state.trades_today, lim.max_trades_per_day)  # an entry refused by the count alone
+        if "trades_per_day" not in state.tripped_today and spent:
             trips.append(("trades_per_day", f"{state.trades_today} orders in the session >= {lim.max_trades_per_day}: no new risk until the next session"))
         for kind, reason in trips:
             self.intervene(kind, reason, equity=equity)
