@@ -184,7 +184,10 @@ def _assess_increasing(
     violations: list[str] = []
     if requested is None:
         qty = cap_qty
-        binding = [c for c in caps if c.max_qty <= min(x.max_qty for x in caps) * (1 + _REL_TOL) + _REL_TOL]
+        # Within float noise of the lowest room; slack added upwards even when a position already
+        # over its cap makes that room negative (scaling a negative room by 1 + tol lowered it).
+        lowest = min(x.max_qty for x in caps)
+        binding = [c for c in caps if c.max_qty <= lowest + abs(lowest) * _REL_TOL + _REL_TOL]
         reasons += ["sized to limits", f"bound by {', '.join(c.name for c in binding)} limit"]
         if qty <= 0:
             violations += [f"{c.usage(0.0)} vs limit {c.limit}: no room for {symbol}" for c in binding]

@@ -185,3 +185,11 @@ def test_a_sector_holding_priced_at_infinity_cannot_be_valued() -> None:
     book = _book(positions={"MSFT": 10.0}, prices={"AAPL": 100.0, "MSFT": float("inf")})
     res = assess(_proposal(quantity=10), book, RiskLimits())
     assert res.hard_violations == ["no price for MSFT to value sector information technology before adding AAPL"]
+
+
+def test_a_position_well_over_its_cap_is_bound_by_that_cap_and_says_so() -> None:
+    # A price rise took AAPL to 20.5% of equity: a sized buy has no room and names the cap (it used
+    # to be refused with "bound by  limit" and no violation at all).
+    res = assess(_proposal(), _book(positions={"AAPL": 205.0}), RiskLimits())
+    assert not res.approved and res.reasons == ["sized to limits", "bound by position limit"]
+    assert res.hard_violations == ["position AAPL 20.5% vs limit 20.0% of equity: no room for AAPL"]
