@@ -105,6 +105,13 @@ class ObjectPath:
     def is_dir(self) -> bool:
         return self._info().type == pafs.FileType.Directory
 
+    def size(self) -> int:
+        """The object's size in bytes; FileNotFoundError if there is no object at this key."""
+        info = self._info()
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(str(self))
+        return int(info.size)
+
     def unlink(self, missing_ok: bool = False) -> None:
         try:
             self.store.filesystem().delete_file(self.key)

@@ -84,3 +84,33 @@ def test_news_days_are_written_and_read_as_of_a_time_from_the_bucket(s3_root: Ob
     write_news_day(s3_root, days[0], read_news(s3_root, None, until).head(0), read_news_quarantine(s3_root, days[0]).head(0))
     assert news_days(s3_root) == days[1:], "an empty day removes its objects"
     assert not any(key.startswith(f"quarantine/news/date={days[0]}") for key in _objects(s3_root))
+
+
+def test_retention_removes_the_same_expired_quarantine_and_reports_from_the_bucket(s3_root: ObjectPath, tmp_path: Path) -> None:  # noqa: F811
+    """The same files and bytes go as from a local lake, by the date in their names; the news
+    quarantine, undated files and recent ones stay."""
+    from lake.retention import prune_quarantine, prune_reports
+
+    files = {
+        "quarantine/timeframe=1m/symbol=AAPL/date=2025-12-01/part.parquet": b"PAR1 old day",
+        "quarantine/timeframe=1m/symbol=AAPL/date=2026-11-20/part.parquet": b"PAR1 recent day",
+        "quarantine/timeframe=1d/symbol=MSFT/year=2024/part.parquet": b"PAR1 an old year",
+        "quarantine/timeframe=1d/symbol=MSFT/year=2026/part.parquet": b"PAR1 this year",
+        "quarantine/news/date=2024-01-02/part.parquet": b"PAR1 news quarantine: news retention is not this",
+        "quarantine/timeframe=1m/symbol=AAPL/notes.txt": b"undated",
+        "reports/eod/2025-11-01.md": b"# old",
+        "reports/eod/2026-11-27.md": b"# recent",
+        "reports/eod/readme.md": b"undated",
+    }
+    for root in (s3_root, tmp_path):
+        for name, data in files.items():
+            write_bytes_atomic(root / name, data)
+    now, days = datetime(2026, 11, 30, 12, tzinfo=UTC), 300
+    removed = {"quarantine": prune_quarantine(s3_root, now, days), "reports": prune_reports(s3_root, now, days)}
+    local = {"quarantine": prune_quarantine(tmp_path, now, days), "reports": prune_reports(tmp_path, now, days)}
+    for kind, gone in removed.items():
+        assert [str(p)[len(str(s3_root)) + 1 :] for p in gone.files] == [str(p.relative_to(tmp_path)) for p in local[kind].files]
+        assert gone.bytes == local[kind].bytes > 0
+    expired = {"quarantine/timeframe=1m/symbol=AAPL/date=2025-12-01/part.parquet", "quarantine/timeframe=1d/symbol=MSFT/year=2024/part.parquet", "reports/eod/2025-11-01.md"}
+    assert _objects(s3_root) == sorted(set(files) - expired)
+    assert prune_quarantine(s3_root, now, days).files == [] and prune_reports(s3_root, now, days).files == []
