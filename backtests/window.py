@@ -4,15 +4,17 @@ One rule for a step at `now` (its bar's timestamp), the one `trading.safety` app
 session is the exchange-local date of `now`; on a session, entries from the open +
 `open_delay_min` until `flatten_before_close_min` before the close (half days close early: 12:55 on
 a 13:00 close with 5 minutes); from that instant on, and on a day without a session, no entry, and
-with `flatten_at_close` the flatten is due (`strategies.controls`). `trading_window` is the rule for
-one session; the backtest reads it as arrays over its bars (`bar_controls`, from the calendar's
-schedule in bulk; tests/backtests/test_window.py holds both to `trading.safety`'s at every instant).
+with `flatten_at_close` the flatten is due (`strategies.controls`). `session_window` is the rule for
+one session, `trading_window` looks the session up for it (`trading.safety` calls it); the backtest
+reads it as arrays over its bars (`bar_controls`, from the calendar's schedule in bulk;
+tests/backtests/test_window.py holds both to `trading.safety`'s at every instant).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,22 @@ def session_of(now: datetime, exchange: str) -> date:
     return now.astimezone(get_calendar(exchange).tz).date()
 
 
+Instant = TypeVar("Instant", datetime, pd.Series)
+
+
+def session_window(
+    open_: Instant, close: Instant, open_delay_min: int, flatten_before_close_min: int
+) -> tuple[Instant, Instant, Instant]:
+    """(entries from, entries until = flatten at, close) of the session open at `open_`, closing at
+    `close`: the window's one rule, for the live step (`trading_window`: one session's instants) and
+    the backtest (`bar_controls`: every session's at once, as the schedule's columns)."""
+    return (
+        open_ + timedelta(minutes=open_delay_min),
+        close - timedelta(minutes=flatten_before_close_min),
+        close,
+    )
+
+
 def trading_window(
     day: date, exchange: str, open_delay_min: int, flatten_before_close_min: int
 ) -> tuple[datetime, datetime, datetime] | None:
@@ -33,11 +51,7 @@ def trading_window(
     if not is_trading_day(day, exchange):
         return None
     open_, close = session_bounds(day, exchange)
-    return (
-        open_ + timedelta(minutes=open_delay_min),
-        close - timedelta(minutes=flatten_before_close_min),
-        close,
-    )
+    return session_window(open_, close, open_delay_min, flatten_before_close_min)
 
 
 @dataclass(frozen=True)
@@ -54,25 +68,24 @@ def bar_controls(
     ts: pl.Series, exchange: str, open_delay_min: int, flatten_before_close_min: int, flatten_at_close: bool
 ) -> BarControls:
     """`trading_window` at every timestamp of `ts` (UTC, time-aware): the sessions' opens and closes
-    read from the calendar's schedule at once (one lookup per session costs ~2 ms)."""
+    read from the calendar's schedule at once (one lookup per session costs ~2 ms), each session's
+    window from `session_window` (one call per session, not per bar)."""
     calendar = get_calendar(exchange)
     days = ts.dt.convert_time_zone(calendar.tz.key).dt.date()
     unique = days.unique()
     schedule = calendar.schedule[["open", "close"]].reindex(pd.DatetimeIndex(unique.to_list()))
     utc = ts.dtype
+    # Every session's window in one call of the rule, on the schedule's columns (NaT: no session).
+    start, end, _ = session_window(schedule["open"], schedule["close"], open_delay_min, flatten_before_close_min)
 
-    def column(name: str) -> pl.Series:  # the schedule's UTC instants (NaT: no session) as `ts`'s dtype
-        naive = pl.Series(schedule[name].dt.tz_convert(None).to_numpy()).cast(pl.Datetime("us"))
+    def column(instants: pd.Series) -> pl.Series:  # UTC instants (NaT: no session) as `ts`'s dtype
+        naive = pl.Series(instants.dt.tz_convert(None).to_numpy()).cast(pl.Datetime("us"))
         return naive.dt.replace_time_zone("UTC").cast(utc)
 
-    table = pl.DataFrame({"day": unique, "open": column("open"), "close": column("close")})
-    # A day without a session (no open): an empty window before every bar, so no entry and the flatten due.
+    # A day without a session: an empty window before every bar, so no entry and the flatten due.
     first = pl.lit(ts.min(), dtype=utc)
-    table = table.select(
-        "day",
-        start=pl.coalesce(pl.col("open") + pl.duration(minutes=open_delay_min), first),
-        end=pl.coalesce(pl.col("close") - pl.duration(minutes=flatten_before_close_min), first),
-    )
+    table = pl.DataFrame({"day": unique, "start": column(start), "end": column(end)})
+    table = table.with_columns(pl.col("start").fill_null(first), pl.col("end").fill_null(first))
     frame = pl.DataFrame({"ts": ts, "day": days}).join(table, on="day", how="left", maintain_order="left")
     now, start, end = frame["ts"], frame["start"], frame["end"]
     entry_ok = ((now >= start) & (now < end)).to_numpy()

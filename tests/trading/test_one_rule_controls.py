@@ -1,9 +1,9 @@
 """Each session control's rule lives in one place, called by the live step and by the backtest.
 
-`strategies.controls` (daily loss, what a step may send) is swapped for a different rule before
-anything imports it, in a fresh interpreter (the backtest compiles the rule into its order loop at
-import, so a patch in this process would not reach it; numba's JIT is off there, so no cached
-kernel built with the real rule is loaded). Then the simulated paper session (the live step per
+Each rule (`strategies.controls`: the daily loss, what a step may send; `backtests.window`: a
+session's trading window) is swapped for a different one before anything imports it, in a fresh
+interpreter (the backtest compiles the controls into its order loop at import, so a patch in this
+process would not reach it; numba's JIT is off there, so no kernel cached with the real rule loads). Then the simulated paper session (the live step per
 bar: `trading.safety`, `trading.execution`) and `run_backtest(..., limits=...)` must both follow
 the swapped rule: they make the same orders as each other, and not the orders of the real rule.
 A path that kept its own copy of a rule would ignore the swap and part from the other.
@@ -11,11 +11,12 @@ A path that kept its own copy of a rule would ignore the swap and part from the 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +24,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Swapped rules: each refuses more than the real one, so the hard limits' own gate never decides.
+# Swapped rules (module.function: replacement): each refuses more than the real one, so the hard
+# limits' own gate (`trading.risk`) never decides in its place.
 SWAPS = {
     # what a step may send: at most 3 orders a session, whatever `max_trades_per_day` says
-    "may_send": "lambda reducing, closing, blocked, trades, max_trades: (not closing) if reducing else (not blocked and trades < 3)",
+    "strategies.controls.may_send": "lambda reducing, closing, blocked, trades, max_trades: "
+    "(not closing) if reducing else (not blocked and trades < 3)",
     # the daily loss limit trips on any mark once the session has an opening one
-    "daily_loss_hit": "lambda equity, opening, limit_pct: opening > 0.0",
+    "strategies.controls.daily_loss_hit": "lambda equity, opening, limit_pct: opening > 0.0",
+    # the trading window opens 20 minutes after the open + delay
+    "backtests.window.session_window": "lambda open_, close, delay, flatten: "
+    "(open_ + timedelta(minutes=delay + 20), close - timedelta(minutes=flatten), close)",
 }
 
 
 def orders_under(swap: str | None) -> dict[str, Any]:
     """The session's and the backtest's orders (ts, symbol, side, quantity) on a morning of minute
-    bars where sma_cross 3/10 signals often, with the rule `swap` of `strategies.controls` replaced
-    before any import of it. Runs in the interpreter that calls it."""
+    bars where sma_cross 3/10 signals often, with the rule `swap` (a key of `SWAPS`) replaced before
+    any import of it. Runs in the interpreter that calls it."""
     if swap is not None:
-        import strategies.controls as controls
-
-        setattr(controls, swap, eval(SWAPS[swap]))  # noqa: S307 - the test's own constant
+        module, name = swap.rsplit(".", 1)
+        rule = eval(SWAPS[swap], {"timedelta": timedelta})  # noqa: S307 - the test's own constants
+        setattr(importlib.import_module(module), name, rule)
     from backtests.engine import SizingLimits, run_backtest
     from lake.sources.synthetic import SyntheticSource
     from strategies.builtin import SMA_CROSS
