@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from trading.brokers.base import OrderRequest, OrderState, UnknownOutcome
+from trading.brokers.base import BrokerError, OrderRequest, OrderState, UnknownOutcome
 from trading.brokers.simulated import SimulatedBroker
 from trading.execution import Executor, fill_caps
 from trading.ledger import Ledger
@@ -80,3 +80,50 @@ def test_an_entry_carries_its_sector_peers_caps_to_the_fill() -> None:
     caps = fill_caps(RiskLimits(max_position_pct=0.1, max_sector_pct=0.25), "MSFT")
     assert (caps.max_position_pct, caps.max_sector_pct, caps.sector) == (0.1, 0.25, ("AAPL", "NVDA"))
     assert fill_caps(RiskLimits(), "ZZZ").sector == ()  # unmapped: a sector of its own
+
+
+class _Refuses(SimulatedBroker):
+    """Refuses orders for one symbol outright (an exception, not a rejected state)."""
+
+    def submit(self, request: OrderRequest) -> OrderState:
+        if request.symbol == "BAD":
+            raise BrokerError(f"{request.client_order_id}: symbol not tradable")
+        return super().submit(request)
+
+
+def test_a_refused_send_is_a_rejection_and_the_next_decisions_still_go(ledger: Ledger) -> None:
+    ex = _executor(_Refuses(cash=100_000), ledger)
+    states = ex.execute([_decision("BAD", Side.BUY, 5), _decision("AAA", Side.BUY, 5)], {})
+    assert [s.symbol for s in states] == ["AAA"]
+    [rejection] = ledger.events(types=["rejection"])
+    assert rejection.symbol == "BAD" and "symbol not tradable" in rejection.payload["reason"]
+
+
+def test_decisions_not_to_trade_are_skipped_and_the_rest_still_go(ledger: Ledger) -> None:
+    hold = Decision(run_id="r", strategy="sma", symbol="HHH", decided_at=OPEN, verdict=Verdict.HOLD)
+    nothing = _decision("ZZZ", Side.BUY, 0)
+    states = _executor(SimulatedBroker(cash=100_000), ledger).execute([hold, nothing, _decision("AAA", Side.BUY, 1)], {})
+    assert [(s.symbol, s.quantity) for s in states] == [("AAA", 1)]
+    assert [e.payload["symbol"] for e in ledger.events(types=["order_submitted"])] == ["AAA"]
+
+
+def test_reconciliation_reports_each_difference_beyond_float_noise(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger)
+    ex.execute([_decision("AAA", Side.BUY, 10)], {})
+    broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
+    assert broker.positions() == {"AAA": 10}
+    same = ex.reconcile({"AAA": 10.0 + 1e-10})
+    assert same["ok"] and same["position_mismatches"] == {}
+    report = ex.reconcile({"AAA": 9.5, "BBB": 5.0})
+    assert report["position_mismatches"] == {"AAA": {"broker": 10, "ledger": 9.5}, "BBB": {"broker": 0.0, "ledger": 5.0}}
+
+
+def test_the_flatten_says_when_the_window_ends(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    _executor(broker, ledger).execute([_decision("AAA", Side.BUY, 10)], {})
+    broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
+    late = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="late", now=datetime(2024, 3, 5, 20, 55, tzinfo=UTC))
+    assert len(late.flatten_if_due()) == 1
+    [flatten] = [e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "flatten"]
+    assert flatten.payload["reason"] == "end of the trading window (5 min before the close 2024-03-05T21:00:00+00:00)"
