@@ -127,3 +127,19 @@ def test_the_flatten_says_when_the_window_ends(ledger: Ledger) -> None:
     assert len(late.flatten_if_due()) == 1
     [flatten] = [e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "flatten"]
     assert flatten.payload["reason"] == "end of the trading window (5 min before the close 2024-03-05T21:00:00+00:00)"
+
+
+def test_only_exits_release_the_symbol_first(ledger: Ledger) -> None:
+    released: list[str] = []
+    broker = SimulatedBroker(cash=100_000)
+    fund(ledger, broker.account().cash, source=broker.name, run_id="run-1", mode=Mode.SIMULATION, now=OPEN)
+    ex = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="run-1", now=OPEN, before_exit=released.append)
+    assert len(ex.execute([_decision("AAA", Side.BUY, 5), _decision("BBB", Side.SELL, 3)], {"BBB": 3.0})) == 2
+    assert released == ["BBB"]
+
+
+def test_the_trades_per_day_block_says_so(ledger: Ledger) -> None:
+    ex = _executor(SimulatedBroker(cash=100_000), ledger, limits=RiskLimits(max_trades_per_day=2))
+    assert len(ex.execute([_decision(s, Side.BUY, 1) for s in ("AAA", "BBB", "CCC")], {})) == 2
+    [blocked] = [e.payload for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert blocked["symbol"] == "CCC" and blocked["reason"] == "trades_per_day: 2 orders in the session 2024-03-05 >= 2"
