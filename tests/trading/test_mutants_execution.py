@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +143,24 @@ def test_the_trades_per_day_block_says_so(ledger: Ledger) -> None:
     assert len(ex.execute([_decision(s, Side.BUY, 1) for s in ("AAA", "BBB", "CCC")], {})) == 2
     [blocked] = [e.payload for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
     assert blocked["symbol"] == "CCC" and blocked["reason"] == "trades_per_day: 2 orders in the session 2024-03-05 >= 2"
+
+
+def test_a_flatten_records_each_new_close_after_one_still_pending(ledger: Ledger) -> None:
+    def bar(at: datetime) -> dict[str, Any]:
+        return {"ts": at, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}
+
+    broker = SimulatedBroker(cash=100_000)
+    _executor(broker, ledger).execute([_decision("AAA", Side.BUY, 10)], {})
+    broker.on_bar({"AAA": bar(OPEN)})
+    day1 = datetime(2024, 3, 5, 20, 55, tzinfo=UTC)
+    [aaa_close] = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="d1", now=day1).flatten_if_due()
+    # Next day: BBB is bought and fills; AAA's close still waits for its bar.
+    day2 = OPEN + timedelta(days=1)
+    buy = Decision(run_id="r", strategy="sma", symbol="BBB", decided_at=day2, verdict=Verdict.EXECUTE, side=Side.BUY, quantity=5)
+    Executor(broker, ledger, mode=Mode.SIMULATION, run_id="d2", now=day2).execute([buy], {"AAA": 10.0})
+    broker.on_bar({"BBB": bar(day2)})
+    closes = Executor(broker, ledger, mode=Mode.SIMULATION, run_id="d2-close", now=day1 + timedelta(days=1)).flatten_if_due()
+    assert sorted(c.symbol for c in closes) == ["AAA", "BBB"]
+    recorded = [e.payload["symbol"] for e in ledger.events(types=["order_submitted"]) if e.payload["client_order_id"].startswith("close-")]
+    assert recorded == ["AAA", "BBB"]  # AAA's once (kept), BBB's new one too
+    assert aaa_close.client_order_id in {c.client_order_id for c in closes}
