@@ -164,3 +164,19 @@ def test_a_flatten_records_each_new_close_after_one_still_pending(ledger: Ledger
     recorded = [e.payload["symbol"] for e in ledger.events(types=["order_submitted"]) if e.payload["client_order_id"].startswith("close-")]
     assert recorded == ["AAA", "BBB"]  # AAA's once (kept), BBB's new one too
     assert aaa_close.client_order_id in {c.client_order_id for c in closes}
+
+
+def test_one_share_exits_reduce_risk_while_halted(ledger: Ledger) -> None:
+    ex = _executor(SimulatedBroker(cash=100_000), ledger)
+    ex.kill_switch("stop")
+    states = ex.execute([_decision("CCC", Side.BUY, 1), _decision("DDD", Side.SELL, 1)], {"CCC": -1.0, "DDD": 1.0})
+    assert [s.symbol for s in states] == ["CCC", "DDD"]
+
+
+def test_recording_fills_counts_them(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger)
+    ex.execute([_decision("AAA", Side.BUY, 10), _decision("BBB", Side.BUY, 4)], {})
+    fills = broker.on_bar({s: {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0} for s in ("AAA", "BBB")})
+    assert ex.record_fills(fills) == len(fills) == 2
+    assert ex.record_fills([]) == 0
