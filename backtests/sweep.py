@@ -44,6 +44,7 @@ from strategies.base import (
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
+INDICATOR_BATCH = 8  # indicator series computed together by the fused routes: 8 x bars x 8 bytes beside the rows
 SIDES = ("entry_long", "exit_long", "entry_short", "exit_short")
 Progress = Callable[[int, int], None]
 
@@ -262,12 +263,13 @@ def _channel_sweep(
 
 def _indicator_rows(bars: pl.DataFrame, indicator: Callable[[int], pl.Expr], windows: list[int]) -> tuple[np.ndarray, dict[int, int]]:
     """indicator(w) for each window as a (window x bar) array, and each window's row."""
-    # Computed together (the kernels release the GIL, polars runs them side by side), copied row by row:
-    # a (window x bar) array straight from the columns, no transposed copy of the whole table.
-    frame = bars.select(indicator(w).alias(str(w)) for w in windows)
+    # A few at a time (the kernels release the GIL, polars runs them side by side), copied row by row
+    # into one (window x bar) array: no transposed copy, and no frame of every window beside it.
     rows = np.empty((len(windows), bars.height))
-    for i, w in enumerate(windows):
-        rows[i] = frame[str(w)].to_numpy()
+    for start in range(0, len(windows), INDICATOR_BATCH):
+        frame = bars.select(indicator(w).alias(str(w)) for w in windows[start : start + INDICATOR_BATCH])
+        for i, w in enumerate(windows[start : start + INDICATOR_BATCH], start):
+            rows[i] = frame[str(w)].to_numpy()
     return rows, {w: i for i, w in enumerate(windows)}
 
 

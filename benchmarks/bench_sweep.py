@@ -39,7 +39,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 from backtests.engine import BacktestConfig  # noqa: E402
 from backtests.sweep import expand_grid, sweep  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
-from strategies.base import Strategy  # noqa: E402
+from strategies.base import ChannelBreakout, Strategy  # noqa: E402
 from strategies.builtin import BUILTINS  # noqa: E402
 
 CONFIG = BacktestConfig(fees_bps=1.0, timeframe="1m")
@@ -149,7 +149,7 @@ def strategy_rows(path: str, bars: pl.DataFrame, name: str, vbt_combos: int, gen
         before_rate = n * before["combinations"] / before["seconds"]
         rows.append((f"{name}: ours, generic path, {before['combinations']} sampled combinations", before["seconds"], f"{before_rate / 1e6:.1f} M bar-evals/s", f"{before_rate / vbt_rate:.1f}x vectorbt; peak RSS {before['peak_gb']:.2f} GB"))
     agreement = "no bracket exits in vectorbt: equity not compared"
-    if fused:  # the declared shapes have no bracket levels: the same rules
+    if fused and not isinstance(strategy.fast_path, ChannelBreakout):  # no bracket levels: the same rules
         agreement = f"final equity max rel. diff {np.max(np.abs(np.asarray(ours['final'])[picks] / vbt_final - 1)):.1e}"
     rows.append((f"{name}: raw vectorbt from_signals, {vbt_combos} sampled combinations", vbt_s, f"{vbt_rate / 1e6:.1f} M bar-evals/s", f"cpu {vbt_cpu:.1f} s; {agreement}"))
     rows.append((f"{name}: numba compile or cache load (excluded above)", ours["compile"], "", ""))
