@@ -10,7 +10,7 @@ import pytest
 
 from trading.brokers.base import BrokerError, OrderRequest, OrderState, UnknownOutcome
 from trading.brokers.simulated import SimulatedBroker
-from trading.execution import Executor, fill_caps
+from trading.execution import Executor, fill_caps, fill_event_id
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
 from trading.risk import RiskLimits
@@ -180,3 +180,15 @@ def test_recording_fills_counts_them(ledger: Ledger) -> None:
     fills = broker.on_bar({s: {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0} for s in ("AAA", "BBB")})
     assert ex.record_fills(fills) == len(fills) == 2
     assert ex.record_fills([]) == 0
+
+
+def test_fill_event_ids_are_32_hex_characters_like_the_ledgers_own() -> None:
+    assert fill_event_id("fill-1") == fill_event_id("fill-1") != fill_event_id("fill-2")
+    assert len(fill_event_id("fill-1")) == 32 and int(fill_event_id("fill-1"), 16) >= 0
+
+
+def test_the_executor_takes_its_settings_by_keyword_only(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    assert Executor(broker=broker, ledger=ledger, mode=Mode.SIMULATION, run_id="r", now=OPEN).run_id == "r"
+    with pytest.raises(TypeError):
+        Executor(broker, ledger, Mode.SIMULATION, "r", OPEN)  # type: ignore[misc]
