@@ -192,3 +192,11 @@ def test_the_executor_takes_its_settings_by_keyword_only(ledger: Ledger) -> None
     assert Executor(broker=broker, ledger=ledger, mode=Mode.SIMULATION, run_id="r", now=OPEN).run_id == "r"
     with pytest.raises(TypeError):
         Executor(broker, ledger, Mode.SIMULATION, "r", OPEN)  # type: ignore[misc]
+
+
+def test_a_decision_already_sent_is_skipped_and_the_next_still_goes(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    first = _decision("AAA", Side.BUY, 5)
+    assert len(_executor(broker, ledger).execute([first], {})) == 1
+    states = _executor(broker, ledger, run_id="run-2").execute([first, _decision("BBB", Side.BUY, 5)], {})
+    assert [s.symbol for s in states] == ["BBB"]
