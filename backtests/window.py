@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,25 @@ def session_window(
         close - timedelta(minutes=flatten_before_close_min),
         close,
     )
+
+
+@overload
+def may_enter(now: datetime, start: datetime, end: datetime) -> bool: ...
+@overload
+def may_enter(now: pl.Series, start: pl.Series, end: pl.Series) -> pl.Series: ...
+def may_enter(now: Any, start: Any, end: Any) -> Any:
+    """Whether an entry may be sent at `now` in the window (`start`, `end`) of `session_window`: for
+    one instant (the live step) or a column of bars (the backtest)."""
+    return (start <= now) & (now < end)
+
+
+@overload
+def flatten_from(now: datetime, end: datetime) -> bool: ...
+@overload
+def flatten_from(now: pl.Series, end: pl.Series) -> pl.Series: ...
+def flatten_from(now: Any, end: Any) -> Any:
+    """Whether the window that ends at `end` is over at `now`: no entry, and the flatten is due."""
+    return now >= end
 
 
 def trading_window(
@@ -76,7 +95,9 @@ def bar_controls(
     schedule = calendar.schedule[["open", "close"]].reindex(pd.DatetimeIndex(unique.to_list()))
     utc = ts.dtype
     # Every session's window in one call of the rule, on the schedule's columns (NaT: no session).
-    start, end, _ = session_window(schedule["open"], schedule["close"], open_delay_min, flatten_before_close_min)
+    start, end, _ = session_window(
+        schedule["open"], schedule["close"], open_delay_min, flatten_before_close_min
+    )
 
     def column(instants: pd.Series) -> pl.Series:  # UTC instants (NaT: no session) as `ts`'s dtype
         naive = pl.Series(instants.dt.tz_convert(None).to_numpy()).cast(pl.Datetime("us"))
@@ -88,7 +109,7 @@ def bar_controls(
     table = table.with_columns(pl.col("start").fill_null(first), pl.col("end").fill_null(first))
     frame = pl.DataFrame({"ts": ts, "day": days}).join(table, on="day", how="left", maintain_order="left")
     now, start, end = frame["ts"], frame["start"], frame["end"]
-    entry_ok = ((now >= start) & (now < end)).to_numpy()
-    flatten = (now >= end).to_numpy() & flatten_at_close
+    entry_ok = may_enter(now, start, end).to_numpy()
+    flatten = flatten_from(now, end).to_numpy() & flatten_at_close
     session = frame["day"].to_physical().to_numpy().astype(np.int64)
     return BarControls(session, entry_ok, flatten)

@@ -67,7 +67,7 @@ def outside_window(now: datetime, limits: RiskLimits) -> str | None:
     if bounds is None:
         return f"outside the trading window: {local:%Y-%m-%d} is not a {limits.exchange} session"
     start, end, _close = bounds
-    if start <= now < end:
+    if calendar_window.may_enter(now, start, end):
         return None
     return f"outside the trading window {start.astimezone(tz):%H:%M}-{end.astimezone(tz):%H:%M} {tz.key} on {local:%Y-%m-%d} (now {local:%H:%M})"
 
@@ -77,7 +77,7 @@ def flatten_due(now: datetime, limits: RiskLimits) -> bool:
     if not limits.flatten_at_close:
         return False
     bounds = window(now, limits)
-    return bounds is None or now >= bounds[1]
+    return bounds is None or calendar_window.flatten_from(now, bounds[1])
 
 
 def read_state(ledger: EventLog, session: date) -> SafetyState:

@@ -1,7 +1,7 @@
 """Each session control's rule lives in one place, called by the live step and by the backtest.
 
 Each rule (`strategies.controls`: the daily loss, what a step may send; `backtests.window`: a
-session's trading window) is swapped for a different one before anything imports it, in a fresh
+session's trading window, an entry inside it, the flatten after it) is swapped for a different one before anything imports it, in a fresh
 interpreter (the backtest compiles the controls into its order loop at import, so a patch in this
 process would not reach it; numba's JIT is off there, so no kernel cached with the real rule loads). Then the simulated paper session (the live step per
 bar: `trading.safety`, `trading.execution`) and `run_backtest(..., limits=...)` must both follow
@@ -35,6 +35,10 @@ SWAPS = {
     # the trading window opens 20 minutes after the open + delay
     "backtests.window.session_window": "lambda open_, close, delay, flatten: "
     "(open_ + timedelta(minutes=delay + 20), close - timedelta(minutes=flatten), close)",
+    # an entry only from 20 minutes into the window
+    "backtests.window.may_enter": "lambda now, start, end: (start <= now - timedelta(minutes=20)) & (now < end)",
+    # the window ends (and the flatten is due) six hours before its end: 14:55 UTC on a 16:00 close
+    "backtests.window.flatten_from": "lambda now, end: now >= end - timedelta(hours=6)",
 }
 
 
