@@ -10,7 +10,7 @@ import pytest
 
 from trading.brokers.base import BrokerError, OrderRequest, OrderState, UnknownOutcome
 from trading.brokers.simulated import SimulatedBroker
-from trading.execution import Executor, fill_caps, fill_event_id
+from trading.execution import Executor, check_mode, fill_caps, fill_event_id
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
 from trading.risk import RiskLimits
@@ -200,3 +200,24 @@ def test_a_decision_already_sent_is_skipped_and_the_next_still_goes(ledger: Ledg
     assert len(_executor(broker, ledger).execute([first], {})) == 1
     states = _executor(broker, ledger, run_id="run-2").execute([first, _decision("BBB", Side.BUY, 5)], {})
     assert [s.symbol for s in states] == ["BBB"]
+
+
+def test_the_simulated_broker_learns_when_orders_are_placed(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    Executor(broker, ledger, mode=Mode.SIMULATION, run_id="r", now=OPEN)
+    assert broker.placed_at == OPEN
+
+
+def test_at_the_flatten_an_exit_is_left_to_it_and_a_later_entry_is_still_blocked(ledger: Ledger) -> None:
+    late = datetime(2024, 3, 5, 20, 55, tzinfo=UTC)  # 15:55 New York: the window's flatten
+    fund(ledger, 100_000, source="simulated", run_id="late", mode=Mode.SIMULATION, now=late)
+    ex = Executor(SimulatedBroker(cash=100_000), ledger, mode=Mode.SIMULATION, run_id="late", now=late)
+    assert ex.execute([_decision("AAA", Side.SELL, 5), _decision("BBB", Side.BUY, 5)], {"AAA": 5.0}) == []
+    blocked = [e.payload["symbol"] for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert blocked == ["BBB"]
+
+
+def test_check_mode_takes_the_opt_ins_by_keyword_only() -> None:
+    check_mode(Mode.PAPER, live_opt_in=False, live_confirmed=False)
+    with pytest.raises(TypeError):
+        check_mode(Mode.PAPER, False, False)  # type: ignore[misc]
