@@ -139,3 +139,29 @@ def test_the_step_and_the_backtest_both_follow_the_shared_rule(swap: str, real: 
     assert got["backtest"] != real["backtest"], "the backtest ignored the swapped rule"
     assert got["session"] != real["session"], "the live step ignored the swapped rule"
     assert got["session"] == got["backtest"]
+
+
+@pytest.mark.parametrize(
+    ("opening", "equity", "trips"), [(100_000.0, 97_000.0, True), (-100.0, -100.0, False), (0.0, -5.0, False)]
+)
+def test_the_live_daily_loss_is_the_shared_rule_on_any_opening_mark(
+    opening: float, equity: float, trips: bool
+) -> None:
+    """Where the two copies differed: the live breaker tripped on a negative opening mark (a loss of
+    nothing from -100 "is" 2 % of it); the shared rule never trips against a non-positive one."""
+    from trading.ledger import Ledger
+    from trading.models import Mode
+    from trading.risk import RiskLimits
+    from trading.safety import Safety
+
+    with Ledger("sqlite:///:memory:") as ledger:
+        safety = Safety(
+            ledger,
+            RiskLimits(daily_loss_limit_pct=0.03),
+            datetime(2024, 11, 27, 15, 0, tzinfo=UTC),
+            "r",
+            Mode.SIMULATION,
+        )
+        safety.mark({"ok": True, "cash": opening, "equity": opening, "positions": {}})
+        kinds = [trip.split(":")[0] for trip in safety.check_breakers(equity)]
+    assert ("daily_loss" in kinds) is trips
