@@ -12,7 +12,8 @@ The live path (`trading.safety`, `trading.execution.Executor.execute`) and the b
 Exits always go through otherwise: no control may trap the book in a position.
 
 Plain Python on purpose: the backtest compiles these very functions with numba, as it does
-`strategies.brackets` and `strategies.entries`.
+`strategies.brackets` and `strategies.entries`, and the live path calls them as they are (through
+the module, so tests/trading/test_one_rule_controls.py can swap one and see both paths follow).
 """
 
 from __future__ import annotations
