@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from trading.brokers.base import BrokerError, OrderRequest, OrderState, UnknownOutcome
-from trading.brokers.simulated import SimulatedBroker
+from trading.brokers.simulated import SimConfig, SimulatedBroker
 from trading.execution import Executor, check_mode, fill_caps, fill_event_id
 from trading.ledger import Ledger
 from trading.models import Decision, Mode, Side, Verdict
@@ -221,3 +221,24 @@ def test_check_mode_takes_the_opt_ins_by_keyword_only() -> None:
     check_mode(Mode.PAPER, live_opt_in=False, live_confirmed=False)
     with pytest.raises(TypeError):
         check_mode(Mode.PAPER, False, False)  # type: ignore[misc]
+
+
+def test_a_rejected_state_is_recorded_as_a_rejection_and_an_accepted_one_is_not(ledger: Ledger) -> None:
+    ex = _executor(SimulatedBroker(SimConfig(reject_prob=1.0), cash=100_000), ledger)
+    [state] = ex.execute([_decision("AAA", Side.BUY, 5)], {})
+    [rejection] = ledger.events(types=["rejection"])
+    assert rejection.payload == {"client_order_id": state.client_order_id, "reason": "rejected by the simulated venue"}
+    accepted = _executor(SimulatedBroker(cash=100_000), ledger, run_id="run-2")
+    accepted.execute([_decision("BBB", Side.BUY, 5)], {})
+    assert [e.payload["client_order_id"] for e in ledger.events(types=["rejection"])] == [state.client_order_id]
+
+
+def test_an_entry_carries_its_bracket_and_an_exit_none(ledger: Ledger) -> None:
+    entry = Decision(
+        run_id="r", strategy="sma", symbol="AAA", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.BUY, quantity=5, stop=95.0, target1=110.0, target2=120.0
+    )
+    exit_ = Decision(run_id="r", strategy="sma", symbol="BBB", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.SELL, quantity=3, stop=1.0, target1=2.0)
+    _executor(SimulatedBroker(cash=100_000), ledger).execute([entry, exit_], {"BBB": 3.0})
+    sent = {e.payload["symbol"]: e.payload for e in ledger.events(types=["order_submitted"])}
+    assert (sent["AAA"]["stop"], sent["AAA"]["target1"], sent["AAA"]["target2"]) == (95.0, 110.0, 120.0)
+    assert (sent["BBB"]["stop"], sent["BBB"]["target1"], sent["BBB"]["target2"]) == (None, None, None)
