@@ -113,8 +113,8 @@ def test_reconciliation_reports_each_difference_beyond_float_noise(ledger: Ledge
     ex.execute([_decision("AAA", Side.BUY, 10)], {})
     broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
     assert broker.positions() == {"AAA": 10}
-    same = ex.reconcile({"AAA": 10.0 + 1e-10})
-    assert same["ok"] and same["position_mismatches"] == {}
+    same = ex.reconcile({"AAA": 10.0 + 1e-10, "CCC": 1e-9})
+    assert same["ok"] and same["position_mismatches"] == {}  # 1e-9 itself is float noise
     report = ex.reconcile({"AAA": 9.5, "BBB": 5.0})
     assert report["position_mismatches"] == {"AAA": {"broker": 10, "ledger": 9.5}, "BBB": {"broker": 0.0, "ledger": 5.0}}
 
@@ -235,10 +235,36 @@ def test_a_rejected_state_is_recorded_as_a_rejection_and_an_accepted_one_is_not(
 
 def test_an_entry_carries_its_bracket_and_an_exit_none(ledger: Ledger) -> None:
     entry = Decision(
-        run_id="r", strategy="sma", symbol="AAA", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.BUY, quantity=5, stop=95.0, target1=110.0, target2=120.0
+        run_id="r", strategy="sma", symbol="AAA", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.BUY, quantity=5, stop=95.0, target1=110.0, target2=120.0,
+        size=0.5,
     )
-    exit_ = Decision(run_id="r", strategy="sma", symbol="BBB", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.SELL, quantity=3, stop=1.0, target1=2.0)
+    exit_ = Decision(
+        run_id="r", strategy="sma", symbol="BBB", decided_at=OPEN, verdict=Verdict.EXECUTE, side=Side.SELL, quantity=3, stop=1.0, target1=2.0, size=0.5
+    )
     _executor(SimulatedBroker(cash=100_000), ledger).execute([entry, exit_], {"BBB": 3.0})
     sent = {e.payload["symbol"]: e.payload for e in ledger.events(types=["order_submitted"])}
     assert (sent["AAA"]["stop"], sent["AAA"]["target1"], sent["AAA"]["target2"]) == (95.0, 110.0, 120.0)
     assert (sent["BBB"]["stop"], sent["BBB"]["target1"], sent["BBB"]["target2"]) == (None, None, None)
+    assert (sent["AAA"]["size"], sent["BBB"]["size"]) == (0.5, None)  # an exit is sized by the position
+
+
+def test_the_daily_loss_limit_blocks_entries_and_lets_exits_through(ledger: Ledger) -> None:
+    ex = _executor(SimulatedBroker(cash=100_000), ledger)
+    ex.safety.mark({"ok": True, "cash": 0.0, "equity": 100_000.0})
+    [trip] = ex.safety.check_breakers(97_000)
+    assert trip.startswith("daily_loss")
+    states = ex.execute([_decision("AAA", Side.BUY, 5), _decision("BBB", Side.SELL, 3)], {"BBB": 3.0})
+    assert [s.symbol for s in states] == ["BBB"]
+    [blocked] = [e.payload for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "blocked"]
+    assert blocked["symbol"] == "AAA" and blocked["reason"].startswith("daily_loss")
+
+
+def test_the_flatten_happens_once_a_session(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    _executor(broker, ledger).execute([_decision("AAA", Side.BUY, 10)], {})
+    broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
+    late = datetime(2024, 3, 5, 20, 55, tzinfo=UTC)
+    assert len(Executor(broker, ledger, mode=Mode.SIMULATION, run_id="a", now=late).flatten_if_due()) == 1
+    # Its close has not filled yet (no bar since): a second look the same session sends nothing.
+    assert Executor(broker, ledger, mode=Mode.SIMULATION, run_id="b", now=late + timedelta(minutes=2)).flatten_if_due() == []
+    assert len([e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "flatten"]) == 1
