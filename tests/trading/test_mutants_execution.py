@@ -268,3 +268,16 @@ def test_the_flatten_happens_once_a_session(ledger: Ledger) -> None:
     # Its close has not filled yet (no bar since): a second look the same session sends nothing.
     assert Executor(broker, ledger, mode=Mode.SIMULATION, run_id="b", now=late + timedelta(minutes=2)).flatten_if_due() == []
     assert len([e for e in ledger.events(types=["intervention"]) if e.payload["kind"] == "flatten"]) == 1
+
+
+def test_a_decision_without_a_side_sends_nothing(ledger: Ledger) -> None:
+    sideless = Decision(run_id="r", strategy="sma", symbol="AAA", decided_at=OPEN, verdict=Verdict.EXECUTE, side=None, quantity=5)
+    assert _executor(SimulatedBroker(cash=100_000), ledger).execute([sideless], {}) == []
+
+
+def test_a_one_share_position_the_ledger_lacks_is_a_mismatch(ledger: Ledger) -> None:
+    broker = SimulatedBroker(cash=100_000)
+    ex = _executor(broker, ledger)
+    ex.execute([_decision("AAA", Side.BUY, 1)], {})
+    broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
+    assert ex.reconcile({})["position_mismatches"] == {"AAA": {"broker": 1, "ledger": 0.0}}
