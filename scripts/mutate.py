@@ -69,7 +69,7 @@ MODULES: dict[str, list[str]] = {
     "trading/execution.py": ["tests/trading/test_mutants_execution.py", "tests/trading/test_execution.py"],
     # Plain-Python strategy rules: hand-computed values first, then the strategies' own tests.
     "strategies/sizing.py": ["tests/strategies/test_mutants_indicators.py", "tests/strategies/test_strategies.py"],
-    "strategies/positions.py": ["tests/strategies/test_strategies.py"],
+    "strategies/positions.py": ["tests/strategies/test_mutants_positions.py", "tests/strategies/test_strategies.py"],
     "strategies/base.py": ["tests/strategies/test_mutants_base.py", "tests/strategies/test_strategies.py"],
     "strategies/indicators.py": [
         "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_window_exact.py", "tests/strategies/test_strategies.py",
