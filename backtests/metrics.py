@@ -41,12 +41,11 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
 
 
 def longest_underwater(equity: np.ndarray) -> int:
+    """The most consecutive bars below the running peak. Vectorized: the runs' starts and ends are
+    where the padded flags change (a Python loop over 1 M bars took ~0.5 s of a backtest)."""
     below = equity < np.maximum.accumulate(equity)
-    longest = run = 0
-    for flag in below:
-        run = run + 1 if flag else 0
-        longest = max(longest, run)
-    return longest
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], below.view(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
 def compute_metrics(

@@ -165,3 +165,25 @@ def test_a_break_even_trade_is_neither_a_win_nor_a_loss() -> None:
 def test_never_under_water() -> None:
     assert longest_underwater(np.array([1.0, 2.0, 2.0, 3.0])) == 0
     assert compute_metrics(np.array([1.0, 2.0, 2.0, 3.0]))["max_drawdown"] == 0.0
+
+
+def _longest_run_below_peak(equity: np.ndarray) -> int:
+    """The rule in its plainest form, bar by bar (the reference for the vectorized count)."""
+    peak, run, longest = -math.inf, 0, 0
+    for value in equity:
+        peak = max(peak, value) if not math.isnan(value) else peak
+        run = run + 1 if value < peak else 0
+        longest = max(longest, run)
+    return longest
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_longest_underwater_counts_the_longest_run_below_the_running_peak(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    equity = 100.0 + np.cumsum(rng.normal(0.0, 1.0, 2_000))
+    assert longest_underwater(equity) == _longest_run_below_peak(equity)
+    # Edges: never below, below to the last bar, one bar, a run of exactly one bar.
+    assert longest_underwater(np.array([1.0, 2.0, 3.0])) == 0
+    assert longest_underwater(np.array([3.0, 2.0, 1.0])) == 2
+    assert longest_underwater(np.array([5.0])) == 0
+    assert longest_underwater(np.array([1.0, 0.5, 1.0, 0.5, 0.4, 2.0])) == 2
