@@ -15,10 +15,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from backtests import sweep as sweep_module
-from backtests.engine import BacktestConfig, run_backtest
+from backtests.engine import BacktestConfig
 from backtests.sweep import expand_grid, sweep
 from strategies.base import ChannelBreakout
 from strategies.builtin import DONCHIAN_BREAKOUT
+from tests.backtests.sweep_checks import assert_rows_equal_engine
 
 SIZINGS: dict[str, dict[str, Any]] = {
     "fixed_fraction": {"sizing": "fixed_fraction", "fraction": 0.5},
@@ -58,16 +59,6 @@ def bars() -> pl.DataFrame:
     return grid_bars()
 
 
-def _assert_engine(table: pl.DataFrame, bars: pl.DataFrame, grid: list[Any], config: BacktestConfig) -> None:
-    assert table.height == len(grid)
-    for p, row in zip(grid, table.iter_rows(named=True), strict=True):
-        result = run_backtest(bars, DONCHIAN_BREAKOUT, p, config)
-        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-9), p
-        assert row["orders"] == result.orders.height, p
-        assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"], rel=1e-9, abs=1e-12), p
-    assert (table["orders"] > 0).all()
-
-
 def _spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records each call of the fused channel kernel through the sweep (the combinations it got)."""
     calls: list[int] = []
@@ -102,7 +93,7 @@ def test_every_donchian_combination_equals_the_engine(name: str, sizing: str, ba
     assert len(grid) == 16
     table = sweep(bars, DONCHIAN_BREAKOUT, grid, config)
     assert calls == [16]  # one fused pass, no generic fallback
-    _assert_engine(table, bars, grid, config)
+    assert_rows_equal_engine(table, bars, DONCHIAN_BREAKOUT, grid, config)
 
 
 def test_brackets_off_and_mixed_rows_equal_the_engine(bars: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +103,7 @@ def test_brackets_off_and_mixed_rows_equal_the_engine(bars: pl.DataFrame, monkey
     swept = {"sizing": ["fixed_fraction", "risk"], "allow_short": [False, True], "entry_window": [5]}
     for config in (BacktestConfig(fees_bps=2.0, allow_short=True, brackets=False), BacktestConfig(fees_bps=2.0, slippage_bps=3.0)):
         grid = expand_grid(DONCHIAN_BREAKOUT, {"atr_period": 4, "exit_window": 3}, swept)
-        _assert_engine(sweep(bars, DONCHIAN_BREAKOUT, grid, config), bars, grid, config)
+        assert_rows_equal_engine(sweep(bars, DONCHIAN_BREAKOUT, grid, config), bars, DONCHIAN_BREAKOUT, grid, config)
     assert calls == [4, 4]
 
 

@@ -15,10 +15,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from backtests import sweep as sweep_module
-from backtests.engine import BacktestConfig, run_backtest
+from backtests.engine import BacktestConfig
 from backtests.sweep import expand_grid, sweep
 from strategies.base import ThresholdCross
 from strategies.builtin import RSI_REVERSION
+from tests.backtests.sweep_checks import assert_rows_equal_engine
 
 SIZINGS: dict[str, dict[str, Any]] = {
     "fixed_fraction": {"sizing": "fixed_fraction", "fraction": 0.5},
@@ -59,16 +60,6 @@ def bars() -> pl.DataFrame:
     return tie_bars()
 
 
-def _assert_engine(table: pl.DataFrame, bars: pl.DataFrame, grid: list[Any], config: BacktestConfig) -> None:
-    assert table.height == len(grid)
-    for p, row in zip(grid, table.iter_rows(named=True), strict=True):
-        result = run_backtest(bars, RSI_REVERSION, p, config)
-        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-9), p
-        assert row["orders"] == result.orders.height, p
-        assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"], rel=1e-9, abs=1e-12), p
-    assert (table["orders"] > 0).all()
-
-
 def _spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records each call of the fused threshold kernel through the sweep."""
     calls: list[int] = []
@@ -104,7 +95,7 @@ def test_every_rsi_combination_equals_the_engine(name: str, sizing: str, bars: p
     assert len(grid) == 16
     table = sweep(bars, RSI_REVERSION, grid, config)
     assert calls == [16]  # one fused pass, no generic fallback
-    _assert_engine(table, bars, grid, config)
+    assert_rows_equal_engine(table, bars, RSI_REVERSION, grid, config)
 
 
 def test_shorts_and_sizing_vary_row_by_row_in_one_grid(bars: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +104,7 @@ def test_shorts_and_sizing_vary_row_by_row_in_one_grid(bars: pl.DataFrame, monke
     grid = expand_grid(RSI_REVERSION, {"atr_period": 4, "lower": 40.0, "upper": 60.0}, {"sizing": ["fixed_fraction", "volatility", "risk"], "allow_short": [False, True], "period": [4]})
     table = sweep(bars, RSI_REVERSION, grid, config)
     assert calls == [6]
-    _assert_engine(table, bars, grid, config)
+    assert_rows_equal_engine(table, bars, RSI_REVERSION, grid, config)
     by_short = table.group_by("allow_short").agg(pl.col("orders").sum()).sort("allow_short")["orders"].to_list()
     assert by_short[1] > by_short[0]  # shorts trade when switched on
 
