@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -12,7 +13,7 @@ from strategies.base import Strategy
 
 
 def assert_rows_equal_engine(
-    table: pl.DataFrame, bars: pl.DataFrame, strategy: Strategy[Any], grid: list[Any], config: BacktestConfig
+    table: pl.DataFrame, bars: pl.DataFrame, strategy: Strategy[Any], grid: Sequence[Any], config: BacktestConfig
 ) -> None:
     """Final equity and drawdown to 1e-9, orders exactly, in grid order; and every combination traded
     (a grid that never trades would compare nothing)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -12,10 +11,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from backtests import sweep as sweep_module
-from backtests.engine import BacktestConfig, BacktestError, run_backtest
+from backtests.engine import BacktestConfig, BacktestError
 from backtests.sweep import expand_grid, sweep
-from strategies.base import Strategy, StrategyParams
+from strategies.base import Strategy
 from strategies.builtin import BUILTINS, MOMENTUM, RSI_REVERSION, SMA_CROSS, SmaCrossParams
+from tests.backtests.sweep_checks import assert_rows_equal_engine
 
 # Each sizing mode, set so that it binds (entries commit about half the cash, varying by bar).
 SIZINGS: dict[str, dict[str, Any]] = {
@@ -31,16 +31,6 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 COSTS = {"fees_bps": 3.0, "fee_per_share": 0.005, "slippage_bps": 5.0}
 
 
-def _assert_engine(table: pl.DataFrame, bars: pl.DataFrame, strategy: Strategy[Any], grid: Sequence[StrategyParams], config: BacktestConfig) -> None:
-    assert table.height == len(grid)
-    for p, row in zip(grid, table.iter_rows(named=True), strict=True):
-        result = run_backtest(bars, strategy, p, config)
-        assert row["final_equity"] == pytest.approx(result.equity["equity"][-1], rel=1e-9), p
-        assert row["orders"] == result.orders.height, p
-        assert row["max_drawdown"] == pytest.approx(result.metrics["max_drawdown"], rel=1e-9, abs=1e-12), p
-    assert (table["orders"] > 0).all()
-
-
 @pytest.mark.parametrize("short", [False, True], ids=["long_only", "long_short"])
 @pytest.mark.parametrize("sizing", list(SIZINGS))
 @pytest.mark.parametrize("name", list(GRIDS))
@@ -51,7 +41,7 @@ def test_every_single_symbol_builtin_sweep_equals_engine(name: str, sizing: str,
     grid = expand_grid(strategy, SIZINGS[sizing] | {"allow_short": short}, GRIDS[name])
     assert all(p.model_dump().items() >= (SIZINGS[sizing] | {"allow_short": short}).items() for p in grid)
     table = sweep(one, strategy, grid, config)
-    _assert_engine(table, one, strategy, grid, config)
+    assert_rows_equal_engine(table, one, strategy, grid, config)
     # The sizing is used, not replaced by the defaults.
     defaults = sweep(one, strategy, expand_grid(strategy, {"allow_short": short}, GRIDS[name]), config)
     assert not np.allclose(table["final_equity"].to_numpy(), defaults["final_equity"].to_numpy())
@@ -64,7 +54,7 @@ def test_cross_sectional_sweep_runs_the_universe_and_equals_engine(short: bool, 
     seen: list[int] = []
     table = sweep(daily_bars, MOMENTUM, grid, config, progress=lambda done, total: seen.append(done))
     assert seen == [1, 2, 3, 4]
-    _assert_engine(table, daily_bars, MOMENTUM, grid, config)
+    assert_rows_equal_engine(table, daily_bars, MOMENTUM, grid, config)
 
 
 def test_a_parameter_the_strategy_does_not_have_is_refused_by_name() -> None:
@@ -96,7 +86,7 @@ def test_fused_path_takes_mixed_grids_row_by_row(daily_bars: pl.DataFrame) -> No
     grid = expand_grid(SMA_CROSS, {"atr_period": 10}, {"sizing": ["fixed_fraction", "volatility", "risk"], "allow_short": [False, True], "fast": [3], "slow": [21]})
     table = sweep(one, SMA_CROSS, grid, config)
     assert table.columns[:2] == ["sizing", "allow_short"]
-    _assert_engine(table, one, SMA_CROSS, grid, config)
+    assert_rows_equal_engine(table, one, SMA_CROSS, grid, config)
 
 
 class TiltedParams(SmaCrossParams):
