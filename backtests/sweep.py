@@ -9,9 +9,14 @@ Every field of every combination is honoured; the route depends only on what the
 - otherwise, one symbol: signals per combination with the strategy's own function, stacked into
   (bar x combination) arrays a chunk at a time and simulated together (`sweep_nb.py`), with the
   engine's bracket rules when the strategy sets stop/target levels;
-- cross-sectional strategies (they rank symbols against each other, so they need the universe):
-  the engine itself, once per combination, on every symbol with shared cash.
-Each route equals `run_backtest` per combination (tests/backtests/test_sweep.py).
+- a declared `CrossSectionalRank` (cross-sectional momentum: the top of a ranking across the
+  universe, sized to a volatility target; `sweep_rank_nb.py`): each distinct ranking and volatility
+  is computed once and every combination simulates the whole universe with shared cash through the
+  engine's own per-bar order step;
+- other cross-sectional strategies (they rank symbols against each other, so they need the
+  universe): the engine itself, once per combination, on every symbol with shared cash.
+Each route equals `run_backtest` per combination (tests/backtests/test_sweep.py,
+test_sweep_rank.py and the fused routes' own tests).
 
 `expand_grid` builds the grid from fixed values and swept values, refusing unknown names and bad values.
 """
@@ -26,20 +31,34 @@ import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
 
-from backtests.engine import BacktestConfig, BacktestError, fee_fractions, has_levels, run_backtest, to_market
+from backtests.engine import (
+    BacktestConfig,
+    BacktestError,
+    fee_fractions,
+    fill_prices,
+    has_levels,
+    run_backtest,
+    slippage_fractions,
+    to_market,
+)
 from backtests.market import Market
 from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
+from backtests.sweep_rank_nb import rank_sweep_nb
 from backtests.sweep_threshold_nb import threshold_sweep_nb
 from strategies.base import (
     ChannelBreakout,
+    CrossSectionalRank,
     FastPath,
     MovingAverageCross,
     P,
     Strategy,
+    StrategyError,
     StrategyParams,
     ThresholdCross,
+    check_bars,
+    rank_across,
 )
 from strategies.sizing import SizingParams
 
@@ -110,6 +129,13 @@ def sweep(
         raise BacktestError(f"sweep: {strategy.name} takes {strategy.params_model.__name__}, got a {type(wrong).__name__} in the grid")
     if bars.is_empty():
         raise BacktestError("sweep: no bars (empty range or unknown symbol?)")
+    shape = strategy.fast_path
+    if isinstance(shape, CrossSectionalRank) and _fusable(strategy, shape):
+        table = _rank_sweep(bars, strategy, shape, grid, config)
+        if table is not None:
+            if progress:
+                progress(len(grid), len(grid))
+            return table
     if strategy.cross_sectional:
         return _engine_sweep(bars, strategy, grid, config, progress)
     if bars["symbol"].n_unique() != 1:
@@ -117,8 +143,8 @@ def sweep(
     if config.slippage_atr:
         raise BacktestError("sweep: slippage_atr is not supported; use slippage_bps")
     ordered = bars.sort("ts")
-    if strategy.fast_path is not None and _fusable(strategy, strategy.fast_path):
-        table = _fused_sweep(ordered, strategy, strategy.fast_path, grid, config)
+    if shape is not None and not isinstance(shape, CrossSectionalRank) and _fusable(strategy, shape):
+        table = _fused_sweep(ordered, strategy, shape, grid, config)
         if table is not None:
             if progress:
                 progress(len(grid), len(grid))
@@ -141,9 +167,12 @@ def sweep(
 
 def _fusable(strategy: Strategy[Any], shape: FastPath) -> bool:
     """The fused kernels honour the shape's own fields, its short switch and the sizing fields
-    (through the strategy's own size column); a model with any other field goes the generic way."""
+    (through the strategy's own size column); the rank kernel its own fields and the ones declared
+    inert. A model with any other field goes the generic way (or the engine's)."""
     fields = set(strategy.params_model.model_fields)
     own = _shape_fields(shape)
+    if isinstance(shape, CrossSectionalRank):
+        return own <= fields and not fields - own - set(shape.inert)
     return own <= fields and not fields - own - {shape.short} - set(SizingParams.model_fields)
 
 
@@ -153,11 +182,17 @@ def _shape_fields(shape: FastPath) -> set[str]:
         return {shape.fast, shape.slow}
     if isinstance(shape, ThresholdCross):
         return {shape.window, shape.lower, shape.upper, shape.exit}
+    if isinstance(shape, CrossSectionalRank):
+        return {shape.lookback, shape.skip, shape.top_k, shape.vol_window, shape.vol_target, shape.max_weight}
     return {shape.entry, shape.exit, shape.stop, shape.target1, shape.target2}
 
 
 def _fused_sweep(
-    bars: pl.DataFrame, strategy: Strategy[Any], shape: FastPath, grid: list[StrategyParams], config: BacktestConfig
+    bars: pl.DataFrame,
+    strategy: Strategy[Any],
+    shape: MovingAverageCross | ThresholdCross | ChannelBreakout,
+    grid: list[StrategyParams],
+    config: BacktestConfig,
 ) -> pl.DataFrame | None:
     """The fused route for the declared shape; None when the strategy's own frame breaks its
     declaration (levels set)."""
@@ -293,6 +328,56 @@ def _size_columns(
         columns.append(np.asarray(market.signals["size"][:, 0], dtype=np.float64))
     assert market is not None
     return market, np.ascontiguousarray(np.vstack(columns)), np.array([sizes_of[k] for k in keys], dtype=np.int64)
+
+
+def _rank_sweep(
+    bars: pl.DataFrame, strategy: Strategy[Any], shape: CrossSectionalRank, grid: list[StrategyParams], config: BacktestConfig
+) -> pl.DataFrame | None:
+    """The compiled route of a cross-sectional ranking over the whole universe (`sweep_rank_nb.py`);
+    None when a close is not positive (a log return's NaN would rank and size as polars' NaN does,
+    which the kernel does not copy: the engine takes those bars)."""
+    try:
+        check_bars(bars, strategy.name)
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from exc
+    ordered = bars.sort("symbol", "ts")
+    if not (ordered["close"] > 0).all():
+        return None
+    market = to_market(ordered)  # also refuses a universe whose symbols do not share every bar
+    n, m = market.close.shape
+    scores = sorted({(int(getattr(p, shape.lookback)), int(getattr(p, shape.skip))) for p in grid})
+    ranks = np.empty((len(scores), n, m), dtype=np.int32)
+    for i, (lookback, skip) in enumerate(scores):
+        scored = ordered.select("ts", shape.score(lookback, skip).over("symbol").alias("score"))
+        rank = scored.select(rank_across(pl.col("score")).fill_null(0))
+        ranks[i] = rank.to_series().to_numpy().reshape(m, n).T
+    windows = sorted({int(getattr(p, shape.vol_window)) for p in grid})
+    vols = np.empty((len(windows), n, m))
+    for i, w in enumerate(windows):
+        vols[i] = ordered.select(shape.volatility(w).over("symbol")).to_series().to_numpy().reshape(m, n).T
+
+    def of(name: str, kind: type = float) -> np.ndarray:
+        return np.array([kind(getattr(p, name)) for p in grid])
+
+    score_row = {key: i for i, key in enumerate(scores)}
+    window_row = {w: i for i, w in enumerate(windows)}
+    final, max_dd, orders = _kernel(rank_sweep_nb)(
+        np.ascontiguousarray(fill_prices(market, config), dtype=np.float64),
+        np.ascontiguousarray(market.close, dtype=np.float64),
+        ranks,
+        np.array([score_row[(int(getattr(p, shape.lookback)), int(getattr(p, shape.skip)))] for p in grid], dtype=np.int64),
+        of(shape.top_k, int),
+        vols,
+        np.array([window_row[int(getattr(p, shape.vol_window))] for p in grid], dtype=np.int64),
+        of(shape.vol_target),
+        of(shape.max_weight),
+        config.fees_bps / 1e4,
+        config.fee_per_share,
+        np.ascontiguousarray(slippage_fractions(market, config), dtype=np.float64),
+        config.init_cash,
+        not config.fractional,
+    )
+    return _table(grid, final, max_dd, orders, config)
 
 
 def _engine_sweep(

@@ -136,7 +136,34 @@ class ChannelBreakout:
     short: str = "allow_short"
 
 
-FastPath = MovingAverageCross | ThresholdCross | ChannelBreakout  # the shapes a strategy can declare
+@dataclass(frozen=True)
+class CrossSectionalRank:
+    """A declaration that a strategy holds the top of a cross-sectional ranking, each position sized
+    to a volatility target (cross-sectional momentum), so a sweep may run a compiled multi-symbol
+    kernel for it (the backtests layer interprets this).
+
+    Per symbol, score = `score(params.<lookback>, params.<skip>)` and vol = `volatility(params.<vol_window>)`
+    (each used with `.over("symbol")`). At each bar the symbols are ranked by `rank_across(score)`
+    and in_top is rank <= params.<top_k> (no score: not in). `entry_long` where in_top and the
+    symbol was not in_top on the bar before (none before the first bar), `exit_long` the reverse;
+    no short signals; `size` = min(params.<vol_target> / vol / params.<top_k>, params.<max_weight>)
+    where vol > 0, else null; no bracket levels. Fields named in `inert` change no signal (momentum's
+    `allow_short`: it is long-only); any other parameter field must be one of the above.
+    """
+
+    score: Callable[[int, int], pl.Expr]
+    volatility: Callable[[int], pl.Expr]
+    lookback: str = "lookback"
+    skip: str = "skip"
+    top_k: str = "top_k"
+    vol_window: str = "vol_window"
+    vol_target: str = "vol_target"
+    max_weight: str = "max_weight"
+    inert: tuple[str, ...] = ()
+
+
+# The shapes a strategy can declare.
+FastPath = MovingAverageCross | ThresholdCross | ChannelBreakout | CrossSectionalRank
 
 
 @dataclass(frozen=True)
@@ -191,6 +218,12 @@ def no_levels() -> list[pl.Expr]:
 
 def no_shorts() -> list[pl.Expr]:
     return [pl.lit(False).alias("entry_short"), pl.lit(False).alias("exit_short")]
+
+
+def rank_across(score: pl.Expr) -> pl.Expr:
+    """Each symbol's rank by `score` among the symbols at the same ts: 1 the highest, ties by symbol
+    order (the frame's row order, sorted by symbol and ts), null without a score."""
+    return score.rank("ordinal", descending=True).over("ts")
 
 
 def crossed_above(a: pl.Expr, b: pl.Expr | float) -> pl.Expr:

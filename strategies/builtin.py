@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from strategies import indicators as ind
 from strategies.base import (
     ChannelBreakout,
+    CrossSectionalRank,
     MovingAverageCross,
     Strategy,
     StrategyParams,
@@ -22,6 +23,7 @@ from strategies.base import (
     crossed_below,
     no_levels,
     no_shorts,
+    rank_across,
 )
 from strategies.sizing import SizingParams, size_expr
 
@@ -157,15 +159,25 @@ class MomentumParams(StrategyParams):
     allow_short: bool = False  # long-only: the weakest names are simply not held
 
 
+def _past_return(lookback: int, skip: int) -> pl.Expr:
+    """The return over `lookback` bars ending `skip` bars ago (per symbol: use `.over("symbol")`)."""
+    return pl.col("close").shift(skip) / pl.col("close").shift(skip + lookback) - 1
+
+
+def _annual_volatility(window: int) -> pl.Expr:
+    """Rolling volatility of log returns, annualized on 252 bars a year (per symbol)."""
+    return ind.rolling_volatility(window) * math.sqrt(252)
+
+
 def _momentum(bars: pl.DataFrame, p: MomentumParams) -> pl.DataFrame:
-    past_return = (pl.col("close").shift(p.skip) / pl.col("close").shift(p.skip + p.lookback) - 1).over("symbol")
+    past_return = _past_return(p.lookback, p.skip).over("symbol")
     ranked = bars.sort("symbol", "ts").with_columns(past_return.alias("_momentum"))
     # Rank across the universe at each bar (ties by symbol order); a symbol without a return yet is out.
-    rank = pl.col("_momentum").rank("ordinal", descending=True).over("ts")
+    rank = rank_across(pl.col("_momentum"))
     in_top = (pl.col("_momentum").is_not_null() & (rank <= p.top_k)).alias("_in_top")
     ranked = ranked.with_columns(in_top)
     was_in = pl.col("_in_top").shift(1).over("symbol").fill_null(False)
-    vol = ind.rolling_volatility(p.vol_window).over("symbol") * math.sqrt(252)
+    vol = _annual_volatility(p.vol_window).over("symbol")
     weight = pl.min_horizontal(p.vol_target / vol / p.top_k, pl.lit(p.max_weight))
     return ranked.with_columns(
         (pl.col("_in_top") & ~was_in).alias("entry_long"),
@@ -183,6 +195,7 @@ MOMENTUM = Strategy(
     lookback=lambda p: max(p.lookback + p.skip, p.vol_window + 1) + 1,
     cross_sectional=True,
     description="Holds the top-K symbols by past return (skipping the last bars), each sized to a volatility target.",
+    fast_path=CrossSectionalRank(score=_past_return, volatility=_annual_volatility, inert=("allow_short",)),
 )
 
 BUILTINS: dict[str, Strategy] = {s.name: s for s in (SMA_CROSS, RSI_REVERSION, DONCHIAN_BREAKOUT, MOMENTUM)}
