@@ -51,13 +51,15 @@ from backtests.kernels import (
     next_order_nb,
     side_of_nb,
 )
-from strategies.controls import daily_loss_hit, may_send
+from strategies.controls import daily_loss_hit, drawdown_hit, may_send, reduces
 from strategies.entries import capped_at_fill, capped_quantity
 
 capped_quantity_nb = njit(cache=True)(capped_quantity)
 capped_at_fill_nb = njit(cache=True)(capped_at_fill)
 daily_loss_hit_nb = njit(cache=True)(daily_loss_hit)
+drawdown_hit_nb = njit(cache=True)(drawdown_hit)
 may_send_nb = njit(cache=True)(may_send)
+reduces_nb = njit(cache=True)(reduces)
 
 MIN_SIZE = 1e-8  # from_orders' default (vectorbt settings): smaller fills, e.g. 0 whole shares, are ignored
 NONE, EXIT, HALF, ENTRY = 0, 1, 2, 3  # a bar's order per column
@@ -164,19 +166,20 @@ def _orders_of_bar_nb(
 
 @njit(cache=True)
 def _decide_nb(
-    col: int, order: float, close: np.ndarray, equity: float, cash: float, book: np.ndarray, sector: np.ndarray,
-    max_position: float, max_sector: float, max_open: int, whole_shares: bool,
+    col: int, order: float, reducing: bool, close: np.ndarray, equity: float, cash: float, book: np.ndarray,
+    sector: np.ndarray, max_position: float, max_sector: float, max_open: int, whole_shares: bool,
 ) -> tuple[float, float, float]:
     """One symbol's order as the live step decides it at the bar's close (`trading.pipeline`, its
     hard limits `trading.risk.assess`): (order, quantity it was cut to or NaN, the book's cash after).
 
-    An order against the position held only closes it (the live path's exits are reduce-only). An
+    An order that reduces the position held (`reducing`: `strategies.controls.reduces`) only closes
+    it (the live path's exits are reduce-only). An
     entry from flat asks for floor(size x cash / close) shares; the caps of
     `strategies.entries.capped_quantity` (position and sector share of `equity`, a buy's cost within
     the book's cash) may cut it, a full book (`max_open` positions) holds it. A cut entry is sent for
     the quantity left (NaN order: none); an uncut one keeps its size and is sized at the fill."""
     px = close[col]
-    if order == 0 or book[col] != 0:
+    if reducing:
         cash += book[col] * px
         book[col] = 0.0
         return 0.0, np.nan, cash
@@ -307,11 +310,11 @@ def simulate_signals_nb(
             book[col] = position[col]
             marked += position[col] * close[i, col]
         book_cash = cash
-        # The drawdown breaker on this mark: from the first mark at or below the peak less
-        # `max_drawdown`, no new risk (the live path halts until a person resumes it).
+        # The drawdown breaker on this mark (`strategies.controls.drawdown_hit`): from the first mark
+        # at or below the peak less `max_drawdown`, no new risk (the live path halts until resumed).
         equity = cash + marked
         peak = max(peak, equity)
-        halted = halted or equity <= peak * (1.0 - max_drawdown)
+        halted = halted or drawdown_hit_nb(equity, peak, max_drawdown)
         closing, blocked = False, False
         if limited:  # the session controls on this mark, before any decision (`trading.step`'s order)
             if session[i] != day:  # a new session: this close is its opening mark
@@ -331,10 +334,12 @@ def simulate_signals_nb(
             if not np.isnan(order):
                 qty = np.nan
                 if limited:
-                    if not may_send_nb(order == 0 or book[col] != 0, closing, blocked, trades, max_trades):
+                    # The side it trades: an exit (to flat) against the position, else the order's.
+                    reducing = reduces_nb(book[col], order if order != 0 else -book[col])
+                    if not may_send_nb(reducing, closing, blocked, trades, max_trades):
                         continue  # held by the controls: nothing is sent
                     order, qty, book_cash = _decide_nb(
-                        col, order, close[i], equity, book_cash, book, sector, max_position, max_sector, max_open, whole_shares
+                        col, order, reducing, close[i], equity, book_cash, book, sector, max_position, max_sector, max_open, whole_shares
                     )
                     if np.isnan(order):
                         continue  # held by the limits: nothing is sent

@@ -160,7 +160,7 @@ class Executor:
             if cid in sent:
                 continue  # this decision's order is already at the broker
             held = positions.get(d.symbol, 0.0)
-            reducing = (d.side == Side.SELL and held > 0) or (d.side == Side.BUY and held < 0)
+            reducing = controls.reduces(held, 1.0 if d.side == Side.BUY else -1.0)  # a sell from flat opens a short
             # The backtest's rule (`strategies.controls.may_send`); here the ledger's state and the reason.
             if not controls.may_send(reducing, closing, bool(self.blocked), trades, self.limits.max_trades_per_day):
                 if reducing:
@@ -183,7 +183,7 @@ class Executor:
 
     def _trades_spent(self, trades: int) -> str | None:
         """Why an entry is refused after `trades` orders in the session by the count alone, else None."""
-        if controls.may_send(False, False, False, trades, self.limits.max_trades_per_day):
+        if not controls.trades_spent(trades, self.limits.max_trades_per_day):
             return None
         return f"trades_per_day: {trades} orders in the session {self.safety.session} >= {self.limits.max_trades_per_day}"
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from strategies import controls
 from strategies.entries import LIMIT_REL_TOL, capped_quantity, position_room, sector_room
 from trading.models import Action, PortfolioSnapshot, RiskAssessment, TradeProposal
 
@@ -123,7 +124,7 @@ def assess(
     if proposal.quantity == 0:
         return _result(symbol, 0.0, reasons=["zero quantity requested"])
     direction = 1.0 if proposal.action is Action.BUY else -1.0
-    if position * direction < 0:
+    if controls.reduces(position, direction):  # the executor's and the backtest's rule: flat reduces nothing
         return _assess_reducing(symbol, proposal.quantity, abs(position), fractional)
     return _assess_increasing(proposal, snapshot, limits, px, direction, fractional)
 
@@ -214,18 +215,19 @@ def _gate_violations(
     equity = snapshot.equity
     if not (math.isfinite(equity) and equity > 0):
         out.append(f"equity {equity} <= 0: no new risk in {symbol}")
-    if snapshot.trades_today >= limits.max_trades_per_day:
+    # The session controls' rules (`strategies.controls`), as the executor and the backtest apply them.
+    if controls.trades_spent(snapshot.trades_today, limits.max_trades_per_day):
         out.append(
             f"trades per day: {snapshot.trades_today} >= {limits.max_trades_per_day}: no new risk in {symbol}"
         )
     sod = snapshot.start_of_day_equity
-    if sod is not None and equity <= sod * (1 - limits.daily_loss_limit_pct):
+    if sod is not None and controls.daily_loss_hit(equity, sod, limits.daily_loss_limit_pct):
         out.append(
             f"daily loss limit: equity {equity:,.2f} <= {sod:,.2f} less {limits.daily_loss_limit_pct:.1%}: "
             f"no new risk in {symbol}"
         )
     peak = snapshot.peak_equity
-    if peak is not None and equity <= peak * (1 - limits.max_drawdown_pct):
+    if peak is not None and controls.drawdown_hit(equity, peak, limits.max_drawdown_pct):
         out.append(
             f"drawdown breaker: equity {equity:,.2f} <= peak {peak:,.2f} less {limits.max_drawdown_pct:.1%}: "
             f"no new risk in {symbol}"

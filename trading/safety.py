@@ -123,13 +123,12 @@ class Safety:
         """Records a trip of the drawdown breaker, the daily loss limit or the trades per day; returns them."""
         state, lim = self.state(), self.limits
         trips = []
-        peak, opening = state.peak_equity, state.session_open_equity or 0.0  # no mark yet: cannot trip
-        if state.halted is None and peak and equity <= peak * (1 - lim.max_drawdown_pct):
+        peak, opening = state.peak_equity or 0.0, state.session_open_equity or 0.0  # no mark yet: cannot trip
+        if state.halted is None and controls.drawdown_hit(equity, peak, lim.max_drawdown_pct):
             trips.append(("drawdown", f"drawdown {1 - equity / peak:.2%} >= {lim.max_drawdown_pct:.2%} from the peak {peak:,.2f}: halted until resumed"))
         if state.daily_loss is None and controls.daily_loss_hit(equity, opening, lim.daily_loss_limit_pct):
             trips.append(("daily_loss", f"daily loss {1 - equity / opening:.2%} >= {lim.daily_loss_limit_pct:.2%} of the session's opening equity {opening:,.2f}: no new risk until the next session"))
-        spent = not controls.may_send(False, False, False, state.trades_today, lim.max_trades_per_day)  # an entry refused by the count alone
-        if "trades_per_day" not in state.tripped_today and spent:
+        if "trades_per_day" not in state.tripped_today and controls.trades_spent(state.trades_today, lim.max_trades_per_day):
             trips.append(("trades_per_day", f"{state.trades_today} orders in the session >= {lim.max_trades_per_day}: no new risk until the next session"))
         for kind, reason in trips:
             self.intervene(kind, reason, equity=equity)
