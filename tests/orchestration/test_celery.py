@@ -94,7 +94,9 @@ def test_chunked_sweep_equals_the_single_process_sweep(lake: LakeResource, strat
 
 # --- Two Celery workers on Redis -------------------------------------------------------------------
 
-REDIS_URL = os.environ.get("QUANTLAKE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")  # a db of our own: flushed
+REDIS_URL = os.environ.get("QUANTLAKE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")  # the first db we may claim
+REDIS_CLAIM = "quantlake-test-claim"  # a test's claim on a database: two suites on one machine must not share a broker
+REDIS_DBS = 16  # Redis's default number of databases
 BIN = Path(sys.executable).parent
 NOW = "2025-06-02T00:00:00+00:00"  # runs as of a fixed moment: no wall clock
 BACKFILL = [("2023", "AAPL"), ("2024", "AAPL"), ("2024", "MSFT")]  # (year, symbol) partitions of ingest_daily_job
@@ -109,24 +111,59 @@ def _ranges(partitions: list[tuple[str, str]]) -> dict[str, list[str]]:
     return out
 
 
+def _claim_db(base_url: str, token: str) -> tuple[Any, str]:
+    """The first database from the URL's on that no other test run holds, claimed (with an expiry, so a
+    killed run's claim lapses) and emptied of anything but the claim: a second suite on the same machine
+    (another checkout's CI) would otherwise flush this test's queues and its workers would wait forever."""
+    import redis
+
+    prefix, _, first = base_url.rpartition("/")
+    for db in range(int(first or 0), REDIS_DBS):
+        client = redis.Redis.from_url(f"{prefix}/{db}", socket_connect_timeout=2)
+        if client.set(REDIS_CLAIM, token, nx=True, ex=1800):
+            for key in client.scan_iter():
+                if key != REDIS_CLAIM.encode():
+                    client.delete(key)
+            return client, f"{prefix}/{db}"
+        client.close()
+    raise AssertionError(f"every Redis database from {base_url} is claimed by another test run ({REDIS_CLAIM})")
+
+
 @pytest.fixture
 def redis_db() -> Iterator[str]:
-    """The test's Redis database, emptied before and after; skips without Redis, fails in CI."""
+    """A Redis database of this test's own, empty, and emptied after; skips without Redis, fails in CI."""
     try:
         import redis
 
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        client.ping()
+        probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        probe.ping()
+        probe.close()
     except Exception as exc:  # ImportError or no server: the reason is printed by the skip
         if os.environ.get("CI"):
             raise AssertionError(f"Redis at {REDIS_URL} is required in CI but unusable: {exc!r}") from exc
         pytest.skip(f"Redis at {REDIS_URL} unusable: {exc!r}")
-    client.flushdb()
+    client, url = _claim_db(REDIS_URL, uuid.uuid4().hex)
     try:
-        yield REDIS_URL
+        yield url
     finally:
-        client.flushdb()
+        client.flushdb()  # the claim goes too
         client.close()
+
+
+def test_two_runs_on_one_machine_never_share_a_redis_database(redis_db: str) -> None:
+    import redis
+
+    other_client, other = _claim_db(REDIS_URL, "another suite")
+    try:
+        assert other != redis_db
+        mine = redis.Redis.from_url(redis_db)
+        mine.set("queued", "1")
+        other_client.flushdb()  # the other run's clean-up leaves this test's database alone
+        assert mine.get("queued") == b"1"
+        mine.close()
+    finally:
+        other_client.flushdb()
+        other_client.close()
 
 
 @dataclass
