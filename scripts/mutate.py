@@ -5,6 +5,7 @@
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
     MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
     MUTATE_BEFORE=1 .venv/bin/python scripts/mutate.py ...   # without the test_mutants_* files
+    .venv/bin/python scripts/mutate.py --changed REV         # CI: only what a change touched (below)
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
 minutes. The mutants run in a scratch copy of the working tree (never in it: another process may be
@@ -23,8 +24,14 @@ its tests, not a fresh interpreter's imports. `MUTATE_RUNNER=subprocess` runs ea
 interpreter instead (cosmic-ray's own runner), e.g. to cross-check the fork runner.
 
 Writes artifacts/mutation/<module>.txt (score, then every survivor's diff) and summary.md, and
-prints the summary table. Not part of CI (`.ci/run`, `scripts/test.sh`): run it by hand or with
-`make mutate`.
+prints the summary table. By hand or with `make mutate`.
+
+`--changed REV` (or MUTATE_BASE=REV; CI's mode): only the modules below whose source or mapped tests
+differ between the merge-base of REV and HEAD and the working tree (`git diff --name-only`), within
+MUTATE_BUDGET seconds in all (default 300, shared equally; each module a random sample of its
+mutants), and exits 1 when a module's score on its sample, not counting the survivors recorded as
+equivalent (EQUIVALENT), is below its floor (FLOORS, else 90 %). No base, a base that does not
+resolve (a shallow clone) or no mapped file touched: a message, and exit 0.
 """
 
 from __future__ import annotations
@@ -77,6 +84,14 @@ MODULES: dict[str, list[str]] = {
     ],
 }
 FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
+
+# --changed: the lowest score (%) a module's sample may have, survivors recorded as equivalent aside.
+DEFAULT_FLOOR = 90.0
+FLOORS: dict[str, float] = {}
+# Survivors shown equivalent (tests/mutation_report.md says why), as (module, original line, mutated
+# line), both stripped: they keep matching when other lines move.
+EQUIVALENT: set[tuple[str, str, str]] = set()
+MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
 
 _ARITH = {"Add", "Sub", "Mul", "Div"}
 _BITS = {"BitOr", "BitAnd"}
@@ -596,13 +611,103 @@ def summary(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
+def changed_files(base: str, root: Path = ROOT) -> list[str] | None:
+    """Paths (relative to `root`) that differ between the merge-base of `base` and HEAD and the
+    working tree, committed or not; None when `base` does not resolve (no such ref, a shallow clone)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+    merge_base = git("merge-base", base, "HEAD")
+    if merge_base.returncode != 0:
+        return None
+    diff = git("diff", "--name-only", "--no-renames", merge_base.stdout.strip())
+    if diff.returncode != 0:
+        return None
+    untracked = git("ls-files", "--others", "--exclude-standard")  # new files: a diff does not list them
+    return sorted({line for line in (diff.stdout + untracked.stdout).splitlines() if line})
+
+
+def touched_modules(files: list[str]) -> list[str]:
+    """The MODULES whose source, or one of whose mapped test files, is among `files`: a weakened
+    test leaves its module's mutants alive just as a changed rule does."""
+    touched = set(files)
+    return [m for m, tests in MODULES.items() if m in touched or any(t.split("::")[0] in touched for t in tests)]
+
+
+def _changed_line(diff: str) -> tuple[str, str]:
+    """A one-line mutant's (original, mutated) line, stripped, from its unified diff."""
+    removed = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " ".join(removed), " ".join(added)
+
+
+def judged_score(out: Outcome) -> float:
+    """The sample's score with the survivors recorded as equivalent (EQUIVALENT) counted as killed."""
+    equivalent = sum(1 for s in out.survivors if (out.module, *_changed_line(s.split("\n", 1)[-1])) in EQUIVALENT)
+    return 100.0 * (out.killed + equivalent) / out.run if out.run else float("nan")
+
+
+def verdicts(outcomes: list[Outcome]) -> tuple[bool, list[str]]:
+    """(all passed, one line per module): below its floor fails; too small a sample is only reported."""
+    ok, lines = True, []
+    for o in outcomes:
+        floor = FLOORS.get(o.module, DEFAULT_FLOOR)
+        if o.run < MIN_JUDGED:
+            lines.append(f"{o.module}: only {o.run} mutant(s) ran in the budget: not judged {o.note}".rstrip())
+            continue
+        score = judged_score(o)
+        passed = score >= floor
+        ok = ok and passed
+        lines.append(f"{o.module}: {score:.1f}% of {o.run} sampled mutants killed or equivalent; floor {floor:.0f}%: {'ok' if passed else 'BELOW'}")
+    return ok, lines
+
+
+def run_changed(base: str | None) -> int:
+    """CI's mode (module docstring): the touched modules within MUTATE_BUDGET, 1 when one is below its floor."""
+    if not base:
+        print("mutation: no base to compare with (--changed REV or MUTATE_BASE): nothing mutated")
+        return 0
+    files = changed_files(base)
+    if files is None:
+        print(f"mutation: base {base!r} does not resolve here (shallow clone?): nothing mutated")
+        return 0
+    modules = touched_modules(files)
+    if not modules:
+        print(f"mutation: no mutated module or its tests changed since {base}: nothing mutated")
+        return 0
+    budget = float(os.environ.get("MUTATE_BUDGET", "300"))
+    os.environ["MUTATE_LIMIT"] = str(budget / len(modules))
+    print(f"mutation: {len(modules)} module(s) touched since {base}, {budget:.0f} s in all: {', '.join(modules)}")
+    outcomes = mutate(modules)
+    ok, lines = verdicts(outcomes)
+    print("\n".join(lines))
+    for o in outcomes:
+        for survivor in o.survivors:
+            if (o.module, *_changed_line(survivor.split("\n", 1)[-1])) not in EQUIVALENT:
+                print(f"survivor in {o.module}: {survivor}")
+    return 0 if ok and all(not o.errors or o.run for o in outcomes) else 1
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--changed"]:
+        if len(argv) > 2:
+            print("usage: mutate.py --changed [REV]", file=sys.stderr)
+            return 2
+        return run_changed(argv[1] if len(argv) == 2 else os.environ.get("MUTATE_BASE"))
     modules = argv or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         print(f"no tests mapped for {', '.join(unknown)}; known: {', '.join(MODULES)}", file=sys.stderr)
         return 2
+    outcomes = mutate(modules)
+    return 0 if all(not o.errors or o.run for o in outcomes) else 1
+
+
+def mutate(modules: list[str]) -> list[Outcome]:
+    """Each module's mutants (MUTATE_LIMIT seconds each) in a scratch copy; writes the reports."""
     limit = float(os.environ.get("MUTATE_LIMIT", "900"))
+    cwd = os.getcwd()
     work = scratch_copy()
     os.chdir(work)
     os.environ["PYTHONPATH"] = str(work)  # the copy, not the editable install of the real tree
@@ -632,7 +737,8 @@ def main(argv: list[str]) -> int:
     summary_path.write_text(table + "\n")
     print(table)
     print(f"survivors and their diffs: {OUT.relative_to(ROOT)}/<module>.txt")
-    return 0 if all(not o.errors or o.run for o in outcomes) else 1
+    os.chdir(cwd)
+    return outcomes
 
 
 if __name__ == "__main__":

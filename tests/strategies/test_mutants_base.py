@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from strategies.base import (
     SIGNAL_COLUMNS,
+    ChannelBreakout,
+    MovingAverageCross,
     Strategy,
     StrategyError,
     StrategyParams,
+    ThresholdCross,
     check_bars,
     crossed_above,
     crossed_below,
@@ -100,3 +103,64 @@ def test_crossings_at_exact_ties() -> None:
     assert got["down"].to_list() == [None, False, False, False, False, True]
     level = frame.select(crossed_above(a, 2.0).alias("up"), crossed_below(a, 2.0).alias("down"))
     assert level["up"].to_list() == got["up"].to_list() and level["down"].to_list() == got["down"].to_list()
+
+
+def test_a_crossing_of_a_moving_series_compares_each_row_with_its_own_previous_row() -> None:
+    # b moves: row 2 is above b now (3 > 2.5) and was at or below b's previous value (2 <= 2); row 4 is
+    # above b (1 > 0.5) and was below it (3 <= 4): crossings only when b's previous row is read (not this
+    # row, not two back).
+    a, b = pl.col("a"), pl.col("b")
+    frame = pl.DataFrame({"a": [1.0, 2.0, 3.0, 3.0, 1.0], "b": [0.0, 2.0, 2.5, 4.0, 0.5]})
+    got = frame.select(crossed_above(a, b).alias("up"), crossed_below(a, b).alias("down"))
+    assert got["up"].to_list() == [None, False, True, False, True]
+    # row 3: below now (3 < 4) and not below b's previous value before (3 >= 2.5)
+    assert got["down"].to_list() == [False, False, False, True, False]
+    mirrored = pl.DataFrame({"a": [-x for x in frame["a"]], "b": [-x for x in frame["b"]]})
+    got_mirror = mirrored.select(crossed_below(a, b).alias("down"), crossed_above(a, b).alias("up"))
+    assert got_mirror["down"].to_list() == got["up"].to_list() and got_mirror["up"].to_list() == got["down"].to_list()
+
+
+def test_no_shorts_means_false_short_columns_and_no_levels_null_ones() -> None:
+    out = pl.DataFrame({"x": [1, 2]}).with_columns(*no_shorts(), *no_levels())
+    assert out["entry_short"].to_list() == [False, False] and out["exit_short"].to_list() == [False, False]
+    assert all(out[c].to_list() == [None, None] and out.schema[c] == pl.Float64 for c in ("stop", "target1", "target2"))
+
+
+class _Tolerant(StrategyParams):
+    # the last value lands exactly 1e-12 above hi: still in (the slack is inclusive)
+    a: float = Field(1.0, json_schema_extra={"sweep": [1.0 + 1e-12, 1.0, 1.0]})
+
+
+def test_sweep_ranges_keep_a_value_exactly_at_the_float_slack() -> None:
+    assert _Tolerant.sweep_ranges() == {"a": [1.0 + 1e-12]}
+
+
+def test_bad_bars_name_the_first_bad_bar_of_several() -> None:
+    frame = _bars([1.0, 2.0, 3.0, 4.0]).with_columns(
+        pl.when(pl.int_range(pl.len()) >= 2).then(float("nan")).otherwise(pl.col("close")).alias("close")
+    )
+    with pytest.raises(StrategyError, match=r"who: 2 bar\(s\) with NaN/null prices, first AAA at 2024-01-04"):
+        check_bars(frame, "who")
+
+
+def test_parameters_and_declarations_are_frozen() -> None:
+    import dataclasses
+
+    p = _Ranged()
+    with pytest.raises(ValidationError, match="frozen"):
+        p.a = 0.2  # type: ignore[misc]
+    strategy = Strategy(name="s", params_model=_Ranged, compute=_partial, lookback=lambda p: 1)
+    declarations = [
+        strategy,
+        MovingAverageCross(average=lambda w: pl.col("close")),
+        ThresholdCross(indicator=lambda w: pl.col("close")),
+        ChannelBreakout(upper=lambda w: pl.col("high"), lower=lambda w: pl.col("low"), atr=lambda w: pl.col("close")),
+    ]
+    for declaration in declarations:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            declaration.name = "other"  # type: ignore[attr-defined]
+
+
+def test_a_strategy_is_per_symbol_unless_declared_cross_sectional() -> None:
+    strategy = Strategy(name="s", params_model=_Ranged, compute=_partial, lookback=lambda p: 1)
+    assert strategy.cross_sectional is False and strategy.fast_path is None
