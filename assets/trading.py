@@ -28,7 +28,7 @@ from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
 from strategies.registry import load_strategy
-from trading.accounts import AccountPlan, SubAccount, load_account_plan
+from trading.accounts import AccountPlan, SubAccount, configured_plan_file, load_account_plan
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.base import Broker
@@ -60,7 +60,9 @@ class DecisionConfig(dg.Config):
     initial_cash: float = Field(100_000.0, gt=0, description="Funds an empty ledger.")
     replay: bool = Field(False, description="Use only cached model answers (no model calls); needs cache_dir.")
     pipelines: str = Field(
-        "", description="A plan file of several pipelines side by side (trading.accounts.AccountPlan: id, file, capital each); empty: the one pipeline."
+        "",
+        description="A plan file of several pipelines side by side (trading.accounts.AccountPlan: id, file, capital each); "
+        "empty: QUANTLAKE_PIPELINES' plan, else the one pipeline.",
     )
 
 
@@ -72,8 +74,8 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
         params = strategy.params(**config.params)
         mode = Mode(trading.mode)
         as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
-        if config.pipelines:
-            return _side_by_side(context, config, lake, trading, load_account_plan(config.pipelines), strategy, params, as_of)
+        if plan_file := config.pipelines or configured_plan_file():  # QUANTLAKE_PIPELINES when the run names none
+            return _side_by_side(context, config, lake, trading, load_account_plan(plan_file), strategy, params, as_of)
         broker = trading.broker()
     except (ValueError, ExecutionError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
@@ -180,11 +182,19 @@ def _side_by_side(
         for r in runs
     ]  # fmt: skip
     context.log.info("; ".join(f"{r['pipeline']}: {r['execute']} EXECUTE, equity {r['equity']:,.2f}" for r in rows))
+    decisions = [r.report.decisions_frame().select(pl.lit(r.pipeline_id).alias("pipeline"), pl.all()) for r in runs if r.report.result.decisions]
+    table = pl.concat(decisions, how="diagonal_relaxed") if decisions else pl.DataFrame()
+    if not table.is_empty():
+        table = table.select("pipeline", "symbol", "verdict", "side", "quantity", "entry", "stop", "rationale")
+    costs = [r.report.result.costs for r in runs]
     return dg.MaterializeResult(
         metadata={
             "mode": mode.value,
             "as_of": runs[0].report.as_of.isoformat() if runs else "",
             "pipelines": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows))),
+            "decisions": dg.MetadataValue.md(markdown_table(table, max_rows=50)),  # every pipeline's, as the one pipeline's run shows its own
+            **{k: sum(int(c[k]) for c in costs) for k in ("prompt_tokens", "completion_tokens", "total_tokens", "unpriced_tokens", "estimated_tokens")},  # type: ignore[call-overload]
+            "unpriced_models": dg.MetadataValue.json(sorted({m for c in costs for m in c["unpriced_models"]})),  # type: ignore[attr-defined]
             "execute": sum(r["execute"] for r in rows),
             "hold": sum(r["hold"] for r in rows),
             "orders_sent": sum(r["orders"] for r in rows),
@@ -194,6 +204,7 @@ def _side_by_side(
             "equity_per_pipeline": dg.MetadataValue.json({r["pipeline"]: r["equity"] for r in rows}),
             "blocked": dg.MetadataValue.json({r["pipeline"]: r["blocked"] for r in rows if r["blocked"]}),  # why new risk was refused
             "paused": dg.MetadataValue.json([s.id for s in plan.pipelines if s.paused]),
+            "plan": dg.MetadataValue.path(str(plan.source)) if plan.source else "",
         }
     )
 
@@ -250,7 +261,9 @@ def cycle_key(context: dg.AssetExecutionContext) -> str:
 class EndOfDayConfig(dg.Config):
     day: str = Field("", description="Trading day (YYYY-MM-DD, the exchange's date); empty: the run's day.")
     symbols: list[str] = Field(default_factory=list, description="Symbols to mark positions with; empty: the universe.")
-    pipelines: str = Field("", description="The decide runs' plan of pipelines side by side: each simulated sub-account is flattened too.")
+    pipelines: str = Field(
+        "", description="The decide runs' plan of pipelines side by side: each simulated sub-account is flattened too; empty: QUANTLAKE_PIPELINES' plan, if any."
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"python"}, deps=["decision_cycle"])
@@ -272,8 +285,9 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
             flattened = len(Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id, now=now, limits=limits).flatten_if_due())
             if isinstance(broker, SimulatedBroker):
                 trading.save_simulated(broker)  # the closing orders fill on the simulation's next bar
-        if config.pipelines and Mode(trading.mode) == Mode.SIMULATION:
-            flattened += _flatten_pipelines(trading, load_account_plan(config.pipelines), ledger, context.run_id, now)
+        plan_file = config.pipelines or configured_plan_file()
+        if plan_file and Mode(trading.mode) == Mode.SIMULATION:
+            flattened += _flatten_pipelines(trading, load_account_plan(plan_file), ledger, context.run_id, now)
         summary = day_summary(ledger, day, marks, limits.exchange)
     except ValueError as exc:  # a bad plan: a retry cannot fix it
         raise dg.Failure(str(exc), allow_retries=False) from exc

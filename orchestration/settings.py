@@ -4,7 +4,7 @@ validated here; no other orchestration module reads the environment (tests/orche
 Everything below orchestration receives values (the lake root, the mode, a model key as a
 `SecretStr`); nothing in assets/, lake/, trading/, strategies/ or backtests/ reads the environment
 (tests/orchestration/test_settings.py checks). The assets' own settings (the universe, exchange and
-partition start, the screener's) are handed over by `pass_settings_down`, which importing
+partition start, the screener's, the decide runs' plan of pipelines) are handed over by `pass_settings_down`, which importing
 `orchestration` runs before any asset module is loaded. `settings()` reads the environment when
 called, not at import, so a test's `monkeypatch.setenv` and a deployment's per-run environment both
 apply. A bad value fails
@@ -70,6 +70,8 @@ class Settings(BaseModel):
     ledger_url: str = Field("", alias="QUANTLAKE_LEDGER_URL")
     ledger_path: str = Field("", alias="QUANTLAKE_LEDGER_PATH")  # a SQLite ledger's file, when no URL is given
     pipeline_file: str = Field("", alias="QUANTLAKE_PIPELINE")
+    # A plan of several pipelines side by side (trading.accounts.AccountPlan, YAML/JSON): decide runs with no plan in their config use it.
+    pipelines_plan: str = Field("", alias="QUANTLAKE_PIPELINES")
     llm_cache: str = Field("", alias="QUANTLAKE_LLM_CACHE")
     sim_state: str = Field("", alias="QUANTLAKE_SIM_STATE")
     daily_budget_usd: float | None = Field(None, alias="QUANTLAKE_DAILY_BUDGET_USD", ge=0)
@@ -190,6 +192,19 @@ class Settings(BaseModel):
             raise ValueError("expected a whole number of days, at least 1 (or -1 to keep forever)")
         return days
 
+    @field_validator("pipelines_plan", mode="after")
+    @classmethod
+    def _plan(cls, value: str) -> str:
+        """Loaded now, so a bad plan names its file and field at load, not at the first decide run; kept
+        absolute, so a step process in another working directory finds the same file."""
+        if not value.strip():
+            return ""
+        from trading.accounts import load_account_plan
+
+        path = Path(value.strip()).expanduser().resolve()
+        load_account_plan(path)  # ValueError: "pipelines plan <file>: <field>: <why>"
+        return str(path)
+
     @field_validator("log_level", mode="after")
     @classmethod
     def _level(cls, value: str | None) -> str | None:
@@ -267,6 +282,10 @@ class Settings(BaseModel):
         )
 
     @property
+    def pipelines_plan_file(self) -> Path | None:
+        return Path(self.pipelines_plan) if self.pipelines_plan else None
+
+    @property
     def live_confirmed(self) -> bool:
         return self.live_trading == "yes"  # the second opt-in for live trading: only this exact word
 
@@ -335,6 +354,7 @@ def model_key(name: str, environ: Mapping[str, str] | None = None) -> SecretStr 
 # does not fail a partition build or a screen (the whole set is validated when resources are built).
 PARTITION_VARIABLES = ("QUANTLAKE_UNIVERSE", "QUANTLAKE_EXCHANGE", "QUANTLAKE_PARTITION_START")
 SCREENER_VARIABLES = tuple(f.alias for name, f in Settings.model_fields.items() if name.startswith("screener") and f.alias)
+PLAN_VARIABLES = ("QUANTLAKE_PIPELINES",)
 
 
 def pass_settings_down() -> None:
@@ -345,8 +365,14 @@ def pass_settings_down() -> None:
     """
     partitions.use_settings(_partition_settings)
     from assets import screener  # builds the partitions (its asset is partitioned): after use_settings
+    from trading import accounts
 
     screener.use_settings(_screener_settings)
+    accounts.use_plan_source(_plan_file)  # the decide runs' plan (QUANTLAKE_PIPELINES), asked for by assets/trading.py
+
+
+def _plan_file() -> Path | None:
+    return settings(only=PLAN_VARIABLES).pipelines_plan_file
 
 
 def _partition_settings() -> PartitionSettings:

@@ -17,7 +17,7 @@ import glob
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ class AccountPlan(BaseModel):
         None, description="Hard limits for the account as a whole (its sizing caps: position, sector, open positions, shorts), over every pipeline's book."
     )
     folder: Path = Path(".")  # where the pipeline files are (set by `load_account_plan`)
+    source: Path | None = None  # the file it was loaded from (set by `load_account_plan`)
 
     @model_validator(mode="after")
     def _consistent(self) -> AccountPlan:
@@ -90,10 +91,27 @@ def load_account_plan(path: str | Path) -> AccountPlan:
     if not isinstance(raw, dict):
         raise ValueError(f"pipelines plan {file}: expected a mapping at the top, got {type(raw).__name__}")
     try:
-        return AccountPlan.model_validate({**raw, "folder": file.parent})
+        return AccountPlan.model_validate({**raw, "folder": file.parent, "source": file})
     except ValidationError as exc:
         fields = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
         raise ValueError(f"pipelines plan {file}: {fields}") from None
+
+
+_plan_source: Callable[[], Path | None] | None = None
+
+
+def use_plan_source(source: Callable[[], Path | None]) -> None:
+    """Where the configured plan's file comes from, asked at each use (orchestration passes its setting
+    QUANTLAKE_PIPELINES down: orchestration/settings.py `pass_settings_down`); this layer reads no environment."""
+    global _plan_source
+    _plan_source = source
+
+
+def configured_plan_file() -> Path | None:
+    """The plan decide runs use when their config names none; None: the one pipeline on the whole account."""
+    if _plan_source is None:  # a plan that never arrived would trade the whole account with one pipeline
+        raise RuntimeError("trading.accounts has no plan source: import orchestration first (it passes QUANTLAKE_PIPELINES down)")
+    return _plan_source()
 
 
 def pipeline_state_file(account_state: Path, pipeline_id: str) -> Path:
