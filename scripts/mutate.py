@@ -82,6 +82,14 @@ MODULES: dict[str, list[str]] = {
         "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_window_exact.py", "tests/strategies/test_strategies.py",
         "-k", "mutants or test_strategies or by_hand or restart or constant",
     ],
+    "strategies/registry.py": ["tests/strategies/test_mutants_registry.py", "tests/strategies/test_strategies.py", "-k", "registry"],
+    # The live classes on a strategy with an exact lookback, then every built-in replayed bar by bar.
+    "strategies/live.py": ["tests/strategies/test_mutants_live.py", "tests/strategies/test_parity_and_lookahead.py", "-k", "mutants_live or replay"],
+    # Hand-computed signals and the parameters' edges first, then the strategies' own tests.
+    "strategies/builtin.py": [
+        "tests/strategies/test_mutants_builtin.py", "tests/strategies/test_strategies.py", "tests/strategies/test_parity_and_lookahead.py",
+        "-k", "mutants_builtin or test_strategies or replay",
+    ],
 }
 FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
 

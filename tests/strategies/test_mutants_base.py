@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 from strategies.base import (
     SIGNAL_COLUMNS,
     ChannelBreakout,
+    CrossSectionalRank,
     MovingAverageCross,
     Strategy,
     StrategyError,
@@ -22,6 +23,7 @@ from strategies.base import (
     crossed_below,
     no_levels,
     no_shorts,
+    rank_across,
 )
 
 
@@ -155,6 +157,7 @@ def test_parameters_and_declarations_are_frozen() -> None:
         MovingAverageCross(average=lambda w: pl.col("close")),
         ThresholdCross(indicator=lambda w: pl.col("close")),
         ChannelBreakout(upper=lambda w: pl.col("high"), lower=lambda w: pl.col("low"), atr=lambda w: pl.col("close")),
+        CrossSectionalRank(score=lambda lookback, skip: pl.col("close"), volatility=lambda w: pl.col("close")),
     ]
     for declaration in declarations:
         with pytest.raises(dataclasses.FrozenInstanceError):
@@ -164,3 +167,16 @@ def test_parameters_and_declarations_are_frozen() -> None:
 def test_a_strategy_is_per_symbol_unless_declared_cross_sectional() -> None:
     strategy = Strategy(name="s", params_model=_Ranged, compute=_partial, lookback=lambda p: 1)
     assert strategy.cross_sectional is False and strategy.fast_path is None
+
+
+def test_rank_across_ranks_each_time_highest_first_ties_by_row_order_and_no_score_unranked() -> None:
+    frame = pl.DataFrame(
+        {
+            "symbol": ["A", "B", "C", "A", "B", "C"],
+            "ts": [1, 1, 1, 2, 2, 2],
+            "score": [0.5, 2.0, 0.5, None, -1.0, 3.0],
+        }
+    )
+    got = frame.with_columns(rank_across(pl.col("score")).alias("rank"))["rank"].to_list()
+    # ts 1: B first, then A before C (a tie, by row order); ts 2: C, B, and A has no score
+    assert got == [2, 1, 3, None, 2, 1]
