@@ -13,35 +13,21 @@ import numpy as np
 import polars as pl
 import pytest
 
-from backtests.engine import BacktestResult, SizingLimits, run_backtest
-from lake.sources.synthetic import SyntheticSource
 from strategies.builtin import RSI_REVERSION, SMA_CROSS
+from tests.trading.paper_vs_backtest import (
+    COSTS,
+    OPEN,
+    backtest_with_limits,
+    minute_bars,
+    order_rows,
+    run_both,
+)
 from trading.analytics import fills_frame
-from trading.brokers.simulated import SimConfig
-from trading.ledger import Ledger
-from trading.pipeline import PipelineConfig
 from trading.risk import RiskLimits
-from trading.session import SessionReport, backtest_config, run_simulated_session
-
-COSTS = SimConfig(slippage_bps=2.0, commission_per_share=0.005)
-SYMBOLS = ["AAPL", "MSFT"]
-# Only the control under test may bind: the sizing caps and the drawdown breaker are lifted.
-OPEN: dict[str, Any] = {
-    "max_position_pct": 1.0,
-    "max_sector_pct": 1.0,
-    "daily_loss_limit_pct": 1.0,
-    "max_drawdown_pct": 1.0,
-    "max_trades_per_day": 1_000,
-}
 
 
 def _utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
-
-
-def _bars(*spans: tuple[datetime, datetime]) -> pl.DataFrame:
-    source = SyntheticSource(seed=7)
-    return pl.concat([source.fetch(SYMBOLS, "1m", start, end) for start, end in spans])
 
 
 # case: (bars' spans, the first bar that may trade, the limits, the strategy's params, the control lifted to compare)
@@ -85,41 +71,13 @@ CASES: dict[
 }
 
 
-def _run(
-    bars: pl.DataFrame, trade_from: datetime, limits: RiskLimits, params: Any
-) -> tuple[SessionReport, BacktestResult, list[str]]:
-    with Ledger("sqlite:///:memory:") as ledger:
-        session = run_simulated_session(
-            bars=bars,
-            ledger=ledger,
-            strategy=SMA_CROSS,
-            params=params,
-            pipeline=PipelineConfig(limits=limits),
-            sim=COSTS,
-            trade_from=trade_from,
-        )
-        kinds = [str(e.payload["kind"]) for e in ledger.events(types=["intervention"])]
-    expected = run_backtest(
-        bars,
-        SMA_CROSS,
-        params,
-        backtest_config(COSTS, 100_000.0, "1m"),
-        trade_from=trade_from,
-        limits=SizingLimits.from_limits(limits, SYMBOLS),
-    )
-    return session, expected, kinds
-
-
-def _orders(result: BacktestResult) -> list[tuple[Any, ...]]:
-    return result.orders.sort("ts", "symbol", "side").select("ts", "symbol", "side", "size").rows()
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same_limits(case: str) -> None:
     spans, trade_from, control, raw, lifted = CASES[case]
-    bars, params = _bars(*spans), SMA_CROSS.params(fast=3, slow=10, **raw)
+    bars, params = minute_bars(*spans), SMA_CROSS.params(fast=3, slow=10, **raw)
     limits = RiskLimits(**{**OPEN, **control})
-    session, expected, kinds = _run(bars, trade_from, limits, params)
+    both = run_both(bars, trade_from, limits, params)
+    session, expected, kinds = both.session, both.backtest, both.interventions
 
     paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
     backtest = expected.orders.sort("ts", "symbol", "side")
@@ -143,11 +101,8 @@ def test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same
     }
     for field in control or {"flatten_before_close_min": 5}:
         assert acted[field] in kinds, (field, kinds)
-    free = run_backtest(
-        bars, SMA_CROSS, params, backtest_config(COSTS, 100_000.0, "1m"), trade_from=trade_from,
-        limits=SizingLimits.from_limits(limits.model_copy(update=lifted), SYMBOLS),
-    )  # fmt: skip
-    assert _orders(free) != _orders(expected)
+    free = backtest_with_limits(bars, trade_from, limits.model_copy(update=lifted), params)
+    assert order_rows(free.orders, "size") != order_rows(expected.orders, "size")
 
 
 def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> None:
@@ -158,8 +113,7 @@ def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> 
         "entries near both window edges, flatten 15 min before the close"
     ]
     params = SMA_CROSS.params(fast=3, slow=10, **raw)
-    bt = run_backtest(_bars(*spans), SMA_CROSS, params, backtest_config(COSTS, 100_000.0, "1m"), trade_from=trade_from,
-                      limits=SizingLimits.from_limits(RiskLimits(**{**OPEN, **control}), SYMBOLS))  # fmt: skip
+    bt = backtest_with_limits(minute_bars(*spans), trade_from, RiskLimits(**{**OPEN, **control}), params)
     buys = bt.orders.filter(pl.col("side") == "buy")
     assert buys["ts"].min() >= _utc(2024, 11, 27, 14, 51)  # decided at 14:50 (09:50 New York) at the earliest
     late = bt.orders.filter(pl.col("ts") > _utc(2024, 11, 27, 20, 45))
@@ -170,8 +124,9 @@ def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> 
     )
 
     spans, trade_from, _, raw, _ = CASES["half day 2024-11-29: flatten at 12:55 before its 13:00 close"]
-    bt = run_backtest(_bars(*spans), SMA_CROSS, SMA_CROSS.params(fast=3, slow=10, **raw), backtest_config(COSTS, 100_000.0, "1m"),
-                      trade_from=trade_from, limits=SizingLimits.from_limits(RiskLimits(**OPEN), SYMBOLS))  # fmt: skip
+    bt = backtest_with_limits(
+        minute_bars(*spans), trade_from, RiskLimits(**OPEN), SMA_CROSS.params(fast=3, slow=10, **raw)
+    )
     day = bt.orders.filter(pl.col("ts") < _utc(2024, 11, 30))
     late = day.filter(pl.col("ts") >= _utc(2024, 11, 29, 17, 55))
     assert late.height > 0 and (late["ts"] == _utc(2024, 11, 29, 17, 56)).all()
@@ -192,23 +147,66 @@ def test_long_short_fractional_with_every_control_at_once_the_session_is_the_bac
     """Shorts (rsi_reversion enters them from flat), fractional shares, the trades per day, an open
     delay and the half day's window together."""
     sim = COSTS.model_copy(update={"allow_short": True, "fractional": True})
-    limits = RiskLimits(**{**OPEN, "allow_short": True, "max_trades_per_day": 12, "window_open_delay_min": 10})
+    limits = RiskLimits(
+        **{**OPEN, "allow_short": True, "max_trades_per_day": 12, "window_open_delay_min": 10}
+    )
     spans, trade_from, *_ = CASES["half day 2024-11-29: flatten at 12:55 before its 13:00 close"]
-    bars, params = _bars(*spans), RSI_REVERSION.params(period=5, lower=35.0, upper=65.0, fraction=0.5, allow_short=True)
-    with Ledger("sqlite:///:memory:") as ledger:
-        session = run_simulated_session(
-            bars=bars, ledger=ledger, strategy=RSI_REVERSION, params=params, pipeline=PipelineConfig(limits=limits, fractional=True), sim=sim, trade_from=trade_from
-        )  # fmt: skip
-        kinds = {str(e.payload["kind"]) for e in ledger.events(types=["intervention"])}
-    config = backtest_config(sim, 100_000.0, "1m")
-    expected = run_backtest(bars, RSI_REVERSION, params, config, trade_from=trade_from, limits=SizingLimits.from_limits(limits, SYMBOLS))
+    bars, params = (
+        minute_bars(*spans),
+        RSI_REVERSION.params(period=5, lower=35.0, upper=65.0, fraction=0.5, allow_short=True),
+    )
+    both = run_both(bars, trade_from, limits, params, strategy=RSI_REVERSION, sim=sim, fractional=True)
+    session, expected, kinds = both.session, both.backtest, set(both.interventions)
     paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
     backtest = expected.orders.sort("ts", "symbol", "side")
     assert paper.select("ts", "symbol", "side").rows() == backtest.select("ts", "symbol", "side").rows()
     assert paper.height > 5 and not (paper["quantity"] == paper["quantity"].floor()).all()
     np.testing.assert_allclose(paper["quantity"].to_numpy(), backtest["size"].to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        session.equity["equity"].to_numpy(), expected.equity["equity"].to_numpy(), rtol=1e-9
+    )
     assert {"trades_per_day", "blocked"} <= kinds
     signed = pl.when(pl.col("side") == "buy").then(pl.col("size")).otherwise(-pl.col("size"))
     held = expected.orders.sort("ts").select(pl.col("symbol"), signed.cum_sum().over("symbol").alias("held"))
     assert held["held"].min() < 0  # a short was held
+
+
+def _books(orders: pl.DataFrame) -> pl.DataFrame:
+    """Each order with its symbol's position before and after it (shares, signed)."""
+    signed = pl.when(pl.col("side") == "buy").then(pl.col("size")).otherwise(-pl.col("size"))
+    after = orders.sort("ts", "symbol").with_columns(after=signed.cum_sum().over("symbol"))
+    return after.with_columns(before=pl.col("after") - signed)
+
+
+def test_the_drawdown_breaker_holds_new_shorts_from_flat_and_lets_exits_through() -> None:
+    """Long/short (rsi_reversion) with a 0.2 % drawdown breaker that trips mid-morning: the session
+    equals the backtest, and from the halt on every order is an exit (to flat). A sell from flat is a
+    new short, not a reducing order (`strategies.controls.reduces`): without the breaker one is sent
+    after that time, with it none is, on either path."""
+    sim = COSTS.model_copy(update={"allow_short": True})
+    limits = RiskLimits(**{**OPEN, "allow_short": True, "max_drawdown_pct": 0.002})
+    bars = minute_bars((_utc(2024, 11, 27, 14, 30), _utc(2024, 11, 27, 16, 0)))
+    params = RSI_REVERSION.params(period=5, lower=35.0, upper=65.0, fraction=0.5, allow_short=True)
+    both = run_both(bars, _utc(2024, 11, 27, 14, 45), limits, params, strategy=RSI_REVERSION, sim=sim)
+
+    paper = fills_frame(both.session.broker.fills)
+    assert order_rows(paper, "quantity") == order_rows(both.backtest.orders, "size")
+    np.testing.assert_allclose(
+        both.session.equity["equity"].to_numpy(), both.backtest.equity["equity"].to_numpy(), rtol=1e-9
+    )
+    halted_at = both.first_at["drawdown"]  # a decision bar: its orders fill from the next one
+    after = _books(both.backtest.orders).filter(pl.col("ts") > halted_at)
+    assert after.height > 0 and (after["before"] != 0).all() and (after["after"] == 0).all()
+
+    free = backtest_with_limits(
+        bars,
+        _utc(2024, 11, 27, 14, 45),
+        limits.model_copy(update={"max_drawdown_pct": 1.0}),
+        params,
+        strategy=RSI_REVERSION,
+        sim=sim,
+    )
+    new_shorts = _books(free.orders).filter(
+        (pl.col("ts") > halted_at) & (pl.col("before") == 0) & (pl.col("side") == "sell")
+    )
+    assert new_shorts.height > 0
