@@ -71,7 +71,11 @@ MODULES: dict[str, list[str]] = {
     "backtests/sweep_nb.py": ["tests/backtests/test_sweep.py"],
     # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
     "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
-    "strategies/entries.py": ["tests/backtests/test_entry_sizing.py", "tests/backtests/test_shared_cash.py"],
+    # Its plain-Python functions by hand first (a mutant they kill compiles nothing), then the engine's.
+    "strategies/entries.py": [
+        "tests/strategies/test_mutants_entries.py", "tests/backtests/test_entry_sizing.py", "tests/backtests/test_sizing_limits.py",
+        "tests/backtests/test_shared_cash.py",
+    ],
     "trading/risk.py": ["tests/trading/test_mutants_risk.py", "tests/trading/test_risk.py"],
     "trading/execution.py": ["tests/trading/test_mutants_execution.py", "tests/trading/test_execution.py"],
     # Plain-Python strategy rules: hand-computed values first, then the strategies' own tests.

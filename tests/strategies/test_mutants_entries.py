@@ -1,0 +1,67 @@
+"""The entry rule's plain-Python functions by hand at their edges (strategies/entries.py; issue 18).
+Run first by the mutation runner: a mutant they kill costs no numba compilation."""
+
+from __future__ import annotations
+
+import math
+
+from strategies.entries import (
+    capped_at_fill,
+    capped_quantity,
+    entry_shares,
+    free_cash,
+    position_room,
+    sector_room,
+)
+
+
+def test_free_cash_is_what_the_other_positions_leave() -> None:
+    assert free_cash(1_000.0, 300.0) == 700.0
+
+
+def test_rooms_by_hand() -> None:
+    assert position_room(1_000.0, 0.2, 10.0, 5.0) == 15.0  # 200 of equity at 10: 20 shares, 5 held
+    assert sector_room(1_000.0, 0.5, 350.0, 10.0, 5.0) == 10.0  # (500 - 350) / 10 - 5
+
+
+def test_entry_shares_takes_the_smaller_of_its_share_and_the_free_cash() -> None:
+    assert entry_shares(1_000.0, 1.0, 10.0, 0.0, 0.0, True, free=500.0) == 50.0
+    assert entry_shares(1_000.0, 0.3, 10.0, 0.0, 0.0, True, free=500.0) == 30.0
+    for available, size, free in ((1_000.0, 0.0, 500.0), (1_000.0, 1.0, 0.0), (0.0, 1.0, 500.0)):
+        assert entry_shares(available, size, 10.0, 0.0, 0.0, False, free=free) == 0.0
+
+
+def test_capped_quantity_takes_float_noise_just_under_a_lot_as_the_lot() -> None:
+    price = 70.0 / 13.0  # room 12.999999999999998 shares: 13 shares are 70.00000000000001, within the slack
+    assert 70.0 / price < 13.0
+    assert capped_quantity(1_000.0, price, 0.0, 0.0, 0.07, 1.0, 1e12, True, 1.0) == 13.0
+    # 1e-10 of a share short of 13 rounds up too, but 13 shares then exceed the cap by more than the
+    # slack: back to 12
+    over = 70.0 / (13.0 - 1e-10)
+    assert capped_quantity(1_000.0, over, 0.0, 0.0, 0.07, 1.0, 1e12, True, 1.0) == 12.0
+    # the same for a buy's cash: 13 shares cost 70.00000000000001 of 70 in cash
+    assert capped_quantity(1_000.0, price, 0.0, 0.0, 1.0, 1.0, 70.0, True, 1.0) == 13.0
+    assert capped_quantity(1_000.0, over, 0.0, 0.0, 1.0, 1.0, 70.0, True, 1.0) == 12.0
+    # and for the sector: 13 shares make the sector 100 + 70.00000000000001 of 170
+    assert capped_quantity(1_000.0, price, 0.0, 100.0, 1.0, 0.17, 1e12, True, 1.0) == 13.0
+
+
+def test_capped_quantity_edges() -> None:
+    assert capped_quantity(1_000.0, 10.0, 0.0, 0.0, 0.2, 0.5, math.nan, True, 1.0) == 0.0  # NaN cash is none
+    assert capped_quantity(1_000.0, 10.0, 0.0, 0.0, 0.2, 0.5, math.nan, False, 1.0) == 20.0  # a sale needs none
+    assert capped_quantity(1_000.0, 1e-320, 0.0, 0.0, 0.2, 0.5, 0.0, False, 1.0) == math.inf  # unbounded: the caller refuses
+    assert capped_quantity(1_000.0, 10.0, 25.0, 0.0, 0.2, 0.5, 1e12, True, 1.0) == 0.0  # over the cap: nothing added
+    assert capped_quantity(1_000.0, 10.0, 20.0, 0.0, 0.2, 0.5, 1e12, True, 1.0) == 0.0  # at the cap exactly
+    assert capped_quantity(1_000.0, 3.0, 0.0, 0.0, 0.2, 0.5, 1e12, True, 0.25) == 66.5  # 66.67 in lots of 0.25
+    assert capped_quantity(1_000.0, 10.0, 5.0, 380.0, 0.2, 0.5, 1e12, True, 1.0) == 7.0  # the sector binds: 12 - 5
+    assert capped_quantity(1_000.0, 10.0, 0.0, 0.0, 0.2, 0.5, 55.0, True, 1.0) == 5.0  # the cash binds: 5.5 shares
+    huge = capped_quantity(1e18, 1.0, 0.0, 0.0, 0.5, 1.0, 0.0, False, 1.0)  # beyond float precision: as it is
+    assert huge == 5e17
+
+
+def test_capped_at_fill_holds_at_most_the_held_plus_the_room() -> None:
+    assert capped_at_fill(30.0, 5.0, 1_000.0, 10.0, 0.0, 0.2, 1.0, 1.0) == 20.0  # 5 held + 15 of room
+    assert capped_at_fill(12.0, 5.0, 1_000.0, 10.0, 0.0, 0.2, 1.0, 1.0) == 12.0  # within the cap: as sized
+    assert capped_at_fill(30.0, 25.0, 1_000.0, 10.0, 0.0, 0.2, 1.0, 1.0) == 25.0  # over the cap: kept, not sold
+    assert capped_at_fill(30.0, 0.0, 1_000.0, 10.0, 150.0, 0.2, 0.3, 1.0) == 15.0  # the sector: (300 - 150) / 10
+    assert capped_at_fill(100.0, 0.0, 1_000.0, 3.0, 0.0, 0.2, 1.0, 0.5) == 66.5  # in lots of 0.5
