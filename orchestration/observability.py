@@ -90,6 +90,8 @@ class SecretFilter(logging.Filter):
 
 _FILTER = SecretFilter()
 _state = {"configured": False}
+# configure_logging(whole_process=...): the last choice, and the root's handlers and level it replaced
+_root: dict[str, Any] = {"whole_process": False, "handlers": None, "level": logging.NOTSET}
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -104,10 +106,13 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def configure_logging(fmt: str | None = None, level: int | str | None = None) -> None:
+def configure_logging(fmt: str | None = None, level: int | str | None = None, whole_process: bool | None = None) -> None:
     """Called by the CLI and by every run's resources at startup (orchestration/run_context.py).
 
     fmt: console | json (default QUANTLAKE_LOG_FORMAT, else console); level: QUANTLAKE_LOG_LEVEL, else INFO.
+    whole_process: every logger of the process writes through our handler (it sits on the root; ours
+    propagate to it), for a process that is ours whole, a Celery worker, whose library lines (celery,
+    kombu) must be JSON too. Default: as this process last chose (a run's resources keep the worker's).
     """
     env = settings(only=("QUANTLAKE_LOG_FORMAT", "QUANTLAKE_LOG_LEVEL"))  # a bad value there is named
     fmt = (fmt or env.log_format).lower()
@@ -137,17 +142,36 @@ def configure_logging(fmt: str | None = None, level: int | str | None = None) ->
     # Library code logs through stdlib logging; this formats those lines the same way.
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
         structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.addFilter(_FILTER)  # records that reach it from the root (whole_process) are masked too
     # JSON mode: a Python warning is a JSON line too (logging's py.warnings), not text on stderr.
     logging.captureWarnings(fmt == "json")
+    whole = _root["whole_process"] if whole_process is None else whole_process
     for name in (*LOGGERS, WARNINGS_LOGGER):
         logger = logging.getLogger(name)
-        logger.handlers = [handler] if name != WARNINGS_LOGGER or fmt == "json" else []
+        own_line = name != WARNINGS_LOGGER or fmt == "json"
+        logger.handlers = [handler] if own_line and not whole else []
         logger.filters = [_FILTER]
         logger.setLevel(level)
         # Propagation stays on: a host that logs from the root (pytest, an embedding app) still sees the
-        # records; the root has no handler in our own processes, so nothing prints twice.
+        # records; the root has no handler in our own processes (or ours alone), so nothing prints twice.
         logger.propagate = True
+    _give_root_back()
+    if whole:
+        root = logging.getLogger()
+        _root.update(handlers=list(root.handlers), level=root.level)
+        root.handlers = [handler]  # ours alone: a host's handler there would print every line twice
+        root.setLevel(level)
+    _root["whole_process"] = whole
     _state["configured"] = True
+
+
+def _give_root_back() -> None:
+    """The root logger as it was before configure_logging(whole_process=True)."""
+    if _root["handlers"] is not None:
+        root = logging.getLogger()
+        root.handlers = _root["handlers"]
+        root.setLevel(_root["level"])
+        _root.update(handlers=None, level=logging.NOTSET)
 
 
 def cycle_id(run_id: str, job: str, tags: Mapping[str, str]) -> str:
@@ -216,7 +240,7 @@ class DagsterJsonHandler(logging.Handler):
         self.addFilter(_FILTER)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not (self.fmt.lower() == "json" if self.fmt else _json_mode()):
+        if not (self.fmt.lower() == "json" if self.fmt else json_mode()):
             return
         try:
             line = self.format(record)
@@ -226,13 +250,16 @@ class DagsterJsonHandler(logging.Handler):
             self.handleError(record)
 
 
-def _json_mode() -> bool:
+def json_mode() -> bool:
     """QUANTLAKE_LOG_FORMAT is json, read now; a bad value is not json here (a log line never fails:
     configure_logging names it)."""
     try:
         return settings(only=("QUANTLAKE_LOG_FORMAT",)).log_format == "json"
     except SettingsError:
         return False
+
+
+_json_mode = json_mode
 
 
 def quiet_console_in_json_mode() -> None:
@@ -256,7 +283,7 @@ def quiet_console_in_json_mode() -> None:
         return
 
     def create_console_logger(name: str, level: str | int) -> logging.Logger:
-        if not _json_mode():
+        if not json_mode():
             return original(name, level)
         logger = logging.getLoggerClass()(name, level=level)
         logger.addHandler(logging.NullHandler())
@@ -301,5 +328,7 @@ def reset_logging() -> None:
         logger.filters = []
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+    _give_root_back()
+    _root["whole_process"] = False
     structlog.reset_defaults()
     _state["configured"] = False
