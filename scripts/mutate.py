@@ -101,7 +101,7 @@ FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests
 DEFAULT_FLOOR = 90.0
 FLOORS: dict[str, float] = {}
 # Survivors shown equivalent (tests/mutation_report.md says why), as (module, original line, mutated
-# line), both stripped: they keep matching when other lines move.
+# line), compared without whitespace: they keep matching when other lines move.
 EQUIVALENT: set[tuple[str, str, str]] = set()
 MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
 
@@ -647,16 +647,25 @@ def touched_modules(files: list[str]) -> list[str]:
     return [m for m, tests in MODULES.items() if m in touched or any(t.split("::")[0] in touched for t in tests)]
 
 
+def _squeezed(text: str) -> str:
+    return "".join(text.split())  # cosmic-ray writes `shift( 0)`: compare without whitespace
+
+
 def _changed_line(diff: str) -> tuple[str, str]:
-    """A one-line mutant's (original, mutated) line, stripped, from its unified diff."""
-    removed = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
-    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    return " ".join(removed), " ".join(added)
+    """A one-line mutant's (original, mutated) line, whitespace left out, from its unified diff."""
+    removed = [_squeezed(line[1:]) for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [_squeezed(line[1:]) for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return "".join(removed), "".join(added)
+
+
+def is_equivalent(module: str, survivor: str) -> bool:
+    """Whether a survivor (its report entry: where, then its diff) is recorded in EQUIVALENT."""
+    return (module, *_changed_line(survivor.split("\n", 1)[-1])) in {(m, _squeezed(a), _squeezed(b)) for m, a, b in EQUIVALENT}
 
 
 def judged_score(out: Outcome) -> float:
     """The sample's score with the survivors recorded as equivalent (EQUIVALENT) counted as killed."""
-    equivalent = sum(1 for s in out.survivors if (out.module, *_changed_line(s.split("\n", 1)[-1])) in EQUIVALENT)
+    equivalent = sum(1 for s in out.survivors if is_equivalent(out.module, s))
     return 100.0 * (out.killed + equivalent) / out.run if out.run else float("nan")
 
 
@@ -696,7 +705,7 @@ def run_changed(base: str | None) -> int:
     print("\n".join(lines))
     for o in outcomes:
         for survivor in o.survivors:
-            if (o.module, *_changed_line(survivor.split("\n", 1)[-1])) not in EQUIVALENT:
+            if not is_equivalent(o.module, survivor):
                 print(f"survivor in {o.module}: {survivor}")
     return 0 if ok and all(not o.errors or o.run for o in outcomes) else 1
 
