@@ -97,7 +97,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             broker=broker,
             run_id=context.run_id,
             now=run_now(context),
-            checkpoint=str(checkpoint_file(ledger, context)),
+            checkpoint=checkpoint_file(ledger, context),
             thread_key=cycle_key(context),
         )
         if isinstance(broker, SimulatedBroker):
@@ -165,7 +165,7 @@ def _side_by_side(
             plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=config.initial_cash, run_id=context.run_id,
             thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params,
             symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe), timeframe=config.timeframe,
-            as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=str(checkpoint_file(ledger, context)),
+            as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
         )  # fmt: skip
         for pipeline_id, broker in brokers.items():
             if isinstance(broker, SimulatedBroker):
@@ -236,15 +236,19 @@ def _simulated(trading: TradingResource, pipeline_id: str, capital: float) -> Si
     return SimulatedBroker.from_state(json.loads(path.read_text())) if path.exists() else SimulatedBroker(cash=capital)
 
 
-def checkpoint_file(ledger: Ledger, context: dg.AssetExecutionContext) -> Path:
-    """Where decide runs keep the graph's threads when the pipeline file does not say: beside a SQLite
-    ledger (`<ledger>.graph.sqlite`), else in the Dagster instance's storage. A cycle killed mid-graph
-    and run again resumes from it (`checkpoint: memory` in the pipeline file turns it off)."""
+def checkpoint_file(ledger: Ledger, context: dg.AssetExecutionContext) -> str:
+    """Where decide runs keep the graph's threads when the pipeline file does not say: the ledger's own
+    store: beside a SQLite ledger (`<ledger>.graph.sqlite`), in a PostgreSQL ledger's database (its URL:
+    LangGraph's PostgresSaver tables beside the ledger's, in its search_path), else (an in-memory ledger)
+    in the Dagster instance's storage. A cycle killed mid-graph and run again resumes from it
+    (`checkpoint: memory` in the pipeline file turns it off)."""
+    if ledger.dialect == "postgresql":
+        return ledger.engine.url.render_as_string(hide_password=False)  # never shown: trading.graph.checkpoint names only the host
     database = ledger.engine.url.database if ledger.dialect == "sqlite" else None
     if database and database != ":memory:" and not database.startswith("file:"):
         path = Path(database).expanduser()
-        return path.with_name(f"{path.stem}.graph.sqlite")
-    return Path(context.instance.storage_directory()) / "graph_checkpoints.sqlite"
+        return str(path.with_name(f"{path.stem}.graph.sqlite"))
+    return str(Path(context.instance.storage_directory()) / "graph_checkpoints.sqlite")
 
 
 def cycle_key(context: dg.AssetExecutionContext) -> str:

@@ -14,9 +14,9 @@ Settings (days; -1 keeps forever), read from the environment when the job runs (
   at least the archive's days. Off by default: raw reads of the ledger (analytics, audits, replays
   of the whole history) then need the archive, a choice a deployment makes knowingly.
 - QUANTLAKE_RETENTION_CHECKPOINT_DAYS (7): the agent graph's threads in the decide runs' default
-  checkpoint file (<ledger>.graph.sqlite, or graph_checkpoints.sqlite in the instance's storage) and
-  in the pipeline file's own `checkpoint:` when that is a SQLite file (a PostgreSQL one is not
-  pruned), by their newest checkpoint: one only matters to rerun a cycle that died, within days.
+  checkpoint (<ledger>.graph.sqlite; a PostgreSQL ledger's own database; else graph_checkpoints.sqlite
+  in the instance's storage) and in the pipeline file's own `checkpoint:` (a SQLite file or a
+  PostgreSQL database), by their newest checkpoint: one only matters to rerun a cycle that died, within days.
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
 """
 
@@ -37,7 +37,8 @@ from lake.retention import Removed, prune_quarantine, prune_reports
 from orchestration.settings import settings
 from trading.ledger.archive import archive_events
 from trading.ledger.compaction import compact_ledger
-from trading.retention import prune_graph_checkpoints, prune_llm_cache, sqlite_checkpoint_file
+from trading.ledger.store import redact_url
+from trading.retention import checkpoint_store, prune_checkpoints, prune_llm_cache
 
 KEEP = -1
 PARTITION_TAG = "dagster/partition"
@@ -63,7 +64,7 @@ class RetentionPolicy(BaseModel):
     llm_cache_days: int = Field(90, description="Cached model answers, by when they were recorded.")
     ledger_archive_days: int = Field(30, description="Ledger events older than this are archived to Parquet.")
     ledger_compact_days: int = Field(KEEP, description="Archived ledger events older than this leave the live table.")
-    checkpoint_days: int = Field(7, description="Agent graph threads in the default checkpoint file and the pipeline file's own SQLite checkpoint, by their newest checkpoint.")
+    checkpoint_days: int = Field(7, description="Agent graph threads in the default checkpoint and the pipeline file's own (SQLite or PostgreSQL), by their newest checkpoint.")
 
     @field_validator("*")
     @classmethod
@@ -181,20 +182,21 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
         meta |= {"ledger_archive_file": str(archived.path or ""), "ledger_archive_bytes": archived.bytes}
     if policy.checkpoint_days != KEEP:
         with trading.ledger() as ledger:
-            graph_files = {"checkpoint_file": checkpoint_file(ledger, cast(dg.AssetExecutionContext, context))}  # reads only its instance
+            stores = {"checkpoint_file": checkpoint_store(checkpoint_file(ledger, cast(dg.AssetExecutionContext, context)))}  # reads only its instance
         try:
-            own = sqlite_checkpoint_file(trading.pipeline().checkpoint)
+            stores["pipeline_checkpoint_file"] = checkpoint_store(trading.pipeline().checkpoint)
         except ValueError as exc:  # a bad pipeline file: decide runs fail on it too; the rest of retention goes on
-            own, meta["pipeline_checkpoint_error"] = None, str(exc)
-            context.log.warning(f"the pipeline's own checkpoint file is not pruned: {exc}")
-        if own is not None and own.resolve() != graph_files["checkpoint_file"].resolve():
-            graph_files["pipeline_checkpoint_file"] = own
-        for key, graph_file in graph_files.items():
-            if graph_file.is_file():
-                threads = prune_graph_checkpoints(graph_file, now, policy.checkpoint_days)
-                counts["checkpoint_threads_deleted"] = counts.get("checkpoint_threads_deleted", 0) + threads.threads
-                counts["checkpoints_deleted"] = counts.get("checkpoints_deleted", 0) + threads.checkpoints
-                meta[key] = str(graph_file)
+            meta["pipeline_checkpoint_error"] = str(exc)
+            context.log.warning(f"the pipeline's own checkpoint is not pruned: {exc}")
+        if _same_store(stores.get("pipeline_checkpoint_file"), stores["checkpoint_file"]):
+            del stores["pipeline_checkpoint_file"]
+        for key, store in stores.items():
+            if store is None or (isinstance(store, Path) and not store.is_file()):
+                continue
+            threads = prune_checkpoints(store, now, policy.checkpoint_days)
+            counts["checkpoint_threads_deleted"] = counts.get("checkpoint_threads_deleted", 0) + threads.threads
+            counts["checkpoints_deleted"] = counts.get("checkpoints_deleted", 0) + threads.checkpoints
+            meta[key] = str(store) if isinstance(store, Path) else redact_url(store)  # a database: never its password
     if policy.runs_days != KEEP:
         runs = prune_runs(context.instance, now, policy.runs_days)
         counts |= {"runs_deleted": len(runs.deleted), "run_events_deleted": runs.events, "old_runs_kept": runs.kept_latest}
@@ -202,6 +204,13 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
     meta["bytes_freed"] = dg.MetadataValue.int(freed)  # files only: a database reuses its freed pages
     context.log.info(f"retention as of {now:%Y-%m-%d %H:%M} UTC: {counts}, {freed:,} bytes of files freed")
     return dg.Output(counts, metadata=meta)
+
+
+def _same_store(a: Path | str | None, b: Path | str | None) -> bool:
+    """The pipeline file's own checkpoint is the default one: pruned once."""
+    if isinstance(a, Path) and isinstance(b, Path):
+        return a.resolve() == b.resolve()
+    return a is not None and a == b
 
 
 @dg.job(description="Retention (weekly): old runs, quarantine, reports, cached model answers and graph checkpoints deleted; old ledger events archived to Parquet (and compacted when QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS is set).", tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")})
