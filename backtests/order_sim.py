@@ -22,8 +22,9 @@ Per bar, for every symbol (one shared cash balance):
    Every entry is capped again at its fill (`strategies.entries.capped_at_fill`, step 3: the equity
    then, its fill price), as the simulated broker caps it, so a share of the equity sized at the
    fill, or a gap at the open, never takes a position past the caps. The session controls act first,
-   on the close's mark, as the live step's (`strategies.controls`, `backtests.window`): the daily
-   loss limit and the trades per day hold entries, outside the trading window no entry is sent, and
+   on the close's mark, as the live step's (`strategies.controls`, `backtests.window`): the drawdown
+   breaker, the daily loss limit and the trades per day hold entries (an order reduces a position
+   only against it: a sell from flat is a new short), outside the trading window no entry is sent, and
    from the window's end every position is closed once a session (the flatten's orders count as
    trades) while the strategy's own exits wait for it.
 

@@ -9,7 +9,7 @@ the new events on each read), never by replaying the ledger per question.
 - **Daily loss**: equity at or below the session's opening equity less `daily_loss_limit_pct` trips
   once per session and blocks new risk until the next session (or a resume).
 - **Drawdown**: equity at or below the peak less `max_drawdown_pct` halts, like the kill switch,
-  until an explicit resume.
+  until an explicit resume (a peak that is not positive cannot trip it, as the daily loss's opening).
 - **Trades per day**: orders sent in the session at or over `max_trades_per_day` block new risk.
 - **Window**: entries from the open (+ `window_open_delay_min`) until `flatten_before_close_min`
   before the close, half days included; from then on positions are flattened (`flatten_at_close`).
