@@ -1,6 +1,7 @@
 """Cost before spending, for `quantlake estimate`: a pipeline's expected spend per run, day and month
-from its graph (model calls per symbol, and the reflection lessons) and the tokens each node used in
-the ledger's recorded calls, priced at today's prices, against its budgets.
+from its graph (model calls per symbol, and the reflection lessons: their calls, and their text in later
+prompts by the pre-run gate's rule) and the tokens each node used in the ledger's recorded calls, priced
+at today's prices, against its budgets.
 
 No Dagster here; the caller gives the day (no wall clock) and how often the pipeline runs.
 """
@@ -14,7 +15,8 @@ from datetime import date
 from typing import Any
 
 from lake.calendar import trading_days
-from trading.agents.reflection import memory_of
+from trading.agents.reflection import memory_of, recall_entry, visible
+from trading.context import SymbolContext
 from trading.cost import PriceTable, estimate_tokens, period_estimate, pre_run_check, spent_in_month
 from trading.events import EventType
 from trading.ledger import Ledger, project
@@ -58,18 +60,41 @@ def recorded_tokens(ledger: Ledger, last: int = RECENT_CALLS) -> dict[str, list[
     return {agent: list(calls) for agent, calls in out.items()}
 
 
-def _node(name: str, caller: Any, calls: int, prices: PriceTable, recorded: list[tuple[int, int]], recent_costs: list[float]) -> NodeEstimate:
+def stored_lessons_chars(ledger: Ledger, decider: DecisionPipeline) -> int:
+    """What the ledger's stored lessons add to a model node's prompt, at most over the symbols, by the
+    pre-run gate's own rule (`DecisionPipeline.prompt_chars`: in the context and again in the reflection
+    node's notes); 0 without a reflection node or a stored lesson."""
+    memory = memory_of(decider)
+    if memory is None:
+        return 0
+    by_symbol: dict[str, list[dict[str, Any]]] = {}
+    for event in ledger.events(types=[EventType.REFLECTION.value]):
+        by_symbol.setdefault(str(event.symbol), []).append(recall_entry(event))
+    extra = 0
+    for symbol, entries in by_symbol.items():
+        as_of = max(max(e["stamped_at"], e["closed_at"]) for e in entries)  # every one of them known
+        bare = SymbolContext(symbol=symbol, as_of=as_of, strategy="", close=0.0, signal={}, features={})
+        kept = visible(bare.model_copy(update={"reflections": entries}), memory.config.last)
+        extra = max(extra, decider.prompt_chars(bare.model_copy(update={"reflections": kept})) - decider.prompt_chars(bare))
+    return extra
+
+
+def _node(
+    name: str, caller: Any, calls: int, prices: PriceTable, recorded: list[tuple[int, int]], recent_costs: list[float], lessons_chars: int = 0
+) -> NodeEstimate:
     """Its own recorded tokens at its model's price today; with none, the ledger's recent cost per call
-    (ledgers with run summaries only), else a `PROMPT_CHARS_WITHOUT_HISTORY` prompt at its output cap."""
+    (ledgers with run summaries only), else a `PROMPT_CHARS_WITHOUT_HISTORY` prompt (and the stored
+    lessons it would carry, `lessons_chars`) at its output cap."""
     model, cap = caller.settings.model, caller.settings.max_output_tokens
     if recorded:
         prompt, completion = (sum(t[i] for t in recorded) / len(recorded) for i in (0, 1))
         return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), f"recorded tokens: mean of {name}'s last {len(recorded)} calls, at {model}'s price")
-    prompt, completion = float(estimate_tokens(PROMPT_CHARS_WITHOUT_HISTORY)), float(cap)
+    prompt, completion = float(estimate_tokens(PROMPT_CHARS_WITHOUT_HISTORY + lessons_chars)), float(cap)
     if recent_costs:
         usd, basis = sum(recent_costs) / len(recent_costs), f"no call of {name} recorded: the ledger's mean cost per call over the last {len(recent_costs)} runs"
         return NodeEstimate(calls, prompt, completion, usd, basis)
-    basis = f"no recorded calls: a {PROMPT_CHARS_WITHOUT_HISTORY}-character prompt at {name}'s output cap"
+    lessons = f" and {lessons_chars} of stored lessons" if lessons_chars else ""
+    basis = f"no recorded calls: a {PROMPT_CHARS_WITHOUT_HISTORY}-character prompt{lessons} at {name}'s output cap"
     return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), basis)
 
 
@@ -87,10 +112,11 @@ def pipeline_estimate(ledger: Ledger, pipeline: PipelineConfig, *, symbols: int,
     projection = project(ledger)
     spent_today, recent_costs = projection.spent_on(day)
     recorded = recorded_tokens(ledger)
+    lessons_chars = stored_lessons_chars(ledger, decider)
     nodes: dict[str, NodeEstimate] = {}
     for agent in decider.graph.agents.values():
         if (caller := getattr(agent, "caller", None)) is not None and (calls := symbols * int(getattr(agent, "calls_per_symbol", 1))):
-            nodes[agent.name] = _node(agent.name, caller, calls, decider.prices, recorded.get(agent.name, []), recent_costs)
+            nodes[agent.name] = _node(agent.name, caller, calls, decider.prices, recorded.get(agent.name, []), recent_costs, lessons_chars)
     memory = memory_of(decider)
     lessons = 0
     if memory is not None and (caller := getattr(memory, "caller", None)) is not None:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -74,6 +74,7 @@ from trading.risk import RiskLimits, assess
 from trading.sanity import SanityLimits, StrategyLevels, price_sanity
 
 R = TypeVar("R")
+NOTES_CHARS = 1_500  # what the nodes before a model node add to its prompt (analysts' and researchers' notes)
 MEMORY_CHECKPOINT = "memory"  # `checkpoint: memory` in a pipeline file: no checkpoint file, whatever the caller's default
 
 
@@ -95,7 +96,7 @@ class PipelineConfig(BaseModel):
     fractional: bool = False
     graph: GraphSpec | None = Field(None, description="The pipeline as a graph of catalog nodes; None: analyst -> hard limits -> risk -> validator.")
     checkpoint: str | None = Field(
-        None, description="Graph checkpoints: a SQLite file, a postgresql:// URL, or 'memory' (one cycle); None: the caller's default (decide runs: a file beside the ledger)."
+        None, description="Graph checkpoints: a SQLite file, a postgresql:// URL, or 'memory' (one cycle); None: the caller's default (decide runs: the ledger's store: a file beside a SQLite ledger, a PostgreSQL ledger's database)."
     )
 
     @model_validator(mode="after")
@@ -176,10 +177,21 @@ class DecisionPipeline:
         if not calls:
             return {"model_calls_max": 0, "usd": 0.0}
         callers = [a.caller for a in model_nodes]
-        prompt_chars = max(len(json.dumps(c.prompt_view(), default=str)) for c in signalled) + 1_500
+        prompt_chars = max(self.prompt_chars(c) for c in signalled)
         by_prompt = sum(estimate_call_cost(self.prices, c.settings.model, prompt_chars, c.settings.max_output_tokens) for c in callers) / len(callers)
         estimate: dict[str, Any] = {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
         return estimate | worst_case(model_nodes, self.prices, prompt_chars, len(signalled))
+
+    def prompt_chars(self, ctx: SymbolContext) -> int:
+        """A model node's prompt for `ctx` at most: its context (the stored lessons, `reflections`, among it),
+        the notes of the nodes before it, and with a reflection node the lessons again, as that node puts
+        them in the notes every later node reads (its very output for `ctx`)."""
+        from trading.agents.reflection import memory_of  # the reflection node is built on this module's graph
+
+        chars = len(json.dumps(ctx.prompt_view(), default=str)) + NOTES_CHARS
+        if (memory := memory_of(self)) is not None and ctx.reflections:
+            chars += len(json.dumps(memory.research(ctx, {}, cast(AgentRun, None)), default=str))  # reads `ctx` only
+        return chars
 
     def budget_gate(self, estimate: dict[str, Any], *, day: date, spent_today: float, spent_month: float) -> BudgetCheck:
         """The pre-run gate on this run's `estimate`: its worst case against what is left of the day's and
