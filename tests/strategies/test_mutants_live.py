@@ -77,3 +77,10 @@ def test_a_universe_step_takes_one_time_after_the_last() -> None:
     for k in (4, 3):
         with pytest.raises(StrategyError, match=re.escape(f"up_on_back_x: bars at {T0 + timedelta(hours=k)} are not after {T0 + timedelta(hours=4)}")):
             universe.push([_bar(k, 1.0, "AAA"), _bar(k, 1.0, "BBB")])
+
+
+def test_a_universe_of_one_symbol_is_refused_the_same_time_twice() -> None:
+    universe = UniverseWindow(UP_ON_BACK_UNIVERSE, _Back())
+    universe.push([_bar(0, 1.0)])
+    with pytest.raises(StrategyError, match=re.escape(f"up_on_back_x: bars at {T0} are not after {T0}")):
+        universe.push([_bar(0, 1.0)])
