@@ -47,57 +47,47 @@ class Both:
     first_at: dict[str, datetime]  # each kind's first intervention: when the session recorded it
 
 
-def backtest_with_limits(
-    bars: pl.DataFrame,
-    trade_from: datetime,
-    limits: RiskLimits,
-    params: Any,
-    *,
-    strategy: Strategy[Any] = SMA_CROSS,
-    sim: SimConfig = COSTS,
-) -> BacktestResult:
-    """The backtest a session with `limits` is held to: the session's costs, its limits' arrays."""
-    config = backtest_config(sim, INIT_CASH, "1m")
-    return run_backtest(
-        bars,
-        strategy,
-        params,
-        config,
-        trade_from=trade_from,
-        limits=SizingLimits.from_limits(limits, SYMBOLS),
-    )
+@dataclass(frozen=True)
+class Setup:
+    """What both runs share: the bars, the first bar that may trade, the limits, the strategy and its
+    params, the simulated broker's costs (the backtest pays the same) and fractional shares."""
 
+    bars: pl.DataFrame
+    trade_from: datetime
+    limits: RiskLimits
+    params: Any
+    strategy: Strategy[Any] = SMA_CROSS
+    sim: SimConfig = COSTS
+    fractional: bool = False
 
-def run_both(
-    bars: pl.DataFrame,
-    trade_from: datetime,
-    limits: RiskLimits,
-    params: Any,
-    *,
-    strategy: Strategy[Any] = SMA_CROSS,
-    sim: SimConfig = COSTS,
-    fractional: bool = False,
-) -> Both:
-    """The simulated session on its own in-memory ledger, and the backtest with the same limits."""
-    with Ledger("sqlite:///:memory:") as ledger:
-        session = run_simulated_session(
-            bars=bars,
-            ledger=ledger,
-            strategy=strategy,
-            params=params,
-            pipeline=PipelineConfig(limits=limits, fractional=fractional),
-            sim=sim,
-            initial_cash=INIT_CASH,
-            trade_from=trade_from,
+    def backtest(self, limits: RiskLimits | None = None) -> BacktestResult:
+        """The backtest the session is held to, with `limits` in place of the setup's if given."""
+        config = backtest_config(self.sim, INIT_CASH, "1m")
+        sizing = SizingLimits.from_limits(limits or self.limits, SYMBOLS)
+        return run_backtest(
+            self.bars, self.strategy, self.params, config, trade_from=self.trade_from, limits=sizing
         )
-        events = list(ledger.events(types=["intervention"]))
-    kinds = [str(e.payload["kind"]) for e in events]
-    first_at: dict[str, datetime] = {}
-    for kind, event in zip(kinds, events, strict=True):
-        if event.as_of is not None:
-            first_at.setdefault(kind, event.as_of)
-    backtest = backtest_with_limits(bars, trade_from, limits, params, strategy=strategy, sim=sim)
-    return Both(session, backtest, kinds, first_at)
+
+    def both(self) -> Both:
+        """The simulated session on its own in-memory ledger, and the backtest with the same limits."""
+        with Ledger("sqlite:///:memory:") as ledger:
+            session = run_simulated_session(
+                bars=self.bars,
+                ledger=ledger,
+                strategy=self.strategy,
+                params=self.params,
+                pipeline=PipelineConfig(limits=self.limits, fractional=self.fractional),
+                sim=self.sim,
+                initial_cash=INIT_CASH,
+                trade_from=self.trade_from,
+            )
+            events = list(ledger.events(types=["intervention"]))
+        kinds = [str(e.payload["kind"]) for e in events]
+        first_at: dict[str, datetime] = {}
+        for kind, event in zip(kinds, events, strict=True):
+            if event.as_of is not None:
+                first_at.setdefault(kind, event.as_of)
+        return Both(session, self.backtest(), kinds, first_at)
 
 
 def order_rows(frame: pl.DataFrame, size: str) -> list[tuple[Any, ...]]:

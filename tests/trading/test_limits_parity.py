@@ -17,10 +17,9 @@ from strategies.builtin import RSI_REVERSION, SMA_CROSS
 from tests.trading.paper_vs_backtest import (
     COSTS,
     OPEN,
-    backtest_with_limits,
+    Setup,
     minute_bars,
     order_rows,
-    run_both,
 )
 from trading.analytics import fills_frame
 from trading.risk import RiskLimits
@@ -76,7 +75,8 @@ def test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same
     spans, trade_from, control, raw, lifted = CASES[case]
     bars, params = minute_bars(*spans), SMA_CROSS.params(fast=3, slow=10, **raw)
     limits = RiskLimits(**{**OPEN, **control})
-    both = run_both(bars, trade_from, limits, params)
+    setup = Setup(bars, trade_from, limits, params)
+    both = setup.both()
     session, expected, kinds = both.session, both.backtest, both.interventions
 
     paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
@@ -101,7 +101,7 @@ def test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same
     }
     for field in control or {"flatten_before_close_min": 5}:
         assert acted[field] in kinds, (field, kinds)
-    free = backtest_with_limits(bars, trade_from, limits.model_copy(update=lifted), params)
+    free = setup.backtest(limits.model_copy(update=lifted))
     assert order_rows(free.orders, "size") != order_rows(expected.orders, "size")
 
 
@@ -113,7 +113,7 @@ def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> 
         "entries near both window edges, flatten 15 min before the close"
     ]
     params = SMA_CROSS.params(fast=3, slow=10, **raw)
-    bt = backtest_with_limits(minute_bars(*spans), trade_from, RiskLimits(**{**OPEN, **control}), params)
+    bt = Setup(minute_bars(*spans), trade_from, RiskLimits(**{**OPEN, **control}), params).backtest()
     buys = bt.orders.filter(pl.col("side") == "buy")
     assert buys["ts"].min() >= _utc(2024, 11, 27, 14, 51)  # decided at 14:50 (09:50 New York) at the earliest
     late = bt.orders.filter(pl.col("ts") > _utc(2024, 11, 27, 20, 45))
@@ -124,9 +124,8 @@ def test_the_window_edges_and_the_half_day_flatten_in_the_backtests_orders() -> 
     )
 
     spans, trade_from, _, raw, _ = CASES["half day 2024-11-29: flatten at 12:55 before its 13:00 close"]
-    bt = backtest_with_limits(
-        minute_bars(*spans), trade_from, RiskLimits(**OPEN), SMA_CROSS.params(fast=3, slow=10, **raw)
-    )
+    params = SMA_CROSS.params(fast=3, slow=10, **raw)
+    bt = Setup(minute_bars(*spans), trade_from, RiskLimits(**OPEN), params).backtest()
     day = bt.orders.filter(pl.col("ts") < _utc(2024, 11, 30))
     late = day.filter(pl.col("ts") >= _utc(2024, 11, 29, 17, 55))
     assert late.height > 0 and (late["ts"] == _utc(2024, 11, 29, 17, 56)).all()
@@ -155,7 +154,7 @@ def test_long_short_fractional_with_every_control_at_once_the_session_is_the_bac
         minute_bars(*spans),
         RSI_REVERSION.params(period=5, lower=35.0, upper=65.0, fraction=0.5, allow_short=True),
     )
-    both = run_both(bars, trade_from, limits, params, strategy=RSI_REVERSION, sim=sim, fractional=True)
+    both = Setup(bars, trade_from, limits, params, strategy=RSI_REVERSION, sim=sim, fractional=True).both()
     session, expected, kinds = both.session, both.backtest, set(both.interventions)
     paper = fills_frame(session.broker.fills).sort("ts", "symbol", "side")
     backtest = expected.orders.sort("ts", "symbol", "side")
@@ -187,7 +186,8 @@ def test_the_drawdown_breaker_holds_new_shorts_from_flat_and_lets_exits_through(
     limits = RiskLimits(**{**OPEN, "allow_short": True, "max_drawdown_pct": 0.002})
     bars = minute_bars((_utc(2024, 11, 27, 14, 30), _utc(2024, 11, 27, 16, 0)))
     params = RSI_REVERSION.params(period=5, lower=35.0, upper=65.0, fraction=0.5, allow_short=True)
-    both = run_both(bars, _utc(2024, 11, 27, 14, 45), limits, params, strategy=RSI_REVERSION, sim=sim)
+    setup = Setup(bars, _utc(2024, 11, 27, 14, 45), limits, params, strategy=RSI_REVERSION, sim=sim)
+    both = setup.both()
 
     paper = fills_frame(both.session.broker.fills)
     assert order_rows(paper, "quantity") == order_rows(both.backtest.orders, "size")
@@ -198,14 +198,7 @@ def test_the_drawdown_breaker_holds_new_shorts_from_flat_and_lets_exits_through(
     after = _books(both.backtest.orders).filter(pl.col("ts") > halted_at)
     assert after.height > 0 and (after["before"] != 0).all() and (after["after"] == 0).all()
 
-    free = backtest_with_limits(
-        bars,
-        _utc(2024, 11, 27, 14, 45),
-        limits.model_copy(update={"max_drawdown_pct": 1.0}),
-        params,
-        strategy=RSI_REVERSION,
-        sim=sim,
-    )
+    free = setup.backtest(limits.model_copy(update={"max_drawdown_pct": 1.0}))
     new_shorts = _books(free.orders).filter(
         (pl.col("ts") > halted_at) & (pl.col("before") == 0) & (pl.col("side") == "sell")
     )

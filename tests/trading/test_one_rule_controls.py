@@ -61,7 +61,7 @@ def orders_under(swap: str | None) -> dict[str, Any]:
         rule = eval(SWAPS[swap], {"timedelta": timedelta})  # noqa: S307 - the test's own constants
         setattr(importlib.import_module(module), name, rule)
     from strategies.builtin import SMA_CROSS
-    from tests.trading.paper_vs_backtest import OPEN, minute_bars, order_rows, run_both
+    from tests.trading.paper_vs_backtest import OPEN, Setup, minute_bars, order_rows
     from trading.analytics import fills_frame
     from trading.risk import RiskLimits
 
@@ -70,7 +70,7 @@ def orders_under(swap: str | None) -> dict[str, Any]:
     )
     limits = RiskLimits(**{**OPEN, "daily_loss_limit_pct": 0.5})
     params = SMA_CROSS.params(fast=3, slow=10, fraction=0.5)
-    both = run_both(bars, datetime(2024, 11, 27, 14, 45, tzinfo=UTC), limits, params)
+    both = Setup(bars, datetime(2024, 11, 27, 14, 45, tzinfo=UTC), limits, params).both()
 
     def rows(frame: Any, size: str) -> list[list[Any]]:
         return [[ts.isoformat(), s, side, q] for ts, s, side, q in order_rows(frame, size)]
@@ -128,6 +128,23 @@ def _ledger() -> Any:
     from trading.ledger import Ledger
 
     return Ledger("sqlite:///:memory:")
+
+
+def _executor(ledger: Any) -> Any:
+    """An executor on an empty simulated account at `NOW`, under `LIMITS`."""
+    from trading.brokers.simulated import SimulatedBroker
+    from trading.execution import Executor
+    from trading.models import Mode
+    from trading.risk import RiskLimits
+
+    return Executor(
+        SimulatedBroker(cash=1e6),
+        ledger,
+        mode=Mode.SIMULATION,
+        run_id="r",
+        now=NOW,
+        limits=RiskLimits(**LIMITS),
+    )
 
 
 def _gate(
@@ -191,23 +208,12 @@ def test_the_trades_per_day_is_the_shared_rule_on_every_live_path(trades: int) -
     the executor alike (`strategies.controls.trades_spent`, which is `may_send`'s)."""
     from strategies import controls
     from trading.brokers.base import OrderRequest
-    from trading.brokers.simulated import SimulatedBroker
-    from trading.execution import Executor
-    from trading.models import Mode
-    from trading.risk import RiskLimits
 
     spent = controls.trades_spent(trades, 2)
     assert spent is (trades >= 2) is (not controls.may_send(False, False, False, trades, 2))
     assert ("trades per day" in " ".join(_gate(100_000.0, trades=trades))) is spent
     with _ledger() as ledger:
-        executor = Executor(
-            SimulatedBroker(cash=1e6),
-            ledger,
-            mode=Mode.SIMULATION,
-            run_id="r",
-            now=NOW,
-            limits=RiskLimits(**LIMITS),
-        )
+        executor = _executor(ledger)
         for k in range(trades):
             executor._send(
                 OrderRequest(client_order_id=f"o{k}", symbol="AAPL", side="buy", quantity=1.0), NOW
@@ -228,9 +234,7 @@ def test_what_reduces_a_position_is_the_shared_rule_on_every_live_path(held: flo
     short, held like any entry."""
     from strategies import controls
     from trading.agents.rules import reduces_position
-    from trading.brokers.simulated import SimulatedBroker
-    from trading.execution import Executor
-    from trading.models import Action, Decision, Mode, PortfolioSnapshot, Side, TradeProposal, Verdict
+    from trading.models import Action, Decision, PortfolioSnapshot, Side, TradeProposal, Verdict
     from trading.risk import RiskLimits, assess
 
     reducing = controls.reduces(held, 1.0 if side == "buy" else -1.0)
@@ -246,14 +250,7 @@ def test_what_reduces_a_position_is_the_shared_rule_on_every_live_path(held: flo
     assert reduces_position(proposal, held) is reducing  # the agents' copy (trading/agents/rules.py) agrees
 
     with _ledger() as ledger:
-        executor = Executor(
-            SimulatedBroker(cash=1e6),
-            ledger,
-            mode=Mode.SIMULATION,
-            run_id="r",
-            now=NOW,
-            limits=RiskLimits(**LIMITS),
-        )
+        executor = _executor(ledger)
         executor.kill_switch("grid")  # halted: only reducing orders go
         decision = Decision(
             run_id="r",
