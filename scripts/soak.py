@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k in stats)
     for key, value in stats.items():
         print(f"{key:<{width}}  {value}")
+    if len(result.cpu_by_week) > 1:  # a cost growing with the deployment's history shows week by week
+        print("cpu_seconds_by_week ", " ".join(f"{monday:%m-%d}:{cpu:.0f}" for monday, cpu in sorted(result.cpu_by_week.items())))
     for line in problems:
         print(f"PROBLEM {line}")
     print("soak OK" if not problems else f"soak FAILED: {len(problems)} problem(s)")

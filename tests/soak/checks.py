@@ -207,6 +207,8 @@ def summary(result: SoakResult, instance: dg.DagsterInstance) -> dict[str, objec
         "days": result.days,
         "ticks": result.ticks,
         "runs": len(result.runs),
+        "runs_launched": result.launched,  # retention deletes finished runs after QUANTLAKE_RETENTION_RUNS_DAYS
+        "dagster_events": result.events,
         "retries": sum(is_retry(r) for r in result.runs),
         "alerts": len(result.alerts),
         "orders": orders,

@@ -9,19 +9,27 @@ learn the head revision. Here, inside the soak only:
 - one engine per SQLite file, reused (the latest ENGINES_KEPT), its compiled statements kept, and
   its connections pooled instead of opened and closed for every call (the same statements, each
   call still its own transaction);
-- the alembic script directory read once per script location (the files do not change in a run).
+- the alembic script directory read once per script location (the files do not change in a run);
+- a run's new event-log shard copied from an empty one made once (the same tables, WAL mode and
+  alembic stamp that Dagster's `_initdb` writes into each), and a shard this process already
+  initialized not checked again by every new storage object (each sensor and schedule evaluation
+  opens an instance, whose storage checks each file's alembic revision on first use).
 
 Nothing is skipped: every run, event, tick, cursor and run key is still written to the instance.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
+import sqlalchemy
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
@@ -77,12 +85,34 @@ def _script_directory_cache(real: Callable[[Config], ScriptDirectory]) -> Callab
     return from_config
 
 
+def _initdb_once(real: Callable[..., None], template_dir: str) -> Callable[..., None]:
+    """SqliteEventLogStorage._initdb that initializes a file once per process, and a run's shard by copy."""
+    initialized: set[str] = set()
+    template = os.path.join(template_dir, "empty_shard.db")
+
+    def initdb(storage: Any, engine: Engine, for_index_shard: bool = False) -> None:
+        path = str(engine.url.database)
+        if path in initialized and os.path.exists(path):
+            return
+        if not for_index_shard and not os.path.exists(path):  # a new run's shard
+            if not os.path.exists(template):
+                blank = sqlalchemy.create_engine(f"sqlite:///{template}", poolclass=NullPool)
+                real(storage, blank)  # Dagster's own initialization, into the template
+                Engine.dispose(blank)  # its last connection closed: the WAL is checkpointed into the file
+            shutil.copyfile(template, path)
+        else:
+            real(storage, engine, for_index_shard=for_index_shard)
+        initialized.add(path)
+
+    return initdb
+
+
 @contextmanager
 def lean_dagster() -> Iterator[None]:
     """Reused SQLite engines and alembic scripts while inside (see the module's docstring)."""
     import importlib
 
-    import sqlalchemy
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
     with ExitStack() as stack:
         cached = _engine_cache(sqlalchemy.create_engine)
@@ -90,4 +120,6 @@ def lean_dagster() -> Iterator[None]:
             stack.enter_context(mock.patch.object(importlib.import_module(name), "create_engine", cached))
         real_from_config = ScriptDirectory.from_config
         stack.enter_context(mock.patch.object(ScriptDirectory, "from_config", _script_directory_cache(real_from_config)))
+        template_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="quantlake-soak-shard-"))
+        stack.enter_context(mock.patch.object(SqliteEventLogStorage, "_initdb", _initdb_once(SqliteEventLogStorage._initdb, template_dir)))
         yield

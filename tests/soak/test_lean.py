@@ -61,3 +61,31 @@ def test_the_instance_records_the_same_runs_and_events(tmp_path: Path) -> None:
         lean = _runs(tmp_path / "lean")
     assert lean == plain and [status for status, _, _ in lean] == ["SUCCESS", "SUCCESS"]
     assert all("DagsterEventType.ASSET_CHECK_EVALUATION" in types for _, _, types in lean)
+
+
+def _schema(db: Path) -> tuple[list[tuple[str, str]], list[str], str]:
+    """(tables and indexes with their SQL, alembic revisions, journal mode) of a SQLite file."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        objects = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").fetchall()
+        revisions = [r for (r,) in conn.execute("SELECT version_num FROM alembic_version")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return objects, revisions, mode
+
+
+def test_a_new_run_shard_is_the_one_dagster_makes(tmp_path: Path) -> None:
+    from unittest import mock
+
+    _runs(tmp_path / "plain")
+    real = sqlite_event_log.SqliteEventLogStorage._initdb
+    with mock.patch.object(sqlite_event_log.SqliteEventLogStorage, "_initdb", autospec=True, side_effect=real) as spied:
+        with lean_dagster():
+            _runs(tmp_path / "lean")
+    shards = {name: sorted((tmp_path / name / "history" / "runs").glob("*-*.db")) for name in ("plain", "lean")}
+    assert len(shards["plain"]) == len(shards["lean"]) == 2
+    plain = _schema(shards["plain"][0])
+    assert plain[1] and plain[2] == "wal"
+    assert all(_schema(shard) == plain for shard in shards["lean"])
+    # Dagster's initialization ran for the index and the template only: each run's shard is a copy.
+    assert spied.call_count == 2

@@ -25,6 +25,9 @@ def test_a_week_unattended(tmp_path: Path) -> None:
     assert problems == [], "\n".join(problems)
     assert date(2026, 11, 26) not in sessions(result) and stats["sessions"] == 4
     assert int(str(stats["runs"])) >= 4 * 10  # 3 opens + 3 closes + 2-3 decisions + flatten + report a session, and sensors
+    assert result.launched == len(result.runs)  # nothing old enough for retention to delete in a week
+    assert result.events > 20 * len(result.runs)  # every run's start, steps, checks and end reached the instance
+    assert list(result.cpu_by_week) == [date(2026, 11, 23)] and 0 < result.cpu_by_week[date(2026, 11, 23)] <= result.cpu_seconds
     eod = [scheduled_at(r).astimezone(NY) for r in result.runs if r.job_name == "end_of_day_job"]
     assert [t for t in eod if t.day == 27] == [datetime(2026, 11, 27, 13, 5, tzinfo=NY)]  # the half day's close
     print(stats)
