@@ -88,7 +88,6 @@ def rank_sweep_nb(
                     False, 1.0, 1.0, sector,
                 )  # fmt: skip
                 orders[k] += filled
-                pending[:] = np.nan
             equity = cash
             for col in range(m):
                 equity += position[col] * close[t, col]
@@ -96,7 +95,7 @@ def rank_sweep_nb(
             dd = max(dd, 1.0 - equity / peak)
             if t == n - 1:
                 break
-            # This bar's signals decide the next bar's orders, from the side the fills left.
+            # This bar's signals decide the next bar's orders (every symbol's, NaN: none), from the side the fills left.
             for col in range(m):
                 in_top = 0 < rank[t, col] <= top
                 size = _weight_nb(vol[t, col], target, top, cap)
