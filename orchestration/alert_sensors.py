@@ -169,10 +169,10 @@ def session_summary(ledger: Any, day: date, exchange: str) -> dict[str, Any]:
     description="After each session's close: the day's P&L, orders, fills, rejections, interventions and model cost, as an alert.",
 )
 def daily_pnl_summary_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    from assets.partitions import exchange, last_closed_session
+    from assets.partitions import last_closed_session
     from lake.calendar import trading_days
 
-    venue = exchange()
+    venue = settings().exchange
     closed = last_closed_session(_now(), venue)
     done = date.fromisoformat(context.cursor) if context.cursor else closed - timedelta(days=1)
     todo = trading_days(done + timedelta(days=1), closed, venue)[-MAX_SESSIONS:] if closed > done else []

@@ -60,6 +60,13 @@ def _range(start: str | None, end: str | None) -> None:
         raise UsageError(f"empty range: --start {first} is not before --end {last} (the end is exclusive)", "give an --end after --start")
 
 
+def _universe() -> list[str]:
+    """QUANTLAKE_UNIVERSE's symbols, sorted as the schedules take them (only that variable is read)."""
+    from orchestration.settings import settings
+
+    return sorted(settings(only=("QUANTLAKE_UNIVERSE",)).universe_symbols)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest, validate, backtest, sweep, decide and trade on paper, through the real jobs; one summary."""
     began = time.perf_counter()
@@ -78,7 +85,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", message="Asset job .* materializes assets with varying BackfillPolicies")
 
-    from assets.partitions import universe
     from orchestration.definitions import defs
     from orchestration.demo import default_ranges, format_summary, last_closed_session, run_demo
     from trading.ledger.store import default_url, redact_url
@@ -87,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.minute_days < 1 or args.daily_days < 1:
         raise UsageError("--minute-days and --daily-days must be at least 1")
     days, years = default_ranges(end, minute_days=args.minute_days, daily_days=args.daily_days)
-    symbols = _symbols(args.symbols) if args.symbols else universe()
+    symbols = _symbols(args.symbols) if args.symbols else _universe()
     with dg.DagsterInstance.get() as instance:
         report = run_demo(defs, instance, symbols=symbols, days=days, years=years, progress=not args.no_progress)
     lake_root = defs.resources["lake"].path  # type: ignore[union-attr,index]
@@ -107,7 +113,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     _ensure_dagster_home()
     import dagster as dg
 
-    from assets.partitions import universe
     from lake.calendar import trading_days
     from orchestration.definitions import defs
     from orchestration.demo import IngestSummary, run_partitions
@@ -124,10 +129,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     years = [str(y) for y in range(start.year, end.year + 1)] if "1d" in timeframes else []
     if "1m" in timeframes and not days:
         raise UsageError(f"no trading session from {start} to {end} (weekend or holiday)", "widen the range, or ingest --timeframes 1d")
-    symbols = _symbols(args.symbols) if args.symbols else universe()
-    unknown = sorted(set(symbols) - set(universe()))
+    universe = _universe()
+    symbols = _symbols(args.symbols) if args.symbols else universe
+    unknown = sorted(set(symbols) - set(universe))
     if unknown:
-        raise UsageError(f"{', '.join(unknown)} not in the universe {','.join(universe())}", "add them to QUANTLAKE_UNIVERSE, or leave them out")
+        raise UsageError(f"{', '.join(unknown)} not in the universe {','.join(universe)}", "add them to QUANTLAKE_UNIVERSE, or leave them out")
     defs = _with_files(defs, args)
     if args.bulk:
         from orchestration.bulk import bulk_backfill
@@ -191,13 +197,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
-    from assets.partitions import universe
     from orchestration.resources import trading_resource
     from trading.estimate import pipeline_estimate
 
     day = date.fromisoformat(args.day) if args.day else datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date()  # the CLI's edge
     resource = trading_resource()
-    symbols = len(args.symbols.split(",")) if args.symbols else len(universe())
+    symbols = len(args.symbols.split(",")) if args.symbols else len(_universe())
     ledger = resource.ledger()
     try:
         report = pipeline_estimate(ledger, resource.pipeline(), symbols=symbols, day=day, runs_per_day=args.runs_per_day)

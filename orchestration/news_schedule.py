@@ -16,7 +16,6 @@ from datetime import date, datetime, time, timedelta
 import dagster as dg
 
 from assets.news import ingest_news_job
-from assets.partitions import exchange
 from lake.calendar import trading_days
 from orchestration import market_times as mt
 from orchestration.schedules import _cron_at, exchange_schedule
@@ -54,7 +53,7 @@ def news_partitions_at(tick: datetime, exchange_name: str = "XNYS") -> list[str]
 
 
 def _news_requests(tick: datetime) -> list[dg.RunRequest]:
-    return [dg.RunRequest(run_key=f"news|{tick.isoformat()}|{key}", partition_key=key) for key in news_partitions_at(tick, exchange())]
+    return [dg.RunRequest(run_key=f"news|{tick.isoformat()}|{key}", partition_key=key) for key in news_partitions_at(tick, settings().exchange)]
 
 
 def build_news_schedule() -> dg.ScheduleDefinition:

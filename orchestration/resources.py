@@ -27,7 +27,6 @@ from typing import Any
 import dagster as dg
 
 from assets.news import NewsResource
-from assets.partitions import exchange
 from assets.resources import MarketDataResource, TradingResource
 from orchestration.run_context import ObservedLakeResource, ObservedTradingResource
 from orchestration.settings import Settings, settings
@@ -37,7 +36,7 @@ from trading.ledger.store import default_url
 def market_data_resource(env: Settings | None = None) -> MarketDataResource:
     env = env or settings()
     source = env.source
-    kwargs: dict[str, Any] = {"source": source, "seed": env.seed, "exchange": exchange(), "max_jump": env.max_jump}
+    kwargs: dict[str, Any] = {"source": source, "seed": env.seed, "exchange": env.exchange, "max_jump": env.max_jump}
     if source == "alpaca":
         kwargs |= {
             "alpaca_api_key": dg.EnvVar("ALPACA_API_KEY"),

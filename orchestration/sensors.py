@@ -6,7 +6,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from assets.partitions import universe
 from lake.errors import UnknownSymbolError
 from orchestration.alerts import send_alert
 from orchestration.jobs import decide_job, ingest_intraday_job
@@ -75,7 +74,7 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
     threshold = env.move_pct / 100
     lake = build_resources()["lake"]
     try:
-        closes = latest_closes(lake.path, universe(), datetime.now(UTC), env.move_timeframe)
+        closes = latest_closes(lake.path, sorted(env.universe_symbols), datetime.now(UTC), env.move_timeframe)
     except UnknownSymbolError as exc:  # a fresh deployment before its first ingest: nothing to compare yet
         return dg.SkipReason(f"no bars in the lake yet ({exc})")
     if not closes:
@@ -126,7 +125,7 @@ def missed_session_requests(
     minute (or there is none). It is asked again once per attempt (run key `refetch|day|symbol|n`),
     not while a run of it is in flight, not sooner than the backoff after the last run ended, and
     at most QUANTLAKE_REFETCH_ATTEMPTS times (the failures were alerted)."""
-    from assets.partitions import exchange, intraday_key, intraday_partitions, recent_sessions
+    from assets.partitions import intraday_key, intraday_partitions, recent_sessions
     from lake.calendar import session_bounds
 
     env = settings()
@@ -134,7 +133,7 @@ def missed_session_requests(
     grace = timedelta(minutes=env.refetch_grace_min)
     backoff = timedelta(minutes=env.refetch_backoff_min)
     attempts_max = env.refetch_attempts
-    cal = exchange()
+    cal = env.exchange
     [days_dim] = [d for d in intraday_partitions.partitions_defs if d.name == "date"]
     requests: list[dg.RunRequest] = []
     notes: list[str] = []
@@ -187,7 +186,7 @@ def missed_sessions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     since = datetime.fromisoformat(context.cursor) if context.cursor else now
     if not context.cursor:  # sessions before the sensor first ran are a backfill's job, not a refetch's
         context.update_cursor(now.isoformat())
-    symbols = universe()
+    symbols = sorted(settings().universe_symbols)
     requests, notes = missed_session_requests(context.instance, now, since, symbols)
     if not requests:
         return dg.SkipReason("; ".join(notes) or "no missed session")
