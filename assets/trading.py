@@ -391,6 +391,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     ledger_path = lake.path / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
     ledger_path.parent.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(f"sqlite:///{ledger_path}")
+    spend = trading.ledger()  # the model spend is real money: it counts against the trading ledger's budget
     pipeline = trading.pipeline()
     # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
     stamps = bars["ts"]
@@ -407,10 +408,13 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             run_id=context.run_id,
             progress=lambda done, total: context.log.info(f"paper session: bar {done}/{total}"),
             headlines_at=headlines_at,
+            spend_ledger=spend,
+            now=run_now(context),
         )
         fills = fills_from_ledger(ledger, run_id=context.run_id)
     finally:
         ledger.close()
+        spend.close()
     marks = bars.select("ts", "symbol", "close")
     perf = performance(fills, marks, config.initial_cash, config.timeframe)
     # The backtest with the session's costs and hard sizing limits: the session must make its orders

@@ -21,6 +21,7 @@ trades per day) is the pipeline's `limits`, as in the decision cycle: the same s
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
 from trading.brokers.simulated import CAPPED_AT_FILL, SimConfig, SimulatedBroker
 from trading.context import SymbolContext
-from trading.ledger import Ledger
+from trading.cost import spent_in_month
+from trading.events import Event, EventType
+from trading.ledger import Ledger, project
 from trading.models import Decision, Mode, Side, Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
 from trading.risk import RiskLimits
@@ -94,10 +97,15 @@ def run_simulated_session(
     run_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     headlines_at: Callable[[datetime], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
+    spend_ledger: Ledger | None = None,
+    now: datetime | None = None,
 ) -> SessionReport:
     """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up.
-    `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`)."""
+    `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`).
+    `spend_ledger` (the trading ledger) and `now` (the run's clock): the session's model spend is real
+    money spent on `now`'s day, so it counts against the pipeline's budget there too (`SpendAtNow`)."""
     run_id = run_id or uuid.uuid4().hex
+    real = SpendAtNow(spend_ledger, now) if spend_ledger is not None and now is not None else None
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
     decider = DecisionPipeline(pipeline)
     ordered = bars.sort("ts", "symbol")
@@ -119,15 +127,52 @@ def run_simulated_session(
         step = trading_step(
             ledger=ledger, broker=broker, decider=decider, strategy=strategy, params=params, bars=window,
             as_of=ts, now=ts, mode=Mode.SIMULATION, run_id=run_id, initial_cash=initial_cash, record_all=False,
-            headlines=headlines_at(ts) if headlines_at is not None else None,
+            headlines=headlines_at(ts) if headlines_at is not None else None, **(real.spent_at(ledger, ts) if real else {}),
         )  # fmt: skip
         curve.append((ts, step.snapshot.cash, step.snapshot.equity))
         decisions += len(step.result.decisions)
         orders += len(step.orders)
         if index + 1 < len(stamps):
             log += _intents(step.result.decisions, {c.symbol: c for c in step.contexts}, broker, step.blocked, stamps[index + 1])
+    if real is not None:
+        real.record(ledger, run_id)
     equity = pl.DataFrame(curve, schema={"ts": ordered.schema["ts"], "cash": pl.Float64, "equity": pl.Float64}, orient="row")
     return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity, _order_log(log, broker))
+
+
+class SpendAtNow:
+    """A session's model spend against the trading ledger's budget. Each bar's gate takes the greater of
+    two spends: the session's own on the bar's day and month (the budget as live trading would have met
+    it on that day), and the money really spent on `now`'s day and month: the trading ledger's (decide
+    runs, earlier sessions) plus this session's so far. At the end the session's spend goes to the
+    trading ledger, stamped at `now` (one event a run: a retried run does not count it twice)."""
+
+    def __init__(self, trading: Ledger, now: datetime) -> None:
+        spent = project(trading)
+        self.trading, self.now = trading, now
+        self.today, _ = spent.spent_on(now.date())
+        self.tokens = spent.tokens_on(now.date())
+        self.month = spent_in_month(dict(spent.spent), now.date())
+
+    def spent_at(self, session: Ledger, ts: datetime) -> dict[str, Any]:
+        """`trading_step`'s spend arguments at bar `ts`."""
+        own = project(session)
+        day, per_call = own.spent_on(ts.date())
+        total, tokens = sum(own.spent.values()), sum(own.tokens.values())  # this run's ledger: this session's alone
+        return {
+            "spent_today": max(day, self.today + total),
+            "tokens_today": max(own.tokens_on(ts.date()), self.tokens + tokens),
+            "spent_month": max(spent_in_month(dict(own.spent), ts.date()), self.month + total),
+            "per_call_costs": per_call,
+        }
+
+    def record(self, session: Ledger, run_id: str) -> None:
+        runs = [p for _, p in session.payloads([EventType.COST]) if p.get("scope") == "run"]  # the steps' and the lessons' summaries
+        total = {k: sum(p.get(k) or 0 for p in runs) for k in ("run_cost_usd", "model_calls", "prompt_tokens", "completion_tokens")}
+        if total["run_cost_usd"] or total["prompt_tokens"] or total["completion_tokens"]:
+            payload = {"scope": "run", "stage": "paper_session", "session_run_id": run_id, **total}
+            event_id = hashlib.sha256(f"paper_session|{run_id}".encode()).hexdigest()[:32]
+            self.trading.append_many([Event(type=EventType.COST, run_id=run_id, mode=Mode.SIMULATION, as_of=self.now, payload=payload, event_id=event_id)])
 
 
 def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], broker: SimulatedBroker, blocked: str | None, fill_ts: datetime) -> list[dict[str, Any]]:
