@@ -63,7 +63,9 @@ MODULES: dict[str, list[str]] = {
     # The formulas alone: exposure and turnover are the engine's (its tests run a backtest).
     "backtests/metrics.py": ["tests/backtests/test_mutants_metrics.py", "tests/backtests/test_metrics.py", "-k", "not exposure"],
     # The rule in plain Python (the engine compiles this very function; its tests run it compiled).
-    "strategies/brackets.py": ["tests/backtests/test_brackets.py", "-k", "bracket_step or mirror or missing_levels or touch"],
+    "strategies/brackets.py": [
+        "tests/strategies/test_mutants_brackets.py", "tests/backtests/test_brackets.py", "-k", "mutants_brackets or bracket_step or mirror or missing_levels or touch",
+    ],
     "backtests/engine.py": ["tests/backtests/test_engine_costs.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
     "orchestration/observability.py": ["tests/orchestration/test_observability.py"],
     "orchestration/bulk.py": ["tests/orchestration/test_cli.py", "-k", "bulk"],
