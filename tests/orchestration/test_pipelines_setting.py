@@ -120,3 +120,36 @@ def test_quantlake_decide_trades_the_plan_the_setting_names(
     assert code == 0, out
     assert "| pipeline | symbol | verdict |" in out and "| cautious |" in out and "| bold |" in out
     assert _pipelines_in(ledger_url) == {"cautious", "bold"}
+
+
+def test_the_scheduled_end_of_day_flattens_every_book_of_the_plan_the_setting_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-of-day schedule's request names no plan either: each pipeline's simulated book is flattened."""
+    from orchestration.definitions import defs
+    from tests.orchestration.test_pipelines_side_by_side import (
+        DECISION_BAR,
+        LATER_BAR,
+        _at_eleven,
+        _decide,
+        _setup,
+    )
+    from tests.orchestration.test_pipelines_side_by_side import SYMBOLS as HELD
+
+    lake, trading, plan = _setup(tmp_path)
+    _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
+    _decide(lake, trading, plan, LATER_BAR, _at_eleven(26))  # both pipelines hold every symbol now
+    monkeypatch.setenv("QUANTLAKE_PIPELINES", str(plan))
+    tick = _at_eleven(26).replace(hour=16, minute=5)  # after the close
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as ctx:
+        [request] = defs.resolve_schedule_def("end_of_day_schedule").evaluate_tick(ctx).run_requests or []
+    config = request.run_config
+    assert "pipelines" not in config["ops"]["end_of_day_report"]["config"]
+    config["ops"]["end_of_day_report"]["config"]["symbols"] = HELD
+    run = defs.resolve_job_def("end_of_day_job").execute_in_process(
+        run_config=config, resources={"lake": lake, "trading": trading}, tags={**request.tags, SCHEDULED_TAG: tick.isoformat()}
+    )
+    assert run.success
+    [mat] = run.asset_materializations_for_node("end_of_day_report")
+    assert mat.metadata["flattened_orders"].value == 2 * len(HELD)
+    with Ledger(trading.ledger_url) as ledger:
+        flattens = [e.payload[PIPELINE_KEY] for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "flatten"]
+    assert sorted(flattens) == ["bold", "cautious"]
