@@ -194,16 +194,11 @@ class Settings(BaseModel):
 
     @field_validator("pipelines_plan", mode="after")
     @classmethod
-    def _plan(cls, value: str) -> str:
-        """Loaded now, so a bad plan names its file and field at load, not at the first decide run; kept
-        absolute, so a step process in another working directory finds the same file."""
-        if not value.strip():
-            return ""
-        from trading.accounts import load_account_plan
-
-        path = Path(value.strip()).expanduser().resolve()
-        load_account_plan(path)  # ValueError: "pipelines plan <file>: <field>: <why>"
-        return str(path)
+    def _absolute_plan(cls, value: str) -> str:
+        """Kept absolute, so a step process in another working directory finds the same file. Its content
+        is validated when a run asks for it (`_plan_file`), not here: a plan being edited must not stop
+        what reads the settings without it (the kill switch above all)."""
+        return str(Path(value.strip()).expanduser().resolve()) if value.strip() else ""
 
     @field_validator("log_level", mode="after")
     @classmethod
@@ -372,7 +367,16 @@ def pass_settings_down() -> None:
 
 
 def _plan_file() -> Path | None:
-    return settings(only=PLAN_VARIABLES).pipelines_plan_file
+    """QUANTLAKE_PIPELINES' plan, loaded now: a bad file or field is named with the variable."""
+    from trading.accounts import load_account_plan
+
+    path = settings(only=PLAN_VARIABLES).pipelines_plan_file
+    if path is not None:
+        try:
+            load_account_plan(path)
+        except ValueError as exc:  # "pipelines plan <file>: <field>: <why>"
+            raise SettingsError(f"QUANTLAKE_PIPELINES={str(path)!r}: {exc}") from None
+    return path
 
 
 def _partition_settings() -> PartitionSettings:

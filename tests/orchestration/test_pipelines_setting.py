@@ -19,7 +19,7 @@ from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
 from orchestration.settings import SettingsError, settings
-from trading.accounts import PIPELINE_KEY
+from trading.accounts import PIPELINE_KEY, configured_plan_file
 from trading.events import EventType
 from trading.ledger import Ledger
 
@@ -54,18 +54,40 @@ def _pipelines_in(ledger_url: str) -> set[str | None]:
         ({"pipelines": [{"id": "a", "capital": 0.5, "budget": 3}]}, "pipelines.0.budget: Extra inputs are not permitted"),
     ],
 )
-def test_a_bad_plan_is_named_with_its_file_and_field(plan: dict[str, Any], message: str, tmp_path: Path) -> None:
+def test_a_bad_plan_is_named_with_its_file_and_field(plan: dict[str, Any], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named when a run asks for the plan (what the decide and end-of-day runs do)."""
     file = tmp_path / "plan.yaml"
     file.write_text(json.dumps(plan))
+    monkeypatch.setenv("QUANTLAKE_PIPELINES", str(file))
     with pytest.raises(SettingsError) as raised:
-        settings({"QUANTLAKE_PIPELINES": str(file)})
+        configured_plan_file()
     assert str(raised.value).startswith(f"QUANTLAKE_PIPELINES='{file}'") and f"pipelines plan {file}: " in str(raised.value)
     assert message in str(raised.value)
+    assert settings().pipelines_plan_file == file, "the rest of the settings still load: the kill switch reads them"
 
 
-def test_a_missing_plan_file_is_named(tmp_path: Path) -> None:
+def test_a_missing_plan_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAKE_PIPELINES", str(tmp_path / "nowhere.yaml"))
     with pytest.raises(SettingsError, match=r"QUANTLAKE_PIPELINES=.*pipelines plan .*nowhere\.yaml: No such file"):
-        settings({"QUANTLAKE_PIPELINES": str(tmp_path / "nowhere.yaml")})
+        configured_plan_file()
+
+
+def test_a_bad_plan_fails_the_decide_run_once_naming_it(lake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestration.definitions import defs
+
+    _lake(lake_root)
+    (tmp_path / "plan.yaml").write_text(json.dumps({"pipelines": [{"id": "a", "capital": 2, "paused": "sometimes"}]}))
+    monkeypatch.setenv("QUANTLAKE_PIPELINES", str(tmp_path / "plan.yaml"))
+    config = {"strategy": STRATEGY, "symbols": SYMBOLS, "as_of": "2023-12-20T14:30:00+00:00"}
+    trading = TradingResource(ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    run = defs.resolve_job_def("decide_job").execute_in_process(
+        run_config={"ops": {"decision_cycle": {"config": config}}}, resources={"lake": LakeResource(root=str(lake_root)), "trading": trading},
+        tags={SCHEDULED_TAG: TICK.isoformat()}, raise_on_error=False,
+    )
+    assert not run.success
+    [failure] = run.get_step_failure_events()
+    assert "pipelines.0.paused" in str(failure.event_specific_data.error)  # type: ignore[union-attr]
+    assert len(run.filter_events(lambda e: e.event_type_value == "STEP_RESTARTED")) == 0, "never retried"
 
 
 def test_the_plan_is_kept_absolute_and_unset_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
