@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from lake.calendar import session_bounds
-from lake.errors import ValidationFailed
+from lake.errors import LakeError, ValidationFailed
 from lake.schema import TIMEFRAMES, conform_bars
 from lake.validation import (
     EXAMPLES,
@@ -139,6 +139,16 @@ def test_a_late_bar_is_reported_not_quarantined() -> None:
     report = validate_bars(late, timeframe="1m", engine="polars")
     assert report.outcome("ts_monotonic").failed_rows == 1 and not report.outcome("ts_monotonic").blocking
     assert report.passed and report.quarantine.is_empty() and report.clean.equals(bars)
+
+
+def test_a_row_without_a_symbol_does_not_hide_a_duplicate() -> None:
+    """Rows are only taken as already sorted and unique when no key is null: a null symbol between
+    two copies of a bar makes every neighbour comparison null, which must not read as "sorted"."""
+    open_, _ = session_bounds(DAY)
+    bars = _bars([open_ + timedelta(minutes=1), open_ + timedelta(minutes=2), open_ + timedelta(minutes=1)])
+    bars = bars.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col("symbol")).alias("symbol"))
+    report = validate_bars(bars, timeframe="1m", engine="polars")
+    assert report.outcome("ts_unique").failed_rows == 1 and report.outcome("not_null").failed_rows == 1
 
 
 def test_symbols_in_any_order_are_not_out_of_order() -> None:
@@ -324,6 +334,22 @@ def test_a_requested_session_with_no_bar_is_missing_whole() -> None:
     # A range that starts after the first session's open leaves that session out.
     later = validate_bars(_session(), timeframe="1m", engine="polars", expected_from=start + timedelta(minutes=1), expected_until=end)
     assert later.outcome("missing_bars").passed
+
+
+def test_a_requested_session_of_one_bar_is_missing_it() -> None:
+    """A range that ends a minute into a session with no bar expects that one bar."""
+    open_, _ = session_bounds(DAY)
+    half_day, _ = session_bounds("2024-11-29")  # after Thanksgiving
+    report = validate_bars(_session(), timeframe="1m", engine="polars", expected_from=open_, expected_until=half_day + timedelta(minutes=1))
+    assert report.outcome("missing_bars").failed_rows == 1
+    assert report.outcome("missing_bars").examples[0]["ts"] == half_day
+
+
+def test_a_requested_range_that_ends_before_it_starts_is_an_error() -> None:
+    open_, _ = session_bounds(DAY)
+    half_day, _ = session_bounds("2024-11-29")
+    with pytest.raises(LakeError, match="empty range: end 2024-11-27 is before start 2024-11-29"):
+        validate_bars(_session(), timeframe="1m", engine="polars", expected_from=half_day, expected_until=open_)
 
 
 def test_requested_daily_sessions() -> None:
