@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from strategies import controls
 from trading.agents.base import AgentRun
 from trading.context import SymbolContext
 from trading.models import Action, RiskAssessment, TradeProposal, ValidationResult
@@ -95,7 +96,8 @@ class RuleValidator:
 
 
 def reduces_position(p: TradeProposal, position: float) -> bool:
-    return (p.action == Action.SELL and position > 0) or (p.action == Action.BUY and position < 0)
+    side = 1.0 if p.action == Action.BUY else -1.0 if p.action == Action.SELL else 0.0
+    return controls.reduces(position, side)
 
 
 def level_issues(p: TradeProposal) -> list[str]:

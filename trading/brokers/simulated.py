@@ -46,6 +46,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from strategies import controls
 from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
 from strategies.entries import after_closing, capped_at_fill, entry_shares, free_cash
 from trading.brokers.base import (
@@ -274,7 +275,7 @@ class SimulatedBroker:
         req, held = order.request, self._positions.get(order.request.symbol, 0.0)
         if req.size is not None and order.state.filled_quantity == 0:
             return True
-        return not ((req.side == Side.SELL and held > 0) or (req.side == Side.BUY and held < 0))
+        return not controls.reduces(held, 1.0 if req.side == Side.BUY else -1.0)
 
     def _order_value(self, order: _Order) -> float:
         """Signed value of what `order` would trade at the mark (sells negative): the sort key."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Protocol, cast
 
+from strategies import controls
 from trading.events import (
     CostPayload,
     Event,
@@ -91,7 +92,7 @@ class SafetyState:
             return self.halted
         if self.daily_loss:
             return self.daily_loss
-        if self.trades_today >= limits.max_trades_per_day:
+        if controls.trades_spent(self.trades_today, limits.max_trades_per_day):
             return f"trades_per_day: {self.trades_today} orders in the session {self.session} >= {limits.max_trades_per_day}"
         return None
 
