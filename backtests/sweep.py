@@ -346,15 +346,18 @@ def _rank_sweep(
     market = to_market(ordered)  # also refuses a universe whose symbols do not share every bar
     n, m = market.close.shape
     scores = sorted({(int(getattr(p, shape.lookback)), int(getattr(p, shape.skip))) for p in grid})
-    ranks = np.empty((len(scores), n, m), dtype=np.int32)
-    for i, (lookback, skip) in enumerate(scores):
-        scored = ordered.select("ts", shape.score(lookback, skip).over("symbol").alias("score"))
-        rank = scored.select(rank_across(pl.col("score")).fill_null(0))
-        ranks[i] = rank.to_series().to_numpy().reshape(m, n).T
     windows = sorted({int(getattr(p, shape.vol_window)) for p in grid})
+    ranks = np.empty((len(scores), n, m), dtype=np.int32)
     vols = np.empty((len(windows), n, m))
-    for i, w in enumerate(windows):
-        vols[i] = ordered.select(shape.volatility(w).over("symbol")).to_series().to_numpy().reshape(m, n).T
+    # A batch at a time (polars runs a batch's columns side by side); scored, then ranked across the
+    # universe in a second pass (a window over ts inside one over symbol would not rank).
+    for start in range(0, len(scores), INDICATOR_BATCH):
+        batch = scores[start : start + INDICATOR_BATCH]
+        names = [f"{lookback} {skip}" for lookback, skip in batch]
+        scored = ordered.select("ts", *(shape.score(*key).over("symbol").alias(name) for key, name in zip(batch, names, strict=True)))
+        _into_wide(scored.select(rank_across(pl.col(name)).fill_null(0) for name in names), ranks, start)
+    for start in range(0, len(windows), INDICATOR_BATCH):
+        _into_wide(ordered.select(shape.volatility(w).over("symbol").alias(str(w)) for w in windows[start : start + INDICATOR_BATCH]), vols, start)
 
     def of(name: str, kind: type = float) -> np.ndarray:
         return np.array([kind(getattr(p, name)) for p in grid])
@@ -378,6 +381,14 @@ def _rank_sweep(
         not config.fractional,
     )
     return _table(grid, final, max_dd, orders, config)
+
+
+def _into_wide(frame: pl.DataFrame, out: np.ndarray, start: int) -> None:
+    """Each column of `frame` (a universe's rows sorted by symbol and ts, every symbol on every bar)
+    into out[start], out[start + 1], ... as a (bar x symbol) array."""
+    _, n, m = out.shape
+    for i, column in enumerate(frame.iter_columns(), start):
+        out[i] = column.to_numpy().reshape(m, n).T
 
 
 def _engine_sweep(

@@ -114,7 +114,12 @@ def test_an_undeclared_field_takes_the_engine_route_and_still_equals_it(monkeypa
 def test_without_the_declaration_the_engine_route_gives_the_same_rows() -> None:
     bars = universe(11)
     config = CASES["fractional_next_close"][1]
-    grid = expand_grid(MOMENTUM, SIZINGS["capped"], {"lookback": [10, 30], "top_k": [2, 3]})
+    # Ten distinct scores and nine windows: more than one batch of each (sweep.INDICATOR_BATCH).
+    swept = {"lookback": [5, 10, 15, 20, 25], "skip": [0, 1], "vol_window": [4, 6, 8, 10, 12, 14, 16, 18, 20]}
+    assert len(swept["lookback"]) * len(swept["skip"]) > sweep_module.INDICATOR_BATCH < len(swept["vol_window"])
+    grid = [p for i, p in enumerate(expand_grid(MOMENTUM, SIZINGS["capped"] | {"top_k": 2}, swept)) if i % 7 == 0 or p.vol_window == 20]
+    assert {(p.lookback, p.skip) for p in grid} == {(lb, s) for lb in swept["lookback"] for s in swept["skip"]}
+    assert {p.vol_window for p in grid} == set(swept["vol_window"])
     compiled = sweep(bars, MOMENTUM, grid, config)
     engine = sweep(bars, replace(MOMENTUM, fast_path=None), grid, config)
     assert compiled["orders"].to_list() == engine["orders"].to_list()
