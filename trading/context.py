@@ -2,23 +2,45 @@
 
 Built only from bars with `ts <= as_of` (the decision bar), with the strategies' own functions, so a
 decision never sees the future and its signal is the backtest's signal at that bar.
+
+Nodes that read other timeframes of the symbol (`frames`: e.g. the daily trend under an hourly
+entry) get only bars that had CLOSED when the decision bar closed: the session's daily bar is
+unknown intraday (it closes with the session), the hour in progress is left out. A bar closes at
+`ts + period`, never after its session's close; a daily bar at its session's close.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from pydantic import Field
 
+from lake.calendar import EXCHANGE_TZ, sessions_frame
 from lake.features import compute_features
+from lake.resample import resample_bars
+from lake.schema import TIMEFRAMES
+from lake.store import read_bars
 from strategies.base import Strategy
 from trading.models import Frozen, PortfolioSnapshot
 
 # How many recent bars go into a prompt: enough to read a trend, few enough to keep prompts cheap.
 PROMPT_BARS = 10
+
+
+class FrameView(Frozen):
+    """The symbol's last closed bars of one extra timeframe, oldest first, and its features at the last one."""
+
+    timeframe: str
+    bars: list[dict[str, Any]]
+    features: dict[str, float | None] = Field(default_factory=dict)
+
+    @property
+    def closes(self) -> list[float]:
+        return [float(b["close"]) for b in self.bars]
 
 
 class SymbolContext(Frozen):
@@ -37,6 +59,8 @@ class SymbolContext(Frozen):
     # closed and stamped (`stamped_at`: the decision bar it was written at) at or before as_of; empty
     # unless the graph has a reflection node.
     reflections: list[dict[str, Any]] = Field(default_factory=list)
+    # Other timeframes of the symbol (timeframe -> closed bars), only those a node of the graph reads.
+    frames: dict[str, FrameView] = Field(default_factory=dict)
 
     @property
     def wants(self) -> str | None:
@@ -69,7 +93,13 @@ class SymbolContext(Frozen):
             view["headlines"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items()} for h in self.headlines]
         if self.reflections:  # likewise: memory-free prompts stay as they were
             view["reflections"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in self.reflections]
+        if self.frames:  # likewise: single-timeframe prompts stay as they were
+            view["frames"] = {tf: {"bars": [_iso(b) for b in f.bars], "features": f.features} for tf, f in self.frames.items()}
         return view
+
+
+def _iso(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
 class ContextError(ValueError):
@@ -84,10 +114,14 @@ def build_contexts(
     snapshot: PortfolioSnapshot,
     headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     reflections: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    frames: Mapping[str, pl.DataFrame] | None = None,
+    frame_bars: Mapping[str, int] | None = None,
 ) -> tuple[list[SymbolContext], dict[str, str]]:
     """One context per symbol in `bars`, from bars at or before `as_of` only (and headlines of
     `headlines[symbol]` created at or before `as_of`: a later one is dropped here, whoever read it;
     likewise reflections of `reflections[symbol]` closed or stamped after `as_of`).
+    `frames`: bars of other timeframes (any symbols, any times); each context gets, for every timeframe
+    of `frame_bars`, the last `frame_bars[tf]` of them closed when the decision bar closed (`closed_by`).
 
     A symbol whose last bar is older than `as_of` (halted, missing data) is not judged on stale
     prices: it is returned in the second value with the reason, and the others go on.
@@ -98,6 +132,7 @@ def build_contexts(
     signals = strategy.signals(past, params)
     features = compute_features(past)
     feature_names = [c for c in features.columns if c not in past.columns]
+    views = frame_views(frames or {}, frame_bars or {}, decision_close(past, as_of)) if frame_bars else {}
     out: list[SymbolContext] = []
     skipped: dict[str, str] = {}
     for symbol in sorted(past["symbol"].unique().to_list()):
@@ -121,6 +156,95 @@ def build_contexts(
                 position=snapshot.positions.get(symbol, 0.0),
                 headlines=[dict(h) for h in (headlines or {}).get(symbol, ()) if h["created_at"] <= as_of],
                 reflections=[dict(r) for r in (reflections or {}).get(symbol, ()) if r["stamped_at"] <= as_of and r["closed_at"] <= as_of],
+                frames=views.get(symbol, {}),
             )
         )
     return out, skipped
+
+
+def bar_closes(bars: pl.DataFrame) -> pl.Series:
+    """When each bar (of its `timeframe` column) closed: `ts + period`, never after its session's
+    close; a daily bar at its session's close (half days early). Off-session bars: `ts + period`."""
+    if bars.is_empty():
+        return pl.Series("closes_at", [], dtype=bars.schema["ts"])
+    local_day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    days = bars.select(local_day.alias("d"))["d"]
+    sessions = sessions_frame(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("close").alias("_session_close"))  # type: ignore[arg-type]
+    period = pl.col("timeframe").replace_strict({tf: d for tf, d in TIMEFRAMES.items()}, return_dtype=pl.Duration("us"))
+    nominal = pl.col("ts") + period
+    closes = (
+        pl.when(pl.col("_session_close").is_null())
+        .then(nominal)
+        .when(pl.col("timeframe") == "1d")
+        .then(pl.col("_session_close"))
+        .otherwise(pl.min_horizontal(nominal, pl.col("_session_close")))
+    )
+    joined = bars.select("ts", "timeframe", local_day.alias("_day")).join(sessions, on="_day", how="left", maintain_order="left")
+    return joined.select(closes.alias("closes_at"))["closes_at"]
+
+
+def closed_by(bars: pl.DataFrame, moment: datetime) -> pl.DataFrame:
+    """The bars that had closed at or before `moment` (the point-in-time rule of every frame)."""
+    return bars.filter(bar_closes(bars) <= moment)
+
+
+def decision_close(bars: pl.DataFrame, as_of: datetime) -> datetime:
+    """When the decision bar `as_of` closed (its frames may hold bars closed by then, no later)."""
+    row = bars.filter(pl.col("ts") == as_of).head(1)
+    if row.is_empty():
+        raise ContextError(f"no decision bar at {as_of.isoformat()}")
+    moment: datetime = bar_closes(row)[0]
+    return moment
+
+
+def frame_views(frames: Mapping[str, pl.DataFrame], frame_bars: Mapping[str, int], moment: datetime) -> dict[str, dict[str, FrameView]]:
+    """symbol -> timeframe -> its last `frame_bars[tf]` bars closed by `moment` (features over every closed bar)."""
+    out: dict[str, dict[str, FrameView]] = {}
+    for tf, count in sorted(frame_bars.items()):
+        source = frames.get(tf)
+        if source is None:
+            raise ContextError(f"a node reads {tf} bars but none were given for that timeframe")
+        closed = closed_by(source.filter(pl.col("timeframe") == tf), moment)
+        if closed.is_empty():
+            continue
+        featured = compute_features(closed)
+        names = [c for c in featured.columns if c not in closed.columns]
+        for (symbol,), rows in featured.partition_by("symbol", as_dict=True, maintain_order=True).items():
+            last = rows.row(-1, named=True)
+            out.setdefault(str(symbol), {})[tf] = FrameView(
+                timeframe=tf,
+                bars=rows.tail(count).select("ts", "open", "high", "low", "close", "volume").to_dicts(),
+                features={k: (None if last[k] is None else float(last[k])) for k in names},
+            )
+    return out
+
+
+def frames_from(bars: pl.DataFrame, timeframes: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """Each timeframe from the step's own bars: the same timeframe as is, a coarser one resampled
+    from 1m bars (the closed rule applies to the resampled bars: a bucket in progress is left out)."""
+    base = set(bars["timeframe"].unique().to_list())
+    out: dict[str, pl.DataFrame] = {}
+    for tf in timeframes:
+        if base == {tf}:
+            out[tf] = bars
+        elif base == {"1m"} and tf in ("5m", "15m", "1h", "1d"):
+            out[tf] = resample_bars(bars, tf)  # type: ignore[arg-type]  # tf checked against CoarseTimeframe
+        else:
+            raise ContextError(f"a node reads {tf} bars; the step has only {sorted(base)} bars and no {tf} frame was read (trading.context.read_frames)")
+    return out
+
+
+def read_frames(lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime) -> dict[str, pl.DataFrame]:
+    """From the lake, enough bars of each timeframe of `frame_bars` before `until` (stored, else
+    resampled from 1m bars); nothing is read when no node reads another timeframe."""
+    out: dict[str, pl.DataFrame] = {}
+    for tf, count in frame_bars.items():
+        per_day = 1 if tf == "1d" else max(1, int(timedelta(minutes=390) / TIMEFRAMES[tf]))
+        start = until - timedelta(days=int(count / per_day * 1.6) + 10)  # weekends and holidays
+        dataset = "resampled" if tf in ("5m", "15m", "1h") else "bars"
+        stored = read_bars(lake_root, symbols, tf, start, until, dataset=dataset)
+        if stored.is_empty() and tf != "1m":  # not stored: from the minutes, same closed rule
+            minutes = read_bars(lake_root, symbols, "1m", start, until)
+            stored = frames_from(minutes, [tf])[tf] if not minutes.is_empty() else stored
+        out[tf] = stored
+    return out

@@ -8,7 +8,8 @@ In every mode, at the run's `now` on the decision bar `as_of`:
    and record the account as a mark;
 3. the breakers on that mark (drawdown, daily loss, trades per day); a flatten when the window ends;
 4. point-in-time contexts (bars up to `as_of` only; with a reflection node, first the lessons of the
-   positions closed by then, `trading.agents.reflection`);
+   positions closed by then, `trading.agents.reflection`; with nodes reading other timeframes, their
+   bars closed by the decision bar's close, `trading.context`);
 5. the pre-run budget gate (`DecisionPipeline.budget_gate`: the run's worst case against what is left
    of the day's and the month's budgets, as the ledger has them), then the decision pipeline (hard
    limits read the same `RiskLimits`);
@@ -30,9 +31,10 @@ from strategies.base import Strategy
 from trading.accounts import AccountBook
 from trading.agents.reflection import memory_of, remember
 from trading.agents.tools import ToolRegistry
+from trading.agents.trend_filter import frame_needs
 from trading.brokers.base import Broker, OrderState
 from trading.brokers.simulated import SimulatedBroker
-from trading.context import SymbolContext, build_contexts
+from trading.context import SymbolContext, build_contexts, frames_from
 from trading.cost import BudgetCheck, spent_in_month
 from trading.events import Event, EventType, MemorySink
 from trading.execution import Executor
@@ -127,11 +129,14 @@ def trading_step(
     record_all: bool = True,
     headlines: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     account: AccountBook | None = None,
+    frames: Mapping[str, pl.DataFrame] | None = None,
 ) -> StepReport:
     """One step on `bars` (every symbol, up to `as_of`): see the module docstring for the order.
     `spent_today`, `tokens_today`, `per_call_costs`, `spent_month`: what earlier runs spent on the
     decision bar's day and month; None: as the ledger's cost events say (a session's earlier bars too).
-    `account`: the whole account when pipelines share it (its limits after the pipeline's; `trading.accounts`)."""
+    `account`: the whole account when pipelines share it (its limits after the pipeline's; `trading.accounts`).
+    `frames`: bars of other timeframes the graph's nodes read (`trading.context.read_frames`); a timeframe
+    not given comes from `bars` (the same, or resampled from 1m); unread when no node reads one."""
     limits = decider.config.limits
     past = bars.filter(pl.col("ts") <= as_of)
     trading = broker is not None and mode != Mode.VALIDATION
@@ -182,7 +187,10 @@ def trading_step(
         recalled = remember(ledger, memory, as_of=as_of, run_id=run_id, mode=mode, strategy=strategy.name, prices=decider.prices,
                             budget=decider.config.budget, spent_today=spent_today, tokens_today=tokens_today)  # fmt: skip
         spent_today, tokens_today, spent_month = spent_today + recalled.usd, tokens_today + recalled.tokens, spent_month + recalled.usd
-    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines, recalled.reflections if recalled else None)
+    needs = frame_needs(decider.graph.agents.values())  # empty: no other timeframe is read or built
+    given = {tf: frames[tf] for tf in needs if frames is not None and tf in frames}
+    extra = {**frames_from(past, [tf for tf in needs if tf not in given]), **given} if needs else None
+    contexts, skipped = build_contexts(past, strategy, params, as_of, snapshot, headlines, recalled.reflections if recalled else None, extra, needs)
     estimate = decider.estimate(contexts, per_call_costs)
     # 5. The gate before any model call, on what this step spent already (reflections) too; then the pipeline.
     budget = decider.budget_gate(estimate, day=as_of.date(), spent_today=spent_today, spent_month=spent_month)

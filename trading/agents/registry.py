@@ -42,6 +42,7 @@ from trading.agents.team import (
     TechnicalAnalyst,
     Trader,
 )
+from trading.agents.trend_filter import TrendFilter, TrendFilterConfig
 from trading.cost import PriceTable
 
 
@@ -170,6 +171,13 @@ BUILTIN_AGENTS["reflection"] = AgentType(
     "Team memory: the symbol's last `last` reflections on closed positions, up to the decision time (notes.memory); "
     "a position's close writes one (rules, a model with `llm`).",
     reads=("reflections", "notes"), outputs=("notes.memory",),
+)
+
+BUILTIN_AGENTS["trend_filter"] = AgentType(
+    "trend_filter", Role.RISK, CostClass.FREE, TrendFilterConfig, lambda n, c, e: TrendFilter(n, c),
+    "Multi-timeframe: rejects a new long when the last closed bar of `timeframe` (1d) closes below its `window`-bar mean; "
+    "reads only bars closed by the decision bar's close (intraday, not the session's daily bar).",
+    reads=("frames", "position"),
 )
 
 
