@@ -12,10 +12,10 @@ from datetime import date, datetime, time
 
 import dagster as dg
 
-from assets.partitions import add_symbols, daily_key, exchange, intraday_key, last_closed_session, universe
+from assets.partitions import add_symbols, daily_key, intraday_key, last_closed_session
 from orchestration import market_times as mt
 from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job
-from orchestration.settings import settings
+from orchestration.settings import PARTITION_VARIABLES, settings
 
 TimesForDay = Callable[[date], list[datetime]]
 RequestsAt = Callable[[datetime], list[dg.RunRequest] | dg.SkipReason]
@@ -64,17 +64,23 @@ def _interval_cron(n: int) -> list[str]:
     return [f"*/{n} 9-16 * * 1-5"]
 
 
+def _universe() -> list[str]:
+    """QUANTLAKE_UNIVERSE at the tick, sorted as the partitions list it (only the partitions' variables
+    are read: an unrelated bad value does not stop the ingest)."""
+    return sorted(settings(only=PARTITION_VARIABLES).universe_symbols)
+
+
 def _ingest_day_requests(tick: datetime) -> list[dg.RunRequest]:
     day = tick.astimezone(mt.NY).date().isoformat()
     return [
-        dg.RunRequest(run_key=f"{tick.isoformat()}|{day}|{s}", partition_key=intraday_key(day, s)) for s in universe()
+        dg.RunRequest(run_key=f"{tick.isoformat()}|{day}|{s}", partition_key=intraday_key(day, s)) for s in _universe()
     ]
 
 
 def _ingest_year_requests(tick: datetime) -> list[dg.RunRequest]:
     # The year of the last closed session: on a year's first session, the last year's final bar.
-    year = str(last_closed_session(tick, exchange()).year)
-    return [dg.RunRequest(run_key=f"{tick.isoformat()}|{year}|{s}", partition_key=daily_key(year, s)) for s in universe()]
+    year = str(last_closed_session(tick, settings(only=PARTITION_VARIABLES).exchange).year)
+    return [dg.RunRequest(run_key=f"{tick.isoformat()}|{year}|{s}", partition_key=daily_key(year, s)) for s in _universe()]
 
 
 def build_schedules() -> list[dg.ScheduleDefinition]:
