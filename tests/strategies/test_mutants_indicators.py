@@ -129,3 +129,19 @@ def test_sizing_bounds_are_exact(field: str, lowest_bad: float, lowest_ok: float
     for bad in (lowest_bad, highest_bad):
         with pytest.raises(ValidationError, match=field):
             SizingParams(**{field: bad})
+
+
+def test_the_default_windows_are_the_documented_ones() -> None:
+    rng = np.random.default_rng(3)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, 60)))
+    bars = pl.DataFrame({"close": close, "high": close * 1.01, "low": close * 0.99})
+    pairs = [
+        (ind.rsi(), ind.rsi(14)), (ind.rsi_sma(), ind.rsi_sma(14)), (ind.atr(), ind.atr(14)),
+        (ind.atr_sma(), ind.atr_sma(14)), (ind.rolling_volatility(), ind.rolling_volatility(20)),
+    ]  # fmt: skip
+    for default, explicit in pairs:
+        got, want = _col(bars, default), _col(bars, explicit)
+        assert got == want and got[-1] is not None
+    # and each is told apart from its neighbours (so the comparison above means something)
+    assert _col(bars, ind.rolling_volatility(21))[-1] != _col(bars, ind.rolling_volatility(20))[-1]
+    assert _col(bars, ind.rsi_sma(15))[-1] != _col(bars, ind.rsi_sma(14))[-1]
