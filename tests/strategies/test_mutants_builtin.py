@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from strategies.base import StrategyError, StrategyParams
+from strategies.base import ChannelBreakout, StrategyError, StrategyParams
 from strategies.builtin import (
     DONCHIAN_BREAKOUT,
     MOMENTUM,
@@ -109,8 +109,18 @@ def test_donchian_levels_face_the_entry_side() -> None:
     # the short entry at row 4 (close 9.5, ATR 2.5): stop above, targets below
     assert (out["stop"][4], out["target1"][4], out["target2"][4]) == (12.0, 4.5, 2.0)
     assert out["stop"][0] is None and out["stop"][1] == 9.0  # no ATR before two true ranges
+    # a bar breaking neither way (row 3: close 12, ATR 2.5) faces a long, shorts on or not
+    assert (out["stop"][3], out["target1"][3], out["target2"][3]) == (9.5, 17.0, 19.5)
     long_only = _donchian(allow_short=False)
     assert (long_only["stop"][4], long_only["target1"][4], long_only["target2"][4]) == (7.0, 14.5, 17.0)
+
+
+def test_donchian_declares_the_channel_it_trades() -> None:
+    fast_path = DONCHIAN_BREAKOUT.fast_path
+    assert isinstance(fast_path, ChannelBreakout)
+    got = _bars(D_CLOSE, D_HIGH, D_LOW).select(fast_path.upper(2).alias("up"), fast_path.lower(2).alias("down"))
+    assert got["up"].to_list() == [None, None, 12.0, 14.0, 14.0, 13.0, 13.0]
+    assert got["down"].to_list() == [None, None, 9.0, 10.0, 11.0, 9.0, 9.0]
 
 
 # --- cross_sectional_momentum ----------------------------------------------------------------------
