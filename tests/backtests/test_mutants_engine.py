@@ -268,3 +268,20 @@ def test_bad_input_is_named() -> None:
         run_backtest(_bars([10.0]).clear(), SCRIPTED, ScriptParams(script=""))
     with pytest.raises(BacktestError, match="the script is broken"):
         run_backtest(_bars([10.0, 11.0]), SCRIPTED, ScriptParams(script="!"))
+
+
+def test_limits_trade_in_the_window_only_when_asked() -> None:
+    """Sizing limits alone (trading_window False) let every bar enter and flatten none; with the
+    window, the book is flattened from `flatten_before_close_min` before the close."""
+    close = datetime(2024, 11, 27, 21, 0, tzinfo=UTC)  # 16:00 New York
+    prices = [10.0] * 10
+    bars = _bars(prices).with_columns(
+        pl.lit("1m").alias("timeframe"), pl.Series("ts", [close - timedelta(minutes=10 - k) for k in range(10)])
+    )
+    config = BacktestConfig(init_cash=1_000, timeframe="1m")
+    p = ScriptParams(script="L")
+    plain = run_backtest(bars, SCRIPTED, p, config, limits=SizingLimits())
+    assert plain.orders["side"].to_list() == ["buy"]
+    windowed = run_backtest(bars, SCRIPTED, p, config, limits=SizingLimits(trading_window=True))
+    assert windowed.orders["side"].to_list() == ["buy", "sell"]
+    assert windowed.orders["ts"][1] > close - timedelta(minutes=5)
