@@ -69,8 +69,9 @@ def json_logs_in_celery_workers() -> None:
     Celery then configures none, in the main process and in each pool process), its text banner is one
     JSON line instead, and a SIGTERM's warm shutdown is a JSON line, not the text Celery prints. In
     console mode nothing is connected: Celery's lines stay Celery's. Connected below when this module
-    is imported in a process that has imported Celery: a worker imports its includes
-    (orchestration.definitions) before any of those signals fire; elsewhere they never fire.
+    is imported in a process that has imported Celery: a worker imports it first thing (Celery's
+    `imports` in `celery_config`, deploy/celery/workers.yaml), before any of those signals fire;
+    elsewhere they never fire.
     """
     if not json_mode():
         return
@@ -85,10 +86,12 @@ def json_logs_in_celery_workers() -> None:
 def _setup_logging(**_: Any) -> None:
     configure_logging(fmt="json", whole_process=True)
     # The pool's own logger (a pool process's exit, say) does not propagate to the root: Celery gives it
-    # its handler, as it does the root's, when it configures logging itself.
+    # the root's handler, at ERROR (its mmap chatter is INFO), when it configures logging itself.
     from celery.utils.log import get_multiprocessing_logger
 
-    get_multiprocessing_logger().handlers = list(logging.getLogger().handlers)
+    pool_logger = get_multiprocessing_logger()
+    pool_logger.handlers = list(logging.getLogger().handlers)
+    pool_logger.setLevel(logging.ERROR)
 
 
 def _worker_init(**_: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ def _ping_task(broker: str) -> None:
         app.close()
 
 
+def _wait_for(log_path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text():
+        assert proc.poll() is None, f"worker exited {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in the worker's log within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def test_a_celery_worker_writes_only_json_lines_in_json_mode(redis_db: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -61,6 +70,8 @@ def test_a_celery_worker_writes_only_json_lines_in_json_mode(redis_db: str, tmp_
     try:
         celery_cluster._ping(redis_db, [f"{name}@{os.uname().nodename}"], [proc], [log_path])
         _ping_task(redis_db)
+        # The pool process logs the success after storing the result the client already has.
+        _wait_for(log_path, "succeeded in", proc)
     finally:
         celery_cluster._stop(proc)  # SIGTERM: a warm shutdown
 
