@@ -74,6 +74,7 @@ from trading.risk import RiskLimits, assess
 from trading.sanity import SanityLimits, StrategyLevels, price_sanity
 
 R = TypeVar("R")
+LESSON_PROMPT_CHARS = 2_000  # a lesson's prompt: the closed trade's facts, its opening rationale, the instructions
 NOTES_CHARS = 1_500  # what the nodes before a model node add to its prompt (analysts' and researchers' notes)
 MEMORY_CHECKPOINT = "memory"  # `checkpoint: memory` in a pipeline file: no checkpoint file, whatever the caller's default
 
@@ -168,19 +169,39 @@ class DecisionPipeline:
     def validator(self) -> Any:
         return self.graph.agents.get("validator")
 
-    def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = ()) -> dict[str, Any]:
+    def estimate(self, contexts: Sequence[SymbolContext], recent_cost_per_call: Sequence[float] = (), lessons: int = 0) -> dict[str, Any]:
         """Before a run: at most one call (or a debater's rounds) per model node per signalled symbol, priced
-        from recent runs' mean cost per call, else from the prompt sizes and each node's output cap."""
+        from recent runs' mean cost per call, else from the prompt sizes and each node's output cap; and
+        `lessons`, the reflection lessons the run has still to ask a model for (`lesson_estimate`)."""
         signalled = [c for c in contexts if c.wants is not None]
         model_nodes = [a for a in self.graph.agents.values() if hasattr(a, "caller")]
         calls = len(signalled) * sum(int(getattr(a, "calls_per_symbol", 1)) for a in model_nodes)
+        taught = self.lesson_estimate(lessons)
         if not calls:
-            return {"model_calls_max": 0, "usd": 0.0}
+            return {"model_calls_max": taught["calls"], "usd": taught["usd"], "usd_worst_case": taught["usd_worst_case"], "lesson_calls": taught["calls"]}
         callers = [a.caller for a in model_nodes]
         prompt_chars = max(self.prompt_chars(c) for c in signalled)
         by_prompt = sum(estimate_call_cost(self.prices, c.settings.model, prompt_chars, c.settings.max_output_tokens) for c in callers) / len(callers)
         estimate: dict[str, Any] = {"model_calls_max": calls, "usd": estimate_run_cost(recent_cost_per_call, calls, by_prompt)}
-        return estimate | worst_case(model_nodes, self.prices, prompt_chars, len(signalled))
+        estimate |= worst_case(model_nodes, self.prices, prompt_chars, len(signalled))
+        return estimate | {
+            "model_calls_max": calls + taught["calls"],
+            "usd": estimate["usd"] + taught["usd"],
+            "usd_worst_case": estimate["usd_worst_case"] + taught["usd_worst_case"],
+            "lesson_calls": taught["calls"],
+        }
+
+    def lesson_estimate(self, lessons: int) -> dict[str, Any]:
+        """`lessons` reflection lessons asked of the reflection node's model (a closed trade each, at most one
+        a symbol a run): each a `LESSON_PROMPT_CHARS` prompt at the model's output cap, on the first provider
+        and in the worst case (every provider of its chain); nothing without a model on that node."""
+        from trading.agents.reflection import memory_of
+
+        caller = getattr(memory_of(self), "caller", None)
+        if not lessons or caller is None:
+            return {"calls": 0, "usd": 0.0, "usd_worst_case": 0.0}
+        chain = caller.estimate_call(self.prices, LESSON_PROMPT_CHARS)
+        return {"calls": lessons, "usd": chain.first_usd * lessons, "usd_worst_case": chain.worst_usd * lessons}
 
     def prompt_chars(self, ctx: SymbolContext) -> int:
         """A model node's prompt for `ctx` at most: its context (the stored lessons, `reflections`, among it),

@@ -93,3 +93,29 @@ def test_quantlake_estimate_counts_the_stored_lessons_by_the_same_rule(tmp_path:
     expected = DecisionPipeline(config).prompt_chars(_context(True)) - DecisionPipeline(config).prompt_chars(_context(False))
     assert grown == pytest.approx(expected / CHARS_PER_TOKEN, abs=2) and grown >= 2 * len(LESSON) / CHARS_PER_TOKEN
     assert taught["run_usd"] > plain["run_usd"] and "of stored lessons" in taught["basis"]
+
+
+def _lesson_writer(tmp_path: Path, per_day: float = 10.0) -> PipelineConfig:
+    """The reflection node asks a model for its lessons; no other node does."""
+    llm = {"model": "fake-small", "base_url": "http://127.0.0.1:9/v1", "max_output_tokens": 300}
+    nodes = [{"id": "memory", "type": "reflection", "config": {"llm": llm}}, {"id": "analyst", "type": "rules_analyst"}, {"id": "limits", "type": "hard_limits", "when": "trade"}]
+    file = tmp_path / "lessons.json"
+    file.write_text(json.dumps({"graph": {"nodes": nodes}, "prices": PRICES, "budget": {"per_day": per_day}}))
+    return load_pipeline_config(file)
+
+
+def test_lessons_still_to_write_are_in_the_worst_case_and_the_gate_refuses_what_they_push_over(tmp_path: Path) -> None:
+    """Three closed trades with no lesson yet: three model calls, each at the lesson prompt and the output cap."""
+    from trading.pipeline import LESSON_PROMPT_CHARS
+
+    decider = DecisionPipeline(_lesson_writer(tmp_path))
+    per_lesson = (LESSON_PROMPT_CHARS / CHARS_PER_TOKEN * PRICES["fake-small"][0] + 300 * PRICES["fake-small"][1]) / 1e6
+    none, three = decider.estimate([_context(False)]), decider.estimate([_context(False)], lessons=3)
+    assert none["model_calls_max"] == 0 and none["usd_worst_case"] == 0.0, "rule nodes cost nothing"
+    assert three["model_calls_max"] == three["lesson_calls"] == 3
+    assert three["usd_worst_case"] == pytest.approx(3 * per_lesson) and three["usd"] == pytest.approx(3 * per_lesson)
+    tight = DecisionPipeline(_lesson_writer(tmp_path, per_day=2.5 * per_lesson))
+    day = AT.date()
+    assert tight.budget_gate(tight.estimate([_context(False)], lessons=2), day=day, spent_today=0.0, spent_month=0.0).reason is None
+    refused = tight.budget_gate(tight.estimate([_context(False)], lessons=3), day=day, spent_today=0.0, spent_month=0.0)
+    assert refused.reason is not None and refused.reason.startswith("daily budget")
