@@ -53,6 +53,8 @@ def test_an_hourly_frame_holds_only_hours_closed_by_the_decision_bars_close() ->
     hours = frame_at(bars, utc(f"{TUESDAY}T15:29"), {"1h": 20})["1h"]  # its last minute: the hour closes with it
     assert hours.bars[-1]["ts"] == utc(f"{TUESDAY}T14:30") and hours.bars[-1]["close"] == bars.filter(pl.col("ts") == utc(f"{TUESDAY}T15:29"))["close"][0]
     assert len(hours.bars) == 8  # Monday's seven hours and Tuesday's first, never the one in progress
+    closing = frame_at(bars, utc(f"{MONDAY}T20:59"), {"1h": 20})["1h"]  # the session's short last hour closes with it
+    assert closing.bars[-1]["ts"] == utc(f"{MONDAY}T20:30") and len(closing.bars) == 7
 
 
 def test_a_bar_stamped_after_the_decision_time_never_reaches_the_context() -> None:
