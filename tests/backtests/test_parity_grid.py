@@ -4,7 +4,7 @@ shares) x long-only and long-short, on four symbols sharing one cash balance:
 - the engine equals the plain reference loop: the same orders (bar, symbol, side; shares 1e-9,
   price 1e-12, fees 1e-9) and the same equity at every bar (1e-9);
 - the compiled sweep equals the engine per combination (final equity, max drawdown, order count),
-  on one symbol, for the strategies that have one (cross-sectional ones sweep through the engine).
+  on one symbol (on the whole universe for a cross-sectional ranking), for every built-in.
 The grid holds all-in and partial sizes, so entries compete for cash on a bar (the free-cash cap
 binds) and some entries get no shares; the test asserts that it does. Where the two disagreed,
 the README's rule decided which was wrong (`strategies/entries.py`, `backtests/order_sim.py`).
@@ -130,12 +130,11 @@ def test_engine_equals_reference_loop_and_sweep_over_a_grid(name: str) -> None:
                 params = [strategy.params(**values, allow_short=short) for values in grid]
                 for i, p in enumerate(params):
                     _compare(tally, f"seed {seed} {cost_name} short={short} {grid[i]}", bars, strategy, p, costs, short)
-                if strategy.cross_sectional:
-                    continue  # its sweep is the engine per combination (tests/backtests/test_sweep.py)
+                swept = bars if strategy.cross_sectional else one  # a ranking sweeps the universe
                 config = BacktestConfig(init_cash=100_000, allow_short=short, **costs)
-                table = sweep(one, strategy, params, config)
+                table = sweep(swept, strategy, params, config)
                 for row, p in zip(table.iter_rows(named=True), params, strict=True):
-                    result = run_backtest(one, strategy, p, config)
+                    result = run_backtest(swept, strategy, p, config)
                     tally.sweep_rows += 1
                     if not (
                         row["orders"] == result.orders.height
