@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from strategies import controls
 from trading.events import Event, EventType
 from trading.ledger import Ledger, project
 from trading.ledger.store import EVENT_ID_MAX, Snapshot
@@ -157,7 +158,7 @@ class AccountBook:
         """The account's verdict on `quantity` of `proposal` at `price`; what it passes is booked."""
         book = self.snapshot()
         unmarked = sorted(s for s in book.positions if s not in self.marks)
-        reducing = book.positions.get(proposal.symbol, 0.0) * (1 if proposal.action == Action.BUY else -1) < 0
+        reducing = controls.reduces(book.positions.get(proposal.symbol, 0.0), 1.0 if proposal.action == Action.BUY else -1.0)
         if unmarked and not reducing:  # an equity without them would be wrong: fail closed
             return RiskAssessment(symbol=proposal.symbol, approved=False, quantity=0.0, hard_violations=[f"no mark for {unmarked} held by the account"])
         verdict = assess(proposal.model_copy(update={"quantity": quantity}), book, self.limits, price=price, fractional=fractional)

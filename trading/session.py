@@ -32,6 +32,7 @@ from typing import Any
 import polars as pl
 
 from backtests.engine import BacktestConfig, SizingLimits
+from strategies import controls
 from strategies.base import Strategy
 from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
@@ -186,7 +187,7 @@ def _intents(decisions: list[Decision], contexts: dict[str, SymbolContext], brok
         row: dict[str, Any] = {"client_order_id": None, "symbol": d.symbol, "side": side.value, "ts": fill_ts, "quantity": 0.0}
         if d.verdict == Verdict.EXECUTE:
             cid = client_order_id(d.strategy, d.symbol, d.decided_at, side)
-            reducing = (side == Side.SELL and ctx.position > 0) or (side == Side.BUY and ctx.position < 0)
+            reducing = controls.reduces(ctx.position, 1.0 if side == Side.BUY else -1.0)
             if broker.get_order(cid) is None:  # not sent: the executor blocked it (a halt)
                 row |= {"status": "blocked", "limited": True, "reason": blocked or "blocked by the executor"}
             else:  # quantity and status are read when the session ends

@@ -1,6 +1,7 @@
 """The pre-run budget gate in a paper session, through paper_session_job: the session's own earlier bars
 spend the month (the gate reads the session ledger's cost events at each bar), and once what is left
-is short of a bar's worst case, the month's later bars make no model request; a new month runs again.
+is short of a bar's worst case, the month's later bars make no model request. The real month (the run's
+clock) is spent too, so January, a new month by the bars, is held by it as well.
 The same gate (`DecisionPipeline.budget_gate`, checked in `trading.step.trading_step`) as decide runs."""
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def test_a_nearly_spent_month_makes_no_model_request_for_the_rest_of_the_month(t
     january = [d for d in steps if d.startswith("2024-01")]
     assert len(december) > 5 and len(january) > 3, "the session decides on every bar of both months"
     # The first December bar spends more than the month has left after it ($20.20 of $15); from then on
-    # every December bar is gated before its first request. January is a new month: its first bar runs.
-    assert asked == [december[0]] * len(SYMBOLS) + [january[0]] * len(SYMBOLS), asked
+    # every December bar is gated before its first request. January is a new month by the bars, but the
+    # run's real month has already spent $20.20 of $15 (the session's spend counts against the trading
+    # ledger's budget), so it makes no request either.
+    assert asked == [december[0]] * len(SYMBOLS), asked
     gated = {e.as_of.date().isoformat() for e in budget}
-    assert gated == set(december[1:] + january[1:])
+    assert gated == set(december[1:] + january)
     assert all("no model call made" in e.payload["detail"] and "monthly budget $15.0000" in e.payload["reason"] for e in budget)
     assert len(holds) == len(SYMBOLS) * len(gated), "each signalled symbol is held, saying why"
