@@ -20,9 +20,10 @@ import polars as pl
 from pydantic import Field
 
 from lake.calendar import EXCHANGE_TZ, sessions_frame
+from lake.errors import UnknownSymbolError
 from lake.features import compute_features
 from lake.resample import resample_bars
-from lake.schema import TIMEFRAMES
+from lake.schema import BAR_SCHEMA, TIMEFRAMES
 from lake.store import read_bars
 from strategies.base import Strategy
 from trading.models import Frozen, PortfolioSnapshot
@@ -221,17 +222,37 @@ def frame_views(frames: Mapping[str, pl.DataFrame], frame_bars: Mapping[str, int
 
 def frames_from(bars: pl.DataFrame, timeframes: Sequence[str]) -> dict[str, pl.DataFrame]:
     """Each timeframe from the step's own bars: the same timeframe as is, a coarser one resampled
-    from 1m bars (the closed rule applies to the resampled bars: a bucket in progress is left out)."""
+    from 1m bars (the closed rule applies to the resampled bars: a bucket in progress is left out;
+    a first bucket the minutes start inside of is left out too)."""
     base = set(bars["timeframe"].unique().to_list())
     out: dict[str, pl.DataFrame] = {}
     for tf in timeframes:
         if base == {tf}:
             out[tf] = bars
         elif base == {"1m"} and tf in ("5m", "15m", "1h", "1d"):
-            out[tf] = resample_bars(bars, tf)  # type: ignore[arg-type]  # tf checked against CoarseTimeframe
+            out[tf] = _whole_bars(resample_bars(bars, tf), bars, tf)  # type: ignore[arg-type]  # tf checked against CoarseTimeframe
         else:
             raise ContextError(f"a node reads {tf} bars; the step has only {sorted(base)} bars and no {tf} frame was read (trading.context.read_frames)")
     return out
+
+
+def _whole_bars(resampled: pl.DataFrame, minutes: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+    """Drops a symbol's first bar when its minutes start after that bar's start (a window cut mid-hour
+    or mid-session): a bar missing its first minutes has the wrong open, high and low."""
+    if resampled.is_empty():
+        return resampled
+    first = minutes.group_by("symbol").agg(pl.col("ts").min().alias("_first"))
+    marked = resampled.join(first, on="symbol", how="left")
+    if timeframe == "1d":  # a daily bar is stamped at its first minute: compare with its session's open
+        local_day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+        days = marked.select(local_day.alias("d"))["d"]
+        opens = sessions_frame(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("open").alias("_start"))  # type: ignore[arg-type]
+        marked = marked.with_columns(local_day.alias("_day")).join(opens, on="_day", how="left", maintain_order="left")
+        marked = marked.with_columns(pl.coalesce("_start", "ts").alias("_start"))
+    else:
+        marked = marked.with_columns(pl.col("ts").alias("_start"))
+    partial = (pl.col("ts") == pl.col("ts").min().over("symbol")) & (pl.col("_first") > pl.col("_start"))
+    return marked.filter(~partial).select(resampled.columns)
 
 
 def read_frames(lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime) -> dict[str, pl.DataFrame]:
@@ -242,7 +263,10 @@ def read_frames(lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str
         per_day = 1 if tf == "1d" else max(1, int(timedelta(minutes=390) / TIMEFRAMES[tf]))
         start = until - timedelta(days=int(count / per_day * 1.6) + 10)  # weekends and holidays
         dataset = "resampled" if tf in ("5m", "15m", "1h") else "bars"
-        stored = read_bars(lake_root, symbols, tf, start, until, dataset=dataset)
+        try:
+            stored = read_bars(lake_root, symbols, tf, start, until, dataset=dataset)
+        except UnknownSymbolError:  # not stored for every symbol: all from the minutes, one rule
+            stored = pl.DataFrame(schema=BAR_SCHEMA)
         if stored.is_empty() and tf != "1m":  # not stored: from the minutes, same closed rule
             minutes = read_bars(lake_root, symbols, "1m", start, until)
             stored = frames_from(minutes, [tf])[tf] if not minutes.is_empty() else stored

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from lake.calendar import session_minutes
 from lake.schema import conform_bars
+from lake.store import replace_partitions
 from tests.trading.always_long import ALWAYS_LONG
-from trading.context import FrameView, SymbolContext, build_contexts, frames_from
+from trading.context import FrameView, SymbolContext, build_contexts, frames_from, read_frames
 from trading.models import PortfolioSnapshot
 
 SNAPSHOT = PortfolioSnapshot(cash=100_000.0, equity=100_000.0, start_of_day_equity=100_000.0, peak_equity=100_000.0)
@@ -85,3 +87,23 @@ def test_a_frame_the_step_cannot_build_is_named() -> None:
     daily = frames_from(minutes(MONDAY), ["1d"])["1d"]
     with pytest.raises(ValueError, match="reads 1h bars"):
         frames_from(daily, ["1h"])
+
+
+def test_a_window_cut_inside_a_bar_does_not_pass_that_partial_bar_off_as_whole() -> None:
+    """A step's minute window that starts mid-hour (or mid-session) resamples its first bucket from a part."""
+    bars = minutes(MONDAY, TUESDAY).filter(pl.col("ts") >= utc(f"{MONDAY}T15:00"))
+    frames = frames_from(bars, ["1h", "1d"])
+    assert frames["1h"]["ts"][0] == utc(f"{MONDAY}T15:30") and frames["1d"]["ts"].dt.date().to_list() == [datetime(2026, 11, 24).date()]
+    whole = frames_from(minutes(MONDAY, TUESDAY), ["1h", "1d"])
+    assert whole["1h"]["ts"][0] == utc(f"{MONDAY}T14:30") and whole["1d"].height == 2
+
+
+def test_frames_are_read_from_the_lake_only_for_the_timeframes_asked(tmp_path: Path) -> None:
+    """Stored when the lake has them, else resampled from its minutes; nothing asked, nothing opened."""
+    replace_partitions(tmp_path, "bars", "1m", minutes(MONDAY, TUESDAY), period="date")
+    assert read_frames(tmp_path / "no-lake-here", ["AAPL"], {}, utc(f"{TUESDAY}T22:00")) == {}
+    read = read_frames(tmp_path, ["AAPL"], {"1h": 3, "1d": 2}, utc(f"{TUESDAY}T22:00"))
+    assert read["1h"].height == 14 and read["1d"]["close"].to_list() == frames_from(minutes(MONDAY, TUESDAY), ["1d"])["1d"]["close"].to_list()
+    stored_daily = read["1d"].with_columns(pl.col("close") * 2)
+    replace_partitions(tmp_path, "bars", "1d", stored_daily, period="year")
+    assert read_frames(tmp_path, ["AAPL"], {"1d": 2}, utc(f"{TUESDAY}T22:00"))["1d"]["close"].to_list() == stored_daily["close"].to_list()

@@ -23,18 +23,21 @@ from trading.models import Action, Mode, RiskAssessment, TradeProposal, Verdict
 from trading.pipeline import DecisionPipeline, PipelineConfig
 from trading.step import StepReport, trading_step
 
-WITH_FILTER = {
-    "graph": {
-        "nodes": [
-            {"id": "analyst", "type": "rules_analyst"},
-            {"id": "hard_limits", "type": "hard_limits", "when": "trade"},
-            {"id": "trend", "type": "trend_filter", "when": "approved", "config": {"timeframe": "1d", "window": 5}},
-            {"id": "validator", "type": "rules_validator", "when": "approved"},
-        ]
-    },
-    "limits": {"max_open_positions": 20, "max_sector_pct": 1.0, "max_position_pct": 0.2},
-}
-WITHOUT_FILTER = {"limits": WITH_FILTER["limits"]}
+LIMITS = {"max_open_positions": 20, "max_sector_pct": 1.0, "max_position_pct": 0.2}
+
+
+def with_filter(window: int = 5) -> dict[str, Any]:
+    """analyst -> hard limits -> trend filter on the daily frame -> validator."""
+    nodes = [
+        {"id": "analyst", "type": "rules_analyst"},
+        {"id": "hard_limits", "type": "hard_limits", "when": "trade"},
+        {"id": "trend", "type": "trend_filter", "when": "approved", "config": {"timeframe": "1d", "window": window}},
+        {"id": "validator", "type": "rules_validator", "when": "approved"},
+    ]
+    return {"graph": {"nodes": nodes}, "limits": LIMITS}
+
+
+WITHOUT_FILTER = {"limits": LIMITS}
 
 
 def context(closes: list[float], position: float = 0.0) -> SymbolContext:
@@ -102,7 +105,7 @@ def verdicts(report: StepReport) -> dict[str, Verdict]:
 def test_the_trend_filter_changes_a_decision_in_a_step(tmp_path: Path) -> None:
     bars = daily_bars({"UP": RISING, "DOWN": FALLING})
     assert verdicts(step(tmp_path / "a", WITHOUT_FILTER, bars)) == {"UP": Verdict.EXECUTE, "DOWN": Verdict.EXECUTE}
-    filtered = step(tmp_path / "b", WITH_FILTER, bars)
+    filtered = step(tmp_path / "b", with_filter(), bars)
     assert verdicts(filtered) == {"UP": Verdict.EXECUTE, "DOWN": Verdict.HOLD}
     assert [len(c.frames["1d"].bars) for c in filtered.contexts] == [5, 5]  # the window, from the step's own daily bars
 
@@ -136,5 +139,19 @@ def test_frames_the_caller_read_are_used_and_cut_at_the_decision_bar(tmp_path: P
     """A lake read may hold later bars: a falling future never blocks today's rising trend."""
     bars = daily_bars({"UP": RISING})
     later = daily_bars({"UP": [*RISING, 50.0]}).tail(1).with_columns(pl.col("ts") + timedelta(days=7))
-    report = step(tmp_path, WITH_FILTER, bars, frames={"1d": pl.concat([bars, later])})
+    report = step(tmp_path, with_filter(), bars, frames={"1d": pl.concat([bars, later])})
     assert verdicts(report) == {"UP": Verdict.EXECUTE} and report.contexts[0].frames["1d"].closes[-1] == RISING[-1]
+
+
+def test_on_minute_bars_the_daily_trend_is_yesterdays_until_the_session_closes(tmp_path: Path) -> None:
+    """A step on 1m bars resamples the daily frame itself: intraday only Monday has closed (too few
+    for a two-day mean: held); at the session's last minute Tuesday's bar is known and rising: executed."""
+    from tests.trading.test_multi_timeframe import MONDAY, TUESDAY, minutes
+
+    config = with_filter(window=2)
+    bars = minutes(MONDAY, TUESDAY)
+    last = bars["ts"].max()
+    intraday = step(tmp_path / "a", config, bars.filter(pl.col("ts") < last))
+    assert verdicts(intraday) == {"AAPL": Verdict.HOLD} and [b["ts"].date().isoformat() for b in intraday.contexts[0].frames["1d"].bars] == [MONDAY]
+    closing = step(tmp_path / "b", config, bars)
+    assert verdicts(closing) == {"AAPL": Verdict.EXECUTE} and len(closing.contexts[0].frames["1d"].bars) == 2
