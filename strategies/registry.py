@@ -6,13 +6,25 @@ declares it under the entry-point group `quantlake.strategies` in their own pack
 
 from __future__ import annotations
 
-from importlib import import_module
-from importlib.metadata import entry_points
+from functools import cache
+from importlib import import_module, metadata
 
 from strategies.base import Strategy, StrategyError
 from strategies.builtin import BUILTINS
 
 ENTRY_POINT_GROUP = "quantlake.strategies"
+
+
+@cache
+def entry_points(group: str) -> tuple[metadata.EntryPoint, ...]:
+    """The group's entry points, read once per process: a scan reads every installed package's
+    metadata (the soak looked strategies up thousands of times). `refresh()` reads them again."""
+    return tuple(metadata.entry_points(group=group))
+
+
+def refresh() -> None:
+    """Forget the entry points read so far: the next lookup sees packages installed since."""
+    entry_points.cache_clear()
 
 
 def available() -> dict[str, Strategy]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from functools import cache
+from importlib import metadata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -181,10 +182,25 @@ BUILTIN_AGENTS["trend_filter"] = AgentType(
 )
 
 
+AGENT_ENTRY_POINT_GROUP = "quantlake.agents"
+
+
+@cache
+def entry_points(group: str) -> tuple[metadata.EntryPoint, ...]:
+    """The group's entry points, read once per process: a scan reads every installed package's
+    metadata, and graphs look agent types up at every build. `refresh()` reads them again."""
+    return tuple(metadata.entry_points(group=group))
+
+
+def refresh() -> None:
+    """Forget the entry points read so far: the next lookup sees packages installed since."""
+    entry_points.cache_clear()
+
+
 def agent_types() -> dict[str, AgentType]:
     """Built-ins plus plugins from the `quantlake.agents` entry-point group."""
     found = dict(BUILTIN_AGENTS)
-    for ep in entry_points(group="quantlake.agents"):
+    for ep in entry_points(group=AGENT_ENTRY_POINT_GROUP):
         plugin = ep.load()
         if not isinstance(plugin, AgentType):
             raise AgentConfigError(f"entry point {ep.name!r} ({ep.value}) is not an AgentType")
