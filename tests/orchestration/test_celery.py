@@ -173,6 +173,7 @@ class Cluster:
     lake: Path
     logs: Path
     workers: list[str]
+    worker_logs: list[Path]
 
     def run(self, *args: str, name: str) -> subprocess.Popen[bytes]:
         """`dagster job execute ...` as a user runs it, with this cluster's environment."""
@@ -243,6 +244,7 @@ def cluster(redis_db: str, tmp_path: Path) -> Iterator[Cluster]:
         "QUANTLAKE_LAKE_DIR": str(lake),
         "QUANTLAKE_EXECUTOR": "celery",
         "QUANTLAKE_CELERY_BROKER": redis_db,
+        "QUANTLAKE_LOG_FORMAT": "json",  # as a deployment logs: every worker line must be JSON (checked at the end)
     }
     tag = uuid.uuid4().hex[:6]
     names = [f"quantlake-{tag}-{i}" for i in (1, 2)]
@@ -258,7 +260,7 @@ def cluster(redis_db: str, tmp_path: Path) -> Iterator[Cluster]:
                 ))
         hostnames = [f"{n}@{os.uname().nodename}" for n in names]
         _ping(redis_db, hostnames, procs, worker_logs)
-        yield Cluster(env, home, lake, logs, hostnames)
+        yield Cluster(env, home, lake, logs, hostnames, worker_logs)
     finally:
         for proc in procs:
             _stop(proc)
@@ -345,6 +347,19 @@ def test_celery_workers_run_an_ingest_backfill_and_a_chunked_sweep_as_one_proces
     assert {place.worker for _, _, place in places} <= set(cluster.workers), places
     assert {place.worker for place in chunks} == set(cluster.workers), chunks
     assert len({place.pid for place in chunks}) == 2, chunks
+    # The workers ran real steps in JSON mode: each line they wrote is one JSON object.
+    for log in cluster.worker_logs:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        assert lines, f"{log.name} is empty"
+        not_json = [line for line in lines if not _is_json_object(line)]
+        assert not_json == [], f"{log.name}: {len(not_json)} of {len(lines)} lines are not JSON, first {not_json[0][:200]!r}"
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def test_an_open_end_is_pinned_in_the_plan_every_chunk_reads(lake: LakeResource) -> None:
