@@ -28,8 +28,8 @@ prints the summary table. By hand or with `make mutate`.
 
 `--changed REV` (or MUTATE_BASE=REV; CI's mode): only the modules below whose source or mapped tests
 differ between the merge-base of REV and HEAD and the working tree (`git diff --name-only`), within
-MUTATE_BUDGET seconds in all (default 300, shared equally; each module a random sample of its
-mutants), and exits 1 when a module's score on its sample, not counting the survivors recorded as
+MUTATE_BUDGET seconds in all (default 300; each module an equal share of what is left when it starts,
+its baseline test run included, and a random sample of its mutants in it), and exits 1 when a module's score on its sample, not counting the survivors recorded as
 equivalent (EQUIVALENT), is below its floor (FLOORS, else 90 %). No base, a base that does not
 resolve (a shallow clone) or no mapped file touched: a message, and exit 0.
 """
@@ -704,7 +704,7 @@ def verdicts(outcomes: list[Outcome]) -> tuple[bool, list[str]]:
     for o in outcomes:
         floor = FLOORS.get(o.module, DEFAULT_FLOOR)
         if o.run < MIN_JUDGED:
-            lines.append(f"{o.module}: only {o.run} mutant(s) ran in the budget: not judged {o.note}".rstrip())
+            lines.append(f"{o.module}: only {o.run} mutant(s) ran in the budget: not judged ({o.note or 'no note'})")
             continue
         score = judged_score(o)
         passed = score >= floor
@@ -727,9 +727,8 @@ def run_changed(base: str | None) -> int:
         print(f"mutation: no mutated module or its tests changed since {base}: nothing mutated")
         return 0
     budget = float(os.environ.get("MUTATE_BUDGET", "300"))
-    os.environ["MUTATE_LIMIT"] = str(budget / len(modules))
     print(f"mutation: {len(modules)} module(s) touched since {base}, {budget:.0f} s in all: {', '.join(modules)}")
-    outcomes = mutate(modules)
+    outcomes = mutate(modules, budget)
     ok, lines = verdicts(outcomes)
     print("\n".join(lines))
     for o in outcomes:
@@ -754,9 +753,11 @@ def main(argv: list[str]) -> int:
     return 0 if all(not o.errors or o.run for o in outcomes) else 1
 
 
-def mutate(modules: list[str]) -> list[Outcome]:
-    """Each module's mutants (MUTATE_LIMIT seconds each) in a scratch copy; writes the reports."""
+def mutate(modules: list[str], budget_s: float | None = None) -> list[Outcome]:
+    """Each module's mutants in a scratch copy, MUTATE_LIMIT seconds each or, with `budget_s`, an
+    equal share of what is left of it when the module starts (baseline included); writes the reports."""
     limit = float(os.environ.get("MUTATE_LIMIT", "900"))
+    budget_end = time.monotonic() + budget_s if budget_s is not None else None
     cwd = os.getcwd()
     work = scratch_copy()
     os.chdir(work)
@@ -771,8 +772,10 @@ def mutate(modules: list[str]) -> list[Outcome]:
     if os.environ.get("MUTATE_RUNNER", "fork") != "subprocess":
         preload()
     outcomes = []
-    for module in modules:
+    for i, module in enumerate(modules):
         print(f"{module}: {' '.join(module_tests(module))}")
+        if budget_end is not None:
+            limit = max(budget_end - time.monotonic(), 0.0) / (len(modules) - i)
         outcome = run_module(module, work, limit)
         write_report(outcome)
         outcomes.append(outcome)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -106,19 +106,18 @@ def test_too_small_a_sample_is_reported_not_judged(mutate: ModuleType) -> None:
 def test_run_changed_mutates_the_touched_modules_within_the_budget(
     mutate: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ran: list[tuple[list[str], str]] = []
+    ran: list[tuple[list[str], float | None]] = []
     scores = {"trading/risk.py": 10, "strategies/base.py": 10}
 
-    def fake_mutate(modules: list[str]) -> list[object]:
-        ran.append((modules, os.environ["MUTATE_LIMIT"]))
+    def fake_mutate(modules: list[str], budget_s: float | None = None) -> list[object]:
+        ran.append((modules, budget_s))
         return [_outcome(mutate, m, 10, scores[m], []) for m in modules]
 
     monkeypatch.setattr(mutate, "mutate", fake_mutate)
     monkeypatch.setattr(mutate, "changed_files", lambda base: ["README.md", "trading/risk.py", "strategies/base.py"])
     monkeypatch.setenv("MUTATE_BUDGET", "120")
-    monkeypatch.setenv("MUTATE_LIMIT", "900")
     assert mutate.main(["--changed", "origin/main"]) == 0
-    assert ran == [([m for m in mutate.MODULES if m in scores], "60.0")]
+    assert ran == [([m for m in mutate.MODULES if m in scores], 120.0)]
     scores["strategies/base.py"] = 8
     assert mutate.main(["--changed", "origin/main"]) == 1
     assert "strategies/base.py: 80.0% of 10 sampled mutants killed or equivalent; floor 90%: BELOW" in capsys.readouterr().out
@@ -127,7 +126,7 @@ def test_run_changed_mutates_the_touched_modules_within_the_budget(
 def test_run_changed_without_a_base_or_a_touched_module_mutates_nothing(
     mutate: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def must_not_run(modules: list[str]) -> list[object]:
+    def must_not_run(modules: list[str], budget_s: float | None = None) -> list[object]:
         raise AssertionError(f"mutated {modules}")
 
     monkeypatch.setattr(mutate, "mutate", must_not_run)
@@ -142,3 +141,38 @@ def test_run_changed_without_a_base_or_a_touched_module_mutates_nothing(
     assert mutate.main(["--changed", "HEAD~1"]) == 0
     assert "nothing mutated" in capsys.readouterr().out
     assert mutate.main(["--changed", "a", "b"]) == 2
+
+
+A, B, C = "strategies/sizing.py", "strategies/positions.py", "strategies/registry.py"
+
+
+def test_each_module_gets_an_equal_share_of_what_is_left_of_the_budget(
+    mutate: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    now = [1000.0]
+    limits: list[float] = []
+
+    def fake_run_module(module: str, work: Path, limit_s: float) -> object:
+        limits.append(limit_s)
+        now[0] += {A: 10.0, B: 70.0, C: 0.0}[module]  # A ends early, B overruns its share
+        return mutate.Outcome(module)
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.setattr(mutate, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(mutate, "scratch_copy", lambda: tmp_path / "work")
+    monkeypatch.setattr(mutate, "preload", lambda: None)
+    monkeypatch.setattr(mutate, "run_module", fake_run_module)
+    monkeypatch.setattr(mutate, "write_report", lambda out: None)
+    monkeypatch.setattr(mutate, "ROOT", tmp_path)
+    monkeypatch.setattr(mutate, "OUT", tmp_path / "out")
+    for name in ("PYTHONPATH", "GX_ANALYTICS_ENABLED", "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTHONDONTWRITEBYTECODE"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    monkeypatch.chdir(tmp_path)
+    mutate.mutate([A, B, C], 120.0)
+    assert limits == [40.0, 55.0, 40.0]  # 120 / 3; then (120 - 10) / 2; then the 40 s B left
+    limits.clear()
+    monkeypatch.setenv("MUTATE_LIMIT", "7")
+    mutate.mutate([A, C])
+    assert limits == [7.0, 7.0]  # without a budget: MUTATE_LIMIT each
