@@ -1,7 +1,9 @@
 """Sensors. Each is idempotent: `run_key`s and cursors make a launch happen once."""
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -115,16 +117,26 @@ def _complete_until(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> 
     return last if last.tzinfo else last.replace(tzinfo=UTC)
 
 
+class Refetches(NamedTuple):
+    requests: list[dg.RunRequest]
+    notes: list[str]  # why other partitions are not asked again
+    confirmed: dict[str, str]  # per symbol, the last session confirmed complete, with every one before it
+
+
 def missed_session_requests(
-    instance: dg.DagsterInstance, now: datetime, since: datetime, symbols: list[str]
-) -> tuple[list[dg.RunRequest], list[str]]:
-    """(the refetches due at `now`, why others are not asked again) for the sessions that closed
-    between `since` (when the sensor first ran) and `now` less the grace, the last N of them.
+    instance: dg.DagsterInstance, now: datetime, since: datetime, symbols: list[str], confirmed: Mapping[str, str] | None = None
+) -> Refetches:
+    """The refetches due at `now` for the sessions that closed between `since` (when the sensor first
+    ran) and `now` less the grace, the last N of them.
 
     A partition is missed when its latest materialization does not reach the session's last
     minute (or there is none). It is asked again once per attempt (run key `refetch|day|symbol|n`),
     not while a run of it is in flight, not sooner than the backoff after the last run ended, and
-    at most QUANTLAKE_REFETCH_ATTEMPTS times (the failures were alerted)."""
+    at most QUANTLAKE_REFETCH_ATTEMPTS times (the failures were alerted).
+
+    A symbol's sessions up to `confirmed[symbol]` were found complete before: they are not queried
+    again (one materialization query per session and symbol was most of the sensor's cost). A
+    partition rewritten incomplete after that is not refetched: the rewrite's run is its owner."""
     from assets.partitions import intraday_key, intraday_partitions, recent_sessions
     from lake.calendar import session_bounds
 
@@ -137,6 +149,8 @@ def missed_session_requests(
     [days_dim] = [d for d in intraday_partitions.partitions_defs if d.name == "date"]
     requests: list[dg.RunRequest] = []
     notes: list[str] = []
+    done = dict(confirmed or {})
+    gap: set[str] = set()  # symbols with an incomplete session: nothing after it is confirmed
     today = now.astimezone(ZoneInfo("America/New_York")).date()
     closed = [d for d in recent_sessions(today, sessions_back + 1, cal) if session_bounds(d, cal)[1] + grace <= now][-sessions_back:]
     for day in closed:
@@ -144,10 +158,15 @@ def missed_session_requests(
         if close < since or not days_dim.partitions_def.has_partition_key(day.isoformat()):
             continue
         for symbol in symbols:
+            if day.isoformat() <= done.get(symbol, ""):
+                continue
             key = intraday_key(day.isoformat(), symbol)
             last = _complete_until(instance, key)
             if last is not None and last >= close - timedelta(minutes=1):
+                if symbol not in gap:
+                    done[symbol] = day.isoformat()
                 continue
+            gap.add(symbol)
             records = instance.get_run_records(dg.RunsFilter(job_name="ingest_intraday_job", tags={"dagster/partition": str(key)}))
             if any(not r.dagster_run.is_finished for r in records):
                 continue  # a run of it is in flight (the close's, a retry, an earlier refetch)
@@ -165,7 +184,15 @@ def missed_session_requests(
                     tags={**_tags(), REFETCH_RUN_TAG: str(attempts + 1)},
                 )
             )
-    return requests, notes
+    return Refetches(requests, notes, done)
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
+    """(since, confirmed): the cursor is the sensor's first run (ISO), then JSON once a session is confirmed."""
+    if not cursor.startswith("{"):
+        return datetime.fromisoformat(cursor), {}
+    state = json.loads(cursor)
+    return datetime.fromisoformat(state["since"]), dict(state.get("confirmed", {}))
 
 
 @dg.sensor(
@@ -176,22 +203,25 @@ def missed_session_requests(
         "Refetches the 1-minute bars of a recent session whose partition is missing or incomplete (the close's "
         "ingest failed or never ran): the last QUANTLAKE_REFETCH_SESSIONS (5) sessions closed since the sensor "
         "started, QUANTLAKE_REFETCH_GRACE_MIN (60) after the close, one attempt per run key, at most "
-        "QUANTLAKE_REFETCH_ATTEMPTS (3), QUANTLAKE_REFETCH_BACKOFF_MIN (60) apart."
+        "QUANTLAKE_REFETCH_ATTEMPTS (3), QUANTLAKE_REFETCH_BACKOFF_MIN (60) apart. Sessions found complete are "
+        "kept in the cursor and not checked again."
     ),
 )
 def missed_sessions_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     from assets.partitions import add_symbols
 
     now = datetime.now(UTC)
-    since = datetime.fromisoformat(context.cursor) if context.cursor else now
     if not context.cursor:  # sessions before the sensor first ran are a backfill's job, not a refetch's
         context.update_cursor(now.isoformat())
+    since, confirmed = _read_cursor(context.cursor or now.isoformat())
     symbols = sorted(settings().universe_symbols)
-    requests, notes = missed_session_requests(context.instance, now, since, symbols)
-    if not requests:
-        return dg.SkipReason("; ".join(notes) or "no missed session")
+    found = missed_session_requests(context.instance, now, since, symbols, confirmed)
+    if found.confirmed != confirmed:
+        context.update_cursor(json.dumps({"since": since.isoformat(), "confirmed": found.confirmed}, sort_keys=True))
+    if not found.requests:
+        return dg.SkipReason("; ".join(found.notes) or "no missed session")
     add_symbols(context.instance, symbols)  # the universe may have grown since the close
-    return dg.SensorResult(run_requests=requests)
+    return dg.SensorResult(run_requests=found.requests)
 
 
 SENSORS = [run_failure_alert_sensor, new_daily_bars_sensor, price_move_sensor, missed_sessions_sensor]
