@@ -189,7 +189,7 @@ class Strategy(Generic[P]):
     def signals(self, bars: pl.DataFrame, params: P) -> pl.DataFrame:
         """Bars plus the signal columns, sorted by symbol and ts."""
         check_bars(bars, self.name)
-        out = self.compute(bars.sort("symbol", "ts"), params)
+        out = self.compute(bars if sorted_by_symbol_ts(bars) else bars.sort("symbol", "ts"), params)
         missing = [c for c in SIGNAL_COLUMNS if c not in out.columns]
         if missing:
             raise StrategyError(f"{self.name}: signal function did not produce {missing}")
@@ -209,6 +209,20 @@ def check_bars(bars: pl.DataFrame, who: str) -> None:
     if bad.height:
         row = bad.row(0, named=True)
         raise StrategyError(f"{who}: {bad.height} bar(s) with NaN/null prices, first {row['symbol']} at {row['ts']}")
+
+
+def sorted_by_symbol_ts(bars: pl.DataFrame) -> bool:
+    """Whether the rows are already in (symbol, ts) order: cheaper to check than to sort again (a
+    lake read, a backtest's slice). Only plain text symbols without nulls count: a categorical's or
+    a null's place in the sort is not the place a text comparison gives."""
+    symbol, ts = bars["symbol"], bars["ts"]
+    if symbol.dtype != pl.String or symbol.null_count() or ts.null_count() or not symbol.is_sorted():
+        return False
+    if ts.is_sorted():
+        return True
+    # Several symbols: ts may fall only where a new symbol's run starts.
+    falls_within_symbol = (pl.col("ts") < pl.col("ts").shift(1)) & (pl.col("symbol") == pl.col("symbol").shift(1))
+    return not bars.select(falls_within_symbol.any()).item()
 
 
 def no_levels() -> list[pl.Expr]:

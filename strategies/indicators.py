@@ -73,13 +73,21 @@ def _windowed(expr: pl.Expr, window: int, min_window: int, kernel: Callable[[np.
         raise ValueError(f"window must be at least 1, got {window}")
     if window < min_window:
         return pl.lit(None, pl.Float64)
-    values = expr.cast(pl.Float64)
-    # A maximum, not a sum: which windows are complete is exact whatever the history.
-    complete = values.is_null().cast(pl.UInt8).rolling_max(window) == 0
-    reduced = values.fill_null(0.0).map_batches(
-        lambda s: pl.Series(s.name, kernel(np.ascontiguousarray(s.to_numpy(), dtype=np.float64))), return_dtype=pl.Float64
-    )
-    return pl.when(complete).then(reduced)
+    # One pass per group: which windows are complete is decided in numpy beside the kernel, not by
+    # a second rolling expression over the column.
+    return expr.cast(pl.Float64).map_batches(lambda s: _masked_windows(s, window, kernel), return_dtype=pl.Float64)
+
+
+def _masked_windows(values: pl.Series, window: int, kernel: Callable[[np.ndarray], np.ndarray]) -> pl.Series:
+    """The kernel's value where the window ending at the row is complete and holds no null, else null.
+    Nulls enter the kernel as 0.0 so they reach no other window's value."""
+    reduced = kernel(np.ascontiguousarray(values.fill_null(0.0).to_numpy(), dtype=np.float64))
+    complete = np.arange(values.len()) >= window - 1
+    if values.null_count() and window <= values.len():
+        # Nulls per window from a running count: integers, so exact whatever the history.
+        seen = np.concatenate(([0], np.cumsum(values.is_null().to_numpy(), dtype=np.int64)))
+        complete[window - 1 :] &= seen[window:] == seen[: seen.size - window]
+    return pl.select(pl.when(pl.Series(complete)).then(pl.Series(values.name, reduced))).to_series()
 
 
 def window_mean(expr: pl.Expr, window: int) -> pl.Expr:
