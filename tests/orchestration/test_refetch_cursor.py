@@ -42,7 +42,10 @@ def _evaluate(instance: dg.DagsterInstance, at: datetime, cursor: str, queries: 
         context = dg.build_sensor_context(instance=instance, cursor=cursor)
         queries.clear()
         result = missed_sessions_sensor(context)
-    requests = [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
+    if isinstance(result, dg.SkipReason):
+        return [], context.cursor
+    assert isinstance(result, dg.SensorResult)
+    requests = list(result.run_requests or [])
     return [(r.run_key or "", str(r.partition_key)) for r in requests], context.cursor
 
 
