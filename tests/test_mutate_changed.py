@@ -157,9 +157,12 @@ def test_each_module_gets_an_equal_share_of_what_is_left_of_the_budget(
         now[0] += {A: 10.0, B: 70.0, C: 0.0}[module]  # A ends early, B overruns its share
         return mutate.Outcome(module)
 
-    (tmp_path / "work").mkdir()
+    def fake_scratch_copy() -> Path:
+        (tmp_path / "work").mkdir(exist_ok=True)  # mutate() removes it when done
+        return tmp_path / "work"
+
     monkeypatch.setattr(mutate, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    monkeypatch.setattr(mutate, "scratch_copy", lambda: tmp_path / "work")
+    monkeypatch.setattr(mutate, "scratch_copy", fake_scratch_copy)
     monkeypatch.setattr(mutate, "preload", lambda: None)
     monkeypatch.setattr(mutate, "run_module", fake_run_module)
     monkeypatch.setattr(mutate, "write_report", lambda out: None)
