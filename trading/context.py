@@ -12,7 +12,8 @@ unknown intraday (it closes with the session), the hour in progress is left out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,12 @@ def build_contexts(
     return out, skipped
 
 
+@lru_cache(maxsize=64)
+def _sessions(first: date, last: date) -> pl.DataFrame:
+    """The calendar's sessions (date, open, close); a session's steps ask for the same days every bar."""
+    return sessions_frame(first, last)
+
+
 def bar_closes(bars: pl.DataFrame) -> pl.Series:
     """When each bar (of its `timeframe` column) closed: `ts + period`, never after its session's
     close; a daily bar at its session's close (half days early). Off-session bars: `ts + period`."""
@@ -170,7 +177,7 @@ def bar_closes(bars: pl.DataFrame) -> pl.Series:
         return pl.Series("closes_at", [], dtype=bars.schema["ts"])
     local_day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
     days = bars.select(local_day.alias("d"))["d"]
-    sessions = sessions_frame(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("close").alias("_session_close"))  # type: ignore[arg-type]
+    sessions = _sessions(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("close").alias("_session_close"))  # type: ignore[arg-type]
     period = pl.col("timeframe").replace_strict({tf: d for tf, d in TIMEFRAMES.items()}, return_dtype=pl.Duration("us"))
     nominal = pl.col("ts") + period
     closes = (
@@ -246,7 +253,7 @@ def _whole_bars(resampled: pl.DataFrame, minutes: pl.DataFrame, timeframe: str) 
     if timeframe == "1d":  # a daily bar is stamped at its first minute: compare with its session's open
         local_day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
         days = marked.select(local_day.alias("d"))["d"]
-        opens = sessions_frame(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("open").alias("_start"))  # type: ignore[arg-type]
+        opens = _sessions(days.min(), days.max()).select(pl.col("date").alias("_day"), pl.col("open").alias("_start"))  # type: ignore[arg-type]
         marked = marked.with_columns(local_day.alias("_day")).join(opens, on="_day", how="left", maintain_order="left")
         marked = marked.with_columns(pl.coalesce("_start", "ts").alias("_start"))
     else:
