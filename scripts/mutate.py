@@ -83,10 +83,10 @@ MODULES: dict[str, list[str]] = {
     # Plain-Python strategy rules: hand-computed values first, then the strategies' own tests.
     "strategies/sizing.py": ["tests/strategies/test_mutants_indicators.py", "tests/strategies/test_strategies.py"],
     "strategies/positions.py": ["tests/strategies/test_mutants_positions.py", "tests/strategies/test_strategies.py"],
-    "strategies/base.py": ["tests/strategies/test_mutants_base.py", "tests/strategies/test_strategies.py"],
+    "strategies/base.py": ["tests/strategies/test_mutants_base.py", "tests/strategies/test_sorted_bars_and_window_nulls.py", "tests/strategies/test_strategies.py"],
     "strategies/indicators.py": [
-        "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_window_exact.py", "tests/strategies/test_strategies.py",
-        "-k", "mutants or test_strategies or by_hand or restart or constant",
+        "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_sorted_bars_and_window_nulls.py", "tests/strategies/test_window_exact.py",
+        "tests/strategies/test_strategies.py", "-k", "mutants or sorted_bars or test_strategies or by_hand or restart or constant",
     ],
     "strategies/registry.py": ["tests/strategies/test_mutants_registry.py", "tests/strategies/test_strategies.py", "-k", "registry"],
     # The live classes on a strategy with an exact lookback, then every built-in replayed bar by bar.
