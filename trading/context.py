@@ -262,13 +262,16 @@ def _whole_bars(resampled: pl.DataFrame, minutes: pl.DataFrame, timeframe: str) 
     return marked.filter(~partial).select(resampled.columns)
 
 
-def read_frames(lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime) -> dict[str, pl.DataFrame]:
+def read_frames(
+    lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime, first: datetime | None = None
+) -> dict[str, pl.DataFrame]:
     """From the lake, enough bars of each timeframe of `frame_bars` before `until` (stored, else
-    resampled from 1m bars); nothing is read when no node reads another timeframe."""
+    resampled from 1m bars) for a decision at `until`, or at every bar from `first` (a session: one
+    read, each step cuts its own point in time); nothing is read when no node reads another timeframe."""
     out: dict[str, pl.DataFrame] = {}
     for tf, count in frame_bars.items():
         per_day = 1 if tf == "1d" else max(1, int(timedelta(minutes=390) / TIMEFRAMES[tf]))
-        start = until - timedelta(days=int(count / per_day * 1.6) + 10)  # weekends and holidays
+        start = (first or until) - timedelta(days=int(count / per_day * 1.6) + 10)  # weekends and holidays
         dataset = "resampled" if tf in ("5m", "15m", "1h") else "bars"
         try:
             stored = read_bars(lake_root, symbols, tf, start, until, dataset=dataset)

@@ -107,3 +107,12 @@ def test_frames_are_read_from_the_lake_only_for_the_timeframes_asked(tmp_path: P
     stored_daily = read["1d"].with_columns(pl.col("close") * 2)
     replace_partitions(tmp_path, "bars", "1d", stored_daily, period="year")
     assert read_frames(tmp_path, ["AAPL"], {"1d": 2}, utc(f"{TUESDAY}T22:00"))["1d"]["close"].to_list() == stored_daily["close"].to_list()
+
+
+def test_a_session_reads_its_frames_once_with_warm_up_before_its_first_bar(tmp_path: Path) -> None:
+    days = ["2026-11-02", "2026-11-03", "2026-11-04", MONDAY, TUESDAY]
+    replace_partitions(tmp_path, "bars", "1m", minutes(*days), period="date")
+    one_decision = read_frames(tmp_path, ["AAPL"], {"1d": 1}, utc(f"{TUESDAY}T22:00"))["1d"]
+    session = read_frames(tmp_path, ["AAPL"], {"1d": 1}, utc(f"{TUESDAY}T22:00"), first=utc("2026-11-13T14:30"))["1d"]
+    assert one_decision["ts"].dt.date().to_list() == [datetime(2026, 11, d).date() for d in (23, 24)]  # 11 days back
+    assert session.height == 5  # 11 days before the session's first bar: the early November days too
