@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.clock import run_now
-from assets.partitions import daily_partitions, intraday_partitions
+from assets.partitions import daily_partitions, intraday_partitions, trading_day_partitions
 from assets.resources import TradingResource
 from assets.run_limits import max_runtime
 from lake.store import write_text_atomic
@@ -48,6 +48,14 @@ research_job = dg.define_asset_job(
     "research_job",
     selection=dg.AssetSelection.groups("research"),
     description="Backtest, parameter sweep, walk-forward and Monte Carlo with one run config.",
+    tags=max_runtime("research"),
+)
+
+screener_job = dg.define_asset_job(
+    "screener_job",
+    selection=dg.AssetSelection.assets("screener"),
+    partitions_def=trading_day_partitions,
+    description="The day's screen (liquidity, price, gap, momentum) from the prior sessions' daily bars: what the day's decide runs decide.",
     tags=max_runtime("research"),
 )
 
@@ -187,6 +195,7 @@ JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [
     ingest_daily_job,
     backtest_job,
     research_job,
+    screener_job,
     decide_job,
     paper_session_job,
     end_of_day_job,

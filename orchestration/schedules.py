@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 import dagster as dg
 
 from assets.partitions import add_symbols, daily_key, intraday_key, last_closed_session
 from orchestration import market_times as mt
-from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job
+from orchestration.jobs import decide_job, end_of_day_job, ingest_daily_job, ingest_intraday_job, screener_job
 from orchestration.settings import PARTITION_VARIABLES, settings
 
 TimesForDay = Callable[[date], list[datetime]]
@@ -113,6 +113,15 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
             "After the close (half days at 13:00): the session's final 1-minute bars.",
         ),
         exchange_schedule(
+            "screener_schedule",
+            screener_job,
+            _cron_at([_minutes(t) for t in _screener_times(date(2024, 1, 2), open_offset)]),  # a regular day's times
+            lambda d: _screener_times(d, open_offset),
+            _screener_requests,
+            f"Each session, {SCREENER_LEAD_MIN} min before the first decision time (not before the daily bars' ingest at the open "
+            f"+ offset + {INGEST_GRACE_MIN} min): the day's screen, which the day's decide runs read; skipped while the screener is off.",
+        ),
+        exchange_schedule(
             "decision_schedule",
             decide_job,
             _cron_at([t.hour * 60 + t.minute for t in decision_times()] + [13 * 60 - flatten_lead, 16 * 60 - flatten_lead]),
@@ -133,6 +142,41 @@ def build_schedules() -> list[dg.ScheduleDefinition]:
 
 
 DEFAULT_FIXED_TIMES = (time(11, 0), time(14, 30))
+SCREENER_LEAD_MIN = 30  # the screen is written this long before the day's first decision
+INGEST_GRACE_MIN = 5  # after the open's daily ingest (the prior session's bar) has had time to land
+
+
+def _minutes(t: datetime) -> int:
+    local = t.astimezone(mt.NY)
+    return local.hour * 60 + local.minute
+
+
+def _screener_times(day: date, open_offset: int) -> list[datetime]:
+    """When `day`'s screen runs: SCREENER_LEAD_MIN before its first decision time (half days drop the late
+    ones), but after the open's daily ingest; nothing on a day with no decision time in the session."""
+    first = mt.at_times(day, decision_times())[:1]
+    if not first:
+        return []
+    [after_ingest] = mt.at_open(day, open_offset + INGEST_GRACE_MIN)
+    return [max(first[0] - timedelta(minutes=SCREENER_LEAD_MIN), after_ingest)]
+
+
+def screener_on() -> bool:
+    """The screener's switch at the tick: QUANTLAKE_SCREENER with the pipeline file's `screener:` over it."""
+    from assets.screener import screener_settings, with_section
+    from orchestration.resources import trading_resource
+
+    return with_section(screener_settings(), trading_resource().pipeline().screener).enabled
+
+
+def _screener_requests(tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
+    day = tick.astimezone(mt.NY).date().isoformat()
+    try:
+        if not screener_on():
+            return dg.SkipReason("the screener is off (QUANTLAKE_SCREENER, or `screener: enabled` in the pipeline file)")
+    except ValueError as exc:  # a bad setting or pipeline file, named
+        return dg.SkipReason(f"screener: {exc}")
+    return [dg.RunRequest(run_key=f"screener|{day}", partition_key=day)]
 
 
 def decision_times() -> tuple[time, ...]:

@@ -79,6 +79,32 @@ NOTES_CHARS = 1_500  # what the nodes before a model node add to its prompt (ana
 MEMORY_CHECKPOINT = "memory"  # `checkpoint: memory` in a pipeline file: no checkpoint file, whatever the caller's default
 
 
+class ScreenerSection(BaseModel):
+    """The pipeline file's `screener:` section: the QUANTLAKE_SCREENER* settings' fields (lake/screener.py).
+    A field the section gives wins over its setting; one it leaves out keeps the setting (`over`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(False, description="Decide runs with no explicit symbols decide only the day's chosen symbols.")
+    lookback: int = Field(20, ge=1, description="Sessions of the liquidity average and the momentum.")
+    min_dollar_volume: float = Field(0.0, ge=0)
+    min_price: float = Field(0.0, ge=0)
+    max_price: float = Field(math.inf, gt=0)
+    max_gap: float | None = Field(None, ge=0, description="|open / prior close - 1| at most (needs the day's open).")
+    min_momentum: float | None = None
+    max_symbols: int | None = Field(None, ge=1, description="Keep the best momentum scores.")
+
+    @model_validator(mode="after")
+    def _price_range(self) -> ScreenerSection:
+        if self.min_price > self.max_price:
+            raise ValueError(f"min_price {self.min_price} is above max_price {self.max_price}")
+        return self
+
+    def over(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """`defaults` (the settings' values by these field names) with the fields this section sets."""
+        return {**defaults, **{name: getattr(self, name) for name in self.model_fields_set}}
+
+
 class PipelineConfig(BaseModel):
     """A pipeline as a trader writes it in config: which agents, limits, budget, concurrency."""
 
@@ -96,6 +122,7 @@ class PipelineConfig(BaseModel):
     max_in_flight: int = Field(8, ge=1, le=256, description="Agent calls running at once.")
     fractional: bool = False
     graph: GraphSpec | None = Field(None, description="The pipeline as a graph of catalog nodes; None: analyst -> hard limits -> risk -> validator.")
+    screener: ScreenerSection | None = Field(None, description="The screener's filters and switch; None: the QUANTLAKE_SCREENER* settings.")
     checkpoint: str | None = Field(
         None, description="Graph checkpoints: a SQLite file, a postgresql:// URL, or 'memory' (one cycle); None: the caller's default (decide runs: the ledger's store: a file beside a SQLite ledger, a PostgreSQL ledger's database)."
     )

@@ -43,7 +43,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _screen(lake: LakeResource, now: datetime = NOW) -> dg.ExecuteInProcessResult:
-    return dg.materialize([screener], resources={"lake": lake}, partition_key=DAY.isoformat(), tags={NOW_TAG: now.isoformat()}, raise_on_error=False)
+    return dg.materialize([screener], resources={"lake": lake, "trading": TradingResource()}, partition_key=DAY.isoformat(), tags={NOW_TAG: now.isoformat()}, raise_on_error=False)
 
 
 def test_the_asset_writes_the_chosen_symbols_with_scores_and_the_reasons(lake: LakeResource) -> None:
