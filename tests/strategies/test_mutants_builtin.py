@@ -90,7 +90,7 @@ D_CLOSE = [10.0, 11.0, 13.0, 12.0, 9.5, 13.0, 13.5]
 
 
 def _donchian(allow_short: bool) -> pl.DataFrame:
-    p = DONCHIAN_BREAKOUT.params(entry_window=2, exit_window=2, atr_period=2, stop_atr=1.0, target1_atr=2.0, target2_atr=3.0, allow_short=allow_short)
+    p = DONCHIAN_BREAKOUT.params(entry_window=2, exit_window=2, atr_period=2, stop_atr=0.5, target1_atr=2.0, target2_atr=3.0, allow_short=allow_short)
     return DONCHIAN_BREAKOUT.signals(_bars(D_CLOSE, D_HIGH, D_LOW), p)
 
 
@@ -104,15 +104,15 @@ def test_donchian_breaks_strictly_beyond_the_channel_of_the_bars_before() -> Non
 
 def test_donchian_levels_face_the_entry_side() -> None:
     out = _donchian(allow_short=True)
-    # a long's levels below/above the close: 13 - 2.5, 13 + 2 x 2.5, 13 + 3 x 2.5 (row 2)
-    assert (out["stop"][2], out["target1"][2], out["target2"][2]) == (10.5, 18.0, 20.5)
+    # a long's levels below/above the close: 13 - 0.5 x 2.5, 13 + 2 x 2.5, 13 + 3 x 2.5 (row 2)
+    assert (out["stop"][2], out["target1"][2], out["target2"][2]) == (11.75, 18.0, 20.5)
     # the short entry at row 4 (close 9.5, ATR 2.5): stop above, targets below
-    assert (out["stop"][4], out["target1"][4], out["target2"][4]) == (12.0, 4.5, 2.0)
-    assert out["stop"][0] is None and out["stop"][1] == 9.0  # no ATR before two true ranges
+    assert (out["stop"][4], out["target1"][4], out["target2"][4]) == (10.75, 4.5, 2.0)
+    assert out["stop"][0] is None and out["stop"][1] == 10.0  # no ATR before two true ranges
     # a bar breaking neither way (row 3: close 12, ATR 2.5) faces a long, shorts on or not
-    assert (out["stop"][3], out["target1"][3], out["target2"][3]) == (9.5, 17.0, 19.5)
+    assert (out["stop"][3], out["target1"][3], out["target2"][3]) == (10.75, 17.0, 19.5)
     long_only = _donchian(allow_short=False)
-    assert (long_only["stop"][4], long_only["target1"][4], long_only["target2"][4]) == (7.0, 14.5, 17.0)
+    assert (long_only["stop"][4], long_only["target1"][4], long_only["target2"][4]) == (8.25, 14.5, 17.0)
 
 
 def test_donchian_declares_the_channel_it_trades() -> None:
