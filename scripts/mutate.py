@@ -111,6 +111,26 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] >= 0 else -1.0",
     ),
     ("strategies/base.py", "yield cls(**dict(zip(names, combo, strict=True)))", "yield cls(**dict(zip(names, combo, strict=False)))"),
+    # A sweep's upper end + 1 gives the same values: the next step lies beyond it.
+    (
+        "strategies/builtin.py",
+        'period: int = Field(14, ge=2, le=200, json_schema_extra={"sweep": [5, 30, 5]})',
+        'period: int = Field(14, ge=2, le=200, json_schema_extra={"sweep": [5, 31, 5]})',
+    ),
+    (
+        "strategies/builtin.py",
+        'lower: float = Field(30.0, gt=0, lt=50, json_schema_extra={"sweep": [15.0, 35.0, 5.0]})',
+        'lower: float = Field(30.0, gt=0, lt=50, json_schema_extra={"sweep": [15.0, 36.0, 5.0]})',
+    ),
+    (
+        "strategies/builtin.py",
+        'entry_window: int = Field(20, ge=2, le=1000, json_schema_extra={"sweep": [10, 60, 10]})',
+        'entry_window: int = Field(20, ge=2, le=1000, json_schema_extra={"sweep": [10, 61, 10]})',
+    ),
+    ("strategies/indicators.py", "_BLOCK = 256  # outputs per block: the block's accumulators stay in L1 while the window is added in",
+     "_BLOCK = 257  # outputs per block: the block's accumulators stay in L1 while the window is added in"),
+    ("strategies/indicators.py", "_BLOCK = 256  # outputs per block: the block's accumulators stay in L1 while the window is added in",
+     "_BLOCK = 255  # outputs per block: the block's accumulators stay in L1 while the window is added in"),
     ("strategies/brackets.py", "if side < 0:", "if side <= 0:"),
     ("strategies/brackets.py", "if side < 0:", "if side < 1:"),
     # A universe step is one time (checked first): its first and last bars have the same ts.
