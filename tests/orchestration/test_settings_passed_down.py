@@ -15,7 +15,7 @@ import pytest
 from assets import partitions
 from assets import screener as screener_module
 from assets.clock import NOW_TAG
-from assets.resources import LakeResource
+from assets.resources import LakeResource, TradingResource
 from lake.calendar import get_calendar
 from orchestration.settings import SettingsError, pass_settings_down
 
@@ -83,7 +83,7 @@ def test_a_bad_screener_filter_fails_the_run_once_naming_it(name: str, value: st
     day = date(2024, 6, 4)
     now = datetime.combine(day, time(11, 0), tzinfo=get_calendar().tz)
     result = dg.materialize(
-        [screener_module.screener], resources={"lake": LakeResource(root=str(tmp_path))}, partition_key=day.isoformat(),
+        [screener_module.screener], resources={"lake": LakeResource(root=str(tmp_path)), "trading": TradingResource()}, partition_key=day.isoformat(),
         tags={NOW_TAG: now.isoformat()}, raise_on_error=False,
     )
     assert not result.success
