@@ -139,11 +139,12 @@ def test_the_news_job_writes_its_day_into_the_bucket(s3_lake: ObjectPath, tmp_pa
 def test_the_screener_refuses_an_object_store_lake_by_name(s3_lake: ObjectPath) -> None:
     """A feature that works on a local folder only fails its run with the lake named, rather than
     screening an empty local folder and reporting no symbols."""
+    from assets.resources import TradingResource
     from assets.screener import screener
     from orchestration.run_context import ObservedLakeResource
 
     result = dg.materialize(
-        [screener], partition_key="2024-11-27", resources={"lake": ObservedLakeResource()},
+        [screener], partition_key="2024-11-27", resources={"lake": ObservedLakeResource(), "trading": TradingResource()},
         raise_on_error=False, tags={"quantlake/now": "2024-11-27T12:00:00+00:00"},
     )
     assert not result.success
