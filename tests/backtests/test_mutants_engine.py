@@ -285,3 +285,11 @@ def test_limits_trade_in_the_window_only_when_asked() -> None:
     windowed = run_backtest(bars, SCRIPTED, p, config, limits=SizingLimits(trading_window=True))
     assert windowed.orders["side"].to_list() == ["buy", "sell"]
     assert windowed.orders["ts"][1] > close - timedelta(minutes=5)
+
+
+def test_a_trade_s_fees_are_its_entry_and_exit_fees() -> None:
+    result = _run("L.X..", [10.0, 10.0, 12.0, 12.0, 12.0], fees_bps=10.0)
+    shares = 99.0  # floor(1,000 / (10 x 1.001))
+    assert result.orders["fees"].to_list() == pytest.approx([shares * 10 * 0.001, shares * 12 * 0.001])
+    assert result.trades["fees"].to_list() == pytest.approx([shares * 10 * 0.001 + shares * 12 * 0.001])
+    assert result.trades["pnl"].to_list() == pytest.approx([shares * 2 - shares * 22 * 0.001])
