@@ -13,9 +13,11 @@ import polars as pl
 
 from assets.metadata import markdown_table
 from assets.partitions import daily_key, daily_partitions, intraday_partitions, years_partitions
+from assets.policies import WAIT_RETRIES, WAIT_SECONDS, run_in_flight_planning
 from assets.range_runs import add_partition_metadata, range_asset
 from assets.resources import LakeResource
 from lake.calendar import session_bounds, trading_days
+from lake.errors import LakeError
 from lake.features import compute_features
 from lake.resample import resample_bars
 from lake.store import read_bars, replace_partition
@@ -76,6 +78,7 @@ with warnings.catch_warnings():  # beta in Dagster 1.13, which we pin: nothing a
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
     })
 WARM_UP_CHECK = "warm_up_year_present"
+BARS_CHECK = "bars_of_the_year_present"
 
 
 def _features_metadata(features: pl.DataFrame) -> dict[str, Any]:
@@ -129,35 +132,81 @@ def _warm_up_expected(year: int) -> bool:
     return years_partitions.has_partition_key(str(year - 1))
 
 
+def _missing_bars_in_flight(context: dg.AssetExecutionContext, partitions: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """The bars partitions the run's features need (each year and its warm-up year) that another run,
+    launched with this one and not finished, plans to write: (year, symbol) -> that run's id."""
+    needed = sorted({(y, s) for y, s in partitions} | {(y - 1, s) for y, s in partitions if _warm_up_expected(y)})
+    found = {(y, s): run_in_flight_planning(context.instance, "bars_1d", str(daily_key(str(y), s)), context.run_id) for y, s in needed}
+    return {key: run for key, run in found.items() if run is not None}
+
+
+def _has_year(bars: pl.DataFrame, year: int) -> bool:
+    return not bars.filter(pl.col("ts").dt.year() == year).is_empty()
+
+
 @range_asset(
     partitions_def=daily_partitions,
     ins={"bars_1d": dg.AssetIn(partition_mapping=WARM_UP_YEARS, dagster_type=dg.Nothing)},
-    check_specs=[dg.AssetCheckSpec(
-        WARM_UP_CHECK, asset="features_1d",
-        description="Every year but the first warmed up on the year before's bars (absent: its bars were not in the lake yet).",
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(
+            WARM_UP_CHECK, asset="features_1d",
+            description="Every year but the first warmed up on the year before's bars (absent: its bars were not in the lake yet).",
+        ),
+        dg.AssetCheckSpec(
+            BARS_CHECK, asset="features_1d",
+            description="Every year of the run had daily bars in the lake. Failing names the years that had none: nothing was "
+            "written for them (a backfill of bars and features takes in the year after its range, whose features warm up on it).",
+        ),
+    ],
     group_name="derived",
     kinds={"polars", "parquet"},
 )
 def features_1d(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Daily features for one symbol-year (or a range of them in one run), warmed up on the previous year's bars."""
+    """Daily features for one symbol-year (or a range of them in one run), warmed up on the previous
+    year's bars. A year with no bars in the lake writes no file (its materialization says so); bars
+    that a run launched with this one has yet to write are waited for (the step retries)."""
     partitions = _year_symbols(context)
+    # Asked before reading the lake: a run seen in flight here either wrote its bars before the read
+    # or is still running, so no bars can land unnoticed between the two.
+    in_flight = _missing_bars_in_flight(context, partitions)
+    years_by_symbol: dict[str, list[int]] = {}
+    for year, symbol in partitions:
+        years_by_symbol.setdefault(symbol, []).append(year)
+    bars_by_symbol = {
+        symbol: read_bars(lake.location, [symbol], "1d", date(years[0] - 1, 1, 1), date(years[-1] + 1, 1, 1))
+        for symbol, years in years_by_symbol.items()
+    }
+    waiting = {key: run for key, run in in_flight.items() if not _has_year(bars_by_symbol[key[1]], key[0])}
+    if waiting:
+        names = ", ".join(f"bars_1d {daily_key(str(y), s)} (run {run[:8]})" for (y, s), run in sorted(waiting.items()))
+        context.log.info(f"waiting for {names}, not written yet: retrying in {WAIT_SECONDS:g} s")
+        raise dg.RetryRequested(max_retries=WAIT_RETRIES, seconds_to_wait=WAIT_SECONDS) from LakeError(
+            f"features_1d needs {names}: launched with this run, not written after {WAIT_RETRIES} retries"
+        )
     cold: list[str] = []
-    for symbol in sorted({s for _, s in partitions}):
-        years = [y for y, s in partitions if s == symbol]
-        bars = read_bars(lake.location, [symbol], "1d", date(years[0] - 1, 1, 1), date(years[-1] + 1, 1, 1))
-        for year in years:
-            if _warm_up_expected(year) and bars.filter(pl.col("ts").dt.year() == year - 1).is_empty():
-                cold.append(f"{symbol} {year}")
-            features = year_features(bars, year)
-            replace_partition(lake.location, FEATURES, "1d", symbol, str(year), features)
-            meta = _features_metadata(features)
-            if len(partitions) > 1:  # each partition of a range run carries its own metadata
-                context.add_asset_metadata(meta, partition_key=str(daily_key(str(year), symbol)))
+    no_bars: list[str] = []
+    for year, symbol in partitions:
+        bars = bars_by_symbol[symbol]
+        features = year_features(bars, year)
+        replace_partition(lake.location, FEATURES, "1d", symbol, str(year), features)  # none: no file (an old one goes)
+        meta = _features_metadata(features)
+        if not _has_year(bars, year):
+            no_bars.append(f"{symbol} {year}")
+            meta["nothing_written"] = f"no daily bars of {symbol} in {year} in the lake (bars_1d {daily_key(str(year), symbol)})"
+        elif _warm_up_expected(year) and not _has_year(bars, year - 1):
+            cold.append(f"{symbol} {year}")
+        if len(partitions) > 1:  # each partition of a range run carries its own metadata
+            context.add_asset_metadata(meta, partition_key=str(daily_key(str(year), symbol)))
     yield dg.MaterializeResult(metadata=meta if len(partitions) == 1 else None)
     if cold:
         context.log.warning(f"features without their warm-up year's bars (re-materialize after them): {', '.join(cold)}")
+    if no_bars:
+        context.log.warning(f"no daily bars in the lake, nothing written: {', '.join(no_bars)}")
     yield dg.AssetCheckResult(
         check_name=WARM_UP_CHECK, passed=not cold,
         metadata={"cold_partitions": dg.MetadataValue.md(", ".join(cold) or "_none_"), "cold_count": len(cold)},
+    )
+    yield dg.AssetCheckResult(
+        check_name=BARS_CHECK, passed=not no_bars, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"years_without_bars": dg.MetadataValue.md(", ".join(no_bars) or "_none_"), "without_bars_count": len(no_bars)},
     )

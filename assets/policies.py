@@ -36,3 +36,20 @@ def bad_input_fails_once(context: dg.AssetExecutionContext | None = None) -> Ite
         if context is not None:  # read back when the run fails, to decide whether it will retry
             context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
         raise dg.Failure(str(exc), allow_retries=False) from exc
+
+
+# Runs launched together (a job backfill of one run per partition, a sensor's requests) are not
+# ordered: a step that needs a partition another of those runs will write waits for it by retrying.
+# Up to 20 x 15 s: a year of daily bars takes seconds to a minute to fetch and validate.
+WAIT_RETRIES = 20
+WAIT_SECONDS = 15.0
+
+
+def run_in_flight_planning(instance: dg.DagsterInstance, asset: str, partition: str, own_run_id: str) -> str | None:
+    """The id of another run, not finished yet, that plans to materialize `asset`'s `partition`
+    (Dagster records the plan when the run is created, before it starts); None if there is none."""
+    planned = instance.get_latest_planned_materialization_info(dg.AssetKey(asset), partition)
+    if planned is None or planned.run_id == own_run_id:
+        return None
+    run = instance.get_run_by_id(planned.run_id)
+    return planned.run_id if run is not None and not run.is_finished else None
