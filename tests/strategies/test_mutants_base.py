@@ -24,6 +24,7 @@ from strategies.base import (
     no_levels,
     no_shorts,
     rank_across,
+    sorted_by_symbol_ts,
 )
 
 
@@ -180,3 +181,10 @@ def test_rank_across_ranks_each_time_highest_first_ties_by_row_order_and_no_scor
     got = frame.with_columns(rank_across(pl.col("score")).alias("rank"))["rank"].to_list()
     # ts 1: B first, then A before C (a tie, by row order); ts 2: C, B, and A has no score
     assert got == [2, 1, 3, None, 2, 1]
+
+
+def test_a_frame_whose_ts_falls_one_step_inside_a_symbol_is_not_sorted() -> None:
+    # A's ts 1, 3, 2: the fall is against the row just before (not two back: 2 > 1), then B starts at 0
+    frame = pl.DataFrame({"symbol": ["A", "A", "A", "B"], "ts": [1, 3, 2, 0]})
+    assert not sorted_by_symbol_ts(frame)
+    assert sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "A", "B", "B"], "ts": [1, 3, 0, 2]}))
