@@ -179,7 +179,7 @@ ORCHESTRATION = Path(__file__).resolve().parents[2] / "orchestration"
 READER = "settings.py"
 # Justified exceptions, by module and function: observability's masking scans every variable by its
 # name for values to hide (a key a pipeline file names can be any variable): not a setting.
-ALLOWED_READS = {("observability.py", "_secrets")}
+ALLOWED_READS = {("observability.py", "_secrets"), ("kernel_cache.py", "key_kernel_cache")}  # numba's own variable, before the settings load
 
 
 def environment_reads(source: str, writes_too: bool = False) -> list[str]:
