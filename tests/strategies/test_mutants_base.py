@@ -188,3 +188,5 @@ def test_a_frame_whose_ts_falls_one_step_inside_a_symbol_is_not_sorted() -> None
     frame = pl.DataFrame({"symbol": ["A", "A", "A", "B"], "ts": [1, 3, 2, 0]})
     assert not sorted_by_symbol_ts(frame)
     assert sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "A", "B", "B"], "ts": [1, 3, 0, 2]}))
+    # a fall on a symbol's second row is inside the symbol too (the row two back is another symbol's)
+    assert not sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "B", "B"], "ts": [5, 3, 1]}))
