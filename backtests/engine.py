@@ -236,8 +236,8 @@ def _orders(pf: Any, market: Market) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "ts": market.ts.gather(rec["idx"]),
-            "symbol": [market.symbols[c] for c in rec["col"]],
-            "side": np.where(rec["side"] == 0, "buy", "sell"),
+            "symbol": _symbols(market, rec["col"]),
+            "side": _labels(rec["side"] == 0, "buy", "sell"),
             "size": rec["size"],
             "price": rec["price"],
             "fees": rec["fees"],
@@ -250,10 +250,10 @@ def _trades(pf: Any, market: Market) -> pl.DataFrame:
     rec = pf.trades.values
     return pl.DataFrame(
         {
-            "symbol": [market.symbols[c] for c in rec["col"]],
+            "symbol": _symbols(market, rec["col"]),
             "entry_ts": market.ts.gather(rec["entry_idx"]),
             "exit_ts": market.ts.gather(rec["exit_idx"]),
-            "direction": np.where(rec["direction"] == 0, "long", "short"),
+            "direction": _labels(rec["direction"] == 0, "long", "short"),
             "size": rec["size"],
             "entry_price": rec["entry_price"],
             "exit_price": rec["exit_price"],
@@ -263,6 +263,16 @@ def _trades(pf: Any, market: Market) -> pl.DataFrame:
             "closed": rec["status"] == 1,
         }
     )
+
+
+def _symbols(market: Market, columns: np.ndarray) -> pl.Series:
+    """Each record's symbol (text, also when there are no records)."""
+    return pl.Series(market.symbols, dtype=pl.String).gather(columns)
+
+
+def _labels(is_first: np.ndarray, first: str, other: str) -> pl.Series:
+    """`first` where true, else `other`: in polars, not through a numpy string array."""
+    return pl.select(pl.when(pl.Series(is_first, dtype=pl.Boolean)).then(pl.lit(first)).otherwise(pl.lit(other))).to_series()
 
 
 def _trade_pnls(pf: Any) -> np.ndarray:
