@@ -8,7 +8,8 @@ In every mode, at the run's `now` on the decision bar `as_of`:
    and record the account as a mark;
 3. the breakers on that mark (drawdown, daily loss, trades per day); a flatten when the window ends;
 4. point-in-time contexts (bars up to `as_of` only; with a reflection node, first the lessons of the
-   positions closed by then, `trading.agents.reflection`; with nodes reading other timeframes, their
+   positions closed by then, `trading.agents.reflection`, their model calls through the budget gate
+   first, by the rules when it refuses them; with nodes reading other timeframes, their
    bars closed by the decision bar's close, `trading.context`);
 5. the pre-run budget gate (`DecisionPipeline.budget_gate`: the run's worst case against what is left
    of the day's and the month's budgets, as the ledger has them), then the decision pipeline (hard
@@ -29,7 +30,7 @@ import polars as pl
 
 from strategies.base import Strategy
 from trading.accounts import AccountBook
-from trading.agents.reflection import memory_of, remember
+from trading.agents.reflection import memory_of, pending_lessons, remember
 from trading.agents.tools import ToolRegistry
 from trading.agents.trend_filter import frame_needs
 from trading.brokers.base import Broker, OrderState
@@ -184,8 +185,11 @@ def trading_step(
     memory = memory_of(decider)
     recalled = None
     if memory is not None:
+        # The lessons' model calls pass the pre-run gate first (a refusal: the rules write them, nothing asked).
+        lessons = decider.estimate([], per_call_costs, lessons=len(pending_lessons(ledger, memory, as_of)))
+        refused = decider.budget_gate(lessons, day=as_of.date(), spent_today=spent_today, spent_month=spent_month).reason is not None
         recalled = remember(ledger, memory, as_of=as_of, run_id=run_id, mode=mode, strategy=strategy.name, prices=decider.prices,
-                            budget=decider.config.budget, spent_today=spent_today, tokens_today=tokens_today)  # fmt: skip
+                            budget=decider.config.budget, spent_today=spent_today, tokens_today=tokens_today, by_rules=refused)  # fmt: skip
         spent_today, tokens_today, spent_month = spent_today + recalled.usd, tokens_today + recalled.tokens, spent_month + recalled.usd
     needs = frame_needs(decider.graph.agents.values())  # empty: no other timeframe is read or built
     given = {tf: frames[tf] for tf in needs if frames is not None and tf in frames}

@@ -271,10 +271,11 @@ class ReflectionMemory(_TeamNode):
         summary = f"{len(shown)} closed {ctx.symbol} trades, {wins} won; last {last['side']} {float(last['return_pct']):+.2%}"
         return {"memory": {"reflections": len(shown), "summary": summary, "lessons": lessons}}
 
-    def lesson(self, trade: ClosedTrade, rationale: str, ctx: SymbolContext, run: AgentRun) -> tuple[str, str, str | None]:
-        """(lesson, by, model): the model's through the structured client, else the rules'."""
+    def lesson(self, trade: ClosedTrade, rationale: str, ctx: SymbolContext, run: AgentRun, by_rules: bool = False) -> tuple[str, str, str | None]:
+        """(lesson, by, model): the model's through the structured client, else (or `by_rules`: the budget
+        gate refused the lessons' model calls) the rules'."""
         caller: ProviderChain | None = getattr(self, "caller", None)
-        if caller is not None:
+        if caller is not None and not by_rules:
             try:
                 out = self.ask(LessonOut, self.ROLE, {"trade": trade.facts(), "rationale": rationale}, ctx, run)
             except BudgetExceeded as exc:  # a lesson is not worth breaking a budget: the rules write it
@@ -298,6 +299,19 @@ class Recalled:
     tokens: int
 
 
+def _pending(seen: _Seen, memory: ReflectionMemory, as_of: datetime) -> list[ClosedTrade]:
+    # Fills come in time order: a close at or before as_of is final whatever fills came after it.
+    since = as_of - timedelta(days=memory.config.max_age_days)
+    return [t for t in seen.book.closed if since <= t.closed_at <= as_of and reflection_event_id(t.closing_fill) not in seen.reflections]
+
+
+def pending_lessons(ledger: Ledger, memory: ReflectionMemory, as_of: datetime) -> list[ClosedTrade]:
+    """The closes (fills at or before `as_of`, within the memory's age) that have no reflection yet: the
+    lessons `remember` would write at `as_of`. Reads only (the step prices them before any model call)."""
+    with _SEEN_LOCK:
+        return _pending(_caught_up(ledger), memory, as_of)
+
+
 def remember(
     ledger: Ledger,
     memory: ReflectionMemory,
@@ -310,15 +324,15 @@ def remember(
     budget: Budget,
     spent_today: float = 0.0,
     tokens_today: int = 0,
+    by_rules: bool = False,
 ) -> Recalled:
     """At decision bar `as_of`: reflections for the closes (fills at or before `as_of`) that have none,
-    written to the ledger in one transaction, then each symbol's last reflections as of `as_of`."""
+    written to the ledger in one transaction, then each symbol's last reflections as of `as_of`.
+    `by_rules`: every lesson by the rules, no model asked (the pre-run gate refused the lessons' calls)."""
     with _SEEN_LOCK:
         seen = _caught_up(ledger)
         have = dict(seen.reflections)
-        # Fills come in time order: a close at or before as_of is final whatever fills came after it.
-        since = as_of - timedelta(days=memory.config.max_age_days)
-        todo = [t for t in seen.book.closed if since <= t.closed_at <= as_of and reflection_event_id(t.closing_fill) not in have]
+        todo = _pending(seen, memory, as_of)
     costs = CostTracker(prices, budget, spent_today=spent_today, tokens_today=tokens_today)
     sink = MemorySink()  # the lessons' prompts, answers, costs, fallbacks: written with the reflections
     run = AgentRun(run_id=run_id, mode=mode, sink=sink, costs=costs)
@@ -328,7 +342,7 @@ def remember(
         opened = decisions.get(trade.open_order or "")
         rationale = str(opened.payload.get("rationale") or "") if opened else ""
         ctx = SymbolContext(symbol=trade.symbol, as_of=as_of, strategy=strategy, close=trade.exit_price, signal={}, features={})
-        lesson, by, model = memory.lesson(trade, rationale, ctx, run)
+        lesson, by, model = memory.lesson(trade, rationale, ctx, run, by_rules)
         payload = ReflectionPayload(
             **{k: v for k, v in trade.facts().items() if k not in ("opened_at", "closed_at")},
             opened_at=trade.opened_at, closed_at=trade.closed_at, open_order=trade.open_order, close_order=trade.close_order,
