@@ -88,7 +88,9 @@ MODULES: dict[str, list[str]] = {
         "tests/strategies/test_mutants_indicators.py", "tests/strategies/test_sorted_bars_and_window_nulls.py", "tests/strategies/test_window_exact.py",
         "tests/strategies/test_strategies.py", "-k", "mutants or sorted_bars or test_strategies or by_hand or restart or constant",
     ],
-    "strategies/registry.py": ["tests/strategies/test_mutants_registry.py", "tests/strategies/test_strategies.py", "-k", "registry"],
+    "strategies/registry.py": [
+        "tests/strategies/test_mutants_registry.py", "tests/strategies/test_registry_cache.py", "tests/strategies/test_strategies.py", "-k", "registry",
+    ],
     # The live classes on a strategy with an exact lookback, then every built-in replayed bar by bar.
     "strategies/live.py": ["tests/strategies/test_mutants_live.py", "tests/strategies/test_parity_and_lookahead.py", "-k", "mutants_live or replay"],
     # Hand-computed signals and the parameters' edges first, then the strategies' own tests.
