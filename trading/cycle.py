@@ -24,8 +24,9 @@ from trading.accounts import AccountBook, AccountPlan, SubAccount
 from trading.agents.cache import ResponseCache
 from trading.agents.llm import FormatMemory
 from trading.agents.tools import ToolRegistry, standard_tools
+from trading.agents.trend_filter import frame_needs
 from trading.brokers.base import Broker, OrderState
-from trading.context import SymbolContext
+from trading.context import SymbolContext, read_frames
 from trading.cost import spent_in_month
 from trading.ledger import Ledger, project
 from trading.models import Mode, PortfolioSnapshot
@@ -141,6 +142,10 @@ def run_decision_cycle(
     # The answer formats servers refused in earlier cycles (other processes) are in the ledger: not re-probed,
     # and the calls made in them since count towards the re-check, whichever process made them.
     decider = DecisionPipeline(pipeline, cache=cache, formats=FormatMemory.from_ledger(ledger), checkpoint=checkpoint, thread_key=thread_key)
+    # Other timeframes the graph's nodes read come from the lake: the cycle's window is sized for the
+    # strategy, not for them (a 1h frame on a 1d cycle; a daily mean longer than the warm-up).
+    needs = frame_needs(decider.graph.agents.values())
+    frames = read_frames(lake_root, [*symbols, *held], needs, as_of + TIMEFRAMES[timeframe]) if needs else None
 
     def tools_for(contexts: list[SymbolContext], snapshot: PortfolioSnapshot) -> ToolRegistry:
         past = bars.filter(pl.col("ts") <= as_of)
@@ -165,6 +170,7 @@ def run_decision_cycle(
         tools_for=tools_for,
         headlines=headlines_for(lake_root, pipeline, [*symbols, *held], as_of),
         account=account,
+        frames=frames,
     )
     estimate = {**step.estimate, "budget": step.budget.as_dict()} if step.budget is not None else step.estimate
     return CycleReport(run_id, as_of, mode, step.result, step.snapshot, step.skipped, estimate, step.events_written, step.orders, step)

@@ -32,12 +32,14 @@ from typing import Any
 import polars as pl
 
 from backtests.engine import BacktestConfig, SizingLimits
+from lake.schema import TIMEFRAMES
 from strategies import controls
 from strategies.base import Strategy
+from trading.agents.trend_filter import frame_needs
 from trading.analytics import ORDER_LOG_SCHEMA, UTC_TS
 from trading.brokers.base import client_order_id
 from trading.brokers.simulated import CAPPED_AT_FILL, SimConfig, SimulatedBroker
-from trading.context import SymbolContext
+from trading.context import SymbolContext, frames_from, read_frames
 from trading.cost import spent_in_month
 from trading.events import Event, EventType
 from trading.ledger import Ledger, project
@@ -100,11 +102,14 @@ def run_simulated_session(
     headlines_at: Callable[[datetime], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
     spend_ledger: Ledger | None = None,
     now: datetime | None = None,
+    lake_root: Path | None = None,
 ) -> SessionReport:
     """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up.
     `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`).
     `spend_ledger` (the trading ledger) and `now` (the run's clock): the session's model spend is real
-    money spent on `now`'s day, so it counts against the pipeline's budget there too (`SpendAtNow`)."""
+    money spent on `now`'s day, so it counts against the pipeline's budget there too (`SpendAtNow`).
+    `lake_root`: where the other timeframes the graph's nodes read come from (read once for every bar,
+    `trading.context.read_frames`); None: from `bars` (the same timeframe, or resampled from 1m bars)."""
     run_id = run_id or uuid.uuid4().hex
     real = SpendAtNow(spend_ledger, now) if spend_ledger is not None and now is not None else None
     broker = SimulatedBroker(sim or SimConfig(), cash=initial_cash)
@@ -116,6 +121,7 @@ def run_simulated_session(
     curve: list[tuple[datetime, float, float]] = []
     log: list[dict[str, Any]] = []
     by_ts = {key[0]: frame for key, frame in ordered.partition_by("ts", as_dict=True).items()}
+    frames = session_frames(decider, ordered, stamps, lake_root)
     for index, ts in enumerate(stamps):
         if progress and (index % 25 == 0 or index + 1 == len(stamps)):
             progress(index + 1, len(stamps))
@@ -129,6 +135,7 @@ def run_simulated_session(
             ledger=ledger, broker=broker, decider=decider, strategy=strategy, params=params, bars=window,
             as_of=ts, now=ts, mode=Mode.SIMULATION, run_id=run_id, initial_cash=initial_cash, record_all=False,
             headlines=headlines_at(ts) if headlines_at is not None else None, **(real.spent_at(ledger, ts) if real else {}),
+            frames=frames,
         )  # fmt: skip
         curve.append((ts, step.snapshot.cash, step.snapshot.equity))
         decisions += len(step.result.decisions)
@@ -139,6 +146,20 @@ def run_simulated_session(
         real.record(ledger, run_id)
     equity = pl.DataFrame(curve, schema={"ts": ordered.schema["ts"], "cash": pl.Float64, "equity": pl.Float64}, orient="row")
     return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity, _order_log(log, broker))
+
+
+def session_frames(decider: DecisionPipeline, bars: pl.DataFrame, stamps: list[datetime], lake_root: Path | None) -> dict[str, pl.DataFrame] | None:
+    """The other timeframes the graph's nodes read, once for the whole session (each step cuts its own point
+    in time): from the lake when given, else from the session's bars, never from a step's short window
+    (sized for the strategy's warm-up, not for a node's mean). None when no node reads one."""
+    needs = frame_needs(decider.graph.agents.values())
+    if not needs or not stamps:
+        return None
+    if lake_root is None:
+        return frames_from(bars, list(needs))
+    symbols = sorted(bars["symbol"].unique().to_list())
+    bar = TIMEFRAMES[str(bars["timeframe"][0])]
+    return read_frames(lake_root, symbols, needs, stamps[-1] + bar, first=stamps[0])
 
 
 class SpendAtNow:
