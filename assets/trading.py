@@ -74,6 +74,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
         params = strategy.params(**config.params)
         mode = Mode(trading.mode)
         as_of = datetime.fromisoformat(config.as_of).astimezone(UTC) if config.as_of else None
+        pipeline = trading.pipeline()  # its screener section picks the symbols when the run names none
         if plan_file := config.pipelines or configured_plan_file():  # QUANTLAKE_PIPELINES when the run names none
             return _side_by_side(context, config, lake, trading, load_account_plan(plan_file), strategy, params, as_of)
         broker = trading.broker()
@@ -87,9 +88,9 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
             ledger=ledger,
             strategy=strategy,
             params=params,
-            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe),  # QUANTLAKE_SCREENER
+            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, pipeline.screener),
             timeframe=config.timeframe,
-            pipeline=trading.pipeline(),
+            pipeline=pipeline,
             as_of=as_of,
             mode=mode,
             initial_cash=config.initial_cash,
@@ -164,7 +165,8 @@ def _side_by_side(
         runs = run_pipelines(
             plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=config.initial_cash, run_id=context.run_id,
             thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params,
-            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe), timeframe=config.timeframe,
+            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
+            timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
         )  # fmt: skip
         for pipeline_id, broker in brokers.items():

@@ -90,11 +90,20 @@ def _decided(url: str) -> set[str]:
         return {e.payload["symbol"] for e in ledger.events(types=[EventType.DECISION.value])}
 
 
-def test_the_scheduled_run_writes_the_days_screen_and_the_decision_run_reads_it(lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QUANTLAKE_SCREENER", "1")
+@pytest.mark.parametrize("switch", ["settings", "pipeline_file"])
+def test_the_scheduled_run_writes_the_days_screen_and_the_decision_run_reads_it(
+    lake: LakeResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    pipeline_file = ""
+    if switch == "settings":
+        monkeypatch.setenv("QUANTLAKE_SCREENER", "1")
+    else:  # only the pipeline file turns it on: the schedule, the asset and the decide run all read it
+        pipeline_file = str(tmp_path / "pipeline.yaml")
+        Path(pipeline_file).write_text("screener:\n  enabled: true\n")
+        monkeypatch.setenv("QUANTLAKE_PIPELINE", pipeline_file)
     tick = _at(DAY, 10, 30)
     [request] = _evaluate(tick).run_requests  # type: ignore[attr-defined]
-    defs = dg.Definitions(assets=[screener], jobs=[screener_job], resources={"lake": lake, "trading": TradingResource()})
+    defs = dg.Definitions(assets=[screener], jobs=[screener_job], resources={"lake": lake, "trading": TradingResource(pipeline_file=pipeline_file)})
     run = defs.get_job_def("screener_job").execute_in_process(
         partition_key=request.partition_key, tags={**request.tags, SCHEDULED_TAG: tick.isoformat()}, raise_on_error=False
     )
@@ -104,7 +113,7 @@ def test_the_scheduled_run_writes_the_days_screen_and_the_decision_run_reads_it(
     url = f"sqlite:///{tmp_path / 'decide.sqlite'}"
     decide = dg.materialize(
         [trading.decision_cycle],
-        resources={"lake": lake, "trading": TradingResource(ledger_url=url)},
+        resources={"lake": lake, "trading": TradingResource(ledger_url=url, pipeline_file=pipeline_file)},
         run_config={"ops": {"decision_cycle": {"config": {"params": {"fast": 5, "slow": 20}}}}},
         tags={NOW_TAG: _at(DAY, 11, 0).isoformat()},  # the 11:00 decision: no as_of, the day of its now
         raise_on_error=False,
