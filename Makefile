@@ -16,8 +16,9 @@ lint: setup
 bench: setup
 	.venv/bin/python benchmarks/run_all.py
 
-# Mutation testing (cosmic-ray; not in CI): `make mutate`, or `make mutate MODULES=backtests/metrics.py`,
-# MUTATE_LIMIT=seconds per module (default 900). Reports in artifacts/mutation/.
+# Mutation testing (cosmic-ray): `make mutate`, or `make mutate MODULES=backtests/metrics.py`,
+# MUTATE_LIMIT=seconds per module (default 900). Reports in artifacts/mutation/. CI (scripts/test.sh) runs
+# `scripts/mutate.py --changed $${MUTATE_BASE:-HEAD~1}`: only the modules a change touches, within MUTATE_BUDGET.
 mutate: setup
 	.venv/bin/python scripts/mutate.py $(MODULES)
 

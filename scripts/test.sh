@@ -60,6 +60,12 @@ second_stream() {
       frozen_rerun "$frozen" || failed=1
     done
   fi
+  # Mutation testing of the core modules the change touches (a sample within MUTATE_BUDGET, 300 s): fails when a
+  # touched module's score falls below 90 % (QUANTLAKE_MUTATION_IN_TESTS=0 skips it; MUTATE_BASE names the base).
+  if [ "${QUANTLAKE_MUTATION_IN_TESTS:-1}" != 0 ]; then
+    echo "== mutation of the modules this change touches (base: ${MUTATE_BASE:-HEAD~1})"
+    .venv/bin/python scripts/mutate.py --changed "${MUTATE_BASE:-HEAD~1}" || failed=1
+  fi
   return "$failed"
 }
 log=$(mktemp)
