@@ -59,18 +59,18 @@ SEED = 0
 # kernels, kernels, sweep_nb) need a fresh numba cache per mutant: numba's cache does not notice that
 # a function compiled into a kernel changed in another file, and would run the unmutated code.
 MODULES: dict[str, list[str]] = {
-    "lake/validation.py": ["tests/lake/test_validation.py"],
+    "lake/validation.py": ["tests/lake/test_mutants_validation.py", "tests/lake/test_validation.py"],
     # The formulas alone: exposure and turnover are the engine's (its tests run a backtest).
     "backtests/metrics.py": ["tests/backtests/test_mutants_metrics.py", "tests/backtests/test_metrics.py", "-k", "not exposure"],
     # The rule in plain Python (the engine compiles this very function; its tests run it compiled).
     "strategies/brackets.py": [
         "tests/strategies/test_mutants_brackets.py", "tests/backtests/test_brackets.py", "-k", "mutants_brackets or bracket_step or mirror or missing_levels or touch",
     ],
-    "backtests/engine.py": ["tests/backtests/test_engine_costs.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
+    "backtests/engine.py": ["tests/backtests/test_mutants_engine.py", "tests/backtests/test_engine_costs.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
     "orchestration/observability.py": ["tests/orchestration/test_observability.py"],
     "orchestration/bulk.py": ["tests/orchestration/test_cli.py", "-k", "bulk"],
-    "backtests/kernels.py": ["tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py", "tests/backtests/test_entry_sizing.py"],
-    "backtests/sweep_nb.py": ["tests/backtests/test_sweep.py"],
+    "backtests/kernels.py": ["tests/backtests/test_mutants_kernels.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py", "tests/backtests/test_entry_sizing.py"],
+    "backtests/sweep_nb.py": ["tests/backtests/test_mutants_sweep_nb.py", "tests/backtests/test_sweep.py"],
     # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
     "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
     # Its plain-Python functions by hand first (a mutant they kill compiles nothing), then the engine's.
@@ -107,6 +107,16 @@ FLOORS: dict[str, float] = {}
 # Survivors shown equivalent (tests/mutation_report.md says why), as (module, original line, mutated
 # line), compared without whitespace: they keep matching when other lines move.
 EQUIVALENT: set[tuple[str, str, str]] = {
+    # Which sessions are listed minute by minute: listing more and anti-joining gives the same missing set.
+    (
+        "lake/validation.py",
+        'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))',
+        'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(0))).fill_null(True).alias("distinct"))',
+    ),
+    # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
+    ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
+    # `phase` is only read as `phase > 0`, and the next entry from flat sets it to 1.
+    ("backtests/sweep_nb.py", "phase = 0", "phase = -1"),
     (
         "backtests/metrics.py",  # at exactly 0 both branches give -1
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] > 0 else -1.0",
@@ -635,9 +645,17 @@ def previous_survivors(module: str, sha256: str) -> tuple[int, int, int, set[str
     if score is None or (source is not None and source.group(1) != sha256):
         return None
     body = text.split("\nsurvivors (", 1)[1].split("\n", 1)[1].split("\n\n--- error:", 1)[0]
-    diffs = {chunk.split("\n", 1)[1].strip() for chunk in re.split(r"\n--- (?=line \d+ \()", body) if chunk.startswith("line ") and "\n" in chunk}
+    diffs = {_plain_diff(chunk.split("\n", 1)[1]) for chunk in re.split(r"\n--- (?=line \d+ \()", body) if chunk.startswith("line ") and "\n" in chunk}
     killed, run, total = (int(g) for g in score.groups())
     return killed, run, total, diffs
+
+
+def _plain_diff(diff: str) -> str:
+    """A survivor's diff as the fork runner writes it: cosmic-ray's own runner (the fresh-interpreter
+    fallback) adds a header line and a/ b/ prefixes, so MUTATE_RERUN found none of its survivors."""
+    lines = [ln for ln in diff.strip().splitlines() if ln != "--- mutation diff ---"]
+    lines = ["--- " + ln[6:] if ln.startswith("--- a/") else "+++ " + ln[6:] if ln.startswith("+++ b/") else ln for ln in lines]
+    return "\n".join(lines).strip()
 
 
 def _diff_of(item: object, source: str, path: Path) -> str:
