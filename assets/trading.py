@@ -410,6 +410,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             run_id=context.run_id,
             progress=lambda done, total: context.log.info(f"paper session: bar {done}/{total}"),
             headlines_at=headlines_at,
+            lake_root=lake.path,  # other timeframes a node declares (trend_filter) come from the lake
             spend_ledger=spend,
             now=run_now(context),
         )
