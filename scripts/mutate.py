@@ -111,6 +111,23 @@ FLOORS: dict[str, float] = {}
 # Survivors shown equivalent (tests/mutation_report.md says why), as (module, original line, mutated
 # line), compared without whitespace: they keep matching when other lines move.
 EQUIVALENT: set[tuple[str, str, str]] = {
+    # controls.reduces reads only the sign of the side.
+    (
+        "trading/execution.py",
+        "reducing = controls.reduces(held, 1.0 if d.side == Side.BUY else -1.0)  # a sell from flat opens a short",
+        "reducing = controls.reduces(held, 1.0 if d.side == Side.BUY else - 2.0)  # a sell from flat opens a short",
+    ),
+    (
+        "trading/execution.py",
+        "reducing = controls.reduces(held, 1.0 if d.side == Side.BUY else -1.0)  # a sell from flat opens a short",
+        "reducing = controls.reduces(held, 2.0 if d.side == Side.BUY else -1.0)  # a sell from flat opens a short",
+    ),
+    # Every caller of the private _emit passes type_ and payload by position, the rest by keyword.
+    (
+        "trading/execution.py",
+        "def _emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str | None = None, as_of: datetime | None = None, event_id: str | None = None) -> None:",
+        "def _emit(self, type_: EventType, payload: dict[str, Any], /, symbol: str | None = None, as_of: datetime | None = None, event_id: str | None = None) -> None:",
+    ),
     # `closing` is read only for an order that reduces; trades_spent asks about an entry.
     (
         "strategies/controls.py",

@@ -281,3 +281,16 @@ def test_a_one_share_position_the_ledger_lacks_is_a_mismatch(ledger: Ledger) -> 
     ex.execute([_decision("AAA", Side.BUY, 1)], {})
     broker.on_bar({"AAA": {"ts": OPEN, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0}})
     assert ex.reconcile({})["position_mismatches"] == {"AAA": {"broker": 1, "ledger": 0.0}}
+
+
+class _HoldsOneShortShare(SimulatedBroker):
+    """A broker holding a one-share short the ledger never recorded (opened by hand, say)."""
+
+    def positions(self) -> dict[str, float]:
+        return {"AAA": -1.0}
+
+
+def test_a_one_share_short_the_ledger_lacks_is_a_mismatch(ledger: Ledger) -> None:
+    # A missing ledger position counts as 0, not -1: against -1 it would hide exactly this short.
+    ex = _executor(_HoldsOneShortShare(cash=100_000), ledger)
+    assert ex.reconcile({})["position_mismatches"] == {"AAA": {"broker": -1.0, "ledger": 0.0}}
