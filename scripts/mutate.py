@@ -111,6 +111,27 @@ FLOORS: dict[str, float] = {}
 # Survivors shown equivalent (tests/mutation_report.md says why), as (module, original line, mutated
 # line), compared without whitespace: they keep matching when other lines move.
 EQUIVALENT: set[tuple[str, str, str]] = {
+    # trading/risk.py (tests/mutation_report.md): `direction` is exactly 1.0 or -1.0 and only its sign is read;
+    # `_result` clamps a quantity at 0 and its callers pass the flags by keyword; nothing assigns to a `_Cap`;
+    # the lowest cap is always strictly below itself plus a positive slack.
+    # No caller passes a negative quantity (proposals are >= 0, capped_quantity floors its room at 0).
+    ("trading/risk.py", "qty = max(float(qty), 0.0)", "qty = max(float(qty), -1.0)"),
+    ("trading/risk.py", '@dataclass(frozen=True)', '@dataclass(frozen=False)'),
+    ("trading/risk.py", 'return _result(symbol, 0.0, violations=[f"no price for {symbol}"])', 'return _result(symbol, -1.0, violations=[f"no price for {symbol}"])'),
+    ("trading/risk.py", 'return _result(symbol, 0.0, violations=[f"position {symbol} is not a finite number"])', 'return _result(symbol, -1.0, violations=[f"position {symbol} is not a finite number"])'),
+    ("trading/risk.py", 'return _result(symbol, 0.0, reasons=["zero quantity requested"])', 'return _result(symbol, -1.0, reasons=["zero quantity requested"])'),
+    ("trading/risk.py", 'direction = 1.0 if proposal.action is Action.BUY else -1.0', 'direction = 1.0 if proposal.action is Action.BUY else - 2.0'),
+    ("trading/risk.py", 'direction = 1.0 if proposal.action is Action.BUY else -1.0', 'direction = 2.0 if proposal.action is Action.BUY else -1.0'),
+    ("trading/risk.py", 'return _result(symbol, 0.0, violations=gates)', 'return _result(symbol, -1.0, violations=gates)'),
+    ("trading/risk.py", 'return _result(symbol, 0.0, violations=missing)', 'return _result(symbol, -1.0, violations=missing)'),
+    ("trading/risk.py", 'binding = [c for c in caps if c.max_qty <= lowest + abs(lowest) * _REL_TOL + _REL_TOL]', 'binding = [c for c in caps if c.max_qty < lowest + abs(lowest) * _REL_TOL + _REL_TOL]'),
+    ("trading/risk.py", 'if direction < 0 and not limits.allow_short:', 'if direction < 1 and not limits.allow_short:'),
+    ("trading/risk.py", 'if direction < 0 and not limits.allow_short:', 'if direction <= 0 and not limits.allow_short:'),
+    ("trading/risk.py", 'if direction > 0:  # short sales bring cash in; only buys can overdraw', 'if direction > -1:  # short sales bring cash in; only buys can overdraw'),
+    ("trading/risk.py", 'if direction > 0:  # short sales bring cash in; only buys can overdraw', 'if direction >= 0:  # short sales bring cash in; only buys can overdraw'),
+    ("trading/risk.py", 'return capped_quantity(equity, px, held, others, limits.max_position_pct, limits.max_sector_pct, cash, direction > 0, step)', 'return capped_quantity(equity, px, held, others, limits.max_position_pct, limits.max_sector_pct, cash, direction > -1, step)'),
+    ("trading/risk.py", 'return capped_quantity(equity, px, held, others, limits.max_position_pct, limits.max_sector_pct, cash, direction > 0, step)', 'return capped_quantity(equity, px, held, others, limits.max_position_pct, limits.max_sector_pct, cash, direction >= 0, step)'),
+    ("trading/risk.py", 'symbol: str, qty: float, *, reasons: list[str] | None = None, violations: list[str] | None = None', 'symbol: str, qty: float, /, reasons: list[str] | None = None, violations: list[str] | None = None'),
     # controls.reduces reads only the sign of the side.
     (
         "trading/execution.py",

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from trading.models import Action, PortfolioSnapshot, TradeProposal
-from trading.risk import RiskLimits, assess
+from trading.risk import RiskLimits, RiskLimitsError, assess
 
 
 def _proposal(symbol: str = "AAPL", action: Action = Action.BUY, **kw: Any) -> TradeProposal:
@@ -193,3 +193,33 @@ def test_a_position_well_over_its_cap_is_bound_by_that_cap_and_says_so() -> None
     res = assess(_proposal(), _book(positions={"AAPL": 205.0}), RiskLimits())
     assert not res.approved and res.reasons == ["sized to limits", "bound by position limit"]
     assert res.hard_violations == ["position AAPL 20.5% vs limit 20.0% of equity: no room for AAPL"]
+
+
+def test_a_sector_holding_priced_below_one_dollar_is_valued() -> None:
+    # Any positive finite price values a holding: 50 cents is a price, not a missing one.
+    book = _book(positions={"MSFT": 10.0}, prices={"AAPL": 100.0, "MSFT": 0.5})
+    res = assess(_proposal(quantity=10), book, RiskLimits())
+    assert res.approved and res.quantity == 10 and res.hard_violations == []
+
+
+def test_an_exchange_calendar_alias_is_accepted() -> None:
+    assert RiskLimits(exchange="NYSE").exchange == "NYSE"  # exchange_calendars' alias of XNYS
+
+
+def test_at_most_ten_open_positions_by_default() -> None:
+    assert RiskLimits().max_open_positions == 10
+
+
+def test_bad_limits_name_each_offending_field() -> None:
+    with pytest.raises(RiskLimitsError, match=r"\(max_open_positions\): max_open_positions: "):
+        RiskLimits.from_mapping({"max_open_positions": "many"})
+
+
+def test_limits_that_are_not_a_mapping_are_named_as_the_root() -> None:
+    with pytest.raises(RiskLimitsError, match=r"\(<root>\): <root>: "):
+        RiskLimits.from_mapping([1, 2])  # type: ignore[arg-type]
+
+
+def test_a_sized_buy_with_no_room_is_zero_shares_never_negative() -> None:
+    res = assess(_proposal(), _book(positions={"AAPL": 205.0}), RiskLimits())
+    assert res.quantity == 0.0
