@@ -223,3 +223,10 @@ def test_limits_that_are_not_a_mapping_are_named_as_the_root() -> None:
 def test_a_sized_buy_with_no_room_is_zero_shares_never_negative() -> None:
     res = assess(_proposal(), _book(positions={"AAPL": 205.0}), RiskLimits())
     assert res.quantity == 0.0
+
+
+def test_a_cap_within_float_noise_of_a_zero_room_binds_too() -> None:
+    # The position cap leaves exactly 0 shares; 5e-11 of cash leaves 5e-13, within the absolute slack
+    # (1e-12) of 0: both caps bind and both are named.
+    res = assess(_proposal(), _book(cash=5e-11, positions={"AAPL": 200.0}), RiskLimits())
+    assert res.reasons == ["sized to limits", "bound by position, cash limit"]
