@@ -6,29 +6,18 @@ import pytest
 
 from strategies import registry
 from strategies.builtin import SMA_CROSS
+from tests.fakes.entry_points import faked_entry_points
 
 
 def test_lookups_scan_the_metadata_once_and_refresh_sees_a_new_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    installed: list[metadata.EntryPoint] = []
-    scans: list[str] = []
-
-    def scan(group: str) -> list[metadata.EntryPoint]:
-        scans.append(group)
-        return [ep for ep in installed if ep.group == group]
-
-    monkeypatch.setattr(metadata, "entry_points", scan)
-    registry.refresh()
-    try:
+    with faked_entry_points(monkeypatch, registry.refresh) as fake:
         assert "sma_again" not in registry.available()
         registry.load_strategy("sma_cross")
         registry.available()
-        assert scans == [registry.ENTRY_POINT_GROUP]  # one scan for three lookups
+        assert fake.scans == [registry.ENTRY_POINT_GROUP]  # one scan for three lookups
 
-        installed.append(metadata.EntryPoint("sma_again", "strategies.builtin:SMA_CROSS", registry.ENTRY_POINT_GROUP))
+        fake.installed.append(metadata.EntryPoint("sma_again", "strategies.builtin:SMA_CROSS", registry.ENTRY_POINT_GROUP))
         assert "sma_again" not in registry.available()  # a package installed since: not seen until a refresh
         registry.refresh()
         assert registry.available()["sma_again"] is SMA_CROSS
-        assert len(scans) == 2
-    finally:
-        monkeypatch.undo()
-        registry.refresh()  # later tests read the real metadata
+        assert len(fake.scans) == 2

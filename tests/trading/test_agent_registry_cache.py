@@ -4,6 +4,7 @@ from importlib import metadata
 
 import pytest
 
+from tests.fakes.entry_points import faked_entry_points
 from trading.agents import registry
 from trading.agents.base import CostClass, Role
 from trading.agents.rules import RuleValidator
@@ -12,27 +13,15 @@ PROBE = registry.AgentType("probe_validator", Role.VALIDATOR, CostClass.FREE, re
 
 
 def test_lookups_scan_the_metadata_once_and_refresh_sees_a_new_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    installed: list[metadata.EntryPoint] = []
-    scans: list[str] = []
-
-    def scan(group: str) -> list[metadata.EntryPoint]:
-        scans.append(group)
-        return [ep for ep in installed if ep.group == group]
-
-    monkeypatch.setattr(metadata, "entry_points", scan)
-    registry.refresh()
-    try:
+    with faked_entry_points(monkeypatch, registry.refresh) as fake:
         assert "probe_validator" not in registry.agent_types()
         registry.catalog()
         registry.expect_roles({Role.VALIDATOR: registry.AgentSpec(type="rules_validator")})
-        assert scans == [registry.AGENT_ENTRY_POINT_GROUP]  # one scan for three lookups
+        assert fake.scans == [registry.AGENT_ENTRY_POINT_GROUP]  # one scan for three lookups
 
-        installed.append(metadata.EntryPoint("probe", f"{__name__}:PROBE", registry.AGENT_ENTRY_POINT_GROUP))
+        fake.installed.append(metadata.EntryPoint("probe", f"{__name__}:PROBE", registry.AGENT_ENTRY_POINT_GROUP))
         assert "probe_validator" not in registry.agent_types()  # installed since: not seen until a refresh
         registry.refresh()
         assert registry.agent_types()["probe_validator"] is PROBE
         assert "probe_validator" in {t["type"] for t in registry.catalog()}  # what `quantlake agents list` prints
-        assert len(scans) == 2
-    finally:
-        monkeypatch.undo()
-        registry.refresh()  # later tests read the real metadata
+        assert len(fake.scans) == 2
