@@ -18,6 +18,7 @@ from lake.schema import conform_bars
 from lake.screener import screener_path
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
+from tests.orchestration.lakes import synthetic_daily_lake
 from trading.events import EventType
 from trading.ledger import Ledger
 
@@ -29,10 +30,7 @@ NOW = datetime.combine(DAY, time(11, 0), tzinfo=get_calendar().tz)
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
-    root: Path = tmp_path_factory.mktemp("lake")
-    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
-    replace_partitions(root, "bars", "1d", bars, period="year")
-    return LakeResource(root=str(root))
+    return synthetic_daily_lake(tmp_path_factory.mktemp("lake"), SYMBOLS)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
 from orchestration.jobs import screener_job
 from orchestration.schedules import build_schedules
+from tests.orchestration.lakes import synthetic_daily_lake
 from trading.events import EventType
 from trading.ledger import Ledger
 
@@ -36,10 +37,7 @@ def _at(day: date, hour: int, minute: int) -> datetime:
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
-    root: Path = tmp_path_factory.mktemp("lake")
-    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
-    replace_partitions(root, "bars", "1d", bars, period="year")
-    return LakeResource(root=str(root))
+    return synthetic_daily_lake(tmp_path_factory.mktemp("lake"), SYMBOLS)
 
 
 @pytest.fixture(autouse=True)

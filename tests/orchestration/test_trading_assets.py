@@ -15,9 +15,9 @@ from assets import trading
 from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
 from lake.sources.synthetic import SyntheticSource
-from lake.store import replace_partitions
 from strategies.builtin import SMA_CROSS
 from tests.fakes.openai_server import OpenAIServer, Reply
+from tests.orchestration.lakes import synthetic_daily_lake
 from tests.trading.conftest import busiest_entry_bar
 from trading.events import EventType
 from trading.ledger import Ledger
@@ -26,10 +26,7 @@ SYMBOLS = ["AAPL", "AMZN", "GOOG", "JPM", "META", "MSFT", "NVDA", "TSLA"]
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> LakeResource:
-    root: Path = tmp_path_factory.mktemp("lake")
-    bars = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
-    replace_partitions(root, "bars", "1d", bars, period="year")
-    return LakeResource(root=str(root))
+    return synthetic_daily_lake(tmp_path_factory.mktemp("lake"), SYMBOLS)
 
 
 @pytest.fixture(scope="module")
