@@ -56,7 +56,7 @@ screener_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("screener"),
     partitions_def=trading_day_partitions,
     description="The day's screen (liquidity, price, gap, momentum) from the prior sessions' daily bars: what the day's decide runs decide.",
-    tags=max_runtime("research"),
+    tags=max_runtime("ingest"),  # a lake read and one partition written, 30 min before the decisions: a hang must end by then
 )
 
 decide_job = dg.define_asset_job(

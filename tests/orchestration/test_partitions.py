@@ -41,6 +41,9 @@ def loaded_on_jan_2(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         for name in [n for n in sys.modules if n.split(".")[0] in ours]:
             del sys.modules[name]
         sys.modules.update(saved)
+        # The fresh import pointed the lower layers' hooks (partitions, screener, the plan source) at its own
+        # settings module: point them back, or later tests get the other module's SettingsError class.
+        saved["orchestration.settings"].pass_settings_down()  # type: ignore[attr-defined]
 
 
 def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, schedule: str, at: datetime) -> list[dg.RunRequest]:

@@ -38,6 +38,7 @@ KIND = {
     "ingest_intraday_job": "ingest",
     "ingest_daily_job": "ingest",
     "ingest_news_job": "ingest",
+    "screener_job": "ingest",
     "decide_job": "trading",
     "end_of_day_job": "trading",
     "kill_switch_job": "trading",
