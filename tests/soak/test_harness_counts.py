@@ -9,16 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from tests.soak.harness import GC_THRESHOLD, SoakResult, SoakSettings, _counting_events, _fewer_collections
-
-
-@dg.asset
-def numbers() -> list[int]:
-    return [1, 2, 3]
-
-
-@dg.asset_check(asset=numbers)
-def numbers_positive(numbers: list[int]) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=all(n > 0 for n in numbers))
+from tests.soak.test_lean import numbers, numbers_positive  # one tiny asset and check for both
 
 
 def test_every_event_the_instance_stores_is_counted(tmp_path: Path) -> None:

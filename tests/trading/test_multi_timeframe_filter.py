@@ -77,8 +77,9 @@ def test_too_few_closed_bars_is_no_trend_to_follow() -> None:
     assert not blocked.approved and "2 closed 1d bars, 3 needed" in blocked.reasons[-1]
 
 
-def daily_bars(paths: Mapping[str, list[float]]) -> pl.DataFrame:
-    opens = sessions_frame("2026-10-01", "2026-11-30")["open"].to_list()
+def daily_bars(paths: Mapping[str, list[float]], first: str = "2026-10-01", last: str = "2026-11-30") -> pl.DataFrame:
+    """Flat daily bars (open = high = low = close) of each path, ending at the last session up to `last`."""
+    opens = sessions_frame(first, last)["open"].to_list()
     rows = [
         {"symbol": s, "timeframe": "1d", "ts": ts, "open": c, "high": c, "low": c, "close": c, "volume": 1_000.0}
         for s, closes in paths.items()

@@ -10,11 +10,10 @@ from typing import Any
 
 import polars as pl
 
-from lake.calendar import sessions_frame
-from lake.schema import conform_bars
 from lake.store import replace_partitions
 from tests.trading.always_long import ALWAYS_LONG
 from tests.trading.test_multi_timeframe import MONDAY, TUESDAY, minutes
+from tests.trading.test_multi_timeframe_filter import daily_bars
 from trading.context import frames_from, read_frames
 from trading.cycle import run_decision_cycle
 from trading.events import EventType
@@ -62,13 +61,7 @@ def test_a_daily_cycle_reads_its_hourly_frame_resampled_from_the_lakes_minutes(t
 
 
 def daily(paths: dict[str, list[float]], last: str = "2026-11-27") -> pl.DataFrame:
-    opens = sessions_frame("2026-03-02", last)["open"].to_list()
-    rows = [
-        {"symbol": s, "timeframe": "1d", "ts": ts, "open": c, "high": c, "low": c, "close": c, "volume": 1_000.0}
-        for s, closes in paths.items()
-        for ts, c in zip(opens[-len(closes):], closes, strict=True)
-    ]  # fmt: skip
-    return conform_bars(pl.DataFrame(rows), where="test daily bars")
+    return daily_bars(paths, first="2026-03-02", last=last)
 
 
 # 100 sessions: UP rises all along; DOWN rises, then falls for its last 20 sessions under its 60-day mean
