@@ -28,11 +28,18 @@ from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
 from lake.store import write_text_atomic
 from strategies.registry import load_strategy
-from trading.accounts import AccountPlan, SubAccount, configured_plan_file, load_account_plan
+from trading.accounts import (
+    AccountPlan,
+    SubAccount,
+    configured_plan_file,
+    load_account_plan,
+    unattributed_positions,
+)
 from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.base import Broker
 from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.brokers.split import SharedBroker, split
 from trading.cycle import (
     CycleError,
     day_summary,
@@ -155,24 +162,31 @@ def _side_by_side(
     """The plan's pipelines, each on its own sub-account of the ledger (`trading.cycle.run_pipelines`);
     in simulation each has its own simulated broker (its state beside the account's, by pipeline id)."""
     mode = Mode(trading.mode)
-    if mode in (Mode.PAPER, Mode.LIVE):
-        raise ValueError(f"several pipelines in {mode.value} mode share one broker account, which is not split per pipeline yet: run them in validation or simulation")
     configs = {slot.id: pipeline_config(trading, plan.file_of(slot)) for slot in plan.pipelines}
-    capital = plan.allocations(config.initial_cash)
+    shared = trading.broker() if mode in (Mode.PAPER, Mode.LIVE) else None  # one account, split per pipeline below
+    if shared is not None and not isinstance(shared, SharedBroker):
+        raise ValueError(f"{shared.name} cannot be split between pipelines (it has no cancel of one order or no prices)")
+    account_cash = shared.account().cash if shared is not None else config.initial_cash  # shares of the broker's cash, as one pipeline's opening
+    capital = plan.allocations(account_cash)
     brokers: dict[str, Broker | None] = {s.id: _simulated(trading, s.id, capital[s.id]) if mode == Mode.SIMULATION else None for s in plan.pipelines}
     ledger = trading.ledger()
     try:
+        if shared is not None:  # each pipeline's orders tagged with its id, its fills booked in its sub-account (trading.brokers.split)
+            books: dict[str, Ledger] = {s.id: SubAccount(ledger, s.id) for s in plan.pipelines}
+            brokers = dict(split(shared, books, capital, now=run_now(context), mode=mode, run_id=context.run_id))
         runs = run_pipelines(
-            plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=config.initial_cash, run_id=context.run_id,
+            plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=account_cash, run_id=context.run_id,
             thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params,
             symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
             timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
         )  # fmt: skip
+        # What the broker's account holds that no pipeline's book says it holds (a hand trade, a fill not booked yet).
+        unattributed = unattributed_positions(shared.positions(), ledger, [s.id for s in plan.pipelines]) if shared is not None else {}
         for pipeline_id, broker in brokers.items():
             if isinstance(broker, SimulatedBroker):
                 write_text_atomic(_sim_file(trading, pipeline_id), json.dumps(broker.to_state()))
-    except (CycleError, LakeError) as exc:
+    except (CycleError, LakeError, ExecutionError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     finally:
         ledger.close()
@@ -206,6 +220,7 @@ def _side_by_side(
             "equity_per_pipeline": dg.MetadataValue.json({r["pipeline"]: r["equity"] for r in rows}),
             "blocked": dg.MetadataValue.json({r["pipeline"]: r["blocked"] for r in rows if r["blocked"]}),  # why new risk was refused
             "paused": dg.MetadataValue.json([s.id for s in plan.pipelines if s.paused]),
+            "unattributed_positions": dg.MetadataValue.json(unattributed),
             "plan": dg.MetadataValue.path(str(plan.source)) if plan.source else "",
         }
     )

@@ -220,6 +220,15 @@ class SubAccount(Ledger):
         super().save_snapshot(replace(snapshot, name=f"{snapshot.name}@{self.pipeline_id}"))
 
 
+def unattributed_positions(account: dict[str, float], ledger: Ledger, pipeline_ids: Iterable[str]) -> dict[str, float]:
+    """What the broker's account holds beyond the sum of the pipelines' books, by symbol (0 left out):
+    a trade by hand, or a fill not booked yet. The split's own reconciliation of the whole account."""
+    books = [project(SubAccount(ledger, p)).portfolio.positions for p in pipeline_ids]
+    symbols = {*account, *(s for b in books for s in b)}
+    gaps = {s: account.get(s, 0.0) - sum(b.get(s, 0.0) for b in books) for s in sorted(symbols)}
+    return {s: gap for s, gap in gaps.items() if abs(gap) > 1e-9}
+
+
 def equity_curves(ledger: Ledger, pipeline_ids: Iterable[str], *, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
     """Each pipeline's equity as its sub-account was marked at each run (the reconciliation marks), in
     [start, end): pipeline, ts, equity."""

@@ -429,6 +429,12 @@ class AlpacaBroker:
             out[row.symbol] = -qty if row.side == PositionSide.SHORT else qty
         return out
 
+    def prices(self) -> dict[str, float]:
+        """Each held symbol's current price, as Alpaca marks the position."""
+        rows = self._read("positions", self._client.get_all_positions)
+        assert isinstance(rows, list)
+        return {row.symbol: _float(row.current_price) for row in rows if isinstance(row, Position) and _float(row.current_price) > 0}
+
     def account(self) -> Account:
         acct = self._read("account", self._client.get_account)
         assert isinstance(acct, TradeAccount)

@@ -51,6 +51,7 @@ from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, h
 from strategies.entries import after_closing, capped_at_fill, entry_shares, free_cash
 from trading.brokers.base import (
     Account,
+    BrokerError,
     Clock,
     Fill,
     FillCaps,
@@ -152,6 +153,18 @@ class SimulatedBroker:
 
     def open_orders(self) -> list[OrderState]:
         return [o.state for o in self._orders.values() if o.state.status.is_open]
+
+    def cancel(self, broker_order_id: str) -> None:
+        """Cancels one open order (`AlpacaBroker.cancel`'s contract: one no longer open raises BrokerError)."""
+        for order in self._orders.values():
+            if order.state.broker_order_id == broker_order_id and order.state.status.is_open:
+                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "canceled"})
+                return
+        raise BrokerError(f"simulated: no open order {broker_order_id}")
+
+    def prices(self) -> dict[str, float]:
+        """The last price of each symbol the broker has seen (its marks)."""
+        return dict(self._marks)
 
     def cancel_all(self) -> int:
         count = 0

@@ -1,0 +1,145 @@
+"""Two pipelines in paper mode on one broker account (`trading.brokers.split`): each order reaches the
+broker under its pipeline's prefix, each pipeline's fills are booked in its own sub-account (positions,
+cash and P&L add up to the account's), each is sized on its own capital, and the account's limits hold
+across both. On the simulated broker and on alpaca-py's client against the loopback Alpaca server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from lake.calendar import get_calendar
+from lake.sources.synthetic import SyntheticSource
+from lake.store import read_bars, replace_partitions
+from tests.fakes.alpaca_trading_server import AlpacaTradingServer
+from tests.trading.always_long import ALWAYS_LONG
+from trading.accounts import AccountPlan, SubAccount, unattributed_positions
+from trading.brokers.alpaca import AlpacaBroker
+from trading.brokers.simulated import SimulatedBroker
+from trading.brokers.split import PipelineBroker, SharedBroker, owner, split
+from trading.cycle import PipelineRun, run_pipelines
+from trading.events import EventType
+from trading.ledger import Ledger, replay_portfolio
+from trading.models import Mode
+from trading.pipeline import PipelineConfig, load_pipeline_config
+
+SYMBOLS = ["AAPL", "JPM", "META"]
+DECISION_BAR = datetime(2023, 12, 20, 14, 30, tzinfo=UTC)
+NEXT_BAR = datetime(2023, 12, 21, 14, 30, tzinfo=UTC)
+CAPITAL = {"cautious": 60_000.0, "bold": 40_000.0}
+
+
+def _at_eleven(day: int) -> datetime:
+    """11:00 New York on a December 2023 session: inside the trading window."""
+    return datetime.combine(datetime(2023, 12, day).date(), time(11, 0), tzinfo=get_calendar().tz)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("split") / "lake"
+    daily = SyntheticSource(seed=7).fetch(SYMBOLS, "1d", datetime(2023, 6, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    replace_partitions(root, "bars", "1d", daily, period="year")
+    return root
+
+
+def _bar(lake: Path, ts: datetime) -> dict[str, dict[str, Any]]:
+    bars = read_bars(lake, SYMBOLS, "1d", ts, ts + (NEXT_BAR - DECISION_BAR))
+    return {r["symbol"]: r for r in bars.filter(pl.col("ts") == ts).iter_rows(named=True)}
+
+
+def _configs(tmp_path: Path) -> dict[str, PipelineConfig]:
+    """The same strategy, two risk appetites: 5 % of the sub-account a position, or the default 20 %."""
+    (tmp_path / "cautious.json").write_text(json.dumps({"name": "cautious", "limits": {"max_position_pct": 0.05, "max_sector_pct": 1.0}}))
+    (tmp_path / "bold.json").write_text(json.dumps({"name": "bold", "limits": {"max_sector_pct": 1.0}}))
+    return {p: load_pipeline_config(tmp_path / f"{p}.json") for p in CAPITAL}
+
+
+def _plan(account_limits: dict[str, Any] | None = None) -> AccountPlan:
+    return AccountPlan.model_validate({"pipelines": [{"id": "cautious", "capital": 0.6}, {"id": "bold", "capital": 40_000}], "limits": account_limits})
+
+
+def _decide(lake: Path, tmp_path: Path, ledger: Ledger, shared: SharedBroker, plan: AccountPlan, as_of: datetime, now: datetime) -> list[PipelineRun]:
+    books: dict[str, Ledger] = {p: SubAccount(ledger, p) for p in CAPITAL}
+    brokers = split(shared, books, plan.allocations(100_000.0), now=now, mode=Mode.PAPER, run_id=f"run-{now:%d}")
+    return run_pipelines(
+        plan=plan, configs=_configs(tmp_path), ledger=ledger, brokers=dict(brokers), initial_cash=100_000.0, run_id=f"run-{now:%d}",
+        lake_root=lake, strategy=ALWAYS_LONG, params=ALWAYS_LONG.params(), symbols=SYMBOLS, timeframe="1d", as_of=as_of, mode=Mode.PAPER, now=now,
+    )  # fmt: skip
+
+
+def _books(ledger: Ledger, shared: SharedBroker, now: datetime) -> dict[str, PipelineBroker]:
+    """Each pipeline's view, its fills synced (what the next run's reconciliation does first)."""
+    views = split(shared, {p: SubAccount(ledger, p) for p in CAPITAL}, CAPITAL, now=now, mode=Mode.PAPER, run_id="sync")
+    for view in views.values():
+        view.sync()
+    return views
+
+
+def _check_attribution(ledger: Ledger, account_positions: dict[str, float], account_cash: float, closes: dict[str, float]) -> None:
+    """`closes`: the decision bar's, which each pipeline sized its orders at."""
+    books = {p: replay_portfolio(SubAccount(ledger, p)) for p in CAPITAL}
+    for symbol in SYMBOLS:
+        cautious, bold = books["cautious"].positions.get(symbol, 0.0), books["bold"].positions.get(symbol, 0.0)
+        assert 0 < cautious * closes[symbol] <= 0.05 * CAPITAL["cautious"], f"{symbol}: the cautious pipeline sized on its own $60k"
+        assert 0.05 * CAPITAL["cautious"] < bold * closes[symbol] <= 0.2 * CAPITAL["bold"], f"{symbol}: the bold pipeline's own 20 % of its $40k"
+        assert cautious + bold == pytest.approx(account_positions[symbol]), f"{symbol}: the sub-accounts add up to the account"
+    assert books["cautious"].cash + books["bold"].cash == pytest.approx(account_cash), "each pipeline paid for its own fills"
+    assert unattributed_positions(account_positions, ledger, CAPITAL) == {}
+
+
+def test_two_pipelines_on_one_simulated_account(lake: Path, tmp_path: Path) -> None:
+    shared = SimulatedBroker(cash=100_000.0)
+    with Ledger("sqlite://") as ledger:
+        runs = _decide(lake, tmp_path, ledger, shared, _plan(), DECISION_BAR, _at_eleven(21))
+        assert [len(r.report.orders) for r in runs] == [3, 3]
+        wire = [o.state.client_order_id for o in shared._orders.values()]
+        assert len(wire) == 6, "the same decision in two pipelines is two orders at the broker, not one"
+        assert sorted(owner(c) or "" for c in wire) == ["bold"] * 3 + ["cautious"] * 3, "every order carries its pipeline's prefix"
+        own = {e.payload["client_order_id"] for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value])}
+        assert {f"{e}" for e in own} == {c.split(".", 1)[1] for c in wire}, "the ledger has the executor's own ids"
+        shared.on_bar(_bar(lake, NEXT_BAR))  # the market opens: both pipelines' orders fill
+        views = _books(ledger, shared, _at_eleven(22))
+        _check_attribution(ledger, shared.positions(), shared.cash, {s: b["close"] for s, b in _bar(lake, DECISION_BAR).items()})
+        assert sum(v.account().equity for v in views.values()) == pytest.approx(shared.account().equity), "the pipelines' equity is the account's"
+        assert {v.sync() for v in views.values()} == {0}, "a fill is booked once"
+
+
+@pytest.fixture
+def alpaca(lake: Path) -> Iterator[tuple[AlpacaTradingServer, AlpacaBroker]]:
+    closes = {s: float(b["close"]) for s, b in _bar(lake, DECISION_BAR).items()}
+    with AlpacaTradingServer(prices=closes) as server:  # market orders fill at once at these prices
+        yield server, AlpacaBroker("key", "secret", url_override=server.base_url, sleep=lambda _s: None)
+
+
+def test_two_pipelines_on_one_alpaca_paper_account(lake: Path, tmp_path: Path, alpaca: tuple[AlpacaTradingServer, AlpacaBroker]) -> None:
+    server, broker = alpaca
+    with Ledger("sqlite://") as ledger:
+        runs = _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21))
+        assert [len(r.report.orders) for r in runs] == [3, 3]
+        wire = [o["client_order_id"] for o in server.orders.values()]
+        assert sorted(owner(c) or "" for c in wire) == ["bold"] * 3 + ["cautious"] * 3, "every order carries its pipeline's prefix"
+        assert all(n == 1 for n in server.orders_created_by_client_id.values())
+        _books(ledger, broker, _at_eleven(22))
+        _check_attribution(ledger, broker.positions(), broker.account().cash, server.prices)
+        # The next run books nothing twice and sends nothing again for the same decisions.
+        again = _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21).replace(minute=30))
+        assert all(n == 1 for n in server.orders_created_by_client_id.values()) and len(server.orders) == 6
+        assert sum(len(r.report.orders) for r in again) == 0
+        _check_attribution(ledger, broker.positions(), broker.account().cash, server.prices)
+
+
+def test_the_account_limit_holds_across_both_on_alpaca(lake: Path, tmp_path: Path, alpaca: tuple[AlpacaTradingServer, AlpacaBroker]) -> None:
+    """4 % of the account a symbol, over both books: the bold pipeline is cut to what the account has left."""
+    server, broker = alpaca
+    with Ledger("sqlite://") as ledger:
+        _decide(lake, tmp_path, ledger, broker, _plan({"max_position_pct": 0.04, "max_sector_pct": 1.0}), DECISION_BAR, _at_eleven(21))
+        for symbol, (qty, _avg) in server.positions.items():
+            assert 0 < qty * server.prices[symbol] <= 0.04 * 100_000, f"{symbol}: the account's cap over both pipelines"
+        cut = [e.payload for e in ledger.events(types=[EventType.RISK_ASSESSMENT.value]) if "account: " in str(e.payload.get("hard_violations"))]
+        assert {p["pipeline"] for p in cut} == {"bold"}

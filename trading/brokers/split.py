@@ -1,0 +1,191 @@
+"""One broker account split between pipelines: `PipelineBroker` is the account as one pipeline trades it.
+
+Several pipelines in paper or live mode share one Alpaca account (or, in tests, one simulated broker).
+Each trades through its own `PipelineBroker` over the one broker and its own sub-account of the ledger
+(`trading.accounts.SubAccount`), so the executor, the breakers and the projections run unchanged:
+
+- orders: every order reaches the broker under its pipeline's prefix (`tagged`: `<pipeline id>.<client
+  id>`; ids never contain a dot), so the account's orders say whose they are and two pipelines making
+  the same decision send two orders; the pipeline (its executor, its ledger) sees its own ids back.
+  The account's equity is not the pipeline's: an entry goes as the fixed quantity the pipeline sized on
+  its own capital (no `size` or caps re-sized at the fill on the account's equity), and without bracket
+  levels (a broker keeps one bracket per symbol of the account, which two pipelines' positions would
+  share; the decision's stop and targets stay in the ledger);
+- fills: what the broker filled of the pipeline's orders beyond what its sub-account has booked is
+  booked there (`sync`), from each order's cumulative quantity and average price, as the trade manager
+  books Alpaca's (fill id `<broker order id>@<cumulative quantity>`): the broker is the truth of what
+  filled, the tag says whose it is;
+- positions, cash and equity: the sub-account's (its capital, then its fills), marked at the account's
+  prices (`prices`); open orders, cancels and the window's flatten: its own orders and positions only.
+The account's hard limits over every pipeline are `trading.accounts.AccountBook`'s; the account's kill
+switch acts on the broker itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from trading.brokers.base import Account, BrokerError, Clock, Fill, OrderRequest, OrderState, OrderType
+from trading.events import Event, EventType
+from trading.execution import fill_event_id
+from trading.ledger import Ledger, replay_portfolio
+from trading.models import Mode, Side
+
+SEPARATOR = "."  # not in a pipeline id (trading.accounts.PIPELINE_ID) nor in ours: the prefix reads back unambiguously
+_EPS = 1e-9
+
+
+def tagged(pipeline_id: str, client_order_id: str) -> str:
+    """The id the broker has for a pipeline's order."""
+    return f"{pipeline_id}{SEPARATOR}{client_order_id}"
+
+
+def owner(broker_client_id: str) -> str | None:
+    """The pipeline a broker's order belongs to (its prefix), None for an order no pipeline sent."""
+    head, sep, _ = broker_client_id.partition(SEPARATOR)
+    return head if sep else None
+
+
+@runtime_checkable
+class SharedBroker(Protocol):
+    """What a split needs of the one broker: the Broker protocol's reads and sends, and one order's cancel."""
+
+    name: str
+
+    def account(self) -> Account: ...
+
+    def positions(self) -> dict[str, float]: ...
+
+    def submit(self, order: OrderRequest) -> OrderState: ...
+
+    def get_order(self, client_order_id: str) -> OrderState | None: ...
+
+    def open_orders(self) -> list[OrderState]: ...
+
+    def cancel(self, broker_order_id: str) -> None: ...
+
+    def prices(self) -> dict[str, float]: ...
+
+    def clock(self) -> Clock: ...
+
+
+class PipelineBroker:
+    """The Broker protocol for one pipeline on a shared account (see the module docstring)."""
+
+    def __init__(self, broker: SharedBroker, pipeline_id: str, book: Ledger, *, capital: float, now: datetime, mode: Mode, run_id: str) -> None:
+        self.broker, self.pipeline_id, self.book = broker, pipeline_id, book
+        self.capital, self.now, self.mode, self.run_id = capital, now, mode, run_id
+        self.name = f"{broker.name}/{pipeline_id}"
+        self._prefix = tagged(pipeline_id, "")
+
+    # -- ids
+    def _mine(self, state: OrderState) -> bool:
+        return state.client_order_id.startswith(self._prefix)
+
+    def _own(self, state: OrderState) -> OrderState:
+        return state.model_copy(update={"client_order_id": state.client_order_id[len(self._prefix) :]})
+
+    # -- orders
+    def submit(self, order: OrderRequest) -> OrderState:
+        wire = order.model_copy(
+            update={"client_order_id": tagged(self.pipeline_id, order.client_order_id), "size": None, "caps": None, "stop": None, "target1": None, "target2": None}
+        )
+        return self._own(self.broker.submit(wire))
+
+    def get_order(self, client_order_id: str) -> OrderState | None:
+        found = self.broker.get_order(tagged(self.pipeline_id, client_order_id))
+        return None if found is None else self._own(found)
+
+    def open_orders(self) -> list[OrderState]:
+        return [self._own(o) for o in self.broker.open_orders() if self._mine(o)]
+
+    def cancel_all(self) -> int:
+        """Cancels this pipeline's open orders (the other pipelines' stay)."""
+        mine = [o for o in self.broker.open_orders() if self._mine(o)]
+        for order in mine:
+            self.broker.cancel(order.broker_order_id)
+        return len(mine)
+
+    def close_all(self) -> list[OrderState]:
+        """Cancels this pipeline's open orders and closes its positions with market orders (ids from the
+        symbol, the quantity and the run's now: a retry of the run sends none twice)."""
+        self.cancel_all()
+        out = []
+        for symbol, qty in sorted(self.positions().items()):
+            key = hashlib.sha256(f"{symbol}|{qty:g}|{self.now.isoformat()}".encode()).hexdigest()[:24]
+            side = Side.SELL if qty > 0 else Side.BUY
+            out.append(self.submit(OrderRequest(client_order_id=f"close-{key}", symbol=symbol, side=side, quantity=abs(qty), type=OrderType.MARKET, reduce_only=True)))
+        return out
+
+    # -- the sub-account
+    def sync(self) -> int:
+        """Books in the sub-account what the broker filled of this pipeline's orders beyond what it has;
+        an order that is over and fully booked is marked settled (a CANCEL event) and not asked again."""
+        booked: dict[str, float] = {}
+        notional: dict[str, float] = {}
+        quantity: dict[str, float] = {}
+        settled: set[str] = set()
+        for event in self.book.events(types=[EventType.ORDER_SUBMITTED.value, EventType.FILL.value, EventType.REJECTION.value, EventType.CANCEL.value]):
+            cid = event.payload.get("client_order_id")
+            if not isinstance(cid, str):
+                continue
+            if event.type == EventType.ORDER_SUBMITTED and event.payload.get("broker_order_id"):
+                quantity.setdefault(cid, float(event.payload.get("quantity") or 0.0))
+            elif event.type == EventType.FILL:
+                booked[cid] = booked.get(cid, 0.0) + float(event.payload["quantity"])
+                notional[cid] = notional.get(cid, 0.0) + float(event.payload["quantity"]) * float(event.payload["price"])
+            else:
+                settled.add(cid)
+        count = 0
+        for cid in quantity:
+            if cid in settled:
+                continue
+            state = self.get_order(cid)
+            if state is None:
+                raise BrokerError(f"{self.name}: order {tagged(self.pipeline_id, cid)} is in the ledger but not at the broker")
+            done, paid = booked.get(cid, 0.0), notional.get(cid, 0.0)
+            cum, avg = state.filled_quantity, state.avg_fill_price
+            if avg is not None and cum > done + _EPS:
+                qty = cum - done
+                fill = Fill(
+                    fill_id=f"{state.broker_order_id}@{cum:g}", client_order_id=cid, symbol=state.symbol, side=state.side,
+                    quantity=qty, price=(avg * cum - paid) / qty, ts=self.now,
+                )  # fmt: skip
+                self._emit(EventType.FILL, fill.model_dump(mode="json"), state.symbol, fill_event_id(fill.fill_id))
+                count += 1
+            if not state.status.is_open:
+                why = {"client_order_id": cid, "reason": f"settled: {state.status.value}, {cum:g} filled", "settled": True}
+                self._emit(EventType.CANCEL, why, state.symbol, hashlib.sha256(f"settled|{cid}".encode()).hexdigest()[:32])
+        return count
+
+    def _emit(self, type_: EventType, payload: dict[str, object], symbol: str, event_id: str) -> None:
+        self.book.emit(Event(type=type_, run_id=self.run_id, mode=self.mode, symbol=symbol, as_of=self.now, payload=payload, event_id=event_id))
+
+    def positions(self) -> dict[str, float]:
+        self.sync()
+        return {s: q for s, q in replay_portfolio(self.book).positions.items() if abs(q) > _EPS}
+
+    def account(self) -> Account:
+        """The sub-account: its capital before its first deposit, then its ledger; marked at the account's prices."""
+        self.sync()
+        portfolio = replay_portfolio(self.book)
+        funded = any(True for _ in self.book.events(types=[EventType.DEPOSIT.value]))
+        cash = portfolio.cash if funded else self.capital + portfolio.cash
+        prices = self.broker.prices()
+        held = {s: q for s, q in portfolio.positions.items() if abs(q) > _EPS}
+        unpriced = sorted(s for s in held if s not in prices)
+        if unpriced:  # an equity without them would be wrong: fail closed (the executor sends nothing)
+            raise BrokerError(f"{self.name}: the account has no price for {unpriced}, held by pipeline {self.pipeline_id}")
+        equity = cash + sum(q * prices[s] for s, q in held.items())
+        return Account(cash=cash, equity=equity, buying_power=max(cash, 0.0))
+
+    def clock(self) -> Clock:
+        return self.broker.clock()
+
+
+def split(broker: SharedBroker, books: dict[str, Ledger], capital: dict[str, float], *, now: datetime, mode: Mode, run_id: str) -> dict[str, PipelineBroker]:
+    """One `PipelineBroker` per pipeline (by id) over the one `broker`, each on its sub-account."""
+    return {pid: PipelineBroker(broker, pid, book, capital=capital[pid], now=now, mode=mode, run_id=run_id) for pid, book in books.items()}
+
