@@ -39,7 +39,7 @@ from trading.agents.cache import CacheMode, ResponseCache
 from trading.analytics import breakdown, drift_report, fills_from_ledger, performance, round_trips
 from trading.brokers.base import Broker
 from trading.brokers.simulated import SimConfig, SimulatedBroker
-from trading.brokers.split import SharedBroker, split
+from trading.brokers.split import PipelineBroker, SharedBroker, split
 from trading.cycle import (
     CycleError,
     day_summary,
@@ -166,7 +166,7 @@ def _side_by_side(
     shared = trading.broker() if mode in (Mode.PAPER, Mode.LIVE) else None  # one account, split per pipeline below
     if shared is not None and not isinstance(shared, SharedBroker):
         raise ValueError(f"{shared.name} cannot be split between pipelines (it has no cancel of one order or no prices)")
-    account_cash = shared.account().cash if shared is not None else config.initial_cash  # shares of the broker's cash, as one pipeline's opening
+    account_cash = shared.account().equity if shared is not None else config.initial_cash  # shares of the broker's account (its worth: the cash moves as it trades)
     capital = plan.allocations(account_cash)
     brokers: dict[str, Broker | None] = {s.id: _simulated(trading, s.id, capital[s.id]) if mode == Mode.SIMULATION else None for s in plan.pipelines}
     ledger = trading.ledger()
@@ -181,7 +181,10 @@ def _side_by_side(
             timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
         )  # fmt: skip
-        # What the broker's account holds that no pipeline's book says it holds (a hand trade, a fill not booked yet).
+        for view in brokers.values():  # what filled during the run (Alpaca's market orders) is booked now, not at the next run
+            if isinstance(view, PipelineBroker):
+                view.sync()
+        # What the broker's account holds that no pipeline's book says it holds (a trade by hand, an order no pipeline sent).
         unattributed = unattributed_positions(shared.positions(), ledger, [s.id for s in plan.pipelines]) if shared is not None else {}
         for pipeline_id, broker in brokers.items():
             if isinstance(broker, SimulatedBroker):

@@ -21,12 +21,14 @@ from tests.fakes.alpaca_trading_server import AlpacaTradingServer
 from tests.trading.always_long import ALWAYS_LONG
 from trading.accounts import AccountPlan, SubAccount, unattributed_positions
 from trading.brokers.alpaca import AlpacaBroker
+from trading.brokers.base import OrderRequest
 from trading.brokers.simulated import SimulatedBroker
-from trading.brokers.split import PipelineBroker, SharedBroker, owner, split
+from trading.brokers.split import PipelineBroker, SharedBroker, owner, split, tagged
 from trading.cycle import PipelineRun, run_pipelines
 from trading.events import EventType
+from trading.execution import Executor
 from trading.ledger import Ledger, replay_portfolio
-from trading.models import Mode
+from trading.models import Mode, Side
 from trading.pipeline import PipelineConfig, load_pipeline_config
 
 SYMBOLS = ["AAPL", "JPM", "META"]
@@ -143,3 +145,29 @@ def test_the_account_limit_holds_across_both_on_alpaca(lake: Path, tmp_path: Pat
             assert 0 < qty * server.prices[symbol] <= 0.04 * 100_000, f"{symbol}: the account's cap over both pipelines"
         cut = [e.payload for e in ledger.events(types=[EventType.RISK_ASSESSMENT.value]) if "account: " in str(e.payload.get("hard_violations"))]
         assert {p["pipeline"] for p in cut} == {"bold"}
+
+
+def test_a_partly_filled_order_is_booked_part_by_part_and_settled_once() -> None:
+    """Each sync books what filled since the last at that part's own price; an order that is over is
+    not asked again; the other pipeline's orders are neither seen nor canceled."""
+    with AlpacaTradingServer(prices={"AAPL": 100.0}, fill_market_orders=False) as server, Ledger("sqlite://") as ledger:
+        broker = AlpacaBroker("key", "secret", url_override=server.base_url, sleep=lambda _s: None)
+        views = split(broker, {p: SubAccount(ledger, p) for p in CAPITAL}, CAPITAL, now=_at_eleven(21), mode=Mode.PAPER, run_id="r")
+        mine, other = views["cautious"], views["bold"]
+        Executor(mine, SubAccount(ledger, "cautious"), mode=Mode.PAPER, run_id="r", now=_at_eleven(21))._send(
+            OrderRequest(client_order_id="ql-1", symbol="AAPL", side=Side.BUY, quantity=10), None
+        )
+        other.submit(OrderRequest(client_order_id="ql-1", symbol="AAPL", side=Side.BUY, quantity=5))
+        assert [o.client_order_id for o in mine.open_orders()] == ["ql-1"] and len(broker.open_orders()) == 2
+        server.fill_order(tagged("cautious", "ql-1"), 4, 100.0)
+        assert mine.sync() == 1
+        server.fill_order(tagged("cautious", "ql-1"), 6, 110.0)
+        assert mine.sync() == 1 and mine.sync() == 0
+        fills = [(e.payload["quantity"], e.payload["price"]) for e in SubAccount(ledger, "cautious").events(types=[EventType.FILL.value])]
+        assert fills == [(4.0, 100.0), (6.0, pytest.approx(110.0))]
+        assert mine.positions() == {"AAPL": 10.0} and mine.account().cash == pytest.approx(60_000.0 - 400.0 - 660.0)
+        asked = len(server.calls("GET", "/v2/orders:by_client_order_id"))
+        assert asked > 0
+        mine.sync()
+        assert len(server.calls("GET", "/v2/orders:by_client_order_id")) == asked, "a settled order is not asked again"
+        assert mine.cancel_all() == 0 and len(broker.open_orders()) == 1, "the other pipeline's open order stays"
