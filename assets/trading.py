@@ -160,7 +160,9 @@ def _side_by_side(
     context: dg.AssetExecutionContext, config: DecisionConfig, lake: LakeResource, trading: TradingResource, plan: AccountPlan, strategy: Any, params: Any, as_of: datetime | None
 ) -> dg.MaterializeResult:
     """The plan's pipelines, each on its own sub-account of the ledger (`trading.cycle.run_pipelines`);
-    in simulation each has its own simulated broker (its state beside the account's, by pipeline id)."""
+    in simulation each has its own simulated broker (its state beside the account's, by pipeline id); in
+    paper and live they share the one Alpaca account, split per pipeline (`trading.brokers.split`: orders
+    under the pipeline's prefix, its fills booked in its sub-account, its capital a share of the account's equity)."""
     mode = Mode(trading.mode)
     configs = {slot.id: pipeline_config(trading, plan.file_of(slot)) for slot in plan.pipelines}
     shared = trading.broker() if mode in (Mode.PAPER, Mode.LIVE) else None  # one account, split per pipeline below

@@ -7,7 +7,10 @@ snapshots) sees that pipeline's events only. So the step, the breakers, the proj
 executor run unchanged on a sub-account: its cash is its allocation, its positions, P&L, halts and
 model spend its own. The account's own interventions (the kill switch, a resume: written with no
 pipeline id) are every sub-account's: a kill switch halts every pipeline. The account's hard limits
-(`AccountPlan.limits`) hold across all of them: `AccountBook`, checked after each pipeline's own. The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
+(`AccountPlan.limits`) hold across all of them: `AccountBook`, checked after each pipeline's own. In
+paper and live the pipelines share one broker account too: `trading.brokers.split` tags each order
+with its pipeline and books its fills in that pipeline's sub-account (`unattributed_positions`: what
+the account holds beyond the books). The plan (`AccountPlan`, a YAML or JSON file) lists the pipelines and their
 capital: a share of the account (at most 1) or an amount (above 1).
 """
 
