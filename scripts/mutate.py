@@ -5,6 +5,7 @@
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
     MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
     MUTATE_BEFORE=1 .venv/bin/python scripts/mutate.py ...   # without the test_mutants_* files
+    MUTATE_NUMBA_SEED=0 .venv/bin/python scripts/mutate.py ...  # numba modules: every mutant compiles all
     .venv/bin/python scripts/mutate.py --changed REV         # CI: only what a change touched (below)
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
@@ -36,6 +37,7 @@ resolve (a shallow clone) or no mapped file touched: a message, and exit 0.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import json
@@ -55,9 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "artifacts" / "mutation"
 SEED = 0
 
-# module -> the tests that guard it (pytest arguments). Numba-compiled modules (brackets through the
-# kernels, kernels, sweep_nb) need a fresh numba cache per mutant: numba's cache does not notice that
-# a function compiled into a kernel changed in another file, and would run the unmutated code.
+# module -> the tests that guard it (pytest arguments). Numba-compiled modules (FRESH_NUMBA_CACHE) get a
+# numba cache of their own per mutant: numba's cache does not notice that a function compiled into a
+# kernel changed in another file, and would run the unmutated code. It is seeded with the baseline's
+# compiled entries minus those that could embed the mutated code (`stale_modules`, `seed_numba_cache`).
 MODULES: dict[str, list[str]] = {
     "lake/validation.py": ["tests/lake/test_mutants_validation.py", "tests/lake/test_validation.py"],
     # The formulas alone: exposure and turnover are the engine's (its tests run a backtest).
@@ -277,6 +280,78 @@ def scratch_copy() -> Path:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / rel)
     return work
+
+
+def _module_file(name: str, root: Path) -> str | None:
+    """The project file (relative to `root`) a dotted module name imports, else None (third-party)."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if name and candidate.is_file():
+            return candidate.relative_to(root).as_posix()
+    return None
+
+
+def imported_files(rel: str, root: Path) -> set[str]:
+    """The project files a file imports anywhere in it (function-level imports too), statically:
+    `import a.b`, `from a.b import c` (a.b, and a.b.c when it is a submodule), relative imports."""
+    path = root / rel
+    tree = ast.parse(path.read_text(), str(path))
+    package = Path(rel).parent.parts  # a relative import's level 1 (a package's __init__ included)
+    found: set[str | None] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(_module_file(alias.name, root) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = list(package[: len(package) - node.level + 1]) if node.level else []
+            name = ".".join([*parts, *(node.module.split(".") if node.module else [])])
+            found.add(_module_file(name, root))
+            found.update(_module_file(f"{name}.{alias.name}" if name else alias.name, root) for alias in node.names)
+    return {f for f in found if f is not None and f != rel}
+
+
+def stale_modules(module: str, root: Path) -> set[str]:
+    """`module` and every project file that imports it, directly or through others: the files whose
+    compiled functions may have the module's code compiled into them (numba inlines what it calls)."""
+    files = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    importers: dict[str, set[str]] = {}
+    for rel in files:
+        for imported in imported_files(rel, root):
+            importers.setdefault(imported, set()).add(rel)
+    stale, todo = {module}, [module]
+    while todo:
+        for importer in importers.get(todo.pop(), set()) - stale:
+            stale.add(importer)
+            todo.append(importer)
+    return stale
+
+
+def seed_numba_cache(shared: Path, fresh: Path, stale: set[str], root: Path) -> tuple[int, int]:
+    """Hard-links (or copies) the baseline's numba cache `shared` into `fresh`, leaving out every entry
+    of a `stale` file: (files seeded, files left out).
+
+    numba keeps a function of `dir/mod.py` in `<cache>/<dir's name>_<hash of its path>/mod.<qualname>-<line>.*`
+    and checks only that file's own source. An entry is left out when its folder's name and its module
+    match a stale file's: the path's hash is not checked, so a same-named folder elsewhere loses its
+    entries too (a recompile, never a stale kernel). Links are safe: numba writes a new file and
+    renames it over the old name, never into an existing file."""
+    gone = {((root / rel).parent.name, Path(rel).stem) for rel in stale}
+    seeded = left_out = 0
+    for src in shared.rglob("*"):
+        if not src.is_file() or ".tmp." in src.name:
+            continue
+        folder = src.parent.relative_to(shared)
+        owner = (folder.name.rsplit("_", 1)[0], src.name.split(".", 1)[0])
+        if owner in gone:
+            left_out += 1
+            continue
+        dst = fresh / folder / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        seeded += 1
+    return seeded, left_out
 
 
 # Imported once by the fork runner's parent (third-party only: a project module imported here would be
@@ -647,11 +722,16 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
             out.note += f" (found {len(items)} of {len(diffs)} survivors, {out.total} of {total} mutants)"
         out.run, out.killed = run - len(items), killed
     deadline = started + limit_s
+    # What a mutant's own numba cache starts from: the baseline's, less what may embed the module.
+    # MUTATE_NUMBA_SEED=0 starts each from empty (everything recompiled: the old, slow way).
+    stale = stale_modules(module, work) if os.environ.get("MUTATE_NUMBA_SEED", "1") != "0" else None
     for item in items:
         if time.monotonic() > deadline:
             out.note = "; ".join(filter(None, [out.note, f"time limit {limit_s:.0f} s: a random sample of {out.run} of {out.total} mutants ran"]))
             break
         fresh = str(numba_root / item.job_id) if module in FRESH_NUMBA_CACHE else None
+        if fresh is not None and stale is not None:
+            seed_numba_cache(numba_root / "shared", Path(fresh), stale, work)
         kind, output, diff = _mutant_outcome(item, tests, timeout, work, fresh, live)
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
