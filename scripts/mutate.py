@@ -76,6 +76,8 @@ MODULES: dict[str, list[str]] = {
     "backtests/sweep_nb.py": ["tests/backtests/test_mutants_sweep_nb.py", "tests/backtests/test_sweep.py"],
     # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
     "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
+    # The rank sweep's kernel, each combination against the engine (ties, shared cash, both sizing regimes).
+    "backtests/sweep_rank_nb.py": ["tests/backtests/test_sweep_rank.py"],
     # Its plain-Python functions by hand first (a mutant they kill compiles nothing), then the engine's.
     "strategies/entries.py": [
         "tests/strategies/test_mutants_entries.py", "tests/backtests/test_entry_sizing.py", "tests/backtests/test_sizing_limits.py",
@@ -106,7 +108,7 @@ MODULES: dict[str, list[str]] = {
         "-k", "mutants_builtin or test_strategies or replay",
     ],
 }
-FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "strategies/entries.py"}
+FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "backtests/sweep_rank_nb.py", "strategies/entries.py"}
 
 # --changed: the lowest score (%) a module's sample may have, survivors recorded as equivalent aside.
 DEFAULT_FLOOR = 90.0
