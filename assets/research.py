@@ -228,10 +228,11 @@ class WalkForwardConfig(SweepConfig):
 
 @dg.asset(group_name=GROUP, deps=["bars_1d"], kinds={"numba", "polars"})
 def walk_forward_analysis(context: dg.AssetExecutionContext, config: WalkForwardConfig, lake: LakeResource) -> dg.MaterializeResult:
-    """Optimize in-sample, trade out-of-sample, fold after fold; stitched OOS equity and efficiency."""
+    """Optimize in-sample, trade out-of-sample, fold after fold; stitched OOS equity and efficiency
+    (the first symbol, or the whole universe with shared cash for a cross-sectional strategy)."""
     strategy = load_strategy(config.strategy)
     bars = config.load_bars(lake, run_now(context))
-    one = bars.filter(pl.col("symbol") == bars["symbol"].min())
+    one = bars if strategy.cross_sectional else bars.filter(pl.col("symbol") == bars["symbol"].min())
     wf = walk_forward(
         one,
         strategy,

@@ -3,7 +3,14 @@
 Folds: the bars after the first in-sample window are cut into `folds` equal out-of-sample
 segments. Rolling mode optimizes on the `is_bars` bars just before each segment; anchored mode on
 everything from the start. Out-of-sample runs warm their indicators up on the bars before the
-segment but trade only inside it; the segments' returns are chained into one equity curve.
+segment (the grid's longest `strategy.lookback`) but trade only inside it; the segments' returns
+are chained into one equity curve.
+
+A cross-sectional strategy (cross-sectional momentum) walks forward on its whole universe: bars
+count as timestamps (every symbol shares each one), each fold's winner is the in-sample best of the
+sweep over the universe (the compiled rank sweep where declared), and its out-of-sample segment is
+one `run_backtest` of the universe with shared cash. Either way a fold sees nothing of its segment
+before choosing, and decisions inside it take only bars up to their own (fills at t+1).
 
 Walk-forward efficiency = mean annualized out-of-sample return / mean annualized in-sample return
 of the chosen parameters (1.0: the edge survives out of sample; <= 0: it does not).
@@ -63,12 +70,11 @@ def walk_forward(
     config = config or BacktestConfig()
     if not grid:
         raise BacktestError("walk_forward: empty parameter grid")
-    if strategy.cross_sectional:
-        raise BacktestError(f"walk_forward: {strategy.name} ranks symbols against each other; walk-forward runs on one symbol")
-    if bars["symbol"].n_unique() > 1:
-        raise BacktestError(f"walk_forward: one symbol at a time, got {sorted(bars['symbol'].unique().to_list())}")
-    ordered = bars.sort("ts")
-    n = ordered.height
+    if not strategy.cross_sectional and bars["symbol"].n_unique() > 1:
+        raise BacktestError(f"walk_forward: {strategy.name} runs on one symbol at a time, got {sorted(bars['symbol'].unique().to_list())}")
+    ordered = bars.sort("ts", "symbol")
+    ts = ordered["ts"].unique(maintain_order=True)  # a universe's bars share each timestamp
+    n = ts.len()
     if folds < 1:
         raise BacktestError(f"walk_forward: folds must be >= 1, got {folds}")
     is_len = is_bars or n // (folds + 1)
@@ -76,15 +82,20 @@ def walk_forward(
     if is_len < 2 or oos_len < 2:
         raise BacktestError(f"walk_forward: {n} bars are too few for {folds} folds with {is_len} in-sample bars")
     warmup = max(strategy.lookback(p) for p in grid)
-    ts = ordered["ts"]
+
+    def between(first: int, end: int) -> pl.DataFrame:
+        """The bars of timestamps first .. end - 1 (every symbol)."""
+        lo = ordered["ts"].search_sorted(ts[first], "left")
+        return ordered.slice(lo, ordered["ts"].search_sorted(ts[end - 1], "right") - lo)
+
     rows, pieces, winners, level = [], [], [], config.init_cash
     for k in range(folds):
         oos_start = is_len + k * oos_len
         oos_end = n if k == folds - 1 else oos_start + oos_len
         is_start = 0 if mode == "anchored" else oos_start - is_len
-        chosen, is_return = _optimize(ordered.slice(is_start, oos_start - is_start), strategy, grid, config, objective)
+        chosen, is_return = _optimize(between(is_start, oos_start), strategy, grid, config, objective)
         winners.append(chosen)
-        window = ordered.slice(max(0, oos_start - warmup), oos_end - max(0, oos_start - warmup))
+        window = between(max(0, oos_start - warmup), oos_end)
         oos = run_backtest(window, strategy, chosen, config, trade_from=ts[oos_start]).equity.filter(pl.col("ts") >= ts[oos_start])
         growth = oos["equity"] / config.init_cash
         pieces.append(oos.select("ts").with_columns((growth * level).alias("equity")))

@@ -8,7 +8,7 @@ import pytest
 from backtests.engine import BacktestConfig, BacktestError, run_backtest
 from backtests.sweep import expand_grid, sweep
 from backtests.walkforward import walk_forward
-from strategies.builtin import MOMENTUM, RSI_REVERSION, SMA_CROSS, RsiReversionParams, SmaCrossParams
+from strategies.builtin import RSI_REVERSION, SMA_CROSS, RsiReversionParams, SmaCrossParams
 
 
 @pytest.mark.parametrize("mode", ["rolling", "anchored"])
@@ -66,8 +66,7 @@ def test_walk_forward_keeps_every_field_of_the_chosen_parameters(sizing: dict[st
     assert first["is_return"] == pytest.approx(float(table["total_return"].max()), rel=1e-12)  # type: ignore[arg-type]
 
 
-def test_cross_sectional_strategy_is_refused_by_name(daily_bars: pl.DataFrame) -> None:
-    with pytest.raises(BacktestError, match="cross_sectional_momentum ranks symbols against each other"):
-        walk_forward(daily_bars, MOMENTUM, [MOMENTUM.params()], folds=2)
-    with pytest.raises(BacktestError, match="one symbol at a time"):
+def test_a_one_symbol_strategy_on_several_symbols_is_refused_by_name(daily_bars: pl.DataFrame) -> None:
+    # Cross-sectional strategies walk forward on the universe: tests/backtests/test_walkforward_cross_sectional.py.
+    with pytest.raises(BacktestError, match="sma_cross runs on one symbol at a time"):
         walk_forward(daily_bars, SMA_CROSS, [SMA_CROSS.params()], folds=2)
