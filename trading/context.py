@@ -11,6 +11,7 @@ unknown intraday (it closes with the session), the hour in progress is left out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from lake.calendar import EXCHANGE_TZ, sessions_frame
 from lake.errors import UnknownSymbolError
-from lake.features import compute_features
+from lake.features import FEATURES, compute_features
 from lake.resample import resample_bars
 from lake.schema import BAR_SCHEMA, TIMEFRAMES
 from lake.store import read_bars
@@ -78,8 +79,9 @@ class SymbolContext(Frozen):
             return "BUY"
         return None
 
-    def prompt_view(self) -> dict[str, Any]:
-        """JSON-able summary for a model prompt (timestamps as ISO text)."""
+    def prompt_view(self, frames: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """JSON-able summary for a model prompt (timestamps as ISO text). `frames`: the timeframes a node
+        declared and how many bars of each it reads (only those go in); None: every frame the context has."""
         bars = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in b.items()} for b in self.recent_bars]
         view = {
             "symbol": self.symbol,
@@ -95,9 +97,24 @@ class SymbolContext(Frozen):
             view["headlines"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items()} for h in self.headlines]
         if self.reflections:  # likewise: memory-free prompts stay as they were
             view["reflections"] = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in self.reflections]
-        if self.frames:  # likewise: single-timeframe prompts stay as they were
-            view["frames"] = {tf: {"bars": [_iso(b) for b in f.bars], "features": f.features} for tf, f in self.frames.items()}
+        own = self.frames if frames is None else {tf: f for tf, f in self.frames.items() if tf in frames}
+        if own:  # likewise: single-timeframe prompts stay as they were
+            view["frames"] = {tf: {"bars": [_iso(b) for b in (f.bars if frames is None else f.bars[-frames[tf] :])], "features": f.features} for tf, f in own.items()}
         return view
+
+
+# A stand-in bar and feature value as wide as real ones print: what frames add to a prompt before any is read.
+_WIDE_BAR = {"ts": "2024-01-02T14:30:00+00:00", "open": 1234.5678, "high": 1234.5678, "low": 1234.5678, "close": 1234.5678, "volume": 123456789.0}
+_WIDE_FEATURE = -1234.56789012
+
+
+def frames_prompt_chars(frames: Mapping[str, int]) -> int:
+    """The characters declaring `frames` adds to a node's prompt, as `prompt_view` writes them (each
+    timeframe's bars and its features), at a wide bar's width; 0 without frames."""
+    if not frames:
+        return 0
+    view = {tf: {"bars": [_WIDE_BAR] * count, "features": dict.fromkeys(FEATURES, _WIDE_FEATURE)} for tf, count in frames.items()}
+    return len(json.dumps({"frames": view}, sort_keys=True)) - len(json.dumps({}))
 
 
 def _iso(row: Mapping[str, Any]) -> dict[str, Any]:

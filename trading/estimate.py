@@ -1,6 +1,6 @@
 """Cost before spending, for `quantlake estimate`: a pipeline's expected spend per run, day and month
 from its graph (model calls per symbol, and the reflection lessons: their calls, and their text in later
-prompts by the pre-run gate's rule) and the tokens each node used in the ledger's recorded calls, priced
+prompts by the pre-run gate's rule; a model node's other timeframes, their bars in its prompts) and the tokens each node used in the ledger's recorded calls, priced
 at today's prices, against its budgets.
 
 No Dagster here; the caller gives the day (no wall clock) and how often the pipeline runs.
@@ -16,7 +16,7 @@ from typing import Any
 
 from lake.calendar import trading_days
 from trading.agents.reflection import memory_of, recall_entry, visible
-from trading.context import SymbolContext
+from trading.context import SymbolContext, frames_prompt_chars
 from trading.cost import PriceTable, estimate_tokens, period_estimate, pre_run_check, spent_in_month
 from trading.events import EventType
 from trading.ledger import Ledger, project
@@ -80,20 +80,28 @@ def stored_lessons_chars(ledger: Ledger, decider: DecisionPipeline) -> int:
 
 
 def _node(
-    name: str, caller: Any, calls: int, prices: PriceTable, recorded: list[tuple[int, int]], recent_costs: list[float], lessons_chars: int = 0
+    name: str,
+    caller: Any,
+    calls: int,
+    prices: PriceTable,
+    recorded: list[tuple[int, int]],
+    recent_costs: list[float],
+    lessons_chars: int = 0,
+    frames_chars: int = 0,
 ) -> NodeEstimate:
     """Its own recorded tokens at its model's price today; with none, the ledger's recent cost per call
     (ledgers with run summaries only), else a `PROMPT_CHARS_WITHOUT_HISTORY` prompt (and the stored
-    lessons it would carry, `lessons_chars`) at its output cap."""
+    lessons it would carry, `lessons_chars`, and the other timeframes it declares, `frames_chars`) at its output cap."""
     model, cap = caller.settings.model, caller.settings.max_output_tokens
     if recorded:
         prompt, completion = (sum(t[i] for t in recorded) / len(recorded) for i in (0, 1))
         return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), f"recorded tokens: mean of {name}'s last {len(recorded)} calls, at {model}'s price")
-    prompt, completion = float(estimate_tokens(PROMPT_CHARS_WITHOUT_HISTORY + lessons_chars)), float(cap)
+    prompt, completion = float(estimate_tokens(PROMPT_CHARS_WITHOUT_HISTORY + lessons_chars + frames_chars)), float(cap)
     if recent_costs:
         usd, basis = sum(recent_costs) / len(recent_costs), f"no call of {name} recorded: the ledger's mean cost per call over the last {len(recent_costs)} runs"
         return NodeEstimate(calls, prompt, completion, usd, basis)
     lessons = f" and {lessons_chars} of stored lessons" if lessons_chars else ""
+    lessons += f" and {frames_chars} of its other timeframes' bars" if frames_chars else ""
     basis = f"no recorded calls: a {PROMPT_CHARS_WITHOUT_HISTORY}-character prompt{lessons} at {name}'s output cap"
     return NodeEstimate(calls, prompt, completion, _priced(prices, model, prompt, completion), basis)
 
@@ -116,7 +124,8 @@ def pipeline_estimate(ledger: Ledger, pipeline: PipelineConfig, *, symbols: int,
     nodes: dict[str, NodeEstimate] = {}
     for agent in decider.graph.agents.values():
         if (caller := getattr(agent, "caller", None)) is not None and (calls := symbols * int(getattr(agent, "calls_per_symbol", 1))):
-            nodes[agent.name] = _node(agent.name, caller, calls, decider.prices, recorded.get(agent.name, []), recent_costs, lessons_chars)
+            frames = frames_prompt_chars(getattr(agent, "frames", None) or {})  # the bars of other timeframes its prompt carries
+            nodes[agent.name] = _node(agent.name, caller, calls, decider.prices, recorded.get(agent.name, []), recent_costs, lessons_chars, frames)
     memory = memory_of(decider)
     lessons = 0
     if memory is not None and (caller := getattr(memory, "caller", None)) is not None:

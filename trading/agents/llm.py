@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -100,6 +100,11 @@ class LLMSettings(BaseModel):
     format_recheck_calls: int | None = Field(500, ge=1, description="Calls in the lesser format before one asks for json_schema again (None: never by count).")
     fallbacks: tuple[ProviderOverride, ...] = Field(
         (), description="Providers tried in order after this one fails (another model, another base_url); then the rules."
+    )
+    # Like trend_filter's: the cycle reads these point in time (bars closed by the decision bar's close)
+    # and the node's prompt carries them (`SymbolContext.prompt_view(frames=...)`); used by the llm_* nodes.
+    frames: dict[Literal["5m", "15m", "1h", "1d"], Annotated[int, Field(ge=1, le=500)]] = Field(
+        default_factory=dict, description="Other timeframes the node reads, and how many closed bars of each, e.g. {'1h': 24, '1d': 20}."
     )
 
     @property
