@@ -7,6 +7,9 @@ fetching the next chunk and writing the previous one while the current one is va
 cores stay busy. A chunk whose blocking checks fail still writes: its bad rows go to quarantine,
 exactly as the Dagster ingest does, and the summary counts them. As there, the first bar's return
 is measured from the last bar stored before the range (a first day 100x off is caught).
+
+`root` is the lake's root as the store takes it: a local folder or an object store's prefix
+(`lake.filesystem.ObjectPath`), the same partitions either way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import polars as pl
 
 from lake.corporate_actions import load_corporate_actions
 from lake.errors import LakeError, UnknownSymbolError
+from lake.filesystem import ObjectPath
 from lake.sources.base import BarSource
 from lake.store import QUARANTINE, partition_path, read_bars, replace_partitions
 from lake.validation import MAX_JUMP, validate_bars
@@ -59,7 +63,7 @@ def bulk_ingest(
     timeframe: str,
     start: datetime,
     end: datetime,
-    root: Path,
+    root: Path | ObjectPath,
     *,
     period: str = "date",
     chunk_symbols: int = 10,
@@ -135,7 +139,7 @@ def _finish(pending: tuple[Future[tuple[int, set[tuple[str, str]]]], BulkSummary
         on_chunk(part)
 
 
-def _previous_bars(root: Path, timeframe: str, symbols: Sequence[str], before: datetime) -> pl.DataFrame | None:
+def _previous_bars(root: Path | ObjectPath, timeframe: str, symbols: Sequence[str], before: datetime) -> pl.DataFrame | None:
     """The last stored clean bar of each of `symbols` before `before` (context for the jump rules), or
     None if none has one: the same context the Dagster ingest gives a partition."""
     found = []
@@ -149,7 +153,7 @@ def _previous_bars(root: Path, timeframe: str, symbols: Sequence[str], before: d
     return pl.concat(found) if found else None
 
 
-def _key_of(path: Path) -> tuple[str, str]:
+def _key_of(path: Path | ObjectPath) -> tuple[str, str]:
     """(symbol, period) back from <dataset>/timeframe=../symbol=SYM/(date|year)=P/part.parquet."""
     return path.parent.parent.name.partition("=")[2], path.parent.name.partition("=")[2]
 

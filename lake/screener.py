@@ -10,6 +10,8 @@ Filters (each off by default, so the default rules keep every symbol that has ba
 - gap: |open(D) / close(D-1) - 1| <= max_gap;
 - momentum: close(D-1) / close(D-1-lookback) - 1 >= min_momentum.
 The score is the momentum (0.0 without enough history); max_symbols keeps the best scores.
+
+Screens live in the lake (a local folder or an object store's prefix): <root>/screener/date=D/part.parquet.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import overload
 
 import polars as pl
 
 from lake.calendar import DEFAULT_EXCHANGE, get_calendar
 from lake.errors import LakeError
-from lake.store import write_frame_atomic
+from lake.filesystem import ObjectPath
+from lake.store import scan_files, write_frame_atomic
 
 SCREENER = "screener"
 PART_FILE = "part.parquet"
@@ -132,18 +136,22 @@ def _rejection(row: Mapping[str, object], rules: ScreenerRules) -> str | None:
     return None
 
 
-def screener_path(root: Path, day: date | str) -> Path:
-    return Path(root) / SCREENER / f"date={day}" / PART_FILE
+@overload
+def screener_path(root: Path, day: date | str) -> Path: ...
+@overload
+def screener_path(root: ObjectPath, day: date | str) -> ObjectPath: ...
+def screener_path(root: Path | ObjectPath, day: date | str) -> Path | ObjectPath:
+    return (root if isinstance(root, ObjectPath) else Path(root)) / SCREENER / f"date={day}" / PART_FILE
 
 
-def write_screen(root: Path, day: date | str, frame: pl.DataFrame) -> Path:
+def write_screen(root: Path | ObjectPath, day: date | str, frame: pl.DataFrame) -> Path | ObjectPath:
     """Replaces the day's screen (temp file + rename: a reader sees the old file or the new one)."""
     return write_frame_atomic(frame.select(list(SCREEN_SCHEMA)), screener_path(root, day))
 
 
-def chosen_symbols(root: Path, day: date | str) -> list[str]:
+def chosen_symbols(root: Path | ObjectPath, day: date | str) -> list[str]:
     """The symbols the day's screen chose (sorted); LakeError when the day has no screen."""
     path = screener_path(root, day)
     if not path.is_file():
         raise LakeError(f"screener: no output for {day} ({path}); materialize the screener asset for that day first")
-    return sorted(pl.read_parquet(path).filter("chosen")["symbol"].to_list())
+    return sorted(scan_files([path]).filter("chosen").collect()["symbol"].to_list())
