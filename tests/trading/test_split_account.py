@@ -23,7 +23,7 @@ from trading.accounts import AccountPlan, SubAccount, unattributed_positions
 from trading.brokers.alpaca import AlpacaBroker
 from trading.brokers.base import OrderRequest
 from trading.brokers.simulated import SimulatedBroker
-from trading.brokers.split import PipelineBroker, SharedBroker, owner, split, tagged
+from trading.brokers.split import PipelineBroker, SharedBroker, kill_split_account, owner, split, tagged
 from trading.cycle import PipelineRun, run_pipelines
 from trading.events import EventType
 from trading.execution import Executor
@@ -171,3 +171,23 @@ def test_a_partly_filled_order_is_booked_part_by_part_and_settled_once() -> None
         mine.sync()
         assert len(server.calls("GET", "/v2/orders:by_client_order_id")) == asked, "a settled order is not asked again"
         assert mine.cancel_all() == 0 and len(broker.open_orders()) == 1, "the other pipeline's open order stays"
+
+
+def test_the_kill_switch_closes_each_pipelines_book_and_halts_both(lake: Path, tmp_path: Path, alpaca: tuple[AlpacaTradingServer, AlpacaBroker]) -> None:
+    """Each pipeline's positions are closed by its own orders (its book goes flat), a position no book
+    holds (bought by hand) by the account's; one halt holds both pipelines."""
+    server, broker = alpaca
+    with Ledger("sqlite://") as ledger:
+        _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21))
+        server.add_order({"symbol": "AAPL", "qty": "7", "side": "buy", "type": "market", "time_in_force": "day", "client_order_id": "by-hand"})
+        closing = kill_split_account(broker, ledger, list(CAPITAL), reason="desk says stop", now=_at_eleven(21).replace(minute=5), mode=Mode.PAPER, run_id="kill")
+        assert len(closing) == 2 * len(SYMBOLS) + 1 and server.positions == {}, "every position closed, the hand-bought 7 AAPL too"
+        assert sorted(owner(o["client_order_id"]) or "" for o in list(server.orders.values())[-7:]) == ["", *["bold"] * 3, *["cautious"] * 3]
+        _books(ledger, broker, _at_eleven(21).replace(minute=10))
+        for pipeline_id in CAPITAL:
+            assert not any(replay_portfolio(SubAccount(ledger, pipeline_id)).positions.values()), f"{pipeline_id}'s book is flat"
+        assert unattributed_positions(broker.positions(), ledger, CAPITAL) == {}
+        account_halts = [e for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "kill_switch" and "pipeline" not in e.payload]
+        assert len(account_halts) == 1, "the account's halt (no pipeline id) holds any pipeline, one added later too"
+        halted = _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21).replace(minute=30))
+        assert sum(len(r.report.orders) for r in halted) == 0 and all("kill_switch" in (r.report.step.blocked or "") for r in halted if r.report.step)

@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from trading.brokers.base import Account, BrokerError, Clock, Fill, OrderRequest, OrderState, OrderType
 from trading.events import Event, EventType
-from trading.execution import fill_event_id
+from trading.execution import Executor, fill_event_id
 from trading.ledger import Ledger, replay_portfolio
 from trading.models import Mode, Side
 
@@ -50,7 +50,7 @@ def owner(broker_client_id: str) -> str | None:
 
 @runtime_checkable
 class SharedBroker(Protocol):
-    """What a split needs of the one broker: the Broker protocol's reads and sends, and one order's cancel."""
+    """What a split needs of the one broker: the Broker protocol, one order's cancel and the prices it marks positions at."""
 
     name: str
 
@@ -65,6 +65,10 @@ class SharedBroker(Protocol):
     def open_orders(self) -> list[OrderState]: ...
 
     def cancel(self, broker_order_id: str) -> None: ...
+
+    def cancel_all(self) -> int: ...
+
+    def close_all(self) -> list[OrderState]: ...
 
     def prices(self) -> dict[str, float]: ...
 
@@ -189,3 +193,32 @@ def split(broker: SharedBroker, books: dict[str, Ledger], capital: dict[str, flo
     """One `PipelineBroker` per pipeline (by id) over the one `broker`, each on its sub-account."""
     return {pid: PipelineBroker(broker, pid, book, capital=capital[pid], now=now, mode=mode, run_id=run_id) for pid, book in books.items()}
 
+
+
+def kill_split_account(broker: SharedBroker, ledger: Ledger, pipeline_ids: list[str], *, reason: str, now: datetime, mode: Mode, run_id: str) -> list[OrderState]:
+    """The kill switch on an account split between pipelines: the account's halt (no pipeline id: every
+    pipeline's, until one resume), every open order canceled, each pipeline's positions closed by its own
+    orders in its own book (so its book goes flat as they fill), and what no book holds (`unattributed`)
+    closed on the account, recorded without a pipeline. The account's own close-all would leave every
+    book holding what the broker no longer has."""
+    from trading.accounts import SubAccount, unattributed_positions  # it reads no broker: no cycle at import
+
+    Executor(broker, ledger, mode=mode, run_id=run_id, now=now).intervene("kill_switch", reason)
+    books = {p: SubAccount(ledger, p) for p in pipeline_ids}
+    views = {p: PipelineBroker(broker, p, book, capital=0.0, now=now, mode=mode, run_id=run_id) for p, book in books.items()}
+    for view in views.values():
+        view.sync()  # the books up to date first: what they hold is theirs to close, the rest is the gap
+    gap = unattributed_positions(broker.positions(), ledger, pipeline_ids)
+    canceled = broker.cancel_all()
+    closing: list[OrderState] = []
+    for pipeline_id, view in views.items():
+        closing += Executor(view, books[pipeline_id], mode=mode, run_id=run_id, now=now).kill_switch(reason)
+    for symbol, qty in sorted(gap.items()):
+        key = hashlib.sha256(f"kill|{symbol}|{qty:g}|{now.isoformat()}".encode()).hexdigest()[:24]
+        order = OrderRequest(client_order_id=f"close-{key}", symbol=symbol, side=Side.SELL if qty > 0 else Side.BUY, quantity=abs(qty), reduce_only=True)
+        state = broker.submit(order)
+        payload = {**order.model_dump(mode="json"), **state.model_dump(mode="json")}
+        ledger.emit(Event(type=EventType.ORDER_SUBMITTED, run_id=run_id, mode=mode, symbol=symbol, as_of=now, payload=payload))
+        closing.append(state)
+    ledger.emit(Event(type=EventType.CANCEL, run_id=run_id, mode=mode, as_of=now, payload={"canceled": canceled, "reason": reason}))
+    return closing
