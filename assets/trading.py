@@ -305,14 +305,19 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
         marks = {}
     ledger = trading.ledger()
     try:
+        mode = Mode(trading.mode)
         broker = trading.broker()
+        plan_file = config.pipelines or configured_plan_file()
         flattened = 0
-        if broker is not None:
-            flattened = len(Executor(broker, ledger, mode=Mode(trading.mode), run_id=context.run_id, now=now, limits=limits).flatten_if_due())
+        if plan_file and mode in (Mode.PAPER, Mode.LIVE) and broker is not None:
+            # One account split per pipeline: each closes its own book (its orders tagged, its fills its own),
+            # at its own window's end; an account-wide close would leave every book holding what the broker sold.
+            flattened = _flatten_split(trading, load_account_plan(plan_file), broker, ledger, context.run_id, now)
+        elif broker is not None:
+            flattened = len(Executor(broker, ledger, mode=mode, run_id=context.run_id, now=now, limits=limits).flatten_if_due())
             if isinstance(broker, SimulatedBroker):
                 trading.save_simulated(broker)  # the closing orders fill on the simulation's next bar
-        plan_file = config.pipelines or configured_plan_file()
-        if plan_file and Mode(trading.mode) == Mode.SIMULATION:
+        if plan_file and mode == Mode.SIMULATION:
             flattened += _flatten_pipelines(trading, load_account_plan(plan_file), ledger, context.run_id, now)
         summary = day_summary(ledger, day, marks, limits.exchange)
     except ValueError as exc:  # a bad plan: a retry cannot fix it
@@ -350,6 +355,19 @@ def _flatten_pipelines(trading: TradingResource, plan: AccountPlan, ledger: Ledg
         limits = pipeline_config(trading, plan.file_of(slot)).limits
         closing += len(Executor(broker, SubAccount(ledger, slot.id), mode=Mode.SIMULATION, run_id=run_id, now=now, limits=limits).flatten_if_due())
         write_text_atomic(_sim_file(trading, slot.id), json.dumps(broker.to_state()))
+    return closing
+
+
+def _flatten_split(trading: TradingResource, plan: AccountPlan, broker: Broker, ledger: Ledger, run_id: str, now: datetime) -> int:
+    """Each pipeline's book on the shared paper/live account flattened at its own window's end, by its own orders."""
+    if not isinstance(broker, SharedBroker):
+        raise ValueError(f"{broker.name} cannot be split between pipelines (it has no cancel of one order or no prices)")
+    mode, closing = Mode(trading.mode), 0
+    for slot in plan.pipelines:
+        book = SubAccount(ledger, slot.id)
+        view = PipelineBroker(broker, slot.id, book, capital=0.0, now=now, mode=mode, run_id=run_id)
+        limits = pipeline_config(trading, plan.file_of(slot)).limits
+        closing += len(Executor(view, book, mode=mode, run_id=run_id, now=now, limits=limits).flatten_if_due())
     return closing
 
 

@@ -89,3 +89,32 @@ def test_two_paper_pipelines_share_one_alpaca_account(tmp_path: Path) -> None:
         assert 0 < books["cautious"].positions[symbol] * closes[symbol] <= 0.05 * 60_000, f"{symbol}: sized on the cautious pipeline's $60k"
         assert books["cautious"].positions[symbol] + books["bold"].positions[symbol] == held[symbol], f"{symbol}: the books add up to the account"
     assert abs(books["cautious"].cash + books["bold"].cash - cash) < 1e-6, "each pipeline's P&L from its own fills"
+
+
+def test_the_end_of_day_flattens_each_paper_pipelines_book_by_its_own_orders(tmp_path: Path) -> None:
+    """At the window's end each pipeline closes its own positions (orders under its prefix, fills in its
+    book): the account is flat and so is every book; an account-wide close would leave the books holding."""
+    import dagster as dg
+
+    from assets.trading import end_of_day_report
+
+    lake, plan, closes = _setup(tmp_path)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with AlpacaTradingServer(prices=closes) as server:
+        trading = TradingResource(mode="paper", ledger_url=url, alpaca_api_key="key", alpaca_secret_key="secret", alpaca_trading_url=server.base_url)
+        _decide(lake, trading, plan, _at_eleven(21))
+        closing = _at_eleven(21).replace(hour=15, minute=58)  # after the window's end (5 min before the close)
+        result = dg.materialize(
+            [end_of_day_report], resources={"lake": lake, "trading": trading}, tags={NOW_TAG: closing.isoformat()},
+            run_config={"ops": {"end_of_day_report": {"config": {"symbols": SYMBOLS, "pipelines": str(plan)}}}},
+        )  # fmt: skip
+        [mat] = result.asset_materializations_for_node("end_of_day_report")
+        assert mat.metadata["flattened_orders"].value == 2 * len(SYMBOLS)
+        assert server.positions == {}, "the account is flat"
+        closes_sent = list(server.orders.values())[-6:]
+        assert sorted(owner(o["client_order_id"]) or "" for o in closes_sent) == ["bold"] * 3 + ["cautious"] * 3
+        again = _decide(lake, trading, plan, closing.replace(minute=59))  # the next run books the closing fills
+        assert again["unattributed_positions"] == {}
+    with Ledger(url) as ledger:
+        for pipeline_id in ("cautious", "bold"):
+            assert not any(replay_portfolio(SubAccount(ledger, pipeline_id)).positions.values()), f"{pipeline_id}'s book is flat"
