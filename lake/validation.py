@@ -25,6 +25,7 @@ the two engines agree on a row with too few fields and it is quarantined once, f
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -411,21 +412,97 @@ def _missing_bars(
     return expected.join(present.select("symbol", "ts"), on=["symbol", "ts"], how="anti").sort("symbol", "ts")
 
 
-class _GreatExpectations:
-    """One ephemeral GX context and suite per timeframe family, built once per process."""
+def expectation_specs() -> list[tuple[str, str, dict[str, Any]]]:
+    """The suite, as data: (rule, great-expectations expectation class, its arguments), in order.
 
-    _lock = threading.Lock()
-    _definitions: dict[str, Any] = {}
+    Read at every validation: the suite in use is always the one these rules and constants describe
+    now (a changed threshold or column builds its own suite, never reuses a stale one). No suite
+    parameters ($PARAMETER): each expectation's configuration is computed once (_memo_class)."""
+    specs: list[tuple[str, str, dict[str, Any]]] = [
+        ("not_null", "ExpectColumnValuesToNotBeNull", {"column": column}) for column in REQUIRED_COLUMNS
+    ]
+    specs.append(("not_null", "ExpectColumnValuesToBeInSet", {"column": "_finite", "value_set": [True]}))
+    for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")):
+        # nulls: not_null's job
+        pair = {"column_A": a, "column_B": b, "or_equal": True, "ignore_row_if": "either_value_is_missing"}
+        specs.append(("ohlc_consistent", "ExpectColumnPairValuesAToBeGreaterThanB", pair))
+    specs += [
+        ("ohlc_consistent", "ExpectColumnValuesToBeBetween", {"column": "low", "min_value": 0, "strict_min": True}),
+        ("volume_non_negative", "ExpectColumnValuesToBeBetween", {"column": "volume", "min_value": 0}),
+        ("ts_unique", "ExpectCompoundColumnsToBeUnique", {"column_list": ["symbol", "ts"]}),
+        ("ts_monotonic", "ExpectColumnValuesToBeInSet", {"column": "_increasing", "value_set": [True]}),
+        ("in_session", "ExpectColumnValuesToBeInSet", {"column": "_in_session", "value_set": [True]}),
+        ("extended_hours", "ExpectColumnValuesToBeInSet", {"column": "_extended", "value_set": [False]}),
+        ("outlier_jumps", "ExpectColumnValuesToBeBetween", {"column": "_jump_z", "max_value": JUMP_Z}),
+        # The threshold is per call (max_jump), so the suite checks the return relative to it.
+        ("price_jump", "ExpectColumnValuesToBeBetween", {"column": "_jump_ratio", "max_value": 1.0}),
+    ]
+    return specs
+
+
+_MEMO_CLASSES: dict[str, type] = {}
+
+
+def _memo_class(name: str) -> type:
+    """great-expectations' `name` with its `configuration` computed once per instance.
+
+    GX rebuilds an expectation's configuration from its pydantic fields at every access (a `.dict()`
+    and a regex), about 80 times per expectation and validation: half of GX's time on a partition.
+    The subclass keeps the first one until a field is assigned. Registered with GX under its own
+    type (`quantlake_<gx type>`), so the domain objects GX makes from the configurations are of it
+    too; GX's own class is left as it is. Made once per process."""
+    with _GreatExpectations._lock:
+        if name not in _MEMO_CLASSES:
+            import great_expectations as gx
+            from great_expectations.compatibility import pydantic
+
+            base: Any = getattr(gx.expectations, name)
+
+            def configuration(self: Any) -> Any:
+                memo = self._configuration_memo
+                if memo is None:
+                    memo = base.configuration.fget(self)
+                    object.__setattr__(self, "_configuration_memo", memo)
+                return memo
+
+            def __setattr__(self: Any, key: str, value: Any) -> None:  # noqa: N807  (the model's own hook)
+                base.__setattr__(self, key, value)
+                object.__setattr__(self, "_configuration_memo", None)
+
+            namespace = {
+                "__module__": __name__,
+                "__doc__": base.__doc__,
+                "_configuration_memo": pydantic.PrivateAttr(default=None),
+                "configuration": property(configuration),
+                "__setattr__": __setattr__,
+            }
+            _MEMO_CLASSES[name] = type(base)(f"Quantlake{name}", (base,), namespace)
+        return _MEMO_CLASSES[name]
+
+
+@dataclass(frozen=True)
+class _Suite:
+    batch: Any  # the ephemeral context's whole-dataframe batch definition
+    suite: Any  # the expectation suite, each expectation tagged with its rule in `meta`
+
+
+class _GreatExpectations:
+    """One ephemeral GX context, batch definition and suite per suite spec, built once per process."""
+
+    _lock = threading.RLock()
+    _suites: dict[str, _Suite] = {}
 
     @classmethod
-    def definition(cls) -> Any:
+    def suite(cls, specs: list[tuple[str, str, dict[str, Any]]]) -> _Suite:
+        key = json.dumps(specs, sort_keys=True)
         with cls._lock:
-            if "bars" not in cls._definitions:
-                cls._definitions["bars"] = cls._build()
-            return cls._definitions["bars"]
+            if key not in cls._suites:
+                cls._suites[key] = cls.build(specs, memo=True)
+            return cls._suites[key]
 
     @staticmethod
-    def _build() -> Any:
+    def build(specs: list[tuple[str, str, dict[str, Any]]], memo: bool) -> _Suite:
+        """A fresh context and suite; `memo=False`: GX's own expectation classes (the reference)."""
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -437,42 +514,16 @@ class _GreatExpectations:
             .add_batch_definition_whole_dataframe("partition")
         )
         suite = context.suites.add(gx.ExpectationSuite(name="bars"))
-        ex = gx.expectations
-
-        def add(rule: str, expectation: Any) -> None:
+        for rule, name, kwargs in specs:
+            expectation = (_memo_class(name) if memo else getattr(gx.expectations, name))(**kwargs)
             expectation.meta = {"rule": rule}
             suite.add_expectation(expectation)
-
-        for column in REQUIRED_COLUMNS:
-            add("not_null", ex.ExpectColumnValuesToNotBeNull(column=column))
-        add("not_null", ex.ExpectColumnValuesToBeInSet(column="_finite", value_set=[True]))
-        for a, b in (("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")):
-            add(
-                "ohlc_consistent",
-                ex.ExpectColumnPairValuesAToBeGreaterThanB(
-                    column_A=a,
-                    column_B=b,
-                    or_equal=True,
-                    ignore_row_if="either_value_is_missing",  # nulls: not_null's job
-                ),
-            )
-        add("ohlc_consistent", ex.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True))
-        add("volume_non_negative", ex.ExpectColumnValuesToBeBetween(column="volume", min_value=0))
-        add("ts_unique", ex.ExpectCompoundColumnsToBeUnique(column_list=["symbol", "ts"]))
-        add("ts_monotonic", ex.ExpectColumnValuesToBeInSet(column="_increasing", value_set=[True]))
-        add("in_session", ex.ExpectColumnValuesToBeInSet(column="_in_session", value_set=[True]))
-        add("extended_hours", ex.ExpectColumnValuesToBeInSet(column="_extended", value_set=[False]))
-        add("outlier_jumps", ex.ExpectColumnValuesToBeBetween(column="_jump_z", max_value=JUMP_Z))
-        # The threshold is per call (max_jump), so the suite checks the return relative to it.
-        add("price_jump", ex.ExpectColumnValuesToBeBetween(column="_jump_ratio", max_value=1.0))
-        return context.validation_definitions.add(
-            gx.ValidationDefinition(name="bars", data=batch, suite=suite)
-        )
+        return _Suite(batch, suite)
 
 
-def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
-    """Runs the suite on the bars plus helper columns; returns pass/fail per rule."""
-    view = frame.select(
+def great_expectations_view(frame: pl.DataFrame) -> Any:
+    """The pandas frame the suite checks: the bars plus the helper columns its rules read."""
+    return frame.select(
         *REQUIRED_COLUMNS,
         pl.all_horizontal([pl.col(c).is_finite() for c in FINITE_COLUMNS]).fill_null(False).alias("_finite"),
         "_increasing",
@@ -481,9 +532,23 @@ def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
         "_jump_z",
         (pl.col("_log_ret").abs() / pl.col("_max_log_jump")).alias("_jump_ratio"),
     ).to_pandas()
-    # Only each expectation's success is read (the failing rows come from the polars masks): BOOLEAN_ONLY
-    # skips GX's unexpected-value summaries, a quarter of its time per partition.
-    result = _GreatExpectations.definition().run(batch_parameters={"dataframe": view}, result_format="BOOLEAN_ONLY")
+
+
+def run_suite(suite: _Suite, view: Any) -> Any:
+    """GX's validator (the one ValidationDefinition.run calls) on one batch. Without that wrapper's
+    freshness check against the context's stores and its results store, which keeps every result in
+    memory for the life of the process (a long-lived process validates thousands of partitions).
+    Only each expectation's success is read (the failing rows come from the polars masks):
+    BOOLEAN_ONLY skips GX's unexpected-value summaries."""
+    from great_expectations.validator.v1_validator import Validator
+
+    validator = Validator(batch_definition=suite.batch, batch_parameters={"dataframe": view}, result_format="BOOLEAN_ONLY")
+    return validator.validate_expectation_suite(suite.suite)
+
+
+def run_great_expectations(frame: pl.DataFrame) -> dict[str, bool]:
+    """Runs the suite on the bars plus helper columns; returns pass/fail per rule."""
+    result = run_suite(_GreatExpectations.suite(expectation_specs()), great_expectations_view(frame))
     passed: dict[str, bool] = {}
     for item in result.results:
         rule = item.expectation_config.meta["rule"]

@@ -89,3 +89,52 @@ def test_a_new_run_shard_is_the_one_dagster_makes(tmp_path: Path) -> None:
     assert all(_schema(shard) == plain for shard in shards["lean"])
     # Dagster's initialization ran for the index and the template only: each run's shard is a copy.
     assert spied.call_count == 2
+
+
+class _Storage:
+    def __init__(self, database: str) -> None:
+        self._conn_string = database
+
+
+def test_a_schema_yes_is_kept_per_database_and_a_no_asked_again() -> None:
+    from tests.soak.lean import _yes_kept
+
+    tables = {"runs"}
+    asked: list[tuple[str, str]] = []
+
+    def has_table(storage: _Storage, name: str) -> bool:
+        asked.append((storage._conn_string, name))
+        return name in tables
+
+    ask = _yes_kept(has_table, "has_table", set())
+    a, b = _Storage("sqlite:///a.db"), _Storage("sqlite:///b.db")
+    assert [ask(a, "runs"), ask(_Storage("sqlite:///a.db"), "runs")] == [True, True]  # a new object, the same database
+    assert [ask(a, "jobs"), ask(a, "jobs")] == [False, False]
+    tables.add("jobs")  # a migration added it
+    assert [ask(a, "jobs"), ask(a, "jobs"), ask(b, "runs")] == [True, True, True]
+    assert asked == [("sqlite:///a.db", "runs"), ("sqlite:///a.db", "jobs"), ("sqlite:///a.db", "jobs"), ("sqlite:///a.db", "jobs"), ("sqlite:///b.db", "runs")]
+
+
+def test_a_database_at_the_head_revision_is_not_asked_again(tmp_path: Path) -> None:
+    from tests.soak.lean import _head_kept
+
+    revisions = {"a": ("7", "9"), "b": ("9", "9")}
+    asked: list[str] = []
+
+    def check(config: object, conn: object) -> tuple[str, str]:
+        name = str(conn.engine.url).rsplit("/", 1)[-1].removesuffix(".db")  # type: ignore[attr-defined]
+        asked.append(name)
+        return revisions[name]
+
+    import sqlalchemy
+
+    check_kept = _head_kept(check)  # type: ignore[arg-type]
+    config = get_alembic_config(sqlite_event_log.__file__)
+    conns = {n: sqlalchemy.create_engine(f"sqlite:///{tmp_path / n}.db").connect() for n in revisions}
+    try:
+        assert [check_kept(config, conns["a"]) for _ in range(2)] == [("7", "9")] * 2  # behind: asked each time
+        assert [check_kept(config, conns["b"]) for _ in range(2)] == [("9", "9")] * 2
+    finally:
+        for conn in conns.values():
+            conn.close()
+    assert asked == ["a", "a", "b"]
