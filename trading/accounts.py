@@ -223,6 +223,12 @@ class SubAccount(Ledger):
         super().save_snapshot(replace(snapshot, name=f"{snapshot.name}@{self.pipeline_id}"))
 
 
+def ledger_pipelines(ledger: Ledger) -> list[str]:
+    """Every pipeline with a book in the ledger (its deposit carries its id), whatever plan opened it:
+    what a kill switch on a split account closes."""
+    return sorted({str(p[PIPELINE_KEY]) for _t, p in ledger.payloads([EventType.DEPOSIT]) if p.get(PIPELINE_KEY)})
+
+
 def unattributed_positions(account: dict[str, float], ledger: Ledger, pipeline_ids: Iterable[str]) -> dict[str, float]:
     """What the broker's account holds beyond the sum of the pipelines' books, by symbol (0 left out):
     a trade by hand, or a fill not booked yet. The split's own reconciliation of the whole account."""

@@ -19,7 +19,7 @@ from lake.sources.synthetic import SyntheticSource
 from lake.store import read_bars, replace_partitions
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
 from tests.trading.always_long import ALWAYS_LONG
-from trading.accounts import AccountPlan, SubAccount, unattributed_positions
+from trading.accounts import AccountPlan, SubAccount, ledger_pipelines, unattributed_positions
 from trading.brokers.alpaca import AlpacaBroker
 from trading.brokers.base import OrderRequest
 from trading.brokers.simulated import SimulatedBroker
@@ -180,7 +180,8 @@ def test_the_kill_switch_closes_each_pipelines_book_and_halts_both(lake: Path, t
     with Ledger("sqlite://") as ledger:
         _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21))
         server.add_order({"symbol": "AAPL", "qty": "7", "side": "buy", "type": "market", "time_in_force": "day", "client_order_id": "by-hand"})
-        closing = kill_split_account(broker, ledger, list(CAPITAL), reason="desk says stop", now=_at_eleven(21).replace(minute=5), mode=Mode.PAPER, run_id="kill")
+        assert ledger_pipelines(ledger) == ["bold", "cautious"], "the books a kill switch closes, found in the ledger"
+        closing = kill_split_account(broker, ledger, ledger_pipelines(ledger), reason="desk says stop", now=_at_eleven(21).replace(minute=5), mode=Mode.PAPER, run_id="kill")
         assert len(closing) == 2 * len(SYMBOLS) + 1 and server.positions == {}, "every position closed, the hand-bought 7 AAPL too"
         assert sorted(owner(o["client_order_id"]) or "" for o in list(server.orders.values())[-7:]) == ["", *["bold"] * 3, *["cautious"] * 3]
         _books(ledger, broker, _at_eleven(21).replace(minute=10))
