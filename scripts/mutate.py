@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -108,7 +109,12 @@ MODULES: dict[str, list[str]] = {
         "-k", "mutants_builtin or test_strategies or replay",
     ],
 }
-FRESH_NUMBA_CACHE = {"backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "backtests/sweep_rank_nb.py", "strategies/entries.py"}
+# Every module numba compiles into a kernel of another file (brackets, positions, controls: kernels.py
+# and order_sim.py compile them) is here too: on the shared cache those kernels would run unmutated.
+FRESH_NUMBA_CACHE = {
+    "backtests/kernels.py", "backtests/sweep_nb.py", "backtests/order_sim.py", "backtests/sweep_rank_nb.py", "strategies/entries.py",
+    "strategies/brackets.py", "strategies/positions.py", "strategies/controls.py",
+}  # fmt: skip
 
 # --changed: the lowest score (%) a module's sample may have, survivors recorded as equivalent aside.
 DEFAULT_FLOOR = 90.0
@@ -311,14 +317,24 @@ def imported_files(rel: str, root: Path) -> set[str]:
     return {f for f in found if f is not None and f != rel}
 
 
+@functools.cache
+def _importers(root: Path) -> dict[str, set[str]]:
+    """file -> the project files importing it directly (hidden folders such as .venv left out)."""
+    importers: dict[str, set[str]] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in names:
+            if name.endswith(".py"):
+                rel = (Path(folder) / name).relative_to(root).as_posix()
+                for imported in imported_files(rel, root):
+                    importers.setdefault(imported, set()).add(rel)
+    return importers
+
+
 def stale_modules(module: str, root: Path) -> set[str]:
     """`module` and every project file that imports it, directly or through others: the files whose
     compiled functions may have the module's code compiled into them (numba inlines what it calls)."""
-    files = [p.relative_to(root).as_posix() for p in root.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    importers: dict[str, set[str]] = {}
-    for rel in files:
-        for imported in imported_files(rel, root):
-            importers.setdefault(imported, set()).add(rel)
+    importers = _importers(root)
     stale, todo = {module}, [module]
     while todo:
         for importer in importers.get(todo.pop(), set()) - stale:

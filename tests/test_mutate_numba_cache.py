@@ -90,3 +90,11 @@ def test_the_projects_compiled_modules_are_left_out_with_their_importers(mutate:
     assert {"backtests/sweep_channel_nb.py", "backtests/sweep_fused_nb.py", "backtests/sweep_threshold_nb.py"} <= sweep_nb
     # What sweep_nb imports (kernels, entries) cannot embed it: their compiled entries are kept.
     assert not {"backtests/kernels.py", "strategies/entries.py", "backtests/order_sim.py"} & sweep_nb
+
+
+def test_every_mapped_module_compiled_into_another_files_kernel_gets_a_cache_of_its_own(mutate: ModuleType) -> None:
+    """On the shared cache such a module's mutants would run unmutated inside the other file's kernels."""
+    for module in mutate.MODULES:
+        importers = mutate.stale_modules(module, ROOT) - {module}
+        compiled = [f for f in importers if not f.startswith(("tests/", "benchmarks/")) and "njit" in (ROOT / f).read_text()]
+        assert not compiled or module in mutate.FRESH_NUMBA_CACHE, (module, compiled)
