@@ -1,7 +1,10 @@
 """The Parquet lake: hive-partitioned files, atomic partition writes, pruned reads.
 
 Layout: <root>/<dataset>/timeframe=<tf>/symbol=<SYM>/<date=YYYY-MM-DD | year=YYYY>/part.parquet
-(one file per partition, zstd). Files keep every column, so each one is self-describing; the
+(one file per partition, zstd), and `month=YYYY-MM/part.parquet` where lake/compaction.py folded a
+symbol-month's day files into one. A day file wins over its month file for that day (a re-ingest
+after compaction, a tombstone, a compaction killed before it removed the day files), so a reader sees
+every bar once in any mix of the two. Files keep every column, so each one is self-describing; the
 folder names are only there to prune reads. A write goes to a temporary file in the same folder and
 is renamed over the old one, so a crash mid-write leaves the previous partition intact.
 
@@ -30,18 +33,22 @@ PART_FILE = "part.parquet"
 QUARANTINE = "quarantine"  # the dataset failing rows go to, with their check and reason
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _YEAR_RE = re.compile(r"^\d{4}$")
+_MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
 
 TimeBound = date | datetime | None
 LakeRoot = Path | str | ObjectPath  # a string is a local path; an object store is an ObjectPath
 
 
 def period_dir(period: str) -> str:
-    """`date=YYYY-MM-DD` for a day's partition, `year=YYYY` for a year's."""
+    """`date=YYYY-MM-DD` for a day's partition, `year=YYYY` for a year's, `month=YYYY-MM` for a
+    compacted month of day partitions."""
     if _DATE_RE.match(period):
         return f"date={period}"
     if _YEAR_RE.match(period):
         return f"year={period}"
-    raise LakeError(f"partition period {period!r} is neither a date (YYYY-MM-DD) nor a year (YYYY)")
+    if _MONTH_RE.match(period):
+        return f"month={period}"
+    raise LakeError(f"partition period {period!r} is neither a date (YYYY-MM-DD), a month (YYYY-MM) nor a year (YYYY)")
 
 
 @overload
@@ -141,9 +148,11 @@ def replace_partition(root: Path | str, dataset: str, timeframe: str, symbol: st
 @overload
 def replace_partition(root: ObjectPath, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> list[ObjectPath]: ...
 def replace_partition(root: LakeRoot, dataset: str, timeframe: str, symbol: str, period: str, df: pl.DataFrame) -> Sequence[Path | ObjectPath]:
-    """Makes the partition hold exactly `df` (sorted by ts); an empty frame removes the partition."""
+    """Makes the partition hold exactly `df` (sorted by ts); an empty frame removes the partition.
+    A day whose month was compacted gets an empty day file instead (a tombstone: it hides the
+    month file's rows of that day), so the day holds nothing either way."""
     path = partition_path(root, dataset, timeframe, symbol, period)
-    if df.is_empty():
+    if df.is_empty() and not (_DATE_RE.match(period) and partition_path(root, dataset, timeframe, symbol, period[:7]).exists()):
         path.unlink(missing_ok=True)
         return []
     return [write_frame_atomic(df.sort("ts"), path)]
@@ -183,6 +192,10 @@ def _period_overlaps(name: str, lo: datetime | None, hi: datetime | None) -> boo
     elif key == "year":
         first = datetime(int(value), 1, 1, tzinfo=UTC) - timedelta(days=1)
         last = datetime(int(value) + 1, 1, 1, tzinfo=UTC) + timedelta(days=1)
+    elif key == "month":
+        year, month = int(value[:4]), int(value[5:7])
+        first = datetime(year, month, 1, tzinfo=UTC) - timedelta(days=1)
+        last = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC) + timedelta(days=1)
     else:
         return False
     return (lo is None or last > lo) and (hi is None or first < hi)
@@ -245,6 +258,36 @@ def scan_files(files: Sequence[Path | ObjectPath]) -> pl.LazyFrame:
     return pl.scan_parquet(object_uris(objects), hive_partitioning=False, storage_options=objects[0].store.storage_options())
 
 
+def shadowed_days(files: Sequence[Path | ObjectPath]) -> dict[Path | ObjectPath, list[date]]:
+    """Month file -> the days of it that also have a day file among `files` (the day file wins)."""
+    months = {(f.parent.parent, f.parent.name[6:]): f for f in files if f.parent.name.startswith("month=")}
+    out: dict[Path | ObjectPath, list[date]] = {}
+    for f in files:
+        name = f.parent.name
+        month = months.get((f.parent.parent, name[5:12])) if name.startswith("date=") else None
+        if month is not None:
+            out.setdefault(month, []).append(date.fromisoformat(name[5:]))
+    return out
+
+
+def exchange_date() -> pl.Expr:
+    """A row's exchange-local date: the day partition a clean bar belongs to (month files hold only
+    rows whose exchange date is their day partition's, so this finds a day's rows in its month)."""
+    from lake.calendar import EXCHANGE_TZ
+
+    return pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+
+
+def scan_layout(files: Sequence[Path | ObjectPath]) -> pl.LazyFrame:
+    """`scan_files`, with each month file's rows of days that have their own day file left out."""
+    shadowed = shadowed_days(files)
+    if not shadowed:
+        return scan_files(files)
+    plain = [f for f in files if f not in shadowed]
+    scans = [scan_files([month]).filter(~exchange_date().is_in(days)) for month, days in shadowed.items()]
+    return pl.concat([*([scan_files(plain)] if plain else []), *scans], how="diagonal_relaxed")
+
+
 def scan_dataset(
     root: LakeRoot, dataset: str, timeframe: str, symbols: Sequence[str], start: TimeBound = None, end: TimeBound = None
 ) -> pl.LazyFrame | None:
@@ -252,7 +295,7 @@ def scan_dataset(
     files = partition_files(root, dataset, timeframe, symbols, start, end)
     if not files:
         return None
-    scan = scan_files(files)
+    scan = scan_layout(files)
     if start is not None:
         scan = scan.filter(pl.col("ts") >= as_utc(start))
     if end is not None:
