@@ -18,7 +18,10 @@ learn the head revision. Here, inside the soak only:
   there?), asked before most statements by reflecting the schema (7 % of a month's CPU): a yes is
   kept per database, as it stays true for the database's life (Dagster's migrations only add); a no
   is asked again every time; likewise a database found at alembic's head revision is not asked
-  its revision again by every new storage object.
+  its revision again by every new storage object;
+- the materialization an asset check result targets, looked up once per step and partition instead
+  of once per check (Dagster queries the event log for the partition's latest materialization for
+  each of a step's checks: the bars assets have eleven).
 
 Nothing is skipped: every run, event, tick, cursor and run key is still written to the instance.
 """
@@ -179,6 +182,22 @@ def _head_kept(real: Callable[..., tuple[str | None, str | None]]) -> Callable[.
     return check
 
 
+def _target_once(real: Callable[..., Any]) -> Callable[..., Any]:
+    """AssetCheckResult._get_partitioned_target_materialization_data, asked once per run, step
+    attempt, asset and partition (a step's checks follow its materialization; nothing comes between)."""
+    found: dict[tuple[str, str, int, object, str], Any] = {}
+
+    def target(result: Any, step_context: Any, asset_key: Any, partition_key: str) -> Any:
+        key = (step_context.run_id, step_context.step.key, step_context.previous_attempt_count, asset_key, partition_key)
+        if key not in found:
+            if not any(k[0] == key[0] for k in found):
+                found.clear()  # another run: the last one's steps are done
+            found[key] = real(result, step_context, asset_key, partition_key)
+        return found[key]
+
+    return target
+
+
 @contextmanager
 def lean_dagster() -> Iterator[None]:
     """Reused SQLite engines and alembic scripts while inside (see the module's docstring)."""
@@ -194,6 +213,10 @@ def lean_dagster() -> Iterator[None]:
         stack.enter_context(mock.patch.object(ScriptDirectory, "from_config", _script_directory_cache(real_from_config)))
         template_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="quantlake-soak-shard-"))
         stack.enter_context(mock.patch.object(SqliteEventLogStorage, "_initdb", _initdb_once(SqliteEventLogStorage._initdb, template_dir)))
+        from dagster._core.definitions.asset_checks.asset_check_result import AssetCheckResult
+
+        real_target = AssetCheckResult._get_partitioned_target_materialization_data
+        stack.enter_context(mock.patch.object(AssetCheckResult, "_get_partitioned_target_materialization_data", _target_once(real_target)))
         head_kept = _head_kept(importlib.import_module(ALEMBIC_CHECKERS[0]).check_alembic_revision)
         for name in ALEMBIC_CHECKERS:
             stack.enter_context(mock.patch.object(importlib.import_module(name), "check_alembic_revision", head_kept))

@@ -138,3 +138,34 @@ def test_a_database_at_the_head_revision_is_not_asked_again(tmp_path: Path) -> N
         for conn in conns.values():
             conn.close()
     assert asked == ["a", "a", "b"]
+
+
+letters = dg.StaticPartitionsDefinition(["a", "b"])
+
+
+@dg.asset(partitions_def=letters, check_specs=[dg.AssetCheckSpec("first", asset="letter"), dg.AssetCheckSpec("second", asset="letter")])
+def letter() -> dg.MaterializeResult:
+    passed = dg.AssetExecutionContext.get().partition_key == "a"
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name=n, passed=passed) for n in ("first", "second")])
+
+
+def _check_targets(home: Path) -> list[tuple[str, str, bool]]:
+    """Per check evaluation: the run it ran in, the run of the materialization it targets, passed."""
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for key in ("a", "b", "a"):
+            dg.materialize([letter], instance=instance, partition_key=key)
+        out = []
+        for run in reversed(instance.get_runs()):
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+                evaluation = entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+                out.append((run.run_id, evaluation.target_materialization_data.run_id, evaluation.passed))  # type: ignore[union-attr]
+        return out
+
+
+def test_each_check_targets_its_own_steps_materialization(tmp_path: Path) -> None:
+    plain = _check_targets(tmp_path / "plain")
+    with lean_dagster():
+        lean = _check_targets(tmp_path / "lean")
+    assert [passed for _, _, passed in lean] == [passed for _, _, passed in plain] == [True, True, False, False, True, True]
+    assert all(run == target for run, target, _ in lean + plain)  # the materialization of its own run, never a cached earlier one
