@@ -83,6 +83,7 @@ class PipelineBroker:
         self.capital, self.now, self.mode, self.run_id = capital, now, mode, run_id
         self.name = f"{broker.name}/{pipeline_id}"
         self._prefix = tagged(pipeline_id, "")
+        self._stale = True  # fills may have come since the last sync (none yet; or an order went out since)
 
     # -- ids
     def _mine(self, state: OrderState) -> bool:
@@ -96,6 +97,7 @@ class PipelineBroker:
         wire = order.model_copy(
             update={"client_order_id": tagged(self.pipeline_id, order.client_order_id), "size": None, "caps": None, "stop": None, "target1": None, "target2": None}
         )
+        self._stale = True  # a market order may fill at once
         return self._own(self.broker.submit(wire))
 
     def get_order(self, client_order_id: str) -> OrderState | None:
@@ -143,6 +145,7 @@ class PipelineBroker:
             else:
                 settled.add(cid)
         count = 0
+        self._stale = False
         for cid in quantity:
             if cid in settled:
                 continue
@@ -167,13 +170,18 @@ class PipelineBroker:
     def _emit(self, type_: EventType, payload: dict[str, object], symbol: str, event_id: str) -> None:
         self.book.emit(Event(type=type_, run_id=self.run_id, mode=self.mode, symbol=symbol, as_of=self.now, payload=payload, event_id=event_id))
 
+    def _fresh(self) -> None:
+        """A read within a run syncs once, and again only after an order went out (each sync reads the book)."""
+        if self._stale:
+            self.sync()
+
     def positions(self) -> dict[str, float]:
-        self.sync()
+        self._fresh()
         return {s: q for s, q in replay_portfolio(self.book).positions.items() if abs(q) > _EPS}
 
     def account(self) -> Account:
         """The sub-account: its capital before its first deposit, then its ledger; marked at the account's prices."""
-        self.sync()
+        self._fresh()
         portfolio = replay_portfolio(self.book)
         funded = any(True for _ in self.book.events(types=[EventType.DEPOSIT.value]))
         cash = portfolio.cash if funded else self.capital + portfolio.cash
