@@ -6,8 +6,6 @@ compaction: lake/compaction.py says why readers see every bar once in any state)
 "closed" as of the run's clock (`assets.clock.run_now`), so a replayed run compacts what it would have.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.clock import run_now
