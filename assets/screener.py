@@ -2,7 +2,8 @@
 
 Partition D is screened from the daily bars of the sessions before D (lake.screener), so it can run
 once D-1 has closed; the gap filter also needs D's open, taken from D's 1-minute bars stamped before
-the run's now (run it after the open when the gap filter is on). Writes <lake>/screener/date=D/.
+the run's now (run it after the open when the gap filter is on). Writes <lake>/screener/date=D/, on
+local disk or the object store alike (the lake's `location`).
 
 Settings (README), read by orchestration/settings.py and passed down (`use_settings`), asked for at
 every run: QUANTLAKE_SCREENER=1 makes decide runs (decision_cycle with no explicit symbols) decide
@@ -32,6 +33,7 @@ from assets.metadata import markdown_table
 from assets.partitions import daily_key, exchange, trading_day_partitions, universe
 from assets.resources import LakeResource, TradingResource
 from lake.calendar import get_calendar, session_bounds, trading_days
+from lake.filesystem import ObjectPath
 from lake.schema import TIMEFRAMES, check_timeframe, empty_bars
 from lake.screener import ScreenerRules, chosen_symbols, screen, write_screen
 from lake.store import read_bars
@@ -72,11 +74,11 @@ def with_section(base: ScreenerSettings, section: ScreenerSection | None) -> Scr
     return ScreenerSettings(enabled=enabled, rules=ScreenerRules(**merged))
 
 
-def _known(root: Path, timeframe: str, symbols: list[str]) -> list[str]:
+def _known(root: Path | ObjectPath, timeframe: str, symbols: list[str]) -> list[str]:
     return [s for s in symbols if (root / "bars" / f"timeframe={timeframe}" / f"symbol={s}").is_dir()]
 
 
-def _opens(root: Path, symbols: list[str], day: date, now: datetime, exch: str) -> dict[str, float]:
+def _opens(root: Path | ObjectPath, symbols: list[str], day: date, now: datetime, exch: str) -> dict[str, float]:
     """D's first 1-minute open per symbol, from bars that began before `now` (none before the open)."""
     open_, close = session_bounds(day, exch)
     known = _known(root, "1m", symbols)
@@ -111,7 +113,7 @@ def screener(context: dg.AssetExecutionContext, lake: LakeResource, trading: Tra
     [prior] = trading_days(day - timedelta(days=10), day - timedelta(days=1), exch)[-1:]
     if session_bounds(prior, exch)[1] > now:
         raise dg.Failure(f"screener {day}: the previous session ({prior}) has not closed at {now.isoformat()}", allow_retries=False)
-    symbols, root = universe(), lake.path
+    symbols, root = universe(), lake.location
     known = _known(root, "1d", symbols)
     # Enough sessions for the lookback (calendar days with room for holidays); none of D or later.
     start = day - timedelta(days=int(rules.lookback * 1.6) + 15)
@@ -149,7 +151,7 @@ def screener(context: dg.AssetExecutionContext, lake: LakeResource, trading: Tra
 
 
 def screened_universe(
-    root: Path, now: datetime, as_of: datetime | None, timeframe: str = "1d", section: ScreenerSection | None = None
+    root: Path | ObjectPath, now: datetime, as_of: datetime | None, timeframe: str = "1d", section: ScreenerSection | None = None
 ) -> list[str]:
     """The symbols a decide run with no explicit symbols decides: the universe, or with the screener
     on (the settings, or the pipeline file's `section`), the chosen symbols of the decision's day: the

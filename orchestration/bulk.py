@@ -54,7 +54,7 @@ def bulk_backfill(
     for timeframe, period, start, end in ranges:
         with tqdm(desc=f"bulk {timeframe}", unit="bar", unit_scale=True, disable=not progress) as bar:
             summary = bulk_ingest(
-                market_data.build(timeframe), symbols, timeframe, start, end, lake.path,
+                market_data.build(timeframe), symbols, timeframe, start, end, lake.location,
                 period=period, exchange=market_data.exchange, on_chunk=lambda part: bar.update(part.rows), max_jump=settings().max_jump,
             )
         _report(instance, timeframe, summary)
@@ -64,7 +64,7 @@ def bulk_backfill(
             f"{summary.quarantined_rows:,} quarantined; failing rows by check: {failed or 'none'}"
         )
         status = status or (1 if summary.blocking_failures else 0)  # a warning's set-aside rows are not a failure
-    print(f"lake: {lake.path}")
+    print(f"lake: {lake.location}")
     return status
 
 

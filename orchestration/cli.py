@@ -10,7 +10,10 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lake.filesystem import ObjectPath
 
 
 class UsageError(Exception):
@@ -222,26 +225,49 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestration.settings import lake_root
+    from lake.filesystem import lake_location
+    from orchestration.settings import settings
 
-    root = Path(args.lake) if args.lake else lake_root()
+    current = settings()
+    root = lake_location(args.lake, endpoint=current.aws_endpoint_url or None) if args.lake else current.lake_location
     print(f"lake: {root}")
-    if not root.exists():
+    files = _lake_files(root)
+    if not files:
         print("  (empty: run `quantlake demo` or `quantlake ingest`)")
         return 0
-    for dataset in sorted(p for p in root.iterdir() if p.is_dir()):
-        if dataset.name == "news":  # news/date=YYYY-MM-DD: one line for all its days
-            days = sorted(p.name[5:] for p in dataset.glob("date=*"))
-            print(f"  {'news':<11} {'by day':<14} {len(days):>6} partitions  {days[0] if days else ''} to {days[-1] if days else ''}")
-            continue
-        for tf_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
-            files = list(tf_dir.rglob("*.parquet"))
-            symbols = sorted({p.name.split("=", 1)[1] for p in tf_dir.iterdir() if p.name.startswith("symbol=")})
-            print(f"  {dataset.name:<11} {tf_dir.name:<14} {len(files):>6} partitions  {', '.join(symbols)}")
+    for line in _status_lines(files):
+        print(line)
     from orchestration.home import dagster_home
 
     print(f"Dagster home: {dagster_home()}")
     return 0
+
+
+def _lake_files(root: Path | ObjectPath) -> list[tuple[str, ...]]:
+    """Every file of the lake as its path's parts under the root: a local folder's, or the object
+    store's keys under the prefix (one listing)."""
+    from lake.filesystem import ObjectPath
+
+    if isinstance(root, ObjectPath):
+        return [tuple(f.key.removeprefix(f"{root.key}/").split("/")) for f in root.files()]
+    return [p.relative_to(root).parts for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+
+
+def _status_lines(files: list[tuple[str, ...]]) -> list[str]:
+    """Per dataset and timeframe folder: its Parquet files and symbols; news by day."""
+    lines = []
+    for dataset in sorted({f[0] for f in files if len(f) > 1}):
+        inside = [f[1:] for f in files if f[0] == dataset and len(f) > 1]
+        if dataset == "news":  # news/date=YYYY-MM-DD: one line for all its days
+            days = sorted({f[0][5:] for f in inside if f[0].startswith("date=") and len(f) > 1})
+            lines.append(f"  {'news':<11} {'by day':<14} {len(days):>6} partitions  {days[0] if days else ''} to {days[-1] if days else ''}")
+            continue
+        for folder in sorted({f[0] for f in inside if len(f) > 1}):
+            under = [f[1:] for f in inside if f[0] == folder and len(f) > 1]
+            parquet = sum(f[-1].endswith(".parquet") for f in under)
+            symbols = sorted({f[0].split("=", 1)[1] for f in under if f[0].startswith("symbol=") and len(f) > 1})
+            lines.append(f"  {dataset:<11} {folder:<14} {parquet:>6} partitions  {', '.join(symbols)}")
+    return lines
 
 
 RESEARCH_ASSETS = ("backtest", "parameter_sweep", "walk_forward_analysis", "monte_carlo")
@@ -336,7 +362,7 @@ def cmd_research(args: argparse.Namespace) -> int:
     if "best_params" in values:
         print(f"best parameters: {winning(values, swept)} (total return {_number('total_return', float(values['best_total_return']))}; "
               f"every combination in results.parquet)")
-    print(f"report files: {lake.path / 'research' / args.asset}")
+    print(f"report files: {lake.location / 'research' / args.asset}")
     return 0
 
 
@@ -553,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.set_defaults(func=cmd_agents)
 
     status = sub.add_parser("status", help="what is in the lake")
-    status.add_argument("--lake", help="lake root (default: QUANTLAKE_LAKE_DIR or data/lake)")
+    status.add_argument("--lake", help="lake root, a folder or s3://bucket/prefix (default: QUANTLAKE_LAKE_URL, else QUANTLAKE_LAKE_DIR, else data/lake)")
     status.set_defaults(func=cmd_status)
     for subparser in sub.choices.values():  # `quantlake backtest ... --debug` as well as `quantlake --debug backtest ...`
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, the stack trace and Dagster's log too")
