@@ -172,6 +172,12 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))',
         'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(0))).fill_null(True).alias("distinct"))',
     ),
+    # At exactly 2**53 lots the floor below gives the same whole number of lots.
+    (
+        "strategies/entries.py",
+        "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot",
+        "if room / step > 2.0**53:  # beyond float precision every value is already a whole lot",
+    ),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
     # `phase` is only read as `phase > 0`, and the next entry from flat sets it to 1.

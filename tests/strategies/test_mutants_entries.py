@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 from strategies.entries import (
+    MIN_SHARES,
+    after_closing,
     capped_at_fill,
     capped_quantity,
     entry_shares,
@@ -65,3 +67,34 @@ def test_capped_at_fill_holds_at_most_the_held_plus_the_room() -> None:
     assert capped_at_fill(30.0, 25.0, 1_000.0, 10.0, 0.0, 0.2, 1.0, 1.0) == 25.0  # over the cap: kept, not sold
     assert capped_at_fill(30.0, 0.0, 1_000.0, 10.0, 150.0, 0.2, 0.3, 1.0) == 15.0  # the sector: (300 - 150) / 10
     assert capped_at_fill(100.0, 0.0, 1_000.0, 3.0, 0.0, 0.2, 1.0, 0.5) == 66.5  # in lots of 0.5
+
+
+def test_after_closing_pays_the_closing_trades_slippage_and_fees() -> None:
+    # 4 long marked at 100, a short entry fills at 98: 4 x -2 slippage, fees 4 x (98 x 0.25 + 0.5)
+    assert after_closing(1_000.0, 4.0, -1, 98.0, 100.0, 0.25, 0.5) == 892.0
+    # 4 short marked at 100, a long entry fills at 102: -4 x 2, fees 4 x (102 x 0.25 + 0.5)
+    assert after_closing(1_000.0, -4.0, 1, 102.0, 100.0, 0.25, 0.5) == 888.0
+    # flat or on the same side: nothing to close
+    for position, side in ((0.0, 1), (0.0, -1), (4.0, 1), (-4.0, -1)):
+        assert after_closing(1_000.0, position, side, 98.0, 100.0, 0.25, 0.5) == 1_000.0
+
+
+def test_entry_shares_pays_its_fees_and_floors_whole_shares() -> None:
+    # one share costs 9 x 1.125 + 0.875 = 11: 500 of equity buys 45.45... shares
+    assert entry_shares(1_000.0, 0.5, 9.0, 0.125, 0.875, True) == 45.0
+    assert entry_shares(1_000.0, 0.5, 9.0, 0.125, 0.875, False) == 500.0 / 11.0
+    # exactly MIN_SHARES is taken; half of it is dust
+    assert entry_shares(MIN_SHARES, 1.0, 1.0, 0.0, 0.0, False) == MIN_SHARES
+    assert entry_shares(MIN_SHARES / 2, 1.0, 1.0, 0.0, 0.0, False) == 0.0
+    # negative availability, size or free cash take nothing
+    for available, size, free in ((-1.0, 1.0, 500.0), (1_000.0, -1.0, 500.0), (1_000.0, 1.0, -1.0)):
+        assert entry_shares(available, size, 10.0, 0.0, 0.0, False, free=free) == 0.0
+
+
+def test_a_lot_exactly_at_a_cap_plus_its_slack_fits() -> None:
+    """Each re-check is `<=`: a lot whose value lands exactly on the cap times (1 + LIMIT_REL_TOL) is taken."""
+    edge = 0.9999999999989999  # x (1 + 1e-12) is exactly 1.0; floor(edge + 1e-9) is 1 lot
+    assert edge * (1.0 + 1e-12) == 1.0 and edge < 1.0
+    assert capped_quantity(edge, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0, False, 1.0) == 1.0  # the position cap at its edge
+    assert capped_quantity(edge, 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, False, 1.0) == 1.0  # the sector cap at its edge
+    assert capped_quantity(2.0, 1.0, 0.0, 0.0, 1.0, 1.0, edge, True, 1.0) == 1.0  # a buy's cash at its edge
