@@ -180,6 +180,12 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
+    # The rank sweep never holds a short (it enters long only): exit_short is read only when short.
+    (
+        "backtests/sweep_rank_nb.py",
+        "_, pending[col] = next_order_nb(side_of_nb(position[col]), in_top and not was_in[col], was_in[col] and not in_top, False, False, size)",
+        "_, pending[col] = next_order_nb(side_of_nb(position[col]), in_top and not was_in[col], was_in[col] and not in_top, False, True, size)",
+    ),
     # `phase` is only read as `phase > 0`, and the next entry from flat sets it to 1.
     ("backtests/sweep_nb.py", "phase = 0", "phase = -1"),
     (
