@@ -75,6 +75,10 @@ def walk_forward(
     ordered = bars.sort("ts", "symbol")
     ts = ordered["ts"].unique(maintain_order=True)  # a universe's bars share each timestamp
     n = ts.len()
+    short = ordered.group_by("symbol").len().filter(pl.col("len") < n).sort("symbol")
+    if short.height:  # refused before any fold runs, not in the fold that meets the gap
+        gaps = ", ".join(f"{s} has {k}" for s, k in short.iter_rows())
+        raise BacktestError(f"walk_forward: the universe's symbols must share every bar: {gaps} of {n} timestamps")
     if folds < 1:
         raise BacktestError(f"walk_forward: folds must be >= 1, got {folds}")
     is_len = is_bars or n // (folds + 1)

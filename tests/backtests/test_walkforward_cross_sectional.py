@@ -14,7 +14,7 @@ import pytest
 
 from assets import research
 from assets.resources import LakeResource
-from backtests.engine import BacktestConfig, run_backtest
+from backtests.engine import BacktestConfig, BacktestError, run_backtest
 from backtests.sweep import expand_grid, sweep
 from backtests.walkforward import WalkForwardResult, walk_forward
 from lake.sources.synthetic import SyntheticSource
@@ -112,3 +112,9 @@ def test_the_research_asset_walks_the_universe_forward(universe: pl.DataFrame, t
     assert str(event.materialization.metadata["symbols"].value) == ", ".join(sorted(SYMBOLS))
     folds = pl.read_parquet(tmp_path / "research/walk_forward_analysis/folds.parquet")
     assert folds.equals(run(universe).folds)  # the same walk as on the frame
+
+
+def test_a_universe_whose_symbols_do_not_share_every_bar_is_refused_by_name(universe: pl.DataFrame) -> None:
+    gap = universe.filter(~((pl.col("symbol") == "XOM") & (pl.col("ts") == universe["ts"].unique().sort()[300])))
+    with pytest.raises(BacktestError, match="must share every bar: XOM has 500 of 501 timestamps"):
+        run(gap)
