@@ -46,6 +46,10 @@ def test_capped_quantity_takes_float_noise_just_under_a_lot_as_the_lot() -> None
     assert capped_quantity(1_000.0, over, 0.0, 0.0, 1.0, 1.0, 70.0, True, 1.0) == 12.0
     # and for the sector: 13 shares make the sector 100 + 70.00000000000001 of 170
     assert capped_quantity(1_000.0, price, 0.0, 100.0, 1.0, 0.17, 1e12, True, 1.0) == 13.0
+    assert capped_quantity(1_000.0, over, 0.0, 100.0, 1.0, 0.17, 1e12, True, 1.0) == 12.0
+    # with 2 held, the re-check counts them: 13 then exceed the cap by more than the slack, 10 are added
+    assert capped_quantity(1_000.0, over, 2.0, 0.0, 0.07, 1.0, 1e12, True, 1.0) == 10.0
+    assert capped_quantity(1_000.0, over, 2.0, 100.0, 1.0, 0.17, 1e12, True, 1.0) == 10.0
 
 
 def test_capped_quantity_edges() -> None:
