@@ -89,7 +89,7 @@ def test_ingest_and_a_backtest_through_the_default_resources_write_the_bucket(s3
 
 
 def test_the_lake_resource_names_the_bucket_and_refuses_a_local_folder_for_it(s3_lake: ObjectPath) -> None:
-    """What works on local files only (ledgers, screener, news, retention) asks for `path`: on an
+    """What works on local files only (ledgers, news, retention) asks for `path`: on an
     object-store lake that is an error naming the lake, not some other local folder."""
     from orchestration.run_context import ObservedLakeResource
 
@@ -134,24 +134,3 @@ def test_the_news_job_writes_its_day_into_the_bucket(s3_lake: ObjectPath, tmp_pa
     stored = read_news(s3_lake, None, datetime(2024, 11, 27, 5, tzinfo=UTC), timedelta(days=1))
     assert stored.height > 0 and stored.height == materialization.materialization.metadata["dagster/row_count"].value
     assert not list((tmp_path / "local-lake").rglob("*"))
-
-
-def test_the_screener_refuses_an_object_store_lake_by_name(s3_lake: ObjectPath) -> None:
-    """A feature that works on a local folder only fails its run with the lake named, rather than
-    screening an empty local folder and reporting no symbols."""
-    from assets.resources import TradingResource
-    from assets.screener import screener
-    from orchestration.run_context import ObservedLakeResource
-
-    result = dg.materialize(
-        [screener], partition_key="2024-11-27", resources={"lake": ObservedLakeResource(), "trading": TradingResource()},
-        raise_on_error=False, tags={"quantlake/now": "2024-11-27T12:00:00+00:00"},
-    )
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    error = failure.step_failure_data.error
-    assert error is not None and error.cause is not None
-    error = error.cause  # Dagster wraps the step's own exception
-    assert error.cls_name == "LakeError", error.cls_name
-    assert f"does not run on an object-store lake yet (the lake is {s3_lake})" in error.message
-    assert _objects(s3_lake) == []
