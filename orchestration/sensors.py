@@ -69,12 +69,12 @@ def new_daily_bars_sensor(context: dg.SensorEvaluationContext, asset_event: dg.E
     description="A move of more than QUANTLAKE_MOVE_PCT (default 2 %) since the last trigger launches a decision run.",
 )
 def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    from orchestration.resources import build_resources
+    from orchestration.run_context import ObservedLakeResource
     from trading.cycle import latest_closes
 
     env = settings()
     threshold = env.move_pct / 100
-    lake = build_resources()["lake"]
+    lake = ObservedLakeResource()  # the Definitions' lake (its root from QUANTLAKE_LAKE_DIR), not every resource built
     try:
         closes = latest_closes(lake.path, sorted(env.universe_symbols), datetime.now(UTC), env.move_timeframe)
     except UnknownSymbolError as exc:  # a fresh deployment before its first ingest: nothing to compare yet
