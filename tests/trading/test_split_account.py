@@ -13,6 +13,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import Phase, example, given, settings
+from hypothesis import strategies as st
 
 from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
@@ -192,3 +194,45 @@ def test_the_kill_switch_closes_each_pipelines_book_and_halts_both(lake: Path, t
         assert len(account_halts) == 1, "the account's halt (no pipeline id) holds any pipeline, one added later too"
         halted = _decide(lake, tmp_path, ledger, broker, _plan(), DECISION_BAR, _at_eleven(21).replace(minute=30))
         assert sum(len(r.report.orders) for r in halted) == 0 and all("kill_switch" in (r.report.step.blocked or "") for r in halted if r.report.step)
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: each example runs a ledger
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["cautious", "bold"]), st.sampled_from(["AAA", "BBB"]), st.booleans(), st.integers(1, 40), st.booleans(), st.floats(50.0, 150.0)),
+        max_size=15,
+    ),
+    seed=st.integers(0, 10_000),
+)
+@example(  # cautious's second exit while its first is still open: only bold's shares are left to sell
+    steps=[("cautious", "AAA", True, 10, True, 100.0), ("bold", "AAA", True, 10, True, 100.0), ("cautious", "AAA", False, 10, False, 100.0), ("cautious", "AAA", False, 10, True, 100.0)],
+    seed=0,
+)
+def test_property_the_books_add_up_to_the_account(steps: list[tuple[str, str, bool, int, bool, float]], seed: int) -> None:
+    """Any orders from either pipeline (exits up to what its book holds, its earlier exits maybe still
+    open), partial fills, rejections and bars in between: after a sync the books hold exactly the account's
+    positions and cash between them, no book is short (an exit cannot sell another pipeline's shares), and
+    each fill is booked once."""
+    from trading.brokers.simulated import SimConfig
+
+    shared = SimulatedBroker(config=SimConfig(seed=seed, slippage_bps=5.0, partial_fill_prob=0.4, reject_prob=0.1), cash=100_000.0)
+    now = _at_eleven(21)
+    with Ledger("sqlite://") as ledger:
+        books = {p: SubAccount(ledger, p) for p in CAPITAL}
+        for i, (pipeline_id, symbol, buy, quantity, bar, price) in enumerate(steps):
+            view = PipelineBroker(shared, pipeline_id, books[pipeline_id], capital=CAPITAL[pipeline_id], now=now, mode=Mode.PAPER, run_id=f"r{i}")
+            held = view.positions().get(symbol, 0.0)
+            qty = float(quantity) if buy else min(float(quantity), held)
+            if qty > 0:
+                request = OrderRequest(client_order_id=f"o{i}", symbol=symbol, side=Side.BUY if buy else Side.SELL, quantity=qty, reduce_only=not buy)
+                Executor(view, books[pipeline_id], mode=Mode.PAPER, run_id=f"r{i}", now=now)._send(request, None)
+            if bar:
+                ts = DECISION_BAR + (NEXT_BAR - DECISION_BAR) * i
+                shared.on_bar({s: {"ts": ts, "open": price, "high": price, "low": price, "close": price} for s in ("AAA", "BBB")})
+        views = _books(ledger, shared, now)
+        replayed = {p: replay_portfolio(books[p]) for p in CAPITAL}
+        for symbol in ("AAA", "BBB"):
+            assert sum(r.positions.get(symbol, 0.0) for r in replayed.values()) == pytest.approx(shared.positions().get(symbol, 0.0))
+            assert all(r.positions.get(symbol, 0.0) >= -1e-9 for r in replayed.values()), "no book is short"
+        assert sum(r.cash for r in replayed.values()) == pytest.approx(shared.cash - 100_000.0), "each pipeline paid for its own fills"
+        assert {v.sync() for v in views.values()} == {0}

@@ -94,6 +94,25 @@ class PipelineBroker:
 
     # -- orders
     def submit(self, order: OrderRequest) -> OrderState:
+        """Sends `order` under the pipeline's prefix. An exit (`reduce_only`) may close only what the
+        pipeline's book holds beyond its own open exits: on a shared account the broker's check (no sell
+        beyond the position) would let it sell another pipeline's shares and leave its book short."""
+        if order.reduce_only and self.broker.get_order(tagged(self.pipeline_id, order.client_order_id)) is None:
+            left = self._closable(order.symbol, order.side)
+            if order.quantity > left + _EPS:
+                raise BrokerError(
+                    f"{self.name}: order {tagged(self.pipeline_id, order.client_order_id)} ({order.side.value} {order.quantity:g} {order.symbol}): "
+                    f"pipeline {self.pipeline_id}'s book has {left:g} left to close (its open orders hold the rest)"
+                )
+        return self._send(order)
+
+    def _closable(self, symbol: str, side: Side) -> float:
+        """What the book holds on the other side of `side`, less what its open orders on `side` still close."""
+        held = self.positions().get(symbol, 0.0)
+        pending = sum(o.quantity - o.filled_quantity for o in self.open_orders() if o.symbol == symbol and o.side == side)
+        return max(held if side == Side.SELL else -held, 0.0) - pending
+
+    def _send(self, order: OrderRequest) -> OrderState:
         wire = order.model_copy(
             update={"client_order_id": tagged(self.pipeline_id, order.client_order_id), "size": None, "caps": None, "stop": None, "target1": None, "target2": None}
         )
@@ -122,7 +141,8 @@ class PipelineBroker:
         for symbol, qty in sorted(self.positions().items()):
             key = hashlib.sha256(f"{symbol}|{qty:g}|{self.now.isoformat()}".encode()).hexdigest()[:24]
             side = Side.SELL if qty > 0 else Side.BUY
-            out.append(self.submit(OrderRequest(client_order_id=f"close-{key}", symbol=symbol, side=side, quantity=abs(qty), type=OrderType.MARKET, reduce_only=True)))
+            # its own open orders were just canceled: the close is the whole book (no exit check)
+            out.append(self._send(OrderRequest(client_order_id=f"close-{key}", symbol=symbol, side=side, quantity=abs(qty), type=OrderType.MARKET, reduce_only=True)))
         return out
 
     # -- the sub-account
