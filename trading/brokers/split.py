@@ -17,8 +17,9 @@ Each trades through its own `PipelineBroker` over the one broker and its own sub
   filled, the tag says whose it is;
 - positions, cash and equity: the sub-account's (its capital, then its fills), marked at the account's
   prices (`prices`); open orders, cancels and the window's flatten: its own orders and positions only.
-The account's hard limits over every pipeline are `trading.accounts.AccountBook`'s; the account's kill
-switch acts on the broker itself.
+An exit closes only what the pipeline's book holds beyond its own open exits (never another pipeline's
+shares). The account's hard limits over every pipeline are `trading.accounts.AccountBook`'s; the kill
+switch (`kill_split_account`) halts the account and closes each book by its own orders.
 """
 
 from __future__ import annotations
