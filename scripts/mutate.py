@@ -178,6 +178,8 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot",
         "if room / step > 2.0**53:  # beyond float precision every value is already a whole lot",
     ),
+    # A room of exactly 0 (or -0.0) floors to 0 lots either way: the same 0.0.
+    ("strategies/entries.py", "if not room > 0.0:", "if not room >= 0.0:"),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
     # The rank sweep never holds a short (it enters long only): exit_short is read only when short.
