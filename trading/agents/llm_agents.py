@@ -73,13 +73,14 @@ def _fallback(run: AgentRun, ctx: SymbolContext, agent: str, failure: ModelFailu
     run.emit(EventType.FALLBACK, ctx, {**step, "from": failure.provider} if failure.provider else step)
 
 
-def _frames(caller: ProviderChain) -> dict[str, int]:
+def node_frames(caller: ProviderChain) -> dict[str, int]:
     """The timeframes a model node reads and how many closed bars of each (its settings' `frames`): the
-    step reads them point in time (`trading.agents.trend_filter.frame_needs`) and its prompt carries them."""
+    step reads them point in time (`trading.agents.trend_filter.frame_needs`) and its prompt carries them.
+    Every model node's rule (these and the team's, `trading.agents.team`)."""
     return {str(tf): count for tf, count in caller.settings.frames.items()}
 
 
-def _view(ctx: SymbolContext, frames: dict[str, int]) -> dict[str, Any]:
+def context_view(ctx: SymbolContext, frames: dict[str, int]) -> dict[str, Any]:
     """The context as this node's prompt shows it: its own frames when it declares some (else as before)."""
     return ctx.prompt_view(frames) if frames else ctx.prompt_view()
 
@@ -94,12 +95,12 @@ class LLMAnalyst:
         self.caller = caller
         self.tools = tools
         self.fallback = RuleAnalyst()
-        self.frames = _frames(caller)
+        self.frames = node_frames(caller)
 
     def propose(self, ctx: SymbolContext, run: AgentRun) -> TradeProposal:
         tools = run.tools if isinstance(run.tools, ToolRegistry) else self.tools
         try:
-            out = self.caller.call(ProposalOut, _messages(ANALYST_PROMPT, _view(ctx, self.frames)), ctx, run, tools, check=lambda o: _proposal(ctx, o))
+            out = self.caller.call(ProposalOut, _messages(ANALYST_PROMPT, context_view(ctx, self.frames)), ctx, run, tools, check=lambda o: _proposal(ctx, o))
             return _proposal(ctx, out)
         except ModelFailure as failure:
             _fallback(run, ctx, self.name, failure)
@@ -113,10 +114,10 @@ class LLMRiskReviewer:
         self.name = name
         self.caller = caller
         self.fallback = RuleRiskReviewer()
-        self.frames = _frames(caller)
+        self.frames = node_frames(caller)
 
     def review(self, ctx: SymbolContext, proposal: TradeProposal, hard: RiskAssessment, run: AgentRun) -> RiskAssessment:
-        payload = {"context": _view(ctx, self.frames), "proposal": proposal.model_dump(mode="json"), "after_hard_limits": hard.model_dump(mode="json")}
+        payload = {"context": context_view(ctx, self.frames), "proposal": proposal.model_dump(mode="json"), "after_hard_limits": hard.model_dump(mode="json")}
         try:
             out = self.caller.call(RiskOut, _messages(RISK_PROMPT, payload), ctx, run)
         except ModelFailure as failure:
@@ -135,10 +136,10 @@ class LLMValidator:
         self.name = name
         self.caller = caller
         self.fallback = RuleValidator()
-        self.frames = _frames(caller)
+        self.frames = node_frames(caller)
 
     def validate(self, ctx: SymbolContext, proposal: TradeProposal, risk: RiskAssessment, run: AgentRun) -> ValidationResult:
-        payload = {"context": _view(ctx, self.frames), "proposal": proposal.model_dump(mode="json"), "risk": risk.model_dump(mode="json")}
+        payload = {"context": context_view(ctx, self.frames), "proposal": proposal.model_dump(mode="json"), "risk": risk.model_dump(mode="json")}
         try:
             out = self.caller.call(ValidationOut, _messages(VALIDATOR_PROMPT, payload), ctx, run)
         except ModelFailure as failure:

@@ -3,7 +3,9 @@ a trader writing the plan, a risk debate (aggressive, neutral, conservative) and
 
 Every node works offline with rules (deterministic, from the context's features); given `llm`
 settings it asks a model through the same structured-output client as the other agents, and falls
-back to its rules (a `fallback` event) when the model fails. Notes are JSON in the graph's state, so
+back to its rules (a `fallback` event) when the model fails. A model node reads the timeframes its
+`llm.frames` declares as the llm_* nodes do: the step reads them point in time (`frame_needs` sees the
+node's `frames`), its prompt carries exactly those bars, and `quantlake estimate` counts their text. Notes are JSON in the graph's state, so
 a checkpointed thread resumes mid-debate. The hard limits come after the graph, whatever it says.
 """
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trading.agents.base import AgentRun
 from trading.agents.chain import ProviderChain
 from trading.agents.llm import LLMSettings, ModelFailure
+from trading.agents.llm_agents import context_view, node_frames
 from trading.context import SymbolContext
 from trading.events import EventType
 from trading.models import Action, TradeProposal
@@ -85,13 +88,22 @@ class _TeamNode:
 
     def __init__(self, name: str, caller: ProviderChain | None = None) -> None:
         self.name = name
+        self.frames: dict[str, int] = {}  # rules read no other timeframe: none is read for them
         if caller is not None:  # rules only: no `caller`, so the pipeline neither counts nor prices the node
             self.caller = caller
+            self.frames = node_frames(caller)
+
+    def view(self, ctx: SymbolContext) -> dict[str, Any]:
+        """The context as this node's prompt shows it: its declared frames only (none declared: as before)."""
+        return context_view(ctx, self.frames)
 
     def ask(self, schema: type[Any], role: str, payload: dict[str, Any], ctx: SymbolContext, run: AgentRun) -> Any:
+        """A node whose prompt shows no context (the manager, the news analyst) gets its declared frames beside its payload."""
         caller: ProviderChain | None = getattr(self, "caller", None)
         if caller is None:
             return None
+        if self.frames and "context" not in payload and "frames" not in payload and (framed := ctx.prompt_view(self.frames).get("frames")):
+            payload = {**payload, "frames": framed}
         try:
             return caller.call(schema, _messages(role, payload), ctx, run)
         except ModelFailure as failure:
@@ -127,7 +139,7 @@ class TechnicalAnalyst(_TeamNode):
 
     def research(self, ctx: SymbolContext, notes: Mapping[str, Any], run: AgentRun) -> dict[str, Any]:
         score, points = _technical(ctx)
-        out = self.ask(ReportOut, self.ROLE, ctx.prompt_view(), ctx, run)
+        out = self.ask(ReportOut, self.ROLE, self.view(ctx), ctx, run)
         if out is not None:
             return {"technical": {"stance": out.stance, "score": out.score, "summary": out.summary, "by": "model"}}
         stance: Stance = "bullish" if score > 0.1 else "bearish" if score < -0.1 else "neutral"
@@ -151,7 +163,7 @@ class Researcher(_TeamNode):
         technical = notes.get("technical") or {}
         role = f"You are the {self.side} researcher in round {turn_round} of {debate['rounds']}. Argue your side against the last argument; give a conviction in [0, 1]."
         news = notes.get("news")
-        payload = {"context": ctx.prompt_view(), "technical": technical, "turns": debate["turns"]}
+        payload = {"context": self.view(ctx), "technical": technical, "turns": debate["turns"]}
         if news:  # only with a news node: news-free prompts stay as they were
             payload["news"] = news
         out = self.ask(ArgumentOut, role, payload, ctx, run)
@@ -188,7 +200,7 @@ class Trader(_TeamNode):
         want = ctx.wants
         debate = notes.get("debate") or {}
         balance = float(debate.get("balance", 0.0))
-        out = self.ask(DecisionOut, self.ROLE, {"context": ctx.prompt_view(), "notes": dict(notes)}, ctx, run)
+        out = self.ask(DecisionOut, self.ROLE, {"context": self.view(ctx), "notes": dict(notes)}, ctx, run)
         sign = 1.0 if want == "BUY" else -1.0
         approve = out.approve if out is not None else want is not None and sign * balance >= c.min_balance
         why = out.rationale if out is not None else f"debate balance {balance:+.2f} over {debate.get('rounds', 0)} rounds"
@@ -226,7 +238,7 @@ class RiskDebate(_TeamNode):
         voices = []
         for voice, keep in VOICES.items():
             role = f"You are the {voice} risk analyst. Say which share of the planned size to keep, in [0, 1], and why."
-            out = self.ask(VoiceOut, role, {"context": ctx.prompt_view(), "notes": dict(notes)}, ctx, run)
+            out = self.ask(VoiceOut, role, {"context": self.view(ctx), "notes": dict(notes)}, ctx, run)
             if out is not None:
                 voices.append({"voice": voice, "keep": out.keep_fraction, "argument": out.argument, "by": "model"})
             else:
