@@ -4,8 +4,10 @@ Prints one markdown table. Ratios are against the raw `polars.write_parquet` of 
 (one file per 10-symbol chunk), the floor any ingest pays. The Dagster rows ingest a year of the
 first `--dagster-symbols` symbols through the `bars_1m` asset on a SQLite instance (the default
 one): as a backfill with `BackfillPolicy.single_run()` runs it (one run per symbol over the year's
-sessions, Dagster's split of a days x symbols range) and, for a few sessions, one run per partition
-(schedules, the UI without the policy). Run: `make bench` or
+sessions, Dagster's split of a days x symbols range), the same with asset events batched, and, for a
+few sessions, one run per partition (schedules, the UI without the policy); then compaction of the
+backfill's day files into month files and a symbol-month read from each layout. CPU seconds beside
+wall seconds: on a machine shared by other work, wall time is mostly waiting. Run: `make bench` or
 `.venv/bin/python benchmarks/bench_lake.py [--symbols 100] [--dagster-symbols 4]`.
 """
 
@@ -19,12 +21,16 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("QUANTLAKE_PARTITION_START", "2024-01-02")  # the Dagster rows' sessions have partitions
 
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import orchestration  # noqa: E402,F401  importing it passes QUANTLAKE_PARTITION_START down to the assets
@@ -43,35 +49,119 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) -> dict[str, tuple[int, float, int]]:
-    """(rows, seconds, runs) of the bars_1m asset through Dagster: a single-run backfill of the year,
-    and one run per partition over the first `per_partition_days` sessions of one symbol."""
+def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) -> dict[str, DagsterRow]:
+    """The bars_1m asset through Dagster on a SQLite instance (the default one): a single-run backfill
+    of the year (one run per symbol), the same with the instance's asset events written in batches
+    (`BatchedSqliteEventLogStorage` below, a proposal), one run per partition over the first
+    `per_partition_days` sessions of one symbol; then the backfill's lake compacted into month files."""
     import dagster as dg
 
     from assets.bars import bars_1m
     from assets.partitions import add_symbols, intraday_key
     from assets.resources import LakeResource, MarketDataResource
     from lake.calendar import trading_days
+    from lake.compaction import compact
 
     days = [d.isoformat() for d in trading_days(YEAR[0].date(), (YEAR[1] - timedelta(days=1)).date())]
-    out: dict[str, tuple[int, float, int]] = {}
-    for label, runs in (
-        ("backfill", [{RANGE[0]: str(intraday_key(days[0], s)), RANGE[1]: str(intraday_key(days[-1], s))} for s in symbols]),
-        ("per-partition", [{"partition": str(intraday_key(d, symbols[0]))} for d in days[:per_partition_days]]),
+    year = [{RANGE[0]: str(intraday_key(days[0], s)), RANGE[1]: str(intraday_key(days[-1], s))} for s in symbols]
+    out: dict[str, DagsterRow] = {}
+    for label, runs, batched in (
+        ("backfill", year, False),
+        ("backfill, batched events", [dict(tags) for tags in year], True),
+        ("per-partition", [{"partition": str(intraday_key(d, symbols[0]))} for d in days[:per_partition_days]], False),
     ):
-        root = work / f"dagster-{label}"
+        root, home = work / f"dagster-{label}", work / f"home-{label}"
         resources = {"lake": LakeResource(root=str(root)), "market_data": MarketDataResource(seed=1)}
-        (work / f"home-{label}").mkdir()
-        with dg.instance_for_test(temp_dir=str(work / f"home-{label}")) as instance:
-            add_symbols(instance, symbols)
-            os.sync()
-            start = time.perf_counter()
-            for tags in tqdm(runs, desc=f"dagster {label}", unit="run"):
-                key = tags.pop("partition", None)
-                dg.materialize([bars_1m], instance=instance, resources=resources, partition_key=key, tags=tags)
-            seconds = time.perf_counter() - start
-        out[label] = (store.read_bars(root, symbols if label == "backfill" else symbols[:1], "1m").height, seconds, len(runs))
+        home.mkdir()
+        storage = {"event_log_storage": {"module": BatchedSqliteEventLogStorage.__module__, "class": "BatchedSqliteEventLogStorage", "config": {"base_dir": str(home / "history/runs")}}}
+        before = os.environ.get(BATCH_ENV)
+        if batched:
+            os.environ[BATCH_ENV] = "100000"  # Dagster's own switch: a range run's asset events go to the storage as one batch
+        try:
+            with dg.instance_for_test(temp_dir=str(home), overrides=storage if batched else None) as instance:
+                add_symbols(instance, symbols)
+                os.sync()
+                start, cpu = time.perf_counter(), time.process_time()
+                for tags in tqdm(runs, desc=f"dagster {label}", unit="run"):
+                    key = tags.pop("partition", None)
+                    dg.materialize([bars_1m], instance=instance, resources=resources, partition_key=key, tags=tags)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+                done = len(instance.get_materialized_partitions(dg.AssetKey("bars_1m")))
+                assert done == (len(runs) if key else len(days) * len(symbols)), done  # every partition shows
+        finally:
+            if before is None:
+                os.environ.pop(BATCH_ENV, None)
+            else:
+                os.environ[BATCH_ENV] = before
+        rows = store.read_bars(root, symbols if key is None else symbols[:1], "1m").height
+        out[label] = DagsterRow(len(runs), rows, seconds, cpu, _files(root))
+    root = work / "dagster-backfill"
+    out["read: day files"] = DagsterRow(0, 0, _month_read(root, symbols), 0.0, _files(root))
+    start, cpu = time.perf_counter(), time.process_time()
+    compact(root, "bars", "1m", before=YEAR[1].date())
+    out["compaction"] = DagsterRow(0, out["backfill"].bars, time.perf_counter() - start, time.process_time() - cpu, _files(root))
+    out["read: month files"] = DagsterRow(0, 0, _month_read(root, symbols), 0.0, _files(root))
     return out
+
+
+@dataclass(frozen=True)
+class DagsterRow:
+    runs: int
+    bars: int
+    seconds: float
+    cpu: float
+    files: int
+
+
+def _files(root: Path) -> int:
+    return sum(1 for _ in (root / "bars").rglob("*.parquet"))
+
+
+def _month_read(root: Path, symbols: list[str]) -> float:
+    """Median seconds of 7 reads of one symbol-month."""
+    times = []
+    for i in range(7):
+        start = time.perf_counter()
+        month = store.read_bars(root, [symbols[i % len(symbols)]], "1m", *MONTH)
+        times.append(time.perf_counter() - start)
+    assert month.height == 19 * 390, month.height
+    return statistics.median(times)
+
+
+BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+
+
+class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
+    """A proposal measured here: Dagster's SQLite event log writes a batch of asset events (a range
+    run's planned and done materializations, one per partition) one row at a time, each in its own
+    connection and transaction; this writes each batch in one transaction per database, as Dagster's
+    PostgreSQL storage does (the asset's row keeps the batch's last event of each kind)."""
+
+    _BATCHED = frozenset({"ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED"})
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> BatchedSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    def store_event_batch(self, events: Sequence[Any]) -> None:
+        from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+
+        batch = [e for e in events if e.get_dagster_event().event_type_value in self._BATCHED]
+        for event in events:
+            if event.get_dagster_event().event_type_value not in self._BATCHED:
+                self.store_event(event)
+        if not batch or len({e.run_id for e in batch}) > 1:
+            super().store_event_batch(batch)
+            return
+        rows = [self._event_to_row(e) for e in batch]
+        with self.run_connection(batch[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        with self.index_transaction() as conn:
+            ids = [conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0] for row in rows]  # type: ignore[index]
+            self._store_asset_event_tags(conn, batch, ids)
+            last = {e.get_dagster_event().event_type_value: i for i, e in enumerate(batch)}
+            for i in sorted(last.values()):
+                self._store_asset_event(conn, batch[i], ids[i])
 
 
 def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
@@ -138,14 +228,20 @@ def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
         print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 20 ms |")
     if dagster:
         bulk = rows / walls["polars/date"]
-        print("\n| Dagster, bars_1m asset, symbol x day files | runs | bars | seconds | bars/s | x lake.bulk (same layout) | target |")
-        print("|---|---:|---:|---:|---:|---:|---|")
+        print("\n| Dagster, bars_1m asset (SQLite instance) | runs | bars | wall s | CPU s | bars/s wall | bars/s CPU | x lake.bulk (day files, wall) | files | target |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for label, what, target in (
-            ("backfill", "backfill, BackfillPolicy.single_run (one run per symbol-year)", ">= 1.5 M/s"),
+            ("backfill", "backfill, BackfillPolicy.single_run (one run per symbol-year), day files", ">= 1.5 M/s"),
+            ("backfill, batched events", "the same, asset events written in batches (proposal: BatchedSqliteEventLogStorage)", ""),
             ("per-partition", "one run per partition (symbol x day)", ""),
+            ("compaction", "compaction of the backfill's lake into month files (lake.compaction)", ""),
         ):
-            n, s, runs = dagster[label]
-            print(f"| {what} | {runs} | {n:,} | {s:.2f} | {n / s / 1e6:.3f} M | {n / s / bulk:.3f} | {target} |")
+            r = dagster[label]
+            print(f"| {what} | {r.runs} | {r.bars:,} | {r.seconds:.2f} | {r.cpu:.2f} | {r.bars / r.seconds / 1e6:.3f} M | "
+                  f"{r.bars / r.cpu / 1e6:.3f} M | {r.bars / r.seconds / bulk:.3f} | {r.files:,} | {target} |")
+        for label in ("read: day files", "read: month files"):
+            r = dagster[label]
+            print(f"| {label[6:]}: read one symbol x one month, median of 7 | | | {r.seconds * 1e3:.1f} ms | | | | | {r.files:,} | < 20 ms |")
 
 
 def main() -> None:
