@@ -14,9 +14,10 @@ from assets.partitions import daily_partitions, intraday_partitions, trading_day
 from assets.resources import TradingResource
 from assets.run_limits import max_runtime
 from lake.store import write_text_atomic
-from trading.accounts import SubAccount, pipeline_state_files
+from trading.accounts import SubAccount, ledger_pipelines, pipeline_state_files
 from trading.brokers.base import OrderState
 from trading.brokers.simulated import SimulatedBroker
+from trading.brokers.split import SharedBroker, kill_split_account
 from trading.execution import ExecutionError, Executor
 from trading.models import Mode
 from trading.risk import RiskLimits
@@ -145,11 +146,29 @@ def kill_switch(trading: TradingResource, run_id: str, reason: str, now: datetim
     simulation each pipeline's own simulated book (`<sim_state>.<id>.json`) is flattened too, on its
     sub-account; the account's halt (written first, with no pipeline id) already holds every pipeline."""
     now = now or datetime.now(UTC)
+    if Mode(trading.mode) in (Mode.PAPER, Mode.LIVE) and (split := _kill_split_account(trading, run_id, reason, now)) is not None:
+        return split
     with trading_executor(trading, run_id, now) as executor:
         closing = executor.kill_switch(reason)
     if Mode(trading.mode) == Mode.SIMULATION:
         closing += _kill_pipeline_books(trading, run_id, reason, now)
     return closing
+
+
+def _kill_split_account(trading: TradingResource, run_id: str, reason: str, now: datetime) -> list[OrderState] | None:
+    """Paper/live with pipeline books in the ledger: each book closed by its own orders (`kill_split_account`),
+    so the books go flat with the account; None when no pipeline ever traded it (the account's own kill switch)."""
+    ledger = trading.ledger()
+    try:
+        pipelines = ledger_pipelines(ledger)
+        if not pipelines:
+            return None
+        broker = trading.broker()
+        if not isinstance(broker, SharedBroker):
+            return None
+        return kill_split_account(broker, ledger, pipelines, reason=reason, now=now, mode=Mode(trading.mode), run_id=run_id)
+    finally:
+        ledger.close()
 
 
 def _kill_pipeline_books(trading: TradingResource, run_id: str, reason: str, now: datetime) -> list[OrderState]:

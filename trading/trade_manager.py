@@ -48,6 +48,7 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.stream import TradingStream
 
 from strategies.brackets import half_of
+from trading.accounts import PIPELINE_KEY
 from trading.brokers.alpaca import OrderView, tick
 from trading.brokers.base import BrokerError, Fill, OrderState, OrderStatus
 from trading.events import CancelPayload, Event, EventType, FillPayload, OrderSubmittedPayload
@@ -154,7 +155,8 @@ class TradeManager:
                     closed.add(p.bracket_closed)
                 continue
             assert isinstance(p, OrderSubmittedPayload)
-            if event.mode.value not in _MANAGED_MODES or p.bracket_leg or not p.stop:
+            # A split account's entries carry their pipeline and have no bracket at the broker (sent as plain quantities).
+            if event.mode.value not in _MANAGED_MODES or p.bracket_leg or not p.stop or event.payload.get(PIPELINE_KEY):
                 continue
             cid = p.client_order_id
             if not cid or cid in found or p.symbol is None or p.side is None:
