@@ -230,3 +230,13 @@ def test_a_cap_within_float_noise_of_a_zero_room_binds_too() -> None:
     # (1e-12) of 0: both caps bind and both are named.
     res = assess(_proposal(), _book(cash=5e-11, positions={"AAPL": 200.0}), RiskLimits())
     assert res.reasons == ["sized to limits", "bound by position, cash limit"]
+
+
+def test_an_account_worth_under_a_dollar_may_still_add_risk_and_one_worth_nothing_may_not() -> None:
+    # Equity 0.50 at a price of 1 cent: the position cap is 10 shares (0.10), so 5 shares (0.05) pass
+    # every limit. Only a non-positive equity blocks new risk, not a small one.
+    small = _book(cash=0.5, equity=0.5, prices={"AAPL": 0.01})
+    res = assess(_proposal(quantity=5), small, RiskLimits(), fractional=True)
+    assert res.approved and res.quantity == 5 and res.hard_violations == []
+    broke = assess(_proposal(quantity=5), _book(cash=0.5, equity=0.0, prices={"AAPL": 0.01}), RiskLimits(), fractional=True)
+    assert not broke.approved and broke.hard_violations[0] == "equity 0.0 <= 0: no new risk in AAPL"
