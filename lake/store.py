@@ -152,10 +152,16 @@ def replace_partition(root: LakeRoot, dataset: str, timeframe: str, symbol: str,
     A day whose month was compacted gets an empty day file instead (a tombstone: it hides the
     month file's rows of that day), so the day holds nothing either way."""
     path = partition_path(root, dataset, timeframe, symbol, period)
-    if df.is_empty() and not (_DATE_RE.match(period) and partition_path(root, dataset, timeframe, symbol, period[:7]).exists()):
+    if df.is_empty() and not (_DATE_RE.match(period) and _compacted(root, dataset, timeframe, symbol, period[:7])):
         path.unlink(missing_ok=True)
         return []
     return [write_frame_atomic(df.sort("ts"), path)]
+
+
+def _compacted(root: LakeRoot, dataset: str, timeframe: str, symbol: str, month: str) -> bool:
+    """Whether the month has a month file (lake/compaction.py runs on local lakes only: an object
+    store is not asked, which would cost a request per partition)."""
+    return not isinstance(root, ObjectPath) and partition_path(Path(root), dataset, timeframe, symbol, month).exists()
 
 
 def replace_partition_frames(
