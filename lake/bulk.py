@@ -27,7 +27,7 @@ from lake.corporate_actions import load_corporate_actions
 from lake.errors import LakeError, UnknownSymbolError
 from lake.filesystem import ObjectPath
 from lake.sources.base import BarSource
-from lake.store import QUARANTINE, partition_path, read_bars, replace_partitions
+from lake.store import QUARANTINE, read_bars, replace_partition, replace_partitions
 from lake.validation import MAX_JUMP, validate_bars
 
 # How far back the stored bar before the range may lie: past a long holiday weekend (intraday), a year (1d).
@@ -99,9 +99,11 @@ def bulk_ingest(
             for dataset, rows in (("bars", clean), (QUARANTINE, quarantine))
         }
         keys = written["bars"] | written[QUARANTINE]
+        emptied = {"bars": clean.clear(), QUARANTINE: quarantine.clear()}
         for dataset, have in written.items():
             for symbol, when in keys - have:
-                partition_path(root, dataset, timeframe, symbol, when).unlink(missing_ok=True)
+                # Through the store, not an unlink: a compacted month's rows for that day must not show again.
+                replace_partition(root, dataset, timeframe, symbol, when, emptied[dataset])
         return len(keys), written["bars"]
 
     with ThreadPoolExecutor(1, thread_name_prefix="bulk-fetch") as fetcher, ThreadPoolExecutor(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import agents, bars, derived, news, research, screener, trading
+from assets import agents, bars, compaction, derived, news, research, screener, trading
 from orchestration.alert_sensors import ALERT_SENSORS
 from orchestration.executors import build_executor
 from orchestration.fanout import CHUNKED_SWEEP_SPEC, chunked_sweep_job
@@ -17,7 +17,7 @@ from orchestration.sensors import SENSORS
 from orchestration.trade_manager_sensor import TRADE_MANAGER_SENSORS
 
 defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([agents, bars, derived, news, research, screener, trading]), CHUNKED_SWEEP_SPEC],
+    assets=[*dg.load_assets_from_modules([agents, bars, compaction, derived, news, research, screener, trading]), CHUNKED_SWEEP_SPEC],
     jobs=[*JOBS, news.ingest_news_job, chunked_sweep_job, retention_job],
     schedules=[*build_schedules(), retention_schedule, build_news_schedule()],
     sensors=[*SENSORS, *TRADE_MANAGER_SENSORS, *ALERT_SENSORS],

@@ -52,6 +52,13 @@ research_job = dg.define_asset_job(
     tags=max_runtime("research"),
 )
 
+compact_bars_job = dg.define_asset_job(
+    "compact_bars_job",
+    selection=dg.AssetSelection.assets("bars_1m_compaction"),
+    description="Folds each closed month's 1-minute day files into one month file per symbol (reads see every bar once in any state).",
+    tags={"quantlake/kind": "maintenance", **max_runtime("maintenance")},
+)
+
 screener_job = dg.define_asset_job(
     "screener_job",
     selection=dg.AssetSelection.assets("screener"),
@@ -220,4 +227,5 @@ JOBS: "list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition]" = [
     end_of_day_job,
     kill_switch_job,
     resume_job,
+    compact_bars_job,
 ]
