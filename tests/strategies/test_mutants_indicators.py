@@ -147,12 +147,16 @@ def test_the_default_windows_are_the_documented_ones() -> None:
     assert _col(bars, ind.rsi_sma(15))[-1] != _col(bars, ind.rsi_sma(14))[-1]
 
 
-def test_rsi_by_hand_where_the_mean_loss_is_exactly_one_and_where_both_means_are_zero() -> None:
-    # changes -1 -1 +1 +2 0 -1 +2. Simple means of 2: gains 0 .5 1.5 1 0 1, losses 1 .5 0 0 .5 .5:
-    # RSI 0 (a mean loss of exactly 1, no gain), 50, 100 (no loss), 100 (no move at all), 0, 100 - 100 / 3.
-    bars = pl.DataFrame({"close": [10.0, 9.0, 8.0, 9.0, 11.0, 11.0, 10.0, 12.0]})
-    assert _col(bars, ind.rsi_sma(2)) == [None, None, 0.0, 50.0, 100.0, 100.0, 0.0, pytest.approx(200.0 / 3.0, rel=1e-12)]
-    # Wilder (alpha 1/2 from the first change): gains 0 0 .5 1.25 .625 .3125 1.15625, losses 1 1 .5 .25 .125 .5625 .28125
-    want = [None, None, 0.0, 50.0, 100.0 - 100.0 / 6.0, 100.0 - 100.0 / 6.0, 100.0 - 100.0 / (1.0 + 0.3125 / 0.5625), 100.0 - 100.0 / (1.0 + 1.15625 / 0.28125)]
+def test_rsi_by_hand_where_the_mean_loss_is_exactly_one_and_where_nothing_moved() -> None:
+    # changes -1 -1 +1 +2 0 0 -1 +2. Simple means of 2: gains 0 .5 1.5 1 0 0 1, losses 1 .5 0 0 0 .5 .5:
+    # RSI 0 (a mean loss of exactly 1, no gain), 50, 100 (no loss), 100, 100 (no move at all: not 0 / 0),
+    # 0, 100 - 100 / 3.
+    bars = pl.DataFrame({"close": [10.0, 9.0, 8.0, 9.0, 11.0, 11.0, 11.0, 10.0, 12.0]})
+    got = _col(bars, ind.rsi_sma(2))
+    assert got[:8] == [None, None, 0.0, 50.0, 100.0, 100.0, 100.0, 0.0] and got[8] == pytest.approx(200.0 / 3.0, rel=1e-12)
+    # Wilder (alpha 1/2 from the first change): gains 0 0 .5 1.25 .625 .3125 .15625 1.078125,
+    # losses 1 1 .5 .25 .125 .0625 .53125 .265625
+    gains, losses = [0.5, 1.25, 0.625, 0.3125, 0.15625, 1.078125], [0.5, 0.25, 0.125, 0.0625, 0.53125, 0.265625]
     got = _col(bars, ind.rsi(2))
-    assert got[:4] == want[:4] and got[4:] == [pytest.approx(w, rel=1e-12) for w in want[4:]]
+    assert got[:3] == [None, None, 0.0]
+    assert got[3:] == [pytest.approx(100.0 - 100.0 / (1.0 + g / lo), rel=1e-12) for g, lo in zip(gains, losses, strict=True)]
