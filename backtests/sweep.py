@@ -2,7 +2,7 @@
 
 Every field of every combination is honoured; the route depends only on what the strategy declares:
 - a declared `fast_path` whose fields the fused kernel can all honour (`strategies.base.FastPath`: a
-  `MovingAverageCross`, `sweep_fused_nb.py`; a `ThresholdCross`, `sweep_threshold_nb.py`; a
+  `MovingAverageCross`, `sweep_fused_nb.py`, or `sweep_sma_nb.py` when its average is `sma`; a `ThresholdCross`, `sweep_threshold_nb.py`; a
   `ChannelBreakout` with its ATR brackets, `sweep_channel_nb.py`): each distinct indicator series
   and each distinct size column is computed once and the signals (and levels) are taken inside the
   compiled loop, which makes million-bar grids cheap;
@@ -27,6 +27,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
+import numba
 import numpy as np
 import polars as pl
 from pydantic import TypeAdapter, ValidationError
@@ -46,6 +47,7 @@ from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
 from backtests.sweep_rank_nb import rank_sweep_nb
+from backtests.sweep_sma_nb import sma_cross_sweep_nb
 from backtests.sweep_threshold_nb import threshold_sweep_nb
 from strategies.base import (
     ChannelBreakout,
@@ -60,6 +62,7 @@ from strategies.base import (
     check_bars,
     rank_across,
 )
+from strategies.indicators import sma
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
@@ -210,6 +213,24 @@ def _fused_sweep(
     short = np.array([bool(getattr(p, shape.short, False)) and config.allow_short for p in grid], dtype=np.bool_)
     if isinstance(shape, MovingAverageCross):
         windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.fast, shape.slow)})
+        close = bars["close"]
+        if shape.average is sma and close.null_count() == 0 and np.isfinite(prices[1]).all():
+            # The exact windowed mean of the close: the kernel computes every window itself, a block of
+            # bars at a time, in `sma`'s own summation order (no (window x bar) array).
+            row = {w: i for i, w in enumerate(windows)}
+            final, max_dd, orders = _kernel(sma_cross_sweep_nb)(
+                np.ascontiguousarray(close.to_numpy(), dtype=np.float64),
+                np.array(windows, dtype=np.int64),
+                *prices,
+                np.array([row[int(getattr(p, shape.fast))] for p in grid], dtype=np.int64),
+                np.array([row[int(getattr(p, shape.slow))] for p in grid], dtype=np.int64),
+                sizes,
+                size_row,
+                short,
+                *costs,
+                min(len(grid), numba.get_num_threads()),
+            )
+            return _table(grid, final, max_dd, orders, config)
         means, row = _indicator_rows(bars, shape.average, windows)
         final, max_dd, orders = _kernel(ma_cross_sweep_nb)(
             *prices,

@@ -1,0 +1,213 @@
+"""The SMA-cross sweep kernel: `sweep_fused_nb.ma_cross_sweep_nb`'s rules, when the declared average
+is `strategies.indicators.sma` (the exact windowed mean of the close).
+
+Why it is faster while giving the same numbers:
+- the means are computed here, a block of bars at a time, for every window at once: one fold per
+  window start gives the sums of every window length from it (`window_sums_nb` adds each window
+  from its oldest bar, so the sum of window w ending at t is the fold from t - w + 1 after w
+  values); no (window x bar) array exists, and each block of means is read by every combination
+  while it is in cache;
+- a combination jumps from crossing to crossing (the bars between change nothing but the marks);
+- the marks between fills are not computed bar by bar: equity is cash + position x close, a
+  monotone function of the close, so the running peak and the worst drawdown under each record
+  close are the same numbers whether taken per bar or from the record and the lowest close after
+  it; spans of closes with no new record are skipped through their precomputed max and min.
+`tests/backtests/test_sweep_sma.py` checks it bit for bit against `ma_cross_sweep_nb` and the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from backtests.kernels import next_order_nb, side_of_nb
+from backtests.sweep_nb import _fill_nb
+
+BLOCK = 4096  # bars per pass: every window's means for a block (~2 MB for 65 windows) stay in cache
+LANES = 256  # window starts folded side by side (SIMD lanes, as window_sums_nb's blocks)
+SPAN = 32  # closes per precomputed max/min
+
+
+@njit(cache=True, nogil=True)
+def block_means_nb(x: np.ndarray, windows: np.ndarray, t0: int, t1: int, out: np.ndarray, acc: np.ndarray) -> None:
+    """out[i, j] = the mean of the windows[i] values of x ending at bar t0 - 1 + j, for j <= t1 - t0,
+    summed from the oldest value as `window_sums_nb` (then / window); NaN where the window would
+    start before bar 0. `windows` sorted ascending; acc: LANES scratch values."""
+    first_end = t0 - 1
+    out[:, : t1 - first_end] = np.nan
+    w_max = windows[-1]
+    for a0 in range(max(0, first_end - w_max + 1), t1, LANES):
+        lanes = min(LANES, t1 - a0)
+        for i in range(lanes):
+            acc[i] = x[a0 + i]
+        wi = 0
+        for length in range(1, w_max + 1):
+            live = min(lanes, t1 - a0 - length + 1)  # lanes whose window still ends inside the block
+            if live <= 0:
+                break
+            if length > 1:
+                base = a0 + length - 1
+                for i in range(live):
+                    acc[i] += x[base + i]
+            if length == windows[wi]:
+                base = a0 + length - 1 - first_end
+                for i in range(max(0, -base), live):
+                    out[wi, base + i] = acc[i] / length
+                wi += 1
+
+
+@njit(cache=True, inline="always")
+def _crosses_nb(fast: np.ndarray, slow: np.ndarray, j: int) -> tuple[bool, bool]:
+    """(up, down) at buffer index j: crossed above / below since j - 1; a NaN compares False."""
+    up = fast[j] > slow[j] and fast[j - 1] <= slow[j - 1]
+    down = fast[j] < slow[j] and fast[j - 1] >= slow[j - 1]
+    return up, down
+
+
+@njit(cache=True, inline="always")
+def _cross_flags_nb(fast: np.ndarray, slow: np.ndarray, end: int, flags: np.ndarray) -> None:
+    """flags[j] = 1 where buffer index j (1 <= j < end) crosses either way, 0 elsewhere; no branch,
+    so the compares run in SIMD lanes."""
+    flags[:] = 0
+    for i in range(1, end):
+        flags[i] = ((fast[i] > slow[i]) & (fast[i - 1] <= slow[i - 1])) | ((fast[i] < slow[i]) & (fast[i - 1] >= slow[i - 1]))
+
+
+@njit(cache=True, inline="always")
+def _next_flag_nb(flags: np.ndarray, words: np.ndarray, j: int, end: int) -> int:
+    """The first index in [j, end) whose flag is set, eight flags at a time where none is; `end` if none."""
+    while j < end:
+        if j % 8 == 0 and words[j // 8] == 0:
+            j += 8
+        elif flags[j]:
+            return j
+        else:
+            j += 1
+    return end
+
+
+@njit(cache=True, inline="always")
+def _flush_nb(cash: float, q: float, peak: float, dd: float, top: float, low: float) -> tuple[float, float]:
+    """Peak and max drawdown after the bars under one record: `top` the record's signed close, `low`
+    the lowest signed close since; equity cash + q x signed close rises with it (q >= 0)."""
+    peak = max(peak, cash + q * top)
+    return peak, max(dd, 1.0 - (cash + q * low) / peak)
+
+
+@njit(cache=True, inline="always")
+def _mark_nb(
+    close: np.ndarray, span_hi: np.ndarray, span_lo: np.ndarray, a: int, b: int, cash: float, pos: float,
+    peak: float, dd: float, active: bool, top: float, low: float,
+) -> tuple[float, float, bool, float, float]:
+    """Marks bars a..b (inclusive) held at (cash, pos): the peak and drawdown `_mark_nb` of sweep_nb
+    would reach bar by bar, and the open record (active, top, low) in signed closes (x = close for a
+    long, -close for a short, so equity rises with x; pos x close == |pos| x x exactly)."""
+    if pos == 0:
+        equity = cash + pos * close[a]  # flat: the same mark on every bar
+        peak = max(peak, equity)
+        return peak, max(dd, 1.0 - equity / peak), active, top, low
+    sign = 1.0 if pos > 0 else -1.0
+    q = pos * sign
+    t = a
+    while t <= b:
+        if active and t % SPAN == 0 and t + SPAN - 1 <= b:
+            s = t // SPAN
+            hi, lo = (span_hi[s], span_lo[s]) if sign > 0 else (-span_lo[s], -span_hi[s])
+            if hi <= top:  # no new record in this span: only its lowest value matters
+                low = min(low, lo)
+                t += SPAN
+                continue
+        x = sign * close[t]
+        if not active:
+            top, low, active = x, x, True
+        elif x > top:
+            peak, dd = _flush_nb(cash, q, peak, dd, top, low)
+            top, low = x, x
+        elif x < low:
+            low = x
+        t += 1
+    return peak, dd, active, top, low
+
+
+@njit(cache=True, parallel=True)
+def sma_cross_sweep_nb(
+    x: np.ndarray,
+    windows: np.ndarray,
+    fill_price: np.ndarray,
+    close: np.ndarray,
+    fast_row: np.ndarray,
+    slow_row: np.ndarray,
+    sizes: np.ndarray,
+    size_row: np.ndarray,
+    short: np.ndarray,
+    fee: np.ndarray,
+    slip: float,
+    init_cash: float,
+    whole: bool,
+    chunks: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final equity, max drawdown and order count per combination k: the cross of the mean of x over
+    windows[fast_row[k]] bars over the one over windows[slow_row[k]] bars, entries sized by
+    sizes[size_row[k]], shorts when short[k]; `ma_cross_sweep_nb`'s numbers. Combinations are dealt
+    into `chunks` run in parallel, each walking the bars a block at a time."""
+    n = close.shape[0]
+    k_total = fast_row.shape[0]
+    final = np.empty(k_total)
+    max_dd = np.empty(k_total)
+    orders = np.zeros(k_total, dtype=np.int64)
+    spans = (n + SPAN - 1) // SPAN
+    span_hi = np.empty(spans)
+    span_lo = np.empty(spans)
+    for s in range(spans):
+        part = close[s * SPAN : min(n, (s + 1) * SPAN)]
+        span_hi[s] = part.max()
+        span_lo[s] = part.min()
+    for c in prange(chunks):
+        means = np.empty((windows.shape[0], BLOCK + 1))
+        acc = np.empty(LANES)
+        flags = np.zeros(BLOCK + 8, dtype=np.uint8)
+        words = flags.view(np.uint64)
+        m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...: each chunk a mix of cheap and busy ones
+        cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
+        peak, dd = np.full(m, init_cash), np.zeros(m)
+        active, top, low = np.zeros(m, dtype=np.bool_), np.zeros(m), np.zeros(m)
+        for t0 in range(0, n, BLOCK):
+            t1 = min(t0 + BLOCK, n)
+            block_means_nb(x, windows, t0, t1, means, acc)
+            decide_end = min(t1, n - 1) - t0 + 1  # buffer index bound: orders are decided before the last bar
+            for i in range(m):
+                k = c + i * chunks
+                fast, slow, size = means[fast_row[k]], means[slow_row[k]], sizes[size_row[k]]
+                _cross_flags_nb(fast, slow, decide_end, flags)
+                c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
+                c_active, c_top, c_low = active[i], top[i], low[i]
+                t = t0
+                while t < t1:
+                    if not np.isnan(c_pend):  # the order decided on the bar before fills now
+                        if c_active:
+                            sign = 1.0 if c_pos > 0 else -1.0
+                            c_peak, c_dd = _flush_nb(c_cash, c_pos * sign, c_peak, c_dd, c_top, c_low)
+                            c_active = False
+                        c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
+                        orders[k] += filled
+                        c_pend = np.nan
+                    # buffer index j is bar t0 - 1 + j (index 0 of the first block, bar -1, is NaN: no cross on bar 0)
+                    j = _next_flag_nb(flags, words, t - t0 + 1, decide_end)
+                    e = t0 - 1 + j if j < decide_end else t1 - 1
+                    c_peak, c_dd, c_active, c_top, c_low = _mark_nb(
+                        close, span_hi, span_lo, t, e, c_cash, c_pos, c_peak, c_dd, c_active, c_top, c_low
+                    )
+                    if j < decide_end:
+                        up, down = _crosses_nb(fast, slow, j)
+                        _, c_pend = next_order_nb(side_of_nb(c_pos), up, down, down and short[k], up and short[k], size[e])
+                    t = e + 1
+                cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
+                active[i], top[i], low[i] = c_active, c_top, c_low
+        for i in range(m):
+            k = c + i * chunks
+            if active[i]:
+                sign = 1.0 if pos[i] > 0 else -1.0
+                peak[i], dd[i] = _flush_nb(cash[i], pos[i] * sign, peak[i], dd[i], top[i], low[i])
+            final[k] = cash[i] + pos[i] * close[n - 1]
+            max_dd[k] = dd[i]
+    return final, max_dd, orders
