@@ -76,7 +76,11 @@ MODULES: dict[str, list[str]] = {
     "backtests/kernels.py": ["tests/backtests/test_mutants_kernels.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py", "tests/backtests/test_entry_sizing.py"],
     "backtests/sweep_nb.py": ["tests/backtests/test_mutants_sweep_nb.py", "tests/backtests/test_sweep.py"],
     # The engine's per-bar loop (signals, brackets, shared cash) and the entry rule it compiles.
-    "backtests/order_sim.py": ["tests/backtests/test_shared_cash.py", "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py"],
+    # The limits path (`_decide_nb`'s running book) by hand first, then the engine's own tests.
+    "backtests/order_sim.py": [
+        "tests/backtests/test_mutants_order_sim.py", "tests/backtests/test_sizing_limits.py", "tests/backtests/test_shared_cash.py",
+        "tests/backtests/test_brackets.py", "tests/backtests/test_engine_parity.py",
+    ],
     # The rank sweep's kernel, each combination against the engine (ties, shared cash, both sizing regimes).
     "backtests/sweep_rank_nb.py": ["tests/backtests/test_sweep_rank.py"],
     # Its plain-Python functions by hand first (a mutant they kill compiles nothing), then the engine's.
