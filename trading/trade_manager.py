@@ -27,6 +27,13 @@ The ledger gets one ORDER_SUBMITTED per leg and one FILL per new filled quantity
 (entry included; fill id `<broker order id>@<cumulative quantity>`), so replaying it gives the
 broker's position. A bracket whose legs are all over is closed with a CANCEL event.
 
+An account split between pipelines (`trading.brokers.split`): an entry in a pipeline's book (its
+ORDER_SUBMITTED carries the pipeline id) is followed the same way, under that pipeline's prefix. The
+entry and its legs are the broker's `<pipeline id>.<client id>` orders, each leg is sized from that
+entry's own filled quantity (two pipelines long one symbol each get their own legs, and no leg sells
+the other's shares), and every event goes to the pipeline's sub-account under its own ids, so the
+pipeline's `PipelineBroker.sync` books the same fills under the same event ids (written once).
+
 Driven by alpaca-py's `TradingStream` (each trade update triggers a pass for its symbol; every
 (re)connection triggers a full pass, since Alpaca does not replay updates missed while disconnected;
 `follow` runs it with a periodic pass, `quantlake trade-manager`) and by polling (`sync_all`, run by
@@ -48,9 +55,10 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.stream import TradingStream
 
 from strategies.brackets import half_of
-from trading.accounts import PIPELINE_KEY
+from trading.accounts import PIPELINE_KEY, SubAccount
 from trading.brokers.alpaca import OrderView, tick
 from trading.brokers.base import BrokerError, Fill, OrderState, OrderStatus
+from trading.brokers.split import tagged
 from trading.events import CancelPayload, Event, EventType, FillPayload, OrderSubmittedPayload
 from trading.execution import fill_event_id
 from trading.ledger.store import Ledger
@@ -104,10 +112,20 @@ class Bracket:
     stop: float
     target1: float | None = None
     target2: float | None = None
+    pipeline: str | None = None  # on a split account: the pipeline whose book the entry is in
 
     @property
     def exit_side(self) -> Side:
         return Side.SELL if self.side == Side.BUY else Side.BUY
+
+    def wire(self, client_order_id: str) -> str:
+        """The id the broker has for one of this bracket's orders (a pipeline's carry its prefix)."""
+        return client_order_id if self.pipeline is None else tagged(self.pipeline, client_order_id)
+
+    @property
+    def key(self) -> str:
+        """The bracket's identity on the account: two pipelines' same decision has the same entry id."""
+        return self.wire(self.entry_id)
 
 
 @dataclass
@@ -144,34 +162,42 @@ class TradeManager:
         self.unprotected: dict[str, float] = {}  # after a full pass: symbol -> shares held without a stop
 
     # -- reading the ledger
-    def brackets(self, symbol: str | None = None) -> list[Bracket]:
-        """Entries with a stop sent in paper or live mode whose bracket is not closed yet."""
-        found: dict[str, Bracket] = {}
-        closed: set[str] = set()
+    def brackets(self, symbol: str | None = None, *, pipeline: str | None | bool = True) -> list[Bracket]:
+        """Entries with a stop sent in paper or live mode whose bracket is not closed yet; a split
+        account's by pipeline too (`pipeline`: True for all, None for the account's own, or one id)."""
+        found: dict[tuple[str | None, str], Bracket] = {}
+        closed: set[tuple[str | None, str]] = set()
         for event in self.ledger.events(types=[EventType.ORDER_SUBMITTED, EventType.CANCEL], symbol=symbol):
+            owner = event.payload.get(PIPELINE_KEY)
+            if pipeline is not True and owner != pipeline:
+                continue
             p = event.typed()
             if isinstance(p, CancelPayload):
                 if p.bracket_closed:
-                    closed.add(p.bracket_closed)
+                    closed.add((owner, p.bracket_closed))
                 continue
             assert isinstance(p, OrderSubmittedPayload)
-            # A split account's entries carry their pipeline and have no bracket at the broker (sent as plain quantities).
-            if event.mode.value not in _MANAGED_MODES or p.bracket_leg or not p.stop or event.payload.get(PIPELINE_KEY):
+            if event.mode.value not in _MANAGED_MODES or p.bracket_leg or not p.stop:
                 continue
             cid = p.client_order_id
-            if not cid or cid in found or p.symbol is None or p.side is None:
+            if not cid or (owner, cid) in found or p.symbol is None or p.side is None:
                 continue
-            found[cid] = Bracket(
-                entry_id=cid, symbol=p.symbol, side=p.side, stop=p.stop, target1=p.target1 or None, target2=p.target2 or None
-            )
-        return [b for cid, b in found.items() if cid not in closed]
+            found[(owner, cid)] = Bracket(
+                entry_id=cid, symbol=p.symbol, side=p.side, stop=p.stop, target1=p.target1 or None, target2=p.target2 or None,
+                pipeline=owner,
+            )  # fmt: skip
+        return [b for key, b in found.items() if key not in closed]
 
-    def _recorded(self, symbol: str) -> _Recorded:
+    def _book(self, bracket: Bracket) -> Ledger:
+        """Where the bracket's events go and are read: the ledger, or its pipeline's sub-account (stamped with its id)."""
+        return self.ledger if bracket.pipeline is None else SubAccount(self.ledger, bracket.pipeline)
+
+    def _recorded(self, bracket: Bracket) -> _Recorded:
         out = _Recorded()
-        for event in self.ledger.events(types=[EventType.FILL, EventType.ORDER_SUBMITTED], symbol=symbol):
+        for event in self._book(bracket).events(types=[EventType.FILL, EventType.ORDER_SUBMITTED], symbol=bracket.symbol):
             p = event.typed()
             if isinstance(p, OrderSubmittedPayload):
-                if p.bracket_leg and p.client_order_id:
+                if p.bracket_leg and p.client_order_id and event.payload.get(PIPELINE_KEY) == bracket.pipeline:
                     out.legs.add(p.client_order_id)
                 continue
             assert isinstance(p, FillPayload)
@@ -186,9 +212,9 @@ class TradeManager:
         return out
 
     # -- writing the ledger
-    def _emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str, event_id: str) -> None:
+    def _emit(self, type_: EventType, payload: dict[str, Any], *, symbol: str, event_id: str, book: Ledger | None = None) -> None:
         now = self.clock()
-        self.ledger.emit(
+        (book or self.ledger).emit(
             Event(
                 type=type_,
                 run_id=self.run_id,
@@ -201,7 +227,7 @@ class TradeManager:
             )
         )
 
-    def _record_fills(self, view: OrderView, booked_as: str, recorded: _Recorded) -> None:
+    def _record_fills(self, view: OrderView, booked_as: str, recorded: _Recorded, book: Ledger) -> None:
         """A FILL for what `view` filled beyond what the ledger has (its average gives the new part's price)."""
         state = view.state
         cum, avg = state.filled_quantity, state.avg_fill_price
@@ -219,7 +245,7 @@ class TradeManager:
             price=price,
             ts=self.clock(),
         )
-        self._emit(EventType.FILL, fill.model_dump(mode="json"), symbol=state.symbol, event_id=fill_event_id(fill.fill_id))
+        self._emit(EventType.FILL, fill.model_dump(mode="json"), symbol=state.symbol, event_id=fill_event_id(fill.fill_id), book=book)
         recorded.filled[state.broker_order_id] = (cum, avg * cum)
         recorded.first_fill.setdefault(state.broker_order_id, fill.ts)
 
@@ -242,7 +268,7 @@ class TradeManager:
             "reduce_only": True,
             **extra,
         }
-        self._emit(EventType.ORDER_SUBMITTED, payload, symbol=state.symbol, event_id=_event_id("leg", cid))
+        self._emit(EventType.ORDER_SUBMITTED, payload, symbol=state.symbol, event_id=_event_id("leg", cid), book=self._book(bracket))
         recorded.legs.add(cid)
 
     # -- one pass
@@ -255,10 +281,10 @@ class TradeManager:
             for bracket in brackets:
                 self._covered.setdefault(bracket.symbol, 0.0)
                 try:
-                    out[bracket.entry_id] = self._sync(bracket)
+                    out[bracket.key] = self._sync(bracket)
                 except BrokerError as error:  # the next pass asks again: the ids make that safe
-                    log.warning("trade manager: %s %s: %s", bracket.symbol, bracket.entry_id, error)
-                    out[bracket.entry_id] = [f"error: {error}"]
+                    log.warning("trade manager: %s %s: %s", bracket.symbol, bracket.key, error)
+                    out[bracket.key] = [f"error: {error}"]
             if symbol is None:
                 self.unprotected = self._check_protection() if brackets else {}
         return out
@@ -282,20 +308,26 @@ class TradeManager:
             return self._sync(bracket)
 
     def _exit(self, bracket: Bracket, leg: str, qty: float, target: float | None, recorded: _Recorded) -> OrderView | None:
-        cid = leg_id(bracket.entry_id, leg)
+        cid = bracket.wire(leg_id(bracket.entry_id, leg))
         self.broker.submit_exit(cid, bracket.symbol, bracket.exit_side, qty, stop=bracket.stop, target=target)
         view = self.broker.order_view(cid)
         if view is not None:
             self._record_leg(bracket, leg, view, recorded, target=target)
         return view
 
+    def _view(self, bracket: Bracket, leg: str | None = None) -> OrderView | None:
+        """The entry (leg None) or one of its legs at the broker, by the id the broker has for it."""
+        return self.broker.order_view(bracket.wire(bracket.entry_id if leg is None else leg_id(bracket.entry_id, leg)))
+
     def _sync(self, bracket: Bracket) -> list[str]:
         actions: list[str] = []
-        recorded = self._recorded(bracket.symbol)
-        entry = self.broker.order_view(bracket.entry_id)
+        book = self._book(bracket)
+        recorded = self._recorded(bracket)
+        entry = self._view(bracket)
         if entry is None:
             return ["entry not at the broker"]
-        self._record_fills(entry, bracket.entry_id, recorded)
+        self._record_fills(entry, bracket.entry_id, recorded, book)
+        # the entry's own fills size its legs (on a split account: this pipeline's order, never the account's position)
         filled, fill_price = entry.state.filled_quantity, entry.state.avg_fill_price
         if entry.state.status.is_open:
             return [f"entry open ({filled:g} filled): exits wait for it to finish"]
@@ -307,7 +339,7 @@ class TradeManager:
         for leg, qty, target in ((T1, half, bracket.target1), (REST, filled - half, bracket.target2)):
             if qty <= 0:
                 continue
-            view = self.broker.order_view(leg_id(bracket.entry_id, leg))
+            view = self._view(bracket, leg)
             if view is None:
                 view = self._exit(bracket, leg, qty, target, recorded)
                 actions.append(f"{leg}: {bracket.exit_side.value} {qty:g} placed")
@@ -315,7 +347,7 @@ class TradeManager:
                 self._record_leg(bracket, leg, view, recorded, target=target)  # sent by a pass that died
             legs[leg] = view
         t1, rest = legs.get(T1), legs.get(REST)
-        breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
+        breakeven = self._view(bracket, BREAKEVEN)
         stop = _open_stop(rest)
         if breakeven is None and stop is not None:
             t1_hit = t1 is not None and t1.state.status == OrderStatus.FILLED
@@ -325,10 +357,10 @@ class TradeManager:
                     actions.append(f"target 1 {bracket.target1:g} touched: {filled:g} share(s), none to sell")
             if t1_hit:
                 level = tick(fill_price)  # the entry's average price, at Alpaca's increment
-                self.broker.replace_stop(stop.state.broker_order_id, leg_id(bracket.entry_id, BREAKEVEN), level)
-                breakeven = self.broker.order_view(leg_id(bracket.entry_id, BREAKEVEN))
+                self.broker.replace_stop(stop.state.broker_order_id, bracket.wire(leg_id(bracket.entry_id, BREAKEVEN)), level)
+                breakeven = self._view(bracket, BREAKEVEN)
                 actions.append(f"stop moved to breakeven {level:g}")
-                rest = self.broker.order_view(leg_id(bracket.entry_id, REST))
+                rest = self._view(bracket, REST)
         if breakeven is not None:
             self._record_leg(bracket, BREAKEVEN, breakeven, recorded, replaces=leg_id(bracket.entry_id, REST))
         for leg, view in ((BREAKEVEN, breakeven), (T1, t1), (REST, rest)):  # be first: it may be rest's leg
@@ -336,7 +368,7 @@ class TradeManager:
                 continue
             # the stop leg of an OCO is booked under its order's leg id (its own id is Alpaca's)
             for order in (view, *view.legs):
-                self._record_fills(order, leg_id(bracket.entry_id, leg), recorded)
+                self._record_fills(order, leg_id(bracket.entry_id, leg), recorded, book)
         orders = [o for v in (t1, rest, breakeven) if v is not None for o in (v, *v.legs)]
         stops = {o.state.broker_order_id: o for o in orders if o.type == "stop" and o.state.status.is_open}
         covered = sum(o.state.quantity - o.state.filled_quantity for o in stops.values())
@@ -351,12 +383,12 @@ class TradeManager:
         assert bracket.target1 is not None
         filled_at = recorded.first_fill.get(entry_broker_id)
         if self.extremes is None or filled_at is None:
-            if bracket.entry_id in self._warned:
+            if bracket.key in self._warned:
                 return False
-            self._warned.add(bracket.entry_id)
+            self._warned.add(bracket.key)
             log.warning(
                 "trade manager: %s %s: one share, no bars to see target 1 %g: the stop stays at %g",
-                bracket.symbol, bracket.entry_id, bracket.target1, bracket.stop,
+                bracket.symbol, bracket.key, bracket.target1, bracket.stop,
             )  # fmt: skip
             return False
         start = filled_at.replace(second=0, microsecond=0) + BAR
@@ -369,23 +401,25 @@ class TradeManager:
         high, low = seen
         return high >= bracket.target1 if bracket.side == Side.BUY else low <= bracket.target1
 
-    def release(self, symbol: str, reason: str) -> list[str]:
-        """Cancels the open exits of `symbol`'s brackets, so another exit (a strategy's sell, a flatten)
-        may use the shares they reserve; the brackets are closed and nothing is placed again."""
+    def release(self, symbol: str, reason: str, *, pipeline: str | None = None) -> list[str]:
+        """Cancels the open exits of `symbol`'s brackets (the account's own, or one pipeline's on a split
+        account), so another exit (a strategy's sell, a flatten) may use the shares they reserve; the
+        brackets are closed and nothing is placed again. Returns the canceled legs' broker ids."""
         canceled: list[str] = []
         with self._lock:
-            for bracket in self.brackets(symbol):
+            for bracket in self.brackets(symbol, pipeline=pipeline):
                 for leg in (T1, REST, BREAKEVEN):
-                    view = self.broker.order_view(leg_id(bracket.entry_id, leg))
+                    view = self._view(bracket, leg)
                     if view is not None and view.state.status.is_open:
                         self.broker.cancel(view.state.broker_order_id)
-                        canceled.append(leg_id(bracket.entry_id, leg))
+                        canceled.append(bracket.wire(leg_id(bracket.entry_id, leg)))
                 self._close(bracket, f"released: {reason}")
         return canceled
 
     def _close(self, bracket: Bracket, reason: str) -> None:
         payload = {"bracket_closed": bracket.entry_id, "reason": reason}
-        self._emit(EventType.CANCEL, payload, symbol=bracket.symbol, event_id=_event_id("closed", bracket.entry_id))
+        event_id = _event_id("closed", bracket.entry_id)
+        self._emit(EventType.CANCEL, payload, symbol=bracket.symbol, event_id=event_id, book=self._book(bracket))
 
     # -- the stream
     def on_trade_update(self, update: TradeUpdate) -> dict[str, list[str]]:

@@ -10,11 +10,13 @@ Each trades through its own `PipelineBroker` over the one broker and its own sub
   The account's equity is not the pipeline's: an entry goes as the fixed quantity the pipeline sized on
   its own capital (no `size` or caps re-sized at the fill on the account's equity), and without bracket
   levels (a broker keeps one bracket per symbol of the account, which two pipelines' positions would
-  share; the decision's stop and targets stay in the ledger);
+  share): the trade manager places the stop and targets from the ledger as the pipeline's own exits;
 - fills: what the broker filled of the pipeline's orders beyond what its sub-account has booked is
   booked there (`sync`), from each order's cumulative quantity and average price, as the trade manager
   books Alpaca's (fill id `<broker order id>@<cumulative quantity>`): the broker is the truth of what
-  filled, the tag says whose it is;
+  filled, the tag says whose it is. The trade manager follows the entries' brackets under the same
+  prefix and records their legs in the book: `sync` books a leg's fills too (an OCO's stop leg by its
+  own order, as the manager does, so either may book first and the event ids make it once);
 - positions, cash and equity: the sub-account's (its capital, then its fills), marked at the account's
   prices (`prices`); open orders, cancels and the window's flatten: its own orders and positions only.
 An exit closes only what the pipeline's book holds beyond its own open exits (never another pipeline's
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from trading.brokers.base import Account, BrokerError, Clock, Fill, OrderRequest, OrderState, OrderType
 from trading.events import Event, EventType
@@ -152,7 +154,9 @@ class PipelineBroker:
         an order that is over and fully booked is marked settled (a CANCEL event) and not asked again."""
         booked: dict[str, float] = {}
         notional: dict[str, float] = {}
+        by_order: dict[str, tuple[float, float]] = {}  # broker order id -> (quantity, notional) booked
         quantity: dict[str, float] = {}
+        legs: set[str] = set()  # the trade manager's exits (`trading.trade_manager`): an OCO's stop leg is its own order
         settled: set[str] = set()
         for event in self.book.events(types=[EventType.ORDER_SUBMITTED.value, EventType.FILL.value, EventType.REJECTION.value, EventType.CANCEL.value]):
             cid = event.payload.get("client_order_id")
@@ -160,15 +164,25 @@ class PipelineBroker:
                 continue
             if event.type == EventType.ORDER_SUBMITTED and event.payload.get("broker_order_id"):
                 quantity.setdefault(cid, float(event.payload.get("quantity") or 0.0))
+                if event.payload.get("bracket_leg"):
+                    legs.add(cid)
             elif event.type == EventType.FILL:
-                booked[cid] = booked.get(cid, 0.0) + float(event.payload["quantity"])
-                notional[cid] = notional.get(cid, 0.0) + float(event.payload["quantity"]) * float(event.payload["price"])
+                qty, price = float(event.payload["quantity"]), float(event.payload["price"])
+                booked[cid] = booked.get(cid, 0.0) + qty
+                notional[cid] = notional.get(cid, 0.0) + qty * price
+                broker_id, sep, _cum = str(event.payload.get("fill_id") or "").rpartition("@")
+                if sep:
+                    done = by_order.get(broker_id, (0.0, 0.0))
+                    by_order[broker_id] = (done[0] + qty, done[1] + qty * price)
             else:
                 settled.add(cid)
         count = 0
         self._stale = False
+        view = getattr(self.broker, "order_view", None)  # Alpaca's: an order with its legs
+        if callable(view):
+            count += self._sync_legs({cid: view(tagged(self.pipeline_id, cid)) for cid in quantity if cid in legs and cid not in settled}, by_order)
         for cid in quantity:
-            if cid in settled:
+            if cid in settled or (cid in legs and callable(view)):
                 continue
             state = self.get_order(cid)
             if state is None:
@@ -186,6 +200,35 @@ class PipelineBroker:
             if not state.status.is_open:
                 why = {"client_order_id": cid, "reason": f"settled: {state.status.value}, {cum:g} filled", "settled": True}
                 self._emit(EventType.CANCEL, why, state.symbol, hashlib.sha256(f"settled|{cid}".encode()).hexdigest()[:32])
+        return count
+
+    def _sync_legs(self, views: dict[str, Any], by_order: dict[str, tuple[float, float]]) -> int:
+        """The bracket legs' fills (each order's, an OCO's stop leg by its own broker id, as the trade
+        manager books them: under the leg whose order it is, else the OCO's leg, and the same event ids);
+        a leg is settled once every part of it is over."""
+        count = 0
+        missing = sorted(cid for cid, view in views.items() if view is None)
+        if missing:
+            raise BrokerError(f"{self.name}: orders {[tagged(self.pipeline_id, c) for c in missing]} are in the ledger but not at the broker")
+        own = {view.state.broker_order_id: cid for cid, view in views.items()}  # a breakeven stop is also its OCO's leg
+        for cid, view in views.items():
+            states: list[OrderState] = [o.state for o in (view, *view.legs)]
+            for state in states:
+                done, paid = by_order.get(state.broker_order_id, (0.0, 0.0))
+                cum, avg = state.filled_quantity, state.avg_fill_price
+                if avg is not None and cum > done + _EPS:
+                    qty = cum - done
+                    fill = Fill(
+                        fill_id=f"{state.broker_order_id}@{cum:g}", client_order_id=own.get(state.broker_order_id, cid), symbol=state.symbol,
+                        side=state.side, quantity=qty, price=(avg * cum - paid) / qty, ts=self.now,
+                    )  # fmt: skip
+                    self._emit(EventType.FILL, fill.model_dump(mode="json"), state.symbol, fill_event_id(fill.fill_id))
+                    by_order[state.broker_order_id] = (cum, avg * cum)
+                    count += 1
+            if not any(s.status.is_open for s in states):
+                filled = sum(s.filled_quantity for s in states)
+                why = {"client_order_id": cid, "reason": f"settled: {states[0].status.value}, {filled:g} filled", "settled": True}
+                self._emit(EventType.CANCEL, why, states[0].symbol, hashlib.sha256(f"settled|{cid}".encode()).hexdigest()[:32])
         return count
 
     def _emit(self, type_: EventType, payload: dict[str, object], symbol: str, event_id: str) -> None:
