@@ -176,11 +176,28 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))',
         'flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(0))).fill_null(True).alias("distinct"))',
     ),
-    # At exactly 2**53 lots the floor below gives the same whole number of lots.
+    # From 2**52 lots on every float is a whole number: the floor below gives the same lots (with whole
+    # shares the same value; with fractional lots, lots x step is the room within one ulp).
     (
         "strategies/entries.py",
         "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot",
         "if room / step > 2.0**53:  # beyond float precision every value is already a whole lot",
+    ),
+    (
+        "strategies/entries.py",
+        "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot",
+        "if room / step >= 2.0**52:  # beyond float precision every value is already a whole lot",
+    ),
+    # A buy reaching the re-check has 0 < room <= cash / price, so cash > 0: the else branch is dead.
+    (
+        "strategies/entries.py",
+        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)",
+        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q < 0.0)",
+    ),
+    (
+        "strategies/entries.py",
+        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)",
+        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash >= 0.0 else q <= 0.0)",
     ),
     # A room of exactly 0 (or -0.0) floors to 0 lots either way: the same 0.0.
     ("strategies/entries.py", "if not room > 0.0:", "if not room >= 0.0:"),
@@ -753,9 +770,17 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
         # Same source, tests only added: what was killed stays killed; only the survivors run again.
         killed, run, total, diffs = before
         items = [i for i in items if _diff_of(i, source, Path(module)) in diffs]
+        found = len(items)
+        # A survivor recorded as equivalent survives again by definition: listed, not re-run (a numba
+        # module's survivor costs a full recompile of the kernels its tests touch).
+        for item in [i for i in items if is_equivalent(module, "\n" + _diff_of(i, source, Path(module)))]:
+            spec = item.mutations[0]  # type: ignore[attr-defined]
+            out.survivors.append(f"line {spec.start_pos[0]} ({spec.definition_name or 'module'}): {spec.operator_name}\n{_diff_of(item, source, Path(module))}")
+            items.remove(item)
         out.note = f"re-ran the {len(items)} survivors of the last run ({killed} killed of {run}) on the same source"
-        if len(items) != len(diffs) or total != out.total:
-            out.note += f" (found {len(items)} of {len(diffs)} survivors, {out.total} of {total} mutants)"
+        out.note += f", {found - len(items)} recorded equivalent not re-run" if found > len(items) else ""
+        if found != len(diffs) or total != out.total:
+            out.note += f" (found {found} of {len(diffs)} survivors, {out.total} of {total} mutants)"
         out.run, out.killed = run - len(items), killed
     deadline = started + limit_s
     # What a mutant's own numba cache starts from: the baseline's, less what may embed the module.

@@ -102,3 +102,4 @@ def test_a_lot_exactly_at_a_cap_plus_its_slack_fits() -> None:
     assert capped_quantity(edge, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0, False, 1.0) == 1.0  # the position cap at its edge
     assert capped_quantity(edge, 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, False, 1.0) == 1.0  # the sector cap at its edge
     assert capped_quantity(2.0, 1.0, 0.0, 0.0, 1.0, 1.0, edge, True, 1.0) == 1.0  # a buy's cash at its edge
+
