@@ -240,3 +240,12 @@ def test_an_account_worth_under_a_dollar_may_still_add_risk_and_one_worth_nothin
     assert res.approved and res.quantity == 5 and res.hard_violations == []
     broke = assess(_proposal(quantity=5), _book(cash=0.5, equity=0.0, prices={"AAPL": 0.01}), RiskLimits(), fractional=True)
     assert not broke.approved and broke.hard_violations[0] == "equity 0.0 <= 0: no new risk in AAPL"
+
+
+def test_the_sector_room_is_the_cap_less_exactly_the_other_holdings() -> None:
+    # MSFT holds 25,000 of the sector (25%): the 30% cap leaves 5,000, 50 AAPL at 100, to the share
+    # and to the fractional lot; a dollar more or less held elsewhere would show in either mode.
+    book = _book(positions={"MSFT": 250.0}, prices={"AAPL": 100.0, "MSFT": 100.0})
+    for fractional in (False, True):
+        res = assess(_proposal(), book, RiskLimits(), fractional=fractional)
+        assert res.quantity == 50.0 and res.reasons == ["sized to limits", "bound by sector limit"]
