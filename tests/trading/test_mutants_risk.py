@@ -249,3 +249,10 @@ def test_the_sector_room_is_the_cap_less_exactly_the_other_holdings() -> None:
     for fractional in (False, True):
         res = assess(_proposal(), book, RiskLimits(), fractional=fractional)
         assert res.quantity == 50.0 and res.reasons == ["sized to limits", "bound by sector limit"]
+
+
+def test_the_price_and_the_share_mode_must_be_named() -> None:
+    # A price passed by position could be a quantity meant for something else: assess refuses it.
+    with pytest.raises(TypeError):
+        assess(_proposal(quantity=10), _book(), RiskLimits(), 100.0)  # type: ignore[misc]
+    assert assess(_proposal(quantity=10), _book(), RiskLimits(), price=100.0).quantity == 10
