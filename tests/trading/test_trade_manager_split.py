@@ -19,7 +19,7 @@ from orchestration.definitions import defs
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
 from trading.accounts import PIPELINE_KEY, SubAccount, unattributed_positions
 from trading.brokers.alpaca import AlpacaBroker
-from trading.brokers.base import client_order_id
+from trading.brokers.base import OrderRequest, client_order_id
 from trading.brokers.split import PipelineBroker, split, tagged
 from trading.events import EventType
 from trading.execution import Executor
@@ -144,6 +144,28 @@ def test_two_pipelines_long_one_symbol_each_get_their_own_legs(server: AlpacaTra
         assert_nothing_twice(server)
 
 
+def test_releasing_one_pipelines_bracket_leaves_the_others_followed(server: AlpacaTradingServer, tmp_path: Path) -> None:
+    """A strategy's exit in one pipeline releases that pipeline's legs only: its bracket closes, the
+    other pipeline's stays open and protected, and the shares left bare are named."""
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        enter(server, ledger)
+        manager = TradeManager(make_broker(server), ledger, run_id="tm", mode=Mode.PAPER, clock=lambda: NOW)
+        manager.sync_all()
+        assert manager.release("AAPL", "strategy exit", pipeline="bold") == [tagged("bold", leg_id(ENTRY, leg)) for leg in (T1, REST)]
+        assert manager.sync_all() == {tagged("cautious", ENTRY): []}  # bold's bracket is closed, cautious's is not
+        assert manager.unprotected == {"AAPL": 6.0}  # bold's shares, no longer under a stop
+        bold = views(server, ledger)["bold"]
+        exit_ = OrderRequest(client_order_id="exit-1", symbol="AAPL", side=Side.SELL, quantity=6, reduce_only=True)
+        Executor(bold, SubAccount(ledger, "bold"), mode=Mode.PAPER, run_id="decide", now=NOW)._send(exit_, None)  # its freed shares
+        bold.sync()
+        assert books(ledger) == {"cautious": 10.0, "bold": 0.0}
+        server.set_price("AAPL", 94.0)
+        assert manager.sync_all() == {tagged("cautious", ENTRY): ["bracket closed"]}
+        assert books(ledger) == {"cautious": 0.0, "bold": 0.0}
+        assert server.positions.get("AAPL", (0.0, 0.0))[0] == 0
+        assert_nothing_twice(server)
+
+
 def test_the_sensor_follows_both_pipelines_brackets(server: AlpacaTradingServer, tmp_path: Path) -> None:
     """The deployed sensor (the path users run) over the split account's ledger."""
     trading = TradingResource(
@@ -168,6 +190,7 @@ def test_the_sensor_follows_both_pipelines_brackets(server: AlpacaTradingServer,
         assert tick() == "2 open bracket(s), nothing to do"
     with trading.ledger() as ledger:
         assert books(ledger) == {"cautious": 5.0, "bold": 3.0}
+        assert [view.sync() for view in views(server, ledger).values()] == [0, 0]  # the pipelines' own sync: booked already
         assert leg_fills(ledger, "cautious") == [(leg_id(ENTRY, T1), 5.0, 111.0)]
         assert leg_fills(ledger, "bold") == [(leg_id(ENTRY, T1), 3.0, 111.0)]
     assert server.positions["AAPL"][0] == 8

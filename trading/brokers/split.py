@@ -172,8 +172,8 @@ class PipelineBroker:
                 notional[cid] = notional.get(cid, 0.0) + qty * price
                 broker_id, sep, _cum = str(event.payload.get("fill_id") or "").rpartition("@")
                 if sep:
-                    done = by_order.get(broker_id, (0.0, 0.0))
-                    by_order[broker_id] = (done[0] + qty, done[1] + qty * price)
+                    prior = by_order.get(broker_id, (0.0, 0.0))
+                    by_order[broker_id] = (prior[0] + qty, prior[1] + qty * price)
             else:
                 settled.add(cid)
         count = 0
