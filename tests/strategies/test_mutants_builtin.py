@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -236,3 +237,26 @@ def test_lookbacks_are_the_bars_each_signal_reads() -> None:
     assert DONCHIAN_BREAKOUT.lookback(DONCHIAN_BREAKOUT.params(entry_window=5, exit_window=6, atr_period=40)) == 42
     assert MOMENTUM.lookback(MOMENTUM.params(lookback=30, skip=2, vol_window=10)) == 33
     assert MOMENTUM.lookback(MOMENTUM.params(lookback=5, skip=1, vol_window=10)) == 12
+
+
+@pytest.mark.parametrize(("entry_window", "exit_window"), [(3, 2), (2, 4)])
+def test_donchian_signals_are_the_close_against_the_channel_of_the_bars_before(entry_window: int, exit_window: int) -> None:
+    # Each signal by a plain loop over a random walk: the close against the highest high / lowest low of
+    # exactly the `window` bars before it (not the bar itself, not one bar further back).
+    rng = random.Random(7)
+    closes = [100.0]
+    for _ in range(59):
+        closes.append(round(closes[-1] + rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0]), 1))
+    highs = [c + rng.choice([0.5, 1.0, 2.0]) for c in closes]
+    lows = [c - rng.choice([0.5, 1.0, 2.0]) for c in closes]
+    p = DONCHIAN_BREAKOUT.params(entry_window=entry_window, exit_window=exit_window, atr_period=2, allow_short=True)
+    out = DONCHIAN_BREAKOUT.signals(_bars(closes, highs, lows), p)
+
+    def rows(window: int, above: bool) -> list[int]:
+        if above:
+            return [t for t in range(window, len(closes)) if closes[t] > max(highs[t - window : t])]
+        return [t for t in range(window, len(closes)) if closes[t] < min(lows[t - window : t])]
+
+    want = {"entry_long": rows(entry_window, True), "entry_short": rows(entry_window, False), "exit_long": rows(exit_window, False), "exit_short": rows(exit_window, True)}
+    assert {c: _rows(out, c) for c in BOOLS} == want
+    assert all(want.values())  # every signal occurs, so each comparison above is tested
