@@ -8,10 +8,12 @@ Why it is faster while giving the same numbers:
   values); no (window x bar) array exists, and each block of means is read by every combination
   while it is in cache;
 - a combination jumps from crossing to crossing (the bars between change nothing but the marks);
-- the marks between fills are not computed bar by bar: equity is cash + position x close, a
-  monotone function of the close, so the running peak and the worst drawdown under each record
-  close are the same numbers whether taken per bar or from the record and the lowest close after
-  it; spans of closes with no new record are skipped through their precomputed max and min.
+- the marks between crossings are not computed bar by bar: equity is cash + position x close, a
+  monotone function of the close, so the peak after a stretch is the mark of its highest close, and
+  a stretch whose lowest mark under its highest peak cannot deepen the drawdown changes nothing
+  else (most of them: one min/max pass in SIMD lanes); the others are walked record to record (the
+  worst drawdown under a record close is the one at the lowest close after it), skipping spans of
+  closes with no new record through their precomputed max and min.
 `tests/backtests/test_sweep_sma.py` checks it bit for bit against `ma_cross_sweep_nb` and the engine.
 """
 
@@ -23,7 +25,7 @@ from numba import njit, prange
 from backtests.kernels import next_order_nb, side_of_nb
 from backtests.sweep_nb import _fill_nb
 
-BLOCK = 4096  # bars per pass: every window's means for a block (~2 MB for 65 windows) stay in cache
+BLOCK = 1024  # bars per pass: every window's means for a block (~0.5 MB for 65 windows) stay in cache
 LANES = 256  # window starts folded side by side (SIMD lanes, as window_sums_nb's blocks)
 SPAN = 32  # closes per precomputed max/min
 
@@ -94,20 +96,38 @@ def _flush_nb(cash: float, q: float, peak: float, dd: float, top: float, low: fl
     return peak, max(dd, 1.0 - (cash + q * low) / peak)
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _range_nb(close: np.ndarray, a: int, b: int) -> tuple[float, float]:
+    """Lowest and highest close of bars a..b (finite closes: max and min are exact in any order, so
+    the reduction may run in SIMD lanes)."""
+    lo, hi = close[a], close[a]
+    for t in range(a + 1, b + 1):
+        lo = min(lo, close[t])
+        hi = max(hi, close[t])
+    return lo, hi
+
+
 @njit(cache=True, inline="always")
 def _mark_nb(
-    close: np.ndarray, span_hi: np.ndarray, span_lo: np.ndarray, a: int, b: int, cash: float, pos: float,
-    peak: float, dd: float, active: bool, top: float, low: float,
-) -> tuple[float, float, bool, float, float]:
-    """Marks bars a..b (inclusive) held at (cash, pos): the peak and drawdown `_mark_nb` of sweep_nb
-    would reach bar by bar, and the open record (active, top, low) in signed closes (x = close for a
-    long, -close for a short, so equity rises with x; pos x close == |pos| x x exactly)."""
+    close: np.ndarray, span_hi: np.ndarray, span_lo: np.ndarray, a: int, b: int, cash: float, pos: float, peak: float, dd: float
+) -> tuple[float, float]:
+    """The peak and max drawdown after marking bars a..b held at (cash, pos), as `_mark_nb` of
+    sweep_nb would reach them bar by bar. Equity is cash + |pos| x x, x the signed close (close for a
+    long, -close for a short; pos x close == |pos| x x exactly), so it rises with x."""
     if pos == 0:
         equity = cash + pos * close[a]  # flat: the same mark on every bar
         peak = max(peak, equity)
-        return peak, max(dd, 1.0 - equity / peak), active, top, low
+        return peak, max(dd, 1.0 - equity / peak)
     sign = 1.0 if pos > 0 else -1.0
     q = pos * sign
+    c_lo, c_hi = _range_nb(close, a, b)
+    x_lo, x_hi = (c_lo, c_hi) if sign > 0 else (-c_hi, -c_lo)
+    top_peak = max(peak, cash + q * x_hi)
+    lowest = cash + q * x_lo
+    if lowest >= 0 and 1.0 - lowest / top_peak <= dd:
+        # No bar here can deepen the drawdown: its equity is >= the lowest and its peak <= the top.
+        return top_peak, dd
+    active, top, low = False, 0.0, 0.0
     t = a
     while t <= b:
         if active and t % SPAN == 0 and t + SPAN - 1 <= b:
@@ -126,7 +146,7 @@ def _mark_nb(
         elif x < low:
             low = x
         t += 1
-    return peak, dd, active, top, low
+    return _flush_nb(cash, q, peak, dd, top, low)
 
 
 @njit(cache=True, parallel=True)
@@ -170,7 +190,6 @@ def sma_cross_sweep_nb(
         m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...: each chunk a mix of cheap and busy ones
         cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
         peak, dd = np.full(m, init_cash), np.zeros(m)
-        active, top, low = np.zeros(m, dtype=np.bool_), np.zeros(m), np.zeros(m)
         for t0 in range(0, n, BLOCK):
             t1 = min(t0 + BLOCK, n)
             block_means_nb(x, windows, t0, t1, means, acc)
@@ -180,34 +199,23 @@ def sma_cross_sweep_nb(
                 fast, slow, size = means[fast_row[k]], means[slow_row[k]], sizes[size_row[k]]
                 _cross_flags_nb(fast, slow, decide_end, flags)
                 c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
-                c_active, c_top, c_low = active[i], top[i], low[i]
                 t = t0
                 while t < t1:
                     if not np.isnan(c_pend):  # the order decided on the bar before fills now
-                        if c_active:
-                            sign = 1.0 if c_pos > 0 else -1.0
-                            c_peak, c_dd = _flush_nb(c_cash, c_pos * sign, c_peak, c_dd, c_top, c_low)
-                            c_active = False
                         c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
                         orders[k] += filled
                         c_pend = np.nan
                     # buffer index j is bar t0 - 1 + j (index 0 of the first block, bar -1, is NaN: no cross on bar 0)
                     j = _next_flag_nb(flags, words, t - t0 + 1, decide_end)
                     e = t0 - 1 + j if j < decide_end else t1 - 1
-                    c_peak, c_dd, c_active, c_top, c_low = _mark_nb(
-                        close, span_hi, span_lo, t, e, c_cash, c_pos, c_peak, c_dd, c_active, c_top, c_low
-                    )
+                    c_peak, c_dd = _mark_nb(close, span_hi, span_lo, t, e, c_cash, c_pos, c_peak, c_dd)
                     if j < decide_end:
                         up, down = _crosses_nb(fast, slow, j)
                         _, c_pend = next_order_nb(side_of_nb(c_pos), up, down, down and short[k], up and short[k], size[e])
                     t = e + 1
                 cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
-                active[i], top[i], low[i] = c_active, c_top, c_low
         for i in range(m):
             k = c + i * chunks
-            if active[i]:
-                sign = 1.0 if pos[i] > 0 else -1.0
-                peak[i], dd[i] = _flush_nb(cash[i], pos[i] * sign, peak[i], dd[i], top[i], low[i])
             final[k] = cash[i] + pos[i] * close[n - 1]
             max_dd[k] = dd[i]
     return final, max_dd, orders
