@@ -96,8 +96,12 @@ def advance_simulation(broker: SimulatedBroker, executor: Executor, bars: pl.Dat
 
 def _trade_manager(broker: Broker | None, ledger: Ledger, mode: Mode, run_id: str, now: datetime) -> TradeManager | None:
     """On Alpaca (paper/live) the trade manager owns the brackets' exits (`trading.trade_manager`)."""
+    from trading.accounts import SubAccount
     from trading.brokers.alpaca import AlpacaBroker
+    from trading.brokers.split import PipelineBroker
 
+    if isinstance(broker, PipelineBroker) and isinstance(ledger, SubAccount):  # split: the manager reads the whole ledger
+        broker, ledger = broker.broker, ledger.parent
     if not isinstance(broker, AlpacaBroker) or mode not in (Mode.PAPER, Mode.LIVE):
         return None
     from trading.trade_manager import TradeManager  # alpaca-py's stream: loaded only where it is used
@@ -145,7 +149,8 @@ def trading_step(
     account_cash, source = opening_cash(broker, mode, initial_cash)
     fund(ledger, account_cash, source=source, run_id=run_id, mode=mode, now=now)
     manager = _trade_manager(broker, ledger, mode, run_id, now)
-    release = (lambda symbol: manager.release(symbol, "strategy exit")) if manager is not None else None
+    pipeline = getattr(broker, "pipeline_id", None)  # a split account: release this pipeline's exits only
+    release = (lambda symbol: manager.release(symbol, "strategy exit", pipeline=pipeline)) if manager is not None else None
     executor = Executor(broker, ledger, mode=mode, run_id=run_id, now=now, limits=limits, before_exit=release) if trading and broker is not None else None
     safety = executor.safety if executor is not None else Safety(ledger, limits, now, run_id, mode)
     if executor is not None and isinstance(broker, SimulatedBroker):
