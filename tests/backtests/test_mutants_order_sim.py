@@ -42,3 +42,20 @@ def test_a_short_entry_brings_its_proceeds_into_the_running_book() -> None:
     ask for 300, go uncut and be sized at its fill at 80: 625."""
     limits = SizingLimits(max_position_pct=0.5)
     assert _held({"AAPL": 100.0, "MSFT": 80.0}, 0.6, limits, shorts=frozenset({"AAPL"})) == {"AAPL": -500.0, "MSFT": 500.0}
+
+
+def test_entries_the_limits_cut_fill_in_order_of_their_value_at_the_fill() -> None:
+    """Of 100,000 with a 49 % cap and 5 % fees: AAPL (close 100) is cut to 490 shares, MSFT (close 200)
+    to 245. At the fill MSFT gaps to 199.9: its 48,975.5 fills before AAPL's 49,000 and takes its 245;
+    the cash then buys AAPL (100,000 - 245 x 199.9 x 1.05) / 105 = 462.6 -> 462, not 490."""
+    rows = []
+    for k in range(4):
+        for s, close in (("AAPL", 100.0), ("MSFT", 200.0)):
+            o = 199.9 if (k == 2 and s == "MSFT") else close
+            rows.append({
+                "ts": datetime(2024, 1, 2, tzinfo=UTC) + timedelta(days=k), "symbol": s, "open": o, "high": close + 1.0,
+                "low": o - 1.0, "close": close, "entry_long": k == 1, "exit_long": False, "entry_short": False, "exit_short": False,
+                "size": 1.0,
+            })  # fmt: skip
+    pf = simulate(to_market(pl.DataFrame(rows)), BacktestConfig(brackets=False, fees_bps=500.0), SizingLimits(max_position_pct=0.49))
+    assert np.asarray(pf.assets())[-1].tolist() == [462.0, 245.0]
