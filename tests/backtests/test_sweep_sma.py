@@ -16,7 +16,8 @@ from backtests import sweep as sweep_module
 from backtests.engine import BacktestConfig, fee_fractions, to_market
 from backtests.sweep import _indicator_rows, _shape_fields, _size_columns, expand_grid, sweep
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
-from backtests.sweep_sma_nb import BLOCK, LANES, block_means_nb, sma_cross_sweep_nb
+from backtests.sweep_nb import _mark_nb as bar_mark_nb
+from backtests.sweep_sma_nb import BLOCK, LANES, SPAN, _mark_nb, block_means_nb, sma_cross_sweep_nb
 from strategies.builtin import SMA_CROSS
 from strategies.indicators import sma
 from tests.backtests.sweep_checks import assert_rows_equal_engine
@@ -112,3 +113,25 @@ def test_sweep_takes_the_sma_kernel_and_equals_the_engine(monkeypatch: pytest.Mo
     assert calls == [1]
     assert_rows_equal_engine(table, bars, SMA_CROSS, grid, config)
     assert to_market(bars).close.shape[0] > BLOCK
+
+
+def test_marks_of_a_stretch_equal_the_bar_by_bar_marks() -> None:
+    """Long and short stretches of a float random walk, from peaks and drawdowns both below and
+    above what the stretch reaches: the same peak and drawdown as marking every bar."""
+    rng = np.random.default_rng(2)
+    close = 100.0 + np.cumsum(rng.normal(0.0, 0.3, 20 * SPAN + 7))
+    spans = [close[s : s + SPAN] for s in range(0, close.size, SPAN)]
+    span_hi, span_lo = np.array([p.max() for p in spans]), np.array([p.min() for p in spans])
+    exact = 0
+    for _ in range(400):
+        a = int(rng.integers(0, close.size - 1))
+        b = int(rng.integers(a, min(close.size, a + 12 * SPAN)))
+        pos = float(rng.choice([-1.0, 0.0, 1.0]) * rng.uniform(100.0, 900.0))
+        cash = 100_000.0 - pos * close[a]
+        peak, dd = float(rng.uniform(90_000.0, 110_000.0)), float(rng.choice([0.0, 0.001, 0.01]))
+        want_peak, want_dd = peak, dd
+        for t in range(a, b + 1):
+            _, want_peak, want_dd = bar_mark_nb(cash, pos, close[t], want_peak, want_dd)
+        assert _mark_nb(close, span_hi, span_lo, a, b, cash, pos, peak, dd) == (want_peak, want_dd)
+        exact += want_dd > dd
+    assert exact > 50  # stretches that deepened the drawdown, so the walk record by record ran
