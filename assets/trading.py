@@ -68,7 +68,7 @@ class DecisionConfig(dg.Config):
     replay: bool = Field(False, description="Use only cached model answers (no model calls); needs cache_dir.")
     pipelines: str = Field(
         "",
-        description="A plan file of several pipelines side by side (trading.accounts.AccountPlan: id, file, capital each); "
+        description="A plan file of several pipelines side by side (trading.accounts.AccountPlan: id, file, capital, strategy each); "
         "empty: QUANTLAKE_PIPELINES' plan, else the one pipeline.",
     )
 
@@ -165,6 +165,10 @@ def _side_by_side(
     under the pipeline's prefix, its fills booked in its sub-account, its capital a share of the account's equity)."""
     mode = Mode(trading.mode)
     configs = {slot.id: pipeline_config(trading, plan.file_of(slot)) for slot in plan.pipelines}
+    try:  # each pipeline's own strategy and params, else the run's (a bad one fails the run: the caller's dg.Failure)
+        deciders = {slot.id: slot.decides_with(strategy, params) for slot in plan.pipelines}
+    except ValueError as exc:
+        raise ValueError(f"pipelines plan {plan.source}: {exc}") from None
     shared = trading.broker() if mode in (Mode.PAPER, Mode.LIVE) else None  # one account, split per pipeline below
     if shared is not None and not isinstance(shared, SharedBroker):
         raise ValueError(f"{shared.name} cannot be split between pipelines (it has no cancel of one order or no prices)")
@@ -178,7 +182,7 @@ def _side_by_side(
             brokers = dict(split(shared, books, capital, now=run_now(context), mode=mode, run_id=context.run_id))
         runs = run_pipelines(
             plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=account_cash, run_id=context.run_id,
-            thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params,
+            thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params, deciders=deciders,
             symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
             timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
@@ -196,7 +200,8 @@ def _side_by_side(
     finally:
         ledger.close()
     rows: list[dict[str, Any]] = [
-        {"pipeline": r.pipeline_id, "capital": r.capital, "equity": r.report.snapshot.equity, "execute": len(r.report.result.executed()),
+        {"pipeline": r.pipeline_id, "strategy": deciders[r.pipeline_id][0].name, "capital": r.capital, "equity": r.report.snapshot.equity,
+         "execute": len(r.report.result.executed()),
          "hold": len(r.report.result.decisions) - len(r.report.result.executed()), "orders": len(r.report.orders),
          "model_calls": r.report.result.model_calls, "cost_usd": float(r.report.result.costs["run_cost_usd"]),
          "blocked": (r.report.step.blocked if r.report.step else None) or ""}

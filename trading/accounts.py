@@ -30,6 +30,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from strategies import controls
+from strategies.base import Strategy, StrategyError
+from strategies.registry import load_strategy
 from trading.events import Event, EventType
 from trading.ledger import Ledger, project
 from trading.ledger.store import EVENT_ID_MAX, Snapshot
@@ -42,12 +44,42 @@ _Row = tuple[int, str, str | None, str | None, dict[str, Any] | None, int]
 
 
 class PipelineSlot(BaseModel):
+    """One pipeline of the plan: its sub-account's id, its file, its capital and (optionally) its own strategy and params."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=PIPELINE_ID, description="Names the sub-account in the ledger.")
     file: str | None = Field(None, description="The pipeline file (relative to the plan's folder); None: the rule-based default.")
     capital: float = Field(gt=0, description="A share of the account (0 < x <= 1) or an amount in USD (> 1).")
     paused: bool = Field(False, description="A paused pipeline does not decide (no model call, no order); its book stays as it is.")
+    strategy: str | None = Field(None, description="A registered strategy name or 'package.module:ATTRIBUTE'; None: the run's strategy.")
+    params: dict[str, Any] | None = Field(None, description="Its strategy's parameters (unset ones take defaults); None with no strategy: the run's.")
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> PipelineSlot:
+        if (own := self._own_strategy()) is not None:  # a bad name or parameter fails the plan's load
+            self._with_params(own)
+        return self
+
+    def decides_with(self, strategy: Strategy[Any], params: Any) -> tuple[Strategy[Any], Any]:
+        """The strategy and parameters this pipeline decides on, given the run's (used where the slot names
+        none; params alone apply to the run's strategy); a bad one raises ValueError naming the pipeline and the field."""
+        if self.strategy is None and self.params is None:
+            return strategy, params
+        chosen = self._own_strategy() or strategy
+        return chosen, self._with_params(chosen)
+
+    def _own_strategy(self) -> Strategy[Any] | None:
+        try:
+            return None if self.strategy is None else load_strategy(self.strategy)
+        except StrategyError as exc:
+            raise ValueError(f"pipeline {self.id!r}: strategy: {exc}") from None
+
+    def _with_params(self, strategy: Strategy[Any]) -> Any:
+        try:
+            return strategy.params(**(self.params or {}))
+        except StrategyError as exc:
+            raise ValueError(f"pipeline {self.id!r}: params: {exc}") from None
 
 
 class AccountPlan(BaseModel):

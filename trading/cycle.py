@@ -8,7 +8,7 @@ order per EXECUTE decision, never two; the pipeline's events go to the ledger in
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -193,11 +193,15 @@ def run_pipelines(
     brokers: dict[str, Broker | None],
     initial_cash: float,
     run_id: str,
+    strategy: Strategy[Any],
+    params: Any,
+    deciders: Mapping[str, tuple[Strategy[Any], Any]] | None = None,
     thread_key: str | None = None,
     **cycle: Any,
 ) -> list[PipelineRun]:
     """Each pipeline of `plan` decides in turn on its own sub-account of `ledger` (`trading.accounts`):
-    funded with its share of `initial_cash`, its events stamped with its id, its broker its own;
+    funded with its share of `initial_cash`, its events stamped with its id, its broker its own, its
+    strategy and params `deciders[id]` (`PipelineSlot.decides_with`; absent: the run's `strategy`, `params`);
     the other arguments are `run_decision_cycle`'s, the same for every pipeline; a paused pipeline is
     left out (nothing decided, nothing written). The plan's account limits are checked, after each
     pipeline's own, on the whole account (`AccountBook`)."""
@@ -211,8 +215,9 @@ def run_pipelines(
         account = AccountBook(ledger, plan.limits)
     runs = []
     for slot in (s for s in plan.pipelines if not s.paused):
+        own, own_params = (deciders or {}).get(slot.id, (strategy, params))
         report = run_decision_cycle(
-            ledger=SubAccount(ledger, slot.id), pipeline=configs[slot.id], initial_cash=capital[slot.id], broker=brokers.get(slot.id),
+            strategy=own, params=own_params, ledger=SubAccount(ledger, slot.id), pipeline=configs[slot.id], initial_cash=capital[slot.id], broker=brokers.get(slot.id),
             run_id=run_id, thread_key=f"{thread_key or run_id}/{slot.id}", account=account, **cycle,
         )  # fmt: skip
         runs.append(PipelineRun(slot.id, capital[slot.id], report))
