@@ -95,17 +95,22 @@ class TiltedParams(SmaCrossParams):
 
 @pytest.mark.parametrize(("strategy", "fused"), [(SMA_CROSS, True), (replace(SMA_CROSS, params_model=TiltedParams), False)], ids=["sma", "extra_field"])
 def test_fused_kernel_only_when_it_honours_every_field(strategy: Strategy[Any], fused: bool, daily_bars: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real = sweep_module.ma_cross_sweep_nb
+    calls: list[str] = []
 
-    def spy(*args: Any) -> Any:
-        calls.append(1)
-        return real(*args)
+    def spying(name: str) -> Any:
+        real = getattr(sweep_module, name)
 
-    monkeypatch.setattr(sweep_module, "ma_cross_sweep_nb", spy)
+        def spy(*args: Any) -> Any:
+            calls.append(name)
+            return real(*args)
+
+        return spy
+
+    for name in ("ma_cross_sweep_nb", "sma_cross_sweep_nb"):  # exact windowed means take their own kernel
+        monkeypatch.setattr(sweep_module, name, spying(name))
     one = daily_bars.filter(pl.col("symbol") == "XOM")
     sweep(one, strategy, expand_grid(strategy, {"fraction": 0.5}, {"fast": [3, 5], "slow": [20]}))
-    assert calls == ([1] if fused else [])
+    assert calls == (["sma_cross_sweep_nb"] if fused else [])
 
 
 def test_grid_expansion_converts_and_validates_by_field() -> None:
