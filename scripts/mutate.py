@@ -201,6 +201,10 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ),
     # A room of exactly 0 (or -0.0) floors to 0 lots either way: the same 0.0.
     ("strategies/entries.py", "if not room > 0.0:", "if not room >= 0.0:"),
+    # numba's `cache` flag only decides whether the compiled code is also kept on disk: the same results.
+    ("backtests/kernels.py", "entry_shares_nb = njit(cache=True)(entry_shares)", "entry_shares_nb = njit(cache=False)(entry_shares)"),
+    ("backtests/kernels.py", "bracket_step_nb = njit(cache=True)(bracket_step)", "bracket_step_nb = njit(cache=False)(bracket_step)"),
+    ("backtests/kernels.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
     # The rank sweep never holds a short (it enters long only): exit_short is read only when short.
