@@ -260,3 +260,9 @@ def test_donchian_signals_are_the_close_against_the_channel_of_the_bars_before(e
     want = {"entry_long": rows(entry_window, True), "entry_short": rows(entry_window, False), "exit_long": rows(exit_window, False), "exit_short": rows(exit_window, True)}
     assert {c: _rows(out, c) for c in BOOLS} == want
     assert all(want.values())  # every signal occurs, so each comparison above is tested
+
+
+def test_a_slow_window_of_one_is_refused_by_its_own_bound() -> None:
+    # Refused by the field's bound (ge=2), named as such, before the fast-below-slow rule is asked.
+    with pytest.raises(ValueError, match=r"slow\n  Input should be greater than or equal to 2"):
+        SmaCrossParams(fast=1, slow=1)
