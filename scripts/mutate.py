@@ -261,6 +261,32 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         'latest = self.strategy.signals(window, self.params).filter(pl.col("ts") == bars[0]["ts"])',
         'latest = self.strategy.signals(window, self.params).filter(pl.col("ts") == bars[-1]["ts"])',
     ),
+    # session 5 (h3): full runs of trading/risk.py, strategies/indicators.py, strategies/builtin.py (tests/mutation_report.md).
+    # _result clamps a quantity at 0: -1.0 gives the same assessment.
+    ("trading/risk.py", 'return _result(symbol, 0.0, reasons=["hold"])', 'return _result(symbol, -1.0, reasons=["hold"])'),
+    ("trading/risk.py", 'symbol, 0.0, violations=[f"price {px:g} for {symbol} too small to size against limits"]',
+     'symbol, -1.0, violations=[f"price {px:g} for {symbol} too small to size against limits"]'),
+    # An extra output at row window - 2 subtracts a NaN mean (window_sums_nb): it stays NaN, and is masked anyway.
+    ("strategies/indicators.py", "for start in range(window - 1, n, _BLOCK):", "for start in range(window - 2, n, _BLOCK):"),
+    # A filled null enters only the windows that hold it, and those are voided.
+    ("strategies/indicators.py", "reduced = kernel(np.ascontiguousarray(values.fill_null(0.0).to_numpy(), dtype=np.float64))",
+     "reduced = kernel(np.ascontiguousarray(values.fill_null(1.0).to_numpy(), dtype=np.float64))"),
+    ("strategies/indicators.py", "reduced = kernel(np.ascontiguousarray(values.fill_null(0.0).to_numpy(), dtype=np.float64))",
+     "reduced = kernel(np.ascontiguousarray(values.fill_null(-1.0).to_numpy(), dtype=np.float64))"),
+    # numba's on-disk cache and GIL release change speed, never a value.
+    ("strategies/indicators.py", "@njit(cache=True, nogil=True)", "@njit(cache=True, nogil=False)"),
+    ("strategies/indicators.py", "@njit(cache=True, nogil=True)", "@njit(cache=False, nogil=True)"),
+    # x is one-dimensional: shape[-1] is shape[0].
+    ("strategies/indicators.py", "n = x.shape[0]", "n = x.shape[-1]"),
+    # A sweep's upper end + 1 gives the same values when the step is above 1: the next step lies beyond it.
+    ("strategies/builtin.py", 'fast: int = Field(10, ge=1, le=500, json_schema_extra={"sweep": [5, 50, 5]})',
+     'fast: int = Field(10, ge=1, le=500, json_schema_extra={"sweep": [5, 51, 5]})'),
+    ("strategies/builtin.py", 'slow: int = Field(30, ge=2, le=2000, json_schema_extra={"sweep": [20, 200, 20]})',
+     'slow: int = Field(30, ge=2, le=2000, json_schema_extra={"sweep": [20, 201, 20]})'),
+    ("strategies/builtin.py", 'exit_window: int = Field(10, ge=2, le=1000, json_schema_extra={"sweep": [5, 30, 5]})',
+     'exit_window: int = Field(10, ge=2, le=1000, json_schema_extra={"sweep": [5, 31, 5]})'),
+    ("strategies/builtin.py", 'lookback: int = Field(60, ge=2, le=1000, json_schema_extra={"sweep": [20, 120, 20]})',
+     'lookback: int = Field(60, ge=2, le=1000, json_schema_extra={"sweep": [20, 121, 20]})'),
 }
 MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
 
