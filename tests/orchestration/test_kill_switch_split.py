@@ -23,6 +23,7 @@ from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
 from lake.store import read_bars
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
+from tests.orchestration.plans import decide_with_plan
 from tests.orchestration.test_pipelines_paper import DECISION_BAR, SYMBOLS, _at_eleven, _setup
 from trading.accounts import PIPELINE_KEY, SubAccount
 from trading.brokers.alpaca import AlpacaBroker
@@ -102,15 +103,7 @@ def account(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[La
 
 
 def _decide(lake: LakeResource, trading: TradingResource, plan: Path, as_of: datetime, now: datetime) -> dict[str, Any]:
-    from orchestration.definitions import defs
-
-    config = {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": SYMBOLS, "as_of": as_of.isoformat(), "pipelines": str(plan)}
-    run = defs.resolve_job_def("decide_job").execute_in_process(
-        run_config={"ops": {"decision_cycle": {"config": config}}}, resources={"lake": lake, "trading": trading}, tags={NOW_TAG: now.isoformat()}
-    )
-    assert run.success
-    [mat] = run.asset_materializations_for_node("decision_cycle")
-    return {k: v.value for k, v in mat.metadata.items()}
+    return decide_with_plan(lake, trading, plan, as_of, now, SYMBOLS)
 
 
 def _books(url: str) -> dict[str, dict[str, float]]:

@@ -18,6 +18,7 @@ from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
+from tests.orchestration.plans import decide_with_plan
 from trading.accounts import PIPELINE_KEY, SubAccount
 from trading.brokers.split import owner
 from trading.events import EventType
@@ -51,15 +52,7 @@ def _setup(tmp_path: Path) -> tuple[LakeResource, Path, dict[str, float]]:
 
 
 def _decide(lake: LakeResource, trading: TradingResource, plan: Path, now: datetime) -> dict[str, Any]:
-    from orchestration.definitions import defs
-
-    config = {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": SYMBOLS, "as_of": DECISION_BAR.isoformat(), "pipelines": str(plan)}
-    run = defs.resolve_job_def("decide_job").execute_in_process(
-        run_config={"ops": {"decision_cycle": {"config": config}}}, resources={"lake": lake, "trading": trading}, tags={NOW_TAG: now.isoformat()}
-    )
-    assert run.success
-    [mat] = run.asset_materializations_for_node("decision_cycle")
-    return {k: v.value for k, v in mat.metadata.items()}
+    return decide_with_plan(lake, trading, plan, DECISION_BAR, now, SYMBOLS)
 
 
 def test_two_paper_pipelines_share_one_alpaca_account(tmp_path: Path) -> None:

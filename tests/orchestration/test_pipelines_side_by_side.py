@@ -19,6 +19,7 @@ from assets.resources import LakeResource, TradingResource
 from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
+from tests.orchestration.plans import decide_with_plan
 from trading.accounts import PIPELINE_KEY, SubAccount, load_account_plan
 from trading.events import EventType
 from trading.ledger import Ledger, replay_portfolio
@@ -46,15 +47,7 @@ def _setup(tmp_path: Path) -> tuple[LakeResource, TradingResource, Path]:
 
 
 def _decide(lake: LakeResource, trading: TradingResource, plan: Path, as_of: datetime, now: datetime) -> dict[str, Any]:
-    from orchestration.definitions import defs
-
-    config = {"strategy": "tests.trading.always_long:ALWAYS_LONG", "symbols": SYMBOLS, "as_of": as_of.isoformat(), "pipelines": str(plan)}
-    run = defs.resolve_job_def("decide_job").execute_in_process(
-        run_config={"ops": {"decision_cycle": {"config": config}}}, resources={"lake": lake, "trading": trading}, tags={NOW_TAG: now.isoformat()}
-    )
-    assert run.success
-    [mat] = run.asset_materializations_for_node("decision_cycle")
-    return {k: v.value for k, v in mat.metadata.items()}
+    return decide_with_plan(lake, trading, plan, as_of, now, SYMBOLS)
 
 
 def test_two_pipelines_trade_their_own_capital_in_one_ledger(tmp_path: Path) -> None:
