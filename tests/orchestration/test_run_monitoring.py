@@ -48,6 +48,7 @@ KIND = {
     "research_job": "research",
     "chunked_sweep_job": "research",
     "retention_job": "maintenance",
+    "compact_bars_job": "maintenance",
 }
 
 
