@@ -25,3 +25,17 @@ def decide_with_plan(
     assert run.success
     [mat] = run.asset_materializations_for_node("decision_cycle")
     return {k: v.value for k, v in mat.metadata.items()}
+
+
+def end_of_day_with_plan(lake: LakeResource, trading: TradingResource, plan: Path, now: datetime, symbols: list[str]) -> dict[str, Any]:
+    """`end_of_day_report` on the plan at `now`; its materialization's metadata as values."""
+    import dagster as dg
+
+    from assets.trading import end_of_day_report
+
+    result = dg.materialize(
+        [end_of_day_report], resources={"lake": lake, "trading": trading}, tags={NOW_TAG: now.isoformat()},
+        run_config={"ops": {"end_of_day_report": {"config": {"symbols": symbols, "pipelines": str(plan)}}}},
+    )  # fmt: skip
+    [mat] = result.asset_materializations_for_node("end_of_day_report")
+    return {k: v.value for k, v in mat.metadata.items()}

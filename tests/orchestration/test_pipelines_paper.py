@@ -12,13 +12,12 @@ from typing import Any
 
 import polars as pl
 
-from assets.clock import NOW_TAG
 from assets.resources import LakeResource, TradingResource
 from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
-from tests.orchestration.plans import decide_with_plan
+from tests.orchestration.plans import decide_with_plan, end_of_day_with_plan
 from trading.accounts import PIPELINE_KEY, SubAccount
 from trading.brokers.split import owner
 from trading.events import EventType
@@ -87,9 +86,7 @@ def test_two_paper_pipelines_share_one_alpaca_account(tmp_path: Path) -> None:
 def test_the_end_of_day_flattens_each_paper_pipelines_book_by_its_own_orders(tmp_path: Path) -> None:
     """At the window's end each pipeline closes its own positions (orders under its prefix, fills in its
     book): the account is flat and so is every book; an account-wide close would leave the books holding."""
-    import dagster as dg
 
-    from assets.trading import end_of_day_report
 
     lake, plan, closes = _setup(tmp_path)
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
@@ -97,12 +94,7 @@ def test_the_end_of_day_flattens_each_paper_pipelines_book_by_its_own_orders(tmp
         trading = TradingResource(mode="paper", ledger_url=url, alpaca_api_key="key", alpaca_secret_key="secret", alpaca_trading_url=server.base_url)
         _decide(lake, trading, plan, _at_eleven(21))
         closing = _at_eleven(21).replace(hour=15, minute=58)  # after the window's end (5 min before the close)
-        result = dg.materialize(
-            [end_of_day_report], resources={"lake": lake, "trading": trading}, tags={NOW_TAG: closing.isoformat()},
-            run_config={"ops": {"end_of_day_report": {"config": {"symbols": SYMBOLS, "pipelines": str(plan)}}}},
-        )  # fmt: skip
-        [mat] = result.asset_materializations_for_node("end_of_day_report")
-        assert mat.metadata["flattened_orders"].value == 2 * len(SYMBOLS)
+        assert end_of_day_with_plan(lake, trading, plan, closing, SYMBOLS)["flattened_orders"] == 2 * len(SYMBOLS)
         assert server.positions == {}, "the account is flat"
         closes_sent = list(server.orders.values())[-6:]
         assert sorted(owner(o["client_order_id"]) or "" for o in closes_sent) == ["bold"] * 3 + ["cautious"] * 3

@@ -19,7 +19,7 @@ from assets.resources import LakeResource, TradingResource
 from lake.calendar import get_calendar
 from lake.sources.synthetic import SyntheticSource
 from lake.store import replace_partitions
-from tests.orchestration.plans import decide_with_plan
+from tests.orchestration.plans import decide_with_plan, end_of_day_with_plan
 from trading.accounts import PIPELINE_KEY, SubAccount, load_account_plan
 from trading.events import EventType
 from trading.ledger import Ledger, replay_portfolio
@@ -205,18 +205,12 @@ def test_a_paused_pipeline_does_not_decide_while_the_other_does(tmp_path: Path) 
 
 
 def test_the_end_of_day_flattens_each_pipelines_simulated_account(tmp_path: Path) -> None:
-    from assets.trading import end_of_day_report
 
     lake, trading, plan = _setup(tmp_path)
     _decide(lake, trading, plan, DECISION_BAR, _at_eleven(21))
     _decide(lake, trading, plan, LATER_BAR, _at_eleven(26))  # both hold every symbol now
     closing = _at_eleven(26).replace(hour=15, minute=58)  # after the window's end (5 min before the close)
-    result = dg.materialize(
-        [end_of_day_report], resources={"lake": lake, "trading": trading}, tags={NOW_TAG: closing.isoformat()},
-        run_config={"ops": {"end_of_day_report": {"config": {"symbols": SYMBOLS, "pipelines": str(plan)}}}},
-    )  # fmt: skip
-    [mat] = result.asset_materializations_for_node("end_of_day_report")
-    assert mat.metadata["flattened_orders"].value == 2 * len(SYMBOLS)
+    assert end_of_day_with_plan(lake, trading, plan, closing, SYMBOLS)["flattened_orders"] == 2 * len(SYMBOLS)
     with Ledger(trading.ledger_url) as ledger:
         flattens = [e.payload[PIPELINE_KEY] for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") == "flatten"]
     assert sorted(flattens) == ["bold", "cautious"]
