@@ -391,3 +391,40 @@ def test_great_expectations_agrees_on_a_clean_session_and_each_fault() -> None:
     assert validate_bars(_session(closes=closes), timeframe="1m").outcome("price_jump").passed
     closes = [100.0] * 20 + [100.0 * MAX_JUMP * 1.01] * 20
     assert not validate_bars(_session(closes=closes), timeframe="1m").outcome("price_jump").passed
+
+
+# -- a bar without a timestamp, or before the calendar (found in session 6) ---------------------------
+
+
+def _without_ts(bars: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
+    return bars.with_columns(pl.when(pl.int_range(pl.len()).is_in(rows)).then(None).otherwise(pl.col("ts")).alias("ts"))
+
+
+@pytest.mark.parametrize("engine", ["polars", "great_expectations"])
+@pytest.mark.parametrize("rows", [[4], [4, 7], list(range(10))], ids=["one", "two", "all"])
+def test_a_bar_without_a_timestamp_fails_not_null_only(rows: list[int], engine: str) -> None:
+    """A null ts is not_null's row, like any other null: no session (it was an index out of bounds,
+    search_sorted's unsigned 0 - 1), no duplicate of another null (great-expectations counted two)."""
+    bars = _session().head(10)
+    report = validate_bars(_without_ts(bars, rows), timeframe="1m", engine=engine)
+    assert report.quarantine["check"].to_list() == ["not_null"] * len(rows)
+    assert report.quarantine["reason"].to_list() == ["null or non-finite value in ts"] * len(rows)
+    assert [(r.name, r.failed_rows) for r in report.results if r.name != "missing_bars" and r.failed_rows] == [("not_null", len(rows))]
+    assert report.clean.equals(bars.filter(~pl.int_range(pl.len()).is_in(rows)))
+
+
+@pytest.mark.parametrize("engine", ["polars", "great_expectations"])
+def test_a_daily_bar_without_a_timestamp_fails_not_null_only(engine: str) -> None:
+    daily = _without_ts(_bars([datetime(2024, 6, d, 13, 30, tzinfo=UTC) for d in (3, 4, 5)], timeframe="1d"), [1])
+    report = validate_bars(daily, timeframe="1d", engine=engine)
+    assert [(r.name, r.failed_rows) for r in report.results if r.failed_rows] == [("not_null", 1), ("missing_bars", 1)]
+
+
+@pytest.mark.parametrize("engine", ["polars", "great_expectations"])
+def test_a_bar_before_the_calendar_is_outside_every_session(engine: str) -> None:
+    """The calendar starts in 2005: a minute bar before it has no session to fall in (it was an
+    index out of bounds)."""
+    early = _bars([datetime(2004, 6, 1, 15, 0, tzinfo=UTC)])
+    report = validate_bars(pl.concat([early, _session().head(3)]), timeframe="1m", engine=engine)
+    assert report.quarantine["check"].to_list() == ["in_session"]
+    assert report.quarantine["reason"].to_list() == ["2004-06-01 falls on no AAPL session (a weekend or holiday)"]
