@@ -6,6 +6,7 @@
     MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
     MUTATE_BEFORE=1 .venv/bin/python scripts/mutate.py ...   # without the test_mutants_* files
     MUTATE_NUMBA_SEED=0 .venv/bin/python scripts/mutate.py ...  # numba modules: every mutant compiles all
+    MUTATE_NUMBA_SEED=files .venv/bin/python scripts/mutate.py ...  # numba modules: stale whole files, not functions
     .venv/bin/python scripts/mutate.py --changed REV         # CI: only what a change touched (below)
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
@@ -408,7 +409,9 @@ def stale_modules(module: str, root: Path) -> set[str]:
     return stale
 
 
-def seed_numba_cache(shared: Path, fresh: Path, stale: set[str], root: Path) -> tuple[int, int]:
+def seed_numba_cache(
+    shared: Path, fresh: Path, stale: set[str], root: Path, functions: set[tuple[str, str]] | None = None, module: str = ""
+) -> tuple[int, int]:
     """Hard-links (or copies) the baseline's numba cache `shared` into `fresh`, leaving out every entry
     of a `stale` file: (files seeded, files left out).
 
@@ -416,15 +419,21 @@ def seed_numba_cache(shared: Path, fresh: Path, stale: set[str], root: Path) -> 
     and checks only that file's own source. An entry is left out when its folder's name and its module
     match a stale file's: the path's hash is not checked, so a same-named folder elsewhere loses its
     entries too (a recompile, never a stale kernel). Links are safe: numba writes a new file and
-    renames it over the old name, never into an existing file."""
+    renames it over the old name, never into an existing file.
+
+    With `functions` (`stale_functions` of a mutant of `module`), an entry of a stale file is left out
+    only when its function is among them (or is `module`'s, or its name is not understood)."""
     gone = {((root / rel).parent.name, Path(rel).stem) for rel in stale}
+    owners: dict[tuple[str, str], list[str]] = {}
+    for rel in stale:
+        owners.setdefault(((root / rel).parent.name, Path(rel).stem), []).append(rel)
     seeded = left_out = 0
     for src in shared.rglob("*"):
         if not src.is_file() or ".tmp." in src.name:
             continue
         folder = src.parent.relative_to(shared)
         owner = (folder.name.rsplit("_", 1)[0], src.name.split(".", 1)[0])
-        if owner in gone:
+        if owner in gone and (functions is None or _entry_stale(owners[owner], src.name, module, functions, root)):
             left_out += 1
             continue
         dst = fresh / folder / src.name
@@ -435,6 +444,296 @@ def seed_numba_cache(shared: Path, fresh: Path, stale: set[str], root: Path) -> 
             shutil.copy2(src, dst)
         seeded += 1
     return seeded, left_out
+
+
+# -- Per-function staleness: a cached entry is kept unless its function can reach the mutated code.
+# A node is (project file, top-level name); (file, "*") stands for anything in the file. A node references
+# what its statement names (calls, constants, defaults, decorators), resolved through the file's imports
+# (relative and function-level ones too) to the defining file's node: numba compiles what a function
+# calls into it and freezes the globals it reads, so nothing else can put another file's code in it.
+Ref = tuple[str, str]
+_project_file = functools.cache(_module_file)  # the tree does not change while a module's mutants run
+_ANY = "*"
+# Numba's extension API finds an implementation by the type it is for, not by a name a caller reads: a
+# mutated statement using it falls back to whole files (`stale_modules`).
+_BY_TYPE = re.compile(r"\b(overload\w*|intrinsic|lower_\w+|type_callable|typeof_impl|register_model|make_attribute_wrapper|jitclass|structref|generated_jit)\b")
+# Names reached without being written in a statement: such a file's every node may use all of it.
+_OPAQUE = re.compile(r"\b(globals|vars|exec|eval|__getattr__|setattr|import_module|__import__)\s*\(|\bsys\.modules\b|\bimport\s+\*")
+_CACHE_ENTRY = re.compile(r"^[^.]+\.(?P<qualname>.+)-\d+\.py\d+")  # numba's <module>.<qualname>-<line>.pyXY...
+
+
+@dataclass
+class _FileNames:
+    """A file's top-level names, the project modules bound to some of them, and whether it is opaque."""
+
+    rel: str
+    top: set[str]
+    modules: dict[str, str]  # a top-level name bound only to a project module -> its dotted name
+    opaque: bool
+
+
+def _import_targets(node: ast.Import | ast.ImportFrom, rel: str, root: Path) -> list[tuple[str, Ref]]:
+    """(the name an import binds, the node it binds it to) for a project module's import."""
+    out: list[tuple[str, Ref]] = []
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            bound = alias.asname or alias.name.split(".")[0]
+            parts = alias.name.split(".")
+            for i in range(1, len(parts) + 1):  # `import a.b` binds `a` and runs a and a.b
+                if (f := _project_file(".".join(parts[:i]), root)) is not None:
+                    out.append((bound, (f, _ANY)))
+        return out
+    package = Path(rel).parent.parts
+    parts = list(package[: len(package) - node.level + 1]) if node.level else []
+    name = ".".join([*parts, *(node.module.split(".") if node.module else [])])
+    source = _project_file(name, root)
+    for alias in node.names:
+        sub = _project_file(f"{name}.{alias.name}" if name else alias.name, root)
+        if sub is not None:
+            out.append((alias.asname or alias.name, (sub, _ANY)))
+        elif source is not None:
+            out.append((alias.asname or alias.name, (source, _ANY if alias.name == "*" else alias.name)))
+    return out
+
+
+def _bound(stmt: ast.stmt) -> set[str]:
+    """The top-level names a top-level statement binds (a compound one: any name stored in it)."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {stmt.name}
+    names: set[str] = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
+    return names
+
+
+def _file_names(rel: str, tree: ast.Module, text: str, root: Path) -> _FileNames:
+    top: set[str] = set()
+    modules: dict[str, str] = {}
+    other: set[str] = set()
+    for stmt in tree.body:
+        top |= _bound(stmt) or {_statement_key(stmt)}
+        if isinstance(stmt, ast.ImportFrom):
+            package = Path(rel).parent.parts
+            parts = list(package[: len(package) - stmt.level + 1]) if stmt.level else []
+            name = ".".join([*parts, *(stmt.module.split(".") if stmt.module else [])])
+            for alias in stmt.names:
+                dotted = f"{name}.{alias.name}" if name else alias.name
+                target = modules if _project_file(dotted, root) is not None else other
+                target.setdefault(alias.asname or alias.name, dotted) if target is modules else other.add(alias.asname or alias.name)
+        elif isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.asname and _project_file(alias.name, root) is not None:
+                    modules.setdefault(alias.asname, alias.name)
+                else:
+                    other.add(alias.asname or alias.name.split(".")[0])
+        else:
+            other |= _bound(stmt)
+    return _FileNames(rel, top, {k: v for k, v in modules.items() if k not in other}, bool(_OPAQUE.search(text)))
+
+
+def _chain(node: ast.Attribute) -> tuple[ast.expr, list[str]]:
+    attrs: list[str] = []
+    base: ast.expr = node
+    while isinstance(base, ast.Attribute):
+        attrs.insert(0, base.attr)
+        base = base.value
+    return base, attrs
+
+
+# Calls that do not change their arguments (wrappers, constructors): `njit(cache=True)(f)` changes no f.
+_PURE_CALLS = {
+    "njit", "jit", "vectorize", "guvectorize", "register_jitable", "partial", "TypeVar", "NamedTuple", "dataclass", "field",
+    "frozenset", "tuple", "set", "list", "dict", "len", "float", "int", "str", "bool", "array", "asarray", "cache", "lru_cache",
+    "compile", "getLogger", "Path", "Field", "ConfigDict",
+}  # fmt: skip
+
+
+def _callee(call: ast.Call) -> str:
+    func: ast.expr = call.func
+    while isinstance(func, ast.Call):
+        func = func.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _resolve(node: ast.expr, names: _FileNames, root: Path, handled: set[int] | None = None) -> Ref | None:
+    """The project node a name or a `module.attr` chain stands for, else None."""
+    if isinstance(node, ast.Name):
+        return (names.rel, node.id) if node.id in names.top else None
+    if not isinstance(node, ast.Attribute):
+        return None
+    base, attrs = _chain(node)
+    if not isinstance(base, ast.Name) or base.id not in names.modules:
+        return _resolve(base, names, root) if isinstance(base, ast.Name) else None
+    if handled is not None:
+        handled.update(id(n) for n in (base, *_chain_nodes(node)))
+    dotted = names.modules[base.id]
+    for attr in attrs:
+        if _project_file(f"{dotted}.{attr}", root) is None:
+            return (_project_file(dotted, root) or names.rel, attr)
+        dotted = f"{dotted}.{attr}"
+    return (_project_file(dotted, root) or names.rel, _ANY)
+
+
+def _statement_refs(stmt: ast.stmt, names: _FileNames, root: Path) -> tuple[set[Ref], set[Ref]]:
+    """(what a top-level statement references, what else it may change): every project node it names
+    (`module.attr` chains resolved to the attribute's file, imports anywhere in it to what they import);
+    code run at import may change what it assigns into (`x.a = `, `x[k] = `), calls a method of, or
+    passes to a call other than a known wrapper; a def, what its decorators and defaults may change."""
+    refs: set[Ref] = set()
+    handled: set[int] = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            refs.update(target for _, target in _import_targets(node, names.rel, root))
+        elif isinstance(node, ast.Attribute | ast.Name) and id(node) not in handled and (ref := _resolve(node, names, root, handled)) is not None:
+            refs.add(ref)
+    if names.opaque:
+        refs.add((names.rel, _ANY))
+    runs: list[ast.AST] = [stmt]
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):  # the body runs later, when called
+        runs = [*stmt.decorator_list, *stmt.args.defaults, *(d for d in stmt.args.kw_defaults if d is not None)]
+    changes: set[Ref] = set()
+    for part in runs:
+        for node in ast.walk(part):
+            touched: list[ast.expr] = []
+            if isinstance(node, ast.Attribute | ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+                touched.append(node.value)
+            elif isinstance(node, ast.Call):
+                if isinstance(node.func, ast.Attribute):
+                    touched.append(node.func.value)  # x.append(...), module.setup(...)
+                if _callee(node) not in _PURE_CALLS:
+                    touched += [*node.args, *(k.value for k in node.keywords)]
+            elif isinstance(node, ast.Global):
+                changes.update((names.rel, n) for n in node.names)
+            for expr in touched:
+                while isinstance(expr, ast.Subscript | ast.Starred):
+                    expr = expr.value
+                if (ref := _resolve(expr, names, root)) is not None:
+                    changes.add(ref)
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):  # `global x` in its body: it assigns x
+        changes.update((names.rel, n) for node in ast.walk(stmt) if isinstance(node, ast.Global) for n in node.names)
+    return refs, changes
+
+
+def _chain_nodes(node: ast.Attribute) -> list[ast.Attribute]:
+    out: list[ast.Attribute] = []
+    current: ast.expr = node
+    while isinstance(current, ast.Attribute):
+        out.append(current)
+        current = current.value
+    return out
+
+
+def _statement_key(stmt: ast.stmt) -> str:
+    return f"<line {stmt.lineno}>"  # the node of a statement that binds no name
+
+
+@dataclass
+class _Graph:
+    names: dict[str, _FileNames]
+    refs: dict[Ref, set[Ref]]  # node -> the nodes it references
+    users: dict[Ref, set[Ref]] = field(default_factory=dict)  # node -> the nodes referencing it
+
+    def node(self, ref: Ref) -> Ref:
+        """`ref` as a node of the graph: a name its file does not define at top level is the whole file."""
+        f, name = ref
+        return ref if f in self.names and (name == _ANY or name in self.names[f].top) else (f, _ANY)
+
+
+def _add_statement(graph: _Graph, rel: str, stmt: ast.stmt, root: Path) -> None:
+    names = graph.names[rel]
+    if isinstance(stmt, ast.Import | ast.ImportFrom):  # each name it binds is what it imports, no more
+        for bound in _bound(stmt):
+            graph.refs.setdefault((rel, bound), set())
+        for bound, target in _import_targets(stmt, rel, root):
+            graph.refs[(rel, bound)].add(target)
+        return
+    refs, changes = _statement_refs(stmt, names, root)
+    for name in _bound(stmt) or {_statement_key(stmt)}:
+        graph.refs.setdefault((rel, name), set()).update(refs)
+    for changed in changes:  # what it changes depends on it
+        graph.refs.setdefault(graph.node(changed), set()).update(refs | {(rel, n) for n in _bound(stmt) or {_statement_key(stmt)}})
+
+
+@functools.cache
+def _call_graph(root: Path) -> _Graph:
+    """Every top-level node of the project's files (hidden folders left out) and what it references."""
+    trees: dict[str, ast.Module] = {}
+    graph = _Graph({}, {})
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                rel = (Path(folder) / name).relative_to(root).as_posix()
+                text = (root / rel).read_text()
+                try:
+                    trees[rel] = ast.parse(text, rel)
+                except SyntaxError:
+                    continue
+                graph.names[rel] = _file_names(rel, trees[rel], text, root)
+    for rel, tree in trees.items():
+        for stmt in tree.body:
+            _add_statement(graph, rel, stmt, root)
+    for rel, names in graph.names.items():
+        graph.refs[(rel, _ANY)] = {(rel, n) for n in names.top}
+    for node, refs in graph.refs.items():
+        for ref in refs:
+            graph.users.setdefault(graph.node(ref), set()).add(node)
+    return graph
+
+
+def changed_nodes(module: str, original: str, mutated: str, root: Path) -> set[Ref] | None:
+    """The nodes of `module` a mutation changes: the top-level statements whose code differs (line
+    numbers aside), by the names they bind and what they may change. None when that cannot be told
+    (statements added or removed, a file reached by names no statement shows, numba's extension API)."""
+    try:
+        before, after = ast.parse(original).body, ast.parse(mutated).body
+    except SyntaxError:
+        return None
+    graph = _call_graph(root)
+    if len(before) != len(after) or module not in graph.names or graph.names[module].opaque:
+        return None
+    changed: set[Ref] = set()
+    for a, b in zip(before, after, strict=True):
+        if ast.dump(a) == ast.dump(b):
+            continue
+        if _BY_TYPE.search(ast.unparse(a)) or _BY_TYPE.search(ast.unparse(b)):
+            return None
+        for stmt in (a, b):
+            changed |= {(module, n) for n in _bound(stmt) or {_statement_key(stmt)}}
+            changed |= {graph.node(r) for r in _statement_refs(stmt, graph.names[module], root)[1]}
+    return changed
+
+
+def stale_functions(module: str, original: str, mutated: str, root: Path) -> set[Ref] | None:
+    """Every node that can reach what the mutation changed (`changed_nodes`), through the references
+    of the whole tree; None when the change cannot be placed (then whole files: `stale_modules`)."""
+    start = changed_nodes(module, original, mutated, root)
+    if start is None:
+        return None
+    graph = _call_graph(root)
+    reached, todo = set(start) | {(module, _ANY)}, [*start, (module, _ANY)]
+    while todo:
+        for user in graph.users.get(todo.pop(), set()) - reached:
+            reached.add(user)
+            todo.append(user)
+    return reached
+
+
+def _entry_stale(owners: list[str], entry: str, module: str, functions: set[Ref], root: Path) -> bool:
+    """Whether a cache file of a function defined in one of `owners` (the files its folder and module
+    name could be) may embed the mutated code: its top-level function (a method's class, a nested
+    function's outermost one) reached, or the entry not understood."""
+    match = _CACHE_ENTRY.match(entry)
+    if match is None or module in owners:
+        return True
+    graph = _call_graph(root)
+    top = match.group("qualname").split(".")[0]
+    return any(graph.node((rel, top)) in functions for rel in owners)
 
 
 # Imported once by the fork runner's parent (third-party only: a project module imported here would be
@@ -814,6 +1113,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
         out.run, out.killed = run - len(items), killed
     deadline = started + limit_s
     # What a mutant's own numba cache starts from: the baseline's, less what may embed the module.
+    # Per function (`stale_functions`); MUTATE_NUMBA_SEED=files leaves out whole files (`stale_modules`),
     # MUTATE_NUMBA_SEED=0 starts each from empty (everything recompiled: the old, slow way).
     stale = stale_modules(module, work) if os.environ.get("MUTATE_NUMBA_SEED", "1") != "0" else None
     for item in items:
@@ -821,8 +1121,11 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
             out.note = "; ".join(filter(None, [out.note, f"time limit {limit_s:.0f} s: a random sample of {out.run} of {out.total} mutants ran"]))
             break
         fresh = str(numba_root / item.job_id) if module in FRESH_NUMBA_CACHE else None
+        seeded = ""
         if fresh is not None and stale is not None:
-            seed_numba_cache(numba_root / "shared", Path(fresh), stale, work)
+            functions = _mutant_functions(item, module, source, work) if os.environ.get("MUTATE_NUMBA_SEED") != "files" else None
+            kept, gone = seed_numba_cache(numba_root / "shared", Path(fresh), stale, work, functions, module)
+            seeded = f" cache {kept} kept, {gone} left out{'' if functions is not None else ' (whole files)'}"
         kind, output, diff = _mutant_outcome(item, tests, timeout, work, fresh, live)
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
@@ -842,10 +1145,20 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
             out.survivors.append(f"{where}\n{diff}")
         print(f"  {module}: {out.run}/{out.total} run, {len(out.survivors)} survived", end="\r", flush=True)
         with (work / "progress.log").open("a") as progress:  # one line a mutant, for `tail -f`
-            progress.write(f"{time.monotonic() - started:7.1f}s {kind:8} {where}\n")
+            progress.write(f"{time.monotonic() - started:7.1f}s {kind:8} {where}{seeded}\n")
     out.elapsed_s = time.monotonic() - started
     print()
     return out
+
+
+def _mutant_functions(item: object, module: str, source: str, root: Path) -> set[tuple[str, str]] | None:
+    """`stale_functions` of one cosmic-ray mutant of `module` (None: whole files)."""
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    spec = item.mutations[0]  # type: ignore[attr-defined]
+    mutated = mutate_code(source, get_operator(spec.operator_name)(**getattr(spec, "operator_args", {})), spec.occurrence)
+    return None if mutated is None else stale_functions(module, source, mutated, root)
 
 
 def _report_path(module: str) -> Path:
