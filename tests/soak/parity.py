@@ -1,0 +1,275 @@
+"""The soak's simulated account against the backtest the README says it equals, session by session.
+
+What the deployment does on daily bars (trading/cycle.py, trading/step.py, the simulated broker): a
+session's daily bar reaches the lake at the next session's open (`market_open_schedule`), so every
+decide run of session s (the new-bar sensor's after the open, 11:00, 14:30, the window's end)
+decides on bar s-1, the newest bar complete by its now, all with the same client order ids. An order
+fills at the open of the first bar that opens at or after the instant it was sent (README, modes):
+bar s+1. That is `run_backtest` (next open) on the same daily bars with the strategy's signals one
+bar late: the signal of bar s-1 acts at bar s, fills at s+1. The rest is the deployment's config:
+the ledger's deposit as the initial cash, the simulated broker's costs and fill model
+(`trading.session.backtest_config`), the pipeline's hard limits (`trading.session.sizing_limits`).
+
+Constraints read from the ledger (what happened to the account that the bars alone do not say):
+- a bar never decided on (the source down at the next open: the bar arrives with the following one)
+  has its signals dropped;
+- a close the deployment sent (the window's flatten, the kill switch: `close-` client ids) is an exit
+  of that symbol at that session's bar;
+- while trading is halted (kill switch, drawdown: until a resume) at the session's last moment an
+  entry may be sent, the session's bar has no entry.
+
+Compared, at each session's bar up to the first one that cannot be: every fill (bar, symbol, side,
+quantity, price, commission) against the backtest's orders, and the account's equity (the ledger's
+fills replayed, marked at the bar's closes; the last one is the simulated broker's own) against the
+backtest's, to 1e-9 relative. A session that cannot be compared, and why, is in `uncompared`:
+never skipped silently. The one known today: a flatten (or kill switch) that cancels an entry sent
+the session before, which by the fill rule had filled at the session's open already, but the
+simulated broker has not lived through that bar yet (`SimulatedBroker.close_all`); from there on the
+account and the backtest part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from backtests.engine import BacktestResult, run_backtest
+from lake.calendar import session_bounds
+from lake.store import read_bars
+from strategies.base import Strategy
+from strategies.registry import load_strategy
+from tests.soak.harness import SoakResult, environment
+from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.events import Event, EventType
+from trading.ledger import Ledger
+from trading.pipeline import load_pipeline_config
+from trading.risk import RiskLimits
+from trading.session import backtest_config, sizing_limits
+
+NY = ZoneInfo("America/New_York")
+TOLERANCE = 1e-9  # relative, on equity, fill prices, quantities and commissions
+SIGNALS = ("entry_long", "exit_long", "entry_short", "exit_short")
+HALTS, RESUME = ("kill_switch", "drawdown"), "resume"
+
+
+@dataclass
+class Parity:
+    compared: list[date] = field(default_factory=list)  # sessions whose bar was compared
+    uncompared: dict[date, str] = field(default_factory=dict)  # session -> why it could not be
+    fills: int = 0  # the account's fills compared with the backtest's orders
+    max_abs: float = 0.0  # the largest equity difference over the compared sessions
+    max_rel: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # constraints taken from the ledger
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "parity_sessions_compared": len(self.compared),
+            "parity_sessions_uncompared": len(self.uncompared),
+            "parity_fills_compared": self.fills,
+            "parity_max_abs_equity_diff": self.max_abs,
+            "parity_max_rel_equity_diff": self.max_rel,
+        }
+
+
+def one_bar_late(strategy: Strategy[Any]) -> Strategy[Any]:
+    """`strategy` with every signal column moved to the symbol's next bar: what a deployment that
+    learns of bar t at the next open does at t+1 (no look-ahead: a shift towards the future)."""
+    columns = (*SIGNALS, "size", "stop", "target1", "target2")
+
+    def compute(bars: pl.DataFrame, params: Any) -> pl.DataFrame:
+        out = strategy.signals(bars, params)
+        return out.with_columns(pl.col(c).shift(1).over("symbol") for c in columns)
+
+    return replace(strategy, compute=compute, lookback=lambda p: strategy.lookback(p) + 1, fast_path=None)
+
+
+def _session(ts: datetime) -> date:
+    return ts.astimezone(NY).date()
+
+
+def deployment_limits(result: SoakResult) -> RiskLimits:
+    """The hard limits the soak's decide runs read: the pipeline file of its environment, else the default."""
+    env = {**os.environ, **environment(result.settings)}
+    return load_pipeline_config(env.get("QUANTLAKE_PIPELINE") or None).limits
+
+
+def _halted_at(interventions: list[Event], at: datetime) -> bool:
+    halted = False
+    for e in interventions:
+        if e.recorded_at > at:
+            break
+        kind = e.payload.get("kind")
+        halted = True if kind in HALTS else False if kind == RESUME else halted
+    return halted
+
+
+def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.DataFrame, float] | None:
+    """The backtest the account is held to, on the lake's daily bars: (its result, the bars, the initial cash)."""
+    settings, symbols = result.settings, list(result.settings.symbols)
+    env = {**os.environ, **environment(settings)}
+    strategy = load_strategy(env.get("QUANTLAKE_STRATEGY", "sma_cross"))
+    params = strategy.params(**json.loads(env.get("QUANTLAKE_STRATEGY_PARAMS") or "{}"))
+    limits = deployment_limits(result)
+    sim = SimConfig(**json.loads(result.sim_state.read_text())["config"]) if result.sim_state.exists() else SimConfig()
+    with Ledger(result.ledger_url) as ledger:
+        deposits = list(ledger.events(types=[EventType.DEPOSIT.value]))
+        decided = {e.as_of for e in ledger.events(types=[EventType.DECISION.value]) if e.as_of is not None}
+        closes = [e for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if str(e.payload["client_order_id"]).startswith("close-")]
+        interventions = list(ledger.events(types=[EventType.INTERVENTION.value]))
+    if not deposits:
+        out.notes.append("no deposit in the ledger: the deployment never traded")
+        return None
+    cash = float(deposits[0].payload["amount"])
+    bars = read_bars(result.lake, symbols, "1d").sort("symbol", "ts")
+    bars = bars.filter(pl.col("ts").dt.convert_time_zone("America/New_York").dt.date() <= settings.end)
+    stamps = bars["ts"].unique().sort().to_list()
+    trading = [t for t in stamps if _session(t) >= settings.start]
+    if not trading:
+        out.notes.append("no daily bar of the soak's sessions in the lake")
+        return None
+    # Signals one bar late; then the ledger's constraints on the late frame (bar s = session s).
+    late = one_bar_late(strategy)
+    previous = {t: stamps[i - 1] for i, t in enumerate(stamps) if i}
+    never = sorted(t for t in trading if previous.get(t) is not None and previous[t] not in decided)
+    if never:
+        out.notes.append(f"bars never decided on (their signals dropped): {[f'{previous[t]:%Y-%m-%d}' for t in never]}")
+    exits = {(_session(e.recorded_at), e.symbol) for e in closes}
+    if exits:
+        out.notes.append(f"closes sent by the deployment (exits at their session's bar): {sorted((d.isoformat(), s) for d, s in exits)}")
+    halted = {_session(t) for t in trading if _halted_at(interventions, session_bounds(_session(t))[1] - _lead(limits))}
+    if halted:
+        out.notes.append(f"sessions halted at the window's end (no entry): {sorted(d.isoformat() for d in halted)}")
+    never_set = set(never)
+
+    def constrained(frame: pl.DataFrame, p: Any) -> pl.DataFrame:
+        sig = late.signals(frame, p)
+        day = pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()
+        dropped = pl.col("ts").is_in(list(never_set)) if never_set else pl.lit(False)
+        closed = pl.struct(day.alias("d"), pl.col("symbol").alias("s")).is_in([{"d": d, "s": s} for d, s in exits]) if exits else pl.lit(False)
+        no_entry = day.is_in(list(halted)) if halted else pl.lit(False)
+        return sig.with_columns(
+            *(pl.when(dropped).then(False).otherwise(pl.col(c)).alias(c) for c in SIGNALS),
+        ).with_columns(
+            pl.col("exit_long") | (closed & ~dropped),
+            pl.col("exit_short") | (closed & ~dropped),
+            pl.when(no_entry | closed).then(False).otherwise(pl.col("entry_long")).alias("entry_long"),
+            pl.when(no_entry | closed).then(False).otherwise(pl.col("entry_short")).alias("entry_short"),
+        )
+
+    held_to = replace(late, compute=constrained)
+    backtest = run_backtest(bars, held_to, params, backtest_config(sim, cash, "1d"), trade_from=trading[0], limits=sizing_limits(limits, symbols))
+    return backtest, bars, cash
+
+
+def _lead(limits: RiskLimits) -> timedelta:
+    """From the close to the last instant an entry may be sent (the window's end, exclusive)."""
+    return timedelta(minutes=limits.flatten_before_close_min, microseconds=1)
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE * max(1.0, abs(a), abs(b))
+
+
+def _cut_by_close_all(result: SoakResult) -> dict[date, str]:
+    """Entries the simulated broker canceled in a flatten or kill switch although their fill bar had
+    opened by then (sent the session before): the sessions from which the account parts from the rule."""
+    if not result.sim_state.exists():
+        return {}
+    out: dict[date, str] = {}
+    for item in json.loads(result.sim_state.read_text())["orders"]:
+        state, not_before = item["state"], item.get("not_before")
+        if state["status"] != "canceled" or state.get("reason") != "cancel all" or not not_before:
+            continue
+        sent = _session(datetime.fromisoformat(not_before))
+        cid = item["request"]["client_order_id"]
+        out.setdefault(
+            sent,
+            f"an order sent {sent} ({cid[:14]}, {item['request']['symbol']}) was canceled by a flatten or kill switch "
+            "after its fill bar (the next session's open) had opened: the simulated broker had not lived through that bar yet",
+        )
+    return out
+
+
+def check_equity_vs_backtest(result: SoakResult) -> Parity:
+    """The simulated account (the ledger's fills and the broker's end state) against the backtest, per session."""
+    out = Parity()
+    built = build_backtest(result, out)
+    if built is None:
+        return out
+    backtest, bars, cash = built
+    with Ledger(result.ledger_url) as ledger:
+        fills = sorted(
+            (datetime.fromisoformat(str(e.payload["ts"]).replace("Z", "+00:00")), e.payload) for e in ledger.events(types=[EventType.FILL.value])
+        )
+    cut = _cut_by_close_all(result)
+    stop_at = min(cut) if cut else None
+    closes = {(r["ts"], r["symbol"]): r["close"] for r in bars.select("ts", "symbol", "close").iter_rows(named=True)}
+    want = {(r["ts"], r["symbol"]): r for r in backtest.orders.iter_rows(named=True)}
+    got: dict[tuple[datetime, str], dict[str, Any]] = {}
+    for ts, p in fills:
+        key = (ts, str(p["symbol"]))
+        if key in got:  # partial fills of one order on one bar: one row, as the backtest's
+            got[key] = {**got[key], "quantity": got[key]["quantity"] + float(p["quantity"]), "commission": got[key]["commission"] + float(p["commission"])}
+        else:
+            got[key] = {"side": str(p["side"]), "quantity": float(p["quantity"]), "price": float(p["price"]), "commission": float(p["commission"])}
+    positions: dict[str, float] = {}
+    equity_rows = backtest.equity.filter(pl.col("ts") >= min(t for t in backtest.equity["ts"] if _session(t) >= result.settings.start))
+    for row in equity_rows.iter_rows(named=True):
+        ts, day = row["ts"], _session(row["ts"])
+        if stop_at is not None and day >= stop_at:
+            out.uncompared[day] = cut.get(day, f"after {stop_at}: {cut[stop_at]}")
+            continue
+        for symbol in result.settings.symbols:
+            mine, theirs = got.get((ts, symbol)), want.get((ts, symbol))
+            if mine is None and theirs is None:
+                continue
+            if mine is None or theirs is None:
+                out.problems.append(f"parity {day} {symbol}: the account {'has no fill' if mine is None else 'filled ' + _fill(mine)}, the backtest {'none' if theirs is None else _order(theirs)}")
+            elif not (mine["side"] == theirs["side"] and _close(mine["quantity"], theirs["size"]) and _close(mine["price"], theirs["price"]) and _close(mine["commission"], theirs["fees"])):
+                out.problems.append(f"parity {day} {symbol}: the account filled {_fill(mine)}, the backtest {_order(theirs)}")
+            else:
+                out.fills += 1
+            if mine is not None:
+                sign = 1.0 if mine["side"] == "buy" else -1.0
+                positions[symbol] = positions.get(symbol, 0.0) + sign * mine["quantity"]
+                cash -= sign * mine["quantity"] * mine["price"] + mine["commission"]
+        equity = cash
+        for s in sorted(positions):  # the broker's order: positions in symbol order, then the cash
+            equity += positions[s] * closes.get((ts, s), 0.0)
+        diff = abs(equity - row["equity"])
+        out.max_abs, out.max_rel = max(out.max_abs, diff), max(out.max_rel, diff / max(1.0, abs(row["equity"])))
+        if not _close(equity, row["equity"]):
+            out.problems.append(f"parity {day}: the account's equity {equity:,.6f} != the backtest's {row['equity']:,.6f} (cash {cash:,.6f} vs {row['cash']:,.6f})")
+        out.compared.append(day)
+    out.problems += _broker_end(result, cash, positions, stop_at)
+    return out
+
+
+def _broker_end(result: SoakResult, cash: float, positions: dict[str, float], stop_at: date | None) -> list[str]:
+    """The simulated broker's own cash and positions equal the replay's at the last bar it lived through."""
+    if stop_at is not None or not result.sim_state.exists():
+        return []
+    broker = SimulatedBroker.from_state(json.loads(result.sim_state.read_text()))
+    held = {s: q for s, q in broker.positions().items() if abs(q) > 1e-9}
+    mine = {s: q for s, q in positions.items() if abs(q) > 1e-9}
+    problems = []
+    if not _close(broker.cash, cash):
+        problems.append(f"parity at the end: the simulated broker's cash {broker.cash:,.6f} != the fills' {cash:,.6f}")
+    if set(held) != set(mine) or any(not _close(held[s], mine[s]) for s in held):
+        problems.append(f"parity at the end: the simulated broker holds {held}, the fills {mine}")
+    return problems
+
+
+def _fill(f: dict[str, Any]) -> str:
+    return f"{f['side']} {f['quantity']:g} at {f['price']:.6f} (commission {f['commission']:.6f})"
+
+
+def _order(o: dict[str, Any]) -> str:
+    return f"{o['side']} {o['size']:g} at {o['price']:.6f} (fees {o['fees']:.6f})"
