@@ -326,8 +326,11 @@ def _helper_columns(bars: pl.DataFrame, timeframe: str, exchange: str, actions: 
         df = _session_flags(arrival.sort("symbol", "ts", "_row"), timeframe, exchange)
         df = df.with_columns((~(same & (pl.col("ts") == pl.col("ts").shift(1)))).fill_null(True).alias("_first_of_ts"))
     factor = _split_factor(actions, df["symbol"])
-    df = df.with_columns(pl.when(same).then(pl.col("close").shift(1)).alias("_prev_close"), factor.alias("_split")).with_columns(
-        pl.when(same).then((pl.col("close") / pl.col("_prev_close")).log() + pl.col("_split") - pl.col("_split").shift(1)).alias("_log_ret")
+    # A return is measured from the symbol's previous bar with a time: rows without one sort first and
+    # are not_null's alone (their close is no price to measure the first bar against).
+    after = same & pl.col("ts").shift(1).is_not_null()
+    df = df.with_columns(pl.when(after).then(pl.col("close").shift(1)).alias("_prev_close"), factor.alias("_split")).with_columns(
+        pl.when(after).then((pl.col("close") / pl.col("_prev_close")).log() + pl.col("_split") - pl.col("_split").shift(1)).alias("_log_ret")
     )
     row_scale = _robust_scales(df["symbol"], df["_log_ret"])
     floor = JUMP_FLOOR[timeframe] / JUMP_Z

@@ -404,9 +404,13 @@ def _without_ts(bars: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
 @pytest.mark.parametrize("rows", [[4], [4, 7], list(range(10))], ids=["one", "two", "all"])
 def test_a_bar_without_a_timestamp_fails_not_null_only(rows: list[int], engine: str) -> None:
     """A null ts is not_null's row, like any other null: no session (it was an index out of bounds,
-    search_sorted's unsigned 0 - 1), no duplicate of another null (great-expectations counted two)."""
+    search_sorted's unsigned 0 - 1), no duplicate of another null (great-expectations counted two),
+    and no previous close for the first bar (its close, 50x the others, made a good bar a price_jump)."""
     bars = _session().head(10)
-    report = validate_bars(_without_ts(bars, rows), timeframe="1m", engine=engine)
+    timeless = _without_ts(bars, rows).with_columns(
+        pl.when(pl.col("ts").is_null()).then(5_000.0).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")
+    )
+    report = validate_bars(timeless, timeframe="1m", engine=engine)
     assert report.quarantine["check"].to_list() == ["not_null"] * len(rows)
     assert report.quarantine["reason"].to_list() == ["null or non-finite value in ts"] * len(rows)
     assert [(r.name, r.failed_rows) for r in report.results if r.name != "missing_bars" and r.failed_rows] == [("not_null", len(rows))]
