@@ -81,6 +81,8 @@ class SoakSettings:
     killed: tuple[tuple[date, str], ...] = ()  # faults: the worker of the first run writing (day, symbol)'s 1m bars that day dies mid-write
     actions: tuple[tuple[datetime, str, str], ...] = ()  # what a user launches by hand: (when, job, run config JSON), before that tick
     lean: bool = True  # Dagster's SQLite engines and alembic scripts reused (tests/soak/lean.py), fewer GC passes; False: as Dagster does it
+    pipeline: dict[str, object] = field(default_factory=dict)  # the pipeline file's content (e.g. breakers' `limits`), written under `work`
+    model_timeout: tuple[date, ...] = ()  # faults: the analyst is a model (a loopback OpenAI server answering as the rules would), which answers nothing in time on these days
 
 
 @dataclass
@@ -137,8 +139,32 @@ def environment(settings: SoakSettings) -> dict[str, str]:
         "QUANTLAKE_PARTITION_START": (settings.start - timedelta(days=45)).isoformat(),
         "QUANTLAKE_ALERT_WEBHOOK": "",
         "GX_ANALYTICS_ENABLED": "false",
+        **({"QUANTLAKE_PIPELINE": str(work / "pipeline.yaml")} if settings.pipeline or settings.model_timeout else {}),
         **settings.env,
     }
+
+
+MODEL_TIMEOUT_S = 0.5  # the analyst's client timeout when the soak's analyst is a model
+
+
+@contextmanager
+def _model(settings: SoakSettings) -> Iterator[dict[str, str]]:
+    """The pipeline file (settings.pipeline, and with model_timeout days the analyst as a model on a
+    loopback OpenAI server, answering as the rule analyst would, nothing in time on those days);
+    yields the environment it needs."""
+    path = settings.work / "pipeline.yaml"
+    if not settings.model_timeout:
+        if settings.pipeline:
+            path.write_text(json.dumps(settings.pipeline))
+        yield {}
+        return
+    from tests.fakes.openai_server import OpenAIServer
+    from tests.soak.faults import rules_model
+
+    with OpenAIServer(responder=rules_model(settings.model_timeout)) as server:
+        llm = {"model": "gpt-4o-mini", "base_url": server.base_url, "timeout_s": MODEL_TIMEOUT_S, "max_retries": 0}
+        path.write_text(json.dumps({**settings.pipeline, "analyst": {"type": "llm_analyst", "config": llm}}))
+        yield {"OPENAI_API_KEY": "soak-key"}
 
 
 @contextmanager
@@ -446,7 +472,7 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
     first = datetime(settings.start.year, settings.start.month, settings.start.day, tzinfo=NY)
     alerts = logging.getLogger("quantlake.alerts")
     with ExitStack() as stack:
-        stack.enter_context(_environ(environment(settings)))
+        stack.enter_context(_environ({**environment(settings), **stack.enter_context(_model(settings))}))
         # A fresh deployment: the code location loads with this soak's settings (ledger, account),
         # never with those of an earlier import in this process; and is forgotten afterwards.
         _forget_code()
