@@ -21,6 +21,7 @@ from lake.retention import cutoff_date, expired_quarantine, expired_reports
 from lake.store import read_bars
 from orchestration.retention import KEEP, RetentionPolicy, expired_runs, retention_policy
 from tests.soak.harness import SoakResult, environment
+from tests.soak.parity import check_equity_vs_backtest
 from trading.brokers.simulated import SimulatedBroker
 from trading.events import EventType
 from trading.ledger import Ledger
@@ -365,5 +366,6 @@ def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
             *check_reports(result),
             *check_orders_and_ledger(result),
             *check_retention(result, instance),
+            *check_equity_vs_backtest(result).problems,
         ]
         return summary(result, instance), problems

@@ -56,6 +56,7 @@ NY = ZoneInfo("America/New_York")
 TOLERANCE = 1e-9  # relative, on equity, fill prices, quantities and commissions
 SIGNALS = ("entry_long", "exit_long", "entry_short", "exit_short")
 HALTS, RESUME = ("kill_switch", "drawdown"), "resume"
+CLOSE_ALL = ("flatten", "kill_switch")  # interventions that cancel every open order (SimulatedBroker.close_all)
 
 
 @dataclass
@@ -146,6 +147,11 @@ def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.
     halted = {_session(t) for t in trading if _halted_at(interventions, session_bounds(_session(t))[1] - _lead(limits))}
     if halted:
         out.notes.append(f"sessions halted at the window's end (no entry): {sorted(d.isoformat() for d in halted)}")
+    # A flatten or kill switch cancels every open order: the session's entries (their fill bar is the next one) too.
+    flattened = {_session(e.recorded_at) for e in interventions if e.payload.get("kind") in CLOSE_ALL}
+    if flattened - halted:
+        out.notes.append(f"sessions whose entries a flatten or kill switch canceled: {sorted(d.isoformat() for d in flattened - halted)}")
+    halted |= flattened
     never_set = set(never)
 
     def constrained(frame: pl.DataFrame, p: Any) -> pl.DataFrame:
@@ -178,21 +184,29 @@ def _close(a: float, b: float) -> bool:
 
 
 def _cut_by_close_all(result: SoakResult) -> dict[date, str]:
-    """Entries the simulated broker canceled in a flatten or kill switch although their fill bar had
-    opened by then (sent the session before): the sessions from which the account parts from the rule."""
+    """Orders the simulated broker canceled in a flatten or kill switch of a later session than the one
+    they were sent in: by the fill rule they had filled at that session's open, but the broker had not
+    lived through that bar yet. The sessions from which the account parts from the rule, and why."""
     if not result.sim_state.exists():
         return {}
+    with Ledger(result.ledger_url) as ledger:
+        cancels = [e.recorded_at for e in ledger.events(types=[EventType.INTERVENTION.value]) if e.payload.get("kind") in CLOSE_ALL]
     out: dict[date, str] = {}
     for item in json.loads(result.sim_state.read_text())["orders"]:
         state, not_before = item["state"], item.get("not_before")
         if state["status"] != "canceled" or state.get("reason") != "cancel all" or not not_before:
             continue
-        sent = _session(datetime.fromisoformat(not_before))
-        cid = item["request"]["client_order_id"]
+        sent_at = datetime.fromisoformat(not_before)
+        sent = _session(sent_at)
+        if any(sent_at <= c and _session(c) == sent for c in cancels):
+            continue  # canceled in the session it was sent in, before its fill bar: the backtest holds that entry too
+        later = [_session(c) for c in cancels if _session(c) > sent]
+        day = min(later) if later else sent
         out.setdefault(
-            sent,
-            f"an order sent {sent} ({cid[:14]}, {item['request']['symbol']}) was canceled by a flatten or kill switch "
-            "after its fill bar (the next session's open) had opened: the simulated broker had not lived through that bar yet",
+            day,
+            f"{item['request']['symbol']} order {item['request']['client_order_id'][:14]} sent {sent} was canceled by the flatten or kill "
+            f"switch of {day}, after its fill bar (the open of the session after {sent}) had opened: the simulated broker "
+            "had not lived through that bar yet (SimulatedBroker.close_all)",
         )
     return out
 
@@ -249,6 +263,9 @@ def check_equity_vs_backtest(result: SoakResult) -> Parity:
             out.problems.append(f"parity {day}: the account's equity {equity:,.6f} != the backtest's {row['equity']:,.6f} (cash {cash:,.6f} vs {row['cash']:,.6f})")
         out.compared.append(day)
     out.problems += _broker_end(result, cash, positions, stop_at)
+    if stop_at is not None:  # not the backtest's rule any more: a problem of the deployment, said once
+        days = sorted(out.uncompared)
+        out.problems.append(f"parity: sessions {days[0]} .. {days[-1]} not compared ({len(days)}): {cut[stop_at]}")
     return out
 
 
