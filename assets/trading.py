@@ -8,6 +8,8 @@ order per EXECUTE decision, under the trading window and the breakers of the pip
 
 import json
 import math
+import shutil
+import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -26,7 +28,8 @@ from assets.screener import screened_universe
 from backtests.engine import run_backtest
 from backtests.reports import equity_drawdown_png
 from lake.errors import LakeError
-from lake.store import write_text_atomic
+from lake.filesystem import ObjectPath
+from lake.store import write_bytes_atomic, write_text_atomic
 from strategies.registry import load_strategy
 from trading.accounts import (
     AccountPlan,
@@ -91,11 +94,11 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
     ledger = trading.ledger()
     try:
         report = run_decision_cycle(
-            lake_root=lake.path,
+            lake_root=lake.location,  # type: ignore[arg-type]  # trading/ types it Path; it reads through lake.store (a LakeRoot)
             ledger=ledger,
             strategy=strategy,
             params=params,
-            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, pipeline.screener),
+            symbols=config.symbols or screened_universe(lake.location, run_now(context), as_of, config.timeframe, pipeline.screener),
             timeframe=config.timeframe,
             pipeline=pipeline,
             as_of=as_of,
@@ -182,8 +185,8 @@ def _side_by_side(
             brokers = dict(split(shared, books, capital, now=run_now(context), mode=mode, run_id=context.run_id))
         runs = run_pipelines(
             plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=account_cash, run_id=context.run_id,
-            thread_key=cycle_key(context), lake_root=lake.path, strategy=strategy, params=params, deciders=deciders,
-            symbols=config.symbols or screened_universe(lake.path, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
+            thread_key=cycle_key(context), lake_root=lake.location, strategy=strategy, params=params, deciders=deciders,  # type: ignore[arg-type]  # a LakeRoot (as above)
+            symbols=config.symbols or screened_universe(lake.location, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
             timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
         )  # fmt: skip
@@ -305,7 +308,7 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
     day = date.fromisoformat(config.day) if config.day else session_of(now, limits)
     symbols = config.symbols or universe()
     try:
-        marks = last_closes(lake.path, symbols, day)
+        marks = last_closes(lake.location, symbols, day)  # type: ignore[arg-type]  # a LakeRoot (as above)
     except LakeError:
         marks = {}
     ledger = trading.ledger()
@@ -330,7 +333,7 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
     finally:
         ledger.close()
     report = _eod_markdown(summary, flattened)
-    out = lake.path / "reports" / "eod" / f"{day.isoformat()}.md"
+    out = lake.location / "reports" / "eod" / f"{day.isoformat()}.md"
     write_text_atomic(out, report)
     context.log.info(f"end of day {day}: {summary['decisions']} decisions, {summary['orders']} orders, equity {summary['equity']:,.2f}")
     return dg.MaterializeResult(
@@ -419,7 +422,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     start = datetime.fromisoformat(config.start).replace(tzinfo=UTC)
     end = datetime.fromisoformat(config.end).replace(tzinfo=UTC) if config.end else run_now(context)
     try:
-        bars = session_bars(lake.path, symbols, config.timeframe, start, end)
+        bars = session_bars(lake.location, symbols, config.timeframe, start, end)  # type: ignore[arg-type]  # a LakeRoot (as above)
     except LakeError as exc:
         raise dg.Failure(str(exc)) from exc
     if bars.is_empty():
@@ -433,14 +436,15 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     )
     # A session over history is its own account: its own ledger per run, never the trading ledger
     # (whose portfolio, halts and peak would otherwise take in a simulation's fills and marks).
-    ledger_path = lake.path / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
-    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    stored = lake.location / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
+    ledger_path = _session_ledger_file(stored)
     ledger = Ledger(f"sqlite:///{ledger_path}")
+    done = False
     spend = trading.ledger()  # the model spend is real money: it counts against the trading ledger's budget
     pipeline = trading.pipeline()
     # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
     stamps = bars["ts"]
-    headlines_at = headlines_over(lake.path, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))
+    headlines_at = headlines_over(lake.location, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))  # type: ignore[arg-type]  # a LakeRoot
     try:
         session = run_simulated_session(
             bars=bars,
@@ -453,14 +457,17 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             run_id=context.run_id,
             progress=lambda done, total: context.log.info(f"paper session: bar {done}/{total}"),
             headlines_at=headlines_at,
-            lake_root=lake.path,  # other timeframes a node declares (trend_filter) come from the lake
+            lake_root=lake.location,  # type: ignore[arg-type]  # other timeframes a node declares (trend_filter) come from the lake
             spend_ledger=spend,
             now=run_now(context),
         )
         fills = fills_from_ledger(ledger, run_id=context.run_id)
+        done = True
     finally:
         ledger.close()
         spend.close()
+        if isinstance(stored, ObjectPath):
+            _store_session_ledger(ledger_path, stored if done else None)
     marks = bars.select("ts", "symbol", "close")
     perf = performance(fills, marks, config.initial_cash, config.timeframe)
     # The backtest with the session's costs and hard sizing limits: the session must make its orders
@@ -496,9 +503,28 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
             "drift_missing_orders": int(drift.summary["missing"]),
             "drift_extra_orders": int(drift.summary["extra"]),
             "max_equity_difference": equity_gap,
-            "ledger": dg.MetadataValue.path(str(ledger_path)),
+            "ledger": dg.MetadataValue.path(str(stored)),
         }
     )
+
+
+def _session_ledger_file(stored: Path | ObjectPath) -> Path:
+    """Where a paper session's SQLite ledger is written: its file in the lake on a local lake; on an
+    object-store lake (SQLite needs a local file) a fresh local temp folder's, uploaded when it ends."""
+    if isinstance(stored, ObjectPath):
+        return Path(tempfile.mkdtemp(prefix="paper_session-")) / stored.name
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    return stored
+
+
+def _store_session_ledger(local: Path, stored: ObjectPath | None) -> None:
+    """The finished session's ledger uploaded whole (staged, then copied into place: a reader never sees
+    half a database), then the local temp folder removed; `stored` None (the session failed): removed only."""
+    try:
+        if stored is not None:
+            write_bytes_atomic(stored, local.read_bytes())
+    finally:
+        shutil.rmtree(local.parent, ignore_errors=True)
 
 
 class CostEstimateConfig(dg.Config):
