@@ -48,6 +48,7 @@ from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
 from backtests.sweep_rank_nb import rank_sweep_nb
 from backtests.sweep_sma_nb import sma_cross_sweep_nb
+from backtests.sweep_threshold_fast_nb import crossing_bits_nb, rsi_sma_rows_nb, threshold_fast_sweep_nb
 from backtests.sweep_threshold_nb import threshold_sweep_nb
 from strategies.base import (
     ChannelBreakout,
@@ -62,10 +63,11 @@ from strategies.base import (
     check_bars,
     rank_across,
 )
-from strategies.indicators import sma
+from strategies.indicators import rsi_sma, sma
 from strategies.sizing import SizingParams
 
 CHUNK = 64  # combinations per pass of the generic path: bounds memory at 4 x bars x CHUNK bytes
+LINE_BYTES = 256 * 2**20  # crossing bits of the threshold route's lines held at once
 INDICATOR_BATCH = 8  # indicator series computed together by the fused routes: 8 x bars x 8 bytes beside the rows
 SIDES = ("entry_long", "exit_long", "entry_short", "exit_short")
 Progress = Callable[[int, int], None]
@@ -244,24 +246,62 @@ def _fused_sweep(
         )
     else:  # ThresholdCross
         windows = sorted({int(getattr(p, shape.window)) for p in grid})
-        values, row = _indicator_rows(bars, shape.indicator, windows)
+        if shape.indicator is rsi_sma and np.isfinite(prices[1]).all():
+            # Cutler's RSI of every window from one fold of the gains and losses (the same bytes).
+            values, row = rsi_sma_rows_nb(prices[1], np.array(windows, dtype=np.int64)), {w: i for i, w in enumerate(windows)}
+        else:
+            values, row = _indicator_rows(bars, shape.indicator, windows)
 
         def levels(name: str) -> np.ndarray:
             return np.array([float(getattr(p, name)) for p in grid], dtype=np.float64)
 
-        final, max_dd, orders = _kernel(threshold_sweep_nb)(
-            *prices,
-            values,
-            np.array([row[int(getattr(p, shape.window))] for p in grid], dtype=np.int64),
-            levels(shape.lower),
-            levels(shape.upper),
-            levels(shape.exit),
-            sizes,
-            size_row,
-            short,
-            *costs,
-        )
+        value_row = np.array([row[int(getattr(p, shape.window))] for p in grid], dtype=np.int64)
+        levels_of = (levels(shape.lower), levels(shape.upper), levels(shape.exit))
+        if np.isfinite(prices[1]).all():
+            final, max_dd, orders = _threshold_fast(prices, values, value_row, levels_of, sizes, size_row, short, costs)
+        else:
+            final, max_dd, orders = _kernel(threshold_sweep_nb)(*prices, values, value_row, *levels_of, sizes, size_row, short, *costs)
     return _table(grid, final, max_dd, orders, config)
+
+
+def _threshold_fast(
+    prices: tuple[np.ndarray, np.ndarray],
+    values: np.ndarray,
+    value_row: np.ndarray,
+    levels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    sizes: np.ndarray,
+    size_row: np.ndarray,
+    short: np.ndarray,
+    costs: tuple[Any, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`threshold_sweep_nb`'s numbers from event to event (`sweep_threshold_fast_nb.py`): the
+    combinations of a few indicator rows at a time, so the crossing bits of their distinct
+    (row, level) lines stay under LINE_BYTES."""
+    final, max_dd, orders = np.empty(len(value_row)), np.empty(len(value_row)), np.zeros(len(value_row), dtype=np.int64)
+    line_bytes = 2 * 8 * ((values.shape[1] + 63) // 64)
+    batches: list[list[int]] = [[]]
+    lines: set[tuple[int, float]] = set()
+    for r in np.unique(value_row):
+        mine = {(int(r), float(level[k])) for level in levels for k in np.flatnonzero(value_row == r)}
+        if batches[-1] and len(lines | mine) * line_bytes > LINE_BYTES:
+            batches.append([])
+            lines = set()
+        batches[-1].append(int(r))
+        lines |= mine
+    for rows in batches:
+        ks = np.flatnonzero(np.isin(value_row, rows))
+        keys = sorted({(int(value_row[k]), float(level[k])) for level in levels for k in ks})
+        line = {key: i for i, key in enumerate(keys)}
+        below, above = _kernel(crossing_bits_nb)(
+            values, np.array([r for r, _ in keys], dtype=np.int64), np.array([v for _, v in keys], dtype=np.float64)
+        )
+        line_rows = [np.array([line[(int(value_row[k]), float(level[k]))] for k in ks], dtype=np.int64) for level in levels]
+        got = _kernel(threshold_fast_sweep_nb)(
+            *prices, values, below, above, *line_rows, value_row[ks], *(level[ks] for level in levels), sizes, size_row[ks], short[ks], *costs,
+            min(len(ks), numba.get_num_threads()),
+        )
+        final[ks], max_dd[ks], orders[ks] = got
+    return final, max_dd, orders
 
 
 def _channel_sweep(
