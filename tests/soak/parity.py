@@ -15,8 +15,10 @@ Constraints read from the ledger (what happened to the account that the bars alo
   has its signals dropped;
 - a close the deployment sent (the window's flatten, the kill switch: `close-` client ids) is an exit
   of that symbol at that session's bar;
-- while trading is halted (kill switch, drawdown: until a resume) at the session's last moment an
-  entry may be sent, the session's bar has no entry.
+- a session whose every decision run inside the window found trading halted (kill switch, drawdown:
+  until a resume; daily loss: that session) has no entry at its bar; the engine's own breakers are
+  lifted (they would measure the account a bar later than the deployment's marks do);
+- a session with a flatten or kill switch has no entry at its bar (they cancel every open order).
 
 Compared, at each session's bar up to the first one that cannot be: every fill (bar, symbol, side,
 quantity, price, commission) against the backtest's orders, and the account's equity (the ledger's
@@ -55,7 +57,8 @@ from trading.session import backtest_config, sizing_limits
 NY = ZoneInfo("America/New_York")
 TOLERANCE = 1e-9  # relative, on equity, fill prices, quantities and commissions
 SIGNALS = ("entry_long", "exit_long", "entry_short", "exit_short")
-HALTS, RESUME = ("kill_switch", "drawdown"), "resume"
+HALTS, RESUME = ("kill_switch", "drawdown"), "resume"  # halted until a resume
+SESSION_HALTS = ("daily_loss",)  # no new risk for the rest of the session
 CLOSE_ALL = ("flatten", "kill_switch")  # interventions that cancel every open order (SimulatedBroker.close_all)
 
 
@@ -102,13 +105,19 @@ def deployment_limits(result: SoakResult) -> RiskLimits:
 
 
 def _halted_at(interventions: list[Event], at: datetime) -> bool:
-    halted = False
+    """Whether new risk was refused at `at`: a kill switch or drawdown not resumed, a daily loss that session."""
+    halted, day_halt = False, None
     for e in interventions:
         if e.recorded_at > at:
             break
         kind = e.payload.get("kind")
-        halted = True if kind in HALTS else False if kind == RESUME else halted
-    return halted
+        if kind in HALTS:
+            halted = True
+        elif kind in SESSION_HALTS:
+            day_halt = _session(e.recorded_at)
+        elif kind == RESUME:
+            halted, day_halt = False, None
+    return halted or day_halt == _session(at)
 
 
 def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.DataFrame, float] | None:
@@ -121,7 +130,9 @@ def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.
     sim = SimConfig(**json.loads(result.sim_state.read_text())["config"]) if result.sim_state.exists() else SimConfig()
     with Ledger(result.ledger_url) as ledger:
         deposits = list(ledger.events(types=[EventType.DEPOSIT.value]))
-        decided = {e.as_of for e in ledger.events(types=[EventType.DECISION.value]) if e.as_of is not None}
+        decisions = list(ledger.events(types=[EventType.DECISION.value]))
+        decided = {e.as_of for e in decisions if e.as_of is not None}
+        decision_times = sorted({e.recorded_at for e in decisions})
         closes = [e for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if str(e.payload["client_order_id"]).startswith("close-")]
         interventions = list(ledger.events(types=[EventType.INTERVENTION.value]))
     if not deposits:
@@ -144,9 +155,14 @@ def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.
     exits = {(_session(e.recorded_at), e.symbol) for e in closes}
     if exits:
         out.notes.append(f"closes sent by the deployment (exits at their session's bar): {sorted((d.isoformat(), s) for d, s in exits)}")
-    halted = {_session(t) for t in trading if _halted_at(interventions, session_bounds(_session(t))[1] - _lead(limits))}
+    # A session's entries are refused when trading was halted at every decision run it had inside the window.
+    runs: dict[date, list[datetime]] = {}
+    for t in decision_times:
+        if t < session_bounds(_session(t))[1] - _lead(limits):
+            runs.setdefault(_session(t), []).append(t)
+    halted = {d for d, times in runs.items() if all(_halted_at(interventions, t) for t in times)}
     if halted:
-        out.notes.append(f"sessions halted at the window's end (no entry): {sorted(d.isoformat() for d in halted)}")
+        out.notes.append(f"sessions halted at every decision (no entry): {sorted(d.isoformat() for d in halted)}")
     # A flatten or kill switch cancels every open order: the session's entries (their fill bar is the next one) too.
     flattened = {_session(e.recorded_at) for e in interventions if e.payload.get("kind") in CLOSE_ALL}
     if flattened - halted:
@@ -170,7 +186,10 @@ def build_backtest(result: SoakResult, out: Parity) -> tuple[BacktestResult, pl.
         )
 
     held_to = replace(late, compute=constrained)
-    backtest = run_backtest(bars, held_to, params, backtest_config(sim, cash, "1d"), trade_from=trading[0], limits=sizing_limits(limits, symbols))
+    # The breakers as the ledger has them (above): the engine's own would measure a bar later than the
+    # deployment's marks (the account is marked at the decision bar's closes, a session after them).
+    lifted = limits.model_copy(update={"max_drawdown_pct": 1.0, "daily_loss_limit_pct": 1.0})
+    backtest = run_backtest(bars, held_to, params, backtest_config(sim, cash, "1d"), trade_from=trading[0], limits=sizing_limits(lifted, symbols))
     return backtest, bars, cash
 
 
