@@ -421,8 +421,10 @@ def seed_numba_cache(
     entries too (a recompile, never a stale kernel). Links are safe: numba writes a new file and
     renames it over the old name, never into an existing file.
 
-    With `functions` (`stale_functions` of a mutant of `module`), an entry of a stale file is left out
-    only when its function is among them (or is `module`'s, or its name is not understood)."""
+    With `functions` (`stale_functions` of a mutant of `module`), `stale` is not read: an entry is left
+    out when its function is among them (or is `module`'s, or its name is not understood)."""
+    if functions is not None:  # the files the graph reaches (a file filling another's array need not import the module)
+        stale = {rel for rel, _ in functions} | {module}
     gone = {((root / rel).parent.name, Path(rel).stem) for rel in stale}
     owners: dict[tuple[str, str], list[str]] = {}
     for rel in stale:
@@ -593,9 +595,24 @@ def _statement_refs(stmt: ast.stmt, names: _FileNames, root: Path) -> tuple[set[
             refs.add(ref)
     if names.opaque:
         refs.add((names.rel, _ANY))
+    changes = _runs_changes(stmt, names, root)
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):  # `global x` in its body: it assigns x
+        changes.update((names.rel, n) for node in ast.walk(stmt) if isinstance(node, ast.Global) for n in node.names)
+    return refs, changes
+
+
+def _runs_changes(stmt: ast.stmt, names: _FileNames, root: Path) -> set[Ref]:
+    """What the code a top-level statement runs at import may change (a def's or method's body runs later)."""
     runs: list[ast.AST] = [stmt]
-    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):  # the body runs later, when called
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
         runs = [*stmt.decorator_list, *stmt.args.defaults, *(d for d in stmt.args.kw_defaults if d is not None)]
+    elif isinstance(stmt, ast.ClassDef):
+        body = [s for s in stmt.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+        runs = [*stmt.decorator_list, *stmt.bases, *(k.value for k in stmt.keywords), *body]
+        nested: set[Ref] = set()
+        for s in stmt.body:
+            if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                nested |= _runs_changes(s, names, root)
     changes: set[Ref] = set()
     for part in runs:
         for node in ast.walk(part):
@@ -614,9 +631,7 @@ def _statement_refs(stmt: ast.stmt, names: _FileNames, root: Path) -> tuple[set[
                     expr = expr.value
                 if (ref := _resolve(expr, names, root)) is not None:
                     changes.add(ref)
-    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):  # `global x` in its body: it assigns x
-        changes.update((names.rel, n) for node in ast.walk(stmt) if isinstance(node, ast.Global) for n in node.names)
-    return refs, changes
+    return changes | (nested if isinstance(stmt, ast.ClassDef) else set())
 
 
 def _chain_nodes(node: ast.Attribute) -> list[ast.Attribute]:
@@ -637,6 +652,18 @@ class _Graph:
     names: dict[str, _FileNames]
     refs: dict[Ref, set[Ref]]  # node -> the nodes it references
     users: dict[Ref, set[Ref]] = field(default_factory=dict)  # node -> the nodes referencing it
+    imports: dict[Ref, set[Ref]] = field(default_factory=dict)  # a name an import binds -> what it imports
+
+    def origins(self, ref: Ref) -> set[Ref]:
+        """`ref` and, when an import binds it, what it was imported from (through re-exports too): an
+        object changed in place through an imported name is the defining file's object."""
+        out, todo = {self.node(ref)}, [self.node(ref)]
+        while todo:
+            for target in self.imports.get(todo.pop(), set()):
+                if (node := self.node(target)) not in out:
+                    out.add(node)
+                    todo.append(node)
+        return out
 
     def node(self, ref: Ref) -> Ref:
         """`ref` as a node of the graph: a name its file does not define at top level is the whole file."""
@@ -651,11 +678,12 @@ def _add_statement(graph: _Graph, rel: str, stmt: ast.stmt, root: Path) -> None:
             graph.refs.setdefault((rel, bound), set())
         for bound, target in _import_targets(stmt, rel, root):
             graph.refs[(rel, bound)].add(target)
+            graph.imports.setdefault((rel, bound), set()).add(target)
         return
     refs, changes = _statement_refs(stmt, names, root)
     for name in _bound(stmt) or {_statement_key(stmt)}:
         graph.refs.setdefault((rel, name), set()).update(refs)
-    for changed in changes:  # what it changes depends on it
+    for changed in {o for c in changes for o in graph.origins(c)}:  # what it changes depends on it
         graph.refs.setdefault(graph.node(changed), set()).update(refs | {(rel, n) for n in _bound(stmt) or {_statement_key(stmt)}})
 
 
@@ -675,9 +703,11 @@ def _call_graph(root: Path) -> _Graph:
                 except SyntaxError:
                     continue
                 graph.names[rel] = _file_names(rel, trees[rel], text, root)
-    for rel, tree in trees.items():
-        for stmt in tree.body:
-            _add_statement(graph, rel, stmt, root)
+    for imports in (True, False):  # every file's imports first: what a statement changes is followed through them
+        for rel, tree in trees.items():
+            for stmt in tree.body:
+                if isinstance(stmt, ast.Import | ast.ImportFrom) == imports:
+                    _add_statement(graph, rel, stmt, root)
     for rel, names in graph.names.items():
         graph.refs[(rel, _ANY)] = {(rel, n) for n in names.top}
     for node, refs in graph.refs.items():
@@ -705,7 +735,7 @@ def changed_nodes(module: str, original: str, mutated: str, root: Path) -> set[R
             return None
         for stmt in (a, b):
             changed |= {(module, n) for n in _bound(stmt) or {_statement_key(stmt)}}
-            changed |= {graph.node(r) for r in _statement_refs(stmt, graph.names[module], root)[1]}
+            changed |= {o for r in _statement_refs(stmt, graph.names[module], root)[1] for o in graph.origins(r)}
     return changed
 
 
