@@ -133,7 +133,7 @@ def collect_sweep(context: dg.OpExecutionContext, plan: SweepPlan, tables: list[
     x, y = config.x or names[0], config.y or (names[1] if len(names) > 1 else names[0])
     symbols = ",".join(sorted(on["symbol"].unique().to_list()))
     png = reports.heatmap_png(table, x=x, y=y, value="total_return", title=f"{config.strategy} on {symbols}: total return")
-    out = lake.path / "research" / ASSET
+    out = lake.location / "research" / ASSET  # a local folder or the object store's prefix
     write_frame_atomic(table, out / "results.parquet")
     reports.save_report(out / "report", {"heatmap": png})
     best = int(table["total_return"].fill_nan(None).arg_max() or 0)

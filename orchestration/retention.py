@@ -18,6 +18,9 @@ Settings (days; -1 keeps forever), read from the environment when the job runs (
   in the instance's storage) and in the pipeline file's own `checkpoint:` (a SQLite file or a
   PostgreSQL database), by their newest checkpoint: one only matters to rerun a cycle that died, within days.
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
+On an object-store lake (QUANTLAKE_LAKE_URL) quarantine and reports are pruned in the store as on
+disk; the ledger archive (local Parquet files the compaction verifies and replays from) is not
+written there: the run skips it and says so (`ledger_archive_skipped`), and no event is compacted.
 """
 
 from collections.abc import Mapping, Sequence
@@ -33,6 +36,7 @@ from assets.clock import run_now
 from assets.resources import LakeResource, TradingResource
 from assets.run_limits import max_runtime
 from assets.trading import checkpoint_file
+from lake.filesystem import ObjectPath
 from lake.retention import Removed, prune_quarantine, prune_reports
 from orchestration.settings import settings
 from trading.ledger.archive import archive_events
@@ -144,19 +148,30 @@ def prune_runs(instance: dg.DagsterInstance, now: datetime, days: int) -> RunsRe
     return out
 
 
-def _files_metadata(removed: Removed, root: Path) -> dict[str, dg.MetadataValue]:
+def _files_metadata(removed: Removed, root: Path | ObjectPath) -> dict[str, dg.MetadataValue]:
     return {
         "files": dg.MetadataValue.int(len(removed.files)),
         "bytes_freed": dg.MetadataValue.int(removed.bytes),
-        "sample": dg.MetadataValue.text("\n".join(str(p.relative_to(root)) for p in removed.files[:20])),
+        "sample": dg.MetadataValue.text("\n".join(_relative(p, root) for p in removed.files[:20])),
     }
+
+
+def _relative(path: Path | ObjectPath, root: Path | ObjectPath) -> str:
+    if isinstance(path, ObjectPath) and isinstance(root, ObjectPath):
+        return path.key.removeprefix(f"{root.key}/")
+    return str(Path(path).relative_to(Path(root))) if isinstance(path, Path) and isinstance(root, Path) else str(path)
+
+
+# The ledger archive (trading/ledger/archive.py) writes and verifies local Parquet files, and ledger
+# compaction replays from that folder: on an object-store lake both are skipped, and the run says so.
+ARCHIVE_NEEDS_LOCAL = "the ledger archive is local Parquet files under <lake>/archive/ledger and the lake is on an object store"
 
 
 @dg.op(description="Applies the retention policy (QUANTLAKE_RETENTION_*) as of the run's now.")
 def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading: TradingResource) -> dg.Output[dict[str, int]]:
     now = run_now(context)
     policy = retention_policy()
-    root = lake.path
+    root = lake.location  # quarantine and reports are pruned on a local lake or an object store alike
     meta: dict[str, dg.RawMetadataValue] = {"now": now.isoformat(), "policy": dg.MetadataValue.json(policy.model_dump())}
     counts: dict[str, int] = {}
     freed = 0
@@ -171,11 +186,15 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
         removed = prune_llm_cache(folder, now, policy.llm_cache_days)
         counts["llm_cache_files"], freed = len(removed.files), freed + removed.bytes
         meta |= {f"llm_cache_{k}": v for k, v in _files_metadata(removed, folder).items()}
-    if policy.ledger_archive_days != KEEP:
+    if policy.ledger_archive_days != KEEP and isinstance(root, ObjectPath):
+        meta["ledger_archive_skipped"] = f"not archived: {ARCHIVE_NEEDS_LOCAL} ({root})"
+        context.log.warning(f"ledger events not archived (nor compacted): {ARCHIVE_NEEDS_LOCAL} ({root})")
+    elif policy.ledger_archive_days != KEEP and isinstance(root, Path):
+        archive = root / "archive" / "ledger"
         with trading.ledger() as ledger:
-            archived = archive_events(ledger, root / "archive" / "ledger", now - timedelta(days=policy.ledger_archive_days))
+            archived = archive_events(ledger, archive, now - timedelta(days=policy.ledger_archive_days))
             if policy.ledger_compact_days != KEEP:
-                compacted = compact_ledger(ledger, root / "archive" / "ledger", now - timedelta(days=policy.ledger_compact_days))
+                compacted = compact_ledger(ledger, archive, now - timedelta(days=policy.ledger_compact_days))
                 counts["ledger_events_compacted"] = compacted.removed
                 meta["ledger_compacted_up_to_seq"] = dg.MetadataValue.int(compacted.up_to_seq)
         counts["ledger_events_archived"] = archived.events
