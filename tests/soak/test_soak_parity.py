@@ -1,0 +1,91 @@
+"""The soak's simulated account equals the backtest of the same strategy on the same bars (issue 16),
+and the parity check fails when one fill of the account is off by a cent or lost its commission.
+
+One soak (Thu 2026-11-12 .. Thu 11-19: sma_cross 5/20 buys NVDA, the window's flatten sells it) on an
+account with costs (2 bps slippage, half a cent a share), shared by the tests; each tamper works on
+a copy of its ledger. Run with QUANTLAKE_SOAK=1 (`make soak`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.soak.harness import SoakResult, SoakSettings, run_soak
+from tests.soak.parity import check_equity_vs_backtest
+from trading.brokers.simulated import SimConfig, SimulatedBroker
+from trading.events import EventType
+from trading.ledger import Ledger
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("QUANTLAKE_SOAK") != "1", reason="a soak (minutes): QUANTLAKE_SOAK=1 or `make soak` runs it"),
+    pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
+    pytest.mark.timeout(1800),
+]
+COSTS = SimConfig(slippage_bps=2.0, commission_per_share=0.005)
+
+
+@pytest.fixture(scope="module")
+def soaked(tmp_path_factory: pytest.TempPathFactory) -> SoakResult:
+    work = tmp_path_factory.mktemp("parity")
+    # The simulated account with costs, as a user seeds it (QUANTLAKE_SIM_STATE) before the first run.
+    (work / "sim_broker.json").write_text(json.dumps(SimulatedBroker(COSTS, cash=100_000.0).to_state()))
+    return run_soak(SoakSettings(start=date(2026, 11, 12), end=date(2026, 11, 19), work=work))
+
+
+def _copy(result: SoakResult, into: Path) -> SoakResult:
+    """The soak's ledger, account and lake under `into` (the lake linked: read only)."""
+    into.mkdir()
+    shutil.copy(result.settings.work / "ledger.sqlite", into / "ledger.sqlite")
+    shutil.copy(result.sim_state, into / "sim_broker.json")
+    (into / "lake").symlink_to(result.lake)
+    settings = SoakSettings(start=result.settings.start, end=result.settings.end, work=into, symbols=result.settings.symbols)
+    return SoakResult(settings)
+
+
+def _tamper_first_fill(result: SoakResult, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrites the payload of the copy's first fill in place: its append-only trigger dropped first (a
+    tamper the ledger's own API refuses)."""
+    with sqlite3.connect(result.settings.work / "ledger.sqlite") as db:
+        db.execute("drop trigger ledger_events_no_update")
+        seq, raw = db.execute("select seq, payload from ledger_events where type = ? order by seq limit 1", (EventType.FILL.value,)).fetchone()
+        payload = json.loads(raw)
+        change(payload)
+        db.execute("update ledger_events set payload = ? where seq = ?", (json.dumps(payload), seq))
+
+
+def test_the_account_equals_the_backtest(soaked: SoakResult) -> None:
+    parity = check_equity_vs_backtest(soaked)
+    assert parity.problems == [], "\n".join(parity.problems)
+    with Ledger(soaked.ledger_url) as ledger:
+        orders = sum(1 for _ in ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
+        fills = [e.payload for e in ledger.events(types=[EventType.FILL.value])]
+    assert orders > 0 and parity.fills == len(fills) >= 2  # the buy and the flatten's sell, each against a backtest order
+    assert all(float(f["commission"]) > 0 for f in fills)  # the costs were paid, and the backtest paid the same
+    assert parity.uncompared == {} and len(parity.compared) == 5  # bars of 11-12, 13, 16, 17, 18 (11-19's arrives after the soak)
+    assert parity.max_rel <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("what", "change"),
+    [
+        ("price up a cent", lambda p: p.update(price=round(float(p["price"]) + 0.01, 2))),
+        ("commission dropped", lambda p: p.update(commission=0.0)),
+        ("a share less", lambda p: p.update(quantity=float(p["quantity"]) - 1)),
+    ],
+)
+def test_a_tampered_fill_fails_the_check(soaked: SoakResult, tmp_path: Path, what: str, change: Callable[[dict[str, Any]], None]) -> None:
+    copy = _copy(soaked, tmp_path / "copy")
+    _tamper_first_fill(copy, change)
+    parity = check_equity_vs_backtest(copy)
+    assert any(p.startswith("parity 2026-11-16 NVDA: the account filled") for p in parity.problems), (what, parity.problems)
+    assert any("equity" in p for p in parity.problems), (what, parity.problems)
