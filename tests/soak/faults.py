@@ -102,7 +102,7 @@ def fault_plan(sessions: Sequence[date], entries: dict[date, frozenset[str]], sy
         def fits(d: date) -> bool:
             return d in entries if kind in NEEDS_ENTRY else d not in entries if kind == "source_down" else True
 
-        for gap in range(GAP, 0, -1):  # a short period: closer, never on the same session
+        for gap in range(GAP, -1, -1):  # a short period: closer, never on the same session
             if found := [d for d in pool if fits(d) and all(abs(index[d] - index[c]) > gap for c in chosen.values())]:
                 return found
         return []
