@@ -6,6 +6,7 @@ each case pins one rule of lake/validation.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, date, datetime, timedelta
 
@@ -13,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import lake.validation as validation
 from lake.calendar import session_bounds
 from lake.errors import LakeError, ValidationFailed
 from lake.schema import TIMEFRAMES, conform_bars
@@ -21,8 +23,14 @@ from lake.validation import (
     JUMP_FLOOR,
     JUMP_Z,
     MAX_JUMP,
+    RULES,
+    SCALE_SAMPLE,
+    ValidationReport,
+    _GreatExpectations,
     _helper_columns,
     _robust_scales,
+    expectation_specs,
+    run_great_expectations,
     validate_bars,
 )
 
@@ -52,7 +60,7 @@ def _session(timeframe: str = "1m", day: str = DAY, symbol: str = "AAPL", closes
     return _bars([open_ + k * step for k in range(n)], closes, symbol, timeframe)
 
 
-def _polars(bars: pl.DataFrame, **kwargs: object) -> object:
+def _polars(bars: pl.DataFrame, **kwargs: object) -> ValidationReport:
     return validate_bars(bars, timeframe=str(bars["timeframe"][0]), engine="polars", **kwargs)  # type: ignore[arg-type]
 
 
@@ -179,7 +187,7 @@ def test_a_daily_bar_on_a_weekend_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("new_york", "extended"),
-    [((4, 0), True), ((3, 59), False), ((9, 29), True), ((16, 0), True), ((19, 59), True), ((20, 0), False)],
+    [((4, 0), True), ((4, 1), True), ((3, 59), False), ((9, 29), True), ((16, 0), True), ((19, 59), True), ((20, 0), False)],
 )
 def test_extended_hours_window_bounds(new_york: tuple[int, int], extended: bool) -> None:
     ts = datetime(2024, 11, 27, *new_york, tzinfo=UTC) + timedelta(hours=5)  # EST: UTC-5
@@ -232,7 +240,7 @@ def test_a_custom_jump_threshold(max_jump: float, blocks: bool) -> None:
 
 def test_max_jump_must_be_a_number_above_one() -> None:
     assert validate_bars(_session(), timeframe="1m", engine="polars", max_jump=1.0001).passed
-    for bad in ("5", None, -2.0):
+    for bad in ("5", None, -2.0, 1.0, 0.5, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="max_jump must be a number > 1"):
             validate_bars(_session(), timeframe="1m", engine="polars", max_jump=bad)  # type: ignore[arg-type]
 
@@ -248,14 +256,14 @@ def _actions(*rows: tuple[str, date, float]) -> pl.DataFrame:
 
 def test_a_declared_split_explains_its_jump() -> None:
     bars = _split_days(1 / 20)  # a 20-for-1 split on 2024-06-07
-    assert _polars(bars).outcome("price_jump").failed_rows == 1  # type: ignore[attr-defined]
+    assert _polars(bars).outcome("price_jump").failed_rows == 1
     declared = _polars(bars, corporate_actions=_actions(("AAPL", date(2024, 6, 7), 20.0)))
-    assert declared.passed and declared.outcome("outlier_jumps").passed  # type: ignore[attr-defined]
+    assert declared.passed and declared.outcome("outlier_jumps").passed
     for wrong in (("MSFT", date(2024, 6, 7), 20.0), ("AAPL", date(2024, 6, 10), 20.0), ("AAPL", date(2024, 6, 7), 1 / 20)):
-        assert not _polars(bars, corporate_actions=_actions(wrong)).passed, wrong  # type: ignore[attr-defined]
+        assert not _polars(bars, corporate_actions=_actions(wrong)).passed, wrong
     # An action declared before the data only shifts every row alike: nothing to explain.
     earlier = _polars(_split_days(1.0), corporate_actions=_actions(("AAPL", date(2024, 1, 2), 20.0)))
-    assert earlier.passed and earlier.outcome("outlier_jumps").passed  # type: ignore[attr-defined]
+    assert earlier.passed and earlier.outcome("outlier_jumps").passed
 
 
 # -- outlier_jumps: the robust scale and the threshold ------------------------------------------------
@@ -297,7 +305,7 @@ def test_jump_floor_of_each_timeframe(timeframe: str) -> None:
     for factor, flagged in ((0.99, 0), (1.01, 2)):
         price = pl.when(pl.int_range(pl.len()) == 3).then(100.0 * math.exp(floors[timeframe] * factor)).otherwise(100.0)
         report = _polars(base.with_columns(price.alias(c) for c in ("open", "high", "low", "close")))
-        assert report.outcome("outlier_jumps").failed_rows == flagged, (timeframe, factor)  # type: ignore[attr-defined]
+        assert report.outcome("outlier_jumps").failed_rows == flagged, (timeframe, factor)
 
 
 def test_jump_scores_use_the_scale_or_the_floor_whichever_is_larger() -> None:
@@ -355,10 +363,10 @@ def test_a_requested_range_that_ends_before_it_starts_is_an_error() -> None:
 def test_requested_daily_sessions() -> None:
     days = [datetime(2024, 6, d, 13, 30, tzinfo=UTC) for d in (3, 4, 6, 7)]  # 2024-06-05 is missing
     bars = _bars(days, timeframe="1d")
-    assert _polars(bars).outcome("missing_bars").failed_rows == 1  # type: ignore[attr-defined]
-    assert _polars(bars).outcome("missing_bars").examples[0]["ts"] == datetime(2024, 6, 5, 13, 30, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert _polars(bars).outcome("missing_bars").failed_rows == 1
+    assert _polars(bars).outcome("missing_bars").examples[0]["ts"] == datetime(2024, 6, 5, 13, 30, tzinfo=UTC)
     wider = _polars(bars, expected_from=datetime(2024, 5, 31, tzinfo=UTC), expected_until=datetime(2024, 6, 11, tzinfo=UTC))
-    assert [e["ts"].day for e in wider.outcome("missing_bars").examples] == [31, 5, 10]  # type: ignore[attr-defined]
+    assert [e["ts"].day for e in wider.outcome("missing_bars").examples] == [31, 5, 10]
 
 
 def test_an_hour_session_counts_its_last_partial_bar() -> None:
@@ -375,6 +383,9 @@ def test_expected_until_bounds_a_session_in_progress() -> None:
     assert validate_bars(bars, timeframe="1m", engine="polars", expected_until=open_ + timedelta(minutes=30)).outcome("missing_bars").passed
     late = validate_bars(bars, timeframe="1m", engine="polars", expected_until=open_ + timedelta(minutes=32))
     assert late.outcome("missing_bars").failed_rows == 2
+    # A millisecond into the 31st minute: that bar has opened, so it is expected (30.00002 bars round up).
+    just = validate_bars(bars, timeframe="1m", engine="polars", expected_until=open_ + timedelta(minutes=30, milliseconds=1))
+    assert just.outcome("missing_bars").failed_rows == 1
 
 
 # -- great-expectations: the suite agrees with polars at the edges (it raises when it does not) --------
@@ -432,3 +443,174 @@ def test_a_bar_before_the_calendar_is_outside_every_session(engine: str) -> None
     report = validate_bars(pl.concat([early, _session().head(3)]), timeframe="1m", engine=engine)
     assert report.quarantine["check"].to_list() == ["in_session"]
     assert report.quarantine["reason"].to_list() == ["2004-06-01 falls on no AAPL session (a weekend or holiday)"]
+
+
+def test_the_second_bar_after_a_timeless_row_is_measured_from_the_first() -> None:
+    bars = _without_ts(_session(closes=[100.0, 100.0, 2_000.0, 2_000.0]), [0])
+    report = _polars(bars)
+    assert report.outcome("price_jump").failed_rows == 1
+    assert report.quarantine["check"].to_list() == ["not_null", "price_jump"]
+
+
+# -- session 6: the full run's survivors (issue 18) ---------------------------------------------------
+
+
+def test_the_failure_message_shows_the_first_example_of_each_failed_rule() -> None:
+    report = _polars(_set(_set(_session(), 5, volume=-1.0), 6, volume=-2.0))
+    first = report.outcome("volume_non_negative").examples[0]
+    with pytest.raises(ValidationFailed) as caught:
+        report.raise_if_failed("bars 1m")
+    assert str(caught.value) == f"bars 1m: volume_non_negative: 2 row(s), e.g. {[first]}"
+
+
+def test_rules_outcomes_reports_and_suites_cannot_be_changed() -> None:
+    """RULES and the cached suite are shared by every caller (and thread): frozen."""
+    report = _polars(_session().head(3))
+    suite = _GreatExpectations.suite(expectation_specs())
+    for obj, attr in ((RULES[0], "blocking"), (report.results[0], "passed"), (report, "clean"), (suite, "suite")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, attr, None)
+
+
+def test_the_calendar_s_first_session_is_a_session() -> None:
+    open_, close = session_bounds("2005-01-03")
+    report = _polars(_bars([open_, open_ + timedelta(minutes=1), close - timedelta(minutes=1)]))
+    assert report.outcome("in_session").passed
+
+
+def test_a_row_without_a_timestamp_does_not_hide_a_duplicate() -> None:
+    open_, _ = session_bounds(DAY)
+    bars = _without_ts(_bars([open_ + timedelta(minutes=1), open_ + timedelta(minutes=2), open_ + timedelta(minutes=1)]), [1])
+    report = _polars(bars)
+    assert report.outcome("ts_unique").failed_rows == 1 and report.outcome("not_null").failed_rows == 1
+
+
+def _arrivals(rows: list[tuple[str, int]]) -> pl.DataFrame:
+    """One bar per (symbol, minute into DAY's session), in this arrival order."""
+    open_, _ = session_bounds(DAY)
+    return pl.concat([_bars([open_ + timedelta(minutes=m)], symbol=s) for s, m in rows])
+
+
+REVERSED = [("AAPL", m) for m in range(389, -1, -1)]
+INTERLEAVED = [(s, m) for m in range(390) for s in ("AAPL", "MSFT")]
+
+
+@pytest.mark.parametrize(
+    ("rows", "late", "repeated"),
+    [
+        ([("AAPL", 0), ("TSLA", 0), ("MSFT", 0)], 0, 0),  # symbols out of order, one bar each
+        ([("MSFT", 0), ("AAPL", 1)], 0, 0),  # a later symbol first, with the earlier time
+        ([("AAPL", 0), ("MSFT", 0), ("AAPL", 1)], 0, 0),  # symbols interleaved
+        (INTERLEAVED, 0, 0),
+        (REVERSED, 389, 0),  # every bar after the first to arrive is late
+        ([("AAPL", 0), ("AAPL", 0), ("AAPL", 1)], 1, 1),  # the first bar twice
+        ([("AAPL", 0), ("AAPL", 2), ("AAPL", 1), ("AAPL", 3)], 1, 0),  # two neighbours swapped
+    ],
+    ids=["symbols", "later_symbol_first", "interleaved", "interleaved_sessions", "reversed", "first_twice", "swapped"],
+)
+def test_any_arrival_order_comes_out_sorted_with_late_and_repeated_bars_counted(rows: list[tuple[str, int]], late: int, repeated: int) -> None:
+    report = _polars(_arrivals(rows))
+    assert report.outcome("ts_monotonic").failed_rows == late
+    assert report.outcome("ts_unique").failed_rows == repeated
+    assert report.clean.equals(_arrivals(sorted(set(rows))))
+
+
+@pytest.mark.parametrize(("n", "every"), [(2 * SCALE_SAMPLE - 1, 1), (2 * SCALE_SAMPLE, 2)])
+def test_a_long_run_s_scale_is_estimated_from_every_n_th_return(n: int, every: int) -> None:
+    """Runs of 2 x SCALE_SAMPLE returns and more use every second return (at most SCALE_SAMPLE)."""
+    assert SCALE_SAMPLE == 16_384
+    # Every fourth return is a 5 % move, the rest 0.1 %: every second return holds half the big ones.
+    values = np.array([(0.05 if k % 8 == 0 else -0.05) if k % 4 == 0 else (0.001 if k % 3 else -0.001) for k in range(n)])
+
+    def mad(x: np.ndarray) -> float:
+        return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+    assert mad(values) != mad(values[::2])
+    scales = _robust_scales(pl.Series(["AAPL"] * n), pl.Series(values)).to_numpy()
+    assert scales[0] == scales[-1] == pytest.approx(mad(values[::every]))
+
+
+def test_each_symbol_s_run_is_sampled_by_its_own_length() -> None:
+    """A symbol after a long one still uses every return of its shorter run."""
+    n = 20_000  # under 2 x SCALE_SAMPLE
+    values = np.tile([0.0, 0.01, -0.01], n // 3 + 1)[:n]  # every third is 0: a sample of those has no spread
+    scales = _robust_scales(pl.Series(["AAPL"] * n + ["MSFT"] * n), pl.Series(np.concatenate([values, values]))).to_numpy()
+    assert scales[0] == scales[-1] == pytest.approx(1.4826 * 0.01)
+
+
+def test_a_return_from_a_zero_close_is_an_outlier() -> None:
+    """The only return is infinite: no scale to measure it by, so the floor does (it was 0 with a NaN scale)."""
+    report = _polars(_session(closes=[0.0, 100.0]))
+    assert report.outcome("outlier_jumps").failed_rows == 1 and report.outcome("price_jump").failed_rows == 1
+
+
+def test_without_an_end_the_requested_range_runs_to_the_last_session_with_data() -> None:
+    start, _ = session_bounds("2024-11-26")
+    assert _polars(_session(), expected_from=start).outcome("missing_bars").failed_rows == 390
+
+
+def test_a_requested_session_with_no_bar_in_session_is_missing_whole() -> None:
+    open_, close = session_bounds(DAY)
+    early = _bars([open_ - timedelta(hours=2)])  # 07:30 New York: outside the session
+    report = _polars(early, expected_from=open_, expected_until=close)
+    assert report.outcome("missing_bars").failed_rows == 390 and report.outcome("in_session").failed_rows == 1
+
+
+def test_each_symbol_and_session_counts_its_own_bars() -> None:
+    """Without a requested range: a full AAPL session does not make up for MSFT's missing bars in the
+    same session, nor a full day for another day's."""
+    gaps = ~pl.int_range(pl.len()).is_in([10, 20])
+    two_symbols = pl.concat([_session(), _session(symbol="MSFT").filter(gaps)])
+    assert _polars(two_symbols).outcome("missing_bars").failed_rows == 2
+    two_days = pl.concat([_session(day="2024-11-26").filter(gaps), _session()])
+    assert _polars(two_days).outcome("missing_bars").failed_rows == 2
+
+
+def test_a_repeated_bar_does_not_stand_in_for_a_missing_one() -> None:
+    bars = _session()
+    report = _polars(pl.concat([bars.head(11), bars.slice(10, 1), bars.slice(12)]))  # minute 10 twice, minute 11 gone
+    assert report.outcome("missing_bars").failed_rows == 1 and report.outcome("ts_unique").failed_rows == 1
+    many = _polars(pl.concat([bars.head(1)] * 400))  # one bar 400 times is one bar
+    assert many.outcome("missing_bars").failed_rows == 389
+
+
+# -- the great-expectations side: it runs when asked, and checks every rule it has ---------------------
+
+
+def test_each_engine_runs_what_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def disagreeing(frame: pl.DataFrame) -> dict[str, bool]:
+        calls.append(frame.height)
+        return {"ohlc_consistent": False}
+
+    monkeypatch.setattr(validation, "run_great_expectations", disagreeing)
+    bars = _session().head(5)
+    assert validate_bars(bars, timeframe="1m", engine="polars").passed and calls == []
+    with pytest.raises(AssertionError, match="great-expectations and polars disagree on ohlc_consistent: False vs True"):
+        validate_bars(bars, timeframe="1m")
+    assert calls == [5]
+
+
+def test_the_suite_gives_a_verdict_for_every_rule_it_checks() -> None:
+    frame = _helper_columns(_set(_session().head(10), 5, volume=-1.0), "1m", "XNYS").with_columns(
+        pl.lit(float(np.log(MAX_JUMP))).alias("_max_log_jump"), pl.lit(False).alias("_extended")
+    )
+    checked = {rule.name for rule in RULES} - {"missing_bars"}
+    assert run_great_expectations(frame) == {name: name != "volume_non_negative" for name in checked}
+
+
+def test_the_suite_in_use_is_built_of_the_memoized_expectations() -> None:
+    """The cached suite uses the classes that compute their configuration once (lake/validation.py,
+    _memo_class); GX's own classes only build the reference suite."""
+    specs = expectation_specs()
+    in_use = _GreatExpectations.suite(specs).suite.expectations
+    assert [type(e).__name__ for e in in_use] == [f"Quantlake{name}" for _, name, _ in specs]
+    reference = _GreatExpectations.build(specs, memo=False).suite.expectations
+    assert [type(e).__name__ for e in reference] == [name for _, name, _ in specs]
+
+
+def test_great_expectations_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    """No progress bars: validation runs in assets and the CLI, thousands of partitions a day."""
+    validate_bars(_session().head(10), timeframe="1m")
+    assert capfd.readouterr() == ("", "")
