@@ -248,9 +248,10 @@ def check_source_down(result: SoakResult, instance: dg.DagsterInstance) -> tuple
     failed: set[str] = set()
     problems: list[str] = []
     by_root: dict[str, list[dg.DagsterRun]] = {}
-    for run in result.runs:
+    runs = list({**result.history, **{r.run_id: r for r in result.runs}}.values())  # retention deletes runs older than its days
+    for run in runs:
         by_root.setdefault(run.tags.get("dagster/root_run_id", run.run_id), []).append(run)
-    originals = [r for r in result.runs if not is_retry(r) and r.job_name.startswith("ingest_") and "dagster/schedule_name" in r.tags and scheduled_at(r).astimezone(NY).date() in down]
+    originals = [r for r in runs if not is_retry(r) and r.job_name.startswith("ingest_") and "dagster/schedule_name" in r.tags and scheduled_at(r).astimezone(NY).date() in down]
     expected = sum(2 * len(result.settings.symbols) for d in down if d in sessions(result))
     if len(originals) != expected:
         problems.append(f"source down: {len(originals)} scheduled ingest runs on {sorted(down)}, expected {expected}")
@@ -264,7 +265,8 @@ def check_source_down(result: SoakResult, instance: dg.DagsterInstance) -> tuple
             if run.status != dg.DagsterRunStatus.FAILURE:
                 problems.append(f"source down: run {run.run_id[:8]} {run.job_name} is {run.status.value}, expected FAILURE")
                 continue
-            errors = [str(e.dagster_event.event_specific_data) for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.dagster_event]
+            errors = [result.failure_logs.get(run.run_id, "")]  # kept by the harness when the run failed
+            errors += [str(e.dagster_event.event_specific_data) for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.dagster_event]
             if not any(SOURCE_DOWN in e for e in errors):
                 problems.append(f"source down: run {run.run_id[:8]} failed without the source's error: {errors[:1]}")
             if not any(run.run_id in a for a in result.alerts):

@@ -32,16 +32,23 @@ def unexplained(problems: list[str], run_ids: set[str]) -> list[str]:
     return [p for p in problems if not (p.startswith("run ") and p.split()[1] in short)]
 
 
+def all_runs(result: SoakResult) -> list[dg.DagsterRun]:
+    """Every run the soak launched, in its last state (retention deleted the old ones from the instance)."""
+    return list({**result.history, **{r.run_id: r for r in result.runs}}.values())
+
+
 def _day(at: datetime) -> date:
     return at.astimezone(NY).date()
 
 
-def _messages(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+def _messages(result: SoakResult, instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    if run.run_id in result.failure_logs:  # kept at the tick it failed: retention may have deleted it since
+        return result.failure_logs[run.run_id]
     return "\n".join(e.message + str(e.dagster_event.event_specific_data if e.dagster_event else "") for e in instance.all_logs(run.run_id))
 
 
 def _refetched(result: SoakResult, day: date, symbol: str) -> str:
-    runs = [r for r in result.runs if r.tags.get("quantlake/refetch") and r.tags.get("dagster/partition") == f"{day}|{symbol}"]
+    runs = [r for r in all_runs(result) if r.tags.get("quantlake/refetch") and r.tags.get("dagster/partition") == f"{day}|{symbol}"]
     return "refetched by missed_sessions_sensor" if any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs) else "NOT refetched"
 
 
@@ -85,7 +92,7 @@ def _model_timeout(result: SoakResult, ledger: Ledger, report: FaultReport) -> N
     orders = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
     for day in result.settings.model_timeout:
         timeouts = [e for e in fallbacks if _day(e.recorded_at) == day and e.payload.get("kind") == "timeout" and e.payload.get("to") == "rules"]
-        decisions = [r for r in result.runs if r.job_name == "decide_job" and "dagster/schedule_name" in r.tags and _day(scheduled_at(r)) == day]
+        decisions = [r for r in all_runs(result) if r.job_name == "decide_job" and "dagster/schedule_name" in r.tags and _day(scheduled_at(r)) == day]
         ok = sum(r.status == dg.DagsterRunStatus.SUCCESS for r in decisions)
         sent = [f"{e.symbol} {e.payload.get('side')}" for e in orders if _day(e.recorded_at) == day and not str(e.payload["client_order_id"]).startswith("close-")]
         later = [e for e in answered if _day(e.recorded_at) > day]
@@ -105,8 +112,8 @@ def _model_timeout(result: SoakResult, ledger: Ledger, report: FaultReport) -> N
 def _lake_writes(result: SoakResult, instance: dg.DagsterInstance, report: FaultReport) -> None:
     for kind, faults, marker in (("disk full", result.settings.disk_full, DISK_FULL), ("run killed mid-step", result.settings.killed, WORKER_KILLED)):
         for day, symbol in faults:
-            runs = [r for r in result.runs if r.job_name == "ingest_intraday_job" and r.tags.get("dagster/partition") == f"{day}|{symbol}"]
-            failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE and marker in _messages(instance, r)]
+            runs = [r for r in all_runs(result) if r.job_name == "ingest_intraday_job" and r.tags.get("dagster/partition") == f"{day}|{symbol}"]
+            failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE and marker in _messages(result, instance, r)]
             report.explained |= {r.run_id for r in failed}
             retried = [r for r in runs if is_retry(r)]
             stuck = [r for r in runs if r.status == dg.DagsterRunStatus.STARTED]
@@ -128,7 +135,7 @@ def _lake_writes(result: SoakResult, instance: dg.DagsterInstance, report: Fault
 def _interventions(result: SoakResult, instance: dg.DagsterInstance, ledger: Ledger, report: FaultReport) -> None:
     events: list[Event] = list(ledger.events(types=[EventType.INTERVENTION.value]))
     orders = list(ledger.events(types=[EventType.ORDER_SUBMITTED.value]))
-    skips = sorted(halted_skips(instance))
+    skips = sorted(result.halted | halted_skips(instance))  # the daemon purges old ticks: the harness kept them
     manual = sorted(result.settings.actions)
     kills = [(at, next((a for a, job, _ in manual if job == "resume_job" and a > at), None)) for at, job, _ in manual if job == "kill_switch_job"]
     for at, resume in kills:

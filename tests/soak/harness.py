@@ -100,6 +100,11 @@ class SoakResult:
     cpu_by_week: dict[date, float] = field(default_factory=dict)
     launched: int = 0  # runs launched, whether or not retention deleted them since (`runs` is what is left)
     events: int = 0  # Dagster events the instance stored (runs, steps, checks, materializations...)
+    # What retention deletes and the daemon purges before a long soak ends, kept as seen at each tick
+    # (the fault report needs them): every run's last state, each failed run's log, halted decision ticks.
+    history: dict[str, dg.DagsterRun] = field(default_factory=dict)
+    failure_logs: dict[str, str] = field(default_factory=dict)
+    halted: set[datetime] = field(default_factory=set)
 
     @property
     def seconds_per_day(self) -> float:
@@ -449,6 +454,23 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*old)
 
 
+def _remember(instance: dg.DagsterInstance, result: SoakResult, since: datetime) -> None:
+    """The runs updated since `since` (and the failed ones' logs) and the decision ticks skipped as
+    halted since then, into `result`: what the fault report reads, before retention deletes it."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    for run in instance.get_runs(dg.RunsFilter(updated_after=since)):
+        result.history[run.run_id] = run
+        if run.status == dg.DagsterRunStatus.FAILURE and run.run_id not in result.failure_logs:
+            logs = instance.all_logs(run.run_id)
+            result.failure_logs[run.run_id] = "\n".join(e.message + str(e.dagster_event.event_specific_data if e.dagster_event else "") for e in logs)
+    for state in instance.all_instigator_state():
+        if state.instigator_name == "decision_schedule":
+            for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since.timestamp(), statuses=[TickStatus.SKIPPED]):
+                if "halted" in (tick.skip_reason or ""):
+                    result.halted.add(datetime.fromtimestamp(tick.timestamp, UTC))
+
+
 class _Alerts(logging.Handler):
     def __init__(self, into: list[str]) -> None:
         super().__init__(logging.ERROR)
@@ -505,6 +527,7 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
         daemons.monitoring = bool(settings.killed)
         reload_on = set(settings.reload_on)
         actions = sorted(settings.actions)
+        since = first.astimezone(UTC)
         for tick in ticks:
             cpu = time.process_time()
             while actions and actions[0][0] <= tick:
@@ -519,6 +542,8 @@ def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakR
                 result.reloads += 1
             result.launched += daemons.tick(tick + DAEMON_LAG)
             result.ticks += 1
+            _remember(instance, result, since)
+            since = tick
             monday = day - timedelta(days=day.weekday())
             result.cpu_by_week[monday] = result.cpu_by_week.get(monday, 0.0) + time.process_time() - cpu
         result.runs = list(instance.get_runs())
