@@ -373,7 +373,8 @@ def _missing_bars(
     the data touches.
 
     `bars` comes sorted by (symbol, ts), so a (symbol, session) is one run of in-session rows and
-    its distinct timestamps are the rows whose ts differs from the previous row's.
+    its distinct timestamps are the rows whose ts differs from the previous row's. Only the sessions
+    with fewer distinct on-grid bars than expected are listed bar by bar.
     """
     none = pl.DataFrame(schema={"symbol": pl.String(), "ts": pl.Datetime("us", "UTC")})
     present = bars.select("symbol", "ts", "_date", "_open", "_close", "_in_session").filter(pl.col("_in_session"))
@@ -397,7 +398,10 @@ def _missing_bars(
     if not present.is_empty():
         first_row = pl.int_range(pl.len()) == 0
         new_run = first_row | pl.col("symbol").ne_missing(pl.col("symbol").shift(1)) | pl.col("_open").ne_missing(pl.col("_open").shift(1))
-        flags = present.select(new_run.alias("new"), (new_run | (pl.col("ts") != pl.col("ts").shift(1))).fill_null(True).alias("distinct"))
+        # Counted: distinct bars on the session's step grid before its end, the only ones the listing below
+        # can find present (a bar off the grid, or past `expected_until`, stands in for no missing one).
+        on_grid = ((pl.col("ts") - pl.col("_open")).dt.total_microseconds() % (step // timedelta(microseconds=1)) == 0) & (pl.col("ts") < end)
+        flags = present.select(new_run.alias("new"), ((new_run | (pl.col("ts") != pl.col("ts").shift(1))) & on_grid).alias("distinct"))
         starts = flags["new"].arg_true()
         have = np.add.reduceat(flags["distinct"].to_numpy().astype(np.int64), starts.to_numpy())
         sessions = present.select("symbol", "_open", "_close").gather(starts).with_columns(pl.Series("_have", have, dtype=pl.Int64))

@@ -614,3 +614,15 @@ def test_great_expectations_prints_nothing(capfd: pytest.CaptureFixture[str]) ->
     """No progress bars: validation runs in assets and the CLI, thousands of partitions a day."""
     validate_bars(_session().head(10), timeframe="1m")
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_bar_off_the_grid_or_past_the_range_does_not_stand_in_for_a_missing_one() -> None:
+    """Sessions are listed bar by bar only when they have fewer bars than expected: a bar at 09:30:30
+    or one past `expected_until` counted as one (the missing 09:40 bar went unseen)."""
+    open_, _ = session_bounds(DAY)
+    bars = _session().filter(pl.int_range(pl.len()) != 10)
+    off_grid = pl.concat([bars, _bars([open_ + timedelta(seconds=30)])])
+    assert _polars(off_grid).outcome("missing_bars").failed_rows == 1
+    past = _polars(bars.head(30), expected_until=open_ + timedelta(minutes=30))  # minutes 0-30 but 10
+    assert past.outcome("missing_bars").failed_rows == 1
+    assert past.outcome("missing_bars").examples[0]["ts"] == open_ + timedelta(minutes=10)
