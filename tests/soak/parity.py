@@ -22,12 +22,17 @@ Constraints read from the ledger (what happened to the account that the bars alo
 
 Compared, at each session's bar up to the first one that cannot be: every fill (bar, symbol, side,
 quantity, price, commission) against the backtest's orders, and the account's equity (the ledger's
-fills replayed, marked at the bar's closes; the last one is the simulated broker's own) against the
-backtest's, to 1e-9 relative. A session that cannot be compared, and why, is in `uncompared`:
-never skipped silently. The one known today: a flatten (or kill switch) that cancels an entry sent
-the session before, which by the fill rule had filled at the session's open already, but the
-simulated broker has not lived through that bar yet (`SimulatedBroker.close_all`); from there on the
-account and the backtest part.
+fills replayed, marked at the bar's closes; at the end, the simulated broker's own cash and
+positions) against the backtest's, to 1e-9 relative. Sessions that cannot be compared are in
+`uncompared` with the reason, and said once among the problems: never skipped silently. The one
+known: a flatten (or kill switch) that cancels an order sent in an earlier session, which by the
+fill rule had filled at this session's open already, but the simulated broker has not lived through
+that bar yet (`SimulatedBroker.close_all`); from there on the account and the backtest part.
+
+Where the two could still part (a fill's quantity would differ: a problem): the hard limits cut an
+entry when it is decided, on the closes the decider sees (bar s-1's in the deployment, bar s's in the
+late-signal backtest) and on a book without the orders still in flight; both re-cut it at the fill
+by the same rule (`capped_at_fill`), which decides the quantity whenever its cut is the smaller.
 """
 
 from __future__ import annotations
