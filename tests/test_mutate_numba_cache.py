@@ -115,7 +115,10 @@ FUNCTION_FILES = {
     ),
     "pkg_b/other.py": "from numba import njit\n\nfrom .kernel import kernel\n\n\n@njit(cache=True)\ndef twice(x):\n    return kernel(x)\n",
     "pkg_c/__init__.py": "",
-    "pkg_c/chain.py": "from numba import njit\n\nfrom pkg_b import kernel as kmod\n\n\n@njit(cache=True)\ndef via_chain(x):\n    return kmod.kernel(x) + 0.5\n",
+    "pkg_c/chain.py": (
+        "from numba import njit\n\nfrom pkg_b import kernel as kmod\n\n\n@njit(cache=True)\ndef via_chain(x):\n    return kmod.kernel(x) + 0.5\n\n\n"
+        "@njit(cache=True)\ndef via_plain(x):\n    return kmod.plain(x) + 0.5\n"
+    ),
     "pkg_c/unrelated.py": "from numba import njit\n\n\n@njit(cache=True)\ndef alone(x):\n    return x - 1.0\n",
     "pkg_d/__init__.py": "",
     "pkg_d/levels.py": "import numpy as np\nfrom numba import njit\n\nLEVELS = np.zeros(1)\n\n\n@njit(cache=True)\ndef level(x):\n    return x + LEVELS[0]\n",
@@ -123,10 +126,11 @@ FUNCTION_FILES = {
 }
 FUNCTION_RUN = (
     "from pkg_b.kernel import plain, uses_triple\nfrom pkg_b.other import twice\nfrom pkg_c.chain import via_chain\n"
-    "from pkg_c.unrelated import alone\nprint('result', twice(1.0), plain(1.0), uses_triple(1.0), via_chain(1.0), alone(1.0))\n"
+    "from pkg_c.chain import via_plain\nfrom pkg_c.unrelated import alone\n"
+    "print('result', twice(1.0), plain(1.0), uses_triple(1.0), via_chain(1.0), alone(1.0), via_plain(1.0))\n"
 )
 STALE = {("pkg_b/kernel.py", "kernel"), ("pkg_b/other.py", "twice"), ("pkg_c/chain.py", "via_chain"), ("pkg_d/levels.py", "level")}
-KEPT = {("pkg_b/kernel.py", "plain"), ("pkg_b/kernel.py", "uses_triple"), ("pkg_c/unrelated.py", "alone")}
+KEPT = {("pkg_b/kernel.py", "plain"), ("pkg_b/kernel.py", "uses_triple"), ("pkg_c/unrelated.py", "alone"), ("pkg_c/chain.py", "via_plain")}
 
 
 def _project(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -154,7 +158,7 @@ def test_per_function_a_helper_reached_from_another_module_runs_mutated_and_unre
     shared = tmp_path / "shared"
     env = os.environ | {"NUMBA_CACHE_DIR": str(shared), "NUMBA_DEBUG_CACHE": "1", "PYTHONPATH": str(root)}
     baseline = subprocess.run([sys.executable, "-c", FUNCTION_RUN], cwd=root, env=env, capture_output=True, text=True, check=True)
-    assert "result 4.0 0.0 3.0 4.5 0.0" in baseline.stdout  # (1 + 1) * 2, 1 - 1, 1 * 3, 4 + 0.5, 1 - 1
+    assert "result 4.0 0.0 3.0 4.5 0.0 0.5" in baseline.stdout  # (1 + 1) * 2, 1 - 1, 1 * 3, 4 + 0.5, 1 - 1, 0 + 0.5
     subprocess.run([sys.executable, "-c", "from pkg_d.levels import level\nimport pkg_d.fill\nprint(level(1.0))"], cwd=root, env=env, check=True)
 
     original = (root / "pkg_a/helper.py").read_text()
@@ -169,14 +173,14 @@ def test_per_function_a_helper_reached_from_another_module_runs_mutated_and_unre
     fresh = tmp_path / "fresh"
     seeded, left_out = mutate.seed_numba_cache(shared, fresh, mutate.stale_modules(module, root), root, functions, module)
     kept = {p.name.split("-", 1)[0] for p in fresh.rglob("*.nbi")}
-    assert kept == {"kernel.plain", "kernel.uses_triple", "unrelated.alone"}, kept
-    assert seeded == 6 and left_out > 0  # an index and one compiled overload each
+    assert kept == {"kernel.plain", "kernel.uses_triple", "unrelated.alone", "chain.via_plain"}, kept
+    assert seeded == 8 and left_out > 0  # an index and one compiled overload each
 
     done = subprocess.run([sys.executable, "-c", FUNCTION_RUN], cwd=root, env=env | {"NUMBA_CACHE_DIR": str(fresh)}, capture_output=True, text=True, check=True)
-    assert "result 6.0 0.0 3.0 6.5 0.0" in done.stdout  # the mutated helper ran, in kernel, twice and via_chain
+    assert "result 6.0 0.0 3.0 6.5 0.0 0.5" in done.stdout  # the mutated helper ran, in kernel, twice and via_chain
     log = _cache_log(done.stdout)
     # The unrelated kernels were loaded, not recompiled; uses_triple kept the unmutated triple it embeds.
-    assert {log[f] for f in ("kernel.plain", "kernel.uses_triple", "unrelated.alone")} == {"loaded"}, log
+    assert {log[f] for f in ("kernel.plain", "kernel.uses_triple", "unrelated.alone", "chain.via_plain")} == {"loaded"}, log
     assert {log[f] for f in ("kernel.kernel", "other.twice", "chain.via_chain", "helper.bump")} == {"saved"}, log
 
 
