@@ -183,6 +183,8 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     # `starts` and its shifted copy have one length; `ne_missing` never yields a null.
     ('lake/validation.py', 'for a, b in zip(starts, [*starts[1:], len(values)], strict=True):', 'for a, b in zip(starts, [*starts[1:], len(values)], strict=False):'),
     ('lake/validation.py', 'starts = symbol.ne_missing(symbol.shift(1)).fill_null(True).arg_true().to_numpy()', 'starts = symbol.ne_missing(symbol.shift(1)).fill_null(False).arg_true().to_numpy()'),
+    # polars' max_horizontal skips a NaN as it skips a null: the floor is the scale either way.
+    ('lake/validation.py', 'return pl.Series("_scale", out, nan_to_null=True)', 'return pl.Series("_scale", out, nan_to_null=False)'),
     # `_split` enters only as the difference of two rows of a symbol: a constant in every row cancels.
     ('lake/validation.py', 'terms = [pl.lit(0.0)]', 'terms = [pl.lit( 1.0)]'),
     ('lake/validation.py', 'terms = [pl.lit(0.0)]', 'terms = [pl.lit( -1.0)]'),

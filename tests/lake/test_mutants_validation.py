@@ -539,7 +539,7 @@ def test_each_symbol_s_run_is_sampled_by_its_own_length() -> None:
 
 
 def test_a_return_from_a_zero_close_is_an_outlier() -> None:
-    """The only return is infinite: no scale to measure it by, so the floor does (it was 0 with a NaN scale)."""
+    """The only return is infinite: no scale to measure it by, so the floor does."""
     report = _polars(_session(closes=[0.0, 100.0]))
     assert report.outcome("outlier_jumps").failed_rows == 1 and report.outcome("price_jump").failed_rows == 1
 
