@@ -5,8 +5,11 @@ session's daily bar reaches the lake at the next session's open (`market_open_sc
 decide run of session s (the new-bar sensor's after the open, 11:00, 14:30, the window's end)
 decides on bar s-1, the newest bar complete by its now, all with the same client order ids. An order
 fills at the open of the first bar that opens at or after the instant it was sent (README, modes):
-bar s+1. That is `run_backtest` (next open) on the same daily bars with the strategy's signals one
-bar late: the signal of bar s-1 acts at bar s, fills at s+1. The rest is the deployment's config:
+bar s+1. That is `run_backtest` (next open) on the same daily bars with the strategy's signals and
+the closes one bar late (`one_bar_late`): at bar s it decides on bar s-1's signal and sizes and caps
+on bar s-1's closes, as the decide runs of session s do, and fills at bar s+1's open. (Signals alone
+made late are not it: the hard limits' cut at the decision then reads bar s's closes, and a
+faulted quarter bought MSFT 3 where the account bought 4.) The rest is the deployment's config:
 the ledger's deposit as the initial cash, the simulated broker's costs and fill model
 (`trading.session.backtest_config`), the pipeline's hard limits (`trading.session.sizing_limits`).
 
@@ -24,15 +27,18 @@ Compared, at each session's bar up to the first one that cannot be: every fill (
 quantity, price, commission) against the backtest's orders, and the account's equity (the ledger's
 fills replayed, marked at the bar's closes; at the end, the simulated broker's own cash and
 positions) against the backtest's, to 1e-9 relative. Sessions that cannot be compared are in
-`uncompared` with the reason, and said once among the problems: never skipped silently. The one
+`uncompared` with the reason, and said once among the problems: never skipped silently. The account
+at bar s is its cash and positions after bar s's fills marked at bar s-1's closes, as the backtest's
+(`decision_closes`). The one
 known: a flatten (or kill switch) that cancels an order sent in an earlier session, which by the
 fill rule had filled at this session's open already, but the simulated broker has not lived through
 that bar yet (`SimulatedBroker.close_all`); from there on the account and the backtest part.
 
-Where the two could still part (a fill's quantity would differ: a problem): the hard limits cut an
-entry when it is decided, on the closes the decider sees (bar s-1's in the deployment, bar s's in the
-late-signal backtest) and on a book without the orders still in flight; both re-cut it at the fill
-by the same rule (`capped_at_fill`), which decides the quantity whenever its cut is the smaller.
+Where the two could still part (a fill or the equity would differ: a problem): the backtest's book at
+bar s has the fills of bar s's open, which the deployment learns of only at the next session; the
+decision's cut (cash, position and sector shares) then reads a different book. The deployment's
+flatten cancels what was sent the session before, so it takes orders on consecutive sessions in
+different symbols with nothing held to show it.
 """
 
 from __future__ import annotations
@@ -88,15 +94,27 @@ class Parity:
 
 
 def one_bar_late(strategy: Strategy[Any]) -> Strategy[Any]:
-    """`strategy` with every signal column moved to the symbol's next bar: what a deployment that
-    learns of bar t at the next open does at t+1 (no look-ahead: a shift towards the future)."""
+    """`strategy` as the deployment acts on it: bar s carries bar s-1's signals and close, so the
+    backtest decides at bar s on what the decide runs of session s see (bar s-1, the newest in the
+    lake), sizes and caps on its closes, and fills at bar s+1's open. The opens stay: every fill and
+    every at-the-open equity is at the real prices. (No look-ahead: shifts towards the future only;
+    the first bar, before any trade, keeps its own close.)"""
     columns = (*SIGNALS, "size", "stop", "target1", "target2")
 
     def compute(bars: pl.DataFrame, params: Any) -> pl.DataFrame:
         out = strategy.signals(bars, params)
-        return out.with_columns(pl.col(c).shift(1).over("symbol") for c in columns)
+        return out.with_columns(
+            *(pl.col(c).shift(1).over("symbol") for c in columns),
+            pl.col("close").shift(1).over("symbol").fill_null(pl.col("close")),
+        )
 
     return replace(strategy, compute=compute, lookback=lambda p: strategy.lookback(p) + 1, fast_path=None)
+
+
+def decision_closes(bars: pl.DataFrame) -> dict[tuple[datetime, str], float]:
+    """(bar, symbol) -> the close the deployment marks the account at by then: the previous bar's."""
+    late = bars.sort("symbol", "ts").with_columns(pl.col("close").shift(1).over("symbol").fill_null(pl.col("close")))
+    return {(r["ts"], r["symbol"]): r["close"] for r in late.select("ts", "symbol", "close").iter_rows(named=True)}
 
 
 def _session(ts: datetime) -> date:
@@ -248,7 +266,7 @@ def check_equity_vs_backtest(result: SoakResult) -> Parity:
         )
     cut = _cut_by_close_all(result)
     stop_at = min(cut) if cut else None
-    closes = {(r["ts"], r["symbol"]): r["close"] for r in bars.select("ts", "symbol", "close").iter_rows(named=True)}
+    closes = decision_closes(bars)  # the backtest marks bar s at bar s-1's closes, as the late frame has them
     want = {(r["ts"], r["symbol"]): r for r in backtest.orders.iter_rows(named=True)}
     got: dict[tuple[datetime, str], dict[str, Any]] = {}
     for ts, p in fills:
