@@ -33,12 +33,12 @@ def range_tables_nb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     n = x.shape[0]
     pmin, pmax, smin, smax = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     for t in range(n):
-        if t & (BLOCK - 1) == 0:
+        if (t & (BLOCK - 1)) == 0:
             pmin[t], pmax[t] = x[t], x[t]
         else:
             pmin[t], pmax[t] = min(pmin[t - 1], x[t]), max(pmax[t - 1], x[t])
     for t in range(n - 1, -1, -1):
-        if t == n - 1 or (t + 1) & (BLOCK - 1) == 0:
+        if t == n - 1 or ((t + 1) & (BLOCK - 1)) == 0:
             smin[t], smax[t] = x[t], x[t]
         else:
             smin[t], smax[t] = min(smin[t + 1], x[t]), max(smax[t + 1], x[t])
@@ -133,7 +133,7 @@ def mark_stretch_nb(
     active, top, low = False, 0.0, 0.0
     t = a
     while t <= b:
-        if active and t & (BLOCK - 1) == 0 and t + BLOCK - 1 <= b:
+        if active and (t & (BLOCK - 1)) == 0 and t + BLOCK - 1 <= b:
             hi, lo = (smax[t], smin[t]) if sign > 0 else (-smin[t], -smax[t])
             if hi <= top:  # no new record in this block: only its lowest value matters
                 low = min(low, lo)
@@ -154,10 +154,10 @@ def mark_stretch_nb(
 @njit(cache=True, inline="always")
 def _lowest_bit_nb(word: np.uint64) -> int:
     k = 0
-    while word & np.uint64(0xFF) == 0:
+    while (word & np.uint64(0xFF)) == 0:
         word >>= np.uint64(8)
         k += 8
-    while word & np.uint64(1) == 0:
+    while (word & np.uint64(1)) == 0:
         word >>= np.uint64(1)
         k += 1
     return k
@@ -198,10 +198,12 @@ def first_touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: 
     """The first bar t in a..b with low[t] <= s or high[t] >= h (NaN levels never touch); b + 1 if
     none. spmin: range_tables_nb(low)'s block minima, spmax: range_tables_nb(high)'s block maxima."""
     t = a
-    while t <= b and t & (BLOCK - 1) != 0:
+    while t <= b and (t & (BLOCK - 1)) != 0:
         if _hit_nb(low[t], high[t], s, h):
             return t
         t += 1
+    if t > b:
+        return b + 1
     blk = t >> SHIFT
     full = (b + 1) >> SHIFT  # blocks blk .. full - 1 lie inside a..b
     if blk < full and not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
