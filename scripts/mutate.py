@@ -62,7 +62,7 @@ SEED = 0
 # module -> the tests that guard it (pytest arguments). Numba-compiled modules (FRESH_NUMBA_CACHE) get a
 # numba cache of their own per mutant: numba's cache does not notice that a function compiled into a
 # kernel changed in another file, and would run the unmutated code. It is seeded with the baseline's
-# compiled entries minus those that could embed the mutated code (`stale_modules`, `seed_numba_cache`).
+# compiled entries minus those whose function can reach the mutated code (`stale_functions`, `seed_numba_cache`).
 MODULES: dict[str, list[str]] = {
     "lake/validation.py": ["tests/lake/test_mutants_validation.py", "tests/lake/test_validation.py"],
     # The formulas alone: exposure and turnover are the engine's (its tests run a backtest).
