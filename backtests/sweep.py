@@ -43,6 +43,7 @@ from backtests.engine import (
     to_market,
 )
 from backtests.market import Market
+from backtests.sweep_channel_fast_nb import breakout_bits_nb, channel_fast_sweep_nb
 from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
@@ -327,14 +328,15 @@ def _channel_sweep(
         return np.array([kind(getattr(p, name)) for p in grid])
 
     mirrored = np.array([bool(getattr(p, shape.short, False)) for p in grid], dtype=np.bool_)
-    final, max_dd, orders = _kernel(channel_sweep_nb)(
+    ohlc = (col(market.open), col(market.high), col(market.low), col(market.close))
+    fast = all(np.isfinite(x).all() for x in ohlc)  # the event-to-event kernel's range tables need finite prices
+    bits = _kernel(breakout_bits_nb)(ohlc[3], highs, lows) if fast else ()
+    final, max_dd, orders = _kernel(channel_fast_sweep_nb if fast else channel_sweep_nb)(
         col(market.open if config.fill == "next_open" else market.close),
-        col(market.open),
-        col(market.high),
-        col(market.low),
-        col(market.close),
+        *ohlc,
         highs,
         lows,
+        *bits,
         np.array([row[w] for w in of(shape.entry, int)], dtype=np.int64),
         np.array([row[w] for w in of(shape.exit, int)], dtype=np.int64),
         atrs,
@@ -353,6 +355,7 @@ def _channel_sweep(
         config.slippage_bps / 1e4,
         config.init_cash,
         not config.fractional,
+        *((min(len(grid), numba.get_num_threads()),) if fast else ()),
     )
     return _table(grid, final, max_dd, orders, config)
 

@@ -1,0 +1,185 @@
+"""`channel_sweep_nb`'s rules and numbers, from event to event instead of bar by bar.
+
+Each distinct channel window gets two bitsets once: the decision bars whose close breaks above its
+high and the ones whose close breaks below its low. A combination visits only the bars where
+something can happen, with the old per-bar step run exactly there: a bar that fills an order, the
+next breakout that can change what it holds (flat: an entry either way; long: a long exit or a
+short entry; short: a short exit or a long entry; every other bar leaves `next_direction` on the
+held side), and the first bar whose range touches the active bracket level (`bracket_step` acts only
+when the low reaches the stop or the high a target, mirrored for a short: found by binary lifting
+over blocks of lows and highs). The bars between are marks only, settled per stretch
+(`sweep_stretch_nb.mark_stretch_nb`). Every combination of a chunk walks BARS bars before the next
+stretch, so the data it reads is in cache.
+`tests/backtests/test_sweep_channel_fast.py` checks it bit for bit against `channel_sweep_nb`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side_of_nb
+from backtests.sweep_nb import _fill_nb, _trade_nb
+from backtests.sweep_stretch_nb import (
+    first_touch_nb,
+    mark_stretch_nb,
+    next_bit_nb,
+    range_tables_nb,
+    set_bit_nb,
+)
+
+BARS = 2048  # bars walked by every combination of a chunk before the next stretch
+
+
+@njit(cache=True, parallel=True)
+def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(up, down): per channel row, the bits of the bars t in 0..n-2 whose close is above the
+    channel's high / below its low (NaN compares False)."""
+    rows, n = channel_high.shape
+    words = (n + 63) >> 6
+    up = np.zeros((rows, words), dtype=np.uint64)
+    down = np.zeros((rows, words), dtype=np.uint64)
+    for r in prange(rows):
+        for t in range(n - 1):
+            if close[t] > channel_high[r, t]:
+                set_bit_nb(up[r], t)
+            if close[t] < channel_low[r, t]:
+                set_bit_nb(down[r], t)
+    return up, down
+
+
+@njit(cache=True, parallel=True)
+def channel_fast_sweep_nb(
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    channel_high: np.ndarray,
+    channel_low: np.ndarray,
+    up: np.ndarray,
+    down: np.ndarray,
+    entry_row: np.ndarray,
+    exit_row: np.ndarray,
+    atrs: np.ndarray,
+    atr_row: np.ndarray,
+    stop_mult: np.ndarray,
+    target1_mult: np.ndarray,
+    target2_mult: np.ndarray,
+    sizes: np.ndarray,
+    size_row: np.ndarray,
+    short_levels: np.ndarray,
+    short: np.ndarray,
+    brackets: bool,
+    fee: np.ndarray,
+    fee_bps: float,
+    fee_per_share: float,
+    slip: float,
+    init_cash: float,
+    whole: bool,
+    chunks: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final equity, max drawdown and order count per combination k, as `channel_sweep_nb` gives
+    them (same arguments, plus `breakout_bits_nb`'s (up, down) of the channel rows and the number of
+    chunks run in parallel). Open, high, low and close must be finite."""
+    n = close.shape[0]
+    k_total = entry_row.shape[0]
+    final = np.empty(k_total)
+    max_dd = np.empty(k_total)
+    orders = np.zeros(k_total, dtype=np.int64)
+    pmin, pmax, smin, smax, spmin, spmax = range_tables_nb(close)
+    low_min = range_tables_nb(low)[4]
+    high_max = range_tables_nb(high)[5]
+    none = np.zeros(up.shape[1], dtype=np.uint64)
+    for c in prange(chunks):
+        m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...
+        cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
+        peak, dd = np.full(m, init_cash), np.zeros(m)
+        phase, fill_bar = np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64)
+        entry, lv_stop, lv_t1, lv_t2 = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+        p_stop, p_t1, p_t2, from_flat = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=np.bool_)
+        for t0 in range(0, n, BARS):
+            t1 = min(n, t0 + BARS)
+            for i in range(m):
+                k = c + i * chunks
+                entry_high, entry_low = channel_high[entry_row[k]], channel_low[entry_row[k]]
+                exit_high, exit_low = channel_high[exit_row[k]], channel_low[exit_row[k]]
+                atr, size = atrs[atr_row[k]], sizes[size_row[k]]
+                shorts, mirrored = short[k], short_levels[k]
+                up_entry, up_exit = up[entry_row[k]], up[exit_row[k]]
+                down_entry, down_exit = down[entry_row[k]], down[exit_row[k]]
+                short_entry = down_entry if shorts else none
+                short_exit = up_exit if shorts else none
+                c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
+                c_phase, c_fill_bar, c_entry = phase[i], fill_bar[i], entry[i]
+                c_stop, c_t1, c_t2 = lv_stop[i], lv_t1[i], lv_t2[i]
+                c_pstop, c_pt1, c_pt2, c_from_flat = p_stop[i], p_t1[i], p_t2[i], from_flat[i]
+                t = t0
+                while t < t1:
+                    held = side_of_nb(c_pos)
+                    if not np.isnan(c_pend):
+                        e = t
+                    else:
+                        if held == 0:
+                            e = next_bit_nb(up_entry, short_entry, t, t1)
+                        elif held > 0:
+                            e = next_bit_nb(down_exit, short_entry, t, t1)
+                        else:
+                            e = next_bit_nb(up_entry, short_exit, t, t1)
+                        if held != 0 and c_phase > 0 and e > t:  # the bracket's first touch before it
+                            stop = c_stop if c_phase == 1 else c_entry
+                            target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
+                            if held > 0:
+                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                            else:
+                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
+                    if e > t:
+                        c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
+                    if e == t1:
+                        break
+                    t = e  # channel_sweep_nb's step, on this bar
+                    if not np.isnan(c_pend):
+                        c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
+                        orders[k] += filled
+                        if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
+                            c_phase, c_fill_bar, c_entry = 1, t, fill_price[t]
+                            c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
+                        else:
+                            c_phase = 0
+                        c_pend = np.nan
+                    elif c_pos != 0 and c_phase > 0 and t > c_fill_bar:
+                        side = side_of_nb(c_pos)
+                        c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], side)
+                        if action > 0:
+                            delta = half_exit_nb(c_pos, side, whole) if action == 1 else -c_pos
+                            c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
+                            orders[k] += filled
+                    equity = c_cash + c_pos * close[t]
+                    c_peak = max(c_peak, equity)
+                    c_dd = max(c_dd, 1.0 - equity / c_peak)
+                    t += 1
+                    if t == n:
+                        break
+                    cl = close[t - 1]
+                    breakout_up = cl > entry_high[t - 1]
+                    breakout_down = cl < entry_low[t - 1]
+                    held = side_of_nb(c_pos)
+                    _, order = next_order_nb(
+                        held, breakout_up, cl < exit_low[t - 1], shorts and breakout_down, shorts and cl > exit_high[t - 1], size[t - 1]
+                    )
+                    if not np.isnan(order):
+                        c_pend, c_from_flat = order, held == 0
+                        # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
+                        side_level = -1.0 if mirrored and breakout_down and cl <= entry_high[t - 1] else 1.0
+                        c_pstop = cl - side_level * stop_mult[k] * atr[t - 1]
+                        c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
+                        c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]
+                cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
+                phase[i], fill_bar[i], entry[i] = c_phase, c_fill_bar, c_entry
+                lv_stop[i], lv_t1[i], lv_t2[i] = c_stop, c_t1, c_t2
+                p_stop[i], p_t1[i], p_t2[i], from_flat[i] = c_pstop, c_pt1, c_pt2, c_from_flat
+        for i in range(m):
+            k = c + i * chunks
+            final[k] = cash[i] + pos[i] * close[n - 1]
+            max_dd[k] = dd[i]
+    return final, max_dd, orders
