@@ -434,6 +434,10 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
         partial_fill_prob=config.partial_fill_prob,
         reject_prob=config.reject_prob,
     )
+    pipeline = trading.pipeline()
+    # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
+    stamps = bars["ts"]
+    headlines_at = headlines_over(lake.location, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))  # type: ignore[arg-type]  # a LakeRoot
     # A session over history is its own account: its own ledger per run, never the trading ledger
     # (whose portfolio, halts and peak would otherwise take in a simulation's fills and marks).
     stored = lake.location / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"
@@ -441,10 +445,6 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     ledger = Ledger(f"sqlite:///{ledger_path}")
     done = False
     spend = trading.ledger()  # the model spend is real money: it counts against the trading ledger's budget
-    pipeline = trading.pipeline()
-    # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
-    stamps = bars["ts"]
-    headlines_at = headlines_over(lake.location, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))  # type: ignore[arg-type]  # a LakeRoot
     try:
         session = run_simulated_session(
             bars=bars,
