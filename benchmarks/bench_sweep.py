@@ -8,6 +8,8 @@ Per strategy, on the same bars:
 - ours: `backtests.sweep.sweep` over the whole grid, whatever route the strategy's declaration gives
   it (fused kernel, or the generic compiled path), in a child process for its own peak RSS (imports,
   the bars and the sweep); numba compile excluded (a first call on 500 bars);
+- ours before: for rsi_reversion and donchian_breakout, the bar-by-bar fused kernels they had before
+  they went from event to event (session 5), on the same grid, final equity compared;
 - ours, generic path: the same strategy with its `fast_path` removed, on a few combinations (the
   route the strategy had before it declared a shape; skipped for strategies without one);
 - raw vectorbt: `Portfolio.from_signals` on the strategy's own signals for a sample of the grid
@@ -44,7 +46,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 from backtests.engine import BacktestConfig  # noqa: E402
 from backtests.sweep import expand_grid, sweep  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
-from strategies.base import ChannelBreakout, Strategy  # noqa: E402
+from strategies.base import ChannelBreakout, MovingAverageCross, Strategy  # noqa: E402
 from strategies.builtin import BUILTINS  # noqa: E402
 
 CONFIG = BacktestConfig(fees_bps=1.0, timeframe="1m")
@@ -99,7 +101,9 @@ def sweep_child(path: str, name: str, generic: int) -> None:
     bars = pl.read_parquet(path)
     strategy: Strategy[Any] = BUILTINS[name]
     grid = grid_of(name)
-    if generic:
+    if generic < 0:
+        bar_by_bar()
+    elif generic:
         strategy = replace(strategy, fast_path=None)
         grid = [grid[i] for i in np.linspace(0, len(grid) - 1, generic).astype(int)]
     start = time.perf_counter()
@@ -111,6 +115,23 @@ def sweep_child(path: str, name: str, generic: int) -> None:
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps({"combinations": len(grid), "bars": bars.height, "seconds": seconds, "cpu": cpu, "compile": compile_s,
                       "peak_gb": peak_gb(), "final": table["final_equity"].to_list()}))  # fmt: skip
+
+
+def bar_by_bar() -> None:
+    """The fused routes as they were before they went from event to event (session 5): the
+    threshold and channel kernels stepping every bar, on the polars indicator rows."""
+    from backtests import sweep as route
+    from backtests.sweep_channel_nb import channel_sweep_nb
+    from backtests.sweep_threshold_nb import threshold_sweep_nb
+
+    def threshold(prices: Any, values: Any, value_row: Any, levels: Any, sizes: Any, size_row: Any, short: Any, costs: Any) -> Any:
+        return route._kernel(threshold_sweep_nb)(*prices, values, value_row, *levels, sizes, size_row, short, *costs)
+
+    def channel(*args: Any) -> Any:
+        return route._kernel(channel_sweep_nb)(*args[:7], *args[9:-1])  # no breakout bits, no chunks
+
+    # rsi_sma None: no indicator is it, so the RSI rows come from the strategy's polars expression.
+    vars(route).update(_threshold_fast=threshold, rsi_sma=None, channel_fast_sweep_nb=channel)
 
 
 def run_child(path: str, name: str, generic: int = 0) -> dict[str, Any]:
@@ -164,6 +185,12 @@ def strategy_rows(path: str, bars: pl.DataFrame, name: str, vbt_combos: int, gen
             f"{ratio:.0f}x vectorbt (wall), {cpu_ratio:.0f}x per CPU-second; peak RSS {ours['peak_gb']:.2f} GB; cpu {ours['cpu']:.1f} s; {verdict} the targets (>= 100x, < 1 GB)",
         )
     ]
+    if fused and not isinstance(strategy.fast_path, MovingAverageCross):
+        old = run_child(path, name, -1)
+        old_rate = n * old["combinations"] / old["seconds"]
+        same = "same final equity" if old["final"] == ours["final"] else "FINAL EQUITY DIFFERS"
+        rows.append((f"{name}: ours before (session 5's bar-by-bar fused kernel), {old['combinations']} combinations", old["seconds"], f"{old_rate / 1e6:.0f} M bar-evals/s",
+                     f"{old_rate / vbt_rate:.0f}x vectorbt (wall), {(vbt_cpu / (n * vbt_combos)) / (old['cpu'] / (n * old['combinations'])):.0f}x per CPU-second; peak RSS {old['peak_gb']:.2f} GB; cpu {old['cpu']:.1f} s; {same} as now"))  # fmt: skip
     if generic and fused:
         before = run_child(path, name, generic)
         before_rate = n * before["combinations"] / before["seconds"]
