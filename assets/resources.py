@@ -29,7 +29,7 @@ class LakeResource(dg.ConfigurableResource):
 
     `location` is where the datasets live (bars, quarantine, derived, research outputs): every
     reader and writer of the lake takes it. `path` is the same lake as a local folder, for what
-    works on local files only (SQLite ledgers, news, retention): it refuses an
+    works on local files only (the demo's bulk ingest): it refuses an
     object-store lake rather than quietly using some other folder.
     """
 

@@ -94,7 +94,7 @@ def decision_cycle(context: dg.AssetExecutionContext, config: DecisionConfig, la
     ledger = trading.ledger()
     try:
         report = run_decision_cycle(
-            lake_root=lake.location,  # type: ignore[arg-type]  # trading/ types it Path; it reads through lake.store (a LakeRoot)
+            lake_root=lake.location,
             ledger=ledger,
             strategy=strategy,
             params=params,
@@ -185,7 +185,7 @@ def _side_by_side(
             brokers = dict(split(shared, books, capital, now=run_now(context), mode=mode, run_id=context.run_id))
         runs = run_pipelines(
             plan=plan, configs=configs, ledger=ledger, brokers=brokers, initial_cash=account_cash, run_id=context.run_id,
-            thread_key=cycle_key(context), lake_root=lake.location, strategy=strategy, params=params, deciders=deciders,  # type: ignore[arg-type]  # a LakeRoot (as above)
+            thread_key=cycle_key(context), lake_root=lake.location, strategy=strategy, params=params, deciders=deciders,
             symbols=config.symbols or screened_universe(lake.location, run_now(context), as_of, config.timeframe, trading.pipeline().screener),
             timeframe=config.timeframe,
             as_of=as_of, mode=mode, cache=_cache(trading, config), now=run_now(context), checkpoint=checkpoint_file(ledger, context),
@@ -308,7 +308,7 @@ def end_of_day_report(context: dg.AssetExecutionContext, config: EndOfDayConfig,
     day = date.fromisoformat(config.day) if config.day else session_of(now, limits)
     symbols = config.symbols or universe()
     try:
-        marks = last_closes(lake.location, symbols, day)  # type: ignore[arg-type]  # a LakeRoot (as above)
+        marks = last_closes(lake.location, symbols, day)
     except LakeError:
         marks = {}
     ledger = trading.ledger()
@@ -422,7 +422,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     start = datetime.fromisoformat(config.start).replace(tzinfo=UTC)
     end = datetime.fromisoformat(config.end).replace(tzinfo=UTC) if config.end else run_now(context)
     try:
-        bars = session_bars(lake.location, symbols, config.timeframe, start, end)  # type: ignore[arg-type]  # a LakeRoot (as above)
+        bars = session_bars(lake.location, symbols, config.timeframe, start, end)
     except LakeError as exc:
         raise dg.Failure(str(exc)) from exc
     if bars.is_empty():
@@ -437,7 +437,7 @@ def paper_session(context: dg.AssetExecutionContext, config: PaperSessionConfig,
     pipeline = trading.pipeline()
     # The team's news nodes read what a decision cycle at each bar would: the news lake up to that bar.
     stamps = bars["ts"]
-    headlines_at = headlines_over(lake.location, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))  # type: ignore[arg-type]  # a LakeRoot
+    headlines_at = headlines_over(lake.location, pipeline, symbols, cast(datetime, stamps.min()), cast(datetime, stamps.max()))
     # A session over history is its own account: its own ledger per run, never the trading ledger
     # (whose portfolio, halts and peak would otherwise take in a simulation's fills and marks).
     stored = lake.location / "research" / "paper_session" / "ledgers" / f"{context.run_id}.sqlite"

@@ -159,9 +159,9 @@ def replace_partition(root: LakeRoot, dataset: str, timeframe: str, symbol: str,
 
 
 def _compacted(root: LakeRoot, dataset: str, timeframe: str, symbol: str, month: str) -> bool:
-    """Whether the month has a month file (lake/compaction.py runs on local lakes only: an object
-    store is not asked, which would cost a request per partition)."""
-    return not isinstance(root, ObjectPath) and partition_path(Path(root), dataset, timeframe, symbol, month).exists()
+    """Whether the month has a month file (asked only when a day is written empty: on an object
+    store one request then, none for the days written with rows)."""
+    return partition_path(root, dataset, timeframe, symbol, month).exists()
 
 
 def replace_partition_frames(

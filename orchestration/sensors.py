@@ -76,7 +76,7 @@ def price_move_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg
     threshold = env.move_pct / 100
     lake = ObservedLakeResource()  # the Definitions' lake (QUANTLAKE_LAKE_URL or QUANTLAKE_LAKE_DIR), not every resource built
     try:
-        closes = latest_closes(lake.location, sorted(env.universe_symbols), datetime.now(UTC), env.move_timeframe)  # type: ignore[arg-type]  # a LakeRoot: local or object store
+        closes = latest_closes(lake.location, sorted(env.universe_symbols), datetime.now(UTC), env.move_timeframe)
     except UnknownSymbolError as exc:  # a fresh deployment before its first ingest: nothing to compare yet
         return dg.SkipReason(f"no bars in the lake yet ({exc})")
     if not closes:

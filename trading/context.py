@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,7 +25,7 @@ from lake.errors import UnknownSymbolError
 from lake.features import FEATURES, compute_features
 from lake.resample import resample_bars
 from lake.schema import BAR_SCHEMA, TIMEFRAMES
-from lake.store import read_bars
+from lake.store import LakeRoot, read_bars
 from strategies.base import Strategy
 from trading.models import Frozen, PortfolioSnapshot
 
@@ -280,7 +279,7 @@ def _whole_bars(resampled: pl.DataFrame, minutes: pl.DataFrame, timeframe: str) 
 
 
 def read_frames(
-    lake_root: Path, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime, first: datetime | None = None
+    lake_root: LakeRoot, symbols: Sequence[str], frame_bars: Mapping[str, int], until: datetime, first: datetime | None = None
 ) -> dict[str, pl.DataFrame]:
     """From the lake, enough bars of each timeframe of `frame_bars` before `until` (stored, else
     resampled from 1m bars) for a decision at `until`, or at every bar from `first` (a session: one

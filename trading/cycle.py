@@ -11,14 +11,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from lake.news.store import read_news
 from lake.schema import TIMEFRAMES
-from lake.store import read_bars, scan_dataset
+from lake.store import LakeRoot, read_bars, scan_dataset
 from strategies.base import Strategy
 from trading.accounts import AccountBook, AccountPlan, SubAccount
 from trading.agents.cache import ResponseCache
@@ -58,7 +57,7 @@ class CycleReport:
         return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def load_window(lake_root: Path, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int, now: datetime | None = None) -> pl.DataFrame:
+def load_window(lake_root: LakeRoot, symbols: list[str], timeframe: str, as_of: datetime | None, lookback_bars: int, now: datetime | None = None) -> pl.DataFrame:
     """Enough recent bars for `lookback_bars` of warm-up before `as_of` (or the newest bar complete by `now`)."""
     bar = TIMEFRAMES[timeframe]
     dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"
@@ -98,7 +97,7 @@ def tokens_on(ledger: Ledger, day: date) -> int:
 
 def run_decision_cycle(
     *,
-    lake_root: Path,
+    lake_root: LakeRoot,
     ledger: Ledger,
     strategy: Strategy[Any],
     params: Any,
@@ -237,14 +236,14 @@ def _by_symbol(news: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def headlines_for(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], as_of: datetime) -> dict[str, list[dict[str, Any]]] | None:
+def headlines_for(lake_root: LakeRoot, pipeline: PipelineConfig, symbols: list[str], as_of: datetime) -> dict[str, list[dict[str, Any]]] | None:
     """Headlines per symbol from the news lake, point in time at `as_of`, over the longest lookback of the
     graph's news nodes; None (no read) when no node reads news."""
     lookback = _news_lookback(pipeline)
     return None if lookback is None else _by_symbol(read_news(lake_root, symbols, as_of, lookback))
 
 
-def headlines_over(lake_root: Path, pipeline: PipelineConfig, symbols: list[str], first: datetime, last: datetime) -> HeadlinesAt | None:
+def headlines_over(lake_root: LakeRoot, pipeline: PipelineConfig, symbols: list[str], first: datetime, last: datetime) -> HeadlinesAt | None:
     """For a session (a step per bar from `first` to `last`): the news lake read once, then at each bar
     what `headlines_for` reads at it (created in the lookback up to the bar, stored version there by
     then: an edit after the bar leaves the row out). None (no read) when no node reads news."""
@@ -271,14 +270,14 @@ def day_summary(ledger: Ledger, day: date, marks: dict[str, float], exchange: st
     return project(ledger).day_summary(day, marks, get_calendar(exchange).tz)
 
 
-def last_closes(lake_root: Path, symbols: list[str], day: date) -> dict[str, float]:
+def last_closes(lake_root: LakeRoot, symbols: list[str], day: date) -> dict[str, float]:
     """Each symbol's last daily close on or before `day` (marks for the end-of-day report)."""
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     bars = read_bars(lake_root, symbols, "1d", end - timedelta(days=14), end)
     return {r["symbol"]: r["close"] for r in bars.group_by("symbol").agg(pl.col("close").last()).iter_rows(named=True)}
 
 
-def latest_closes(lake_root: Path, symbols: list[str], now: datetime, timeframe: str = "1m") -> dict[str, tuple[str, float]]:
+def latest_closes(lake_root: LakeRoot, symbols: list[str], now: datetime, timeframe: str = "1m") -> dict[str, tuple[str, float]]:
     """Each symbol's newest bar in the lake: (bar time ISO, close); symbols with no bars are left out."""
     recent = now - timedelta(days=10)
     out: dict[str, tuple[str, float]] = {}

@@ -26,13 +26,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from backtests.engine import BacktestConfig, SizingLimits
 from lake.schema import TIMEFRAMES
+from lake.store import LakeRoot
 from strategies import controls
 from strategies.base import Strategy
 from trading.agents.trend_filter import frame_needs
@@ -102,7 +102,7 @@ def run_simulated_session(
     headlines_at: Callable[[datetime], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
     spend_ledger: Ledger | None = None,
     now: datetime | None = None,
-    lake_root: Path | None = None,
+    lake_root: LakeRoot | None = None,
 ) -> SessionReport:
     """Walks `bars` (all symbols, one timeframe) in time order; bars before `trade_from` only warm up.
     `headlines_at(ts)`: the news a decision at bar `ts` may read (`trading.cycle.headlines_over`).
@@ -148,7 +148,7 @@ def run_simulated_session(
     return SessionReport(run_id, len(stamps), decisions, orders, len(broker.fills), broker, equity, _order_log(log, broker))
 
 
-def session_frames(decider: DecisionPipeline, bars: pl.DataFrame, stamps: list[datetime], lake_root: Path | None) -> dict[str, pl.DataFrame] | None:
+def session_frames(decider: DecisionPipeline, bars: pl.DataFrame, stamps: list[datetime], lake_root: LakeRoot | None) -> dict[str, pl.DataFrame] | None:
     """The other timeframes the graph's nodes read, once for the whole session (each step cuts its own point
     in time): from the lake when given, else from the session's bars, never from a step's short window
     (sized for the strategy's warm-up, not for a node's mean). None when no node reads one."""
@@ -229,7 +229,7 @@ def _order_log(rows: list[dict[str, Any]], broker: SimulatedBroker) -> pl.DataFr
     return frame.with_columns(pl.col("ts").cast(UTC_TS))
 
 
-def session_bars(lake_root: Path, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
+def session_bars(lake_root: LakeRoot, symbols: list[str], timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
     from lake.store import read_bars
 
     dataset = "resampled" if timeframe in ("5m", "15m", "1h") else "bars"

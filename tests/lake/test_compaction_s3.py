@@ -102,7 +102,6 @@ def test_a_day_object_replaced_while_compacting_is_kept_and_wins(lake: ObjectPat
     assert got.height == bars.filter(pl.col("symbol") == "AAPL").height  # every other bar once, from the month object
 
 
-@pytest.mark.xfail(strict=True, reason="lake/store.py `_compacted` does not ask an object store: the lead applies h6's one-line diff, then drops this mark")
 def test_a_day_reingested_empty_after_an_s3_compaction_holds_nothing(lake: ObjectPath, bars: pl.DataFrame) -> None:
     """An empty re-ingest of a compacted day must leave a tombstone (an empty day object) hiding the
     month's rows of that day; deleting the day object instead would bring them back."""

@@ -265,3 +265,13 @@ def test_bulk_backfill_quarantines_a_files_weekend_row(lake_root: Path, tmp_path
     assert "1m: 391 rows, 390 written to 2 partitions, 1 quarantined; failing rows by check: {'in_session': 1}" in out
     quarantine = pl.read_parquet(next((lake_root / "quarantine").rglob("*.parquet")))
     assert "outside the AAPL session hours" in quarantine["reason"][0]
+
+
+def test_the_demo_refuses_an_object_store_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's seeded synthetic bars must not land in a deployment's bucket: it stops before any run."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUANTLAKE_LAKE_URL", "s3://trading-lake/prod")
+    assert main(["demo"]) == 2
+    out, err = capsys.readouterr()
+    assert "quantlake demo builds a local lake" in err and "s3://trading-lake/prod" in err and "unset QUANTLAKE_LAKE_URL" in err
+    assert not (tmp_path / "home").exists(), "the demo started before refusing"

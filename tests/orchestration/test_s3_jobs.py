@@ -89,7 +89,7 @@ def test_ingest_and_a_backtest_through_the_default_resources_write_the_bucket(s3
 
 
 def test_the_lake_resource_names_the_bucket_and_refuses_a_local_folder_for_it(s3_lake: ObjectPath) -> None:
-    """What works on local files only (ledgers, news, retention) asks for `path`: on an
+    """What works on local files only (the demo's bulk ingest) asks for `path`: on an
     object-store lake that is an error naming the lake, not some other local folder."""
     from orchestration.run_context import ObservedLakeResource
 
