@@ -247,6 +247,10 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     # numba's `cache` flag only decides whether the compiled code is also kept on disk: the same results.
     ("backtests/kernels.py", "entry_shares_nb = njit(cache=True)(entry_shares)", "entry_shares_nb = njit(cache=False)(entry_shares)"),
     ("backtests/kernels.py", "bracket_step_nb = njit(cache=True)(bracket_step)", "bracket_step_nb = njit(cache=False)(bracket_step)"),
+    ("backtests/kernels.py", "next_direction_nb = njit(cache=True)(next_direction)", "next_direction_nb = njit(cache=False)(next_direction)"),
+    ("backtests/kernels.py", "half_of_nb = njit(cache=True)(half_of)", "half_of_nb = njit(cache=False)(half_of)"),
+    ("backtests/kernels.py", "after_closing_nb = njit(cache=True)(after_closing)", "after_closing_nb = njit(cache=False)(after_closing)"),
+    ("backtests/kernels.py", "free_cash_nb = njit(cache=True)(free_cash)", "free_cash_nb = njit(cache=False)(free_cash)"),
     ("backtests/kernels.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
