@@ -36,9 +36,9 @@ that bar yet (`SimulatedBroker.close_all`); from there on the account and the ba
 
 Where the two could still part (a fill or the equity would differ: a problem): the backtest's book at
 bar s has the fills of bar s's open, which the deployment learns of only at the next session; the
-decision's cut (cash, position and sector shares) then reads a different book. The deployment's
-flatten cancels what was sent the session before, so it takes orders on consecutive sessions in
-different symbols with nothing held to show it.
+decision's cut (cash, position and sector shares) then reads a different book. With the window's
+flatten on, that needs entries in two symbols on consecutive sessions while nothing is held (else
+the flatten cancels the second: the case above); not seen in a month or a faulted quarter.
 """
 
 from __future__ import annotations
