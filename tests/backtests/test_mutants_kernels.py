@@ -98,3 +98,19 @@ def test_free_cash_caps_an_entry() -> None:
 )
 def test_half_exit(position: float, side: int, whole: bool, expected: float) -> None:
     assert half_exit_nb(position, side, whole) == expected
+
+
+@pytest.mark.parametrize(
+    ("position", "side", "expected"),
+    [
+        (0.5, 1, -0.25),  # under one share, fractional: still a position on the bracket's side
+        (-0.5, -1, 0.25),
+        (-0.5, 1, 0.0),  # under one share against the bracket's side: not its exit
+        (0.5, -1, 0.0),
+        (0.0, 1, 0.0),  # flat: nothing to exit
+    ],
+)
+def test_half_exit_of_less_than_one_share(position: float, side: int, expected: float) -> None:
+    # The side test is `position x side <= 0`, at 0 exactly: a bound of 1 or -1 instead would take
+    # a fractional position under one share for flat, or a small one against the side for its own.
+    assert half_exit_nb(position, side, False) == expected
