@@ -357,6 +357,7 @@ def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
     """Everything above on a finished soak: (its summary, what is wrong)."""
     with dg.DagsterInstance.from_config(str(result.home)) as instance:
         failed, fault_problems = check_source_down(result, instance)
+        parity = check_equity_vs_backtest(result)
         problems = [
             *fault_problems,
             *check_broker_5xx(result),
@@ -368,6 +369,6 @@ def check_all(result: SoakResult) -> tuple[dict[str, object], list[str]]:
             *check_reports(result),
             *check_orders_and_ledger(result),
             *check_retention(result, instance),
-            *check_equity_vs_backtest(result).problems,
+            *parity.problems,
         ]
-        return summary(result, instance), problems
+        return {**summary(result, instance), **parity.as_dict()}, problems
