@@ -262,6 +262,8 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ),
     # `phase` is only read as `phase > 0`, and the next entry from flat sets it to 1.
     ("backtests/sweep_nb.py", "phase = 0", "phase = -1"),
+    # The first phase is never read: the bracket branch needs a position, and the fill that opens one sets phase.
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 1, -1, np.nan"),
     (
         "backtests/metrics.py",  # at exactly 0 both branches give -1
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] > 0 else -1.0",
