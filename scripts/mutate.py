@@ -5,6 +5,7 @@
     MUTATE_LIMIT=600 .venv/bin/python scripts/mutate.py ...  # seconds per module (default 900)
     MUTATE_RERUN=1 .venv/bin/python scripts/mutate.py ...    # only the last run's survivors (tests added)
     MUTATE_BEFORE=1 .venv/bin/python scripts/mutate.py ...   # without the test_mutants_* files
+    MUTATE_SKIP=31 .venv/bin/python scripts/mutate.py ...    # continue a time-limited sample after its first 31
     MUTATE_NUMBA_SEED=0 .venv/bin/python scripts/mutate.py ...  # numba modules: every mutant compiles all
     MUTATE_NUMBA_SEED=files .venv/bin/python scripts/mutate.py ...  # numba modules: stale whole files, not functions
     .venv/bin/python scripts/mutate.py --changed REV         # CI: only what a change touched (below)
@@ -1173,6 +1174,10 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     out.total = len(items)
     source = (work / module).read_text()
     out.sha256 = hashlib.sha256(source.encode()).hexdigest()
+    if (skip := int(os.environ.get("MUTATE_SKIP", "0"))) and not os.environ.get("MUTATE_RERUN"):
+        # A time-limited run's sample continued: the first `skip` in the hash order ran before.
+        items = items[skip:]
+        out.note = f"the first {skip} mutants in the hash order skipped (MUTATE_SKIP: run before)"
     if os.environ.get("MUTATE_RERUN") and (before := previous_survivors(module, out.sha256)) is not None:
         # Same source, tests only added: what was killed stays killed; only the survivors run again.
         killed, run, total, diffs = before
