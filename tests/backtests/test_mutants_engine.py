@@ -293,3 +293,22 @@ def test_a_trade_s_fees_are_its_entry_and_exit_fees() -> None:
     assert result.orders["fees"].to_list() == pytest.approx([shares * 10 * 0.001, shares * 12 * 0.001])
     assert result.trades["fees"].to_list() == pytest.approx([shares * 10 * 0.001 + shares * 12 * 0.001])
     assert result.trades["pnl"].to_list() == pytest.approx([shares * 2 - shares * 22 * 0.001])
+
+
+def test_trade_metrics_count_the_closed_trades_only() -> None:
+    # A long closed at 12 (100 shares from 10: +200), then one still open at the end (80 shares from 15, marked at 16: +80).
+    result = _run("L.X.L..", [10.0, 10.0, 12.0, 12.0, 12.0, 15.0, 16.0])
+    assert result.trades["closed"].to_list() == [True, False] and result.trades["pnl"].to_list() == pytest.approx([200.0, 80.0])
+    m = result.metrics
+    assert (m["trade_count"], m["win_rate"], m["expectancy"]) == (1.0, 1.0, pytest.approx(200.0))
+    assert math.isnan(m["profit_factor"])  # no losing closed trade
+    # No trade at all: no trade metrics, not an error.
+    assert _run("...", [10.0, 10.0, 10.0]).metrics["trade_count"] == 0.0
+
+
+def test_run_backtest_takes_its_inputs_by_name_and_its_options_by_name_only() -> None:
+    bars, p = _bars([10.0, 10.0, 11.0]), ScriptParams(script="L")
+    result = run_backtest(bars=bars, strategy=SCRIPTED, params=p, config=BacktestConfig(init_cash=1_000))
+    assert result.orders["size"].to_list() == [100.0]
+    with pytest.raises(TypeError):
+        run_backtest(bars, SCRIPTED, p, BacktestConfig(init_cash=1_000), START)  # type: ignore[misc]
