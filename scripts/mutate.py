@@ -253,6 +253,13 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ("backtests/kernels.py", "after_closing_nb = njit(cache=True)(after_closing)", "after_closing_nb = njit(cache=False)(after_closing)"),
     ("backtests/kernels.py", "free_cash_nb = njit(cache=True)(free_cash)", "free_cash_nb = njit(cache=False)(free_cash)"),
     ("backtests/kernels.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
+    # engine.py `run_backtest`: nothing is held before trade_from (no order fills there), and from flat all four signals
+    # at once change nothing (`next_direction`: each entry cancelled by its exit), as all four False.
+    (
+        "backtests/engine.py",
+        'pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")',
+        'pl.when(warm).then(True).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")',
+    ),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
     # The rank sweep never holds a short (it enters long only): exit_short is read only when short.
