@@ -312,3 +312,15 @@ def test_run_backtest_takes_its_inputs_by_name_and_its_options_by_name_only() ->
     assert result.orders["size"].to_list() == [100.0]
     with pytest.raises(TypeError):
         run_backtest(bars, SCRIPTED, p, BacktestConfig(init_cash=1_000), START)  # type: ignore[misc]
+
+
+def test_a_result_and_the_sizing_limits_are_frozen() -> None:
+    import dataclasses
+
+    result = _run("L..", [10.0, 10.0, 11.0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.metrics = {}  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        SizingLimits().max_position_pct = 0.5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        SizingLimits(unknown=1)  # type: ignore[call-arg]
