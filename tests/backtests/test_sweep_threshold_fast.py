@@ -128,3 +128,13 @@ def test_rows_split_into_batches_of_lines_equal_one_pass(monkeypatch: pytest.Mon
     assert_frame_equal(sweep(bars, RSI_REVERSION, grid, config), whole, check_exact=True)
     assert calls == [len(grid) // 3] * 3  # one pass per RSI row
 
+
+
+def test_exit_levels_beyond_the_short_entry_equal_the_bar_by_bar_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exit level above `upper` (and below `lower`): a long meets a short entry before its own
+    exit, so the bars the kernel visits while long must include the short entries."""
+    bars, config = BARS["walk"], CONFIGS["long_short"]
+    grid = expand_grid(RSI_REVERSION, {"allow_short": True, "period": 4}, {"lower": [30.0, 45.0], "upper": [55.0], "exit_level": [20.0, 80.0]})
+    fast = sweep(bars, RSI_REVERSION, grid, config)
+    assert_frame_equal(fast, sweep(bars, _old_route(monkeypatch), grid, config), check_exact=True)
+    assert (fast["orders"] > 0).all()
