@@ -103,3 +103,10 @@ def test_a_lot_exactly_at_a_cap_plus_its_slack_fits() -> None:
     assert capped_quantity(edge, 1.0, 0.0, 0.0, 2.0, 1.0, 0.0, False, 1.0) == 1.0  # the sector cap at its edge
     assert capped_quantity(2.0, 1.0, 0.0, 0.0, 1.0, 1.0, edge, True, 1.0) == 1.0  # a buy's cash at its edge
 
+
+
+def test_a_dollar_or_less_still_buys_at_a_price_under_a_dollar() -> None:
+    """The guards are `> 0.0`, not a dollar: one dollar available, of size or free, buys two shares at 0.5."""
+    assert entry_shares(1.0, 1.0, 0.5, 0.0, 0.0, True) == 2.0
+    assert entry_shares(1_000.0, 1.0, 0.5, 0.0, 0.0, True, free=1.0) == 2.0
+    assert entry_shares(0.5, 1.0, 0.25, 0.0, 0.0, False, free=0.75) == 2.0
