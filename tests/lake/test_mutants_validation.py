@@ -626,6 +626,9 @@ def test_a_bar_off_the_grid_or_past_the_range_does_not_stand_in_for_a_missing_on
     past = _polars(bars.head(30), expected_until=open_ + timedelta(minutes=30))  # minutes 0-30 but 10
     assert past.outcome("missing_bars").failed_rows == 1
     assert past.outcome("missing_bars").examples[0]["ts"] == open_ + timedelta(minutes=10)
+    # Bars past the end count for nothing either: minute 1 of [0, 2) is missing, whatever lies beyond.
+    beyond = _polars(bars.head(5).filter(pl.int_range(pl.len()) != 1), expected_until=open_ + timedelta(minutes=2))
+    assert beyond.outcome("missing_bars").failed_rows == 1
     # A feed stamping every bar a microsecond late has none of the session's bars.
     late = _session().with_columns(pl.col("ts") + timedelta(microseconds=1))
     assert _polars(late).outcome("missing_bars").failed_rows == 390
