@@ -110,3 +110,9 @@ def test_a_dollar_or_less_still_buys_at_a_price_under_a_dollar() -> None:
     assert entry_shares(1.0, 1.0, 0.5, 0.0, 0.0, True) == 2.0
     assert entry_shares(1_000.0, 1.0, 0.5, 0.0, 0.0, True, free=1.0) == 2.0
     assert entry_shares(0.5, 1.0, 0.25, 0.0, 0.0, False, free=0.75) == 2.0
+
+
+def test_a_room_under_one_lot_takes_nothing() -> None:
+    """Half a share of room (a 5 cap of 1,000 at 10) floors to 0 lots: 0 shares, not one lot."""
+    assert capped_quantity(1_000.0, 10.0, 0.0, 0.0, 0.005, 1.0, 1e12, True, 1.0) == 0.0
+    assert capped_at_fill(7.0, 0.0, 1_000.0, 10.0, 0.0, 0.005, 1.0, 1.0) == 0.0
