@@ -245,6 +245,21 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ),
     # A room of exactly 0 (or -0.0) floors to 0 lots either way: the same 0.0.
     ("strategies/entries.py", "if not room > 0.0:", "if not room >= 0.0:"),
+    # Session 6 (tests/mutation_report.md): an entry of 0 or of a negative amount sizes to 0 shares anyway.
+    ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available >= 0.0 or not size > 0.0 or not free > 0.0:"),
+    ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available > 0.0 or not size >= 0.0 or not free > 0.0:"),
+    ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available > 0.0 or not size > 0.0 or not free > -1.0:"),
+    # The re-check's else branch is dead (above); lots is never negative; 0 lots stay 0 either way.
+    ("strategies/entries.py", "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)", "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 1.0)"),
+    ("strategies/entries.py", "return max(lots * step, 0.0)", "return max(lots * step, -1.0)"),
+    ("strategies/entries.py", "if lots > 0:", "if lots > -1:"),
+    ("strategies/entries.py", "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot", "if room / step >= 2.0**54:  # beyond float precision every value is already a whole lot"),
+    # With buy=False capped_quantity never reads the cash.
+    (
+        "strategies/entries.py",
+        "return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 0.0, False, step))",
+        "return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 1.0, False, step))",
+    ),
     # numba's `cache` flag only decides whether the compiled code is also kept on disk: the same results.
     ("backtests/kernels.py", "entry_shares_nb = njit(cache=True)(entry_shares)", "entry_shares_nb = njit(cache=False)(entry_shares)"),
     ("backtests/kernels.py", "bracket_step_nb = njit(cache=True)(bracket_step)", "bracket_step_nb = njit(cache=False)(bracket_step)"),
