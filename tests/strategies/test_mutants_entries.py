@@ -116,3 +116,11 @@ def test_a_room_under_one_lot_takes_nothing() -> None:
     """Half a share of room (a 5 cap of 1,000 at 10) floors to 0 lots: 0 shares, not one lot."""
     assert capped_quantity(1_000.0, 10.0, 0.0, 0.0, 0.005, 1.0, 1e12, True, 1.0) == 0.0
     assert capped_at_fill(7.0, 0.0, 1_000.0, 10.0, 0.0, 0.005, 1.0, 1.0) == 0.0
+
+
+def test_a_room_just_under_two_to_the_53_is_still_whole_lots() -> None:
+    """The "already whole" shortcut applies only when the room counts 2**53 lots or more: a room of
+    2**53 - 50 shares in lots of 100 is 90,071,992,547,409 lots, floored like any other room."""
+    room = float(2**53 - 50)  # exact: every integer below 2**53 is a float
+    got = capped_quantity(room, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, False, 100.0)  # a sell: cash does not bind
+    assert got == 9_007_199_254_740_900.0 and got % 100.0 == 0.0
