@@ -73,11 +73,12 @@ def _universe() -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Ingest, validate, backtest, sweep, decide and trade on paper, through the real jobs; one summary."""
     began = time.perf_counter()
-    if os.environ.get("QUANTLAKE_LAKE_URL"):
-        # Its seeded synthetic bars would mix into a deployment's bucket; its summary reads a local folder.
-        raise UsageError(f"quantlake demo builds a local lake, and QUANTLAKE_LAKE_URL is set ({os.environ['QUANTLAKE_LAKE_URL']})", "unset QUANTLAKE_LAKE_URL to run the demo")
-    home = _ensure_dagster_home()
     from orchestration.settings import settings
+
+    if lake_url := settings(only=("QUANTLAKE_LAKE_URL",)).lake_url:
+        # Its seeded synthetic bars would mix into a deployment's bucket; its summary reads a local folder.
+        raise UsageError(f"quantlake demo builds a local lake, and QUANTLAKE_LAKE_URL is set ({lake_url})", "unset QUANTLAKE_LAKE_URL to run the demo")
+    home = _ensure_dagster_home()
 
     if (mode := settings(only=("QUANTLAKE_MODE",)).mode) not in ("validation", "simulation"):
         print(f"note: the demo sends no orders; QUANTLAKE_MODE={mode} is ignored here (validation mode)")

@@ -60,15 +60,21 @@ def bars() -> pl.DataFrame:
 
 
 def _spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records each call of the fused channel kernel through the sweep (the combinations it got)."""
+    """Records each call of a fused channel kernel through the sweep (the combinations it got): the
+    bar-by-bar one, or the event-to-event one finite prices are routed to."""
     calls: list[int] = []
-    real = sweep_module.channel_sweep_nb
 
-    def spy(*args: Any) -> Any:
-        calls.append(len(args[7]))
-        return real(*args)
+    def spying(name: str, combinations_at: int) -> None:
+        real = getattr(sweep_module, name)
 
-    monkeypatch.setattr(sweep_module, "channel_sweep_nb", spy)
+        def spy(*args: Any) -> Any:
+            calls.append(len(args[combinations_at]))
+            return real(*args)
+
+        monkeypatch.setattr(sweep_module, name, spy)
+
+    spying("channel_sweep_nb", 7)  # (fill, open, high, low, close, channel high, channel low, entry_row, ...)
+    spying("channel_fast_sweep_nb", 9)  # the same with the breakout bits (up, down) before entry_row
     return calls
 
 

@@ -61,15 +61,21 @@ def bars() -> pl.DataFrame:
 
 
 def _spy_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records each call of the fused threshold kernel through the sweep."""
+    """Records each call of a fused threshold kernel through the sweep (the combinations it got):
+    the bar-by-bar one, or the event-to-event one finite closes are routed to."""
     calls: list[int] = []
-    real = sweep_module.threshold_sweep_nb
 
-    def spy(*args: Any) -> Any:
-        calls.append(len(args[3]))  # the number of combinations
-        return real(*args)
+    def spying(name: str, combinations_at: int) -> None:
+        real = getattr(sweep_module, name)
 
-    monkeypatch.setattr(sweep_module, "threshold_sweep_nb", spy)
+        def spy(*args: Any) -> Any:
+            calls.append(len(args[combinations_at]))
+            return real(*args)
+
+        monkeypatch.setattr(sweep_module, name, spy)
+
+    spying("threshold_sweep_nb", 3)  # (open, close, values, value_row, ...)
+    spying("threshold_fast_sweep_nb", 8)  # (open, close, values, below, above, 3 line rows, value_row, ...)
     return calls
 
 
