@@ -16,40 +16,11 @@ from numba import njit, prange
 
 from backtests.kernels import next_order_nb, side_of_nb
 from backtests.sweep_nb import _fill_nb
+from backtests.sweep_sma_nb import LANES, block_means_nb
 from backtests.sweep_stretch_nb import mark_stretch_nb, next_bit_nb, range_tables_nb, set_bit_nb
 from backtests.sweep_threshold_nb import _above_nb, _below_nb
 
-LANES = 256  # window starts folded side by side in `_window_sums_rows_nb`
 BARS = 2048  # bars walked by every combination of a chunk before the next stretch
-
-
-@njit(cache=True, nogil=True)
-def _window_sums_rows_nb(x: np.ndarray, windows: np.ndarray, out: np.ndarray) -> None:
-    """out[i, t] = `indicators.window_sums_nb(x, windows[i])[t]` for every window at once: one fold
-    per window start (LANES starts side by side) adds x from the oldest value and hands each window
-    length its sum on the way, so the sum is the same bytes at O(bars x largest window) for all."""
-    n = x.shape[0]
-    w_max = windows[-1]
-    acc = np.empty(LANES)
-    out[:] = np.nan
-    for a0 in range(0, n, LANES):
-        lanes = min(LANES, n - a0)
-        for i in range(lanes):
-            acc[i] = x[a0 + i]
-        wi = 0
-        for length in range(1, w_max + 1):
-            live = min(lanes, n - a0 - length + 1)  # starts whose window still ends inside the bars
-            if live <= 0:
-                break
-            if length > 1:
-                base = a0 + length - 1
-                for i in range(live):
-                    acc[i] += x[base + i]
-            while wi < windows.shape[0] and windows[wi] == length:
-                base = a0 + length - 1
-                for i in range(live):
-                    out[wi, base + i] = acc[i]
-                wi += 1
 
 
 @njit(cache=True, nogil=True)
@@ -64,9 +35,10 @@ def rsi_sma_rows_nb(close: np.ndarray, windows: np.ndarray) -> np.ndarray:
         change = close[t] - close[t - 1]
         gain[t] = max(change, 0.0)
         loss[t] = max(-change, 0.0)
-    gains, losses = np.empty((windows.shape[0], n)), np.empty((windows.shape[0], n))
-    _window_sums_rows_nb(gain, windows, gains)
-    _window_sums_rows_nb(loss, windows, losses)
+    # Every window's mean ending at each bar, summed from its oldest change: sma's own block fold.
+    gains, losses, acc = np.empty((windows.shape[0], n)), np.empty((windows.shape[0], n)), np.empty(LANES)
+    block_means_nb(gain, windows, 1, n, gains, acc)
+    block_means_nb(loss, windows, 1, n, losses, acc)
     out = np.empty((windows.shape[0], n))
     for i in range(windows.shape[0]):
         w = windows[i]
@@ -74,7 +46,7 @@ def rsi_sma_rows_nb(close: np.ndarray, windows: np.ndarray) -> np.ndarray:
             if t < w:  # the window holds the first (null) change, or starts before the bars
                 out[i, t] = np.nan
             else:
-                g, lo = gains[i, t] / w, losses[i, t] / w
+                g, lo = gains[i, t], losses[i, t]
                 out[i, t] = 100.0 if lo == 0 else 100.0 - 100.0 / (1.0 + g / lo)
     return out
 
