@@ -33,6 +33,16 @@ engine's own conversion. With slippage the per-share part is thus off a true per
 the slippage fraction (2 bps of half a cent a share), and equal to the backtest's to the cent.
 Within a bar, exits go first (brackets' included), then entries; each group sells first, then buys
 by value (ties by symbol), as the backtest orders them.
+
+A cancel (`cancel_all`, `close_all`: the window's flatten, the kill switch) takes effect at the
+instant it is sent (`placed_at`), as at a real venue: an order whose fill bar had opened by then was
+filled at that open already and cannot be undone. The broker lives through that bar only when it
+reaches the lake (on daily bars, the next session), so such an order stays open until then, fills
+there, and is canceled only at a bar opening after the cancel. Which bar an order fills at comes from
+the exchange calendar and the bars' timeframe (daily bars open at the session's open,
+`lake.calendar.restamp_daily`; shorter ones every bar length from it). `close_all` closes what each
+position will be once those fills are in: its close orders take, at their fill, the whole position
+then held on their side (their quantity is the estimate at the flatten).
 """
 
 from __future__ import annotations
@@ -41,11 +51,14 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lake.calendar import EXCHANGE_TZ, session_bounds, trading_days
+from lake.schema import TIMEFRAMES
 from strategies import controls
 from strategies.brackets import EXIT_ALL, EXIT_HALF, FLAT, FULL, bracket_step, half_of
 from strategies.entries import after_closing, capped_at_fill, entry_shares, free_cash
@@ -98,6 +111,8 @@ class _Order:
     state: OrderState
     rng: random.Random
     not_before: datetime | None = None  # when it was sent: bars opening earlier cannot fill it
+    cancel_at: datetime | None = None  # canceled at this instant: bars opening later cannot fill it
+    whole: bool = False  # a flatten's close: takes the whole position held on its side at its fill
 
 
 @dataclass
@@ -109,6 +124,7 @@ class SimulatedBroker:
     name: str = "simulated"
     now: datetime | None = None  # the last bar lived through
     placed_at: datetime | None = None  # the instant orders are being sent (the run's now), if later than `now`
+    timeframe: str | None = None  # of the bars lived through (their "timeframe" column); None: daily
     _positions: dict[str, float] = field(default_factory=dict)
     _marks: dict[str, float] = field(default_factory=dict)
     _orders: dict[str, _Order] = field(default_factory=dict)
@@ -167,42 +183,74 @@ class SimulatedBroker:
         return dict(self._marks)
 
     def cancel_all(self) -> int:
-        count = 0
-        for order in self._orders.values():
-            if order.state.status.is_open:
-                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
-                count += 1
-        return count
+        """Cancels every open order at `placed_at` (module docstring): one whose fill bar had opened by
+        then stays open until the broker lives through that bar. Returns how many were canceled so."""
+        open_ = self._open()
+        self._cancel_at(open_, self.placed_at)
+        return len(open_)
 
     def close_all(self) -> list[OrderState]:
-        """Market orders that flatten every position at the next bar's open.
+        """Cancels every open order at `placed_at` and sends market orders that flatten what every
+        position will be once the orders whose fill bar had opened by then are filled (module docstring).
 
-        A close already pending for the whole position is kept, not replaced: on daily bars the bar
-        it waits for reaches the lake only after the next day's flatten, and a replacement (sent
-        later) could only fill at a later bar still, so the position would never be flattened."""
-        pending = {o.request.symbol: o for o in self._open() if o.request.reduce_only and o.request.client_order_id.startswith("close-")}
-        held = self.positions()
-        keep = {
-            symbol: o
-            for symbol, o in pending.items()
-            if symbol in held
-            and (o.request.side == Side.SELL) == (held[symbol] > 0)
-            and abs(o.state.quantity - o.state.filled_quantity - abs(held[symbol])) < 1e-9
-        }
-        for order in self._open():
-            if order not in keep.values():
-                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
+        A close already pending is kept, not replaced: on daily bars the bar it waits for reaches the
+        lake only after the next day's flatten, and a replacement (sent later) could only fill at a
+        later bar still, so the position would never be flattened."""
+        at = self.placed_at
+        kept = [o for o in self._open() if o.whole or self._filled_by(o, at)]
+        self._cancel_at([o for o in self._open() if not o.whole], at)
         self._brackets.clear()
-        stamp = f"{self.now.isoformat() if self.now else 'start'}|{self.placed_at.isoformat() if self.placed_at else ''}"
-        out = []
-        for symbol, qty in sorted(held.items()):
-            if symbol in keep:
-                out.append(keep[symbol].state)
+        stamp = f"{self.now.isoformat() if self.now else 'start'}|{at.isoformat() if at else ''}"
+        out = [o.state for o in kept if o.whole]  # earlier flattens' closes, still to fill
+        for symbol, qty in sorted(self._projected(kept).items()):
+            if abs(qty) < 1e-9:
                 continue
             side = Side.SELL if qty > 0 else Side.BUY
             cid = f"close-{hashlib.sha256(f'{symbol}|{stamp}'.encode()).hexdigest()[:24]}"
             out.append(self.submit(OrderRequest(client_order_id=cid, symbol=symbol, side=side, quantity=abs(qty), reduce_only=True)))
+            self._orders[cid].whole = True
         return out
+
+    def _filled_by(self, order: _Order, at: datetime | None) -> bool:
+        """Whether `order`'s fill bar (the first it can fill at: after the last bar lived through, not
+        before it was sent) had opened by `at` (or by its own cancel, if earlier): if so, by the fill
+        rule, it is filled at that bar's open, whatever is said at `at`."""
+        if at is None:
+            return False
+        if order.cancel_at is not None:
+            at = min(at, order.cancel_at)
+        floor = [t for t in (order.not_before, self.now + timedelta(microseconds=1) if self.now else None) if t is not None]
+        if not floor:
+            return False
+        opens = next_bar_open(max(floor), TIMEFRAMES.get(self.timeframe or "1d", timedelta(days=1)))
+        return opens is not None and opens <= at
+
+    def _cancel_at(self, orders: list[_Order], at: datetime | None) -> None:
+        """Cancels `orders` at `at`: now, unless a fill bar had opened by then (then at the first bar after `at`)."""
+        for order in orders:
+            if self._filled_by(order, at):
+                order.cancel_at = at if order.cancel_at is None or at is None else min(order.cancel_at, at)
+            else:
+                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
+
+    def _projected(self, orders: list[_Order]) -> dict[str, float]:
+        """Each position once `orders` (still to fill, at bars before any new order's) are filled, exits
+        first as within a bar. Its sign is what matters: a flatten's close takes the whole position then."""
+        pos = dict(self.positions())
+        for order in sorted(orders, key=self._is_entry):
+            req, state = order.request, order.state
+            held, sign = pos.get(req.symbol, 0.0), 1 if req.side == Side.BUY else -1
+            qty = state.quantity - state.filled_quantity
+            if order.whole or req.reduce_only:
+                after = held + sign * min(qty if not order.whole else abs(held), abs(held)) if held * sign < 0 else held
+            elif req.size is not None and state.filled_quantity == 0:
+                after = sign * qty  # sized at its fill: on its side
+            else:
+                after = held + sign * qty
+            if after < 0 and not self.config.allow_short:
+                after = min(held, 0.0) if held < 0 else 0.0
+            pos[req.symbol] = after
+        return pos
 
     def clock(self) -> Clock:
         now = self.now or datetime.fromtimestamp(0).astimezone()
@@ -215,6 +263,7 @@ class SimulatedBroker:
             "config": self.config.model_dump(),
             "cash": self.cash,
             "now": self.now.isoformat() if self.now else None,
+            "timeframe": self.timeframe,
             "positions": self._positions,
             "marks": self._marks,
             "orders": [
@@ -223,6 +272,8 @@ class SimulatedBroker:
                     "state": o.state.model_dump(mode="json"),
                     "rng": _rng_state(o.rng),
                     "not_before": o.not_before.isoformat() if o.not_before else None,
+                    "cancel_at": o.cancel_at.isoformat() if o.cancel_at else None,
+                    "whole": o.whole,
                 }
                 for o in self._orders.values()
             ],
@@ -233,6 +284,7 @@ class SimulatedBroker:
     def from_state(cls, state: dict[str, Any]) -> SimulatedBroker:
         broker = cls(SimConfig(**state["config"]), cash=float(state["cash"]))
         broker.now = datetime.fromisoformat(state["now"]) if state["now"] else None
+        broker.timeframe = state.get("timeframe")
         broker._positions = {k: float(v) for k, v in state["positions"].items()}
         broker._marks = {k: float(v) for k, v in state["marks"].items()}
         for item in state["orders"]:
@@ -240,7 +292,9 @@ class SimulatedBroker:
             rng.setstate(_rng_from(item["rng"]))
             request = OrderRequest.model_validate(item["request"])
             not_before = datetime.fromisoformat(item["not_before"]) if item.get("not_before") else None
-            broker._orders[request.client_order_id] = _Order(request, OrderState.model_validate(item["state"]), rng, not_before)
+            cancel_at = datetime.fromisoformat(item["cancel_at"]) if item.get("cancel_at") else None
+            order = _Order(request, OrderState.model_validate(item["state"]), rng, not_before, cancel_at, bool(item.get("whole")))
+            broker._orders[request.client_order_id] = order
         for symbol, b in state["brackets"].items():
             broker._brackets[symbol] = _Bracket(**{**b, "armed_after": datetime.fromisoformat(b["armed_after"])})
         return broker
@@ -251,6 +305,11 @@ class SimulatedBroker:
         if not bars:
             return []
         ts = max(b["ts"] for b in bars.values())
+        timeframe = next(iter(bars.values())).get("timeframe")
+        self.timeframe = str(timeframe) if timeframe else self.timeframe
+        for order in self._open():  # canceled before this bar opened: it cannot fill here or later
+            if order.cancel_at is not None and order.request.symbol in bars and bars[order.request.symbol]["ts"] > order.cancel_at:
+                order.state = order.state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "cancel all"})
         for symbol in bars:
             self._marks[symbol] = float(bars[symbol]["open"])  # the equity an entry may use is valued at the open
         self._bar_equity = self._worth()
@@ -310,6 +369,12 @@ class SimulatedBroker:
             if not reachable:
                 return None
         held = self._positions.get(req.symbol, 0.0)
+        if order.whole:  # a flatten's close: the whole position held on its side now
+            target = abs(held) if held != 0 and (held > 0) == (req.side == Side.SELL) else 0.0
+            if target <= 0:
+                order.state = state.model_copy(update={"status": OrderStatus.CANCELED, "reason": "nothing held to close at the fill"})
+                return None
+            state = order.state = state.model_copy(update={"quantity": state.filled_quantity + target})
         open_ = float(bar["open"])
         fee = self._fee(open_)
         price = self._slipped(open_, req.side)
@@ -480,6 +545,22 @@ class SimulatedBroker:
 
     def _affordable(self, price: float, fee: float) -> float:
         return max(self.cash, 0.0) / (1 + fee) / price  # vectorbt's own cap on a buy
+
+
+def next_bar_open(after: datetime, bar: timedelta) -> datetime | None:
+    """The open of the first bar of length `bar` that opens at or after `after`: a daily bar at its
+    session's open, a shorter one every `bar` from the session's open to its close; None past the
+    calendar's end."""
+    day = after.astimezone(ZoneInfo(EXCHANGE_TZ)).date()
+    for session in trading_days(day - timedelta(days=1), day + timedelta(days=14)):
+        open_, close = session_bounds(session)
+        if open_ >= after:
+            return open_
+        if bar < timedelta(days=1) and after < close:
+            t = open_ + math.ceil((after - open_) / bar) * bar
+            if t < close:
+                return t
+    return None
 
 
 def _sent_by(order: _Order, bar_open: datetime) -> bool:
