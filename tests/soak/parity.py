@@ -29,10 +29,12 @@ fills replayed, marked at the bar's closes; at the end, the simulated broker's o
 positions) against the backtest's, to 1e-9 relative. Sessions that cannot be compared are in
 `uncompared` with the reason, and said once among the problems: never skipped silently. The account
 at bar s is its cash and positions after bar s's fills marked at bar s-1's closes, as the backtest's
-(`decision_closes`). The one
-known: a flatten (or kill switch) that cancels an order sent in an earlier session, which by the
-fill rule had filled at this session's open already, but the simulated broker has not lived through
-that bar yet (`SimulatedBroker.close_all`); from there on the account and the backtest part.
+(`decision_closes`). A flatten (or kill switch) with an order in flight (sent in an earlier session,
+so by the fill rule filled at this session's open, a bar the simulated broker lives through only the
+next session) keeps that order and closes the position it makes (`SimulatedBroker.close_all`), as
+the backtest does: that order's entry at the bar before, the close an exit at this one. An order the
+broker canceled after its fill bar had opened anyway would part the two from there: found
+(`_cut_by_close_all`), and the sessions from it said uncompared, never compared wrongly.
 
 Where the two could still part (a fill or the equity would differ: a problem): the backtest's book at
 bar s has the fills of bar s's open, which the deployment learns of only at the next session; the
@@ -247,8 +249,8 @@ def _cut_by_close_all(result: SoakResult) -> dict[date, str]:
         out.setdefault(
             day,
             f"{item['request']['symbol']} order {item['request']['client_order_id'][:14]} sent {sent} was canceled by the flatten or kill "
-            f"switch of {day}, after its fill bar (the open of the session after {sent}) had opened: the simulated broker "
-            "had not lived through that bar yet (SimulatedBroker.close_all)",
+            f"switch of {day}, after its fill bar (the open of the session after {sent}) had opened, where it had filled by "
+            "the fill rule (SimulatedBroker.close_all must keep such an order)",
         )
     return out
 

@@ -103,11 +103,13 @@ def test_a_tampered_fill_fails_the_check(soaked: SoakResult, tmp_path: Path, wha
     assert any("equity" in p for p in parity.problems), (what, parity.problems)
 
 
-@pytest.mark.parametrize(("sent", "cut"), [(datetime(2026, 11, 16, 11, 0, tzinfo=NY), True), (datetime(2026, 11, 17, 11, 0, tzinfo=NY), False)])
-def test_an_order_canceled_after_its_fill_bar_opened_is_found(tmp_path: Path, sent: datetime, cut: bool) -> None:
-    """Tuesday 11-17's window-end flatten cancels an entry. Sent Monday, it had filled at Tuesday's open
-    by the fill rule, but the simulated broker had not seen that bar: the account parts from the
-    backtest from Tuesday (said, not skipped). Sent Tuesday, its fill bar is Wednesday's: canceled by the rule."""
+@pytest.mark.parametrize("sent", [datetime(2026, 11, 16, 11, 0, tzinfo=NY), datetime(2026, 11, 17, 11, 0, tzinfo=NY)], ids=["in-flight", "same-session"])
+def test_an_order_canceled_after_its_fill_bar_opened_is_found(tmp_path: Path, sent: datetime) -> None:
+    """Tuesday 11-17's window-end flatten with an entry at the broker. Sent Monday, it filled at
+    Tuesday's open by the fill rule (a bar the simulated broker lives through on Wednesday): the broker
+    keeps it and nothing parts the account from the backtest. Sent Tuesday, its fill bar is Wednesday's:
+    canceled by the rule, nothing either. A broker that canceled the Monday order anyway (as it did
+    until session 7) is found: the account parts from the backtest from Tuesday, said, not compared."""
     flatten = datetime(2026, 11, 17, 15, 55, tzinfo=NY)
     result = SoakResult(SoakSettings(start=date(2026, 11, 16), end=date(2026, 11, 18), work=tmp_path))
     broker = SimulatedBroker(cash=100_000.0)
@@ -115,11 +117,18 @@ def test_an_order_canceled_after_its_fill_bar_opened_is_found(tmp_path: Path, se
     broker.submit(OrderRequest(client_order_id="ql-entry", symbol="AAPL", side=Side.BUY, quantity=10.0))
     broker.placed_at = flatten
     broker.close_all()
-    result.sim_state.write_text(json.dumps(broker.to_state()))
+    in_flight = sent.date() < flatten.date()
+    assert broker.get_order("ql-entry").status.is_open is in_flight  # type: ignore[union-attr]
+    state = broker.to_state()
+    result.sim_state.write_text(json.dumps(state))
     with Ledger(result.ledger_url) as ledger:
         ledger.append_many([Event(type=EventType.INTERVENTION, run_id="eod", mode=Mode.SIMULATION, as_of=flatten, recorded_at=flatten, payload={"kind": "flatten", "reason": "end of the trading window"})])
+    assert _cut_by_close_all(result) == {}
+    [entry] = [o for o in state["orders"] if o["request"]["client_order_id"] == "ql-entry"]
+    entry["state"] |= {"status": "canceled", "reason": "cancel all"}  # what the old close_all did
+    result.sim_state.write_text(json.dumps(state))
     found = _cut_by_close_all(result)
-    if cut:
+    if in_flight:
         assert list(found) == [date(2026, 11, 17)] and "SimulatedBroker.close_all" in found[date(2026, 11, 17)], found
     else:
         assert found == {}
