@@ -190,3 +190,10 @@ def test_a_frame_whose_ts_falls_one_step_inside_a_symbol_is_not_sorted() -> None
     assert sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "A", "B", "B"], "ts": [1, 3, 0, 2]}))
     # a fall on a symbol's second row is inside the symbol too (the row two back is another symbol's)
     assert not sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "B", "B"], "ts": [5, 3, 1]}))
+
+
+def test_a_repeated_ts_inside_a_symbol_is_still_in_order() -> None:
+    # (symbol, ts) order is non-decreasing: A's two bars at ts 1 are in order, so the rows are taken as
+    # they came (no sort, whose order among equal keys polars does not promise); ts falls only where B starts
+    assert sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "A", "B", "B"], "ts": [1, 1, 0, 2]}))
+    assert sorted_by_symbol_ts(pl.DataFrame({"symbol": ["A", "B", "B", "B"], "ts": [4, 0, 2, 2]}))
