@@ -40,15 +40,21 @@ def _now() -> datetime:
         "breakeven, target 2 exits the rest) by polling orders; launches no run."
     ),
 )
-def trade_manager_sensor(
-    context: dg.SensorEvaluationContext, trading: TradingResource, market_data: MarketDataResource
-) -> dg.SkipReason:
+def trade_manager_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    # No resource parameters: Dagster would build (and validate the config schemas of) the trading and
+    # market data resources at every evaluation, ~15-30 ms of CPU, also in the modes that skip here.
+    # The Definitions' own resources are built from the settings only when there is work.
+    from orchestration.resources import market_data_resource, trading_resource
+    from orchestration.settings import settings
     from trading.models import Mode
 
-    if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
-        return dg.SkipReason(f"mode {trading.mode}: no Alpaca orders to manage")
-    with trade_manager(trading, market_data, run_id=f"trade_manager_sensor:{context.cursor or 'first'}") as manager:
-        done = manager.sync_all()
+    env = settings()
+    if env.mode not in (Mode.PAPER.value, Mode.LIVE.value):
+        return dg.SkipReason(f"mode {env.mode}: no Alpaca orders to manage")
+    run_id = f"trade_manager_sensor:{context.cursor or 'first'}"
+    with initialized(trading_resource(env), market_data_resource(env)) as (trading, market_data):
+        with trade_manager(trading, market_data, run_id=run_id) as manager:
+            done = manager.sync_all()
     context.update_cursor(_now().isoformat())
     acted = {entry: actions for entry, actions in done.items() if actions}
     lines = [f"{entry}: {'; '.join(actions)}" for entry, actions in sorted(acted.items())]
@@ -113,13 +119,21 @@ def run_trade_manager(
 
     if trading.mode not in (Mode.PAPER.value, Mode.LIVE.value):
         raise ValueError(f"trade manager: mode {trading.mode!r} sends no Alpaca orders (QUANTLAKE_MODE=paper or live)")
+    with initialized(trading, market_data) as (trading, market_data):
+        _follow(trading, stop, stream_url=stream_url, poll_s=poll_s, market_data=market_data)
+
+
+@contextmanager
+def initialized(
+    trading: TradingResource, market_data: MarketDataResource | None
+) -> Iterator[tuple[TradingResource, MarketDataResource | None]]:
+    """The resources as a run's resource initialization gives them: outside a Dagster run their
+    dg.EnvVar fields still hold the variables' names, and the keys are read here."""
     with ExitStack() as resolved:
-        # Outside a Dagster run the resources' dg.EnvVar fields still hold the variables' names: the
-        # keys are read here, as a run's resource initialization would (the keys were the names before).
         trading = resolved.enter_context(trading.process_config_and_initialize_cm())
         if market_data is not None:
             market_data = resolved.enter_context(market_data.process_config_and_initialize_cm())
-        _follow(trading, stop, stream_url=stream_url, poll_s=poll_s, market_data=market_data)
+        yield trading, market_data
 
 
 def _follow(

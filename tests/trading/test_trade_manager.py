@@ -17,10 +17,11 @@ import dagster as dg
 import pytest
 import time_machine
 
-from assets.resources import MarketDataResource, TradingResource
+from assets.resources import TradingResource
 from orchestration.definitions import defs
 from orchestration.trade_manager_sensor import run_trade_manager, trade_manager_sensor
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer, Fault
+from tests.trading.paper_deployment import deploy_paper
 from trading.brokers.alpaca import AlpacaBroker
 from trading.brokers.base import BrokerError, client_order_id
 from trading.events import EventType
@@ -59,6 +60,15 @@ def paper_resource(srv: AlpacaTradingServer, tmp_path: Path) -> TradingResource:
     )
 
 
+def deploy(monkeypatch: pytest.MonkeyPatch, srv: AlpacaTradingServer, tmp_path: Path, data_url: str | None = None) -> TradingResource:
+    """A paper deployment on the loopback server (bars from the generator, or Alpaca's at `data_url`):
+    its environment, which the sensor builds its resources from, and the trading resource it gives."""
+    source = "synthetic" if data_url is None else "alpaca"  # the generator's prices are not Alpaca's: no bars for the manager
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    deploy_paper(monkeypatch, srv.base_url, ledger_url, key=KEY, secret=SECRET, data_source=source, data_url=data_url)
+    return paper_resource(srv, tmp_path)
+
+
 def make_broker(srv: AlpacaTradingServer, **kwargs: float) -> AlpacaBroker:
     return AlpacaBroker(KEY, SECRET, url_override=srv.base_url, timeout_s=5.0, backoff_s=0.0, sleep=lambda _s: None, **kwargs)  # type: ignore[arg-type]
 
@@ -68,7 +78,6 @@ def make_manager(srv: AlpacaTradingServer, ledger: Ledger, run_id: str = "tm") -
     return TradeManager(broker, ledger, run_id=run_id, mode=Mode.PAPER, clock=lambda: NOW), broker
 
 
-OFFLINE = MarketDataResource(source="synthetic")  # the generator's prices are not Alpaca's: no bars for the manager
 SHORT_ENTRY = client_order_id("brackets", "AAPL", NOW, Side.SELL)
 SHORT_STOP, SHORT_TARGET1, SHORT_TARGET2 = 105.0, 90.0, 80.0  # a short's bracket: stop above, targets below
 
@@ -270,8 +279,8 @@ def test_restart_between_target1_fill_and_stop_move(server: AlpacaTradingServer,
         assert sorted(fills(ledger)) == [(ENTRY, 10.0, 100.0), (leg_id(ENTRY, T1), 5.0, 110.0)]
 
 
-def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServer, tmp_path: Path) -> None:
-    trading = paper_resource(server, tmp_path)
+def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trading = deploy(monkeypatch, server, tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     with time_machine.travel(NOW, tick=False):
         with trading.ledger() as ledger:
@@ -281,8 +290,7 @@ def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServ
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
         def tick(cursor: str | None = None) -> str:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"trading": trading, "market_data": OFFLINE})
-            result = sensor(context)
+            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))  # the deployment's resources
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
 
@@ -300,10 +308,11 @@ def test_sensor_polls_the_bracket_under_a_frozen_clock(server: AlpacaTradingServ
         assert {e.recorded_at for e in legs} == {NOW}  # the frozen clock, not the wall clock
 
 
-def test_sensor_skips_outside_paper_and_live() -> None:
-    context = dg.build_sensor_context(resources={"trading": TradingResource(mode="simulation"), "market_data": OFFLINE})
-    result = trade_manager_sensor(context)
-    assert isinstance(result, dg.SkipReason) and result.skip_message == "mode simulation: no Alpaca orders to manage"
+@pytest.mark.parametrize("mode", ["validation", "simulation"])
+def test_sensor_skips_outside_paper_and_live(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTLAKE_MODE", mode)
+    result = trade_manager_sensor(dg.build_sensor_context())
+    assert isinstance(result, dg.SkipReason) and result.skip_message == f"mode {mode}: no Alpaca orders to manage"
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["json", "msgpack"])
@@ -390,9 +399,9 @@ def test_release_frees_the_shares_for_another_exit_and_places_nothing_again(
     assert_nothing_twice(server)
 
 
-def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, tmp_path: Path) -> None:
+def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The poll also reads the positions: shares of a managed symbol beyond our live stops are named."""
-    trading = paper_resource(server, tmp_path)
+    trading = deploy(monkeypatch, server, tmp_path)
     server.fill_market_orders = False
     with time_machine.travel(NOW, tick=False):
         with trading.ledger() as ledger:
@@ -400,7 +409,7 @@ def test_sensor_reports_shares_held_without_a_stop(server: AlpacaTradingServer, 
         server.fill_order(ENTRY, 4, price=100.0)
 
         def tick() -> str:
-            result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading, "market_data": OFFLINE}))
+            result = trade_manager_sensor(dg.build_sensor_context())
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
 
@@ -630,7 +639,7 @@ def test_one_share_without_bars_keeps_the_stop_and_says_so(
     ]  # once, not every pass
 
 
-def test_sensor_sees_a_one_share_target1_in_alpacas_bars(server: AlpacaTradingServer, tmp_path: Path) -> None:
+def test_sensor_sees_a_one_share_target1_in_alpacas_bars(server: AlpacaTradingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The deployed sensor with Alpaca as the bar source: a one-share entry's target 1 touch, in the
     minute bars after the fill bar (served by the loopback data server), moves its stop to breakeven."""
     from datetime import timedelta
@@ -643,13 +652,12 @@ def test_sensor_sees_a_one_share_target1_in_alpacas_bars(server: AlpacaTradingSe
 
     # the fill bar itself reached 111 (before the fill, for all we know): it does not count
     state = AlpacaDataState(bars={"AAPL": [bar(0, 111.0, 99.0), bar(1, 104.0, 99.0)]})
-    trading = paper_resource(server, tmp_path)
     with alpaca_data_server(state) as data_url:
-        market_data = MarketDataResource(source="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_url_override=data_url)
+        trading = deploy(monkeypatch, server, tmp_path, data_url=data_url)  # QUANTLAKE_DATA_SOURCE=alpaca
 
         def tick(at: datetime) -> str:
             with time_machine.travel(at, tick=False):
-                result = trade_manager_sensor(dg.build_sensor_context(resources={"trading": trading, "market_data": market_data}))
+                result = trade_manager_sensor(dg.build_sensor_context())
             assert isinstance(result, dg.SkipReason) and result.skip_message
             return result.skip_message
 

@@ -14,9 +14,10 @@ import dagster as dg
 import pytest
 import time_machine
 
-from assets.resources import MarketDataResource, TradingResource
+from assets.resources import TradingResource
 from orchestration.definitions import defs
 from tests.fakes.alpaca_trading_server import AlpacaTradingServer
+from tests.trading.paper_deployment import deploy_paper
 from trading.accounts import PIPELINE_KEY, SubAccount, unattributed_positions
 from trading.brokers.alpaca import AlpacaBroker
 from trading.brokers.base import OrderRequest, client_order_id
@@ -34,7 +35,6 @@ ENTRY = client_order_id("brackets", "AAPL", NOW, Side.BUY)  # the same decision 
 # pipeline -> (quantity, stop, target 1, target 2): the same symbol, different levels
 PLAN = {"cautious": (10.0, 95.0, 110.0, 120.0), "bold": (6.0, 90.0, 105.0, 130.0)}
 CAPITAL = {"cautious": 60_000.0, "bold": 40_000.0}
-OFFLINE = MarketDataResource(source="synthetic")
 
 
 @pytest.fixture
@@ -166,17 +166,17 @@ def test_releasing_one_pipelines_bracket_leaves_the_others_followed(server: Alpa
         assert_nothing_twice(server)
 
 
-def test_the_sensor_follows_both_pipelines_brackets(server: AlpacaTradingServer, tmp_path: Path) -> None:
-    """The deployed sensor (the path users run) over the split account's ledger."""
-    trading = TradingResource(
-        mode="paper", ledger_url=f"sqlite:///{tmp_path / 'ledger.sqlite'}", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_trading_url=server.base_url
-    )
+def test_the_sensor_follows_both_pipelines_brackets(server: AlpacaTradingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deployed sensor (the path users run, its resources from the deployment's environment) over
+    the split account's ledger."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    deploy_paper(monkeypatch, server.base_url, ledger_url, key=KEY, secret=SECRET)
+    trading = TradingResource(mode="paper", ledger_url=ledger_url)  # the same ledger, for the test's own reads
     sensor = defs.resolve_sensor_def("trade_manager_sensor")
     instance = dg.DagsterInstance.ephemeral()
 
     def tick() -> str:
-        context = dg.build_sensor_context(instance=instance, resources={"trading": trading, "market_data": OFFLINE})
-        result = sensor(context)
+        result = sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(result, dg.SkipReason) and result.skip_message
         return result.skip_message
 
