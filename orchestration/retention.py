@@ -19,8 +19,8 @@ Settings (days; -1 keeps forever), read from the environment when the job runs (
   PostgreSQL database), by their newest checkpoint: one only matters to rerun a cycle that died, within days.
 Schedule ticks are purged by the daemon itself (orchestration/default_instance.yaml).
 On an object-store lake (QUANTLAKE_LAKE_URL) quarantine and reports are pruned in the store as on
-disk; the ledger archive (local Parquet files the compaction verifies and replays from) is not
-written there: the run skips it and says so (`ledger_archive_skipped`), and no event is compacted.
+disk, and the ledger archive is written, verified and compacted from <lake>/archive/ledger/ in the
+store (each file staged and copied into place whole).
 """
 
 from collections.abc import Mapping, Sequence
@@ -162,11 +162,6 @@ def _relative(path: Path | ObjectPath, root: Path | ObjectPath) -> str:
     return str(Path(path).relative_to(Path(root))) if isinstance(path, Path) and isinstance(root, Path) else str(path)
 
 
-# The ledger archive (trading/ledger/archive.py) writes and verifies local Parquet files, and ledger
-# compaction replays from that folder: on an object-store lake both are skipped, and the run says so.
-ARCHIVE_NEEDS_LOCAL = "the ledger archive is local Parquet files under <lake>/archive/ledger and the lake is on an object store"
-
-
 @dg.op(description="Applies the retention policy (QUANTLAKE_RETENTION_*) as of the run's now.")
 def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading: TradingResource) -> dg.Output[dict[str, int]]:
     now = run_now(context)
@@ -186,10 +181,7 @@ def apply_retention(context: dg.OpExecutionContext, lake: LakeResource, trading:
         removed = prune_llm_cache(folder, now, policy.llm_cache_days)
         counts["llm_cache_files"], freed = len(removed.files), freed + removed.bytes
         meta |= {f"llm_cache_{k}": v for k, v in _files_metadata(removed, folder).items()}
-    if policy.ledger_archive_days != KEEP and isinstance(root, ObjectPath):
-        meta["ledger_archive_skipped"] = f"not archived: {ARCHIVE_NEEDS_LOCAL} ({root})"
-        context.log.warning(f"ledger events not archived (nor compacted): {ARCHIVE_NEEDS_LOCAL} ({root})")
-    elif policy.ledger_archive_days != KEEP and isinstance(root, Path):
+    if policy.ledger_archive_days != KEEP:
         archive = root / "archive" / "ledger"
         with trading.ledger() as ledger:
             archived = archive_events(ledger, archive, now - timedelta(days=policy.ledger_archive_days))

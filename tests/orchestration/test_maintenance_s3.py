@@ -1,10 +1,11 @@
 """The maintenance and fan-out jobs on a lake in an S3-compatible object store (moto's S3 server on a
 loopback port): `retention_job` deletes on the bucket exactly what the policy names and nothing else
-(and says why the ledger archive is not written there), `chunked_sweep_job` writes the table a local
+and archives and compacts the ledger into the bucket as into a local lake, `chunked_sweep_job` writes the table a local
 lake gets, and `compact_bars_job` folds the bucket's closed months as it does a local lake's."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,10 @@ from lake.filesystem import ObjectPath
 from lake.sources.synthetic import SyntheticSource
 from lake.store import read_bars, replace_partitions, write_frame_atomic, write_text_atomic
 from tests.lake.test_s3_lake import BUCKET, _objects, endpoint  # noqa: F401  # endpoint: moto's server, a fixture
+from tests.orchestration.test_retention import _ledger_events
+from trading.ledger import Ledger, project, projections
+from trading.ledger.archive import restore_events
+from trading.ledger.compaction import compacted
 
 NOW = "2026-06-10T07:00:00+00:00"  # quarantine and reports kept 90 days: from 2026-03-12 on
 
@@ -55,20 +60,32 @@ def test_retention_deletes_on_the_bucket_what_the_policy_names_and_nothing_else(
 ) -> None:
     from orchestration.definitions import defs
 
-    for kind, days in {"QUARANTINE": "90", "REPORTS": "90", "RUNS": "-1", "CHECKPOINT": "-1", "LLM_CACHE": "-1", "LEDGER_COMPACT": "-1"}.items():
+    for kind, days in {"QUARANTINE": "90", "REPORTS": "90", "RUNS": "-1", "CHECKPOINT": "-1", "LLM_CACHE": "-1"}.items():
         monkeypatch.setenv(f"QUANTLAKE_RETENTION_{kind}_DAYS", days)
     monkeypatch.setenv("QUANTLAKE_RETENTION_LEDGER_ARCHIVE_DAYS", "30")
+    monkeypatch.setenv("QUANTLAKE_RETENTION_LEDGER_COMPACT_DAYS", "30")
     metas: list[dict[str, Any]] = []
     before: list[list[str]] = []
+    states: list[dict[str, Any]] = []
+    events = _ledger_events()  # the same events (ids too) in both ledgers
     for lake in lakes:
         _old_and_recent(lake.location)
         before.append(_files(lake.location))
-        trading = TradingResource(mode="simulation", ledger_url=f"sqlite:///{tmp_path / f'ledger-{len(metas)}.sqlite'}")
+        ledger_url = f"sqlite:///{tmp_path / f'ledger-{len(metas)}.sqlite'}"
+        with Ledger(ledger_url) as ledger:
+            ledger.append_many(events)
+            states.append(json.loads(projections.to_json(project(ledger))))
+        trading = TradingResource(mode="simulation", ledger_url=ledger_url)
         with dg.instance_for_test() as instance:
             run = defs.resolve_job_def("retention_job").execute_in_process(instance=instance, resources={"lake": lake, "trading": trading}, tags={NOW_TAG: NOW})
         assert run.success
         [output] = [e for e in run.all_node_events if e.is_successful_output]
         metas.append({k: v.value for k, v in output.event_specific_data.metadata.items()})  # type: ignore[union-attr]
+        # A new process of new code (no snapshot of its version) folds from the archive: the same account.
+        with monkeypatch.context() as patch, Ledger(ledger_url) as ledger:
+            patch.setattr(projections, "CODE_VERSION", "another-fold")
+            assert compacted(ledger).archive == lake.location / "archive" / "ledger"  # found again, the store's endpoint too
+            assert json.loads(projections.to_json(project(ledger))) == states[-1]
     s3, local = lakes
     gone = {
         "quarantine/timeframe=1m/symbol=AAPL/date=2025-12-01/part.parquet",
@@ -77,13 +94,17 @@ def test_retention_deletes_on_the_bucket_what_the_policy_names_and_nothing_else(
         "reports/eod/2026-03-11.md",  # the day before the first day kept
     }
     assert before[0] == before[1] and gone <= set(before[0])
-    assert _files(s3.location) == _files(local.location) == sorted(set(before[0]) - gone)  # the bars of 2025 stay: retention never touches them
+    archive = ["archive/ledger/events-000000000001-000000000019.parquet"]  # recorded before 05-11 (30 days): the deposit and 18 fills
+    assert _files(s3.location) == _files(local.location) == sorted((set(before[0]) - gone) | set(archive))  # the bars of 2025 stay
+    assert list(restore_events(s3.location / "archive" / "ledger")) == list(restore_events(local.location / "archive" / "ledger")) == events[:19]
     s3_meta, local_meta = metas
     assert (s3_meta["quarantine_files"], s3_meta["report_files"]) == (2, 2)
     assert s3_meta["bytes_freed"] == local_meta["bytes_freed"] > 0
     assert s3_meta["quarantine_sample"] == local_meta["quarantine_sample"]  # keys under the lake's prefix, as paths under its folder
-    assert s3_meta["ledger_archive_skipped"] == f"not archived: the ledger archive is local Parquet files under <lake>/archive/ledger and the lake is on an object store ({s3.location})"
-    assert "ledger_archive_skipped" not in local_meta and "ledger_events_archived" in local_meta
+    assert s3_meta["ledger_events_archived"] == local_meta["ledger_events_archived"] == 19
+    assert s3_meta["ledger_events_compacted"] == local_meta["ledger_events_compacted"] == 19  # the whole file: the 4 newer events stay
+    assert s3_meta["ledger_archive_file"] == f"{s3.location}/{archive[0]}"
+    assert s3_meta["ledger_archive_bytes"] == local_meta["ledger_archive_bytes"] > 0
 
 
 def _sweep_config() -> dict[str, Any]:

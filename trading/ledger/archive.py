@@ -8,6 +8,8 @@ second pass with the same `before` writes nothing (it resumes after the last arc
 
 `restore_events` reads every file back as `Event`s, in seq order, and `verify_archive` proves the
 files are whole and contiguous: the archive alone replays to the projection the ledger had.
+The folder is a local `Path` or an `ObjectPath` of an object-store lake: there a file is written
+whole, staged beside its key and copied into place (`ObjectPath.write_bytes_atomic`), then read back.
 The ledger keeps its rows unless compaction (`trading.ledger.compaction`, opt-in) removes the
 archived, snapshotted ones; the projections then start from this archive when they need to.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lake.filesystem import ObjectPath
 from trading.events import Event
 from trading.ledger.store import Ledger, LedgerError
 
@@ -49,6 +52,9 @@ SCHEMA = pa.schema(
 )
 
 
+ArchivePath = Path | ObjectPath  # where the archive lives: beside a local lake or in its bucket
+
+
 class ArchiveError(LedgerError):
     """An archive file that is not what its metadata says, or files that leave a gap."""
 
@@ -58,7 +64,7 @@ class ArchiveResult:
     events: int  # events written by this pass (0: nothing older than `before` left to archive)
     first_seq: int | None
     last_seq: int | None
-    path: Path | None  # the last file written
+    path: ArchivePath | None  # the last file written
     bytes: int  # of the files written
 
 
@@ -88,20 +94,28 @@ def _digest(rows: Iterable[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def archived_files(folder: Path) -> list[tuple[int, int, Path]]:
+def archived_files(folder: ArchivePath) -> list[tuple[int, int, ArchivePath]]:
     """(first seq, last seq, file) of each archive file, in seq order."""
-    if not folder.is_dir():
+    if isinstance(folder, ObjectPath):
+        children: list[ArchivePath] = [p for p in folder.files() if p.parent == folder]  # one listing; staged temps never match
+    elif folder.is_dir():
+        children = list(folder.iterdir())
+    else:
         return []
-    found = [(int(m.group(1)), int(m.group(2)), p) for p in folder.iterdir() if (m := _FILE_RE.match(p.name))]
-    return sorted(found)
+    found = [(int(m.group(1)), int(m.group(2)), p) for p in children if (m := _FILE_RE.match(p.name))]
+    return sorted(found, key=lambda f: (f[0], f[1]))
 
 
-def last_archived_seq(folder: Path) -> int:
+def _size(path: ArchivePath) -> int:
+    return path.size() if isinstance(path, ObjectPath) else path.stat().st_size
+
+
+def last_archived_seq(folder: ArchivePath) -> int:
     files = archived_files(folder)
     return files[-1][1] if files else 0
 
 
-def archive_events(ledger: Ledger, folder: Path, before: datetime, *, max_events: int = 100_000) -> ArchiveResult:
+def archive_events(ledger: Ledger, folder: ArchivePath, before: datetime, *, max_events: int = 100_000) -> ArchiveResult:
     """Archives the events after the last archived seq, in seq order, up to the first one recorded
     at or after `before` (an aware instant: the cutoff the caller's retention computed), in files of
     at most `max_events` events (memory stays bounded on a first pass over a long ledger)."""
@@ -115,13 +129,13 @@ def archive_events(ledger: Ledger, folder: Path, before: datetime, *, max_events
         if written is None:
             break
         n, lo, last, path = written
-        total, first, size = total + n, first if first is not None else lo, size + path.stat().st_size
+        total, first, size = total + n, first if first is not None else lo, size + _size(path)
         if n < max_events:
             break
     return ArchiveResult(total, first, last, path, size)
 
 
-def _archive_file(ledger: Ledger, folder: Path, before: datetime, limit: int) -> tuple[int, int, int, Path] | None:
+def _archive_file(ledger: Ledger, folder: ArchivePath, before: datetime, limit: int) -> tuple[int, int, int, ArchivePath] | None:
     """One file of up to `limit` events after the archive's last seq; None when none is due."""
     after = last_archived_seq(folder)
     rows: list[dict[str, Any]] = []
@@ -147,7 +161,12 @@ def _archive_file(ledger: Ledger, folder: Path, before: datetime, limit: int) ->
     return len(rows), first, last, path
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
+def _write_atomic(table: pa.Table, path: ArchivePath) -> None:
+    if isinstance(path, ObjectPath):
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression="zstd")
+        path.write_bytes_atomic(buffer.getvalue().to_pybytes())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -159,12 +178,22 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], dict[bytes, bytes]]:
-    table = pq.read_table(path)
+def _read_rows(path: ArchivePath) -> tuple[list[dict[str, Any]], dict[bytes, bytes]]:
+    table = pq.read_table(pa.BufferReader(path.read_bytes()) if isinstance(path, ObjectPath) else path)
     return table.to_pylist(), dict(table.schema.metadata or {})
 
 
-def _verify_file(path: Path) -> str:
+def event_count(path: ArchivePath) -> int:
+    """The number of events a file's metadata says it holds (its footer only: no rows read)."""
+    if isinstance(path, ObjectPath):
+        with path.store.filesystem().open_input_file(path.key) as source:
+            meta = pq.read_schema(source).metadata or {}
+    else:
+        meta = pq.read_schema(path).metadata or {}
+    return int(meta.get(b"quantlake.events", b"-1"))
+
+
+def _verify_file(path: ArchivePath) -> str:
     """The file's digest, recomputed from its rows; ArchiveError if it differs from its metadata."""
     rows, meta = _read_rows(path)
     want = meta.get(b"quantlake.sha256", b"").decode()
@@ -175,7 +204,7 @@ def _verify_file(path: Path) -> str:
     return got
 
 
-def verify_archive(folder: Path) -> int:
+def verify_archive(folder: ArchivePath) -> int:
     """Checks every file against its metadata and that the seq ranges follow each other with no
     overlap; returns the number of events archived."""
     total, previous = 0, 0
@@ -192,7 +221,7 @@ def verify_archive(folder: Path) -> int:
     return total
 
 
-def restore_events(folder: Path) -> Iterator[Event]:
+def restore_events(folder: ArchivePath) -> Iterator[Event]:
     """Every archived event, in seq order, as the ledger returned it."""
     for _first, _last, path in archived_files(folder):
         rows, _ = _read_rows(path)

@@ -14,7 +14,9 @@ PostgreSQL: disabled and enabled, which locks the table until commit), the rows 
 count must be the verified count, or nothing happens), and the compaction record written.
 
 The record is the row `compaction` of `ledger_snapshots`: `last_seq` the highest seq removed,
-`applied` how many events were removed in all, `data` the archive folder. The projections read it
+`applied` how many events were removed in all, `data` the archive folder (a local path, or an
+`s3://` URL with the store's endpoint and region: the folder is found again without the deployment's
+settings). The projections read it
 (`trading.ledger.projections`): a fold that cannot start from a snapshot of its version (new code)
 starts from the archive's events up to that seq, never from an empty state; a folder that is gone
 stops the fold with an error rather than a wrong portfolio. Raw readers of `Ledger.events` see the
@@ -34,7 +36,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from trading.ledger.archive import ArchiveError, _digest, _read_rows, _row, archived_files, verify_archive
+from lake.filesystem import ObjectPath, lake_location
+from trading.ledger.archive import (
+    ArchiveError,
+    ArchivePath,
+    _digest,
+    _read_rows,
+    _row,
+    archived_files,
+    event_count,
+    verify_archive,
+)
 from trading.ledger.store import Ledger, LedgerError, Snapshot, ledger_events
 
 RECORD = "compaction"  # the ledger_snapshots row that says what was removed
@@ -54,7 +66,7 @@ class Compacted:
 
     up_to_seq: int = 0
     events: int = 0
-    archive: Path | None = None
+    archive: ArchivePath | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,16 @@ def compacted(ledger: Ledger) -> Compacted:
     record = ledger.load_snapshot(RECORD)
     if record is None:
         return Compacted()
-    return Compacted(record.last_seq, record.applied, Path(json.loads(record.data)["archive"]))
+    data = json.loads(record.data)
+    archive = lake_location(data["archive"], endpoint=data.get("endpoint"), region=data.get("region"))
+    return Compacted(record.last_seq, record.applied, archive)
+
+
+def _record_data(folder: ArchivePath) -> str:
+    """Where the archive is, for `compacted` to find it again: an object store's endpoint and region too."""
+    if isinstance(folder, ObjectPath):
+        return json.dumps({"archive": str(folder), "endpoint": folder.store.endpoint, "region": folder.store.region})
+    return json.dumps({"archive": str(folder)})
 
 
 def archived_rows(state: Compacted) -> Iterator[tuple[int, str, str | None, str | None, dict[str, Any] | None, int]]:
@@ -85,6 +106,12 @@ def archived_rows(state: Compacted) -> Iterator[tuple[int, str, str | None, str 
             "which does not hold them: restore that folder to replay the ledger"
         )
     verify_archive(state.archive)
+    held = sum(event_count(path) for first, last, path in files if last <= state.up_to_seq)
+    if held != state.events:  # a file gone from the middle: seqs may skip (PostgreSQL), counts may not
+        raise LedgerError(
+            f"the ledger's {state.events} events up to seq {state.up_to_seq} were compacted into the archive at {state.archive}, "
+            f"which holds {held} of them: restore that folder to replay the ledger"
+        )
     for _first, _last, path in files:
         rows, _ = _read_rows(path)
         for row in rows:
@@ -101,13 +128,13 @@ def _minute(value: datetime | None) -> str | None:
     return minute(value)
 
 
-def compact_ledger(ledger: Ledger, folder: Path, before: datetime) -> CompactionResult:
+def compact_ledger(ledger: Ledger, folder: ArchivePath, before: datetime) -> CompactionResult:
     """Removes the archived, snapshotted events recorded before `before` (see the module's rules)."""
     from trading.ledger.projections import CODE_VERSION, SNAPSHOT_NAME, project, to_json
 
     if before.tzinfo is None:
         raise ArchiveError(f"compaction cutoff {before} is timezone-naive; pass an aware datetime")
-    folder = folder.resolve()
+    folder = folder.resolve() if isinstance(folder, Path) else folder
     state = compacted(ledger)
     if state.archive is not None and state.archive != folder:
         raise ArchiveError(f"the ledger was compacted into {state.archive}, not {folder}: one archive per ledger")
@@ -145,9 +172,9 @@ def compact_ledger(ledger: Ledger, folder: Path, before: datetime) -> Compaction
     return CompactionResult(expected, up_to, taken, state.events + expected)
 
 
-def _delete(ledger: Ledger, state: Compacted, up_to: int, expected: int, folder: Path) -> None:
+def _delete(ledger: Ledger, state: Compacted, up_to: int, expected: int, folder: ArchivePath) -> None:
     t = ledger_events
-    record = {"name": RECORD, "version": RECORD_VERSION, "last_seq": up_to, "applied": state.events + expected, "data": json.dumps({"archive": str(folder)})}
+    record = {"name": RECORD, "version": RECORD_VERSION, "last_seq": up_to, "applied": state.events + expected, "data": _record_data(folder)}
     try:
         with ledger.engine.connect() as conn:
             if ledger.dialect == "sqlite":
