@@ -43,7 +43,7 @@ from backtests.engine import (
     to_market,
 )
 from backtests.market import Market
-from backtests.sweep_channel_fast_nb import breakout_bits_nb, channel_fast_sweep_nb
+from backtests.sweep_channel_fast_nb import breakout_bits_nb, channel_bits_nb, channel_fast_sweep_nb
 from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
@@ -314,10 +314,10 @@ def _channel_sweep(
     sizes: np.ndarray,
     size_row: np.ndarray,
 ) -> pl.DataFrame:
-    """The fused route of a channel breakout, with the engine's bracket rules when `config.brackets`."""
+    """The fused route of a channel breakout, with the engine's bracket rules when `config.brackets`:
+    from event to event on its breakout bits when the prices are finite (and the bits can stand for
+    the channels), else bar by bar on the channel rows."""
     windows = sorted({int(getattr(p, f)) for p in grid for f in (shape.entry, shape.exit)})
-    highs, row = _indicator_rows(bars, shape.upper, windows)
-    lows, _ = _indicator_rows(bars, shape.lower, windows)
     periods = sorted({int(getattr(p, shape.atr_period)) for p in grid})
     atrs, atr_row = _indicator_rows(bars, shape.atr, periods)
 
@@ -329,18 +329,13 @@ def _channel_sweep(
 
     mirrored = np.array([bool(getattr(p, shape.short, False)) for p in grid], dtype=np.bool_)
     ohlc = (col(market.open), col(market.high), col(market.low), col(market.close))
-    fast = all(np.isfinite(x).all() for x in ohlc)  # the event-to-event kernel's range tables need finite prices
-    bits = _kernel(breakout_bits_nb)(ohlc[3], highs, lows) if fast else ()
-    final, max_dd, orders = _kernel(channel_fast_sweep_nb if fast else channel_sweep_nb)(
-        col(market.open if config.fill == "next_open" else market.close),
-        *ohlc,
-        highs,
-        lows,
-        *bits,
-        np.array([row[w] for w in of(shape.entry, int)], dtype=np.int64),
-        np.array([row[w] for w in of(shape.exit, int)], dtype=np.int64),
-        atrs,
-        np.array([atr_row[w] for w in of(shape.atr_period, int)], dtype=np.int64),
+    row = {w: i for i, w in enumerate(windows)}
+    bits = _breakout_bits(bars, shape, windows, ohlc) if _finite(ohlc) else None
+    rows = (
+        (atrs, np.array([atr_row[w] for w in of(shape.atr_period, int)], dtype=np.int64)),
+        (np.array([row[w] for w in of(shape.entry, int)], dtype=np.int64), np.array([row[w] for w in of(shape.exit, int)], dtype=np.int64)),
+    )
+    rest = (
         of(shape.stop),
         of(shape.target1),
         of(shape.target2),
@@ -355,9 +350,41 @@ def _channel_sweep(
         config.slippage_bps / 1e4,
         config.init_cash,
         not config.fractional,
-        *((min(len(grid), numba.get_num_threads()),) if fast else ()),
     )
+    fill = col(market.open if config.fill == "next_open" else market.close)
+    if bits is not None:
+        chunks = min(len(grid), numba.get_num_threads())
+        final, max_dd, orders = _kernel(channel_fast_sweep_nb)(fill, *ohlc, *bits, *rows[0], *rows[1], *rest, chunks)
+    else:
+        highs, _ = _indicator_rows(bars, shape.upper, windows)
+        lows, _ = _indicator_rows(bars, shape.lower, windows)
+        final, max_dd, orders = _kernel(channel_sweep_nb)(fill, *ohlc, highs, lows, *rows[1], *rows[0], *rest)
     return _table(grid, final, max_dd, orders, config)
+
+
+def _finite(columns: tuple[np.ndarray, ...]) -> bool:
+    """Whether every price is finite (the event-to-event kernels' range tables need it)."""
+    return all(np.isfinite(x).all() for x in columns)
+
+
+def _breakout_bits(
+    bars: pl.DataFrame, shape: ChannelBreakout, windows: list[int], ohlc: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each window's (up, down) breakout bits: compiled from the highs and lows when the channels
+    are the Donchian ones (the declared expressions equal `high.rolling_max(w).shift(1)` and
+    `low.rolling_min(w).shift(1)`), else from the declared channels' rows; None when a low is
+    broken where the high channel is null (only the rows can mirror that bar's levels)."""
+    _, high, low, close = ohlc
+    if all(
+        shape.upper(w).meta.eq(pl.col("high").rolling_max(w).shift(1)) and shape.lower(w).meta.eq(pl.col("low").rolling_min(w).shift(1))
+        for w in windows
+    ):
+        up, down = _kernel(channel_bits_nb)(high, low, close, np.array(windows, dtype=np.int64))
+        return up, down
+    highs, _ = _indicator_rows(bars, shape.upper, windows)
+    lows, _ = _indicator_rows(bars, shape.lower, windows)
+    up, down, mirrors = _kernel(breakout_bits_nb)(close, highs, lows)
+    return (up, down) if mirrors else None
 
 
 def _indicator_rows(bars: pl.DataFrame, indicator: Callable[[int], pl.Expr], windows: list[int]) -> tuple[np.ndarray, dict[int, int]]:

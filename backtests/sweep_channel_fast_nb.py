@@ -1,15 +1,17 @@
 """`channel_sweep_nb`'s rules and numbers, from event to event instead of bar by bar.
 
 Each distinct channel window gets two bitsets once: the decision bars whose close breaks above its
-high and the ones whose close breaks below its low. A combination visits only the bars where
-something can happen, with the old per-bar step run exactly there: a bar that fills an order, the
-next breakout that can change what it holds (flat: an entry either way; long: a long exit or a
-short entry; short: a short exit or a long entry; every other bar leaves `next_direction` on the
-held side), and the first bar whose range touches the active bracket level (`bracket_step` acts only
-when the low reaches the stop or the high a target, mirrored for a short: found by binary lifting
-over blocks of lows and highs). The bars between are marks only, settled per stretch
-(`sweep_stretch_nb.mark_stretch_nb`). Every combination of a chunk walks BARS bars before the next
-stretch, so the data it reads is in cache.
+high and the ones whose close breaks below its low (`channel_bits_nb` computes the Donchian channels
+itself, every window's rolling extremes in one compiled pass; `breakout_bits_nb` takes channel rows
+computed elsewhere). The kernel reads only these bits, never a channel row. A combination visits
+only the bars where something can happen, with the old per-bar step run exactly there: a bar that
+fills an order, the next breakout that can change what it holds (flat: an entry either way; long: a
+long exit or a short entry; short: a short exit or a long entry; every other bar leaves
+`next_direction` on the held side), and the first bar whose range touches the active bracket level
+(`bracket_step` acts only when the low reaches the stop or the high a target, mirrored for a short:
+found by binary lifting over blocks of lows and highs). The bars between are marks only, settled
+per stretch (`sweep_stretch_nb.mark_stretch_nb`). Every combination of a chunk walks BARS bars
+before the next stretch, so the data it reads is in cache.
 `tests/backtests/test_sweep_channel_fast.py` checks it bit for bit against `channel_sweep_nb`.
 """
 
@@ -21,6 +23,8 @@ from numba import njit, prange
 from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side_of_nb
 from backtests.sweep_nb import _fill_nb, _trade_nb
 from backtests.sweep_stretch_nb import (
+    bit_nb,
+    block_table_nb,
     first_touch_nb,
     mark_stretch_nb,
     next_bit_nb,
@@ -32,19 +36,69 @@ BARS = 2048  # bars walked by every combination of a chunk before the next stret
 
 
 @njit(cache=True, parallel=True)
-def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(up, down): per channel row, the bits of the bars t in 0..n-2 whose close is above the
-    channel's high / below its low (NaN compares False)."""
+def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(up, down, mirrors): per channel row, the bits of the bars t in 0..n-2 whose close is above
+    the channel's high / below its low (NaN compares False); `mirrors` False when some bar breaks
+    below a low whose high is NaN (there `c <= high` is False, which the bits cannot tell from a
+    close above the high: the kernel mirrors levels on `down and not up`)."""
     rows, n = channel_high.shape
     words = (n + 63) >> 6
     up = np.zeros((rows, words), dtype=np.uint64)
     down = np.zeros((rows, words), dtype=np.uint64)
+    unmirrored = np.zeros(rows, dtype=np.bool_)
     for r in prange(rows):
         for t in range(n - 1):
             if close[t] > channel_high[r, t]:
                 set_bit_nb(up[r], t)
             if close[t] < channel_low[r, t]:
                 set_bit_nb(down[r], t)
+                unmirrored[r] |= np.isnan(channel_high[r, t])
+    return up, down, not unmirrored.any()
+
+
+@njit(cache=True, nogil=True)
+def _window_bits_nb(x: np.ndarray, close: np.ndarray, w: int, highest: bool, bits: np.ndarray, ext: np.ndarray, suffix: np.ndarray) -> None:
+    """Sets bit t (w <= t <= n-2) where close[t] breaks the extreme of x[t-w .. t-1]: above the
+    highest (`highest`) or below the lowest. van Herk / Gil-Werman: blocks of w bars, prefix extremes
+    `ext` and suffix extremes `suffix` inside each, so a window's extreme is max(suffix[a], ext[b])."""
+    n = x.shape[0]
+    for t in range(n):
+        if t % w == 0:
+            ext[t] = x[t]
+        else:
+            ext[t] = max(ext[t - 1], x[t]) if highest else min(ext[t - 1], x[t])
+    for t in range(n - 1, -1, -1):
+        if t == n - 1 or (t + 1) % w == 0:
+            suffix[t] = x[t]
+        else:
+            suffix[t] = max(suffix[t + 1], x[t]) if highest else min(suffix[t + 1], x[t])
+    for t in range(w, n - 1):
+        a, b = t - w, t - 1
+        if highest:
+            if close[t] > (ext[b] if a % w == 0 else max(suffix[a], ext[b])):
+                set_bit_nb(bits, t)
+        elif close[t] < (ext[b] if a % w == 0 else min(suffix[a], ext[b])):
+            set_bit_nb(bits, t)
+
+
+@njit(cache=True, parallel=True)
+def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`breakout_bits_nb`'s (up, down) of the Donchian channels `high.rolling_max(w).shift(1)` /
+    `low.rolling_min(w).shift(1)` of each window w, without their rows: the highest high and lowest
+    low of the w bars before bar t (none before bar w). Max and min are exact, so the bits are the
+    ones the polars rows give. High and low must be finite."""
+    n = close.shape[0]
+    words = (n + 63) >> 6
+    rows = windows.shape[0]
+    up = np.zeros((rows, words), dtype=np.uint64)
+    down = np.zeros((rows, words), dtype=np.uint64)
+    for j in prange(2 * rows):
+        ext, suffix = np.empty(n), np.empty(n)
+        r = j >> 1
+        if j & 1:
+            _window_bits_nb(low, close, windows[r], False, down[r], ext, suffix)
+        else:
+            _window_bits_nb(high, close, windows[r], True, up[r], ext, suffix)
     return up, down
 
 
@@ -55,14 +109,12 @@ def channel_fast_sweep_nb(
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
-    channel_high: np.ndarray,
-    channel_low: np.ndarray,
     up: np.ndarray,
     down: np.ndarray,
-    entry_row: np.ndarray,
-    exit_row: np.ndarray,
     atrs: np.ndarray,
     atr_row: np.ndarray,
+    entry_row: np.ndarray,
+    exit_row: np.ndarray,
     stop_mult: np.ndarray,
     target1_mult: np.ndarray,
     target2_mult: np.ndarray,
@@ -80,16 +132,19 @@ def channel_fast_sweep_nb(
     chunks: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Final equity, max drawdown and order count per combination k, as `channel_sweep_nb` gives
-    them (same arguments, plus `breakout_bits_nb`'s (up, down) of the channel rows and the number of
-    chunks run in parallel). Open, high, low and close must be finite."""
+    them: its arguments, but the breakout bits (up, down) of the channel rows in place of the rows
+    (`channel_bits_nb` or `breakout_bits_nb`, with `mirrors` True), the ATR rows before the channel
+    rows' indices, and the number of chunks run in parallel. Open, high, low and close must be
+    finite. A level's side is mirrored where the close breaks down and not up (`c <= high` when the
+    high is not NaN)."""
     n = close.shape[0]
     k_total = entry_row.shape[0]
     final = np.empty(k_total)
     max_dd = np.empty(k_total)
     orders = np.zeros(k_total, dtype=np.int64)
     pmin, pmax, smin, smax, spmin, spmax = range_tables_nb(close)
-    low_min = range_tables_nb(low)[4]
-    high_max = range_tables_nb(high)[5]
+    low_min = block_table_nb(low, False)
+    high_max = block_table_nb(high, True)
     none = np.zeros(up.shape[1], dtype=np.uint64)
     for c in prange(chunks):
         m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...
@@ -102,8 +157,6 @@ def channel_fast_sweep_nb(
             t1 = min(n, t0 + BARS)
             for i in range(m):
                 k = c + i * chunks
-                entry_high, entry_low = channel_high[entry_row[k]], channel_low[entry_row[k]]
-                exit_high, exit_low = channel_high[exit_row[k]], channel_low[exit_row[k]]
                 atr, size = atrs[atr_row[k]], sizes[size_row[k]]
                 shorts, mirrored = short[k], short_levels[k]
                 up_entry, up_exit = up[entry_row[k]], up[exit_row[k]]
@@ -161,16 +214,16 @@ def channel_fast_sweep_nb(
                     if t == n:
                         break
                     cl = close[t - 1]
-                    breakout_up = cl > entry_high[t - 1]
-                    breakout_down = cl < entry_low[t - 1]
+                    breakout_up = bit_nb(up_entry, t - 1)
+                    breakout_down = bit_nb(down_entry, t - 1)
                     held = side_of_nb(c_pos)
                     _, order = next_order_nb(
-                        held, breakout_up, cl < exit_low[t - 1], shorts and breakout_down, shorts and cl > exit_high[t - 1], size[t - 1]
+                        held, breakout_up, bit_nb(down_exit, t - 1), shorts and breakout_down, shorts and bit_nb(up_exit, t - 1), size[t - 1]
                     )
                     if not np.isnan(order):
                         c_pend, c_from_flat = order, held == 0
                         # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
-                        side_level = -1.0 if mirrored and breakout_down and cl <= entry_high[t - 1] else 1.0
+                        side_level = -1.0 if mirrored and breakout_down and not breakout_up else 1.0
                         c_pstop = cl - side_level * stop_mult[k] * atr[t - 1]
                         c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
                         c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]

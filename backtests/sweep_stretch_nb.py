@@ -12,6 +12,7 @@ the next bar a signal can act on in a bitset, find the next bar a bracket level 
   deepens it to its lowest mark under the peak it started with; the others are walked from
   record close to record close (the worst drawdown under a record is the one at the lowest close
   after it), whole blocks with no new record skipped through their precomputed extremes.
+- `block_table_nb`: that sparse table alone, of the lowest or the highest values.
 - `next_bit_nb`: the first set bit at or after t in the OR of two bitsets, 64 bars a word.
 - `first_touch_nb`: the first bar at or after a with low <= s or high >= h, by binary lifting over
   the blocks' extremes.
@@ -42,19 +43,31 @@ def range_tables_nb(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             smin[t], smax[t] = x[t], x[t]
         else:
             smin[t], smax[t] = min(smin[t + 1], x[t]), max(smax[t + 1], x[t])
+    return pmin, pmax, smin, smax, block_table_nb(x, False), block_table_nb(x, True)
+
+
+@njit(cache=True, nogil=True)
+def block_table_nb(x: np.ndarray, highest: bool) -> np.ndarray:
+    """The sparse table over x's blocks of BLOCK bars, level k holding the lowest (highest: the
+    highest) x of blocks i .. i + 2^k - 1; the last block may be partial. x must be finite."""
+    n = x.shape[0]
     blocks = (n + BLOCK - 1) >> SHIFT
     levels = 1
     while (1 << levels) <= blocks:
         levels += 1
-    spmin, spmax = np.empty((levels, blocks)), np.empty((levels, blocks))
+    table = np.empty((levels, blocks))
     for i in range(blocks):
-        spmin[0, i], spmax[0, i] = smin[i << SHIFT], smax[i << SHIFT]
+        a = i << SHIFT
+        v = x[a]
+        for t in range(a + 1, min(n, a + BLOCK)):
+            v = max(v, x[t]) if highest else min(v, x[t])
+        table[0, i] = v
     for k in range(1, levels):
         half = 1 << (k - 1)
         for i in range(blocks - (1 << k) + 1):
-            spmin[k, i] = min(spmin[k - 1, i], spmin[k - 1, i + half])
-            spmax[k, i] = max(spmax[k - 1, i], spmax[k - 1, i + half])
-    return pmin, pmax, smin, smax, spmin, spmax
+            a, b = table[k - 1, i], table[k - 1, i + half]
+            table[k, i] = max(a, b) if highest else min(a, b)
+    return table
 
 
 @njit(cache=True, inline="always")
@@ -189,6 +202,12 @@ def set_bit_nb(bits: np.ndarray, t: int) -> None:
 
 
 @njit(cache=True, inline="always")
+def bit_nb(bits: np.ndarray, t: int) -> bool:
+    """Whether bar t's bit is set."""
+    return (bits[t >> 6] >> np.uint64(t & 63)) & np.uint64(1) != 0
+
+
+@njit(cache=True, inline="always")
 def _hit_nb(lo: float, hi: float, s: float, h: float) -> bool:
     return lo <= s or hi >= h
 
@@ -196,7 +215,7 @@ def _hit_nb(lo: float, hi: float, s: float, h: float) -> bool:
 @njit(cache=True, inline="always")
 def first_touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: np.ndarray, a: int, b: int, s: float, h: float) -> int:
     """The first bar t in a..b with low[t] <= s or high[t] >= h (NaN levels never touch); b + 1 if
-    none. spmin: range_tables_nb(low)'s block minima, spmax: range_tables_nb(high)'s block maxima."""
+    none. spmin: block_table_nb(low, False), spmax: block_table_nb(high, True)."""
     t = a
     while t <= b and (t & (BLOCK - 1)) != 0:
         if _hit_nb(low[t], high[t], s, h):
