@@ -130,11 +130,22 @@ class PipelineBroker:
         return [self._own(o) for o in self.broker.open_orders() if self._mine(o)]
 
     def cancel_all(self) -> int:
-        """Cancels this pipeline's open orders (the other pipelines' stay)."""
-        mine = [o for o in self.broker.open_orders() if self._mine(o)]
-        for order in mine:
-            self.broker.cancel(order.broker_order_id)
-        return len(mine)
+        """Cancels this pipeline's open orders (the other pipelines' stay); returns how many it canceled.
+
+        A filled order cannot be canceled: one that fills between the listing and its cancel is refused
+        by the broker (Alpaca: 422, not cancelable), and is left as what it is, a fill the next sync
+        books (so `close_all` closes it too). A refusal for an order still open is raised."""
+        canceled = 0
+        for order in [o for o in self.broker.open_orders() if self._mine(o)]:
+            try:
+                self.broker.cancel(order.broker_order_id)
+                canceled += 1
+            except BrokerError:
+                now = self.broker.get_order(order.client_order_id)
+                if now is None or now.status.is_open:
+                    raise
+        self._stale = True  # what filled meanwhile is booked before the positions are read
+        return canceled
 
     def close_all(self) -> list[OrderState]:
         """Cancels this pipeline's open orders and closes its positions with market orders (ids from the
