@@ -43,6 +43,7 @@ from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._scheduler.scheduler import launch_scheduled_runs
 from dagster._utils.schedules import cron_string_iterator
 
+from orchestration.console_level import console_at_configured_level
 from orchestration.home import DEFAULT_INSTANCE
 from tests.soak.lean import lean_dagster
 
@@ -483,6 +484,7 @@ class _Alerts(logging.Handler):
 def run_soak(settings: SoakSettings, log: logging.Logger | None = None) -> SoakResult:
     """Drives the deployment from `settings.start` to `settings.end`; returns the runs it made."""
     log = log or logging.getLogger("quantlake.soak")
+    console_at_configured_level()  # the runs' Dagster console lines at QUANTLAKE_LOG_LEVEL (scripts/soak.py: WARNING)
     home = settings.work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     storage = f"storage:\n  postgres:\n    postgres_url: {json.dumps(settings.storage_url)}\n" if settings.storage_url else ""
