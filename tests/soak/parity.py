@@ -263,8 +263,9 @@ def check_equity_vs_backtest(result: SoakResult) -> Parity:
         return out
     backtest, bars, cash = built
     with Ledger(result.ledger_url) as ledger:
-        fills = sorted(
-            (datetime.fromisoformat(str(e.payload["ts"]).replace("Z", "+00:00")), e.payload) for e in ledger.events(types=[EventType.FILL.value])
+        fills = sorted(  # by bar only (two fills of one bar: the ledger's order; their payloads do not compare)
+            ((datetime.fromisoformat(str(e.payload["ts"]).replace("Z", "+00:00")), e.payload) for e in ledger.events(types=[EventType.FILL.value])),
+            key=lambda f: f[0],
         )
     cut = _cut_by_close_all(result)
     stop_at = min(cut) if cut else None

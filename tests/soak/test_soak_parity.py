@@ -132,3 +132,22 @@ def test_an_order_canceled_after_its_fill_bar_opened_is_found(tmp_path: Path, se
         assert list(found) == [date(2026, 11, 17)] and "SimulatedBroker.close_all" in found[date(2026, 11, 17)], found
     else:
         assert found == {}
+
+
+@soak
+def test_a_flatten_with_an_order_in_flight_keeps_it_and_the_account_equals_the_backtest(tmp_path: Path) -> None:
+    """The faulted year's case, without faults: sma_cross 5/20 buys NVDA on Wed 2026-04-15 (filled at
+    Thursday's open) and MSFT on Thu 04-16 (filled at Friday's open). Friday's window-end flatten sees
+    NVDA held and MSFT in flight (Friday's bar reaches the lake on Monday): MSFT's order stands, fills at
+    Friday's open, and the flatten's close sells it at Monday's open, as the backtest does. Every
+    session is compared. (With the old close_all, MSFT's order was canceled: Friday on, uncompared.)"""
+    result = run_soak(SoakSettings(start=date(2026, 4, 13), end=date(2026, 4, 22), work=tmp_path))
+    parity = check_equity_vs_backtest(result)
+    assert parity.problems == [] and parity.uncompared == {}, "\n".join(parity.problems)
+    assert parity.compared == [date(2026, 4, d) for d in (13, 14, 15, 16, 17, 20, 21)]
+    with Ledger(result.ledger_url) as ledger:
+        closes = [(e.recorded_at.astimezone(NY).date(), e.symbol) for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value]) if str(e.payload["client_order_id"]).startswith("close-")]
+        fills = [(datetime.fromisoformat(str(e.payload["ts"])).astimezone(NY).date(), e.symbol, e.payload["side"]) for e in ledger.events(types=[EventType.FILL.value])]
+    assert (date(2026, 4, 17), "MSFT") in closes  # closed while its buy was in flight
+    assert [f for f in fills if f[1] == "MSFT"] == [(date(2026, 4, 17), "MSFT", "buy"), (date(2026, 4, 20), "MSFT", "sell")]
+    assert parity.fills == len(fills)
