@@ -1117,9 +1117,11 @@ def _import_tests(tests: list[str], work: Path) -> None:
         os.dup2(saved[1], 2)
 
 
-def _polars_works_in_a_fork(timeout: float = 120.0) -> bool:
+def _polars_works_in_a_fork(timeout: float = 20.0) -> bool:
     """Whether a forked child can still run polars: a process that ran polars before forking hands
-    its children a thread pool whose threads they do not have, and they hang on their first query."""
+    its children a thread pool whose threads they do not have, and they hang on their first query.
+    A hang is told by the timeout (a 50,000-row group-by takes milliseconds; a slow answer only makes
+    the runner take the slower, safe path)."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -1141,6 +1143,119 @@ def _polars_works_in_a_fork(timeout: float = 120.0) -> bool:
     return False
 
 
+def _thread_count() -> int:
+    """This process's threads, native ones too (polars' pool is not Python's `threading`); 0 where unknown."""
+    task = Path("/proc/self/task")
+    return len(os.listdir(task)) if task.is_dir() else 0
+
+
+def _is_test_file(filename: str) -> bool:
+    name = Path(filename).name
+    return name.startswith("test_") or name == "conftest.py"
+
+
+def _in_child(task: Callable[[], object], work: Path, timeout: float = 1800.0) -> object | None:
+    """`task()` in a forked child (what it imports dies with it): its result through JSON, None when it failed."""
+    result = work / "probe.json"
+    result.unlink(missing_ok=True)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            result.write_text(json.dumps(task()))
+            code = 0
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must exit here
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.05)
+    return json.loads(result.read_text()) if result.exists() else None
+
+
+def _collected(tests: list[str], work: Path) -> tuple[list[str], bool]:
+    """(the project modules, test files aside, that collecting `tests` imports, in import order; whether a
+    fork still runs polars after the collection: not when it started a thread, else a fork tells). Run in a probe child."""
+    before = _thread_count()
+    _import_tests(tests, work)
+    root = str(work)
+    modules = [
+        name for name, mod in list(sys.modules.items())
+        if (f := getattr(mod, "__file__", None) or "").startswith(root) and not _is_test_file(f) and name != "__main__"
+    ]  # fmt: skip
+    return modules, _thread_count() <= before and _polars_works_in_a_fork()
+
+
+def _fork_safe_prefix(modules: list[str]) -> list[str]:
+    """The longest prefix of `modules` whose imports start no thread (polars' pool, or any other a forked
+    child would lack; the worker checks the prefix again with a fork running polars). Run in a probe child:
+    the import that starts one cannot be undone."""
+    import importlib
+
+    safe: list[str] = []
+    for name in modules:
+        before = _thread_count()
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a module the probe cannot import by name is left to the children
+            break
+        if _thread_count() > before:
+            break
+        safe.append(name)
+    return safe
+
+
+def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType | None, str]:
+    """Imports into this worker, unmutated, what its forked children can share, and returns the mutated
+    module's live object (None: each child imports it fresh) and a note for the report.
+
+    Normally that is the tests and, through them, the project: a mutant inside a function is then a
+    swap of that function's code in the child, no import at all. polars does not survive that: a process
+    that ran a polars query hands its forked children a thread pool whose threads they lack, and they hang
+    on their first query (POLARS_MAX_THREADS=1 does not help: a pool of one is still a thread the child
+    lacks). When collecting the tests runs one (tests/lake/test_validation.py builds
+    `pl.lit(datetime(..., tzinfo=UTC))` at import, which starts the pool), a probe child finds the project
+    modules the collection imports and the prefix of them whose imports start no thread; the worker
+    imports that prefix (the mutated module among it: still live, still patched), and each mutant's child
+    collects the test files itself, so its polars pool is its own. The mutated module's own import
+    starting a thread: the worker imports nothing, each child imports everything (still forked). Only
+    when a fork cannot run polars even then (never seen): fresh interpreters, as before."""
+    name = module.removesuffix(".py").replace("/", ".")
+    probe = _in_child(lambda: _collected(tests, work), work)
+    # Collected without running polars (or the probe failed: the tests' import is checked below, as before).
+    unsafe: list[str] = [str(m) for m in probe[0]] if isinstance(probe, list) and not probe[1] else []
+    if not unsafe:
+        _import_tests(tests, work)
+        live, note = sys.modules.get(name), ""
+    else:
+        import importlib
+
+        found = _in_child(lambda: _fork_safe_prefix(unsafe), work)
+        prefix = [str(m) for m in found] if isinstance(found, list) and name in found else []
+        for imported in prefix:
+            importlib.import_module(imported)
+        live = sys.modules.get(name) if prefix else None
+        test_files = sorted({t.split("::")[0] for t in tests if t.split("::")[0].endswith(".py")})
+        note = (
+            f"collecting the tests runs polars: the worker imported {len(prefix)} of the {len(unsafe)} project modules they import "
+            f"(no thread started), each mutant's forked child collects {', '.join(test_files)} itself"
+        )
+    if not _polars_works_in_a_fork():
+        # Something imported here ran polars: every forked child would hang. Fresh interpreters.
+        os.environ["MUTATE_RUNNER"] = "subprocess"
+        return None, "the tests' import runs polars: each mutant ran in a fresh interpreter"
+    return live, note
+
+
 def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     from cosmic_ray.commands.init import init
     from cosmic_ray.work_db import WorkDB, use_db
@@ -1153,13 +1268,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     live = None
     # Compiled modules are never patched: numba compiles from the source, not from `__code__`.
     if os.environ.get("MUTATE_RUNNER", "fork") == "fork" and module not in FRESH_NUMBA_CACHE:
-        _import_tests(tests, work)
-        live = sys.modules.get(module.removesuffix(".py").replace("/", "."))
-        if not _polars_works_in_a_fork():
-            # Importing the tests ran polars here: every forked child would hang. Fresh interpreters.
-            os.environ["MUTATE_RUNNER"] = "subprocess"
-            out.note = "the tests' import runs polars: each mutant ran in a fresh interpreter"
-            live = None
+        live, out.note = import_live(module, tests, work)
     if os.environ.get("MUTATE_RUNNER", "fork") == "subprocess":
         from cosmic_ray.testing import run_tests
         from cosmic_ray.work_item import TestOutcome
