@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/soak.py [--period month|quarter|year | --start YYYY-MM-DD --end YYYY-MM-DD]
                                      [--symbols AAPL,MSFT,NVDA] [--work DIR] [--no-faults] [--seed N]
+                                     [--storage-url postgresql://...]
 
 Runs tests/soak/harness.py (the real Definitions, Dagster's own scheduler, sensor and run-queue
 iterations at every tick the daemon would see, runs in process), then every check in
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="where the lake, ledger and Dagster home go (default: a temporary folder, removed)")
     parser.add_argument("--no-faults", action="store_true", help="the period without any fault (the fault schedule is on by default)")
     parser.add_argument("--seed", type=int, default=16, help="the fault schedule's seed (the same plan on any day)")
+    parser.add_argument(
+        "--storage-url", default="", help="the Dagster instance's storage on PostgreSQL (an empty database or schema); default: SQLite under the work folder"
+    )
     args = parser.parse_args(argv)
     start, end = PERIODS[args.period]
     start, end = args.start or start, args.end or end
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"soak {start} .. {end}, {','.join(symbols)}, in {work}", flush=True)
         # The missed-sessions sensor on, as a deployment runs it: a session whose 1-minute bars failed is fetched again.
-        settings = SoakSettings(start=start, end=end, work=work, symbols=symbols, sensors=("missed_sessions_sensor",), lean=not args.no_lean)
+        settings = SoakSettings(start=start, end=end, work=work, symbols=symbols, sensors=("missed_sessions_sensor",), lean=not args.no_lean,
+                                storage_url=args.storage_url)
         settings, unplaced = (settings, ()) if args.no_faults else with_faults(settings, args.seed)
         for kind in unplaced:
             print(f"fault {kind}: no session in the period it could hit: not injected", flush=True)
