@@ -121,3 +121,19 @@ def test_a_held_position_with_an_exit_in_flight_is_not_closed_twice() -> None:
 )
 def test_next_bar_open(after: datetime, bar: timedelta, opens: datetime) -> None:
     assert next_bar_open(after, bar) == opens
+
+
+def test_a_close_saved_before_whole_was_kept_is_still_kept() -> None:
+    """A state saved by the broker of session 6 (no `whole`): its pending close is kept by the next flatten."""
+    broker = SimulatedBroker(SimConfig(), cash=100_000.0)
+    broker.submit(OrderRequest(client_order_id="ql-buy", symbol="MSFT", side=Side.BUY, quantity=10.0))
+    broker.on_bar({"MSFT": _daily(15, 400.0)})
+    broker.placed_at = _ny(15, 15, 55)
+    [close] = broker.close_all()
+    state = broker.to_state()
+    for item in state["orders"]:
+        del item["whole"], item["cancel_at"]
+    broker = SimulatedBroker.from_state(state)
+    broker.placed_at = _ny(15, 15, 58)  # a kill switch after the flatten, the same session
+    assert broker.close_all() == [broker.get_order(close.client_order_id)]
+    assert [o.client_order_id for o in broker.open_orders()] == [close.client_order_id]

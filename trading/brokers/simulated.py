@@ -293,7 +293,9 @@ class SimulatedBroker:
             request = OrderRequest.model_validate(item["request"])
             not_before = datetime.fromisoformat(item["not_before"]) if item.get("not_before") else None
             cancel_at = datetime.fromisoformat(item["cancel_at"]) if item.get("cancel_at") else None
-            order = _Order(request, OrderState.model_validate(item["state"]), rng, not_before, cancel_at, bool(item.get("whole")))
+            # a close saved before `whole` was kept is one (its id says so): kept by the next flatten, not replaced
+            whole = bool(item.get("whole", request.reduce_only and request.client_order_id.startswith("close-")))
+            order = _Order(request, OrderState.model_validate(item["state"]), rng, not_before, cancel_at, whole)
             broker._orders[request.client_order_id] = order
         for symbol, b in state["brackets"].items():
             broker._brackets[symbol] = _Bracket(**{**b, "armed_after": datetime.fromisoformat(b["armed_after"])})
