@@ -57,28 +57,24 @@ def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: n
 
 
 @njit(cache=True, nogil=True)
-def _window_bits_nb(x: np.ndarray, close: np.ndarray, w: int, highest: bool, bits: np.ndarray, ext: np.ndarray, suffix: np.ndarray) -> None:
-    """Sets bit t (w <= t <= n-2) where close[t] breaks the extreme of x[t-w .. t-1]: above the
-    highest (`highest`) or below the lowest. van Herk / Gil-Werman: blocks of w bars, prefix extremes
-    `ext` and suffix extremes `suffix` inside each, so a window's extreme is max(suffix[a], ext[b])."""
+def _window_bits_nb(x: np.ndarray, close: np.ndarray, w: int, sign: float, bits: np.ndarray) -> None:
+    """Sets bit t (w <= t <= n-2) where sign x close[t] is above the highest sign x x of the w bars
+    before it (sign 1: a close above the highest high; -1: below the lowest low, as max of the
+    negated values: exact). van Herk / Gil-Werman in one pass over blocks of w bars: the window
+    ending at bar b of a block is the rest of the block before (its suffix extremes, kept) and this
+    block up to b (a running extreme)."""
     n = x.shape[0]
-    for t in range(n):
-        if t % w == 0:
-            ext[t] = x[t]
-        else:
-            ext[t] = max(ext[t - 1], x[t]) if highest else min(ext[t - 1], x[t])
-    for t in range(n - 1, -1, -1):
-        if t == n - 1 or (t + 1) % w == 0:
-            suffix[t] = x[t]
-        else:
-            suffix[t] = max(suffix[t + 1], x[t]) if highest else min(suffix[t + 1], x[t])
-    for t in range(w, n - 1):
-        a, b = t - w, t - 1
-        if highest:
-            if close[t] > (ext[b] if a % w == 0 else max(suffix[a], ext[b])):
+    rest = np.full(w + 1, -np.inf)  # rest[j]: the extreme of the block before from its bar j on; rest[w] empty
+    for start in range(0, n, w):
+        end = min(n, start + w)
+        run = -np.inf
+        for b in range(start, end):
+            run = max(run, sign * x[b])
+            t = b + 1
+            if w <= t < n - 1 and sign * close[t] > max(rest[b - start + 1], run):
                 set_bit_nb(bits, t)
-        elif close[t] < (ext[b] if a % w == 0 else min(suffix[a], ext[b])):
-            set_bit_nb(bits, t)
+        for b in range(end - 1, start - 1, -1):
+            rest[b - start] = max(rest[b - start + 1], sign * x[b])
 
 
 @njit(cache=True, parallel=True)
@@ -93,12 +89,11 @@ def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, window
     up = np.zeros((rows, words), dtype=np.uint64)
     down = np.zeros((rows, words), dtype=np.uint64)
     for j in prange(2 * rows):
-        ext, suffix = np.empty(n), np.empty(n)
         r = j >> 1
         if j & 1:
-            _window_bits_nb(low, close, windows[r], False, down[r], ext, suffix)
+            _window_bits_nb(low, close, windows[r], -1.0, down[r])
         else:
-            _window_bits_nb(high, close, windows[r], True, up[r], ext, suffix)
+            _window_bits_nb(high, close, windows[r], 1.0, up[r])
     return up, down
 
 

@@ -164,16 +164,17 @@ def mark_stretch_nb(
     return _flush_nb(cash, q, peak, dd, top, low)
 
 
+DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)  # every 6-bit window of it distinct: bit k's product tops out at a distinct index
+_BIT_OF = np.zeros(64, dtype=np.int64)
+for _k in range(64):
+    _BIT_OF[((1 << _k) * 0x03F79D71B4CB0A89 % 2**64) >> 58] = _k
+
+
 @njit(cache=True, inline="always")
 def _lowest_bit_nb(word: np.uint64) -> int:
-    k = 0
-    while (word & np.uint64(0xFF)) == 0:
-        word >>= np.uint64(8)
-        k += 8
-    while (word & np.uint64(1)) == 0:
-        word >>= np.uint64(1)
-        k += 1
-    return k
+    """The index of the lowest set bit of a non-zero word (de Bruijn multiplication)."""
+    lowest = word & (~word + np.uint64(1))
+    return _BIT_OF[(lowest * DE_BRUIJN) >> np.uint64(58)]
 
 
 @njit(cache=True, inline="always")
@@ -227,7 +228,7 @@ def first_touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: 
     full = (b + 1) >> SHIFT  # blocks blk .. full - 1 lie inside a..b
     if blk < full and not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
         blk += 1
-        for k in range(spmin.shape[0] - 1, -1, -1):
+        for k in range(min(spmin.shape[0] - 1, _log2_nb(max(full - blk, 1))), -1, -1):
             if blk + (1 << k) <= full and not _hit_nb(spmin[k, blk], spmax[k, blk], s, h):
                 blk += 1 << k
     t = blk << SHIFT

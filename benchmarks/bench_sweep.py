@@ -121,17 +121,14 @@ def bar_by_bar() -> None:
     """The fused routes as they were before they went from event to event (session 5): the
     threshold and channel kernels stepping every bar, on the polars indicator rows."""
     from backtests import sweep as route
-    from backtests.sweep_channel_nb import channel_sweep_nb
     from backtests.sweep_threshold_nb import threshold_sweep_nb
 
     def threshold(prices: Any, values: Any, value_row: Any, levels: Any, sizes: Any, size_row: Any, short: Any, costs: Any) -> Any:
         return route._kernel(threshold_sweep_nb)(*prices, values, value_row, *levels, sizes, size_row, short, *costs)
 
-    def channel(*args: Any) -> Any:
-        return route._kernel(channel_sweep_nb)(*args[:7], *args[9:-1])  # no breakout bits, no chunks
-
-    # rsi_sma None: no indicator is it, so the RSI rows come from the strategy's polars expression.
-    vars(route).update(_threshold_fast=threshold, rsi_sma=None, channel_fast_sweep_nb=channel)
+    # rsi_sma None: no indicator is it, so the RSI rows come from the strategy's polars expression;
+    # prices taken for not finite: the channel rows from polars, `channel_sweep_nb` bar by bar.
+    vars(route).update(_threshold_fast=threshold, rsi_sma=None, _finite=lambda columns: False)
 
 
 def run_child(path: str, name: str, generic: int = 0) -> dict[str, Any]:

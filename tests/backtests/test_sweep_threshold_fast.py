@@ -30,11 +30,10 @@ CONFIGS = {
     "long_short": BacktestConfig(fees_bps=2.0, slippage_bps=4.0, allow_short=True),
     "fractional_close": BacktestConfig(fees_bps=1.0, fractional=True, fill="next_close", allow_short=True),
 }
-SIZINGS: dict[str, dict[str, Any]] = {
-    "all_in": {},
-    "fixed_fraction": {"sizing": "fixed_fraction", "fraction": 0.5},
-    "risk": {"sizing": "risk", "risk_per_trade": 0.02, "risk_stop_atr": 2.0, "atr_period": 3, "fraction": 0.8},
-}
+# Every combination of the RSI grid under each sizing (all in, half, risk-sized on two ATR periods):
+# one sweep, several size rows.
+SIZING = {"risk_per_trade": 0.02, "risk_stop_atr": 2.0}
+SIZINGS: dict[str, list[Any]] = {"sizing": ["fixed_fraction", "risk"], "fraction": [1.0, 0.5], "atr_period": [3, 14]}
 GRID: dict[str, list[Any]] = {"period": [2, 4, 6], "lower": [25.0, 40.0], "upper": [60.0, 75.0], "exit_level": [50.0, 55.0]}
 
 
@@ -103,12 +102,11 @@ def test_rsi_rows_equal_the_polars_rsi_bit_for_bit(closes: str) -> None:
         assert np.array_equal(rows[i], expected, equal_nan=True), w
 
 
-@pytest.mark.parametrize("sizing", list(SIZINGS))
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("data", list(BARS))
-def test_every_combination_equals_the_bar_by_bar_kernel(data: str, name: str, sizing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_combination_equals_the_bar_by_bar_kernel(data: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     bars, config = BARS[data], CONFIGS[name]
-    grid = expand_grid(RSI_REVERSION, SIZINGS[sizing] | {"allow_short": config.allow_short}, GRID)
+    grid = expand_grid(RSI_REVERSION, SIZING | {"allow_short": config.allow_short}, GRID | SIZINGS)
     calls = _spy_fast(monkeypatch)
     fast = sweep(bars, RSI_REVERSION, grid, config)
     assert calls == [len(grid)]  # one event-to-event pass
