@@ -15,6 +15,7 @@ Each alert carries the ledger's `event_id` (or the session) as `alert_id`, for a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -25,7 +26,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.alerts import send_alert, webhook_url
-from orchestration.settings import settings
+from orchestration.settings import Settings, settings
 from trading.events import CostPayload, EventType, InterventionPayload, ReconciliationPayload
 
 QUIET = frozenset({"blocked"})
@@ -44,9 +45,16 @@ def _now() -> datetime:
 
 
 def _trading() -> Any:
+    """The Definitions' trading resource for the settings of the moment: built once per distinct
+    settings, not at every evaluation (~2 ms of pydantic work each, twice a daemon tick)."""
+    return _trading_for(settings())
+
+
+@functools.lru_cache(maxsize=4)
+def _trading_for(env: Settings) -> Any:
     from orchestration.resources import trading_resource
 
-    return trading_resource()
+    return trading_resource(env)  # frozen, and a function of the settings alone
 
 
 def _no_ledger_yet(trading: Any) -> str | None:

@@ -5,11 +5,15 @@ data resources, whether or not the evaluation needs them. Ours build what they n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 import orchestration.resources
+from assets.resources import TradingResource
 from orchestration.definitions import defs
+from orchestration.settings import Settings
 
 REPO = defs.get_repository_def()
 
@@ -38,3 +42,33 @@ def test_the_trade_managers_skip_builds_no_resource(mode: str, monkeypatch: pyte
     sensor = defs.resolve_sensor_def("trade_manager_sensor")
     result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
     assert isinstance(result, dg.SkipReason) and result.skip_message == f"mode {mode}: no Alpaca orders to manage"
+
+
+@pytest.mark.parametrize("name", ["intervention_alert_sensor", "daily_pnl_summary_sensor"])
+def test_the_alert_sensors_build_the_trading_resource_once_per_settings(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each evaluation reads the ledger the settings of the moment name; the resource is built once
+    for the same settings and again when they change."""
+    real = orchestration.resources.trading_resource
+    built: list[str] = []
+
+    def counted(env: Settings | None = None) -> TradingResource:
+        resource = real(env)
+        built.append(resource.ledger_url)
+        return resource
+
+    monkeypatch.setattr(orchestration.resources, "trading_resource", counted)
+    sensor = defs.resolve_sensor_def(name)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(ledger: Path) -> str:
+        monkeypatch.setenv("QUANTLAKE_LEDGER_URL", f"sqlite:///{ledger}")
+        result = sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(result, dg.SkipReason) and result.skip_message
+        return result.skip_message
+
+    first, second = tmp_path / "first.sqlite", tmp_path / "second.sqlite"
+    assert [tick(first), tick(first), tick(first)] == [f"no ledger yet at {first}"] * 3
+    assert tick(second) == f"no ledger yet at {second}"
+    assert built == [f"sqlite:///{first}", f"sqlite:///{second}"]
