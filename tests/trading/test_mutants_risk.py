@@ -256,3 +256,22 @@ def test_the_price_and_the_share_mode_must_be_named() -> None:
     with pytest.raises(TypeError):
         assess(_proposal(quantity=10), _book(), RiskLimits(), 100.0)  # type: ignore[misc]
     assert assess(_proposal(quantity=10), _book(), RiskLimits(), price=100.0).quantity == 10
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"AAPL": 10.0},  # the symbol itself (its own shares count as held, not as the sector's others)
+        {"NVDA": 0.0},  # a flat holding in the sector
+        {"JPM": 400.0},  # a holding in another sector
+    ],
+    ids=["the-symbol-itself", "a-flat-holding", "another-sector"],
+)
+def test_a_holding_the_sector_sum_skips_does_not_end_it(first: dict[str, float]) -> None:
+    # MSFT's 25,000 counts wherever it sits in the book: listed after a holding the sum skips, the 30%
+    # sector cap still leaves 5,000 less what AAPL already holds, to the share.
+    held = first.get("AAPL", 0.0)
+    prices = {"AAPL": 100.0, "MSFT": 100.0, "NVDA": 100.0, "JPM": 100.0}
+    book = _book(positions={**first, "MSFT": 250.0}, prices=prices)
+    res = assess(_proposal(), book, RiskLimits())
+    assert res.quantity == 50.0 - held and res.reasons == ["sized to limits", "bound by sector limit"]
