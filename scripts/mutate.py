@@ -8,6 +8,7 @@
     MUTATE_SKIP=31 .venv/bin/python scripts/mutate.py ...    # continue a time-limited sample after its first 31
     MUTATE_NUMBA_SEED=0 .venv/bin/python scripts/mutate.py ...  # numba modules: every mutant compiles all
     MUTATE_NUMBA_SEED=files .venv/bin/python scripts/mutate.py ...  # numba modules: stale whole files, not functions
+    MUTATE_NUMBA_INTERPRET=0 .venv/bin/python scripts/mutate.py ...  # numba modules: compiled only (no interpreted first pass)
     .venv/bin/python scripts/mutate.py --changed REV         # CI: only what a change touched (below)
 
 Each module is mutated with its own focused tests only (MODULES below), so a module takes
@@ -24,7 +25,15 @@ Runner: by default one long-lived process imports the heavy third-party librarie
 pandas, pydantic, numba, pytest, hypothesis, exchange_calendars, great_expectations; never a project
 module) and forks a child per mutant that runs pytest in process on the mutated file: a mutant then costs
 its tests, not a fresh interpreter's imports. `MUTATE_RUNNER=subprocess` runs each mutant in a new
-interpreter instead (cosmic-ray's own runner), e.g. to cross-check the fork runner.
+interpreter instead (cosmic-ray's own runner), e.g. to cross-check the fork runner. Tests that run a polars
+query at import (it starts polars' thread pool, which a forked child lacks and hangs on) are collected in
+each child instead, the project modules still imported once (`import_live`).
+
+numba modules: each mutant runs interpreted first (NUMBA_DISABLE_JIT=1, numpy's RuntimeWarnings ignored),
+which compiles nothing; only a test's failed assertion settles it there (killed). Every survivor and
+every other failure (an exception, a timeout) is run compiled on its seeded cache, as before, and that
+outcome counts. Used when the module's tests pass interpreted within the compiled baseline's time
+(`interpreted_run` says why this is sound).
 
 Writes artifacts/mutation/<module>.txt (score, then every survivor's diff) and summary.md, and
 prints the summary table. By hand or with `make mutate`.
@@ -865,12 +874,49 @@ def preload() -> None:
             continue
 
 
+class _FirstFailure:
+    """A pytest plugin writing how the first failing test failed: its phase, then "AssertionError" when
+    what it raised is one (an `assert`, pytest.approx, a hypothesis falsifying example), else the type."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.raised: dict[tuple[str, str], str] = {}
+
+    def pytest_runtest_makereport(self, item: object, call: object) -> None:
+        excinfo = getattr(call, "excinfo", None)
+        if excinfo is not None:
+            kind = "AssertionError" if issubclass(excinfo.type, AssertionError) else excinfo.type.__qualname__
+            self.raised[(getattr(item, "nodeid", ""), getattr(call, "when", ""))] = kind
+
+    def pytest_runtest_logreport(self, report: object) -> None:
+        if getattr(report, "failed", False) and not self.path.exists():
+            when = getattr(report, "when", "")
+            self.path.write_text(f"{when}\n{self.raised.get((getattr(report, 'nodeid', ''), when), '')}")
+
+
+def failed_on_an_assertion(failure_log: Path) -> bool:
+    """Whether the first failure `_FirstFailure` wrote was a test's call failing an assertion (not an
+    exception from the code, a fixture, a warning turned error or a timeout)."""
+    if not failure_log.exists():
+        return False
+    when, _, kind = failure_log.read_text().partition("\n")
+    return when == "call" and kind == "AssertionError"
+
+
 def run_forked(
-    tests: list[str], timeout: float, log_path: Path, numba_cache: str | None = None, prepare: Callable[[], None] | None = None
+    tests: list[str],
+    timeout: float,
+    log_path: Path,
+    numba_cache: str | None = None,
+    prepare: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
+    failure_log: Path | None = None,
 ) -> tuple[str, str]:
-    """pytest on `tests` in a forked child of this (preloaded) process, after `prepare()` there:
-    ("passed" | "failed" | "timeout" | "error", its output). "failed" is any non-zero exit but 5
-    (no tests collected)."""
+    """pytest on `tests` in a forked child of this (preloaded) process, with `env` set there and after
+    `prepare()`: ("passed" | "failed" | "timeout" | "error", its output). "failed" is any non-zero exit
+    but 5 (no tests collected). With `failure_log`, the first failure's phase and crash line go there."""
+    if failure_log is not None:
+        failure_log.unlink(missing_ok=True)
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 3
@@ -880,15 +926,17 @@ def run_forked(
             os.dup2(fd, 2)
             if numba_cache is not None:
                 os.environ["NUMBA_CACHE_DIR"] = numba_cache
-                if "numba" in sys.modules:
-                    from numba.core import config
+            os.environ.update(env or {})
+            if (numba_cache is not None or env) and "numba" in sys.modules:
+                from numba.core import config
 
-                    config.reload_config()  # numba read the variable when the parent imported it
+                config.reload_config()  # numba read the variables when the parent imported it
             if prepare is not None:
                 prepare()
             import pytest
 
-            code = int(pytest.main(pytest_args(tests)))
+            plugins = [_FirstFailure(failure_log)] if failure_log is not None else []
+            code = int(pytest.main(pytest_args(tests), plugins=plugins))
         except BaseException:  # noqa: BLE001 - whatever happens, the child must exit here
             import traceback
 
@@ -1016,7 +1064,14 @@ def _forget_project(work: Path) -> None:
 
 
 def _mutant_outcome(
-    item: object, tests: list[str], timeout: float, work: Path, numba_cache: str | None, live: ModuleType | None
+    item: object,
+    tests: list[str],
+    timeout: float,
+    work: Path,
+    numba_cache: str | None,
+    live: ModuleType | None,
+    env: dict[str, str] | None = None,
+    failure_log: Path | None = None,
 ) -> tuple[str, str, str]:
     """Applies one mutant in the scratch copy, runs `tests`, restores the file: (kind, output, diff)
     with kind "killed", "survived", "error" (could not run: counted as caught) or "none" (no mutant).
@@ -1043,7 +1098,7 @@ def _mutant_outcome(
     path = Path(spec.module_path)
     stamp = path.stat()
     try:
-        return _fork_mutant(path, operator, spec.occurrence, tests, timeout, work, numba_cache, live)
+        return _fork_mutant(path, operator, spec.occurrence, tests, timeout, work, numba_cache, live, env, failure_log)
     finally:
         # The restored file gets its original time back: numba's on-disk cache of the module's
         # unmutated kernels (keyed by the file's time and size) stays valid for the next mutant.
@@ -1051,7 +1106,16 @@ def _mutant_outcome(
 
 
 def _fork_mutant(
-    path: Path, operator: object, occurrence: int, tests: list[str], timeout: float, work: Path, numba_cache: str | None, live: ModuleType | None
+    path: Path,
+    operator: object,
+    occurrence: int,
+    tests: list[str],
+    timeout: float,
+    work: Path,
+    numba_cache: str | None,
+    live: ModuleType | None,
+    env: dict[str, str] | None = None,
+    failure_log: Path | None = None,
 ) -> tuple[str, str, str]:
     from cosmic_ray.mutating import use_mutation
 
@@ -1062,11 +1126,12 @@ def _fork_mutant(
         patches = code_patches(live, path, original, mutated) if live is not None else None
         status = ""
         if patches is not None:
-            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=lambda: _apply(patches))
+            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, lambda: _apply(patches), env, failure_log)
         if status == "" or (status == "passed" and os.environ.get("MUTATE_CONFIRM")):
             # No patch (or, with MUTATE_CONFIRM, a survivor to confirm): a fresh import of the mutated
             # file. Patching can only err towards survival (a call made at import time runs unmutated).
-            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare=(lambda: _forget_project(work)) if live is not None else None)
+            prepare = (lambda: _forget_project(work)) if live is not None else None
+            status, output = run_forked(tests, timeout, work / "mutant.log", numba_cache, prepare, env, failure_log)
     if status == "passed":
         return "survived", output, diff
     if status == "failed":
@@ -1256,6 +1321,44 @@ def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType |
     return live, note
 
 
+# A numba module's mutants run interpreted first (`interpreted_run`): numba's decorators return the plain
+# functions, and numpy's RuntimeWarnings are ignored (a compiled kernel wraps uint64 products and divides
+# by zero without a warning; pytest turns warnings into errors).
+INTERPRETED_ENV = {"NUMBA_DISABLE_JIT": "1"}
+INTERPRETED_ARGS = ["-W", "ignore::RuntimeWarning"]
+
+
+def interpreted_run(module: str, tests: list[str], work: Path, out: Outcome) -> tuple[list[str], float] | None:
+    """(pytest arguments, timeout) to run a numba module's mutants interpreted first, or None: compiled only.
+
+    Sound because interpretation only ever settles a mutant as killed, and only by a test's assertion:
+    the kernels' arithmetic is the same IEEE float64 and wrapping int64 and uint64 numpy scalar
+    arithmetic either way, so a mutant whose values fail an assertion interpreted computes the same
+    values compiled. Where the two differ, the failure is not an assertion and the mutant is run compiled:
+    an index past the end (an IndexError interpreted, an unchecked read compiled), a division by zero
+    (numba's Python error model raises where a numpy scalar warns), a type numba cannot compile, a
+    timeout. Every survivor is run compiled too, so none is an artefact of interpretation (numba may
+    refuse a mutant that Python runs). Used only when the module's tests pass interpreted, within the time
+    the compiled baseline took (which compiles every kernel they touch): else (or MUTATE_NUMBA_INTERPRET=0,
+    or fresh interpreters) compiled only, as before."""
+    if module not in FRESH_NUMBA_CACHE or os.environ.get("MUTATE_NUMBA_INTERPRET", "auto") == "0":
+        return None
+    if os.environ.get("MUTATE_RUNNER", "fork") != "fork":
+        return None
+    args = [*tests, *INTERPRETED_ARGS]
+    started = time.monotonic()
+    empty = str(work / ".numba_cache" / "baseline-interpreted")
+    status, _ = run_forked(args, max(out.baseline_s, 60.0), work / "baseline_interpreted.log", empty, env=INTERPRETED_ENV)
+    took = time.monotonic() - started
+    shutil.rmtree(empty, ignore_errors=True)
+    out.baseline_s += took
+    if status != "passed":
+        out.note = f"interpreted baseline {status} in {took:.0f} s (compiled {out.baseline_s - took:.0f} s): compiled only"
+        return None
+    out.note = f"interpreted first (NUMBA_DISABLE_JIT=1; baseline {took:.0f} s, compiled {out.baseline_s - took:.0f} s)"
+    return args, 3 * took + 30
+
+
 def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     from cosmic_ray.commands.init import init
     from cosmic_ray.work_db import WorkDB, use_db
@@ -1283,6 +1386,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
         out.errors.append(output[-3000:])
         return out
     timeout = 3 * out.baseline_s + 30
+    interpreted = interpreted_run(module, tests, work, out)
 
     db_path = work / f"{module.replace('/', '_')}.sqlite"
     with use_db(str(db_path), WorkDB.Mode.create) as db:
@@ -1308,7 +1412,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     if (skip := int(os.environ.get("MUTATE_SKIP", "0"))) and not os.environ.get("MUTATE_RERUN"):
         # A time-limited run's sample continued: the first `skip` in the hash order ran before.
         items = items[skip:]
-        out.note = f"the first {skip} mutants in the hash order skipped (MUTATE_SKIP: run before)"
+        out.note = "; ".join(filter(None, [out.note, f"the first {skip} mutants in the hash order skipped (MUTATE_SKIP: run before)"]))
     if os.environ.get("MUTATE_RERUN") and (before := previous_survivors(module, out.sha256)) is not None:
         # Same source, tests only added: what was killed stays killed; only the survivors run again.
         killed, run, total, diffs = before
@@ -1320,27 +1424,41 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
             spec = item.mutations[0]  # type: ignore[attr-defined]
             out.survivors.append(f"line {spec.start_pos[0]} ({spec.definition_name or 'module'}): {spec.operator_name}\n{_diff_of(item, source, Path(module))}")
             items.remove(item)
-        out.note = f"re-ran the {len(items)} survivors of the last run ({killed} killed of {run}) on the same source"
-        out.note += f", {found - len(items)} recorded equivalent not re-run" if found > len(items) else ""
+        rerun = f"re-ran the {len(items)} survivors of the last run ({killed} killed of {run}) on the same source"
+        rerun += f", {found - len(items)} recorded equivalent not re-run" if found > len(items) else ""
         if found != len(diffs) or total != out.total:
-            out.note += f" (found {found} of {len(diffs)} survivors, {out.total} of {total} mutants)"
+            rerun += f" (found {found} of {len(diffs)} survivors, {out.total} of {total} mutants)"
+        out.note = "; ".join(filter(None, [out.note, rerun]))
         out.run, out.killed = run - len(items), killed
     deadline = started + limit_s
     # What a mutant's own numba cache starts from: the baseline's, less what may embed the module.
     # Per function (`stale_functions`); MUTATE_NUMBA_SEED=files leaves out whole files (`stale_modules`),
     # MUTATE_NUMBA_SEED=0 starts each from empty (everything recompiled: the old, slow way).
     stale = stale_modules(module, work) if os.environ.get("MUTATE_NUMBA_SEED", "1") != "0" else None
+    settled_interpreted = rechecked = 0
     for item in items:
         if time.monotonic() > deadline:
             out.note = "; ".join(filter(None, [out.note, f"time limit {limit_s:.0f} s: a random sample of {out.run} of {out.total} mutants ran"]))
             break
         fresh = str(numba_root / item.job_id) if module in FRESH_NUMBA_CACHE else None
-        seeded = ""
-        if fresh is not None and stale is not None:
-            functions = _mutant_functions(item, module, source, work) if os.environ.get("MUTATE_NUMBA_SEED") != "files" else None
-            kept, gone = seed_numba_cache(numba_root / "shared", Path(fresh), stale, work, functions, module)
-            seeded = f" cache {kept} kept, {gone} left out{'' if functions is not None else ' (whole files)'}"
-        kind, output, diff = _mutant_outcome(item, tests, timeout, work, fresh, live)
+        seeded = kind = ""
+        if interpreted is not None and fresh is not None:
+            # Interpreted first: only a failed assertion settles it; anything else is run compiled below.
+            empty = f"{fresh}-interpreted"  # a ufunc would still compile: never into the shared cache
+            kind, output, diff = _mutant_outcome(item, interpreted[0], interpreted[1], work, empty, live, INTERPRETED_ENV, work / "failure.txt")
+            shutil.rmtree(empty, ignore_errors=True)
+            if kind == "killed" and failed_on_an_assertion(work / "failure.txt"):
+                settled_interpreted += 1
+                seeded = " interpreted"
+            elif kind != "none":
+                kind, seeded = "", " interpreted: not an assertion failure, re-checked compiled;"
+                rechecked += 1
+        if kind == "":
+            if fresh is not None and stale is not None:
+                functions = _mutant_functions(item, module, source, work) if os.environ.get("MUTATE_NUMBA_SEED") != "files" else None
+                kept, gone = seed_numba_cache(numba_root / "shared", Path(fresh), stale, work, functions, module)
+                seeded += f" cache {kept} kept, {gone} left out{'' if functions is not None else ' (whole files)'}"
+            kind, output, diff = _mutant_outcome(item, tests, timeout, work, fresh, live)
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         if kind == "none":
@@ -1360,6 +1478,10 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
         print(f"  {module}: {out.run}/{out.total} run, {len(out.survivors)} survived", end="\r", flush=True)
         with (work / "progress.log").open("a") as progress:  # one line a mutant, for `tail -f`
             progress.write(f"{time.monotonic() - started:7.1f}s {kind:8} {where}{seeded}\n")
+    if interpreted is not None:
+        out.note = "; ".join(
+            filter(None, [out.note, f"{settled_interpreted} killed interpreted on an assertion, {rechecked} re-checked compiled"])
+        )
     out.elapsed_s = time.monotonic() - started
     print()
     return out
