@@ -294,6 +294,10 @@ def quiet_console_in_json_mode() -> None:
 
 
 quiet_console_in_json_mode()
+
+from orchestration.console_level import console_at_configured_level  # noqa: E402  # wraps what the line above wrapped
+
+console_at_configured_level()  # a run's Dagster console lines at QUANTLAKE_LOG_LEVEL (unset: Dagster's DEBUG)
 # Dagster's beta note on the instance's yaml-defined handler (ours, above) comes at every run start,
 # before a run's resources configure logging: a text line on stderr that says nothing to act on.
 warnings.filterwarnings("ignore", message="Handling yaml-defined logging configuration")

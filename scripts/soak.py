@@ -59,8 +59,11 @@ def setup_logging() -> None:
     QUANTLAKE_LOG_LEVEL=INFO shows the daemon's every evaluation too (a line per sensor and tick)."""
     os.environ.setdefault("QUANTLAKE_LOG_LEVEL", "WARNING")  # read by each run's logging set-up
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.getLevelName(os.environ["QUANTLAKE_LOG_LEVEL"].upper())
     for handler in logging.root.handlers:
         handler.addFilter(_NotPrintedYet())
+        # Dagster's daemon loggers set their own level (INFO): the handler keeps to the configured one.
+        handler.setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
 def with_faults(settings: SoakSettings, seed: int) -> tuple[SoakSettings, tuple[str, ...]]:
