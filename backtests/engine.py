@@ -25,7 +25,7 @@ Slippage is `slippage_bps`, or, with `slippage_atr`, a fraction of the bar's ATR
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -130,6 +130,8 @@ def fee_fractions(market: Market, config: BacktestConfig, price: np.ndarray | No
 
 
 def slippage_fractions(market: Market, config: BacktestConfig) -> np.ndarray:
+    if not config.slippage_atr:  # one value for every cell: read-only, no memory
+        return np.broadcast_to(np.float64(config.slippage_bps / 1e4), market.close.shape)
     slip = np.full(market.close.shape, config.slippage_bps / 1e4)
     if config.slippage_atr:
         frame = pl.DataFrame({"high": market.high.ravel("F"), "low": market.low.ravel("F"), "close": market.close.ravel("F")})
@@ -183,7 +185,7 @@ def _limit_arrays(market: Market, limits: SizingLimits) -> LimitArrays:
 def _frame(values: np.ndarray, index: Any, symbols: list[str]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(values, index=index, columns=symbols)
+    return pd.DataFrame(values, index=index, columns=symbols, copy=False)  # a view: pandas 3 copies by default
 
 
 def _pandas_freq(timeframe: str) -> str:
@@ -216,9 +218,11 @@ def run_backtest(
         signals = signals.with_columns(
             pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")
         )
-    market = to_market(signals)
+    market = to_market(signals, copy=False)  # views of the bars' own buffers where it can
     del signals  # the long frame is done with: on a portfolio it is the size of the bars again
-    return _result(market, simulate(market, config, limits), config)
+    pf = simulate(market, config, limits)
+    market = replace(market, signals={})  # the result reads prices and times only: free the signals
+    return _result(market, pf, config)
 
 
 def _result(market: Market, pf: Any, config: BacktestConfig) -> BacktestResult:

@@ -35,8 +35,14 @@ class Market:
     signals: dict[str, np.ndarray]
 
 
-def to_market(signals: pl.DataFrame) -> Market:
-    """Aligned wide arrays from a long frame of bars and signals, in any row order."""
+def to_market(signals: pl.DataFrame, *, copy: bool = True) -> Market:
+    """Aligned wide arrays from a long frame of bars and signals, in any row order.
+
+    With `copy=False` (the engine's), a frame sorted by (symbol, ts) on shared timestamps gives
+    views of its own buffers where polars hands them out without a copy (float columns without
+    nulls): (bar x symbol) in Fortran order, each symbol's column as it stands, and every absent or
+    all-null column one read-only NaN broadcast to the shape; the same values, no second copy of
+    the bars. Otherwise (the default) every array is C-contiguous and its own."""
     stamps = signals["ts"].to_physical().to_numpy()
     runs = signals["symbol"].rle().struct.unnest()  # one row per run of equal symbols
     block = _block_length(runs, stamps)
@@ -46,7 +52,8 @@ def to_market(signals: pl.DataFrame) -> Market:
         ts = signals["ts"].slice(0, n).set_sorted()
 
         def wide(values: np.ndarray) -> np.ndarray:
-            return _like(values, np.ascontiguousarray(values.reshape(len(symbols), n).T))
+            by_symbol = values.reshape(len(symbols), n).T  # a view, Fortran order
+            return by_symbol if not copy else _like(values, np.ascontiguousarray(by_symbol))
 
     else:
         symbols = sorted(signals["symbol"].unique().to_list())
@@ -64,6 +71,8 @@ def to_market(signals: pl.DataFrame) -> Market:
     def column(name: str) -> np.ndarray:
         # Levels are optional for callers that build signals by hand, and all null without a bracket.
         if name not in signals.columns or (signals[name].dtype == pl.Float64 and signals[name].null_count() == signals.height):
+            if not copy and block is not None:
+                return np.broadcast_to(np.float64(np.nan), (n, len(symbols)))  # read-only, no memory
             absent.append(absent[0] if absent else np.full((n, len(symbols)), np.nan))
             return absent[-1]
         return wide(signals[name].to_numpy())

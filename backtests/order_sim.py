@@ -374,8 +374,8 @@ def simulate_signals(
     import vectorbt as vbt
     from vectorbt.base.array_wrapper import ArrayWrapper
 
-    def f64(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a, dtype=np.float64)
+    def f64(a: np.ndarray) -> np.ndarray:  # as given when float64 (views of the bars stay views)
+        return np.asarray(a, dtype=np.float64)
 
     def flags(name: str) -> np.ndarray:
         if "short" in name and not allow_short:
