@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 import dagster as dg
 
+from orchestration.sensors import REFETCH_RUN_TAG
 from tests.soak.checks import NY, check_source_down, halted_skips, is_retry, scheduled_at, sessions
 from tests.soak.harness import BROKER_5XX, DISK_FULL, WORKER_KILLED, SoakResult
 from trading.events import Event, EventType
@@ -56,15 +57,18 @@ def _source_down(result: SoakResult, instance: dg.DagsterInstance, report: Fault
     failed, _problems = check_source_down(result, instance)  # its problems are check_all's already
     report.explained |= failed
     for day in result.settings.source_down:
-        runs = [r for r in result.runs if r.run_id in failed and r.job_name.startswith("ingest_") and _day(scheduled_at(r)) == day]
+        mine = [r for r in all_runs(result) if r.run_id in failed and r.job_name.startswith("ingest_")]
+        runs = [r for r in mine if REFETCH_RUN_TAG not in r.tags and _day(scheduled_at(r)) == day]
+        early = [r for r in mine if REFETCH_RUN_TAG in r.tags and r.tags.get("dagster/partition", "").startswith(f"{day}|")]
         originals = [r for r in runs if not is_retry(r)]
-        alerted = sum(any(r.run_id in a for a in result.alerts) for r in runs)
+        alerted = sum(any(r.run_id in a for a in result.alerts) for r in runs + early)
         if not originals:
             report.problems.append(f"source down {day}: no ingest failed: the fault hit nothing")
         refetch = [_refetched(result, day, s) for s in result.settings.symbols]
         report.lines.append(
             f"source down {day}: {len(originals)} scheduled ingests failed with the source's error, {len(runs) - len(originals)} run retries failed too, "
-            f"{alerted}/{len(runs)} failed runs alerted; 1m bars {', '.join(sorted(set(refetch)))}"
+            f"{len(early)} refetches (with their retries) failed while it was still down, "
+            f"{alerted}/{len(runs) + len(early)} failed runs alerted; 1m bars {', '.join(sorted(set(refetch)))}"
         )
 
 

@@ -236,3 +236,25 @@ def test_a_model_timing_out_for_a_day_falls_back_to_the_rules_then_answers_again
     assert not [e for e in responses if e.recorded_at.astimezone(NY).date() == slow and e.payload.get("outcome") == "used"]  # no answer that day
     assert asked_count == len(timeouts) + len(answered)  # every call is either a recorded fallback or a recorded answer
     print(stats, len(fallbacks), asked_count)
+
+
+def test_the_source_down_on_a_half_day_refetches_fail_until_it_is_back(tmp_path: Path) -> None:
+    """Friday 2026-11-27 (the half day after Thanksgiving, close 13:00) the source refuses everything.
+    The close's ingests fail and are retried; the missed-sessions sensor's grace ends before midnight,
+    so it asks again while the source is still down: those refetches fail with the source's error too
+    and alert, and Monday's refetch completes the day. All explained: no other problem (found by the
+    PostgreSQL month, session 7, where the checks counted the early refetches as unexplained)."""
+    from tests.soak.fault_report import fault_report, unexplained
+
+    down = date(2026, 11, 27)
+    result = run_soak(SoakSettings(start=date(2026, 11, 25), end=date(2026, 11, 30), work=tmp_path, source_down=(down,), sensors=REFETCH))
+    stats, problems = check_all(result)
+    faults = fault_report(result)
+    assert unexplained(problems, faults.explained) + faults.problems == [], "\n".join(problems + faults.problems)
+    refetches = [r for r in result.runs if r.tags.get("quantlake/refetch") and r.tags.get("dagster/partition", "").startswith(f"{down}|")]
+    early = [r for r in refetches if r.status == dg.DagsterRunStatus.FAILURE]
+    assert early and all(any(r.run_id in a for a in result.alerts) for r in early)
+    assert {r.tags["dagster/partition"] for r in refetches if r.status == dg.DagsterRunStatus.SUCCESS} == {f"{down}|{s}" for s in result.settings.symbols}
+    [line] = [f for f in faults.lines if f.startswith(f"source down {down}")]
+    assert f"{len(early)} refetches (with their retries) failed while it was still down" in line, line
+    print(stats)
