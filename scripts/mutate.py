@@ -33,7 +33,7 @@ numba modules: each mutant runs interpreted first (NUMBA_DISABLE_JIT=1, numpy's 
 which compiles nothing; only a test's failed assertion settles it there (killed). Every survivor and
 every other failure (an exception, a timeout) is run compiled on its seeded cache, as before, and that
 outcome counts. Used when the module's tests pass interpreted within the compiled baseline's time
-(`interpreted_run` says why this is sound).
+(`interpreted_run` says why this is sound). A survivor recorded in EQUIVALENT is not run compiled again.
 
 Writes artifacts/mutation/<module>.txt (score, then every survivor's diff) and summary.md, and
 prints the summary table. By hand or with `make mutate`.
@@ -1450,6 +1450,8 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
             if kind == "killed" and failed_on_an_assertion(work / "failure.txt"):
                 settled_interpreted += 1
                 seeded = " interpreted"
+            elif kind == "survived" and is_equivalent(module, "\n" + diff):
+                seeded = " interpreted: recorded equivalent (EQUIVALENT), not re-checked compiled"  # as MUTATE_RERUN lists them
             elif kind != "none":
                 kind, seeded = "", " interpreted: not an assertion failure, re-checked compiled;"
                 rechecked += 1
