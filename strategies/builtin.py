@@ -25,7 +25,7 @@ from strategies.base import (
     no_shorts,
     rank_across,
 )
-from strategies.sizing import SizingParams, size_expr
+from strategies.sizing import SizingParams, size_per_symbol
 
 
 class SmaCrossParams(StrategyParams, SizingParams):
@@ -48,7 +48,7 @@ def _sma_cross(bars: pl.DataFrame, p: SmaCrossParams) -> pl.DataFrame:
     down = crossed_below(fast, slow).over("symbol")
     shorts = [down.alias("entry_short"), up.alias("exit_short")] if p.allow_short else no_shorts()
     return with_means.with_columns(
-        up.alias("entry_long"), down.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
+        up.alias("entry_long"), down.alias("exit_long"), *shorts, size_per_symbol(p).alias("size"), *no_levels()
     ).drop("_fast", "_slow")
 
 
@@ -79,7 +79,7 @@ def _rsi_reversion(bars: pl.DataFrame, p: RsiReversionParams) -> pl.DataFrame:
     back_down = crossed_below(rsi, p.exit_level).over("symbol")
     shorts = [overbought.alias("entry_short"), back_down.alias("exit_short")] if p.allow_short else no_shorts()
     return bars.with_columns(
-        oversold.alias("entry_long"), back_up.alias("exit_long"), *shorts, size_expr(p).over("symbol").alias("size"), *no_levels()
+        oversold.alias("entry_long"), back_up.alias("exit_long"), *shorts, size_per_symbol(p).alias("size"), *no_levels()
     ).drop("_rsi")
 
 
@@ -122,7 +122,7 @@ def _donchian(bars: pl.DataFrame, p: DonchianParams) -> pl.DataFrame:
         breakout_up.alias("entry_long"),
         (pl.col("close") < exit_low).over("symbol").alias("exit_long"),
         *shorts,
-        size_expr(p).over("symbol").alias("size"),
+        size_per_symbol(p).alias("size"),
         (pl.col("close") - side * p.stop_atr * atr).over("symbol").alias("stop"),
         (pl.col("close") + side * p.target1_atr * atr).over("symbol").alias("target1"),
         (pl.col("close") + side * p.target2_atr * atr).over("symbol").alias("target2"),
