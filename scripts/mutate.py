@@ -302,6 +302,8 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     # reaches it (and the initial fill_bar -1 is below every t).
     ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
      "if t <= n - 1:  # the order decided now fills on the next bar (NaN: none)"),
+    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
+     "if t < n + 1:  # the order decided now fills on the next bar (NaN: none)"),
     ("backtests/sweep_nb.py", "elif pos != 0 and phase > 0 and t > fill_bar:", "elif pos != 0 and phase > 0 and t >= fill_bar:"),
     # The first phase is never read: the bracket branch needs a position, and the fill that opens one sets phase.
     ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 1, -1, np.nan"),
