@@ -54,6 +54,15 @@ def test_a_sell_receives_the_slipped_price_less_fees() -> None:
     assert cash == pytest.approx(2.5 * 99 * 0.999, rel=1e-12)
 
 
+def test_a_sell_of_less_than_one_fractional_share_sells_at_the_sell_side() -> None:
+    """A position under one share (a costly stock, fractional shares) still exits, at the bid side."""
+    cash, pos, filled = _trade_nb(10.0, 0.4, -0.4, 1_000.0, 0.001, 0.01, False)
+    assert (pos, filled) == (0.0, 1)
+    assert cash == pytest.approx(10 + 0.4 * 990 * 0.999, rel=1e-12)
+    cash, pos, filled = _fill_nb(10.0, 0.4, 0.0, 1_000.0, 0.001, 0.01, False)  # the exit to flat
+    assert (pos, filled) == (0.0, 1)
+
+
 def test_fill_exits_to_flat_or_enters_on_the_portfolio_value() -> None:
     cash, pos, filled = _fill_nb(100.0, 10.0, 0.0, 50.0, 0.001, 0.002, True)
     assert (pos, filled) == (0.0, 1)
