@@ -1686,6 +1686,7 @@ def mutate(modules: list[str], budget_s: float | None = None) -> list[Outcome]:
     os.environ["PYTHONPATH"] = str(work)  # the copy, not the editable install of the real tree
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    os.environ["QUANTLAKE_MUTATION_RUN"] = "1"  # tests/conftest.py: property tests draw the same examples every run
     # A mutant that keeps the file's size, written in the second its original was, would otherwise
     # be run from the original's cached bytecode.
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
