@@ -160,3 +160,25 @@ def test_rsi_by_hand_where_the_mean_loss_is_exactly_one_and_where_nothing_moved(
     got = _col(bars, ind.rsi(2))
     assert got[:3] == [None, None, 0.0]
     assert got[3:] == [pytest.approx(100.0 - 100.0 / (1.0 + g / lo), rel=1e-12) for g, lo in zip(gains, losses, strict=True)]
+
+
+@pytest.mark.parametrize("sizing", ["volatility", "risk", "fixed_fraction"])
+def test_size_per_symbol_sizes_each_symbol_from_its_own_bars(sizing: str) -> None:
+    """Two symbols in one frame get the sizes each gets alone: the ATR behind a volatility or risk size
+    never reads the other symbol's bars (its first bars are null, not sized from the other's last)."""
+    from strategies.sizing import size_per_symbol
+
+    rng = np.random.default_rng(7)
+    frames = []
+    for symbol, level in (("AAA", 50.0), ("BBB", 400.0)):
+        close = level * np.exp(np.cumsum(rng.normal(0, 0.01, 40)))
+        frames.append(pl.DataFrame({"symbol": [symbol] * 40, "ts": list(range(40)), "open": close, "high": close * 1.01, "low": close * 0.99, "close": close}))
+    both = pl.concat(frames)
+    p = SizingParams(sizing=sizing, fraction=0.5, atr_period=5)  # type: ignore[arg-type]
+    together = both.with_columns(size_per_symbol(p).alias("size"))
+    for frame in frames:
+        alone = frame.with_columns(size_expr(p).alias("size"))["size"]
+        mine = together.filter(pl.col("symbol") == frame["symbol"][0])["size"]
+        assert mine.to_list() == alone.to_list()
+    if sizing != "fixed_fraction":
+        assert together.filter(pl.col("symbol") == "BBB")["size"].head(4).null_count() == 4  # warming up, its own ATR
