@@ -53,6 +53,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -1154,26 +1155,10 @@ def run_module(module: str, work: Path, limit_s: float) -> Outcome:
     """One module's mutants, in a process of its own (what it imports dies with it)."""
     if os.environ.get("MUTATE_RUNNER", "fork") == "subprocess":
         return _run_module_here(module, work, limit_s)
-    result = work / "outcome.json"
-    result.unlink(missing_ok=True)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            result.write_text(json.dumps(asdict(_run_module_here(module, work, limit_s))))
-            code = 0
-        except BaseException:  # noqa: BLE001 - reported, then the worker exits
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.waitpid(pid, 0)
-    if not result.exists():
+    outcome = _in_child(lambda: asdict(_run_module_here(module, work, limit_s)), work / "outcome.json", math.inf)
+    if not isinstance(outcome, dict):
         return Outcome(module, note="the module's worker process failed (see its output)")
-    return Outcome(**json.loads(result.read_text()))
+    return Outcome(**outcome)
 
 
 def _import_tests(tests: list[str], work: Path) -> None:
@@ -1230,9 +1215,9 @@ def _is_test_file(filename: str) -> bool:
     return name.startswith("test_") or name == "conftest.py"
 
 
-def _in_child(task: Callable[[], object], work: Path, timeout: float = 1800.0) -> object | None:
-    """`task()` in a forked child (what it imports dies with it): its result through JSON, None when it failed."""
-    result = work / "probe.json"
+def _in_child(task: Callable[[], object], result: Path, timeout: float = 1800.0) -> object | None:
+    """`task()` in a forked child (what it imports dies with it): its result through JSON in `result`,
+    None when it failed or outlived `timeout` seconds."""
     result.unlink(missing_ok=True)
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -1306,7 +1291,7 @@ def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType |
     starting a thread: the worker imports nothing, each child imports everything (still forked). Only
     when a fork cannot run polars even then (never seen): fresh interpreters, as before."""
     name = module.removesuffix(".py").replace("/", ".")
-    probe = _in_child(lambda: _collected(tests, work), work)
+    probe = _in_child(lambda: _collected(tests, work), work / "probe.json")
     # Collected without running polars (or the probe failed: the tests' import is checked below, as before).
     unsafe: list[str] = [str(m) for m in probe[0]] if isinstance(probe, list) and not probe[1] else []
     if not unsafe:
@@ -1315,7 +1300,7 @@ def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType |
     else:
         import importlib
 
-        found = _in_child(lambda: _fork_safe_prefix(unsafe), work)
+        found = _in_child(lambda: _fork_safe_prefix(unsafe), work / "probe.json")
         prefix = [str(m) for m in found] if isinstance(found, list) and name in found else []
         for imported in prefix:
             importlib.import_module(imported)
