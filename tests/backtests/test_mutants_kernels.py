@@ -114,3 +114,12 @@ def test_half_exit_of_less_than_one_share(position: float, side: int, expected: 
     # The side test is `position x side <= 0`, at 0 exactly: a bound of 1 or -1 instead would take
     # a fractional position under one share for flat, or a small one against the side for its own.
     assert half_exit_nb(position, side, False) == expected
+
+
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize("position", [5.0, -5.0, 0.5, 0.0])
+def test_half_exit_on_no_side_is_nothing(position: float, whole: bool) -> None:
+    # A side of 0 (flat: no bracket's side) takes nothing off, whatever is held ("0 otherwise"). The
+    # side test multiplies: `position / side` instead raises ZeroDivisionError there. Every engine and
+    # sweep caller passes side_of_nb of a non-zero position (1 or -1), where the two agree.
+    assert half_exit_nb(position, 0, whole) == 0.0
