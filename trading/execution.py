@@ -76,6 +76,15 @@ def fill_event_id(fill_id: str) -> str:
     return hashlib.sha256(fill_id.encode()).hexdigest()[:32]
 
 
+def _simulated_under(broker: Broker) -> object:
+    """The broker that fills `broker`'s orders: itself, or for a pipeline's view of a shared account
+    (`trading.brokers.split.PipelineBroker`) the account's broker, so a simulated one under a view
+    keeps the sent-time fill and cancel rules too."""
+    from trading.brokers.split import PipelineBroker  # split imports this module: resolved at call time
+
+    return broker.broker if isinstance(broker, PipelineBroker) else broker
+
+
 class Executor:
     """Sends orders for one step at the run's `now`, under the limits' controls (`trading.safety`)."""
 
@@ -98,8 +107,8 @@ class Executor:
         self.mode = mode
         self.run_id = run_id
         self.now = now
-        if isinstance(broker, SimulatedBroker):
-            broker.placed_at = now  # what it is sent now cannot fill at a bar that opened before now
+        if isinstance(simulated := _simulated_under(broker), SimulatedBroker):
+            simulated.placed_at = now  # what it is sent now cannot fill at a bar that opened before now
         self.limits = limits or RiskLimits()
         self.safety = Safety(ledger, self.limits, now, run_id, mode)
         self.blocked: str | None = None  # why the last `execute` refused new risk

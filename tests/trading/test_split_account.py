@@ -36,6 +36,7 @@ from trading.pipeline import PipelineConfig, load_pipeline_config
 SYMBOLS = ["AAPL", "JPM", "META"]
 DECISION_BAR = datetime(2023, 12, 20, 14, 30, tzinfo=UTC)
 NEXT_BAR = datetime(2023, 12, 21, 14, 30, tzinfo=UTC)
+AFTER_NEXT_BAR = datetime(2023, 12, 22, 14, 30, tzinfo=UTC)
 CAPITAL = {"cautious": 60_000.0, "bold": 40_000.0}
 
 
@@ -107,8 +108,12 @@ def test_two_pipelines_on_one_simulated_account(lake: Path, tmp_path: Path) -> N
         assert sorted(owner(c) or "" for c in wire) == ["bold"] * 3 + ["cautious"] * 3, "every order carries its pipeline's prefix"
         own = {e.payload["client_order_id"] for e in ledger.events(types=[EventType.ORDER_SUBMITTED.value])}
         assert {f"{e}" for e in own} == {c.split(".", 1)[1] for c in wire}, "the ledger has the executor's own ids"
-        shared.on_bar(_bar(lake, NEXT_BAR))  # the market opens: both pipelines' orders fill
-        views = _books(ledger, shared, _at_eleven(22))
+        # Sent at 11:00 on the 21st: the 21st's bar had opened, so they fill at the next bar's open (the
+        # sent-time rule holds under a pipeline's view as on the bare simulated broker).
+        assert shared.on_bar(_bar(lake, NEXT_BAR)) == [], "no fill at a bar that opened before the orders were sent"
+        fills = shared.on_bar(_bar(lake, AFTER_NEXT_BAR))
+        assert len(fills) == 6 and {f.ts for f in fills} == {AFTER_NEXT_BAR}, "both pipelines' orders fill at the 22nd's open"
+        views = _books(ledger, shared, _at_eleven(26))
         _check_attribution(ledger, shared.positions(), shared.cash, {s: b["close"] for s, b in _bar(lake, DECISION_BAR).items()})
         assert sum(v.account().equity for v in views.values()) == pytest.approx(shared.account().equity), "the pipelines' equity is the account's"
         assert {v.sync() for v in views.values()} == {0}, "a fill is booked once"
