@@ -1,4 +1,4 @@
-"""A leaner per-run path for the soak: Dagster's own SQLite storage work, done once instead of per call.
+"""A leaner per-run path for the soak: Dagster's own storage work (SQLite, PostgreSQL), done once instead of per call.
 
 The soak's time went to Dagster's bookkeeping, not to our runs (profiled on a week): every storage
 call built a new SQLAlchemy engine and SQLite connection, so every statement was compiled again (each engine has its own
@@ -8,7 +8,8 @@ learn the head revision. Here, inside the soak only:
 
 - one engine per SQLite file, reused (the latest ENGINES_KEPT), its compiled statements kept, and
   its connections pooled instead of opened and closed for every call (the same statements, each
-  call still its own transaction);
+  call still its own transaction); likewise one engine per PostgreSQL database and isolation level,
+  its server connections reused (dagster-postgres opens one per call: a new backend process each);
 - the alembic script directory read once per script location (the files do not change in a run);
 - a run's new event-log shard copied from an empty one made once (the same tables, WAL mode and
   alembic stamp that Dagster's `_initdb` writes into each), and a shard this process already
@@ -51,24 +52,31 @@ SQLITE_STORAGE_MODULES = (
     "dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log",
 )
 
+# dagster-postgres' storages build their engines through `create_pg_engine`, which calls this module's
+# `create_engine` (NullPool, AUTOCOMMIT: a new server connection, i.e. a forked PostgreSQL backend, for
+# every call; ~120 connections a run, ~20 ms each on a busy machine here).
+POSTGRES_ENGINE_MODULE = "dagster_postgres.utils"
+
 # The run, schedule and index databases, and the latest runs' event-log shards (one file per run):
 # a year makes ~2,300 shards, whose engines need not all stay in memory.
 ENGINES_KEPT = 64
 
 
 def _engine_cache(real: Callable[..., Engine], keep: int = ENGINES_KEPT) -> Callable[..., Engine]:
-    engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()
+    engines: OrderedDict[tuple[str, str, str, str], Engine] = OrderedDict()
 
     def create_engine(url: Any, **kwargs: Any) -> Engine:
-        if kwargs.keys() - {"poolclass", "connect_args"}:
+        if kwargs.keys() - {"poolclass", "connect_args", "isolation_level"}:
             return real(url, **kwargs)  # an option this cache does not key on: no reuse
-        key = (str(url), repr(kwargs.get("poolclass")), repr(sorted(kwargs.get("connect_args", {}).items())))
+        key = (str(url), repr(kwargs.get("poolclass")), repr(sorted(kwargs.get("connect_args", {}).items())), repr(kwargs.get("isolation_level")))
         if key in engines:
             engines.move_to_end(key)
             return engines[key]
         if kwargs.get("poolclass") is NullPool:
-            # Connections kept open between calls (SQLAlchemy's default pool for a SQLite file); the
-            # storage's own dispose() after each call would close them: it keeps the pool instead.
+            # Connections kept open between calls (SQLAlchemy's default pool for a SQLite file; for
+            # PostgreSQL, its server connections reused); the storage's own dispose() after each call
+            # would close them: it keeps the pool instead. Each call is still its own transaction
+            # (AUTOCOMMIT as asked; a pooled connection is rolled back when returned).
             engine = real(url, **{**kwargs, "poolclass": QueuePool})
             setattr(engine, "dispose", lambda close=True: None)  # noqa: B010  (an instance's method, shadowed)
         else:
@@ -200,7 +208,7 @@ def _target_once(real: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def lean_dagster() -> Iterator[None]:
-    """Reused SQLite engines and alembic scripts while inside (see the module's docstring)."""
+    """Reused SQLite and PostgreSQL engines and alembic scripts while inside (see the module's docstring)."""
     import importlib
 
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
@@ -209,6 +217,12 @@ def lean_dagster() -> Iterator[None]:
         cached = _engine_cache(sqlalchemy.create_engine)
         for name in SQLITE_STORAGE_MODULES:
             stack.enter_context(mock.patch.object(importlib.import_module(name), "create_engine", cached))
+        try:
+            postgres = importlib.import_module(POSTGRES_ENGINE_MODULE)
+        except ImportError:  # dagster-postgres not installed: nothing of it to lean
+            postgres = None
+        if postgres is not None:
+            stack.enter_context(mock.patch.object(postgres, "create_engine", _engine_cache(postgres.create_engine)))
         real_from_config = ScriptDirectory.from_config
         stack.enter_context(mock.patch.object(ScriptDirectory, "from_config", _script_directory_cache(real_from_config)))
         template_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="quantlake-soak-shard-"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from alembic.script import ScriptDirectory
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.sql import get_alembic_config
@@ -169,3 +170,32 @@ def test_each_check_targets_its_own_steps_materialization(tmp_path: Path) -> Non
         lean = _check_targets(tmp_path / "lean")
     assert [passed for _, _, passed in lean] == [passed for _, _, passed in plain] == [True, True, False, False, True, True]
     assert all(run == target for run, target, _ in lean + plain)  # the materialization of its own run, never a cached earlier one
+
+
+def _pg_runs(home: Path, url: str) -> tuple[list[tuple[str, int, list[str]]], int]:
+    """Two materializations on a PostgreSQL instance at `url`: (status, events, event types) of each, and
+    how many server connections the storages opened for them."""
+    from unittest import mock
+
+    import psycopg2
+
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f'storage:\n  postgres:\n    postgres_url: "{url}"\n')
+    with mock.patch.object(psycopg2, "connect", wraps=psycopg2.connect) as connect:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            before = {r.run_id for r in instance.get_runs()}
+            for _ in range(2):
+                dg.materialize([numbers, numbers_positive], instance=instance)
+            runs = [r for r in reversed(instance.get_runs()) if r.run_id not in before]
+            recorded = [(r.status.value, len(logs := instance.all_logs(r.run_id)), sorted(str(e.dagster_event_type) for e in logs)) for r in runs]
+        return recorded, connect.call_count
+
+
+@pytest.mark.postgres
+def test_a_postgresql_instance_reuses_its_connections_and_records_the_same(tmp_path: Path, pg_schema_url: str) -> None:
+    plain, plain_connections = _pg_runs(tmp_path / "plain", pg_schema_url)
+    with lean_dagster():
+        lean, lean_connections = _pg_runs(tmp_path / "lean", pg_schema_url)
+    assert lean == plain and [status for status, _, _ in lean] == ["SUCCESS", "SUCCESS"]
+    # dagster-postgres opens a connection per storage call (NullPool); inside, a pool's few are reused.
+    assert plain_connections > 50 and lean_connections <= 15, (plain_connections, lean_connections)
