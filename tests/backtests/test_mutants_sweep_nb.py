@@ -38,11 +38,33 @@ def test_a_buy_within_float_noise_of_the_cash_is_not_cut() -> None:
     assert cash == pytest.approx(0.0, abs=1e-6)
 
 
+def test_the_fee_counts_toward_the_cash_cap() -> None:
+    """10 shares at 101 (slipped) cost 1,011.01 with the fee: a millionth less cash buys 9, not 10."""
+    cost = 10 * 101 * 1.001
+    cash, pos, filled = _trade_nb(cost * (1 - 1e-6), 0.0, 10.0, 100.0, 0.001, 0.01, True)
+    assert (pos, filled) == (9.0, 1)
+    assert cash == pytest.approx(cost * (1 - 1e-6) - 9 * 101 * 1.001, rel=1e-12)
+    cash, pos, _ = _trade_nb(cost * (1 - 1e-6), 0.0, 10.0, 100.0, 0.001, 0.01, False)
+    assert pos == pytest.approx(10 * (1 - 1e-6), rel=1e-12)
+    assert cash == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_buy_exactly_the_tolerance_over_the_cash_is_not_cut() -> None:
+    """vectorbt's is_close is inclusive: a cost of 1e9 against cash 1e9 - 1 (1e-9 of it, REL_TOL) is close."""
+    assert _trade_nb(999_999_999.0, 0.0, 1e7, 100.0, 0.0, 0.0, True) == (-1.0, 1e7, 1)
+
+
 def test_less_than_a_whole_share_trades_nothing() -> None:
     assert _trade_nb(1_000.0, 3.0, 0.5, 100.0, 0.0, 0.0, True) == (1_000.0, 3.0, 0)
     assert _trade_nb(1_000.0, 3.0, -0.5, 100.0, 0.0, 0.0, True) == (1_000.0, 3.0, 0)
     assert _trade_nb(50.0, 0.0, 2.0, 100.0, 0.0, 0.0, True) == (50.0, 0.0, 0)  # cash for half a share
     assert _trade_nb(1_000.0, 3.0, 0.0, 100.0, 0.0, 0.0, False) == (1_000.0, 3.0, 0)
+
+
+def test_one_share_or_a_fraction_of_one_is_bought() -> None:
+    assert _trade_nb(1_000.0, 0.0, 1.0, 100.0, 0.0, 0.0, True) == (900.0, 1.0, 1)
+    assert _trade_nb(1_000.0, 0.0, 1.7, 100.0, 0.0, 0.0, True) == (900.0, 1.0, 1)  # whole shares: 1
+    assert _trade_nb(1_000.0, 0.0, 0.5, 100.0, 0.0, 0.0, False) == (950.0, 0.5, 1)
 
 
 def test_a_sell_receives_the_slipped_price_less_fees() -> None:
@@ -129,6 +151,30 @@ def test_signal_loop_whole_shares_and_a_reversal() -> None:
     assert orders[0] == 2
     assert final[0] == pytest.approx(5 + 100 * 12 + 100 * 12 - 100 * 12, rel=1e-12)
     assert max_dd[0] == 0.0
+
+
+def test_no_bars_no_orders_and_no_drawdown() -> None:
+    """A window without bars: every combination ends at the initial cash, drawdown 0 (not below)."""
+    el, xl, es, xs = _signals(0, 2)
+    empty, levels = np.empty(0), np.full((0, 2), NAN)
+    final, max_dd, orders = signals_sweep_nb(empty, empty, el, xl, es, xs, np.full((0, 2), 0.5), empty, 0.0, 1_000.0, True)
+    assert (list(final), list(max_dd), list(orders)) == ([1_000.0, 1_000.0], [0.0, 0.0], [0, 0])
+    final, max_dd, orders = bracket_sweep_nb(
+        empty, empty, empty, empty, empty, el, xl, es, xs, np.full((0, 2), 0.5), levels, levels, levels, empty, 0.0, 0.0, 0.0, 1_000.0, True
+    )
+    assert (list(final), list(max_dd), list(orders)) == ([1_000.0, 1_000.0], [0.0, 0.0], [0, 0])
+
+
+def test_an_order_decided_on_the_bar_before_the_last_fills_on_the_last() -> None:
+    fill = np.array([100.0, 100.0, 100.0, 120.0])
+    close = np.array([100.0, 100.0, 100.0, 125.0])
+    el, xl, es, xs = _signals(4, 1)
+    el[1, 0] = True  # decided on bar 1, filled on bar 2; the exit decided on bar 2 fills on bar 3
+    xl[2, 0] = True
+    final, _, orders = signals_sweep_nb(fill, close, el, xl, es, xs, np.full((4, 1), 0.5), np.zeros(4), 0.0, 10_000.0, True)
+    assert (float(final[0]), int(orders[0])) == (5_000 + 50 * 120, 2)
+    rows = [(100.0, 100.0, 100.0, 100.0)] * 3 + [(120.0, 125.0, 119.0, 125.0)]
+    assert _bracket_run(rows, {"el": [1], "xl": [2]}, {}) == (5_000 + 50 * 120, 0.0, 2)
 
 
 def _bars(rows: list[tuple[float, float, float, float]]) -> tuple[np.ndarray, ...]:
@@ -229,3 +275,35 @@ def test_a_signal_fill_takes_the_bar_no_bracket_exit_on_it() -> None:
     final, _, orders = _bracket_run(rows, {"el": [0], "xl": [2]}, {0: (90.0, 110.0, 120.0)})
     assert orders == 2
     assert final == 5_000 + 50 * 95
+
+
+@pytest.mark.parametrize(("side", "levels", "stop_bar", "exit_price"), [
+    ("el", (3_600.0, 4_400.0, 4_800.0), (3_700.0, 3_800.0, 3_500.0, 3_550.0), 3_600.0),
+    ("es", (4_400.0, 3_600.0, 3_200.0), (4_300.0, 4_500.0, 4_200.0, 4_450.0), 4_400.0),
+], ids=["long", "short"])  # fmt: skip
+def test_a_one_share_position_gets_its_bracket(
+    side: str, levels: tuple[float, float, float], stop_bar: tuple[float, float, float, float], exit_price: float
+) -> None:
+    """Half of 10,000 buys (or shorts) one share at 4,000: a position of exactly one share, whose
+    entry weight times shares is 0.5, still carries its stop."""
+    rows = [(4_000.0, 4_000.0, 4_000.0, 4_000.0)] * 2 + [stop_bar, (stop_bar[3],) * 4]
+    final, _, orders = _bracket_run(rows, {side: [0]}, {0: levels})
+    assert orders == 2
+    sign = 1 if side == "el" else -1
+    assert final == 10_000 + sign * (exit_price - 4_000)
+
+
+def test_an_entry_from_flat_that_gets_no_shares_has_no_bracket() -> None:
+    """Half of 10,000 buys no share at 12,000: nothing filled, nothing bracketed, no failure."""
+    rows = [(12_000.0, 12_000.0, 12_000.0, 12_000.0)] * 2 + [(11_000.0, 12_500.0, 10_000.0, 11_000.0)] * 2
+    assert _bracket_run(rows, {"el": [0]}, {0: (11_500.0, 12_400.0, 13_000.0)}) == (10_000.0, 0.0, 0)
+
+
+def test_a_reversal_drops_the_bracket_of_the_entry_it_reverses() -> None:
+    """Long from flat with levels, reversed short on the next bar: the short carries no bracket, so
+    the long's stop (90, below a short's price) does not cover it on bar 3."""
+    rows = [(100.0, 100.0, 100.0, 100.0)] * 3 + [(100.0, 101.0, 99.0, 100.0), (95.0, 95.0, 95.0, 95.0)]
+    final, _, orders = _bracket_run(rows, {"el": [0], "es": [1]}, {0: (90.0, 110.0, 120.0)})
+    assert orders == 2
+    # 50 shares at 100; at 100 worth 10,000: sell the 50 and 50 more short; at 95 the short gained 250.
+    assert final == 10_000 + 50 * 100 - 50 * 95
