@@ -293,12 +293,6 @@ def test_a_one_share_position_gets_its_bracket(
     assert final == 10_000 + sign * (exit_price - 4_000)
 
 
-def test_an_entry_from_flat_that_gets_no_shares_has_no_bracket() -> None:
-    """Half of 10,000 buys no share at 12,000: nothing filled, nothing bracketed, no failure."""
-    rows = [(12_000.0, 12_000.0, 12_000.0, 12_000.0)] * 2 + [(11_000.0, 12_500.0, 10_000.0, 11_000.0)] * 2
-    assert _bracket_run(rows, {"el": [0]}, {0: (11_500.0, 12_400.0, 13_000.0)}) == (10_000.0, 0.0, 0)
-
-
 def test_a_reversal_drops_the_bracket_of_the_entry_it_reverses() -> None:
     """Long from flat with levels, reversed short on the next bar: the short carries no bracket, so
     the long's stop (90, below a short's price) does not cover it on bar 3."""
