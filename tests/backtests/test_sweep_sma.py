@@ -117,12 +117,13 @@ def test_sweep_takes_the_sma_kernel_and_equals_the_engine(monkeypatch: pytest.Mo
 
 def test_marks_of_a_stretch_equal_the_bar_by_bar_marks() -> None:
     """Long and short stretches of a float random walk, from peaks and drawdowns both below and
-    above what the stretch reaches: the same peak and drawdown as marking every bar."""
+    above what the stretch reaches, up to twelve spans long (their whole spans' ranges read from
+    the span tables): the same peak and drawdown as marking every bar."""
     rng = np.random.default_rng(2)
     close = 100.0 + np.cumsum(rng.normal(0.0, 0.3, 20 * SPAN + 7))
     spans = [close[s : s + SPAN] for s in range(0, close.size, SPAN)]
     span_hi, span_lo = np.array([p.max() for p in spans]), np.array([p.min() for p in spans])
-    exact = 0
+    held_peak = walked = 0
     for _ in range(400):
         a = int(rng.integers(0, close.size - 1))
         b = int(rng.integers(a, min(close.size, a + 12 * SPAN)))
@@ -133,5 +134,9 @@ def test_marks_of_a_stretch_equal_the_bar_by_bar_marks() -> None:
         for t in range(a, b + 1):
             _, want_peak, want_dd = bar_mark_nb(cash, pos, close[t], want_peak, want_dd)
         assert _mark_nb(close, span_hi, span_lo, a, b, cash, pos, peak, dd) == (want_peak, want_dd)
-        exact += want_dd > dd
-    assert exact > 50  # stretches that deepened the drawdown, so the walk record by record ran
+        held_peak += want_dd > dd and want_peak == peak
+        walked += want_dd > dd and want_peak > peak
+    # Stretches that deepened the drawdown under the peak they started with (settled from their
+    # lowest close) and past a new peak (walked record by record): both paths ran.
+    assert held_peak > 50
+    assert walked > 50
