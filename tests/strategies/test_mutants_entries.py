@@ -124,3 +124,20 @@ def test_a_room_just_under_two_to_the_53_is_still_whole_lots() -> None:
     room = float(2**53 - 50)  # exact: every integer below 2**53 is a float
     got = capped_quantity(room, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, False, 100.0)  # a sell: cash does not bind
     assert got == 9_007_199_254_740_900.0 and got % 100.0 == 0.0
+
+
+def test_the_re_check_weighs_the_lot_it_would_take_in_lots_other_than_one_share() -> None:
+    """The re-check values the rounded-up quantity, lots x step: in half shares, float noise just
+    under 26 lots (12.999999999999998 shares of a 70 cap at 70 / 13) is 13 shares, within the slack;
+    in lots of 2, 1e-10 of a lot short of 7 lots is 14 shares, over the cap by more than the slack: 6
+    lots. Weighing lots / step instead refuses the first (12.5) and lets the second through (14)."""
+    assert capped_quantity(1_000.0, 70.0 / 13.0, 0.0, 0.0, 0.07, 1.0, 1e12, True, 0.5) == 13.0
+    assert capped_quantity(1_000.0, 140.0 / (14.0 - 2e-10), 0.0, 0.0, 0.14, 1.0, 1e12, True, 2.0) == 12.0
+
+
+def test_nan_cash_buys_nothing_even_at_a_price_under_a_dollar() -> None:
+    """NaN cash counts as none: at 0.50 a share a dollar of cash would buy 2 shares, NaN buys 0 (whole
+    or fractional); a sale reads no cash."""
+    assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, True, 1.0) == 0.0
+    assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, True, 1e-9) == 0.0
+    assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, False, 1.0) == 400.0
