@@ -308,6 +308,54 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ("backtests/sweep_nb.py", "elif pos != 0 and phase > 0 and t > fill_bar:", "elif pos != 0 and phase > 0 and t >= fill_bar:"),
     # The first phase is never read: the bracket branch needs a position, and the fill that opens one sets phase.
     ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 1, -1, np.nan"),
+    # Line 137's first fill_bar is never read: `t > fill_bar` is evaluated only after `phase > 0`, and phase first becomes
+    # > 0 where a fill sets phase = 1 and fill_bar = t together; the first phase is only read as `phase > 0` (session 8, h1).
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, - 0, np.nan"),
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, - 2, np.nan"),
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, 1, np.nan"),
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, +1, np.nan"),
+    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = -1, -1, np.nan"),
+    # _trade_nb with delta == 0 (the only value the moved bounds add; delta > 0 is taken first): either branch trades
+    # floor(+-0) = 0 shares and returns (cash, pos, 0), as the fall-through does (a negative cash caps the buy below 0).
+    ("backtests/sweep_nb.py", "if delta < 0:", "if delta < 1:"),
+    ("backtests/sweep_nb.py", "if delta < 0:", "if delta <= 0:"),
+    ("backtests/sweep_nb.py", "if delta > 0:", "if delta >= 0:"),
+    # At cost == cash, |cost - cash| = 0 is not above REL_TOL x max(...) >= 0: no cap either way.
+    (
+        "backtests/sweep_nb.py",
+        "if cost > cash and abs(cost - cash) > REL_TOL * max(abs(cost), abs(cash)):",
+        "if cost >= cash and abs(cost - cash) > REL_TOL * max(abs(cost), abs(cash)):",
+    ),
+    # An entry from flat fills on its own side, so pending x pos >= 0, and 0 only when it got no shares: the mutants then
+    # set a bracket on a flat position, which the bracket branch (pos != 0) never reads before the next fill resets it.
+    ("backtests/sweep_nb.py", "if pending * pos > 0 and from_flat:  # an entry from flat that got shares: its bracket",
+     "if pending * pos > -1 and from_flat:  # an entry from flat that got shares: its bracket"),
+    ("backtests/sweep_nb.py", "if pending * pos > 0 and from_flat:  # an entry from flat that got shares: its bracket",
+     "if pending * pos >= 0 and from_flat:  # an entry from flat that got shares: its bracket"),
+    # `/` for `*`: the same sign wherever pos != 0; at pos == 0 (no shares) the quotient is +-inf (numpy, and numba in a
+    # prange body: measured, no ZeroDivisionError), i.e. the flat-position bracket above that nothing reads.
+    ("backtests/sweep_nb.py", "if pending * pos > 0 and from_flat:  # an entry from flat that got shares: its bracket",
+     "if pending / pos > 0 and from_flat:  # an entry from flat that got shares: its bracket"),
+    # from_flat is read only when an order is pending, and every order sets it (line 164).
+    ("backtests/sweep_nb.py", "p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, False",
+     "p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, True"),
+    # As `t < n - 1` -> `<=` (session 7): an order decided on the last bar fills on no bar; the loop ends, and
+    # final and drawdown were taken before it (bracket_sweep_nb's `t == n - 1` never true, or `break` on the last bar).
+    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n - 0:"),
+    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n + 1:"),
+    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n * 1:"),
+    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n / 1:"),
+    ("backtests/sweep_nb.py", "continue", "break"),  # the file's only `continue`, on the last bar
+    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
+     "if t < n - 0:  # the order decided now fills on the next bar (NaN: none)"),
+    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
+     "if t < n * 1:  # the order decided now fills on the next bar (NaN: none)"),
+    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
+     "if t < n / 1:  # the order decided now fills on the next bar (NaN: none)"),
+    # Speed only: numba's on-disk cache, and prange run as range (each combination k writes only its own slots).
+    ("backtests/sweep_nb.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
+    ("backtests/sweep_nb.py", "@njit(cache=True, parallel=True)", "@njit(cache=False, parallel=True)"),
+    ("backtests/sweep_nb.py", "@njit(cache=True, parallel=True)", "@njit(cache=True, parallel=False)"),
     (
         "backtests/metrics.py",  # at exactly 0 both branches give -1
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] > 0 else -1.0",
