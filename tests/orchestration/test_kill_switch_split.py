@@ -36,7 +36,10 @@ from trading.models import Side
 
 PIPELINES = ("bold", "cautious")
 NEXT_BAR = DECISION_BAR + timedelta(days=1)  # 21 Dec: the bar the entries part-fill at (simulated)
-KILLED_AT = _at_eleven(21).replace(minute=10)
+# The entries go out at the 21st's open, so they (part-)fill at that bar, as a venue fills them (an order
+# fills only at a bar opening at or after it was sent: under a pipeline's view too).
+SENT_AT = _at_eleven(21).replace(hour=9, minute=30)
+KILLED_AT = SENT_AT.replace(minute=40)
 HAND = "by-hand"  # a resting order no pipeline sent
 
 _ACCOUNTS: dict[str, SimulatedBroker] = {}  # sim_state_file -> the one simulated account the runs share
@@ -114,11 +117,11 @@ def _books(url: str) -> dict[str, dict[str, float]]:
 def test_the_kill_switch_job_closes_each_pipelines_book_by_its_own_orders(account: tuple[LakeResource, Path, Account]) -> None:
     lake, plan, acct = account
     broker, url = acct.broker, acct.trading.ledger_url
-    first = _decide(lake, acct.trading, plan, DECISION_BAR, _at_eleven(21))
+    first = _decide(lake, acct.trading, plan, DECISION_BAR, SENT_AT)
     assert first["orders_sent"] == 2 * len(SYMBOLS)
     entries = [o.client_order_id for o in broker.open_orders()]
     acct.fill_part()
-    again = _decide(lake, acct.trading, plan, DECISION_BAR, _at_eleven(21).replace(minute=5))  # the same decisions: books the part fills
+    again = _decide(lake, acct.trading, plan, DECISION_BAR, SENT_AT.replace(minute=35))  # the same decisions: books the part fills
     assert again["orders_sent"] == 0 and again["unattributed_positions"] == {}, "the books hold what the account holds"
     broker.submit(OrderRequest(client_order_id=HAND, symbol="AAPL", side=Side.BUY, quantity=3, type=OrderType.LIMIT, limit_price=1.0))
     books = _books(url)
