@@ -76,7 +76,7 @@ def fill_event_id(fill_id: str) -> str:
     return hashlib.sha256(fill_id.encode()).hexdigest()[:32]
 
 
-def _simulated_under(broker: Broker) -> object:
+def _filling_broker(broker: Broker) -> object:
     """The broker that fills `broker`'s orders: itself, or for a pipeline's view of a shared account
     (`trading.brokers.split.PipelineBroker`) the account's broker, so a simulated one under a view
     keeps the sent-time fill and cancel rules too."""
@@ -107,7 +107,7 @@ class Executor:
         self.mode = mode
         self.run_id = run_id
         self.now = now
-        if isinstance(simulated := _simulated_under(broker), SimulatedBroker):
+        if isinstance(simulated := _filling_broker(broker), SimulatedBroker):
             simulated.placed_at = now  # what it is sent now cannot fill at a bar that opened before now
         self.limits = limits or RiskLimits()
         self.safety = Safety(ledger, self.limits, now, run_id, mode)
