@@ -54,6 +54,15 @@ def test_a_buy_exactly_the_tolerance_over_the_cash_is_not_cut() -> None:
     assert _trade_nb(999_999_999.0, 0.0, 1e7, 100.0, 0.0, 0.0, True) == (-1.0, 1e7, 1)
 
 
+def test_a_sell_receives_the_slipped_price_less_fees() -> None:
+    cash, pos, filled = _trade_nb(0.0, 10.0, -10.5, 100.0, 0.001, 0.01, True)  # whole shares: 10
+    assert (pos, filled) == (0.0, 1)
+    assert cash == pytest.approx(10 * 99 - 10 * 99 * 0.001, rel=1e-12)
+    cash, pos, _ = _trade_nb(0.0, 0.0, -2.5, 100.0, 0.001, 0.01, False)  # a short sale, fractional
+    assert pos == -2.5
+    assert cash == pytest.approx(2.5 * 99 * 0.999, rel=1e-12)
+
+
 def test_less_than_a_whole_share_trades_nothing() -> None:
     assert _trade_nb(1_000.0, 3.0, 0.5, 100.0, 0.0, 0.0, True) == (1_000.0, 3.0, 0)
     assert _trade_nb(1_000.0, 3.0, -0.5, 100.0, 0.0, 0.0, True) == (1_000.0, 3.0, 0)
@@ -65,15 +74,6 @@ def test_one_share_or_a_fraction_of_one_is_bought() -> None:
     assert _trade_nb(1_000.0, 0.0, 1.0, 100.0, 0.0, 0.0, True) == (900.0, 1.0, 1)
     assert _trade_nb(1_000.0, 0.0, 1.7, 100.0, 0.0, 0.0, True) == (900.0, 1.0, 1)  # whole shares: 1
     assert _trade_nb(1_000.0, 0.0, 0.5, 100.0, 0.0, 0.0, False) == (950.0, 0.5, 1)
-
-
-def test_a_sell_receives_the_slipped_price_less_fees() -> None:
-    cash, pos, filled = _trade_nb(0.0, 10.0, -10.5, 100.0, 0.001, 0.01, True)  # whole shares: 10
-    assert (pos, filled) == (0.0, 1)
-    assert cash == pytest.approx(10 * 99 - 10 * 99 * 0.001, rel=1e-12)
-    cash, pos, _ = _trade_nb(0.0, 0.0, -2.5, 100.0, 0.001, 0.01, False)  # a short sale, fractional
-    assert pos == -2.5
-    assert cash == pytest.approx(2.5 * 99 * 0.999, rel=1e-12)
 
 
 def test_a_sell_of_less_than_one_fractional_share_sells_at_the_sell_side() -> None:
@@ -209,13 +209,6 @@ LONG_PATH = [  # open, high, low, close
 ]
 
 
-def test_bracket_long_half_at_target1_then_breakeven_stop() -> None:
-    final, dd, orders = _bracket_run(LONG_PATH, {"el": [0]}, {0: (90.0, 110.0, 120.0)})
-    assert orders == 3
-    assert final == 5_000 + 25 * 110 + 25 * 100  # 50 shares at 100
-    assert dd == pytest.approx(1 - 10_250 / (7_750 + 25 * 108), rel=1e-12)
-
-
 def test_bracket_exits_pay_slippage_and_both_fees() -> None:
     final, _, orders = _bracket_run(LONG_PATH, {"el": [0]}, {0: (90.0, 110.0, 120.0)}, fee=0.001, fee_bps=0.001, fee_per_share=0.05, slip=0.002)
     assert orders == 3
@@ -225,6 +218,13 @@ def test_bracket_exits_pay_slippage_and_both_fees() -> None:
     cash += half * 109.78 * (1 - (0.001 + 0.05 / 110))
     cash += (shares - half) * 99.8 * (1 - (0.001 + 0.05 / 100))
     assert final == pytest.approx(cash, rel=1e-12)
+
+
+def test_bracket_long_half_at_target1_then_breakeven_stop() -> None:
+    final, dd, orders = _bracket_run(LONG_PATH, {"el": [0]}, {0: (90.0, 110.0, 120.0)})
+    assert orders == 3
+    assert final == 5_000 + 25 * 110 + 25 * 100  # 50 shares at 100
+    assert dd == pytest.approx(1 - 10_250 / (7_750 + 25 * 108), rel=1e-12)
 
 
 def test_bracket_long_stop_gapped_through_fills_at_the_open() -> None:
