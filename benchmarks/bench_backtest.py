@@ -42,6 +42,7 @@ from backtests.engine import BacktestConfig, run_backtest  # noqa: E402
 from backtests.sweep import expand_grid, sweep  # noqa: E402
 from backtests.walkforward import walk_forward  # noqa: E402
 from lake.sources.synthetic import SyntheticSource  # noqa: E402
+from lake.store import in_symbol_ts_order  # noqa: E402
 from strategies import indicators as ind  # noqa: E402
 from strategies.builtin import SMA_CROSS, SmaCrossParams  # noqa: E402
 from tests.backtests.reference import reference_backtest  # noqa: E402
@@ -158,7 +159,7 @@ def portfolio_bars(symbols: int) -> pl.DataFrame:
 def portfolio_child(path: str) -> None:
     """Run in a child process: one backtest of the portfolio read from `path` (as from the lake), printed
     as JSON with the process's peak RSS (imports, the bars and the engine)."""
-    bars = pl.read_parquet(path)
+    bars = in_symbol_ts_order(pl.read_parquet(path))  # as the lake's read_bars hands them over
     symbols = bars["symbol"].n_unique()
     p = SmaCrossParams(fast=10, slow=50, fraction=1.0 / symbols)
     run_backtest(bars.filter(pl.col("ts") < pl.col("ts").min() + pl.duration(days=3)), SMA_CROSS, p, CONFIG)  # compile/warm

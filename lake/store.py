@@ -327,7 +327,7 @@ def read_bars(
     scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
     if scan is None:
         return pl.DataFrame(schema=BAR_SCHEMA)
-    return conform_bars(scan.collect(), where=f"lake {dataset}/{timeframe}").sort("symbol", "ts")
+    return in_symbol_ts_order(conform_bars(scan.collect(), where=f"lake {dataset}/{timeframe}"))
 
 
 def read_frame(
@@ -335,7 +335,28 @@ def read_frame(
 ) -> pl.DataFrame:
     """Any dataset's rows (features, quarantine...) for `symbols` in [start, end), sorted."""
     scan = scan_dataset(root, dataset, timeframe, symbols, start, end)
-    return pl.DataFrame() if scan is None else scan.collect().sort("symbol", "ts")
+    return pl.DataFrame() if scan is None else in_symbol_ts_order(scan.collect())
+
+
+def in_symbol_ts_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame`'s rows in (symbol, ts) order, each column one contiguous buffer (what a backtest reads
+    as views). Pass a frame nothing else needs: in order but in several buffers, it is taken apart.
+
+    The lake's files come back per symbol and period, nearly always already in that order: then each
+    column is only joined into one buffer, one column at a time, each read column let go as its copy
+    is made. A sort gathers every column while the read ones are still held: twice the bars at its
+    peak (1.86 GiB for 9.8 M one-minute bars, 0.66 GiB read). Out of order, or with a null key, it is
+    the sort, as before.
+    """
+    symbol, ts = pl.col("symbol"), pl.col("ts")
+    if frame.height > 1:
+        back = (symbol < symbol.shift(1)) | ((symbol == symbol.shift(1)) & (ts < ts.shift(1)))
+        keys = frame.select((symbol.null_count() + ts.null_count()).alias("nulls"), back.any().alias("back"))
+        if keys.item(0, "nulls") or keys.item(0, "back"):
+            return frame.sort("symbol", "ts")
+    if all(column.n_chunks() == 1 for column in frame.iter_columns()):
+        return frame
+    return pl.DataFrame([frame.drop_in_place(name).rechunk() for name in list(frame.columns)])
 
 
 @overload

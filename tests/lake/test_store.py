@@ -110,3 +110,43 @@ def test_replace_partition_frames_writes_what_replace_partition_writes(tmp_path:
     )
     assert paths[("MSFT", "2024-11-26")] == [] and paths[("AAPL", "2024-11-27")][0].read_bytes() == one.read_bytes()
     assert [p.relative_to(tmp_path / "many") for p in (tmp_path / "many").rglob("*.parquet")] == [one.relative_to(tmp_path / "one")]
+
+
+def _chunked(frame: pl.DataFrame, pieces: int) -> pl.DataFrame:
+    """`frame` with every column in `pieces` buffers, as a multi-file scan hands it over."""
+    step = -(-frame.height // pieces)
+    return pl.concat([frame.slice(i, step) for i in range(0, frame.height, step)], rechunk=False)
+
+
+def test_a_read_in_order_is_joined_into_one_buffer_per_column_not_reordered(day_bars: pl.DataFrame) -> None:
+    in_order = day_bars.sort("symbol", "ts")
+    chunked = _chunked(in_order, 7)
+    assert chunked["close"].n_chunks() == 7
+    got = store.in_symbol_ts_order(chunked)
+    assert_frame_equal(got, in_order)
+    assert {column.n_chunks() for column in got.iter_columns()} == {1}  # what a backtest reads as views
+
+
+def test_rows_out_of_symbol_ts_order_are_sorted(day_bars: pl.DataFrame) -> None:
+    in_order = day_bars.sort("symbol", "ts")
+    symbols = in_order["symbol"].unique(maintain_order=True).to_list()
+    # Each symbol's rows in order, but the symbols reversed; then one symbol with two rows swapped.
+    by_symbol_reversed = pl.concat([in_order.filter(pl.col("symbol") == s) for s in reversed(symbols)])
+    assert_frame_equal(store.in_symbol_ts_order(by_symbol_reversed), in_order)
+    swapped = pl.concat([in_order.slice(0, 5), in_order.slice(6, 1), in_order.slice(5, 1), in_order.slice(7)])
+    assert_frame_equal(store.in_symbol_ts_order(_chunked(swapped, 3)), in_order)
+
+
+def test_a_null_key_is_placed_where_a_sort_places_it(day_bars: pl.DataFrame) -> None:
+    in_order = day_bars.sort("symbol", "ts")
+    with_null = in_order.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("ts")).alias("ts"))
+    assert_frame_equal(store.in_symbol_ts_order(with_null), with_null.sort("symbol", "ts"))
+
+
+def test_read_bars_of_many_files_gives_one_buffer_per_column(tmp_path: Path) -> None:
+    bars = SyntheticSource(seed=3).fetch(["MSFT", "AAPL"], "1m", datetime(2024, 11, 25, tzinfo=UTC), datetime(2024, 11, 28, tzinfo=UTC))
+    for (symbol, day), part in bars.group_by("symbol", pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()):
+        store.replace_partition(tmp_path, "bars", "1m", str(symbol), str(day), part)
+    got = store.read_bars(tmp_path, ["MSFT", "AAPL"], "1m")
+    assert_frame_equal(got, bars.sort("symbol", "ts"), check_dtypes=False)
+    assert {column.n_chunks() for column in got.iter_columns()} == {1}
