@@ -12,13 +12,25 @@ long exit or a short entry; short: a short exit or a long entry; every other bar
 found by binary lifting over blocks of lows and highs). The bars between are marks only, settled
 per stretch (`sweep_stretch_nb.mark_stretch_nb`). Every combination of a chunk walks BARS bars
 before the next stretch, so the data it reads is in cache.
+The chunks run on Python threads over a nogil compiled `_chunk_nb`, not under an OpenMP `prange`
+(no idle worker at a barrier). Compiled so it needs what numba gives a `prange` body and a plain
+function lacks, or it runs at half the speed (measured, 2026-12-01): `error_model="numpy"` and
+arrays without an owner (`unowned_nb`: each copy of an owned array view is an atomic count on a
+meminfo both threads share).
 `tests/backtests/test_sweep_channel_fast.py` checks it bit for bit against `channel_sweep_nb`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side_of_nb
 from backtests.sweep_nb import _fill_nb, _trade_nb
@@ -33,6 +45,26 @@ from backtests.sweep_stretch_nb import (
 )
 
 BARS = 2048  # bars walked by every combination of a chunk before the next stretch
+
+
+@intrinsic
+def _unowned_nb(typingctx: object, arr: types.Array) -> tuple[object, object]:
+    """A view of `arr` without its meminfo: its data, shape and strides, no owner, as numba's
+    `prange` bodies see their arrays (the gufunc wrapper builds them so). Copying or dropping it
+    then costs no atomic reference count (`NRT_incref` / `NRT_decref` on the owner's count, which
+    the threads of a sweep would share: they were half its time). Only for an array the caller keeps
+    alive for the whole call (an argument), and not returned."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        out = context.make_array(sig.return_type)(context, builder)
+        context.populate_array(out, data=src.data, shape=src.shape, strides=src.strides, itemsize=src.itemsize, meminfo=None)
+        return out._getvalue()
+
+    return arr(arr), codegen
+
+
+unowned_nb = cast("Callable[[np.ndarray], np.ndarray]", _unowned_nb)  # the same intrinsic, typed for callers
 
 
 @njit(cache=True, parallel=True)
@@ -77,27 +109,172 @@ def _window_bits_nb(x: np.ndarray, close: np.ndarray, w: int, sign: float, bits:
             rest[b - start] = max(rest[b - start + 1], sign * x[b])
 
 
-@njit(cache=True, parallel=True)
-def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`breakout_bits_nb`'s (up, down) of the Donchian channels `high.rolling_max(w).shift(1)` /
-    `low.rolling_min(w).shift(1)` of each window w, without their rows: the highest high and lowest
-    low of the w bars before bar t (none before bar w). Max and min are exact, so the bits are the
-    ones the polars rows give. High and low must be finite."""
-    n = close.shape[0]
-    words = (n + 63) >> 6
-    rows = windows.shape[0]
-    up = np.zeros((rows, words), dtype=np.uint64)
-    down = np.zeros((rows, words), dtype=np.uint64)
-    for j in prange(2 * rows):
+@njit(cache=True, nogil=True)
+def _bits_part_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray, up: np.ndarray, down: np.ndarray, part: int, parts: int) -> None:
+    """`channel_bits_nb`'s passes part, part + parts, ... (pass 2r: window r's up bits, 2r + 1: its down bits)."""
+    for j in range(part, 2 * windows.shape[0], parts):
         r = j >> 1
         if j & 1:
             _window_bits_nb(low, close, windows[r], -1.0, down[r])
         else:
             _window_bits_nb(high, close, windows[r], 1.0, up[r])
+
+
+def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`breakout_bits_nb`'s (up, down) of the Donchian channels `high.rolling_max(w).shift(1)` /
+    `low.rolling_min(w).shift(1)` of each window w, without their rows: the highest high and lowest
+    low of the w bars before bar t (none before bar w). Max and min are exact, so the bits are the
+    ones the polars rows give. High and low must be finite. The passes are dealt to numba's thread
+    count of Python threads (the compiled part releases the GIL)."""
+    n = close.shape[0]
+    words = (n + 63) >> 6
+    rows = windows.shape[0]
+    up = np.zeros((rows, words), dtype=np.uint64)
+    down = np.zeros((rows, words), dtype=np.uint64)
+    parts = max(1, min(2 * rows, numba.get_num_threads()))
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(lambda part: _bits_part_nb(high, low, close, windows, up, down, part, parts), range(parts)))
     return up, down
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # as the prange body it was (numba compiles those so): no zero-division branches
+def _chunk_nb(
+    fill_price: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    up: np.ndarray,
+    down: np.ndarray,
+    atrs: np.ndarray,
+    atr_row: np.ndarray,
+    entry_row: np.ndarray,
+    exit_row: np.ndarray,
+    stop_mult: np.ndarray,
+    target1_mult: np.ndarray,
+    target2_mult: np.ndarray,
+    sizes: np.ndarray,
+    size_row: np.ndarray,
+    short_levels: np.ndarray,
+    short: np.ndarray,
+    brackets: bool,
+    fee: np.ndarray,
+    fee_bps: float,
+    fee_per_share: float,
+    slip: float,
+    init_cash: float,
+    whole: bool,
+    chunks: int,
+    c: int,
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    low_min: np.ndarray,
+    high_max: np.ndarray,
+    final: np.ndarray,
+    max_dd: np.ndarray,
+    orders: np.ndarray,
+) -> None:
+    """Combinations c, c + chunks, ... of `channel_fast_sweep_nb`, BARS bars at a time: their final
+    equity, max drawdown and order count written at their index (`tables`: `range_tables_nb` of the
+    close; `low_min` / `high_max`: `block_table_nb` of the lows / highs)."""
+    n = close.shape[0]
+    k_total = entry_row.shape[0]
+    # The arrays the events read, and the views taken of them, unowned: no atomic count per copy.
+    fill_price, open_, high, low, close = unowned_nb(fill_price), unowned_nb(open_), unowned_nb(high), unowned_nb(low), unowned_nb(close)
+    up, down, atrs, sizes, fee = unowned_nb(up), unowned_nb(down), unowned_nb(atrs), unowned_nb(sizes), unowned_nb(fee)
+    low_min, high_max, orders = unowned_nb(low_min), unowned_nb(high_max), unowned_nb(orders)
+    pmin, pmax, smin, smax, spmin, spmax = tables
+    pmin, pmax, smin, smax, spmin, spmax = unowned_nb(pmin), unowned_nb(pmax), unowned_nb(smin), unowned_nb(smax), unowned_nb(spmin), unowned_nb(spmax)
+    none = np.zeros(up.shape[1], dtype=np.uint64)
+    m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...
+    cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
+    peak, dd = np.full(m, init_cash), np.zeros(m)
+    phase, fill_bar = np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64)
+    entry, lv_stop, lv_t1, lv_t2 = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+    p_stop, p_t1, p_t2, from_flat = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=np.bool_)
+    for t0 in range(0, n, BARS):
+        t1 = min(n, t0 + BARS)
+        for i in range(m):
+            k = c + i * chunks
+            atr, size = atrs[atr_row[k]], sizes[size_row[k]]
+            shorts, mirrored = short[k], short_levels[k]
+            up_entry, up_exit = up[entry_row[k]], up[exit_row[k]]
+            down_entry, down_exit = down[entry_row[k]], down[exit_row[k]]
+            short_entry = down_entry if shorts else none
+            short_exit = up_exit if shorts else none
+            c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
+            c_phase, c_fill_bar, c_entry = phase[i], fill_bar[i], entry[i]
+            c_stop, c_t1, c_t2 = lv_stop[i], lv_t1[i], lv_t2[i]
+            c_pstop, c_pt1, c_pt2, c_from_flat = p_stop[i], p_t1[i], p_t2[i], from_flat[i]
+            t = t0
+            while t < t1:
+                held = side_of_nb(c_pos)
+                if not np.isnan(c_pend):
+                    e = t
+                else:
+                    if held == 0:
+                        e = next_bit_nb(up_entry, short_entry, t, t1)
+                    elif held > 0:
+                        e = next_bit_nb(down_exit, short_entry, t, t1)
+                    else:
+                        e = next_bit_nb(up_entry, short_exit, t, t1)
+                    if held != 0 and c_phase > 0 and e > t:  # the bracket's first touch before it
+                        stop = c_stop if c_phase == 1 else c_entry
+                        target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
+                        if held > 0:
+                            e = first_touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                        else:
+                            e = first_touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
+                if e > t:
+                    c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
+                if e == t1:
+                    break
+                t = e  # channel_sweep_nb's step, on this bar
+                if not np.isnan(c_pend):
+                    c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
+                    orders[k] += filled
+                    if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
+                        c_phase, c_fill_bar, c_entry = 1, t, fill_price[t]
+                        c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
+                    else:
+                        c_phase = 0
+                    c_pend = np.nan
+                elif c_pos != 0 and c_phase > 0 and t > c_fill_bar:
+                    side = side_of_nb(c_pos)
+                    c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], side)
+                    if action > 0:
+                        delta = half_exit_nb(c_pos, side, whole) if action == 1 else -c_pos
+                        c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
+                        orders[k] += filled
+                equity = c_cash + c_pos * close[t]
+                c_peak = max(c_peak, equity)
+                c_dd = max(c_dd, 1.0 - equity / c_peak)
+                t += 1
+                if t == n:
+                    break
+                cl = close[t - 1]
+                breakout_up = bit_nb(up_entry, t - 1)
+                breakout_down = bit_nb(down_entry, t - 1)
+                held = side_of_nb(c_pos)
+                _, order = next_order_nb(
+                    held, breakout_up, bit_nb(down_exit, t - 1), shorts and breakout_down, shorts and bit_nb(up_exit, t - 1), size[t - 1]
+                )
+                if not np.isnan(order):
+                    c_pend, c_from_flat = order, held == 0
+                    # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
+                    side_level = -1.0 if mirrored and breakout_down and not breakout_up else 1.0
+                    c_pstop = cl - side_level * stop_mult[k] * atr[t - 1]
+                    c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
+                    c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]
+            cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
+            phase[i], fill_bar[i], entry[i] = c_phase, c_fill_bar, c_entry
+            lv_stop[i], lv_t1[i], lv_t2[i] = c_stop, c_t1, c_t2
+            p_stop[i], p_t1[i], p_t2[i], from_flat[i] = c_pstop, c_pt1, c_pt2, c_from_flat
+    for i in range(m):
+        k = c + i * chunks
+        final[k] = cash[i] + pos[i] * close[n - 1]
+        max_dd[k] = dd[i]
+
+
 def channel_fast_sweep_nb(
     fill_price: np.ndarray,
     open_: np.ndarray,
@@ -132,102 +309,22 @@ def channel_fast_sweep_nb(
     rows' indices, and the number of chunks run in parallel. Open, high, low and close must be
     finite. A level's side is mirrored where the close breaks down and not up (`c <= high` when the
     high is not NaN)."""
-    n = close.shape[0]
     k_total = entry_row.shape[0]
     final = np.empty(k_total)
     max_dd = np.empty(k_total)
     orders = np.zeros(k_total, dtype=np.int64)
-    pmin, pmax, smin, smax, spmin, spmax = range_tables_nb(close)
-    low_min = block_table_nb(low, False)
-    high_max = block_table_nb(high, True)
-    none = np.zeros(up.shape[1], dtype=np.uint64)
-    for c in prange(chunks):
-        m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...
-        cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
-        peak, dd = np.full(m, init_cash), np.zeros(m)
-        phase, fill_bar = np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64)
-        entry, lv_stop, lv_t1, lv_t2 = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
-        p_stop, p_t1, p_t2, from_flat = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=np.bool_)
-        for t0 in range(0, n, BARS):
-            t1 = min(n, t0 + BARS)
-            for i in range(m):
-                k = c + i * chunks
-                atr, size = atrs[atr_row[k]], sizes[size_row[k]]
-                shorts, mirrored = short[k], short_levels[k]
-                up_entry, up_exit = up[entry_row[k]], up[exit_row[k]]
-                down_entry, down_exit = down[entry_row[k]], down[exit_row[k]]
-                short_entry = down_entry if shorts else none
-                short_exit = up_exit if shorts else none
-                c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
-                c_phase, c_fill_bar, c_entry = phase[i], fill_bar[i], entry[i]
-                c_stop, c_t1, c_t2 = lv_stop[i], lv_t1[i], lv_t2[i]
-                c_pstop, c_pt1, c_pt2, c_from_flat = p_stop[i], p_t1[i], p_t2[i], from_flat[i]
-                t = t0
-                while t < t1:
-                    held = side_of_nb(c_pos)
-                    if not np.isnan(c_pend):
-                        e = t
-                    else:
-                        if held == 0:
-                            e = next_bit_nb(up_entry, short_entry, t, t1)
-                        elif held > 0:
-                            e = next_bit_nb(down_exit, short_entry, t, t1)
-                        else:
-                            e = next_bit_nb(up_entry, short_exit, t, t1)
-                        if held != 0 and c_phase > 0 and e > t:  # the bracket's first touch before it
-                            stop = c_stop if c_phase == 1 else c_entry
-                            target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
-                            if held > 0:
-                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
-                            else:
-                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
-                    if e > t:
-                        c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
-                    if e == t1:
-                        break
-                    t = e  # channel_sweep_nb's step, on this bar
-                    if not np.isnan(c_pend):
-                        c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
-                        orders[k] += filled
-                        if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
-                            c_phase, c_fill_bar, c_entry = 1, t, fill_price[t]
-                            c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
-                        else:
-                            c_phase = 0
-                        c_pend = np.nan
-                    elif c_pos != 0 and c_phase > 0 and t > c_fill_bar:
-                        side = side_of_nb(c_pos)
-                        c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], side)
-                        if action > 0:
-                            delta = half_exit_nb(c_pos, side, whole) if action == 1 else -c_pos
-                            c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
-                            orders[k] += filled
-                    equity = c_cash + c_pos * close[t]
-                    c_peak = max(c_peak, equity)
-                    c_dd = max(c_dd, 1.0 - equity / c_peak)
-                    t += 1
-                    if t == n:
-                        break
-                    cl = close[t - 1]
-                    breakout_up = bit_nb(up_entry, t - 1)
-                    breakout_down = bit_nb(down_entry, t - 1)
-                    held = side_of_nb(c_pos)
-                    _, order = next_order_nb(
-                        held, breakout_up, bit_nb(down_exit, t - 1), shorts and breakout_down, shorts and bit_nb(up_exit, t - 1), size[t - 1]
-                    )
-                    if not np.isnan(order):
-                        c_pend, c_from_flat = order, held == 0
-                        # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
-                        side_level = -1.0 if mirrored and breakout_down and not breakout_up else 1.0
-                        c_pstop = cl - side_level * stop_mult[k] * atr[t - 1]
-                        c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
-                        c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]
-                cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
-                phase[i], fill_bar[i], entry[i] = c_phase, c_fill_bar, c_entry
-                lv_stop[i], lv_t1[i], lv_t2[i] = c_stop, c_t1, c_t2
-                p_stop[i], p_t1[i], p_t2[i], from_flat[i] = c_pstop, c_pt1, c_pt2, c_from_flat
-        for i in range(m):
-            k = c + i * chunks
-            final[k] = cash[i] + pos[i] * close[n - 1]
-            max_dd[k] = dd[i]
+    with ThreadPoolExecutor(max(2, min(chunks, numba.get_num_threads()))) as pool:
+        # The close's range tables and the lows' and highs' block tables side by side, then the chunks.
+        tables_of = pool.submit(range_tables_nb, close)
+        low_of, high_of = pool.submit(block_table_nb, low, False), pool.submit(block_table_nb, high, True)
+        tables, low_min, high_max = tables_of.result(), low_of.result(), high_of.result()
+
+        def run(c: int) -> None:
+            _chunk_nb(
+                fill_price, open_, high, low, close, up, down, atrs, atr_row, entry_row, exit_row, stop_mult, target1_mult, target2_mult,
+                sizes, size_row, short_levels, short, brackets, fee, fee_bps, fee_per_share, slip, init_cash, whole, chunks, c,
+                tables, low_min, high_max, final, max_dd, orders,
+            )  # fmt: skip
+
+        list(pool.map(run, range(chunks)))  # list: a chunk's exception raises here
     return final, max_dd, orders
