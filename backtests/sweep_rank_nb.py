@@ -10,16 +10,25 @@ the bar's equity once, exits before entries, entries by value then symbol, each 
 `strategies.entries` within the free cash, filled by vectorbt's `process_order_nb` with fees,
 slippage and whole or fractional shares). So a combination gives `run_backtest`'s orders and equity;
 `tests/backtests/test_sweep_rank.py` checks every combination against it.
+
+The combinations are dealt into chunks run on Python threads over a nogil compiled `_chunk_nb` (no
+OpenMP worker spinning at a barrier), compiled as a `prange` body is (`error_model="numpy"`), its
+arrays and its scratch (allocated by the caller, one set per chunk) read through unowned views
+(`sweep_channel_fast_nb.unowned_nb`: no atomic reference count per bar's call).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from vectorbt.portfolio.enums import log_dt, order_dt
 
 from backtests.kernels import next_order_nb, side_of_nb
 from backtests.order_sim import ENTRY, EXIT, NONE, _orders_of_bar_nb
+from backtests.sweep_channel_fast_nb import unowned_nb
 
 
 @njit(cache=True, inline="always")
@@ -31,8 +40,8 @@ def _weight_nb(vol: float, vol_target: float, top_k: int, max_weight: float) -> 
     return min(vol_target / vol / top_k, max_weight)
 
 
-@njit(cache=True, parallel=True)
-def rank_sweep_nb(
+@njit(cache=True, nogil=True, error_model="numpy")
+def _chunk_nb(
     fill_price: np.ndarray,
     close: np.ndarray,
     ranks: np.ndarray,
@@ -47,28 +56,39 @@ def rank_sweep_nb(
     slippage: np.ndarray,
     init_cash: float,
     whole: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Final equity, max drawdown and order count per combination k, on (bar x symbol) prices:
-    in the top where 0 < ranks[rank_row[k]] <= top_k[k] (0: no score), sized by
-    `_weight_nb(vols[vol_row[k]], vol_target[k], top_k[k], max_weight[k])`. `slippage` is the
-    engine's per (bar, symbol) fraction; `fee_per_share` is charged as a fraction of the unslipped price."""
+    chunks: int,
+    c: int,
+    floats: np.ndarray,
+    ints: np.ndarray,
+    was_in: np.ndarray,
+    order_records: np.ndarray,
+    log_records: np.ndarray,
+    final: np.ndarray,
+    max_dd: np.ndarray,
+    orders: np.ndarray,
+) -> None:
+    """`rank_sweep_nb`'s combinations c, c + chunks, ..., written at their index; `floats` (7 x m),
+    `ints` (3 x m), `was_in` (m), `order_records` (m) and `log_records` (1): the chunk's scratch."""
     n, m = close.shape
     k_total = rank_row.shape[0]
-    final = np.empty(k_total)
-    max_dd = np.empty(k_total)
-    orders = np.zeros(k_total, dtype=np.int64)
+    fill_price, close, ranks, vols, slippage = unowned_nb(fill_price), unowned_nb(close), unowned_nb(ranks), unowned_nb(vols), unowned_nb(slippage)
+    floats, ints, was_in = unowned_nb(floats), unowned_nb(ints), unowned_nb(was_in)
+    order_records, log_records, orders = unowned_nb(order_records), unowned_nb(log_records), unowned_nb(orders)
+    position, debt, pending, fixed, amount, price, order_values = floats[0], floats[1], floats[2], floats[3], floats[4], floats[5], floats[6]
+    kind, call_seq, sector = ints[0], ints[1], ints[2]
     granularity = 1.0 if whole else np.nan
-    for k in prange(k_total):
+    for k in range(c, k_total, chunks):
         rank = ranks[rank_row[k]]
         vol = vols[vol_row[k]]
         top, target, cap = top_k[k], vol_target[k], max_weight[k]
         # The engine's per-bar state for one group (no limits: `fixed` stays NaN, one sector).
-        position, debt = np.zeros(m), np.zeros(m)
-        pending, fixed = np.full(m, np.nan), np.full(m, np.nan)
-        kind, amount, price = np.zeros(m, dtype=np.int64), np.empty(m), np.empty(m)
-        order_values, call_seq, sector = np.empty(m), np.empty(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
-        order_records, log_records = np.empty(m, dtype=order_dt), np.empty(1, dtype=log_dt)  # one bar's orders
-        was_in = np.zeros(m, dtype=np.bool_)
+        position[:] = 0.0
+        debt[:] = 0.0
+        pending[:] = np.nan
+        fixed[:] = np.nan
+        kind[:] = 0
+        sector[:] = 0
+        was_in[:] = False
         cash, free = init_cash, init_cash
         peak, dd, equity = init_cash, 0.0, init_cash
         for t in range(n):
@@ -103,4 +123,43 @@ def rank_sweep_nb(
                 was_in[col] = in_top
         final[k] = equity
         max_dd[k] = dd
+
+
+def rank_sweep_nb(
+    fill_price: np.ndarray,
+    close: np.ndarray,
+    ranks: np.ndarray,
+    rank_row: np.ndarray,
+    top_k: np.ndarray,
+    vols: np.ndarray,
+    vol_row: np.ndarray,
+    vol_target: np.ndarray,
+    max_weight: np.ndarray,
+    fee_rate: float,
+    fee_per_share: float,
+    slippage: np.ndarray,
+    init_cash: float,
+    whole: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final equity, max drawdown and order count per combination k, on (bar x symbol) prices:
+    in the top where 0 < ranks[rank_row[k]] <= top_k[k] (0: no score), sized by
+    `_weight_nb(vols[vol_row[k]], vol_target[k], top_k[k], max_weight[k])`. `slippage` is the
+    engine's per (bar, symbol) fraction; `fee_per_share` is charged as a fraction of the unslipped price."""
+    m = close.shape[1]
+    k_total = rank_row.shape[0]
+    final = np.empty(k_total)
+    max_dd = np.empty(k_total)
+    orders = np.zeros(k_total, dtype=np.int64)
+    chunks = max(1, min(k_total, numba.get_num_threads()))
+
+    def run(c: int) -> None:
+        floats, ints = np.empty((7, m)), np.empty((3, m), dtype=np.int64)
+        was_in, order_records, log_records = np.empty(m, dtype=np.bool_), np.empty(m, dtype=order_dt), np.empty(1, dtype=log_dt)
+        _chunk_nb(
+            fill_price, close, ranks, rank_row, top_k, vols, vol_row, vol_target, max_weight, fee_rate, fee_per_share, slippage,
+            init_cash, whole, chunks, c, floats, ints, was_in, order_records, log_records, final, max_dd, orders,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(chunks) as pool:
+        list(pool.map(run, range(chunks)))  # list: a chunk's exception raises here
     return final, max_dd, orders
