@@ -632,3 +632,52 @@ def test_a_bar_off_the_grid_or_past_the_range_does_not_stand_in_for_a_missing_on
     # A feed stamping every bar a microsecond late has none of the session's bars.
     late = _session().with_columns(pl.col("ts") + timedelta(microseconds=1))
     assert _polars(late).outcome("missing_bars").failed_rows == 390
+
+
+# -- session 9 (h2): edges the rest of the hash order found untested ----------------------------------
+
+
+def test_a_low_at_min_open_close_but_not_positive_is_named_for_its_sign() -> None:
+    """low = open = 0 breaks only `low > 0`: the reason says so, not "low 0.0 > min(open, close) 0.0"."""
+    bars = _set(_session().head(5), 2, open=0.0, low=0.0)  # close = high = 100: the other bounds hold
+    report = _polars(bars)
+    assert report.outcome("ohlc_consistent").failed_rows == 1
+    assert report.quarantine["reason"].to_list() == ["low 0.0 is not positive"]
+
+
+@pytest.mark.parametrize("engine", ["polars", "great_expectations"])
+def test_a_close_exactly_max_jump_times_the_previous_passes_in_both_engines(engine: str) -> None:
+    """The threshold itself is not a jump past it: polars' `>` and the suite's inclusive max agree
+    (a mismatch raises). 1000 / 100 is exactly 10 and its log is the threshold's log, bit for bit."""
+    closes = [100.0] * 5 + [100.0 * MAX_JUMP] * 5
+    assert MAX_JUMP == 10.0 and pl.Series([closes[5] / closes[4]]).log()[0] == float(np.log(MAX_JUMP))
+    report = validate_bars(_session(closes=closes), timeframe="1m", engine=engine)
+    assert report.outcome("price_jump").passed and report.outcome("price_jump").failed_rows == 0
+    custom = validate_bars(
+        _session(closes=[100.0] * 5 + [200.0] * 5), timeframe="1m", engine=engine, max_jump=2.0
+    )
+    assert custom.outcome("price_jump").failed_rows == 0
+
+
+@pytest.mark.parametrize("engine", ["polars", "great_expectations"])
+def test_a_move_of_exactly_jump_z_deviations_is_not_an_outlier_and_one_ulp_more_is(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On flat bars the scale is the floor (JUMP_FLOOR / JUMP_Z); with the floor set to the jump's own
+    log return the score is exactly JUMP_Z (checked), one ulp of floor less puts it past."""
+    closes = [100.0] * 5 + [200.0] * 5
+    jump = math.log(2.0)
+    for floor, z_is, flagged in ((jump, "==", 0), (math.nextafter(jump, 0.0), ">", 1)):
+        monkeypatch.setitem(validation.JUMP_FLOOR, "1m", floor)
+        z = _helper_columns(_session(closes=closes), "1m", "XNYS")["_jump_z"][5]
+        assert z == JUMP_Z if z_is == "==" else z > JUMP_Z
+        report = validate_bars(_session(closes=closes), timeframe="1m", engine=engine)
+        assert report.outcome("outlier_jumps").failed_rows == flagged, floor
+
+
+def test_validate_bars_takes_its_options_by_keyword_only() -> None:
+    """`validate_bars(bars, "1m", "XNYS")` is refused: a timeframe and an exchange (or two datetimes)
+    passed by position are too easy to swap."""
+    with pytest.raises(TypeError, match="positional argument"):
+        validate_bars(_session().head(3), "1m")  # type: ignore[misc]
+    assert validate_bars(bars=_session().head(3), timeframe="1m", engine="polars").passed
