@@ -141,3 +141,17 @@ def test_nan_cash_buys_nothing_even_at_a_price_under_a_dollar() -> None:
     assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, True, 1.0) == 0.0
     assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, True, 1e-9) == 0.0
     assert capped_quantity(1_000.0, 0.5, 0.0, 0.0, 0.2, 0.5, math.nan, False, 1.0) == 400.0
+
+
+def test_a_single_lot_is_re_checked_too() -> None:
+    """1e-10 of a share short of one lot rounds up to 1 lot, which exceeds the 70 cap by more than the
+    slack: 0 shares, as for any other count of lots; a room of exactly one lot takes it."""
+    assert capped_quantity(1_000.0, 70.0 / (1.0 - 1e-10), 0.0, 0.0, 0.07, 1.0, 1e12, True, 1.0) == 0.0
+    assert capped_quantity(1_000.0, 70.0, 0.0, 0.0, 0.07, 1.0, 1e12, True, 1.0) == 1.0
+
+
+def test_a_same_side_position_under_one_share_costs_nothing_to_keep() -> None:
+    """Half a share held on the entry's side is not closed: the equity stays as it is (a fractional
+    position, long or short)."""
+    for position, side in ((0.5, 1), (-0.5, -1), (1e-6, 1)):
+        assert after_closing(1_000.0, position, side, 98.0, 100.0, 0.25, 0.5) == 1_000.0
