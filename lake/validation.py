@@ -8,7 +8,7 @@ keeps the two views in agreement.
 
 Blocking rules quarantine their rows (with the reason) and fail the check, which stops downstream
 assets; warning rules report only (a real 10% jump or a feed gap is news, not garbage), except a
-close MAX_JUMP times (or 1/MAX_JUMP of) the one before: no market moves like that in one bar, a
+close more than MAX_JUMP times (or under 1/MAX_JUMP of) the one before: no market moves like that in one bar, a
 split or a bad tick does, so it blocks unless a declared corporate action explains it
 (`lake/corporate_actions.py`: a split's ratio adjusts the return before any jump rule sees it).
 MAX_JUMP is the default; `validate_bars(max_jump=...)` takes the configured one (QUANTLAKE_MAX_JUMP).
@@ -162,7 +162,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "price_jump",
         True,
-        f"No close is {MAX_JUMP:g}x (or 1/{MAX_JUMP:g}; QUANTLAKE_MAX_JUMP) the previous one unless a declared corporate action (split) explains it.",
+        f"No close is more than {MAX_JUMP:g}x (or under 1/{MAX_JUMP:g}; QUANTLAKE_MAX_JUMP) the previous one unless a declared corporate action (split) explains it.",
         # NaN (after a non-finite close, which not_null already holds) sorts above every number in polars.
         lambda: (pl.col("_log_ret").abs() > pl.col("_max_log_jump")) & pl.col("_log_ret").is_not_nan(),
         lambda: pl.format(
@@ -588,7 +588,7 @@ def validate_bars(
     symbol before these) is context only: the first bar's return is measured from it, so a partition
     whose every price is 100x the day before (cents for dollars) is caught; it is not checked again,
     written or counted. `engine="polars"` skips great-expectations (same masks, same outcomes; used
-    where GX's overhead dominates). `max_jump` is the close ratio that blocks (> 1; QUANTLAKE_MAX_JUMP);
+    where GX's overhead dominates). `max_jump` is the close ratio beyond which a bar blocks (> 1; exactly it passes; QUANTLAKE_MAX_JUMP);
     `extended_hours` says the source sends extended-hours bars by design (see the module doc).
     """
     check_timeframe(timeframe)
