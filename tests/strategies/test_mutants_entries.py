@@ -155,3 +155,11 @@ def test_a_same_side_position_under_one_share_costs_nothing_to_keep() -> None:
     position, long or short)."""
     for position, side in ((0.5, 1), (-0.5, -1), (1e-6, 1)):
         assert after_closing(1_000.0, position, side, 98.0, 100.0, 0.25, 0.5) == 1_000.0
+
+
+def test_a_nan_free_cash_or_size_sizes_nothing() -> None:
+    """Nothing free (a NaN mark elsewhere makes free cash NaN) or a NaN size: 0 shares, not what
+    `min(amount, nan)` would leave of the amount."""
+    assert entry_shares(1_000.0, 1.0, 10.0, 0.0, 0.0, False, free=math.nan) == 0.0
+    assert entry_shares(1_000.0, 1.0, 10.0, 0.0, 0.0, True, free=math.nan) == 0.0
+    assert entry_shares(1_000.0, math.nan, 10.0, 0.0, 0.0, False, free=500.0) == 0.0
