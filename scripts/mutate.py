@@ -428,6 +428,18 @@ EQUIVALENT: set[tuple[str, str, str]] = {
      'exit_window: int = Field(10, ge=2, le=1000, json_schema_extra={"sweep": [5, 31, 5]})'),
     ("strategies/builtin.py", 'lookback: int = Field(60, ge=2, le=1000, json_schema_extra={"sweep": [20, 120, 20]})',
      'lookback: int = Field(60, ge=2, le=1000, json_schema_extra={"sweep": [20, 121, 20]})'),
+    # Session 9 (h2, tests/mutation_report.md): strategies/entries.py mutants 121-213.
+    ('strategies/entries.py', 'if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot', 'if room / step >= 3.0**53:  # beyond float precision every value is already a whole lot'),
+    ('strategies/entries.py', 'return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 0.0, False, step))', 'return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, -1.0, False, step))'),
+    ('strategies/entries.py', 'cash = cash if cash == cash else 0.0  # NaN cash counts as none', 'cash = cash if cash == cash else -1.0  # NaN cash counts as none'),
+    ('strategies/entries.py', 'if position * side >= 0:', 'if position / side >= 0:'),
+    ('strategies/entries.py', 'if position * side >= 0:', 'if position * side > 0:'),
+    ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > -1.0 or not size > 0.0 or not free > 0.0:'),
+    ('strategies/entries.py', 'if lots > 0:', 'if lots >= 0:'),
+    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > -1.0 else q <= 0.0)'),
+    ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > 0.0 or not free >= 0.0:'),
+    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q > 0.0)'),
+    ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > -1.0 or not free > 0.0:'),
 }
 MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
 
@@ -1377,7 +1389,10 @@ INTERPRETED_ARGS = ["-W", "ignore::RuntimeWarning"]
 # that pass only settles kills; every survivor runs compiled with all the module's tests. sweep_sma_nb's
 # kernel (test_sweep.py's sma_cross and fused cases) uses numba's `trailing_zeros` intrinsic, which has no
 # pure-Python form: without this the interpreted baseline fails and every sweep_nb mutant compiles.
-INTERPRETED_DESELECT: dict[str, str] = {"backtests/sweep_nb.py": "not sma_cross and not fused"}
+INTERPRETED_DESELECT: dict[str, str] = {
+    "backtests/sweep_nb.py": "not sma_cross and not fused",
+    "strategies/entries.py": "not all_in_engine_equals_reference_and_sweep",  # test_entry_sizing's sweep case
+}
 
 
 def deselected(args: list[str], expression: str | None) -> list[str]:
