@@ -22,17 +22,14 @@ meminfo both threads share).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
 
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.core import types
-from numba.extending import intrinsic
 
 from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side_of_nb
+from backtests.nb_intrinsics import unowned_nb
 from backtests.sweep_nb import _fill_nb, _trade_nb
 from backtests.sweep_stretch_nb import (
     bit_nb,
@@ -45,26 +42,6 @@ from backtests.sweep_stretch_nb import (
 )
 
 BARS = 2048  # bars walked by every combination of a chunk before the next stretch
-
-
-@intrinsic
-def _unowned_nb(typingctx: object, arr: types.Array) -> tuple[object, object]:
-    """A view of `arr` without its meminfo: its data, shape and strides, no owner, as numba's
-    `prange` bodies see their arrays (the gufunc wrapper builds them so). Copying or dropping it
-    then costs no atomic reference count (`NRT_incref` / `NRT_decref` on the owner's count, which
-    the threads of a sweep would share: they were half its time). Only for an array the caller keeps
-    alive for the whole call (an argument), and not returned."""
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        src = context.make_array(sig.args[0])(context, builder, args[0])
-        out = context.make_array(sig.return_type)(context, builder)
-        context.populate_array(out, data=src.data, shape=src.shape, strides=src.strides, itemsize=src.itemsize, meminfo=None)
-        return out._getvalue()
-
-    return arr(arr), codegen
-
-
-unowned_nb = cast("Callable[[np.ndarray], np.ndarray]", _unowned_nb)  # the same intrinsic, typed for callers
 
 
 @njit(cache=True, parallel=True)

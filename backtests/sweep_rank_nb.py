@@ -14,7 +14,7 @@ slippage and whole or fractional shares). So a combination gives `run_backtest`'
 The combinations are dealt into chunks run on Python threads over a nogil compiled `_chunk_nb` (no
 OpenMP worker spinning at a barrier), compiled as a `prange` body is (`error_model="numpy"`), its
 arrays and its scratch (allocated by the caller, one set per chunk) read through unowned views
-(`sweep_channel_fast_nb.unowned_nb`: no atomic reference count per bar's call).
+(`nb_intrinsics.unowned_nb`: no atomic reference count per bar's call).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from numba import njit
 from vectorbt.portfolio.enums import log_dt, order_dt
 
 from backtests.kernels import next_order_nb, side_of_nb
+from backtests.nb_intrinsics import unowned_nb
 from backtests.order_sim import ENTRY, EXIT, NONE, _orders_of_bar_nb
-from backtests.sweep_channel_fast_nb import unowned_nb
 
 
 @njit(cache=True, inline="always")

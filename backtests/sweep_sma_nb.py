@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
-from numba.cpython.unsafe.numbers import trailing_zeros
 
 from backtests.kernels import next_order_nb, side_of_nb
+from backtests.nb_intrinsics import trailing_zeros_nb
 from backtests.sweep_nb import _fill_nb
 
 BLOCK = 1024  # bars per pass: every window's means for a block (~0.5 MB for 65 windows) stay in cache
@@ -235,7 +235,7 @@ def _chunk_nb(
                     w = words[wi]
                 crossed = w != 0
                 if crossed:
-                    j = wi * 8 + trailing_zeros(w) // 8  # type: ignore[call-arg]
+                    j = wi * 8 + trailing_zeros_nb(w) // 8
                     w &= w - np.uint64(1)
                     e = t0 - 1 + j
                 else:  # the bars after the block's last crossing

@@ -1386,13 +1386,11 @@ def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType |
 INTERPRETED_ENV = {"NUMBA_DISABLE_JIT": "1"}
 INTERPRETED_ARGS = ["-W", "ignore::RuntimeWarning"]
 # Mapped tests that cannot run interpreted, left out of the interpreted pass only (a `-k` expression). Sound:
-# that pass only settles kills; every survivor runs compiled with all the module's tests. sweep_sma_nb's
-# kernel (test_sweep.py's sma_cross and fused cases) uses numba's `trailing_zeros` intrinsic, which has no
-# pure-Python form: without this the interpreted baseline fails and every sweep_nb mutant compiles.
-INTERPRETED_DESELECT: dict[str, str] = {
-    "backtests/sweep_nb.py": "not sma_cross and not fused",
-    "strategies/entries.py": "not all_in_engine_equals_reference_and_sweep",  # test_entry_sizing's sweep case
-}
+# that pass only settles kills; every survivor runs compiled with all the module's tests. Empty since the
+# sweeps' intrinsics got plain-Python forms (backtests/nb_intrinsics.py): before that, numba's
+# `trailing_zeros` in sweep_sma_nb failed sweep_nb's, entries.py's and kernels.py's interpreted baselines
+# (test_sweep.py's sma_cross cases, test_entry_sizing's sweep case), so every mutant of those compiled.
+INTERPRETED_DESELECT: dict[str, str] = {}
 
 
 def deselected(args: list[str], expression: str | None) -> list[str]:
