@@ -324,3 +324,33 @@ def test_a_result_and_the_sizing_limits_are_frozen() -> None:
         SizingLimits().max_position_pct = 0.5  # type: ignore[misc]
     with pytest.raises(ValidationError):
         SizingLimits(unknown=1)  # type: ignore[call-arg]
+
+
+def test_the_backtest_simulates_on_views_of_the_bars_not_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portfolio's memory (issue 14: 10 M bars under 2 GB) rests on the engine reading the bars' own
+    buffers: the wide prices handed to the simulation, and the close frame handed to vectorbt, are views."""
+    from backtests import engine
+    from strategies.builtin import SMA_CROSS, SmaCrossParams
+
+    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    rows = [(symbol, start + timedelta(minutes=k), 100.0 + k % 7 + j, 101.0 + k % 7 + j, 99.0 + k % 7 + j, 100.5 + k % 7 + j, 1e3)
+            for j, symbol in enumerate(["AAA", "BBB"]) for k in range(120)]  # fmt: skip
+    bars = pl.DataFrame(rows, schema=["symbol", "ts", "open", "high", "low", "close", "volume"], orient="row")
+    seen: dict[str, Any] = {}
+    real_simulate, real_frame = engine.simulate, engine._frame
+
+    def simulate(market: Market, *args: Any, **kwargs: Any) -> Any:
+        seen["market"] = market
+        return real_simulate(market, *args, **kwargs)
+
+    def frame(values: np.ndarray, index: Any, symbols: list[str]) -> Any:
+        out = real_frame(values, index, symbols)
+        seen["frame_is_view"] = np.shares_memory(out.to_numpy(copy=False), values)
+        return out
+
+    monkeypatch.setattr(engine, "simulate", simulate)
+    monkeypatch.setattr(engine, "_frame", frame)
+    run_backtest(bars, SMA_CROSS, SmaCrossParams(fast=3, slow=8, fraction=0.5), BacktestConfig(timeframe="1m"))
+    market = seen["market"]
+    assert np.shares_memory(market.close, bars["close"].to_numpy()) and np.shares_memory(market.open, bars["open"].to_numpy())
+    assert seen["frame_is_view"]
