@@ -440,6 +440,16 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > 0.0 or not free >= 0.0:'),
     ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q > 0.0)'),
     ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > -1.0 or not free > 0.0:'),
+    # Session 9 (lead, tests/mutation_report.md): strategies/entries.py mutants 214-254.
+    # A room in (-1, 0] floors to at most 0 lots (LIMIT_ROUND_EPS < 1) and the last line clamps lots x step at 0.
+    ('strategies/entries.py', 'if not room > 0.0:', 'if not room > -1.0:'),
+    # As the recorded 2.0**52 / 3.0**53: past the threshold either path gives the room's lots (whole shares: the same
+    # value; fractional lots: lots x step is the room within one ulp).
+    ('strategies/entries.py', 'if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot', 'if room - step >= 2.0**53:  # beyond float precision every value is already a whole lot'),
+    # The else branch is dead: a buy reaching the re-check has 0 < room <= cash / price, so cash > 0 (as the recorded two).
+    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q >= 0.0)'),
+    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= -1.0)'),
+    # backtests/engine.py line 219 is recorded above; its copy=False lines are killed by test_mutants_engine's views test.
 }
 MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
 

@@ -163,3 +163,13 @@ def test_a_nan_free_cash_or_size_sizes_nothing() -> None:
     assert entry_shares(1_000.0, 1.0, 10.0, 0.0, 0.0, False, free=math.nan) == 0.0
     assert entry_shares(1_000.0, 1.0, 10.0, 0.0, 0.0, True, free=math.nan) == 0.0
     assert entry_shares(1_000.0, math.nan, 10.0, 0.0, 0.0, False, free=500.0) == 0.0
+
+
+def test_nothing_available_sizes_nothing_whatever_the_size_even_nan() -> None:
+    """Each of the three guards alone returns 0 (kills line 72's `or` -> `and` between `available` and
+    `size`): a NaN or negative `available` with a positive size is 0 shares, in whole shares too, where
+    the plain-Python path (the live one) would otherwise floor a NaN and raise."""
+    for whole in (False, True):
+        assert entry_shares(math.nan, 0.5, 10.0, 0.0, 0.0, whole) == 0.0
+        assert entry_shares(-1_000.0, 0.5, 10.0, 0.0, 0.0, whole) == 0.0
+        assert entry_shares(1_000.0, -0.5, 10.0, 0.0, 0.0, whole) == 0.0
