@@ -1395,22 +1395,6 @@ def import_live(module: str, tests: list[str], work: Path) -> tuple[ModuleType |
 # by zero without a warning; pytest turns warnings into errors).
 INTERPRETED_ENV = {"NUMBA_DISABLE_JIT": "1"}
 INTERPRETED_ARGS = ["-W", "ignore::RuntimeWarning"]
-# Mapped tests that cannot run interpreted, left out of the interpreted pass only (a `-k` expression). Sound:
-# that pass only settles kills; every survivor runs compiled with all the module's tests. Empty since the
-# sweeps' intrinsics got plain-Python forms (backtests/nb_intrinsics.py): before that, numba's
-# `trailing_zeros` in sweep_sma_nb failed sweep_nb's, entries.py's and kernels.py's interpreted baselines
-# (test_sweep.py's sma_cross cases, test_entry_sizing's sweep case), so every mutant of those compiled.
-INTERPRETED_DESELECT: dict[str, str] = {}
-
-
-def deselected(args: list[str], expression: str | None) -> list[str]:
-    """`args` with `-k expression` added to (and-ed with) any `-k` they already carry."""
-    if not expression:
-        return list(args)
-    if "-k" not in args:
-        return [*args, "-k", expression]
-    at = args.index("-k") + 1
-    return [*args[:at], f"({args[at]}) and ({expression})", *args[at + 1 :]]
 
 
 def interpreted_run(module: str, tests: list[str], work: Path, out: Outcome) -> tuple[list[str], float] | None:
@@ -1430,7 +1414,7 @@ def interpreted_run(module: str, tests: list[str], work: Path, out: Outcome) -> 
         return None
     if os.environ.get("MUTATE_RUNNER", "fork") != "fork":
         return None
-    args = deselected([*tests, *INTERPRETED_ARGS], INTERPRETED_DESELECT.get(module))
+    args = [*tests, *INTERPRETED_ARGS]
     started = time.monotonic()
     empty = str(work / ".numba_cache" / "baseline-interpreted")
     status, _ = run_forked(args, max(out.baseline_s, 60.0), work / "baseline_interpreted.log", empty, env=INTERPRETED_ENV)

@@ -66,19 +66,18 @@ work = Path.cwd()
 mutate.MODULES = {"pkg/kernels.py": ["tests/test_kernels.py"]}
 mutate.FRESH_NUMBA_CACHE = {"pkg/kernels.py"}
 mutate.EQUIVALENT = {("pkg/kernels.py", "return x * 3.0", "return x * 4.0")}  # recorded (wrongly, for the test)
-mutate.INTERPRETED_DESELECT = json.loads(os.environ.get("DESELECT", "{}"))
 out = mutate._run_module_here("pkg/kernels.py", work, 900)
 print(json.dumps({"outcome": dataclasses.asdict(out), "progress": (work / "progress.log").read_text()}))
 """
 
 
-def _run(tmp_path: Path, extra: str = "", deselect: dict[str, str] | None = None) -> tuple[dict[str, object], list[str]]:
+def _run(tmp_path: Path, extra: str = "") -> tuple[dict[str, object], list[str]]:
     files = {"pkg/__init__.py": "", "pkg/kernels.py": KERNELS, "tests/__init__.py": "", "tests/test_kernels.py": TESTS.format(extra=extra)}
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MUTATE_", "NUMBA_"))}
-    env |= {"PYTHONPATH": str(tmp_path), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1", "DESELECT": json.dumps(deselect or {})}
+    env |= {"PYTHONPATH": str(tmp_path), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(ROOT / "scripts" / "mutate.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
@@ -111,32 +110,8 @@ def test_only_an_assertion_settles_a_mutant_interpreted_every_other_outcome_is_c
     assert f"{len(total_lines)} killed interpreted on an assertion, {len(ratio_lines) + len(scaled_lines)} re-checked compiled" in str(out["note"])
 
 
-COMPILED_ONLY_TEST = "\n\ndef test_compiled() -> None:\n    assert not config.DISABLE_JIT\n"
-
-
 def test_a_module_whose_tests_fail_interpreted_runs_compiled_only(tmp_path: Path) -> None:
-    out, progress = _run(tmp_path, COMPILED_ONLY_TEST)
+    out, progress = _run(tmp_path, "\n\ndef test_compiled() -> None:\n    assert not config.DISABLE_JIT\n")
     assert "interpreted baseline failed" in str(out["note"]) and "compiled only" in str(out["note"])
     assert progress and not any("interpreted" in line for line in progress)
     assert out["killed"] == out["run"] and out["survivors"] == []
-
-
-def test_a_test_that_cannot_run_interpreted_is_left_out_of_the_interpreted_pass_only(tmp_path: Path) -> None:
-    out, progress = _run(tmp_path, COMPILED_ONLY_TEST, deselect={"pkg/kernels.py": "not test_compiled"})
-    assert "interpreted first" in str(out["note"])
-    assert any(line.endswith(" interpreted") and line.split()[1] == "killed" for line in _lines(progress, "total"))
-    # Survivors interpreted are still run compiled with every test, the deselected one included.
-    assert all("re-checked compiled" in line for line in _lines(progress, "ratio"))
-
-
-def test_deselected_ands_with_a_k_the_module_already_has() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mutate_script_k", ROOT / "scripts" / "mutate.py")
-    assert spec and spec.loader
-    mutate = importlib.util.module_from_spec(spec)
-    sys.modules["mutate_script_k"] = mutate
-    spec.loader.exec_module(mutate)
-    assert mutate.deselected(["t.py", "-W", "x"], "not a") == ["t.py", "-W", "x", "-k", "not a"]
-    assert mutate.deselected(["t.py", "-k", "not exposure", "-W", "x"], "not a") == ["t.py", "-k", "(not exposure) and (not a)", "-W", "x"]
-    assert mutate.deselected(["t.py"], None) == ["t.py"]
