@@ -96,9 +96,9 @@ def signals_sweep_nb(
         for t in range(n):
             cash, pos, filled, equity, peak, dd = _settle_nb(cash, pos, pending, fill_price[t], close[t], fee[t], slip, whole, peak, dd)
             orders[k] += filled
-            if t < n - 1:  # the order decided now fills on the next bar (NaN: none)
-                held = side_of_nb(pos)
-                _, pending = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
+            # The order decided now fills on the next bar (NaN: none); the last bar's has no bar to fill on.
+            held = side_of_nb(pos)
+            _, pending = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
         final[k] = equity
         max_dd[k] = dd
     return final, max_dd, orders
@@ -134,7 +134,7 @@ def bracket_sweep_nb(
     orders = np.zeros(k_total, dtype=np.int64)
     for k in prange(k_total):
         cash, pos, pending = init_cash, 0.0, np.nan
-        phase, fill_bar, entry = 0, -1, np.nan
+        phase, entry = 0, np.nan
         lv_stop, lv_t1, lv_t2 = np.nan, np.nan, np.nan
         p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, False
         peak, dd, equity = init_cash, 0.0, init_cash
@@ -143,12 +143,12 @@ def bracket_sweep_nb(
                 cash, pos, filled = _fill_nb(cash, pos, pending, fill_price[t], fee[t], slip, whole)
                 orders[k] += filled
                 if pending * pos > 0 and from_flat:  # an entry from flat that got shares: its bracket
-                    phase, fill_bar, entry = 1, t, fill_price[t]
+                    phase, entry = 1, fill_price[t]
                     lv_stop, lv_t1, lv_t2 = p_stop, p_t1, p_t2
                 else:
                     phase = 0
                 pending = np.nan
-            elif pos != 0 and phase > 0 and t > fill_bar:
+            elif pos != 0 and phase > 0:  # never on the fill's own bar: this is the fill branch's `elif`
                 side = side_of_nb(pos)
                 phase, action, price = bracket_step_nb(phase, entry, lv_stop, lv_t1, lv_t2, open_[t], high[t], low[t], side)
                 if action > 0:
@@ -156,9 +156,7 @@ def bracket_sweep_nb(
                     cash, pos, filled = _trade_nb(cash, pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
                     orders[k] += filled
             equity, peak, dd = _mark_nb(cash, pos, close[t], peak, dd)
-            if t == n - 1:
-                continue
-            held = side_of_nb(pos)
+            held = side_of_nb(pos)  # the last bar's order fills on no bar: the loop ends
             _, order = next_order_nb(held, entry_long[t, k], exit_long[t, k], entry_short[t, k], exit_short[t, k], size[t, k])
             if not np.isnan(order):
                 pending, from_flat = order, held == 0

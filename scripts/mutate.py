@@ -19,7 +19,8 @@ ran are a random sample and the report says how many of how many.
 
 Operators: cosmic-ray's core set without the ones that only make noise (arithmetic swapped for bit
 shifts, powers or modulo; `is` for `<`; variable inserters; removed decorators, where removing
-`@njit` changes nothing but speed). Lines marked `# pragma: no mutate` are skipped.
+`@njit` changes nothing but speed, and for the same reason a numba compile flag flipped: `cache=`,
+`parallel=`, `nogil=`; not `fastmath=`, which may change the last digits). Lines marked `# pragma: no mutate` are skipped.
 
 Runner: by default one long-lived process imports the heavy third-party libraries once (numpy, polars,
 pandas, pydantic, numba, pytest, hypothesis, exchange_calendars, great_expectations; never a project
@@ -242,25 +243,13 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot",
         "if room / step >= 2.0**52:  # beyond float precision every value is already a whole lot",
     ),
-    # A buy reaching the re-check has 0 < room <= cash / price, so cash > 0: the else branch is dead.
-    (
-        "strategies/entries.py",
-        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)",
-        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q < 0.0)",
-    ),
-    (
-        "strategies/entries.py",
-        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)",
-        "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash >= 0.0 else q <= 0.0)",
-    ),
     # A room of exactly 0 (or -0.0) floors to 0 lots either way: the same 0.0.
     ("strategies/entries.py", "if not room > 0.0:", "if not room >= 0.0:"),
     # Session 6 (tests/mutation_report.md): an entry of 0 or of a negative amount sizes to 0 shares anyway.
     ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available >= 0.0 or not size > 0.0 or not free > 0.0:"),
     ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available > 0.0 or not size >= 0.0 or not free > 0.0:"),
     ("strategies/entries.py", "if not available > 0.0 or not size > 0.0 or not free > 0.0:", "if not available > 0.0 or not size > 0.0 or not free > -1.0:"),
-    # The re-check's else branch is dead (above); lots is never negative; 0 lots stay 0 either way.
-    ("strategies/entries.py", "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)", "fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 1.0)"),
+    # lots is never negative; 0 lots stay 0 either way.
     ("strategies/entries.py", "return max(lots * step, 0.0)", "return max(lots * step, -1.0)"),
     ("strategies/entries.py", "if lots > 0:", "if lots > -1:"),
     ("strategies/entries.py", "if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot", "if room / step >= 2.0**54:  # beyond float precision every value is already a whole lot"),
@@ -270,14 +259,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         "return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 0.0, False, step))",
         "return min(shares, held + capped_quantity(equity, price, held, others, max_position, max_sector, 1.0, False, step))",
     ),
-    # numba's `cache` flag only decides whether the compiled code is also kept on disk: the same results.
-    ("backtests/kernels.py", "entry_shares_nb = njit(cache=True)(entry_shares)", "entry_shares_nb = njit(cache=False)(entry_shares)"),
-    ("backtests/kernels.py", "bracket_step_nb = njit(cache=True)(bracket_step)", "bracket_step_nb = njit(cache=False)(bracket_step)"),
-    ("backtests/kernels.py", "next_direction_nb = njit(cache=True)(next_direction)", "next_direction_nb = njit(cache=False)(next_direction)"),
-    ("backtests/kernels.py", "half_of_nb = njit(cache=True)(half_of)", "half_of_nb = njit(cache=False)(half_of)"),
-    ("backtests/kernels.py", "after_closing_nb = njit(cache=True)(after_closing)", "after_closing_nb = njit(cache=False)(after_closing)"),
-    ("backtests/kernels.py", "free_cash_nb = njit(cache=True)(free_cash)", "free_cash_nb = njit(cache=False)(free_cash)"),
-    ("backtests/kernels.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
     # engine.py `run_backtest`: nothing is held before trade_from (no order fills there), and from flat all four signals
     # at once change nothing (`next_direction`: each entry cancelled by its exit), as all four False.
     (
@@ -298,23 +279,9 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ),
     # `phase` is only read as `phase > 0`, and the next entry from flat sets it to 1.
     ("backtests/sweep_nb.py", "phase = 0", "phase = -1"),
-    # Session 7 (h4): an order decided on the last bar would fill on no bar (the loop ends; `pending` is not read after it);
-    # the bracket branch is the `elif` of the fill branch, which is the only one setting fill_bar = t, so t == fill_bar never
-    # reaches it (and the initial fill_bar -1 is below every t).
-    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
-     "if t <= n - 1:  # the order decided now fills on the next bar (NaN: none)"),
-    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
-     "if t < n + 1:  # the order decided now fills on the next bar (NaN: none)"),
-    ("backtests/sweep_nb.py", "elif pos != 0 and phase > 0 and t > fill_bar:", "elif pos != 0 and phase > 0 and t >= fill_bar:"),
     # The first phase is never read: the bracket branch needs a position, and the fill that opens one sets phase.
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 1, -1, np.nan"),
-    # Line 137's first fill_bar is never read: `t > fill_bar` is evaluated only after `phase > 0`, and phase first becomes
-    # > 0 where a fill sets phase = 1 and fill_bar = t together; the first phase is only read as `phase > 0` (session 8, h1).
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, - 0, np.nan"),
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, - 2, np.nan"),
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, 1, np.nan"),
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = 0, +1, np.nan"),
-    ("backtests/sweep_nb.py", "phase, fill_bar, entry = 0, -1, np.nan", "phase, fill_bar, entry = -1, -1, np.nan"),
+    ("backtests/sweep_nb.py", "phase, entry = 0, np.nan", "phase, entry = 1, np.nan"),
+    ("backtests/sweep_nb.py", "phase, entry = 0, np.nan", "phase, entry = -1, np.nan"),
     # _trade_nb with delta == 0 (the only value the moved bounds add; delta > 0 is taken first): either branch trades
     # floor(+-0) = 0 shares and returns (cash, pos, 0), as the fall-through does (a negative cash caps the buy below 0).
     ("backtests/sweep_nb.py", "if delta < 0:", "if delta < 1:"),
@@ -341,21 +308,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
      "p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, True"),
     # As `t < n - 1` -> `<=` (session 7): an order decided on the last bar fills on no bar; the loop ends, and
     # final and drawdown were taken before it (bracket_sweep_nb's `t == n - 1` never true, or `break` on the last bar).
-    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n - 0:"),
-    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n + 1:"),
-    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n * 1:"),
-    ("backtests/sweep_nb.py", "if t == n - 1:", "if t == n / 1:"),
-    ("backtests/sweep_nb.py", "continue", "break"),  # the file's only `continue`, on the last bar
-    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
-     "if t < n - 0:  # the order decided now fills on the next bar (NaN: none)"),
-    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
-     "if t < n * 1:  # the order decided now fills on the next bar (NaN: none)"),
-    ("backtests/sweep_nb.py", "if t < n - 1:  # the order decided now fills on the next bar (NaN: none)",
-     "if t < n / 1:  # the order decided now fills on the next bar (NaN: none)"),
-    # Speed only: numba's on-disk cache, and prange run as range (each combination k writes only its own slots).
-    ("backtests/sweep_nb.py", '@njit(cache=True, inline="always")', '@njit(cache=False, inline="always")'),
-    ("backtests/sweep_nb.py", "@njit(cache=True, parallel=True)", "@njit(cache=False, parallel=True)"),
-    ("backtests/sweep_nb.py", "@njit(cache=True, parallel=True)", "@njit(cache=True, parallel=False)"),
     (
         "backtests/metrics.py",  # at exactly 0 both branches give -1
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] > 0 else -1.0",
@@ -414,9 +366,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
      "reduced = kernel(np.ascontiguousarray(values.fill_null(1.0).to_numpy(), dtype=np.float64))"),
     ("strategies/indicators.py", "reduced = kernel(np.ascontiguousarray(values.fill_null(0.0).to_numpy(), dtype=np.float64))",
      "reduced = kernel(np.ascontiguousarray(values.fill_null(-1.0).to_numpy(), dtype=np.float64))"),
-    # numba's on-disk cache and GIL release change speed, never a value.
-    ("strategies/indicators.py", "@njit(cache=True, nogil=True)", "@njit(cache=True, nogil=False)"),
-    ("strategies/indicators.py", "@njit(cache=True, nogil=True)", "@njit(cache=False, nogil=True)"),
     # x is one-dimensional: shape[-1] is shape[0].
     ("strategies/indicators.py", "n = x.shape[0]", "n = x.shape[-1]"),
     # A sweep's upper end + 1 gives the same values when the step is above 1: the next step lies beyond it.
@@ -436,9 +385,7 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     ('strategies/entries.py', 'if position * side >= 0:', 'if position * side > 0:'),
     ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > -1.0 or not size > 0.0 or not free > 0.0:'),
     ('strategies/entries.py', 'if lots > 0:', 'if lots >= 0:'),
-    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > -1.0 else q <= 0.0)'),
     ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > 0.0 or not free >= 0.0:'),
-    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q > 0.0)'),
     ('strategies/entries.py', 'if not available > 0.0 or not size > 0.0 or not free > 0.0:', 'if not available > 0.0 or not size > -1.0 or not free > 0.0:'),
     # Session 9 (lead, tests/mutation_report.md): strategies/entries.py mutants 214-254.
     # A room in (-1, 0] floors to at most 0 lots (LIMIT_ROUND_EPS < 1) and the last line clamps lots x step at 0.
@@ -446,9 +393,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     # As the recorded 2.0**52 / 3.0**53: past the threshold either path gives the room's lots (whole shares: the same
     # value; fractional lots: lots x step is the room within one ulp).
     ('strategies/entries.py', 'if room / step >= 2.0**53:  # beyond float precision every value is already a whole lot', 'if room - step >= 2.0**53:  # beyond float precision every value is already a whole lot'),
-    # The else branch is dead: a buy reaching the re-check has 0 < room <= cash / price, so cash > 0 (as the recorded two).
-    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q >= 0.0)'),
-    ('strategies/entries.py', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)', 'fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= -1.0)'),
     # backtests/engine.py line 219 is recorded above; its copy=False lines are killed by test_mutants_engine's views test.
 }
 MIN_JUDGED = 5  # a sample this small says nothing: reported, not judged
@@ -469,6 +413,30 @@ def _order_key(spec: object) -> str:
     m = spec  # a cosmic-ray MutationSpec
     text = f"{SEED}:{m.definition_name}:{m.operator_name}:{m.occurrence}"  # type: ignore[attr-defined]
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# numba's compile flags on a decorator or wrapper line (`@njit(cache=True, parallel=True)`,
+# `njit(cache=True)(f)`): flipping one changes where the compiled code is kept or whether a `prange`
+# runs on threads, never a result (this project's `prange` bodies each write only their own slots).
+# Noise, as RemoveDecorator. Not `fastmath`: it may change the last digits.
+_COMPILE_FLAG = re.compile(r"\b(njit|jit)\(([^()]*\b(cache|parallel|nogil)=(True|False))")
+_FLAG_OPERATORS = {"core/ReplaceTrueWithFalse", "core/ReplaceFalseWithTrue"}
+
+
+def compile_flag_only(operator: str, line: str) -> bool:
+    """Whether a mutant only flips a numba compile flag on its line (`_COMPILE_FLAG`)."""
+    return operator in _FLAG_OPERATORS and bool(_COMPILE_FLAG.search(line))
+
+
+def kept_mutant(spec: object, lines: list[str]) -> bool:
+    """Whether a mutant (a cosmic-ray MutationSpec on the module's `lines`) is run: a kept operator,
+    not on a `# pragma: no mutate` line, not a compile flag, not `|` in an annotation."""
+    operator: str = spec.operator_name  # type: ignore[attr-defined]
+    line = lines[spec.start_pos[0] - 1]  # type: ignore[attr-defined]
+    if not kept_operator(operator) or "pragma: no mutate" in line or compile_flag_only(operator, line):
+        return False
+    # `X | None` in an annotation: a string under `from __future__ import annotations`
+    return not (operator.startswith("core/ReplaceBinaryOperator_BitOr") and _ANNOTATION.search(line))
 
 
 def kept_operator(name: str) -> bool:
@@ -1461,17 +1429,7 @@ def _run_module_here(module: str, work: Path, limit_s: float) -> Outcome:
     with use_db(str(db_path), WorkDB.Mode.create) as db:
         init([Path(module)], db, {})
         lines = (work / module).read_text().splitlines()
-        items = []
-        for item in db.pending_work_items:
-            spec = item.mutations[0]
-            if not kept_operator(spec.operator_name):
-                continue
-            line = lines[spec.start_pos[0] - 1]
-            if "pragma: no mutate" in line:
-                continue
-            if spec.operator_name.startswith("core/ReplaceBinaryOperator_BitOr") and _ANNOTATION.search(line):
-                continue  # `X | None` in an annotation: a string under `from __future__ import annotations`
-            items.append(item)
+        items = [item for item in db.pending_work_items if kept_mutant(item.mutations[0], lines)]
     # A pseudo-random order keyed by each mutant alone: a time-limited run is a random sample, and
     # the same mutant keeps its place when the module's other lines or the filter change.
     items.sort(key=lambda i: _order_key(i.mutations[0]))

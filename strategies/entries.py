@@ -122,7 +122,7 @@ def capped_quantity(
         q = lots * step
         fits = (held + q) * price <= pos_limit * (1.0 + LIMIT_REL_TOL) and others + (held + q) * price <= sec_limit * (1.0 + LIMIT_REL_TOL)
         if buy:
-            fits = fits and (q * price <= cash * (1.0 + LIMIT_REL_TOL) if cash > 0.0 else q <= 0.0)
+            fits = fits and q * price <= cash * (1.0 + LIMIT_REL_TOL)  # a buy here has 0 < room <= cash / price
         if not fits:
             lots = math.floor(room / step)
     return max(lots * step, 0.0)

@@ -202,3 +202,38 @@ def test_a_rerun_finds_the_last_runs_survivors(mutate: ModuleType, tmp_path: Pat
     assert (killed, run, total) == (9, 10, 398)
     assert survivors == {FORK_DIFF}  # the same mutant as the fork runner names it: a re-run matches it
     assert mutate.previous_survivors("lake/validation.py", "another source") is None
+
+
+def test_numba_compile_flags_are_not_mutated_but_every_other_literal_is(mutate: ModuleType, tmp_path: Path) -> None:
+    """Flipping `cache=`/`parallel=`/`nogil=` changes speed, never a value: such mutants are noise and
+    not run (as a removed `@njit`); `fastmath=` may change digits and a plain `True` is a rule: kept."""
+    from cosmic_ray.commands.init import init
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    source = (
+        "from numba import njit\n"
+        "\n"
+        "\n"
+        "@njit(cache=True, parallel=True, nogil=False)\n"
+        "def f(x):\n"
+        "    return x > 0 or True\n"
+        "\n"
+        "\n"
+        "g = njit(cache=True)(f)\n"
+        "h = njit(fastmath=True)(f)\n"
+        "strict = False\n"
+    )
+    module = tmp_path / "kernels_probe.py"
+    module.write_text(source)
+    lines = source.splitlines()
+    with use_db(str(tmp_path / "probe.sqlite"), WorkDB.Mode.create) as db:
+        init([module], db, {})
+        specs = [item.mutations[0] for item in db.pending_work_items]
+    flags = [s for s in specs if s.operator_name in {"core/ReplaceTrueWithFalse", "core/ReplaceFalseWithTrue"}]
+    kept_lines = sorted({s.start_pos[0] for s in flags if mutate.kept_mutant(s, lines)})
+    dropped_lines = sorted({s.start_pos[0] for s in flags if not mutate.kept_mutant(s, lines)})
+    assert dropped_lines == [4, 9]  # the decorator's three flags, the wrapper's cache flag
+    assert kept_lines == [6, 10, 11]  # the rule's `True`, fastmath, a module constant
+    assert sum(1 for s in flags if s.start_pos[0] == 4) == 3
+    rule = [s for s in specs if s.start_pos[0] == 6 and mutate.kept_operator(s.operator_name)]
+    assert len(rule) > 2 and all(mutate.kept_mutant(s, lines) for s in rule)  # its `>` and `or` mutants too
