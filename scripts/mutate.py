@@ -266,9 +266,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
         'pl.when(warm).then(False).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")',
         'pl.when(warm).then(True).otherwise(pl.col(c)).alias(c) for c in ("entry_long", "exit_long", "entry_short", "exit_short")',
     ),
-    # half_exit_nb at a position of exactly 0 (or -0.0): the mutant returns -sign(0) * half_of(0) = -0.0 or 0.0, which
-    # equals 0.0 wherever it is added or compared (session 7, h4).
-    ("backtests/kernels.py", "if position * side <= 0:", "if position * side < 0:"),
     # An entry is never asked for weight 0 (target 0 is an exit); at 0 it takes 0 shares either side.
     ("backtests/kernels.py", "side = 1 if weight > 0 else -1", "side = 1 if weight >= 0 else -1"),
     # The rank sweep never holds a short (it enters long only): exit_short is read only when short.
