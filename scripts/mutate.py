@@ -303,8 +303,6 @@ EQUIVALENT: set[tuple[str, str, str]] = {
     # from_flat is read only when an order is pending, and every order sets it (line 164).
     ("backtests/sweep_nb.py", "p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, False",
      "p_stop, p_t1, p_t2, from_flat = np.nan, np.nan, np.nan, True"),
-    # As `t < n - 1` -> `<=` (session 7): an order decided on the last bar fills on no bar; the loop ends, and
-    # final and drawdown were taken before it (bracket_sweep_nb's `t == n - 1` never true, or `break` on the last bar).
     (
         "backtests/metrics.py",  # at exactly 0 both branches give -1
         "cagr = float((equity[-1] / equity[0]) ** (p / r.size) - 1.0) if equity[-1] > 0 else -1.0",
