@@ -4,7 +4,8 @@ Prints one markdown table. Ratios are against the raw `polars.write_parquet` of 
 (one file per 10-symbol chunk), the floor any ingest pays. The Dagster rows ingest a year of the
 first `--dagster-symbols` symbols through the `bars_1m` asset on a SQLite instance (the default
 one): as a backfill with `BackfillPolicy.single_run()` runs it (one run per symbol over the year's
-sessions, Dagster's split of a days x symbols range), the same with asset events batched, and, for a
+sessions, Dagster's split of a days x symbols range), the same with asset events batched, the same on a
+PostgreSQL instance when the local server answers (QUANTLAKE_BENCH_PG_URL), and, for a
 few sessions, one run per partition (schedules, the UI without the policy); then compaction of the
 backfill's day files into month files and a symbol-month read from each layout. CPU seconds beside
 wall seconds: on a machine shared by other work, wall time is mostly waiting. Run: `make bench` or
@@ -65,20 +66,26 @@ def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) 
     days = [d.isoformat() for d in trading_days(YEAR[0].date(), (YEAR[1] - timedelta(days=1)).date())]
     year = [{RANGE[0]: str(intraday_key(days[0], s)), RANGE[1]: str(intraday_key(days[-1], s))} for s in symbols]
     out: dict[str, DagsterRow] = {}
+    pg = _pg_schema()
     for label, runs, batched in (
         ("backfill", year, False),
         ("backfill, batched events", [dict(tags) for tags in year], True),
+        *((("backfill, PostgreSQL", [dict(tags) for tags in year], False),) if pg else ()),
         ("per-partition", [{"partition": str(intraday_key(d, symbols[0]))} for d in days[:per_partition_days]], False),
     ):
         root, home = work / f"dagster-{label}", work / f"home-{label}"
         resources = {"lake": LakeResource(root=str(root)), "market_data": MarketDataResource(seed=1)}
         home.mkdir()
-        storage = {"event_log_storage": {"module": BatchedSqliteEventLogStorage.__module__, "class": "BatchedSqliteEventLogStorage", "config": {"base_dir": str(home / "history/runs")}}}
+        storage: dict[str, Any] | None = None
+        if batched:
+            storage = {"event_log_storage": {"module": BatchedSqliteEventLogStorage.__module__, "class": "BatchedSqliteEventLogStorage", "config": {"base_dir": str(home / "history/runs")}}}
+        elif label.endswith("PostgreSQL"):
+            storage = {"storage": {"postgres": {"postgres_url": pg}}}
         before = os.environ.get(BATCH_ENV)
         if batched:
             os.environ[BATCH_ENV] = "100000"  # Dagster's own switch: a range run's asset events go to the storage as one batch
         try:
-            with dg.instance_for_test(temp_dir=str(home), overrides=storage if batched else None) as instance:
+            with dg.instance_for_test(temp_dir=str(home), overrides=storage) as instance:
                 add_symbols(instance, symbols)
                 os.sync()
                 start, cpu = time.perf_counter(), time.process_time()
@@ -95,6 +102,8 @@ def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) 
                 os.environ[BATCH_ENV] = before
         rows = store.read_bars(root, symbols if key is None else symbols[:1], "1m").height
         out[label] = DagsterRow(len(runs), rows, seconds, cpu, _files(root))
+    if pg:
+        _drop_pg_schema(pg)
     root = work / "dagster-backfill"
     out["read: day files"] = DagsterRow(0, 0, _month_read(root, symbols), 0.0, _files(root))
     start, cpu = time.perf_counter(), time.process_time()
@@ -102,6 +111,35 @@ def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) 
     out["compaction"] = DagsterRow(0, out["backfill"].bars, time.perf_counter() - start, time.process_time() - cpu, _files(root))
     out["read: month files"] = DagsterRow(0, 0, _month_read(root, symbols), 0.0, _files(root))
     return out
+
+
+def _pg_schema() -> str | None:
+    """A fresh schema on the local PostgreSQL server (QUANTLAKE_BENCH_PG_URL), or None without one:
+    the row of a PostgreSQL instance, where Dagster writes a range run's materializations as one
+    batch (DAGSTER_EVENT_BATCH_SIZE, which `orchestration` turns on)."""
+    import sqlalchemy as sa
+
+    url = os.environ.get("QUANTLAKE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"ql_bench_{os.getpid()}"
+    try:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop schema if exists "{schema}" cascade; create schema "{schema}"'))
+        engine.dispose()
+    except Exception as exc:  # no server: the row is left out, and says why
+        print(f"no PostgreSQL row: {url} unreachable ({type(exc).__name__})")
+        return None
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+def _drop_pg_schema(url: str) -> None:
+    import sqlalchemy as sa
+
+    base, schema = url.split("?")[0], url.rsplit("%3D", 1)[1]
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'drop schema if exists "{schema}" cascade'))
+    engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -228,14 +266,17 @@ def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
         print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 20 ms |")
     if dagster:
         bulk = rows / walls["polars/date"]
-        print("\n| Dagster, bars_1m asset (SQLite instance) | runs | bars | wall s | CPU s | bars/s wall | bars/s CPU | x lake.bulk (day files, wall) | files | target |")
+        print("\n| Dagster, bars_1m asset (a SQLite instance unless named) | runs | bars | wall s | CPU s | bars/s wall | bars/s CPU | x lake.bulk (day files, wall) | files | target |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for label, what, target in (
             ("backfill", "backfill, BackfillPolicy.single_run (one run per symbol-year), day files", ">= 1.5 M/s"),
             ("backfill, batched events", "the same, asset events written in batches (proposal: BatchedSqliteEventLogStorage)", ""),
+            ("backfill, PostgreSQL", "the same on a PostgreSQL instance (Dagster writes each run's materializations as one batch)", ""),
             ("per-partition", "one run per partition (symbol x day)", ""),
             ("compaction", "compaction of the backfill's lake into month files (lake.compaction)", ""),
         ):
+            if label not in dagster:
+                continue
             r = dagster[label]
             print(f"| {what} | {r.runs} | {r.bars:,} | {r.seconds:.2f} | {r.cpu:.2f} | {r.bars / r.seconds / 1e6:.3f} M | "
                   f"{r.bars / r.cpu / 1e6:.3f} M | {r.bars / r.seconds / bulk:.3f} | {r.files:,} | {target} |")
