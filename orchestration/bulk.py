@@ -11,12 +11,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import dagster as dg
+from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi_partition_key
 from tqdm import tqdm
 
 from assets.partitions import add_symbols, daily_key, intraday_key
 from assets.resources import LakeResource, MarketDataResource
 from lake.bulk import BulkSummary, bulk_ingest
 from lake.calendar import day_window, session_bounds, trading_days, year_window
+from orchestration.event_batches import report_materializations
 from orchestration.settings import settings
 
 
@@ -69,14 +71,18 @@ def bulk_backfill(
 
 
 def _report(instance: dg.DagsterInstance, timeframe: str, summary: BulkSummary) -> None:
+    """One materialization per partition written, tagged with its dimensions as a run's is (the UI
+    filters a dimension by them), reported in batches: one at a time took longer than the ingest."""
     asset, key = ("bars_1m", intraday_key) if timeframe == "1m" else ("bars_1d", daily_key)
     add_symbols(instance, {symbol for symbol, _ in summary.written})
-    for symbol, period in sorted(summary.written):
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=asset,
-                partition=key(period, symbol),
-                description="written by quantlake ingest --bulk",
-                metadata={"source": "bulk backfill"},
-            )
+    materializations = [
+        dg.AssetMaterialization(
+            asset_key=asset,
+            partition=key(period, symbol),
+            description="written by quantlake ingest --bulk",
+            metadata={"source": "bulk backfill"},
+            tags=get_tags_from_multi_partition_key(key(period, symbol)),
         )
+        for symbol, period in sorted(summary.written)
+    ]
+    report_materializations(instance, materializations)

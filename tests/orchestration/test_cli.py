@@ -82,6 +82,9 @@ def test_bulk_ingest_writes_partitions_the_ui_shows_as_materialized(
         keys = {str(r.partition_key) for r in records}
         assert keys == {f"{d}|{s}" for d in ("2024-11-26", "2024-11-27", "2024-11-29") for s in ("AAPL", "MSFT")}
         assert len(instance.fetch_materializations(dg.AssetKey("bars_1d"), limit=20).records) == 2
+        # Tagged with their dimensions as a run's materializations are: the UI filters a symbol by them.
+        msft = instance.get_event_tags_for_asset(dg.AssetKey("bars_1m"), filter_tags={"dagster/partition/symbol": "MSFT"})
+        assert sorted(t["dagster/partition/date"] for t in msft) == ["2024-11-26", "2024-11-27", "2024-11-29"]
     assert main(args) == 0  # a re-run replaces the same partitions
     assert read_bars(lake_root, ["AAPL", "MSFT"], "1m").equals(minutes)
 

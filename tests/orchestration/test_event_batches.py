@@ -60,3 +60,95 @@ def test_a_range_run_is_one_batch_on_postgres_and_shows_what_sqlite_shows(
     assert ["ASSET_MATERIALIZATION"] * len(DAYS) in batches  # the four partitions in one write
     assert on_postgres == on_sqlite and set(on_sqlite) == {str(intraday_key(d, "AAPL")) for d in DAYS}
     assert on_sqlite[str(intraday_key("2024-11-29", "AAPL"))]["dagster/row_count"] == 210  # each partition its own rows
+
+
+# --- runless materializations reported in batches (`quantlake ingest --bulk`) ----------------------
+
+
+def _materializations() -> list[dg.AssetMaterialization]:
+    from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi_partition_key
+
+    from assets.partitions import daily_key
+
+    minute = [
+        dg.AssetMaterialization(asset_key="bars_1m", partition=intraday_key(day, symbol), description="written by quantlake ingest --bulk",
+                                metadata={"source": "bulk backfill", "rows": 390 + i}, tags=get_tags_from_multi_partition_key(intraday_key(day, symbol)))
+        for i, (symbol, day) in enumerate((s, d) for s in ("AAPL", "MSFT") for d in DAYS)
+    ]  # fmt: skip
+    daily = [dg.AssetMaterialization(asset_key="bars_1d", partition=daily_key(year, "AAPL"), metadata={"rows": int(year)}) for year in ("2023", "2024")]
+    return minute + daily
+
+
+def _answers(instance: dg.DagsterInstance) -> dict[str, Any]:
+    """What the UI, the sensors and the range runs read back about the two assets."""
+    out: dict[str, Any] = {"assets": sorted(k.to_user_string() for k in instance.get_asset_keys())}
+    for name in ("bars_1m", "bars_1d"):
+        key = dg.AssetKey(name)
+        records = instance.fetch_materializations(key, limit=100, ascending=True).records
+        out[name] = {
+            "partitions": sorted(instance.get_materialized_partitions(key)),
+            "events": [(r.partition_key, r.asset_materialization.description, dict(r.asset_materialization.metadata), dict(r.asset_materialization.tags or {}))  # type: ignore[union-attr]
+                       for r in records],
+            "ids_ascending": [r.storage_id for r in records] == sorted(r.storage_id for r in records),
+            "latest": instance.get_latest_materialization_event(key).dagster_event.partition,  # type: ignore[union-attr]
+            "record_last": instance.get_asset_records([key])[0].asset_entry.last_materialization_record.partition_key,  # type: ignore[union-attr]
+            "run_ids": {r.run_id for r in records},
+        }
+    # The run-less events' own log (Dagster keeps them as the events of run ""), in order.
+    out["runless_log"] = [e.dagster_event.partition for e in instance.all_logs("") if e.dagster_event]
+    # The tags table, as the UI filters a multi-partitioned asset by one dimension.
+    msft = instance.get_event_tags_for_asset(dg.AssetKey("bars_1m"), filter_tags={"dagster/partition/symbol": "MSFT"})
+    out["msft_by_tag"] = sorted(tags["dagster/partition/date"] for tags in msft)
+    return out
+
+
+def test_runless_materializations_in_batches_read_back_as_one_by_one_on_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from orchestration.event_batches import report_materializations
+
+    one_by_one_writes: list[Any] = []
+    original = SqliteEventLogStorage.store_event
+
+    def counted(self: SqliteEventLogStorage, event: Any) -> None:
+        one_by_one_writes.append(event)
+        original(self, event)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "store_event", counted)
+    with dg.instance_for_test() as alone:
+        for m in _materializations():
+            alone.report_runless_asset_event(m)
+        expected = _answers(alone)
+    assert len(one_by_one_writes) == len(_materializations())
+    one_by_one_writes.clear()
+    with dg.instance_for_test() as batched:
+        report_materializations(batched, _materializations(), batch=6)  # a full batch, then a short one with both assets
+        got = _answers(batched)
+    assert not one_by_one_writes  # every event went in a batch
+    # Storage ids and timestamps differ between two instances; everything read back is the same.
+    assert got == expected
+    assert got["bars_1m"]["record_last"] == str(intraday_key(DAYS[-1], "MSFT")) and len(got["msft_by_tag"]) == len(DAYS)
+    assert got["bars_1m"]["events"][5][2]["rows"] == dg.IntMetadataValue(395)  # each partition its own metadata
+
+
+def test_runless_materializations_go_through_dagsters_batches_on_postgres(pg_schema_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_postgres.event_log import PostgresEventLogStorage
+
+    from orchestration.event_batches import report_materializations
+
+    sizes: list[int] = []
+    original = PostgresEventLogStorage.store_event_batch
+
+    def counted(self: PostgresEventLogStorage, events: Sequence[Any]) -> None:
+        sizes.append(len(events))
+        original(self, events)
+
+    monkeypatch.setattr(PostgresEventLogStorage, "store_event_batch", counted)
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": pg_schema_url}}}) as pg:
+        report_materializations(pg, _materializations(), batch=4)
+        got = _answers(pg)
+    with dg.instance_for_test() as sqlite:
+        for m in _materializations():
+            sqlite.report_runless_asset_event(m)
+        expected = _answers(sqlite)
+    assert sizes == [4, 4, 2] and got == expected
