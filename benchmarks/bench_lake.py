@@ -113,6 +113,37 @@ def dagster_ingest(symbols: list[str], work: Path, per_partition_days: int = 5) 
     return out
 
 
+def report_to_instance(written: list[tuple[str, str]], work: Path, alone: int = 1000) -> dict[str, tuple[int, float, float]]:
+    """`quantlake ingest --bulk`'s report of the day partitions it wrote to a SQLite instance:
+    (partitions, wall seconds, CPU seconds) in batches (`orchestration.event_batches`, what it does) and one
+    `report_runless_asset_event` each (what it did before) for the first `alone` of them."""
+    import dagster as dg
+    from dagster._core.definitions.partitions.utils.multi import get_tags_from_multi_partition_key
+
+    from assets.partitions import intraday_key
+    from orchestration.event_batches import report_materializations
+
+    def materialization(symbol: str, day: str) -> dg.AssetMaterialization:
+        key = intraday_key(day, symbol)
+        return dg.AssetMaterialization(asset_key="bars_1m", partition=key, metadata={"source": "bulk backfill"}, tags=get_tags_from_multi_partition_key(key))
+
+    out = {}
+    for label, todo in (("batches", written), ("one by one", written[:alone])):
+        home = work / f"report-{label.replace(' ', '-')}"
+        home.mkdir()
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            events = [materialization(symbol, day) for symbol, day in todo]
+            start, cpu = time.perf_counter(), time.process_time()
+            if label == "batches":
+                report_materializations(instance, events)
+            else:
+                for event in tqdm(events, desc="report one by one", unit="partition"):
+                    instance.report_runless_asset_event(event)
+            out[label] = (len(events), time.perf_counter() - start, time.process_time() - cpu)
+            assert len(instance.get_materialized_partitions(dg.AssetKey("bars_1m"))) == len(events)
+    return out
+
+
 def _pg_schema() -> str | None:
     """A fresh schema on the local PostgreSQL server (QUANTLAKE_BENCH_PG_URL), or None without one:
     the row of a PostgreSQL instance, where Dagster writes a range run's materializations as one
@@ -233,11 +264,12 @@ def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
         os.sync()  # the previous pass's dirty pages must not be flushed on this one's clock
         bar = tqdm(total=rows, desc=f"bulk {engine} {period}", unit="bar", unit_scale=True)
         start = time.perf_counter()
-        bulk_ingest(source, symbols, "1m", *YEAR, work / f"bulk-{engine}-{period}", period=period,
-                    chunk_symbols=CHUNK, engine=engine, on_chunk=lambda part, bar=bar: bar.update(part.rows))
+        summary = bulk_ingest(source, symbols, "1m", *YEAR, work / f"bulk-{engine}-{period}", period=period,
+                              chunk_symbols=CHUNK, engine=engine, on_chunk=lambda part, bar=bar: bar.update(part.rows))
         walls[f"{engine}/{period}"] = time.perf_counter() - start
         bar.close()
     peak = peak_rss_gb()
+    reports = report_to_instance(sorted(summary.written), work) if dagster_symbols else {}
     dagster = dagster_ingest(symbols[:dagster_symbols], work) if dagster_symbols else {}
 
     reads: dict[str, list[float]] = defaultdict(list)
@@ -264,6 +296,13 @@ def run(n_symbols: int, work: Path, dagster_symbols: int = 4) -> None:
     for period, label in (("year", "symbol x year files"), ("date", "symbol x day files")):
         ms = statistics.median(reads[period]) * 1e3
         print(f"| read one symbol x one month ({label}), median of 7 | {ms:.1f} ms | | | < 20 ms |")
+    if reports:
+        print("\n| `ingest --bulk`: its day partitions reported to a SQLite instance | partitions | wall s | CPU s | ms a partition (wall) | x the ingest's own wall time, a partition |")
+        print("|---|---:|---:|---:|---:|---:|")
+        ingest_per_partition = walls["polars/date"] / len(summary.written)
+        for label, (count, seconds, cpu) in reports.items():
+            what = "in batches (orchestration.event_batches)" if label == "batches" else "one `report_runless_asset_event` each (before), the first partitions"
+            print(f"| {what} | {count:,} | {seconds:.2f} | {cpu:.2f} | {seconds / count * 1e3:.2f} | {seconds / count / ingest_per_partition:.2f} |")
     if dagster:
         bulk = rows / walls["polars/date"]
         print("\n| Dagster, bars_1m asset (a SQLite instance unless named) | runs | bars | wall s | CPU s | bars/s wall | bars/s CPU | x lake.bulk (day files, wall) | files | target |")
