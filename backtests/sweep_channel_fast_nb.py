@@ -32,9 +32,12 @@ from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side
 from backtests.nb_intrinsics import unowned_nb
 from backtests.sweep_nb import _fill_nb, _trade_nb
 from backtests.sweep_stretch_nb import (
+    BLOCK,
+    SHIFT,
+    _hit_nb,
+    _log2_nb,
     bit_nb,
     block_table_nb,
-    first_touch_nb,
     mark_stretch_nb,
     next_bit_nb,
     range_tables_nb,
@@ -42,6 +45,39 @@ from backtests.sweep_stretch_nb import (
 )
 
 BARS = 2048  # bars walked by every combination of a chunk before the next stretch
+
+
+@njit(cache=True, inline="always")
+def touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: np.ndarray, a: int, b: int, s: float, h: float) -> int:
+    """`sweep_stretch_nb.first_touch_nb` (the first bar t in a..b with low[t] <= s or high[t] >= h,
+    b + 1 if none), reading a partial block's bars only when the whole block's extremes touch: most
+    blocks do not, and the two partial blocks' bar by bar scans were most of the search."""
+    t = a
+    blk = a >> SHIFT
+    if (t & (BLOCK - 1)) != 0:
+        if _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
+            end = min(b, ((blk + 1) << SHIFT) - 1)
+            while t <= end:
+                if _hit_nb(low[t], high[t], s, h):
+                    return t
+                t += 1
+        blk += 1
+        if blk << SHIFT > b:
+            return b + 1
+    full = (b + 1) >> SHIFT  # blocks blk .. full - 1 lie inside a..b
+    if blk < full and not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
+        blk += 1
+        for k in range(min(spmin.shape[0] - 1, _log2_nb(max(full - blk, 1))), -1, -1):
+            if blk + (1 << k) <= full and not _hit_nb(spmin[k, blk], spmax[k, blk], s, h):
+                blk += 1 << k
+    t = blk << SHIFT
+    if t > b or not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):  # blk == full: the last, partial block's bars
+        return b + 1
+    while t <= b:
+        if _hit_nb(low[t], high[t], s, h):
+            return t
+        t += 1
+    return b + 1
 
 
 @njit(cache=True, parallel=True)
@@ -66,35 +102,40 @@ def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: n
 
 
 @njit(cache=True, nogil=True)
-def _window_bits_nb(x: np.ndarray, close: np.ndarray, w: int, sign: float, bits: np.ndarray) -> None:
-    """Sets bit t (w <= t <= n-2) where sign x close[t] is above the highest sign x x of the w bars
-    before it (sign 1: a close above the highest high; -1: below the lowest low, as max of the
-    negated values: exact). van Herk / Gil-Werman in one pass over blocks of w bars: the window
-    ending at bar b of a block is the rest of the block before (its suffix extremes, kept) and this
-    block up to b (a running extreme)."""
+def _side_bits_nb(x: np.ndarray, close: np.ndarray, windows: np.ndarray, sign: float, bits: np.ndarray) -> None:
+    """Sets bit t of row r (windows[r] <= t <= n-2) where sign x close[t] is above the highest
+    sign x x of the windows[r] bars before it (sign 1: a close above the highest high; -1: below the
+    lowest low, on negated values: exact), every window in one pass. The close breaks window w
+    exactly when the latest bar j < t with sign x x[j] >= sign x close[t] is before t - w; j is on
+    the stack of the bars not topped since (each at least as high as every later one: the bars
+    between are lower, none of them can be j), kept only as far back as the widest window."""
     n = x.shape[0]
-    rest = np.full(w + 1, -np.inf)  # rest[j]: the extreme of the block before from its bar j on; rest[w] empty
-    for start in range(0, n, w):
-        end = min(n, start + w)
-        run = -np.inf
-        for b in range(start, end):
-            run = max(run, sign * x[b])
-            t = b + 1
-            if w <= t < n - 1 and sign * close[t] > max(rest[b - start + 1], run):
-                set_bit_nb(bits, t)
-        for b in range(end - 1, start - 1, -1):
-            rest[b - start] = max(rest[b - start + 1], sign * x[b])
-
-
-@njit(cache=True, nogil=True)
-def _bits_part_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray, up: np.ndarray, down: np.ndarray, part: int, parts: int) -> None:
-    """`channel_bits_nb`'s passes part, part + parts, ... (pass 2r: window r's up bits, 2r + 1: its down bits)."""
-    for j in range(part, 2 * windows.shape[0], parts):
-        r = j >> 1
-        if j & 1:
-            _window_bits_nb(low, close, windows[r], -1.0, down[r])
-        else:
-            _window_bits_nb(high, close, windows[r], 1.0, up[r])
+    order = np.argsort(windows)
+    widest = windows[order[-1]]
+    size = 1
+    while size < widest + 2:
+        size <<= 1
+    mask = size - 1
+    stack = np.empty(size, dtype=np.int64)  # bar indices, increasing from lo to hi - 1 (ring)
+    lo, hi = 0, 0
+    for t in range(n - 1):
+        while lo < hi and stack[lo & mask] < t - widest:
+            lo += 1
+        c = sign * close[t]
+        i = hi - 1
+        while i >= lo and sign * x[stack[i & mask]] < c:
+            i -= 1
+        j = stack[i & mask] if i >= lo else t - widest - 1  # none this side of the widest window
+        for r in order:  # narrowest first: once one is not broken, no wider one is
+            w = windows[r]
+            if w >= t - j or w > t:
+                break
+            set_bit_nb(bits[r], t)
+        v = sign * x[t]
+        while hi > lo and sign * x[stack[(hi - 1) & mask]] < v:
+            hi -= 1
+        stack[hi & mask] = t
+        hi += 1
 
 
 def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,9 +149,11 @@ def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, window
     rows = windows.shape[0]
     up = np.zeros((rows, words), dtype=np.uint64)
     down = np.zeros((rows, words), dtype=np.uint64)
-    parts = max(1, min(2 * rows, numba.get_num_threads()))
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(lambda part: _bits_part_nb(high, low, close, windows, up, down, part, parts), range(parts)))
+    if rows == 0:
+        return up, down
+    sides = ((high, 1.0, up), (low, -1.0, down))
+    with ThreadPoolExecutor(max(1, min(2, numba.get_num_threads()))) as pool:
+        list(pool.map(lambda side: _side_bits_nb(side[0], close, windows, side[1], side[2]), sides))
     return up, down
 
 
@@ -158,16 +201,17 @@ def _chunk_nb(
     # The arrays the events read, and the views taken of them, unowned: no atomic count per copy.
     fill_price, open_, high, low, close = unowned_nb(fill_price), unowned_nb(open_), unowned_nb(high), unowned_nb(low), unowned_nb(close)
     up, down, atrs, sizes, fee = unowned_nb(up), unowned_nb(down), unowned_nb(atrs), unowned_nb(sizes), unowned_nb(fee)
-    low_min, high_max, orders = unowned_nb(low_min), unowned_nb(high_max), unowned_nb(orders)
+    low_min, high_max = unowned_nb(low_min), unowned_nb(high_max)
     pmin, pmax, smin, smax, spmin, spmax = tables
     pmin, pmax, smin, smax, spmin, spmax = unowned_nb(pmin), unowned_nb(pmax), unowned_nb(smin), unowned_nb(smax), unowned_nb(spmin), unowned_nb(spmax)
     none = np.zeros(up.shape[1], dtype=np.uint64)
     m = (k_total - c + chunks - 1) // chunks  # combinations c, c + chunks, ...
     cash, pos, pending = np.full(m, init_cash), np.zeros(m), np.full(m, np.nan)
     peak, dd = np.full(m, init_cash), np.zeros(m)
-    phase, fill_bar = np.zeros(m, dtype=np.int64), np.full(m, -1, dtype=np.int64)
+    phase = np.zeros(m, dtype=np.int64)
     entry, lv_stop, lv_t1, lv_t2 = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
     p_stop, p_t1, p_t2, from_flat = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=np.bool_)
+    count = np.zeros(m, dtype=np.int64)  # this chunk's order counts: `orders` shares cache lines with the other chunks'
     for t0 in range(0, n, BARS):
         t1 = min(n, t0 + BARS)
         for i in range(m):
@@ -179,7 +223,7 @@ def _chunk_nb(
             short_entry = down_entry if shorts else none
             short_exit = up_exit if shorts else none
             c_cash, c_pos, c_pend, c_peak, c_dd = cash[i], pos[i], pending[i], peak[i], dd[i]
-            c_phase, c_fill_bar, c_entry = phase[i], fill_bar[i], entry[i]
+            c_phase, c_entry, c_orders = phase[i], entry[i], count[i]
             c_stop, c_t1, c_t2 = lv_stop[i], lv_t1[i], lv_t2[i]
             c_pstop, c_pt1, c_pt2, c_from_flat = p_stop[i], p_t1[i], p_t2[i], from_flat[i]
             t = t0
@@ -198,9 +242,9 @@ def _chunk_nb(
                         stop = c_stop if c_phase == 1 else c_entry
                         target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
                         if held > 0:
-                            e = first_touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                            e = touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
                         else:
-                            e = first_touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
+                            e = touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
                 if e > t:
                     c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
                 if e == t1:
@@ -208,20 +252,20 @@ def _chunk_nb(
                 t = e  # channel_sweep_nb's step, on this bar
                 if not np.isnan(c_pend):
                     c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
-                    orders[k] += filled
+                    c_orders += filled
                     if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
-                        c_phase, c_fill_bar, c_entry = 1, t, fill_price[t]
+                        c_phase, c_entry = 1, fill_price[t]
                         c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
                     else:
                         c_phase = 0
                     c_pend = np.nan
-                elif c_pos != 0 and c_phase > 0 and t > c_fill_bar:
+                elif c_pos != 0 and c_phase > 0:  # after its fill bar: never on a fill bar: a fill moves t on
                     side = side_of_nb(c_pos)
                     c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], side)
                     if action > 0:
                         delta = half_exit_nb(c_pos, side, whole) if action == 1 else -c_pos
                         c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
-                        orders[k] += filled
+                        c_orders += filled
                 equity = c_cash + c_pos * close[t]
                 c_peak = max(c_peak, equity)
                 c_dd = max(c_dd, 1.0 - equity / c_peak)
@@ -243,13 +287,14 @@ def _chunk_nb(
                     c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
                     c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]
             cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
-            phase[i], fill_bar[i], entry[i] = c_phase, c_fill_bar, c_entry
+            phase[i], entry[i], count[i] = c_phase, c_entry, c_orders
             lv_stop[i], lv_t1[i], lv_t2[i] = c_stop, c_t1, c_t2
             p_stop[i], p_t1[i], p_t2[i], from_flat[i] = c_pstop, c_pt1, c_pt2, c_from_flat
     for i in range(m):
         k = c + i * chunks
         final[k] = cash[i] + pos[i] * close[n - 1]
         max_dd[k] = dd[i]
+        orders[k] = count[i]
 
 
 def channel_fast_sweep_nb(
