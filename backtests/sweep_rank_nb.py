@@ -48,6 +48,7 @@ from backtests.order_sim import MIN_SIZE
 
 ONE = np.uint64(1)
 BLOCK_CELLS = 4096  # (bar, symbol) cells per block of bars: a block's price arrays fit in a core's L2 cache
+MIN_BLOCK = 16  # bars: with a wide universe, a block's per-combination overhead stays small
 
 
 @njit(cache=True, inline="always")
@@ -437,7 +438,7 @@ def rank_sweep_nb(
     # The engine's fee fraction per (bar, symbol), by the same two operations: one division per cell, not per order.
     fee = fee_rate + fee_per_share / fill_price
 
-    block = max(16, BLOCK_CELLS // m)
+    block = max(MIN_BLOCK, BLOCK_CELLS // m)
     w = (m + 63) // 64
 
     def run(c: int) -> None:

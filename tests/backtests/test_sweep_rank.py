@@ -153,3 +153,57 @@ def test_a_close_at_zero_goes_to_the_engine_which_the_sweep_then_equals(monkeypa
     table = sweep(zero, MOMENTUM, grid, BacktestConfig())
     assert len(calls) == 2
     assert_rows_equal_engine(table, zero, MOMENTUM, grid, BacktestConfig())
+
+
+def test_a_universe_wider_than_one_word_of_bits_equals_the_engine() -> None:
+    # The kernel keeps the top as one bit per symbol, 64 to a word: 70 symbols take two words, and
+    # a top of 40 moves symbols in both on one bar.
+    names = [f"S{i:02d}" for i in range(70)]
+    bars = SyntheticSource(seed=7).fetch(names, "1d", datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 5, 1, tzinfo=UTC))
+    config = CASES["fees_whole_shares"][1]
+    grid = expand_grid(MOMENTUM, SIZINGS["capped"], {"lookback": [5, 10], "skip": [0], "top_k": [3, 40], "vol_window": [5]})
+    table = sweep(bars, MOMENTUM, grid, config)
+    assert bars["symbol"].n_unique() > 64
+    assert_rows_equal_engine(table, bars, MOMENTUM, grid, config)
+
+
+def _state_cases(rng: np.random.Generator) -> list[tuple[float, float, float, float, float, float, float]]:
+    """(cash, position, delta, price, fee, slippage, granularity) for the fills the rank kernel makes:
+    exits of a long position, buys from flat or long of any size, ones the cash caps (at the edge too),
+    ones too small to fill, with and without cash, fees, slippage and whole shares."""
+    cases = []
+    for _ in range(4000):
+        price, whole = float(rng.uniform(1.0, 500.0)), bool(rng.integers(2))
+        fee = float(rng.choice([0.0, rng.uniform(0.0, 0.01), 0.001]))
+        slip = float(rng.choice([0.0, rng.uniform(0.0, 0.01)]))
+        cash = float(rng.choice([0.0, 1e-13, rng.uniform(0.0, 1e5), rng.uniform(0.0, 1e3)]))
+        held = float(rng.integers(1, 500)) if whole else float(rng.uniform(1e-9, 500.0))
+        position = float(rng.choice([0.0, held, 1e-13]))
+        edge = cash / (price * (1.0 + slip) * (1.0 + fee))  # what the cash buys: the capped branch's edge
+        buy = float(rng.choice([rng.uniform(0.0, 2.0) * edge, edge, edge * (1 + 1e-12), rng.uniform(0.0, 1e-8), 0.5, rng.uniform(1.0, 300.0)]))
+        for delta in (buy, -position):
+            if delta != 0:
+                cases.append((cash, position, delta, price, fee, slip, 1.0 if whole else np.nan))
+    return cases
+
+
+def test_a_fill_is_the_engines_order_step_to_the_bit() -> None:
+    """The kernel's fill (vectorbt's `buy_nb` / `sell_nb` arithmetic without the branches the engine's
+    arguments never take) against the engine's own step (`order_sim._execute_nb`: vectorbt's
+    `process_order_nb`): the same cash and position bits, and filled exactly when a record is written."""
+    from vectorbt.portfolio.enums import ProcessOrderState, log_dt, order_dt
+
+    from backtests.order_sim import _execute_nb
+    from backtests.sweep_rank_nb import _trade_nb
+
+    records, logs = np.empty(1, dtype=order_dt), np.empty(1, dtype=log_dt)
+    filled = 0
+    for cash, position, delta, price, fee, slip, granularity in _state_cases(np.random.default_rng(5)):
+        state = ProcessOrderState(cash, position, 0.0, cash, price, cash + position * price, 0, 0)
+        want = _execute_nb(0, 0, delta, price, fee, slip, granularity, state, records, logs)
+        got = _trade_nb(cash, position, delta, price, fee, slip, granularity)
+        case = (cash, position, delta, price, fee, slip, granularity)
+        assert np.array([got[0], got[1]]).tobytes() == np.array([want.cash, want.position]).tobytes(), case
+        assert got[2] == (want.oidx == 1), case
+        filled += got[2]
+    assert 0 < filled < 8000  # both outcomes were tried
