@@ -218,6 +218,7 @@ def _chunk_nb(
             k = c + i * chunks
             atr, size = atrs[atr_row[k]], sizes[size_row[k]]
             shorts, mirrored = short[k], short_levels[k]
+            s_mult, t1_mult, t2_mult = stop_mult[k], target1_mult[k], target2_mult[k]
             up_entry, up_exit = up[entry_row[k]], up[exit_row[k]]
             down_entry, down_exit = down[entry_row[k]], down[exit_row[k]]
             short_entry = down_entry if shorts else none
@@ -228,10 +229,17 @@ def _chunk_nb(
             c_pstop, c_pt1, c_pt2, c_from_flat = p_stop[i], p_t1[i], p_t2[i], from_flat[i]
             t = t0
             while t < t1:
-                held = side_of_nb(c_pos)
-                if not np.isnan(c_pend):
-                    e = t
+                if not np.isnan(c_pend):  # channel_sweep_nb's step on this bar: the fill
+                    c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
+                    c_orders += filled
+                    if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
+                        c_phase, c_entry = 1, fill_price[t]
+                        c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
+                    else:
+                        c_phase = 0
+                    c_pend = np.nan
                 else:
+                    held = side_of_nb(c_pos)
                     if held == 0:
                         e = next_bit_nb(up_entry, short_entry, t, t1)
                     elif held > 0:
@@ -245,47 +253,35 @@ def _chunk_nb(
                             e = touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
                         else:
                             e = touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
-                if e > t:
-                    c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
-                if e == t1:
-                    break
-                t = e  # channel_sweep_nb's step, on this bar
-                if not np.isnan(c_pend):
-                    c_cash, c_pos, filled = _fill_nb(c_cash, c_pos, c_pend, fill_price[t], fee[t], slip, whole)
-                    c_orders += filled
-                    if brackets and c_pend * c_pos > 0 and c_from_flat:  # an entry from flat that got shares: its bracket
-                        c_phase, c_entry = 1, fill_price[t]
-                        c_stop, c_t1, c_t2 = c_pstop, c_pt1, c_pt2
-                    else:
-                        c_phase = 0
-                    c_pend = np.nan
-                elif c_pos != 0 and c_phase > 0:  # after its fill bar: never on a fill bar: a fill moves t on
-                    side = side_of_nb(c_pos)
-                    c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], side)
-                    if action > 0:
-                        delta = half_exit_nb(c_pos, side, whole) if action == 1 else -c_pos
-                        c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
-                        c_orders += filled
+                    if e > t:
+                        c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
+                    if e == t1:
+                        break
+                    t = e  # channel_sweep_nb's step, on this bar
+                    if held != 0 and c_phase > 0:  # never on a fill bar: a fill moves t on
+                        c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], held)
+                        if action > 0:
+                            delta = half_exit_nb(c_pos, held, whole) if action == 1 else -c_pos
+                            c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
+                            c_orders += filled
                 equity = c_cash + c_pos * close[t]
                 c_peak = max(c_peak, equity)
                 c_dd = max(c_dd, 1.0 - equity / c_peak)
-                t += 1
-                if t == n:
-                    break
-                cl = close[t - 1]
-                breakout_up = bit_nb(up_entry, t - 1)
-                breakout_down = bit_nb(down_entry, t - 1)
+                u = t  # the decision bar: its signals, an order filled on the next bar
+                t += 1  # at n the loop ends: an order decided on the last bar never fills
+                breakout_up = bit_nb(up_entry, u)
+                breakout_down = bit_nb(down_entry, u)
                 held = side_of_nb(c_pos)
-                _, order = next_order_nb(
-                    held, breakout_up, bit_nb(down_exit, t - 1), shorts and breakout_down, shorts and bit_nb(up_exit, t - 1), size[t - 1]
-                )
+                _, order = next_order_nb(held, breakout_up, bit_nb(down_exit, u), shorts and breakout_down, shorts and bit_nb(up_exit, u), size[u])
                 if not np.isnan(order):
                     c_pend, c_from_flat = order, held == 0
-                    # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
-                    side_level = -1.0 if mirrored and breakout_down and not breakout_up else 1.0
-                    c_pstop = cl - side_level * stop_mult[k] * atr[t - 1]
-                    c_pt1 = cl + side_level * target1_mult[k] * atr[t - 1]
-                    c_pt2 = cl + side_level * target2_mult[k] * atr[t - 1]
+                    if held == 0:  # the levels only an entry from flat takes
+                        # `breakout_down & ~breakout_up` in the frame: a null (NaN) channel makes it False.
+                        side_level = -1.0 if mirrored and breakout_down and not breakout_up else 1.0
+                        cl, a = close[u], atr[u]
+                        c_pstop = cl - side_level * s_mult * a
+                        c_pt1 = cl + side_level * t1_mult * a
+                        c_pt2 = cl + side_level * t2_mult * a
             cash[i], pos[i], pending[i], peak[i], dd[i] = c_cash, c_pos, c_pend, c_peak, c_dd
             phase[i], entry[i], count[i] = c_phase, c_entry, c_orders
             lv_stop[i], lv_t1[i], lv_t2[i] = c_stop, c_t1, c_t2
