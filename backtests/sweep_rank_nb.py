@@ -60,6 +60,64 @@ def _weight_nb(vol: float, vol_target: float, top_k: int, max_weight: float) -> 
     return min(vol_target / vol / top_k, max_weight)
 
 
+@njit(cache=True, inline="always")
+def _above_nb(a: float, b: float) -> bool:
+    """a ranks above b as polars sorts descending: the greater first, NaN above every number,
+    -0.0 equal to 0.0."""
+    return (a > b) | (np.isnan(a) & (not np.isnan(b)))  # bitwise: no branch
+
+
+@njit(cache=True, inline="always")
+def _merge_nb(score: np.ndarray, t: int, src: np.ndarray, dst: np.ndarray, lo: int, mid: int, hi: int) -> None:
+    """src[lo:mid] and src[lo:hi]'s sorted runs into dst[lo:hi], the left one first on a tie."""
+    i, j = lo, mid
+    for k in range(lo, hi):
+        if i < mid and (j >= hi or not _above_nb(score[src[j], t], score[src[i], t])):
+            dst[k] = src[i]
+            i += 1
+        else:
+            dst[k] = src[j]
+            j += 1
+
+
+@njit(cache=True, nogil=True)
+def rank_across_nb(score: np.ndarray, known: np.ndarray, out: np.ndarray) -> None:
+    """`strategies.base.rank_across` on a universe's score, symbol-major (score[col, t], `known`
+    False where the score is null): out[t, col] the rank of score[col, t] among bar t's known
+    scores (1 the highest, NaN above every number, ties by column, as polars' ordinal rank), 0 where
+    unknown. Up to 16 symbols each rank is counted, without a branch (one plus the known scores
+    above it and the equal ones before it); more are sorted (stable bottom-up merges)."""
+    m, n = score.shape
+    order, spare = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+    row, ok = np.empty(m), np.empty(m, dtype=np.int64)
+    for t in range(n):
+        if m <= 16:
+            for col in range(m):
+                row[col], ok[col] = score[col, t], known[col, t]
+            for a in range(m):
+                rank, s_a = 1, row[a]
+                for b in range(m):
+                    before = (_above_nb(row[b], s_a) & (b > a)) | ((not _above_nb(s_a, row[b])) & (b < a))
+                    rank += ok[b] & before
+                out[t, a] = rank * ok[a]
+            continue
+        k = 0
+        for col in range(m):
+            out[t, col] = 0
+            if known[col, t]:
+                order[k] = col
+                k += 1
+        src, dst = order, spare
+        width = 1
+        while width < k:
+            for lo in range(0, k, 2 * width):
+                _merge_nb(score, t, src, dst, lo, min(lo + width, k), min(lo + 2 * width, k))
+            src, dst = dst, src
+            width *= 2
+        for r in range(k):
+            out[t, src[r]] = r + 1
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _flips_nb(
     rank: np.ndarray, top: int, t0: int, t1: int, before: np.ndarray, now: np.ndarray, flip_bar: np.ndarray, flips: np.ndarray

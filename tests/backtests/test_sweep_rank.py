@@ -207,3 +207,27 @@ def test_a_fill_is_the_engines_order_step_to_the_bit() -> None:
         assert got[2] == (want.oidx == 1), case
         filled += got[2]
     assert 0 < filled < 8000  # both outcomes were tried
+
+
+@pytest.mark.parametrize("symbols", [1, 5, 33, 200])
+def test_the_compiled_ranking_is_polars_rank_across(symbols: int) -> None:
+    """`sweep_rank_nb.rank_across_nb` against `strategies.base.rank_across` on scores with ties, nulls,
+    NaN, infinities and both zeros, a few symbols (the insertion sort) or many (the merges)."""
+    from backtests.sweep_rank_nb import rank_across_nb
+
+    rng = np.random.default_rng(symbols)
+    n = 300
+    pool = np.array([0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan, 0.25])
+    values = np.where(rng.random((symbols, n)) < 0.5, rng.choice(pool, (symbols, n)), rng.normal(size=(symbols, n)))
+    known = rng.random((symbols, n)) > 0.15
+    frame = pl.DataFrame(
+        {
+            "symbol": np.repeat([f"S{i:03d}" for i in range(symbols)], n),
+            "ts": np.tile(np.arange(n), symbols),
+            "score": pl.Series(values.ravel()).set(pl.Series(~known.ravel()), None),
+        }
+    )
+    want = frame.select(rank_across(pl.col("score")).fill_null(0))["score"].to_numpy().reshape(symbols, n).T
+    got = np.empty((n, symbols), dtype=np.int32)
+    rank_across_nb(values, known, got)
+    np.testing.assert_array_equal(got, want)
