@@ -2,7 +2,7 @@
 
 Each distinct channel window gets two bitsets once: the decision bars whose close breaks above its
 high and the ones whose close breaks below its low (`channel_bits_nb` computes the Donchian channels
-itself, every window's rolling extremes in one compiled pass; `breakout_bits_nb` takes channel rows
+itself, every window in one compiled pass per side; `breakout_bits_nb` takes channel rows
 computed elsewhere). The kernel reads only these bits, never a channel row. A combination visits
 only the bars where something can happen, with the old per-bar step run exactly there: a bar that
 fills an order, the next breakout that can change what it holds (flat: an entry either way; long: a
@@ -142,8 +142,8 @@ def channel_bits_nb(high: np.ndarray, low: np.ndarray, close: np.ndarray, window
     """`breakout_bits_nb`'s (up, down) of the Donchian channels `high.rolling_max(w).shift(1)` /
     `low.rolling_min(w).shift(1)` of each window w, without their rows: the highest high and lowest
     low of the w bars before bar t (none before bar w). Max and min are exact, so the bits are the
-    ones the polars rows give. High and low must be finite. The passes are dealt to numba's thread
-    count of Python threads (the compiled part releases the GIL)."""
+    ones the polars rows give. High and low must be finite. The two sides run on two Python threads
+    when numba has two (the compiled part releases the GIL)."""
     n = close.shape[0]
     words = (n + 63) >> 6
     rows = windows.shape[0]
