@@ -27,6 +27,9 @@ What makes it cheaper than the engine's loop, with the same bits:
 The weights are positive (`vol_target` and `max_weight` > 0, the parameters' bounds), so every
 position is long or flat and vectorbt's debt stays 0.
 
+`rank_across_nb` is `strategies.base.rank_across` compiled, for the caller's rankings: the same
+ranks as polars' (tested against it), without a window over ts per score.
+
 The combinations are dealt into chunks run on Python threads over a nogil compiled `_chunk_nb` (no
 OpenMP worker spinning at a barrier), compiled as a `prange` body is (`error_model="numpy"`), its
 arrays and its scratch (allocated by the caller, one set per chunk) read through unowned views
@@ -69,7 +72,7 @@ def _above_nb(a: float, b: float) -> bool:
 
 @njit(cache=True, inline="always")
 def _merge_nb(score: np.ndarray, t: int, src: np.ndarray, dst: np.ndarray, lo: int, mid: int, hi: int) -> None:
-    """src[lo:mid] and src[lo:hi]'s sorted runs into dst[lo:hi], the left one first on a tie."""
+    """The sorted runs src[lo:mid] and src[mid:hi] into dst[lo:hi], the left run's first on a tie."""
     i, j = lo, mid
     for k in range(lo, hi):
         if i < mid and (j >= hi or not _above_nb(score[src[j], t], score[src[i], t])):
