@@ -132,10 +132,11 @@ def _flips_nb(
     n, m = rank.shape
     count = 0
     for t in range(t0, min(t1, n - 1)):
-        now[:] = 0
-        for col in range(m):
-            if 0 < rank[t, col] <= top:
-                now[col >> 6] |= ONE << np.uint64(col & 63)
+        for w in range(now.shape[0]):
+            now[w] = 0
+        for col in range(m):  # without a branch: membership is as likely as not
+            r = rank[t, col]
+            now[col >> 6] |= np.uint64((r > 0) & (r <= top)) << np.uint64(col & 63)
         changed = False
         for w in range(now.shape[0]):
             changed = changed or now[w] != before[w]
