@@ -80,6 +80,14 @@ def touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: np.nda
     return b + 1
 
 
+@njit(cache=True, inline="always")
+def _mark_at_nb(cash: float, pos: float, close: float, peak: float, dd: float) -> tuple[float, float]:
+    """The peak and max drawdown after marking one bar at its close (`sweep_nb._mark_nb`'s)."""
+    equity = cash + pos * close
+    peak = max(peak, equity)
+    return peak, max(dd, 1.0 - equity / peak)
+
+
 @njit(cache=True, parallel=True)
 def breakout_bits_nb(close: np.ndarray, channel_high: np.ndarray, channel_low: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """(up, down, mirrors): per channel row, the bits of the bars t in 0..n-2 whose close is above
@@ -238,35 +246,37 @@ def _chunk_nb(
                     else:
                         c_phase = 0
                     c_pend = np.nan
+                    c_peak, c_dd = _mark_at_nb(c_cash, c_pos, close[t], c_peak, c_dd)
                 else:
                     held = side_of_nb(c_pos)
-                    if held == 0:
-                        e = next_bit_nb(up_entry, short_entry, t, t1)
-                    elif held > 0:
-                        e = next_bit_nb(down_exit, short_entry, t, t1)
+                    if held == 0:  # flat: its marks are the one made when it went flat (the same cash), none to make
+                        t = next_bit_nb(up_entry, short_entry, t, t1)
+                        if t == t1:
+                            break
                     else:
-                        e = next_bit_nb(up_entry, short_exit, t, t1)
-                    if held != 0 and c_phase > 0 and e > t:  # the bracket's first touch before it
-                        stop = c_stop if c_phase == 1 else c_entry
-                        target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
                         if held > 0:
-                            e = touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                            e = next_bit_nb(down_exit, short_entry, t, t1)
                         else:
-                            e = touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
-                    if e > t:
-                        c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
-                    if e == t1:
-                        break
-                    t = e  # channel_sweep_nb's step, on this bar
-                    if held != 0 and c_phase > 0:  # never on a fill bar: a fill moves t on
-                        c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], held)
-                        if action > 0:
-                            delta = half_exit_nb(c_pos, held, whole) if action == 1 else -c_pos
-                            c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
-                            c_orders += filled
-                equity = c_cash + c_pos * close[t]
-                c_peak = max(c_peak, equity)
-                c_dd = max(c_dd, 1.0 - equity / c_peak)
+                            e = next_bit_nb(up_entry, short_exit, t, t1)
+                        if c_phase > 0 and e > t:  # the bracket's first touch before it
+                            stop = c_stop if c_phase == 1 else c_entry
+                            target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
+                            if held > 0:
+                                e = touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                            else:
+                                e = touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
+                        if e > t:
+                            c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
+                        if e == t1:
+                            break
+                        t = e  # channel_sweep_nb's step, on this bar
+                        if c_phase > 0:  # never on a fill bar: a fill moves t on
+                            c_phase, action, price = bracket_step_nb(c_phase, c_entry, c_stop, c_t1, c_t2, open_[t], high[t], low[t], held)
+                            if action > 0:
+                                delta = half_exit_nb(c_pos, held, whole) if action == 1 else -c_pos
+                                c_cash, c_pos, filled = _trade_nb(c_cash, c_pos, delta, price, fee_bps + fee_per_share / price, slip, whole)
+                                c_orders += filled
+                        c_peak, c_dd = _mark_at_nb(c_cash, c_pos, close[t], c_peak, c_dd)
                 u = t  # the decision bar: its signals, an order filled on the next bar
                 t += 1  # at n the loop ends: an order decided on the last bar never fills
                 breakout_up = bit_nb(up_entry, u)
