@@ -464,7 +464,7 @@ def _deal(rank_row: np.ndarray, top_k: np.ndarray, chunks: int) -> list[np.ndarr
         if last or end - start == piece or (rank_row[order[end]], top_k[order[end]]) != (rank_row[order[start]], top_k[order[start]]):
             units.append(order[start:end])
             start = end
-    return [np.concatenate(units[c::chunks]).astype(np.int64) for c in range(chunks)]
+    return [np.concatenate([np.empty(0, dtype=np.int64), *units[c::chunks]]).astype(np.int64) for c in range(chunks)]
 
 
 def rank_sweep_nb(
@@ -500,7 +500,7 @@ def rank_sweep_nb(
     # The engine's fee fraction per (bar, symbol), by the same two operations: one division per cell, not per order.
     fee = fee_rate + fee_per_share / fill_price
 
-    block = max(MIN_BLOCK, BLOCK_CELLS // m)
+    block = max(MIN_BLOCK, BLOCK_CELLS // max(m, 1))
     w = (m + 63) // 64
 
     def run(c: int) -> None:
