@@ -47,7 +47,7 @@ from backtests.sweep_channel_fast_nb import breakout_bits_nb, channel_bits_nb, c
 from backtests.sweep_channel_nb import channel_sweep_nb
 from backtests.sweep_fused_nb import ma_cross_sweep_nb
 from backtests.sweep_nb import bracket_sweep_nb, signals_sweep_nb
-from backtests.sweep_rank_nb import rank_sweep_nb
+from backtests.sweep_rank_nb import rank_across_nb, rank_sweep_nb
 from backtests.sweep_sma_nb import sma_cross_sweep_nb
 from backtests.sweep_threshold_fast_nb import crossing_bits_nb, rsi_sma_rows_nb, threshold_fast_sweep_nb
 from backtests.sweep_threshold_nb import threshold_sweep_nb
@@ -62,7 +62,6 @@ from strategies.base import (
     StrategyParams,
     ThresholdCross,
     check_bars,
-    rank_across,
 )
 from strategies.indicators import rsi_sma, sma
 from strategies.sizing import SizingParams
@@ -426,11 +425,14 @@ def _rank_sweep(
 ) -> pl.DataFrame | None:
     """The compiled route of a cross-sectional ranking over the whole universe (`sweep_rank_nb.py`);
     None when a close is not positive (a log return's NaN would rank and size as polars' NaN does,
-    which the kernel does not copy: the engine takes those bars)."""
+    which the kernel does not copy: the engine takes those bars); None too for a grid with a weight
+    that is not positive (the kernel simulates long-only weights: the engine takes any other)."""
     try:
         check_bars(bars, strategy.name)
     except StrategyError as exc:
         raise BacktestError(str(exc)) from exc
+    if any(not float(getattr(p, name)) > 0 for p in grid for name in (shape.vol_target, shape.max_weight)):
+        return None
     ordered = bars.sort("symbol", "ts")
     if not (ordered["close"] > 0).all():
         return None
@@ -441,12 +443,13 @@ def _rank_sweep(
     ranks = np.empty((len(scores), n, m), dtype=np.int32)
     vols = np.empty((len(windows), n, m))
     # A batch at a time (polars runs a batch's columns side by side); scored, then ranked across the
-    # universe in a second pass (a window over ts inside one over symbol would not rank).
+    # universe by `rank_across_nb` (`strategies.base.rank_across` compiled: the same ranks, without
+    # polars' window over ts per score, which took most of the route's time).
     for start in range(0, len(scores), INDICATOR_BATCH):
         batch = scores[start : start + INDICATOR_BATCH]
-        names = [f"{lookback} {skip}" for lookback, skip in batch]
-        scored = ordered.select("ts", *(shape.score(*key).over("symbol").alias(name) for key, name in zip(batch, names, strict=True)))
-        _into_wide(scored.select(rank_across(pl.col(name)).fill_null(0) for name in names), ranks, start)
+        scored = ordered.select(shape.score(*key).over("symbol").cast(pl.Float64).alias(str(i)) for i, key in enumerate(batch))
+        for i, column in enumerate(scored.iter_columns(), start):  # symbol-major: one row of n bars per symbol
+            rank_across_nb(column.to_numpy().reshape(m, n), column.is_not_null().to_numpy().reshape(m, n), ranks[i])
     for start in range(0, len(windows), INDICATOR_BATCH):
         _into_wide(ordered.select(shape.volatility(w).over("symbol").alias(str(w)) for w in windows[start : start + INDICATOR_BATCH]), vols, start)
 

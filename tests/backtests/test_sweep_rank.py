@@ -111,6 +111,24 @@ def test_an_undeclared_field_takes_the_engine_route_and_still_equals_it(monkeypa
     assert_rows_equal_engine(table, bars, wider, grid, config)
 
 
+class LooserParams(MomentumParams):
+    max_weight: float = Field(0.5, ge=-1, le=1, description="a cap that lets a weight be zero or short")
+
+
+def test_a_weight_that_is_not_positive_takes_the_engine_route_and_still_equals_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel simulates long-only weights; a declaration whose bounds allow others is the engine's.
+    looser = replace(MOMENTUM, params_model=LooserParams)
+    config = BacktestConfig(fees_bps=3.0, allow_short=True)
+    grid = expand_grid(looser, {"top_k": 2}, {"max_weight": [0.5, -0.5]})
+    bars = universe(3)
+    calls = engine_runs(monkeypatch)
+    table = sweep(bars, looser, grid, config)
+    assert len(calls) == 2
+    assert_rows_equal_engine(table, bars, looser, grid, config)
+    nothing = expand_grid(looser, {"top_k": 2}, {"max_weight": [0.0]})  # no weight: the engine's too, and no trade
+    assert sweep(bars, looser, nothing, config)["orders"].to_list() == [0] and len(calls) == 3
+
+
 def test_without_the_declaration_the_engine_route_gives_the_same_rows() -> None:
     bars = universe(11)
     config = CASES["fractional_next_close"][1]
