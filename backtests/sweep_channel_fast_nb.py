@@ -32,12 +32,9 @@ from backtests.kernels import bracket_step_nb, half_exit_nb, next_order_nb, side
 from backtests.nb_intrinsics import unowned_nb
 from backtests.sweep_nb import _fill_nb, _trade_nb
 from backtests.sweep_stretch_nb import (
-    BLOCK,
-    SHIFT,
-    _hit_nb,
-    _log2_nb,
     bit_nb,
     block_table_nb,
+    first_touch_nb,
     mark_stretch_nb,
     next_bit_nb,
     range_tables_nb,
@@ -45,39 +42,6 @@ from backtests.sweep_stretch_nb import (
 )
 
 BARS = 2048  # bars walked by every combination of a chunk before the next stretch
-
-
-@njit(cache=True, inline="always")
-def touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: np.ndarray, a: int, b: int, s: float, h: float) -> int:
-    """`sweep_stretch_nb.first_touch_nb` (the first bar t in a..b with low[t] <= s or high[t] >= h,
-    b + 1 if none), reading a partial block's bars only when the whole block's extremes touch: most
-    blocks do not, and the two partial blocks' bar by bar scans were most of the search."""
-    t = a
-    blk = a >> SHIFT
-    if (t & (BLOCK - 1)) != 0:
-        if _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
-            end = min(b, ((blk + 1) << SHIFT) - 1)
-            while t <= end:
-                if _hit_nb(low[t], high[t], s, h):
-                    return t
-                t += 1
-        blk += 1
-        if blk << SHIFT > b:
-            return b + 1
-    full = (b + 1) >> SHIFT  # blocks blk .. full - 1 lie inside a..b
-    if blk < full and not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
-        blk += 1
-        for k in range(min(spmin.shape[0] - 1, _log2_nb(max(full - blk, 1))), -1, -1):
-            if blk + (1 << k) <= full and not _hit_nb(spmin[k, blk], spmax[k, blk], s, h):
-                blk += 1 << k
-    t = blk << SHIFT
-    if t > b or not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):  # blk == full: the last, partial block's bars
-        return b + 1
-    while t <= b:
-        if _hit_nb(low[t], high[t], s, h):
-            return t
-        t += 1
-    return b + 1
 
 
 @njit(cache=True, inline="always")
@@ -262,9 +226,9 @@ def _chunk_nb(
                             stop = c_stop if c_phase == 1 else c_entry
                             target = c_t1 if c_phase == 1 and not np.isnan(c_t1) else c_t2
                             if held > 0:
-                                e = touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
+                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, stop, target)
                             else:
-                                e = touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
+                                e = first_touch_nb(low, high, low_min, high_max, t, e - 1, target, stop)
                         if e > t:
                             c_peak, c_dd = mark_stretch_nb(close, pmin, pmax, smin, smax, spmin, spmax, t, e - 1, c_cash, c_pos, c_peak, c_dd)
                         if e == t1:

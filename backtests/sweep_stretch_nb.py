@@ -216,15 +216,21 @@ def _hit_nb(lo: float, hi: float, s: float, h: float) -> bool:
 @njit(cache=True, inline="always")
 def first_touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: np.ndarray, a: int, b: int, s: float, h: float) -> int:
     """The first bar t in a..b with low[t] <= s or high[t] >= h (NaN levels never touch); b + 1 if
-    none. spmin: block_table_nb(low, False), spmax: block_table_nb(high, True)."""
+    none. spmin: block_table_nb(low, False), spmax: block_table_nb(high, True). A partial block's bars
+    are read only when the whole block's extremes touch: most blocks do not, and the two partial
+    blocks' bar-by-bar scans were most of the search."""
     t = a
-    while t <= b and (t & (BLOCK - 1)) != 0:
-        if _hit_nb(low[t], high[t], s, h):
-            return t
-        t += 1
-    if t > b:
-        return b + 1
-    blk = t >> SHIFT
+    blk = a >> SHIFT
+    if (t & (BLOCK - 1)) != 0:
+        if _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
+            end = min(b, ((blk + 1) << SHIFT) - 1)
+            while t <= end:
+                if _hit_nb(low[t], high[t], s, h):
+                    return t
+                t += 1
+        blk += 1
+        if blk << SHIFT > b:
+            return b + 1
     full = (b + 1) >> SHIFT  # blocks blk .. full - 1 lie inside a..b
     if blk < full and not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):
         blk += 1
@@ -232,6 +238,8 @@ def first_touch_nb(low: np.ndarray, high: np.ndarray, spmin: np.ndarray, spmax: 
             if blk + (1 << k) <= full and not _hit_nb(spmin[k, blk], spmax[k, blk], s, h):
                 blk += 1 << k
     t = blk << SHIFT
+    if t > b or not _hit_nb(spmin[0, blk], spmax[0, blk], s, h):  # blk == full: the last, partial block's bars
+        return b + 1
     while t <= b:
         if _hit_nb(low[t], high[t], s, h):
             return t
