@@ -1,4 +1,4 @@
-"""The one settings object: every QUANTLAKE_* / OPENAI_* / ALPACA_* variable (and DAGSTER_HOME), read and
+"""The one settings object: every QUANTLAKE_* / OPENAI_* / ALPACA_* variable (and DAGSTER_HOME, DAGSTER_EVENT_BATCH_SIZE), read and
 validated here; no other orchestration module reads the environment (tests/orchestration/test_settings.py).
 
 Everything below orchestration receives values (the lake root, the mode, a model key as a
@@ -140,6 +140,8 @@ class Settings(BaseModel):
     screener_max_symbols: float | None = Field(None, ge=0, alias="QUANTLAKE_SCREENER_MAX_SYMBOLS")
     # Dagster's own variable, read here too: the CLI prepares and shows the instance's home (orchestration/home.py).
     dagster_home: Path | None = Field(None, alias="DAGSTER_HOME")
+    # Dagster's own too (defaulted to 1000 by `orchestration`): read here so a bad value is named before a run.
+    event_batch_size: int = Field(1000, ge=0, alias="DAGSTER_EVENT_BATCH_SIZE")
 
     @field_validator("strategy_params", mode="after")
     @classmethod
@@ -286,7 +288,7 @@ class Settings(BaseModel):
 
 
 PREFIXES = ("QUANTLAKE_", "OPENAI_", "ALPACA_")
-NAMES = ("DAGSTER_HOME", "AWS_ENDPOINT_URL")  # variables outside the prefixes that Settings reads
+NAMES = ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE", "AWS_ENDPOINT_URL")  # variables outside the prefixes that Settings reads
 
 
 def settings(environ: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Settings:

@@ -202,8 +202,10 @@ def test_an_entries_mutant_leaves_the_kernels_that_cannot_reach_it_cached(mutate
     module = "strategies/entries.py"
     source = (ROOT / module).read_text()
     capped = mutate.stale_functions(module, source, source.replace("return max(lots * step, 0.0)", "return max(lots * step, 1.0)"), ROOT)
-    assert {("backtests/order_sim.py", "_decide_nb"), ("backtests/sweep_rank_nb.py", "rank_sweep_nb")} <= capped
-    assert not {("backtests/sweep_nb.py", "signals_sweep_nb"), ("backtests/kernels.py", "entry_amount_nb")} & capped
+    assert {("backtests/order_sim.py", "_decide_nb"), ("backtests/order_sim.py", "simulate_signals_nb")} <= capped
+    # The cross-sectional kernel sizes its own entries (kernels.entry_shares_nb), no longer through _decide_nb.
+    unreached = {("backtests/sweep_nb.py", "signals_sweep_nb"), ("backtests/kernels.py", "entry_amount_nb"), ("backtests/sweep_rank_nb.py", "rank_sweep_nb")}
+    assert not unreached & capped
     sized = mutate.stale_functions(module, source, source.replace("MIN_SHARES = 1e-8", "MIN_SHARES = 1e-7"), ROOT)
-    assert {("backtests/kernels.py", "entry_amount_nb"), ("backtests/sweep_nb.py", "signals_sweep_nb"), ("backtests/order_sim.py", "simulate_signals_nb")} <= sized
+    assert {("backtests/kernels.py", "entry_amount_nb"), ("backtests/sweep_nb.py", "signals_sweep_nb"), ("backtests/order_sim.py", "simulate_signals_nb"), ("backtests/sweep_rank_nb.py", "rank_sweep_nb")} <= sized
     assert ("backtests/sweep_nb.py", "bracket_step_nb") not in sized  # an import line binds each name to its own target

@@ -43,6 +43,7 @@ CANARY = "sk-canary-h3-5f0c2a"
         ("QUANTLAKE_RETENTION_RUNS_DAYS", "0", "QUANTLAKE_RETENTION_RUNS_DAYS='0': Value error, expected a whole number of days"),
         ("QUANTLAKE_LOG_LEVEL", "loud", "QUANTLAKE_LOG_LEVEL='loud': Value error, expected DEBUG, INFO, WARNING or ERROR"),
         ("QUANTLAKE_LOG_FORMAT", "xml", "QUANTLAKE_LOG_FORMAT='xml': Input should be 'console' or 'json'"),
+        ("DAGSTER_EVENT_BATCH_SIZE", "-1", "DAGSTER_EVENT_BATCH_SIZE='-1': Input should be greater than or equal to 0"),
     ],
 )
 def test_a_bad_value_fails_the_load_naming_the_variable(name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
