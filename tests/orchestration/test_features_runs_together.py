@@ -5,7 +5,7 @@ of single partitions launched together wait for the warm-up year's bars another 
 from __future__ import annotations
 
 import hashlib
-import threading
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -14,9 +14,11 @@ import pytest
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.events import DagsterEventType
 from dagster._core.execution.api import execute_run
-from dagster._core.execution.execution_result import ExecutionResult
 from dagster._core.storage.dagster_run import DagsterRun
 
+import orchestration  # noqa: F401  # first: passes the settings down to the assets (a spawned run process imports this module)
+
+# isort: split
 import assets.derived
 from assets.bars import bars_1d
 from assets.clock import NOW_TAG
@@ -95,20 +97,32 @@ def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.Ass
     return [e.event_specific_data for e in events if e is not None and isinstance(e.event_specific_data, dg.AssetCheckEvaluation)]
 
 
-def test_runs_launched_together_wait_for_the_warm_up_years_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _execute_in_own_process(home: str, lake: str, run_id: str) -> None:
+    """A created run executed in this (spawned) process on the instance in `home`, as a run worker
+    executes it; features wait 0.2 s between looks for bars, up to 1,000 times (a bound, not a timing)."""
+    assets.derived.WAIT_SECONDS, assets.derived.WAIT_RETRIES = 0.2, 1000
+    with dg.DagsterInstance.from_config(home) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        job = dg.Definitions.merge(ingest_defs, dg.Definitions(resources=_resources(Path(lake)))).resolve_job_def("ingest_daily")
+        if not execute_run(InMemoryJob(job), run, instance).success:
+            raise SystemExit(1)
+
+
+def test_runs_launched_together_wait_for_the_warm_up_years_bars(tmp_path: Path) -> None:
     """2022's and 2023's runs launched together; 2023's starts first: its features step waits
-    (retries) until 2022's run has written its bars, then writes what runs in year order write."""
-    monkeypatch.setattr(assets.derived, "WAIT_SECONDS", 0.2)
-    monkeypatch.setattr(assets.derived, "WAIT_RETRIES", 1000)  # a bound, not a timing: 2022's run ends long before
-    lake, reference = tmp_path / "lake", tmp_path / "reference"
-    with dg.instance_for_test() as instance:
+    (retries) until 2022's run has written its bars, then writes what runs in year order write.
+    Each run in its own process, as Dagster runs them (two runs on threads of one process can
+    deadlock in Dagster's logging set-up at a run's start, which takes every handler's lock)."""
+    lake, reference, home = tmp_path / "lake", tmp_path / "reference", tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         add_symbols(instance, ["AAPL"])
         for year in ("2022", "2023"):  # the reference: one after the other
             job, run = _create_run(instance, reference, year)
             assert execute_run(job, run, instance).success
         (job, earlier), (_, later) = _create_run(instance, lake, "2022"), _create_run(instance, lake, "2023")
-        results: list[ExecutionResult] = []
-        runner = threading.Thread(target=lambda: results.append(execute_run(job, later, instance)))
+        runner = multiprocessing.get_context("spawn").Process(target=_execute_in_own_process, args=(str(home), str(lake), later.run_id))
         runner.start()
         waited = 0
         while runner.is_alive() and not _retries(instance, later.run_id) and waited < 600:  # until 2023's features wait
@@ -116,9 +130,9 @@ def test_runs_launched_together_wait_for_the_warm_up_years_bars(tmp_path: Path, 
             waited += 1
         assert _retries(instance, later.run_id), "2023's features did not wait for 2022's bars"
         assert execute_run(job, earlier, instance).success
-        runner.join()
-        [done] = results
-        assert done.success
+        runner.join(timeout=300)
+        assert runner.exitcode == 0, f"2023's run failed or hung (exit code {runner.exitcode})"
+        assert instance.get_run_by_id(later.run_id).status == dg.DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
         checks = {e.check_name: e.passed for e in _check_evaluations(instance, later.run_id)}
         assert checks[WARM_UP_CHECK] and checks[BARS_CHECK]
     assert _features(lake) == _features(reference) and len(_features(lake)) == 2
