@@ -104,7 +104,7 @@ DATE_SENSITIVE = (
 )
 
 
-# Trading files whose tests read no clock from project code, the calendar or Dagster's partition
+# Trading files (or single tests) that read no clock from project code, the calendar or Dagster's partition
 # and schedule code, but for the audit stamp `Event.recorded_at` (measured with a spy on every
 # clock read under a frozen clock (tests/clockspy.py), 2026-11-29 and again 2026-11-30 over the whole set): pure sizing,
 # limits, ledgers and replays over fixed bars.
@@ -119,6 +119,16 @@ CLOCK_FREE = (
     "tests/trading/test_analytics.py",
     # Its rules run in fresh interpreters, where the frozen clock does not reach: a rerun repeats the same run.
     "tests/trading/test_one_rule_controls.py",
+    # The spy again on 2026-12-02 (frozen at 2026-12-05T15:00Z, every date-sensitive test): no read, and
+    # the most time of those that read none: paper sessions over fixed bars, ledger compaction and archives.
+    "tests/trading/test_fill_caps.py",
+    "tests/trading/test_ledger_compaction.py",
+    "tests/trading/test_ledger_archive_s3.py",
+    # Single tests (node ids, parameters aside) in files whose other tests read the clock.
+    "tests/trading/test_limits_parity.py::test_where_a_session_control_binds_the_session_is_the_backtest_with_the_same_limits",
+    "tests/trading/test_reflection.py::test_a_closed_position_leaves_a_reflection_the_next_decision_on_the_symbol_reads",
+    "tests/trading/test_execution.py::test_ledger_replay_equals_the_broker_after_a_long_random_session",
+    "tests/trading/test_graph.py::test_a_killed_cycle_resumes_where_it_stopped_and_never_asks_a_model_twice",
 )
 
 
@@ -126,5 +136,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = Path(str(config.rootpath))
     for item in items:
         where = Path(str(item.path)).relative_to(root).as_posix()
-        if where.startswith(DATE_SENSITIVE) and not where.startswith(CLOCK_FREE):
+        test = f"{where}::{item.name.split('[')[0]}"
+        if where.startswith(DATE_SENSITIVE) and where not in CLOCK_FREE and test not in CLOCK_FREE:
             item.add_marker(pytest.mark.date_sensitive)
