@@ -80,10 +80,15 @@ ingest_defs = dg.Definitions(
 )
 
 
+def _ingest_job(lake: Path) -> dg.JobDefinition:
+    """The ingest job writing to `lake`: what the test process and a spawned run process both run."""
+    return dg.Definitions.merge(ingest_defs, dg.Definitions(resources=_resources(lake))).resolve_job_def("ingest_daily")
+
+
 def _create_run(instance: dg.DagsterInstance, lake: Path, year: str) -> tuple[InMemoryJob, DagsterRun]:
     """A run of bars and features of AAPL's `year`, created (Dagster records what it plans to
     materialize) but not started: what a job backfill or a sensor launches, one per partition."""
-    job = dg.Definitions.merge(ingest_defs, dg.Definitions(resources=_resources(lake))).resolve_job_def("ingest_daily")
+    job = _ingest_job(lake)
     tags = {"dagster/partition": str(daily_key(year, "AAPL")), "dagster/partition/year": year, "dagster/partition/symbol": "AAPL", NOW_TAG: NOW}
     return InMemoryJob(job), instance.create_run_for_job(job, run_config={}, tags=tags)
 
@@ -104,8 +109,7 @@ def _execute_in_own_process(home: str, lake: str, run_id: str) -> None:
     with dg.DagsterInstance.from_config(home) as instance:
         run = instance.get_run_by_id(run_id)
         assert run is not None
-        job = dg.Definitions.merge(ingest_defs, dg.Definitions(resources=_resources(Path(lake)))).resolve_job_def("ingest_daily")
-        if not execute_run(InMemoryJob(job), run, instance).success:
+        if not execute_run(InMemoryJob(_ingest_job(Path(lake))), run, instance).success:
             raise SystemExit(1)
 
 
