@@ -437,7 +437,16 @@ def cmd_trade_manager(args: argparse.Namespace) -> int:
     if trading.mode not in ("paper", "live"):
         raise UsageError(f"the trade manager follows Alpaca orders; QUANTLAKE_MODE is {trading.mode!r}", "set QUANTLAKE_MODE=paper (and the Alpaca keys)")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def stop_after_this_pass(signum: int, _frame: object) -> None:
+        # Ctrl-C and SIGTERM end the loop between passes: a KeyboardInterrupt thrown into a pass could be
+        # lost in the libraries under it (seen 2026-12-02: the suite hung after a SIGINT) or cut an order's recording
+        # short. A second Ctrl-C interrupts at once.
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, stop_after_this_pass)
+    signal.signal(signal.SIGINT, stop_after_this_pass)
     print(f"trade manager ({trading.mode}): following trade updates, a pass every {args.poll_s:g} s; Ctrl-C to stop", flush=True)
     try:
         stream_url = settings().alpaca_trading_stream_url
