@@ -735,6 +735,37 @@ def test_cli_trade_manager_protects_the_entry_and_exits_cleanly(
         assert leg_events(ledger) == [REST, T1]
 
 
+def test_cli_trade_manager_stops_after_the_pass_on_ctrl_c_and_at_once_on_a_second(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The first Ctrl-C only asks the loop to stop (a pass is never cut); a second one interrupts a pass
+    that does not end (a hung broker call), and the command still exits 0."""
+    import signal
+
+    from orchestration import cli, trade_manager_sensor
+
+    for name, value in {"QUANTLAKE_MODE": "paper", "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET, "DAGSTER_HOME": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    seen: list[str] = []
+
+    def a_pass_that_never_ends(trading: object, stop: threading.Event, **_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 60  # against a hang of this test, not a timing
+        while time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs between these: a KeyboardInterrupt now would end the pass
+            if stop.is_set() and not seen:
+                seen.append("stop asked, pass still running")
+                os.kill(os.getpid(), signal.SIGINT)
+        seen.append("the second Ctrl-C did not interrupt")
+
+    monkeypatch.setattr(trade_manager_sensor, "run_trade_manager", a_pass_that_never_ends)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert cli.main(["trade-manager", "--poll-s", "0.2"]) == 0
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert seen == ["stop asked, pass still running"]
+
+
 @own_process_on_the_wall_clock
 def test_cli_trade_manager_refuses_a_mode_without_alpaca_orders(server: AlpacaTradingServer, tmp_path: Path) -> None:
     import subprocess
